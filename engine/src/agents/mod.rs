@@ -1,0 +1,10 @@
+//! Built-in agents: named step implementations that `agent:` steps call.
+//!
+//! An agent gets the run context and its `with:` configuration and returns its outputs as
+//! JSON, which feed the `when:` conditions and inputs of the steps after it.
+
+mod noop;
+pub mod orchestrator;
+mod registry;
+
+pub use registry::{Agent, AgentContext, AgentError, AgentFuture, Registry};

@@ -1,0 +1,137 @@
+//! `cairn bench engine`: no-op steps per second through the durable path, for a wide DAG and
+//! a deep chain, beside the raw rate of durable SQLite commits on the same disk.
+//!
+//! The comparison is the point: group commit should let a wide DAG finish steps at least as
+//! fast as SQLite can commit single transactions, and a chain (one commit per step) at half.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use cairn_engine::agents::Registry;
+use cairn_engine::exec::{Engine, EngineSettings};
+use cairn_engine::store::{RunState, Store};
+
+use super::settings::Settings;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchTarget,
+}
+
+#[derive(clap::Subcommand)]
+pub enum BenchTarget {
+    /// Durable engine throughput.
+    Engine {
+        /// Steps in each DAG.
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        /// Concurrency limit for the wide DAG (the engine default otherwise).
+        #[arg(long, default_value_t = EngineSettings::DEFAULT_CONCURRENCY)]
+        concurrency: usize,
+        /// Directory for the scratch databases (default: under $CAIRN_HOME, the state's disk).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Serialize)]
+pub struct EngineReport {
+    pub steps: usize,
+    pub concurrency: usize,
+    pub raw_commits_per_s: f64,
+    pub wide_steps_per_s: f64,
+    pub deep_steps_per_s: f64,
+    pub wide_vs_raw: f64,
+    pub deep_vs_raw: f64,
+}
+
+pub async fn bench(home: Option<PathBuf>, args: &BenchArgs) -> Result<()> {
+    match &args.what {
+        BenchTarget::Engine { steps, concurrency, dir, json } => {
+            let settings = Settings::resolve(home, None)?;
+            let base = dir.clone().unwrap_or_else(|| settings.home.join("bench"));
+            let scratch = base.join(format!("engine-{}", std::process::id()));
+            std::fs::create_dir_all(&scratch)
+                .with_context(|| format!("failed to create {}", scratch.display()))?;
+            let report = engine_bench(&scratch, *steps, *concurrency).await;
+            let _ = std::fs::remove_dir_all(&scratch);
+            let report = report?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("raw SQLite durable commits: {:>9.0} /s (1 row per synchronous=FULL transaction)", report.raw_commits_per_s);
+                println!("wide DAG ({} steps, concurrency {}): {:>9.0} steps/s ({:.2}x raw)", report.steps, report.concurrency, report.wide_steps_per_s, report.wide_vs_raw);
+                println!("deep chain ({} steps):              {:>9.0} steps/s ({:.2}x raw)", report.steps, report.deep_steps_per_s, report.deep_vs_raw);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn engine_bench(dir: &std::path::Path, steps: usize, concurrency: usize) -> Result<EngineReport> {
+    let raw = raw_commit_rate(&dir.join("raw.db"), steps)?;
+    let wide = dag_rate(dir, "wide", &workflow(steps, concurrency, false)).await?;
+    let deep = dag_rate(dir, "deep", &workflow(steps, 1, true)).await?;
+    Ok(EngineReport {
+        steps,
+        concurrency,
+        raw_commits_per_s: raw,
+        wide_steps_per_s: wide,
+        deep_steps_per_s: deep,
+        wide_vs_raw: wide / raw,
+        deep_vs_raw: deep / raw,
+    })
+}
+
+fn workflow(steps: usize, concurrency: usize, chain: bool) -> String {
+    let mut text = format!("name: bench\nconcurrency: {concurrency}\nsteps:\n");
+    for i in 0..steps {
+        let _ = writeln!(text, "  - id: s{i}\n    agent: noop");
+        if chain && i > 0 {
+            let _ = writeln!(text, "    depends_on: s{}", i - 1);
+        }
+    }
+    text
+}
+
+fn raw_commit_rate(path: &std::path::Path, commits: usize) -> Result<f64> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")?;
+    let started = Instant::now();
+    for i in 0..commits {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        conn.execute("INSERT INTO t (v) VALUES (?1)", [format!("row {i}")])?;
+        conn.execute_batch("COMMIT")?;
+    }
+    Ok(commits as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn dag_rate(dir: &std::path::Path, name: &str, definition: &str) -> Result<f64> {
+    let store = Store::open(&dir.join(format!("{name}.db")))?;
+    let engine = Engine::new(
+        store,
+        Registry::builtin(),
+        EngineSettings {
+            concurrency: None,
+            lease: EngineSettings::DEFAULT_LEASE,
+            work_dir: dir.join(format!("{name}-work")),
+        },
+    );
+    let started = Instant::now();
+    let (run_id, workflow) = engine.create_run(definition, name, None, serde_json::json!({}))?;
+    let state = engine.drive(run_id, None).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    if state != RunState::Succeeded {
+        bail!("benchmark run {name} ended {state}");
+    }
+    Ok(workflow.steps.len() as f64 / elapsed)
+}

@@ -1,0 +1,58 @@
+//! The `cairn` command line: one file per subcommand, all sharing [`settings::Settings`].
+//!
+//! Exit codes: 0 success; 1 a run failed or was cancelled; 2 invalid input (a workflow that
+//! does not validate, a bad argument); 3 any other error (state database, I/O, git).
+
+pub mod analyze;
+pub mod bench;
+pub mod cancel;
+pub mod graph;
+pub mod logs;
+pub mod run;
+pub mod settings;
+pub mod status;
+pub mod validate;
+pub mod view;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub const EXIT_RUN_FAILED: u8 = 1;
+pub const EXIT_INVALID: u8 = 2;
+pub const EXIT_ERROR: u8 = 3;
+
+/// Cairn: a durable, air-gapped-first CI/CD pipeline engine.
+#[derive(Parser)]
+#[command(name = "cairn", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Where state lives (database, workspaces, models). Default: the per-user data dir.
+    #[arg(long, env = "CAIRN_HOME", global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start a run of a workflow and follow it to the end.
+    Run(run::RunArgs),
+    /// Continue interrupted runs (all of them, or one).
+    Resume(run::ResumeArgs),
+    /// Show one run's steps, or an overview of recent runs.
+    Status(status::StatusArgs),
+    /// List runs, newest first.
+    Runs(status::RunsArgs),
+    /// Print a run's step logs.
+    Logs(logs::LogsArgs),
+    /// Cancel a run (its running steps are killed).
+    Cancel(cancel::CancelArgs),
+    /// Check a workflow file and report every problem with file, line and column.
+    Validate(validate::ValidateArgs),
+    /// Draw a workflow's DAG as Mermaid or Graphviz DOT.
+    Graph(graph::GraphArgs),
+    /// Explain what a commit changes, how risky it is and which route it takes.
+    Analyze(analyze::AnalyzeArgs),
+    /// Measure the engine's durable throughput.
+    Bench(bench::BenchArgs),
+}

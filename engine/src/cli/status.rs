@@ -1,0 +1,136 @@
+//! `cairn status [RUN]` and `cairn runs`: what the store says, with interrupted runs called
+//! what they are.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::json;
+
+use cairn_engine::exec::{humanize, owner_alive};
+use cairn_engine::store::{RunRecord, RunState, StepRecord, Store, now_ms};
+
+use super::settings::Settings;
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    pub run: Option<i64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct RunsArgs {
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A running run whose engine is gone is "interrupted", with the reason.
+pub fn liveness(run: &RunRecord) -> Option<String> {
+    if run.state != RunState::Running {
+        return None;
+    }
+    match &run.lease_owner {
+        None => Some("interrupted: no engine holds it; `cairn resume` continues it".into()),
+        Some(owner) if !owner_alive(owner) => Some(format!(
+            "interrupted: its engine ({owner}) is gone; `cairn resume` continues it"
+        )),
+        Some(owner) if run.lease_expires_at.unwrap_or(0) < now_ms() => Some(format!(
+            "interrupted: the lease of {owner} expired; `cairn resume` continues it"
+        )),
+        Some(_) => None,
+    }
+}
+
+fn shown_state(run: &RunRecord) -> String {
+    if liveness(run).is_some() { "interrupted".into() } else { run.state.to_string() }
+}
+
+fn duration(start: i64, end: Option<i64>) -> String {
+    let end = end.unwrap_or_else(now_ms);
+    humanize(std::time::Duration::from_millis((end - start).max(0) as u64))
+}
+
+pub fn status(home: Option<PathBuf>, args: &StatusArgs) -> Result<()> {
+    let store = Settings::resolve(home, None)?.open_store()?;
+    match args.run {
+        Some(run_id) => show_run(&store, run_id, args.json),
+        None => runs(&store, 10, args.json),
+    }
+}
+
+pub fn list(home: Option<PathBuf>, args: &RunsArgs) -> Result<()> {
+    let store = Settings::resolve(home, None)?.open_store()?;
+    runs(&store, args.limit, args.json)
+}
+
+fn runs(store: &Store, limit: usize, as_json: bool) -> Result<()> {
+    let runs = store.runs(limit)?;
+    if as_json {
+        let rows: Vec<_> = runs
+            .iter()
+            .map(|r| {
+                let mut value = serde_json::to_value(r).unwrap_or_default();
+                value["shown_state"] = json!(shown_state(r));
+                value
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if runs.is_empty() {
+        eprintln!("no runs yet");
+        return Ok(());
+    }
+    println!("{:>5}  {:<20} {:<12} {:>8}  {}", "RUN", "WORKFLOW", "STATE", "TIME", "COMMIT");
+    for run in &runs {
+        let commit = run.context.get("commit").and_then(|c| c.as_str()).unwrap_or("-");
+        println!(
+            "{:>5}  {:<20} {:<12} {:>8}  {}",
+            run.id,
+            run.workflow,
+            shown_state(run),
+            duration(run.created_at, run.finished_at),
+            &commit[..commit.len().min(12)]
+        );
+    }
+    Ok(())
+}
+
+fn show_run(store: &Store, run_id: i64, as_json: bool) -> Result<()> {
+    let run = store.run(run_id)?;
+    let steps = store.steps(run_id)?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "run": run,
+                "shown_state": shown_state(&run),
+                "interrupted": liveness(&run),
+                "steps": steps,
+            }))?
+        );
+        return Ok(());
+    }
+    println!("run {} · {} · {}", run.id, run.workflow, shown_state(&run));
+    if let Some(reason) = liveness(&run).or(run.reason.clone()) {
+        println!("  {reason}");
+    }
+    if let Some(commit) = run.context.get("commit").and_then(|c| c.as_str()) {
+        let repo = run.context.get("repo").and_then(|c| c.as_str()).unwrap_or("?");
+        println!("  commit {commit} in {repo}");
+    }
+    println!("  definition sha256 {}", &run.definition_sha256[..16]);
+    for step in &steps {
+        println!("  {}", step_line(step));
+    }
+    Ok(())
+}
+
+fn step_line(step: &StepRecord) -> String {
+    let took = step.started_at.map(|s| duration(s, step.finished_at)).unwrap_or_default();
+    let attempts = if step.attempts > 1 { format!(" ({} attempts)", step.attempts) } else { String::new() };
+    let error = step.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+    format!("{:<20} {:<14} {:>8}{attempts}{error}", step.step_id, step.state.as_str(), took)
+}

@@ -1,0 +1,38 @@
+//! `cairn validate FILE`: every problem of a workflow file, with file, line and column.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cairn_engine::agents::Registry;
+use cairn_engine::pipeline::{self, LoadOptions};
+
+use super::EXIT_INVALID;
+
+#[derive(clap::Args)]
+pub struct ValidateArgs {
+    /// Workflow files to check.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+pub fn validate(args: &ValidateArgs) -> ExitCode {
+    let registry = Registry::builtin();
+    let names = registry.names();
+    let options = LoadOptions { known_agents: &names };
+    let mut ok = true;
+    for file in &args.files {
+        match pipeline::load_file(file, &options) {
+            Ok(workflow) => println!(
+                "{}: ok: workflow `{}` with {} steps",
+                file.display(),
+                workflow.name,
+                workflow.steps.len()
+            ),
+            Err(error) => {
+                ok = false;
+                eprintln!("{error}");
+            }
+        }
+    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID) }
+}

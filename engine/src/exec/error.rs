@@ -1,0 +1,26 @@
+//! Errors of the executor.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("the workflow is not valid:\n{0}")]
+    Invalid(#[from] crate::pipeline::Error),
+    #[error(
+        "run {run_id}'s stored definition no longer loads with this build of Cairn:\n{source}"
+    )]
+    StoredDefinition {
+        run_id: i64,
+        #[source]
+        source: crate::pipeline::Error,
+    },
+    #[error("run {run_id} is already finished ({state})")]
+    AlreadyFinished {
+        run_id: i64,
+        state: crate::store::RunState,
+    },
+    #[error("failed to prepare the workspace of run {run_id}: {message}")]
+    Workspace { run_id: i64, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,21 @@
+//! The tokio DAG executor: a deterministic run machine, and a driver that persists its
+//! decisions and performs them (processes, agents). See `ARCHITECTURE.md`, "Executor".
+
+mod driver;
+mod error;
+mod logs;
+mod machine;
+mod orphans;
+mod owner;
+mod process;
+mod retry;
+mod workspace;
+
+pub use driver::{Engine, EngineSettings, Observer, RunEvent};
+pub use error::{Error, Result};
+pub use logs::LogSink;
+pub use machine::{Effects, Outcome, RunMachine, Write};
+pub use owner::{Owner, owner_alive};
+pub use process::humanize;
+pub use retry::FailureClass;
+pub use workspace::git;

@@ -1,0 +1,211 @@
+//! Running a `run:` step: `sh -c` in its own process group, output streamed line by line,
+//! the whole group killed on timeout or cancellation, outputs read from `$CAIRN_OUTPUT`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::{Map, Value};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use super::logs::LogSink;
+use super::machine::Outcome;
+use super::retry::FailureClass;
+
+/// Time between SIGTERM and SIGKILL when a step must stop.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+pub struct ProcessSpec {
+    pub command: String,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+    /// File the step may write `key=value` lines to; they become its outputs.
+    pub output_file: PathBuf,
+}
+
+pub async fn run_command(
+    spec: ProcessSpec,
+    logs: LogSink,
+    mut cancel: watch::Receiver<bool>,
+) -> Outcome {
+    if let Err(error) = std::fs::write(&spec.output_file, b"") {
+        return spawn_failure(format!(
+            "failed to create the output file {}: {error}",
+            spec.output_file.display()
+        ));
+    }
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(&spec.command)
+        .current_dir(&spec.cwd)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            return spawn_failure(format!(
+                "failed to start `sh -c` in {}: {error}",
+                spec.cwd.display()
+            ));
+        }
+    };
+    let group = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let readers = [
+        child.stdout.take().map(|out| pump(out, "stdout", logs.clone())),
+        child.stderr.take().map(|err| pump(err, "stderr", logs.clone())),
+    ];
+    let deadline = async {
+        match spec.timeout {
+            Some(timeout) => tokio::time::sleep(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    let cancelled = async {
+        while !*cancel.borrow() {
+            if cancel.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let stop = tokio::select! {
+        status = child.wait() => Ok(status),
+        () = deadline => Err(true),
+        () = cancelled => Err(false),
+    };
+    let status = match stop {
+        Ok(status) => status,
+        Err(timed_out) => {
+            terminate(group, &mut child).await;
+            for reader in readers.into_iter().flatten() {
+                let _ = reader.await;
+            }
+            if !timed_out {
+                return Outcome::Cancelled;
+            }
+            let timeout = spec.timeout.unwrap_or_default();
+            logs.line("engine", format!("timed out after {timeout:?}; process group killed"));
+            return Outcome::Failed {
+                class: FailureClass::Timeout,
+                exit_code: None,
+                message: format!("timed out after {}", humanize(timeout)),
+            };
+        }
+    };
+    for reader in readers.into_iter().flatten() {
+        let _ = reader.await;
+    }
+    // Children the step left behind in its group must not outlive it.
+    if let Some(group) = group {
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+    match status {
+        Err(error) => spawn_failure(format!("failed to wait for the step's process: {error}")),
+        Ok(status) if status.success() => match read_outputs(&spec.output_file) {
+            Ok(outputs) => Outcome::Succeeded { outputs },
+            Err(message) => Outcome::Failed {
+                class: FailureClass::ExitCode,
+                exit_code: Some(0),
+                message,
+            },
+        },
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (status.code(), status.signal()) {
+                (Some(code), _) => Outcome::Failed {
+                    class: FailureClass::ExitCode,
+                    exit_code: Some(code),
+                    message: format!("exited with status {code}"),
+                },
+                (None, signal) => Outcome::Failed {
+                    class: FailureClass::Killed,
+                    exit_code: None,
+                    message: format!("killed by signal {}", signal.unwrap_or(0)),
+                },
+            }
+        }
+    }
+}
+
+fn spawn_failure(message: String) -> Outcome {
+    Outcome::Failed {
+        class: FailureClass::Spawn,
+        exit_code: None,
+        message,
+    }
+}
+
+async fn terminate(group: Option<Pid>, child: &mut tokio::process::Child) {
+    if let Some(group) = group {
+        let _ = killpg(group, Signal::SIGTERM);
+        if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_ok() {
+            let _ = killpg(group, Signal::SIGKILL);
+            return;
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+    let _ = child.kill().await;
+}
+
+fn pump(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    name: &'static str,
+    logs: LogSink,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => logs.line(name, line),
+                Ok(None) => break,
+                Err(error) => {
+                    logs.line("engine", format!("failed to read {name}: {error}"));
+                    break;
+                }
+            }
+        }
+    })
+}
+
+/// `key=value` lines, like GitHub's `$GITHUB_OUTPUT`; a value that parses as JSON is kept as
+/// JSON so that `risk=high` and `count=3` compare naturally in `when:` conditions.
+fn read_outputs(path: &std::path::Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("failed to read outputs from {}: {error}", path.display()))?;
+    let mut outputs = Map::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!(
+                "{}:{}: output line is not `key=value`: {line:?}",
+                path.display(),
+                number + 1
+            ));
+        };
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.into()));
+        outputs.insert(key.trim().to_string(), value);
+    }
+    Ok(Value::Object(outputs))
+}
+
+pub fn humanize(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if duration.subsec_millis() != 0 && secs < 10 {
+        format!("{}ms", duration.as_millis())
+    } else if secs >= 60 && secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}

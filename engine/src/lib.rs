@@ -1,0 +1,9 @@
+//! Cairn: a durable, air-gapped-first CI/CD pipeline engine.
+//!
+//! Dependencies point one way: `cli → agents → {exec, pipeline, store}`. See `ARCHITECTURE.md`
+//! at the repository root for the map and the glossary.
+
+pub mod agents;
+pub mod exec;
+pub mod pipeline;
+pub mod store;

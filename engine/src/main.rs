@@ -1,0 +1,75 @@
+//! The `cairn` binary: parses the command line and hands off to `cli`; the only place that
+//! uses `anyhow` and decides exit codes.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, EXIT_ERROR, EXIT_INVALID};
+
+fn main() -> ExitCode {
+    if let Some(message) = missing_cpu_features() {
+        eprintln!("error: {message}");
+        return ExitCode::from(EXIT_ERROR);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            if error.downcast_ref::<cairn_engine::pipeline::Error>().is_some() {
+                ExitCode::from(EXIT_INVALID)
+            } else {
+                ExitCode::from(EXIT_ERROR)
+            }
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let home = cli.home;
+    match &cli.command {
+        Command::Run(args) => cli::run::run(home, args).await,
+        Command::Resume(args) => cli::run::resume(home, args).await,
+        Command::Status(args) => cli::status::status(home, args).map(|()| ExitCode::SUCCESS),
+        Command::Runs(args) => cli::status::list(home, args).map(|()| ExitCode::SUCCESS),
+        Command::Logs(args) => cli::logs::logs(home, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Cancel(args) => cli::cancel::cancel(home, args).await,
+        Command::Validate(args) => Ok(cli::validate::validate(args)),
+        Command::Graph(args) => Ok(cli::graph::graph(args)),
+        Command::Analyze(args) => cli::analyze::analyze(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => cli::bench::bench(home, args).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// The release build targets x86-64-v3 (AVX2, FMA) so the local model's kernels vectorize.
+/// On an older CPU, say so instead of dying on an illegal instruction later.
+fn missing_cpu_features() -> Option<String> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    {
+        if !std::arch::is_x86_feature_detected!("avx2") || !std::arch::is_x86_feature_detected!("fma") {
+            return Some(
+                "this build of cairn needs a CPU with AVX2 and FMA (x86-64-v3); rebuild with \
+                 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS='' for a portable, slower build"
+                    .into(),
+            );
+        }
+    }
+    None
+}

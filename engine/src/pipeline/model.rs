@@ -1,0 +1,142 @@
+//! The validated, in-memory form of a workflow file (`workflows/*.yaml`).
+//!
+//! Everything here has passed [`super::parse`] and [`super::validate`]: ids are unique,
+//! dependencies exist, the graph is acyclic, durations and conditions are well formed. The
+//! executor never sees raw YAML. See `ARCHITECTURE.md` ("Pipeline definitions").
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::condition::Condition;
+
+/// A position in a workflow file, 1-based, as editors show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A whole pipeline: what triggers it and the DAG of steps it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workflow {
+    pub name: String,
+    pub description: Option<String>,
+    pub trigger: Option<Trigger>,
+    /// Most steps of one run executing at once; `None` means the engine default.
+    pub concurrency: Option<usize>,
+    /// Environment for every step; a step's own `env` wins on conflicts.
+    pub env: BTreeMap<String, String>,
+    /// In file order, which is also the tie-break order for scheduling.
+    pub steps: Vec<Step>,
+}
+
+impl Workflow {
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|step| step.id == id)
+    }
+}
+
+/// When and for which repositories the engine starts runs on its own (`cairn serve`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    /// A cron expression (5 fields, or 6 with seconds), checked at validation.
+    pub schedule: Option<String>,
+    pub repositories: Vec<Repository>,
+    /// Which new commits start a run when several arrived between two ticks.
+    pub commits: CommitSelection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CommitSelection {
+    /// One run per new commit, oldest first.
+    #[default]
+    Each,
+    /// Only the newest commit of each branch.
+    Latest,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repository {
+    /// A local path or any URL `git` can fetch.
+    pub url: String,
+    /// Branches to watch; empty means the remote's default branch.
+    pub branches: Vec<String>,
+}
+
+/// One node of the DAG.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub id: String,
+    /// Human-readable label; defaults to the id.
+    pub name: String,
+    pub action: Action,
+    pub depends_on: Vec<String>,
+    pub timeout: Option<Duration>,
+    pub retry: RetryPolicy,
+    pub on_failure: OnFailure,
+    /// Evaluated against the run context when the step becomes ready; false skips the step.
+    pub when: Option<Condition>,
+    pub env: BTreeMap<String, String>,
+    /// Where the step starts in its file, for messages about it.
+    pub location: Location,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// A shell command, run with `sh -c` in its own process group.
+    Run { command: String },
+    /// A built-in agent registered under `name`; `with` is its configuration.
+    Agent { name: String, with: serde_json::Value },
+}
+
+/// How often and how patiently a step is attempted again after a failure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first. `None` when the file did not say: then only
+    /// infrastructure failures (timeout, killed process, interrupted engine) are retried,
+    /// with [`RetryPolicy::DEFAULT_INFRASTRUCTURE_RETRIES`].
+    pub retries: Option<u32>,
+    /// Delay before the first retry; doubles each time up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    pub const DEFAULT_INFRASTRUCTURE_RETRIES: u32 = 2;
+    pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(60);
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            retries: None,
+            backoff: Self::DEFAULT_BACKOFF,
+            max_backoff: Self::DEFAULT_MAX_BACKOFF,
+        }
+    }
+}
+
+/// What a failed step (after its retries) means for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// The run fails; steps not yet started are cancelled.
+    #[default]
+    Abort,
+    /// The failure is recorded, dependants still run, the run can still succeed.
+    Continue,
+    /// Retry on every kind of failure, a script's own exit code included
+    /// (once when `retries` is not given), then abort.
+    Retry,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Abort => "abort",
+            Self::Continue => "continue",
+            Self::Retry => "retry",
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Reading one entry of `steps:` (the format is documented in [`super::parse`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use marked_yaml::Node;
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+
+use super::condition::Condition;
+use super::duration::{format_duration, parse_duration};
+use super::error::Diagnostics;
+use super::model::{Action, Location, OnFailure, RetryPolicy, Step};
+use super::parse::{ParseContext, parse_env};
+use super::suggest::did_you_mean;
+use super::yaml::{
+    check_keys, describe, entry, integer, is_null, location, non_empty_string, position_inside,
+    scalar_location, string, string_or_list, to_json,
+};
+
+const STEP_KEYS: &[&str] = &[
+    "id", "name", "agent", "with", "run", "depends_on", "timeout", "retries", "on_failure", "when", "env",
+];
+const RETRY_KEYS: &[&str] = &["count", "backoff", "max_backoff"];
+const ON_FAILURE_VALUES: &[&str] = &["abort", "continue", "retry"];
+
+/// More retries than this is a typo or a loop in disguise.
+const MAX_RETRIES: i64 = 100;
+
+/// Positions inside one step, for the cross-step checks.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StepSpans {
+    pub(crate) id: Location,
+    /// Parallel to `Step::depends_on`.
+    pub(crate) depends_on: Vec<Location>,
+    /// Every `steps.<id>` the `when:` condition reads, with the position of the id.
+    pub(crate) when_step_references: Vec<(Location, String)>,
+}
+
+/// Parses one step; `None` only when the entry is not a mapping at all. The step returned may
+/// hold defaults where a field was invalid: the diagnostics say whether it can be used.
+pub(crate) fn parse_step(node: &Node, index: usize, context: &mut ParseContext<'_>) -> Option<(Step, StepSpans)> {
+    let Some(mapping) = node.as_mapping() else {
+        context.diagnostics.report(
+            location(node),
+            format!(
+                "step {} must be a mapping with `id` and `run` or `agent`, not {}",
+                index + 1,
+                describe(node)
+            ),
+        );
+        return None;
+    };
+    let step_location = location(node);
+    let mut spans = StepSpans {
+        id: step_location,
+        ..StepSpans::default()
+    };
+    let id = parse_id(mapping, index, step_location, &mut spans, &mut context.diagnostics);
+    // Messages name the step by id when it has a usable one, by position otherwise.
+    let label = match &id {
+        Some(id) => format!("step `{id}`"),
+        None => format!("step {}", index + 1),
+    };
+    let diagnostics = &mut context.diagnostics;
+    check_keys(mapping, STEP_KEYS, &format!("in {label}"), diagnostics);
+
+    let name = entry(mapping, "name")
+        .and_then(|(_, node)| non_empty_string(node, &format!("`name` of {label}"), diagnostics))
+        .map(|scalar| scalar.as_str().trim().to_owned());
+    let action = parse_action(mapping, &label, step_location, context.known_agents, diagnostics);
+
+    let mut depends_on = Vec::new();
+    if let Some((_, node)) = entry(mapping, "depends_on")
+        && let Some(entries) = string_or_list(node, &format!("`depends_on` of {label}"), diagnostics)
+    {
+        for dependency in entries {
+            let dependency_id = dependency.as_str().trim();
+            if depends_on.iter().any(|seen: &String| seen == dependency_id) {
+                diagnostics.report(
+                    scalar_location(dependency),
+                    format!("{label} lists `{dependency_id}` more than once in `depends_on`"),
+                );
+                continue;
+            }
+            depends_on.push(dependency_id.to_owned());
+            spans.depends_on.push(scalar_location(dependency));
+        }
+    }
+
+    let timeout = entry(mapping, "timeout").and_then(|(_, node)| {
+        let timeout = duration_field(node, &format!("`timeout` of {label}"), diagnostics)?;
+        if timeout.is_zero() {
+            diagnostics.report(location(node), format!("`timeout` of {label} must be longer than zero"));
+            return None;
+        }
+        Some(timeout)
+    });
+    let retry = entry(mapping, "retries")
+        .map(|(_, node)| parse_retries(node, &label, diagnostics))
+        .unwrap_or_default();
+    let on_failure = entry(mapping, "on_failure")
+        .map(|(_, node)| parse_on_failure(node, &label, diagnostics))
+        .unwrap_or_default();
+    let when = entry(mapping, "when").and_then(|(_, node)| {
+        parse_when(node, &label, context.source, &mut spans, diagnostics)
+    });
+    let env = entry(mapping, "env").map_or_else(BTreeMap::new, |(_, node)| {
+        parse_env(node, &format!("`env` of {label}"), diagnostics)
+    });
+
+    let id = id.unwrap_or_default();
+    let step = Step {
+        name: name.unwrap_or_else(|| id.clone()),
+        id,
+        action,
+        depends_on,
+        timeout,
+        retry,
+        on_failure,
+        when,
+        env,
+        location: step_location,
+    };
+    Some((step, spans))
+}
+
+fn parse_id(
+    mapping: &MarkedMappingNode,
+    index: usize,
+    step_location: Location,
+    spans: &mut StepSpans,
+    diagnostics: &mut Diagnostics,
+) -> Option<String> {
+    let Some((_, node)) = entry(mapping, "id") else {
+        diagnostics.report(step_location, format!("step {} is missing required key `id`", index + 1));
+        return None;
+    };
+    let scalar = non_empty_string(node, &format!("`id` of step {}", index + 1), diagnostics)?;
+    spans.id = scalar_location(scalar);
+    let id = scalar.as_str();
+    let valid = id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid {
+        diagnostics.report(
+            scalar_location(scalar),
+            format!(
+                "invalid step id `{id}`: an id starts with a lowercase letter and contains only a-z, 0-9, `_` and `-`"
+            ),
+        );
+        return None;
+    }
+    Some(id.to_owned())
+}
+
+/// `run` xor `agent`, and `with` only beside `agent`.
+fn parse_action(
+    mapping: &MarkedMappingNode,
+    label: &str,
+    step_location: Location,
+    known_agents: &[&str],
+    diagnostics: &mut Diagnostics,
+) -> Action {
+    let run = entry(mapping, "run");
+    let agent = entry(mapping, "agent");
+    let with = entry(mapping, "with");
+    let placeholder = Action::Run { command: String::new() };
+    match (run, agent) {
+        (Some((run_key, _)), Some((agent_key, _))) => {
+            // Point at whichever came second: that is the line that made the step ambiguous.
+            let second = std::cmp::max_by_key(scalar_location(run_key), scalar_location(agent_key), |location| {
+                (location.line, location.column)
+            });
+            diagnostics.report(
+                second,
+                format!("{label} has both `run` and `agent`; a step runs either a shell command or an agent"),
+            );
+            placeholder
+        }
+        (None, None) => {
+            diagnostics.report(
+                step_location,
+                format!("{label} needs either `run` (a shell command) or `agent` (a built-in agent)"),
+            );
+            placeholder
+        }
+        (Some((_, node)), None) => {
+            if let Some((with_key, _)) = with {
+                diagnostics.report(
+                    scalar_location(with_key),
+                    format!("`with` in {label} is only allowed together with `agent`"),
+                );
+            }
+            match node {
+                Node::Scalar(scalar) if is_null(scalar) || scalar.as_str().trim().is_empty() => {
+                    diagnostics.report(location(node), format!("`run` of {label} is empty"));
+                    placeholder
+                }
+                _ => match string(node, &format!("`run` of {label}"), diagnostics) {
+                    Some(command) => Action::Run {
+                        command: command.as_str().to_owned(),
+                    },
+                    None => placeholder,
+                },
+            }
+        }
+        (None, Some((_, node))) => {
+            let Some(name) = non_empty_string(node, &format!("`agent` of {label}"), diagnostics) else {
+                return placeholder;
+            };
+            let name = name.as_str().trim();
+            if !known_agents.is_empty() && !known_agents.contains(&name) {
+                let mut known: Vec<&str> = known_agents.to_vec();
+                known.sort_unstable();
+                diagnostics.report(
+                    location(node),
+                    format!(
+                        "unknown agent `{name}` in {label}; known agents: {}{}",
+                        known.join(", "),
+                        did_you_mean(name, known.iter().copied())
+                    ),
+                );
+            }
+            let with = with.map_or_else(
+                // An absent `with` is an empty configuration, so agents read one shape.
+                || serde_json::Value::Object(serde_json::Map::new()),
+                |(_, node)| to_json(node),
+            );
+            Action::Agent {
+                name: name.to_owned(),
+                with,
+            }
+        }
+    }
+}
+
+fn duration_field(node: &Node, what: &str, diagnostics: &mut Diagnostics) -> Option<Duration> {
+    let scalar = string(node, what, diagnostics)?;
+    match parse_duration(scalar.as_str()) {
+        Ok(duration) => Some(duration),
+        Err(reason) => {
+            diagnostics.report(location(node), format!("invalid {what}: {reason}"));
+            None
+        }
+    }
+}
+
+fn retry_count(node: &Node, what: &str, diagnostics: &mut Diagnostics) -> Option<u32> {
+    match integer(node) {
+        Some(count) if (0..=MAX_RETRIES).contains(&count) => u32::try_from(count).ok(),
+        Some(count) => {
+            diagnostics.report(location(node), format!("{what} must be between 0 and {MAX_RETRIES}, found {count}"));
+            None
+        }
+        None => {
+            diagnostics.report(location(node), format!("{what} must be a whole number, not {}", describe(node)));
+            None
+        }
+    }
+}
+
+/// `retries: 2` or `retries: { count: 2, backoff: 5s, max_backoff: 1m }`.
+fn parse_retries(node: &Node, label: &str, diagnostics: &mut Diagnostics) -> RetryPolicy {
+    let mut policy = RetryPolicy::default();
+    match node {
+        Node::Mapping(mapping) => {
+            check_keys(mapping, RETRY_KEYS, &format!("in `retries` of {label}"), diagnostics);
+            if let Some((_, count)) = entry(mapping, "count") {
+                policy.retries = retry_count(count, &format!("`retries.count` of {label}"), diagnostics);
+            }
+            let backoff = entry(mapping, "backoff")
+                .and_then(|(_, node)| duration_field(node, &format!("`retries.backoff` of {label}"), diagnostics));
+            let max_backoff = entry(mapping, "max_backoff").and_then(|(_, node)| {
+                duration_field(node, &format!("`retries.max_backoff` of {label}"), diagnostics).map(|value| (node, value))
+            });
+            if let Some(backoff) = backoff {
+                policy.backoff = backoff;
+                // A long first delay with the default cap would silently be cut short.
+                policy.max_backoff = policy.max_backoff.max(backoff);
+            }
+            if let Some((max_node, max_backoff)) = max_backoff {
+                if max_backoff < policy.backoff {
+                    diagnostics.report(
+                        location(max_node),
+                        format!(
+                            "`retries.max_backoff` of {label} ({}) is shorter than `backoff` ({})",
+                            format_duration(max_backoff),
+                            format_duration(policy.backoff)
+                        ),
+                    );
+                }
+                policy.max_backoff = max_backoff;
+            }
+        }
+        Node::Scalar(_) if integer(node).is_some() => {
+            policy.retries = retry_count(node, &format!("`retries` of {label}"), diagnostics);
+        }
+        _ => diagnostics.report(
+            location(node),
+            format!(
+                "`retries` of {label} must be a whole number or a mapping with `count`, `backoff` and `max_backoff`, not {}",
+                describe(node)
+            ),
+        ),
+    }
+    policy
+}
+
+fn parse_on_failure(node: &Node, label: &str, diagnostics: &mut Diagnostics) -> OnFailure {
+    let Some(scalar) = string(node, &format!("`on_failure` of {label}"), diagnostics) else {
+        return OnFailure::default();
+    };
+    match scalar.as_str() {
+        "abort" => OnFailure::Abort,
+        "continue" => OnFailure::Continue,
+        "retry" => OnFailure::Retry,
+        other => {
+            diagnostics.report(
+                location(node),
+                format!(
+                    "invalid `on_failure` value `{other}` in {label}; expected one of: {}{}",
+                    ON_FAILURE_VALUES.join(", "),
+                    did_you_mean(other, ON_FAILURE_VALUES.iter().copied())
+                ),
+            );
+            OnFailure::default()
+        }
+    }
+}
+
+fn parse_when(
+    node: &Node,
+    label: &str,
+    source: &str,
+    spans: &mut StepSpans,
+    diagnostics: &mut Diagnostics,
+) -> Option<Condition> {
+    let scalar: &MarkedScalarNode = match node {
+        Node::Scalar(scalar) if is_null(scalar) || scalar.as_str().trim().is_empty() => {
+            diagnostics.report(location(node), format!("`when` of {label} is empty"));
+            return None;
+        }
+        _ => string(node, &format!("`when` of {label}"), diagnostics)?,
+    };
+    let condition = match Condition::parse(scalar.as_str()) {
+        Ok(condition) => condition,
+        Err(error) => {
+            diagnostics.report(
+                position_inside(source, scalar, error.offset),
+                format!("invalid `when` condition in {label}: {}", error.message),
+            );
+            return None;
+        }
+    };
+    let root_errors = condition.check_roots();
+    for error in &root_errors {
+        diagnostics.report(
+            position_inside(source, scalar, error.offset),
+            format!("in `when` of {label}: {}", error.message),
+        );
+    }
+    for (offset, segments) in condition.paths() {
+        if let [root, step_id, ..] = segments
+            && root == "steps"
+        {
+            let id_offset = offset + root.len() + 1;
+            spans
+                .when_step_references
+                .push((position_inside(source, scalar, id_offset), step_id.clone()));
+        }
+    }
+    root_errors.is_empty().then_some(condition)
+}

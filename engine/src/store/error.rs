@@ -1,0 +1,64 @@
+//! Errors of the durable store.
+
+use std::path::PathBuf;
+
+use super::state::StepState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to open the state database {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("failed to create the state directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the state database {path} is corrupt: `PRAGMA integrity_check` said: {report}. \
+         Restore it from a backup, or move it aside to start with an empty history"
+    )]
+    Corrupt { path: PathBuf, report: String },
+    #[error(
+        "the state database {path} was written by a newer Cairn (schema version {found}, this \
+         build knows up to {supported}); upgrade Cairn to open it"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("failed to migrate the state database to schema version {version}")]
+    Migrate {
+        version: i64,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("no run with id {0}")]
+    RunNotFound(i64),
+    #[error("run {run_id} has no step `{step_id}`")]
+    StepNotFound { run_id: i64, step_id: String },
+    #[error("illegal transition of step `{step_id}` in run {run_id}: {from} -> {to}")]
+    IllegalTransition {
+        run_id: i64,
+        step_id: String,
+        from: StepState,
+        to: StepState,
+    },
+    #[error("run {run_id} is held by {owner} (lease valid for {remaining_ms} ms more)")]
+    LeaseHeld {
+        run_id: i64,
+        owner: String,
+        remaining_ms: i64,
+    },
+    #[error("the state database holds a bad value in {what}: {detail}")]
+    BadValue { what: &'static str, detail: String },
+    #[error("state database query failed")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,16 @@
+//! The durable store: runs, steps, attempts, the append-only event log and step logs, in one
+//! SQLite file. See `ARCHITECTURE.md`, "Durable execution".
+
+mod error;
+mod records;
+mod schema;
+mod sqlite;
+mod state;
+
+pub use error::{Error, Result};
+pub use records::{
+    EventRecord, LogLine, NewRun, RunRecord, StepRecord, StepTransition, StoredLogLine,
+};
+pub use schema::LATEST_VERSION;
+pub use sqlite::{Store, WriteTxn, now_ms};
+pub use state::{RunState, StepState};

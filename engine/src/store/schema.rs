@@ -1,0 +1,112 @@
+//! Schema migrations, versioned with `PRAGMA user_version`.
+//!
+//! Each entry of [`MIGRATIONS`] moves the database one version up and is applied in its own
+//! transaction. A database newer than this build is refused rather than guessed at.
+
+use rusqlite::Connection;
+
+use super::error::{Error, Result};
+
+/// Index `i` upgrades version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, steps, attempts, the append-only event log, step logs.
+    r#"
+    CREATE TABLE runs (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        workflow          TEXT    NOT NULL,
+        source_path       TEXT,
+        definition        TEXT    NOT NULL,  -- the exact YAML the run started with
+        definition_sha256 TEXT    NOT NULL,
+        context           TEXT    NOT NULL,  -- JSON: repo, commit, branch, trigger
+        state             TEXT    NOT NULL,
+        reason            TEXT,
+        cancel_requested  INTEGER NOT NULL DEFAULT 0,
+        lease_owner       TEXT,
+        lease_expires_at  INTEGER,
+        created_at        INTEGER NOT NULL,
+        finished_at       INTEGER
+    );
+    CREATE INDEX runs_by_state ON runs(state);
+
+    CREATE TABLE steps (
+        run_id           INTEGER NOT NULL REFERENCES runs(id),
+        step_id          TEXT    NOT NULL,
+        position         INTEGER NOT NULL,
+        state            TEXT    NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        outputs          TEXT,
+        error            TEXT,
+        next_attempt_at  INTEGER,
+        lease_owner      TEXT,
+        lease_expires_at INTEGER,
+        started_at       INTEGER,
+        finished_at      INTEGER,
+        PRIMARY KEY (run_id, step_id)
+    );
+
+    CREATE TABLE attempts (
+        run_id        INTEGER NOT NULL,
+        step_id       TEXT    NOT NULL,
+        attempt       INTEGER NOT NULL,
+        owner         TEXT    NOT NULL,
+        process_group INTEGER,
+        state         TEXT    NOT NULL,  -- running, succeeded, failed, interrupted, cancelled
+        failure       TEXT,              -- failure class when it failed
+        exit_code     INTEGER,
+        error         TEXT,
+        started_at    INTEGER NOT NULL,
+        finished_at   INTEGER,
+        PRIMARY KEY (run_id, step_id, attempt)
+    );
+
+    CREATE TABLE events (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id  INTEGER NOT NULL,
+        step_id TEXT,
+        attempt INTEGER,
+        kind    TEXT    NOT NULL,
+        data    TEXT    NOT NULL,
+        at      INTEGER NOT NULL
+    );
+    CREATE INDEX events_by_run ON events(run_id, seq);
+    CREATE TRIGGER events_are_append_only_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    CREATE TRIGGER events_are_append_only_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+
+    CREATE TABLE step_logs (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id  INTEGER NOT NULL,
+        step_id TEXT    NOT NULL,
+        attempt INTEGER NOT NULL,
+        stream  TEXT    NOT NULL,
+        line    TEXT    NOT NULL,
+        at      INTEGER NOT NULL
+    );
+    CREATE INDEX step_logs_by_step ON step_logs(run_id, step_id, seq);
+    "#,
+];
+
+pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if found > LATEST_VERSION {
+        return Err(Error::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: LATEST_VERSION,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = index as i64 + 1;
+        let apply = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let txn = conn.transaction()?;
+            txn.execute_batch(sql)?;
+            txn.pragma_update(None, "user_version", version)?;
+            txn.commit()
+        };
+        apply(conn).map_err(|source| Error::Migrate { version, source })?;
+    }
+    Ok(())
+}

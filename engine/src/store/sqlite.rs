@@ -1,0 +1,596 @@
+//! The SQLite store: one database file, WAL, `synchronous=FULL`.
+//!
+//! Every state change goes through a [`WriteTxn`], which appends the matching row to `events`
+//! in the same transaction. Callers batch several changes into one transaction (group commit)
+//! to get throughput without weakening durability.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::error::{Error, Result};
+use super::records::{
+    EventRecord, LogLine, NewRun, RunRecord, StepRecord, StepTransition, StoredLogLine,
+};
+use super::schema;
+use super::state::{RunState, StepState};
+
+/// A handle to the state database; cheap to clone, safe to share between tasks.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, checks its integrity and migrates it.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(open_err)?;
+        // A file that is not a database at all fails here, before any pragma changes it.
+        let report = integrity_report(&conn).map_err(|source| match source {
+            rusqlite::Error::SqliteFailure(ref failure, _)
+                if matches!(
+                    failure.code,
+                    rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+                ) =>
+            {
+                Error::Corrupt {
+                    path: path.to_path_buf(),
+                    report: source.to_string(),
+                }
+            }
+            other => open_err(other),
+        })?;
+        if report != "ok" {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                report,
+            });
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        schema::migrate(&mut conn, path)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-applied transaction behind
+        // (SQLite rolls it back), so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction and commits it durably.
+    pub fn write<T>(&self, work: impl FnOnce(&WriteTxn<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = work(&WriteTxn { txn: &txn })?;
+        txn.commit()?;
+        Ok(value)
+    }
+
+    /// `PRAGMA integrity_check` on the open database.
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(integrity_report(&self.lock())?)
+    }
+
+    pub fn run(&self, run_id: i64) -> Result<RunRecord> {
+        let conn = self.lock();
+        conn.query_row(
+            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+            [run_id],
+            run_from_row,
+        )
+        .optional()?
+        .ok_or(Error::RunNotFound(run_id))?
+    }
+
+    /// The newest runs first.
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map([limit as i64], run_from_row)?;
+        rows.map(|row| row?).collect()
+    }
+
+    /// Runs not in a terminal state, oldest first.
+    pub fn unfinished_runs(&self) -> Result<Vec<RunRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], run_from_row)?;
+        rows.map(|row| row?).collect()
+    }
+
+    pub fn steps(&self, run_id: i64) -> Result<Vec<StepRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 ORDER BY position"
+        ))?;
+        let rows = stmt.query_map([run_id], step_from_row)?;
+        rows.map(|row| row?).collect()
+    }
+
+    pub fn events(&self, run_id: i64) -> Result<Vec<EventRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT seq, run_id, step_id, attempt, kind, data, at FROM events
+             WHERE run_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([run_id], |row| {
+            Ok(EventRecord {
+                seq: row.get(0)?,
+                run_id: row.get(1)?,
+                step_id: row.get(2)?,
+                attempt: row.get(3)?,
+                kind: row.get(4)?,
+                data: parse_json(row.get::<_, String>(5)?),
+                at: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Log lines of a run (optionally one step) with `seq > after`, in order.
+    pub fn logs(
+        &self,
+        run_id: i64,
+        step_id: Option<&str>,
+        after: i64,
+    ) -> Result<Vec<StoredLogLine>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT seq, step_id, attempt, stream, line, at FROM step_logs
+             WHERE run_id = ?1 AND (?2 IS NULL OR step_id = ?2) AND seq > ?3 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![run_id, step_id, after], |row| {
+            Ok(StoredLogLine {
+                seq: row.get(0)?,
+                step_id: row.get(1)?,
+                attempt: row.get(2)?,
+                stream: row.get(3)?,
+                line: row.get(4)?,
+                at: row.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Appends log lines in one transaction (logs are batched by the caller).
+    pub fn append_logs(&self, lines: &[LogLine]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.write(|txn| {
+            let mut stmt = txn.txn.prepare_cached(
+                "INSERT INTO step_logs (run_id, step_id, attempt, stream, line, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for line in lines {
+                stmt.execute(params![
+                    line.run_id,
+                    line.step_id,
+                    line.attempt,
+                    line.stream,
+                    line.line,
+                    line.at
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Failed attempts per step (interrupted ones are not failures).
+    pub fn failed_attempts(&self, run_id: i64) -> Result<std::collections::HashMap<String, u32>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT step_id, COUNT(*) FROM attempts WHERE run_id = ?1 AND state = 'failed'
+             GROUP BY step_id",
+        )?;
+        let rows = stmt.query_map([run_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn cancel_requested(&self, run_id: i64) -> Result<bool> {
+        let conn = self.lock();
+        Ok(conn.query_row(
+            "SELECT cancel_requested FROM runs WHERE id = ?1",
+            [run_id],
+            |row| row.get::<_, bool>(0),
+        )?)
+    }
+}
+
+fn integrity_report(conn: &Connection) -> rusqlite::Result<String> {
+    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+    let lines = stmt
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(lines.join("; "))
+}
+
+/// A write transaction. Every method that changes state also appends its event.
+pub struct WriteTxn<'a> {
+    txn: &'a rusqlite::Transaction<'a>,
+}
+
+impl WriteTxn<'_> {
+    pub fn append_event(
+        &self,
+        run_id: i64,
+        step_id: Option<&str>,
+        attempt: Option<u32>,
+        kind: &str,
+        data: &Value,
+    ) -> Result<()> {
+        self.txn
+            .prepare_cached(
+                "INSERT INTO events (run_id, step_id, attempt, kind, data, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![run_id, step_id, attempt, kind, data.to_string(), now_ms()])?;
+        Ok(())
+    }
+
+    /// Creates a run in state `running`, leased to `new.owner`, with all steps pending.
+    pub fn create_run(&self, new: &NewRun) -> Result<i64> {
+        let now = now_ms();
+        let sha = hex::encode(Sha256::digest(new.definition.as_bytes()));
+        self.txn.execute(
+            "INSERT INTO runs (workflow, source_path, definition, definition_sha256, context,
+                               state, lease_owner, lease_expires_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
+            params![
+                new.workflow,
+                new.source_path,
+                new.definition,
+                sha,
+                new.context.to_string(),
+                new.owner,
+                now + new.lease_ms,
+                now
+            ],
+        )?;
+        let run_id = self.txn.last_insert_rowid();
+        let mut insert = self.txn.prepare_cached(
+            "INSERT INTO steps (run_id, step_id, position, state) VALUES (?1, ?2, ?3, 'pending')",
+        )?;
+        for (position, step_id) in new.step_ids.iter().enumerate() {
+            insert.execute(params![run_id, step_id, position as i64])?;
+        }
+        self.append_event(
+            run_id,
+            None,
+            None,
+            "run_created",
+            &serde_json::json!({
+                "workflow": new.workflow,
+                "definition_sha256": sha,
+                "context": new.context,
+                "owner": new.owner,
+            }),
+        )?;
+        Ok(run_id)
+    }
+
+    /// Applies one step transition after checking it against the transition table.
+    pub fn transition_step(&self, change: &StepTransition) -> Result<()> {
+        let from: String = self
+            .txn
+            .prepare_cached("SELECT state FROM steps WHERE run_id = ?1 AND step_id = ?2")?
+            .query_row(params![change.run_id, change.step_id], |row| row.get(0))
+            .optional()?
+            .ok_or_else(|| Error::StepNotFound {
+                run_id: change.run_id,
+                step_id: change.step_id.clone(),
+            })?;
+        let from: StepState = from.parse().map_err(|detail| Error::BadValue {
+            what: "steps.state",
+            detail,
+        })?;
+        if !from.can_become(change.to) {
+            return Err(Error::IllegalTransition {
+                run_id: change.run_id,
+                step_id: change.step_id.clone(),
+                from,
+                to: change.to,
+            });
+        }
+        let now = now_ms();
+        let (lease_owner, lease_expires_at) = change
+            .lease
+            .clone()
+            .map_or((None, None), |(owner, expires)| (Some(owner), Some(expires)));
+        let outputs = change.outputs.as_ref().map(Value::to_string);
+        self.txn
+            .prepare_cached(
+                "UPDATE steps SET
+                    state = ?3,
+                    attempts = COALESCE(?4, attempts),
+                    outputs = COALESCE(?5, outputs),
+                    error = ?6,
+                    next_attempt_at = ?7,
+                    lease_owner = ?8,
+                    lease_expires_at = ?9,
+                    started_at = CASE WHEN ?3 = 'running' THEN COALESCE(started_at, ?10)
+                                      ELSE started_at END,
+                    finished_at = CASE WHEN ?11 THEN ?10 ELSE NULL END
+                 WHERE run_id = ?1 AND step_id = ?2",
+            )?
+            .execute(params![
+                change.run_id,
+                change.step_id,
+                change.to.as_str(),
+                change.attempt,
+                outputs,
+                change.error,
+                change.next_attempt_at,
+                lease_owner,
+                lease_expires_at,
+                now,
+                change.to.is_terminal(),
+            ])?;
+        let mut data = match &change.detail {
+            Value::Object(map) => map.clone(),
+            Value::Null => serde_json::Map::new(),
+            other => {
+                let mut map = serde_json::Map::new();
+                map.insert("detail".into(), other.clone());
+                map
+            }
+        };
+        data.insert("from".into(), from.as_str().into());
+        if let Some(error) = &change.error {
+            data.insert("error".into(), error.clone().into());
+        }
+        if let Some(outputs) = &change.outputs {
+            data.insert("outputs".into(), outputs.clone());
+        }
+        self.append_event(
+            change.run_id,
+            Some(&change.step_id),
+            change.attempt,
+            &format!("step_{}", change.to.as_str()),
+            &Value::Object(data),
+        )
+    }
+
+    pub fn start_attempt(&self, run_id: i64, step_id: &str, attempt: u32, owner: &str) -> Result<()> {
+        self.txn
+            .prepare_cached(
+                "INSERT INTO attempts (run_id, step_id, attempt, owner, state, started_at)
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+            )?
+            .execute(params![run_id, step_id, attempt, owner, now_ms()])?;
+        Ok(())
+    }
+
+    /// Closes an attempt row; `state` is succeeded, failed, interrupted or cancelled.
+    pub fn finish_attempt(
+        &self,
+        run_id: i64,
+        step_id: &str,
+        attempt: u32,
+        state: &str,
+        failure: Option<&str>,
+        exit_code: Option<i32>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.txn
+            .prepare_cached(
+                "UPDATE attempts SET state = ?4, failure = ?5, exit_code = ?6, error = ?7,
+                        finished_at = ?8
+                 WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+            )?
+            .execute(params![run_id, step_id, attempt, state, failure, exit_code, error, now_ms()])?;
+        Ok(())
+    }
+
+    pub fn finish_run(&self, run_id: i64, state: RunState, reason: Option<&str>) -> Result<()> {
+        self.txn.execute(
+            "UPDATE runs SET state = ?2, reason = ?3, finished_at = ?4, lease_owner = NULL,
+                    lease_expires_at = NULL
+             WHERE id = ?1",
+            params![run_id, state.as_str(), reason, now_ms()],
+        )?;
+        self.append_event(
+            run_id,
+            None,
+            None,
+            &format!("run_{}", state.as_str()),
+            &serde_json::json!({ "reason": reason }),
+        )
+    }
+
+    pub fn request_cancel(&self, run_id: i64, by: &str) -> Result<()> {
+        let changed = self.txn.execute(
+            "UPDATE runs SET cancel_requested = 1 WHERE id = ?1",
+            [run_id],
+        )?;
+        if changed == 0 {
+            return Err(Error::RunNotFound(run_id));
+        }
+        self.append_event(
+            run_id,
+            None,
+            None,
+            "run_cancel_requested",
+            &serde_json::json!({ "by": by }),
+        )
+    }
+
+    /// Takes the run's lease for `owner` unless another live owner holds an unexpired one.
+    /// `owner_alive` tells whether a recorded owner still exists (same host, same process).
+    /// Returns the previous owner when the lease was taken over from someone else.
+    pub fn claim_run(
+        &self,
+        run_id: i64,
+        owner: &str,
+        lease_ms: i64,
+        owner_alive: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<String>> {
+        let now = now_ms();
+        let (current, expires): (Option<String>, Option<i64>) = self
+            .txn
+            .query_row(
+                "SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?1",
+                [run_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?
+            .ok_or(Error::RunNotFound(run_id))?;
+        let previous = current.filter(|holder| holder != owner);
+        if let Some(holder) = &previous {
+            let expires = expires.unwrap_or(0);
+            if expires > now && owner_alive(holder) {
+                return Err(Error::LeaseHeld {
+                    run_id,
+                    owner: holder.clone(),
+                    remaining_ms: expires - now,
+                });
+            }
+        }
+        self.txn.execute(
+            "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3 WHERE id = ?1",
+            params![run_id, owner, now + lease_ms],
+        )?;
+        if let Some(holder) = &previous {
+            let reason = if expires.unwrap_or(0) <= now {
+                format!("lease of {holder} expired")
+            } else {
+                format!("owner {holder} is gone (process no longer exists)")
+            };
+            self.append_event(
+                run_id,
+                None,
+                None,
+                "run_reclaimed",
+                &serde_json::json!({ "previous_owner": holder, "owner": owner, "reason": reason }),
+            )?;
+        }
+        Ok(previous)
+    }
+
+    /// Extends every lease `owner` holds on unfinished runs and their running steps.
+    pub fn renew_leases(&self, owner: &str, lease_ms: i64) -> Result<()> {
+        let expires = now_ms() + lease_ms;
+        self.txn.execute(
+            "UPDATE runs SET lease_expires_at = ?2 WHERE lease_owner = ?1 AND state = 'running'",
+            params![owner, expires],
+        )?;
+        self.txn.execute(
+            "UPDATE steps SET lease_expires_at = ?2 WHERE lease_owner = ?1 AND state = 'running'",
+            params![owner, expires],
+        )?;
+        Ok(())
+    }
+
+    pub fn release_run(&self, run_id: i64, owner: &str) -> Result<()> {
+        self.txn.execute(
+            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ?1 AND lease_owner = ?2",
+            params![run_id, owner],
+        )?;
+        Ok(())
+    }
+}
+
+const RUN_COLUMNS: &str = "id, workflow, source_path, definition, definition_sha256, context, \
+     state, reason, cancel_requested, lease_owner, lease_expires_at, created_at, finished_at";
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RunRecord>> {
+    let state: String = row.get(6)?;
+    Ok(state
+        .parse::<RunState>()
+        .map_err(|detail| Error::BadValue {
+            what: "runs.state",
+            detail,
+        })
+        .and_then(|state| {
+            Ok(RunRecord {
+                id: row.get(0)?,
+                workflow: row.get(1)?,
+                source_path: row.get(2)?,
+                definition: row.get(3)?,
+                definition_sha256: row.get(4)?,
+                context: parse_json(row.get::<_, String>(5)?),
+                state,
+                reason: row.get(7)?,
+                cancel_requested: row.get(8)?,
+                lease_owner: row.get(9)?,
+                lease_expires_at: row.get(10)?,
+                created_at: row.get(11)?,
+                finished_at: row.get(12)?,
+            })
+        }))
+}
+
+const STEP_COLUMNS: &str = "run_id, step_id, position, state, attempts, outputs, error, \
+     next_attempt_at, lease_owner, lease_expires_at, started_at, finished_at";
+
+fn step_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StepRecord>> {
+    let state: String = row.get(3)?;
+    Ok(state
+        .parse::<StepState>()
+        .map_err(|detail| Error::BadValue {
+            what: "steps.state",
+            detail,
+        })
+        .and_then(|state| {
+            Ok(StepRecord {
+                run_id: row.get(0)?,
+                step_id: row.get(1)?,
+                position: row.get(2)?,
+                state,
+                attempts: row.get(4)?,
+                outputs: row.get::<_, Option<String>>(5)?.map(parse_json),
+                error: row.get(6)?,
+                next_attempt_at: row.get(7)?,
+                lease_owner: row.get(8)?,
+                lease_expires_at: row.get(9)?,
+                started_at: row.get(10)?,
+                finished_at: row.get(11)?,
+            })
+        }))
+}
+
+/// Stored JSON was written by us; if it is unreadable anyway, show it as a string rather than
+/// refusing to display the run.
+fn parse_json(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
