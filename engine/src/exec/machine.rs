@@ -5,8 +5,6 @@
 //! persists the writes in one transaction (group commit), then performs the spawns. Tests
 //! drive the machine directly and assert on the effects.
 
-use std::collections::BTreeSet;
-
 use serde_json::{Map, Value, json};
 
 use super::retry::{FailureClass, next_retry};
@@ -170,39 +168,47 @@ impl<'w> RunMachine<'w> {
             .min()
     }
 
-    /// The run context a step sees: the trigger context, its ancestors' outputs merged at the
-    /// top level (so the analyze step's `risk` is `risk`), and `steps.<id>`.
+    /// The run context a step sees: the trigger context, the outputs of all its ancestors
+    /// merged at the top level in dependency order (so the analyze step's `risk` is `risk`
+    /// anywhere downstream), and `steps.<id>` with state and outputs of its direct
+    /// dependencies.
     pub fn context_for(&self, index: usize) -> Value {
         let mut context = match &self.base_context {
             Value::Object(map) => map.clone(),
             _ => Map::new(),
         };
         let ancestors = self.ancestors(index);
-        let mut steps = Map::new();
-        for &ancestor in self.order.iter().filter(|i| ancestors.contains(i)) {
-            let view = &self.steps[ancestor];
-            if let Some(Value::Object(outputs)) = &view.outputs {
+        for &ancestor in self.order.iter().filter(|&&i| ancestors[i]) {
+            if let Some(Value::Object(outputs)) = &self.steps[ancestor].outputs {
                 for (key, value) in outputs {
                     context.insert(key.clone(), value.clone());
                 }
             }
-            steps.insert(
-                self.workflow.steps[ancestor].id.clone(),
-                json!({
-                    "state": view.state.as_str(),
-                    "outputs": view.outputs.clone().unwrap_or_else(|| json!({})),
-                }),
-            );
         }
+        let steps: Map<String, Value> = self.dependencies[index]
+            .iter()
+            .map(|&dependency| {
+                let view = &self.steps[dependency];
+                (
+                    self.workflow.steps[dependency].id.clone(),
+                    json!({
+                        "state": view.state.as_str(),
+                        "outputs": view.outputs.clone().unwrap_or_else(|| json!({})),
+                    }),
+                )
+            })
+            .collect();
         context.insert("steps".into(), Value::Object(steps));
         Value::Object(context)
     }
 
-    fn ancestors(&self, index: usize) -> BTreeSet<usize> {
-        let mut seen = BTreeSet::new();
+    /// Marks every step `index` depends on, directly or not.
+    fn ancestors(&self, index: usize) -> Vec<bool> {
+        let mut seen = vec![false; self.steps.len()];
         let mut stack: Vec<usize> = self.dependencies[index].clone();
         while let Some(next) = stack.pop() {
-            if seen.insert(next) {
+            if !seen[next] {
+                seen[next] = true;
                 stack.extend_from_slice(&self.dependencies[next]);
             }
         }

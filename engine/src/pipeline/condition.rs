@@ -173,12 +173,18 @@ impl Condition {
                 if ROOTS.contains(&root.as_str()) {
                     return None;
                 }
+                // A lone misspelt word is as likely a literal (`meduim`) as a variable.
+                let literals: &[&str] = if segments.len() == 1 {
+                    &["low", "medium", "high", "true", "false", "null"]
+                } else {
+                    &[]
+                };
                 Some(ConditionError {
                     offset,
                     message: format!(
                         "unknown variable `{root}`; expected one of: {}{}",
                         ROOTS.join(", "),
-                        super::suggest::did_you_mean(root, ROOTS.iter().copied())
+                        super::suggest::did_you_mean(root, ROOTS.iter().chain(literals).copied())
                     ),
                 })
             })

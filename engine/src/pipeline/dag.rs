@@ -91,7 +91,7 @@ impl Dag {
         let mut order = Vec::with_capacity(self.len());
         while let Some(Reverse(index)) = ready.pop() {
             order.push(index);
-            for &dependant in self.dependants(index) {
+            for &dependant in &self.dependants[index] {
                 waiting_on[dependant] -= 1;
                 if waiting_on[dependant] == 0 {
                     ready.push(Reverse(dependant));
@@ -107,13 +107,13 @@ impl Dag {
     }
 
     /// The steps `index` waits for directly, in file order.
-    pub fn dependencies(&self, index: usize) -> &[usize] {
-        &self.dependencies[index]
+    pub fn dependencies(&self, index: usize) -> Vec<usize> {
+        self.dependencies[index].clone()
     }
 
     /// The steps that wait for `index` directly, in file order.
-    pub fn dependants(&self, index: usize) -> &[usize] {
-        &self.dependants[index]
+    pub fn dependants(&self, index: usize) -> Vec<usize> {
+        self.dependants[index].clone()
     }
 
     /// Everything `index` waits for, directly or not, in file order.

@@ -68,10 +68,6 @@ impl Diagnostics {
         });
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.found.is_empty()
-    }
-
     /// `Ok(value)` when nothing was reported, otherwise every diagnostic in file order.
     pub(crate) fn finish<T>(self, value: T) -> Result<T, Error> {
         if self.found.is_empty() {

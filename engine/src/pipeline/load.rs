@@ -39,3 +39,56 @@ pub fn load_str(file_name: &str, text: &str, options: &LoadOptions) -> Result<Wo
     validate(&workflow, &spans, &mut diagnostics);
     diagnostics.finish(workflow)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> String {
+        let options = LoadOptions {
+            known_agents: &["orchestrator", "noop"],
+        };
+        match load_str("t.yaml", text, &options) {
+            Ok(workflow) => panic!("expected errors, loaded {workflow:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn loads_the_default_pipeline() {
+        let text = include_str!("../../../workflows/ai-pipeline.yaml");
+        let options = LoadOptions {
+            known_agents: &["orchestrator", "noop"],
+        };
+        let workflow = load_str("ai-pipeline.yaml", text, &options).unwrap();
+        let ids: Vec<&str> = workflow.steps.iter().map(|step| step.id.as_str()).collect();
+        assert_eq!(ids, ["analyze", "test", "test-extra", "build", "deploy", "monitor"]);
+        let test = workflow.step("test").unwrap();
+        assert_eq!(test.timeout, Some(std::time::Duration::from_secs(600)));
+        assert_eq!(test.retry.retries, Some(1));
+        assert_eq!(test.on_failure, super::super::model::OnFailure::Retry);
+        let when = test.when.as_ref().unwrap();
+        assert!(when.evaluate(&serde_json::json!({ "risk": "high" })));
+        assert!(!when.evaluate(&serde_json::json!({ "risk": "low" })));
+        let trigger = workflow.trigger.as_ref().unwrap();
+        assert_eq!(trigger.schedule.as_deref(), Some("*/5 * * * *"));
+        assert_eq!(trigger.repositories[0].branches, ["main"]);
+    }
+
+    #[test]
+    fn positions_point_into_condition_text() {
+        let text = "name: x\nsteps:\n  - id: a\n    run: 'true'\n    when: risk >=\n";
+        assert_eq!(
+            errors(text),
+            "t.yaml:5:18: invalid `when` condition in step `a`: expected a value after `>=`"
+        );
+        let text = "name: x\nsteps:\n  - id: a\n    run: 'true'\n    when: \"risk == high || rsk\"\n";
+        assert!(errors(text).starts_with("t.yaml:5:28: in `when` of step `a`: unknown variable `rsk`"));
+    }
+
+    #[test]
+    fn missing_file_is_a_diagnostic() {
+        let error = load_file(Path::new("/nonexistent/cairn.yaml"), &LoadOptions::default()).unwrap_err();
+        assert!(error.to_string().starts_with("/nonexistent/cairn.yaml:1:1: failed to read workflow file:"));
+    }
+}

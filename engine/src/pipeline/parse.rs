@@ -81,7 +81,7 @@ pub(crate) fn parse(file_name: &str, source: &str, known_agents: &[&str]) -> Res
         .error_on_duplicate_keys(true)
         // Keeps quoted scalars distinguishable, so `retries: "2"` is a string and `"null"` is not null.
         .prevent_coercion(true);
-    let root = match marked_yaml::parse_yaml_with_options(0, source, options) {
+    let mut root = match marked_yaml::parse_yaml_with_options(0, source, options) {
         Ok(root) => root,
         Err(error) => {
             let (location, message) = describe_load_error(&error);
@@ -89,6 +89,7 @@ pub(crate) fn parse(file_name: &str, source: &str, known_agents: &[&str]) -> Res
             return Err(context.diagnostics.into_error());
         }
     };
+    super::yaml::normalize_spans(&mut root, source);
     let Some(root) = root.as_mapping() else {
         // The loader is asked for a top-level mapping, so this is only a safety net.
         context.diagnostics.report(location(&root), "a workflow file must be a YAML mapping");
@@ -272,7 +273,7 @@ fn parse_trigger(node: &Node, diagnostics: &mut Diagnostics) -> Option<Trigger> 
     check_keys(mapping, TRIGGER_KEYS, "in `trigger`", diagnostics);
     let schedule = entry(mapping, "schedule")
         .and_then(|(_, node)| non_empty_string(node, "`trigger.schedule`", diagnostics))
-        .and_then(|scalar| match parse_schedule(scalar.as_str()) {
+        .and_then(|scalar| match check_schedule(scalar.as_str()) {
             Ok(_) => Some(scalar.as_str().trim().to_owned()),
             Err(reason) => {
                 diagnostics.report(
@@ -320,6 +321,18 @@ fn parse_trigger(node: &Node, diagnostics: &mut Diagnostics) -> Option<Trigger> 
         repositories,
         commits,
     })
+}
+
+/// [`parse_schedule`], with a clearer message for the most common mistake (field count) than
+/// the cron library gives.
+fn check_schedule(text: &str) -> Result<(), String> {
+    let fields = text.split_whitespace().count();
+    if !text.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
+        return Err(format!(
+            "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with leading seconds, found {fields}"
+        ));
+    }
+    parse_schedule(text).map(|_| ()).map_err(|reason| reason.trim_end_matches('.').to_owned())
 }
 
 fn parse_repository(node: &Node, index: usize, diagnostics: &mut Diagnostics) -> Option<Repository> {

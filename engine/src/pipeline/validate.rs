@@ -72,7 +72,7 @@ fn shortest_cycle(dag: &Dag, start: usize, members: &HashSet<usize>) -> Vec<usiz
     let mut came_from: Vec<Option<usize>> = vec![None; dag.len()];
     let mut queue = VecDeque::from([start]);
     while let Some(current) = queue.pop_front() {
-        for &next in dag.dependencies(current) {
+        for next in dag.dependencies(current) {
             if !members.contains(&next) {
                 continue;
             }

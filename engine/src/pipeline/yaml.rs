@@ -11,6 +11,41 @@ use super::error::Diagnostics;
 use super::model::Location;
 use super::suggest::did_you_mean;
 
+/// Moves misleading start positions to where a reader looks for them. The loader marks a block
+/// mapping at the colon of its first key and an empty value (`run:`) at the next token, which
+/// can be lines further down; messages should point at the first key and at the empty key.
+pub(crate) fn normalize_spans(node: &mut Node, source: &str) {
+    match node {
+        Node::Scalar(_) => {}
+        Node::Sequence(items) => items.iter_mut().for_each(|item| normalize_spans(item, source)),
+        Node::Mapping(mapping) => {
+            if let Some(first_key) = mapping.keys().next().and_then(|key| key.span().start().copied()) {
+                mapping.span_mut().set_start(Some(first_key));
+            }
+            for (key, value) in mapping.iter_mut() {
+                if let Node::Scalar(scalar) = value
+                    && is_null(scalar)
+                    && !text_at(source, scalar_location(scalar)).starts_with(scalar.as_str())
+                {
+                    scalar.span_mut().set_start(key.span().start().copied());
+                }
+                normalize_spans(value, source);
+            }
+        }
+    }
+}
+
+/// The rest of the source line from `location` on (empty when out of range).
+fn text_at(source: &str, location: Location) -> &str {
+    let Some(line) = source.lines().nth(location.line.saturating_sub(1)) else {
+        return "";
+    };
+    match line.char_indices().nth(location.column.saturating_sub(1)) {
+        Some((byte, _)) => &line[byte..],
+        None => "",
+    }
+}
+
 /// Where a span starts; the loader always sets a start, 1:1 is only a safe fallback.
 pub(crate) fn span_location(span: &Span) -> Location {
     span.start().map_or(Location { line: 1, column: 1 }, |marker| Location {
@@ -178,13 +213,7 @@ pub(crate) fn to_json(node: &Node) -> serde_json::Value {
 pub(crate) fn position_inside(source: &str, scalar: &MarkedScalarNode, offset: usize) -> Location {
     let start = scalar_location(scalar);
     let value = scalar.as_str();
-    let Some(line) = source.lines().nth(start.line.saturating_sub(1)) else {
-        return start;
-    };
-    let Some(column_byte) = line.char_indices().nth(start.column.saturating_sub(1)).map(|(byte, _)| byte) else {
-        return start;
-    };
-    let raw = &line[column_byte..];
+    let raw = text_at(source, start);
     let quote_width = if raw.starts_with(value) {
         0
     } else if (raw.starts_with('"') || raw.starts_with('\''))

@@ -1,0 +1,31 @@
+//! Shared helpers for the integration tests: the real default model and the reference vectors.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The real default model; fails with a hint to run the fetch script when it is missing.
+pub fn model_path() -> PathBuf {
+    match cairn_models::default_model_path() {
+        Ok(path) => path,
+        Err(err) => panic!("{err}\n(run scripts/fetch-model.sh before the model tests)"),
+    }
+}
+
+/// The reference vectors produced with llama.cpp (`../shared/vectors`).
+pub fn vectors() -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/vectors/smollm2-135m-instruct-q4_1.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("failed to read {}: {err}", path.display()));
+    serde_json::from_str(&text).expect("vectors file is valid JSON")
+}
+
+pub fn ids(value: &serde_json::Value) -> Vec<u32> {
+    value
+        .as_array()
+        .expect("ids array")
+        .iter()
+        .map(|v| v.as_u64().expect("id") as u32)
+        .collect()
+}
