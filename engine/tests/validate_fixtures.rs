@@ -8,6 +8,8 @@
 //! After changing a message on purpose, rewrite the snapshots with
 //! `CAIRN_BLESS=1 cargo test -p cairn-engine --test validate_fixtures` and review the diff.
 
+#![allow(clippy::unwrap_used)] // In tests a panic is the failure report.
+
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -26,26 +28,36 @@ fn options() -> LoadOptions<'static> {
 }
 
 fn fixtures(directory: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(directory)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(directory)
 }
 
 /// The `.yaml` files of `directory`, sorted so failures are listed in a stable order.
 fn yaml_files(directory: &Path) -> Vec<PathBuf> {
-    let entries = fs::read_dir(directory).unwrap_or_else(|error| panic!("failed to read {}: {error}", directory.display()));
+    let entries = fs::read_dir(directory)
+        .unwrap_or_else(|error| panic!("failed to read {}: {error}", directory.display()));
     let mut files: Vec<PathBuf> = entries
         .map(|entry| entry.expect("failed to read a directory entry").path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "yaml"))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "yaml")
+        })
         .collect();
     files.sort();
     files
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().expect("fixture paths have a file name").to_string_lossy().into_owned()
+    path.file_name()
+        .expect("fixture paths have a file name")
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|error| panic!("failed to read {}: {error}", path.display()))
+    fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("failed to read {}: {error}", path.display()))
 }
 
 fn blessing() -> bool {
@@ -72,12 +84,16 @@ fn invalid_fixtures_fail_with_the_expected_messages() {
         };
         let expected_path = path.with_extension("expected");
         if blessing() {
-            fs::write(&expected_path, &actual).unwrap_or_else(|error| panic!("failed to write {}: {error}", expected_path.display()));
+            fs::write(&expected_path, &actual).unwrap_or_else(|error| {
+                panic!("failed to write {}: {error}", expected_path.display())
+            });
             continue;
         }
         let expected = fs::read_to_string(&expected_path).unwrap_or_default();
         if actual != expected {
-            failures.push(format!("{name}:\n--- expected\n{expected}--- actual\n{actual}"));
+            failures.push(format!(
+                "{name}:\n--- expected\n{expected}--- actual\n{actual}"
+            ));
         }
     }
     assert!(
@@ -93,8 +109,15 @@ fn every_expected_file_has_a_fixture() {
     let directory = fixtures("invalid");
     for entry in fs::read_dir(&directory).expect("the invalid fixtures directory exists") {
         let path = entry.expect("failed to read a directory entry").path();
-        if path.extension().is_some_and(|extension| extension == "expected") {
-            assert!(path.with_extension("yaml").exists(), "{} has no .yaml beside it", path.display());
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "expected")
+        {
+            assert!(
+                path.with_extension("yaml").exists(),
+                "{} has no .yaml beside it",
+                path.display()
+            );
         }
     }
 }
@@ -121,7 +144,9 @@ fn repository_workflows() -> Vec<PathBuf> {
 fn repository_workflows_load() {
     let files = repository_workflows();
     assert!(
-        files.iter().any(|path| file_name(path) == "ai-pipeline.yaml"),
+        files
+            .iter()
+            .any(|path| file_name(path) == "ai-pipeline.yaml"),
         "workflows/ai-pipeline.yaml is missing"
     );
     files.iter().for_each(|path| assert_loads(path));
@@ -132,7 +157,9 @@ fn load_without_panic(what: &str, text: &str) -> Option<String> {
     let result = catch_unwind(AssertUnwindSafe(|| {
         let _ = load_str("truncated.yaml", text, &options());
     }));
-    result.err().map(|_| format!("{what} panicked; input:\n{text}"))
+    result
+        .err()
+        .map(|_| format!("{what} panicked; input:\n{text}"))
 }
 
 #[test]
@@ -144,13 +171,24 @@ fn truncated_and_damaged_workflows_never_panic() {
         let text = read(path);
         let name = file_name(path);
         for (cut, _) in text.char_indices().chain([(text.len(), ' ')]) {
-            panics.extend(load_without_panic(&format!("{name} cut at byte {cut}"), &text[..cut]));
+            panics.extend(load_without_panic(
+                &format!("{name} cut at byte {cut}"),
+                &text[..cut],
+            ));
         }
         // Dropping any one line breaks indentation, lists and mappings in every way at once.
         let lines: Vec<&str> = text.lines().collect();
         for dropped in 0..lines.len() {
-            let damaged: Vec<&str> = lines.iter().enumerate().filter(|(index, _)| *index != dropped).map(|(_, line)| *line).collect();
-            panics.extend(load_without_panic(&format!("{name} without line {}", dropped + 1), &damaged.join("\n")));
+            let damaged: Vec<&str> = lines
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| *index != dropped)
+                .map(|(_, line)| *line)
+                .collect();
+            panics.extend(load_without_panic(
+                &format!("{name} without line {}", dropped + 1),
+                &damaged.join("\n"),
+            ));
         }
     }
     assert!(panics.is_empty(), "{}", panics.join("\n\n"));

@@ -98,6 +98,11 @@ impl GgufFile {
         self.content.tensor_infos.contains_key(name)
     }
 
+    /// Number of elements of a tensor, from the tensor table (no data read).
+    pub(crate) fn tensor_elements(&self, name: &str) -> Option<usize> {
+        self.content.tensor_infos.get(name).map(|info| info.shape.elem_count())
+    }
+
     /// Reads one tensor's data.
     pub(crate) fn tensor(&mut self, name: &str) -> Result<QTensor, Error> {
         self.content

@@ -440,3 +440,7 @@ fn finish_attempt(
         error,
     }
 }
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

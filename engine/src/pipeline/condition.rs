@@ -74,7 +74,10 @@ impl RiskLevel {
 pub(super) enum Expr {
     Literal(Literal),
     /// A dotted path into the context; `offset` is where it starts in the source.
-    Path { segments: Vec<String>, offset: usize },
+    Path {
+        segments: Vec<String>,
+        offset: usize,
+    },
     Not(Box<Expr>),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
@@ -133,7 +136,10 @@ impl Condition {
                 ),
                 _ => format!("unexpected {} after the end of the condition", token.kind),
             };
-            return Err(ConditionError { offset: token.offset, message });
+            return Err(ConditionError {
+                offset: token.offset,
+                message,
+            });
         }
         Ok(Condition {
             source: text.to_owned(),
@@ -262,7 +268,12 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ConditionError> {
             '(' => (TokenKind::OpenParen, 1),
             ')' => (TokenKind::CloseParen, 1),
             '=' if two('=') => (TokenKind::Compare(CompareOp::Equal), 2),
-            '=' => return Err(error(offset, "`=` is not an operator; use `==` to compare".to_owned())),
+            '=' => {
+                return Err(error(
+                    offset,
+                    "`=` is not an operator; use `==` to compare".to_owned(),
+                ));
+            }
             '!' if two('=') => (TokenKind::Compare(CompareOp::NotEqual), 2),
             '!' => (TokenKind::Not, 1),
             '<' if two('=') => (TokenKind::Compare(CompareOp::LessOrEqual), 2),
@@ -270,9 +281,19 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ConditionError> {
             '>' if two('=') => (TokenKind::Compare(CompareOp::GreaterOrEqual), 2),
             '>' => (TokenKind::Compare(CompareOp::Greater), 1),
             '&' if two('&') => (TokenKind::And, 2),
-            '&' => return Err(error(offset, "`&` is not an operator; use `&&` or `and`".to_owned())),
+            '&' => {
+                return Err(error(
+                    offset,
+                    "`&` is not an operator; use `&&` or `and`".to_owned(),
+                ));
+            }
             '|' if two('|') => (TokenKind::Or, 2),
-            '|' => return Err(error(offset, "`|` is not an operator; use `||` or `or`".to_owned())),
+            '|' => {
+                return Err(error(
+                    offset,
+                    "`|` is not an operator; use `||` or `or`".to_owned(),
+                ));
+            }
             '\'' | '"' => {
                 let (value, length) = read_string(text, offset, character)?;
                 (TokenKind::String(value), length)
@@ -287,7 +308,9 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ConditionError> {
                 let number = literal
                     .parse::<f64>()
                     .ok()
-                    .filter(|number| number.is_finite() && !literal.contains(['e', 'E', 'i', 'I', 'n', 'N']))
+                    .filter(|number| {
+                        number.is_finite() && !literal.contains(['e', 'E', 'i', 'I', 'n', 'N'])
+                    })
                     .ok_or_else(|| error(offset, format!("invalid number `{literal}`")))?;
                 (TokenKind::Number(number), length)
             }
@@ -301,8 +324,8 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ConditionError> {
                     segments.push(text[position..position + segment_length].to_owned());
                     position += segment_length;
                     let rest = &text[position..];
-                    if rest.starts_with('.') {
-                        let after_dot = rest[1..].chars().next();
+                    if let Some(after) = rest.strip_prefix('.') {
+                        let after_dot = after.chars().next();
                         if after_dot.is_some_and(is_name_continue) {
                             position += 1;
                             continue;
@@ -323,7 +346,10 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ConditionError> {
         };
         tokens.push(Token { kind, offset });
         // Every token is ASCII except string literals, whose length is in bytes too.
-        while chars.peek().is_some_and(|&(next, _)| next < offset + length) {
+        while chars
+            .peek()
+            .is_some_and(|&(next, _)| next < offset + length)
+        {
             chars.next();
         }
     }
@@ -402,7 +428,11 @@ impl Parser<'_> {
 
     fn comparison(&mut self) -> Result<Expr, ConditionError> {
         let left = self.primary()?;
-        if let Some(Token { kind: TokenKind::Compare(op), .. }) = self.peek() {
+        if let Some(Token {
+            kind: TokenKind::Compare(op),
+            ..
+        }) = self.peek()
+        {
             let op = *op;
             self.position += 1;
             let right = self.primary()?;
@@ -412,7 +442,10 @@ impl Parser<'_> {
     }
 
     /// Runs `parse` one level deeper, refusing pathological nesting.
-    fn nested(&mut self, parse: fn(&mut Self) -> Result<Expr, ConditionError>) -> Result<Expr, ConditionError> {
+    fn nested(
+        &mut self,
+        parse: fn(&mut Self) -> Result<Expr, ConditionError>,
+    ) -> Result<Expr, ConditionError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             let offset = self.peek().map_or(self.end, |token| token.offset);
@@ -432,7 +465,10 @@ impl Parser<'_> {
                 None => "the condition is empty".to_owned(),
                 Some(last) => format!("expected a value after {}", last.kind),
             };
-            return Err(ConditionError { offset: self.end, message });
+            return Err(ConditionError {
+                offset: self.end,
+                message,
+            });
         };
         self.position += 1;
         let expr = match token.kind {
@@ -446,7 +482,10 @@ impl Parser<'_> {
                 [word] if word == "low" => Expr::Literal(Literal::Risk(RiskLevel::Low)),
                 [word] if word == "medium" => Expr::Literal(Literal::Risk(RiskLevel::Medium)),
                 [word] if word == "high" => Expr::Literal(Literal::Risk(RiskLevel::High)),
-                _ => Expr::Path { segments, offset: token.offset },
+                _ => Expr::Path {
+                    segments,
+                    offset: token.offset,
+                },
             },
             TokenKind::OpenParen => {
                 let inner = self.nested(Self::or)?;
@@ -471,6 +510,7 @@ impl Parser<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 mod tests {
     use super::*;
 
@@ -527,10 +567,17 @@ mod tests {
                 Box::new(Expr::Literal(Literal::Number(-1.5)))
             )
         );
-        let condition = Condition::parse(r#"(branch == "main") && commit.author != 'a\'b'"#).unwrap();
+        let condition =
+            Condition::parse(r#"(branch == "main") && commit.author != 'a\'b'"#).unwrap();
         assert!(matches!(condition.expr, Expr::And(..)));
-        assert_eq!(Condition::parse("null").unwrap().expr, Expr::Literal(Literal::Null));
-        assert_eq!(Condition::parse("true").unwrap().expr, Expr::Literal(Literal::Bool(true)));
+        assert_eq!(
+            Condition::parse("null").unwrap().expr,
+            Expr::Literal(Literal::Null)
+        );
+        assert_eq!(
+            Condition::parse("true").unwrap().expr,
+            Expr::Literal(Literal::Bool(true))
+        );
     }
 
     #[test]
@@ -570,6 +617,10 @@ mod tests {
         let errors = condition.check_roots();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].offset, 16);
-        assert!(errors[0].message.contains("did you mean `risk`?"), "{}", errors[0]);
+        assert!(
+            errors[0].message.contains("did you mean `risk`?"),
+            "{}",
+            errors[0]
+        );
     }
 }

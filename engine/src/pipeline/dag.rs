@@ -24,7 +24,11 @@ impl Dag {
     /// validated workflow has none, and [`super::validate`] reports them with positions.
     pub fn new(workflow: &Workflow) -> Dag {
         let ids: Vec<String> = workflow.steps.iter().map(|step| step.id.clone()).collect();
-        let index_by_id: HashMap<&str, usize> = ids.iter().enumerate().map(|(index, id)| (id.as_str(), index)).collect();
+        let index_by_id: HashMap<&str, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(index, id)| (id.as_str(), index))
+            .collect();
         let mut graph = DiGraph::with_capacity(ids.len(), ids.len());
         for _ in &ids {
             graph.add_node(());
@@ -103,7 +107,10 @@ impl Dag {
 
     /// [`Dag::topological_order`] as step ids.
     pub fn topological_ids(&self) -> Vec<&str> {
-        self.topological_order().into_iter().map(|index| self.id(index)).collect()
+        self.topological_order()
+            .into_iter()
+            .map(|index| self.id(index))
+            .collect()
     }
 
     /// The steps `index` waits for directly, in file order.
@@ -129,7 +136,9 @@ impl Dag {
 
     /// Steps without dependencies, in file order.
     pub fn roots(&self) -> Vec<usize> {
-        (0..self.len()).filter(|&index| self.dependencies(index).is_empty()).collect()
+        (0..self.len())
+            .filter(|&index| self.dependencies(index).is_empty())
+            .collect()
     }
 
     /// The underlying graph, for algorithms (cycle search) that want petgraph directly.
@@ -141,7 +150,10 @@ impl Dag {
         let mut seen = vec![false; self.len()];
         let mut stack = vec![index];
         while let Some(current) = stack.pop() {
-            for next in self.graph.neighbors_directed(NodeIndex::new(current), direction) {
+            for next in self
+                .graph
+                .neighbors_directed(NodeIndex::new(current), direction)
+            {
                 if !seen[next.index()] {
                     seen[next.index()] = true;
                     stack.push(next.index());
@@ -154,6 +166,7 @@ impl Dag {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 mod tests {
     use super::super::model::{Action, Step, Workflow};
     use super::*;
@@ -170,7 +183,9 @@ mod tests {
                 .map(|(id, depends_on)| Step {
                     id: (*id).to_owned(),
                     name: (*id).to_owned(),
-                    action: Action::Run { command: "true".to_owned() },
+                    action: Action::Run {
+                        command: "true".to_owned(),
+                    },
                     depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
                     timeout: None,
                     retry: Default::default(),
@@ -192,7 +207,10 @@ mod tests {
             ("test", &["analyze"]),
             ("extra", &["analyze"]),
         ]));
-        assert_eq!(dag.topological_ids(), ["analyze", "test", "extra", "build", "deploy"]);
+        assert_eq!(
+            dag.topological_ids(),
+            ["analyze", "test", "extra", "build", "deploy"]
+        );
         assert_eq!(dag.dependencies(2), [3, 4]);
         assert_eq!(dag.dependants(1), [3, 4]);
         assert_eq!(dag.descendants(1), [0, 2, 3, 4]);
@@ -203,7 +221,11 @@ mod tests {
 
     #[test]
     fn leaves_out_cycles_and_unknown_dependencies() {
-        let dag = Dag::new(&workflow(&[("a", &["b"]), ("b", &["a"]), ("c", &["nope", "c"])]));
+        let dag = Dag::new(&workflow(&[
+            ("a", &["b"]),
+            ("b", &["a"]),
+            ("c", &["nope", "c"]),
+        ]));
         assert_eq!(dag.topological_order(), [2]);
     }
 }

@@ -77,6 +77,7 @@ pub fn format_duration(duration: Duration) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 mod tests {
     use super::*;
 
@@ -93,7 +94,18 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for text in ["", "  ", "10", "-5s", "10x", "s", "1h30", "1.5h", "10 m", "99999999999999999999s"] {
+        for text in [
+            "",
+            "  ",
+            "10",
+            "-5s",
+            "10x",
+            "s",
+            "1h30",
+            "1.5h",
+            "10 m",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration(text).is_err(), "{text:?} should be rejected");
         }
         let message = parse_duration("10x").unwrap_err();

@@ -79,7 +79,8 @@ impl Diagnostics {
     pub(crate) fn into_error(self) -> Error {
         let mut diagnostics = self.found;
         // Stable, so two messages about the same spot keep the order they were found in.
-        diagnostics.sort_by_key(|diagnostic| (diagnostic.location.line, diagnostic.location.column));
+        diagnostics
+            .sort_by_key(|diagnostic| (diagnostic.location.line, diagnostic.location.column));
         Error { diagnostics }
     }
 }

@@ -49,9 +49,11 @@ fn evaluate<'a>(expr: &'a Expr, context: &'a Json) -> Value<'a> {
         Expr::Or(left, right) => {
             Value::Bool(truthy(&evaluate(left, context)) || truthy(&evaluate(right, context)))
         }
-        Expr::Compare(op, left, right) => {
-            Value::Bool(compare(*op, &evaluate(left, context), &evaluate(right, context)))
-        }
+        Expr::Compare(op, left, right) => Value::Bool(compare(
+            *op,
+            &evaluate(left, context),
+            &evaluate(right, context),
+        )),
     }
 }
 
@@ -60,7 +62,10 @@ fn lookup<'a>(context: &'a Json, segments: &[String]) -> Value<'a> {
     for segment in segments {
         let next = match current {
             Json::Object(map) => map.get(segment),
-            Json::Array(items) => segment.parse::<usize>().ok().and_then(|index| items.get(index)),
+            Json::Array(items) => segment
+                .parse::<usize>()
+                .ok()
+                .and_then(|index| items.get(index)),
             _ => None,
         };
         match next {
@@ -137,10 +142,14 @@ fn order(left: &Value<'_>, right: &Value<'_>) -> Option<Ordering> {
 }
 
 fn parse_number(text: &str) -> Option<f64> {
-    text.trim().parse::<f64>().ok().filter(|number| number.is_finite())
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|number| number.is_finite())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 mod tests {
     use serde_json::json;
 
@@ -185,10 +194,29 @@ mod tests {
             "env": { "zero": 0, "one": 1, "empty": "", "text": "x", "list": [], "items": [1],
                      "map": {}, "full": { "a": 1 }, "null": null }
         });
-        for falsy in ["env.zero", "env.empty", "env.list", "env.map", "env.null", "env.missing", "false", "null", "0"] {
+        for falsy in [
+            "env.zero",
+            "env.empty",
+            "env.list",
+            "env.map",
+            "env.null",
+            "env.missing",
+            "false",
+            "null",
+            "0",
+        ] {
             assert!(!check(falsy, &context), "{falsy} should be false");
         }
-        for truthy in ["env.one", "env.text", "env.items", "env.full", "true", "low", "'x'", "env.items.0"] {
+        for truthy in [
+            "env.one",
+            "env.text",
+            "env.items",
+            "env.full",
+            "true",
+            "low",
+            "'x'",
+            "env.items.0",
+        ] {
             assert!(check(truthy, &context), "{truthy} should be true");
         }
     }
@@ -202,7 +230,10 @@ mod tests {
         assert!(check("300 < change.lines", &context));
         assert!(!check("change.kind > 3", &context));
         assert!(check("change.kind != 3", &context));
-        assert!(check("branch == \"main\" && change.kind == 'feature'", &context));
+        assert!(check(
+            "branch == \"main\" && change.kind == 'feature'",
+            &context
+        ));
         assert!(check("branch == 'dev' || change.files >= 12", &context));
         assert!(check("!(branch == 'dev')", &context));
         assert!(!check("branch == true", &context));

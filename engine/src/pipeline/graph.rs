@@ -12,8 +12,16 @@ fn summary(step: &Step) -> String {
     match &step.action {
         Action::Agent { name, .. } => format!("agent: {name}"),
         Action::Run { command } => {
-            let first_line = command.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("");
-            let more = if command.trim().lines().count() > 1 { " …" } else { "" };
+            let first_line = command
+                .lines()
+                .map(str::trim)
+                .find(|line| !line.is_empty())
+                .unwrap_or("");
+            let more = if command.trim().lines().count() > 1 {
+                " …"
+            } else {
+                ""
+            };
             format!("run: {first_line}{more}")
         }
     }
@@ -50,18 +58,33 @@ fn mermaid_id(index: usize, step: &Step) -> String {
 pub fn to_mermaid(workflow: &Workflow) -> String {
     let mut out = String::from("flowchart TD\n");
     for (index, step) in workflow.steps.iter().enumerate() {
-        let label = box_lines(step).iter().map(|line| mermaid_escape(line)).collect::<Vec<_>>().join("<br/>");
+        let label = box_lines(step)
+            .iter()
+            .map(|line| mermaid_escape(line))
+            .collect::<Vec<_>>()
+            .join("<br/>");
         let _ = writeln!(out, "    {}[\"{label}\"]", mermaid_id(index, step));
     }
     for (index, step) in workflow.steps.iter().enumerate() {
         for dependency in &step.depends_on {
-            let Some(from) = workflow.steps.iter().position(|candidate| candidate.id == *dependency) else {
+            let Some(from) = workflow
+                .steps
+                .iter()
+                .position(|candidate| candidate.id == *dependency)
+            else {
                 continue;
             };
-            let (source, target) = (mermaid_id(from, &workflow.steps[from]), mermaid_id(index, step));
+            let (source, target) = (
+                mermaid_id(from, &workflow.steps[from]),
+                mermaid_id(index, step),
+            );
             match &step.when {
                 Some(when) => {
-                    let _ = writeln!(out, "    {source} -.->|\"{}\"| {target}", mermaid_escape(when.source()));
+                    let _ = writeln!(
+                        out,
+                        "    {source} -.->|\"{}\"| {target}",
+                        mermaid_escape(when.source())
+                    );
                 }
                 None => {
                     let _ = writeln!(out, "    {source} --> {target}");
@@ -104,7 +127,11 @@ pub fn to_dot(workflow: &Workflow) -> String {
     let _ = writeln!(out, "digraph {} {{", dot_quote(&workflow.name));
     out.push_str("    rankdir=TB;\n    node [shape=box, fontname=\"Helvetica\"];\n");
     for step in &workflow.steps {
-        let style = if step.when.is_some() { ", style=dashed" } else { "" };
+        let style = if step.when.is_some() {
+            ", style=dashed"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             "    {} [label={}{style}];",
@@ -125,7 +152,12 @@ pub fn to_dot(workflow: &Workflow) -> String {
                     );
                 }
                 None => {
-                    let _ = writeln!(out, "    {} -> {};", dot_quote(dependency), dot_quote(&step.id));
+                    let _ = writeln!(
+                        out,
+                        "    {} -> {};",
+                        dot_quote(dependency),
+                        dot_quote(&step.id)
+                    );
                 }
             }
         }
@@ -135,6 +167,7 @@ pub fn to_dot(workflow: &Workflow) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 mod tests {
     use super::super::load::{LoadOptions, load_str};
     use super::*;
@@ -165,7 +198,10 @@ steps:
         let text = to_mermaid(&workflow());
         assert!(text.starts_with("flowchart TD\n"), "{text}");
         assert!(text.contains("s1_test_extra[\"Extra #quot;slow#quot; tests<br/>(test-extra)<br/>run: make test-extra\"]"), "{text}");
-        assert!(text.contains("s0_analyze -.->|\"risk == high\"| s1_test_extra"), "{text}");
+        assert!(
+            text.contains("s0_analyze -.->|\"risk == high\"| s1_test_extra"),
+            "{text}"
+        );
         assert!(text.contains("s1_test_extra --> s2_build"), "{text}");
         assert!(text.contains("run: make build …"), "{text}");
         assert!(text.contains("class s1_test_extra conditional"), "{text}");
@@ -175,7 +211,10 @@ steps:
     fn dot_shows_conditions_on_edges() {
         let text = to_dot(&workflow());
         assert!(text.starts_with("digraph \"demo\" {\n"), "{text}");
-        assert!(text.contains("\"analyze\" -> \"test-extra\" [label=\"risk == high\", style=dashed];"), "{text}");
+        assert!(
+            text.contains("\"analyze\" -> \"test-extra\" [label=\"risk == high\", style=dashed];"),
+            "{text}"
+        );
         assert!(text.contains("label=\"Extra \\\"slow\\\" tests\\n(test-extra)\\nrun: make test-extra\", style=dashed"), "{text}");
         assert!(text.contains("\"test-extra\" -> \"build\";"), "{text}");
         assert!(text.trim_end().ends_with('}'));

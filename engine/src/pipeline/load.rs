@@ -41,6 +41,7 @@ pub fn load_str(file_name: &str, text: &str, options: &LoadOptions) -> Result<Wo
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 mod tests {
     use super::*;
 
@@ -62,7 +63,17 @@ mod tests {
         };
         let workflow = load_str("ai-pipeline.yaml", text, &options).unwrap();
         let ids: Vec<&str> = workflow.steps.iter().map(|step| step.id.as_str()).collect();
-        assert_eq!(ids, ["analyze", "test", "test-extra", "build", "deploy", "monitor"]);
+        assert_eq!(
+            ids,
+            [
+                "analyze",
+                "test",
+                "test-extra",
+                "build",
+                "deploy",
+                "monitor"
+            ]
+        );
         let test = workflow.step("test").unwrap();
         assert_eq!(test.timeout, Some(std::time::Duration::from_secs(600)));
         assert_eq!(test.retry.retries, Some(1));
@@ -82,13 +93,24 @@ mod tests {
             errors(text),
             "t.yaml:5:18: invalid `when` condition in step `a`: expected a value after `>=`"
         );
-        let text = "name: x\nsteps:\n  - id: a\n    run: 'true'\n    when: \"risk == high || rsk\"\n";
-        assert!(errors(text).starts_with("t.yaml:5:28: in `when` of step `a`: unknown variable `rsk`"));
+        let text =
+            "name: x\nsteps:\n  - id: a\n    run: 'true'\n    when: \"risk == high || rsk\"\n";
+        assert!(
+            errors(text).starts_with("t.yaml:5:28: in `when` of step `a`: unknown variable `rsk`")
+        );
     }
 
     #[test]
     fn missing_file_is_a_diagnostic() {
-        let error = load_file(Path::new("/nonexistent/cairn.yaml"), &LoadOptions::default()).unwrap_err();
-        assert!(error.to_string().starts_with("/nonexistent/cairn.yaml:1:1: failed to read workflow file:"));
+        let error = load_file(
+            Path::new("/nonexistent/cairn.yaml"),
+            &LoadOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("/nonexistent/cairn.yaml:1:1: failed to read workflow file:")
+        );
     }
 }

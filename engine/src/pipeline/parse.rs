@@ -51,7 +51,14 @@ use super::yaml::{
     string, string_or_list,
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["name", "description", "concurrency", "env", "trigger", "steps"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "concurrency",
+    "env",
+    "trigger",
+    "steps",
+];
 const TRIGGER_KEYS: &[&str] = &["schedule", "commits", "repositories"];
 const REPOSITORY_KEYS: &[&str] = &["url", "branches"];
 
@@ -71,7 +78,11 @@ pub(crate) struct Spans {
 }
 
 /// Parses `source` into a workflow whose every field is well formed on its own.
-pub(crate) fn parse(file_name: &str, source: &str, known_agents: &[&str]) -> Result<(Workflow, Spans), Error> {
+pub(crate) fn parse(
+    file_name: &str,
+    source: &str,
+    known_agents: &[&str],
+) -> Result<(Workflow, Spans), Error> {
     let mut context = ParseContext {
         source,
         known_agents,
@@ -92,7 +103,9 @@ pub(crate) fn parse(file_name: &str, source: &str, known_agents: &[&str]) -> Res
     super::yaml::normalize_spans(&mut root, source);
     let Some(root) = root.as_mapping() else {
         // The loader is asked for a top-level mapping, so this is only a safety net.
-        context.diagnostics.report(location(&root), "a workflow file must be a YAML mapping");
+        context
+            .diagnostics
+            .report(location(&root), "a workflow file must be a YAML mapping");
         return Err(context.diagnostics.into_error());
     };
     let (workflow, spans) = parse_workflow(root, &mut context);
@@ -107,19 +120,27 @@ fn describe_load_error(error: &LoadError) -> (Location, String) {
     match error {
         LoadError::TopLevelMustBeMapping(marker) => (
             at(marker),
-            "a workflow file must be a YAML mapping with `name` and `steps` at the top level".to_owned(),
+            "a workflow file must be a YAML mapping with `name` and `steps` at the top level"
+                .to_owned(),
         ),
-        LoadError::TopLevelMustBeSequence(marker) => (at(marker), "expected a YAML list".to_owned()),
+        LoadError::TopLevelMustBeSequence(marker) => {
+            (at(marker), "expected a YAML list".to_owned())
+        }
         LoadError::UnexpectedAnchor(marker) => (
             at(marker),
-            "YAML anchors and aliases (`&name`, `*name`) are not supported in workflow files".to_owned(),
+            "YAML anchors and aliases (`&name`, `*name`) are not supported in workflow files"
+                .to_owned(),
         ),
-        LoadError::MappingKeyMustBeScalar(marker) => (at(marker), "mapping keys must be plain strings".to_owned()),
+        LoadError::MappingKeyMustBeScalar(marker) => {
+            (at(marker), "mapping keys must be plain strings".to_owned())
+        }
         LoadError::UnexpectedTag(marker) => (
             at(marker),
             "YAML tags (`!name`) are not supported in workflow files".to_owned(),
         ),
-        LoadError::ScanError(marker, scan_error) => (at(marker), format!("invalid YAML: {}", scan_error.info())),
+        LoadError::ScanError(marker, scan_error) => {
+            (at(marker), format!("invalid YAML: {}", scan_error.info()))
+        }
         LoadError::DuplicateKey(duplicate) => (
             scalar_location(&duplicate.key),
             format!(
@@ -137,9 +158,13 @@ fn parse_workflow(root: &MarkedMappingNode, context: &mut ParseContext<'_>) -> (
     let root_location = super::yaml::span_location(root.span());
 
     let name = match entry(root, "name") {
-        Some((_, node)) => non_empty_string(node, "`name`", diagnostics).map(|scalar| scalar.as_str().trim().to_owned()),
+        Some((_, node)) => non_empty_string(node, "`name`", diagnostics)
+            .map(|scalar| scalar.as_str().trim().to_owned()),
         None => {
-            diagnostics.report(root_location, "missing required key `name` (the workflow's name)");
+            diagnostics.report(
+                root_location,
+                "missing required key `name` (the workflow's name)",
+            );
             None
         }
     };
@@ -149,31 +174,41 @@ fn parse_workflow(root: &MarkedMappingNode, context: &mut ParseContext<'_>) -> (
     let concurrency = entry(root, "concurrency").and_then(|(_, node)| match integer(node) {
         Some(value) if value >= 1 => usize::try_from(value).ok(),
         Some(value) => {
-            diagnostics.report(location(node), format!("`concurrency` must be at least 1, found {value}"));
+            diagnostics.report(
+                location(node),
+                format!("`concurrency` must be at least 1, found {value}"),
+            );
             None
         }
         None => {
             diagnostics.report(
                 location(node),
-                format!("`concurrency` must be a whole number of at least 1, not {}", describe(node)),
+                format!(
+                    "`concurrency` must be a whole number of at least 1, not {}",
+                    describe(node)
+                ),
             );
             None
         }
     });
-    let env = entry(root, "env").map_or_else(BTreeMap::new, |(_, node)| parse_env(node, "`env`", diagnostics));
+    let env = entry(root, "env").map_or_else(BTreeMap::new, |(_, node)| {
+        parse_env(node, "`env`", diagnostics)
+    });
     let trigger = entry(root, "trigger").and_then(|(_, node)| parse_trigger(node, diagnostics));
 
     let mut steps = Vec::new();
     let mut spans = Spans::default();
     match entry(root, "steps") {
-        None => context
-            .diagnostics
-            .report(root_location, "missing required key `steps` (the list of steps to run)"),
+        None => context.diagnostics.report(
+            root_location,
+            "missing required key `steps` (the list of steps to run)",
+        ),
         Some((key, Node::Sequence(items))) => {
             if items.is_empty() {
-                context
-                    .diagnostics
-                    .report(scalar_location(key), "`steps` must not be empty; a workflow needs at least one step");
+                context.diagnostics.report(
+                    scalar_location(key),
+                    "`steps` must not be empty; a workflow needs at least one step",
+                );
             }
             for (index, item) in items.iter().enumerate() {
                 if let Some((step, step_spans)) = parse_step(item, index, context) {
@@ -201,7 +236,11 @@ fn parse_workflow(root: &MarkedMappingNode, context: &mut ParseContext<'_>) -> (
 }
 
 /// Points at the second definition and names the first's line.
-fn report_duplicate_ids(steps: &[super::model::Step], spans: &Spans, diagnostics: &mut Diagnostics) {
+fn report_duplicate_ids(
+    steps: &[super::model::Step],
+    spans: &Spans,
+    diagnostics: &mut Diagnostics,
+) {
     let mut first_seen: HashMap<&str, Location> = HashMap::new();
     for (step, step_spans) in steps.iter().zip(&spans.steps) {
         // A step without a valid id already has its own diagnostic.
@@ -211,7 +250,10 @@ fn report_duplicate_ids(steps: &[super::model::Step], spans: &Spans, diagnostics
         match first_seen.get(step.id.as_str()) {
             Some(first) => diagnostics.report(
                 step_spans.id,
-                format!("duplicate step id `{}`; first defined at line {}", step.id, first.line),
+                format!(
+                    "duplicate step id `{}`; first defined at line {}",
+                    step.id, first.line
+                ),
             ),
             None => {
                 first_seen.insert(&step.id, step_spans.id);
@@ -221,12 +263,19 @@ fn report_duplicate_ids(steps: &[super::model::Step], spans: &Spans, diagnostics
 }
 
 /// An `env:` mapping; `what` names it in messages (`` `env` `` or `` `env` of step `x` ``).
-pub(crate) fn parse_env(node: &Node, what: &str, diagnostics: &mut Diagnostics) -> BTreeMap<String, String> {
+pub(crate) fn parse_env(
+    node: &Node,
+    what: &str,
+    diagnostics: &mut Diagnostics,
+) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let Some(mapping) = node.as_mapping() else {
         diagnostics.report(
             location(node),
-            format!("{what} must be a mapping of variable names to values, not {}", describe(node)),
+            format!(
+                "{what} must be a mapping of variable names to values, not {}",
+                describe(node)
+            ),
         );
         return env;
     };
@@ -285,21 +334,23 @@ fn parse_trigger(node: &Node, diagnostics: &mut Diagnostics) -> Option<Trigger> 
         });
     let commits = match entry(mapping, "commits") {
         None => CommitSelection::default(),
-        Some((_, node)) => match string(node, "`trigger.commits`", diagnostics).map(|scalar| scalar.as_str()) {
-            Some("each") => CommitSelection::Each,
-            Some("latest") => CommitSelection::Latest,
-            Some(other) => {
-                diagnostics.report(
+        Some((_, node)) => {
+            match string(node, "`trigger.commits`", diagnostics).map(|scalar| scalar.as_str()) {
+                Some("each") => CommitSelection::Each,
+                Some("latest") => CommitSelection::Latest,
+                Some(other) => {
+                    diagnostics.report(
                     location(node),
                     format!(
                         "invalid `commits` value `{other}` in `trigger`; expected one of: each, latest{}",
                         did_you_mean(other, ["each", "latest"])
                     ),
                 );
-                CommitSelection::default()
+                    CommitSelection::default()
+                }
+                None => CommitSelection::default(),
             }
-            None => CommitSelection::default(),
-        },
+        }
     };
     let mut repositories = Vec::new();
     match entry(mapping, "repositories") {
@@ -313,7 +364,10 @@ fn parse_trigger(node: &Node, diagnostics: &mut Diagnostics) -> Option<Trigger> 
         }
         Some((_, node)) => diagnostics.report(
             location(node),
-            format!("`trigger.repositories` must be a list of repositories, not {}", describe(node)),
+            format!(
+                "`trigger.repositories` must be a list of repositories, not {}",
+                describe(node)
+            ),
         ),
     }
     Some(Trigger {
@@ -332,10 +386,16 @@ fn check_schedule(text: &str) -> Result<(), String> {
             "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with leading seconds, found {fields}"
         ));
     }
-    parse_schedule(text).map(|_| ()).map_err(|reason| reason.trim_end_matches('.').to_owned())
+    parse_schedule(text)
+        .map(|_| ())
+        .map_err(|reason| reason.trim_end_matches('.').to_owned())
 }
 
-fn parse_repository(node: &Node, index: usize, diagnostics: &mut Diagnostics) -> Option<Repository> {
+fn parse_repository(
+    node: &Node,
+    index: usize,
+    diagnostics: &mut Diagnostics,
+) -> Option<Repository> {
     let what = format!("repository {} of `trigger.repositories`", index + 1);
     match node {
         Node::Scalar(_) => {
@@ -350,15 +410,20 @@ fn parse_repository(node: &Node, index: usize, diagnostics: &mut Diagnostics) ->
             let url = match entry(mapping, "url") {
                 Some((_, node)) => non_empty_string(node, &format!("`url` of {what}"), diagnostics),
                 None => {
-                    diagnostics.report(location(node), format!("{what} is missing required key `url`"));
+                    diagnostics.report(
+                        location(node),
+                        format!("{what} is missing required key `url`"),
+                    );
                     None
                 }
             };
             let branches = match entry(mapping, "branches") {
-                Some((_, node)) => string_or_list(node, &format!("`branches` of {what}"), diagnostics)?
-                    .into_iter()
-                    .map(|scalar| scalar.as_str().trim().to_owned())
-                    .collect(),
+                Some((_, node)) => {
+                    string_or_list(node, &format!("`branches` of {what}"), diagnostics)?
+                        .into_iter()
+                        .map(|scalar| scalar.as_str().trim().to_owned())
+                        .collect()
+                }
                 None => Vec::new(),
             };
             Some(Repository {

@@ -16,6 +16,7 @@ pub fn parse_schedule(text: &str) -> Result<Cron, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 mod tests {
     use super::*;
 
@@ -28,7 +29,13 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for text in ["", "* * *", "61 * * * *", "* * * * * * *", "every five minutes"] {
+        for text in [
+            "",
+            "* * *",
+            "61 * * * *",
+            "* * * * * * *",
+            "every five minutes",
+        ] {
             assert!(parse_schedule(text).is_err(), "{text:?} should be rejected");
         }
     }

@@ -18,7 +18,17 @@ use super::yaml::{
 };
 
 const STEP_KEYS: &[&str] = &[
-    "id", "name", "agent", "with", "run", "depends_on", "timeout", "retries", "on_failure", "when", "env",
+    "id",
+    "name",
+    "agent",
+    "with",
+    "run",
+    "depends_on",
+    "timeout",
+    "retries",
+    "on_failure",
+    "when",
+    "env",
 ];
 const RETRY_KEYS: &[&str] = &["count", "backoff", "max_backoff"];
 const ON_FAILURE_VALUES: &[&str] = &["abort", "continue", "retry"];
@@ -38,7 +48,11 @@ pub(crate) struct StepSpans {
 
 /// Parses one step; `None` only when the entry is not a mapping at all. The step returned may
 /// hold defaults where a field was invalid: the diagnostics say whether it can be used.
-pub(crate) fn parse_step(node: &Node, index: usize, context: &mut ParseContext<'_>) -> Option<(Step, StepSpans)> {
+pub(crate) fn parse_step(
+    node: &Node,
+    index: usize,
+    context: &mut ParseContext<'_>,
+) -> Option<(Step, StepSpans)> {
     let Some(mapping) = node.as_mapping() else {
         context.diagnostics.report(
             location(node),
@@ -55,7 +69,13 @@ pub(crate) fn parse_step(node: &Node, index: usize, context: &mut ParseContext<'
         id: step_location,
         ..StepSpans::default()
     };
-    let id = parse_id(mapping, index, step_location, &mut spans, &mut context.diagnostics);
+    let id = parse_id(
+        mapping,
+        index,
+        step_location,
+        &mut spans,
+        &mut context.diagnostics,
+    );
     // Messages name the step by id when it has a usable one, by position otherwise.
     let label = match &id {
         Some(id) => format!("step `{id}`"),
@@ -67,11 +87,18 @@ pub(crate) fn parse_step(node: &Node, index: usize, context: &mut ParseContext<'
     let name = entry(mapping, "name")
         .and_then(|(_, node)| non_empty_string(node, &format!("`name` of {label}"), diagnostics))
         .map(|scalar| scalar.as_str().trim().to_owned());
-    let action = parse_action(mapping, &label, step_location, context.known_agents, diagnostics);
+    let action = parse_action(
+        mapping,
+        &label,
+        step_location,
+        context.known_agents,
+        diagnostics,
+    );
 
     let mut depends_on = Vec::new();
     if let Some((_, node)) = entry(mapping, "depends_on")
-        && let Some(entries) = string_or_list(node, &format!("`depends_on` of {label}"), diagnostics)
+        && let Some(entries) =
+            string_or_list(node, &format!("`depends_on` of {label}"), diagnostics)
     {
         for dependency in entries {
             let dependency_id = dependency.as_str().trim();
@@ -90,7 +117,10 @@ pub(crate) fn parse_step(node: &Node, index: usize, context: &mut ParseContext<'
     let timeout = entry(mapping, "timeout").and_then(|(_, node)| {
         let timeout = duration_field(node, &format!("`timeout` of {label}"), diagnostics)?;
         if timeout.is_zero() {
-            diagnostics.report(location(node), format!("`timeout` of {label} must be longer than zero"));
+            diagnostics.report(
+                location(node),
+                format!("`timeout` of {label} must be longer than zero"),
+            );
             return None;
         }
         Some(timeout)
@@ -101,9 +131,8 @@ pub(crate) fn parse_step(node: &Node, index: usize, context: &mut ParseContext<'
     let on_failure = entry(mapping, "on_failure")
         .map(|(_, node)| parse_on_failure(node, &label, diagnostics))
         .unwrap_or_default();
-    let when = entry(mapping, "when").and_then(|(_, node)| {
-        parse_when(node, &label, context.source, &mut spans, diagnostics)
-    });
+    let when = entry(mapping, "when")
+        .and_then(|(_, node)| parse_when(node, &label, context.source, &mut spans, diagnostics));
     let env = entry(mapping, "env").map_or_else(BTreeMap::new, |(_, node)| {
         parse_env(node, &format!("`env` of {label}"), diagnostics)
     });
@@ -132,14 +161,19 @@ fn parse_id(
     diagnostics: &mut Diagnostics,
 ) -> Option<String> {
     let Some((_, node)) = entry(mapping, "id") else {
-        diagnostics.report(step_location, format!("step {} is missing required key `id`", index + 1));
+        diagnostics.report(
+            step_location,
+            format!("step {} is missing required key `id`", index + 1),
+        );
         return None;
     };
     let scalar = non_empty_string(node, &format!("`id` of step {}", index + 1), diagnostics)?;
     spans.id = scalar_location(scalar);
     let id = scalar.as_str();
     let valid = id.starts_with(|c: char| c.is_ascii_lowercase())
-        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !valid {
         diagnostics.report(
             scalar_location(scalar),
@@ -163,13 +197,17 @@ fn parse_action(
     let run = entry(mapping, "run");
     let agent = entry(mapping, "agent");
     let with = entry(mapping, "with");
-    let placeholder = Action::Run { command: String::new() };
+    let placeholder = Action::Run {
+        command: String::new(),
+    };
     match (run, agent) {
         (Some((run_key, _)), Some((agent_key, _))) => {
             // Point at whichever came second: that is the line that made the step ambiguous.
-            let second = std::cmp::max_by_key(scalar_location(run_key), scalar_location(agent_key), |location| {
-                (location.line, location.column)
-            });
+            let second = std::cmp::max_by_key(
+                scalar_location(run_key),
+                scalar_location(agent_key),
+                |location| (location.line, location.column),
+            );
             diagnostics.report(
                 second,
                 format!("{label} has both `run` and `agent`; a step runs either a shell command or an agent"),
@@ -179,7 +217,9 @@ fn parse_action(
         (None, None) => {
             diagnostics.report(
                 step_location,
-                format!("{label} needs either `run` (a shell command) or `agent` (a built-in agent)"),
+                format!(
+                    "{label} needs either `run` (a shell command) or `agent` (a built-in agent)"
+                ),
             );
             placeholder
         }
@@ -204,7 +244,8 @@ fn parse_action(
             }
         }
         (None, Some((_, node))) => {
-            let Some(name) = non_empty_string(node, &format!("`agent` of {label}"), diagnostics) else {
+            let Some(name) = non_empty_string(node, &format!("`agent` of {label}"), diagnostics)
+            else {
                 return placeholder;
             };
             let name = name.as_str().trim();
@@ -248,11 +289,17 @@ fn retry_count(node: &Node, what: &str, diagnostics: &mut Diagnostics) -> Option
     match integer(node) {
         Some(count) if (0..=MAX_RETRIES).contains(&count) => u32::try_from(count).ok(),
         Some(count) => {
-            diagnostics.report(location(node), format!("{what} must be between 0 and {MAX_RETRIES}, found {count}"));
+            diagnostics.report(
+                location(node),
+                format!("{what} must be between 0 and {MAX_RETRIES}, found {count}"),
+            );
             None
         }
         None => {
-            diagnostics.report(location(node), format!("{what} must be a whole number, not {}", describe(node)));
+            diagnostics.report(
+                location(node),
+                format!("{what} must be a whole number, not {}", describe(node)),
+            );
             None
         }
     }

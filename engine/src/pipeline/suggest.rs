@@ -5,7 +5,10 @@
 const MAX_SUGGESTION_DISTANCE: usize = 2;
 
 /// The candidate closest to `unknown`, when it is close enough to be a likely typo.
-pub(crate) fn closest<'a>(unknown: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    unknown: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let mut best: Option<(usize, &'a str)> = None;
     for candidate in candidates {
         let distance = edit_distance(unknown, candidate);
@@ -20,7 +23,10 @@ pub(crate) fn closest<'a>(unknown: &str, candidates: impl IntoIterator<Item = &'
 }
 
 /// `"; did you mean `x`?"`, or nothing.
-pub(crate) fn did_you_mean<'a>(unknown: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn did_you_mean<'a>(
+    unknown: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> String {
     match closest(unknown, candidates) {
         Some(candidate) => format!("; did you mean `{candidate}`?"),
         None => String::new(),
@@ -44,6 +50,7 @@ pub(crate) fn edit_distance(left: &str, right: &str) -> usize {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 mod tests {
     use super::*;
 

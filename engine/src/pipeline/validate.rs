@@ -42,7 +42,12 @@ pub(crate) fn validate(workflow: &Workflow, spans: &Spans, diagnostics: &mut Dia
 
 /// One diagnostic per cycle (per strongly connected component), naming it in dependency
 /// order from its first step in the file. Returns whether any was found.
-fn report_cycles(workflow: &Workflow, spans: &Spans, dag: &Dag, diagnostics: &mut Diagnostics) -> bool {
+fn report_cycles(
+    workflow: &Workflow,
+    spans: &Spans,
+    dag: &Dag,
+    diagnostics: &mut Diagnostics,
+) -> bool {
     let mut found = false;
     for component in tarjan_scc(dag.graph()) {
         if component.len() < 2 {
@@ -50,7 +55,9 @@ fn report_cycles(workflow: &Workflow, spans: &Spans, dag: &Dag, diagnostics: &mu
         }
         found = true;
         let members: HashSet<usize> = component.iter().map(|node| node.index()).collect();
-        let Some(&start) = members.iter().min() else { continue };
+        let Some(&start) = members.iter().min() else {
+            continue;
+        };
         let cycle = shortest_cycle(dag, start, &members);
         let names: Vec<&str> = cycle.iter().map(|&index| dag.id(index)).collect();
         // Point at the first edge of the cycle: `start`'s `depends_on` entry naming the next step.
@@ -61,7 +68,10 @@ fn report_cycles(workflow: &Workflow, spans: &Spans, dag: &Dag, diagnostics: &mu
             .position(|dependency| Some(dependency.as_str()) == next_id)
             .and_then(|position| spans.steps[start].depends_on.get(position).copied())
             .unwrap_or(workflow.steps[start].location);
-        diagnostics.report(location, format!("dependency cycle: {}", names.join(" -> ")));
+        diagnostics.report(
+            location,
+            format!("dependency cycle: {}", names.join(" -> ")),
+        );
     }
     found
 }
@@ -98,7 +108,12 @@ fn shortest_cycle(dag: &Dag, start: usize, members: &HashSet<usize>) -> Vec<usiz
     vec![start, start]
 }
 
-fn check_when_references(workflow: &Workflow, spans: &Spans, dag: &Dag, diagnostics: &mut Diagnostics) {
+fn check_when_references(
+    workflow: &Workflow,
+    spans: &Spans,
+    dag: &Dag,
+    diagnostics: &mut Diagnostics,
+) {
     let ids: Vec<&str> = workflow.steps.iter().map(|step| step.id.as_str()).collect();
     for (index, (step, step_spans)) in workflow.steps.iter().zip(&spans.steps).enumerate() {
         let ancestors = dag.ancestors(index);

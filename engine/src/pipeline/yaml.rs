@@ -17,15 +17,25 @@ use super::suggest::did_you_mean;
 pub(crate) fn normalize_spans(node: &mut Node, source: &str) {
     match node {
         Node::Scalar(_) => {}
-        Node::Sequence(items) => items.iter_mut().for_each(|item| normalize_spans(item, source)),
+        Node::Sequence(items) => items
+            .iter_mut()
+            .for_each(|item| normalize_spans(item, source)),
         Node::Mapping(mapping) => {
-            if let Some(first_key) = mapping.keys().next().and_then(|key| key.span().start().copied()) {
+            // A flow mapping (`{ a: 1 }`) is already marked at its brace.
+            let is_flow = text_at(source, span_location(mapping.span())).starts_with('{');
+            if !is_flow
+                && let Some(first_key) = mapping
+                    .keys()
+                    .next()
+                    .and_then(|key| key.span().start().copied())
+            {
                 mapping.span_mut().set_start(Some(first_key));
             }
             for (key, value) in mapping.iter_mut() {
                 if let Node::Scalar(scalar) = value
                     && is_null(scalar)
-                    && !text_at(source, scalar_location(scalar)).starts_with(scalar.as_str())
+                    && (scalar.as_str().is_empty()
+                        || !text_at(source, scalar_location(scalar)).starts_with(scalar.as_str()))
                 {
                     scalar.span_mut().set_start(key.span().start().copied());
                 }
@@ -48,10 +58,11 @@ fn text_at(source: &str, location: Location) -> &str {
 
 /// Where a span starts; the loader always sets a start, 1:1 is only a safe fallback.
 pub(crate) fn span_location(span: &Span) -> Location {
-    span.start().map_or(Location { line: 1, column: 1 }, |marker| Location {
-        line: marker.line(),
-        column: marker.column(),
-    })
+    span.start()
+        .map_or(Location { line: 1, column: 1 }, |marker| Location {
+            line: marker.line(),
+            column: marker.column(),
+        })
 }
 
 pub(crate) fn location(node: &Node) -> Location {
@@ -84,12 +95,22 @@ pub(crate) fn describe(node: &Node) -> String {
 }
 
 /// The entry for `key`, with the key node (for locations).
-pub(crate) fn entry<'a>(mapping: &'a MarkedMappingNode, key: &str) -> Option<(&'a MarkedScalarNode, &'a Node)> {
-    mapping.iter().find(|(candidate, _)| candidate.as_str() == key)
+pub(crate) fn entry<'a>(
+    mapping: &'a MarkedMappingNode,
+    key: &str,
+) -> Option<(&'a MarkedScalarNode, &'a Node)> {
+    mapping
+        .iter()
+        .find(|(candidate, _)| candidate.as_str() == key)
 }
 
 /// Reports every key of `mapping` that is not in `known`, as "unknown key `k` {context}".
-pub(crate) fn check_keys(mapping: &MarkedMappingNode, known: &[&str], context: &str, diagnostics: &mut Diagnostics) {
+pub(crate) fn check_keys(
+    mapping: &MarkedMappingNode,
+    known: &[&str],
+    context: &str,
+    diagnostics: &mut Diagnostics,
+) {
     for key in mapping.keys() {
         if known.contains(&key.as_str()) {
             continue;
@@ -107,18 +128,36 @@ pub(crate) fn check_keys(mapping: &MarkedMappingNode, known: &[&str], context: &
 }
 
 /// A scalar's text, or a report that `what` must be a string.
-pub(crate) fn string<'a>(node: &'a Node, what: &str, diagnostics: &mut Diagnostics) -> Option<&'a MarkedScalarNode> {
+pub(crate) fn string<'a>(
+    node: &'a Node,
+    what: &str,
+    diagnostics: &mut Diagnostics,
+) -> Option<&'a MarkedScalarNode> {
     match node {
         Node::Scalar(scalar) if !is_null(scalar) => Some(scalar),
+        Node::Scalar(_) => {
+            diagnostics.report(
+                location(node),
+                format!("{what} has no value; expected a string"),
+            );
+            None
+        }
         _ => {
-            diagnostics.report(location(node), format!("{what} must be a string, not {}", describe(node)));
+            diagnostics.report(
+                location(node),
+                format!("{what} must be a string, not {}", describe(node)),
+            );
             None
         }
     }
 }
 
 /// Like [`string`], but also refuses an empty or blank value.
-pub(crate) fn non_empty_string<'a>(node: &'a Node, what: &str, diagnostics: &mut Diagnostics) -> Option<&'a MarkedScalarNode> {
+pub(crate) fn non_empty_string<'a>(
+    node: &'a Node,
+    what: &str,
+    diagnostics: &mut Diagnostics,
+) -> Option<&'a MarkedScalarNode> {
     let scalar = string(node, what, diagnostics)?;
     if scalar.as_str().trim().is_empty() {
         diagnostics.report(location(node), format!("{what} must not be empty"));
@@ -161,7 +200,10 @@ pub(crate) fn string_or_list<'a>(
         Node::Scalar(_) | Node::Mapping(_) => {
             diagnostics.report(
                 location(node),
-                format!("{what} must be a string or a list of strings, not {}", describe(node)),
+                format!(
+                    "{what} must be a string or a list of strings, not {}",
+                    describe(node)
+                ),
             );
             None
         }
@@ -196,9 +238,13 @@ pub(crate) fn to_json(node: &Node) -> serde_json::Value {
             if let Ok(integer) = text.parse::<i64>() {
                 return Value::from(integer);
             }
-            let looks_numeric = text.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.');
+            let looks_numeric =
+                text.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.');
             if looks_numeric
-                && let Some(number) = text.parse::<f64>().ok().and_then(serde_json::Number::from_f64)
+                && let Some(number) = text
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
             {
                 return Value::Number(number);
             }
@@ -224,7 +270,9 @@ pub(crate) fn position_inside(source: &str, scalar: &MarkedScalarNode, offset: u
     } else {
         return start;
     };
-    let characters_before = value.get(..offset).map_or(0, |prefix| prefix.chars().count());
+    let characters_before = value
+        .get(..offset)
+        .map_or(0, |prefix| prefix.chars().count());
     Location {
         line: start.line,
         column: start.column + quote_width + characters_before,

@@ -594,3 +594,7 @@ fn step_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StepRecord>> {
 fn parse_json(text: String) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
+
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;
