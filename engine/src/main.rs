@@ -10,6 +10,7 @@ use clap::Parser;
 use cli::{Cli, Command, EXIT_ERROR, EXIT_INVALID};
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     if let Some(message) = missing_cpu_features() {
         eprintln!("error: {message}");
         return ExitCode::from(EXIT_ERROR);
@@ -72,4 +73,13 @@ fn missing_cpu_features() -> Option<String> {
         }
     }
     None
+}
+
+/// `cairn runs | head` should end quietly like any Unix tool, not panic on a closed pipe.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL installs no
+    // Rust code as a handler.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }

@@ -193,3 +193,33 @@ fn truncated_and_damaged_workflows_never_panic() {
     }
     assert!(panics.is_empty(), "{}", panics.join("\n\n"));
 }
+
+#[test]
+fn yaml_punctuation_anywhere_never_panics() {
+    // The characters YAML gives meaning to, inserted all over the default pipeline.
+    const INSERTED: &[&str] = &[
+        ":", "- ", "[", "]", "{", "}", "\"", "'", "&a ", "*a", "!t ", "|", ">", "\t", "#", "%",
+        "@", "`", "? ", "---\n", "...\n", "\n", " ",
+    ];
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/ai-pipeline.yaml");
+    let text = read(&path);
+    let mut panics = Vec::new();
+    // Token boundaries only (start, after a blank or a colon): every other position only
+    // repeats one of these cases inside a word, and the test must stay fast on two cores.
+    let boundaries = text.char_indices().filter(|&(position, _)| {
+        text[..position]
+            .chars()
+            .next_back()
+            .is_none_or(|before| before.is_whitespace() || before == ':')
+    });
+    for (position, _) in boundaries {
+        for inserted in INSERTED {
+            let damaged = format!("{}{inserted}{}", &text[..position], &text[position..]);
+            panics.extend(load_without_panic(
+                &format!("ai-pipeline.yaml with {inserted:?} at byte {position}"),
+                &damaged,
+            ));
+        }
+    }
+    assert!(panics.is_empty(), "{}", panics.join("\n\n"));
+}

@@ -19,26 +19,33 @@ pub struct LogSink {
     step_id: String,
     attempt: u32,
     sender: mpsc::UnboundedSender<LogLine>,
+    echo: Option<mpsc::UnboundedSender<LogLine>>,
 }
 
 impl LogSink {
     pub fn line(&self, stream: &'static str, line: impl Into<String>) {
-        // The writer only goes away when the engine is shutting down; lines after that are
-        // lost with it, which is fine for logs.
-        let _ = self.sender.send(LogLine {
+        let line = LogLine {
             run_id: self.run_id,
             step_id: self.step_id.clone(),
             attempt: self.attempt,
             stream,
             line: line.into(),
             at: now_ms(),
-        });
+        };
+        // Watchers see the line at once; the store gets it with the next batch.
+        if let Some(echo) = &self.echo {
+            let _ = echo.send(line.clone());
+        }
+        // The writer only goes away when the engine is shutting down; lines after that are
+        // lost with it, which is fine for logs.
+        let _ = self.sender.send(line);
     }
 }
 
 /// Owns the writer task; dropping every sink and calling [`LogWriter::finish`] flushes it.
 pub struct LogWriter {
     sender: mpsc::UnboundedSender<LogLine>,
+    echo: Option<mpsc::UnboundedSender<LogLine>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -56,11 +63,6 @@ impl LogWriter {
                 while let Ok(line) = receiver.try_recv() {
                     batch.push(line);
                 }
-                if let Some(echo) = &echo {
-                    for line in &batch {
-                        let _ = echo.send(line.clone());
-                    }
-                }
                 let lines = std::mem::take(&mut batch);
                 let store = store.clone();
                 let written =
@@ -70,7 +72,7 @@ impl LogWriter {
                 }
             }
         });
-        LogWriter { sender, task }
+        LogWriter { sender, echo, task }
     }
 
     pub fn sink(&self, run_id: i64, step_id: &str, attempt: u32) -> LogSink {
@@ -79,6 +81,7 @@ impl LogWriter {
             step_id: step_id.to_string(),
             attempt,
             sender: self.sender.clone(),
+            echo: self.echo.clone(),
         }
     }
 

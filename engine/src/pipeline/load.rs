@@ -101,6 +101,24 @@ mod tests {
     }
 
     #[test]
+    fn converts_values() {
+        let text = "name: x\nenv: { COUNT: 3, DEBUG: false, QUOTED: '007' }\nsteps:\n  - id: a\n    agent: noop\n    with: { n: 2000, r: 0.5, s: \"123\", b: true, z: ~, list: [a, 1] }\n  - id: b\n    agent: noop\n    with:\n";
+        let workflow = load_str("t.yaml", text, &LoadOptions::default()).unwrap();
+        assert_eq!(workflow.env["COUNT"], "3");
+        assert_eq!(workflow.env["DEBUG"], "false");
+        assert_eq!(workflow.env["QUOTED"], "007");
+        let with = |index: usize| match &workflow.steps[index].action {
+            super::super::model::Action::Agent { with, .. } => with.clone(),
+            other => panic!("expected an agent, found {other:?}"),
+        };
+        assert_eq!(
+            with(0),
+            serde_json::json!({ "n": 2000, "r": 0.5, "s": "123", "b": true, "z": null, "list": ["a", 1] })
+        );
+        assert_eq!(with(1), serde_json::json!({}));
+    }
+
+    #[test]
     fn missing_file_is_a_diagnostic() {
         let error = load_file(
             Path::new("/nonexistent/cairn.yaml"),

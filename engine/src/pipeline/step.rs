@@ -261,11 +261,13 @@ fn parse_action(
                     ),
                 );
             }
-            let with = with.map_or_else(
-                // An absent `with` is an empty configuration, so agents read one shape.
-                || serde_json::Value::Object(serde_json::Map::new()),
-                |(_, node)| to_json(node),
-            );
+            // An absent or empty `with` is an empty configuration, so agents read one shape.
+            let with = match with.map(|(_, node)| to_json(node)) {
+                None | Some(serde_json::Value::Null) => {
+                    serde_json::Value::Object(serde_json::Map::new())
+                }
+                Some(with) => with,
+            };
             Action::Agent {
                 name: name.to_owned(),
                 with,
