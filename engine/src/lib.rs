@@ -7,3 +7,4 @@ pub mod agents;
 pub mod exec;
 pub mod pipeline;
 pub mod store;
+pub mod trigger;

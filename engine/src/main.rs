@@ -51,6 +51,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => cli::status::status(home, args).map(|()| ExitCode::SUCCESS),
         Command::Runs(args) => cli::status::list(home, args).map(|()| ExitCode::SUCCESS),
         Command::Logs(args) => cli::logs::logs(home, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => cli::serve::serve(home, args).await,
         Command::Cancel(args) => cli::cancel::cancel(home, args).await,
         Command::Validate(args) => Ok(cli::validate::validate(args)),
         Command::Graph(args) => Ok(cli::graph::graph(args)),

@@ -2,7 +2,6 @@
 //! every failure (missing file, bad magic, truncation, corrupt counts) turned into a clear
 //! [`Error`] instead of a panic, and typed metadata accessors used by the rest of the crate.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Seek};
 use std::path::{Path, PathBuf};
@@ -85,10 +84,6 @@ impl GgufFile {
         &self.path
     }
 
-    pub(crate) fn metadata(&self) -> &HashMap<String, Value> {
-        &self.content.metadata
-    }
-
     /// `general.architecture`, required by the GGUF spec.
     pub(crate) fn architecture(&self) -> Result<String, Error> {
         self.string("general.architecture")
@@ -101,6 +96,14 @@ impl GgufFile {
     /// Number of elements of a tensor, from the tensor table (no data read).
     pub(crate) fn tensor_elements(&self, name: &str) -> Option<usize> {
         self.content.tensor_infos.get(name).map(|info| info.shape.elem_count())
+    }
+
+    /// First dimension (rows) of a 2-D tensor, from the tensor table.
+    pub(crate) fn tensor_rows(&self, name: &str) -> Option<usize> {
+        self.content
+            .tensor_infos
+            .get(name)
+            .and_then(|info| info.shape.dims().first().copied())
     }
 
     /// Reads one tensor's data.

@@ -1,16 +1,33 @@
 //! `cairn-models`: the in-process local model tier of Cairn (see DESIGN.md, "Models").
 //!
-//! Loads a quantized GGUF model with candle, builds its tokenizer from the GGUF metadata,
-//! formats chats with the family's template, and generates text (greedy or sampled, with
-//! stop sequences, streaming and JSON-schema-constrained decoding). The engine holds a loaded
-//! model as `Arc<dyn LanguageModel>`.
+//! Loads a quantized GGUF model with candle ([`LocalModel::load`]), builds its tokenizer from
+//! the GGUF metadata, formats chats with the family's template, and generates text (greedy or
+//! sampled, stop sequences, streaming, JSON-schema-constrained decoding, map-reduce
+//! summaries). The engine holds a loaded model as `Arc<dyn LanguageModel>`.
 
+mod api;
+pub mod bench;
+mod chat;
+mod constrained;
 mod error;
+mod family;
+mod generate;
 mod gguf;
+mod local;
+mod model;
 mod paths;
+mod sampling;
+pub mod summarize;
+mod threads;
 mod tokenizer;
 mod tokenizer_gguf;
 
+pub use api::{
+    FinishReason, GenerateParams, Generation, LanguageModel, LoadOptions, LoadProgress,
+    LoadStage, ModelIdentity,
+};
+pub use chat::{ChatMessage, ChatTemplate, ChatTemplateKind, Role};
 pub use error::Error;
+pub use local::LocalModel;
 pub use paths::{default_model_path, model_cache_dir, DEFAULT_MODEL_FILE, DEFAULT_MODEL_SHA256};
 pub use tokenizer::{load_tokenizer, TextTokenizer, TokenizerSource};

@@ -51,3 +51,24 @@ pub fn default_model_path() -> Result<PathBuf, Error> {
         }),
     }
 }
+
+/// SHA-256 of a file, lowercase hex.
+pub(crate) fn sha256_file(path: &std::path::Path) -> Result<String, Error> {
+    use sha2::Digest;
+    use std::io::Read;
+    let io_error = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io_error)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer).map_err(io_error)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

@@ -121,6 +121,10 @@ impl TextTokenizer {
             .collect()
     }
 
+    pub(crate) fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
     /// The tokenizer.json document (used to derive token bytes for constrained decoding).
     pub(crate) fn document(&self) -> &Value {
         &self.document

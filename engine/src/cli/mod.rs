@@ -9,6 +9,7 @@ pub mod cancel;
 pub mod graph;
 pub mod logs;
 pub mod run;
+pub mod serve;
 pub mod settings;
 pub mod status;
 pub mod validate;
@@ -53,6 +54,8 @@ pub enum Command {
     Graph(graph::GraphArgs),
     /// Explain what a commit changes, how risky it is and which route it takes.
     Analyze(analyze::AnalyzeArgs),
+    /// Poll watched repositories on their cron schedules and run every new commit.
+    Serve(serve::ServeArgs),
     /// Measure the engine's durable throughput.
     Bench(bench::BenchArgs),
 }

@@ -56,7 +56,10 @@ pub fn status(home: Option<PathBuf>, args: &StatusArgs) -> Result<()> {
     let store = Settings::resolve(home, None)?.open_store()?;
     match args.run {
         Some(run_id) => show_run(&store, run_id, args.json),
-        None => runs(&store, 10, args.json),
+        None => {
+            runs(&store, 10, args.json)?;
+            repositories(&store, args.json)
+        }
     }
 }
 
@@ -133,4 +136,25 @@ fn step_line(step: &StepRecord) -> String {
     let attempts = if step.attempts > 1 { format!(" ({} attempts)", step.attempts) } else { String::new() };
     let error = step.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
     format!("{:<20} {:<14} {:>8}{attempts}{error}", step.step_id, step.state.as_str(), took)
+}
+
+fn repositories(store: &Store, as_json: bool) -> Result<()> {
+    let repositories = store.repositories()?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&repositories)?);
+        return Ok(());
+    }
+    if repositories.is_empty() {
+        return Ok(());
+    }
+    println!();
+    println!("{:<50} {:<12} {}", "REPOSITORY", "POLL", "DETAIL");
+    for repo in &repositories {
+        let (state, detail) = match &repo.last_error {
+            Some(error) => (format!("failing ×{}", repo.failures), error.clone()),
+            None => ("ok".to_string(), repo.last_note.clone().unwrap_or_default()),
+        };
+        println!("{:<50} {:<12} {}", repo.url, state, detail);
+    }
+    Ok(())
 }

@@ -48,10 +48,14 @@ pub async fn watch(
     while let Some(event) = events.recv().await {
         match event {
             RunEvent::Log(line) if options.show_logs => {
-                print(format!("{:>width$} | {}", line.step_id, line.line));
+                if bars.is_empty() {
+                    print(format!("run {} {} | {}", line.run_id, line.step_id, line.line));
+                } else {
+                    print(format!("{:>width$} | {}", line.step_id, line.line));
+                }
             }
             RunEvent::Log(_) => {}
-            RunEvent::Step { step_id, state, attempt, detail, .. } => {
+            RunEvent::Step { run_id, step_id, state, attempt, detail } => {
                 let attempt_text = attempt.map(|a| format!(" (attempt {a})")).unwrap_or_default();
                 let detail_text = detail.map(|d| format!(": {d}")).unwrap_or_default();
                 if let Some((bar, started)) = bars.get_mut(&step_id) {
@@ -74,7 +78,7 @@ pub async fn watch(
                         }
                     }
                 } else {
-                    print(format!("{step_id}: {state}{attempt_text}{detail_text}"));
+                    print(format!("run {run_id} {step_id}: {state}{attempt_text}{detail_text}"));
                 }
             }
             RunEvent::Finished { run_id, state, reason } => {

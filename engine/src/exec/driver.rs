@@ -105,6 +105,20 @@ impl Engine {
         source_path: Option<String>,
         context: Value,
     ) -> Result<(i64, Workflow)> {
+        let (new, workflow) = self.new_run(definition, file_name, source_path, context)?;
+        let run_id = self.store.write(|txn| txn.create_run(&new))?;
+        Ok((run_id, workflow))
+    }
+
+    /// Validates a workflow text and describes a run of it, for callers that create runs in
+    /// their own transaction (the trigger advances its cursor in the same one).
+    pub fn new_run(
+        &self,
+        definition: &str,
+        file_name: &str,
+        source_path: Option<String>,
+        context: Value,
+    ) -> Result<(NewRun, Workflow)> {
         let names = self.agents.names();
         let workflow = pipeline::load_str(file_name, definition, &LoadOptions { known_agents: &names })?;
         let new = NewRun {
@@ -116,8 +130,7 @@ impl Engine {
             owner: self.owner.to_string(),
             lease_ms: self.settings.lease.as_millis() as i64,
         };
-        let run_id = self.store.write(|txn| txn.create_run(&new))?;
-        Ok((run_id, workflow))
+        Ok((new, workflow))
     }
 
     /// Unfinished runs no live engine holds: what `cairn resume` picks up.

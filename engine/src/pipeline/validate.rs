@@ -1,6 +1,7 @@
 //! Checks across steps, run once every step is well formed on its own: unknown and
 //! self-dependencies, dependency cycles, and `when:` conditions reading `steps.<id>` of a step
-//! that is unknown or not upstream (so might not have run yet).
+//! that is unknown or not a direct dependency (the executor puts only direct dependencies
+//! under `steps`, so anything else would silently read `null`).
 
 use std::collections::{HashSet, VecDeque};
 
@@ -116,7 +117,7 @@ fn check_when_references(
 ) {
     let ids: Vec<&str> = workflow.steps.iter().map(|step| step.id.as_str()).collect();
     for (index, (step, step_spans)) in workflow.steps.iter().zip(&spans.steps).enumerate() {
-        let ancestors = dag.ancestors(index);
+        let dependencies = dag.dependencies(index);
         for (location, referenced) in &step_spans.when_step_references {
             match dag.index_of(referenced) {
                 None => diagnostics.report(
@@ -127,10 +128,10 @@ fn check_when_references(
                         did_you_mean(referenced, ids.iter().copied())
                     ),
                 ),
-                Some(other) if !ancestors.contains(&other) => diagnostics.report(
+                Some(other) if !dependencies.contains(&other) => diagnostics.report(
                     *location,
                     format!(
-                        "`when` of step `{}` reads step `{referenced}`, which it does not depend on (directly or indirectly), so it may not have run yet; add it to `depends_on`",
+                        "`when` of step `{}` reads step `{referenced}`, which is not in its `depends_on`; `steps.<id>` holds only direct dependencies, so add `{referenced}` to `depends_on`",
                         step.id
                     ),
                 ),

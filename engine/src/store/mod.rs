@@ -9,7 +9,7 @@ mod state;
 
 pub use error::{Error, Result};
 pub use records::{
-    EventRecord, LogLine, NewRun, RunRecord, StepRecord, StepTransition, StoredLogLine,
+    EventRecord, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition, StoredLogLine,
 };
 pub use schema::LATEST_VERSION;
 pub use sqlite::{Store, WriteTxn, now_ms};

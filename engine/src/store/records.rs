@@ -127,3 +127,16 @@ fn as_str_run<S: serde::Serializer>(state: &RunState, s: S) -> Result<S::Ok, S::
 fn as_str_step<S: serde::Serializer>(state: &StepState, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(state.as_str())
 }
+
+/// How polling a watched repository has been going.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepositoryStatus {
+    pub url: String,
+    pub failures: u32,
+    pub last_error: Option<String>,
+    /// The last notable thing polling saw (a force-push, a deleted branch).
+    pub last_note: Option<String>,
+    pub last_ok_at: Option<i64>,
+    pub last_poll_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+}

@@ -85,6 +85,26 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX step_logs_by_step ON step_logs(run_id, step_id, seq);
     "#,
+    // 2: trigger state: the last commit seen per watched branch, and repository health.
+    r#"
+    CREATE TABLE cursors (
+        workflow   TEXT    NOT NULL,
+        repo_url   TEXT    NOT NULL,
+        branch     TEXT    NOT NULL,
+        commit_id  TEXT    NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (workflow, repo_url, branch)
+    );
+    CREATE TABLE repositories (
+        url             TEXT    PRIMARY KEY,
+        failures        INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        last_note       TEXT,
+        last_ok_at      INTEGER,
+        last_poll_at    INTEGER,
+        next_attempt_at INTEGER
+    );
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

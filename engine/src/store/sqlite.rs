@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{Error, Result};
 use super::records::{
-    EventRecord, LogLine, NewRun, RunRecord, StepRecord, StepTransition, StoredLogLine,
+    EventRecord, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition, StoredLogLine,
 };
 use super::schema;
 use super::state::{RunState, StepState};
@@ -223,6 +223,48 @@ impl Store {
              GROUP BY step_id",
         )?;
         let rows = stmt.query_map([run_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The last commit a workflow has started runs up to on a watched branch.
+    pub fn cursor(&self, workflow: &str, repo_url: &str, branch: &str) -> Result<Option<String>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT commit_id FROM cursors WHERE workflow = ?1 AND repo_url = ?2 AND branch = ?3",
+                params![workflow, repo_url, branch],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Branches with a cursor for a workflow and repository.
+    pub fn cursor_branches(&self, workflow: &str, repo_url: &str) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT branch FROM cursors WHERE workflow = ?1 AND repo_url = ?2 ORDER BY branch",
+        )?;
+        let rows = stmt.query_map(params![workflow, repo_url], |row| row.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn repositories(&self) -> Result<Vec<RepositoryStatus>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT url, failures, last_error, last_note, last_ok_at, last_poll_at, next_attempt_at
+             FROM repositories ORDER BY url",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(RepositoryStatus {
+                url: row.get(0)?,
+                failures: row.get(1)?,
+                last_error: row.get(2)?,
+                last_note: row.get(3)?,
+                last_ok_at: row.get(4)?,
+                last_poll_at: row.get(5)?,
+                next_attempt_at: row.get(6)?,
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -517,6 +559,54 @@ impl WriteTxn<'_> {
             "UPDATE steps SET lease_expires_at = ?2 WHERE lease_owner = ?1 AND state = 'running'",
             params![owner, expires],
         )?;
+        Ok(())
+    }
+
+    pub fn set_cursor(&self, workflow: &str, repo_url: &str, branch: &str, commit: &str) -> Result<()> {
+        self.txn
+            .prepare_cached(
+                "INSERT INTO cursors (workflow, repo_url, branch, commit_id, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (workflow, repo_url, branch)
+                 DO UPDATE SET commit_id = excluded.commit_id, updated_at = excluded.updated_at",
+            )?
+            .execute(params![workflow, repo_url, branch, commit, now_ms()])?;
+        Ok(())
+    }
+
+    pub fn delete_cursor(&self, workflow: &str, repo_url: &str, branch: &str) -> Result<()> {
+        self.txn.execute(
+            "DELETE FROM cursors WHERE workflow = ?1 AND repo_url = ?2 AND branch = ?3",
+            params![workflow, repo_url, branch],
+        )?;
+        Ok(())
+    }
+
+    /// Records a poll of a repository: success resets its failure count, failure raises it
+    /// and sets when to try next.
+    pub fn record_poll(
+        &self,
+        url: &str,
+        error: Option<&str>,
+        note: Option<&str>,
+        next_attempt_at: Option<i64>,
+    ) -> Result<()> {
+        let now = now_ms();
+        self.txn
+            .prepare_cached(
+                "INSERT INTO repositories (url, failures, last_error, last_note, last_ok_at,
+                                           last_poll_at, next_attempt_at)
+                 VALUES (?1, CASE WHEN ?2 IS NULL THEN 0 ELSE 1 END, ?2, ?3,
+                         CASE WHEN ?2 IS NULL THEN ?4 END, ?4, ?5)
+                 ON CONFLICT (url) DO UPDATE SET
+                    failures = CASE WHEN ?2 IS NULL THEN 0 ELSE failures + 1 END,
+                    last_error = ?2,
+                    last_note = COALESCE(?3, last_note),
+                    last_ok_at = CASE WHEN ?2 IS NULL THEN ?4 ELSE last_ok_at END,
+                    last_poll_at = ?4,
+                    next_attempt_at = ?5",
+            )?
+            .execute(params![url, error, note, now, next_attempt_at])?;
         Ok(())
     }
 

@@ -46,7 +46,7 @@ impl Delegated {
 
 impl Backbone for Delegated {
     fn forward(&mut self, tokens: &[u32], index_pos: usize) -> Result<Tensor, Error> {
-        let run = || -> candle_core::Result<Tensor> {
+        let mut run = || -> candle_core::Result<Tensor> {
             let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
             let logits = match &mut self.weights {
                 Weights::Gemma3(m) => m.forward(&ids, index_pos)?,

@@ -303,7 +303,7 @@ fn load_layer(
 ) -> Result<Layer, Error> {
     let name = |suffix: &str| format!("blk.{index}.{suffix}");
     let variant = options.variant;
-    let mut linear = |gguf: &mut GgufFile, part: &str, bias: bool| -> Result<Linear, Error> {
+    let linear = |gguf: &mut GgufFile, part: &str, bias: bool| -> Result<Linear, Error> {
         let weights = gguf.tensor(&name(&format!("{part}.weight")))?;
         let bias = if bias {
             Some(dequantize(gguf, &name(&format!("{part}.bias")))?)

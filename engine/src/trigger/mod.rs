@@ -1,0 +1,9 @@
+//! Triggers: cron-scheduled polling of git repositories, producing one run per new commit.
+//! See `ARCHITECTURE.md`, "Triggers".
+
+mod poller;
+mod remote;
+mod serve;
+
+pub use poller::{Poller, TickReport, Watch, backoff_ms};
+pub use serve::{ServeOptions, ServeReport, serve};

@@ -1,0 +1,52 @@
+//! Greedy decoding of the real default model reproduces llama.cpp's continuations up to the
+//! first position where llama.cpp's top-2 margin is below 0.5 (where kernels may round
+//! differently).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use cairn_models::{GenerateParams, LanguageModel, LoadOptions, LocalModel};
+
+#[test]
+fn greedy_continuations_match_llama_cpp() {
+    let model = LocalModel::load(&common::model_path(), LoadOptions::default(), &mut |_| {}).unwrap();
+    let vectors = common::vectors();
+    let mut failures = Vec::new();
+    for case in vectors["greedy"].as_array().unwrap() {
+        let prompt = case["prompt"].as_str().unwrap();
+        let expected = common::ids(&case["tokens"]);
+        let margins: Vec<f64> = case["logprob_margin_top1_top2"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
+        let comparable = margins.iter().position(|m| *m < 0.5).unwrap_or(margins.len());
+        let params = GenerateParams {
+            max_tokens: expected.len(),
+            ..GenerateParams::default()
+        };
+        let mut streamed = String::new();
+        let generation = model
+            .generate(prompt, &params, &mut |piece| streamed.push_str(piece))
+            .unwrap();
+        assert_eq!(streamed, generation.text, "streamed text equals the final text");
+        // The end-of-turn token ends generation and is not in token_ids.
+        let mut got = generation.token_ids.clone();
+        if got.len() < expected.len() && generation.finish_reason == cairn_models::FinishReason::EndOfText {
+            got.push(expected[got.len()]);
+        }
+        let n = comparable.min(expected.len());
+        if got.get(..n) != expected.get(..n) {
+            failures.push(format!(
+                "{prompt:?}: first {n} tokens differ\n  got      {:?}\n  expected {:?}\n  text {:?}",
+                &got[..n.min(got.len())],
+                &expected[..n],
+                generation.text
+            ));
+        }
+        eprintln!("{prompt:?} -> {:?} ({n} tokens compared)", generation.text);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
