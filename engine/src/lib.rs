@@ -5,6 +5,7 @@
 
 pub mod agents;
 pub mod exec;
+pub mod llm;
 pub mod pipeline;
 pub mod store;
 pub mod trigger;

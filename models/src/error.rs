@@ -97,7 +97,16 @@ impl<T> CandleContext<T> for Result<T, candle_core::Error> {
     fn context(self, action: impl FnOnce() -> String) -> Result<T, Error> {
         self.map_err(|source| Error::Candle {
             action: action(),
-            source,
+            source: without_backtrace(source),
         })
+    }
+}
+
+/// candle attaches a backtrace to errors when `RUST_BACKTRACE` is set, and prints it as part
+/// of the message; user-facing messages drop it.
+pub(crate) fn without_backtrace(err: candle_core::Error) -> candle_core::Error {
+    match err {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        other => other,
     }
 }

@@ -100,6 +100,17 @@ pub(crate) fn run(
         }
         logits = forward(backbone, &[token], history.len() - 1)?;
     };
+    if constraint.is_some()
+        && matches!(finish, FinishReason::MaxTokens | FinishReason::ContextFull)
+    {
+        return Err(Error::Constraint {
+            reason: format!(
+                "the JSON document was not complete after {} tokens; raise max_tokens or bound \
+                 string and array lengths in the schema",
+                completion.len()
+            ),
+        });
+    }
     let text = tokenizer.decode(&completion)?;
     let text = stream.finish(&text, finish == FinishReason::StopSequence, on_token);
     Ok(Generation {

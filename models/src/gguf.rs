@@ -10,6 +10,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::QTensor;
 use candle_core::Device;
 
+use crate::error::without_backtrace;
 use crate::Error;
 
 /// An open GGUF file whose header and tensor table have been read and checked.
@@ -46,7 +47,7 @@ impl GgufFile {
         }));
         let content = match parsed {
             Ok(Ok(content)) => content,
-            Ok(Err(err)) => return Err(invalid(err.to_string())),
+            Ok(Err(err)) => return Err(invalid(without_backtrace(err).to_string())),
             Err(_) => return Err(invalid("the parser panicked on corrupt data".to_string())),
         };
         for (name, info) in &content.tensor_infos {
@@ -112,7 +113,7 @@ impl GgufFile {
             .tensor(&mut self.reader, name, &Device::Cpu)
             .map_err(|err| Error::InvalidGguf {
                 path: self.path.clone(),
-                reason: format!("failed to read tensor {name}: {err}"),
+                reason: format!("failed to read tensor {name}: {}", without_backtrace(err)),
             })
     }
 
@@ -243,7 +244,7 @@ impl GgufFile {
 fn metadata_error(key: &str, err: candle_core::Error) -> Error {
     Error::Metadata {
         key: key.to_string(),
-        reason: err.to_string(),
+        reason: without_backtrace(err).to_string(),
     }
 }
 

@@ -77,7 +77,10 @@ impl std::fmt::Display for Output {
 }
 
 fn first_line_id(stdout: &str) -> Option<i64> {
-    stdout.lines().next().and_then(|line| line.trim().parse().ok())
+    stdout
+        .lines()
+        .next()
+        .and_then(|line| line.trim().parse().ok())
 }
 
 /// One test's private world: a temporary directory holding `home/` (the `CAIRN_HOME`),
@@ -268,7 +271,10 @@ impl Running {
 
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
-            self.status = self.child.try_wait().expect("failed to poll a child process");
+            self.status = self
+                .child
+                .try_wait()
+                .expect("failed to poll a child process");
         }
         self.status
     }
@@ -327,7 +333,10 @@ impl Drop for Running {
 pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -378,7 +387,11 @@ pub fn marked_sleep(sandbox: &Sandbox, marker: &str) -> PathBuf {
 
 /// A unique marker for process command lines.
 pub fn unique_marker(prefix: &str) -> String {
-    format!("{prefix}-{}-{:08x}", std::process::id(), rand::random::<u32>())
+    format!(
+        "{prefix}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// One row of the `events` table.
@@ -432,22 +445,28 @@ pub fn events(conn: &Connection, run_id: i64) -> Vec<Event> {
 
 /// A run's state as stored (`running`, `succeeded`, ...), or `None` if there is no such run.
 pub fn run_state(conn: &Connection, run_id: i64) -> Option<String> {
-    conn.query_row("SELECT state FROM runs WHERE id = ?1", [run_id], |row| row.get(0))
-        .optional()
-        .expect("failed to query runs")
+    conn.query_row("SELECT state FROM runs WHERE id = ?1", [run_id], |row| {
+        row.get(0)
+    })
+    .optional()
+    .expect("failed to query runs")
 }
 
 /// A run's stored `reason`.
 pub fn run_reason(conn: &Connection, run_id: i64) -> Option<String> {
-    conn.query_row("SELECT reason FROM runs WHERE id = ?1", [run_id], |row| row.get(0))
-        .optional()
-        .expect("failed to query runs")
-        .flatten()
+    conn.query_row("SELECT reason FROM runs WHERE id = ?1", [run_id], |row| {
+        row.get(0)
+    })
+    .optional()
+    .expect("failed to query runs")
+    .flatten()
 }
 
 /// Every run id, ascending.
 pub fn run_ids(conn: &Connection) -> Vec<i64> {
-    let mut stmt = conn.prepare("SELECT id FROM runs ORDER BY id").expect("failed to query runs");
+    let mut stmt = conn
+        .prepare("SELECT id FROM runs ORDER BY id")
+        .expect("failed to query runs");
     stmt.query_map([], |row| row.get(0))
         .expect("failed to query runs")
         .collect::<rusqlite::Result<_>>()
@@ -491,7 +510,9 @@ pub fn attempts(conn: &Connection, run_id: i64, step_id: &str) -> Vec<Attempt> {
 
 /// `PRAGMA integrity_check`, lines joined with "; ".
 pub fn integrity_check(conn: &Connection) -> String {
-    let mut stmt = conn.prepare("PRAGMA integrity_check").expect("failed to prepare");
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check")
+        .expect("failed to prepare");
     let lines: Vec<String> = stmt
         .query_map([], |row| row.get(0))
         .expect("failed to run integrity_check")
@@ -503,7 +524,11 @@ pub fn integrity_check(conn: &Connection) -> String {
 /// `cairn status RUN --json`, parsed.
 pub fn status_json(sandbox: &Sandbox, run_id: i64) -> Value {
     let output = sandbox.cairn(&["status", &run_id.to_string(), "--json"]);
-    assert_eq!(output.code, Some(0), "`cairn status --json` failed\n{output}");
+    assert_eq!(
+        output.code,
+        Some(0),
+        "`cairn status --json` failed\n{output}"
+    );
     serde_json::from_str(&output.stdout)
         .unwrap_or_else(|e| panic!("`cairn status --json` printed invalid JSON ({e})\n{output}"))
 }
@@ -512,6 +537,9 @@ pub fn status_json(sandbox: &Sandbox, run_id: i64) -> Value {
 /// and `sh` both keep as they are).
 pub fn sh_quote(path: &Path) -> String {
     let text = path.display().to_string();
-    assert!(!text.contains('\''), "paths with single quotes are not supported: {text}");
+    assert!(
+        !text.contains('\''),
+        "paths with single quotes are not supported: {text}"
+    );
     format!("'{text}'")
 }

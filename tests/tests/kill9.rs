@@ -107,9 +107,11 @@ fn read_journal(path: &std::path::Path) -> Vec<JournalLine> {
 /// being created.
 fn latest_run(sandbox: &Sandbox) -> Option<i64> {
     let conn = sandbox.try_db()?;
-    conn.query_row("SELECT MAX(id) FROM runs", [], |row| row.get::<_, Option<i64>>(0))
-        .ok()
-        .flatten()
+    conn.query_row("SELECT MAX(id) FROM runs", [], |row| {
+        row.get::<_, Option<i64>>(0)
+    })
+    .ok()
+    .flatten()
 }
 
 fn succeeded_steps(sandbox: &Sandbox, run: i64) -> BTreeSet<String> {
@@ -155,7 +157,9 @@ fn sigkill_at_random_points_never_reruns_a_completed_step() {
         );
         tally.cycles += 1;
         // What is already done must stay done.
-        let snapshot = current.map(|run| succeeded_steps(&sandbox, run)).unwrap_or_default();
+        let snapshot = current
+            .map(|run| succeeded_steps(&sandbox, run))
+            .unwrap_or_default();
         let journal_before = read_journal(&journal).len();
         let args: Vec<String> = match current {
             None => vec!["run".into(), workflow_arg.clone(), "-q".into()],
@@ -210,10 +214,17 @@ fn sigkill_at_random_points_never_reruns_a_completed_step() {
         match run_state(&sandbox.db(), run).as_deref() {
             Some("succeeded") => current = None,
             Some("running") => {}
-            other => panic!("run {run} ended {other:?} (seed {seed})\n{}", engine.output()),
+            other => panic!(
+                "run {run} ended {other:?} (seed {seed})\n{}",
+                engine.output()
+            ),
         }
     }
-    assert!(violations.is_empty(), "completed steps ran again:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "completed steps ran again:\n{}",
+        violations.join("\n")
+    );
 
     // The end state, from the database and from the journal.
     let conn = sandbox.db();
@@ -224,13 +235,21 @@ fn sigkill_at_random_points_never_reruns_a_completed_step() {
     let mut reexecuted_steps = 0usize;
     let mut orphans_killed = 0usize;
     for &run in &runs {
-        assert_eq!(run_state(&conn, run).as_deref(), Some("succeeded"), "run {run}");
+        assert_eq!(
+            run_state(&conn, run).as_deref(),
+            Some("succeeded"),
+            "run {run}"
+        );
         let events = events(&conn, run);
         for (step, _) in DAG {
-            let step_events: Vec<_> =
-                events.iter().filter(|e| e.step_id.as_deref() == Some(*step)).collect();
-            let successes: Vec<_> =
-                step_events.iter().filter(|e| e.kind == "step_succeeded").collect();
+            let step_events: Vec<_> = events
+                .iter()
+                .filter(|e| e.step_id.as_deref() == Some(*step))
+                .collect();
+            let successes: Vec<_> = step_events
+                .iter()
+                .filter(|e| e.kind == "step_succeeded")
+                .collect();
             assert_eq!(successes.len(), 1, "run {run} step {step}: {successes:?}");
             let success = successes[0];
             let succeeded_attempt = success.attempt.expect("step_succeeded has an attempt");
@@ -239,7 +258,10 @@ fn sigkill_at_random_points_never_reruns_a_completed_step() {
                 .filter(|e| e.seq > success.seq)
                 .map(|e| e.kind.as_str())
                 .collect();
-            assert!(late.is_empty(), "run {run} step {step}: events after success: {late:?}");
+            assert!(
+                late.is_empty(),
+                "run {run} step {step}: events after success: {late:?}"
+            );
 
             // Attempts: every one before the last was cut off by a kill, the last succeeded.
             let rows = attempts(&conn, run, step);
@@ -255,8 +277,10 @@ fn sigkill_at_random_points_never_reruns_a_completed_step() {
             }
 
             // The journal, in the order the processes wrote it.
-            let lines: Vec<_> =
-                journal_lines.iter().filter(|l| l.run == run && l.step == *step).collect();
+            let lines: Vec<_> = journal_lines
+                .iter()
+                .filter(|l| l.run == run && l.step == *step)
+                .collect();
             let expected_key = format!("{run}/{step}");
             for line in &lines {
                 assert_eq!(line.key, expected_key, "idempotency key of {line:?}");
@@ -271,9 +295,14 @@ fn sigkill_at_random_points_never_reruns_a_completed_step() {
             for line in lines.iter().filter(|l| l.start) {
                 *starts.entry(line.attempt).or_default() += 1;
             }
-            assert!(starts.values().all(|&n| n == 1), "run {run} step {step}: {starts:?}");
             assert!(
-                lines.iter().any(|l| !l.start && l.attempt == succeeded_attempt),
+                starts.values().all(|&n| n == 1),
+                "run {run} step {step}: {starts:?}"
+            );
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| !l.start && l.attempt == succeeded_attempt),
                 "run {run} step {step}: the succeeded attempt never wrote its end line"
             );
             for pair in lines.windows(2) {
@@ -285,17 +314,21 @@ fn sigkill_at_random_points_never_reruns_a_completed_step() {
                     pair[0].attempt
                 );
             }
-            interrupted_while_started +=
-                rows.iter().filter(|a| a.state == "interrupted" && starts.contains_key(&a.attempt)).count();
+            interrupted_while_started += rows
+                .iter()
+                .filter(|a| a.state == "interrupted" && starts.contains_key(&a.attempt))
+                .count();
             if starts.keys().any(|&attempt| attempt > 1) {
                 reexecuted_steps += 1;
             }
         }
     }
     let interrupted_events: i64 = conn
-        .query_row("SELECT COUNT(*) FROM events WHERE kind = 'step_interrupted'", [], |row| {
-            row.get(0)
-        })
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'step_interrupted'",
+            [],
+            |row| row.get(0),
+        )
         .expect("failed to count step_interrupted events");
     assert_eq!(interrupted_events as usize, interrupted_attempts);
     assert!(
@@ -303,11 +336,18 @@ fn sigkill_at_random_points_never_reruns_a_completed_step() {
         "no kill interrupted a running step: the test proved nothing ({tally:?})"
     );
     let reclaimed: i64 = conn
-        .query_row("SELECT COUNT(*) FROM events WHERE kind = 'run_reclaimed'", [], |row| row.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'run_reclaimed'",
+            [],
+            |row| row.get(0),
+        )
         .expect("failed to count run_reclaimed events");
     // Every step process of every run is gone: resume killed the orphans, or they finished.
     let leftovers = sandbox.processes();
-    assert!(leftovers.is_empty(), "processes outlived their runs: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "processes outlived their runs: {leftovers:?}"
+    );
 
     println!(
         "kill9 summary (seed {seed}): {} kills ({} before the run existed) over {} engine \

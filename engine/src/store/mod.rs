@@ -2,6 +2,7 @@
 //! SQLite file. See `ARCHITECTURE.md`, "Durable execution".
 
 mod error;
+mod llm;
 mod records;
 mod schema;
 mod sqlite;
@@ -11,6 +12,7 @@ pub use error::{Error, Result};
 pub use records::{
     EventRecord, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition, StoredLogLine,
 };
+pub use llm::{BudgetLimits, CachedResponse, CallRecord, CostRow, day_and_month};
 pub use schema::LATEST_VERSION;
 pub use sqlite::{Store, WriteTxn, now_ms};
 pub use state::{RunState, StepState};

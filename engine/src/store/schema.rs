@@ -105,6 +105,52 @@ const MIGRATIONS: &[&str] = &[
         next_attempt_at INTEGER
     );
     "#,
+    // 3: language-model calls: the response cache, the durable call history, budget ledger.
+    r#"
+    CREATE TABLE llm_cache (
+        key               TEXT    PRIMARY KEY,
+        task              TEXT    NOT NULL,
+        tier              TEXT    NOT NULL,
+        model             TEXT    NOT NULL,
+        response          TEXT    NOT NULL,
+        prompt_tokens     INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cost_micros       INTEGER NOT NULL,
+        created_at        INTEGER NOT NULL,
+        expires_at        INTEGER NOT NULL,
+        hits              INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE llm_calls (
+        run_id            INTEGER NOT NULL,
+        step_id           TEXT    NOT NULL,
+        call_index        INTEGER NOT NULL,
+        task              TEXT    NOT NULL,
+        tier              TEXT    NOT NULL,  -- local, remote or rules: who answered
+        cache_hit         INTEGER NOT NULL,
+        prompt_tokens     INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cost_micros       INTEGER NOT NULL,
+        saved_micros      INTEGER NOT NULL,  -- what a cache hit would have cost
+        latency_ms        INTEGER NOT NULL,
+        result            TEXT    NOT NULL,
+        fallbacks         TEXT    NOT NULL,  -- JSON list: why earlier tiers did not answer
+        at                INTEGER NOT NULL,
+        PRIMARY KEY (run_id, step_id, call_index)
+    );
+    CREATE TABLE llm_budget (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        tier        TEXT    NOT NULL,
+        run_id      INTEGER,
+        day         TEXT    NOT NULL,  -- YYYY-MM-DD (UTC)
+        month       TEXT    NOT NULL,  -- YYYY-MM
+        tokens      INTEGER NOT NULL,
+        cost_micros INTEGER NOT NULL,
+        state       TEXT    NOT NULL,  -- reserved, settled, released
+        at          INTEGER NOT NULL
+    );
+    CREATE INDEX llm_budget_by_day ON llm_budget(tier, day);
+    CREATE INDEX llm_budget_by_month ON llm_budget(tier, month);
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -86,7 +86,7 @@ impl Store {
         &self.path
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a half-applied transaction behind
         // (SQLite rolls it back), so a poisoned lock is still safe to use.
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -288,7 +288,7 @@ fn integrity_report(conn: &Connection) -> rusqlite::Result<String> {
 
 /// A write transaction. Every method that changes state also appends its event.
 pub struct WriteTxn<'a> {
-    txn: &'a rusqlite::Transaction<'a>,
+    pub(super) txn: &'a rusqlite::Transaction<'a>,
 }
 
 impl WriteTxn<'_> {

@@ -1,0 +1,320 @@
+//! Language-model configuration: the `llm:` section of `$CAIRN_HOME/cairn.yaml`.
+//!
+//! ```yaml
+//! llm:
+//!   remote:                         # absent: no remote tier, no socket is ever opened
+//!     base_url: http://127.0.0.1:8080/v1   # any OpenAI-compatible /v1 endpoint
+//!     model: gpt-4o-mini
+//!     api_key_env: OPENAI_API_KEY   # the key is read from this variable, never from the file
+//!     timeout: 30s                  # per HTTP attempt
+//!     retries: 3                    # on 429 / 5xx / connection errors, honouring Retry-After
+//!     breaker: { failures: 5, cool_down: 60s }
+//!   remote_sees: diff               # diff (redacted) | summary (the local model's summary only)
+//!   tasks:                          # task -> local | remote | remote-then-local
+//!     assess_risk: remote-then-local
+//!   cache_ttl: 7d
+//!   budgets:                        # per tier; any limit may be left out
+//!     remote: { run_tokens: 20000, day_tokens: 200000, month_tokens: 2000000,
+//!               day_cost: 5.0, month_cost: 50.0 }
+//!   prices:                         # per million tokens, in the budget's currency
+//!     remote: { input: 0.15, output: 0.60 }
+//!   local:
+//!     model: /models/qwen2.5-coder-1.5b-q4.gguf   # default: CAIRN_MODEL or the cache
+//!     threads: 2
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use marked_yaml::Spanned;
+use serde::Deserialize;
+
+use super::task::{Task, TierChoice};
+use crate::pipeline::parse_duration;
+use crate::store::BudgetLimits;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub llm: LlmConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    pub remote: Option<RemoteConfig>,
+    pub remote_sees: RemoteSees,
+    pub tasks: std::collections::HashMap<Spanned<String>, TierChoice>,
+    pub cache_ttl: Option<Spanned<String>>,
+    pub budgets: BTreeMap<String, BudgetConfig>,
+    pub prices: BTreeMap<String, Price>,
+    pub local: LocalConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    pub base_url: String,
+    pub model: String,
+    pub api_key_env: Option<String>,
+    pub timeout: Option<Spanned<String>>,
+    pub retries: Option<u32>,
+    pub breaker: Option<BreakerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    pub failures: u32,
+    pub cool_down: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteSees {
+    /// The redacted diff itself.
+    #[default]
+    Diff,
+    /// Only the local model's summary of the diff.
+    Summary,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub run_tokens: Option<u64>,
+    pub day_tokens: Option<u64>,
+    pub month_tokens: Option<u64>,
+    pub day_cost: Option<f64>,
+    pub month_cost: Option<f64>,
+}
+
+impl BudgetConfig {
+    pub fn limits(&self) -> BudgetLimits {
+        BudgetLimits {
+            run_tokens: self.run_tokens,
+            day_tokens: self.day_tokens,
+            month_tokens: self.month_tokens,
+            day_cost_micros: self.day_cost.map(to_micros),
+            month_cost_micros: self.month_cost.map(to_micros),
+        }
+    }
+}
+
+/// Price per million tokens.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+}
+
+impl Price {
+    pub fn cost_micros(&self, prompt_tokens: u64, completion_tokens: u64) -> i64 {
+        // Price per million tokens × tokens = millionths of the currency unit.
+        (self.input * prompt_tokens as f64 + self.output * completion_tokens as f64).round() as i64
+    }
+}
+
+pub fn to_micros(amount: f64) -> i64 {
+    (amount * 1_000_000.0).round() as i64
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    pub model: Option<PathBuf>,
+    pub threads: Option<usize>,
+}
+
+/// Settings derived from the file, with durations parsed and tasks checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub remote: Option<RemoteSettings>,
+    pub remote_sees: RemoteSees,
+    pub tiers: BTreeMap<Task, TierChoice>,
+    pub cache_ttl: Duration,
+    pub budgets: BTreeMap<String, BudgetLimits>,
+    pub prices: BTreeMap<String, Price>,
+    pub local: LocalConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteSettings {
+    pub base_url: String,
+    pub model: String,
+    pub api_key_env: Option<String>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub breaker_failures: u32,
+    pub breaker_cool_down: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            remote: None,
+            remote_sees: RemoteSees::Diff,
+            tiers: BTreeMap::new(),
+            cache_ttl: Duration::from_secs(7 * 24 * 3600),
+            budgets: BTreeMap::new(),
+            prices: BTreeMap::new(),
+            local: LocalConfig::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The tier a task goes to: the configured one, else the default (remote-then-local for
+    /// decisions when a remote exists, local otherwise).
+    pub fn tier(&self, task: Task) -> TierChoice {
+        let chosen = self.tiers.get(&task).copied().unwrap_or_else(|| task.default_tier());
+        match (chosen, &self.remote) {
+            (TierChoice::Remote | TierChoice::RemoteThenLocal, None) => TierChoice::Local,
+            (choice, _) => choice,
+        }
+    }
+
+    pub fn price(&self, tier: &str) -> Price {
+        self.prices.get(tier).copied().unwrap_or_default()
+    }
+
+    pub fn budget(&self, tier: &str) -> BudgetLimits {
+        self.budgets.get(tier).copied().unwrap_or_default()
+    }
+
+    /// Reads `path`; a missing file means the defaults (local model only).
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let file = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(error) => {
+                return Err(ConfigError { file, line: 1, column: 1, message: format!("failed to read: {error}") });
+            }
+        };
+        Self::parse(&file, &text)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Settings, ConfigError> {
+        let at = |span: Option<&marked_yaml::Marker>, message: String| ConfigError {
+            file: file.to_string(),
+            line: span.map_or(1, |m| m.line()),
+            column: span.map_or(1, |m| m.column()),
+            message,
+        };
+        if text.trim().is_empty() {
+            return Ok(Settings::default());
+        }
+        let config: Config = marked_yaml::from_yaml(0, text).map_err(|error| match error {
+            marked_yaml::FromYamlError::ParseYaml(load) => {
+                let message = load.to_string();
+                ConfigError { file: file.to_string(), line: 1, column: 1, message }
+            }
+            marked_yaml::FromYamlError::FromNode(node) => {
+                let inner = node.into_inner();
+                let message = inner.to_string();
+                match inner.start_mark() {
+                    Some(mark) => at(Some(&mark), message),
+                    None => {
+                        let (line, column) = locate_key(text, &message);
+                        ConfigError { file: file.to_string(), line, column, message }
+                    }
+                }
+            }
+        })?;
+        let llm = config.llm;
+        let duration = |value: &Spanned<String>| {
+            parse_duration(value.as_str()).map_err(|e| at(value.span().start(), format!("bad duration `{}`: {e}", value.as_str())))
+        };
+        let mut tiers = BTreeMap::new();
+        for (name, tier) in &llm.tasks {
+            let task = Task::from_name(name.as_str()).ok_or_else(|| {
+                at(name.span().start(), format!("unknown task `{}` (known: {})", name.as_str(), Task::names().join(", ")))
+            })?;
+            tiers.insert(task, *tier);
+        }
+        let remote = match &llm.remote {
+            None => None,
+            Some(remote) => Some(RemoteSettings {
+                base_url: remote.base_url.trim_end_matches('/').to_string(),
+                model: remote.model.clone(),
+                api_key_env: remote.api_key_env.clone(),
+                timeout: remote.timeout.as_ref().map(duration).transpose()?.unwrap_or(Duration::from_secs(30)),
+                retries: remote.retries.unwrap_or(3),
+                breaker_failures: remote.breaker.as_ref().map_or(5, |b| b.failures.max(1)),
+                breaker_cool_down: remote
+                    .breaker
+                    .as_ref()
+                    .map(|b| duration(&b.cool_down))
+                    .transpose()?
+                    .unwrap_or(Duration::from_secs(60)),
+            }),
+        };
+        Ok(Settings {
+            remote,
+            remote_sees: llm.remote_sees,
+            tiers,
+            cache_ttl: llm.cache_ttl.as_ref().map(duration).transpose()?.unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+            budgets: llm.budgets.iter().map(|(tier, b)| (tier.clone(), b.limits())).collect(),
+            prices: llm.prices.clone(),
+            local: llm.local.clone(),
+        })
+    }
+}
+
+/// marked-yaml reports unknown fields without a position; find the key in the text.
+fn locate_key(text: &str, message: &str) -> (usize, usize) {
+    let key = message.split('`').nth(1).unwrap_or_default();
+    text.lines()
+        .enumerate()
+        .find_map(|(number, line)| {
+            let indent = line.len() - line.trim_start().len();
+            line.trim_start().starts_with(&format!("{key}:")).then_some((number + 1, indent + 1))
+        })
+        .unwrap_or((1, 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses() {
+        let text = "llm:\n  remote:\n    base_url: http://127.0.0.1:9/v1/\n    model: m\n    api_key_env: KEY\n    timeout: 5s\n  tasks:\n    summarize_diff: local\n    assess_risk: remote\n  budgets:\n    remote: { day_tokens: 100, day_cost: 1.5 }\n  prices:\n    remote: { input: 1.0, output: 2.0 }\n";
+        let settings = Settings::parse("cairn.yaml", text).expect("parses");
+        let remote = settings.remote.as_ref().expect("remote");
+        assert_eq!(remote.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(remote.timeout, Duration::from_secs(5));
+        assert_eq!(settings.tier(Task::AssessRisk), TierChoice::Remote);
+        assert_eq!(settings.budget("remote").day_cost_micros, Some(1_500_000));
+        assert_eq!(settings.price("remote").cost_micros(1_000, 500), 2_000);
+    }
+
+    #[test]
+    fn without_a_remote_every_task_is_local() {
+        let settings = Settings::parse("cairn.yaml", "llm:\n  tasks:\n    assess_risk: remote\n").expect("parses");
+        assert_eq!(settings.tier(Task::AssessRisk), TierChoice::Local);
+    }
+
+    #[test]
+    fn mistakes_are_located() {
+        let error = Settings::parse("cairn.yaml", "llm:\n  tasks:\n    guess_mood: local\n").err().expect("fails");
+        assert_eq!((error.line, error.column), (3, 5), "{error}");
+        assert!(error.message.contains("unknown task `guess_mood`"), "{error}");
+        let error = Settings::parse("cairn.yaml", "llm:\n  remotes: {}\n").err().expect("fails");
+        assert!(error.to_string().starts_with("cairn.yaml:2:"), "{error}");
+        let error = Settings::parse("cairn.yaml", "llm:\n  cache_ttl: soon\n").err().expect("fails");
+        assert!(error.to_string().contains("bad duration"), "{error}");
+    }
+}

@@ -1,0 +1,304 @@
+//! Language-model bookkeeping in the store: the response cache, the durable history of calls
+//! (replayed on a re-run attempt), and the budget ledger whose reservations are atomic because
+//! SQLite serializes writers (`BEGIN IMMEDIATE`).
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::error::Result;
+use super::sqlite::{Store, WriteTxn, now_ms};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedResponse {
+    pub response: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_micros: i64,
+}
+
+/// One language-model call of a step attempt, as recorded (and replayed).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallRecord {
+    pub run_id: i64,
+    pub step_id: String,
+    pub call_index: u32,
+    pub task: String,
+    pub tier: String,
+    pub cache_hit: bool,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_micros: i64,
+    pub saved_micros: i64,
+    pub latency_ms: i64,
+    pub result: String,
+    pub fallbacks: Vec<String>,
+}
+
+/// Hard limits for one tier; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BudgetLimits {
+    pub run_tokens: Option<u64>,
+    pub day_tokens: Option<u64>,
+    pub month_tokens: Option<u64>,
+    pub day_cost_micros: Option<i64>,
+    pub month_cost_micros: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CostRow {
+    pub day: String,
+    pub task: String,
+    pub tier: String,
+    pub calls: u64,
+    pub cache_hits: u64,
+    pub tokens: u64,
+    pub cost_micros: i64,
+    pub saved_micros: i64,
+}
+
+/// `YYYY-MM-DD` and `YYYY-MM` of a UTC millisecond timestamp.
+pub fn day_and_month(at_ms: i64) -> (String, String) {
+    let date = chrono::DateTime::from_timestamp_millis(at_ms).unwrap_or_default().date_naive();
+    (date.format("%Y-%m-%d").to_string(), date.format("%Y-%m").to_string())
+}
+
+impl Store {
+    pub fn cache_get(&self, key: &str) -> Result<Option<CachedResponse>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT response, prompt_tokens, completion_tokens, cost_micros FROM llm_cache
+                 WHERE key = ?1 AND expires_at > ?2",
+                params![key, now_ms()],
+                |row| {
+                    Ok(CachedResponse {
+                        response: row.get(0)?,
+                        prompt_tokens: row.get(1)?,
+                        completion_tokens: row.get(2)?,
+                        cost_micros: row.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn recorded_call(&self, run_id: i64, step_id: &str, call_index: u32) -> Result<Option<CallRecord>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT task, tier, cache_hit, prompt_tokens, completion_tokens, cost_micros,
+                        saved_micros, latency_ms, result, fallbacks
+                 FROM llm_calls WHERE run_id = ?1 AND step_id = ?2 AND call_index = ?3",
+                params![run_id, step_id, call_index],
+                |row| {
+                    Ok(CallRecord {
+                        run_id,
+                        step_id: step_id.to_string(),
+                        call_index,
+                        task: row.get(0)?,
+                        tier: row.get(1)?,
+                        cache_hit: row.get(2)?,
+                        prompt_tokens: row.get(3)?,
+                        completion_tokens: row.get(4)?,
+                        cost_micros: row.get(5)?,
+                        saved_micros: row.get(6)?,
+                        latency_ms: row.get(7)?,
+                        result: row.get(8)?,
+                        fallbacks: serde_json::from_str(&row.get::<_, String>(9)?).unwrap_or_default(),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn calls(&self, run_id: i64) -> Result<Vec<CallRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT step_id, call_index FROM llm_calls WHERE run_id = ?1 ORDER BY at, step_id, call_index",
+        )?;
+        let keys: Vec<(String, u32)> = stmt
+            .query_map([run_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        drop(stmt);
+        drop(conn);
+        let mut calls = Vec::new();
+        for (step, index) in keys {
+            calls.extend(self.recorded_call(run_id, &step, index)?);
+        }
+        Ok(calls)
+    }
+
+    /// Spending grouped by day, task and tier, newest day first.
+    pub fn costs(&self) -> Result<Vec<CostRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT date(at / 1000, 'unixepoch') AS day, task, tier, COUNT(*), SUM(cache_hit),
+                    SUM(CASE WHEN cache_hit THEN 0 ELSE prompt_tokens + completion_tokens END),
+                    SUM(cost_micros), SUM(saved_micros)
+             FROM llm_calls GROUP BY day, task, tier ORDER BY day DESC, task, tier",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(CostRow {
+                day: row.get(0)?,
+                task: row.get(1)?,
+                tier: row.get(2)?,
+                calls: row.get(3)?,
+                cache_hits: row.get(4)?,
+                tokens: row.get(5)?,
+                cost_micros: row.get(6)?,
+                saved_micros: row.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Tokens reserved or spent by a tier today (UTC), for reports and tests.
+    pub fn spent_today(&self, tier: &str) -> Result<(u64, i64)> {
+        let (day, _) = day_and_month(now_ms());
+        let conn = self.lock();
+        Ok(conn.query_row(
+            "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_micros), 0) FROM llm_budget
+             WHERE tier = ?1 AND day = ?2 AND state != 'released'",
+            params![tier, day],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?)
+    }
+}
+
+impl WriteTxn<'_> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn cache_put(
+        &self,
+        key: &str,
+        task: &str,
+        tier: &str,
+        model: &str,
+        response: &CachedResponse,
+        ttl_ms: i64,
+    ) -> Result<()> {
+        let now = now_ms();
+        self.txn.execute(
+            "INSERT INTO llm_cache (key, task, tier, model, response, prompt_tokens,
+                                    completion_tokens, cost_micros, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (key) DO UPDATE SET response = excluded.response,
+                 prompt_tokens = excluded.prompt_tokens,
+                 completion_tokens = excluded.completion_tokens,
+                 cost_micros = excluded.cost_micros, created_at = excluded.created_at,
+                 expires_at = excluded.expires_at",
+            params![
+                key,
+                task,
+                tier,
+                model,
+                response.response,
+                response.prompt_tokens,
+                response.completion_tokens,
+                response.cost_micros,
+                now,
+                now + ttl_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn cache_hit(&self, key: &str) -> Result<()> {
+        self.txn.execute("UPDATE llm_cache SET hits = hits + 1 WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
+    /// Records a call once; a second record for the same key keeps the first (a replay).
+    pub fn record_call(&self, call: &CallRecord) -> Result<()> {
+        self.txn.execute(
+            "INSERT OR IGNORE INTO llm_calls (run_id, step_id, call_index, task, tier, cache_hit,
+                 prompt_tokens, completion_tokens, cost_micros, saved_micros, latency_ms, result,
+                 fallbacks, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                call.run_id,
+                call.step_id,
+                call.call_index,
+                call.task,
+                call.tier,
+                call.cache_hit,
+                call.prompt_tokens,
+                call.completion_tokens,
+                call.cost_micros,
+                call.saved_micros,
+                call.latency_ms,
+                call.result,
+                serde_json::to_string(&call.fallbacks).unwrap_or_else(|_| "[]".into()),
+                now_ms()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Reserves `tokens`/`cost` against a tier's limits. `Ok(Err(reason))` when a limit would
+    /// be exceeded; the check and the insert happen in this one write transaction, so
+    /// concurrent callers (threads or processes) can never overspend together.
+    pub fn reserve(
+        &self,
+        tier: &str,
+        run_id: Option<i64>,
+        tokens: u64,
+        cost_micros: i64,
+        limits: &BudgetLimits,
+    ) -> Result<std::result::Result<i64, String>> {
+        let now = now_ms();
+        let (day, month) = day_and_month(now);
+        let sum = |column: &str, filter: &str, value: &dyn rusqlite::ToSql| -> Result<i64> {
+            Ok(self.txn.query_row(
+                &format!(
+                    "SELECT COALESCE(SUM({column}), 0) FROM llm_budget
+                     WHERE tier = ?1 AND {filter} = ?2 AND state != 'released'"
+                ),
+                params![tier, value],
+                |row| row.get(0),
+            )?)
+        };
+        let checks: [(&str, Option<i64>, &str, &str, &dyn rusqlite::ToSql, i64); 5] = [
+            ("run tokens", limits.run_tokens.map(|v| v as i64), "tokens", "run_id", &run_id, tokens as i64),
+            ("daily tokens", limits.day_tokens.map(|v| v as i64), "tokens", "day", &day, tokens as i64),
+            ("monthly tokens", limits.month_tokens.map(|v| v as i64), "tokens", "month", &month, tokens as i64),
+            ("daily cost", limits.day_cost_micros, "cost_micros", "day", &day, cost_micros),
+            ("monthly cost", limits.month_cost_micros, "cost_micros", "month", &month, cost_micros),
+        ];
+        for (what, limit, column, filter, value, asked) in checks {
+            let Some(limit) = limit else { continue };
+            if filter == "run_id" && run_id.is_none() {
+                continue;
+            }
+            let used = sum(column, filter, value)?;
+            if used + asked > limit {
+                return Ok(Err(format!(
+                    "{tier} {what} budget exhausted: {used} used + {asked} needed > {limit}"
+                )));
+            }
+        }
+        self.txn.execute(
+            "INSERT INTO llm_budget (tier, run_id, day, month, tokens, cost_micros, state, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'reserved', ?7)",
+            params![tier, run_id, day, month, tokens, cost_micros, now],
+        )?;
+        Ok(Ok(self.txn.last_insert_rowid()))
+    }
+
+    /// Replaces a reservation by what the call really used.
+    pub fn settle(&self, reservation: i64, tokens: u64, cost_micros: i64) -> Result<()> {
+        self.txn.execute(
+            "UPDATE llm_budget SET tokens = ?2, cost_micros = ?3, state = 'settled' WHERE id = ?1",
+            params![reservation, tokens, cost_micros],
+        )?;
+        Ok(())
+    }
+
+    /// Gives a reservation back (the call never reached the provider).
+    pub fn release(&self, reservation: i64) -> Result<()> {
+        self.txn.execute(
+            "UPDATE llm_budget SET state = 'released' WHERE id = ?1",
+            [reservation],
+        )?;
+        Ok(())
+    }
+}
