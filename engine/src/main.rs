@@ -55,7 +55,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => cli::cancel::cancel(home, args).await,
         Command::Validate(args) => Ok(cli::validate::validate(args)),
         Command::Graph(args) => Ok(cli::graph::graph(args)),
-        Command::Analyze(args) => cli::analyze::analyze(args).map(|()| ExitCode::SUCCESS),
+        Command::Analyze(args) => cli::analyze::analyze(home, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Costs(args) => cli::costs::costs(home, args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cli::bench::bench(home, args).await.map(|()| ExitCode::SUCCESS),
     }
 }

@@ -129,9 +129,12 @@ const TEMPLATES: &[TemplateSpec] = &[
 ];
 
 /// A chat template chosen for one model.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ChatTemplate {
     spec: &'static TemplateSpec,
+    /// The system prompt the model's own template adds when a conversation has none
+    /// (SmolLM2: "You are a helpful AI assistant named SmolLM, ..."), read from the GGUF.
+    default_system: Option<String>,
 }
 
 impl std::fmt::Debug for TemplateSpec {
@@ -147,7 +150,10 @@ impl ChatTemplate {
             .iter()
             .find(|t| t.kind == kind)
             .unwrap_or(&TEMPLATES[TEMPLATES.len() - 1]);
-        Self { spec }
+        Self {
+            spec,
+            default_system: None,
+        }
     }
 
     /// Picks the template from the GGUF's Jinja template text, then from the vocabulary
@@ -159,10 +165,19 @@ impl ChatTemplate {
     ) -> Self {
         let by_jinja = jinja.and_then(|j| TEMPLATES.iter().find(|t| j.contains(t.marker)));
         let by_vocab = || TEMPLATES.iter().find(|t| has_token(t.marker));
-        match by_jinja.or_else(by_vocab) {
-            Some(spec) => Self { spec },
-            None => Self::new(fallback),
+        let spec = match by_jinja.or_else(by_vocab) {
+            Some(spec) => spec,
+            None => Self::new(fallback).spec,
+        };
+        Self {
+            spec,
+            default_system: jinja.and_then(|j| default_system_prompt(spec, j)),
         }
+    }
+
+    /// The default system prompt taken from the model's template, if any.
+    pub fn default_system(&self) -> Option<&str> {
+        self.default_system.as_deref()
     }
 
     pub fn kind(&self) -> ChatTemplateKind {
@@ -184,7 +199,13 @@ impl ChatTemplate {
         let spec = self.spec;
         let mut out = String::from(spec.prefix);
         let mut pending_system: Vec<&str> = Vec::new();
-        for message in messages {
+        let default_system = match (&self.default_system, messages.first()) {
+            (Some(text), Some(first)) if first.role != Role::System => {
+                Some(ChatMessage::system(text.clone()))
+            }
+            _ => None,
+        };
+        for message in default_system.iter().chain(messages) {
             let (role, content) = match (message.role, spec.system) {
                 (Role::System, SystemMode::MergeIntoFirstUser) => {
                     pending_system.push(&message.content);
@@ -212,6 +233,32 @@ impl ChatTemplate {
         out.push_str(opening);
         out
     }
+}
+
+/// Finds a literal system turn in a Jinja chat template, e.g.
+/// `'<|im_start|>system\nYou are a helpful AI assistant named SmolLM<|im_end|>'`, and
+/// returns its text. Turns built from variables (quotes, braces, `+`) are skipped.
+fn default_system_prompt(spec: &TemplateSpec, jinja: &str) -> Option<String> {
+    let end = spec.end_of_turn?;
+    let turn = spec.turn.replace("{role}", "system");
+    let open = turn.split("{content}").next()?;
+    let escaped_open = open.replace('\n', "\\n");
+    for candidate_open in [open, escaped_open.as_str()] {
+        for (start, _) in jinja.match_indices(candidate_open) {
+            let rest = &jinja[start + candidate_open.len()..];
+            let Some(stop) = rest.find(end) else {
+                continue;
+            };
+            let text = &rest[..stop];
+            let literal = !text.is_empty()
+                && !text.contains(['{', '}', '\'', '"', '+', '\n'])
+                && !text.contains("\\n");
+            if literal {
+                return Some(text.to_string());
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -262,5 +309,21 @@ mod tests {
         assert_eq!(t.kind(), ChatTemplateKind::Gemma);
         let t = ChatTemplate::detect(None, |_| false, ChatTemplateKind::Phi3);
         assert_eq!(t.kind(), ChatTemplateKind::Phi3);
+    }
+
+    #[test]
+    fn default_system_prompt_comes_from_the_jinja_template() {
+        let jinja = "{% for message in messages %}{% if loop.first and messages[0]['role'] != \
+                     'system' %}{{ '<|im_start|>system\nYou are SmolLM<|im_end|>\n' }}{% endif %}\
+                     {{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>'}}";
+        let t = ChatTemplate::detect(Some(jinja), |_| false, ChatTemplateKind::Plain);
+        assert_eq!(t.default_system(), Some("You are SmolLM"));
+        assert_eq!(
+            t.render(&[ChatMessage::user("Hi")]),
+            "<|im_start|>system\nYou are SmolLM<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
+             <|im_start|>assistant\n"
+        );
+        let own = t.render(&[ChatMessage::system("S"), ChatMessage::user("Hi")]);
+        assert!(!own.contains("SmolLM"));
     }
 }

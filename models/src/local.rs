@@ -147,8 +147,8 @@ impl LocalModel {
     }
 
     /// The chat template in use.
-    pub fn chat_template(&self) -> ChatTemplate {
-        self.template
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.template
     }
 
     /// Threads of this model's inference pool.

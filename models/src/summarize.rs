@@ -70,18 +70,19 @@ fn summarize_at<M: LanguageModel + ?Sized>(
     let total = chunks.len();
     let mut partials = Vec::with_capacity(total);
     for (index, chunk) in chunks.iter().enumerate() {
-        let map_instruction = format!(
-            "This is part {} of {total} of a longer text. {instruction} Cover only this part.",
-            index + 1
-        );
+        tracing::debug!(part = index + 1, total, "summarizing one part");
+        let map_instruction = format!("{instruction} The text is one part of a longer text.");
         let partial = model.chat(&[prompt(&map_instruction, chunk)], &map_params, &mut |_| {})?;
         partials.push(partial.text.trim().to_string());
     }
     summarize_at(model, &partials.join("\n"), instruction, params, depth + 1)
 }
 
+/// The instruction, then the text fenced as a code block (small models then treat the text
+/// as material to describe instead of continuing it).
 fn prompt(instruction: &str, text: &str) -> ChatMessage {
-    ChatMessage::user(format!("{instruction}\n{text}"))
+    let newline = if text.ends_with('\n') { "" } else { "\n" };
+    ChatMessage::user(format!("{instruction}\n\n```\n{text}{newline}```"))
 }
 
 /// Splits `text` into pieces of at most `budget` tokens, on line boundaries where possible.

@@ -382,6 +382,16 @@ pub fn marked_sleep(sandbox: &Sandbox, marker: &str) -> PathBuf {
     std::fs::create_dir_all(&bin).expect("failed to create bin/");
     let link = bin.join(marker);
     std::os::unix::fs::symlink(&sleep, &link).expect("failed to link the marked sleep");
+    // A multi-call coreutils would not know itself under this name.
+    let works = Command::new(&link)
+        .arg("0")
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        works,
+        "{} does not run as `sleep` under another name",
+        sleep.display()
+    );
     link
 }
 

@@ -368,3 +368,129 @@ fn sigkill_at_random_points_never_reruns_a_completed_step() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The kills above land after the run exists (the engine creates it within a few
+/// milliseconds); these land earlier — while the database is created and migrated, while the
+/// run is being recorded, as its first step starts — and must leave a database that opens,
+/// passes its integrity check, and whose runs all resume to success.
+#[test]
+fn sigkill_during_startup_leaves_a_usable_database() {
+    let seed = std::env::var("CAIRN_KILL9_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEED);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5747);
+    let sandbox = Sandbox::new();
+    let journal = sandbox.path("journal.txt");
+    let workflow = sandbox.write(
+        "startup.yaml",
+        &format!(
+            "name: startup\nenv:\n  JOURNAL: {}\nsteps:\n  - id: one\n    run: echo \"one $CAIRN_RUN_ID\" >> \"$JOURNAL\"; sleep 0.1\n  \
+             - id: two\n    depends_on: one\n    run: sleep 0.05; echo \"two $CAIRN_RUN_ID\" >> \"$JOURNAL\"\n",
+            sh_quote(&journal)
+        ),
+    );
+    let workflow = workflow.display().to_string();
+    let mut kills = 0;
+    let mut before_database = 0;
+    let mut before_run = 0;
+    for _ in 0..20 {
+        let existing = latest_run(&sandbox);
+        let had_database = sandbox.db_path().exists();
+        let mut engine = sandbox.spawn(&["run", &workflow, "-q"]);
+        let delay = Duration::from_millis(rng.random_range(0..=15));
+        if engine.wait_within(delay).is_none() && engine.kill9() {
+            kills += 1;
+            before_database += usize::from(!had_database && latest_run(&sandbox).is_none());
+            before_run += usize::from(latest_run(&sandbox) == existing);
+        }
+    }
+    assert!(
+        kills >= 15,
+        "only {kills} of 20 engines were still starting when killed"
+    );
+
+    let resumed = sandbox.cairn(&["resume", "-q"]);
+    assert_eq!(resumed.code, Some(0), "{resumed}");
+    let fresh = sandbox.cairn(&["run", &workflow, "-q"]);
+    assert_eq!(fresh.code, Some(0), "{fresh}");
+    let conn = sandbox.db();
+    assert_eq!(integrity_check(&conn), "ok");
+    let runs = cairn_tests::run_ids(&conn);
+    let lines = read_lines(&journal);
+    for &run in &runs {
+        assert_eq!(
+            run_state(&conn, run).as_deref(),
+            Some("succeeded"),
+            "run {run}"
+        );
+        for step in ["one", "two"] {
+            let successes = events(&conn, run)
+                .iter()
+                .filter(|e| e.step_id.as_deref() == Some(step) && e.kind == "step_succeeded")
+                .count();
+            assert_eq!(successes, 1, "run {run} step {step}");
+            let ran = lines
+                .iter()
+                .filter(|l| **l == format!("{step} {run}"))
+                .count();
+            let attempts = attempts(&conn, run, step).len();
+            assert!(
+                ran >= 1 && ran <= attempts,
+                "run {run} step {step}: ran {ran} times in {attempts} attempts"
+            );
+        }
+    }
+    println!(
+        "startup kills (seed {seed}): {kills} kills, {before_database} before the database \
+         existed, {before_run} before the run was recorded; {} runs recorded, all succeeded",
+        runs.len()
+    );
+}
+
+fn read_lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A kill while the database file is being created and migrated (the first milliseconds of
+/// the first command ever run) leaves a file the next command opens and completes.
+#[test]
+fn sigkill_while_the_database_is_created_is_recovered() {
+    let mut early = 0;
+    for delay_ms in 0..10u64 {
+        let sandbox = Sandbox::new();
+        let workflow = sandbox
+            .write(
+                "one.yaml",
+                "name: one\nsteps:\n  - id: only\n    run: sleep 0.05\n",
+            )
+            .display()
+            .to_string();
+        let mut engine = sandbox.spawn(&["run", &workflow, "-q"]);
+        if engine
+            .wait_within(Duration::from_millis(delay_ms))
+            .is_none()
+            && engine.kill9()
+        {
+            early += usize::from(latest_run(&sandbox).is_none());
+        }
+        let resumed = sandbox.cairn(&["resume", "-q"]);
+        assert_eq!(resumed.code, Some(0), "delay {delay_ms} ms\n{resumed}");
+        let fresh = sandbox.cairn(&["run", &workflow, "-q"]);
+        assert_eq!(fresh.code, Some(0), "delay {delay_ms} ms\n{fresh}");
+        let conn = sandbox.db();
+        assert_eq!(integrity_check(&conn), "ok", "delay {delay_ms} ms");
+        for run in cairn_tests::run_ids(&conn) {
+            assert_eq!(
+                run_state(&conn, run).as_deref(),
+                Some("succeeded"),
+                "delay {delay_ms} ms"
+            );
+        }
+    }
+    println!("database creation kills: {early} of 10 landed before the first run was recorded");
+}

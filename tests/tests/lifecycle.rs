@@ -112,6 +112,7 @@ fn a_failing_step_is_retried_with_backoff_until_it_succeeds() {
     let sandbox = Sandbox::new();
     let counter = sh_quote(&sandbox.path("counter"));
     let seen = sh_quote(&sandbox.path("attempts-seen"));
+    let times = sh_quote(&sandbox.path("times"));
     let workflow = sandbox.write(
         "retry.yaml",
         &format!(
@@ -121,7 +122,10 @@ fn a_failing_step_is_retried_with_backoff_until_it_succeeds() {
              n=$((n + 1))\n      \
              echo $n > {counter}\n      \
              echo \"$CAIRN_ATTEMPT $CAIRN_IDEMPOTENCY_KEY\" >> {seen}\n      \
-             [ $n -ge 3 ] || exit 4\n"
+             echo \"start $(date +%s%3N)\" >> {times}\n      \
+             [ $n -ge 3 ] && exit 0\n      \
+             echo \"end $(date +%s%3N)\" >> {times}\n      \
+             exit 4\n"
         ),
     );
     let output = sandbox.cairn(&["run", &workflow.display().to_string(), "-q"]);
@@ -142,12 +146,25 @@ fn a_failing_step_is_retried_with_backoff_until_it_succeeds() {
         ],
         "{rows:?}"
     );
-    // 100 ms then 200 ms, each ±25 % jitter.
-    for (pair, minimum) in rows.windows(2).zip([75, 150]) {
-        let gap = pair[1].started_at - pair[0].finished_at.expect("a finished attempt");
+    // Backoff 100 ms then 200 ms, each ±25 % jitter, measured by the step itself: from the
+    // failing attempt's last moment to the next attempt's first. (The default backoff, 1 s,
+    // would show as at least 750 ms, then 1.5 s.)
+    let times: Vec<(String, i64)> = sandbox
+        .read("times")
+        .lines()
+        .map(|line| {
+            let (what, at) = line.split_once(' ').expect("`what ms` lines");
+            (what.to_string(), at.parse().expect("milliseconds"))
+        })
+        .collect();
+    let phases: Vec<&str> = times.iter().map(|(what, _)| what.as_str()).collect();
+    assert_eq!(phases, ["start", "end", "start", "end", "start"]);
+    for (index, (minimum, maximum)) in [(75, 740), (150, 1400)].into_iter().enumerate() {
+        let gap = times[2 * index + 2].1 - times[2 * index + 1].1;
         assert!(
-            gap >= minimum,
-            "retry after {gap} ms, expected at least {minimum} ms"
+            (minimum..maximum).contains(&gap),
+            "retry {} came {gap} ms after the failure, expected {minimum}..{maximum} ms",
+            index + 1
         );
     }
     let waits = events(&conn, run)

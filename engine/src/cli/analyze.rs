@@ -6,6 +6,8 @@ use anyhow::{Result, anyhow};
 
 use cairn_engine::agents::orchestrator;
 
+use super::settings::Settings;
+
 #[derive(clap::Args)]
 pub struct AnalyzeArgs {
     #[arg(long, value_name = "PATH")]
@@ -14,10 +16,22 @@ pub struct AnalyzeArgs {
     pub commit: String,
     #[arg(long)]
     pub json: bool,
+    /// Rules only: do not ask the local model or the remote tier.
+    #[arg(long)]
+    pub no_model: bool,
 }
 
-pub fn analyze(args: &AnalyzeArgs) -> Result<()> {
-    let analysis = orchestrator::analyze(&args.repo, &args.commit).map_err(|e| anyhow!(e))?;
+pub async fn analyze(home: Option<PathBuf>, args: &AnalyzeArgs) -> Result<()> {
+    let router = if args.no_model {
+        None
+    } else {
+        let settings = Settings::resolve(home, None)?;
+        let store = settings.open_store()?;
+        Some(settings.llm(&store)?)
+    };
+    let analysis = orchestrator::analyze_with_models(&args.repo, &args.commit, router.as_ref(), None)
+        .await
+        .map_err(|e| anyhow!(e))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&analysis)?);
         return Ok(());
@@ -34,6 +48,15 @@ pub fn analyze(args: &AnalyzeArgs) -> Result<()> {
         let rename = file.file.old_path.as_deref().map(|p| format!(" (from {p})")).unwrap_or_default();
         let lines = if file.file.binary { "binary".to_string() } else { format!("+{} -{}", file.file.additions, file.file.deletions) };
         println!("  {:<9} {:<15} {:>12}  {}{rename}", file.file.status, file.category.as_str(), lines, file.file.path);
+    }
+    if let Some(models) = &analysis.models {
+        println!("models");
+        for call in &models.calls {
+            println!("  {call}");
+        }
+        if let Some(level) = &models.model_level {
+            println!("  the model proposed {level}; the rule floor was kept unless that is higher");
+        }
     }
     let route = &analysis.route;
     println!("route    tests: {}, build: {}, deploy: {}, monitor: {} min", route.tests, route.build, route.deploy, route.monitor_minutes);

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -39,6 +40,18 @@ pub enum BenchTarget {
         #[arg(long)]
         json: bool,
     },
+    /// Local model speed: prompt processing (512 tokens) and generation (128 tokens, from an
+    /// empty context and after 512 tokens), on the default model.
+    Model {
+        /// Inference threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// A GGUF file (default: CAIRN_MODEL or the model cache).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Serialize)]
@@ -54,6 +67,24 @@ pub struct EngineReport {
 
 pub async fn bench(home: Option<PathBuf>, args: &BenchArgs) -> Result<()> {
     match &args.what {
+        BenchTarget::Model { threads, model, json } => {
+            let path = match model {
+                Some(path) => path.clone(),
+                None => cairn_models::default_model_path()?,
+            };
+            let threads = *threads;
+            eprintln!("benchmarking {} with {threads} threads", path.display());
+            let report = tokio::task::spawn_blocking(move || cairn_models::bench::run(&path, threads)).await??;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("model {} ({}), {} threads, loaded in {:.2}s, best of {}", report.model, report.architecture, report.threads, report.load_seconds, report.repetitions);
+                println!("pp512            {:>8.1} tokens/s   (llama.cpp on this machine: ~167)", report.pp512_tokens_per_s);
+                println!("tg128            {:>8.1} tokens/s   (llama.cpp: ~78)", report.tg128_tokens_per_s);
+                println!("tg128 after 512  {:>8.1} tokens/s   (llama.cpp: ~43)", report.tg128_at_512_tokens_per_s);
+            }
+            Ok(())
+        }
         BenchTarget::Engine { steps, concurrency, dir, json } => {
             let settings = Settings::resolve(home, None)?;
             let base = dir.clone().unwrap_or_else(|| settings.home.join("bench"));
@@ -119,7 +150,7 @@ async fn dag_rate(dir: &std::path::Path, name: &str, definition: &str) -> Result
     let store = Store::open(&dir.join(format!("{name}.db")))?;
     let engine = Engine::new(
         store,
-        Registry::builtin(),
+        Arc::new(Registry::builtin(None)),
         EngineSettings {
             concurrency: None,
             lease: EngineSettings::DEFAULT_LEASE,

@@ -22,7 +22,7 @@ pub struct GraphArgs {
 }
 
 pub fn graph(args: &GraphArgs) -> ExitCode {
-    let registry = Registry::builtin();
+    let registry = Registry::builtin(None);
     let names = registry.names();
     match pipeline::load_file(&args.file, &LoadOptions { known_agents: &names }) {
         Ok(workflow) => {

@@ -6,6 +6,7 @@
 pub mod analyze;
 pub mod bench;
 pub mod cancel;
+pub mod costs;
 pub mod graph;
 pub mod logs;
 pub mod run;
@@ -56,6 +57,8 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Poll watched repositories on their cron schedules and run every new commit.
     Serve(serve::ServeArgs),
-    /// Measure the engine's durable throughput.
+    /// Language-model spending by day, task and tier, with cache savings.
+    Costs(costs::CostsArgs),
+    /// Measure the engine's durable throughput, or the local model's speed.
     Bench(bench::BenchArgs),
 }

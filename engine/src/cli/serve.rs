@@ -36,7 +36,7 @@ pub struct ServeArgs {
 pub async fn serve(home: Option<PathBuf>, args: &ServeArgs) -> Result<ExitCode> {
     let settings = Settings::resolve(home, args.concurrency)?;
     let engine = Arc::new(settings.engine()?);
-    let names = engine.agents().names();
+    let names = engine.agent_names();
     let mut files = Vec::new();
     let roots = if args.workflows.is_empty() { vec![PathBuf::from("workflows")] } else { args.workflows.clone() };
     for root in roots {

@@ -1,16 +1,19 @@
-//! Where Cairn keeps its state, resolved once from flags and the environment.
+//! Where Cairn keeps its state and how it is configured, resolved once from flags, the
+//! environment and `$CAIRN_HOME/cairn.yaml`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
 use cairn_engine::agents::Registry;
 use cairn_engine::exec::{Engine, EngineSettings};
+use cairn_engine::llm::{self, Router};
 use cairn_engine::store::Store;
 
 /// Resolved locations and limits for this invocation.
 pub struct Settings {
-    /// `$CAIRN_HOME`: the state database, run workspaces and models live under it.
+    /// `$CAIRN_HOME`: the state database, run workspaces and mirrors live under it.
     pub home: PathBuf,
     pub concurrency: Option<usize>,
 }
@@ -30,14 +33,26 @@ impl Settings {
         self.home.join("cairn.db")
     }
 
+    /// `CAIRN_CONFIG`, else `$CAIRN_HOME/cairn.yaml` (absent: the defaults, local only).
+    pub fn config_path(&self) -> PathBuf {
+        std::env::var_os("CAIRN_CONFIG").map(PathBuf::from).unwrap_or_else(|| self.home.join("cairn.yaml"))
+    }
+
     pub fn open_store(&self) -> Result<Store> {
         Ok(Store::open(&self.database())?)
     }
 
+    pub fn llm(&self, store: &Store) -> Result<Router> {
+        let settings = llm::Settings::load(&self.config_path())?;
+        Router::new(settings, store.clone()).map_err(|e| anyhow::anyhow!(e))
+    }
+
     pub fn engine(&self) -> Result<Engine> {
+        let store = self.open_store()?;
+        let router = Arc::new(self.llm(&store)?);
         Ok(Engine::new(
-            self.open_store()?,
-            Registry::builtin(),
+            store,
+            Arc::new(Registry::builtin(Some(router))),
             EngineSettings {
                 concurrency: self.concurrency,
                 lease: EngineSettings::DEFAULT_LEASE,

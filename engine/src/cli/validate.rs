@@ -16,7 +16,7 @@ pub struct ValidateArgs {
 }
 
 pub fn validate(args: &ValidateArgs) -> ExitCode {
-    let registry = Registry::builtin();
+    let registry = Registry::builtin(None);
     let names = registry.names();
     let options = LoadOptions { known_agents: &names };
     let mut ok = true;

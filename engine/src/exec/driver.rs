@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
+use super::agent::{AgentCall, Agents};
 use super::error::{Error, Result};
 use super::logs::{LogSink, LogWriter};
 use super::machine::{Effects, Outcome, RunMachine, Write};
@@ -20,7 +21,6 @@ use super::owner::{Owner, owner_alive};
 use super::process::{ProcessSpec, humanize, run_command};
 use super::retry::FailureClass;
 use super::workspace::Workspace;
-use crate::agents::{AgentContext, Registry};
 use crate::pipeline::{self, Action, LoadOptions, Step, Workflow};
 use crate::store::{
     LogLine, NewRun, RunRecord, RunState, StepState, StepTransition, Store, WriteTxn, now_ms,
@@ -66,14 +66,14 @@ pub type Observer = mpsc::UnboundedSender<RunEvent>;
 pub struct Engine {
     store: Store,
     owner: Owner,
-    agents: Registry,
+    agents: Arc<dyn Agents>,
     settings: EngineSettings,
     /// Distinguishes this database's attempt tokens from another `CAIRN_HOME`'s.
     token_prefix: String,
 }
 
 impl Engine {
-    pub fn new(store: Store, agents: Registry, settings: EngineSettings) -> Engine {
+    pub fn new(store: Store, agents: Arc<dyn Agents>, settings: EngineSettings) -> Engine {
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(store.path().to_string_lossy().as_bytes());
         Engine {
@@ -93,8 +93,8 @@ impl Engine {
         &self.owner
     }
 
-    pub fn agents(&self) -> &Registry {
-        &self.agents
+    pub fn agent_names(&self) -> Vec<&'static str> {
+        self.agents.names()
     }
 
     /// Validates a workflow text and records a new run of it, leased to this engine.
@@ -261,7 +261,7 @@ impl Engine {
                 let done = done_sender.clone();
                 let cancel = cancel_receiver.clone();
                 tokio::spawn(async move {
-                    let outcome = run_attempt(&step, attempt_context, &agents, sink, cancel).await;
+                    let outcome = run_attempt(&step, attempt_context, agents.as_ref(), sink, cancel).await;
                     let _ = done.send((index, attempt, outcome));
                 });
             }
@@ -408,7 +408,7 @@ struct AttemptContext {
 async fn run_attempt(
     step: &Step,
     attempt: AttemptContext,
-    agents: &Registry,
+    agents: &dyn Agents,
     logs: LogSink,
     mut cancel: watch::Receiver<bool>,
 ) -> Outcome {
@@ -446,14 +446,7 @@ async fn run_attempt(
             run_command(spec, logs, cancel).await
         }
         Action::Agent { name, with } => {
-            let Some(agent) = agents.get(name) else {
-                return Outcome::Failed {
-                    class: FailureClass::Spawn,
-                    exit_code: None,
-                    message: format!("unknown agent `{name}`"),
-                };
-            };
-            let context = AgentContext {
+            let call = AgentCall {
                 run_id: attempt.run_id,
                 step_id: step.id.clone(),
                 attempt: attempt.attempt,
@@ -462,6 +455,13 @@ async fn run_attempt(
                 context: attempt.context,
                 workspace: attempt.workspace.cwd.clone(),
                 logs: logs.clone(),
+            };
+            let Some(running) = agents.start(name, call) else {
+                return Outcome::Failed {
+                    class: FailureClass::Spawn,
+                    exit_code: None,
+                    message: format!("unknown agent `{name}`"),
+                };
             };
             let deadline = async {
                 match step.timeout {
@@ -477,7 +477,7 @@ async fn run_attempt(
                 }
             };
             tokio::select! {
-                result = agent.run(context) => match result {
+                result = running => match result {
                     Ok(outputs) => Outcome::Succeeded { outputs },
                     Err(error) => {
                         logs.line("engine", format!("agent `{name}` failed: {error}"));

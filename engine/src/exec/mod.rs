@@ -1,6 +1,7 @@
 //! The tokio DAG executor: a deterministic run machine, and a driver that persists its
 //! decisions and performs them (processes, agents). See `ARCHITECTURE.md`, "Executor".
 
+mod agent;
 mod driver;
 mod error;
 mod logs;
@@ -11,6 +12,7 @@ mod process;
 mod retry;
 mod workspace;
 
+pub use agent::{AgentCall, AgentError, AgentFuture, Agents};
 pub use driver::{Engine, EngineSettings, Observer, RunEvent};
 pub use error::{Error, Result};
 pub use logs::LogSink;

@@ -39,14 +39,31 @@ fn checkout(repo: &str, commit: &str, dir: &Path) -> Result<(), String> {
                 return Ok(());
             }
         }
-        std::fs::remove_dir_all(dir)
-            .map_err(|e| format!("failed to clear the stale checkout {}: {e}", dir.display()))?;
     }
+    // The checkout is made beside its place and moved in once complete, so `dir` is never
+    // half-made. What an engine killed mid-clone left there is moved aside, not deleted in
+    // place: its orphaned `git` may still be writing into it, and deleting a directory that is
+    // being filled fails with "directory not empty".
     let parent = dir.parent().unwrap_or(dir);
-    let dir_text = dir.to_string_lossy();
-    git(parent, &["clone", "--quiet", "--no-checkout", "--shared", repo, &dir_text])
-        .or_else(|_| git(parent, &["clone", "--quiet", "--no-checkout", repo, &dir_text]))?;
-    git(dir, &["checkout", "--quiet", "--detach", commit])?;
+    let name = dir.file_name().map_or_else(|| "src".into(), |n| n.to_string_lossy().into_owned());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let unique = format!("{}-{nanos}", std::process::id());
+    let fresh = parent.join(format!("{name}.new-{unique}"));
+    let fresh_text = fresh.to_string_lossy();
+    git(parent, &["clone", "--quiet", "--no-checkout", "--shared", repo, &fresh_text])
+        .or_else(|_| git(parent, &["clone", "--quiet", "--no-checkout", repo, &fresh_text]))?;
+    git(&fresh, &["checkout", "--quiet", "--detach", commit])?;
+    if dir.exists() {
+        let stale = parent.join(format!("{name}.stale-{unique}"));
+        std::fs::rename(dir, &stale)
+            .map_err(|e| format!("failed to move the stale checkout {} aside: {e}", dir.display()))?;
+        // Best effort: an orphaned writer may still be filling it.
+        let _ = std::fs::remove_dir_all(&stale);
+    }
+    std::fs::rename(&fresh, dir)
+        .map_err(|e| format!("failed to move the checkout into {}: {e}", dir.display()))?;
     Ok(())
 }
 

@@ -5,19 +5,23 @@
 //! exists; they may raise the level, never lower it below this rule floor.
 
 mod classify;
+mod consult;
 mod diff;
 mod risk;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
 pub use classify::{Category, ChangeSummary, categorize};
 pub use diff::{ChangedFile, changed_files};
+pub use consult::{ModelView, consult, split_patch};
 pub use risk::{Assessment, Level, Reason, assess};
 
 use super::registry::{Agent, AgentContext, AgentError, AgentFuture};
+use crate::llm::{CallScope, Router};
 
 /// The full analysis of one commit, as `cairn analyze` prints it and the agent outputs it.
 #[derive(Debug, Clone, Serialize)]
@@ -27,9 +31,13 @@ pub struct Analysis {
     pub change: ChangeSummary,
     pub risk: Assessment,
     pub summary: String,
-    /// Which tier decided the level: `rules` until a model is consulted.
+    /// Which tier decided the level: `rules` unless a model raised it.
     pub decided_by: &'static str,
     pub route: Route,
+    /// The commit's subject line (shown to models as data; the rules never read it).
+    pub subject: String,
+    /// What the language models contributed, when they were consulted.
+    pub models: Option<ModelView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,7 +87,37 @@ pub fn analyze(repo: &Path, commit: &str) -> Result<Analysis, String> {
             category,
         })
         .collect();
-    Ok(Analysis { commit, files, change, risk, summary, decided_by: "rules", route })
+    let subject = crate::exec::git(repo, &["log", "-1", "--format=%s", &commit])
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    Ok(Analysis { commit, files, change, risk, summary, decided_by: "rules", route, subject, models: None })
+}
+
+/// The commit's patch against its first parent, renames detected.
+pub fn patch(repo: &Path, commit: &str) -> Result<String, String> {
+    crate::exec::git(repo, &["diff-tree", "-p", "-r", "--root", "-M", "--no-commit-id", "-m", "--first-parent", commit])
+}
+
+/// The rules' analysis, then the models' contribution when a router is given.
+pub async fn analyze_with_models(
+    repo: &Path,
+    commit: &str,
+    router: Option<&Router>,
+    scope: Option<&CallScope>,
+) -> Result<Analysis, String> {
+    let (repo_owned, commit_owned) = (repo.to_path_buf(), commit.to_string());
+    let (mut analysis, patch_text) = tokio::task::spawn_blocking(move || {
+        let analysis = analyze(&repo_owned, &commit_owned)?;
+        let patch_text = patch(&repo_owned, &analysis.commit)?;
+        Ok::<_, String>((analysis, patch_text))
+    })
+    .await
+    .map_err(|e| format!("analysis task failed: {e}"))??;
+    if let Some(router) = router {
+        let subject = analysis.subject.clone();
+        consult(router, scope, &mut analysis, &patch_text, &subject).await;
+    }
+    Ok(analysis)
 }
 
 /// A one-line factual description; the local model writes a prose one when available.
@@ -98,7 +136,15 @@ fn describe(files: &[ChangedFile], per_file: &[Category], change: &ChangeSummary
     )
 }
 
-pub struct Orchestrator;
+pub struct Orchestrator {
+    llm: Option<Arc<Router>>,
+}
+
+impl Orchestrator {
+    pub fn new(llm: Option<Arc<Router>>) -> Self {
+        Self { llm }
+    }
+}
 
 impl Agent for Orchestrator {
     fn name(&self) -> &'static str {
@@ -106,6 +152,7 @@ impl Agent for Orchestrator {
     }
 
     fn run(&self, context: AgentContext) -> AgentFuture {
+        let llm = self.llm.clone();
         Box::pin(async move {
             let commit = context.context.get("commit").and_then(Value::as_str).map(str::to_string);
             let Some(commit) = commit else {
@@ -119,10 +166,13 @@ impl Agent for Orchestrator {
                 }));
             };
             let workspace: PathBuf = context.workspace.clone();
-            let analysis = tokio::task::spawn_blocking(move || analyze(&workspace, &commit))
+            let scope = CallScope::new(context.run_id, context.step_id.clone());
+            let analysis = analyze_with_models(&workspace, &commit, llm.as_deref(), Some(&scope))
                 .await
-                .map_err(|e| AgentError::new(format!("analysis task failed: {e}")))?
                 .map_err(AgentError::new)?;
+            for call in analysis.models.iter().flat_map(|m| m.calls.iter()) {
+                context.logs.line("stdout", format!("model call {call}"));
+            }
             context.logs.line(
                 "stdout",
                 format!("risk {} (score {}) by {}: {}", analysis.risk.level.as_str(), analysis.risk.score, analysis.decided_by, analysis.summary),
@@ -138,6 +188,7 @@ impl Agent for Orchestrator {
                 "decided_by": analysis.decided_by,
                 "change": analysis.change,
                 "route": analysis.route,
+                "models": analysis.models,
             }))
         })
     }

@@ -1,0 +1,169 @@
+//! Asking the language models about a change: per-file summaries (local, cached by content,
+//! so a rebase or a re-run reuses them) and, only where the answer can change the outcome, a
+//! risk assessment that may raise the rule floor but never lower it.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::risk::Level;
+use super::{Analysis, Route};
+use crate::llm::{CallScope, Request, Router, Task, Tier};
+
+/// Files summarized one by one; the rest are named by the rules' summary.
+const MAX_FILE_SUMMARIES: usize = 6;
+/// A file's patch longer than this is described by its numbers, not read by the model.
+const MAX_PATCH_LINES: usize = 400;
+/// The risk question carries the diff itself only when it is this small.
+const MAX_RISK_DIFF_LINES: usize = 300;
+
+/// What the models contributed, kept on the analysis.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModelView {
+    /// One sentence per summarized file.
+    pub file_summaries: Vec<String>,
+    /// Who answered each call: `task: tier (cache hit) [fallbacks]`.
+    pub calls: Vec<String>,
+    /// Whether a model was asked about risk (rules were not certain, floor below high).
+    pub risk_asked: bool,
+    /// The level the model proposed, when asked.
+    pub model_level: Option<String>,
+}
+
+/// `diff --git` sections of a patch, by the new path.
+pub fn split_patch(patch: &str) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = Vec::new();
+    for line in patch.split_inclusive('\n') {
+        if let Some(header) = line.strip_prefix("diff --git ") {
+            let path = header.trim_end().rsplit_once(" b/").map(|(_, p)| p.to_string()).unwrap_or_default();
+            files.push((path, String::new()));
+        }
+        if let Some((_, text)) = files.last_mut() {
+            text.push_str(line);
+        }
+    }
+    files
+}
+
+pub async fn consult(router: &Router, scope: Option<&CallScope>, analysis: &mut Analysis, patch: &str, subject: &str) {
+    let mut view = ModelView::default();
+    let patches = split_patch(patch);
+    let mut order: Vec<usize> = (0..analysis.files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(analysis.files[i].file.additions + analysis.files[i].file.deletions));
+    for index in order.into_iter().take(MAX_FILE_SUMMARIES) {
+        let file = &analysis.files[index];
+        let Some((_, file_patch)) = patches.iter().find(|(path, _)| *path == file.file.path) else { continue };
+        if file.file.binary || file_patch.lines().count() > MAX_PATCH_LINES {
+            continue;
+        }
+        let facts = format!("{} {} (+{} -{})", file.file.status, file.file.path, file.file.additions, file.file.deletions);
+        let request = Request {
+            task: Task::SummarizeDiff,
+            instruction: "You summarize code changes for a CI system. Reply with one short sentence saying what the change does.".into(),
+            input: format!("File: {} ({})", file.file.path, file.category.as_str()),
+            diff: Some(file_patch.clone()),
+        };
+        let answer = router.ask(scope, request, || Value::String(facts.clone())).await;
+        view.calls.push(describe("summarize_diff", &answer));
+        let sentence = first_sentence(&answer.text);
+        view.file_summaries.push(if sentence.is_empty() { facts } else { format!("{}: {sentence}", file.file.path) });
+    }
+    if !view.file_summaries.is_empty() {
+        analysis.summary = format!("{} — {}", view.file_summaries.join("; "), analysis.summary);
+    }
+
+    let floor = analysis.risk.level;
+    if !analysis.risk.certain && floor < Level::High {
+        view.risk_asked = true;
+        let diff_lines = patch.lines().count();
+        let files: Vec<String> = analysis
+            .files
+            .iter()
+            .map(|f| format!("- {} {} ({}, +{} -{})", f.file.status, f.file.path, f.category.as_str(), f.file.additions, f.file.deletions))
+            .collect();
+        let rule_reasons: Vec<String> = analysis.risk.reasons.iter().map(|r| format!("- {}", r.detail)).collect();
+        let request = Request {
+            task: Task::AssessRisk,
+            instruction: "You assess how risky it is to deploy a code change. Answer only with JSON: \
+                          level (low, medium or high), score (0-100), up to 5 short reasons, and the \
+                          deployment strategy (rolling, blue_green or canary)."
+                .into(),
+            input: format!(
+                "Commit subject: {subject}\nFiles:\n{}\nRules found (level {}):\n{}\nSummary: {}",
+                files.join("\n"),
+                floor.as_str(),
+                rule_reasons.join("\n"),
+                analysis.summary
+            ),
+            diff: (diff_lines <= MAX_RISK_DIFF_LINES).then(|| patch.to_string()),
+        };
+        let fallback = json!({
+            "level": floor.as_str(),
+            "score": analysis.risk.score,
+            "reasons": [],
+            "strategy": Route::for_level(floor).deploy,
+        });
+        let answer = router.ask(scope, request, || fallback).await;
+        view.calls.push(describe("assess_risk", &answer));
+        if let Some(value) = answer.value.as_ref().filter(|_| answer.tier != Tier::Rules) {
+            let proposed = match value.get("level").and_then(Value::as_str) {
+                Some("high") => Level::High,
+                Some("medium") => Level::Medium,
+                _ => Level::Low,
+            };
+            view.model_level = Some(proposed.as_str().to_string());
+            // The rules are a floor: a model may raise the level, never lower it.
+            if proposed > floor {
+                analysis.risk.level = proposed;
+                let score = value.get("score").and_then(Value::as_u64).unwrap_or(0) as u32;
+                analysis.risk.score = analysis.risk.score.max(score);
+                analysis.decided_by = answer.tier.as_str();
+                for reason in value.get("reasons").and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(reason) = reason.as_str() {
+                        analysis.risk.reasons.push(super::Reason {
+                            rule: "model",
+                            score,
+                            detail: format!("{} model: {reason}", answer.tier.as_str()),
+                        });
+                    }
+                }
+                analysis.route = Route::for_level(proposed);
+            }
+        }
+    }
+    analysis.models = Some(view);
+}
+
+fn describe(task: &str, answer: &crate::llm::Answer) -> String {
+    let mut text = format!("{task}: {}", answer.tier.as_str());
+    if answer.cache_hit {
+        text.push_str(" (cache hit)");
+    }
+    if answer.replayed {
+        text.push_str(" (replayed)");
+    }
+    if !answer.fallbacks.is_empty() {
+        text.push_str(&format!(" after [{}]", answer.fallbacks.join("; ")));
+    }
+    text
+}
+
+fn first_sentence(text: &str) -> String {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let end = line.find(". ").map_or(line.len(), |i| i + 1);
+    line[..end].chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_splits_by_file() {
+        let patch = "diff --git a/x.rs b/x.rs\n--- a/x.rs\n+++ b/x.rs\n@@ -1 +1 @@\n-a\n+b\ndiff --git a/old.md b/new.md\nsimilarity index 90%\n";
+        let files = split_patch(patch);
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].0, "x.rs");
+        assert!(files[0].1.ends_with("+b\n"));
+        assert_eq!(files[1].0, "new.md");
+    }
+}

@@ -1,0 +1,49 @@
+//! What the executor needs from agents, as a trait: the executor runs `agent:` steps through
+//! it without knowing which agents exist (they live in `crate::agents`, above `exec`).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+use super::logs::LogSink;
+
+/// Everything an agent may use for one attempt.
+pub struct AgentCall {
+    pub run_id: i64,
+    pub step_id: String,
+    pub attempt: u32,
+    /// Stable across attempts of the same step: `run_id/step_id`.
+    pub idempotency_key: String,
+    /// The step's `with:` block (`{}` when absent).
+    pub with: Value,
+    /// The run context: trigger facts plus ancestors' outputs (see `RunMachine::context_for`).
+    pub context: Value,
+    /// The run's working directory (a checkout of the commit when the run has one).
+    pub workspace: PathBuf,
+    pub logs: LogSink,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct AgentError {
+    pub message: String,
+}
+
+impl AgentError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+}
+
+/// The outputs of a successful attempt, or why it failed. The future may be dropped at any
+/// await point (timeout, cancellation).
+pub type AgentFuture = Pin<Box<dyn Future<Output = Result<Value, AgentError>> + Send>>;
+
+/// The set of agents a run can call.
+pub trait Agents: Send + Sync {
+    fn names(&self) -> Vec<&'static str>;
+    /// Starts agent `name`; `None` when no such agent exists.
+    fn start(&self, name: &str, call: AgentCall) -> Option<AgentFuture>;
+}
