@@ -468,7 +468,6 @@ fn ctrl_c_cancels_the_run_and_its_running_step() {
 /// *before* killing the process group, so a background child that inherited the pipes holds
 /// the step open until it exits by itself, and the step's `timeout` no longer applies.
 #[test]
-#[ignore = "engine bug: a background child holding the step's stdout hangs the step past its timeout"]
 fn a_background_child_holding_stdout_does_not_hang_the_step() {
     let sandbox = Sandbox::new();
     let marker = unique_marker("cairn-background-sleeper");
@@ -499,7 +498,6 @@ fn a_background_child_holding_stdout_does_not_hang_the_step() {
 /// the pipe, so the step dies of SIGPIPE on its next write (failure class `killed`, retried
 /// as an infrastructure failure, and the run fails).
 #[test]
-#[ignore = "engine bug: output that is not UTF-8 kills the step with SIGPIPE"]
 fn output_that_is_not_utf8_is_logged_not_fatal() {
     let sandbox = Sandbox::new();
     let workflow = sandbox.write(

@@ -208,8 +208,15 @@ fn commits_of_each_kind(repo: &Repo) -> Vec<(&'static str, String)> {
     commits
 }
 
-fn analyze_json(sandbox: &Sandbox, repo: &Repo, kind: &'static str, sha: &str) -> Analyzed {
-    let output = sandbox.cairn(&["analyze", "--repo", &repo.url(), "--commit", sha, "--json"]);
+/// `cairn analyze --json`; `rules_only` adds `--no-model` (the table is about the rule floor,
+/// and must not depend on whether a model happens to be installed).
+fn analyze_json(sandbox: &Sandbox, repo: &Repo, kind: &'static str, sha: &str, rules_only: bool) -> Analyzed {
+    let url = repo.url();
+    let mut args = vec!["analyze", "--repo", url.as_str(), "--commit", sha, "--json"];
+    if rules_only {
+        args.push("--no-model");
+    }
+    let output = sandbox.cairn(&args);
     assert_eq!(output.code, Some(0), "`cairn analyze` of the {kind} commit failed\n{output}");
     let report: Value = serde_json::from_str(&output.stdout)
         .unwrap_or_else(|e| panic!("`cairn analyze --json` printed invalid JSON ({e})\n{output}"));
@@ -253,7 +260,7 @@ fn each_kind_of_commit_gets_its_rule_floor() {
     let commits = commits_of_each_kind(&repo);
     let analyzed: Vec<Analyzed> = commits
         .iter()
-        .map(|(kind, sha)| analyze_json(&sandbox, &repo, kind, sha))
+        .map(|(kind, sha)| analyze_json(&sandbox, &repo, kind, sha, true))
         .collect();
     print_table(&analyzed);
     let by_kind = |kind: &str| {
@@ -397,6 +404,11 @@ fn each_kind_of_commit_gets_its_rule_floor() {
     injection.check(injection.report["route"]["deploy"] == "canary", "a canary deploy");
     let message = repo.git(&["log", "-1", "--format=%B", &injection.sha]);
     assert!(message.contains(INJECTION), "the injection commit carries its message");
+    // Through the model router too (whatever tier answers, or none): never below the floor.
+    let routed = analyze_json(&sandbox, &repo, "injection", &injection.sha, false);
+    routed.check(routed.level() == "high" && routed.score() >= 85, "high with the router consulted");
+    routed.check(routed.rules().contains(&"database_migration".into()), "the database_migration reason kept");
+    routed.check(routed.report["route"]["deploy"] == "canary", "a canary deploy");
 
     // The human output of the same commit: level, reasons with their rules, files, route.
     let output = sandbox.cairn(&["analyze", "--repo", &repo.url(), "--commit", &injection.sha]);
@@ -404,7 +416,7 @@ fn each_kind_of_commit_gets_its_rule_floor() {
     for expected in [
         format!("commit   {}", injection.sha),
         "risk     high (score".to_string(),
-        "decided by rules".to_string(),
+        "decided by ".to_string(),
         "database_migration".to_string(),
         "database migration changed: db/migrations/0003_cleanup.sql".to_string(),
         "application_code".to_string(),

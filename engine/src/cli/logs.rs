@@ -25,23 +25,25 @@ pub async fn logs(home: Option<PathBuf>, args: &LogsArgs) -> Result<()> {
         }
     }
     let mut after = 0;
-    loop {
-        for line in store.logs(run.id, args.step.as_deref(), after)? {
-            after = line.seq;
+    let print_new = |after: &mut i64| -> Result<()> {
+        for line in store.logs(run.id, args.step.as_deref(), *after)? {
+            *after = line.seq;
             if args.step.is_some() {
                 println!("{}", line.line);
             } else {
                 println!("{} | {}", line.step_id, line.line);
             }
         }
-        if !args.follow || store.run(run.id)?.state.is_terminal() {
-            // One more read: lines flushed between the last read and the state change.
-            if args.follow {
-                for line in store.logs(run.id, args.step.as_deref(), after)? {
-                    println!("{} | {}", line.step_id, line.line);
-                }
-            }
+        Ok(())
+    };
+    loop {
+        print_new(&mut after)?;
+        if !args.follow {
             return Ok(());
+        }
+        if store.run(run.id)?.state.is_terminal() {
+            // One more read: lines flushed between the last read and the state change.
+            return print_new(&mut after);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

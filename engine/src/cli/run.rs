@@ -123,10 +123,18 @@ pub async fn resume(home: Option<PathBuf>, args: &ResumeArgs) -> Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     let mut states = Vec::new();
+    let explicit = args.run.is_some();
     for run_id in runs {
         eprintln!("resuming run {run_id}");
         let steps = engine.store().steps(run_id)?.into_iter().map(|s| s.step_id).collect();
-        states.push(drive_with_view(&engine, run_id, steps, !args.quiet).await?);
+        match drive_with_view(&engine, run_id, steps, !args.quiet).await {
+            Ok(state) => states.push(state),
+            // Another engine claimed it since we listed it: it is in good hands.
+            Err(error) if !explicit && is_lease_held(&error) => {
+                eprintln!("run {run_id} was taken over by another engine; skipping it");
+            }
+            Err(error) => return Err(error),
+        }
     }
     Ok(exit_code(&states))
 }
@@ -142,6 +150,7 @@ async fn drive_with_view(
     let (observer, events) = mpsc::unbounded_channel::<RunEvent>();
     let view = tokio::spawn(watch(events, step_ids, ViewOptions { show_logs }));
     let store = engine.store().clone();
+    let terminate = on_sigterm(engine.abandon_handle());
     let interrupt = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("cancelling run {run_id} (Ctrl-C again to leave it for `cairn resume`)");
@@ -153,8 +162,31 @@ async fn drive_with_view(
     });
     let state = engine.drive(run_id, Some(observer)).await;
     interrupt.abort();
+    terminate.abort();
     let _ = view.await;
     Ok(state?)
+}
+
+/// SIGTERM (a service manager, `docker stop`): kill the steps of the runs being driven and
+/// exit; the runs stay resumable.
+pub fn on_sigterm(abandon: exec::Abandon) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut terms) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            return;
+        };
+        if terms.recv().await.is_some() {
+            let killed = abandon.now();
+            eprintln!("terminated: stopped {killed} step process(es); `cairn resume` continues the run(s)");
+            std::process::exit(143);
+        }
+    })
+}
+
+fn is_lease_held(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<exec::Error>(),
+        Some(exec::Error::Store(cairn_engine::store::Error::LeaseHeld { .. }))
+    )
 }
 
 fn exit_code(states: &[RunState]) -> ExitCode {

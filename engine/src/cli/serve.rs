@@ -78,7 +78,9 @@ pub async fn serve(home: Option<PathBuf>, args: &ServeArgs) -> Result<ExitCode> 
         max_runs: args.max_runs,
         once: args.once,
     };
+    let terminate = super::run::on_sigterm(engine.abandon_handle());
     let report = trigger::serve(engine, watches, options, Some(observer)).await;
+    terminate.abort();
     let _ = view.await;
     for (url, error) in &report.failed_repositories {
         eprintln!("repository {url} could not be polled: {error}");

@@ -16,7 +16,7 @@ use super::agent::{AgentCall, Agents};
 use super::error::{Error, Result};
 use super::logs::{LogSink, LogWriter};
 use super::machine::{Effects, Outcome, RunMachine, Write};
-use super::orphans::{TOKEN_VARIABLE, kill_orphans};
+use super::orphans::{TOKEN_VARIABLE, kill_orphans, kill_token_prefix};
 use super::owner::{Owner, owner_alive};
 use super::process::{ProcessSpec, humanize, run_command};
 use super::retry::FailureClass;
@@ -70,6 +70,25 @@ pub struct Engine {
     settings: EngineSettings,
     /// Distinguishes this database's attempt tokens from another `CAIRN_HOME`'s.
     token_prefix: String,
+    /// Runs this engine is driving right now.
+    active: Arc<std::sync::Mutex<std::collections::BTreeSet<i64>>>,
+}
+
+/// Stops the step processes of every run an engine is driving, for a clean exit on SIGTERM:
+/// the runs stay `running` with a dead owner and the next start resumes them.
+#[derive(Clone)]
+pub struct Abandon {
+    token_prefix: String,
+    active: Arc<std::sync::Mutex<std::collections::BTreeSet<i64>>>,
+}
+
+impl Abandon {
+    pub fn now(&self) -> usize {
+        let runs: Vec<i64> = self.active.lock().map(|set| set.iter().copied().collect()).unwrap_or_default();
+        runs.iter()
+            .map(|run_id| kill_token_prefix(&format!("{}/{run_id}/", self.token_prefix)).len())
+            .sum()
+    }
 }
 
 impl Engine {
@@ -79,10 +98,15 @@ impl Engine {
         Engine {
             token_prefix: hex::encode(&digest[..6]),
             owner: Owner::current(),
+            active: Arc::default(),
             store,
             agents,
             settings,
         }
+    }
+
+    pub fn abandon_handle(&self) -> Abandon {
+        Abandon { token_prefix: self.token_prefix.clone(), active: self.active.clone() }
     }
 
     pub fn store(&self) -> &Store {
@@ -151,6 +175,17 @@ impl Engine {
     /// Drives a run until it finishes. Safe to call for a new run or for one an earlier engine
     /// left behind: completed steps are kept, interrupted ones are attempted again.
     pub async fn drive(&self, run_id: i64, observer: Option<Observer>) -> Result<RunState> {
+        if let Ok(mut active) = self.active.lock() {
+            active.insert(run_id);
+        }
+        let result = self.drive_claimed(run_id, observer).await;
+        if let Ok(mut active) = self.active.lock() {
+            active.remove(&run_id);
+        }
+        result
+    }
+
+    async fn drive_claimed(&self, run_id: i64, observer: Option<Observer>) -> Result<RunState> {
         let lease_ms = self.settings.lease.as_millis() as i64;
         let owner = self.owner.to_string();
         self.store

@@ -13,7 +13,7 @@ mod retry;
 mod workspace;
 
 pub use agent::{AgentCall, AgentError, AgentFuture, Agents};
-pub use driver::{Engine, EngineSettings, Observer, RunEvent};
+pub use driver::{Abandon, Engine, EngineSettings, Observer, RunEvent};
 pub use error::{Error, Result};
 pub use logs::LogSink;
 pub use machine::{Effects, Outcome, RunMachine, Write};

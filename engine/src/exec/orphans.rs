@@ -13,6 +13,16 @@ pub const TOKEN_VARIABLE: &str = "CAIRN_ATTEMPT_TOKEN";
 /// pids. Processes of other users cannot be read and are not touched.
 pub fn kill_orphans(token: &str) -> Vec<i32> {
     let needle = format!("{TOKEN_VARIABLE}={token}");
+    kill_where(|variable| variable == needle.as_bytes())
+}
+
+/// Kills every process whose token starts with `prefix` (all steps of a run: `db/run/`).
+pub fn kill_token_prefix(prefix: &str) -> Vec<i32> {
+    let needle = format!("{TOKEN_VARIABLE}={prefix}");
+    kill_where(|variable| variable.starts_with(needle.as_bytes()))
+}
+
+fn kill_where(matches: impl Fn(&[u8]) -> bool) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -28,10 +38,8 @@ pub fn kill_orphans(token: &str) -> Vec<i32> {
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
-        if environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()) {
-            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-                killed.push(pid);
-            }
+        if environ.split(|b| *b == 0).any(&matches) && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+            killed.push(pid);
         }
     }
     killed

@@ -101,12 +101,13 @@ pub async fn run_command(
             };
         }
     };
-    for reader in readers.into_iter().flatten() {
-        let _ = reader.await;
-    }
-    // Children the step left behind in its group must not outlive it.
+    // Children the step left behind in its group must not outlive it, and must not hold its
+    // output pipes open (which would keep the step "running" past its own exit).
     if let Some(group) = group {
         let _ = killpg(group, Signal::SIGKILL);
+    }
+    for reader in readers.into_iter().flatten() {
+        let _ = reader.await;
     }
     match status {
         Err(error) => spawn_failure(format!("failed to wait for the step's process: {error}")),
@@ -162,11 +163,17 @@ fn pump(
     logs: LogSink,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
+        // Raw bytes, decoded lossily: a step printing invalid UTF-8 must not lose its pipe.
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
         loop {
-            match lines.next_line().await {
-                Ok(Some(line)) => logs.line(name, line),
-                Ok(None) => break,
+            line.clear();
+            match reader.read_until(b'\n', &mut line).await {
+                Ok(0) => break,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line);
+                    logs.line(name, text.trim_end_matches(['\n', '\r']));
+                }
                 Err(error) => {
                     logs.line("engine", format!("failed to read {name}: {error}"));
                     break;

@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Local;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::poller::{Poller, Watch};
@@ -39,13 +40,18 @@ pub async fn serve(
 ) -> ServeReport {
     let mut report = ServeReport::default();
     let limit = Arc::new(Semaphore::new(options.max_runs.max(1)));
+    let admission = Arc::new(Admission::default());
+    let mut tickets = 0u64;
     let mut runs: JoinSet<(i64, RunState)> = JoinSet::new();
-    let spawn = |runs: &mut JoinSet<(i64, RunState)>, run_id: i64| {
+    let mut spawn = |runs: &mut JoinSet<(i64, RunState)>, run_id: i64| {
         let engine = engine.clone();
         let limit = limit.clone();
+        let admission = admission.clone();
+        let ticket = tickets;
+        tickets += 1;
         let observer = observer.clone();
         runs.spawn(async move {
-            let _permit = limit.acquire_owned().await;
+            let _permit = admission.admit(ticket, limit).await;
             match engine.drive(run_id, observer).await {
                 Ok(state) => (run_id, state),
                 Err(error) => {
@@ -111,5 +117,34 @@ pub async fn serve(
         for run_id in tick.runs {
             spawn(&mut runs, run_id);
         }
+    }
+}
+
+/// Hands out run slots in the order runs were spawned (resumed runs, then new commits oldest
+/// first), which the semaphore alone does not: spawned tasks reach it in whatever order the
+/// runtime first polls them, so with `--max-runs 1` a branch's commits could run out of order.
+#[derive(Default)]
+struct Admission {
+    /// The ticket whose turn it is to wait for a slot.
+    next: AtomicU64,
+    turn: Notify,
+}
+
+impl Admission {
+    async fn admit(&self, ticket: u64, limit: Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        loop {
+            let notified = self.turn.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a turn handed over in between is not missed.
+            notified.as_mut().enable();
+            if self.next.load(Ordering::Acquire) == ticket {
+                break;
+            }
+            notified.await;
+        }
+        let permit = limit.acquire_owned().await.ok();
+        self.next.fetch_add(1, Ordering::AcqRel);
+        self.turn.notify_waiters();
+        permit
     }
 }
