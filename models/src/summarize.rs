@@ -9,7 +9,7 @@ use crate::Error;
 
 /// Tokens the template and instruction may add around a chunk.
 const TEMPLATE_OVERHEAD: usize = 48;
-/// Maximum recursion depth of the reduce step (each level at least halves the text).
+/// Maximum recursion depth of the reduce step (each level shrinks the text fourfold).
 const MAX_DEPTH: usize = 8;
 
 /// Prompt tokens allowed so that `params.max_tokens` still fit (at most half the window is
@@ -61,9 +61,10 @@ fn summarize_at<M: LanguageModel + ?Sized>(
     }
     let chunks = split_into_chunks(model, text, chunk_budget)?;
     tracing::info!(chunks = chunks.len(), depth, "summarizing long input map-reduce style");
-    // Each partial summary gets at most half a chunk, so every level at least halves the text.
+    // Each partial summary gets at most a quarter of a chunk, so every level shrinks the
+    // text at least fourfold.
     let map_params = GenerateParams {
-        max_tokens: params.max_tokens.min(chunk_budget / 2).max(8),
+        max_tokens: params.max_tokens.min(chunk_budget / 4).max(8),
         json_schema: None,
         ..params.clone()
     };
@@ -137,16 +138,18 @@ pub(crate) fn condense_messages<M: LanguageModel + ?Sized>(
     let mut excess = total.saturating_sub(budget);
     let mut order: Vec<usize> = (0..messages.len()).collect();
     order.sort_by(|a, b| sizes[*b].cmp(&sizes[*a]));
-    let summary_params = GenerateParams {
-        json_schema: None,
-        stop: Vec::new(),
-        max_tokens: (budget / (2 * messages.len().max(1))).max(16),
-        ..params.clone()
-    };
     for index in order {
         if excess == 0 {
             break;
         }
+        // Aim for the size that removes the excess, within a fair share of the budget.
+        let target = sizes[index].saturating_sub(excess).max(32);
+        let summary_params = GenerateParams {
+            json_schema: None,
+            stop: Vec::new(),
+            max_tokens: target.min(budget / (2 * messages.len().max(1))).max(16),
+            ..params.clone()
+        };
         let summary = summarize(
             model,
             &messages[index].content,

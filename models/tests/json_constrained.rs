@@ -71,6 +71,7 @@ fn validate(value: &Value) -> Result<(), String> {
 
 #[test]
 fn constrained_output_always_validates() {
+    let _serial = common::serial();
     let model = LocalModel::load(&common::model_path(), LoadOptions::default(), &mut |_| {}).unwrap();
     let mut failures = Vec::new();
     for (index, prompt) in PROMPTS.iter().enumerate() {
@@ -117,6 +118,7 @@ fn constrained_output_always_validates() {
 
 #[test]
 fn an_invalid_schema_is_an_error() {
+    let _serial = common::serial();
     let model = LocalModel::load(&common::model_path(), LoadOptions::default(), &mut |_| {}).unwrap();
     let params = GenerateParams {
         json_schema: Some(json!({ "type": "no-such-type" })),

@@ -21,6 +21,7 @@ fn load(options: LoadOptions) -> LocalModel {
 
 #[test]
 fn loads_the_default_model_with_progress_and_identity() {
+    let _serial = common::serial();
     let mut stages: Vec<LoadProgress> = Vec::new();
     let options = LoadOptions {
         threads: Some(2),
@@ -43,8 +44,12 @@ fn loads_the_default_model_with_progress_and_identity() {
 
 #[test]
 fn chat_streams_stops_and_samples_reproducibly() {
+    let _serial = common::serial();
     let model: Arc<dyn LanguageModel> = Arc::new(load(LoadOptions::default()));
-    let question = [ChatMessage::user("What is the capital of France?")];
+    let question = [
+        ChatMessage::system("You are a helpful assistant."),
+        ChatMessage::user("What is the capital of France?"),
+    ];
 
     let mut streamed = String::new();
     let answer = model
@@ -95,6 +100,7 @@ fn chat_streams_stops_and_samples_reproducibly() {
 
 #[test]
 fn one_model_serves_several_threads() {
+    let _serial = common::serial();
     let model: Arc<dyn LanguageModel> = Arc::new(load(LoadOptions::default()));
     let params = GenerateParams { max_tokens: 8, ..GenerateParams::default() };
     let expected = model
@@ -153,50 +159,58 @@ fn real_diff(dir: &Path, lines: usize) -> String {
 
 #[test]
 fn summarizes_a_real_git_diff_in_one_sentence() {
+    let _serial = common::serial();
     let model = load(LoadOptions::default());
     let repo = tempfile::tempdir().unwrap();
     let diff = real_diff(repo.path(), 3);
     assert!(diff.contains("+This is the shop service."));
+    // The model tends to add a second sentence; the stop sequences end the answer after the
+    // first one.
     let params = GenerateParams {
         max_tokens: 60,
-        stop: vec!["\n".to_string()],
+        stop: vec![". ".to_string(), "\n".to_string()],
         ..GenerateParams::default()
     };
     let summary = model
-        .summarize(&diff, "Summarize this git diff in one sentence:", &params)
+        .summarize(&diff, "Summarize this git diff in one sentence.", &params)
         .unwrap();
     let text = summary.text.trim();
     eprintln!("summary: {text:?}");
-    assert!(!text.is_empty());
-    assert!(!text.contains('\n'), "{text:?}");
+    assert!(text.split_whitespace().count() >= 3, "{text:?}");
+    assert!(!text.contains('\n') && !text.contains(". "), "{text:?}");
     assert!(!summary.input_summarized);
 }
 
 #[test]
 fn input_longer_than_the_context_is_summarized_map_reduce() {
+    let _serial = common::serial();
     let model = load(LoadOptions {
         context_length: Some(256),
         ..LoadOptions::default()
     });
     let repo = tempfile::tempdir().unwrap();
-    let diff = real_diff(repo.path(), 40);
+    let diff = real_diff(repo.path(), 20);
     let tokens = model.count_tokens(&diff).unwrap();
-    assert!(tokens > 600, "diff has {tokens} tokens");
+    assert!(tokens > 400, "diff has {tokens} tokens");
     let params = GenerateParams {
         max_tokens: 40,
         stop: vec!["\n".to_string()],
         ..GenerateParams::default()
     };
+    let started = std::time::Instant::now();
     let summary = model
         .summarize(&diff, "Summarize this git diff in one sentence:", &params)
         .unwrap();
+    eprintln!("map-reduce took {:?}", started.elapsed());
     eprintln!("map-reduce summary: {:?}", summary.text);
     assert!(summary.input_summarized);
     assert!(!summary.text.trim().is_empty());
 
     // chat() condenses an over-long conversation instead of cutting it.
     let long = [ChatMessage::user(format!("Explain this diff:\n{diff}"))];
+    let started = std::time::Instant::now();
     let answer = model.chat(&long, &params, &mut |_| {}).unwrap();
+    eprintln!("condensed chat took {:?}: {answer:?}", started.elapsed());
     assert!(answer.input_summarized);
     assert!(answer.prompt_tokens <= 256);
 

@@ -72,7 +72,10 @@ fn workflow(name: &str, commits: &str, repositories: &[(&str, &[&str])], journal
         sh_quote(journal)
     );
     for (url, branches) in repositories {
-        text.push_str(&format!("    - url: {url}\n      branches: [{}]\n", branches.join(", ")));
+        text.push_str(&format!(
+            "    - url: {url}\n      branches: [{}]\n",
+            branches.join(", ")
+        ));
     }
     // The record step sleeps a little so that a SIGKILL soon after the runs are created
     // lands while they are still running.
@@ -92,7 +95,10 @@ fn serve_once(sandbox: &Sandbox, workflow: &Path, extra: &[&str]) -> Output {
 
 /// `(run id, commit)` per journal line, in the order the steps wrote them.
 fn journal(path: &Path) -> Vec<(i64, String)> {
-    journal_lines(path).into_iter().map(|fields| (fields.run, fields.commit)).collect()
+    journal_lines(path)
+        .into_iter()
+        .map(|fields| (fields.run, fields.commit))
+        .collect()
 }
 
 /// One line the `record` step wrote: `$CAIRN_RUN_ID $CAIRN_COMMIT $CAIRN_BRANCH $CAIRN_RISK`.
@@ -111,7 +117,9 @@ fn journal_lines(path: &Path) -> Vec<JournalLine> {
             let fields: Vec<&str> = line.split(' ').collect();
             match fields[..] {
                 [run, commit, branch, risk] => JournalLine {
-                    run: run.parse().unwrap_or_else(|_| panic!("malformed journal line {line:?}")),
+                    run: run
+                        .parse()
+                        .unwrap_or_else(|_| panic!("malformed journal line {line:?}")),
                     commit: commit.to_string(),
                     branch: branch.to_string(),
                     risk: risk.to_string(),
@@ -122,30 +130,39 @@ fn journal_lines(path: &Path) -> Vec<JournalLine> {
         .collect()
 }
 
-/// `cairn status --json` prints the recent runs, then the repositories: two JSON documents.
+/// `cairn status --json` prints one document: `{ "runs": [...], "repositories": [...] }`.
 fn status_repositories(sandbox: &Sandbox) -> Vec<Value> {
     let output = sandbox.cairn(&["status", "--json"]);
-    assert_eq!(output.code, Some(0), "`cairn status --json` failed\n{output}");
-    let documents: Vec<Value> = serde_json::Deserializer::from_str(&output.stdout)
-        .into_iter::<Value>()
-        .collect::<Result<_, _>>()
+    assert_eq!(
+        output.code,
+        Some(0),
+        "`cairn status --json` failed\n{output}"
+    );
+    let document: Value = serde_json::from_str(&output.stdout)
         .unwrap_or_else(|e| panic!("`cairn status --json` printed invalid JSON ({e})\n{output}"));
-    assert_eq!(documents.len(), 2, "expected runs and repositories\n{output}");
-    documents[1].as_array().cloned().unwrap_or_else(|| panic!("repositories are not a list\n{output}"))
+    assert!(document["runs"].is_array(), "expected runs\n{output}");
+    document["repositories"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("repositories are not a list\n{output}"))
 }
 
 fn repository<'a>(repositories: &'a [Value], url: &str) -> &'a Value {
     repositories
         .iter()
         .find(|r| r["url"] == url)
-        .unwrap_or_else(|| panic!("no repository {url} in `cairn status --json`: {repositories:#?}"))
+        .unwrap_or_else(|| {
+            panic!("no repository {url} in `cairn status --json`: {repositories:#?}")
+        })
 }
 
 /// The commits that have runs, per repository url, with how many runs each.
 fn runs_per_commit(rows: &[RunRow]) -> BTreeMap<(String, String), usize> {
     let mut counts = BTreeMap::new();
     for row in rows {
-        *counts.entry((row.repo_url.clone(), row.commit.clone())).or_insert(0) += 1;
+        *counts
+            .entry((row.repo_url.clone(), row.commit.clone()))
+            .or_insert(0) += 1;
     }
     counts
 }
@@ -153,7 +170,10 @@ fn runs_per_commit(rows: &[RunRow]) -> BTreeMap<(String, String), usize> {
 /// Every run finished `succeeded`.
 fn assert_all_succeeded(rows: &[RunRow], when: &str) {
     let bad: Vec<&RunRow> = rows.iter().filter(|r| r.state != "succeeded").collect();
-    assert!(bad.is_empty(), "{when}: runs that did not succeed: {bad:#?}");
+    assert!(
+        bad.is_empty(),
+        "{when}: runs that did not succeed: {bad:#?}"
+    );
 }
 
 /// After a poll that may or may not have tried the unreachable repository again (it backs off
@@ -161,13 +181,20 @@ fn assert_all_succeeded(rows: &[RunRow], when: &str) {
 fn assert_only_missing_failed(output: &Output, missing: &str, good: &[&Repo]) {
     for repo in good {
         assert!(
-            !output.stderr.contains(&format!("repository {} could not be polled", repo.url())),
+            !output
+                .stderr
+                .contains(&format!("repository {} could not be polled", repo.url())),
             "a reachable repository failed to poll\n{output}"
         );
     }
-    let missing_reported = output.stderr.contains(&format!("repository {missing} could not be polled"));
+    let missing_reported = output
+        .stderr
+        .contains(&format!("repository {missing} could not be polled"));
     let expected = if missing_reported { Some(1) } else { Some(0) };
-    assert_eq!(output.code, expected, "exit code 1 exactly when the missing repository was polled\n{output}");
+    assert_eq!(
+        output.code, expected,
+        "exit code 1 exactly when the missing repository was polled\n{output}"
+    );
 }
 
 #[test]
@@ -178,14 +205,21 @@ fn polling_runs_each_commit_once_across_a_restart_and_a_force_push() {
     let b = Repo::init(&sandbox.path("repo-b"));
     let mut a_commits = a.add_commits("a-base", 2);
     let mut b_commits = b.add_commits("b-base", 2);
-    let missing = sandbox.path("repo-that-does-not-exist").display().to_string();
+    let missing = sandbox
+        .path("repo-that-does-not-exist")
+        .display()
+        .to_string();
     let journal_path = sandbox.path("journal.txt");
     let workflow_path = sandbox.write(
         "watch.yaml",
         &workflow(
             "watch-two",
             "each",
-            &[(&a.url(), &["main"]), (&b.url(), &["main"]), (&missing, &["main"])],
+            &[
+                (&a.url(), &["main"]),
+                (&b.url(), &["main"]),
+                (&missing, &["main"]),
+            ],
             &journal_path,
         ),
     );
@@ -197,30 +231,55 @@ fn polling_runs_each_commit_once_across_a_restart_and_a_force_push() {
     // 1. The first poll: one run per branch head, the missing repository reported.
     let output = serve_once(&sandbox, &workflow_path, &[]);
     timings.push(("first poll", started.elapsed()));
-    assert_eq!(output.code, Some(1), "an unreachable repository makes `serve --once` exit 1\n{output}");
+    assert_eq!(
+        output.code,
+        Some(1),
+        "an unreachable repository makes `serve --once` exit 1\n{output}"
+    );
     assert!(
-        output.stderr.contains(&format!("repository {missing} could not be polled")),
+        output
+            .stderr
+            .contains(&format!("repository {missing} could not be polled")),
         "stderr names the unreachable repository\n{output}"
     );
-    assert!(output.stderr.contains("started 2 run(s)"), "two runs started\n{output}");
+    assert!(
+        output.stderr.contains("started 2 run(s)"),
+        "two runs started\n{output}"
+    );
     let rows = runs(&sandbox);
     assert_eq!(rows.len(), 2, "one run per watched branch head: {rows:#?}");
     assert_all_succeeded(&rows, "first poll");
     let heads: BTreeSet<(String, String)> = [(a.url(), a.head()), (b.url(), b.head())].into();
-    let got: BTreeSet<(String, String)> = rows.iter().map(|r| (r.repo_url.clone(), r.commit.clone())).collect();
+    let got: BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|r| (r.repo_url.clone(), r.commit.clone()))
+        .collect();
     assert_eq!(got, heads, "the runs are for the two heads");
-    assert!(rows.iter().all(|r| r.branch == "main" && r.trigger == "poll"), "poll runs of main: {rows:#?}");
+    assert!(
+        rows.iter()
+            .all(|r| r.branch == "main" && r.trigger == "poll"),
+        "poll runs of main: {rows:#?}"
+    );
     expected.extend(heads);
     let repositories = status_repositories(&sandbox);
     let failing = repository(&repositories, &missing);
-    assert!(failing["failures"].as_u64() >= Some(1), "the missing repository counts a failure: {failing:#}");
     assert!(
-        failing["last_error"].as_str().is_some_and(|e| e.contains("ls-remote")),
+        failing["failures"].as_u64() >= Some(1),
+        "the missing repository counts a failure: {failing:#}"
+    );
+    assert!(
+        failing["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ls-remote")),
         "its last error says what failed: {failing:#}"
     );
     for repo in [&a, &b] {
         let ok = repository(&repositories, &repo.url());
-        assert!(ok["last_error"].is_null() && ok["failures"] == 0, "{} polls fine: {ok:#}", repo.url());
+        assert!(
+            ok["last_error"].is_null() && ok["failures"] == 0,
+            "{} polls fine: {ok:#}",
+            repo.url()
+        );
     }
     let human = sandbox.cairn(&["status"]);
     let line = human
@@ -228,22 +287,46 @@ fn polling_runs_each_commit_once_across_a_restart_and_a_force_push() {
         .lines()
         .find(|l| l.starts_with(&missing))
         .unwrap_or_else(|| panic!("`cairn status` lists no {missing}\n{human}"));
-    assert!(line.contains("failing"), "`cairn status` shows the missing repository failing: {line}");
+    assert!(
+        line.contains("failing"),
+        "`cairn status` shows the missing repository failing: {line}"
+    );
     // The orchestrator analyzed the polled commit inside the run's checkout.
     let conn = sandbox.db();
     let outputs: String = conn
-        .query_row("SELECT outputs FROM steps WHERE run_id = ?1 AND step_id = 'analyze'", [rows[0].id], |row| row.get(0))
+        .query_row(
+            "SELECT outputs FROM steps WHERE run_id = ?1 AND step_id = 'analyze'",
+            [rows[0].id],
+            |row| row.get(0),
+        )
         .expect("the analyze step has outputs");
     let outputs: Value = serde_json::from_str(&outputs).expect("analyze outputs are JSON");
-    assert_eq!(outputs["change"]["categories"], serde_json::json!(["docs"]), "notes/*.txt are docs: {outputs:#}");
-    assert_eq!(outputs["risk"], "low", "a docs commit routes low: {outputs:#}");
+    assert_eq!(
+        outputs["change"]["categories"],
+        serde_json::json!(["docs"]),
+        "notes/*.txt are docs: {outputs:#}"
+    );
+    assert_eq!(
+        outputs["risk"], "low",
+        "a docs commit routes low: {outputs:#}"
+    );
     drop(conn);
     // ... and the step after it saw the commit, the branch and the risk in its environment.
     let lines = journal_lines(&journal_path);
     assert_eq!(lines.len(), 2, "one journal line per run");
     for line in &lines {
-        let row = rows.iter().find(|r| r.id == line.run).expect("journal names a known run");
-        assert_eq!((line.commit.as_str(), line.branch.as_str(), line.risk.as_str()), (row.commit.as_str(), "main", "low"));
+        let row = rows
+            .iter()
+            .find(|r| r.id == line.run)
+            .expect("journal names a known run");
+        assert_eq!(
+            (
+                line.commit.as_str(),
+                line.branch.as_str(),
+                line.risk.as_str()
+            ),
+            (row.commit.as_str(), "main", "low")
+        );
     }
 
     // 2. 3 commits on A, 1 on B: exactly 4 new runs, oldest first per branch. One run at a
@@ -255,7 +338,10 @@ fn polling_runs_each_commit_once_across_a_restart_and_a_force_push() {
     let output = serve_once(&sandbox, &workflow_path, &["--max-runs", "1"]);
     timings.push(("second poll", started.elapsed()));
     assert_only_missing_failed(&output, &missing, &[&a, &b]);
-    assert!(output.stderr.contains("started 4 run(s)"), "four runs started\n{output}");
+    assert!(
+        output.stderr.contains("started 4 run(s)"),
+        "four runs started\n{output}"
+    );
     let rows = runs(&sandbox);
     assert_eq!(rows.len(), 6, "exactly 4 new runs: {rows:#?}");
     assert_all_succeeded(&rows, "second poll");
@@ -267,19 +353,35 @@ fn polling_runs_each_commit_once_across_a_restart_and_a_force_push() {
             .filter(|r| r.repo_url == repo.url())
             .map(|r| r.commit.clone())
             .collect();
-        assert_eq!(created, new, "{}: runs created oldest first (by run id)", repo.url());
+        assert_eq!(
+            created,
+            new,
+            "{}: runs created oldest first (by run id)",
+            repo.url()
+        );
         let ran: Vec<String> = lines
             .iter()
             .filter(|(_, commit)| new.contains(commit))
             .map(|(_, commit)| commit.clone())
             .collect();
-        assert_eq!(ran, new, "{}: the journal lists the new commits oldest first", repo.url());
+        assert_eq!(
+            ran,
+            new,
+            "{}: the journal lists the new commits oldest first",
+            repo.url()
+        );
         expected.extend(new.into_iter().map(|c| (repo.url(), c)));
     }
     // Each journal line's run is the run of that commit: the step saw the right CAIRN_COMMIT.
     for (run, commit) in &lines {
-        let row = rows.iter().find(|r| r.id == *run).expect("journal names a known run");
-        assert_eq!(&row.commit, commit, "run {run} ran with the commit of its context");
+        let row = rows
+            .iter()
+            .find(|r| r.id == *run)
+            .expect("journal names a known run");
+        assert_eq!(
+            &row.commit, commit,
+            "run {run} ran with the commit of its context"
+        );
     }
 
     // 3. SIGKILL after the runs are created, then serve again: every commit exactly once.
@@ -292,22 +394,52 @@ fn polling_runs_each_commit_once_across_a_restart_and_a_force_push() {
         .map(|c| (a.url(), c.clone()))
         .chain(b_new.iter().map(|c| (b.url(), c.clone())))
         .collect();
-    let mut engine = sandbox.spawn(&["serve", &workflow_path.display().to_string(), "--once", "-q"]);
+    let mut engine = sandbox.spawn(&[
+        "serve",
+        &workflow_path.display().to_string(),
+        "--once",
+        "-q",
+    ]);
     wait_until("runs for the new commits", SERVE_LIMIT, || {
         let rows = runs(&sandbox);
-        let have: BTreeSet<(String, String)> = rows.iter().map(|r| (r.repo_url.clone(), r.commit.clone())).collect();
+        let have: BTreeSet<(String, String)> = rows
+            .iter()
+            .map(|r| (r.repo_url.clone(), r.commit.clone()))
+            .collect();
         new.is_subset(&have) || engine.try_wait().is_some()
     });
     let killed = engine.kill9();
-    assert!(killed, "`cairn serve` ended before the SIGKILL\n{}", engine.output());
+    assert!(
+        killed,
+        "`cairn serve` ended before the SIGKILL\n{}",
+        engine.output()
+    );
+    // What the dead engine left running (its git and step processes), for the log.
+    let orphans: Vec<String> = sandbox
+        .processes()
+        .into_iter()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .collect();
+    eprintln!("after the SIGKILL, still running: {orphans:?}");
     let after_kill = runs(&sandbox);
-    let unfinished: Vec<i64> = after_kill.iter().filter(|r| r.state != "succeeded").map(|r| r.id).collect();
-    assert!(!unfinished.is_empty(), "the SIGKILL landed after every run had finished: {after_kill:#?}");
+    let unfinished: Vec<i64> = after_kill
+        .iter()
+        .filter(|r| r.state != "succeeded")
+        .map(|r| r.id)
+        .collect();
+    assert!(
+        !unfinished.is_empty(),
+        "the SIGKILL landed after every run had finished: {after_kill:#?}"
+    );
     let output = serve_once(&sandbox, &workflow_path, &[]);
     timings.push(("kill and restart", started.elapsed()));
     assert_only_missing_failed(&output, &missing, &[&a, &b]);
     assert!(
-        output.stderr.contains(&format!("resumed {} run(s), started 0 run(s)", unfinished.len())),
+        output.stderr.contains(&format!(
+            "resumed {} run(s), started 0 run(s)",
+            unfinished.len()
+        )),
         "the restart resumes the {} interrupted runs and starts none\n{output}",
         unfinished.len()
     );
@@ -316,40 +448,72 @@ fn polling_runs_each_commit_once_across_a_restart_and_a_force_push() {
     assert_all_succeeded(&rows, "after the restart");
     let counts = runs_per_commit(&rows);
     let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(repeated.is_empty(), "commits with more than one run: {repeated:#?}");
+    assert!(
+        repeated.is_empty(),
+        "commits with more than one run: {repeated:#?}"
+    );
     let have: BTreeSet<(String, String)> = counts.keys().cloned().collect();
-    assert_eq!(have, expected, "exactly the expected commits have runs (none missing, none extra)");
+    assert_eq!(
+        have, expected,
+        "exactly the expected commits have runs (none missing, none extra)"
+    );
     assert_eq!(rows.len(), 10, "2 heads + 4 + 4 commits: {rows:#?}");
     // The cursors moved with the runs: one more poll finds nothing.
     let output = serve_once(&sandbox, &workflow_path, &[]);
     assert_only_missing_failed(&output, &missing, &[&a, &b]);
-    assert!(output.stderr.contains("resumed 0 run(s), started 0 run(s)"), "nothing left to do\n{output}");
+    assert!(
+        output.stderr.contains("resumed 0 run(s), started 0 run(s)"),
+        "nothing left to do\n{output}"
+    );
     assert_eq!(runs(&sandbox).len(), 10, "a quiet poll starts no run");
 
     // 4. Force-push A: back two commits, then a different commit on top.
     let old_head = a.head();
     a.git(&["reset", "--quiet", "--hard", "HEAD~2"]);
-    let rewritten = a.commit_file("notes/rewritten.txt", "history was rewritten\n", "rewrite: replaces two commits");
+    let rewritten = a.commit_file(
+        "notes/rewritten.txt",
+        "history was rewritten\n",
+        "rewrite: replaces two commits",
+    );
     let output = serve_once(&sandbox, &workflow_path, &[]);
     timings.push(("force-push", started.elapsed()));
     assert_only_missing_failed(&output, &missing, &[&a, &b]);
     let rows = runs(&sandbox);
-    assert_eq!(rows.len(), 11, "one run for the force-pushed commit: {rows:#?}");
+    assert_eq!(
+        rows.len(),
+        11,
+        "one run for the force-pushed commit: {rows:#?}"
+    );
     let last = &rows[10];
-    assert_eq!((last.repo_url.as_str(), last.commit.as_str()), (a.url().as_str(), rewritten.as_str()), "{last:#?}");
+    assert_eq!(
+        (last.repo_url.as_str(), last.commit.as_str()),
+        (a.url().as_str(), rewritten.as_str()),
+        "{last:#?}"
+    );
     assert_all_succeeded(&rows, "after the force-push");
     let repositories = status_repositories(&sandbox);
-    let note = repository(&repositories, &a.url())["last_note"].as_str().unwrap_or("").to_string();
+    let note = repository(&repositories, &a.url())["last_note"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert!(
-        note.contains("force-pushed") && note.contains(short(&old_head)) && note.contains(short(&rewritten)),
+        note.contains("force-pushed")
+            && note.contains(short(&old_head))
+            && note.contains(short(&rewritten)),
         "repository A's note reports the force-push from {} to {}: {note:?}",
         short(&old_head),
         short(&rewritten)
     );
     let human = sandbox.cairn(&["status"]);
-    assert!(human.stdout.contains("force-pushed"), "`cairn status` shows the note\n{human}");
+    assert!(
+        human.stdout.contains("force-pushed"),
+        "`cairn status` shows the note\n{human}"
+    );
 
-    eprintln!("timings (cumulative): {timings:?}; {} runs in all", rows.len());
+    eprintln!(
+        "timings (cumulative): {timings:?}; {} runs in all",
+        rows.len()
+    );
 }
 
 #[test]
@@ -363,16 +527,28 @@ fn a_deleted_watched_branch_is_a_note_not_an_error() {
     let journal_path = sandbox.path("journal.txt");
     let workflow_path = sandbox.write(
         "watch.yaml",
-        &workflow("watch-branches", "each", &[(&repo.url(), &["main", "feature"])], &journal_path),
+        &workflow(
+            "watch-branches",
+            "each",
+            &[(&repo.url(), &["main", "feature"])],
+            &journal_path,
+        ),
     );
 
     let output = serve_once(&sandbox, &workflow_path, &[]);
     assert_eq!(output.code, Some(0), "{output}");
     let rows = runs(&sandbox);
-    let heads: BTreeSet<(String, String)> = rows.iter().map(|r| (r.branch.clone(), r.commit.clone())).collect();
+    let heads: BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|r| (r.branch.clone(), r.commit.clone()))
+        .collect();
     assert_eq!(
         heads,
-        [("main".to_string(), repo.rev_parse("main")), ("feature".to_string(), feature_head)].into(),
+        [
+            ("main".to_string(), repo.rev_parse("main")),
+            ("feature".to_string(), feature_head)
+        ]
+        .into(),
         "one run per watched branch head"
     );
 
@@ -380,16 +556,28 @@ fn a_deleted_watched_branch_is_a_note_not_an_error() {
     repo.git(&["branch", "--quiet", "-D", "feature"]);
     let main_new = repo.add_commits("main", 1).remove(0);
     let output = serve_once(&sandbox, &workflow_path, &[]);
-    assert_eq!(output.code, Some(0), "a deleted watched branch is not an error\n{output}");
+    assert_eq!(
+        output.code,
+        Some(0),
+        "a deleted watched branch is not an error\n{output}"
+    );
     let rows = runs(&sandbox);
     assert_eq!(rows.len(), 3, "{rows:#?}");
-    assert_eq!((rows[2].branch.as_str(), rows[2].commit.as_str()), ("main", main_new.as_str()));
+    assert_eq!(
+        (rows[2].branch.as_str(), rows[2].commit.as_str()),
+        ("main", main_new.as_str())
+    );
     assert_all_succeeded(&rows, "after the deletion");
     let repositories = status_repositories(&sandbox);
     let status = repository(&repositories, &repo.url());
-    assert!(status["last_error"].is_null() && status["failures"] == 0, "{status:#}");
     assert!(
-        status["last_note"].as_str().is_some_and(|n| n.contains("`feature` was deleted")),
+        status["last_error"].is_null() && status["failures"] == 0,
+        "{status:#}"
+    );
+    assert!(
+        status["last_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("`feature` was deleted")),
         "the note says the branch was deleted: {status:#}"
     );
 
@@ -402,8 +590,15 @@ fn a_deleted_watched_branch_is_a_note_not_an_error() {
     let output = serve_once(&sandbox, &workflow_path, &[]);
     assert_eq!(output.code, Some(0), "{output}");
     let rows = runs(&sandbox);
-    assert_eq!(rows.len(), 4, "a recreated branch runs its head only: {rows:#?}");
-    assert_eq!((rows[3].branch.as_str(), rows[3].commit.as_str()), ("feature", again[1].as_str()));
+    assert_eq!(
+        rows.len(),
+        4,
+        "a recreated branch runs its head only: {rows:#?}"
+    );
+    assert_eq!(
+        (rows[3].branch.as_str(), rows[3].commit.as_str()),
+        ("feature", again[1].as_str())
+    );
     assert_all_succeeded(&rows, "after the branch came back");
 }
 
@@ -415,7 +610,12 @@ fn commits_latest_runs_only_the_newest_commit() {
     let journal_path = sandbox.path("journal.txt");
     let workflow_path = sandbox.write(
         "watch.yaml",
-        &workflow("watch-latest", "latest", &[(&repo.url(), &["main"])], &journal_path),
+        &workflow(
+            "watch-latest",
+            "latest",
+            &[(&repo.url(), &["main"])],
+            &journal_path,
+        ),
     );
     let output = serve_once(&sandbox, &workflow_path, &[]);
     assert_eq!(output.code, Some(0), "{output}");
@@ -429,5 +629,8 @@ fn commits_latest_runs_only_the_newest_commit() {
     assert_eq!(rows[1].commit, new[3], "the run is for the newest commit");
     assert_all_succeeded(&rows, "latest");
     let ran: Vec<String> = journal(&journal_path).into_iter().map(|(_, c)| c).collect();
-    assert!(!new[..3].iter().any(|c| ran.contains(c)), "the older commits of the burst never ran: {ran:?}");
+    assert!(
+        !new[..3].iter().any(|c| ran.contains(c)),
+        "the older commits of the burst never ran: {ran:?}"
+    );
 }

@@ -3,6 +3,7 @@
 //! An agent gets the run context and its `with:` configuration and returns its outputs as
 //! JSON, which feed the `when:` conditions and inputs of the steps after it.
 
+pub mod build;
 mod noop;
 pub mod orchestrator;
 mod registry;

@@ -25,7 +25,8 @@ impl Registry {
     pub fn builtin(llm: Option<Arc<Router>>) -> Registry {
         let mut registry = Registry { agents: BTreeMap::new() };
         registry.register(Arc::new(super::noop::Noop));
-        registry.register(Arc::new(super::orchestrator::Orchestrator::new(llm)));
+        registry.register(Arc::new(super::orchestrator::Orchestrator::new(llm.clone())));
+        registry.register(Arc::new(super::build::BuildAgent::new(llm)));
         registry
     }
 

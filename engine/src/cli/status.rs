@@ -56,9 +56,14 @@ pub fn status(home: Option<PathBuf>, args: &StatusArgs) -> Result<()> {
     let store = Settings::resolve(home, None)?.open_store()?;
     match args.run {
         Some(run_id) => show_run(&store, run_id, args.json),
+        None if args.json => {
+            let document = json!({ "runs": run_rows(&store.runs(10)?), "repositories": store.repositories()? });
+            println!("{}", serde_json::to_string_pretty(&document)?);
+            Ok(())
+        }
         None => {
-            runs(&store, 10, args.json)?;
-            repositories(&store, args.json)
+            runs(&store, 10, false)?;
+            repositories(&store)
         }
     }
 }
@@ -71,15 +76,7 @@ pub fn list(home: Option<PathBuf>, args: &RunsArgs) -> Result<()> {
 fn runs(store: &Store, limit: usize, as_json: bool) -> Result<()> {
     let runs = store.runs(limit)?;
     if as_json {
-        let rows: Vec<_> = runs
-            .iter()
-            .map(|r| {
-                let mut value = serde_json::to_value(r).unwrap_or_default();
-                value["shown_state"] = json!(shown_state(r));
-                value
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(&run_rows(&runs))?);
         return Ok(());
     }
     if runs.is_empty() {
@@ -99,6 +96,16 @@ fn runs(store: &Store, limit: usize, as_json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn run_rows(runs: &[RunRecord]) -> Vec<serde_json::Value> {
+    runs.iter()
+        .map(|r| {
+            let mut value = serde_json::to_value(r).unwrap_or_default();
+            value["shown_state"] = json!(shown_state(r));
+            value
+        })
+        .collect()
 }
 
 fn show_run(store: &Store, run_id: i64, as_json: bool) -> Result<()> {
@@ -138,12 +145,8 @@ fn step_line(step: &StepRecord) -> String {
     format!("{:<20} {:<14} {:>8}{attempts}{error}", step.step_id, step.state.as_str(), took)
 }
 
-fn repositories(store: &Store, as_json: bool) -> Result<()> {
+fn repositories(store: &Store) -> Result<()> {
     let repositories = store.repositories()?;
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&repositories)?);
-        return Ok(());
-    }
     if repositories.is_empty() {
         return Ok(());
     }

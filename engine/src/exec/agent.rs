@@ -8,6 +8,7 @@ use std::pin::Pin;
 use serde_json::Value;
 
 use super::logs::LogSink;
+use crate::store::Store;
 
 /// Everything an agent may use for one attempt.
 pub struct AgentCall {
@@ -23,6 +24,8 @@ pub struct AgentCall {
     /// The run's working directory (a checkout of the commit when the run has one).
     pub workspace: PathBuf,
     pub logs: LogSink,
+    /// The run's store, for agents that keep their own records (test history, builds).
+    pub store: Store,
 }
 
 #[derive(Debug, thiserror::Error)]

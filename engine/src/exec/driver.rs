@@ -285,6 +285,7 @@ impl Engine {
                 let step = workflow.steps[index].clone();
                 let sink = logs.sink(run_id, &step.id, attempt);
                 let attempt_context = AttemptContext {
+                    store: self.store.clone(),
                     run_id,
                     attempt,
                     token: self.attempt_token(run_id, &step.id),
@@ -432,6 +433,7 @@ fn notify(observer: &Option<Observer>, run_id: i64, writes: &[Write]) {
 }
 
 struct AttemptContext {
+    store: Store,
     run_id: i64,
     attempt: u32,
     token: String,
@@ -490,6 +492,7 @@ async fn run_attempt(
                 context: attempt.context,
                 workspace: attempt.workspace.cwd.clone(),
                 logs: logs.clone(),
+                store: attempt.store.clone(),
             };
             let Some(running) = agents.start(name, call) else {
                 return Outcome::Failed {

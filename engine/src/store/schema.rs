@@ -151,6 +151,29 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX llm_budget_by_day ON llm_budget(tier, day);
     CREATE INDEX llm_budget_by_month ON llm_budget(tier, month);
     "#,
+    // 4: per-test results and the flaky-test quarantine of the test agent.
+    r#"
+    CREATE TABLE test_results (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id      INTEGER NOT NULL,
+        step_id     TEXT    NOT NULL,
+        repo        TEXT    NOT NULL,
+        commit_id   TEXT    NOT NULL,
+        test_id     TEXT    NOT NULL,
+        outcome     TEXT    NOT NULL,  -- passed, failed, flaky, ignored
+        duration_ms INTEGER,
+        at          INTEGER NOT NULL
+    );
+    CREATE INDEX test_results_by_test ON test_results(repo, test_id, id);
+    CREATE TABLE test_quarantine (
+        repo          TEXT    NOT NULL,
+        test_id       TEXT    NOT NULL,
+        since         INTEGER NOT NULL,
+        reason        TEXT    NOT NULL,
+        passes_in_row INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (repo, test_id)
+    );
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

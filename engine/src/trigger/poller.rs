@@ -74,8 +74,9 @@ impl<'e> Poller<'e> {
         Self { engine, mirrors }
     }
 
-    /// Polls every repository the given watches name, once each.
-    pub async fn tick(&self, watches: &[&Watch]) -> TickReport {
+    /// Polls every repository the given watches name, once each. `respect_backoff: false`
+    /// polls failing repositories too (an explicit `serve --once`).
+    pub async fn tick(&self, watches: &[&Watch], respect_backoff: bool) -> TickReport {
         let mut report = TickReport::default();
         let urls: BTreeSet<&str> = watches
             .iter()
@@ -84,7 +85,7 @@ impl<'e> Poller<'e> {
         let statuses = self.engine.store().repositories().unwrap_or_default();
         for url in urls {
             let status = statuses.iter().find(|s| s.url == url);
-            if let Some(next) = status.and_then(|s| s.next_attempt_at) {
+            if let Some(next) = status.and_then(|s| s.next_attempt_at).filter(|_| respect_backoff) {
                 if next > now_ms() {
                     report.skipped_backoff.push(url.to_string());
                     continue;

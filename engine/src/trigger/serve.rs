@@ -1,13 +1,13 @@
 //! `cairn serve`: resume interrupted runs, then poll watched repositories on each workflow's
 //! cron schedule and drive the runs new commits start.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Local;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::poller::{Poller, Watch};
@@ -40,25 +40,38 @@ pub async fn serve(
 ) -> ServeReport {
     let mut report = ServeReport::default();
     let limit = Arc::new(Semaphore::new(options.max_runs.max(1)));
-    let admission = Arc::new(Admission::default());
-    let mut tickets = 0u64;
     let mut runs: JoinSet<(i64, RunState)> = JoinSet::new();
+    // Runs of the same workflow and branch go one after another, in commit order, so an older
+    // commit can never deploy after a newer one; different branches run side by side.
+    let mut previous_on_branch: HashMap<String, watch::Receiver<bool>> = HashMap::new();
     let mut spawn = |runs: &mut JoinSet<(i64, RunState)>, run_id: i64| {
         let engine = engine.clone();
         let limit = limit.clone();
-        let admission = admission.clone();
-        let ticket = tickets;
-        tickets += 1;
         let observer = observer.clone();
+        let (done, done_receiver) = watch::channel(false);
+        let key = engine.store().run(run_id).ok().and_then(|run| {
+            let context = &run.context;
+            let url = context.get("repo_url").and_then(|v| v.as_str())?;
+            let branch = context.get("branch").and_then(|v| v.as_str())?;
+            Some(format!("{}\0{url}\0{branch}", run.workflow))
+        });
+        let before = key.and_then(|key| previous_on_branch.insert(key, done_receiver));
         runs.spawn(async move {
-            let _permit = admission.admit(ticket, limit).await;
-            match engine.drive(run_id, observer).await {
-                Ok(state) => (run_id, state),
+            if let Some(mut before) = before {
+                // An error means the earlier run's task is gone: it finished one way or another.
+                let _ = before.wait_for(|finished| *finished).await;
+            }
+            let permit = limit.acquire_owned().await;
+            let state = match engine.drive(run_id, observer).await {
+                Ok(state) => state,
                 Err(error) => {
                     tracing::error!(run_id, "failed to drive run: {error}");
-                    (run_id, RunState::Failed)
+                    RunState::Failed
                 }
-            }
+            };
+            drop(permit);
+            let _ = done.send(true);
+            (run_id, state)
         });
     };
 
@@ -76,7 +89,7 @@ pub async fn serve(
     let poller = Poller::new(&engine, options.mirrors.clone());
     if options.once {
         let all: Vec<&Watch> = watches.iter().collect();
-        let tick = poller.tick(&all).await;
+        let tick = poller.tick(&all, false).await;
         report.failed_repositories = tick.failed;
         for run_id in tick.runs {
             report.started.push(run_id);
@@ -113,38 +126,9 @@ pub async fn serve(
             .filter(|(_, at)| **at == Some(earliest))
             .map(|(w, _)| w)
             .collect();
-        let tick = poller.tick(&due).await;
+        let tick = poller.tick(&due, true).await;
         for run_id in tick.runs {
             spawn(&mut runs, run_id);
         }
-    }
-}
-
-/// Hands out run slots in the order runs were spawned (resumed runs, then new commits oldest
-/// first), which the semaphore alone does not: spawned tasks reach it in whatever order the
-/// runtime first polls them, so with `--max-runs 1` a branch's commits could run out of order.
-#[derive(Default)]
-struct Admission {
-    /// The ticket whose turn it is to wait for a slot.
-    next: AtomicU64,
-    turn: Notify,
-}
-
-impl Admission {
-    async fn admit(&self, ticket: u64, limit: Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
-        loop {
-            let notified = self.turn.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a turn handed over in between is not missed.
-            notified.as_mut().enable();
-            if self.next.load(Ordering::Acquire) == ticket {
-                break;
-            }
-            notified.await;
-        }
-        let permit = limit.acquire_owned().await.ok();
-        self.next.fetch_add(1, Ordering::AcqRel);
-        self.turn.notify_waiters();
-        permit
     }
 }

@@ -126,7 +126,9 @@ impl Repo {
     }
 
     pub fn rev_parse(&self, revision: &str) -> String {
-        self.git(&["rev-parse", "--verify", revision]).trim().to_string()
+        self.git(&["rev-parse", "--verify", revision])
+            .trim()
+            .to_string()
     }
 
     /// `git rev-list --reverse --first-parent RANGE`: commits oldest first.

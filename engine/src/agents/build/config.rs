@@ -1,0 +1,170 @@
+//! The step's `with:` block, checked once into a typed [`BuildConfig`]. Unknown keys are an
+//! error: a misspelt `max_image_size` must not silently disable the limit.
+//!
+//! ```yaml
+//! with:
+//!   docker_host: unix:///var/run/docker.sock   # or tcp://host:2376; default $DOCKER_HOST
+//!   tls_cert_path: /etc/cairn/docker-certs      # ca.pem, cert.pem, key.pem for tcp:// + TLS
+//!   image: registry.local/team/api              # repository; default: the repo's dir name
+//!   dockerfile: Dockerfile                      # inside the context
+//!   context: .                                  # subdirectory of the checkout
+//!   target: runtime                             # stage to build
+//!   build_args: { VERSION: "1.2" }
+//!   pull: false                                 # ask the engine to pull base images
+//!   nocache: true                               # force a full (true) or cached (false) build
+//!   full_rebuild_paths: ["vendor/**"]           # extra paths whose change means a full build
+//!   max_image_size: 500MB                       # larger images fail the step
+//!   history_file: /var/lib/cairn/builds.json    # default: builds.json beside the run dirs
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::error::Error;
+use super::size::parse_size;
+
+/// Where the engine listens when neither `with: docker_host` nor `DOCKER_HOST` say.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+const KEYS: &[&str] = &[
+    "docker_host", "tls_cert_path", "image", "dockerfile", "context", "target", "build_args",
+    "pull", "nocache", "full_rebuild_paths", "max_image_size", "history_file",
+];
+
+#[derive(Debug, Clone)]
+pub struct BuildConfig {
+    pub docker_host: String,
+    /// Directory with `ca.pem`, `cert.pem`, `key.pem`: TLS to a `tcp://` engine.
+    pub tls_cert_path: Option<PathBuf>,
+    pub image: Option<String>,
+    pub dockerfile: String,
+    pub context: String,
+    pub target: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub pull: bool,
+    /// `Some` forces the cache decision.
+    pub nocache: Option<bool>,
+    pub full_rebuild_paths: Vec<String>,
+    pub max_image_size: Option<(u64, String)>,
+    pub history_file: Option<PathBuf>,
+}
+
+impl BuildConfig {
+    /// Reads `with:`; `env` looks up environment variables (`DOCKER_HOST`, `DOCKER_CERT_PATH`,
+    /// `DOCKER_TLS_VERIFY`), injected so tests need not touch the process environment.
+    pub fn from_with(with: &Value, env: impl Fn(&str) -> Option<String>) -> Result<BuildConfig, Error> {
+        let empty = serde_json::Map::new();
+        let map = match with {
+            Value::Object(map) => map,
+            Value::Null => &empty,
+            other => return Err(Error::Config(format!("expected a mapping, found {other}"))),
+        };
+        if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(Error::Config(format!("unknown key `{unknown}` (known: {})", KEYS.join(", "))));
+        }
+        let docker_host = string(map, "docker_host")?
+            .or_else(|| env("DOCKER_HOST").filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_string());
+        let tls_verify = env("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty() && v != "0");
+        let tls_cert_path = string(map, "tls_cert_path")?
+            .or_else(|| tls_verify.then(|| env("DOCKER_CERT_PATH")).flatten())
+            .map(PathBuf::from);
+        let build_args = match map.get("build_args") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(Value::Object(args)) => args
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), scalar(v).ok_or_else(|| Error::Config(format!("build_args.{k} must be a string, number or boolean")))?)))
+                .collect::<Result<_, Error>>()?,
+            Some(_) => return Err(Error::Config("build_args must be a mapping of names to values".into())),
+        };
+        let full_rebuild_paths = match map.get("full_rebuild_paths") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| Error::Config("full_rebuild_paths must be a list of path patterns".into())))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(Error::Config("full_rebuild_paths must be a list of path patterns".into())),
+        };
+        let max_image_size = match map.get("max_image_size") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => n.as_u64().map(|b| (b, format!("{b} B"))),
+            Some(Value::String(text)) => Some((parse_size(text).map_err(|e| Error::Config(format!("max_image_size: {e}")))?, text.clone())),
+            Some(_) => return Err(Error::Config("max_image_size must be a size such as 500MB".into())),
+        };
+        let dockerfile = string(map, "dockerfile")?.unwrap_or_else(|| "Dockerfile".to_string());
+        let context = string(map, "context")?.unwrap_or_else(|| ".".to_string());
+        for (key, path) in [("dockerfile", &dockerfile), ("context", &context)] {
+            if path.starts_with('/') || path.split('/').any(|c| c == "..") {
+                return Err(Error::Config(format!("{key} `{path}` must be a relative path inside the checkout")));
+            }
+        }
+        Ok(BuildConfig {
+            docker_host,
+            tls_cert_path,
+            image: string(map, "image")?,
+            dockerfile,
+            context,
+            target: string(map, "target")?.filter(|t| !t.is_empty()),
+            build_args,
+            pull: boolean(map, "pull")?.unwrap_or(false),
+            nocache: boolean(map, "nocache")?,
+            full_rebuild_paths,
+            max_image_size,
+            history_file: string(map, "history_file")?.map(PathBuf::from),
+        })
+    }
+}
+
+fn string(map: &serde_json::Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(Error::Config(format!("{key} must be a string, found {other}"))),
+    }
+}
+
+fn boolean(map: &serde_json::Map<String, Value>, key: &str) -> Result<Option<bool>, Error> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(Error::Config(format!("{key} must be true or false, found {other}"))),
+    }
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_and_environment() {
+        let config = BuildConfig::from_with(&json!({}), |_| None).expect("valid");
+        assert_eq!(config.docker_host, DEFAULT_DOCKER_HOST);
+        assert_eq!(config.dockerfile, "Dockerfile");
+        assert!(!config.pull);
+        let config = BuildConfig::from_with(&json!(null), |k| (k == "DOCKER_HOST").then(|| "tcp://builder:2375".into())).expect("valid");
+        assert_eq!(config.docker_host, "tcp://builder:2375");
+    }
+
+    #[test]
+    fn rejects_typos_and_bad_values() {
+        let error = BuildConfig::from_with(&json!({"max_image_sise": "1MB"}), |_| None).expect_err("typo");
+        assert!(error.to_string().contains("unknown key `max_image_sise`"), "{error}");
+        assert!(BuildConfig::from_with(&json!({"max_image_size": "big"}), |_| None).is_err());
+        assert!(BuildConfig::from_with(&json!({"dockerfile": "../Dockerfile"}), |_| None).is_err());
+        let config = BuildConfig::from_with(&json!({"build_args": {"N": 3, "ON": true}, "max_image_size": "1KB"}), |_| None).expect("valid");
+        assert_eq!(config.build_args["N"], "3");
+        assert_eq!(config.max_image_size, Some((1000, "1KB".to_string())));
+    }
+}

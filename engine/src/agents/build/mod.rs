@@ -1,0 +1,28 @@
+//! `agent: build_agent`: builds the commit's Docker image through the Docker engine API
+//! (bollard), decides between a full and a cached build from what the commit changed, reviews
+//! the Dockerfile with deterministic rules (explained by the local model), and reports sizes,
+//! layers and timings. See `ARCHITECTURE.md`, "Build agent".
+
+mod agent;
+mod cache;
+mod config;
+mod context;
+mod docker;
+mod dockerfile;
+mod dockerignore;
+mod error;
+mod history;
+mod naming;
+mod review;
+mod size;
+
+pub use agent::BuildAgent;
+pub use cache::{Decision, Mode};
+pub use config::BuildConfig;
+pub use dockerfile::{Instruction, parse as parse_dockerfile};
+pub use dockerignore::Dockerignore;
+pub use error::Error;
+pub use history::BuildRecord;
+pub use naming::{repository_name, tag_name};
+pub use review::{Finding, Severity, review as review_dockerfile};
+pub use size::{format_size, parse_size};
