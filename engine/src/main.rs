@@ -56,6 +56,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => Ok(cli::validate::validate(args)),
         Command::Graph(args) => Ok(cli::graph::graph(args)),
         Command::Analyze(args) => cli::analyze::analyze(home, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Tests(args) => cli::tests::tests(home, args).map(|()| ExitCode::SUCCESS),
         Command::Costs(args) => cli::costs::costs(home, args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cli::bench::bench(home, args).await.map(|()| ExitCode::SUCCESS),
     }

@@ -40,7 +40,7 @@ async fn full_then_cached_then_dependency_change() {
     assert_eq!(out["context"]["excluded"], 1, ".dockerignore left notes/ out: {}", out["context"]);
     assert_eq!(out["review"]["findings"], json!([]), "the fixture Dockerfile is clean");
     assert_eq!(out["review"]["proposal"]["status"], "none");
-    assert!(full.logs.iter().any(|l| l.contains("Step 4/7 : RUN [\"/install\"]")), "build log streamed:\n{}", full.logs.join("\n"));
+    assert!(full.logs.iter().any(|l| l.starts_with("Step 4/") && l.ends_with(": RUN [\"/install\"]")), "build log streamed:\n{}", full.logs.join("\n"));
     assert!(!full.logs.iter().any(|l| l.contains("Using cache")), "a full build uses no cache");
     let output = Command::new("docker").args(["run", "--rm", &sha_tag]).output().expect("docker run");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "hello v1");
@@ -55,10 +55,9 @@ async fn full_then_cached_then_dependency_change() {
     assert_eq!(out["decision"], "cached", "{out:#}");
     assert!(out["reason"].as_str().unwrap_or("").contains("app"), "{}", out["reason"]);
     let log = cached.logs.join("\n");
-    let after_deps = log.split("COPY requirements.txt").nth(1).unwrap_or("");
-    assert!(after_deps.trim_start().lines().nth(1).is_some_and(|l| l.contains("Using cache")), "the deps layer came from the cache:\n{log}");
-    let install_step = log.split("RUN [\"/install\"]").nth(1).unwrap_or("");
-    assert!(install_step.trim_start().lines().nth(1).is_some_and(|l| l.contains("Using cache")), "the install step came from the cache:\n{log}");
+    assert!(step_used_cache(&cached.logs, ": COPY requirements.txt /deps/requirements.txt"), "the deps layer came from the cache:\n{log}");
+    assert!(step_used_cache(&cached.logs, ": RUN [\"/install\"]"), "the install step came from the cache:\n{log}");
+    assert!(!step_used_cache(&cached.logs, ": COPY app /app"), "the app layer was rebuilt:\n{log}");
     assert!(!log.contains("dependencies installed"), "the installer did not run again:\n{log}");
     assert_eq!(out["cache"]["cache_hits"], 3, "{}", out["cache"]);
     let cached_ms = out["duration_ms"].as_u64().unwrap_or(0);
@@ -114,6 +113,53 @@ async fn unreachable_engine_is_a_clear_error() {
     assert!(error.starts_with("cannot reach the Docker engine at unix:///nonexistent.sock: "), "{error}");
 }
 
+/// The demo service the deploy agent ships: built through the agent (full, then cached after
+/// a source change), reviewed clean, and serving `/`, `/healthz` and `/metrics`; with
+/// `DEMO_ERROR_RATE=1` it is the "bad version" a monitor must catch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_service_builds_and_serves() {
+    let images = Images::new("demo");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = build_support::demo_service_repo(&dir.path().join("demo-service"));
+    let engine = TestEngine::new();
+    let with = json!({ "image": images.repository, "max_image_size": "20MB" });
+    let full = engine.build(&repo.path, &git_head(&repo), with.clone()).await;
+    assert_eq!(full.state, RunState::Succeeded, "error: {:?}\n{}", full.step.error, full.logs.join("\n"));
+    let out = full.outputs();
+    assert_eq!(out["decision"], "full");
+    assert_eq!(out["review"]["findings"], json!([]), "the demo Dockerfile is clean");
+    assert_eq!(out["context"]["files"], 3, "only the binary, the Dockerfile and .dockerignore are sent: {}", out["context"]);
+    let full_ms = out["duration_ms"].as_u64().unwrap_or(0);
+
+    let main_rs = repo.path.join("src/main.rs");
+    let text = std::fs::read_to_string(&main_rs).expect("read main.rs");
+    std::fs::write(&main_rs, text.replace("hello from demo-service", "hello again from demo-service")).expect("edit");
+    repo.build_demo_binary();
+    let commit = repo.commit("demo: new greeting");
+    let cached = engine.build(&repo.path, &commit, with).await;
+    assert_eq!(cached.state, RunState::Succeeded, "error: {:?}\n{}", cached.step.error, cached.logs.join("\n"));
+    let out = cached.outputs();
+    assert_eq!(out["decision"], "cached", "{}", out["reason"]);
+    println!("demo service: full build {full_ms} ms, cached rebuild {} ms", out["duration_ms"]);
+    let image = out["image"].as_str().unwrap_or("").to_string();
+
+    let good = build_support::Container::start(&image, &[("DEMO_VERSION", "v2")]);
+    assert_eq!(good.get("/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(good.get("/"), (200, "hello again from demo-service v2\n".to_string()));
+    let (status, metrics) = good.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("demo_http_requests_total{path=\"/\",status=\"200\"} 1"), "{metrics}");
+    assert!(metrics.contains("demo_http_request_duration_seconds_bucket{le=\"+Inf\"}"), "{metrics}");
+
+    let bad = build_support::Container::start(&image, &[("DEMO_ERROR_RATE", "1"), ("DEMO_EXTRA_LATENCY_MS", "300")]);
+    assert_eq!(bad.get("/healthz").0, 200, "a bad version still passes its health check");
+    let started = std::time::Instant::now();
+    assert_eq!(bad.get("/").0, 500);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300), "extra latency applied");
+    let (_, metrics) = bad.get("/metrics");
+    assert!(metrics.contains("demo_http_requests_total{path=\"/\",status=\"500\"} 1"), "{metrics}");
+}
+
 /// Each review rule on a Dockerfile crafted to break it, with the line it must point at.
 #[test]
 fn review_rules_fire_on_crafted_dockerfiles() {
@@ -155,6 +201,15 @@ fn review_rules_fire_on_crafted_dockerfiles() {
         let findings = review_dockerfile(text, true);
         assert!(findings.is_empty(), "expected no findings in:\n{text}\n{findings:#?}");
     }
+}
+
+/// Whether the build step whose line ends with `instruction` was answered from the cache (the
+/// classic builder prints " ---> Using cache" right after the step line).
+fn step_used_cache(logs: &[String], instruction: &str) -> bool {
+    logs.iter()
+        .position(|l| l.starts_with("Step ") && l.ends_with(instruction))
+        .and_then(|at| logs.get(at + 1))
+        .is_some_and(|next| next.contains("Using cache"))
 }
 
 fn git_head(repo: &ServiceRepo) -> String {

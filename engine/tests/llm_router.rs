@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use cairn_engine::llm::{Answer, CallScope, Request, Router, Settings, Task, Tier, redact};
 use cairn_engine::store::{NewRun, Store};
 use cairn_models::{
-    ChatMessage, ChatTemplateKind, Error as ModelError, FinishReason, GenerateParams, Generation, LanguageModel,
-    ModelIdentity,
+    ChatMessage, ChatTemplateKind, Error as ModelError, FinishReason, GenerateParams, Generation,
+    LanguageModel, ModelIdentity,
 };
 use serde_json::{Value, json};
 use support::openai_server::{FakeOpenAi, Reply, normal_content, schema_breaking_content};
@@ -67,10 +67,16 @@ impl StandInModel {
         })
     }
 
-    fn answer(&self, prompt_tokens: usize, params: &GenerateParams) -> Result<Generation, ModelError> {
+    fn answer(
+        &self,
+        prompt_tokens: usize,
+        params: &GenerateParams,
+    ) -> Result<Generation, ModelError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.broken {
-            return Err(ModelError::Constraint { reason: "stand-in told to fail".into() });
+            return Err(ModelError::Constraint {
+                reason: "stand-in told to fail".into(),
+            });
         }
         let text = match params.json_schema {
             Some(_) => local_answer().to_string(),
@@ -96,11 +102,21 @@ impl LanguageModel for StandInModel {
         Ok(text.len().div_ceil(4))
     }
 
-    fn generate(&self, prompt: &str, params: &GenerateParams, _: &mut dyn FnMut(&str)) -> Result<Generation, ModelError> {
+    fn generate(
+        &self,
+        prompt: &str,
+        params: &GenerateParams,
+        _: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError> {
         self.answer(prompt.len() / 4, params)
     }
 
-    fn chat(&self, messages: &[ChatMessage], params: &GenerateParams, _: &mut dyn FnMut(&str)) -> Result<Generation, ModelError> {
+    fn chat(
+        &self,
+        messages: &[ChatMessage],
+        params: &GenerateParams,
+        _: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError> {
         self.answer(messages.iter().map(|m| m.content.len() / 4).sum(), params)
     }
 }
@@ -114,7 +130,8 @@ struct Harness {
 
 /// `yaml` with `BASE_URL` replaced by the server's URL; a fresh store in a temporary directory.
 fn harness(server: &FakeOpenAi, yaml: &str, local: Option<Arc<StandInModel>>) -> Harness {
-    let settings = Settings::parse("cairn.yaml", &yaml.replace("BASE_URL", &server.base_url())).unwrap();
+    let settings =
+        Settings::parse("cairn.yaml", &yaml.replace("BASE_URL", &server.base_url())).unwrap();
     let home = tempfile::tempdir().unwrap();
     let store = Store::open(&home.path().join("cairn.db")).unwrap();
     let run_id = store
@@ -134,7 +151,12 @@ fn harness(server: &FakeOpenAi, yaml: &str, local: Option<Arc<StandInModel>>) ->
         Some(model) => Router::with_local_model(settings, store.clone(), model).unwrap(),
         None => Router::new(settings, store.clone()).unwrap(),
     };
-    Harness { router: Arc::new(router), store, run_id, _home: home }
+    Harness {
+        router: Arc::new(router),
+        store,
+        run_id,
+        _home: home,
+    }
 }
 
 const INSTRUCTION: &str = "You assess how risky it is to deploy a code change. Answer only with JSON: level (low, \
@@ -144,7 +166,12 @@ const INSTRUCTION: &str = "You assess how risky it is to deploy a code change. A
 const SMALL_DIFF: &str = "diff --git a/src/auth.rs b/src/auth.rs\n--- a/src/auth.rs\n+++ b/src/auth.rs\n@@ -1,2 +1,2 @@\n-fn check() -> bool { verify() }\n+fn check() -> bool { true }\n";
 
 fn risk(input: &str) -> Request {
-    Request { task: Task::AssessRisk, instruction: INSTRUCTION.into(), input: input.into(), diff: Some(SMALL_DIFF.into()) }
+    Request {
+        task: Task::AssessRisk,
+        instruction: INSTRUCTION.into(),
+        input: input.into(),
+        diff: Some(SMALL_DIFF.into()),
+    }
 }
 
 /// Remote with one retry and a breaker that stays closed, `assess_risk` remote then local.
@@ -163,17 +190,33 @@ const FAILOVER: &str = "llm:
 
 /// One `assess_risk` call against a server answering `script` then `mode`; the tier, the
 /// reasons and what was recorded in the run's history are checked by the callers.
-async fn failing_call(script: Vec<Reply>, mode: Reply, yaml: &str, local: Arc<StandInModel>) -> (Answer, FakeOpenAi, Harness, Duration) {
+async fn failing_call(
+    script: Vec<Reply>,
+    mode: Reply,
+    yaml: &str,
+    local: Arc<StandInModel>,
+) -> (Answer, FakeOpenAi, Harness, Duration) {
     let server = FakeOpenAi::start().await;
     server.script(script);
     server.set_mode(mode);
     let harness = harness(&server, yaml, Some(local));
     let scope = CallScope::new(harness.run_id, "analyze");
     let started = Instant::now();
-    let answer = harness.router.ask(Some(&scope), risk("Commit subject: trust every token"), rules_answer).await;
+    let answer = harness
+        .router
+        .ask(
+            Some(&scope),
+            risk("Commit subject: trust every token"),
+            rules_answer,
+        )
+        .await;
     let elapsed = started.elapsed();
     // What the run's history says matches what the caller was told.
-    let recorded = harness.store.recorded_call(harness.run_id, "analyze", 0).unwrap().unwrap();
+    let recorded = harness
+        .store
+        .recorded_call(harness.run_id, "analyze", 0)
+        .unwrap()
+        .unwrap();
     assert_eq!(recorded.tier, answer.tier.as_str());
     assert_eq!(recorded.fallbacks, answer.fallbacks);
     (answer, server, harness, elapsed)
@@ -183,8 +226,16 @@ fn assert_fell_back_to_local(answer: &Answer, reason: &str) {
     assert_eq!(answer.tier, Tier::Local, "{answer:?}");
     assert_eq!(answer.value.as_ref(), Some(&local_answer()));
     assert_eq!(answer.fallbacks.len(), 1, "{:?}", answer.fallbacks);
-    assert!(answer.fallbacks[0].starts_with("remote: "), "{:?}", answer.fallbacks);
-    assert!(answer.fallbacks[0].contains(reason), "expected `{reason}` in {:?}", answer.fallbacks);
+    assert!(
+        answer.fallbacks[0].starts_with("remote: "),
+        "{:?}",
+        answer.fallbacks
+    );
+    assert!(
+        answer.fallbacks[0].contains(reason),
+        "expected `{reason}` in {:?}",
+        answer.fallbacks
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -193,17 +244,30 @@ fn assert_fell_back_to_local(answer: &Answer, reason: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_server_times_out_and_the_local_tier_answers() {
     let yaml = FAILOVER.replace("retries: 1", "retries: 0");
-    let (answer, server, _h, elapsed) =
-        failing_call(vec![], Reply::Slow(Duration::from_secs(5)), &yaml, StandInModel::new(false)).await;
+    let (answer, server, _h, elapsed) = failing_call(
+        vec![],
+        Reply::Slow(Duration::from_secs(5)),
+        &yaml,
+        StandInModel::new(false),
+    )
+    .await;
     assert_fell_back_to_local(&answer, "timed out after 400ms");
     assert_eq!(server.request_count(), 1);
-    assert!(elapsed < Duration::from_secs(3), "the timeout was not enforced: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "the timeout was not enforced: {elapsed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_is_retried_after_retry_after_and_then_succeeds() {
-    let (answer, server, _h, _) =
-        failing_call(vec![Reply::TooManyRequests], Reply::Normal, FAILOVER, StandInModel::new(false)).await;
+    let (answer, server, _h, _) = failing_call(
+        vec![Reply::TooManyRequests],
+        Reply::Normal,
+        FAILOVER,
+        StandInModel::new(false),
+    )
+    .await;
     assert_eq!(answer.tier, Tier::Remote, "{answer:?}");
     assert!(answer.fallbacks.is_empty(), "{:?}", answer.fallbacks);
     assert_eq!(answer.text, normal_content());
@@ -211,68 +275,133 @@ async fn a_429_is_retried_after_retry_after_and_then_succeeds() {
     assert_eq!(received.len(), 2);
     // Without Retry-After the first backoff is 500 ms + at most 50% jitter (< 750 ms).
     let gap = received[1].at - received[0].at;
-    assert!(gap >= Duration::from_millis(950), "Retry-After: 1 not honoured, retried after {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(950),
+        "Retry-After: 1 not honoured, retried after {gap:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_that_never_ends_falls_back() {
-    let (answer, server, _h, _) = failing_call(vec![], Reply::TooManyRequests, FAILOVER, StandInModel::new(false)).await;
+    let (answer, server, _h, _) = failing_call(
+        vec![],
+        Reply::TooManyRequests,
+        FAILOVER,
+        StandInModel::new(false),
+    )
+    .await;
     assert_fell_back_to_local(&answer, "HTTP 429");
-    assert!(answer.fallbacks[0].contains("Rate limit reached"), "{:?}", answer.fallbacks);
+    assert!(
+        answer.fallbacks[0].contains("Rate limit reached"),
+        "{:?}",
+        answer.fallbacks
+    );
     assert_eq!(server.request_count(), 2, "one try and one retry");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500_is_retried_then_falls_back() {
-    let (answer, server, _h, _) = failing_call(vec![], Reply::ServerError, FAILOVER, StandInModel::new(false)).await;
+    let (answer, server, _h, _) = failing_call(
+        vec![],
+        Reply::ServerError,
+        FAILOVER,
+        StandInModel::new(false),
+    )
+    .await;
     assert_fell_back_to_local(&answer, "HTTP 500");
     assert_eq!(server.request_count(), 2, "one try and one retry");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_is_not_json_falls_back() {
-    let (answer, server, _h, _) = failing_call(vec![], Reply::MalformedJson, FAILOVER, StandInModel::new(false)).await;
+    let (answer, server, _h, _) = failing_call(
+        vec![],
+        Reply::MalformedJson,
+        FAILOVER,
+        StandInModel::new(false),
+    )
+    .await;
     assert_fell_back_to_local(&answer, "malformed response: not JSON");
-    assert_eq!(server.request_count(), 1, "a malformed answer is not retried");
+    assert_eq!(
+        server.request_count(),
+        1,
+        "a malformed answer is not retried"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_body_falls_back() {
-    let (answer, server, _h, _) = failing_call(vec![], Reply::Truncated, FAILOVER, StandInModel::new(false)).await;
+    let (answer, server, _h, _) =
+        failing_call(vec![], Reply::Truncated, FAILOVER, StandInModel::new(false)).await;
     assert_fell_back_to_local(&answer, "malformed response: unreadable body");
     assert_eq!(server.request_count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_breaking_answer_is_repaired_once_and_accepted() {
-    let (answer, server, _h, _) =
-        failing_call(vec![Reply::BreaksSchema], Reply::Normal, FAILOVER, StandInModel::new(false)).await;
+    let (answer, server, _h, _) = failing_call(
+        vec![Reply::BreaksSchema],
+        Reply::Normal,
+        FAILOVER,
+        StandInModel::new(false),
+    )
+    .await;
     assert_eq!(answer.tier, Tier::Remote, "{answer:?}");
     assert!(answer.fallbacks.is_empty());
-    assert_eq!(answer.value.as_ref(), Some(&serde_json::from_str::<Value>(&normal_content()).unwrap()));
+    assert_eq!(
+        answer.value.as_ref(),
+        Some(&serde_json::from_str::<Value>(&normal_content()).unwrap())
+    );
     let received = server.received();
     assert_eq!(received.len(), 2, "exactly one repair request");
     let first = received[0].contents();
     let repair = received[1].contents();
-    assert_eq!(repair.len(), first.len() + 2, "the repair carries the conversation, the answer and a correction");
-    assert_eq!(received[1].json["messages"][first.len()]["role"], "assistant");
-    assert_eq!(repair[first.len()], schema_breaking_content(), "the previous answer is sent back");
-    assert!(repair[first.len() + 1].contains("invalid"), "{}", repair[first.len() + 1]);
+    assert_eq!(
+        repair.len(),
+        first.len() + 2,
+        "the repair carries the conversation, the answer and a correction"
+    );
+    assert_eq!(
+        received[1].json["messages"][first.len()]["role"],
+        "assistant"
+    );
+    assert_eq!(
+        repair[first.len()],
+        schema_breaking_content(),
+        "the previous answer is sent back"
+    );
+    assert!(
+        repair[first.len() + 1].contains("invalid"),
+        "{}",
+        repair[first.len() + 1]
+    );
     // Both rounds were paid for, and the answer says so.
     let billed: u64 = received
         .iter()
         .map(|r| {
             let messages = r.json["messages"].as_array().unwrap();
-            messages.iter().map(|m| m["content"].as_str().unwrap().len().div_ceil(4) as u64 + 4).sum::<u64>()
+            messages
+                .iter()
+                .map(|m| m["content"].as_str().unwrap().len().div_ceil(4) as u64 + 4)
+                .sum::<u64>()
         })
         .sum();
     assert_eq!(answer.prompt_tokens, billed);
-    assert_eq!(answer.prompt_tokens + answer.completion_tokens, server.usage_total());
+    assert_eq!(
+        answer.prompt_tokens + answer.completion_tokens,
+        server.usage_total()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_breaking_answer_twice_falls_back() {
-    let (answer, server, _h, _) = failing_call(vec![], Reply::BreaksSchema, FAILOVER, StandInModel::new(false)).await;
+    let (answer, server, _h, _) = failing_call(
+        vec![],
+        Reply::BreaksSchema,
+        FAILOVER,
+        StandInModel::new(false),
+    )
+    .await;
     assert_fell_back_to_local(&answer, "invalid answer after one repair");
     assert_eq!(server.request_count(), 2);
 }
@@ -280,12 +409,21 @@ async fn a_schema_breaking_answer_twice_falls_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_remote_and_local_both_fail_the_rules_decide() {
     let local = StandInModel::new(true);
-    let (answer, server, _h, _) = failing_call(vec![], Reply::ServerError, FAILOVER, Arc::clone(&local)).await;
+    let (answer, server, _h, _) =
+        failing_call(vec![], Reply::ServerError, FAILOVER, Arc::clone(&local)).await;
     assert_eq!(answer.tier, Tier::Rules);
     assert_eq!(answer.value, Some(rules_answer()));
     assert_eq!(answer.fallbacks.len(), 2, "{:?}", answer.fallbacks);
-    assert!(answer.fallbacks[0].starts_with("remote: HTTP 500"), "{:?}", answer.fallbacks);
-    assert!(answer.fallbacks[1].starts_with("local: local model failed"), "{:?}", answer.fallbacks);
+    assert!(
+        answer.fallbacks[0].starts_with("remote: HTTP 500"),
+        "{:?}",
+        answer.fallbacks
+    );
+    assert!(
+        answer.fallbacks[1].starts_with("local: local model failed"),
+        "{:?}",
+        answer.fallbacks
+    );
     assert_eq!(local.calls.load(Ordering::SeqCst), 1);
     assert_eq!(server.request_count(), 2);
 }
@@ -316,7 +454,13 @@ async fn fifty_concurrent_callers_never_overspend_the_daily_budget() {
         let router = Arc::clone(&h.router);
         callers.push(tokio::spawn(async move {
             // Distinct requests: no cache hits.
-            router.ask(None, risk(&format!("Commit subject: change number {caller}")), rules_answer).await
+            router
+                .ask(
+                    None,
+                    risk(&format!("Commit subject: change number {caller}")),
+                    rules_answer,
+                )
+                .await
         }));
     }
     let mut answered = 0;
@@ -351,11 +495,23 @@ async fn fifty_concurrent_callers_never_overspend_the_daily_budget() {
     assert_eq!(answered + exhausted, 50);
     assert!(exhausted > 0, "the limit was meant to bind");
     assert!(answered > 0);
-    assert!(server.usage_total() <= LIMIT, "the server billed {} > {LIMIT}", server.usage_total());
+    assert!(
+        server.usage_total() <= LIMIT,
+        "the server billed {} > {LIMIT}",
+        server.usage_total()
+    );
     assert!(ledger <= LIMIT, "the ledger shows {ledger} > {LIMIT}");
-    assert_eq!(ledger, server.usage_total(), "the ledger settles on what the server reported");
+    assert_eq!(
+        ledger,
+        server.usage_total(),
+        "the ledger settles on what the server reported"
+    );
     assert_eq!(spent_by_answers, server.usage_total());
-    assert_eq!(server.request_count(), answered, "refused calls never reached the server");
+    assert_eq!(
+        server.request_count(),
+        answered,
+        "refused calls never reached the server"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -365,8 +521,14 @@ async fn fifty_concurrent_callers_never_overspend_the_daily_budget() {
 async fn the_same_request_twice_is_answered_from_the_cache() {
     let server = FakeOpenAi::start().await;
     let h = harness(&server, FAILOVER, Some(StandInModel::new(false)));
-    let first = h.router.ask(None, risk("Commit subject: cache me"), rules_answer).await;
-    let second = h.router.ask(None, risk("Commit subject: cache me"), rules_answer).await;
+    let first = h
+        .router
+        .ask(None, risk("Commit subject: cache me"), rules_answer)
+        .await;
+    let second = h
+        .router
+        .ask(None, risk("Commit subject: cache me"), rules_answer)
+        .await;
     assert_eq!(first.tier, Tier::Remote);
     assert!(!first.cache_hit);
     assert!(first.cost_micros > 0, "{first:?}");
@@ -375,10 +537,21 @@ async fn the_same_request_twice_is_answered_from_the_cache() {
     assert_eq!(second.cost_micros, 0);
     assert_eq!(second.text, first.text);
     assert_eq!(second.value, first.value);
-    assert_eq!(server.request_count(), 1, "the second answer came from the cache");
+    assert_eq!(
+        server.request_count(),
+        1,
+        "the second answer came from the cache"
+    );
     let (ledger, _) = h.store.spent_today("remote").unwrap();
-    assert_eq!(ledger, first.prompt_tokens + first.completion_tokens, "the hit spent nothing");
-    println!("cache: 2 asks, 1 server request, 1 hit; first cost {} micros, second 0", first.cost_micros);
+    assert_eq!(
+        ledger,
+        first.prompt_tokens + first.completion_tokens,
+        "the hit spent nothing"
+    );
+    println!(
+        "cache: 2 asks, 1 server request, 1 hit; first cost {} micros, second 0",
+        first.cost_micros
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -411,6 +584,9 @@ fn seeded_secrets() -> (Vec<(&'static str, &'static str)>, String, String) {
             "user token xoxp-798682828807-290222791805-888718033401-e02ea68ef786e4d3cea27d26934b484e".into(),
         ),
         ("bearer token", "lsZfYcMMDktXP_tKsf2-r-cDkdfrUnW5gcF.Ha6i", "curl -H 'Authorization: Bearer lsZfYcMMDktXP_tKsf2-r-cDkdfrUnW5gcF.Ha6i' https://api".into()),
+        // Hex tokens are exempt from the entropy test (they look like commit ids), so only the
+        // bearer pattern can catch this one.
+        ("bearer token (hex)", "8d2f4e6a1b3c5d7e9f0a2b4c6d8e0f1a", "Authorization: Bearer 8d2f4e6a1b3c5d7e9f0a2b4c6d8e0f1a".into()),
         ("basic auth", "dXNlcjpwYXNzd29yZDEyMzQ1Ng==", "curl -H \"Authorization: Basic dXNlcjpwYXNzd29yZDEyMzQ1Ng==\" https://ci".into()),
         ("high entropy (unlabelled)", "V7G5IfQHeVVEqZe2qpUWnoVPDF2yeE6R", "signing salt V7G5IfQHeVVEqZe2qpUWnoVPDF2yeE6R rotated".into()),
         ("openai key", "sk-proj-IqfEouHgxzNNAL5wIScGebcy8F5n3-YNBDRzrZSgqbjG3uhk", "llm key sk-proj-IqfEouHgxzNNAL5wIScGebcy8F5n3-YNBDRzrZSgqbjG3uhk".into()),
@@ -448,9 +624,21 @@ fn seeded_secrets() -> (Vec<(&'static str, &'static str)>, String, String) {
         ("high entropy (unlabelled, base64)", "KfzjsQGMrb9h+ImB+LK777pzNk8cL6j5IXAAjlsHUqJo", "+  salt: [KfzjsQGMrb9h+ImB+LK777pzNk8cL6j5IXAAjlsHUqJo]".into()),
     ];
     let env_file: Vec<(&str, &str, &str)> = vec![
-        (".env value (low entropy)", "plainsecretvalue", "+SESSION_KEY=plainsecretvalue\n"),
-        (".env value (short)", "letmein123", "+ADMIN_PASS=letmein123\n"),
-        (".env url password", "mailpass-77", "+SMTP_URL=smtp://mailer:mailpass-77@smtp.internal:587\n"),
+        (
+            ".env value (low entropy)",
+            "plainsecretvalue",
+            "+SESSION_KEY=plainsecretvalue\n",
+        ),
+        (
+            ".env value (short)",
+            "letmein123",
+            "+ADMIN_PASS=letmein123\n",
+        ),
+        (
+            ".env url password",
+            "mailpass-77",
+            "+SMTP_URL=smtp://mailer:mailpass-77@smtp.internal:587\n",
+        ),
     ];
     let mut secrets: Vec<(&'static str, &'static str)> = Vec::new();
     let mut input = String::from("Commit subject: rotate credentials after the incident\nNotes:\n");
@@ -474,8 +662,16 @@ fn seeded_secrets() -> (Vec<(&'static str, &'static str)>, String, String) {
     }
     let pems = [
         ("rsa private key", "RSA PRIVATE KEY", RSA_LINES.as_slice()),
-        ("ec private key", "EC PRIVATE KEY", std::slice::from_ref(&EC_LINE)),
-        ("openssh private key", "OPENSSH PRIVATE KEY", std::slice::from_ref(&OPENSSH_LINE)),
+        (
+            "ec private key",
+            "EC PRIVATE KEY",
+            std::slice::from_ref(&EC_LINE),
+        ),
+        (
+            "openssh private key",
+            "OPENSSH PRIVATE KEY",
+            std::slice::from_ref(&OPENSSH_LINE),
+        ),
     ];
     for (kind, label, lines) in pems {
         let file = kind.replace(' ', "_");
@@ -501,7 +697,12 @@ async fn no_seeded_secret_ever_reaches_the_server() {
     // conversation again plus the answer) is checked too.
     server.script([Reply::BreaksSchema]);
     let h = harness(&server, FAILOVER, Some(StandInModel::new(false)));
-    let request = Request { task: Task::AssessRisk, instruction: INSTRUCTION.into(), input: input.clone(), diff: Some(diff.clone()) };
+    let request = Request {
+        task: Task::AssessRisk,
+        instruction: INSTRUCTION.into(),
+        input: input.clone(),
+        diff: Some(diff.clone()),
+    };
     let answer = h.router.ask(None, request, rules_answer).await;
     assert_eq!(answer.tier, Tier::Remote, "{answer:?}");
     let received = server.received();
@@ -511,12 +712,17 @@ async fn no_seeded_secret_ever_reaches_the_server() {
     for (kind, secret) in &secrets {
         for (index, request) in received.iter().enumerate() {
             let body = &request.body[..];
-            if body.windows(secret.len()).any(|window| window == secret.as_bytes()) {
+            if body
+                .windows(secret.len())
+                .any(|window| window == secret.as_bytes())
+            {
                 leaked.push(format!("{kind} `{secret}` in request {index}"));
             }
         }
     }
-    let placeholders = String::from_utf8_lossy(&received[0].body).matches("[REDACTED:").count();
+    let placeholders = String::from_utf8_lossy(&received[0].body)
+        .matches("[REDACTED:")
+        .count();
     let mut kinds: Vec<&str> = redact(&input).found;
     kinds.extend(redact(&diff).found);
     let mut histogram = std::collections::BTreeMap::new();
@@ -529,10 +735,17 @@ async fn no_seeded_secret_ever_reaches_the_server() {
         placeholders,
         leaked.len()
     );
-    assert!(leaked.is_empty(), "secrets reached the server:\n{}", leaked.join("\n"));
+    assert!(
+        leaked.is_empty(),
+        "secrets reached the server:\n{}",
+        leaked.join("\n")
+    );
     // The surrounding context survives: the remote still sees what changed.
     let sent = String::from_utf8_lossy(&received[0].body);
-    assert!(sent.contains("rotate credentials after the incident") && sent.contains("config/deploy.yaml"));
+    assert!(
+        sent.contains("rotate credentials after the incident")
+            && sent.contains("config/deploy.yaml")
+    );
     assert!(placeholders >= 30, "{placeholders} placeholders");
 }
 
@@ -557,15 +770,35 @@ async fn a_rerun_attempt_replays_the_recorded_answers_without_paying() {
         async move {
             let scope = CallScope::new(h.run_id, "analyze");
             server.set_mode(Reply::Normal);
-            let a = h.router.ask(Some(&scope), risk("Commit subject: first question"), rules_answer).await;
-            let b = h.router.ask(Some(&scope), summary(), || json!("rules summary")).await;
+            let a = h
+                .router
+                .ask(
+                    Some(&scope),
+                    risk("Commit subject: first question"),
+                    rules_answer,
+                )
+                .await;
+            let b = h
+                .router
+                .ask(Some(&scope), summary(), || json!("rules summary"))
+                .await;
             server.set_mode(mode);
-            let c = h.router.ask(Some(&scope), risk("Commit subject: second question"), rules_answer).await;
+            let c = h
+                .router
+                .ask(
+                    Some(&scope),
+                    risk("Commit subject: second question"),
+                    rules_answer,
+                )
+                .await;
             vec![a, b, c]
         }
     };
     let first = attempt(Reply::ServerError).await;
-    assert_eq!(first.iter().map(|a| a.tier).collect::<Vec<_>>(), [Tier::Remote, Tier::Local, Tier::Local]);
+    assert_eq!(
+        first.iter().map(|a| a.tier).collect::<Vec<_>>(),
+        [Tier::Remote, Tier::Local, Tier::Local]
+    );
     assert!(first[2].fallbacks[0].contains("HTTP 500"));
     assert!(first.iter().all(|a| !a.replayed));
     let requests = server.request_count();
@@ -574,17 +807,32 @@ async fn a_rerun_attempt_replays_the_recorded_answers_without_paying() {
     // The same step again (a re-run after a crash). The server would now answer differently;
     // the recorded answers win and nothing is sent.
     let again = attempt(Reply::Content(
-        json!({ "level": "low", "score": 5, "reasons": ["different"], "strategy": "rolling" }).to_string(),
+        json!({ "level": "low", "score": 5, "reasons": ["different"], "strategy": "rolling" })
+            .to_string(),
     ))
     .await;
     for (old, new) in first.iter().zip(&again) {
         assert!(new.replayed, "{new:?}");
-        assert_eq!((&new.text, &new.value, new.tier, &new.fallbacks), (&old.text, &old.value, old.tier, &old.fallbacks));
-        assert_eq!((new.prompt_tokens, new.completion_tokens, new.cost_micros), (0, 0, 0));
+        assert_eq!(
+            (&new.text, &new.value, new.tier, &new.fallbacks),
+            (&old.text, &old.value, old.tier, &old.fallbacks)
+        );
+        assert_eq!(
+            (new.prompt_tokens, new.completion_tokens, new.cost_micros),
+            (0, 0, 0)
+        );
     }
     assert_eq!(server.request_count(), requests, "the re-run sent nothing");
-    assert_eq!(h.store.spent_today("remote").unwrap().0, ledger, "the re-run spent nothing");
-    assert_eq!(h.store.calls(h.run_id).unwrap().len(), 3, "one record per call, not per attempt");
+    assert_eq!(
+        h.store.spent_today("remote").unwrap().0,
+        ledger,
+        "the re-run spent nothing"
+    );
+    assert_eq!(
+        h.store.calls(h.run_id).unwrap().len(),
+        3,
+        "one record per call, not per attempt"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,24 +842,52 @@ async fn a_rerun_attempt_replays_the_recorded_answers_without_paying() {
 async fn the_breaker_opens_fails_fast_and_closes_after_the_cool_down() {
     let server = FakeOpenAi::start().await;
     server.set_mode(Reply::ServerError);
-    let yaml = FAILOVER.replace("retries: 1", "retries: 0").replace("{ failures: 100, cool_down: 1s }", "{ failures: 2, cool_down: 2s }");
+    let yaml = FAILOVER.replace("retries: 1", "retries: 0").replace(
+        "{ failures: 100, cool_down: 1s }",
+        "{ failures: 2, cool_down: 2s }",
+    );
     let h = harness(&server, &yaml, Some(StandInModel::new(false)));
     for call in 0..2 {
-        let answer = h.router.ask(None, risk(&format!("Commit subject: failing {call}")), rules_answer).await;
+        let answer = h
+            .router
+            .ask(
+                None,
+                risk(&format!("Commit subject: failing {call}")),
+                rules_answer,
+            )
+            .await;
         assert_fell_back_to_local(&answer, "HTTP 500");
     }
     assert_eq!(server.request_count(), 2);
     let connections = server.connection_count();
     let started = Instant::now();
-    let answer = h.router.ask(None, risk("Commit subject: while open"), rules_answer).await;
+    let answer = h
+        .router
+        .ask(None, risk("Commit subject: while open"), rules_answer)
+        .await;
     assert_fell_back_to_local(&answer, "circuit open");
-    assert!(started.elapsed() < Duration::from_millis(500), "not fast: {:?}", started.elapsed());
-    assert_eq!(server.request_count(), 2, "an open circuit does not touch the server");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "not fast: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        server.request_count(),
+        2,
+        "an open circuit does not touch the server"
+    );
     assert_eq!(server.connection_count(), connections);
 
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     server.set_mode(Reply::Normal);
-    let answer = h.router.ask(None, risk("Commit subject: after the cool-down"), rules_answer).await;
+    let answer = h
+        .router
+        .ask(
+            None,
+            risk("Commit subject: after the cool-down"),
+            rules_answer,
+        )
+        .await;
     assert_eq!(answer.tier, Tier::Remote, "{answer:?}");
     assert!(answer.fallbacks.is_empty());
     assert_eq!(server.request_count(), 3);
@@ -626,18 +902,35 @@ async fn without_a_remote_nothing_is_sent_anywhere() {
     let yaml = "llm:\n  tasks:\n    assess_risk: remote\n    summarize_diff: remote\n";
     // The stand-in answers locally.
     let h = harness(&server, yaml, Some(StandInModel::new(false)));
-    let answer = h.router.ask(None, risk("Commit subject: offline"), rules_answer).await;
+    let answer = h
+        .router
+        .ask(None, risk("Commit subject: offline"), rules_answer)
+        .await;
     assert_eq!(answer.tier, Tier::Local, "{answer:?}");
     assert!(answer.fallbacks.is_empty(), "{:?}", answer.fallbacks);
     // The real loading path with no model file: the rules answer.
     let missing = tempfile::tempdir().unwrap();
-    let yaml = format!("{yaml}  local:\n    model: {}\n", missing.path().join("absent.gguf").display());
+    let yaml = format!(
+        "{yaml}  local:\n    model: {}\n",
+        missing.path().join("absent.gguf").display()
+    );
     let h = harness(&server, &yaml, None);
-    let answer = h.router.ask(None, risk("Commit subject: offline, no model"), rules_answer).await;
+    let answer = h
+        .router
+        .ask(
+            None,
+            risk("Commit subject: offline, no model"),
+            rules_answer,
+        )
+        .await;
     assert_eq!(answer.tier, Tier::Rules, "{answer:?}");
     assert_eq!(answer.value, Some(rules_answer()));
     assert_eq!(answer.fallbacks.len(), 1, "{:?}", answer.fallbacks);
-    assert!(answer.fallbacks[0].starts_with("local: "), "{:?}", answer.fallbacks);
+    assert!(
+        answer.fallbacks[0].starts_with("local: "),
+        "{:?}",
+        answer.fallbacks
+    );
     assert_eq!(server.connection_count(), 0);
     assert_eq!(server.request_count(), 0);
 }
@@ -654,7 +947,12 @@ fn the_api_key_is_sent_as_a_bearer_token_and_never_shown() {
         // Setting a variable in this multi-threaded test process would need `unsafe`; run this
         // one test again in a child process that has it.
         let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "the_api_key_is_sent_as_a_bearer_token_and_never_shown", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "the_api_key_is_sent_as_a_bearer_token_and_never_shown",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(KEY_VARIABLE, KEY)
             .output()
             .unwrap();
@@ -664,32 +962,76 @@ fn the_api_key_is_sent_as_a_bearer_token_and_never_shown() {
         assert!(stdout.contains("1 passed"), "the child ran no test");
         return;
     }
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(async {
-        let server = FakeOpenAi::start().await;
-        let yaml = FAILOVER.replace("model: fake-gpt", &format!("model: fake-gpt\n    api_key_env: {KEY_VARIABLE}"));
-        let h = harness(&server, &yaml, Some(StandInModel::new(false)));
-        let scope = CallScope::new(h.run_id, "analyze");
-        let answer = h.router.ask(Some(&scope), risk("Commit subject: with a key"), rules_answer).await;
-        assert_eq!(answer.tier, Tier::Remote, "{answer:?}");
-        let received = server.received();
-        assert_eq!(received[0].path, "/v1/chat/completions");
-        assert_eq!(received[0].authorization.as_deref(), Some(format!("Bearer {KEY}").as_str()));
-        assert!(!String::from_utf8_lossy(&received[0].body).contains(KEY), "the key is in the body");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let server = FakeOpenAi::start().await;
+            let yaml = FAILOVER.replace(
+                "model: fake-gpt",
+                &format!("model: fake-gpt\n    api_key_env: {KEY_VARIABLE}"),
+            );
+            let h = harness(&server, &yaml, Some(StandInModel::new(false)));
+            let scope = CallScope::new(h.run_id, "analyze");
+            let answer = h
+                .router
+                .ask(
+                    Some(&scope),
+                    risk("Commit subject: with a key"),
+                    rules_answer,
+                )
+                .await;
+            assert_eq!(answer.tier, Tier::Remote, "{answer:?}");
+            let received = server.received();
+            assert_eq!(received[0].path, "/v1/chat/completions");
+            assert_eq!(
+                received[0].authorization.as_deref(),
+                Some(format!("Bearer {KEY}").as_str())
+            );
+            assert!(
+                !String::from_utf8_lossy(&received[0].body).contains(KEY),
+                "the key is in the body"
+            );
 
-        // A provider that rejects the key and quotes it back in its error message.
-        server.set_mode(Reply::Unauthorized);
-        let answer = h.router.ask(Some(&scope), risk("Commit subject: rejected key"), rules_answer).await;
-        assert_fell_back_to_local(&answer, "HTTP 401");
-        assert_eq!(server.request_count(), 2, "a 401 is not retried");
-        let history = serde_json::to_string(&h.store.calls(h.run_id).unwrap()).unwrap();
-        assert!(!answer.fallbacks.join("\n").contains(KEY), "the key leaked into the fallback: {:?}", answer.fallbacks);
-        assert!(!history.contains(KEY), "the key leaked into the run's history");
+            // A provider that rejects the key and quotes it back in its error message.
+            server.set_mode(Reply::Unauthorized);
+            let answer = h
+                .router
+                .ask(
+                    Some(&scope),
+                    risk("Commit subject: rejected key"),
+                    rules_answer,
+                )
+                .await;
+            assert_fell_back_to_local(&answer, "HTTP 401");
+            assert_eq!(server.request_count(), 2, "a 401 is not retried");
+            let history = serde_json::to_string(&h.store.calls(h.run_id).unwrap()).unwrap();
+            assert!(
+                !answer.fallbacks.join("\n").contains(KEY),
+                "the key leaked into the fallback: {:?}",
+                answer.fallbacks
+            );
+            assert!(
+                !history.contains(KEY),
+                "the key leaked into the run's history"
+            );
 
-        // A variable that is not set: nothing is sent and the reason names the variable only.
-        let yaml = FAILOVER.replace("model: fake-gpt", "model: fake-gpt\n    api_key_env: CAIRN_LLM_ROUTER_TEST_UNSET_KEY");
-        let h = harness(&server, &yaml, Some(StandInModel::new(false)));
-        let answer = h.router.ask(None, risk("Commit subject: no key"), rules_answer).await;
-        assert_fell_back_to_local(&answer, "the API key variable `CAIRN_LLM_ROUTER_TEST_UNSET_KEY` is not set");
-        assert_eq!(server.request_count(), 2);
-    });
+            // A variable that is not set: nothing is sent and the reason names the variable only.
+            let yaml = FAILOVER.replace(
+                "model: fake-gpt",
+                "model: fake-gpt\n    api_key_env: CAIRN_LLM_ROUTER_TEST_UNSET_KEY",
+            );
+            let h = harness(&server, &yaml, Some(StandInModel::new(false)));
+            let answer = h
+                .router
+                .ask(None, risk("Commit subject: no key"), rules_answer)
+                .await;
+            assert_fell_back_to_local(
+                &answer,
+                "the API key variable `CAIRN_LLM_ROUTER_TEST_UNSET_KEY` is not set",
+            );
+            assert_eq!(server.request_count(), 2);
+        });
 }

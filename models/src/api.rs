@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{ChatMessage, ChatTemplateKind};
 use crate::Error;
+use crate::chat::{ChatMessage, ChatTemplateKind};
 
 /// A loaded language model: object-safe, shareable between threads. Calls block the calling
 /// thread while the model runs; async callers use `spawn_blocking`. Concurrent calls on one
@@ -36,6 +36,16 @@ pub trait LanguageModel: Send + Sync {
         params: &GenerateParams,
         on_token: &mut dyn FnMut(&str),
     ) -> Result<Generation, Error>;
+
+    /// Number of prompt tokens `messages` take once formatted with the chat template
+    /// (the default adds a rough allowance per message for the role markers).
+    fn count_chat_tokens(&self, messages: &[ChatMessage]) -> Result<usize, Error> {
+        let mut total = 0;
+        for message in messages {
+            total += self.count_tokens(&message.content)? + 8;
+        }
+        Ok(total + 32)
+    }
 
     /// Summarizes `text` following `instruction` ("Summarize this diff in one sentence."),
     /// chunking and combining when it does not fit the context window.

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::Error;
 use crate::api::{LanguageModel, LoadOptions};
 use crate::local::LocalModel;
-use crate::Error;
 
 const PROMPT_TOKENS: usize = 512;
 const GENERATED_TOKENS: usize = 128;
@@ -93,7 +93,9 @@ fn pseudo_random_ids(count: usize, vocab: u64) -> Vec<u32> {
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     (0..count)
         .map(|_| {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
             (100 + (state >> 33) % (vocab - 100)) as u32
         })
         .collect()

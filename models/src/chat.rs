@@ -222,11 +222,21 @@ impl ChatTemplate {
                 (Role::User, _) => ("user", message.content.clone()),
                 (Role::Assistant, _) => (spec.assistant_role, message.content.clone()),
             };
-            out.push_str(&spec.turn.replace("{role}", role).replace("{content}", &content));
+            out.push_str(
+                &spec
+                    .turn
+                    .replace("{role}", role)
+                    .replace("{content}", &content),
+            );
         }
         if !pending_system.is_empty() {
             let content = pending_system.join("\n\n");
-            out.push_str(&spec.turn.replace("{role}", "user").replace("{content}", &content));
+            out.push_str(
+                &spec
+                    .turn
+                    .replace("{role}", "user")
+                    .replace("{content}", &content),
+            );
         }
         let opening = spec.turn.replace("{role}", spec.assistant_role);
         let opening = opening.split("{content}").next().unwrap_or_default();
@@ -305,7 +315,11 @@ mod tests {
             ChatTemplateKind::Plain,
         );
         assert_eq!(t.kind(), ChatTemplateKind::ChatMl);
-        let t = ChatTemplate::detect(None, |tok| tok == "<start_of_turn>", ChatTemplateKind::Plain);
+        let t = ChatTemplate::detect(
+            None,
+            |tok| tok == "<start_of_turn>",
+            ChatTemplateKind::Plain,
+        );
         assert_eq!(t.kind(), ChatTemplateKind::Gemma);
         let t = ChatTemplate::detect(None, |_| false, ChatTemplateKind::Phi3);
         assert_eq!(t.kind(), ChatTemplateKind::Phi3);

@@ -9,12 +9,14 @@
 use std::sync::Arc;
 
 use llguidance::api::TopLevelGrammar;
-use llguidance::toktrie::{InferenceCapabilities, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+use llguidance::toktrie::{
+    InferenceCapabilities, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv,
+};
 use llguidance::{Constraint, ParserFactory};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::tokenizer::TextTokenizer;
 use crate::Error;
+use crate::tokenizer::TextTokenizer;
 
 /// Builds per-generation JSON constraints for one model.
 pub(crate) struct JsonConstraints {
@@ -135,7 +137,10 @@ impl JsonConstraint {
 
     /// Records the sampled token; returns true when the document is complete.
     pub(crate) fn commit(&mut self, token: u32) -> Result<bool, Error> {
-        let result = self.inner.commit_token(Some(token)).map_err(constraint_error)?;
+        let result = self
+            .inner
+            .commit_token(Some(token))
+            .map_err(constraint_error)?;
         Ok(result.stop)
     }
 }

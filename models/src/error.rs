@@ -46,7 +46,10 @@ pub enum Error {
 
     /// Encoding or decoding text failed.
     #[error("failed to {action} text with the tokenizer: {reason}")]
-    Tokenize { action: &'static str, reason: String },
+    Tokenize {
+        action: &'static str,
+        reason: String,
+    },
 
     /// A tensor operation in candle failed (loading weights or running the model).
     #[error("failed to {action}")]

@@ -2,12 +2,12 @@
 //! JSON constraint) until an end token, a stop sequence, `max_tokens` or a full context.
 //! Streamed text never includes text that a stop sequence later cuts off.
 
+use crate::Error;
 use crate::api::{FinishReason, GenerateParams, Generation};
 use crate::constrained::{JsonConstraint, Step};
 use crate::model::Backbone;
 use crate::sampling::Sampler;
 use crate::tokenizer::TextTokenizer;
-use crate::Error;
 
 /// Everything one generation needs besides the model.
 pub(crate) struct Request<'a> {
@@ -100,8 +100,7 @@ pub(crate) fn run(
         }
         logits = forward(backbone, &[token], history.len() - 1)?;
     };
-    if constraint.is_some()
-        && matches!(finish, FinishReason::MaxTokens | FinishReason::ContextFull)
+    if constraint.is_some() && matches!(finish, FinishReason::MaxTokens | FinishReason::ContextFull)
     {
         return Err(Error::Constraint {
             reason: format!(

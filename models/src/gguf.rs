@@ -6,12 +6,12 @@ use std::fs::File;
 use std::io::{BufReader, Seek};
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::QTensor;
 use candle_core::Device;
+use candle_core::quantized::QTensor;
+use candle_core::quantized::gguf_file::{Content, Value};
 
-use crate::error::without_backtrace;
 use crate::Error;
+use crate::error::without_backtrace;
 
 /// An open GGUF file whose header and tensor table have been read and checked.
 pub(crate) struct GgufFile {
@@ -42,9 +42,8 @@ impl GgufFile {
         let mut reader = BufReader::new(file);
         // candle's parser is defensive, but a corrupt file must never take the process down:
         // a panic inside it is reported as a parse error.
-        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Content::read(&mut reader)
-        }));
+        let parsed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(&mut reader)));
         let content = match parsed {
             Ok(Ok(content)) => content,
             Ok(Err(err)) => return Err(invalid(without_backtrace(err).to_string())),
@@ -69,7 +68,7 @@ impl GgufFile {
                     return Err(invalid(format!(
                         "file is truncated: tensor {name} ends past the end of the file \
                          ({file_len} bytes)"
-                    )))
+                    )));
                 }
             }
         }
@@ -96,7 +95,10 @@ impl GgufFile {
 
     /// Number of elements of a tensor, from the tensor table (no data read).
     pub(crate) fn tensor_elements(&self, name: &str) -> Option<usize> {
-        self.content.tensor_infos.get(name).map(|info| info.shape.elem_count())
+        self.content
+            .tensor_infos
+            .get(name)
+            .map(|info| info.shape.elem_count())
     }
 
     /// First dimension (rows) of a 2-D tensor, from the tensor table.
@@ -124,10 +126,13 @@ impl GgufFile {
     }
 
     fn get(&self, key: &str) -> Result<&Value, Error> {
-        self.content.metadata.get(key).ok_or_else(|| Error::Metadata {
-            key: key.to_string(),
-            reason: "missing".to_string(),
-        })
+        self.content
+            .metadata
+            .get(key)
+            .ok_or_else(|| Error::Metadata {
+                key: key.to_string(),
+                reason: "missing".to_string(),
+            })
     }
 
     pub(crate) fn string(&self, key: &str) -> Result<String, Error> {
@@ -183,12 +188,14 @@ impl GgufFile {
         match self.content.metadata.get(key) {
             None => Ok(None),
             Some(Value::Bool(v)) => Ok(Some(*v)),
-            Some(other) => value_to_u64(other)
-                .map(|v| Some(v != 0))
-                .ok_or_else(|| Error::Metadata {
-                    key: key.to_string(),
-                    reason: "not a boolean".to_string(),
-                }),
+            Some(other) => {
+                value_to_u64(other)
+                    .map(|v| Some(v != 0))
+                    .ok_or_else(|| Error::Metadata {
+                        key: key.to_string(),
+                        reason: "not a boolean".to_string(),
+                    })
+            }
         }
     }
 
@@ -201,10 +208,17 @@ impl GgufFile {
     }
 
     pub(crate) fn string_array(&self, key: &str) -> Result<Vec<String>, Error> {
-        let values = self.get(key)?.to_vec().map_err(|err| metadata_error(key, err))?;
+        let values = self
+            .get(key)?
+            .to_vec()
+            .map_err(|err| metadata_error(key, err))?;
         values
             .iter()
-            .map(|v| v.to_string().cloned().map_err(|err| metadata_error(key, err)))
+            .map(|v| {
+                v.to_string()
+                    .cloned()
+                    .map_err(|err| metadata_error(key, err))
+            })
             .collect()
     }
 

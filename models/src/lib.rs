@@ -23,11 +23,11 @@ mod tokenizer;
 mod tokenizer_gguf;
 
 pub use api::{
-    FinishReason, GenerateParams, Generation, LanguageModel, LoadOptions, LoadProgress,
-    LoadStage, ModelIdentity,
+    FinishReason, GenerateParams, Generation, LanguageModel, LoadOptions, LoadProgress, LoadStage,
+    ModelIdentity,
 };
 pub use chat::{ChatMessage, ChatTemplate, ChatTemplateKind, Role};
 pub use error::Error;
 pub use local::LocalModel;
-pub use paths::{default_model_path, model_cache_dir, DEFAULT_MODEL_FILE, DEFAULT_MODEL_SHA256};
-pub use tokenizer::{load_tokenizer, TextTokenizer, TokenizerSource};
+pub use paths::{DEFAULT_MODEL_FILE, DEFAULT_MODEL_SHA256, default_model_path, model_cache_dir};
+pub use tokenizer::{TextTokenizer, TokenizerSource, load_tokenizer};

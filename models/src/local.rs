@@ -8,21 +8,20 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::UNIX_EPOCH;
 
+use crate::Error;
 use crate::api::{
-    GenerateParams, Generation, LanguageModel, LoadOptions, LoadProgress, LoadStage,
-    ModelIdentity,
+    GenerateParams, Generation, LanguageModel, LoadOptions, LoadProgress, LoadStage, ModelIdentity,
 };
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::constrained::JsonConstraints;
 use crate::error::CandleContext;
-use crate::family::{family_for, supported_architectures, BackboneKind};
+use crate::family::{BackboneKind, family_for, supported_architectures};
 use crate::generate::{self, Request};
 use crate::gguf::GgufFile;
+use crate::model::Backbone;
 use crate::model::delegated::Delegated;
 use crate::model::llama::{Llama, LlamaLoad};
-use crate::model::Backbone;
 use crate::tokenizer::TextTokenizer;
-use crate::Error;
 
 /// A local GGUF model. Cheap to share as `Arc<dyn LanguageModel>`.
 pub struct LocalModel {
@@ -108,12 +107,19 @@ impl LocalModel {
         };
 
         let mut stop_ids = tokenizer.stop_ids();
-        if let Some(id) = template.end_of_turn().and_then(|t| tokenizer.token_id(t)) {
-            if !stop_ids.contains(&id) {
-                stop_ids.push(id);
-            }
+        if let Some(id) = template.end_of_turn().and_then(|t| tokenizer.token_id(t))
+            && !stop_ids.contains(&id)
+        {
+            stop_ids.push(id);
         }
-        let identity = identify(path, &options, &architecture, name, context_length, &template)?;
+        let identity = identify(
+            path,
+            &options,
+            &architecture,
+            name,
+            context_length,
+            &template,
+        )?;
         progress(LoadProgress {
             stage: LoadStage::Ready,
             done: 1,
@@ -159,12 +165,12 @@ impl LocalModel {
     /// Token ids for a raw prompt: BOS first when the vocabulary asks for it.
     fn prompt_ids(&self, prompt: &str, with_bos: bool) -> Result<Vec<u32>, Error> {
         let mut ids = self.tokenizer.encode(prompt)?;
-        if with_bos && self.tokenizer.add_bos() {
-            if let Some(bos) = self.tokenizer.bos_id() {
-                if ids.first() != Some(&bos) {
-                    ids.insert(0, bos);
-                }
-            }
+        if with_bos
+            && self.tokenizer.add_bos()
+            && let Some(bos) = self.tokenizer.bos_id()
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
         }
         Ok(ids)
     }
@@ -223,7 +229,8 @@ impl LocalModel {
     pub(crate) fn forward_for_bench(&self, tokens: &[u32], index_pos: usize) -> Result<(), Error> {
         let mut backbone = self.backbone.lock().map_err(|_| Error::Poisoned)?;
         let model = backbone.as_mut();
-        self.pool.install(|| model.forward(tokens, index_pos).map(|_| ()))
+        self.pool
+            .install(|| model.forward(tokens, index_pos).map(|_| ()))
     }
 }
 
@@ -244,6 +251,12 @@ impl LanguageModel for LocalModel {
     ) -> Result<Generation, Error> {
         let ids = self.prompt_ids(prompt, true)?;
         self.run(ids, params, on_token)
+    }
+
+    fn count_chat_tokens(&self, messages: &[ChatMessage]) -> Result<usize, Error> {
+        let rendered = self.template.render(messages);
+        self.prompt_ids(&rendered, !self.template.has_prefix())
+            .map(|ids| ids.len())
     }
 
     fn chat(

@@ -20,7 +20,12 @@ pub fn model_cache_dir() -> Option<PathBuf> {
     }
     std::env::var_os("HOME")
         .filter(|v| !v.is_empty())
-        .map(|home| PathBuf::from(home).join(".cache").join("cairn").join("models"))
+        .map(|home| {
+            PathBuf::from(home)
+                .join(".cache")
+                .join("cairn")
+                .join("models")
+        })
 }
 
 /// Resolves the model to load: `CAIRN_MODEL` when set (it must exist), then the default

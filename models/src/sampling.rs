@@ -5,8 +5,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::api::GenerateParams;
 use crate::Error;
+use crate::api::GenerateParams;
 
 pub(crate) struct Sampler {
     temperature: f64,
@@ -181,7 +181,7 @@ mod tests {
         })
         .expect("valid params");
         for _ in 0..10 {
-            assert_eq!(sampler.sample(&mut vec![0.0, 0.5, 0.4], &[], None), Some(1));
+            assert_eq!(sampler.sample(&mut [0.0, 0.5, 0.4], &[], None), Some(1));
         }
     }
 
@@ -192,16 +192,18 @@ mod tests {
             ..GenerateParams::default()
         })
         .expect("valid params");
-        assert_eq!(sampler.sample(&mut vec![2.0, 1.0], &[0], None), Some(1));
+        assert_eq!(sampler.sample(&mut [2.0, 1.0], &[0], None), Some(1));
     }
 
     #[test]
     fn invalid_parameters_are_errors() {
         assert!(Sampler::new(&params(-1.0, 0)).is_err());
-        assert!(Sampler::new(&GenerateParams {
-            top_p: 0.0,
-            ..GenerateParams::default()
-        })
-        .is_err());
+        assert!(
+            Sampler::new(&GenerateParams {
+                top_p: 0.0,
+                ..GenerateParams::default()
+            })
+            .is_err()
+        );
     }
 }

@@ -3,12 +3,14 @@
 //! joined partial summaries (reduce), recursing until the input fits. Nothing is cut
 //! silently: every part of the input is read by the model once.
 
+use crate::Error;
 use crate::api::{GenerateParams, Generation, LanguageModel};
 use crate::chat::ChatMessage;
-use crate::Error;
 
-/// Tokens the template and instruction may add around a chunk.
-const TEMPLATE_OVERHEAD: usize = 48;
+/// Tokens kept free in each chunk's prompt for tokens that merge across the chunk's edges.
+const CHUNK_MARGIN: usize = 8;
+/// Allowance per message for role markers when condensing a conversation.
+const TEMPLATE_OVERHEAD: usize = 16;
 /// Maximum recursion depth of the reduce step (each level shrinks the text fourfold).
 const MAX_DEPTH: usize = 8;
 
@@ -38,16 +40,19 @@ fn summarize_at<M: LanguageModel + ?Sized>(
 ) -> Result<Generation, Error> {
     let context = model.identity().context_length;
     let budget = prompt_budget(context, params);
-    let instruction_tokens = model.count_tokens(instruction)?;
-    let chunk_budget = budget.saturating_sub(instruction_tokens + TEMPLATE_OVERHEAD);
+    let map_instruction = format!("{instruction} The text is one part of a longer text.");
+    // Exact cost of the template, instruction and fences around a chunk, plus a margin for
+    // tokens merging across the chunk's edges.
+    let overhead = model.count_chat_tokens(&[prompt(&map_instruction, "")])? + CHUNK_MARGIN;
+    let chunk_budget = budget.saturating_sub(overhead);
     if chunk_budget < 16 {
         return Err(Error::ContextOverflow {
-            prompt_tokens: instruction_tokens + TEMPLATE_OVERHEAD,
+            prompt_tokens: overhead,
             reserved: context - budget,
             context_length: context,
         });
     }
-    if model.count_tokens(text)? <= chunk_budget {
+    if model.count_chat_tokens(&[prompt(instruction, text)])? <= budget {
         let mut generation = model.chat(&[prompt(instruction, text)], params, &mut |_| {})?;
         generation.input_summarized = depth > 0;
         return Ok(generation);
@@ -60,7 +65,11 @@ fn summarize_at<M: LanguageModel + ?Sized>(
         });
     }
     let chunks = split_into_chunks(model, text, chunk_budget)?;
-    tracing::info!(chunks = chunks.len(), depth, "summarizing long input map-reduce style");
+    tracing::info!(
+        chunks = chunks.len(),
+        depth,
+        "summarizing long input map-reduce style"
+    );
     // Each partial summary gets at most a quarter of a chunk, so every level shrinks the
     // text at least fourfold.
     let map_params = GenerateParams {
@@ -72,7 +81,6 @@ fn summarize_at<M: LanguageModel + ?Sized>(
     let mut partials = Vec::with_capacity(total);
     for (index, chunk) in chunks.iter().enumerate() {
         tracing::debug!(part = index + 1, total, "summarizing one part");
-        let map_instruction = format!("{instruction} The text is one part of a longer text.");
         let partial = model.chat(&[prompt(&map_instruction, chunk)], &map_params, &mut |_| {})?;
         partials.push(partial.text.trim().to_string());
     }
@@ -105,7 +113,11 @@ fn split_into_chunks<M: LanguageModel + ?Sized>(
             }
             let chars: Vec<char> = line.chars().collect();
             let per_piece = (chars.len() * budget / line_tokens.max(1)).max(1);
-            chunks.extend(chars.chunks(per_piece).map(|c| c.iter().collect::<String>()));
+            chunks.extend(
+                chars
+                    .chunks(per_piece)
+                    .map(|c| c.iter().collect::<String>()),
+            );
             continue;
         }
         if current_tokens + line_tokens > budget && !current.is_empty() {

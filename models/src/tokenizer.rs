@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::gguf::GgufFile;
-use crate::tokenizer_gguf::{tokenizer_json_from_gguf, SpecialIds};
 use crate::Error;
+use crate::gguf::GgufFile;
+use crate::tokenizer_gguf::{SpecialIds, tokenizer_json_from_gguf};
 
 /// A tokenizer plus the special ids generation needs.
 pub struct TextTokenizer {
@@ -84,10 +84,12 @@ impl TextTokenizer {
 
     /// Text for `ids`, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String, Error> {
-        self.inner.decode(ids, false).map_err(|err| Error::Tokenize {
-            action: "decode",
-            reason: err.to_string(),
-        })
+        self.inner
+            .decode(ids, false)
+            .map_err(|err| Error::Tokenize {
+                action: "decode",
+                reason: err.to_string(),
+            })
     }
 
     /// The id of a token given by its exact vocabulary string (e.g. `<|im_end|>`).

@@ -11,10 +11,10 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::gguf::GgufFile;
 use crate::Error;
+use crate::gguf::GgufFile;
 
 /// GPT-2's split regex, the default for byte-level vocabularies.
 const GPT2_REGEX: &str =
@@ -33,24 +33,45 @@ struct PreTokenizer {
 
 const PRE_TOKENIZERS: &[PreTokenizer] = &[
     PreTokenizer {
-        names: &["llama-bpe", "llama3", "falcon3", "pixtral", "dbrx", "smaug-bpe"],
+        names: &[
+            "llama-bpe",
+            "llama3",
+            "falcon3",
+            "pixtral",
+            "dbrx",
+            "smaug-bpe",
+        ],
         regexes: &[LLAMA3_REGEX],
         ignore_merges: true,
     },
     PreTokenizer {
-        names: &["qwen2", "deepseek-r1-qwen", "stablelm2", "megrez", "hunyuan"],
+        names: &[
+            "qwen2",
+            "deepseek-r1-qwen",
+            "stablelm2",
+            "megrez",
+            "hunyuan",
+        ],
         regexes: &[QWEN2_REGEX],
         ignore_merges: false,
     },
     PreTokenizer {
         names: &[
-            "smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva",
+            "smollm",
+            "starcoder",
+            "refact",
+            "command-r",
+            "codeshell",
+            "exaone",
+            "minerva",
         ],
         regexes: &[DIGITS_REGEX, GPT2_REGEX],
         ignore_merges: false,
     },
     PreTokenizer {
-        names: &["default", "gpt-2", "gpt2", "phi-2", "jina-es", "jina-de", "olmo"],
+        names: &[
+            "default", "gpt-2", "gpt2", "phi-2", "jina-es", "jina-de", "olmo",
+        ],
         regexes: &[GPT2_REGEX],
         ignore_merges: false,
     },
@@ -120,7 +141,9 @@ pub(crate) fn tokenizer_json_from_gguf(gguf: &GgufFile) -> Result<(Value, Specia
                 .optional_f32_array("tokenizer.ggml.scores")?
                 .ok_or_else(|| tokenizer_error("tokenizer.ggml.scores is missing"))?;
             if scores.len() != tokens.len() {
-                return Err(tokenizer_error("tokenizer.ggml.scores has the wrong length"));
+                return Err(tokenizer_error(
+                    "tokenizer.ggml.scores has the wrong length",
+                ));
             }
             let add_space_prefix = gguf
                 .optional_bool("tokenizer.ggml.add_space_prefix")?
@@ -134,7 +157,7 @@ pub(crate) fn tokenizer_json_from_gguf(gguf: &GgufFile) -> Result<(Value, Specia
         other => {
             return Err(tokenizer_error(&format!(
                 "unsupported tokenizer.ggml.model `{other}` (supported: gpt2, llama)"
-            )))
+            )));
         }
     };
     Ok((document, specials))
@@ -254,10 +277,11 @@ fn sentencepiece_merges(tokens: &[String], types: &[i32], scores: &[f32]) -> Vec
         }
         for (split, _) in token.char_indices().skip(1) {
             let (left, right) = token.split_at(split);
-            if let (Some(&l), Some(&r)) = (ids.get(left), ids.get(right)) {
-                if types[l] != TOKEN_TYPE_BYTE && types[r] != TOKEN_TYPE_BYTE {
-                    ranked.push((scores[id], id, l, r));
-                }
+            if let (Some(&l), Some(&r)) = (ids.get(left), ids.get(right))
+                && types[l] != TOKEN_TYPE_BYTE
+                && types[r] != TOKEN_TYPE_BYTE
+            {
+                ranked.push((scores[id], id, l, r));
             }
         }
     }

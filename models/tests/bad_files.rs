@@ -9,10 +9,10 @@ mod common;
 use std::io::{Read, Write};
 use std::path::Path;
 
+use cairn_models::{Error, LoadOptions, LocalModel};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use cairn_models::{Error, LoadOptions, LocalModel};
 
 fn load(path: &Path) -> Error {
     match LocalModel::load(path, LoadOptions::default(), &mut |_| {}) {
@@ -23,7 +23,10 @@ fn load(path: &Path) -> Error {
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     let path = dir.join(name);
-    std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
     path
 }
 
@@ -32,7 +35,10 @@ fn missing_file_is_an_io_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = load(&dir.path().join("absent.gguf"));
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
-    assert!(err.to_string().starts_with("failed to read model file"), "{err}");
+    assert!(
+        err.to_string().starts_with("failed to read model file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -59,7 +65,10 @@ fn empty_and_garbage_files_are_invalid_gguf() {
         let path = write(dir.path(), name, &bytes);
         let err = load(&path);
         assert!(matches!(err, Error::InvalidGguf { .. }), "{name}: {err:?}");
-        assert!(err.to_string().starts_with("failed to parse GGUF file"), "{name}: {err}");
+        assert!(
+            err.to_string().starts_with("failed to parse GGUF file"),
+            "{name}: {err}"
+        );
         assert!(cairn_models::load_tokenizer(&path).is_err(), "{name}");
     }
 }
@@ -69,7 +78,10 @@ fn truncated_real_model_is_invalid_gguf() {
     let model = common::model_path();
     let dir = tempfile::tempdir().unwrap();
     let mut bytes = Vec::new();
-    std::fs::File::open(&model).unwrap().read_to_end(&mut bytes).unwrap();
+    std::fs::File::open(&model)
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
     for (name, len) in [
         ("header-only.gguf", 64),
         ("metadata-cut.gguf", 1 << 20),
@@ -84,9 +96,16 @@ fn truncated_real_model_is_invalid_gguf() {
 }
 
 fn synthetic_gguf(path: &Path, architecture: &str) {
-    let tensor = QTensor::quantize(&Tensor::zeros((2, 32), candle_core::DType::F32, &Device::Cpu).unwrap(), GgmlDType::F32).unwrap();
+    let tensor = QTensor::quantize(
+        &Tensor::zeros((2, 32), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        GgmlDType::F32,
+    )
+    .unwrap();
     let metadata = [
-        ("general.architecture", Value::String(architecture.to_string())),
+        (
+            "general.architecture",
+            Value::String(architecture.to_string()),
+        ),
         ("general.name", Value::String("synthetic".to_string())),
     ];
     let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
@@ -105,8 +124,14 @@ fn unsupported_architecture_is_named_in_the_error() {
         other => panic!("expected UnsupportedArchitecture, got {other:?}"),
     }
     let message = err.to_string();
-    assert!(message.contains("unsupported architecture `mamba`"), "{message}");
-    assert!(message.contains("llama") && message.contains("qwen2"), "{message}");
+    assert!(
+        message.contains("unsupported architecture `mamba`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("llama") && message.contains("qwen2"),
+        "{message}"
+    );
 }
 
 #[test]

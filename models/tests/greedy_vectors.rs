@@ -10,7 +10,8 @@ use cairn_models::{GenerateParams, LanguageModel, LoadOptions, LocalModel};
 
 #[test]
 fn greedy_continuations_match_llama_cpp() {
-    let model = LocalModel::load(&common::model_path(), LoadOptions::default(), &mut |_| {}).unwrap();
+    let model =
+        LocalModel::load(&common::model_path(), LoadOptions::default(), &mut |_| {}).unwrap();
     let vectors = common::vectors();
     let mut failures = Vec::new();
     for case in vectors["greedy"].as_array().unwrap() {
@@ -22,7 +23,10 @@ fn greedy_continuations_match_llama_cpp() {
             .iter()
             .map(|m| m.as_f64().unwrap())
             .collect();
-        let comparable = margins.iter().position(|m| *m < 0.5).unwrap_or(margins.len());
+        let comparable = margins
+            .iter()
+            .position(|m| *m < 0.5)
+            .unwrap_or(margins.len());
         let params = GenerateParams {
             max_tokens: expected.len(),
             ..GenerateParams::default()
@@ -31,10 +35,15 @@ fn greedy_continuations_match_llama_cpp() {
         let generation = model
             .generate(prompt, &params, &mut |piece| streamed.push_str(piece))
             .unwrap();
-        assert_eq!(streamed, generation.text, "streamed text equals the final text");
+        assert_eq!(
+            streamed, generation.text,
+            "streamed text equals the final text"
+        );
         // The end-of-turn token ends generation and is not in token_ids.
         let mut got = generation.token_ids.clone();
-        if got.len() < expected.len() && generation.finish_reason == cairn_models::FinishReason::EndOfText {
+        if got.len() < expected.len()
+            && generation.finish_reason == cairn_models::FinishReason::EndOfText
+        {
             got.push(expected[got.len()]);
         }
         let n = comparable.min(expected.len());

@@ -6,7 +6,7 @@
 mod common;
 
 use cairn_models::{ChatMessage, GenerateParams, LanguageModel, LoadOptions, LocalModel};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const PROMPTS: &[&str] = &[
     "Rate the risk of this change: fixed a typo in README.md.",
@@ -61,7 +61,9 @@ fn validate(value: &Value) -> Result<(), String> {
     if !(0.0..=1.0).contains(&score) {
         return Err(format!("score {score} out of range"));
     }
-    let reasons = object["reasons"].as_array().ok_or("reasons is not an array")?;
+    let reasons = object["reasons"]
+        .as_array()
+        .ok_or("reasons is not an array")?;
     let short = |r: &Value| r.as_str().is_some_and(|s| s.chars().count() <= 60);
     if reasons.len() > 3 || !reasons.iter().all(short) {
         return Err(format!("reasons {reasons:?}"));
@@ -72,7 +74,8 @@ fn validate(value: &Value) -> Result<(), String> {
 #[test]
 fn constrained_output_always_validates() {
     let _serial = common::serial();
-    let model = LocalModel::load(&common::model_path(), LoadOptions::default(), &mut |_| {}).unwrap();
+    let model =
+        LocalModel::load(&common::model_path(), LoadOptions::default(), &mut |_| {}).unwrap();
     let mut failures = Vec::new();
     for (index, prompt) in PROMPTS.iter().enumerate() {
         let params = GenerateParams {
@@ -119,7 +122,8 @@ fn constrained_output_always_validates() {
 #[test]
 fn an_invalid_schema_is_an_error() {
     let _serial = common::serial();
-    let model = LocalModel::load(&common::model_path(), LoadOptions::default(), &mut |_| {}).unwrap();
+    let model =
+        LocalModel::load(&common::model_path(), LoadOptions::default(), &mut |_| {}).unwrap();
     let params = GenerateParams {
         json_schema: Some(json!({ "type": "no-such-type" })),
         ..GenerateParams::default()

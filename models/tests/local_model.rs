@@ -31,11 +31,18 @@ fn loads_the_default_model_with_progress_and_identity() {
     let model = LocalModel::load(&common::model_path(), options, &mut |p| stages.push(p)).unwrap();
     assert_eq!(stages.first().unwrap().stage, LoadStage::ReadingHeader);
     assert_eq!(stages.last().unwrap().stage, LoadStage::Ready);
-    assert!(stages.iter().any(|p| p.stage == LoadStage::Weights && p.done == 30 && p.total == 30));
+    assert!(
+        stages
+            .iter()
+            .any(|p| p.stage == LoadStage::Weights && p.done == 30 && p.total == 30)
+    );
     let id = model.identity();
     assert_eq!(id.architecture, "llama");
     assert_eq!(id.file_name, cairn_models::DEFAULT_MODEL_FILE);
-    assert_eq!(id.sha256.as_deref(), Some(cairn_models::DEFAULT_MODEL_SHA256));
+    assert_eq!(
+        id.sha256.as_deref(),
+        Some(cairn_models::DEFAULT_MODEL_SHA256)
+    );
     assert_eq!(id.context_length, 8192);
     assert_eq!(id.chat_template, ChatTemplateKind::ChatMl);
     assert_eq!(model.threads(), 2);
@@ -53,7 +60,9 @@ fn chat_streams_stops_and_samples_reproducibly() {
 
     let mut streamed = String::new();
     let answer = model
-        .chat(&question, &GenerateParams::default(), &mut |t| streamed.push_str(t))
+        .chat(&question, &GenerateParams::default(), &mut |t| {
+            streamed.push_str(t)
+        })
         .unwrap();
     assert!(answer.text.contains("Paris"), "{answer:?}");
     assert_eq!(streamed, answer.text);
@@ -74,7 +83,14 @@ fn chat_streams_stops_and_samples_reproducibly() {
     assert_eq!(stopped.finish_reason, FinishReason::StopSequence);
 
     let short = model
-        .chat(&question, &GenerateParams { max_tokens: 3, ..GenerateParams::default() }, &mut |_| {})
+        .chat(
+            &question,
+            &GenerateParams {
+                max_tokens: 3,
+                ..GenerateParams::default()
+            },
+            &mut |_| {},
+        )
         .unwrap();
     assert_eq!(short.completion_tokens, 3);
     assert_eq!(short.finish_reason, FinishReason::MaxTokens);
@@ -90,7 +106,11 @@ fn chat_streams_stops_and_samples_reproducibly() {
             ..GenerateParams::default()
         };
         model
-            .chat(&[ChatMessage::user("Write a short poem about rust.")], &params, &mut |_| {})
+            .chat(
+                &[ChatMessage::user("Write a short poem about rust.")],
+                &params,
+                &mut |_| {},
+            )
             .unwrap()
             .text
     };
@@ -102,9 +122,16 @@ fn chat_streams_stops_and_samples_reproducibly() {
 fn one_model_serves_several_threads() {
     let _serial = common::serial();
     let model: Arc<dyn LanguageModel> = Arc::new(load(LoadOptions::default()));
-    let params = GenerateParams { max_tokens: 8, ..GenerateParams::default() };
+    let params = GenerateParams {
+        max_tokens: 8,
+        ..GenerateParams::default()
+    };
     let expected = model
-        .generate("The three stages of a deployment pipeline are", &params, &mut |_| {})
+        .generate(
+            "The three stages of a deployment pipeline are",
+            &params,
+            &mut |_| {},
+        )
         .unwrap()
         .text;
     let handles: Vec<_> = (0..3)
@@ -113,7 +140,11 @@ fn one_model_serves_several_threads() {
             let params = params.clone();
             std::thread::spawn(move || {
                 model
-                    .generate("The three stages of a deployment pipeline are", &params, &mut |_| {})
+                    .generate(
+                        "The three stages of a deployment pipeline are",
+                        &params,
+                        &mut |_| {},
+                    )
                     .unwrap()
                     .text
             })
@@ -126,19 +157,30 @@ fn one_model_serves_several_threads() {
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
-        .args(["-c", "user.name=Cairn Test", "-c", "user.email=test@example.invalid"])
+        .args([
+            "-c",
+            "user.name=Cairn Test",
+            "-c",
+            "user.email=test@example.invalid",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
 /// A repository with two commits; returns `git diff HEAD~1`.
 fn real_diff(dir: &Path, lines: usize) -> String {
     git(dir, &["init", "-q"]);
-    let before: String = (0..lines).map(|i| format!("    let value_{i} = {i};\n")).collect();
+    let before: String = (0..lines)
+        .map(|i| format!("    let value_{i} = {i};\n"))
+        .collect();
     let write = |body: &str| {
         std::fs::write(
             dir.join("lib.rs"),

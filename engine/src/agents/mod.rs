@@ -7,5 +7,6 @@ pub mod build;
 mod noop;
 pub mod orchestrator;
 mod registry;
+pub mod test;
 
 pub use registry::{Agent, AgentContext, AgentError, AgentFuture, Registry};

@@ -27,6 +27,7 @@ impl Registry {
         registry.register(Arc::new(super::noop::Noop));
         registry.register(Arc::new(super::orchestrator::Orchestrator::new(llm.clone())));
         registry.register(Arc::new(super::build::BuildAgent::new(llm)));
+        registry.register(Arc::new(super::test::TestAgent));
         registry
     }
 

@@ -13,6 +13,7 @@ pub mod run;
 pub mod serve;
 pub mod settings;
 pub mod status;
+pub mod tests;
 pub mod validate;
 pub mod view;
 
@@ -57,6 +58,8 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Poll watched repositories on their cron schedules and run every new commit.
     Serve(serve::ServeArgs),
+    /// What the test agent knows: flaky tests and their quarantine.
+    Tests(tests::TestsArgs),
     /// Language-model spending by day, task and tier, with cache savings.
     Costs(costs::CostsArgs),
     /// Measure the engine's durable throughput, or the local model's speed.

@@ -47,13 +47,23 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
         pattern("stripe_key", r"\b(sk|rk)_(live|test)_[0-9A-Za-z]{16,}\b", 0),
         pattern("openai_key", r"\bsk-(proj-)?[A-Za-z0-9_-]{20,}\b", 0),
         pattern("jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\b", 0),
-        pattern("url_password", r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:)([^\s@/]+)(@)", 2),
+        // The user may be empty: `redis://:password@host`.
+        pattern("url_password", r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)([^\s@/]+)(@)", 2),
+        // Before `password`, whose `auth...: value` rule would otherwise take the word
+        // `Bearer` as the value and leave the token itself to the entropy test.
+        pattern("bearer_token", r"(?i)\b(bearer|basic|token)\s+([A-Za-z0-9._~+/=-]{16,})", 2),
+        // Secrets on command lines: `--password X`, `--token=X`, `sshpass -p X`, `curl -u user:pass`.
         pattern(
-            "password",
-            r#"(?i)\b[a-z0-9_.-]*(password|passwd|pwd|secret|token|api_?key|access_?key|private_?key|client_?secret|auth)[a-z0-9_.-]*["']?\s*[:=]\s*["']?([^\s"',;]{4,})"#,
+            "command_line_secret",
+            r"(?i)(--(?:password|passwd|token|secret|api-key|apikey)[= ]|\bsshpass\s+-p\s*)(\S+)",
             2,
         ),
-        pattern("bearer_token", r"(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=-]{16,})", 2),
+        pattern("command_line_secret", r"(\s(?:-u|--user)\s+[^\s:]+:)(\S+)", 2),
+        pattern(
+            "password",
+            r#"(?i)\b[a-z0-9_.-]*(password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|client[_-]?secret|auth)[a-z0-9_.-]*["']?\s*[:=]\s*["']?([^\s"',;]{4,})"#,
+            2,
+        ),
     ]
     .into_iter()
     .flatten()
@@ -182,6 +192,11 @@ mod tests {
             ("postgres://app:hunter2hunter@db:5432/x", "hunter2hunter"),
             ("DB_PASSWORD: \"correct-horse\"", "correct-horse"),
             ("Authorization: Bearer abcdefghijklmnop0123456789", "abcdefghijklmnop0123456789"),
+            ("X-Api-Key: 0123456789abcdef0123", "0123456789abcdef0123"),
+            ("mysql --password=s3cr3tpass -h db", "s3cr3tpass"),
+            ("sshpass -p hunter22 ssh host", "hunter22"),
+            ("curl -u deploy:Tr0ub4dor https://x", "Tr0ub4dor"),
+            ("Authorization: token 0123456789abcdef0123456789", "0123456789abcdef0123456789"),
         ];
         for (text, secret) in cases {
             let redacted = redact(text);

@@ -33,6 +33,12 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
+    /// The provider may have done (and billed) the work: the answer timed out or arrived
+    /// unreadable. Such calls are charged at their reservation, not handed back.
+    pub fn maybe_billed(&self) -> bool {
+        matches!(self, RemoteError::Timeout(_) | RemoteError::Malformed(_))
+    }
+
     fn retryable(&self) -> bool {
         match self {
             RemoteError::Status { status, .. } => *status == 429 || *status >= 500,
@@ -161,6 +167,12 @@ impl RemoteClient {
             .map(Duration::from_secs);
         let text = response.text().await.map_err(|e| (transport(e, self.settings.timeout), None))?;
         if !status.is_success() {
+            // Providers quote a rejected key back in their error message; it must not reach
+            // fallback reasons, logs or the run's history.
+            let text = match key {
+                Some(key) if !key.is_empty() => text.replace(key, "[REDACTED:api_key]"),
+                _ => text,
+            };
             let detail: String = text.chars().take(200).collect();
             return Err((RemoteError::Status { status: status.as_u16(), detail }, retry_after));
         }
@@ -174,8 +186,10 @@ impl RemoteClient {
             if now < until {
                 return Err(RemoteError::CircuitOpen(until - now));
             }
-            // Half-open: let this call through; one more failure opens it again.
-            breaker.open_until = None;
+            // Half-open: this one call goes through as a probe; calls alongside it still see
+            // the circuit open until the probe succeeds (which closes it) or fails (which
+            // keeps it open for another cool-down).
+            breaker.open_until = Some(now + self.settings.breaker_cool_down);
             breaker.consecutive_failures = self.settings.breaker_failures.saturating_sub(1);
         }
         Ok(())
@@ -185,6 +199,7 @@ impl RemoteClient {
         let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
         if success {
             breaker.consecutive_failures = 0;
+            breaker.open_until = None;
             return;
         }
         breaker.consecutive_failures += 1;

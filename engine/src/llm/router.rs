@@ -248,7 +248,11 @@ impl Router {
             let answer = match result {
                 Ok(answer) => answer,
                 Err(error) => {
-                    let _ = self.store.write(|txn| txn.release(reservation));
+                    if error.maybe_billed() {
+                        let _ = self.store.write(|txn| txn.settle(reservation, estimate, cost));
+                    } else {
+                        let _ = self.store.write(|txn| txn.release(reservation));
+                    }
                     return Err(error.to_string());
                 }
             };

@@ -171,3 +171,88 @@ impl Drop for Images {
         }
     }
 }
+
+/// A git repository holding a copy of `demo/service` with its static binary committed (the
+/// checkout the engine builds from has only committed files). Returns the repository and
+/// the head commit.
+pub fn demo_service_repo(path: &Path) -> ServiceRepo {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/service");
+    std::fs::create_dir_all(path.join("src")).expect("mkdir");
+    for file in ["Cargo.toml", "Dockerfile", ".dockerignore", "src/main.rs", "src/config.rs", "src/http.rs", "src/metrics.rs"] {
+        std::fs::copy(source.join(file), path.join(file)).unwrap_or_else(|e| panic!("copy {file}: {e}"));
+    }
+    git(path, &["init", "--quiet", "--initial-branch=main"]);
+    for (key, value) in [("user.name", "Cairn Tests"), ("user.email", "tests@cairn.invalid"), ("commit.gpgsign", "false")] {
+        git(path, &["config", key, value]);
+    }
+    let repo = ServiceRepo { path: path.to_path_buf() };
+    repo.build_demo_binary();
+    repo.commit("demo service");
+    repo
+}
+
+impl ServiceRepo {
+    /// `cargo build --release` of the demo, static, into the repository's own `target/`.
+    pub fn build_demo_binary(&self) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let output = Command::new(cargo)
+            .current_dir(&self.path)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("CARGO_TARGET_DIR", self.path.join("target"))
+            .args(["build", "--quiet", "--release", "--target", "x86_64-unknown-linux-gnu"])
+            .output()
+            .expect("run cargo");
+        assert!(output.status.success(), "demo build failed: {}", String::from_utf8_lossy(&output.stderr));
+        git(&self.path, &["add", "--force", "target/x86_64-unknown-linux-gnu/release/demo-service"]);
+    }
+}
+
+/// A container of `image` with port 8080 published on a free 127.0.0.1 port; removed on drop.
+pub struct Container {
+    pub id: String,
+    pub address: String,
+}
+
+impl Container {
+    pub fn start(image: &str, env: &[(&str, &str)]) -> Container {
+        let mut command = Command::new("docker");
+        command.args(["run", "--detach", "--publish", "127.0.0.1::8080"]);
+        for (name, value) in env {
+            command.args(["--env", &format!("{name}={value}")]);
+        }
+        let output = command.arg(image).output().expect("docker run");
+        assert!(output.status.success(), "docker run: {}", String::from_utf8_lossy(&output.stderr));
+        let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        let port = Command::new("docker").args(["port", &id, "8080/tcp"]).output().expect("docker port");
+        let address = String::from_utf8_lossy(&port.stdout).lines().next().unwrap_or("").trim().to_string();
+        Container { id, address }
+    }
+
+    /// `GET path` → (status, body), retried for up to 5 s while the server starts.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let attempt = (|| -> std::io::Result<(u16, String)> {
+                let mut stream = std::net::TcpStream::connect(&self.address)?;
+                stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+                write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+                let mut text = String::new();
+                stream.read_to_string(&mut text)?;
+                let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or(std::io::ErrorKind::InvalidData)?;
+                Ok((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+            })();
+            match attempt {
+                Ok(answer) => return answer,
+                Err(error) if std::time::Instant::now() > deadline => panic!("GET {path} on {}: {error}", self.address),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "--force", &self.id]).output();
+    }
+}

@@ -89,7 +89,9 @@ struct Shared {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The running server; stopped when dropped.
@@ -103,7 +105,9 @@ impl FakeOpenAi {
     /// Binds 127.0.0.1 on a free port and serves in a task of the current runtime.
     pub async fn start() -> FakeOpenAi {
         let shared = Arc::new(Shared::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let counted = Arc::clone(&shared);
         let listener = listener.tap_io(move |_| {
@@ -180,14 +184,26 @@ pub fn schema_breaking_content() -> String {
     json!({ "level": "extreme", "score": 180 }).to_string()
 }
 
-async fn other(headers: HeaderMap, State(shared): State<Arc<Shared>>, uri: axum::http::Uri, body: Bytes) -> Response {
+async fn other(
+    headers: HeaderMap,
+    State(shared): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
     record(&shared, &headers, uri.path(), &body);
-    error(StatusCode::NOT_FOUND, "invalid_request_error", &format!("Unknown path {}", uri.path()))
+    error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        &format!("Unknown path {}", uri.path()),
+    )
 }
 
 fn record(shared: &Shared, headers: &HeaderMap, path: &str, body: &Bytes) {
     shared.requests.fetch_add(1, Ordering::SeqCst);
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let json = serde_json::from_slice(body).unwrap_or(Value::Null);
     lock(&shared.received).push(Received {
         body: body.clone(),
@@ -198,10 +214,17 @@ fn record(shared: &Shared, headers: &HeaderMap, path: &str, body: &Bytes) {
     });
 }
 
-async fn completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn completions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     record(&shared, &headers, "/v1/chat/completions", &body);
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let reply = lock(&shared.script).pop_front().or_else(|| lock(&shared.mode).clone()).unwrap_or(Reply::Normal);
+    let reply = lock(&shared.script)
+        .pop_front()
+        .or_else(|| lock(&shared.mode).clone())
+        .unwrap_or(Reply::Normal);
     let latency = *lock(&shared.latency);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -215,11 +238,21 @@ async fn completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
             completion(&shared, &request, normal_content())
         }
         Reply::TooManyRequests => {
-            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Rate limit reached for requests");
-            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                "Rate limit reached for requests",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             response
         }
-        Reply::ServerError => error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "The server had an error while processing your request."),
+        Reply::ServerError => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "The server had an error while processing your request.",
+        ),
         Reply::Unauthorized => {
             let given = headers
                 .get(header::AUTHORIZATION)
@@ -227,7 +260,11 @@ async fn completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or_default()
                 .to_string();
-            error(StatusCode::UNAUTHORIZED, "invalid_api_key", &format!("Incorrect API key provided: {given}."))
+            error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                &format!("Incorrect API key provided: {given}."),
+            )
         }
         Reply::MalformedJson => (
             StatusCode::OK,
@@ -264,7 +301,8 @@ async fn completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = json!({ "error": { "message": message, "type": code, "param": null, "code": code } });
+    let body =
+        json!({ "error": { "message": message, "type": code, "param": null, "code": code } });
     (status, axum::Json(body)).into_response()
 }
 

@@ -6,9 +6,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::{quantized_gemma3, quantized_phi3};
 
 use super::Backbone;
+use crate::Error;
 use crate::error::CandleContext;
 use crate::gguf::GgufFile;
-use crate::Error;
 
 /// Which candle-transformers model to build.
 #[derive(Debug, Clone, Copy)]

@@ -39,7 +39,12 @@ impl KvCache {
                 self.max_len
             );
         }
-        let capacity = self.keys.as_ref().map(|t| t.dim(2)).transpose()?.unwrap_or(0);
+        let capacity = self
+            .keys
+            .as_ref()
+            .map(|t| t.dim(2))
+            .transpose()?
+            .unwrap_or(0);
         if needed > capacity {
             let mut new_capacity = capacity.max(INITIAL_CAPACITY);
             while new_capacity < needed {
@@ -49,10 +54,10 @@ impl KvCache {
             let (b, h, _, d) = k.dims4()?;
             let grow = |old: &Option<Tensor>| -> Result<Tensor> {
                 let buffer = Tensor::zeros((b, h, new_capacity, d), k.dtype(), k.device())?;
-                if let Some(old) = old {
-                    if self.len > 0 {
-                        buffer.slice_set(&old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
-                    }
+                if let Some(old) = old
+                    && self.len > 0
+                {
+                    buffer.slice_set(&old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
                 }
                 Ok(buffer)
             };

@@ -10,12 +10,12 @@
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
+use super::Backbone;
 use super::kv_cache::KvCache;
 use super::linear::Linear;
-use super::Backbone;
+use crate::Error;
 use crate::error::CandleContext;
 use crate::gguf::GgufFile;
-use crate::Error;
 
 /// How rotary position embeddings pair the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,13 @@ pub(crate) struct Llama {
 }
 
 const WEIGHT_SUFFIXES: &[&str] = &[
-    "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
 ];
 
 impl Llama {
@@ -118,13 +124,17 @@ impl Llama {
         if rope_dim != head_dim {
             return Err(Error::Metadata {
                 key: key("rope.dimension_count"),
-                reason: format!("partial rotary embeddings ({rope_dim} of {head_dim}) are not supported"),
+                reason: format!(
+                    "partial rotary embeddings ({rope_dim} of {head_dim}) are not supported"
+                ),
             });
         }
         let rms_eps = gguf
             .optional_f32(&key("attention.layer_norm_rms_epsilon"))?
             .unwrap_or(1e-5);
-        let rope_base = gguf.optional_f32(&key("rope.freq_base"))?.unwrap_or(10_000.0);
+        let rope_base = gguf
+            .optional_f32(&key("rope.freq_base"))?
+            .unwrap_or(10_000.0);
         let device = Device::Cpu;
 
         // Decide once whether the f32 prefill copies fit the budget.
@@ -140,7 +150,11 @@ impl Llama {
             dense_mib = dense_bytes / (1 << 20),
             resident,
             "prefill weights: {}",
-            if resident { "f32 copies kept in memory" } else { "dequantized per call" }
+            if resident {
+                "f32 copies kept in memory"
+            } else {
+                "dequantized per call"
+            }
         );
 
         let rope_freqs = if gguf.has_tensor("rope_freqs.weight") {
@@ -204,12 +218,18 @@ impl Llama {
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.shape.rms_eps)?;
             let gate = layer.mlp.gate.forward(&h)?;
             let up = layer.mlp.up.forward(&h)?;
-            let mlp = layer.mlp.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
+            let mlp = layer
+                .mlp
+                .down
+                .forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
             x = (x + mlp)?;
         }
         let last = x.narrow(1, seq - 1, 1)?.contiguous()?;
         let last = candle_nn::ops::rms_norm(&last, &self.norm, self.shape.rms_eps)?;
-        self.output.forward(&last)?.flatten_all()?.to_dtype(DType::F32)
+        self.output
+            .forward(&last)?
+            .flatten_all()?
+            .to_dtype(DType::F32)
     }
 }
 
@@ -224,8 +244,12 @@ impl Backbone for Llama {
         if index_pos == 0 {
             self.clear_kv_cache();
         }
-        self.forward_tensor(tokens, index_pos)
-            .context(|| format!("run the model on {} tokens at position {index_pos}", tokens.len()))
+        self.forward_tensor(tokens, index_pos).context(|| {
+            format!(
+                "run the model on {} tokens at position {index_pos}",
+                tokens.len()
+            )
+        })
     }
 
     fn clear_kv_cache(&mut self) {
@@ -357,7 +381,9 @@ fn rope_tables(
     max_len: usize,
     freq_factors: Option<Tensor>,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    let factors: Option<Vec<f32>> = freq_factors.map(|t| t.flatten_all()?.to_vec1()).transpose()?;
+    let factors: Option<Vec<f32>> = freq_factors
+        .map(|t| t.flatten_all()?.to_vec1())
+        .transpose()?;
     let inv_freq: Vec<f32> = (0..head_dim / 2)
         .map(|i| {
             let f = 1.0 / base.powf((2 * i) as f32 / head_dim as f32);
@@ -380,9 +406,14 @@ fn causal_mask(seq: usize, index_pos: usize, device: &Device) -> candle_core::Re
     let kv_len = index_pos + seq;
     let values: Vec<f32> = (0..seq)
         .flat_map(|i| {
-            (0..kv_len).map(move |j| if j <= index_pos + i { 0.0 } else { f32::NEG_INFINITY })
+            (0..kv_len).map(move |j| {
+                if j <= index_pos + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
         })
         .collect();
     Tensor::from_vec(values, (seq, kv_len), device)
 }
-

@@ -112,15 +112,11 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
     let context_summary = json!({ "files": archive.files, "bytes": archive.bytes, "excluded": archive.excluded, "dockerignore": archive.has_dockerignore });
 
     let build_args: HashMap<String, String> = config.build_args.clone().into_iter().collect();
-    let mut labels = HashMap::from([
-        ("cairn.repository".to_string(), repository.clone()),
-        ("cairn.build.decision".to_string(), decision.mode.as_str().to_string()),
-    ]);
+    // One label only: the classic builder adds each as its own step, and every step costs a
+    // container. The revision is what the next build diffs against.
+    let mut labels = HashMap::new();
     if let Some(commit) = &commit {
         labels.insert(REVISION_LABEL.to_string(), commit.clone());
-    }
-    if let Some(branch) = &branch {
-        labels.insert("cairn.branch".to_string(), branch.clone());
     }
     let request = BuildRequest {
         tag: &image,
@@ -159,10 +155,10 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
         format!("built {image} ({}) in {:.1} s: {} of {} steps from cache, {}", short_id(&image_id), duration_ms as f64 / 1000.0, outcome.cache_hits, outcome.steps, format_size(size)),
     );
 
-    if let Some((limit, limit_text)) = &config.max_image_size {
-        if size > *limit {
-            return Err(Error::TooLarge { tag: image.clone(), size: format_size(size), limit: limit_text.clone() });
-        }
+    if let Some((limit, limit_text)) = &config.max_image_size
+        && size > *limit
+    {
+        return Err(Error::TooLarge { tag: image.clone(), size: format_size(size), limit: limit_text.clone() });
     }
     let mut tags = vec![image.clone()];
     if let Some(tag) = &branch_tag {

@@ -109,10 +109,10 @@ pub fn stages(instructions: &[Instruction]) -> Vec<Stage<'_>> {
 /// Words of a shell-form or JSON exec-form argument list.
 pub fn words(arguments: &str) -> Vec<String> {
     let trimmed = arguments.trim();
-    if trimmed.starts_with('[') {
-        if let Ok(list) = serde_json::from_str::<Vec<String>>(trimmed) {
-            return list;
-        }
+    if trimmed.starts_with('[')
+        && let Ok(list) = serde_json::from_str::<Vec<String>>(trimmed)
+    {
+        return list;
     }
     trimmed.split_whitespace().map(str::to_string).collect()
 }

@@ -56,9 +56,8 @@ fn last_component(repo: &str) -> Option<String> {
 fn sanitize_component(raw: &str) -> String {
     let mut out = String::new();
     for c in raw.chars().flat_map(char::to_lowercase) {
-        if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            out.push(c);
-        } else if matches!(c, '.' | '_' | '-') && !out.is_empty() && !out.ends_with(['.', '_', '-']) {
+        let separator_allowed = !out.is_empty() && !out.ends_with(['.', '_', '-']);
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || (matches!(c, '.' | '_' | '-') && separator_allowed) {
             out.push(c);
         } else if !out.is_empty() && !out.ends_with(['.', '_', '-']) {
             out.push('-');

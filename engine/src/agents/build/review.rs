@@ -59,6 +59,9 @@ static DEPENDENCY_STEP: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\b(cargo\s+(build|install|fetch|chef)|npm\s+(install|ci|i)\b|yarn(\s+install)?\b|pnpm\s+(install|i)\b|pip3?\s+install|poetry\s+install|uv\s+(sync|pip\s+install)|go\s+(mod\s+download|build|install)|bundle\s+install|mvn\b|gradle\b|gradlew\b|composer\s+install|dotnet\s+(restore|build|publish))")
         .expect("valid regex")
 });
+static APT_INSTALL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\bapt(-get)?\s+(-\S+\s+)*install\b").expect("valid regex"));
+static PIP_INSTALL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\bpip3?\s+install\b").expect("valid regex"));
+static APK_ADD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\bapk\s+add\b").expect("valid regex"));
 static COMPILE_STEP: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\b(cargo\s+build|go\s+build|gcc|g\+\+|clang|javac|mvn|gradle|gradlew|dotnet\s+(build|publish)|rustc)\b").expect("valid regex")
 });
@@ -195,18 +198,18 @@ fn copy_all_first(stages: &[Stage<'_>], findings: &mut Vec<Finding>) {
             }
         });
         let first_install = stage.instructions.iter().find(|i| i.keyword == "RUN" && DEPENDENCY_STEP.is_match(&i.arguments));
-        if let (Some(copy), Some(install)) = (copy_all, first_install) {
-            if install.line > copy.line {
-                findings.push(Finding {
-                    rule: "copy-all-before-dependencies",
-                    line: Some(copy.line),
-                    severity: Severity::Warning,
-                    message: format!(
-                        "`{} {}` comes before the dependency step on line {}: any source change invalidates that layer's cache; copy the manifests and lockfiles first, install, then copy the rest",
-                        copy.keyword, copy.arguments, install.line
-                    ),
-                });
-            }
+        if let (Some(copy), Some(install)) = (copy_all, first_install)
+            && install.line > copy.line
+        {
+            findings.push(Finding {
+                rule: "copy-all-before-dependencies",
+                line: Some(copy.line),
+                severity: Severity::Warning,
+                message: format!(
+                    "`{} {}` comes before the dependency step on line {}: any source change invalidates that layer's cache; copy the manifests and lockfiles first, install, then copy the rest",
+                    copy.keyword, copy.arguments, install.line
+                ),
+            });
         }
     }
 }
@@ -248,13 +251,13 @@ fn package_caches(stages: &[Stage<'_>], findings: &mut Vec<Finding>) {
             let mut push = |message: &str| {
                 findings.push(Finding { rule: "package-cache-in-layer", line: Some(run.line), severity: Severity::Warning, message: message.to_string() })
             };
-            if Regex::new(r"\bapt(-get)?\s+(-\S+\s+)*install\b").is_ok_and(|r| r.is_match(text)) && !text.contains("/var/lib/apt/lists") {
+            if APT_INSTALL.is_match(text) && !text.contains("/var/lib/apt/lists") {
                 push("`apt-get install` without `rm -rf /var/lib/apt/lists/*` in the same RUN leaves the package lists in the layer");
             }
-            if Regex::new(r"\bpip3?\s+install\b").is_ok_and(|r| r.is_match(text)) && !text.contains("--no-cache-dir") && !pip_env_off {
+            if PIP_INSTALL.is_match(text) && !text.contains("--no-cache-dir") && !pip_env_off {
                 push("`pip install` without `--no-cache-dir` leaves pip's download cache in the layer");
             }
-            if Regex::new(r"\bapk\s+add\b").is_ok_and(|r| r.is_match(text)) && !text.contains("--no-cache") {
+            if APK_ADD.is_match(text) && !text.contains("--no-cache") {
                 push("`apk add` without `--no-cache` leaves the package index in the layer");
             }
         }

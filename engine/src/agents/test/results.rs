@@ -85,6 +85,7 @@ pub fn parse_junit(xml: &str) -> Result<Vec<TestResult>, String> {
     let mut current: Option<TestResult> = None;
     loop {
         let event = reader.read_event().map_err(|e| format!("bad JUnit XML at byte {}: {e}", reader.buffer_position()))?;
+        let empty = matches!(event, Event::Empty(_));
         match event {
             Event::Start(tag) | Event::Empty(tag) if tag.name().as_ref() == b"testcase" => {
                 let mut name = String::new();
@@ -101,7 +102,7 @@ pub fn parse_junit(xml: &str) -> Result<Vec<TestResult>, String> {
                 }
                 let id = if class.is_empty() { name.clone() } else { format!("{class}::{name}") };
                 let result = TestResult { id, name, outcome: Outcome::Passed, duration_ms: time };
-                if matches!(event, Event::Empty(_)) {
+                if empty {
                     results.push(result);
                 } else {
                     current = Some(result);

@@ -1,0 +1,63 @@
+//! `cairn tests flaky`: tests that flip between passing and failing, with their score and
+//! quarantine state.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::json;
+
+use cairn_engine::agents::test::flakiness;
+
+use super::settings::Settings;
+
+#[derive(clap::Args)]
+pub struct TestsArgs {
+    #[command(subcommand)]
+    pub what: TestsCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum TestsCommand {
+    /// Tests that failed or flaked, by flakiness score, with quarantine state.
+    Flaky {
+        /// Only this repository (its URL or path as the runs record it).
+        #[arg(long)]
+        repo: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn tests(home: Option<PathBuf>, args: &TestsArgs) -> Result<()> {
+    let TestsCommand::Flaky { repo, json: as_json } = &args.what;
+    let store = Settings::resolve(home, None)?.open_store()?;
+    let mut rows = Vec::new();
+    for (repo, test_id) in store.unsteady_tests(repo.as_deref())? {
+        let history = store.test_history(&repo, &test_id, 20)?;
+        let quarantine = store.quarantined(&repo)?.remove(&test_id);
+        rows.push(json!({
+            "repo": repo,
+            "test": test_id,
+            "score": flakiness(&history),
+            "runs": history.len(),
+            "flaky_runs": history.iter().filter(|o| o.as_str() == "flaky").count(),
+            "quarantined": quarantine.is_some(),
+            "passes_in_row": quarantine.map(|q| q.passes_in_row),
+        }));
+    }
+    rows.sort_by(|a, b| b["score"].as_f64().partial_cmp(&a["score"].as_f64()).unwrap_or(std::cmp::Ordering::Equal));
+    if *as_json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        eprintln!("no test has failed or flaked yet");
+        return Ok(());
+    }
+    println!("{:>6} {:>5} {:>6}  {:<12} TEST", "SCORE", "RUNS", "FLAKY", "STATE");
+    for row in &rows {
+        let state = if row["quarantined"] == true { format!("quarantined ({} ok)", row["passes_in_row"]) } else { "active".into() };
+        println!("{:>6.2} {:>5} {:>6}  {:<12} {}", row["score"].as_f64().unwrap_or(0.0), row["runs"], row["flaky_runs"], state, row["test"].as_str().unwrap_or(""));
+    }
+    Ok(())
+}
