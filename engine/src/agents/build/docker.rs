@@ -148,3 +148,22 @@ pub async fn tag(docker: &Docker, image: &str, repository: &str, tag: &str) -> R
         .await
         .map_err(|source| Error::docker(format!("tag {image} as {repository}:{tag}"), source))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unreachable_tcp_engine_and_unsupported_hosts_are_clear() {
+        // Port 1 on loopback: nothing listens there.
+        let error = connect("tcp://127.0.0.1:1", None).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.starts_with("cannot reach the Docker engine at tcp://127.0.0.1:1"), "{error}");
+        let error = connect("https://127.0.0.1:1", None).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("needs `tls_cert_path`"), "{error}");
+        let error = connect("ssh://builder", None).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("is not supported"), "{error}");
+        let missing = tempfile::tempdir().expect("tempdir");
+        let error = connect("tcp://127.0.0.1:1", Some(missing.path())).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.starts_with("cannot reach the Docker engine at tcp://127.0.0.1:1"), "missing certificates: {error}");
+    }
+}

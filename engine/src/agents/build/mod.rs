@@ -1,7 +1,13 @@
 //! `agent: build_agent`: builds the commit's Docker image through the Docker engine API
 //! (bollard), decides between a full and a cached build from what the commit changed, reviews
 //! the Dockerfile with deterministic rules (explained by the local model), and reports sizes,
-//! layers and timings. See `ARCHITECTURE.md`, "Build agent".
+//! layers and timings. See `DESIGN.md`, "The pipeline" (build stage) and "Real parts".
+//!
+//! Outputs (the build report): `image` (`repo:short-sha`), `tags` (plus `repo:branch`), `id`,
+//! `digest`, `size`, `previous` and `size_change` (against the branch tag before it moved),
+//! `decision` (`full`/`cached`) and `reason`, `cache` (triggers, changed files, cache hits),
+//! `duration_ms`, `last_full_build_ms`, `time_saved_ms`, `layers`, `context`, and `review`
+//! (findings, their explanation and the tier that wrote it, proposal status).
 
 mod agent;
 mod cache;
