@@ -78,6 +78,13 @@ while [ "$i" -lt "$checks" ]; do
 done
 echo "healthy after $checks checks"
 TXT
+cat > Dockerfile <<'TXT'
+# The greeter's files as an image; FROM scratch because nothing is pulled in an air gap.
+FROM scratch
+COPY src/ /app/
+USER 65534
+TXT
+printf '*\n!src/\n' > .dockerignore
 cat > Makefile <<'TXT'
 .PHONY: test test-extra build deploy monitor
 test:

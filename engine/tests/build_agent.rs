@@ -113,6 +113,41 @@ async fn unreachable_engine_is_a_clear_error() {
     assert!(error.starts_with("cannot reach the Docker engine at unix:///nonexistent.sock: "), "{error}");
 }
 
+/// Review findings reach the build report end to end, and the real local model (through the
+/// router, recorded in the run's call history) explains them; secret values never appear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_findings_are_reported_and_explained_by_the_local_model() {
+    let images = Images::new("review");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = ServiceRepo::create(&dir.path().join("service"));
+    // No USER, a secret in ENV, and no .dockerignore: still buildable FROM scratch.
+    std::fs::write(repo.path.join("Dockerfile"), "FROM scratch\nENV API_TOKEN=tok-abc123\nCOPY app /app\nENTRYPOINT [\"/app\"]\n").expect("Dockerfile");
+    std::fs::remove_file(repo.path.join(".dockerignore")).expect("remove .dockerignore");
+    let commit = repo.commit("a Dockerfile with problems");
+    let engine = TestEngine::with_local_model();
+    let run = engine.build(&repo.path, &commit, json!({ "image": images.repository })).await;
+    assert_eq!(run.state, RunState::Succeeded, "error: {:?}\n{}", run.step.error, run.logs.join("\n"));
+    let review = &run.outputs()["review"];
+    let rules: Vec<(&str, Option<u64>)> = review["findings"]
+        .as_array()
+        .map(|f| f.iter().map(|f| (f["rule"].as_str().unwrap_or(""), f["line"].as_u64())).collect())
+        .unwrap_or_default();
+    assert_eq!(rules, vec![("missing-dockerignore", None), ("runs-as-root", Some(1)), ("secret-in-build-config", Some(2))], "{review:#}");
+    // The local model answered; its text is reported unless it looped, in which case the
+    // findings' own text stands and the note says why (never a silent substitution).
+    let explanation = review["explanation"].as_str().unwrap_or("");
+    assert!(!explanation.trim().is_empty(), "{review:#}");
+    match review["explained_by"].as_str() {
+        Some("local") => assert!(review["explanation_note"].is_null()),
+        Some("rules") => assert!(review["explanation_note"].as_str().is_some_and(|n| n.starts_with("the local tier's explanation was discarded")), "{review:#}"),
+        other => panic!("unexpected tier {other:?}: {review:#}"),
+    }
+    println!("explained by {}: {explanation}\nnote: {}", review["explained_by"], review["explanation_note"]);
+    assert!(!review["findings"].to_string().contains("tok-abc123"), "the secret's value is not repeated");
+    let calls = engine.engine.store().calls(run.run_id).expect("calls");
+    assert!(calls.iter().any(|c| c.task == "review_dockerfile" && c.tier == "local" && c.step_id == "build"), "{calls:?}");
+}
+
 /// The demo service the deploy agent ships: built through the agent (full, then cached after
 /// a source change), reviewed clean, and serving `/`, `/healthz` and `/metrics`; with
 /// `DEMO_ERROR_RATE=1` it is the "bad version" a monitor must catch.

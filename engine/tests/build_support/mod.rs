@@ -101,10 +101,23 @@ pub struct TestEngine {
 
 impl TestEngine {
     pub fn new() -> TestEngine {
+        TestEngine::create(false)
+    }
+
+    /// With the language-model router and the real default local model (which
+    /// `scripts/fetch-model.sh` provides), as `cairn` runs agents.
+    pub fn with_local_model() -> TestEngine {
+        TestEngine::create(true)
+    }
+
+    fn create(with_router: bool) -> TestEngine {
         let home = tempfile::tempdir().expect("home");
         let store = Store::open(&home.path().join("cairn.db")).expect("open store");
+        let router = with_router.then(|| {
+            Arc::new(cairn_engine::llm::Router::new(cairn_engine::llm::Settings::default(), store.clone()).expect("router"))
+        });
         let settings = EngineSettings { concurrency: None, lease: EngineSettings::DEFAULT_LEASE, work_dir: home.path().join("work") };
-        let engine = Engine::new(store, Arc::new(Registry::builtin(None)), settings);
+        let engine = Engine::new(store, Arc::new(Registry::builtin(router)), settings);
         TestEngine { engine, home }
     }
 
@@ -125,11 +138,12 @@ impl TestEngine {
             .find(|s| s.step_id == "build")
             .expect("build step");
         let logs = store.logs(run_id, Some("build"), 0).expect("logs").into_iter().map(|l| l.line).collect();
-        BuildRun { state, step, logs }
+        BuildRun { state, step, logs, run_id }
     }
 }
 
 pub struct BuildRun {
+    pub run_id: i64,
     pub state: RunState,
     pub step: StepRecord,
     pub logs: Vec<String>,

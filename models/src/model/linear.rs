@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Module, Result, Tensor};
 
 /// How prefill gets its f32 weights.
@@ -24,11 +24,20 @@ pub(crate) struct Linear {
     bias: Option<Tensor>,
 }
 
+/// Formats whose dot product candle 0.11 only has as scalar code on x86; their decode
+/// weights are re-quantized to Q8_0 (AVX2 dot product) at load.
+const WITHOUT_SIMD_DOT: &[GgmlDType] = &[GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q5_1];
+
 /// Prefill batches shorter than this use the quantized path (dense gemm wins from a few rows).
 const DENSE_MIN_ROWS: usize = 4;
 
 impl Linear {
     pub(crate) fn new(weights: QTensor, bias: Option<Tensor>, resident: bool) -> Result<Self> {
+        let weights = if WITHOUT_SIMD_DOT.contains(&weights.dtype()) {
+            QTensor::quantize(&weights.dequantize(&weights.device())?, GgmlDType::Q8_0)?
+        } else {
+            weights
+        };
         let quantized = Arc::new(weights);
         let matmul = QMatMul::from_arc(quantized.clone())?;
         let dense = match (&matmul, resident) {

@@ -197,7 +197,7 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
         logs.line("stdout", format!("size {} (was {}, {change:+} bytes)", format_size(size), format_size(before)));
     }
 
-    let review_report = explain(llm, call, &findings, &dockerfile_text).await;
+    let review_report = explain(llm, call, &findings).await;
 
     Ok(json!({
         "image": image,
@@ -239,36 +239,68 @@ fn cache_report(decision: &Decision, changed: Option<&[String]>, config: &BuildC
 }
 
 /// The findings, explained by the local model when there is one (its rules fallback is the
-/// findings' own text), and the proposal status.
-async fn explain(llm: Option<&Router>, call: &AgentContext, findings: &[Finding], dockerfile: &str) -> Value {
+/// findings' own text), and the proposal status. A small model can loop on one sentence; such
+/// an answer is kept out of the report (the findings' text stands instead) and the reason noted.
+async fn explain(llm: Option<&Router>, call: &AgentContext, findings: &[Finding]) -> Value {
     let text: String = findings.iter().map(|f| format!("{f}\n")).collect();
     for finding in findings {
         call.logs.line("stdout", format!("review: {finding}"));
     }
+    let mut note = None;
     let (explanation, explained_by) = match (llm, findings.is_empty()) {
         (_, true) => ("no findings".to_string(), "rules"),
         (None, false) => (text.clone(), "rules"),
         (Some(router), false) => {
             let scope = CallScope::new(call.run_id, call.step_id.clone());
+            // Findings only, not the Dockerfile: they carry the line and the instruction, the
+            // prompt stays short, and no ENV value reaches a model.
             let request = Request {
                 task: Task::ReviewDockerfile,
-                instruction: "You review Dockerfiles. For each finding below, explain in one or two sentences why it matters and how to fix it. Do not invent findings.".into(),
-                input: format!("Findings:\n{text}\nDockerfile:\n{dockerfile}"),
+                instruction: "You review Dockerfiles. For each finding, write one short sentence on how to fix it. Do not add findings. Stop after the last finding.".into(),
+                input: text.clone(),
                 diff: None,
             };
             let rules_text = text.clone();
             let answer = router.ask(Some(&scope), request, move || Value::String(rules_text)).await;
-            (answer.text, answer.tier.as_str())
+            match repetitive(&answer.text) {
+                Some(why) => {
+                    note = Some(format!("the {} tier's explanation was discarded: {why}", answer.tier.as_str()));
+                    (text.clone(), "rules")
+                }
+                None => (answer.text, answer.tier.as_str()),
+            }
         }
     };
+    if let Some(note) = &note {
+        call.logs.line("stdout", format!("review: {note}"));
+    }
     json!({
         "findings": findings,
         "explanation": explanation,
         "explained_by": explained_by,
+        "explanation_note": note,
         // Nothing is proposed unless it was built and compared; that comparison is not
         // implemented, so say so rather than suggest an untested Dockerfile.
         "proposal": { "status": "none", "reason": "no optimized Dockerfile is proposed: proposals are only reported after being built and compared, which this agent does not do yet" },
     })
+}
+
+/// Why `text` is a degenerate answer (empty, or one sentence said again and again), if it is.
+fn repetitive(text: &str) -> Option<String> {
+    let sentences: Vec<String> = text
+        .split(['.', '\n'])
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase())
+        .filter(|s| s.len() > 3)
+        .collect();
+    if sentences.is_empty() {
+        return Some("it was empty".into());
+    }
+    let mut counts = std::collections::HashMap::new();
+    for sentence in &sentences {
+        *counts.entry(sentence.as_str()).or_insert(0usize) += 1;
+    }
+    let most = counts.values().copied().max().unwrap_or(0);
+    (most >= 3).then(|| format!("one sentence repeats {most} times"))
 }
 
 /// The full SHA of `commit` in the checkout; `HEAD` when the context names none but the
@@ -313,4 +345,16 @@ async fn changed_since(workspace: &Path, previous: Option<&str>, commit: &str) -
 
 fn short_id(id: &str) -> String {
     id.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repetitive;
+
+    #[test]
+    fn looping_answers_are_recognized() {
+        assert!(repetitive("Add USER. Add USER. Add USER. Add USER.").is_some());
+        assert!(repetitive("  ").is_some());
+        assert!(repetitive("Add `USER 65534`. Move the token to a runtime secret. Add a .dockerignore.").is_none());
+    }
 }
