@@ -18,7 +18,7 @@ use super::logs::{LogSink, LogWriter};
 use super::machine::{Effects, Outcome, RunMachine, Write};
 use super::orphans::{TOKEN_VARIABLE, kill_orphans, kill_token_prefix};
 use super::owner::{Owner, owner_alive};
-use super::process::{ProcessSpec, humanize, run_command};
+use super::process::{ProcessSpec, cancelled, deadline, humanize, run_command};
 use super::retry::FailureClass;
 use super::workspace::Workspace;
 use crate::pipeline::{self, Action, LoadOptions, Step, Workflow};
@@ -501,19 +501,8 @@ async fn run_attempt(
                     message: format!("unknown agent `{name}`"),
                 };
             };
-            let deadline = async {
-                match step.timeout {
-                    Some(timeout) => tokio::time::sleep(timeout).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let cancelled = async {
-                while !*cancel.borrow() {
-                    if cancel.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            };
+            let deadline = deadline(step.timeout);
+            let cancelled = cancelled(&mut cancel);
             tokio::select! {
                 result = running => match result {
                     Ok(outputs) => Outcome::Succeeded { outputs },

@@ -64,19 +64,8 @@ pub async fn run_command(
         child.stdout.take().map(|out| pump(out, "stdout", logs.clone())),
         child.stderr.take().map(|err| pump(err, "stderr", logs.clone())),
     ];
-    let deadline = async {
-        match spec.timeout {
-            Some(timeout) => tokio::time::sleep(timeout).await,
-            None => std::future::pending().await,
-        }
-    };
-    let cancelled = async {
-        while !*cancel.borrow() {
-            if cancel.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+    let deadline = deadline(spec.timeout);
+    let cancelled = cancelled(&mut cancel);
     let stop = tokio::select! {
         status = child.wait() => Ok(status),
         () = deadline => Err(true),
@@ -133,6 +122,23 @@ pub async fn run_command(
                     message: format!("killed by signal {}", signal.unwrap_or(0)),
                 },
             }
+        }
+    }
+}
+
+/// Resolves when `timeout` has passed; never without one.
+pub async fn deadline(timeout: Option<Duration>) {
+    match timeout {
+        Some(timeout) => tokio::time::sleep(timeout).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the run is cancelled; never if the sender goes away without cancelling.
+pub async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    while !*cancel.borrow() {
+        if cancel.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }
