@@ -52,6 +52,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(args) => cli::status::list(home, args).map(|()| ExitCode::SUCCESS),
         Command::Logs(args) => cli::logs::logs(home, args).await.map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => cli::serve::serve(home, args).await,
+        Command::Rollback(args) => cli::rollback::rollback(home, args).await,
         Command::Cancel(args) => cli::cancel::cancel(home, args).await,
         Command::Validate(args) => Ok(cli::validate::validate(args)),
         Command::Graph(args) => Ok(cli::graph::graph(args)),

@@ -4,6 +4,7 @@
 //! JSON, which feed the `when:` conditions and inputs of the steps after it.
 
 pub mod build;
+pub mod deploy;
 mod noop;
 pub mod orchestrator;
 mod registry;

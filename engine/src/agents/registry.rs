@@ -28,6 +28,7 @@ impl Registry {
         registry.register(Arc::new(super::orchestrator::Orchestrator::new(llm.clone())));
         registry.register(Arc::new(super::build::BuildAgent::new(llm)));
         registry.register(Arc::new(super::test::TestAgent));
+        registry.register(Arc::new(super::deploy::DeployAgent));
         registry
     }
 

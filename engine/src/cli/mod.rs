@@ -9,6 +9,7 @@ pub mod cancel;
 pub mod costs;
 pub mod graph;
 pub mod logs;
+pub mod rollback;
 pub mod run;
 pub mod serve;
 pub mod settings;
@@ -50,6 +51,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Cancel a run (its running steps are killed).
     Cancel(cancel::CancelArgs),
+    /// Restore the previous version of what a run deployed.
+    Rollback(rollback::RollbackArgs),
     /// Check a workflow file and report every problem with file, line and column.
     Validate(validate::ValidateArgs),
     /// Draw a workflow's DAG as Mermaid or Graphviz DOT.

@@ -13,7 +13,7 @@ mod agent;
 mod cache;
 mod config;
 mod context;
-mod docker;
+pub(crate) mod docker;
 mod dockerfile;
 mod dockerignore;
 mod error;

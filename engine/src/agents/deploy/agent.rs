@@ -1,0 +1,214 @@
+//! The `deploy_agent` step: read the config → connect (Docker, HAProxy) → recover an
+//! interrupted deploy → record the deploy as in progress → run the strategy → record the
+//! outcome → retire old releases past `keep_previous` → notify → report. A rollback fails the
+//! step, with the reason and the measured rollback time in its message.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use super::config::DeployConfig;
+use super::docker::{self, Replica};
+use super::error::Error;
+use super::notify::{Alert, Notifier, Severity};
+use super::probe;
+use super::proxy::Proxy;
+use super::state::{self, InProgress, Record, Release};
+use super::strategy::Deployment;
+use crate::agents::registry::{Agent, AgentContext, AgentError, AgentFuture};
+use crate::exec::LogSink;
+
+pub struct DeployAgent;
+
+impl Agent for DeployAgent {
+    fn name(&self) -> &'static str {
+        "deploy_agent"
+    }
+
+    fn run(&self, context: AgentContext) -> AgentFuture {
+        Box::pin(async move {
+            match deploy(&context).await {
+                Ok(Ok(outputs)) => Ok(outputs),
+                Ok(Err(rolled_back)) => {
+                    context.logs.line("stderr", rolled_back.clone());
+                    Err(AgentError::new(rolled_back))
+                }
+                Err(error) => {
+                    context.logs.line("stderr", error.chain());
+                    Err(AgentError::new(error.chain()))
+                }
+            }
+        })
+    }
+}
+
+/// Outputs of a deploy, or the message of a rollback.
+#[tracing::instrument(skip_all, fields(run_id = call.run_id, step_id = %call.step_id))]
+async fn deploy(call: &AgentContext) -> Result<Result<Value, String>, Error> {
+    let config = DeployConfig::from_with(&call.with, &call.context, &call.workspace, |name| std::env::var(name).ok())?;
+    let logs = &call.logs;
+    let state_path = config.state_file.clone().unwrap_or_else(|| call.workspace.join(".cairn-deployments.json"));
+    let key = call.idempotency_key.clone();
+    logs.line("stdout", format!("deploy {} {} ({}) with {} ({})", config.service, config.version, config.image, config.strategy.as_str(), config.strategy_reason));
+    let docker = docker::connect(&config).await?;
+    let proxy = Proxy::new(&config.proxy_socket, &config.backend);
+    let mut notifier = Notifier::new(config.notify.clone(), call.run_id, &config.service);
+
+    let current = state::load(&state_path)?.services.get(&config.service).cloned().unwrap_or_default();
+    if current.active.as_ref().is_some_and(|a| a.key == key) {
+        logs.line("stdout", "this step's release is already active (an earlier attempt finished it)");
+        return Ok(Ok(json!({ "service": config.service, "version": config.version, "outcome": "deployed", "resumed": true })));
+    }
+    let recovered = match &current.in_progress {
+        Some(interrupted) => Some(recover(&docker, &proxy, &config, interrupted, &state_path, logs).await?),
+        None => None,
+    };
+    let old = serving(&proxy, current.active.as_ref()).await?;
+    let replaces = current.active.clone().map(|release| Release { replicas: old.clone(), ..release });
+    let started_ms = crate::store::now_ms();
+    state::update(&state_path, &config.service, |s| {
+        s.in_progress = Some(InProgress { key: key.clone(), version: config.version.clone(), strategy: config.strategy.as_str().into(), replaces: replaces.clone(), started_ms });
+    })?;
+
+    let started = Instant::now();
+    let deployment = Deployment {
+        docker: &docker,
+        proxy: &proxy,
+        config: &config,
+        key: &key,
+        prefix: format!("cairn-{}-{}", config.service, &hex::encode(Sha256::digest(key.as_bytes()))[..10]),
+        old: old.clone(),
+        logs,
+        client: probe::client(),
+        started,
+        events: Vec::new(),
+    };
+    let result = deployment.run().await?;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let outcome = if result.rolled_back { "rolled_back" } else { "deployed" };
+    let details = json!({ "verdicts": result.verdicts, "events": result.events });
+    let now = crate::store::now_ms();
+    let record = Record {
+        key: key.clone(),
+        version: config.version.clone(),
+        strategy: config.strategy.as_str().into(),
+        outcome: outcome.into(),
+        reason: result.reason.clone(),
+        rollback_ms: result.rollback_ms,
+        at_ms: now,
+        details: details.clone(),
+    };
+    let release = Release { key: key.clone(), version: config.version.clone(), image: config.image.clone(), replicas: result.replicas.clone(), since_ms: now };
+    let keep_ms = config.keep_previous.as_millis() as i64;
+    let expired = state::update(&state_path, &config.service, |s| {
+        s.in_progress = None;
+        s.history.push(record);
+        if !result.rolled_back
+            && let Some(previous) = s.active.replace(release)
+        {
+            s.retired.push((now, Release { replicas: old.clone(), ..previous }));
+        }
+        let (expired, kept): (Vec<_>, Vec<_>) = s.retired.drain(..).partition(|(at, _)| now - at >= keep_ms);
+        s.retired = kept;
+        expired
+    })?;
+    for (_, release) in expired {
+        for replica in &release.replicas {
+            proxy.delete_server(&replica.name).await?;
+            docker::remove(&docker, &replica.name).await?;
+        }
+        logs.line("stdout", format!("removed retired release {} ({} replicas)", release.version, release.replicas.len()));
+    }
+
+    let rollback_text = result.rollback_ms.map(|ms| format!(" (the previous release served all traffic again {ms} ms after the first anomalous sample, or after the decision when there was none)")).unwrap_or_default();
+    if result.rolled_back {
+        notifier
+            .notify(Alert {
+                severity: Severity::Critical,
+                key: format!("rollback:{}", config.service),
+                title: format!("{} {} rolled back", config.service, config.version),
+                text: format!("{}{rollback_text}", result.reason),
+                success: false,
+            })
+            .await;
+    } else {
+        notifier
+            .notify(Alert { severity: Severity::Info, key: format!("deployed:{}:{}", config.service, config.version), title: format!("{} {} deployed", config.service, config.version), text: result.reason.clone(), success: true })
+            .await;
+    }
+    notifier.flush().await;
+    let replicas: Vec<Value> = result.replicas.iter().map(|r| json!({ "name": r.name, "address": r.address })).collect();
+    let outputs = json!({
+        "service": config.service,
+        "version": config.version,
+        "image": config.image,
+        "strategy": config.strategy.as_str(),
+        "strategy_reason": config.strategy_reason,
+        "outcome": outcome,
+        "reason": result.reason,
+        "replicas": replicas,
+        "previous": current.active.as_ref().map(|a| json!({ "version": a.version, "image": a.image })),
+        "recovered": recovered,
+        "verdicts": details["verdicts"],
+        "events": details["events"],
+        "rollback_ms": result.rollback_ms,
+        "duration_ms": duration_ms,
+        "state_file": state_path.display().to_string(),
+        "proxy_socket": config.proxy_socket.display().to_string(),
+        "backend": config.backend,
+        "notifications": notifier.report(),
+    });
+    if result.rolled_back {
+        return Ok(Err(format!("deploy of {} {} rolled back: {}{rollback_text}", config.service, config.version, result.reason)));
+    }
+    Ok(Ok(outputs))
+}
+
+/// The servers of the active release that are in the proxy; without a recorded release (a
+/// lost state file), whatever the backend has in rotation.
+async fn serving(proxy: &Proxy, active: Option<&Release>) -> Result<Vec<Replica>, Error> {
+    let servers = proxy.servers().await?;
+    Ok(match active {
+        Some(release) => release.replicas.iter().filter(|r| servers.iter().any(|s| s.name == r.name)).cloned().collect(),
+        None => servers.into_iter().filter(|s| !s.in_maintenance).map(|s| Replica { name: s.name, address: s.address }).collect(),
+    })
+}
+
+/// A deploy that was running when the engine died: its release is taken out and the one it
+/// replaced restored, so traffic is never left split. Returns what was done.
+async fn recover(docker: &bollard::Docker, proxy: &Proxy, config: &DeployConfig, interrupted: &InProgress, path: &Path, logs: &LogSink) -> Result<Value, Error> {
+    let started = Instant::now();
+    for replica in interrupted.replaces.iter().flat_map(|r| r.replicas.iter()) {
+        proxy.set_weight(&replica.name, super::proxy::WEIGHT_SCALE / 2).await?;
+        proxy.set_state(&replica.name, "ready").await?;
+    }
+    let names = docker::of_key(docker, &config.service, &interrupted.key).await?;
+    for name in &names {
+        if proxy.servers().await?.iter().any(|s| &s.name == name) {
+            proxy.set_state(name, "maint").await?;
+        }
+    }
+    let restored_ms = started.elapsed().as_millis() as u64;
+    for name in &names {
+        proxy.delete_server(name).await?;
+        docker::remove(docker, name).await?;
+    }
+    let reason = format!("deploy {} of {} was interrupted (engine crash); its {} replicas were removed and the previous release restored", interrupted.key, interrupted.version, names.len());
+    logs.line("stdout", reason.clone());
+    state::update(path, &config.service, |s| {
+        s.in_progress = None;
+        s.history.push(Record {
+            key: interrupted.key.clone(),
+            version: interrupted.version.clone(),
+            strategy: interrupted.strategy.clone(),
+            outcome: "recovered".into(),
+            reason: reason.clone(),
+            rollback_ms: Some(restored_ms),
+            at_ms: crate::store::now_ms(),
+            details: Value::Null,
+        });
+    })?;
+    Ok(json!({ "key": interrupted.key, "version": interrupted.version, "removed": names, "restore_ms": restored_ms }))
+}

@@ -1,0 +1,288 @@
+//! The step's `with:` block and the run context, checked once into a typed [`DeployConfig`].
+//! Unknown keys are an error: a misspelt `min_samples` must not silently weaken the analysis.
+//!
+//! ```yaml
+//! with:
+//!   service: shop                 # names containers, labels and proxy servers
+//!   image: shop:3f2a…             # default: the build step's `image` output
+//!   version: v2                   # label shown in reports; default: the image tag
+//!   replicas: 3
+//!   env: { DEMO_VERSION: v2 }     # container environment
+//!   container_port: 8080
+//!   strategy: canary              # rolling | blue_green | canary | hotfix; default by `risk`
+//!   proxy_socket: /run/haproxy/admin.sock   # HAProxy runtime API (level admin)
+//!   backend: shop                 # the HAProxy backend the replicas are servers of
+//!   health_path: /healthz
+//!   metrics_path: /metrics
+//!   health_timeout: 30s           # a replica not healthy by then fails the deploy
+//!   canary_steps: [5, 25, 50, 100]          # percent of traffic, analysed at each step
+//!   monitor_window: 10m           # whole canary analysis; default 10m, 30m at high risk
+//!   analysis_interval: 5s         # how often metrics are scraped and tested
+//!   min_samples: 100              # per side, below it the verdict is inconclusive
+//!   alpha: 0.01                   # significance level of both tests
+//!   max_error_rate_delta: 0.01    # canary error rate may exceed baseline by this much
+//!   max_latency_ratio: 1.5        # canary mean latency may be this many times baseline
+//!   keep_previous: 15m            # retired replicas are kept this long for instant rollback
+//!   state_file: /var/lib/cairn/deployments.json   # default: beside the run directories
+//!   notify: { slack: http://…, webhook: http://…, window: 60s, success: false, max_per_run: 20 }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::analysis::Thresholds;
+use super::error::Error;
+use super::notify::NotifyConfig;
+
+const KEYS: &[&str] = &[
+    "service", "image", "version", "replicas", "env", "container_port", "strategy", "proxy_socket", "backend",
+    "health_path", "metrics_path", "health_timeout", "canary_steps", "monitor_window", "analysis_interval",
+    "min_samples", "alpha", "max_error_rate_delta", "max_latency_ratio", "keep_previous", "state_file", "notify",
+    "docker_host", "tls_cert_path",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Rolling,
+    BlueGreen,
+    Canary,
+    Hotfix,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "rolling",
+            Strategy::BlueGreen => "blue_green",
+            Strategy::Canary => "canary",
+            Strategy::Hotfix => "hotfix",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Strategy> {
+        match text.replace('-', "_").as_str() {
+            "rolling" => Some(Strategy::Rolling),
+            "blue_green" => Some(Strategy::BlueGreen),
+            "canary" => Some(Strategy::Canary),
+            "hotfix" => Some(Strategy::Hotfix),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployConfig {
+    pub docker_host: String,
+    pub tls_cert_path: Option<PathBuf>,
+    pub service: String,
+    pub image: String,
+    pub version: String,
+    pub replicas: usize,
+    pub env: BTreeMap<String, String>,
+    pub container_port: u16,
+    pub strategy: Strategy,
+    /// Why this strategy: the override, or the risk rule.
+    pub strategy_reason: String,
+    pub risk: String,
+    pub proxy_socket: PathBuf,
+    pub backend: String,
+    pub health_path: String,
+    pub metrics_path: String,
+    pub health_timeout: Duration,
+    pub canary_steps: Vec<f64>,
+    pub monitor_window: Duration,
+    pub analysis_interval: Duration,
+    pub thresholds: Thresholds,
+    pub keep_previous: Duration,
+    pub state_file: Option<PathBuf>,
+    pub notify: NotifyConfig,
+}
+
+impl DeployConfig {
+    /// Reads `with:` and the run context (`risk`, the build's `image`); `env` looks up
+    /// `DOCKER_HOST` and friends, injected so tests need not touch the process environment.
+    pub fn from_with(with: &Value, context: &Value, workspace: &Path, env: impl Fn(&str) -> Option<String>) -> Result<DeployConfig, Error> {
+        let empty = Map::new();
+        let map = match with {
+            Value::Object(map) => map,
+            Value::Null => &empty,
+            other => return Err(Error::Config(format!("expected a mapping, found {other}"))),
+        };
+        if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(Error::Config(format!("unknown key `{unknown}` (known: {})", KEYS.join(", "))));
+        }
+        let image = string(map, "image")?
+            .or_else(|| context.get("image").and_then(Value::as_str).map(str::to_string))
+            .ok_or_else(|| Error::Config("no image: set `with: image:` or run after a build_agent step".into()))?;
+        let service = string(map, "service")?.ok_or_else(|| Error::Config("`service` is required".into()))?;
+        if service.is_empty() || !service.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(Error::Config(format!("service `{service}` must be letters, digits, `-` or `_`")));
+        }
+        let version = string(map, "version")?.unwrap_or_else(|| image.rsplit_once(':').map_or(image.clone(), |(_, tag)| tag.to_string()));
+        let risk = context.get("risk").and_then(Value::as_str).unwrap_or("medium").to_string();
+        let (strategy, strategy_reason) = match string(map, "strategy")? {
+            Some(text) => {
+                let strategy = Strategy::parse(&text).ok_or_else(|| Error::Config(format!("strategy `{text}` is not one of rolling, blue_green, canary, hotfix")))?;
+                (strategy, format!("`with: strategy: {text}`"))
+            }
+            None if risk == "high" => (Strategy::Canary, "risk is high: canary".to_string()),
+            None => (Strategy::Rolling, format!("risk is {risk}: rolling")),
+        };
+        let env_map = match map.get("env") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(Value::Object(vars)) => vars
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), scalar(v).ok_or_else(|| Error::Config(format!("env.{k} must be a string, number or boolean")))?)))
+                .collect::<Result<_, Error>>()?,
+            Some(_) => return Err(Error::Config("env must be a mapping of names to values".into())),
+        };
+        let canary_steps = match map.get("canary_steps") {
+            None | Some(Value::Null) => vec![5.0, 25.0, 50.0, 100.0],
+            Some(Value::Array(items)) => {
+                let steps: Vec<f64> = items.iter().filter_map(Value::as_f64).collect();
+                let increasing = steps.windows(2).all(|w| w[0] < w[1]);
+                if steps.len() != items.len() || steps.is_empty() || !increasing || steps.iter().any(|s| *s <= 0.0 || *s > 100.0) {
+                    return Err(Error::Config("canary_steps must be increasing percentages in (0, 100]".into()));
+                }
+                steps
+            }
+            Some(_) => return Err(Error::Config("canary_steps must be a list of percentages".into())),
+        };
+        let default_window = if risk == "high" { Duration::from_secs(30 * 60) } else { Duration::from_secs(10 * 60) };
+        let thresholds = Thresholds {
+            min_samples: number(map, "min_samples")?.map(|n| n as u64).unwrap_or(100),
+            alpha: number(map, "alpha")?.unwrap_or(0.01),
+            max_error_rate_delta: number(map, "max_error_rate_delta")?.unwrap_or(0.01),
+            max_latency_ratio: number(map, "max_latency_ratio")?.unwrap_or(1.5),
+        };
+        let state_file = string(map, "state_file")?.map(PathBuf::from).or_else(|| default_state_file(workspace));
+        Ok(DeployConfig {
+            docker_host: string(map, "docker_host")?
+                .or_else(|| env("DOCKER_HOST").filter(|h| !h.is_empty()))
+                .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string()),
+            tls_cert_path: string(map, "tls_cert_path")?.map(PathBuf::from),
+            service,
+            image,
+            version,
+            replicas: number(map, "replicas")?.map(|n| n as usize).unwrap_or(2).max(1),
+            env: env_map,
+            container_port: number(map, "container_port")?.map(|n| n as u16).unwrap_or(8080),
+            strategy,
+            strategy_reason,
+            risk,
+            proxy_socket: string(map, "proxy_socket")?.map(PathBuf::from).ok_or_else(|| Error::Config("`proxy_socket` (the HAProxy runtime API socket) is required".into()))?,
+            backend: string(map, "backend")?.ok_or_else(|| Error::Config("`backend` (the HAProxy backend) is required".into()))?,
+            health_path: string(map, "health_path")?.unwrap_or_else(|| "/healthz".into()),
+            metrics_path: string(map, "metrics_path")?.unwrap_or_else(|| "/metrics".into()),
+            health_timeout: duration(map, "health_timeout")?.unwrap_or(Duration::from_secs(30)),
+            canary_steps,
+            monitor_window: duration(map, "monitor_window")?.unwrap_or(default_window),
+            analysis_interval: duration(map, "analysis_interval")?.unwrap_or(Duration::from_secs(5)),
+            thresholds,
+            keep_previous: duration(map, "keep_previous")?.unwrap_or(Duration::from_secs(15 * 60)),
+            state_file,
+            notify: NotifyConfig::from_value(map.get("notify")).map_err(Error::Config)?,
+        })
+    }
+}
+
+/// `deployments.json` beside the run directories (as the build agent keeps `builds.json`).
+fn default_state_file(workspace: &Path) -> Option<PathBuf> {
+    let run_dir = workspace.parent()?;
+    run_dir
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("run-"))
+        .then(|| run_dir.parent().map(|w| w.join("deployments.json")))
+        .flatten()
+}
+
+/// `"500ms"`, `"30s"`, `"10m"`, `"1h"`, or a number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len()));
+    let value: f64 = digits.trim().parse().ok()?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return None,
+    };
+    (seconds >= 0.0 && seconds.is_finite()).then(|| Duration::from_secs_f64(seconds))
+}
+
+fn duration(map: &Map<String, Value>, key: &str) -> Result<Option<Duration>, Error> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_f64().filter(|s| *s >= 0.0).map(Duration::from_secs_f64).map(Some).ok_or_else(|| Error::Config(format!("{key} must not be negative"))),
+        Some(Value::String(s)) => parse_duration(s).map(Some).ok_or_else(|| Error::Config(format!("{key} `{s}` is not a duration such as 30s or 10m"))),
+        Some(other) => Err(Error::Config(format!("{key} must be a duration such as 30s, found {other}"))),
+    }
+}
+
+fn string(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(Error::Config(format!("{key} must be a string, found {other}"))),
+    }
+}
+
+fn number(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, Error> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_f64().filter(|v| *v >= 0.0).map(Some).ok_or_else(|| Error::Config(format!("{key} must not be negative"))),
+        Some(other) => Err(Error::Config(format!("{key} must be a number, found {other}"))),
+    }
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({"service": "shop", "image": "shop:abc", "proxy_socket": "/tmp/s", "backend": "be"})
+    }
+
+    #[test]
+    fn strategy_follows_risk_unless_overridden() {
+        let ws = Path::new("/tmp");
+        let low = DeployConfig::from_with(&base(), &json!({"risk": "low"}), ws, |_| None).expect("valid");
+        assert_eq!(low.strategy, Strategy::Rolling);
+        let high = DeployConfig::from_with(&base(), &json!({"risk": "high"}), ws, |_| None).expect("valid");
+        assert_eq!((high.strategy, high.monitor_window), (Strategy::Canary, Duration::from_secs(1800)));
+        let mut with = base();
+        with["strategy"] = json!("blue-green");
+        let chosen = DeployConfig::from_with(&with, &json!({"risk": "high"}), ws, |_| None).expect("valid");
+        assert_eq!(chosen.strategy, Strategy::BlueGreen);
+        assert_eq!(chosen.version, "abc");
+    }
+
+    #[test]
+    fn rejects_typos_and_bad_values() {
+        let ws = Path::new("/tmp");
+        let mut with = base();
+        with["min_sample"] = json!(3);
+        let error = DeployConfig::from_with(&with, &json!({}), ws, |_| None).expect_err("typo");
+        assert!(error.to_string().contains("unknown key `min_sample`"), "{error}");
+        let mut with = base();
+        with["canary_steps"] = json!([50, 25]);
+        assert!(DeployConfig::from_with(&with, &json!({}), ws, |_| None).is_err());
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("ten"), None);
+    }
+}
