@@ -11,12 +11,12 @@ export CAIRN_HOME=${CAIRN_HOME:-$root/.cairn-home}
 sample=${1:-$CAIRN_HOME/sample-repo}
 export DEPLOY_ROOT=$CAIRN_HOME/sample-deploy
 
+echo "==> setting up (packages, Docker, the local model)" >&2
+scripts/setup.sh
+
 echo "==> building cairn (release)" >&2
 cargo build --release -p cairn-engine --bin cairn >&2
 cairn=$root/target/release/cairn
-
-echo "==> fetching the default local model" >&2
-scripts/fetch-model.sh >&2
 
 echo "==> creating the sample repository in $sample" >&2
 "$root/scripts/sample-repo.sh" "$sample" >&2

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: fetches the default model (idempotent), builds the
-# `cairn` binary the end-to-end tests drive, then runs every crate's tests.
+# The whole test suite, as CI runs it: sets the machine up (scripts/setup.sh: packages, Docker,
+# the model), builds the `cairn` binary the end-to-end tests drive, then runs every crate's
+# tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/fetch-model.sh >/dev/null
+scripts/setup.sh
 cargo build -p cairn-engine --bin cairn
 cargo test --workspace "$@"

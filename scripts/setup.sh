@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what Cairn's demo and tests need on a fresh Debian machine (idempotent): git, make,
+# gcc (static test binaries), haproxy (the deploy agent's proxy), a running Docker engine (the
+# build and deploy agents; nothing is pulled), a git identity for the commits tests make, and
+# the default local model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+for tool in git make gcc haproxy; do
+    command -v "$tool" >/dev/null || need+=("$tool")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
+        exit 1
+    fi
+    echo "setup: installing ${need[*]}" >&2
+    apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
+fi
+if command -v docker >/dev/null && ! docker info >/dev/null 2>&1; then
+    echo "setup: starting the Docker engine" >&2
+    (service docker start || (nohup dockerd >/tmp/dockerd.log 2>&1 &)) >/dev/null 2>&1 || true
+    for _ in $(seq 1 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
+fi
+docker info >/dev/null 2>&1 || echo "setup: warning: no Docker engine is reachable; the build and deploy agents need one" >&2
+git config --global user.email >/dev/null || git config --global user.email cairn@localhost.invalid
+git config --global user.name >/dev/null || git config --global user.name "Cairn"
+scripts/fetch-model.sh >/dev/null
