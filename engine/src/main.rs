@@ -11,6 +11,7 @@ use cli::{Cli, Command, EXIT_ERROR, EXIT_INVALID};
 
 fn main() -> ExitCode {
     restore_sigpipe();
+    default_decode_threads();
     if let Some(message) = missing_cpu_features() {
         eprintln!("error: {message}");
         return ExitCode::from(EXIT_ERROR);
@@ -86,4 +87,16 @@ fn restore_sigpipe() {
     // SAFETY: called first thing in main, before any other thread exists; SIG_DFL installs no
     // Rust code as a handler.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// candle's decode pool spin-waits; on a small machine that shares its cores with steps and
+/// builds, one decode thread is several times faster than two (see ARCHITECTURE.md,
+/// "Local model"). A user's explicit `CANDLE_NUM_THREADS` wins.
+#[allow(unsafe_code)]
+fn default_decode_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: called first thing in main, before the runtime or any other thread exists,
+        // so nothing can read the environment concurrently.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
 }

@@ -151,8 +151,8 @@ pub struct ModelIdentity {
 /// How to load a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Threads for inference (`None`: one per core). See [`crate::threads`] for what this
-    /// controls.
+    /// Threads for prompt processing (`None`: one per core). Decoding uses candle's
+    /// process-wide pool, sized by `CANDLE_NUM_THREADS`; see [`crate::threads`].
     pub threads: Option<usize>,
     /// Use a smaller context window than the model's (tests, memory).
     pub context_length: Option<usize>,

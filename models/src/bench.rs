@@ -22,7 +22,11 @@ const REPETITIONS: usize = 3;
 pub struct BenchReport {
     pub model: String,
     pub architecture: String,
+    /// Threads of the model's pool (prefill).
     pub threads: usize,
+    /// Threads of candle's process-wide quantized-matmul pool (decode); see
+    /// [`crate::threads`].
+    pub decode_threads: usize,
     pub load_seconds: f64,
     /// Prompt processing, 512 tokens in one batch.
     pub pp512_tokens_per_s: f64,
@@ -74,6 +78,7 @@ pub fn run(model_path: &Path, threads: usize) -> Result<BenchReport, Error> {
         model: model_path.display().to_string(),
         architecture: model.identity().architecture.clone(),
         threads: model.threads(),
+        decode_threads: crate::threads::decode_threads(),
         load_seconds,
         pp512_tokens_per_s: pp,
         tg128_tokens_per_s: tg,

@@ -18,7 +18,7 @@ mod model;
 mod paths;
 mod sampling;
 pub mod summarize;
-mod threads;
+pub mod threads;
 mod tokenizer;
 mod tokenizer_gguf;
 

@@ -102,6 +102,11 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The tokenizer as a Hugging Face `tokenizer.json` document.
+    pub fn to_tokenizer_json(&self) -> String {
+        self.document.to_string()
+    }
+
     /// Where this tokenizer came from.
     pub fn source(&self) -> &TokenizerSource {
         &self.source

@@ -78,7 +78,7 @@ pub async fn bench(home: Option<PathBuf>, args: &BenchArgs) -> Result<()> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("model {} ({}), {} threads, loaded in {:.2}s, best of {}", report.model, report.architecture, report.threads, report.load_seconds, report.repetitions);
+                println!("model {} ({}), {} threads, loaded in {:.2}s, median of {}", report.model, report.architecture, report.threads, report.load_seconds, report.repetitions);
                 println!("pp512            {:>8.1} tokens/s   (llama.cpp on this machine: ~167)", report.pp512_tokens_per_s);
                 println!("tg128            {:>8.1} tokens/s   (llama.cpp: ~78)", report.tg128_tokens_per_s);
                 println!("tg128 after 512  {:>8.1} tokens/s   (llama.cpp: ~43)", report.tg128_at_512_tokens_per_s);

@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use super::Backbone;
 use super::kv_cache::KvCache;
-use super::linear::Linear;
+use super::linear::{Linear, with_simd_dot};
 use crate::Error;
 use crate::error::CandleContext;
 use crate::gguf::GgufFile;
@@ -172,7 +172,8 @@ impl Llama {
         } else {
             "token_embd.weight"
         };
-        let output = QMatMul::from_qtensor(gguf.tensor(output_name)?)
+        let output = with_simd_dot(gguf.tensor(output_name)?)
+            .and_then(QMatMul::from_qtensor)
             .context(|| "load output projection".to_string())?;
         let norm = dequantize(gguf, "output_norm.weight")?;
 
