@@ -59,7 +59,7 @@ mod tests {
     fn loads_the_default_pipeline() {
         let text = include_str!("../../../workflows/ai-pipeline.yaml");
         let options = LoadOptions {
-            known_agents: &["orchestrator", "noop"],
+            known_agents: &["orchestrator", "noop", "test_agent", "build_agent", "deploy_agent"],
         };
         let workflow = load_str("ai-pipeline.yaml", text, &options).unwrap();
         let ids: Vec<&str> = workflow.steps.iter().map(|step| step.id.as_str()).collect();
@@ -70,6 +70,7 @@ mod tests {
                 "test",
                 "test-extra",
                 "build",
+                "package",
                 "deploy",
                 "monitor"
             ]
