@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build -p cairn-engine --bin cairn
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"
