@@ -34,7 +34,7 @@ pub(crate) fn build_pool(threads: Option<usize>) -> Result<(rayon::ThreadPool, u
         })?;
     let decode = decode_threads();
     if threads.is_some() && decode != count {
-        tracing::warn!(
+        tracing::info!(
             prefill_threads = count,
             decode_threads = decode,
             "decode uses candle's process-wide pool sized by CANDLE_NUM_THREADS \
