@@ -25,6 +25,9 @@ fn demo_binary() -> PathBuf {
     let output = Command::new(cargo)
         .current_dir(&dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // Its own target dir: the path below is known whatever CARGO_TARGET_DIR says, and the
+        // static build never invalidates the workspace's artifacts.
+        .env("CARGO_TARGET_DIR", dir.join("target"))
         .args(["build", "--quiet", "--release", "--target", "x86_64-unknown-linux-gnu"])
         .output()
         .expect("run cargo for the demo service");
