@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use super::error::Error;
 use super::size::parse_size;
+use crate::agents::with::scalar;
 
 /// Where the engine listens when neither `with: docker_host` nor `DOCKER_HOST` say.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
@@ -118,11 +119,7 @@ impl BuildConfig {
 }
 
 fn string(map: &serde_json::Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(Error::Config(format!("{key} must be a string, found {other}"))),
-    }
+    crate::agents::with::string(map, key).map_err(Error::Config)
 }
 
 fn boolean(map: &serde_json::Map<String, Value>, key: &str) -> Result<Option<bool>, Error> {
@@ -133,14 +130,6 @@ fn boolean(map: &serde_json::Map<String, Value>, key: &str) -> Result<Option<boo
     }
 }
 
-fn scalar(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,7 @@ use serde_json::{Map, Value};
 use super::analysis::Thresholds;
 use super::error::Error;
 use super::notify::NotifyConfig;
+use crate::agents::with::scalar;
 
 const KEYS: &[&str] = &[
     "service", "image", "version", "replicas", "env", "container_port", "strategy", "proxy_socket", "backend",
@@ -224,11 +225,7 @@ fn duration(map: &Map<String, Value>, key: &str) -> Result<Option<Duration>, Err
 }
 
 fn string(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(Error::Config(format!("{key} must be a string, found {other}"))),
-    }
+    crate::agents::with::string(map, key).map_err(Error::Config)
 }
 
 fn number(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, Error> {
@@ -239,14 +236,6 @@ fn number(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, Error> {
     }
 }
 
-fn scalar(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
 
 #[cfg(test)]
 mod tests {
