@@ -9,6 +9,6 @@ mod noop;
 pub mod orchestrator;
 mod registry;
 pub mod test;
-mod with;
+pub(crate) mod with;
 
 pub use registry::{Agent, AgentContext, AgentError, AgentFuture, Registry};

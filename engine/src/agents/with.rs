@@ -1,5 +1,5 @@
-//! Reading an agent's `with:` block: the small checks every agent's configuration shares, with
-//! messages that name the key.
+//! Reading an agent's `with:` block and reporting its failures: the small checks every
+//! agent shares, with messages that name the key.
 
 use serde_json::{Map, Value};
 
@@ -20,4 +20,35 @@ pub fn scalar(value: &Value) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
+}
+
+/// The `with:` block as a mapping (absent is empty), refusing keys not in `known` so that a
+/// misspelt option never silently falls back to its default.
+pub fn mapping<'v>(with: &'v Value, known: &[&str]) -> Result<&'v Map<String, Value>, String> {
+    static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+    let map = match with {
+        Value::Object(map) => map,
+        Value::Null => &*EMPTY,
+        other => return Err(format!("expected a mapping, found {other}")),
+    };
+    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(format!("unknown key `{unknown}` (known: {})", known.join(", ")));
+    }
+    Ok(map)
+}
+
+/// An error's message with its whole source chain, each cause once, for a step's failure text.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Variants that print their source already must not repeat it.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

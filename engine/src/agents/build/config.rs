@@ -56,15 +56,7 @@ impl BuildConfig {
     /// Reads `with:`; `env` looks up environment variables (`DOCKER_HOST`, `DOCKER_CERT_PATH`,
     /// `DOCKER_TLS_VERIFY`), injected so tests need not touch the process environment.
     pub fn from_with(with: &Value, env: impl Fn(&str) -> Option<String>) -> Result<BuildConfig, Error> {
-        let empty = serde_json::Map::new();
-        let map = match with {
-            Value::Object(map) => map,
-            Value::Null => &empty,
-            other => return Err(Error::Config(format!("expected a mapping, found {other}"))),
-        };
-        if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(Error::Config(format!("unknown key `{unknown}` (known: {})", KEYS.join(", "))));
-        }
+        let map = crate::agents::with::mapping(with, KEYS).map_err(Error::Config)?;
         let docker_host = string(map, "docker_host")?
             .or_else(|| env("DOCKER_HOST").filter(|h| !h.is_empty()))
             .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_string());

@@ -44,17 +44,6 @@ impl Error {
 
     /// The message with its whole source chain, for the step's failure text.
     pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            // Variants that print their source already must not repeat it.
-            if !text.contains(&cause_text) {
-                text.push_str(": ");
-                text.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
-        text
+        crate::agents::with::error_chain(self)
     }
 }

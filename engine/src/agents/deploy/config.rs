@@ -106,15 +106,7 @@ impl DeployConfig {
     /// Reads `with:` and the run context (`risk`, the build's `image`); `env` looks up
     /// `DOCKER_HOST` and friends, injected so tests need not touch the process environment.
     pub fn from_with(with: &Value, context: &Value, workspace: &Path, env: impl Fn(&str) -> Option<String>) -> Result<DeployConfig, Error> {
-        let empty = Map::new();
-        let map = match with {
-            Value::Object(map) => map,
-            Value::Null => &empty,
-            other => return Err(Error::Config(format!("expected a mapping, found {other}"))),
-        };
-        if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(Error::Config(format!("unknown key `{unknown}` (known: {})", KEYS.join(", "))));
-        }
+        let map = crate::agents::with::mapping(with, KEYS).map_err(Error::Config)?;
         let image = string(map, "image")?
             .or_else(|| context.get("image").and_then(Value::as_str).map(str::to_string))
             .ok_or_else(|| Error::Config("no image: set `with: image:` or run after a build_agent step".into()))?;

@@ -30,19 +30,7 @@ impl Error {
     pub fn chain(&self) -> String {
         match self {
             Error::Docker(inner) => inner.chain(),
-            other => {
-                let mut text = other.to_string();
-                let mut source = std::error::Error::source(other);
-                while let Some(cause) = source {
-                    let cause_text = cause.to_string();
-                    if !text.contains(&cause_text) {
-                        text.push_str(": ");
-                        text.push_str(&cause_text);
-                    }
-                    source = cause.source();
-                }
-                text
-            }
+            other => crate::agents::with::error_chain(other),
         }
     }
 }
