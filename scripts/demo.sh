@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Cairn's main job on its embedded defaults: SQLite state under $CAIRN_HOME, the local model,
-# no remote API. Builds cairn, fetches the default model, creates a sample git repository with
-# commits of different risk, and runs the AI pipeline (workflows/ai-pipeline.yaml) for each.
+# no remote API. Builds cairn, fetches the default model, creates a sample repository (Cairn's
+# demo HTTP service with a commit for every route, scripts/sample-repo.sh) and runs the AI
+# pipeline (workflows/ai-pipeline.yaml) for each commit: test what the change can affect, build
+# a FROM-scratch image, deploy it behind an HAProxy that Cairn runs on 127.0.0.1:18080 (rolling,
+# blue-green, hotfix, canary by risk), monitor it — and roll the last, bad release back on its
+# own. A load generator sends requests through the proxy the whole time.
 #
+# The demo shortens the monitor windows (10 and 30 minutes in the pipeline) to seconds.
 # Usage: scripts/demo.sh [SAMPLE_DIR]      (default: $CAIRN_HOME/sample-repo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export CAIRN_HOME=${CAIRN_HOME:-$root/.cairn-home}
 sample=${1:-$CAIRN_HOME/sample-repo}
-export DEPLOY_ROOT=$CAIRN_HOME/sample-deploy
+port=18080
 
 echo "==> setting up (packages, Docker, the local model)" >&2
 scripts/setup.sh
@@ -21,13 +26,35 @@ cairn=$root/target/release/cairn
 echo "==> creating the sample repository in $sample" >&2
 "$root/scripts/sample-repo.sh" "$sample" >&2
 
-for commit in $(git -C "$sample" rev-list --reverse HEAD~3..HEAD); do
+# A fresh start for the demo service: an earlier demo's proxy, replicas and deploy state go.
+[ -f "$CAIRN_HOME/work/proxies/app/haproxy.pid" ] && kill $(cat "$CAIRN_HOME/work/proxies/app/haproxy.pid") 2>/dev/null || true
+old=$(docker ps -aq --filter label=cairn.deploy.service=app)
+[ -n "$old" ] && docker rm -f $old >/dev/null
+rm -f "$CAIRN_HOME/work/deployments.json"
+
+workflow=$CAIRN_HOME/ai-pipeline-demo.yaml
+sed -e 's|^      strategies: \(.*\)$|      strategies: \1\n      canary_steps: [10, 50, 100]\n      monitor_window: 30s\n      analysis_interval: 1s\n      min_samples: 50|' \
+    -e 's|^    agent: monitor_agent\(.*\)$|    agent: monitor_agent\1\n    with: { window: 10s, interval: 1s, min_samples: 50 }|' \
+    workflows/ai-pipeline.yaml > "$workflow"
+
+load=
+trap '[ -n "$load" ] && kill $load 2>/dev/null' EXIT
+for commit in $(git -C "$sample" rev-list --reverse HEAD); do
     echo >&2
     echo "==> $(git -C "$sample" log -1 --format='%h %s' "$commit")" >&2
     "$cairn" analyze --repo "$sample" --commit "$commit" >&2
-    "$cairn" run ai-pipeline --repo "$sample" --commit "$commit" || true
+    "$cairn" run "$workflow" --repo "$sample" --commit "$commit" || true
+    if [ -z "$load" ]; then
+        echo "==> load generator: GET http://127.0.0.1:$port/ in a loop until the demo ends" >&2
+        (while :; do curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$port/" || true; done) &
+        load=$!
+    fi
 done
 echo >&2
 "$cairn" runs
 echo >&2
-echo "state: $CAIRN_HOME/cairn.db · deployed: $(readlink "$DEPLOY_ROOT/current" || echo none)" >&2
+echo "deploys and rollbacks (newest last):" >&2
+python3 -c 'import json,sys; [print(f"  {r[\"version\"]:>12} {r[\"strategy\"]:<10} {r[\"outcome\"]:<11} {r[\"reason\"]}") for r in json.load(open(sys.argv[1]))["services"]["app"]["history"]]' "$CAIRN_HOME/work/deployments.json" >&2 || true
+echo >&2
+echo "the service answers on http://127.0.0.1:$port/ (state: $CAIRN_HOME/cairn.db)." >&2
+echo "stop it: kill \$(cat $CAIRN_HOME/work/proxies/app/haproxy.pid); docker rm -f \$(docker ps -aq --filter label=cairn.deploy.service=app)" >&2

@@ -26,9 +26,10 @@ impl Registry {
         let mut registry = Registry { agents: BTreeMap::new() };
         registry.register(Arc::new(super::noop::Noop));
         registry.register(Arc::new(super::orchestrator::Orchestrator::new(llm.clone())));
-        registry.register(Arc::new(super::build::BuildAgent::new(llm)));
+        registry.register(Arc::new(super::build::BuildAgent::new(llm.clone())));
         registry.register(Arc::new(super::test::TestAgent));
-        registry.register(Arc::new(super::deploy::DeployAgent));
+        registry.register(Arc::new(super::deploy::DeployAgent::new(llm)));
+        registry.register(Arc::new(super::deploy::MonitorAgent));
         registry
     }
 

@@ -4,12 +4,15 @@
 //! step, with the reason and the measured rollback time in its message.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use super::choose::choose;
 use super::config::DeployConfig;
+use super::managed;
 use super::docker::{self, Replica};
 use super::error::Error;
 use super::notify::{Alert, Notifier, Severity};
@@ -19,8 +22,18 @@ use super::state::{self, InProgress, Record, Release};
 use super::strategy::Deployment;
 use crate::agents::registry::{Agent, AgentContext, AgentError, AgentFuture};
 use crate::exec::LogSink;
+use crate::llm::{CallScope, Router};
 
-pub struct DeployAgent;
+pub struct DeployAgent {
+    llm: Option<Arc<Router>>,
+}
+
+impl DeployAgent {
+    /// Without a router the strategy is the rules' alone.
+    pub fn new(llm: Option<Arc<Router>>) -> DeployAgent {
+        DeployAgent { llm }
+    }
+}
 
 impl Agent for DeployAgent {
     fn name(&self) -> &'static str {
@@ -28,8 +41,9 @@ impl Agent for DeployAgent {
     }
 
     fn run(&self, context: AgentContext) -> AgentFuture {
+        let llm = self.llm.clone();
         Box::pin(async move {
-            match deploy(&context).await {
+            match deploy(&context, llm.as_deref()).await {
                 Ok(Ok(outputs)) => Ok(outputs),
                 Ok(Err(rolled_back)) => {
                     context.logs.line("stderr", rolled_back.clone());
@@ -46,17 +60,34 @@ impl Agent for DeployAgent {
 
 /// Outputs of a deploy, or the message of a rollback.
 #[tracing::instrument(skip_all, fields(run_id = call.run_id, step_id = %call.step_id))]
-async fn deploy(call: &AgentContext) -> Result<Result<Value, String>, Error> {
-    let config = DeployConfig::from_with(&call.with, &call.context, &call.workspace, |name| std::env::var(name).ok())?;
+async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Value, String>, Error> {
+    let mut config = DeployConfig::from_with(&call.with, &call.context, &call.workspace, |name| std::env::var(name).ok())?;
     let logs = &call.logs;
     let state_path = config.state_file.clone().unwrap_or_else(|| call.workspace.join(".cairn-deployments.json"));
     let key = call.idempotency_key.clone();
+    let subject = commit_subject(call);
+    let branch = call.context.get("branch").and_then(Value::as_str).unwrap_or("");
+    let scope = CallScope::new(call.run_id, call.step_id.clone());
+    (config.strategy, config.strategy_reason) = choose(&config, &subject, branch, llm, Some(&scope)).await;
     logs.line("stdout", format!("deploy {} {} ({}) with {} ({})", config.service, config.version, config.image, config.strategy.as_str(), config.strategy_reason));
     let docker = docker::connect(&config).await?;
     let proxy = Proxy::new(&config.proxy_socket, &config.backend);
     let mut notifier = Notifier::new(config.notify.clone(), call.run_id, &config.service);
 
     let current = state::load(&state_path)?.services.get(&config.service).cloned().unwrap_or_default();
+    if let Some(listen) = &config.listen {
+        let dir = config.proxy_socket.parent().unwrap_or(Path::new("."));
+        if managed::ensure(dir, &config.backend, listen).await? {
+            let mut alive = Vec::new();
+            for replica in current.active.iter().flat_map(|a| a.replicas.iter()) {
+                if probe::healthy(&probe::client(), &replica.address, &config.health_path).await {
+                    alive.push(replica.clone());
+                }
+            }
+            managed::restore(&proxy, &alive).await?;
+            logs.line("stdout", format!("started HAProxy on {listen} (socket {}); {} replica(s) of the active release back in rotation", config.proxy_socket.display(), alive.len()));
+        }
+    }
     if current.active.as_ref().is_some_and(|a| a.key == key) {
         logs.line("stdout", "this step's release is already active (an earlier attempt finished it)");
         return Ok(Ok(json!({ "service": config.service, "version": config.version, "outcome": "deployed", "resumed": true })));
@@ -158,12 +189,21 @@ async fn deploy(call: &AgentContext) -> Result<Result<Value, String>, Error> {
         "state_file": state_path.display().to_string(),
         "proxy_socket": config.proxy_socket.display().to_string(),
         "backend": config.backend,
+        "listen": config.listen,
+        "health_path": config.health_path,
+        "metrics_path": config.metrics_path,
         "notifications": notifier.report(),
     });
     if result.rolled_back {
         return Ok(Err(format!("deploy of {} {} rolled back: {}{rollback_text}", config.service, config.version, result.reason)));
     }
     Ok(Ok(outputs))
+}
+
+/// The first line of the deployed commit's message ("" when it cannot be read).
+fn commit_subject(call: &AgentContext) -> String {
+    let Some(commit) = call.context.get("commit").and_then(Value::as_str) else { return String::new() };
+    crate::exec::git(&call.workspace, &["log", "-1", "--format=%s", commit]).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// The servers of the active release that are in the proxy; without a recorded release (a

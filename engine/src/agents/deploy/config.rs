@@ -9,9 +9,11 @@
 //!   replicas: 3
 //!   env: { DEMO_VERSION: v2 }     # container environment
 //!   container_port: 8080
-//!   strategy: canary              # rolling | blue_green | canary | hotfix; default by `risk`
-//!   proxy_socket: /run/haproxy/admin.sock   # HAProxy runtime API (level admin)
-//!   backend: shop                 # the HAProxy backend the replicas are servers of
+//!   strategy: canary              # rolling | blue_green | canary | hotfix; fixed, no model asked
+//!   strategies: { low: rolling, medium: rolling, high: canary }   # the rules floor by risk
+//!   listen: 127.0.0.1:8080        # Cairn runs the service's HAProxy itself, serving here, or:
+//!   proxy_socket: /run/haproxy/admin.sock   # an existing HAProxy's runtime API (level admin)
+//!   backend: shop                 # its backend the replicas are servers of (default: service)
 //!   health_path: /healthz
 //!   metrics_path: /metrics
 //!   health_timeout: 30s           # a replica not healthy by then fails the deploy
@@ -39,7 +41,7 @@ use super::notify::NotifyConfig;
 use crate::agents::with::scalar;
 
 const KEYS: &[&str] = &[
-    "service", "image", "version", "replicas", "env", "container_port", "strategy", "proxy_socket", "backend",
+    "service", "image", "version", "replicas", "env", "container_port", "strategy", "strategies", "listen", "proxy_socket", "backend",
     "health_path", "metrics_path", "health_timeout", "canary_steps", "monitor_window", "analysis_interval",
     "min_samples", "alpha", "max_error_rate_delta", "max_latency_ratio", "keep_previous", "state_file", "notify",
     "docker_host", "tls_cert_path",
@@ -63,7 +65,18 @@ impl Strategy {
         }
     }
 
-    fn parse(text: &str) -> Option<Strategy> {
+    /// How much the strategy limits the damage of a bad release: a model may move a deploy
+    /// up this order, never down it. Hotfix is never chosen by a model.
+    pub fn caution(self) -> u8 {
+        match self {
+            Strategy::Hotfix => 0,
+            Strategy::Rolling => 1,
+            Strategy::BlueGreen => 2,
+            Strategy::Canary => 3,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Strategy> {
         match text.replace('-', "_").as_str() {
             "rolling" => Some(Strategy::Rolling),
             "blue_green" => Some(Strategy::BlueGreen),
@@ -87,8 +100,13 @@ pub struct DeployConfig {
     pub strategy: Strategy,
     /// Why this strategy: the override, or the risk rule.
     pub strategy_reason: String,
+    /// `with: strategy:` was given: neither the hotfix marker nor a model may change it.
+    pub strategy_fixed: bool,
     pub risk: String,
+    /// Where the proxy's runtime API is: given, or the managed proxy's under `proxies/`.
     pub proxy_socket: PathBuf,
+    /// Set when Cairn runs the proxy itself (`with: listen:`).
+    pub listen: Option<String>,
     pub backend: String,
     pub health_path: String,
     pub metrics_path: String,
@@ -116,13 +134,15 @@ impl DeployConfig {
         }
         let version = string(map, "version")?.unwrap_or_else(|| image.rsplit_once(':').map_or(image.clone(), |(_, tag)| tag.to_string()));
         let risk = context.get("risk").and_then(Value::as_str).unwrap_or("medium").to_string();
-        let (strategy, strategy_reason) = match string(map, "strategy")? {
-            Some(text) => {
-                let strategy = Strategy::parse(&text).ok_or_else(|| Error::Config(format!("strategy `{text}` is not one of rolling, blue_green, canary, hotfix")))?;
-                (strategy, format!("`with: strategy: {text}`"))
+        let by_risk = strategies(map.get("strategies"))?;
+        let fixed = string(map, "strategy")?;
+        let strategy_fixed = fixed.is_some();
+        let (strategy, strategy_reason) = match fixed {
+            Some(text) => (parse_strategy("strategy", &text)?, format!("`with: strategy: {text}`")),
+            None => {
+                let strategy = by_risk.get(risk.as_str()).copied().unwrap_or(Strategy::Canary);
+                (strategy, format!("risk is {risk}: {}", strategy.as_str()))
             }
-            None if risk == "high" => (Strategy::Canary, "risk is high: canary".to_string()),
-            None => (Strategy::Rolling, format!("risk is {risk}: rolling")),
         };
         let env_map = match map.get("env") {
             None | Some(Value::Null) => BTreeMap::new(),
@@ -145,13 +165,20 @@ impl DeployConfig {
             Some(_) => return Err(Error::Config("canary_steps must be a list of percentages".into())),
         };
         let default_window = if risk == "high" { Duration::from_secs(30 * 60) } else { Duration::from_secs(10 * 60) };
-        let thresholds = Thresholds {
-            min_samples: number(map, "min_samples")?.map(|n| n as u64).unwrap_or(100),
-            alpha: number(map, "alpha")?.unwrap_or(0.01),
-            max_error_rate_delta: number(map, "max_error_rate_delta")?.unwrap_or(0.01),
-            max_latency_ratio: number(map, "max_latency_ratio")?.unwrap_or(1.5),
-        };
+        let thresholds = thresholds(map)?;
         let state_file = string(map, "state_file")?.map(PathBuf::from).or_else(|| default_state_file(workspace));
+        let listen = string(map, "listen")?;
+        let proxy_socket = match (string(map, "proxy_socket")?, &listen) {
+            (Some(_), Some(_)) => return Err(Error::Config("set `listen` (Cairn runs the proxy) or `proxy_socket` (your HAProxy), not both".into())),
+            (Some(socket), None) => PathBuf::from(socket),
+            (None, Some(_)) => managed_dir(state_file.as_deref(), workspace, &service).join("admin.sock"),
+            (None, None) => return Err(Error::Config("no proxy: set `listen: 127.0.0.1:PORT` (Cairn runs HAProxy) or `proxy_socket` (an HAProxy runtime API socket)".into())),
+        };
+        let backend = match (string(map, "backend")?, &listen) {
+            (Some(backend), _) => backend,
+            (None, Some(_)) => service.clone(),
+            (None, None) => return Err(Error::Config("`backend` (the HAProxy backend) is required with `proxy_socket`".into())),
+        };
         Ok(DeployConfig {
             docker_host: string(map, "docker_host")?
                 .or_else(|| env("DOCKER_HOST").filter(|h| !h.is_empty()))
@@ -165,9 +192,11 @@ impl DeployConfig {
             container_port: number(map, "container_port")?.map(|n| n as u16).unwrap_or(8080),
             strategy,
             strategy_reason,
+            strategy_fixed,
             risk,
-            proxy_socket: string(map, "proxy_socket")?.map(PathBuf::from).ok_or_else(|| Error::Config("`proxy_socket` (the HAProxy runtime API socket) is required".into()))?,
-            backend: string(map, "backend")?.ok_or_else(|| Error::Config("`backend` (the HAProxy backend) is required".into()))?,
+            proxy_socket,
+            listen,
+            backend,
             health_path: string(map, "health_path")?.unwrap_or_else(|| "/healthz".into()),
             metrics_path: string(map, "metrics_path")?.unwrap_or_else(|| "/metrics".into()),
             health_timeout: duration(map, "health_timeout")?.unwrap_or(Duration::from_secs(30)),
@@ -192,6 +221,45 @@ fn default_state_file(workspace: &Path) -> Option<PathBuf> {
         .flatten()
 }
 
+/// The analysis thresholds (`min_samples`, `alpha`, `max_error_rate_delta`, `max_latency_ratio`).
+pub(super) fn thresholds(map: &Map<String, Value>) -> Result<Thresholds, Error> {
+    Ok(Thresholds {
+        min_samples: number(map, "min_samples")?.map(|n| n as u64).unwrap_or(100),
+        alpha: number(map, "alpha")?.unwrap_or(0.01),
+        max_error_rate_delta: number(map, "max_error_rate_delta")?.unwrap_or(0.01),
+        max_latency_ratio: number(map, "max_latency_ratio")?.unwrap_or(1.5),
+    })
+}
+
+/// Where the managed proxy of `service` keeps its configuration, pid file and socket.
+pub fn managed_dir(state_file: Option<&Path>, workspace: &Path, service: &str) -> PathBuf {
+    let base = state_file.and_then(Path::parent).map_or_else(|| workspace.join(".cairn-proxies"), |dir| dir.join("proxies"));
+    base.join(service)
+}
+
+fn parse_strategy(key: &str, text: &str) -> Result<Strategy, Error> {
+    Strategy::parse(text).ok_or_else(|| Error::Config(format!("{key} `{text}` is not one of rolling, blue_green, canary, hotfix")))
+}
+
+/// The rules floor by risk: rolling for low and medium, canary for high, unless configured.
+fn strategies(value: Option<&Value>) -> Result<BTreeMap<&'static str, Strategy>, Error> {
+    let mut by_risk = BTreeMap::from([("low", Strategy::Rolling), ("medium", Strategy::Rolling), ("high", Strategy::Canary)]);
+    match value {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(entries)) => {
+            for (risk, strategy) in entries {
+                let Some(level) = ["low", "medium", "high"].into_iter().find(|l| l == risk) else {
+                    return Err(Error::Config(format!("strategies.{risk}: the risk levels are low, medium and high")));
+                };
+                let text = strategy.as_str().ok_or_else(|| Error::Config(format!("strategies.{risk} must be a strategy name")))?;
+                by_risk.insert(level, parse_strategy(&format!("strategies.{risk}"), text)?);
+            }
+        }
+        Some(_) => return Err(Error::Config("strategies must map risk levels (low, medium, high) to strategies".into())),
+    }
+    Ok(by_risk)
+}
+
 /// `"500ms"`, `"30s"`, `"10m"`, `"1h"`, or a number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -207,7 +275,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (seconds >= 0.0 && seconds.is_finite()).then(|| Duration::from_secs_f64(seconds))
 }
 
-fn duration(map: &Map<String, Value>, key: &str) -> Result<Option<Duration>, Error> {
+pub(super) fn duration(map: &Map<String, Value>, key: &str) -> Result<Option<Duration>, Error> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n.as_f64().filter(|s| *s >= 0.0).map(Duration::from_secs_f64).map(Some).ok_or_else(|| Error::Config(format!("{key} must not be negative"))),
@@ -216,11 +284,11 @@ fn duration(map: &Map<String, Value>, key: &str) -> Result<Option<Duration>, Err
     }
 }
 
-fn string(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
+pub(super) fn string(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
     crate::agents::with::string(map, key).map_err(Error::Config)
 }
 
-fn number(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, Error> {
+pub(super) fn number(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, Error> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n.as_f64().filter(|v| *v >= 0.0).map(Some).ok_or_else(|| Error::Config(format!("{key} must not be negative"))),
@@ -250,6 +318,34 @@ mod tests {
         let chosen = DeployConfig::from_with(&with, &json!({"risk": "high"}), ws, |_| None).expect("valid");
         assert_eq!(chosen.strategy, Strategy::BlueGreen);
         assert_eq!(chosen.version, "abc");
+    }
+
+    #[test]
+    fn a_managed_proxy_lives_beside_the_deploy_state() {
+        let ws = Path::new("/srv/cairn/work/run-7/src");
+        let with = json!({"service": "shop", "image": "shop:abc", "listen": "127.0.0.1:8080"});
+        let config = DeployConfig::from_with(&with, &json!({}), ws, |_| None).expect("valid");
+        assert_eq!(config.proxy_socket, Path::new("/srv/cairn/work/proxies/shop/admin.sock"));
+        assert_eq!(config.backend, "shop");
+        let mut both = with.clone();
+        both["proxy_socket"] = json!("/tmp/s");
+        assert!(DeployConfig::from_with(&both, &json!({}), ws, |_| None).is_err());
+        let neither = json!({"service": "shop", "image": "shop:abc"});
+        assert!(DeployConfig::from_with(&neither, &json!({}), ws, |_| None).expect_err("no proxy").to_string().contains("listen"));
+    }
+
+    #[test]
+    fn strategies_by_risk_are_configurable() {
+        let ws = Path::new("/tmp");
+        let mut with = base();
+        with["strategies"] = json!({"medium": "blue-green"});
+        let medium = DeployConfig::from_with(&with, &json!({"risk": "medium"}), ws, |_| None).expect("valid");
+        assert_eq!((medium.strategy, medium.strategy_fixed), (Strategy::BlueGreen, false));
+        let low = DeployConfig::from_with(&with, &json!({"risk": "low"}), ws, |_| None).expect("valid");
+        assert_eq!(low.strategy, Strategy::Rolling);
+        with["strategies"] = json!({"urgent": "hotfix"});
+        let error = DeployConfig::from_with(&with, &json!({}), ws, |_| None).expect_err("unknown level");
+        assert!(error.to_string().contains("strategies.urgent"), "{error}");
     }
 
     #[test]

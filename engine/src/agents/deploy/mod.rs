@@ -9,10 +9,13 @@
 
 mod agent;
 mod analysis;
+mod choose;
 mod config;
 mod docker;
 mod error;
+mod managed;
 mod metrics;
+mod monitor;
 mod notify;
 mod probe;
 mod proxy;
@@ -23,10 +26,13 @@ mod strategy;
 
 pub use agent::DeployAgent;
 pub use analysis::{Outcome, Thresholds, Verdict, analyse};
+pub use choose::is_hotfix;
 pub use config::{DeployConfig, Strategy};
 pub use error::Error;
+pub use monitor::MonitorAgent;
 pub use metrics::{Histogram, Snapshot, parse_exposition};
 pub use notify::{Alert, NotifyConfig, Notifier, Severity};
+pub use managed::stop as stop_managed_proxy;
 pub use proxy::{Proxy, haproxy_config};
 pub use rollback::{rollback, rollback_run};
 pub use stats::{mann_whitney_from_buckets, normal_cdf, two_proportion_z};
