@@ -348,3 +348,70 @@ async fn canary_without_traffic_is_inconclusive() {
     let servers = cairn_engine::agents::deploy::Proxy::new(&proxy.socket, &proxy.backend).servers().await.expect("servers");
     assert_eq!(servers.len(), 1, "{servers:?}");
 }
+
+/// After a deploy that passed its health checks, the monitor watches the new release against
+/// the previous one (kept running out of rotation) and rolls back on its own: a release that
+/// answers 5% errors, then a release whose replica crashes during the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_rolls_back_a_bad_or_crashing_release() {
+    let image = DemoImage::build("monitor");
+    let service = format!("mon{}", std::process::id());
+    let _containers = Containers { service: service.clone() };
+    let proxy = Haproxy::start();
+    let engine = TestEngine::new();
+    let img = image.image();
+    let watch = json!({ "window": "20s", "interval": "300ms", "min_samples": 20 });
+
+    let first = engine.deploy("low", with(&service, &img, &proxy, "v1", json!({}))).await;
+    assert_eq!(first.state, RunState::Succeeded, "{}\n{}", first.error(), first.logs.join("\n"));
+    let load = Load::start(proxy.port, 6, Duration::from_secs(240));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // v2 answers 5% errors: its health checks pass, so the rolling deploy succeeds; the monitor
+    // compares it with v1 and rolls back.
+    let mark = load.len();
+    let (deploy, monitor) = engine.deploy_and_monitor("medium", with(&service, &img, &proxy, "v2", json!({ "env": { "DEMO_ERROR_RATE": "0.05" } })), watch.clone()).await;
+    assert_eq!(deploy.step.state.as_str(), "succeeded", "{}\n{}", deploy.error(), deploy.logs.join("\n"));
+    assert_eq!(monitor.state, RunState::Failed, "{}", monitor.logs.join("\n"));
+    let error = monitor.error();
+    println!("monitor of v2 (5% errors): {error}");
+    assert!(error.contains("rolled back to v1") && error.contains("error"), "{error}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (failed, versions) = summarize(&load.since(mark));
+    println!("v2 under the monitor: {failed} failed requests, answers by version {versions:?}");
+    assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.ok && a.version == "v1"), "v1 serves all traffic again");
+    let record = engine.history().last().cloned().expect("history");
+    assert_eq!((record["outcome"].as_str(), record["strategy"].as_str()), (Some("rolled_back"), Some("manual")), "{record}");
+    assert!(record["reason"].as_str().unwrap_or("").contains("monitor:"), "{record}");
+
+    // v3 is good, but one of its replicas dies during the window.
+    let engine_ref = &engine;
+    let monitored = engine_ref.deploy_and_monitor("medium", with(&service, &img, &proxy, "v3", json!({})), watch);
+    let killer = async {
+        let mut killed = None;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let output = std::process::Command::new("docker")
+                .args(["ps", "-q", "--filter", &format!("label=cairn.deploy.service={service}"), "--filter", "label=cairn.deploy.version=v3"])
+                .output()
+                .expect("docker ps");
+            let ids: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect();
+            if ids.len() == 2 && load.since(load.len().saturating_sub(10)).iter().all(|a| a.version == "v3") {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = std::process::Command::new("docker").args(["kill", &ids[0]]).output();
+                killed = Some(ids[0].clone());
+                break;
+            }
+        }
+        killed
+    };
+    let ((deploy, monitor), killed) = tokio::join!(monitored, killer);
+    assert!(killed.is_some(), "v3's replicas never served all traffic");
+    assert_eq!(deploy.step.state.as_str(), "succeeded", "{}", deploy.error());
+    let error = monitor.error();
+    println!("monitor of v3 with a killed replica: {error}");
+    assert!(error.contains("crashed") && error.contains("rolled back to v1"), "{error}\n{}", monitor.logs.join("\n"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.ok && a.version == "v1"), "v1 serves all traffic again");
+    drop(load);
+}

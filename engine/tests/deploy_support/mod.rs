@@ -287,6 +287,27 @@ impl TestEngine {
         DeployRun { run_id, state, step, logs }
     }
 
+    /// Runs a `deploy_agent` step and a `monitor_agent` step after it (with `watch`); returns
+    /// the deploy's and the monitor's records.
+    pub async fn deploy_and_monitor(&self, risk: &str, with: Value, watch: Value) -> (DeployRun, DeployRun) {
+        let mut with = with;
+        with["state_file"] = json!(self.state_file());
+        let definition = format!(
+            "name: deploy\nsteps:\n  - id: deploy\n    agent: deploy_agent\n    timeout: 5m\n    retries: 0\n    with: {with}\n  - id: monitor\n    agent: monitor_agent\n    depends_on: deploy\n    timeout: 5m\n    retries: 0\n    with: {watch}\n"
+        );
+        let context = json!({ "trigger": "manual", "risk": risk });
+        let (run_id, _) = self.engine.create_run(&definition, "deploy.yaml", None, context).expect("create run");
+        let state = self.engine.drive(run_id, None).await.expect("drive run");
+        let store = self.engine.store();
+        let steps = store.steps(run_id).expect("steps");
+        let record = |id: &str| {
+            let step = steps.iter().find(|s| s.step_id == id).cloned().expect("step");
+            let logs = store.logs(run_id, Some(id), 0).expect("logs").into_iter().map(|l| l.line).collect();
+            DeployRun { run_id, state, step, logs }
+        };
+        (record("deploy"), record("monitor"))
+    }
+
     pub fn history(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.state_file()).unwrap_or_default();
         let state: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
