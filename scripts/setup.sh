@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what Cairn's demo and tests need on a fresh Debian machine (idempotent): git, make,
-# gcc (static test binaries), haproxy (the deploy agent's proxy), a running Docker engine (the
+# gcc (static test binaries), haproxy (the deploy agent's proxy), prometheus (the deploy
+# agent's metrics through a Prometheus server, in tests), a running Docker engine (the
 # build and deploy agents; nothing is pulled), a git identity for the commits tests make, and
 # the default local model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for tool in git make gcc haproxy; do
+for tool in git make gcc haproxy prometheus; do
     command -v "$tool" >/dev/null || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -16,6 +17,10 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
     echo "setup: installing ${need[*]}" >&2
     apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
+    # The packages start system services; the tests run their own instances.
+    for service in haproxy prometheus; do
+        (systemctl disable --now "$service" || service "$service" stop) >/dev/null 2>&1 || true
+    done
 fi
 if command -v docker >/dev/null && ! docker info >/dev/null 2>&1; then
     echo "setup: starting the Docker engine" >&2

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cairn_engine::agents::deploy::{Alert, NotifyConfig, Notifier, Severity};
 use cairn_engine::store::RunState;
-use deploy_support::{Containers, DemoImage, Haproxy, Load, Receiver, TestEngine, summarize};
+use deploy_support::{Containers, DemoImage, Haproxy, Load, Prometheus, Receiver, TestEngine, summarize};
 use serde_json::{Value, json};
 
 fn with(service: &str, image: &str, proxy: &Haproxy, version: &str, extra: Value) -> Value {
@@ -411,6 +411,48 @@ async fn the_monitor_rolls_back_a_bad_or_crashing_release() {
     let error = monitor.error();
     println!("monitor of v3 with a killed replica: {error}");
     assert!(error.contains("crashed") && error.contains("rolled back to v1"), "{error}\n{}", monitor.logs.join("\n"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.ok && a.version == "v1"), "v1 serves all traffic again");
+    drop(load);
+}
+
+/// The canary analysis reading a real Prometheus server's HTTP API instead of the replicas'
+/// endpoints: Cairn lists the replicas in the server's `file_sd_configs` file, Prometheus
+/// scrapes them, and a canary answering 5% errors is still caught and rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_analysis_through_a_prometheus_server() {
+    let image = DemoImage::build("prometheus");
+    let service = format!("prom{}", std::process::id());
+    let _containers = Containers { service: service.clone() };
+    let proxy = Haproxy::start();
+    let prometheus = Prometheus::start();
+    let engine = TestEngine::new();
+    let img = image.image();
+    let source = json!({ "prometheus": { "url": prometheus.url, "targets_file": prometheus.targets_file } });
+
+    let first = engine.deploy("low", with(&service, &img, &proxy, "v1", source.clone())).await;
+    assert_eq!(first.state, RunState::Succeeded, "{}\n{}", first.error(), first.logs.join("\n"));
+    let targets = std::fs::read_to_string(&prometheus.targets_file).expect("targets file");
+    assert_eq!(targets.matches("cairn_replica").count(), 2, "v1's replicas are listed for Prometheus: {targets}");
+    let load = Load::start(proxy.port, 6, Duration::from_secs(240));
+    // Prometheus batches discovery updates (5 s) before it scrapes new targets.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let mut settings = canary_settings();
+    settings["monitor_window"] = json!("30s");
+    settings["analysis_interval"] = json!("1s");
+    if let (Some(target), Some(more)) = (settings.as_object_mut(), source.as_object()) {
+        target.extend(more.clone());
+    }
+    let bad = engine.deploy("high", with(&service, &img, &proxy, "v2", {
+        let mut extra = settings;
+        extra["env"] = json!({ "DEMO_ERROR_RATE": "0.05" });
+        extra
+    })).await;
+    assert_eq!(bad.state, RunState::Failed, "{}", bad.logs.join("\n"));
+    let error = bad.error();
+    println!("canary through Prometheus: {error}");
+    assert!(error.contains("canary analysis failed") && error.contains("error rate"), "{error}\n{}", bad.logs.join("\n"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.ok && a.version == "v1"), "v1 serves all traffic again");
     drop(load);

@@ -130,6 +130,70 @@ impl Drop for Haproxy {
     }
 }
 
+/// A real Prometheus server (Debian package `prometheus`) scraping every second the targets
+/// listed in its `file_sd_configs` file, killed on drop.
+pub struct Prometheus {
+    child: Child,
+    pub url: String,
+    pub targets_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start() -> Prometheus {
+        let found = Command::new("prometheus").arg("--version").output();
+        assert!(
+            found.as_ref().is_ok_and(|o| o.status.success()),
+            "prometheus is not installed: this test runs a real Prometheus server (Debian package `prometheus`; scripts/setup.sh installs it)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let targets_file = dir.path().join("targets.json");
+        std::fs::write(&targets_file, "[]").expect("targets file");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: cairn\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 1s\n",
+                targets_file.display()
+            ),
+        )
+        .expect("config");
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn prometheus");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut stream| {
+                use std::io::{Read, Write};
+                let _ = stream.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n");
+                let mut answer = String::new();
+                let _ = stream.read_to_string(&mut answer);
+                answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+            });
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "prometheus did not become ready");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Prometheus { child, url, targets_file, _dir: dir }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One answer seen by the load generator.
 #[derive(Debug, Clone)]
 pub struct Answer {

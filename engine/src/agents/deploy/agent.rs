@@ -115,6 +115,7 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         client: probe::client(),
         started,
         events: Vec::new(),
+        started_replicas: Vec::new(),
     };
     let result = deployment.run().await?;
     let duration_ms = started.elapsed().as_millis() as u64;
@@ -145,6 +146,11 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         s.retired = kept;
         expired
     })?;
+    let kept = state::load(&state_path)?.services.get(&config.service).cloned().unwrap_or_default();
+    let running: Vec<_> = kept.active.iter().chain(kept.retired.iter().map(|(_, r)| r)).flat_map(|r| r.replicas.iter().cloned()).collect();
+    if let Err(message) = config.metrics.publish_targets(&config.service, &running) {
+        logs.line("stderr", message);
+    }
     for (_, release) in expired {
         for replica in &release.replicas {
             proxy.delete_server(&replica.name).await?;
@@ -191,7 +197,8 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         "backend": config.backend,
         "listen": config.listen,
         "health_path": config.health_path,
-        "metrics_path": config.metrics_path,
+        "metrics_path": config.metrics.to_outputs().0,
+        "prometheus": config.metrics.to_outputs().1,
         "notifications": notifier.report(),
     });
     if result.rolled_back {

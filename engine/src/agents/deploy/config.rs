@@ -15,7 +15,8 @@
 //!   proxy_socket: /run/haproxy/admin.sock   # an existing HAProxy's runtime API (level admin)
 //!   backend: shop                 # its backend the replicas are servers of (default: service)
 //!   health_path: /healthz
-//!   metrics_path: /metrics
+//!   metrics_path: /metrics        # each replica's own endpoint, or a Prometheus server:
+//!   prometheus: { url: http://127.0.0.1:9090, selector: 'instance="{address}"', targets_file: … }
 //!   health_timeout: 30s           # a replica not healthy by then fails the deploy
 //!   canary_steps: [5, 25, 50, 100]          # percent of traffic, analysed at each step
 //!   monitor_window: 10m           # whole canary analysis; default 10m, 30m at high risk
@@ -38,13 +39,14 @@ use serde_json::{Map, Value};
 use super::analysis::Thresholds;
 use super::error::Error;
 use super::notify::NotifyConfig;
+use super::source::MetricsSource;
 use crate::agents::with::scalar;
 
 const KEYS: &[&str] = &[
     "service", "image", "version", "replicas", "env", "container_port", "strategy", "strategies", "listen", "proxy_socket", "backend",
     "health_path", "metrics_path", "health_timeout", "canary_steps", "monitor_window", "analysis_interval",
     "min_samples", "alpha", "max_error_rate_delta", "max_latency_ratio", "keep_previous", "state_file", "notify",
-    "docker_host", "tls_cert_path",
+    "docker_host", "tls_cert_path", "prometheus",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +112,7 @@ pub struct DeployConfig {
     pub backend: String,
     pub health_path: String,
     pub metrics_path: String,
+    pub metrics: MetricsSource,
     pub health_timeout: Duration,
     pub canary_steps: Vec<f64>,
     pub monitor_window: Duration,
@@ -199,6 +202,7 @@ impl DeployConfig {
             backend,
             health_path: string(map, "health_path")?.unwrap_or_else(|| "/healthz".into()),
             metrics_path: string(map, "metrics_path")?.unwrap_or_else(|| "/metrics".into()),
+            metrics: MetricsSource::from_map(map).map_err(Error::Config)?,
             health_timeout: duration(map, "health_timeout")?.unwrap_or(Duration::from_secs(30)),
             canary_steps,
             monitor_window: duration(map, "monitor_window")?.unwrap_or(default_window),

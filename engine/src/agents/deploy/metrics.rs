@@ -172,8 +172,13 @@ const PROBE_PATHS: &[&str] = &["/healthz", "/metrics"];
 
 impl Snapshot {
     pub fn from_text(text: &str) -> Snapshot {
+        Snapshot::from_samples(parse_exposition(text))
+    }
+
+    /// From samples of a scrape, or of a Prometheus server's instant query.
+    pub fn from_samples(samples: impl IntoIterator<Item = Sample>) -> Snapshot {
         let mut snapshot = Snapshot::default();
-        for sample in parse_exposition(text) {
+        for sample in samples {
             if sample.name.ends_with("_requests_total") {
                 if sample.labels.get("path").is_some_and(|p| PROBE_PATHS.contains(&p.as_str())) {
                     continue;

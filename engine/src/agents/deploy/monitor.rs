@@ -27,13 +27,12 @@ use tokio::time::Instant;
 
 use super::analysis::{Outcome, Thresholds, analyse};
 use super::config::{duration, thresholds};
-use super::docker::Replica;
 use super::error::Error;
-use super::metrics::Snapshot;
 use super::notify::{Alert, NotifyConfig, Notifier, Severity};
 use super::probe;
 use super::proxy::Proxy;
 use super::rollback::rollback;
+use super::source::MetricsSource;
 use super::state;
 use crate::agents::registry::{Agent, AgentContext, AgentError, AgentFuture};
 
@@ -68,7 +67,7 @@ struct Watch {
     state_file: PathBuf,
     proxy: Proxy,
     health_path: String,
-    metrics_path: String,
+    metrics: MetricsSource,
     window: Duration,
     interval: Duration,
     thresholds: Thresholds,
@@ -88,7 +87,7 @@ impl Watch {
             state_file: text("state_file").map(PathBuf::from).ok_or_else(|| missing("state_file"))?,
             proxy: Proxy::new(&text("proxy_socket").map(PathBuf::from).ok_or_else(|| missing("proxy_socket"))?, &text("backend").ok_or_else(|| missing("backend"))?),
             health_path: text("health_path").unwrap_or_else(|| "/healthz".into()),
-            metrics_path: text("metrics_path").unwrap_or_else(|| "/metrics".into()),
+            metrics: context.as_object().map_or(Ok(MetricsSource::Endpoint { path: "/metrics".into() }), MetricsSource::from_map).map_err(Error::Config)?,
             window: duration(map, "window")?.unwrap_or(default_window),
             interval: duration(map, "interval")?.unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(50)),
             thresholds: thresholds(map)?,
@@ -99,16 +98,6 @@ impl Watch {
                 .unwrap_or_else(|| "unix:///var/run/docker.sock".into()),
         })
     }
-}
-
-async fn scrape_all(client: &reqwest::Client, replicas: &[Replica], path: &str) -> Snapshot {
-    let mut total = Snapshot::default();
-    for replica in replicas {
-        if let Some(snapshot) = probe::scrape(client, &replica.address, path).await {
-            total.add(&snapshot);
-        }
-    }
-    total
 }
 
 /// Outputs of a quiet window, or the message of a rollback.
@@ -124,10 +113,10 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
     let docker = crate::agents::build::docker::connect(&watch.docker_host, None).await?;
     let client = probe::client();
     let baseline = match &previous {
-        Some(release) => Some(scrape_all(&client, &release.replicas, &watch.metrics_path).await),
+        Some(release) => Some(watch.metrics.total(&client, &release.replicas).await),
         None => None,
     };
-    let start = scrape_all(&client, &active.replicas, &watch.metrics_path).await;
+    let start = watch.metrics.total(&client, &active.replicas).await;
     logs.line(
         "stdout",
         format!(
@@ -174,7 +163,7 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
             break problem;
         }
         if let Some(baseline) = &baseline {
-            let now = scrape_all(&client, &active.replicas, &watch.metrics_path).await.since(&start);
+            let now = watch.metrics.total(&client, &active.replicas).await.since(&start);
             let verdict = analyse(&now, baseline, watch.thresholds);
             if verdict.anomalous() && onset.is_none() {
                 onset = Some(Instant::now());

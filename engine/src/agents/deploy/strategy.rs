@@ -51,6 +51,8 @@ pub struct Deployment<'a> {
     pub client: reqwest::Client,
     pub started: Instant,
     pub events: Vec<Value>,
+    /// Replicas this deploy started, for the Prometheus targets file.
+    pub started_replicas: Vec<Replica>,
 }
 
 impl Deployment<'_> {
@@ -86,6 +88,11 @@ impl Deployment<'_> {
             let slice = remaining.min(Duration::from_millis(500));
             if let Ok(took) = probe::wait_healthy(&self.client, &replica.address, &self.config.health_path, slice).await {
                 self.event(format!("{name} ({}) healthy after {} ms", replica.address, took.as_millis()));
+                self.started_replicas.push(replica.clone());
+                let listed: Vec<Replica> = self.old.iter().chain(self.started_replicas.iter()).cloned().collect();
+                if let Err(message) = self.config.metrics.publish_targets(&self.config.service, &listed) {
+                    self.event(message);
+                }
                 return Ok(Ok(replica));
             }
             if let Some(code) = docker::exited(self.docker, &name).await? {
@@ -192,13 +199,7 @@ impl Deployment<'_> {
     }
 
     async fn baseline(&self) -> Snapshot {
-        let mut total = Snapshot::default();
-        for old in &self.old {
-            if let Some(snapshot) = probe::scrape(&self.client, &old.address, &self.config.metrics_path).await {
-                total.add(&snapshot);
-            }
-        }
-        total
+        self.config.metrics.total(&self.client, &self.old).await
     }
 
     async fn canary(mut self) -> std::result::Result<Result, Error> {
@@ -215,7 +216,7 @@ impl Deployment<'_> {
                 return Ok(self.rolled_back(format!("health check failed: {reason}"), Vec::new(), Some(restored.duration_since(failed_at).as_millis() as u64)));
             }
         };
-        let canary_start = probe::scrape(&self.client, &canary.address, &self.config.metrics_path).await.unwrap_or_default();
+        let canary_start = self.config.metrics.snapshot(&self.client, &canary).await.unwrap_or_default();
         let baseline_start = self.baseline().await;
         let step_time = self.config.monitor_window.div_f64(self.config.canary_steps.len() as f64);
         let mut onset: Option<Instant> = None;
@@ -248,7 +249,7 @@ impl Deployment<'_> {
                     let restored = self.roll_back(std::slice::from_ref(&canary), &[]).await?;
                     return Ok(self.rolled_back(reason, verdicts, Some(restored.duration_since(failed_at).as_millis() as u64)));
                 }
-                let now_canary = probe::scrape(&self.client, &canary.address, &self.config.metrics_path).await.unwrap_or_default();
+                let now_canary = self.config.metrics.snapshot(&self.client, &canary).await.unwrap_or_default();
                 let now_baseline = self.baseline().await;
                 let verdict = analyse(&now_canary.since(&canary_start), &now_baseline.since(&baseline_start), self.config.thresholds);
                 if verdict.anomalous() && onset.is_none() {
