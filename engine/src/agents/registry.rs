@@ -27,7 +27,7 @@ impl Registry {
         registry.register(Arc::new(super::noop::Noop));
         registry.register(Arc::new(super::orchestrator::Orchestrator::new(llm.clone())));
         registry.register(Arc::new(super::build::BuildAgent::new(llm.clone())));
-        registry.register(Arc::new(super::test::TestAgent));
+        registry.register(Arc::new(super::test::TestAgent::new(llm.clone())));
         registry.register(Arc::new(super::deploy::DeployAgent::new(llm)));
         registry.register(Arc::new(super::deploy::MonitorAgent));
         registry

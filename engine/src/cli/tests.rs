@@ -1,5 +1,5 @@
 //! `cairn tests flaky`: tests that flip between passing and failing, with their score and
-//! quarantine state.
+//! quarantine state. `cairn tests proposals`: generated tests and the gate's verdict on each.
 
 use std::path::PathBuf;
 
@@ -26,10 +26,23 @@ pub enum TestsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Generated tests, newest first: accepted or rejected, and why.
+    Proposals {
+        /// Only this repository (its URL or path as the runs record it).
+        #[arg(long)]
+        repo: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn tests(home: Option<PathBuf>, args: &TestsArgs) -> Result<()> {
-    let TestsCommand::Flaky { repo, json: as_json } = &args.what;
+    let (repo, as_json) = match &args.what {
+        TestsCommand::Flaky { repo, json } => (repo, json),
+        TestsCommand::Proposals { repo, limit, json } => return proposals(home, repo.as_deref(), *limit, *json),
+    };
     let store = Settings::resolve(home, None)?.open_store()?;
     let mut rows = Vec::new();
     for (repo, test_id) in store.unsteady_tests(repo.as_deref())? {
@@ -58,6 +71,28 @@ pub fn tests(home: Option<PathBuf>, args: &TestsArgs) -> Result<()> {
     for row in &rows {
         let state = if row["quarantined"] == true { format!("quarantined ({} ok)", row["passes_in_row"]) } else { "active".into() };
         println!("{:>6.2} {:>5} {:>6}  {:<12} {}", row["score"].as_f64().unwrap_or(0.0), row["runs"], row["flaky_runs"], state, row["test"].as_str().unwrap_or(""));
+    }
+    Ok(())
+}
+
+fn proposals(home: Option<PathBuf>, repo: Option<&str>, limit: usize, as_json: bool) -> Result<()> {
+    let store = Settings::resolve(home, None)?.open_store()?;
+    let rows = store.test_proposals(repo, limit)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        eprintln!("no test has been proposed yet (with: generate: true on a test_agent step)");
+        return Ok(());
+    }
+    println!("{:>5} {:<12} {:<9} {:<17} {:<7} FUNCTION", "RUN", "COMMIT", "STATUS", "REASON", "TIER");
+    for row in &rows {
+        let commit = &row.commit_id[..row.commit_id.len().min(12)];
+        println!("{:>5} {:<12} {:<9} {:<17} {:<7} {} ({})", row.run_id, commit, row.status, row.reason, row.tier, row.function, row.source_path);
+        if let Some(first) = row.detail.lines().find(|l| !l.trim().is_empty()) {
+            println!("{:>5} {first}", "");
+        }
     }
     Ok(())
 }

@@ -94,6 +94,16 @@ impl Task {
                 "required": ["strategy", "reason"],
                 "additionalProperties": false
             })),
+            // One test per answer: the gate validates each on its own.
+            Task::ProposeTests => Some(json!({
+                "type": "object",
+                "properties": {
+                    "test_name": { "type": "string", "minLength": 1, "maxLength": 80 },
+                    "code": { "type": "string", "minLength": 1 }
+                },
+                "required": ["test_name", "code"],
+                "additionalProperties": false
+            })),
             _ => None,
         }
     }

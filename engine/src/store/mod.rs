@@ -7,6 +7,7 @@ mod records;
 mod schema;
 mod sqlite;
 mod state;
+mod test_learning;
 mod tests_history;
 
 pub use error::{Error, Result};
@@ -17,4 +18,5 @@ pub use llm::{BudgetLimits, CachedResponse, CallRecord, CostRow, day_and_month};
 pub use schema::LATEST_VERSION;
 pub use sqlite::{Store, WriteTxn, now_ms};
 pub use state::{RunState, StepState};
+pub use test_learning::{ProposalRecord, TestLink};
 pub use tests_history::QuarantinedTest;

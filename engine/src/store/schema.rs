@@ -174,6 +174,42 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (repo, test_id)
     );
     "#,
+    // 5: the test agent's learned file→test map (co-changes from git history, failures after
+    // changes), the commits already learned from, and generated-test proposals with verdicts.
+    r#"
+    CREATE TABLE test_links (
+        repo        TEXT    NOT NULL,
+        source_path TEXT    NOT NULL,
+        test_file   TEXT    NOT NULL,
+        kind        TEXT    NOT NULL,  -- co_change, failure
+        count       INTEGER NOT NULL,
+        last_commit TEXT    NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (repo, source_path, test_file, kind)
+    );
+    CREATE TABLE test_learned_commits (
+        repo      TEXT NOT NULL,
+        commit_id TEXT NOT NULL,
+        PRIMARY KEY (repo, commit_id)
+    );
+    CREATE TABLE test_proposals (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id      INTEGER NOT NULL,
+        step_id     TEXT    NOT NULL,
+        repo        TEXT    NOT NULL,
+        commit_id   TEXT    NOT NULL,
+        source_path TEXT    NOT NULL,
+        function    TEXT    NOT NULL,
+        test_path   TEXT    NOT NULL,
+        status      TEXT    NOT NULL,  -- accepted, rejected
+        reason      TEXT    NOT NULL,  -- accepted, invalid, compile_error, fails_on_new, flaky, passes_on_parent
+        detail      TEXT    NOT NULL,  -- the evidence: compile error excerpt, failing output
+        code        TEXT    NOT NULL,
+        tier        TEXT    NOT NULL,  -- who proposed it: local, remote, rules
+        at          INTEGER NOT NULL
+    );
+    CREATE INDEX test_proposals_by_repo ON test_proposals(repo, id);
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

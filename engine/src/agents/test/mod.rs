@@ -13,14 +13,27 @@
 //!     reruns: 2                         # re-runs of a failed test before it counts as failed
 //!     select: true                      # change-based selection (forced off for high risk)
 //!     quarantine_above: 0.3             # flakiness score that quarantines a test
+//!     select_globs:                     # other runners: changed path glob → test file glob(s)
+//!       "src/payments/**": ["tests/test_payments*.py"]
+//!     coverage: true                    # changed lines no test ran (coverage.py, cargo llvm-cov)
+//!     generate: false                   # propose tests for untested changed functions
+//!     proposals: patch                  # patch | branch | both: where accepted tests go
+//!     max_proposals: 3                  # proposals per commit
 //! ```
 //!
-//! Not yet here (see the issue): the learned file→test map for other languages, generated
-//! tests, coverage gaps.
+//! Runners other than cargo select through the learned file→test map and the globs
+//! (`select_files.rs`, `learn.rs`) and are narrowed to the selected files (`narrow.rs`: pytest,
+//! JavaScript runners, `go test`, or `{tests}` in any command).
 
+mod coverage;
+mod files;
 mod flaky;
+pub mod generate;
+mod learn;
+mod narrow;
 mod results;
 mod select;
+mod select_files;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -31,11 +44,22 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 pub use flaky::score as flakiness;
 pub use results::{Format, Outcome, TestResult, parse_go_json, parse_junit, parse_libtest};
 pub use select::{Selection, select_rust};
+pub use select_files::{FileSelection, SelectGlobs, select_files};
 
 use super::registry::{Agent, AgentContext, AgentError, AgentFuture};
 use crate::exec::{LogSink, git};
+use crate::llm::Router;
 
-pub struct TestAgent;
+pub struct TestAgent {
+    llm: Option<std::sync::Arc<Router>>,
+}
+
+impl TestAgent {
+    /// `llm` proposes tests when `with: generate:` is on; without it none are proposed.
+    pub fn new(llm: Option<std::sync::Arc<Router>>) -> TestAgent {
+        TestAgent { llm }
+    }
+}
 
 struct Config {
     command: String,
@@ -45,6 +69,9 @@ struct Config {
     reruns: u32,
     select: bool,
     quarantine_above: f64,
+    globs: SelectGlobs,
+    coverage: bool,
+    generate: generate::Options,
 }
 
 impl Config {
@@ -75,6 +102,9 @@ impl Config {
             reruns: with.get("reruns").and_then(Value::as_u64).unwrap_or(2) as u32,
             select: with.get("select").and_then(Value::as_bool).unwrap_or(true),
             quarantine_above: with.get("quarantine_above").and_then(Value::as_f64).unwrap_or(0.3),
+            globs: SelectGlobs::from(with.get("select_globs")).map_err(AgentError::new)?,
+            coverage: with.get("coverage").and_then(Value::as_bool).unwrap_or(true),
+            generate: generate::Options::from(with).map_err(AgentError::new)?,
         })
     }
 }
@@ -85,11 +115,12 @@ impl Agent for TestAgent {
     }
 
     fn run(&self, context: AgentContext) -> AgentFuture {
-        Box::pin(async move { run(context).await })
+        let llm = self.llm.clone();
+        Box::pin(async move { run(context, llm).await })
     }
 }
 
-async fn run(context: AgentContext) -> Result<Value, AgentError> {
+async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Result<Value, AgentError> {
     let config = Config::from(&context.with)?;
     let workspace = context.workspace.clone();
     let repo = context
@@ -102,6 +133,8 @@ async fn run(context: AgentContext) -> Result<Value, AgentError> {
     let commit = context.context.get("commit").and_then(Value::as_str).unwrap_or("").to_string();
     let risk = context.context.get("risk").and_then(Value::as_str).unwrap_or("");
 
+    // Runners other than cargo: the learned map and globs choose test files.
+    let mut file_selection: Option<FileSelection> = None;
     let selection = if !config.select || risk == "high" || commit.is_empty() {
         let reason = if risk == "high" { "high risk: the full suite" } else if commit.is_empty() { "no commit: the full suite" } else { "selection is off" };
         Selection { all: true, packages: Vec::new(), reasons: vec![reason.into()] }
@@ -113,17 +146,36 @@ async fn run(context: AgentContext) -> Result<Value, AgentError> {
             .map_err(|e| AgentError::new(e.to_string()))?
             .unwrap_or_else(|error| Selection { all: true, packages: Vec::new(), reasons: vec![format!("{error}; running everything")] })
     } else {
-        Selection { all: true, packages: Vec::new(), reasons: vec!["no selection model for this runner yet: the full suite".into()] }
+        let changed = changed_paths(&workspace, &commit)?;
+        let chosen = choose_files(&context, &config, &repo, &commit, &changed).await?;
+        let selection = Selection { all: chosen.all, packages: Vec::new(), reasons: chosen.reasons.clone() };
+        file_selection = Some(chosen);
+        selection
     };
     for reason in &selection.reasons {
         context.logs.line("stdout", format!("selected: {reason}"));
     }
-    if !selection.all && selection.packages.is_empty() {
+    let nothing_selected = match &file_selection {
+        Some(files) => !files.all && files.tests.is_empty(),
+        None => !selection.all && selection.packages.is_empty(),
+    };
+    let selection_output = match &file_selection {
+        Some(files) => json!(files),
+        None => json!(selection),
+    };
+    if nothing_selected {
         context.logs.line("stdout", "no test can be affected by this change");
-        return Ok(json!({ "selection": selection, "tests_run": 0, "passed": 0, "failed": [], "flaky": [] }));
+        return Ok(json!({ "selection": selection_output, "tests_run": 0, "passed": 0, "failed": [], "flaky": [] }));
     }
     let packages = selection.packages.iter().map(|p| format!("-p {p}")).collect::<Vec<_>>().join(" ");
-    let mut command = if selection.all { config.command.clone() } else { narrow_cargo(&config.command, &packages) };
+    let mut command = match &file_selection {
+        Some(files) if !files.all => narrow::narrow(&config.command, &files.tests, &workspace).map_err(AgentError::new)?,
+        _ if selection.all => narrow::full(&config.command),
+        _ => narrow_cargo(&config.command, &packages),
+    };
+    if let Some(files) = &file_selection {
+        context.logs.line("stdout", format!("selected {} of {} test files", files.selected, files.total));
+    }
     // cargo stops at the first failing test binary; every result is wanted.
     if command.starts_with("cargo test") && !command.contains("--no-fail-fast") {
         command = command.replacen("cargo test", "cargo test --no-fail-fast", 1);
@@ -206,8 +258,16 @@ async fn run(context: AgentContext) -> Result<Value, AgentError> {
         .filter(|id| !quarantined.contains_key(*id) && !newly_quarantined.contains(id))
         .collect();
     let passed = results.iter().filter(|r| r.outcome == Outcome::Passed).count();
-    let summary = json!({
-        "selection": selection,
+    // What failed for real after these files changed is remembered for the next selection.
+    if !failed.is_empty() && !commit.is_empty() {
+        let changed = changed_paths(&workspace, &commit).unwrap_or_default();
+        let test_files = files::test_files(&workspace, &commit).unwrap_or_default();
+        if let Err(error) = learn::learn_failures(&store, &repo, &commit, &workspace, &changed, &failed, &test_files) {
+            context.logs.line("engine", format!("failed to learn from the failures: {error}"));
+        }
+    }
+    let mut summary = json!({
+        "selection": selection_output,
         "command": command,
         "tests_run": results.iter().filter(|r| r.outcome != Outcome::Ignored).count(),
         "passed": passed,
@@ -224,7 +284,89 @@ async fn run(context: AgentContext) -> Result<Value, AgentError> {
         let names: Vec<&str> = blocking.iter().map(|s| s.as_str()).collect();
         return Err(AgentError::new(format!("{} test(s) failed: {}", names.len(), names.join(", "))));
     }
+    if config.coverage && !commit.is_empty() {
+        summary["coverage"] = coverage_gaps(&context, &command, &commit).await;
+    }
+    if config.generate.enabled && !commit.is_empty() {
+        let call = generate::Call {
+            router: llm.as_deref(),
+            store: &store,
+            run_id: context.run_id,
+            step_id: &context.step_id,
+            repo: &repo,
+            commit: &commit,
+            workspace: &workspace,
+            logs: &context.logs,
+        };
+        summary["generated"] = generate::generate(call, &config.generate).await.map_err(AgentError::new)?;
+    }
     Ok(summary)
+}
+
+/// Learns from the repository's history, then maps `changed` to test files; a runner that
+/// cannot be narrowed to files runs everything.
+async fn choose_files(context: &AgentContext, config: &Config, repo: &str, commit: &str, changed: &[String]) -> Result<FileSelection, AgentError> {
+    let (store, workspace) = (context.store.clone(), context.workspace.clone());
+    let (repo, commit, paths) = (repo.to_string(), commit.to_string(), changed.to_vec());
+    let (learned, test_files, links) = tokio::task::spawn_blocking(move || {
+        let learned = learn::learn_history(&store, &repo, &workspace, &commit);
+        let test_files = files::test_files(&workspace, &commit);
+        let links = store.test_links(&repo, &paths).map_err(|e| e.to_string());
+        (learned, test_files, links)
+    })
+    .await
+    .map_err(|e| AgentError::new(e.to_string()))?;
+    match learned {
+        Ok(count) => context.logs.line("engine", format!("learned co-changes from {count} new commit(s)")),
+        Err(error) => context.logs.line("engine", format!("could not learn from the history: {error}")),
+    }
+    let test_files = test_files.map_err(AgentError::new)?;
+    let links = links.map_err(AgentError::new)?;
+    let mut chosen = select_files(changed, &test_files, &config.globs, &links);
+    if !chosen.all && !chosen.tests.is_empty() {
+        if let Err(why) = narrow::narrow(&config.command, &chosen.tests, &context.workspace) {
+            chosen = FileSelection::everything(format!("{why}; the full suite"), test_files.len());
+        }
+    }
+    Ok(chosen)
+}
+
+/// The outputs' `coverage`: changed lines no test ran, or why that cannot be told.
+async fn coverage_gaps(context: &AgentContext, command: &str, commit: &str) -> Value {
+    let workspace = &context.workspace;
+    let hunks = match files::changed_hunks(workspace, commit) {
+        Ok(hunks) => hunks,
+        Err(error) => return json!({ "unavailable": error }),
+    };
+    let folder = workspace.parent().unwrap_or(workspace).join("coverage");
+    if let Err(error) = std::fs::create_dir_all(&folder) {
+        return json!({ "unavailable": format!("failed to create {}: {error}", folder.display()) });
+    }
+    let lcov = folder.join("lcov.info");
+    let steps = match coverage::instrumented(command, &lcov, &folder.join(".coverage")).await {
+        Ok(steps) => steps,
+        Err(why) => {
+            context.logs.line("stdout", format!("coverage: {why}"));
+            return json!({ "unavailable": why });
+        }
+    };
+    for step in &steps {
+        context.logs.line("engine", format!("coverage: {step}"));
+        if let Err(error) = execute(step, workspace, &context.logs).await {
+            return json!({ "unavailable": error.to_string() });
+        }
+    }
+    let text = match std::fs::read_to_string(&lcov) {
+        Ok(text) => text,
+        Err(error) => return json!({ "unavailable": format!("the coverage run wrote no report {}: {error}", lcov.display()) }),
+    };
+    let root = std::fs::canonicalize(workspace).unwrap_or_else(|_| workspace.clone());
+    let gaps = coverage::gaps(&hunks, &coverage::parse_lcov(&text, &root));
+    for (file, lines) in &gaps {
+        context.logs.line("stdout", format!("coverage: {file}: changed lines not covered: {}", coverage::ranges(lines)));
+    }
+    let tool = if command.starts_with("cargo") { "cargo-llvm-cov" } else { "coverage.py" };
+    coverage::report(&gaps, tool)
 }
 
 fn changed_paths(workspace: &Path, commit: &str) -> Result<Vec<String>, AgentError> {

@@ -1,0 +1,179 @@
+//! What the test agent learns and proposes: the file→test map (which test files changed
+//! together with which source files, and which tests failed after which files changed), the
+//! commits already learned from (so a commit is counted once however many runs see it), and
+//! generated-test proposals with the gate's verdict.
+
+use std::collections::HashSet;
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::error::Result;
+use super::sqlite::{Store, WriteTxn, now_ms};
+
+/// One learned association from a source file to a test file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TestLink {
+    pub source_path: String,
+    pub test_file: String,
+    /// `co_change` or `failure`.
+    pub kind: String,
+    /// Commits that changed both, or runs where the test failed after the file changed.
+    pub count: u32,
+}
+
+/// A generated test and what the validation gate made of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProposalRecord {
+    pub run_id: i64,
+    pub step_id: String,
+    pub repo: String,
+    pub commit_id: String,
+    pub source_path: String,
+    pub function: String,
+    pub test_path: String,
+    /// `accepted` or `rejected`.
+    pub status: String,
+    /// `accepted`, `invalid`, `compile_error`, `fails_on_new`, `flaky`, `passes_on_parent`.
+    pub reason: String,
+    pub detail: String,
+    pub code: String,
+    pub tier: String,
+    pub at: i64,
+}
+
+impl Store {
+    /// Commits of `repo` whose co-changes are already counted.
+    pub fn learned_commits(&self, repo: &str) -> Result<HashSet<String>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT commit_id FROM test_learned_commits WHERE repo = ?1")?;
+        let rows = stmt.query_map([repo], |row| row.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every learned link from any of `sources`, strongest first.
+    pub fn test_links(&self, repo: &str, sources: &[String]) -> Result<Vec<TestLink>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT source_path, test_file, kind, count FROM test_links
+             WHERE repo = ?1 AND source_path = ?2 ORDER BY count DESC, test_file",
+        )?;
+        let mut links = Vec::new();
+        for source in sources {
+            let rows = stmt.query_map(params![repo, source], |row| {
+                Ok(TestLink { source_path: row.get(0)?, test_file: row.get(1)?, kind: row.get(2)?, count: row.get(3)? })
+            })?;
+            links.extend(rows.collect::<rusqlite::Result<Vec<_>>>()?);
+        }
+        Ok(links)
+    }
+
+    /// Recorded proposals, newest first; `repo` narrows to one repository.
+    pub fn test_proposals(&self, repo: Option<&str>, limit: usize) -> Result<Vec<ProposalRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT run_id, step_id, repo, commit_id, source_path, function, test_path, status, reason,
+                    detail, code, tier, at
+             FROM test_proposals WHERE (?1 IS NULL OR repo = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![repo, limit as i64], |row| {
+            Ok(ProposalRecord {
+                run_id: row.get(0)?,
+                step_id: row.get(1)?,
+                repo: row.get(2)?,
+                commit_id: row.get(3)?,
+                source_path: row.get(4)?,
+                function: row.get(5)?,
+                test_path: row.get(6)?,
+                status: row.get(7)?,
+                reason: row.get(8)?,
+                detail: row.get(9)?,
+                code: row.get(10)?,
+                tier: row.get(11)?,
+                at: row.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+impl WriteTxn<'_> {
+    /// Counts one commit's co-changes (`pairs` of source file, test file) once: a commit
+    /// already learned from is left alone. Returns whether it was new.
+    pub fn learn_commit(&self, repo: &str, commit: &str, pairs: &[(String, String)]) -> Result<bool> {
+        let inserted = self.txn.execute(
+            "INSERT OR IGNORE INTO test_learned_commits (repo, commit_id) VALUES (?1, ?2)",
+            params![repo, commit],
+        )?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        for (source, test) in pairs {
+            self.add_link(repo, source, test, "co_change", commit)?;
+        }
+        Ok(true)
+    }
+
+    /// A test in `test_file` failed (for real, not flaky) in a run where `source` changed.
+    pub fn link_failure(&self, repo: &str, source: &str, test_file: &str, commit: &str) -> Result<()> {
+        self.add_link(repo, source, test_file, "failure", commit)
+    }
+
+    fn add_link(&self, repo: &str, source: &str, test: &str, kind: &str, commit: &str) -> Result<()> {
+        self.txn
+            .prepare_cached(
+                "INSERT INTO test_links (repo, source_path, test_file, kind, count, last_commit, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)
+                 ON CONFLICT (repo, source_path, test_file, kind)
+                 DO UPDATE SET count = count + 1, last_commit = excluded.last_commit, updated_at = excluded.updated_at",
+            )?
+            .execute(params![repo, source, test, kind, commit, now_ms()])?;
+        Ok(())
+    }
+
+    pub fn record_proposal(&self, record: &ProposalRecord) -> Result<()> {
+        self.txn.execute(
+            "INSERT INTO test_proposals (run_id, step_id, repo, commit_id, source_path, function, test_path,
+                                         status, reason, detail, code, tier, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                record.run_id,
+                record.step_id,
+                record.repo,
+                record.commit_id,
+                record.source_path,
+                record.function,
+                record.test_path,
+                record.status,
+                record.reason,
+                record.detail,
+                record.code,
+                record.tier,
+                record.at,
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_is_learned_once_and_links_accumulate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("cairn.db")).expect("open");
+        let pairs = vec![("src/pay.py".to_string(), "tests/test_pay.py".to_string())];
+        assert!(store.write(|t| t.learn_commit("r", "c1", &pairs)).expect("learn"));
+        assert!(!store.write(|t| t.learn_commit("r", "c1", &pairs)).expect("learn again"), "counted once");
+        store.write(|t| t.learn_commit("r", "c2", &pairs)).expect("learn");
+        store.write(|t| t.link_failure("r", "src/pay.py", "tests/test_other.py", "c3")).expect("failure");
+        let links = store.test_links("r", &["src/pay.py".into()]).expect("links");
+        assert_eq!(links.len(), 2);
+        assert_eq!((links[0].test_file.as_str(), links[0].kind.as_str(), links[0].count), ("tests/test_pay.py", "co_change", 2));
+        assert_eq!((links[1].test_file.as_str(), links[1].kind.as_str()), ("tests/test_other.py", "failure"));
+        assert_eq!(store.learned_commits("r").expect("commits").len(), 2);
+        assert!(store.test_links("other", &["src/pay.py".into()]).expect("links").is_empty());
+    }
+}
