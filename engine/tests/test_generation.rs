@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 
+#[allow(dead_code)] // Each test binary uses part of the fake server.
 mod support;
 mod test_agent_support;
 

@@ -58,6 +58,25 @@ async fn the_learned_map_selects_the_co_changed_test_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_that_failed_after_a_change_is_selected_the_next_time_the_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = shop(dir.path());
+    let engine = TestEngine::new(None);
+    // Unmapped, so everything runs, and test_orders fails for real.
+    repo.write("src/orders.py", "def total(items):\n    return sum(items) + 1\n");
+    let commit = repo.commit_all("orders: off by one");
+    let run = engine.test(&repo, &commit, with(json!({ "reruns": 0 }))).await;
+    assert_eq!(run.step.error.as_deref(), Some("1 test(s) failed: tests.test_orders::test_total"), "{}", run.logs.join("\n"));
+
+    repo.write("src/orders.py", "def total(items):\n    return sum(items)\n");
+    let commit = repo.commit_all("orders: fix");
+    let out = engine.test(&repo, &commit, with(json!({}))).await.outputs().clone();
+    assert_eq!(out["selection"]["tests"], json!(["tests/test_orders.py"]), "{out:#}");
+    assert_eq!(out["selection"]["why"]["tests/test_orders.py"], json!(["failed after src/orders.py changed (1 run)"]));
+    assert_eq!(out["failed"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn globs_select_and_an_unknown_file_selects_everything() {
     let dir = tempfile::tempdir().unwrap();
     let repo = shop(dir.path());

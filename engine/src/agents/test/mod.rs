@@ -323,10 +323,10 @@ async fn choose_files(context: &AgentContext, config: &Config, repo: &str, commi
     let test_files = test_files.map_err(AgentError::new)?;
     let links = links.map_err(AgentError::new)?;
     let mut chosen = select_files(changed, &test_files, &config.globs, &links);
-    if !chosen.all && !chosen.tests.is_empty() {
-        if let Err(why) = narrow::narrow(&config.command, &chosen.tests, &context.workspace) {
-            chosen = FileSelection::everything(format!("{why}; the full suite"), test_files.len());
-        }
+    if !chosen.all && !chosen.tests.is_empty()
+        && let Err(why) = narrow::narrow(&config.command, &chosen.tests, &context.workspace)
+    {
+        chosen = FileSelection::everything(format!("{why}; the full suite"), test_files.len());
     }
     Ok(chosen)
 }

@@ -17,7 +17,15 @@ use crate::store::TestLink;
 /// `select_globs:` — a changed path matching a key selects the test files matching its value(s).
 #[derive(Debug, Default)]
 pub struct SelectGlobs {
-    rules: Vec<(String, GlobMatcher, Vec<(String, GlobMatcher)>)>,
+    rules: Vec<GlobRule>,
+}
+
+#[derive(Debug)]
+struct GlobRule {
+    source: String,
+    matcher: GlobMatcher,
+    /// Test file patterns, with their text for the reasons.
+    tests: Vec<(String, GlobMatcher)>,
 }
 
 fn glob(pattern: &str) -> Result<GlobMatcher, String> {
@@ -43,7 +51,7 @@ impl SelectGlobs {
                 other => return Err(format!("select_globs.{source}: expected a glob or a list of globs, found {other}")),
             };
             let tests = patterns.iter().map(|p| glob(p).map(|m| (p.to_string(), m))).collect::<Result<_, _>>()?;
-            rules.push((source.clone(), glob(source)?, tests));
+            rules.push(GlobRule { source: source.clone(), matcher: glob(source)?, tests });
         }
         Ok(SelectGlobs { rules })
     }
@@ -76,7 +84,7 @@ pub fn select_files(changed: &[String], test_files: &[String], globs: &SelectGlo
     for path in changed {
         // Explicit configuration first: a glob may map even a build file on purpose.
         let mut mapped = false;
-        for (source, matcher, tests) in &globs.rules {
+        for GlobRule { source, matcher, tests } in &globs.rules {
             if !matcher.is_match(path) {
                 continue;
             }
