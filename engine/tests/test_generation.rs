@@ -2,6 +2,7 @@
 //! python3 and the fake OpenAI server answering `propose_tests` over a real socket: a good
 //! proposal is accepted and delivered as a patch and a branch; one that does not compile, one
 //! that passes on the parent and one that is flaky are each rejected with that reason recorded.
+//! The real local model's proposal goes through the same gate and is recorded whatever it is.
 
 #![allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 
@@ -134,5 +135,39 @@ async fn a_python_proposal_is_accepted_into_a_patch() {
     assert_eq!(generated["branch"], serde_json::Value::Null, "patch only by default");
     let patch = std::fs::read_to_string(generated["patch"].as_str().unwrap()).unwrap();
     assert!(patch.contains("+++ b/tests/test_cairn_src_pay_charge.py") && patch.contains("assert charge(1) == 130"), "{patch}");
+    assert_eq!(repo.git(&["rev-parse", "main"]), commit);
+}
+
+/// SmolLM2-135M rarely writes a test that compiles; whatever it writes, the gate decides, the
+/// verdict is recorded with its reason, and nothing lands on the tested branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_models_proposal_is_gated_and_recorded_whatever_it_is() {
+    if let Err(error) = cairn_models::default_model_path() {
+        eprintln!("SKIPPED: no local model ({error}); scripts/fetch-model.sh provides it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::init(&dir.path().join("calc"));
+    repo.write("Cargo.toml", "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n");
+    repo.write(".gitignore", "target/\n");
+    repo.write("src/lib.rs", "pub fn clamp(x: i32) -> i32 { x.min(100) }\n");
+    repo.commit_all("calc");
+    repo.write("src/lib.rs", "pub fn clamp(x: i32) -> i32 { x.min(10) }\n");
+    let commit = repo.commit_all("calc: lower limit");
+
+    let engine = TestEngine::with_local_model();
+    let with = json!({ "command": "cargo test --offline", "generate": true, "coverage": false });
+    let run = engine.test(&repo, &commit, with).await;
+    let out = run.outputs();
+    let records = engine.store.test_proposals(Some(&repo.url()), 10).unwrap();
+    assert_eq!(records.len(), 1, "{out:#}\n{}", run.logs.join("\n"));
+    let record = &records[0];
+    eprintln!("local model's proposal: {} ({}): {}\n{}", record.status, record.reason, record.detail, record.code);
+    let reasons = ["accepted", "invalid", "compile_error", "fails_on_new", "flaky", "passes_on_parent"];
+    assert!(reasons.contains(&record.reason.as_str()), "{record:?}");
+    assert_eq!(record.status == "accepted", record.reason == "accepted");
+    assert!(!record.detail.is_empty(), "a verdict carries its evidence: {record:?}");
+    let listed = out["generated"][if record.status == "accepted" { "accepted" } else { "rejected" }][0]["reason"].clone();
+    assert_eq!(listed, record.reason.as_str(), "{out:#}");
     assert_eq!(repo.git(&["rev-parse", "main"]), commit);
 }

@@ -94,12 +94,18 @@ pub struct TestEngine {
 
 impl TestEngine {
     pub fn new(yaml: Option<&str>) -> TestEngine {
+        TestEngine::create(yaml.map(|yaml| Settings::parse("cairn.yaml", yaml).expect("settings")))
+    }
+
+    /// With the router's defaults: `propose_tests` goes to the real local model.
+    pub fn with_local_model() -> TestEngine {
+        TestEngine::create(Some(Settings::default()))
+    }
+
+    fn create(settings: Option<Settings>) -> TestEngine {
         let home = tempfile::tempdir().expect("home");
         let store = Store::open(&home.path().join("cairn.db")).expect("open store");
-        let router = yaml.map(|yaml| {
-            let settings = Settings::parse("cairn.yaml", yaml).expect("settings");
-            Arc::new(Router::new(settings, store.clone()).expect("router"))
-        });
+        let router = settings.map(|settings| Arc::new(Router::new(settings, store.clone()).expect("router")));
         let settings = EngineSettings { concurrency: None, lease: EngineSettings::DEFAULT_LEASE, work_dir: home.path().join("work") };
         let engine = Engine::new(store.clone(), Arc::new(Registry::builtin(router)), settings);
         TestEngine { engine, store, home }

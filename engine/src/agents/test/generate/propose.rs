@@ -81,11 +81,26 @@ pub async fn propose(router: &Router, scope: &CallScope, target: &Target) -> Res
         return Err(format!("no proposal ({tier}): {why}"));
     };
     let text = |key: &str| fields.get(key).and_then(Value::as_str).map(str::trim).unwrap_or_default().to_string();
-    let (test_name, code) = (text("test_name"), text("code"));
-    if test_name.is_empty() || !test_name.chars().all(|c| c.is_alphanumeric() || c == '_') || code.is_empty() {
-        return Err(format!("the {tier} answer is not a usable test: test_name {test_name:?}"));
+    let (test_name, code) = (text("test_name"), unfence(&text("code")));
+    if test_name.is_empty() || !test_name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return Err(format!("the {tier} answer's test_name {test_name:?} is not an identifier"));
+    }
+    if code.is_empty() {
+        return Err(format!("the {tier} answer has no code (only Markdown fences or blanks)"));
     }
     Ok(place(target, test_name, code, tier))
+}
+
+/// Small models wrap code in Markdown fences even inside JSON; the fences are not code.
+fn unfence(code: &str) -> String {
+    let mut lines: Vec<&str> = code.lines().collect();
+    if lines.first().is_some_and(|l| l.trim_start().starts_with("```")) {
+        lines.remove(0);
+    }
+    if lines.last().is_some_and(|l| l.trim() == "```") {
+        lines.pop();
+    }
+    lines.join("\n").trim().to_string()
 }
 
 fn place(target: &Target, test_name: String, code: String, tier: String) -> Proposal {
@@ -132,6 +147,13 @@ mod tests {
 
     fn target(path: &str, language: Language) -> Target {
         Target { path: path.into(), name: "charge".into(), language, source: String::new(), diff: String::new(), has_tests_dir: true }
+    }
+
+    #[test]
+    fn markdown_fences_are_not_code() {
+        assert_eq!(unfence("```rust\n#[test]\nfn t() {}\n```"), "#[test]\nfn t() {}");
+        assert_eq!(unfence("```"), "");
+        assert_eq!(unfence("x = 1"), "x = 1");
     }
 
     #[test]
