@@ -136,6 +136,16 @@ async fn a_python_proposal_is_accepted_into_a_patch() {
     let patch = std::fs::read_to_string(generated["patch"].as_str().unwrap()).unwrap();
     assert!(patch.contains("+++ b/tests/test_cairn_src_pay_charge.py") && patch.contains("assert charge(1) == 130"), "{patch}");
     assert_eq!(repo.git(&["rev-parse", "main"]), commit);
+
+    // `cairn tests proposals` lists it from the same home.
+    let listing = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["--home", &engine.home.path().to_string_lossy(), "tests", "proposals"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
+    let row = stdout.lines().find(|l| l.contains("charge (src/pay.py)")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(row.contains(&commit[..12]) && row.contains("accepted") && row.contains("remote"), "{stdout}");
 }
 
 /// SmolLM2-135M rarely writes a test that compiles; whatever it writes, the gate decides, the
