@@ -181,3 +181,33 @@ async fn the_local_models_proposal_is_gated_and_recorded_whatever_it_is() {
     assert_eq!(listed, record.reason.as_str(), "{out:#}");
     assert_eq!(repo.git(&["rev-parse", "main"]), commit);
 }
+
+/// With line coverage, "untested" means "no test ran its changed lines": a helper no test names
+/// but every test runs is covered, and a named function whose new branch never runs is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coverage_decides_which_changed_functions_get_a_test() {
+    if !test_agent_support::python_has("coverage") {
+        eprintln!("SKIPPED: coverage.py is not installed (python3 -m coverage); names decide without it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::init(&dir.path().join("shop"));
+    repo.write("run_tests.py", PYTHON_RUNNER);
+    repo.write("src/pay.py", "def fee():\n    return 0\n\n\ndef charge(amount):\n    return amount * 100 + fee()\n\n\ndef refund(amount):\n    return -amount\n");
+    repo.write("tests/test_pay.py", "from src.pay import charge, refund\n\ndef test_charge():\n    assert charge(1) == 100\n\ndef test_refund():\n    assert refund(1) == -1\n");
+    repo.commit_all("shop");
+    repo.write("src/pay.py", "def fee():\n    return 30\n\n\ndef charge(amount):\n    return amount * 100 + fee()\n\n\ndef refund(amount):\n    if amount > 1000:\n        return -1000\n    return -amount\n");
+    repo.write("tests/test_pay.py", "from src.pay import charge, refund\n\ndef test_charge():\n    assert charge(1) == 130\n\ndef test_refund():\n    assert refund(1) == -1\n");
+    let commit = repo.commit_all("pay: a fee, a refund cap");
+
+    let server = FakeOpenAi::start().await;
+    server.script([answer("test_refund_is_capped", "from src.pay import refund\n\ndef test_refund_is_capped():\n    assert refund(5000) == -1000\n")]);
+    let engine = TestEngine::new(Some(&config(&server)));
+    let with = json!({ "command": "python3 run_tests.py {tests}", "format": "junit", "junit": "report.xml", "select": false, "coverage": true, "generate": true });
+    let run = engine.test(&repo, &commit, with).await;
+    let out = run.outputs();
+    assert_eq!(out["coverage"]["files"]["src/pay.py"]["lines"], json!([11]), "{out:#}");
+    let generated = &out["generated"];
+    assert_eq!(generated["candidates"], 1, "fee ran under test_charge; refund's cap never ran: {out:#}");
+    assert_eq!(generated["accepted"][0]["function"], "refund", "{out:#}\n{}", run.logs.join("\n"));
+}

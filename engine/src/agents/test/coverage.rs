@@ -14,8 +14,11 @@ use serde_json::{Value, json};
 
 use super::files::{Hunk, added_lines};
 
+/// Per file (relative to the repository), hits per instrumented line.
+pub type Lcov = BTreeMap<String, BTreeMap<u32, u64>>;
+
 /// Per file, the executed-or-not state of each instrumented line.
-pub fn parse_lcov(text: &str, root: &Path) -> BTreeMap<String, BTreeMap<u32, u64>> {
+pub fn parse_lcov(text: &str, root: &Path) -> Lcov {
     let mut files: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
@@ -39,7 +42,7 @@ pub fn parse_lcov(text: &str, root: &Path) -> BTreeMap<String, BTreeMap<u32, u64
 }
 
 /// Added lines that are instrumented and were never executed, per file.
-pub fn gaps(changed: &BTreeMap<String, Vec<Hunk>>, lcov: &BTreeMap<String, BTreeMap<u32, u64>>) -> BTreeMap<String, Vec<u32>> {
+pub fn gaps(changed: &BTreeMap<String, Vec<Hunk>>, lcov: &Lcov) -> BTreeMap<String, Vec<u32>> {
     changed
         .iter()
         .filter_map(|(file, hunks)| {

@@ -284,8 +284,13 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
         let names: Vec<&str> = blocking.iter().map(|s| s.as_str()).collect();
         return Err(AgentError::new(format!("{} test(s) failed: {}", names.len(), names.join(", "))));
     }
+    // Line coverage of this run, when measured: it tells generation which changed functions no
+    // test ran.
+    let mut measured = None;
     if config.coverage && !commit.is_empty() {
-        summary["coverage"] = coverage_gaps(&context, &command, &commit).await;
+        let (report, lcov) = coverage_gaps(&context, &command, &commit).await;
+        summary["coverage"] = report;
+        measured = lcov;
     }
     if config.generate.enabled && !commit.is_empty() {
         let call = generate::Call {
@@ -297,6 +302,7 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
             commit: &commit,
             workspace: &workspace,
             logs: &context.logs,
+            coverage: measured.as_ref(),
         };
         summary["generated"] = generate::generate(call, &config.generate).await.map_err(AgentError::new)?;
     }
@@ -332,41 +338,42 @@ async fn choose_files(context: &AgentContext, config: &Config, repo: &str, commi
 }
 
 /// The outputs' `coverage`: changed lines no test ran, or why that cannot be told.
-async fn coverage_gaps(context: &AgentContext, command: &str, commit: &str) -> Value {
+async fn coverage_gaps(context: &AgentContext, command: &str, commit: &str) -> (Value, Option<coverage::Lcov>) {
     let workspace = &context.workspace;
     let hunks = match files::changed_hunks(workspace, commit) {
         Ok(hunks) => hunks,
-        Err(error) => return json!({ "unavailable": error }),
+        Err(error) => return (json!({ "unavailable": error }), None),
     };
     let folder = workspace.parent().unwrap_or(workspace).join("coverage");
     if let Err(error) = std::fs::create_dir_all(&folder) {
-        return json!({ "unavailable": format!("failed to create {}: {error}", folder.display()) });
+        return (json!({ "unavailable": format!("failed to create {}: {error}", folder.display()) }), None);
     }
     let lcov = folder.join("lcov.info");
     let steps = match coverage::instrumented(command, &lcov, &folder.join(".coverage")).await {
         Ok(steps) => steps,
         Err(why) => {
             context.logs.line("stdout", format!("coverage: {why}"));
-            return json!({ "unavailable": why });
+            return (json!({ "unavailable": why }), None);
         }
     };
     for step in &steps {
         context.logs.line("engine", format!("coverage: {step}"));
         if let Err(error) = execute(step, workspace, &context.logs).await {
-            return json!({ "unavailable": error.to_string() });
+            return (json!({ "unavailable": error.to_string() }), None);
         }
     }
     let text = match std::fs::read_to_string(&lcov) {
         Ok(text) => text,
-        Err(error) => return json!({ "unavailable": format!("the coverage run wrote no report {}: {error}", lcov.display()) }),
+        Err(error) => return (json!({ "unavailable": format!("the coverage run wrote no report {}: {error}", lcov.display()) }), None),
     };
     let root = std::fs::canonicalize(workspace).unwrap_or_else(|_| workspace.clone());
-    let gaps = coverage::gaps(&hunks, &coverage::parse_lcov(&text, &root));
+    let measured = coverage::parse_lcov(&text, &root);
+    let gaps = coverage::gaps(&hunks, &measured);
     for (file, lines) in &gaps {
         context.logs.line("stdout", format!("coverage: {file}: changed lines not covered: {}", coverage::ranges(lines)));
     }
     let tool = if command.starts_with("cargo") { "cargo-llvm-cov" } else { "coverage.py" };
-    coverage::report(&gaps, tool)
+    (coverage::report(&gaps, tool), Some(measured))
 }
 
 fn changed_paths(workspace: &Path, commit: &str) -> Result<Vec<String>, AgentError> {

@@ -13,7 +13,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::files::{Hunk, changed_hunks, is_test_file, parent, test_files};
+use super::coverage::Lcov;
+use super::files::{Hunk, added_lines, changed_hunks, is_test_file, parent, test_files};
 use crate::exec::{LogSink, git};
 use crate::llm::{CallScope, Router};
 use crate::store::{ProposalRecord, Store, now_ms};
@@ -63,10 +64,14 @@ pub struct Call<'a> {
     pub commit: &'a str,
     pub workspace: &'a Path,
     pub logs: &'a LogSink,
+    /// Line coverage of the run, when measured: a changed function with an added line that no
+    /// test ran is untested even if a test names it, and one whose added lines all ran is
+    /// tested even if none names it.
+    pub coverage: Option<&'a Lcov>,
 }
 
 /// Changed functions that no test mentions, as proposal targets.
-fn untested(workspace: &Path, commit: &str, hunks: &std::collections::BTreeMap<String, Vec<Hunk>>) -> Result<Vec<Target>, String> {
+fn untested(workspace: &Path, commit: &str, hunks: &std::collections::BTreeMap<String, Vec<Hunk>>, coverage: Option<&Lcov>) -> Result<Vec<Target>, String> {
     let tests: Vec<String> = test_files(workspace, commit)?
         .iter()
         .filter_map(|file| std::fs::read_to_string(workspace.join(file)).ok())
@@ -81,8 +86,17 @@ fn untested(workspace: &Path, commit: &str, hunks: &std::collections::BTreeMap<S
         let Ok(text) = std::fs::read_to_string(workspace.join(path)) else { continue };
         let lines: Vec<&str> = text.lines().collect();
         for function in touched(&functions(language, &text), file_hunks) {
-            let own_tests = if language == Language::Rust { rust_test_part(&text) } else { "" };
-            if mentions(own_tests, &function.name) || tests.iter().any(|t| mentions(t, &function.name)) {
+            let tested = match coverage.and_then(|lcov| lcov.get(path)) {
+                Some(lines) => !added_lines(file_hunks)
+                    .into_iter()
+                    .filter(|n| (function.start..=function.end).contains(n))
+                    .any(|n| lines.get(&n) == Some(&0)),
+                None => {
+                    let own_tests = if language == Language::Rust { rust_test_part(&text) } else { "" };
+                    mentions(own_tests, &function.name) || tests.iter().any(|t| mentions(t, &function.name))
+                }
+            };
+            if tested {
                 continue;
             }
             let source = lines[(function.start as usize - 1)..(function.end as usize).min(lines.len())].join("\n");
@@ -97,9 +111,9 @@ fn untested(workspace: &Path, commit: &str, hunks: &std::collections::BTreeMap<S
 pub async fn generate(call: Call<'_>, options: &Options) -> Result<Value, String> {
     let log = |text: String| call.logs.line("engine", format!("generate: {text}"));
     let hunks = changed_hunks(call.workspace, call.commit)?;
-    let all_targets = untested(call.workspace, call.commit, &hunks)?;
+    let all_targets = untested(call.workspace, call.commit, &hunks, call.coverage)?;
     if all_targets.is_empty() {
-        log("every changed function (Rust, Python) already has a test that names it".into());
+        log("every changed function (Rust, Python) already has a test (one that names it, or ran its changed lines)".into());
         return Ok(json!({ "candidates": 0, "accepted": [], "rejected": [] }));
     }
     let Some(router) = call.router else {
