@@ -131,6 +131,13 @@ impl WriteTxn<'_> {
         Ok(())
     }
 
+    /// A re-run attempt of a step judges its proposals again; the verdicts of the attempt it
+    /// replaces go, so each proposal is listed once.
+    pub fn forget_proposals(&self, run_id: i64, step_id: &str) -> Result<()> {
+        self.txn.execute("DELETE FROM test_proposals WHERE run_id = ?1 AND step_id = ?2", params![run_id, step_id])?;
+        Ok(())
+    }
+
     pub fn record_proposal(&self, record: &ProposalRecord) -> Result<()> {
         self.txn.execute(
             "INSERT INTO test_proposals (run_id, step_id, repo, commit_id, source_path, function, test_path,

@@ -81,11 +81,13 @@ impl Config {
         let format = match with.get("format") {
             Some(value) => serde_json::from_value(value.clone())
                 .map_err(|_| AgentError::new(format!("with.format: expected libtest, junit or go-json, got {value}")))?,
+            // `pytest --junitxml=report.xml` says both the format and where the report goes.
+            None if junit_path(&command).is_some() => Format::Junit,
             None => Format::for_command(&command).ok_or_else(|| {
                 AgentError::new(format!("with.format: cannot tell the output format of `{command}`; set libtest, junit or go-json"))
             })?,
         };
-        let junit = text("junit");
+        let junit = text("junit").or_else(|| junit_path(&command));
         if format == Format::Junit && junit.is_none() {
             return Err(AgentError::new("with.junit: a junit runner needs the report's path"));
         }
@@ -382,6 +384,13 @@ fn changed_paths(workspace: &Path, commit: &str) -> Result<Vec<String>, AgentErr
     Ok(listing.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
 }
 
+/// The report path of a `--junitxml=PATH` (pytest) or `--junit-xml=PATH` option.
+fn junit_path(command: &str) -> Option<String> {
+    command.split_whitespace().find_map(|word| {
+        word.strip_prefix("--junitxml=").or_else(|| word.strip_prefix("--junit-xml=")).map(|p| p.trim_matches(['"', '\'']).to_string())
+    })
+}
+
 /// `cargo test --workspace …` → `cargo test -p a -p b …`.
 fn narrow_cargo(command: &str, packages: &str) -> String {
     let rest = command.trim_start_matches("cargo test").replace("--workspace", "").replace(" --all ", " ");
@@ -435,6 +444,13 @@ fn collect(config: &Config, dir: &Path, output: &str) -> Result<Vec<TestResult>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_junit_option_gives_the_report_path() {
+        assert_eq!(junit_path("python3 -m pytest -q --junitxml=out/r.xml").as_deref(), Some("out/r.xml"));
+        assert_eq!(junit_path("pytest --junit-xml='r.xml'").as_deref(), Some("r.xml"));
+        assert_eq!(junit_path("cargo test"), None);
+    }
 
     #[test]
     fn a_cargo_command_is_narrowed_to_packages() {

@@ -131,6 +131,9 @@ pub async fn generate(call: Call<'_>, options: &Options) -> Result<Value, String
     let parent = parent(call.workspace, call.commit);
     let scratch = Scratch::create(call.workspace, &run_dir.join("generate-scratch"), call.commit, parent.as_deref()).await?;
     let scope = CallScope::new(call.run_id, call.step_id);
+    call.store
+        .write(|txn| txn.forget_proposals(call.run_id, call.step_id))
+        .map_err(|e| format!("failed to clear an earlier attempt's proposals: {e}"))?;
     let mut accepted = Vec::new();
     let mut accepted_json = Vec::new();
     let mut rejected_json = Vec::new();
