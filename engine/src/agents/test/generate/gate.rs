@@ -65,6 +65,8 @@ pub struct Scratch {
     pub commit: String,
     parent: Option<(PathBuf, String)>,
     pytest: bool,
+    /// Whether each Rust package builds its tests at the commit without any proposal.
+    baselines: tokio::sync::Mutex<std::collections::HashMap<PathBuf, Result<(), String>>>,
 }
 
 impl Scratch {
@@ -89,7 +91,15 @@ impl Scratch {
             None => None,
         };
         let pytest = run_shell("python3 -c 'import pytest'", root, &[]).await.is_ok_and(|(ok, _)| ok);
-        Ok(Scratch { checkout: checkout.to_path_buf(), root: root.to_path_buf(), new, commit: commit.to_string(), parent, pytest })
+        Ok(Scratch {
+            checkout: checkout.to_path_buf(),
+            root: root.to_path_buf(),
+            new,
+            commit: commit.to_string(),
+            parent,
+            pytest,
+            baselines: Default::default(),
+        })
     }
 
     /// Back to the pristine commit, leaving build output (kept outside the tree) alone.
@@ -115,6 +125,24 @@ impl Scratch {
             ("CARGO_TERM_COLOR", "never".into()),
             ("PYTHONDONTWRITEBYTECODE", "1".into()),
         ]
+    }
+
+    /// Whether the commit itself builds its tests for `target` (Rust; checked once per package,
+    /// which also warms the build directory). `Ok(Err(why))` when it does not.
+    pub async fn baseline(&self, target: &Target) -> Result<Result<(), String>, String> {
+        if target.language != Language::Rust {
+            return Ok(Ok(()));
+        }
+        let dir = crate_dir(&self.new, &target.path);
+        let mut baselines = self.baselines.lock().await;
+        if let Some(known) = baselines.get(&dir) {
+            return Ok(known.clone());
+        }
+        Scratch::reset(&self.new)?;
+        let (built, output) = run_shell("cargo test --offline --no-run", &dir, &self.env()).await?;
+        let verdict = if built { Ok(()) } else { Err(format!("the commit's tests do not build without any proposal: {}", excerpt(&output, Language::Rust))) };
+        baselines.insert(dir, verdict.clone());
+        Ok(verdict)
     }
 
     /// Runs the gate for one proposal.

@@ -128,8 +128,10 @@ pub async fn generate(call: Call<'_>, options: &Options) -> Result<Value, String
         targets.len()
     ));
     let run_dir = call.workspace.parent().unwrap_or(call.workspace);
-    let parent = parent(call.workspace, call.commit);
-    let scratch = Scratch::create(call.workspace, &run_dir.join("generate-scratch"), call.commit, parent.as_deref()).await?;
+    // The full id names the branch and the patch, whatever the run was started with.
+    let commit = git(call.workspace, &["rev-parse", "--verify", &format!("{}^{{commit}}", call.commit)])?.trim().to_string();
+    let parent = parent(call.workspace, &commit);
+    let scratch = Scratch::create(call.workspace, &run_dir.join("generate-scratch"), &commit, parent.as_deref()).await?;
     let scope = CallScope::new(call.run_id, call.step_id);
     call.store
         .write(|txn| txn.forget_proposals(call.run_id, call.step_id))
@@ -137,8 +139,15 @@ pub async fn generate(call: Call<'_>, options: &Options) -> Result<Value, String
     let mut accepted = Vec::new();
     let mut accepted_json = Vec::new();
     let mut rejected_json = Vec::new();
+    let mut skipped_json = Vec::new();
     let outcome: Result<(), String> = async {
         for target in &targets {
+            // A tree that does not build without the test would blame every proposal for it.
+            if let Err(why) = scratch.baseline(target).await? {
+                log(format!("{} ({}): skipped: {why}", target.name, target.path));
+                skipped_json.push(json!({ "function": target.name, "file": target.path, "reason": why }));
+                continue;
+            }
             log(format!("asking for a test of {} ({})", target.name, target.path));
             let (proposal, status, reason, detail) = match propose(router, &scope, target).await {
                 Err(why) => (None, "rejected", "invalid", why),
@@ -152,7 +161,7 @@ pub async fn generate(call: Call<'_>, options: &Options) -> Result<Value, String
                 run_id: call.run_id,
                 step_id: call.step_id.to_string(),
                 repo: call.repo.to_string(),
-                commit_id: call.commit.to_string(),
+                commit_id: commit.clone(),
                 source_path: target.path.clone(),
                 function: target.name.clone(),
                 test_path: proposal.as_ref().map(|p| p.test_path.clone()).unwrap_or_default(),
@@ -199,6 +208,7 @@ pub async fn generate(call: Call<'_>, options: &Options) -> Result<Value, String
         "proposed": targets.len(),
         "accepted": accepted_json,
         "rejected": rejected_json,
+        "skipped": skipped_json,
         "patch": delivered.as_ref().and_then(|d| d.patch.as_ref()).map(|p| p.to_string_lossy().into_owned()),
         "branch": delivered.as_ref().and_then(|d| d.branch.clone()),
         "branch_in": delivered.as_ref().and_then(|d| d.branch_in.clone()),
