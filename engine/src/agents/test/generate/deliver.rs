@@ -72,7 +72,7 @@ pub fn deliver(
         git(dir, &["-c", "user.name=Cairn", "-c", "user.email=cairn@localhost", "commit", "--quiet", "--no-verify", "-m", &message])?;
         let branch = format!("cairn/tests/{sha12}");
         let refspec = format!("HEAD:refs/heads/{branch}");
-        match git(dir, &["push", "--quiet", "--force", repo, &refspec]) {
+        match push(dir, repo, &refspec) {
             Ok(_) => delivered.branch_in = Some(repo.to_string()),
             Err(error) => {
                 // Still kept in the run's checkout, so nothing accepted is lost.
@@ -84,4 +84,20 @@ pub fn deliver(
         delivered.branch = Some(branch);
     }
     Ok(delivered)
+}
+
+/// `git push --force repo refspec`, never waiting on a credential prompt (nobody is there).
+fn push(dir: &Path, repo: &str, refspec: &str) -> Result<(), String> {
+    let output = std::process::Command::new("git")
+        .args(["push", "--quiet", "--force", repo, refspec])
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("failed to run git push: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
 }
