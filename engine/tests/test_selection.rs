@@ -126,3 +126,24 @@ async fn coverage_gaps_are_reported_per_file_for_python() {
     assert_eq!(out["coverage"]["tool"], "coverage.py", "{out:#}");
     assert_eq!(out["coverage"]["files"], json!({ "src/orders.py": { "lines": [6], "ranges": "6" } }), "the `def` line runs on import, its body never: {out:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pytest_is_narrowed_to_the_selected_files_and_its_junit_option_is_read() {
+    if !python_has("pytest") {
+        eprintln!("SKIPPED: pytest is not installed (python3 -m pytest); the {{tests}} runner covers narrowing without it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = shop(dir.path());
+    let engine = TestEngine::new(None);
+    let globs = json!({ "src/payments/**": "tests/test_payments.py" });
+    repo.write("src/payments/charge.py", "def charge(amount):\n    return int(amount * 100)\n");
+    let commit = repo.commit_all("payments: int");
+    // No `format:` or `junit:`: `--junitxml=` says both.
+    let with = json!({ "command": "python3 -m pytest -q -p no:cacheprovider --junitxml=report.xml", "select_globs": globs, "coverage": false });
+    let run = engine.test(&repo, &commit, with).await;
+    let out = run.outputs();
+    assert_eq!(out["command"], "python3 -m pytest -q -p no:cacheprovider --junitxml=report.xml tests/test_payments.py", "{out:#}");
+    assert_eq!(out["tests_run"], 1, "{out:#}\n{}", run.logs.join("\n"));
+    assert_eq!(out["passed"], 1);
+}
