@@ -28,6 +28,13 @@ if command -v docker >/dev/null && ! docker info >/dev/null 2>&1; then
     for _ in $(seq 1 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
 fi
 docker info >/dev/null 2>&1 || echo "setup: warning: no Docker engine is reachable; the build and deploy agents need one" >&2
+# coverage.py and pytest: the test agent's coverage gaps and pytest narrowing (tests use them).
+if ! python3 -c 'import coverage, pytest' >/dev/null 2>&1; then
+    echo "setup: installing coverage and pytest for python3" >&2
+    python3 -m pip install -q coverage pytest >&2 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages coverage pytest >&2 \
+        || echo "setup: warning: could not install coverage/pytest; coverage gaps are reported as unavailable" >&2
+fi
 git config --global user.email >/dev/null || git config --global user.email cairn@localhost.invalid
 git config --global user.name >/dev/null || git config --global user.name "Cairn"
 scripts/fetch-model.sh >/dev/null

@@ -174,6 +174,27 @@ fn the_ai_pipeline_deploys_the_demo_service_with_each_strategy() {
         let (deploy_state, deploy, deploy_error) = step(&sandbox, run, "deploy");
         let (_, analyze, _) = step(&sandbox, run, "analyze");
         let (monitor_state, monitor, _) = step(&sandbox, run, "monitor");
+        let (test_state, test, _) = step(&sandbox, run, "test");
+        let generated = &test["generated"];
+        let verdicts: Vec<String> = ["accepted", "rejected", "skipped"]
+            .iter()
+            .flat_map(|kind| generated[*kind].as_array().into_iter().flatten().map(move |p| format!("{} {kind}: {}", p["function"].as_str().unwrap_or("?"), p["reason"].as_str().unwrap_or(""))))
+            .collect();
+        eprintln!(
+            "commit {}: test {test_state}: selected {}/{} ({}), {} passed; generated: {} candidate(s) {:?}",
+            index + 1,
+            test["selection"]["selected"],
+            test["selection"]["total"],
+            test["selection"]["reasons"],
+            test["passed"],
+            generated["candidates"],
+            verdicts
+        );
+        if index == 3 {
+            // The new endpoint changes `route`, which no test covers: a test is proposed and gated.
+            assert_eq!(test_state, "succeeded", "{test}");
+            assert!(generated["candidates"].as_u64().unwrap_or(0) >= 1 && !verdicts.is_empty(), "no test was proposed for the untested change: {test}");
+        }
         let to = load.as_ref().map_or(Duration::ZERO, |l| l.started.elapsed());
         report.push(format!(
             "run {run} ({}): risk {}, deploy {deploy_state} ({} — {}), monitor {monitor_state} {}",
