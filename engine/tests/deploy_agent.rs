@@ -213,13 +213,16 @@ async fn strategies_under_load() {
 }
 
 /// Aggregation against a real receiver: duplicates within the window are sent once, info is
-/// batched into one message, routine success is suppressed, and the per-run cap holds.
+/// batched into one message, routine success is suppressed, and the per-run cap holds — also
+/// across the steps of a run and across runs, through the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_dedupe_batch_and_cap() {
     let hook = Receiver::start().await;
     let slack = Receiver::start().await;
     let config = NotifyConfig { slack: Some(slack.url.clone()), webhook: Some(hook.url.clone()), window: Duration::from_secs(60), success: false, max_per_run: 3 };
-    let mut notifier = Notifier::new(config, 7, "shop");
+    let home = tempfile::tempdir().expect("home");
+    let store = cairn_engine::store::Store::open(&home.path().join("cairn.db")).expect("store");
+    let mut notifier = Notifier::new(config.clone(), 7, "shop", Some(store.clone()));
     let alert = |severity, key: &str, success| Alert { severity, key: key.into(), title: key.into(), text: format!("{key} happened"), success };
     for _ in 0..3 {
         notifier.notify(alert(Severity::Critical, "rollback", false)).await;
@@ -246,6 +249,20 @@ async fn notifications_dedupe_batch_and_cap() {
     assert_eq!(report["deduplicated"], 2);
     assert_eq!(report["success_suppressed"], 1);
     assert_eq!(report["over_cap"], 2);
+
+    // Another step of run 7 (the monitor): the same alert is a duplicate, and the run's cap is spent.
+    let mut monitor = Notifier::new(config.clone(), 7, "shop", Some(store.clone()));
+    monitor.notify(alert(Severity::Critical, "rollback", false)).await;
+    monitor.notify(alert(Severity::Critical, "crash-loop", false)).await;
+    let report = serde_json::to_value(monitor.report()).expect("report");
+    assert_eq!((report["deduplicated"].as_u64(), report["over_cap"].as_u64(), report["sent"].as_u64()), (Some(1), Some(1), Some(0)), "{report}");
+    // Run 8 has its own cap, but the window's duplicates are still duplicates.
+    let mut next = Notifier::new(config, 8, "shop", Some(store));
+    next.notify(alert(Severity::Critical, "rollback", false)).await;
+    next.notify(alert(Severity::Critical, "new-problem", false)).await;
+    let report = serde_json::to_value(next.report()).expect("report");
+    assert_eq!((report["deduplicated"].as_u64(), report["sent"].as_u64()), (Some(1), Some(1)), "{report}");
+    assert_eq!(hook.received().len(), 4, "one more message, from run 8");
 }
 
 /// `kill -9` of the engine in the middle of a canary leaves traffic split between v1 and the

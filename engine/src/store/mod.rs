@@ -3,6 +3,7 @@
 
 mod error;
 mod llm;
+mod notifications;
 mod records;
 mod schema;
 mod sqlite;

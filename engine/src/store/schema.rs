@@ -210,6 +210,20 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX test_proposals_by_repo ON test_proposals(repo, id);
     "#,
+    // 6: notifications the deploy and monitor steps accepted (per alert key, for de-duplication
+    // across steps and runs) and sent (per message, for the per-run cap).
+    r#"
+    CREATE TABLE notifications (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id  INTEGER NOT NULL,
+        service TEXT    NOT NULL,
+        kind    TEXT    NOT NULL,  -- alert (accepted, by key), message (sent)
+        key     TEXT    NOT NULL,
+        at      INTEGER NOT NULL
+    );
+    CREATE INDEX notifications_by_key ON notifications(service, kind, key, at);
+    CREATE INDEX notifications_by_run ON notifications(run_id, kind);
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

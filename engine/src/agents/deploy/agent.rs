@@ -72,7 +72,7 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
     logs.line("stdout", format!("deploy {} {} ({}) with {} ({})", config.service, config.version, config.image, config.strategy.as_str(), config.strategy_reason));
     let docker = docker::connect(&config).await?;
     let proxy = Proxy::new(&config.proxy_socket, &config.backend);
-    let mut notifier = Notifier::new(config.notify.clone(), call.run_id, &config.service);
+    let mut notifier = Notifier::new(config.notify.clone(), call.run_id, &config.service, Some(call.store.clone()));
 
     let current = state::load(&state_path)?.services.get(&config.service).cloned().unwrap_or_default();
     if let Some(listen) = &config.listen {

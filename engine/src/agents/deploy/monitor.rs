@@ -201,7 +201,7 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
     };
 
     logs.line("stdout", format!("{problem}: rolling back"));
-    let mut notifier = Notifier::new(watch.notify.clone(), call.run_id, &watch.service);
+    let mut notifier = Notifier::new(watch.notify.clone(), call.run_id, &watch.service, Some(call.store.clone()));
     let Some(previous) = previous else {
         notifier
             .notify(Alert { severity: Severity::Critical, key: format!("monitor:{}", watch.service), title: format!("{} {} misbehaves", watch.service, active.version), text: format!("{problem}; no previous release to roll back to"), success: false })

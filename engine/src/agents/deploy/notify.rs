@@ -2,7 +2,8 @@
 //! webhook, with aggregation so people read them: the same alert (same key) within the window
 //! is sent once; low-severity alerts are batched into one message per window; routine success
 //! is suppressed unless asked for; failures and rollbacks go out at once; and no run sends more
-//! than `max_per_run` messages (what was held back is counted in the report).
+//! than `max_per_run` messages (what was held back is counted in the report). With the store,
+//! both hold across the steps of a run and across runs (`store/notifications.rs`).
 //!
 //! A webhook that fails is logged and counted, never a reason to fail or undo a deploy.
 
@@ -87,12 +88,34 @@ pub struct Notifier {
     batch: Vec<Alert>,
     batch_started: Option<Instant>,
     report: NotifyReport,
+    store: Option<crate::store::Store>,
 }
 
 impl Notifier {
-    pub fn new(config: NotifyConfig, run_id: i64, service: &str) -> Notifier {
+    /// `store` shares de-duplication and the run's cap with other steps and runs.
+    pub fn new(config: NotifyConfig, run_id: i64, service: &str, store: Option<crate::store::Store>) -> Notifier {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_else(|_| reqwest::Client::new());
-        Notifier { config, client, run_id, service: service.to_string(), seen: HashMap::new(), batch: Vec::new(), batch_started: None, report: NotifyReport::default() }
+        Notifier { config, client, run_id, service: service.to_string(), seen: HashMap::new(), batch: Vec::new(), batch_started: None, report: NotifyReport::default(), store }
+    }
+
+    /// Seen within the window by this notifier, or (through the store) by another step or run.
+    fn duplicate(&self, key: &str, now: Instant) -> bool {
+        if self.seen.get(key).is_some_and(|at| now.duration_since(*at) < self.config.window) {
+            return true;
+        }
+        let window_ms = self.config.window.as_millis() as i64;
+        self.store
+            .as_ref()
+            .and_then(|store| store.last_alert(&self.service, key).ok().flatten())
+            .is_some_and(|at| crate::store::now_ms() - at < window_ms)
+    }
+
+    fn record(&self, kind: &str, key: &str) {
+        if let Some(store) = &self.store
+            && let Err(error) = store.record_notification(self.run_id, &self.service, kind, key)
+        {
+            tracing::warn!(%error, "failed to record a notification");
+        }
     }
 
     pub fn report(&self) -> &NotifyReport {
@@ -112,11 +135,12 @@ impl Notifier {
             return;
         }
         let now = Instant::now();
-        if self.seen.get(&alert.key).is_some_and(|at| now.duration_since(*at) < self.config.window) {
+        if self.duplicate(&alert.key, now) {
             self.report.deduplicated += 1;
             return;
         }
         self.seen.insert(alert.key.clone(), now);
+        self.record("alert", &alert.key);
         if alert.severity == Severity::Critical {
             self.send(vec![alert]).await;
             return;
@@ -139,11 +163,16 @@ impl Notifier {
     }
 
     async fn send(&mut self, alerts: Vec<Alert>) {
-        if self.report.sent >= self.config.max_per_run {
+        let sent_by_run = match &self.store {
+            Some(store) => store.messages_sent(self.run_id).unwrap_or(self.report.sent),
+            None => self.report.sent,
+        };
+        if sent_by_run >= self.config.max_per_run {
             self.report.over_cap += alerts.len();
             return;
         }
         self.report.sent += 1;
+        self.record("message", "");
         let lines: Vec<String> = alerts.iter().map(|a| format!("[{:?}] {}: {}", a.severity, a.title, a.text)).collect();
         let text = format!("cairn run {} · {}\n{}", self.run_id, self.service, lines.join("\n"));
         let mut deliveries = Vec::new();
