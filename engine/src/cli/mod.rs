@@ -9,6 +9,7 @@ pub mod cancel;
 pub mod costs;
 pub mod graph;
 pub mod logs;
+pub mod measure;
 pub mod rollback;
 pub mod run;
 pub mod serve;
@@ -61,7 +62,7 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Poll watched repositories on their cron schedules and run every new commit.
     Serve(serve::ServeArgs),
-    /// What the test agent knows: flaky tests and their quarantine.
+    /// What the test agent knows: flaky tests and their quarantine; measuring its selection.
     Tests(tests::TestsArgs),
     /// Language-model spending by day, task and tier, with cache savings.
     Costs(costs::CostsArgs),

@@ -1,5 +1,6 @@
 //! `cairn tests flaky`: tests that flip between passing and failing, with their score and
 //! quarantine state. `cairn tests proposals`: generated tests and the gate's verdict on each.
+//! `cairn tests measure` lives in `measure.rs`.
 
 use std::path::PathBuf;
 
@@ -36,12 +37,16 @@ pub enum TestsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Measure test selection on a repository's history: fraction selected, and safety by
+    /// mutation (every test revealing a fault in a changed function must be selected).
+    Measure(super::measure::MeasureArgs),
 }
 
 pub fn tests(home: Option<PathBuf>, args: &TestsArgs) -> Result<()> {
     let (repo, as_json) = match &args.what {
         TestsCommand::Flaky { repo, json } => (repo, json),
         TestsCommand::Proposals { repo, limit, json } => return proposals(home, repo.as_deref(), *limit, *json),
+        TestsCommand::Measure(measure) => return super::measure::measure(measure),
     };
     let store = Settings::resolve(home, None)?.open_store()?;
     let mut rows = Vec::new();

@@ -12,6 +12,7 @@
 //!     rerun: "cargo test -- --exact {test}"   # how to re-run one test (default per format)
 //!     reruns: 2                         # re-runs of a failed test before it counts as failed
 //!     select: true                      # change-based selection (forced off for high risk)
+//!                                       # cargo: by module graph, see `rust/`
 //!     quarantine_above: 0.3             # flakiness score that quarantines a test
 //!     select_globs:                     # other runners: changed path glob → test file glob(s)
 //!       "src/payments/**": ["tests/test_payments*.py"]
@@ -30,8 +31,10 @@ mod files;
 mod flaky;
 pub mod generate;
 mod learn;
+pub mod measure;
 mod narrow;
 mod results;
+pub mod rust;
 mod select;
 mod select_files;
 
@@ -43,7 +46,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub use flaky::score as flakiness;
 pub use results::{Format, Outcome, TestResult, parse_go_json, parse_junit, parse_libtest};
-pub use select::{Selection, select_rust};
+pub use select::{Selection, Unit, select_rust, select_rust_changes};
 pub use select_files::{FileSelection, SelectGlobs, select_files};
 
 use super::registry::{Agent, AgentContext, AgentError, AgentFuture};
@@ -139,27 +142,32 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
     let mut file_selection: Option<FileSelection> = None;
     let selection = if !config.select || risk == "high" || commit.is_empty() {
         let reason = if risk == "high" { "high risk: the full suite" } else if commit.is_empty() { "no commit: the full suite" } else { "selection is off" };
-        Selection { all: true, packages: Vec::new(), reasons: vec![reason.into()] }
+        Selection::everything(reason.into())
     } else if config.command.starts_with("cargo test") && workspace.join("Cargo.toml").exists() {
-        let changed = changed_paths(&workspace, &commit)?;
+        let changes = rust::changes(&workspace, &commit).map_err(AgentError::new)?;
         let dir = workspace.clone();
-        tokio::task::spawn_blocking(move || select_rust(&dir, &changed))
+        tokio::task::spawn_blocking(move || select_rust_changes(&dir, &changes))
             .await
             .map_err(|e| AgentError::new(e.to_string()))?
-            .unwrap_or_else(|error| Selection { all: true, packages: Vec::new(), reasons: vec![format!("{error}; running everything")] })
+            .unwrap_or_else(|error| Selection::everything(format!("{error}; running everything")))
     } else {
         let changed = changed_paths(&workspace, &commit)?;
         let chosen = choose_files(&context, &config, &repo, &commit, &changed).await?;
-        let selection = Selection { all: chosen.all, packages: Vec::new(), reasons: chosen.reasons.clone() };
+        let mut selection = Selection::everything(String::new());
+        selection.all = chosen.all;
+        selection.reasons = chosen.reasons.clone();
         file_selection = Some(chosen);
         selection
     };
+    if !selection.all && file_selection.is_none() {
+        context.logs.line("stdout", format!("selected {} of {} test units (modules with tests, test targets, doc tests)", selection.selected_units, selection.total_units));
+    }
     for reason in &selection.reasons {
         context.logs.line("stdout", format!("selected: {reason}"));
     }
     let nothing_selected = match &file_selection {
         Some(files) => !files.all && files.tests.is_empty(),
-        None => !selection.all && selection.packages.is_empty(),
+        None => selection.nothing(),
     };
     let selection_output = match &file_selection {
         Some(files) => json!(files),
@@ -170,24 +178,31 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
         return Ok(json!({ "selection": selection_output, "tests_run": 0, "passed": 0, "failed": [], "flaky": [] }));
     }
     let packages = selection.packages.iter().map(|p| format!("-p {p}")).collect::<Vec<_>>().join(" ");
-    let mut command = match &file_selection {
-        Some(files) if !files.all => narrow::narrow(&config.command, &files.tests, &workspace).map_err(AgentError::new)?,
-        _ if selection.all => narrow::full(&config.command),
-        _ => narrow_cargo(&config.command, &packages),
+    let commands = match &file_selection {
+        Some(files) if !files.all => vec![narrow::narrow(&config.command, &files.tests, &workspace).map_err(AgentError::new)?],
+        _ if selection.all => vec![narrow::full(&config.command)],
+        // Cargo: the units the module graph chose (targets, module filters), else packages.
+        _ => selection.cargo_commands(&config.command).unwrap_or_else(|| vec![narrow_cargo(&config.command, &packages)]),
     };
     if let Some(files) = &file_selection {
         context.logs.line("stdout", format!("selected {} of {} test files", files.selected, files.total));
     }
-    // cargo stops at the first failing test binary; every result is wanted.
-    if command.starts_with("cargo test") && !command.contains("--no-fail-fast") {
-        command = command.replacen("cargo test", "cargo test --no-fail-fast", 1);
+    let mut results = Vec::new();
+    for command in &commands {
+        // cargo stops at the first failing test binary; every result is wanted.
+        let command = if command.starts_with("cargo test") && !command.contains("--no-fail-fast") {
+            command.replacen("cargo test", "cargo test --no-fail-fast", 1)
+        } else {
+            command.clone()
+        };
+        let (code, output) = execute(&command, &workspace, &context.logs).await?;
+        let found = collect(&config, &workspace, &output)?;
+        if found.is_empty() && code != Some(0) {
+            return Err(AgentError::new(format!("`{command}` failed (exit {code:?}) before reporting any test: see the step log")));
+        }
+        results.extend(found);
     }
-
-    let (code, output) = execute(&command, &workspace, &context.logs).await?;
-    let results = collect(&config, &workspace, &output)?;
-    if results.is_empty() && code != Some(0) {
-        return Err(AgentError::new(format!("`{command}` failed (exit {code:?}) before reporting any test: see the step log")));
-    }
+    let command = commands.join(" && ");
 
     // Re-run each failure to tell flaky from broken.
     let mut flaky = Vec::new();

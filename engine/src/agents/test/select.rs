@@ -1,160 +1,180 @@
-//! Change-based test selection: which tests a change can affect. Safe before small: anything
-//! the agent cannot reason about (a lockfile, a build file, an unknown file type) selects
-//! everything.
+//! Change-based test selection: which tests a change can affect, and how to run only those.
+//! Safe before small: anything the agent cannot reason about (a lockfile, a build file, an
+//! unknown file type) selects everything.
 //!
-//! For Rust workspaces the crate graph comes from `cargo metadata --no-deps` (offline): a
-//! change in a crate selects the tests of that crate and of every workspace crate that depends
-//! on it, directly or not.
+//! For Cargo workspaces the work is in `rust/`: a module reference graph below the crate graph
+//! picks test targets and unit-test modules (see `rust/plan.rs`); this file holds the result
+//! and turns it into cargo invocations (`-p`, `--lib`, `--bin`, `--test`, libtest filters).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::agents::orchestrator::{Category, categorize};
+use super::rust::{Change, plan};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Selection {
     /// Run the whole suite.
     pub all: bool,
-    /// Workspace packages whose tests run (when not `all`).
+    /// Workspace packages with something selected (when not `all`).
     pub packages: Vec<String>,
-    /// Why each package (or everything) was selected.
+    /// What exactly runs (when not `all`).
+    pub units: Vec<Unit>,
+    /// Test units selected and known: modules with unit tests, test targets, doc tests.
+    pub selected_units: usize,
+    pub total_units: usize,
+    /// Why each unit (or everything) was selected.
     pub reasons: Vec<String>,
 }
 
+/// Tests of one target of one package, or of the whole package.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unit {
+    pub package: String,
+    /// `*` (every target and doc test: the crate level), `lib`, `doc`, `bin:NAME`, `test:NAME`.
+    pub target: String,
+    /// libtest name filters (`module::path::`); empty for every test of the target.
+    pub filters: Vec<String>,
+    pub reason: String,
+}
+
 impl Selection {
-    fn everything(reason: String) -> Selection {
-        Selection { all: true, packages: Vec::new(), reasons: vec![reason] }
+    pub fn everything(reason: String) -> Selection {
+        Selection { all: true, packages: Vec::new(), units: Vec::new(), selected_units: 0, total_units: 0, reasons: vec![reason] }
+    }
+
+    pub fn nothing(&self) -> bool {
+        !self.all && self.units.is_empty()
+    }
+
+    /// Whether the selection runs test `name` of `target` (a unit key: `lib`, `bin:x`, …) in
+    /// `package`, with libtest's filter semantics (a filter matches a substring of the name).
+    pub fn covers(&self, package: &str, target: &str, name: &str) -> bool {
+        self.all
+            || self.units.iter().any(|u| {
+                u.package == package
+                    && (u.target == "*" || u.target == target)
+                    && (u.filters.is_empty() || u.filters.iter().any(|f| name.contains(f.as_str())))
+            })
+    }
+
+    /// The cargo commands that run exactly the selected units, from the configured command
+    /// (`cargo test --workspace --offline -- --test-threads 2` keeps `--offline` and the
+    /// harness arguments). `None` when the command already picks targets itself, so only the
+    /// package level can be narrowed.
+    pub fn cargo_commands(&self, command: &str) -> Option<Vec<String>> {
+        let rest = command.strip_prefix("cargo test")?;
+        let (cargo_args, harness_args) = match rest.split_once(" -- ") {
+            Some((cargo, harness)) => (cargo.to_string(), Some(harness.trim().to_string())),
+            None => (rest.trim_end_matches(" --").to_string(), None),
+        };
+        let mut kept = Vec::new();
+        let mut excluded = Vec::new();
+        let mut words = cargo_args.split_whitespace();
+        while let Some(word) = words.next() {
+            match word {
+                "--workspace" | "--all" => {}
+                "--exclude" => excluded.extend(words.next().map(str::to_string)),
+                "-p" | "--package" | "--lib" | "--bins" | "--bin" | "--tests" | "--test" | "--doc" | "--all-targets" | "--benches" | "--examples" => return None,
+                w if w.starts_with("--package=") || w.starts_with("--test=") || w.starts_with("--bin=") || w.starts_with("--exclude=") => return None,
+                w => kept.push(w.to_string()),
+            }
+        }
+        let harness = harness_args.unwrap_or_default();
+        let exact = harness.split_whitespace().any(|w| w == "--exact");
+        let flags = kept.join(" ");
+        let mut commands = Vec::new();
+        let join = |parts: &[&str]| parts.iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join(" ");
+        for package in self.packages.iter().filter(|p| !excluded.contains(p)) {
+            let units: Vec<&Unit> = self.units.iter().filter(|u| &u.package == package).collect();
+            let whole_package = units.iter().any(|u| u.target == "*");
+            let mut whole_targets = Vec::new();
+            for unit in &units {
+                let flag = match unit.target.split_once(':') {
+                    _ if unit.target == "*" => continue,
+                    _ if unit.target == "lib" => "--lib".to_string(),
+                    _ if unit.target == "doc" => {
+                        if !whole_package {
+                            commands.push(join(&["cargo test", &flags, "-p", package, "--doc", harness_tail(&harness).as_str()]));
+                        }
+                        continue;
+                    }
+                    Some((kind, name)) => format!("--{kind} {name}"),
+                    None => continue,
+                };
+                if unit.filters.is_empty() || exact {
+                    whole_targets.push(flag);
+                } else if !whole_package {
+                    let filters = unit.filters.join(" ");
+                    commands.push(join(&["cargo test", &flags, "-p", package, &flag, "--", &harness, &filters]));
+                }
+            }
+            if whole_package {
+                commands.push(join(&["cargo test", &flags, "-p", package, harness_tail(&harness).as_str()]));
+            } else if !whole_targets.is_empty() {
+                commands.push(join(&["cargo test", &flags, "-p", package, &whole_targets.join(" "), harness_tail(&harness).as_str()]));
+            }
+        }
+        Some(commands)
     }
 }
 
-struct Member {
-    name: String,
-    /// Directory relative to the workspace root ("" for a root package).
-    dir: String,
-    /// Names of workspace members it depends on by path.
-    depends_on: Vec<String>,
+fn harness_tail(harness: &str) -> String {
+    if harness.is_empty() { String::new() } else { format!("-- {harness}") }
 }
 
-fn members(workspace: &Path) -> Result<Vec<Member>, String> {
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .current_dir(workspace)
-        .no_deps()
-        .other_options(vec!["--offline".to_string()])
-        .exec()
-        .map_err(|e| format!("cargo metadata failed in {}: {e}", workspace.display()))?;
-    let root = metadata.workspace_root.as_std_path().to_path_buf();
-    let member_ids: BTreeSet<_> = metadata.workspace_members.iter().collect();
-    let packages: Vec<_> = metadata.packages.iter().filter(|p| member_ids.contains(&p.id)).collect();
-    let names: BTreeSet<&str> = packages.iter().map(|p| p.name.as_str()).collect();
-    Ok(packages
-        .iter()
-        .map(|package| {
-            let dir = package
-                .manifest_path
-                .parent()
-                .and_then(|d| d.as_std_path().strip_prefix(&root).ok())
-                .map(|d| d.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let depends_on = package
-                .dependencies
-                .iter()
-                .filter(|d| d.path.is_some() && names.contains(d.name.as_str()))
-                .map(|d| d.name.clone())
-                .collect();
-            Member { name: package.name.to_string(), dir, depends_on }
-        })
-        .collect())
-}
-
-/// Selection for a Cargo workspace at `workspace`, given paths changed (relative to it).
+/// Selection for a Cargo workspace at `workspace`, given paths changed (relative to it), each
+/// taken as changed throughout.
 pub fn select_rust(workspace: &Path, changed: &[String]) -> Result<Selection, String> {
-    let members = members(workspace)?;
-    select_from(&members, changed)
+    let changes: Vec<Change> = changed.iter().map(|p| Change::whole(p)).collect();
+    select_rust_changes(workspace, &changes)
 }
 
-fn select_from(members: &[Member], changed: &[String]) -> Result<Selection, String> {
-    let mut direct: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for path in changed {
-        let owner = members
-            .iter()
-            .filter(|m| m.dir.is_empty() || path.starts_with(&format!("{}/", m.dir)))
-            .max_by_key(|m| m.dir.len());
-        let relative = owner.map_or(path.as_str(), |m| path.strip_prefix(&format!("{}/", m.dir)).unwrap_or(path));
-        let category = categorize(path);
-        match (owner, category) {
-            (_, Category::Docs) => continue,
-            (Some(member), Category::Code | Category::Tests | Category::Security | Category::Config)
-                if ["src/", "tests/", "benches/", "examples/"].iter().any(|d| relative.starts_with(d)) =>
-            {
-                direct.entry(member.name.clone()).or_default().push(path.clone());
-            }
-            _ => {
-                return Ok(Selection::everything(format!(
-                    "{path}: a {} file the crate graph cannot place (selection must be safe before it is small)",
-                    category.as_str()
-                )));
-            }
-        }
+/// Selection for a Cargo workspace from a commit's changed lines (see `rust::changes`).
+pub fn select_rust_changes(workspace: &Path, changes: &[Change]) -> Result<Selection, String> {
+    let mut changes = changes.to_vec();
+    for change in &mut changes {
+        // A path the graph has never seen but that exists is no deletion.
+        change.deleted = change.deleted && !workspace.join(&change.path).exists();
     }
-    // Every workspace crate that depends on a changed one, transitively.
-    let mut selected: BTreeMap<String, String> = direct
-        .iter()
-        .map(|(name, paths)| (name.clone(), format!("{name}: changed ({})", paths.join(", "))))
-        .collect();
-    let mut frontier: Vec<String> = direct.keys().cloned().collect();
-    while let Some(changed_crate) = frontier.pop() {
-        for member in members.iter().filter(|m| m.depends_on.contains(&changed_crate)) {
-            if !selected.contains_key(&member.name) {
-                selected.insert(member.name.clone(), format!("{}: depends on {changed_crate}", member.name));
-                frontier.push(member.name.clone());
-            }
-        }
-    }
-    Ok(Selection {
-        all: false,
-        packages: selected.keys().cloned().collect(),
-        reasons: selected.into_values().collect(),
-    })
+    plan::select(workspace, &changes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn workspace() -> Vec<Member> {
-        let member = |name: &str, dir: &str, deps: &[&str]| Member {
-            name: name.into(),
-            dir: dir.into(),
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
-        };
-        vec![
-            member("core", "core", &[]),
-            member("engine", "engine", &["core"]),
-            member("cli", "cli", &["engine"]),
-            member("models", "models", &[]),
-        ]
+    fn unit(package: &str, target: &str, filters: &[&str]) -> Unit {
+        Unit { package: package.into(), target: target.into(), filters: filters.iter().map(|f| f.to_string()).collect(), reason: String::new() }
     }
 
-    fn select(paths: &[&str]) -> Selection {
-        select_from(&workspace(), &paths.iter().map(|p| p.to_string()).collect::<Vec<_>>()).expect("selects")
+    fn selection(units: Vec<Unit>) -> Selection {
+        let mut packages: Vec<String> = units.iter().map(|u| u.package.clone()).collect();
+        packages.dedup();
+        Selection { all: false, packages, units, selected_units: 0, total_units: 0, reasons: Vec::new() }
     }
 
     #[test]
-    fn a_change_selects_its_crate_and_everything_depending_on_it() {
-        let selection = select(&["core/src/lib.rs"]);
-        assert!(!selection.all);
-        assert_eq!(selection.packages, ["cli", "core", "engine"]);
-        assert_eq!(select(&["models/tests/gguf.rs"]).packages, ["models"]);
-    }
-
-    #[test]
-    fn docs_select_nothing_and_unknowns_select_everything() {
-        assert!(select(&["README.md"]).packages.is_empty());
-        assert!(select(&["Cargo.lock"]).all);
-        assert!(select(&["engine/Cargo.toml"]).all);
-        assert!(select(&["engine/build.rs"]).all);
-        assert!(select(&["scripts/deploy.sh", "core/src/lib.rs"]).all);
+    fn units_become_cargo_commands() {
+        let selection = selection(vec![
+            unit("a", "lib", &["exec::machine::", "store::"]),
+            unit("a", "test:e2e", &[]),
+            unit("a", "bin:cli", &[]),
+            unit("b", "*", &[]),
+        ]);
+        assert_eq!(
+            selection.cargo_commands("cargo test --workspace --offline -- --test-threads 2").expect("narrows"),
+            [
+                "cargo test --offline -p a --lib -- --test-threads 2 exec::machine:: store::",
+                "cargo test --offline -p a --test e2e --bin cli -- --test-threads 2",
+                "cargo test --offline -p b -- --test-threads 2",
+            ]
+        );
+        assert_eq!(selection.cargo_commands("cargo test --workspace --exclude b").expect("narrows").len(), 2);
+        assert!(selection.cargo_commands("cargo test --lib").is_none());
+        assert!(selection.covers("a", "lib", "exec::machine::tests::x"));
+        assert!(!selection.covers("a", "lib", "exec::driver::tests::x"));
+        assert!(selection.covers("b", "test:anything", "x"));
+        assert!(!selection.covers("c", "lib", "x"));
     }
 }

@@ -1,0 +1,245 @@
+//! From changed lines to the tests to run, below the crate: the changed modules are found from
+//! the lines (innermost inline module holding them), every module that can reach one of them
+//! in the reference graph is affected, and the tests that run are the affected test targets,
+//! the affected modules' unit tests (by libtest name filter) and affected doc tests.
+//!
+//! Safe before small: what the module graph cannot place falls back. A manifest, lockfile,
+//! build script or a file outside every package selects everything; a data file or a Rust file
+//! in no module tree selects its package and every package depending on it (the crate level),
+//! as does any change reaching a package whose sources cannot be fully read (`graph.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::diff::Change;
+use super::graph::{Graph, NodeId};
+use super::workspace::{Kind, Workspace};
+use crate::agents::orchestrator::{Category, categorize};
+use crate::agents::test::select::{Selection, Unit};
+
+/// Files that change how everything builds.
+fn builds_everything(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    matches!(name, "Cargo.toml" | "Cargo.lock" | "build.rs" | "rust-toolchain" | "rust-toolchain.toml") || path.starts_with(".cargo/")
+}
+
+pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selection {
+    let mut changed: BTreeSet<NodeId> = BTreeSet::new();
+    let mut changed_files: BTreeMap<NodeId, String> = BTreeMap::new();
+    let mut crate_level: BTreeMap<String, String> = BTreeMap::new();
+    let mut notes = Vec::new();
+    for change in changes {
+        let path = change.path.as_str();
+        if builds_everything(path) {
+            return Selection::everything(format!("{path}: changes how everything builds (selection must be safe before it is small)"));
+        }
+        let category = categorize(path);
+        let placed = graph.files.get(path);
+        let owner = workspace.owner(path);
+        let in_sources = owner.is_some_and(|owner| {
+            let relative = path.strip_prefix(&format!("{}/", owner.dir)).unwrap_or(path);
+            ["src/", "tests/", "benches/", "examples/"].iter().any(|d| relative.starts_with(d))
+        });
+        // Documentation beside the sources may still be read by a test at run time.
+        if category == Category::Docs && placed.is_none() && !in_sources {
+            continue;
+        }
+        let Some(owner) = owner else {
+            return Selection::everything(format!("{path}: a {} file outside every package (selection must be safe before it is small)", category.as_str()));
+        };
+        match placed {
+            Some(nodes) if !change.deleted => {
+                if let Some(reason) = graph.opaque.get(&owner.name) {
+                    crate_level.insert(owner.name.clone(), format!("{path} changed; the module graph of {} is not trusted: {reason}", owner.name));
+                    continue;
+                }
+                for id in innermost(graph, nodes, path, &change.lines) {
+                    changed.insert(id);
+                    changed_files.insert(id, path.to_string());
+                }
+            }
+            // Its `mod` line and every user changed too, and those are placed.
+            _ if change.deleted && path.ends_with(".rs") => notes.push(format!("{path}: deleted")),
+            _ => {
+                if !in_sources && !path.ends_with(".rs") {
+                    return Selection::everything(format!("{path}: a {} file the module graph cannot place (selection must be safe before it is small)", category.as_str()));
+                }
+                let what = if path.ends_with(".rs") { "a Rust file in no module tree" } else { "a data file no module includes" };
+                crate_level.insert(owner.name.clone(), format!("{path}: {what}, so {} and its dependents at the crate level", owner.name));
+            }
+        }
+    }
+
+    // Opaque packages: whole whenever anything they build on changed.
+    let touched: BTreeSet<String> = changed.iter().map(|&id| workspace.packages[graph.nodes[id].target.0].name.clone()).chain(crate_level.keys().cloned()).collect();
+    for (package, reason) in &graph.opaque {
+        if !crate_level.contains_key(package) && workspace.with_dependencies(package).iter().any(|p| touched.contains(p)) {
+            crate_level.insert(package.clone(), format!("{package}: its module graph is not trusted ({reason}), so the crate level"));
+        }
+    }
+    let whole_names = workspace.with_dependents(&crate_level.keys().cloned().collect());
+    // (package, unit key) → (whole target, module filters, reasons).
+    let mut picked: BTreeMap<(String, String), (bool, BTreeSet<String>, Vec<String>)> = BTreeMap::new();
+    for name in &whole_names {
+        let reason = crate_level.get(name).cloned().unwrap_or_else(|| "depends on a package selected at the crate level".to_string());
+        picked.insert((name.clone(), "*".into()), (true, BTreeSet::new(), vec![reason]));
+    }
+    let reach = graph.reaching(&changed);
+    for &id in reach.keys() {
+        let node = &graph.nodes[id];
+        let (p, t) = node.target;
+        let package = &workspace.packages[p];
+        if whole_names.contains(&package.name) {
+            continue;
+        }
+        let target = &package.targets[t];
+        let has_tests = node.facts.tests > 0 || node.facts.maybe_tests;
+        let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+        if target.doctest && node.facts.doc_tests {
+            wanted.push(("doc".into(), None));
+        }
+        match target.kind {
+            _ if !target.tested => {}
+            Kind::Test => wanted.push((unit_key(target.kind, &target.name), None)),
+            Kind::Lib | Kind::Bin if has_tests && node.path.is_empty() => wanted.push((unit_key(target.kind, &target.name), None)),
+            Kind::Lib | Kind::Bin if has_tests => wanted.push((unit_key(target.kind, &target.name), Some(format!("{}::", node.path.join("::"))))),
+            _ => {}
+        }
+        for (key, filter) in wanted {
+            let entry = picked.entry((package.name.clone(), key)).or_default();
+            match filter {
+                Some(filter) => {
+                    entry.1.insert(filter);
+                }
+                None => entry.0 = true,
+            }
+            if entry.2.len() < 8 {
+                entry.2.push(chain(workspace, graph, &reach, &changed_files, id));
+            } else if entry.2.len() == 8 {
+                entry.2.push("…".into());
+            }
+        }
+    }
+    let units: BTreeMap<(String, String), Unit> = picked
+        .into_iter()
+        .map(|((package, target), (whole, filters, reasons))| {
+            let filters = if whole { Vec::new() } else { filters.into_iter().collect() };
+            let unit = Unit { package: package.clone(), target: target.clone(), filters, reason: reasons.join("; ") };
+            ((package, target), unit)
+        })
+        .collect();
+    let (selected, total) = count(workspace, graph, &units);
+    let units: Vec<Unit> = units.into_values().collect();
+    let packages: BTreeSet<String> = units.iter().map(|u| u.package.clone()).collect();
+    let mut reasons: Vec<String> = units
+        .iter()
+        .map(|u| {
+            let scope = if u.filters.is_empty() { String::new() } else { format!(" [{}]", u.filters.join(" ")) };
+            format!("{} {}{scope}: {}", u.package, u.target, u.reason)
+        })
+        .collect();
+    reasons.extend(notes);
+    Selection { all: false, packages: packages.into_iter().collect(), units, selected_units: selected, total_units: total, reasons }
+}
+
+/// The unit key of a target: `lib`, `bin:NAME`, `test:NAME`.
+pub fn unit_key(kind: Kind, name: &str) -> String {
+    match kind {
+        Kind::Lib => "lib".into(),
+        Kind::Bin => format!("bin:{name}"),
+        Kind::Test => format!("test:{name}"),
+        Kind::Bench => format!("bench:{name}"),
+        Kind::Example => format!("example:{name}"),
+    }
+}
+
+/// The nodes of `file` holding the changed lines: per target, the innermost module around
+/// each line; every module of the file when the lines are unknown.
+fn innermost(graph: &Graph, nodes: &[NodeId], file: &str, lines: &[(usize, usize)]) -> BTreeSet<NodeId> {
+    let of_file: Vec<NodeId> = nodes.iter().copied().filter(|&id| graph.nodes[id].file == file).collect();
+    // Data files included by a module, or a file without line information.
+    if of_file.is_empty() || lines.is_empty() {
+        return nodes.iter().copied().collect();
+    }
+    let mut found = BTreeSet::new();
+    for &(start, end) in lines {
+        for line in start..=end.min(start + 5_000) {
+            let mut best: BTreeMap<(usize, usize), NodeId> = BTreeMap::new();
+            for &id in &of_file {
+                let node = &graph.nodes[id];
+                if node.lines.0 <= line && line <= node.lines.1 {
+                    let span = node.lines.1 - node.lines.0;
+                    let slot = best.entry(node.target).or_insert(id);
+                    if span < graph.nodes[*slot].lines.1 - graph.nodes[*slot].lines.0 {
+                        *slot = id;
+                    }
+                }
+            }
+            found.extend(best.into_values());
+        }
+    }
+    found
+}
+
+/// "m → n → changed (file)" for the report.
+fn chain(workspace: &Workspace, graph: &Graph, reach: &BTreeMap<NodeId, Option<NodeId>>, files: &BTreeMap<NodeId, String>, from: NodeId) -> String {
+    let mut hops = vec![from];
+    let mut current = from;
+    while let Some(Some(next)) = reach.get(&current) {
+        if hops.len() > 64 {
+            break;
+        }
+        hops.push(*next);
+        current = *next;
+    }
+    let last = *hops.last().unwrap_or(&from);
+    let file = files.get(&last).cloned().unwrap_or_default();
+    let name = |id: NodeId| graph.node_name(workspace, id);
+    match hops.len() {
+        1 => format!("{} changed ({file})", name(from)),
+        2 => format!("{} uses {}, changed ({file})", name(from), name(last)),
+        n => format!("{} reaches {} in {} steps via {}, changed ({file})", name(from), name(last), n - 1, name(hops[1])),
+    }
+}
+
+/// (selected, total) test units: modules with tests of library and binary targets, test
+/// targets, doc tests.
+fn count(workspace: &Workspace, graph: &Graph, units: &BTreeMap<(String, String), Unit>) -> (usize, usize) {
+    let mut selected = 0;
+    let mut total = 0;
+    let mut doc_libs = BTreeSet::new();
+    for node in &graph.nodes {
+        let (p, t) = node.target;
+        let package = &workspace.packages[p];
+        let target = &package.targets[t];
+        if target.doctest && node.facts.doc_tests && doc_libs.insert(p) {
+            total += 1;
+            selected += usize::from(units.contains_key(&(package.name.clone(), "*".into())) || units.contains_key(&(package.name.clone(), "doc".into())));
+        }
+        let unit_here = match target.kind {
+            _ if !target.tested => false,
+            Kind::Test => node.path.is_empty(),
+            Kind::Lib | Kind::Bin => node.facts.tests > 0 || node.facts.maybe_tests,
+            _ => false,
+        };
+        if !unit_here {
+            continue;
+        }
+        total += 1;
+        let key = unit_key(target.kind, &target.name);
+        let covered = units.get(&(package.name.clone(), "*".into())).is_some()
+            || units.get(&(package.name.clone(), key)).is_some_and(|u| {
+                let name = format!("{}::", node.path.join("::"));
+                u.filters.is_empty() || u.filters.iter().any(|f| name.contains(f.as_str()))
+            });
+        selected += usize::from(covered);
+    }
+    (selected, total)
+}
+
+/// Selection for the workspace at `dir` and a commit's changes.
+pub fn select(dir: &Path, changes: &[Change]) -> Result<Selection, String> {
+    let workspace = Workspace::load(dir)?;
+    let graph = Graph::build(&workspace);
+    Ok(plan(&workspace, &graph, changes))
+}
