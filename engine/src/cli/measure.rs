@@ -68,6 +68,9 @@ pub fn measure(args: &MeasureArgs) -> Result<()> {
             bar.set_message(current.clone());
         }
         Progress::Step(step) => bar.set_message(format!("{current}: {step}")),
+        // Each row as it is known (stderr), so a long measure shows its results as it goes.
+        Progress::Done(commit) if bar.is_hidden() => eprintln!("{}", row(commit)),
+        Progress::Done(commit) => bar.println(row(commit)),
     })?;
     bar.finish_and_clear();
     if args.json {

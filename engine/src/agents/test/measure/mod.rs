@@ -110,6 +110,8 @@ pub struct Report {
 pub enum Progress<'a> {
     Commit { index: usize, total: usize, commit: &'a str, subject: &'a str },
     Step(&'a str),
+    /// A commit's result, as soon as it is known.
+    Done(&'a CommitReport),
 }
 
 pub fn measure(options: &Options, progress: &mut dyn FnMut(Progress<'_>)) -> Result<Report, Error> {
@@ -134,6 +136,7 @@ pub fn measure(options: &Options, progress: &mut dyn FnMut(Progress<'_>)) -> Res
         report.subject = subject;
         report.seconds = commit_started.elapsed().as_secs_f64();
         tracing::info!(commit = %commit, fraction = ?report.fraction, revealing = report.revealing.len(), missed = report.missed.len(), "measured");
+        progress(Progress::Done(&report));
         reports.push(report);
     }
     // Leave the scratch checkout clean of mutants.

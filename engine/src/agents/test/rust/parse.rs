@@ -69,7 +69,7 @@ pub fn parse_source(text: &str) -> Result<FileFacts, String> {
         let start = e.span().start();
         format!("unparsable at {}:{}: {e}", start.line, start.column)
     })?;
-    let mut collector = Collector { facts: FileFacts::default(), stack: vec![0] };
+    let mut collector = Collector { facts: FileFacts::default(), stack: vec![0], fence_open: false };
     collector.facts.modules.push(ModuleFacts { lines: (1, usize::MAX), ..Default::default() });
     for attribute in &file.attrs {
         collector.attribute(attribute);
@@ -84,6 +84,8 @@ struct Collector {
     facts: FileFacts,
     /// Indexes into `facts.modules`: the module being visited is the last.
     stack: Vec<usize>,
+    /// Inside a fenced block of doc comments (each `///` line is its own attribute).
+    fence_open: bool,
 }
 
 /// Macros known not to expand to tests or modules (so a call at item level says nothing).
@@ -99,7 +101,7 @@ impl Collector {
         if attribute.path().is_ident("doc") {
             if let syn::Meta::NameValue(value) = &attribute.meta
                 && let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(text), .. }) = &value.value
-                && runnable_doc_block(&text.value())
+                && runnable_doc_block(&text.value(), &mut self.fence_open)
             {
                 self.current().doc_tests = true;
             }
@@ -400,19 +402,22 @@ fn string_path(text: &str) -> Option<RawPath> {
     segments.iter().all(|s| ident(s)).then(|| segments.iter().map(|s| s.to_string()).collect())
 }
 
-/// Whether a doc comment holds a code block rustdoc would compile and run.
-fn runnable_doc_block(doc: &str) -> bool {
-    doc.lines().any(|line| {
-        let line = line.trim();
-        let Some(info) = line.strip_prefix("```") else { return false };
-        let info = info.trim();
-        if info.is_empty() {
-            return true;
+/// Whether doc text opens a code block rustdoc would compile and run; `open` carries whether a
+/// fence is open across the doc lines of an item.
+fn runnable_doc_block(doc: &str, open: &mut bool) -> bool {
+    let mut runnable = false;
+    for line in doc.lines() {
+        let Some(info) = line.trim().strip_prefix("```") else { continue };
+        if *open {
+            *open = false;
+            continue;
         }
-        let words: Vec<&str> = info.split([',', ' ']).filter(|w| !w.is_empty()).collect();
-        let rust_words = ["rust", "should_panic", "no_run", "compile_fail", "edition2015", "edition2018", "edition2021", "edition2024"];
-        !words.contains(&"ignore") && words.iter().all(|w| rust_words.contains(w) || w.starts_with("edition"))
-    })
+        *open = true;
+        let words: Vec<&str> = info.trim().split([',', ' ']).filter(|w| !w.is_empty()).collect();
+        let rust_words = ["rust", "should_panic", "no_run", "compile_fail"];
+        runnable |= !words.contains(&"ignore") && words.iter().all(|w| rust_words.contains(w) || w.starts_with("edition"));
+    }
+    runnable
 }
 
 #[cfg(test)]
@@ -423,7 +428,7 @@ mod tests {
     fn modules_uses_paths_impls_and_tests_are_collected() {
         let facts = parse_source(
             "//! Doc.\nuse crate::a::{B, c::D as E, f::*};\nmod child;\n#[path = \"x_tests.rs\"]\nmod x;\n\
-             impl crate::t::Show for Thing {}\nfn f() { super::g(); let _ = format!(\"{}\", self::h::i()); $crate_ignored(); }\n\
+             impl crate::t::Show for Thing {}\nfn f() { super::g(); let _ = format!(\"{}\", self::h::i()); }\n\
              #[cfg(test)]\nmod tests {\n    use super::*;\n    #[test]\n    fn one() { assert_eq!(crate::q::r(), 1); }\n}\n",
         )
         .expect("parses");
@@ -438,7 +443,7 @@ mod tests {
         let tests = &facts.modules[1];
         assert_eq!(tests.path, ["tests"]);
         assert_eq!(tests.tests, 1);
-        assert_eq!(tests.lines, (9, 14));
+        assert_eq!(tests.lines, (9, 13));
         assert!(tests.references.iter().any(|r| r.join("::") == "crate::q::r"), "{:?}", tests.references);
         assert!(facts.opaque.is_empty());
     }
@@ -449,7 +454,9 @@ mod tests {
         assert_eq!(facts.modules[0].includes, ["data.txt"]);
         assert_eq!(facts.opaque, ["include! of source code"]);
         assert!(parse_source("fn (").is_err());
-        assert!(runnable_doc_block("```\nlet x = 1;\n```"));
-        assert!(!runnable_doc_block("```yaml\na: b\n```"));
+        assert!(runnable_doc_block("```\nlet x = 1;\n```", &mut false));
+        assert!(!runnable_doc_block("```yaml\na: b\n```", &mut false));
+        let mut open = false;
+        assert!(!runnable_doc_block(" ```yaml", &mut open) && !runnable_doc_block(" a: b", &mut open) && !runnable_doc_block(" ```", &mut open));
     }
 }
