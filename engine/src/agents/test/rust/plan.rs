@@ -45,7 +45,7 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
             continue;
         }
         let Some(owner) = owner else {
-            return Selection::everything(format!("{path}: a {} file outside every package (selection must be safe before it is small)", category.as_str()));
+            return Selection::everything(format!("{path}: a file ({}) outside every package (selection must be safe before it is small)", category.as_str()));
         };
         match placed {
             Some(nodes) if !change.deleted => {
@@ -62,7 +62,7 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
             _ if change.deleted && path.ends_with(".rs") => notes.push(format!("{path}: deleted")),
             _ => {
                 if !in_sources && !path.ends_with(".rs") {
-                    return Selection::everything(format!("{path}: a {} file the module graph cannot place (selection must be safe before it is small)", category.as_str()));
+                    return Selection::everything(format!("{path}: a file ({}) the module graph cannot place (selection must be safe before it is small)", category.as_str()));
                 }
                 let what = if path.ends_with(".rs") { "a Rust file in no module tree" } else { "a data file no module includes" };
                 crate_level.insert(owner.name.clone(), format!("{path}: {what}, so {} and its dependents at the crate level", owner.name));
