@@ -29,14 +29,15 @@ pub fn candidates(text: &str, lines: &[(usize, usize)]) -> Result<Vec<Candidate>
     let mut finder = Finder { text, lines, found: Vec::new(), in_test: false, impl_type: None };
     finder.visit_file(&file);
     let mut found = finder.found;
-    found.sort_by(|a, b| b.changed.cmp(&a.changed).then(a.line.cmp(&b.line)));
+    found.sort_by_key(|c| (std::cmp::Reverse(c.changed), c.line));
     Ok(found)
 }
 
 /// `text` with a fault guard inserted in each of `chosen`.
 pub fn apply(text: &str, chosen: &[Candidate]) -> String {
     let mut offsets: Vec<&Candidate> = chosen.iter().collect();
-    offsets.sort_by(|a, b| b.insert_at.cmp(&a.insert_at));
+    // From the end, so earlier offsets stay valid.
+    offsets.sort_by_key(|c| std::cmp::Reverse(c.insert_at));
     let mut out = text.to_string();
     for candidate in offsets {
         let guard = format!(

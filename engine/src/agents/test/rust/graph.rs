@@ -100,8 +100,8 @@ impl Graph {
             Ok(facts) => facts,
             Err(error) => {
                 self.opaque.insert(package.clone(), format!("{relative}: {error}"));
-                let id = self.push(target, module, relative, (1, usize::MAX), ModuleFacts::default());
-                let _ = id;
+                // Still a node, so a change to the file is placed (in an opaque package).
+                self.push(target, module, relative, (1, usize::MAX), ModuleFacts::default());
                 return;
             }
         };
@@ -122,6 +122,7 @@ impl Graph {
             for include in &facts.includes {
                 let included = directory.join(include);
                 let included = included.strip_prefix(&workspace.root).unwrap_or(&included).to_string_lossy().into_owned();
+                // The node pushed just below.
                 let id = self.nodes.len();
                 self.files.entry(normalize(&included)).or_default().push(id);
             }
@@ -309,8 +310,8 @@ impl Graph {
         let mut frontier: Vec<NodeId> = changed.iter().copied().collect();
         while let Some(node) = frontier.pop() {
             for &user in &reverse[node] {
-                if !via.contains_key(&user) {
-                    via.insert(user, Some(node));
+                if let std::collections::btree_map::Entry::Vacant(slot) = via.entry(user) {
+                    slot.insert(Some(node));
                     frontier.push(user);
                 }
             }

@@ -17,6 +17,9 @@ use super::workspace::{Kind, Workspace};
 use crate::agents::orchestrator::{Category, categorize};
 use crate::agents::test::select::{Selection, Unit};
 
+/// Per (package, unit key): the whole target, module filters, reasons.
+type Picked = (bool, BTreeSet<String>, Vec<String>);
+
 /// Files that change how everything builds.
 fn builds_everything(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
@@ -78,8 +81,7 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
         }
     }
     let whole_names = workspace.with_dependents(&crate_level.keys().cloned().collect());
-    // (package, unit key) → (whole target, module filters, reasons).
-    let mut picked: BTreeMap<(String, String), (bool, BTreeSet<String>, Vec<String>)> = BTreeMap::new();
+    let mut picked: BTreeMap<(String, String), Picked> = BTreeMap::new();
     for name in &whole_names {
         let reason = crate_level.get(name).cloned().unwrap_or_else(|| "depends on a package selected at the crate level".to_string());
         picked.insert((name.clone(), "*".into()), (true, BTreeSet::new(), vec![reason]));
