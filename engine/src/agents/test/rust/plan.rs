@@ -3,10 +3,15 @@
 //! in the reference graph is affected, and the tests that run are the affected test targets,
 //! the affected modules' unit tests (by libtest name filter) and affected doc tests.
 //!
-//! Safe before small: what the module graph cannot place falls back. A manifest, lockfile,
-//! build script or a file outside every package selects everything; a data file or a Rust file
-//! in no module tree selects its package and every package depending on it (the crate level),
-//! as does any change reaching a package whose sources cannot be fully read (`graph.rs`).
+//! Safe before small: what the module graph cannot place falls back. A manifest, lockfile or
+//! build script selects everything; a data file or a Rust file in no module tree selects its
+//! package and every package depending on it (the crate level), as does any change reaching a
+//! package whose sources cannot be fully read (`graph.rs`). A file outside every package (a
+//! script, a workflow, CI configuration) cannot change what compiles, only what a test reads
+//! or runs at run time: it selects every integration-test target (they run programs and read
+//! the tree), and every module whose string literals name the file or one of its directories,
+//! as if that module had changed. The assumption, stated: a unit test reaches a file outside
+//! its package only through a literal naming it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -31,6 +36,7 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
     let mut changed_files: BTreeMap<NodeId, String> = BTreeMap::new();
     let mut crate_level: BTreeMap<String, String> = BTreeMap::new();
     let mut notes = Vec::new();
+    let mut outside: Vec<String> = Vec::new();
     for change in changes {
         let path = change.path.as_str();
         if builds_everything(path) {
@@ -48,7 +54,8 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
             continue;
         }
         let Some(owner) = owner else {
-            return Selection::everything(format!("{path}: a file ({}) outside every package (selection must be safe before it is small)", category.as_str()));
+            outside.push(path.to_string());
+            continue;
         };
         match placed {
             Some(nodes) if !change.deleted => {
@@ -73,6 +80,15 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
         }
     }
 
+    for (file, nodes) in &graph.files {
+        let Some(needle) = outside.iter().find(|path| names_file(&workspace.root.join(file), path)) else { continue };
+        for &id in nodes {
+            if changed.insert(id) {
+                changed_files.insert(id, format!("{file} (names {needle})"));
+            }
+        }
+    }
+
     // Opaque packages: whole whenever anything they build on changed.
     let touched: BTreeSet<String> = changed.iter().map(|&id| workspace.packages[graph.nodes[id].target.0].name.clone()).chain(crate_level.keys().cloned()).collect();
     for (package, reason) in &graph.opaque {
@@ -85,6 +101,20 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
     for name in &whole_names {
         let reason = crate_level.get(name).cloned().unwrap_or_else(|| "depends on a package selected at the crate level".to_string());
         picked.insert((name.clone(), "*".into()), (true, BTreeSet::new(), vec![reason]));
+    }
+    for path in &outside {
+        for package in &workspace.packages {
+            if whole_names.contains(&package.name) {
+                continue;
+            }
+            for target in package.targets.iter().filter(|t| t.kind == Kind::Test && t.tested) {
+                let entry = picked.entry((package.name.clone(), unit_key(target.kind, &target.name))).or_default();
+                entry.0 = true;
+                if entry.2.len() < 8 {
+                    entry.2.push(format!("{path}: outside every package; integration tests may read or run it"));
+                }
+            }
+        }
     }
     let reach = graph.reaching(&changed);
     for &id in reach.keys() {
@@ -145,6 +175,17 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
 }
 
 /// The unit key of a target: `lib`, `bin:NAME`, `test:NAME`.
+/// Whether the source at `source` has a string literal naming `path` (relative to the
+/// workspace root) or one of its directories.
+fn names_file(source: &Path, path: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(source) else { return true };
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    let literals = text.split('"').skip(1).step_by(2);
+    let mut needles: Vec<String> = vec![path.to_string()];
+    needles.extend(components.iter().map(|c| c.to_string()));
+    literals.into_iter().any(|literal| needles.iter().any(|needle| literal.contains(needle.as_str())))
+}
+
 pub fn unit_key(kind: Kind, name: &str) -> String {
     match kind {
         Kind::Lib => "lib".into(),

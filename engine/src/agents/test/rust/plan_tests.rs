@@ -137,3 +137,21 @@ fn what_the_module_graph_cannot_place_falls_back() {
     let selection = commit(root, &[("app/Cargo.toml", &manifest("app", "[dependencies]\ncorelib = { path = \"../corelib\" }\n# note\n"))]);
     assert!(selection.all, "{:#?}", selection.reasons);
 }
+
+#[test]
+fn a_file_outside_every_package_selects_integration_tests_and_the_modules_naming_it() {
+    let dir = workspace();
+    let root = dir.path();
+    // `math` reads a script by name at run time; nothing else names it.
+    let math = "pub fn double(x: i32) -> i32 {\n    x * 2\n}\n\npub fn script() -> &'static str {\n    \"scripts/setup.sh\"\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn doubles() {\n        assert_eq!(super::double(2), 4);\n    }\n}\n";
+    commit(root, &[("corelib/src/math.rs", math), ("scripts/setup.sh", "echo one\n"), (".ci/run", "echo ci\n")]);
+
+    let selection = commit(root, &[("scripts/setup.sh", "echo two\n")]);
+    assert!(!selection.all, "{:#?}", selection.reasons);
+    assert_eq!(units(&selection), ["app test:it []", "corelib lib [math::tests::]", "e2e test:run []"], "{:#?}", selection.reasons);
+    assert!(!selection.covers("corelib", "lib", "text::tests::shouts"));
+
+    // CI configuration no module names: the integration tests only.
+    let selection = commit(root, &[(".ci/run", "echo ci two\n")]);
+    assert_eq!(units(&selection), ["app test:it []", "e2e test:run []"], "{:#?}", selection.reasons);
+}
