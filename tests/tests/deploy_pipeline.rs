@@ -183,8 +183,8 @@ fn the_ai_pipeline_deploys_the_demo_service_with_each_strategy() {
         eprintln!(
             "commit {}: test {test_state}: selected {}/{} ({}), {} passed; generated: {} candidate(s) {:?}",
             index + 1,
-            test["selection"]["selected"],
-            test["selection"]["total"],
+            test["selection"].get("selected_units").unwrap_or(&test["selection"]["selected"]),
+            test["selection"].get("total_units").unwrap_or(&test["selection"]["total"]),
             test["selection"]["reasons"],
             test["passed"],
             generated["candidates"],

@@ -175,7 +175,12 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
     };
     if nothing_selected {
         context.logs.line("stdout", "no test can be affected by this change");
-        return Ok(json!({ "selection": selection_output, "tests_run": 0, "passed": 0, "failed": [], "flaky": [] }));
+        let mut summary = json!({ "selection": selection_output, "tests_run": 0, "passed": 0, "failed": [], "flaky": [] });
+        // No test reaches the change: exactly where a generated test is wanted.
+        if config.generate.enabled && !commit.is_empty() {
+            summary["generated"] = propose(&context, llm.as_deref(), &config.generate, &repo, &commit, &workspace, None).await?;
+        }
+        return Ok(summary);
     }
     let packages = selection.packages.iter().map(|p| format!("-p {p}")).collect::<Vec<_>>().join(" ");
     let commands = match &file_selection {
@@ -310,20 +315,33 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
         measured = lcov;
     }
     if config.generate.enabled && !commit.is_empty() {
-        let call = generate::Call {
-            router: llm.as_deref(),
-            store: &store,
-            run_id: context.run_id,
-            step_id: &context.step_id,
-            repo: &repo,
-            commit: &commit,
-            workspace: &workspace,
-            logs: &context.logs,
-            coverage: measured.as_ref(),
-        };
-        summary["generated"] = generate::generate(call, &config.generate).await.map_err(AgentError::new)?;
+        summary["generated"] = propose(&context, llm.as_deref(), &config.generate, &repo, &commit, &workspace, measured.as_ref()).await?;
     }
     Ok(summary)
+}
+
+/// Proposes tests for the commit's untested functions, through the validation gate.
+async fn propose(
+    context: &AgentContext,
+    router: Option<&crate::llm::Router>,
+    options: &generate::Options,
+    repo: &str,
+    commit: &str,
+    workspace: &Path,
+    coverage: Option<&coverage::Lcov>,
+) -> Result<Value, AgentError> {
+    let call = generate::Call {
+        router,
+        store: &context.store,
+        run_id: context.run_id,
+        step_id: &context.step_id,
+        repo,
+        commit,
+        workspace,
+        logs: &context.logs,
+        coverage,
+    };
+    generate::generate(call, options).await.map_err(AgentError::new)
 }
 
 /// Learns from the repository's history, then maps `changed` to test files; a runner that
