@@ -43,19 +43,21 @@ impl Agent for DeployAgent {
     fn run(&self, context: AgentContext) -> AgentFuture {
         let llm = self.llm.clone();
         Box::pin(async move {
-            match deploy(&context, llm.as_deref()).await {
-                Ok(Ok(outputs)) => Ok(outputs),
-                Ok(Err(rolled_back)) => {
-                    context.logs.line("stderr", rolled_back.clone());
-                    Err(AgentError::new(rolled_back))
-                }
-                Err(error) => {
-                    context.logs.line("stderr", error.chain());
-                    Err(AgentError::new(error.chain()))
-                }
-            }
+            step_result(&context, deploy(&context, llm.as_deref()).await)
         })
     }
+}
+
+/// A deploy or monitor step's end: outputs, or a failure (a rollback's message, or an error
+/// with its chain) that is also the step log's last line.
+pub(super) fn step_result(context: &AgentContext, result: Result<Result<Value, String>, Error>) -> Result<Value, AgentError> {
+    let message = match result {
+        Ok(Ok(outputs)) => return Ok(outputs),
+        Ok(Err(rolled_back)) => rolled_back,
+        Err(error) => error.chain(),
+    };
+    context.logs.line("stderr", message.clone());
+    Err(AgentError::new(message))
 }
 
 /// Outputs of a deploy, or the message of a rollback.

@@ -34,7 +34,7 @@ use super::proxy::Proxy;
 use super::rollback::rollback;
 use super::source::MetricsSource;
 use super::state;
-use crate::agents::registry::{Agent, AgentContext, AgentError, AgentFuture};
+use crate::agents::registry::{Agent, AgentContext, AgentFuture};
 
 const KEYS: &[&str] = &["window", "interval", "min_samples", "alpha", "max_error_rate_delta", "max_latency_ratio", "notify", "docker_host"];
 
@@ -47,17 +47,7 @@ impl Agent for MonitorAgent {
 
     fn run(&self, context: AgentContext) -> AgentFuture {
         Box::pin(async move {
-            match watch(&context).await {
-                Ok(Ok(outputs)) => Ok(outputs),
-                Ok(Err(rolled_back)) => {
-                    context.logs.line("stderr", rolled_back.clone());
-                    Err(AgentError::new(rolled_back))
-                }
-                Err(error) => {
-                    context.logs.line("stderr", error.chain());
-                    Err(AgentError::new(error.chain()))
-                }
-            }
+            super::agent::step_result(&context, watch(&context).await)
         })
     }
 }
