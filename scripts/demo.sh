@@ -54,7 +54,11 @@ echo >&2
 "$cairn" runs
 echo >&2
 echo "deploys and rollbacks (newest last):" >&2
-python3 -c 'import json,sys; [print(f"  {r[\"version\"]:>12} {r[\"strategy\"]:<10} {r[\"outcome\"]:<11} {r[\"reason\"]}") for r in json.load(open(sys.argv[1]))["services"]["app"]["history"]]' "$CAIRN_HOME/work/deployments.json" >&2 || true
+python3 - "$CAIRN_HOME/work/deployments.json" >&2 <<'PY' || true
+import json, sys
+for record in json.load(open(sys.argv[1]))["services"]["app"]["history"]:
+    print("  %12s %-10s %-11s %s" % (record["version"], record["strategy"], record["outcome"], record["reason"]))
+PY
 echo >&2
 echo "the service answers on http://127.0.0.1:$port/ (state: $CAIRN_HOME/cairn.db)." >&2
 echo "stop it: kill \$(cat $CAIRN_HOME/work/proxies/app/haproxy.pid); docker rm -f \$(docker ps -aq --filter label=cairn.deploy.service=app)" >&2
