@@ -62,18 +62,22 @@ pub fn parse_libtest(output: &str) -> Vec<TestResult> {
             binary = format!("{}-doc", rest.trim());
             continue;
         }
-        let Some(rest) = line.strip_prefix("test ") else { continue };
-        let Some((name, verdict)) = rest.rsplit_once(" ... ") else { continue };
-        let outcome = match verdict.trim() {
-            "ok" => Outcome::Passed,
-            "FAILED" => Outcome::Failed,
-            v if v.starts_with("ignored") => Outcome::Ignored,
-            _ => continue,
-        };
-        let name = name.trim().to_string();
+        let Some((name, outcome)) = libtest_line(line) else { continue };
         results.push(TestResult { id: format!("{binary}::{name}"), name, outcome, duration_ms: None });
     }
     results
+}
+
+/// One libtest result line, `test NAME ... ok|FAILED|ignored`: the test's name and outcome.
+pub fn libtest_line(line: &str) -> Option<(String, Outcome)> {
+    let (name, verdict) = line.strip_prefix("test ")?.rsplit_once(" ... ")?;
+    let outcome = match verdict.trim() {
+        "ok" => Outcome::Passed,
+        "FAILED" => Outcome::Failed,
+        v if v.starts_with("ignored") => Outcome::Ignored,
+        _ => return None,
+    };
+    Some((name.trim().to_string(), outcome))
 }
 
 /// JUnit XML: `<testcase classname name time>` with `<failure>`, `<error>` or `<skipped>`.

@@ -138,15 +138,9 @@ pub fn run(binary: &Binary, harness_args: &[String], names: &[String], exact: bo
         let mut outcomes = BTreeMap::new();
         if let Some(stdout) = stdout {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Some(rest) = line.strip_prefix("test ") else { continue };
-                let Some((name, verdict)) = rest.rsplit_once(" ... ") else { continue };
-                let outcome = match verdict.trim() {
-                    "ok" => Outcome::Passed,
-                    "FAILED" => Outcome::Failed,
-                    v if v.starts_with("ignored") => Outcome::Ignored,
-                    _ => continue,
-                };
-                outcomes.insert(name.trim().to_string(), outcome);
+                if let Some((name, outcome)) = crate::agents::test::results::libtest_line(&line) {
+                    outcomes.insert(name, outcome);
+                }
             }
         }
         outcomes
