@@ -24,7 +24,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: failed to start the async runtime: {error}");
@@ -35,7 +38,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            if error.downcast_ref::<cairn_engine::pipeline::Error>().is_some() {
+            if error
+                .downcast_ref::<cairn_engine::pipeline::Error>()
+                .is_some()
+            {
                 ExitCode::from(EXIT_INVALID)
             } else {
                 ExitCode::from(EXIT_ERROR)
@@ -51,16 +57,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => cli::run::resume(home, args).await,
         Command::Status(args) => cli::status::status(home, args).map(|()| ExitCode::SUCCESS),
         Command::Runs(args) => cli::status::list(home, args).map(|()| ExitCode::SUCCESS),
-        Command::Logs(args) => cli::logs::logs(home, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Logs(args) => cli::logs::logs(home, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => cli::serve::serve(home, args).await,
         Command::Rollback(args) => cli::rollback::rollback(home, args).await,
         Command::Cancel(args) => cli::cancel::cancel(home, args).await,
         Command::Validate(args) => Ok(cli::validate::validate(args)),
         Command::Graph(args) => Ok(cli::graph::graph(args)),
-        Command::Analyze(args) => cli::analyze::analyze(home, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Analyze(args) => cli::analyze::analyze(home, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Tests(args) => cli::tests::tests(home, args).map(|()| ExitCode::SUCCESS),
         Command::Costs(args) => cli::costs::costs(home, args).map(|()| ExitCode::SUCCESS),
-        Command::Bench(args) => cli::bench::bench(home, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => cli::bench::bench(home, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -69,7 +81,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 fn missing_cpu_features() -> Option<String> {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
     {
-        if !std::arch::is_x86_feature_detected!("avx2") || !std::arch::is_x86_feature_detected!("fma") {
+        if !std::arch::is_x86_feature_detected!("avx2")
+            || !std::arch::is_x86_feature_detected!("fma")
+        {
             return Some(
                 "this build of cairn needs a CPU with AVX2 and FMA (x86-64-v3); rebuild with \
                  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS='' for a portable, slower build"

@@ -9,9 +9,11 @@ mod deploy_support;
 
 use std::time::Duration;
 
-use cairn_engine::agents::deploy::{Alert, NotifyConfig, Notifier, Severity};
+use cairn_engine::agents::deploy::{Alert, Notifier, NotifyConfig, Severity};
 use cairn_engine::store::RunState;
-use deploy_support::{Containers, DemoImage, Haproxy, Load, Prometheus, Receiver, TestEngine, summarize};
+use deploy_support::{
+    Containers, DemoImage, Haproxy, Load, Prometheus, Receiver, TestEngine, summarize,
+};
 use serde_json::{Value, json};
 
 fn with(service: &str, image: &str, proxy: &Haproxy, version: &str, extra: Value) -> Value {
@@ -29,7 +31,9 @@ fn with(service: &str, image: &str, proxy: &Haproxy, version: &str, extra: Value
     if let (Some(target), Value::Object(more)) = (with.as_object_mut(), extra) {
         for (key, value) in more {
             if key == "env" {
-                if let (Some(env), Value::Object(vars)) = (target.get_mut("env").and_then(Value::as_object_mut), value) {
+                if let (Some(env), Value::Object(vars)) =
+                    (target.get_mut("env").and_then(Value::as_object_mut), value)
+                {
                     env.extend(vars);
                 }
             } else {
@@ -51,15 +55,25 @@ fn canary_settings() -> Value {
 async fn strategies_under_load() {
     let image = DemoImage::build("strategies");
     let service = format!("shop{}", std::process::id());
-    let containers = Containers { service: service.clone() };
+    let containers = Containers {
+        service: service.clone(),
+    };
     let proxy = Haproxy::start();
     let engine = TestEngine::new();
     let hook = Receiver::start().await;
     let img = image.image();
 
     // v1: the first release (rolling onto an empty backend).
-    let first = engine.deploy("low", with(&service, &img, &proxy, "v1", json!({}))).await;
-    assert_eq!(first.state, RunState::Succeeded, "{}\n{}", first.error(), first.logs.join("\n"));
+    let first = engine
+        .deploy("low", with(&service, &img, &proxy, "v1", json!({})))
+        .await;
+    assert_eq!(
+        first.state,
+        RunState::Succeeded,
+        "{}\n{}",
+        first.error(),
+        first.logs.join("\n")
+    );
     assert_eq!(first.outputs()["strategy"], "rolling", "low risk → rolling");
 
     let load = Load::start(proxy.port, 6, Duration::from_secs(240));
@@ -68,46 +82,129 @@ async fn strategies_under_load() {
 
     // Rolling v2 over v1.
     let mark = load.len();
-    let rolling = engine.deploy("medium", with(&service, &img, &proxy, "v2", json!({}))).await;
-    assert_eq!(rolling.state, RunState::Succeeded, "{}\n{}", rolling.error(), rolling.logs.join("\n"));
+    let rolling = engine
+        .deploy("medium", with(&service, &img, &proxy, "v2", json!({})))
+        .await;
+    assert_eq!(
+        rolling.state,
+        RunState::Succeeded,
+        "{}\n{}",
+        rolling.error(),
+        rolling.logs.join("\n")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (failed, versions) = summarize(&load.since(mark));
-    println!("rolling v1→v2: {failed} failed requests, answers by version {versions:?}, {} ms", rolling.outputs()["duration_ms"]);
+    println!(
+        "rolling v1→v2: {failed} failed requests, answers by version {versions:?}, {} ms",
+        rolling.outputs()["duration_ms"]
+    );
     report.push(("rolling", failed));
     assert_eq!(failed, 0, "a rolling deploy drops no request: {versions:?}");
-    assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.version == "v2"), "v2 serves all traffic");
+    assert!(
+        load.since(load.len().saturating_sub(20))
+            .iter()
+            .all(|a| a.version == "v2"),
+        "v2 serves all traffic"
+    );
 
     // A version that crashes at start (invalid setting): rolled back, traffic untouched.
     let mark = load.len();
-    let crashing = engine.deploy("medium", with(&service, &img, &proxy, "v-crash", json!({ "env": { "DEMO_ERROR_RATE": "2" } }))).await;
+    let crashing = engine
+        .deploy(
+            "medium",
+            with(
+                &service,
+                &img,
+                &proxy,
+                "v-crash",
+                json!({ "env": { "DEMO_ERROR_RATE": "2" } }),
+            ),
+        )
+        .await;
     assert_eq!(crashing.state, RunState::Failed);
-    assert!(crashing.error().contains("rolled back") && crashing.error().contains("crash"), "{}", crashing.error());
+    assert!(
+        crashing.error().contains("rolled back") && crashing.error().contains("crash"),
+        "{}",
+        crashing.error()
+    );
     let (failed, versions) = summarize(&load.since(mark));
     println!("rolling of a crashing version: rolled back; {failed} failed requests, {versions:?}");
     assert_eq!(failed, 0);
-    assert_eq!(versions.keys().collect::<Vec<_>>(), vec!["v2"], "only v2 answered");
+    assert_eq!(
+        versions.keys().collect::<Vec<_>>(),
+        vec!["v2"],
+        "only v2 answered"
+    );
 
     // Blue-green v3.
     let mark = load.len();
-    let blue_green = engine.deploy("medium", with(&service, &img, &proxy, "v3", json!({ "strategy": "blue_green" }))).await;
-    assert_eq!(blue_green.state, RunState::Succeeded, "{}\n{}", blue_green.error(), blue_green.logs.join("\n"));
+    let blue_green = engine
+        .deploy(
+            "medium",
+            with(
+                &service,
+                &img,
+                &proxy,
+                "v3",
+                json!({ "strategy": "blue_green" }),
+            ),
+        )
+        .await;
+    assert_eq!(
+        blue_green.state,
+        RunState::Succeeded,
+        "{}\n{}",
+        blue_green.error(),
+        blue_green.logs.join("\n")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (failed, versions) = summarize(&load.since(mark));
-    println!("blue-green v2→v3: {failed} failed requests, answers by version {versions:?}, {} ms", blue_green.outputs()["duration_ms"]);
+    println!(
+        "blue-green v2→v3: {failed} failed requests, answers by version {versions:?}, {} ms",
+        blue_green.outputs()["duration_ms"]
+    );
     report.push(("blue_green", failed));
     assert_eq!(failed, 0, "{versions:?}");
-    assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.version == "v3"));
+    assert!(
+        load.since(load.len().saturating_sub(20))
+            .iter()
+            .all(|a| a.version == "v3")
+    );
 
     // Hotfix v3.1: the whole set at once, still health-checked.
     let mark = load.len();
-    let hotfix = engine.deploy("medium", with(&service, &img, &proxy, "v3.1", json!({ "strategy": "hotfix" }))).await;
-    assert_eq!(hotfix.state, RunState::Succeeded, "{}\n{}", hotfix.error(), hotfix.logs.join("\n"));
+    let hotfix = engine
+        .deploy(
+            "medium",
+            with(
+                &service,
+                &img,
+                &proxy,
+                "v3.1",
+                json!({ "strategy": "hotfix" }),
+            ),
+        )
+        .await;
+    assert_eq!(
+        hotfix.state,
+        RunState::Succeeded,
+        "{}\n{}",
+        hotfix.error(),
+        hotfix.logs.join("\n")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (failed, versions) = summarize(&load.since(mark));
-    println!("hotfix v3→v3.1: {failed} failed requests, answers by version {versions:?}, {} ms", hotfix.outputs()["duration_ms"]);
+    println!(
+        "hotfix v3→v3.1: {failed} failed requests, answers by version {versions:?}, {} ms",
+        hotfix.outputs()["duration_ms"]
+    );
     report.push(("hotfix", failed));
     assert_eq!(failed, 0, "{versions:?}");
-    assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.version == "v3.1"));
+    assert!(
+        load.since(load.len().saturating_sub(20))
+            .iter()
+            .all(|a| a.version == "v3.1")
+    );
 
     // A bad canary (5% errors, +200 ms): detected and rolled back without anyone asking.
     let mark = load.len();
@@ -116,35 +213,77 @@ async fn strategies_under_load() {
     settings["notify"] = json!({ "webhook": hook.url, "window": "60s" });
     // Longer steps than the good canary's: detection must not depend on a fast machine.
     settings["monitor_window"] = json!("15s");
-    let bad = engine.deploy("high", with(&service, &img, &proxy, "v4-bad", settings)).await;
+    let bad = engine
+        .deploy("high", with(&service, &img, &proxy, "v4-bad", settings))
+        .await;
     assert_eq!(bad.state, RunState::Failed, "{}", bad.logs.join("\n"));
-    assert!(bad.error().contains("canary analysis failed"), "{}\n{}", bad.error(), bad.logs.join("\n"));
+    assert!(
+        bad.error().contains("canary analysis failed"),
+        "{}\n{}",
+        bad.error(),
+        bad.logs.join("\n")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answers = load.since(mark);
-    let bad_answers: Vec<_> = answers.iter().filter(|a| a.version == "v4-bad" || !a.ok).collect();
-    let first = bad_answers.first().map(|a| a.at - a.latency).unwrap_or_default();
-    let last = bad_answers.last().map(|a| a.at - a.latency).unwrap_or_default();
+    let bad_answers: Vec<_> = answers
+        .iter()
+        .filter(|a| a.version == "v4-bad" || !a.ok)
+        .collect();
+    let first = bad_answers
+        .first()
+        .map(|a| a.at - a.latency)
+        .unwrap_or_default();
+    let last = bad_answers
+        .last()
+        .map(|a| a.at - a.latency)
+        .unwrap_or_default();
     let external = last.saturating_sub(first);
     let record = engine.history().last().cloned().unwrap_or(Value::Null);
     let (failed, versions) = summarize(&answers);
     println!(
         "bad canary: rolled back; agent-measured {} ms from the first anomalous sample to v3.1 serving all traffic; \
          load generator saw v4-bad from {:.2} s to {:.2} s = {} ms of exposure; {failed} failed requests (the canary's injected 500s), {versions:?}",
-        record["rollback_ms"], first.as_secs_f64(), last.as_secs_f64(), external.as_millis()
+        record["rollback_ms"],
+        first.as_secs_f64(),
+        last.as_secs_f64(),
+        external.as_millis()
     );
     println!("verdicts: {}", record["details"]["verdicts"]);
     report.push(("canary_bad", failed));
     assert_eq!(record["outcome"], "rolled_back");
-    assert!(record["rollback_ms"].as_u64().is_some_and(|ms| ms < 10_000), "{record:#}");
+    assert!(
+        record["rollback_ms"].as_u64().is_some_and(|ms| ms < 10_000),
+        "{record:#}"
+    );
     assert!(external < Duration::from_secs(10), "exposure {external:?}");
-    assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.version == "v3.1"), "v3.1 serves all traffic again");
+    assert!(
+        load.since(load.len().saturating_sub(20))
+            .iter()
+            .all(|a| a.version == "v3.1"),
+        "v3.1 serves all traffic again"
+    );
     let verdict = &record["details"]["verdicts"][0]["verdict"];
     assert_eq!(verdict["outcome"], "fail", "{verdict:#}");
-    assert!(verdict["canary"]["requests"].as_u64().is_some_and(|n| n >= 20), "{verdict:#}");
+    assert!(
+        verdict["canary"]["requests"]
+            .as_u64()
+            .is_some_and(|n| n >= 20),
+        "{verdict:#}"
+    );
     let messages = hook.received();
-    assert_eq!(messages.len(), 1, "one message: the rollback, at once: {messages:#?}");
+    assert_eq!(
+        messages.len(),
+        1,
+        "one message: the rollback, at once: {messages:#?}"
+    );
     assert_eq!(messages[0]["alerts"][0]["severity"], "critical");
-    assert!(messages[0]["text"].as_str().unwrap_or("").contains("rolled back"), "{messages:#?}");
+    assert!(
+        messages[0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rolled back"),
+        "{messages:#?}"
+    );
 
     // A canary that only errs (5% of requests answered 500, no extra latency): caught by the
     // error-rate test alone.
@@ -152,14 +291,26 @@ async fn strategies_under_load() {
     let mut settings = canary_settings();
     settings["env"] = json!({ "DEMO_ERROR_RATE": "0.05" });
     settings["monitor_window"] = json!("15s");
-    let erring = engine.deploy("high", with(&service, &img, &proxy, "v4-erring", settings)).await;
+    let erring = engine
+        .deploy("high", with(&service, &img, &proxy, "v4-erring", settings))
+        .await;
     assert_eq!(erring.state, RunState::Failed, "{}", erring.logs.join("\n"));
-    assert!(erring.error().contains("canary analysis failed") && erring.error().contains("error rate"), "{}\n{}", erring.error(), erring.logs.join("\n"));
+    assert!(
+        erring.error().contains("canary analysis failed") && erring.error().contains("error rate"),
+        "{}\n{}",
+        erring.error(),
+        erring.logs.join("\n")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answers = load.since(mark);
-    let exposed: Vec<_> = answers.iter().filter(|a| a.version == "v4-erring" || !a.ok).collect();
+    let exposed: Vec<_> = answers
+        .iter()
+        .filter(|a| a.version == "v4-erring" || !a.ok)
+        .collect();
     let exposure = match (exposed.first(), exposed.last()) {
-        (Some(first), Some(last)) => (last.at - last.latency).saturating_sub(first.at - first.latency),
+        (Some(first), Some(last)) => {
+            (last.at - last.latency).saturating_sub(first.at - first.latency)
+        }
         _ => Duration::ZERO,
     };
     let record = engine.history().last().cloned().unwrap_or(Value::Null);
@@ -168,32 +319,78 @@ async fn strategies_under_load() {
         "erring canary: rolled back; agent-measured {} ms from the first anomalous sample; canary exposure {} ms; {failed} failed requests, {versions:?}; verdict: {}",
         record["rollback_ms"],
         exposure.as_millis(),
-        record["details"]["verdicts"].as_array().and_then(|v| v.last()).map(|v| v["verdict"]["reasons"].to_string()).unwrap_or_default()
+        record["details"]["verdicts"]
+            .as_array()
+            .and_then(|v| v.last())
+            .map(|v| v["verdict"]["reasons"].to_string())
+            .unwrap_or_default()
     );
     report.push(("canary_erring", failed));
-    assert!(record["rollback_ms"].as_u64().is_some_and(|ms| ms < 10_000), "{record:#}");
-    assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.version == "v3.1"));
+    assert!(
+        record["rollback_ms"].as_u64().is_some_and(|ms| ms < 10_000),
+        "{record:#}"
+    );
+    assert!(
+        load.since(load.len().saturating_sub(20))
+            .iter()
+            .all(|a| a.version == "v3.1")
+    );
 
     // A good canary: promoted after passing every step.
     let mark = load.len();
-    let good = engine.deploy("high", with(&service, &img, &proxy, "v5", canary_settings())).await;
-    assert_eq!(good.state, RunState::Succeeded, "{}\n{}", good.error(), good.logs.join("\n"));
+    let good = engine
+        .deploy(
+            "high",
+            with(&service, &img, &proxy, "v5", canary_settings()),
+        )
+        .await;
+    assert_eq!(
+        good.state,
+        RunState::Succeeded,
+        "{}\n{}",
+        good.error(),
+        good.logs.join("\n")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (failed, versions) = summarize(&load.since(mark));
     let out = good.outputs();
-    println!("good canary v3.1→v5: promoted; {failed} failed requests, {versions:?}; {} ms", out["duration_ms"]);
+    println!(
+        "good canary v3.1→v5: promoted; {failed} failed requests, {versions:?}; {} ms",
+        out["duration_ms"]
+    );
     for step in out["verdicts"].as_array().into_iter().flatten() {
-        println!("  step {} at {}%: {}", step["step"], step["share"], step["verdict"]["outcome"]);
+        println!(
+            "  step {} at {}%: {}",
+            step["step"], step["share"], step["verdict"]["outcome"]
+        );
     }
     report.push(("canary_good", failed));
     assert_eq!(failed, 0, "{versions:?}");
     assert_eq!(out["verdicts"].as_array().map(Vec::len), Some(3));
-    assert!(out["verdicts"].as_array().into_iter().flatten().all(|s| s["verdict"]["outcome"] == "pass"), "{:#}", out["verdicts"]);
-    assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.version == "v5"));
+    assert!(
+        out["verdicts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|s| s["verdict"]["outcome"] == "pass"),
+        "{:#}",
+        out["verdicts"]
+    );
+    assert!(
+        load.since(load.len().saturating_sub(20))
+            .iter()
+            .all(|a| a.version == "v5")
+    );
 
     // Manual rollback (`cairn rollback RUN`): v3.1 was kept running out of rotation.
     let mark = load.len();
-    let reports = cairn_engine::agents::deploy::rollback_run(engine.engine.store(), good.run_id, "manual test").await.expect("rollback");
+    let reports = cairn_engine::agents::deploy::rollback_run(
+        engine.engine.store(),
+        good.run_id,
+        "manual test",
+    )
+    .await
+    .expect("rollback");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (failed, versions) = summarize(&load.since(mark));
     println!("manual rollback v5→v3.1: {reports:?}; {failed} failed requests, {versions:?}");
@@ -201,11 +398,22 @@ async fn strategies_under_load() {
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0]["to"], "v3.1");
     assert_eq!(failed, 0);
-    assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.version == "v3.1"));
+    assert!(
+        load.since(load.len().saturating_sub(20))
+            .iter()
+            .all(|a| a.version == "v3.1")
+    );
 
     let all = load.stop().await;
-    println!("failed requests per strategy: {report:?}; {} requests in all", all.len());
-    let history: Vec<String> = engine.history().iter().map(|r| format!("{} {} {}", r["version"], r["strategy"], r["outcome"])).collect();
+    println!(
+        "failed requests per strategy: {report:?}; {} requests in all",
+        all.len()
+    );
+    let history: Vec<String> = engine
+        .history()
+        .iter()
+        .map(|r| format!("{} {} {}", r["version"], r["strategy"], r["outcome"]))
+        .collect();
     println!("history: {history:?}");
     assert!(containers.count() > 0);
     drop(containers);
@@ -219,31 +427,65 @@ async fn strategies_under_load() {
 async fn notifications_dedupe_batch_and_cap() {
     let hook = Receiver::start().await;
     let slack = Receiver::start().await;
-    let config = NotifyConfig { slack: Some(slack.url.clone()), webhook: Some(hook.url.clone()), window: Duration::from_secs(60), success: false, max_per_run: 3 };
+    let config = NotifyConfig {
+        slack: Some(slack.url.clone()),
+        webhook: Some(hook.url.clone()),
+        window: Duration::from_secs(60),
+        success: false,
+        max_per_run: 3,
+    };
     let home = tempfile::tempdir().expect("home");
     let store = cairn_engine::store::Store::open(&home.path().join("cairn.db")).expect("store");
     let mut notifier = Notifier::new(config.clone(), 7, "shop", Some(store.clone()));
-    let alert = |severity, key: &str, success| Alert { severity, key: key.into(), title: key.into(), text: format!("{key} happened"), success };
+    let alert = |severity, key: &str, success| Alert {
+        severity,
+        key: key.into(),
+        title: key.into(),
+        text: format!("{key} happened"),
+        success,
+    };
     for _ in 0..3 {
-        notifier.notify(alert(Severity::Critical, "rollback", false)).await;
+        notifier
+            .notify(alert(Severity::Critical, "rollback", false))
+            .await;
     }
-    assert_eq!(hook.received().len(), 1, "a critical alert goes out at once, duplicates are dropped");
+    assert_eq!(
+        hook.received().len(),
+        1,
+        "a critical alert goes out at once, duplicates are dropped"
+    );
     for key in ["step-1", "step-2", "step-3"] {
         notifier.notify(alert(Severity::Info, key, false)).await;
     }
-    notifier.notify(alert(Severity::Info, "deployed", true)).await;
+    notifier
+        .notify(alert(Severity::Info, "deployed", true))
+        .await;
     assert_eq!(hook.received().len(), 1, "info waits for the batch");
     notifier.flush().await;
     let received = hook.received();
     assert_eq!(received.len(), 2);
-    assert_eq!(received[1]["alerts"].as_array().map(Vec::len), Some(3), "three info alerts in one message: {:#}", received[1]);
+    assert_eq!(
+        received[1]["alerts"].as_array().map(Vec::len),
+        Some(3),
+        "three info alerts in one message: {:#}",
+        received[1]
+    );
     for key in ["a", "b", "c"] {
         notifier.notify(alert(Severity::Critical, key, false)).await;
     }
     assert_eq!(hook.received().len(), 3, "capped at max_per_run");
     let slack_messages = slack.received();
-    assert_eq!(slack_messages.len(), 3, "the Slack hook gets the same messages");
-    assert!(slack_messages[0]["text"].as_str().is_some_and(|t| t.contains("[Critical] rollback: rollback happened")), "{slack_messages:#?}");
+    assert_eq!(
+        slack_messages.len(),
+        3,
+        "the Slack hook gets the same messages"
+    );
+    assert!(
+        slack_messages[0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("[Critical] rollback: rollback happened")),
+        "{slack_messages:#?}"
+    );
     let report = serde_json::to_value(notifier.report()).expect("report");
     println!("notification report: {report}");
     assert_eq!(report["deduplicated"], 2);
@@ -252,16 +494,34 @@ async fn notifications_dedupe_batch_and_cap() {
 
     // Another step of run 7 (the monitor): the same alert is a duplicate, and the run's cap is spent.
     let mut monitor = Notifier::new(config.clone(), 7, "shop", Some(store.clone()));
-    monitor.notify(alert(Severity::Critical, "rollback", false)).await;
-    monitor.notify(alert(Severity::Critical, "crash-loop", false)).await;
+    monitor
+        .notify(alert(Severity::Critical, "rollback", false))
+        .await;
+    monitor
+        .notify(alert(Severity::Critical, "crash-loop", false))
+        .await;
     let report = serde_json::to_value(monitor.report()).expect("report");
-    assert_eq!((report["deduplicated"].as_u64(), report["over_cap"].as_u64(), report["sent"].as_u64()), (Some(1), Some(1), Some(0)), "{report}");
+    assert_eq!(
+        (
+            report["deduplicated"].as_u64(),
+            report["over_cap"].as_u64(),
+            report["sent"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0)),
+        "{report}"
+    );
     // Run 8 has its own cap, but the window's duplicates are still duplicates.
     let mut next = Notifier::new(config, 8, "shop", Some(store));
-    next.notify(alert(Severity::Critical, "rollback", false)).await;
-    next.notify(alert(Severity::Critical, "new-problem", false)).await;
+    next.notify(alert(Severity::Critical, "rollback", false))
+        .await;
+    next.notify(alert(Severity::Critical, "new-problem", false))
+        .await;
     let report = serde_json::to_value(next.report()).expect("report");
-    assert_eq!((report["deduplicated"].as_u64(), report["sent"].as_u64()), (Some(1), Some(1)), "{report}");
+    assert_eq!(
+        (report["deduplicated"].as_u64(), report["sent"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
     assert_eq!(hook.received().len(), 4, "one more message, from run 8");
 }
 
@@ -272,7 +532,9 @@ async fn notifications_dedupe_batch_and_cap() {
 async fn kill_9_mid_canary_is_recovered_on_resume() {
     let image = DemoImage::build("kill9");
     let service = format!("kill{}", std::process::id());
-    let _containers = Containers { service: service.clone() };
+    let _containers = Containers {
+        service: service.clone(),
+    };
     let proxy = Haproxy::start();
     let home = tempfile::tempdir().expect("home");
     let state_file = home.path().join("deployments.json");
@@ -284,11 +546,25 @@ async fn kill_9_mid_canary_is_recovered_on_resume() {
         std::fs::write(&path, format!("name: {name}\nsteps:\n  - id: deploy\n    agent: deploy_agent\n    timeout: 5m\n    with: {with}\n")).expect("workflow");
         path
     };
-    let run = |args: &[&std::ffi::OsStr]| std::process::Command::new(cairn).arg("--home").arg(home.path()).args(args).output().expect("run cairn");
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(cairn)
+            .arg("--home")
+            .arg(home.path())
+            .args(args)
+            .output()
+            .expect("run cairn")
+    };
 
-    let v1 = workflow("v1", with(&service, &image.image(), &proxy, "v1", json!({})));
+    let v1 = workflow(
+        "v1",
+        with(&service, &image.image(), &proxy, "v1", json!({})),
+    );
     let output = run(&["run".as_ref(), "--quiet".as_ref(), v1.as_os_str()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let load = Load::start(proxy.port, 6, Duration::from_secs(120));
     let mut settings = canary_settings();
@@ -305,7 +581,10 @@ async fn kill_9_mid_canary_is_recovered_on_resume() {
         .expect("spawn cairn");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !load.since(0).iter().any(|a| a.version == "v2") {
-        assert!(std::time::Instant::now() < deadline, "the canary never took traffic");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the canary never took traffic"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -313,27 +592,52 @@ async fn kill_9_mid_canary_is_recovered_on_resume() {
     let _ = child.wait();
     let killed_at = load.len();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let split = load.since(killed_at).iter().filter(|a| a.version == "v2").count();
+    let split = load
+        .since(killed_at)
+        .iter()
+        .filter(|a| a.version == "v2")
+        .count();
     println!("after kill -9: {split} answers from the orphaned canary in 1 s (traffic left split)");
     assert!(split > 0, "the canary kept its share after the engine died");
 
     let started = std::time::Instant::now();
     let output = run(&["resume".as_ref(), "--quiet".as_ref()]);
-    assert!(output.status.success(), "resume: {}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "resume: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answers = load.stop().await;
     let (failed, versions) = summarize(&answers);
-    let state: Value = serde_json::from_str(&std::fs::read_to_string(&state_file).expect("state file")).expect("json");
-    let history = state["services"][&service]["history"].as_array().cloned().unwrap_or_default();
-    let outcomes: Vec<&str> = history.iter().filter_map(|r| r["outcome"].as_str()).collect();
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).expect("state file"))
+            .expect("json");
+    let history = state["services"][&service]["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let outcomes: Vec<&str> = history
+        .iter()
+        .filter_map(|r| r["outcome"].as_str())
+        .collect();
     println!(
         "resume took {} ms; history {outcomes:?}; recovery restored v1 in {} ms; {failed} failed requests over the whole test, {versions:?}",
         started.elapsed().as_millis(),
-        history.get(1).map(|r| r["rollback_ms"].clone()).unwrap_or(Value::Null)
+        history
+            .get(1)
+            .map(|r| r["rollback_ms"].clone())
+            .unwrap_or(Value::Null)
     );
     assert_eq!(outcomes, vec!["deployed", "recovered", "deployed"]);
     assert_eq!(failed, 0, "{versions:?}");
-    assert!(answers[answers.len().saturating_sub(20)..].iter().all(|a| a.version == "v2"), "v2 serves all traffic");
+    assert!(
+        answers[answers.len().saturating_sub(20)..]
+            .iter()
+            .all(|a| a.version == "v2"),
+        "v2 serves all traffic"
+    );
     assert!(state["services"][&service]["in_progress"].is_null());
 }
 
@@ -343,26 +647,69 @@ async fn kill_9_mid_canary_is_recovered_on_resume() {
 async fn canary_without_traffic_is_inconclusive() {
     let image = DemoImage::build("quiet");
     let service = format!("quiet{}", std::process::id());
-    let _containers = Containers { service: service.clone() };
+    let _containers = Containers {
+        service: service.clone(),
+    };
     let proxy = Haproxy::start();
     let engine = TestEngine::new();
-    let first = engine.deploy("low", with(&service, &image.image(), &proxy, "v1", json!({ "replicas": 1 }))).await;
+    let first = engine
+        .deploy(
+            "low",
+            with(
+                &service,
+                &image.image(),
+                &proxy,
+                "v1",
+                json!({ "replicas": 1 }),
+            ),
+        )
+        .await;
     assert_eq!(first.state, RunState::Succeeded, "{}", first.error());
     let mut settings = canary_settings();
     settings["monitor_window"] = json!("2s");
-    let quiet = engine.deploy("high", with(&service, &image.image(), &proxy, "v2", settings)).await;
+    let quiet = engine
+        .deploy(
+            "high",
+            with(&service, &image.image(), &proxy, "v2", settings),
+        )
+        .await;
     assert_eq!(quiet.state, RunState::Failed);
     let error = quiet.error();
     println!("{error}");
-    assert!(error.contains("inconclusive") && error.contains("canary 0 and baseline 0 requests, 20 needed"), "{error}");
-    let servers = cairn_engine::agents::deploy::Proxy::new(&proxy.socket, &proxy.backend).servers().await.expect("servers");
-    assert_eq!(servers.iter().filter(|s| !s.in_maintenance).count(), 1, "only v1 in rotation: {servers:?}");
+    assert!(
+        error.contains("inconclusive")
+            && error.contains("canary 0 and baseline 0 requests, 20 needed"),
+        "{error}"
+    );
+    let servers = cairn_engine::agents::deploy::Proxy::new(&proxy.socket, &proxy.backend)
+        .servers()
+        .await
+        .expect("servers");
+    assert_eq!(
+        servers.iter().filter(|s| !s.in_maintenance).count(),
+        1,
+        "only v1 in rotation: {servers:?}"
+    );
 
     // `keep_previous: 0s`: the replaced release is removed at once, containers and servers.
-    let next = engine.deploy("low", with(&service, &image.image(), &proxy, "v3", json!({ "replicas": 1, "keep_previous": "0s" }))).await;
+    let next = engine
+        .deploy(
+            "low",
+            with(
+                &service,
+                &image.image(),
+                &proxy,
+                "v3",
+                json!({ "replicas": 1, "keep_previous": "0s" }),
+            ),
+        )
+        .await;
     assert_eq!(next.state, RunState::Succeeded, "{}", next.error());
     assert_eq!(_containers.count(), 1, "only v3's container is left");
-    let servers = cairn_engine::agents::deploy::Proxy::new(&proxy.socket, &proxy.backend).servers().await.expect("servers");
+    let servers = cairn_engine::agents::deploy::Proxy::new(&proxy.socket, &proxy.backend)
+        .servers()
+        .await
+        .expect("servers");
     assert_eq!(servers.len(), 1, "{servers:?}");
 }
 
@@ -373,49 +720,118 @@ async fn canary_without_traffic_is_inconclusive() {
 async fn the_monitor_rolls_back_a_bad_or_crashing_release() {
     let image = DemoImage::build("monitor");
     let service = format!("mon{}", std::process::id());
-    let _containers = Containers { service: service.clone() };
+    let _containers = Containers {
+        service: service.clone(),
+    };
     let proxy = Haproxy::start();
     let engine = TestEngine::new();
     let img = image.image();
     let watch = json!({ "window": "20s", "interval": "300ms", "min_samples": 20 });
 
-    let first = engine.deploy("low", with(&service, &img, &proxy, "v1", json!({}))).await;
-    assert_eq!(first.state, RunState::Succeeded, "{}\n{}", first.error(), first.logs.join("\n"));
+    let first = engine
+        .deploy("low", with(&service, &img, &proxy, "v1", json!({})))
+        .await;
+    assert_eq!(
+        first.state,
+        RunState::Succeeded,
+        "{}\n{}",
+        first.error(),
+        first.logs.join("\n")
+    );
     let load = Load::start(proxy.port, 6, Duration::from_secs(240));
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // v2 answers 5% errors: its health checks pass, so the rolling deploy succeeds; the monitor
     // compares it with v1 and rolls back.
     let mark = load.len();
-    let (deploy, monitor) = engine.deploy_and_monitor("medium", with(&service, &img, &proxy, "v2", json!({ "env": { "DEMO_ERROR_RATE": "0.05" } })), watch.clone()).await;
-    assert_eq!(deploy.step.state.as_str(), "succeeded", "{}\n{}", deploy.error(), deploy.logs.join("\n"));
-    assert_eq!(monitor.state, RunState::Failed, "{}", monitor.logs.join("\n"));
+    let (deploy, monitor) = engine
+        .deploy_and_monitor(
+            "medium",
+            with(
+                &service,
+                &img,
+                &proxy,
+                "v2",
+                json!({ "env": { "DEMO_ERROR_RATE": "0.05" } }),
+            ),
+            watch.clone(),
+        )
+        .await;
+    assert_eq!(
+        deploy.step.state.as_str(),
+        "succeeded",
+        "{}\n{}",
+        deploy.error(),
+        deploy.logs.join("\n")
+    );
+    assert_eq!(
+        monitor.state,
+        RunState::Failed,
+        "{}",
+        monitor.logs.join("\n")
+    );
     let error = monitor.error();
     println!("monitor of v2 (5% errors): {error}");
-    assert!(error.contains("rolled back to v1") && error.contains("error"), "{error}");
+    assert!(
+        error.contains("rolled back to v1") && error.contains("error"),
+        "{error}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (failed, versions) = summarize(&load.since(mark));
     println!("v2 under the monitor: {failed} failed requests, answers by version {versions:?}");
-    assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.ok && a.version == "v1"), "v1 serves all traffic again");
+    assert!(
+        load.since(load.len().saturating_sub(20))
+            .iter()
+            .all(|a| a.ok && a.version == "v1"),
+        "v1 serves all traffic again"
+    );
     let record = engine.history().last().cloned().expect("history");
-    assert_eq!((record["outcome"].as_str(), record["strategy"].as_str()), (Some("rolled_back"), Some("manual")), "{record}");
-    assert!(record["reason"].as_str().unwrap_or("").contains("monitor:"), "{record}");
+    assert_eq!(
+        (record["outcome"].as_str(), record["strategy"].as_str()),
+        (Some("rolled_back"), Some("manual")),
+        "{record}"
+    );
+    assert!(
+        record["reason"].as_str().unwrap_or("").contains("monitor:"),
+        "{record}"
+    );
 
     // v3 is good, but one of its replicas dies during the window.
     let engine_ref = &engine;
-    let monitored = engine_ref.deploy_and_monitor("medium", with(&service, &img, &proxy, "v3", json!({})), watch);
+    let monitored = engine_ref.deploy_and_monitor(
+        "medium",
+        with(&service, &img, &proxy, "v3", json!({})),
+        watch,
+    );
     let killer = async {
         let mut killed = None;
         for _ in 0..200 {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let output = std::process::Command::new("docker")
-                .args(["ps", "-q", "--filter", &format!("label=cairn.deploy.service={service}"), "--filter", "label=cairn.deploy.version=v3"])
+                .args([
+                    "ps",
+                    "-q",
+                    "--filter",
+                    &format!("label=cairn.deploy.service={service}"),
+                    "--filter",
+                    "label=cairn.deploy.version=v3",
+                ])
                 .output()
                 .expect("docker ps");
-            let ids: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect();
-            if ids.len() == 2 && load.since(load.len().saturating_sub(10)).iter().all(|a| a.version == "v3") {
+            let ids: Vec<String> = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if ids.len() == 2
+                && load
+                    .since(load.len().saturating_sub(10))
+                    .iter()
+                    .all(|a| a.version == "v3")
+            {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = std::process::Command::new("docker").args(["kill", &ids[0]]).output();
+                let _ = std::process::Command::new("docker")
+                    .args(["kill", &ids[0]])
+                    .output();
                 killed = Some(ids[0].clone());
                 break;
             }
@@ -424,12 +840,26 @@ async fn the_monitor_rolls_back_a_bad_or_crashing_release() {
     };
     let ((deploy, monitor), killed) = tokio::join!(monitored, killer);
     assert!(killed.is_some(), "v3's replicas never served all traffic");
-    assert_eq!(deploy.step.state.as_str(), "succeeded", "{}", deploy.error());
+    assert_eq!(
+        deploy.step.state.as_str(),
+        "succeeded",
+        "{}",
+        deploy.error()
+    );
     let error = monitor.error();
     println!("monitor of v3 with a killed replica: {error}");
-    assert!(error.contains("crashed") && error.contains("rolled back to v1"), "{error}\n{}", monitor.logs.join("\n"));
+    assert!(
+        error.contains("crashed") && error.contains("rolled back to v1"),
+        "{error}\n{}",
+        monitor.logs.join("\n")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.ok && a.version == "v1"), "v1 serves all traffic again");
+    assert!(
+        load.since(load.len().saturating_sub(20))
+            .iter()
+            .all(|a| a.ok && a.version == "v1"),
+        "v1 serves all traffic again"
+    );
     drop(load);
 }
 
@@ -440,17 +870,32 @@ async fn the_monitor_rolls_back_a_bad_or_crashing_release() {
 async fn canary_analysis_through_a_prometheus_server() {
     let image = DemoImage::build("prometheus");
     let service = format!("prom{}", std::process::id());
-    let _containers = Containers { service: service.clone() };
+    let _containers = Containers {
+        service: service.clone(),
+    };
     let proxy = Haproxy::start();
     let prometheus = Prometheus::start();
     let engine = TestEngine::new();
     let img = image.image();
-    let source = json!({ "prometheus": { "url": prometheus.url, "targets_file": prometheus.targets_file } });
+    let source =
+        json!({ "prometheus": { "url": prometheus.url, "targets_file": prometheus.targets_file } });
 
-    let first = engine.deploy("low", with(&service, &img, &proxy, "v1", source.clone())).await;
-    assert_eq!(first.state, RunState::Succeeded, "{}\n{}", first.error(), first.logs.join("\n"));
+    let first = engine
+        .deploy("low", with(&service, &img, &proxy, "v1", source.clone()))
+        .await;
+    assert_eq!(
+        first.state,
+        RunState::Succeeded,
+        "{}\n{}",
+        first.error(),
+        first.logs.join("\n")
+    );
     let targets = std::fs::read_to_string(&prometheus.targets_file).expect("targets file");
-    assert_eq!(targets.matches("cairn_replica").count(), 2, "v1's replicas are listed for Prometheus: {targets}");
+    assert_eq!(
+        targets.matches("cairn_replica").count(),
+        2,
+        "v1's replicas are listed for Prometheus: {targets}"
+    );
     let load = Load::start(proxy.port, 6, Duration::from_secs(240));
     // Prometheus batches discovery updates (5 s) before it scrapes new targets.
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -461,16 +906,30 @@ async fn canary_analysis_through_a_prometheus_server() {
     if let (Some(target), Some(more)) = (settings.as_object_mut(), source.as_object()) {
         target.extend(more.clone());
     }
-    let bad = engine.deploy("high", with(&service, &img, &proxy, "v2", {
-        let mut extra = settings;
-        extra["env"] = json!({ "DEMO_ERROR_RATE": "0.05" });
-        extra
-    })).await;
+    let bad = engine
+        .deploy(
+            "high",
+            with(&service, &img, &proxy, "v2", {
+                let mut extra = settings;
+                extra["env"] = json!({ "DEMO_ERROR_RATE": "0.05" });
+                extra
+            }),
+        )
+        .await;
     assert_eq!(bad.state, RunState::Failed, "{}", bad.logs.join("\n"));
     let error = bad.error();
     println!("canary through Prometheus: {error}");
-    assert!(error.contains("canary analysis failed") && error.contains("error rate"), "{error}\n{}", bad.logs.join("\n"));
+    assert!(
+        error.contains("canary analysis failed") && error.contains("error rate"),
+        "{error}\n{}",
+        bad.logs.join("\n")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(load.since(load.len().saturating_sub(20)).iter().all(|a| a.ok && a.version == "v1"), "v1 serves all traffic again");
+    assert!(
+        load.since(load.len().saturating_sub(20))
+            .iter()
+            .all(|a| a.ok && a.version == "v1"),
+        "v1 serves all traffic again"
+    );
     drop(load);
 }

@@ -20,7 +20,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "t@t.invalid")
         .output()
         .expect("git runs");
-    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
@@ -32,7 +36,8 @@ fn commit(dir: &Path, path: &str, text: &str, message: &str) {
     git(dir, &["commit", "--quiet", "-m", message]);
 }
 
-const MANIFEST: &str = "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n";
+const MANIFEST: &str =
+    "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n";
 const MATH: &str = "pub fn double(x: i32) -> i32 {\n    x * 2\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn doubles() {\n        assert_eq!(super::double(2), 4);\n    }\n}\n";
 
 #[test]
@@ -51,17 +56,39 @@ fn measure_reports_fraction_and_safety_per_commit() {
         "pub fn shout(s: &str) -> String {\n    s.to_uppercase()\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn shouts() {\n        assert_eq!(super::shout(\"a\"), \"A\");\n    }\n}\n",
     )
     .expect("write");
-    commit(&repo, "tests/loud.rs", "#[test]\nfn loud() {\n    assert_eq!(tiny::text::shout(\"b\"), \"B\");\n}\n", "tiny crate");
-    commit(&repo, "src/math.rs", &MATH.replace("x * 2", "x + x"), "math: add instead of multiply");
+    commit(
+        &repo,
+        "tests/loud.rs",
+        "#[test]\nfn loud() {\n    assert_eq!(tiny::text::shout(\"b\"), \"B\");\n}\n",
+        "tiny crate",
+    );
+    commit(
+        &repo,
+        "src/math.rs",
+        &MATH.replace("x * 2", "x + x"),
+        "math: add instead of multiply",
+    );
     commit(&repo, "README.md", "# tiny\n\nA crate.\n", "docs");
-    commit(&repo, "Cargo.toml", &format!("{MANIFEST}\n[features]\nextra = []\n"), "a feature");
+    commit(
+        &repo,
+        "Cargo.toml",
+        &format!("{MANIFEST}\n[features]\nextra = []\n"),
+        "a feature",
+    );
     let head = git(&repo, &["rev-parse", "HEAD"]);
     let status = git(&repo, &["status", "--porcelain"]);
 
     let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["tests", "measure", "--repo"])
         .arg(&repo)
-        .args(["--commits", "3", "--json", "--command", "cargo test --offline", "--scratch"])
+        .args([
+            "--commits",
+            "3",
+            "--json",
+            "--command",
+            "cargo test --offline",
+            "--scratch",
+        ])
         .arg(sandbox.path().join("scratch"))
         .env("CAIRN_HOME", sandbox.path().join("home"))
         .output()
@@ -69,7 +96,8 @@ fn measure_reports_fraction_and_safety_per_commit() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let report: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
     let commits = report["commits"].as_array().expect("commits");
     assert_eq!(commits.len(), 3, "{report:#}");
 
@@ -77,14 +105,30 @@ fn measure_reports_fraction_and_safety_per_commit() {
     // `double` is revealed by `math::tests::doubles`, which the selection kept.
     let math = &commits[0];
     assert_eq!(math["subject"], "math: add instead of multiply");
-    assert_eq!((math["selected"].as_u64(), math["total"].as_u64()), (Some(1), Some(3)), "{math:#}");
-    assert_eq!(math["mutants"].as_array().map(Vec::len), Some(1), "{math:#}");
-    assert_eq!(math["revealing"], serde_json::json!(["tiny lib::math::tests::doubles"]), "{math:#}");
+    assert_eq!(
+        (math["selected"].as_u64(), math["total"].as_u64()),
+        (Some(1), Some(3)),
+        "{math:#}"
+    );
+    assert_eq!(
+        math["mutants"].as_array().map(Vec::len),
+        Some(1),
+        "{math:#}"
+    );
+    assert_eq!(
+        math["revealing"],
+        serde_json::json!(["tiny lib::math::tests::doubles"]),
+        "{math:#}"
+    );
     assert_eq!(math["missed"], serde_json::json!([]));
 
     // Docs: nothing selected, nothing to mutate.
     assert_eq!(commits[1]["fraction"], 0.0, "{:#}", commits[1]);
-    assert!(commits[1]["safety_skipped"].as_str().is_some_and(|s| s.contains("no Rust function")));
+    assert!(
+        commits[1]["safety_skipped"]
+            .as_str()
+            .is_some_and(|s| s.contains("no Rust function"))
+    );
     // The manifest: everything.
     assert_eq!(commits[2]["selection_all"], true);
     assert_eq!(commits[2]["fraction"], 1.0);
@@ -93,10 +137,16 @@ fn measure_reports_fraction_and_safety_per_commit() {
     assert_eq!(summary["kept_percent"], 100.0, "{summary:#}");
     assert_eq!(summary["revealing"], 1);
     let average = summary["average_fraction"].as_f64().expect("an average");
-    assert!((average - (1.0 / 3.0 + 0.0 + 1.0) / 3.0).abs() < 1e-9, "{average}");
+    assert!(
+        (average - (1.0 / 3.0 + 0.0 + 1.0) / 3.0).abs() < 1e-9,
+        "{average}"
+    );
 
     // The measured repository is untouched.
     assert_eq!(git(&repo, &["rev-parse", "HEAD"]), head);
     assert_eq!(git(&repo, &["status", "--porcelain"]), status);
-    assert!(!repo.join("target").exists(), "builds happen in the scratch directory only");
+    assert!(
+        !repo.join("target").exists(),
+        "builds happen in the scratch directory only"
+    );
 }

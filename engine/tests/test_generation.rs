@@ -15,7 +15,10 @@ use support::openai_server::{FakeOpenAi, Reply};
 use test_agent_support::{PYTHON_RUNNER, Repo, TestEngine};
 
 fn config(server: &FakeOpenAi) -> String {
-    format!("llm:\n  remote:\n    base_url: {}\n    model: fake-gpt\n    retries: 0\n  tasks:\n    propose_tests: remote\n", server.base_url())
+    format!(
+        "llm:\n  remote:\n    base_url: {}\n    model: fake-gpt\n    retries: 0\n  tasks:\n    propose_tests: remote\n",
+        server.base_url()
+    )
 }
 
 fn answer(test_name: &str, code: &str) -> Reply {
@@ -29,7 +32,10 @@ const NEW_LIB: &str = "pub fn clamp(x: i32) -> i32 { x.min(10) }\npub fn scale(x
 async fn rust_proposals_pass_the_gate_or_are_rejected_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let repo = Repo::init(&dir.path().join("calc"));
-    repo.write("Cargo.toml", "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n");
+    repo.write(
+        "Cargo.toml",
+        "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n",
+    );
     repo.write(".gitignore", "target/\n");
     repo.write("src/lib.rs", PARENT_LIB);
     repo.commit_all("calc");
@@ -61,21 +67,37 @@ async fn rust_proposals_pass_the_gate_or_are_rejected_with_the_reason() {
     let log = run.logs.join("\n");
     let generated = &out["generated"];
     assert_eq!(generated["candidates"], 4, "{out:#}\n{log}");
-    assert_eq!(server.received().len(), 4, "one proposal per untested changed function");
+    assert_eq!(
+        server.received().len(),
+        4,
+        "one proposal per untested changed function"
+    );
 
     let accepted = generated["accepted"].as_array().unwrap();
     assert_eq!(accepted.len(), 1, "{generated:#}");
     assert_eq!(accepted[0]["function"], "clamp");
-    assert_eq!(accepted[0]["detail"], "passed 3 runs on the new commit and fails on the parent");
+    assert_eq!(
+        accepted[0]["detail"],
+        "passed 3 runs on the new commit and fails on the parent"
+    );
     let rejected: Vec<(String, String)> = generated["rejected"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["function"].as_str().unwrap().to_string(), r["reason"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["function"].as_str().unwrap().to_string(),
+                r["reason"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(
         rejected,
-        [("scale".into(), "compile_error".into()), ("label".into(), "passes_on_parent".into()), ("bump".into(), "flaky".into())],
+        [
+            ("scale".into(), "compile_error".into()),
+            ("label".into(), "passes_on_parent".into()),
+            ("bump".into(), "flaky".into())
+        ],
         "{generated:#}"
     );
 
@@ -83,32 +105,84 @@ async fn rust_proposals_pass_the_gate_or_are_rejected_with_the_reason() {
     let records = engine.store.test_proposals(Some(&repo.url()), 10).unwrap();
     assert_eq!(records.len(), 4);
     let record = |function: &str| records.iter().find(|r| r.function == function).unwrap();
-    assert!(record("scale").detail.contains("error[E0308]"), "compile error excerpt: {}", record("scale").detail);
+    assert!(
+        record("scale").detail.contains("error[E0308]"),
+        "compile error excerpt: {}",
+        record("scale").detail
+    );
     assert_eq!(record("scale").status, "rejected");
-    assert!(record("label").detail.contains("passes on the parent commit"), "{}", record("label").detail);
-    assert!(record("bump").detail.starts_with("passed 1 of 2 runs"), "{}", record("bump").detail);
-    assert_eq!((record("clamp").status.as_str(), record("clamp").tier.as_str()), ("accepted", "remote"));
-    assert!(log.contains("generate: clamp: run 3/3 on the new commit: passed"), "{log}");
+    assert!(
+        record("label")
+            .detail
+            .contains("passes on the parent commit"),
+        "{}",
+        record("label").detail
+    );
+    assert!(
+        record("bump").detail.starts_with("passed 1 of 2 runs"),
+        "{}",
+        record("bump").detail
+    );
+    assert_eq!(
+        (
+            record("clamp").status.as_str(),
+            record("clamp").tier.as_str()
+        ),
+        ("accepted", "remote")
+    );
+    assert!(
+        log.contains("generate: clamp: run 3/3 on the new commit: passed"),
+        "{log}"
+    );
 
     // The patch holds only the accepted test and applies to the commit.
-    let patch = run.run_dir.join("test-proposals").join(format!("{sha12}.patch"));
+    let patch = run
+        .run_dir
+        .join("test-proposals")
+        .join(format!("{sha12}.patch"));
     assert_eq!(generated["patch"], patch.to_string_lossy().as_ref());
     let text = std::fs::read_to_string(&patch).unwrap();
-    assert!(text.contains("mod cairn_generated_clamp") && text.contains("assert_eq!(clamp(50), 10);"), "{text}");
-    assert!(!text.contains("labels") && !text.contains("bumps"), "rejected tests stay out: {text}");
+    assert!(
+        text.contains("mod cairn_generated_clamp") && text.contains("assert_eq!(clamp(50), 10);"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("labels") && !text.contains("bumps"),
+        "rejected tests stay out: {text}"
+    );
     repo.git(&["apply", "--check", &patch.to_string_lossy()]);
 
     // The branch is in the repository under test; the tested branch did not move.
     let branch = format!("cairn/tests/{sha12}");
     assert_eq!(generated["branch"], branch.as_str());
-    assert_eq!(repo.git(&["rev-parse", &format!("{branch}^")]), commit, "one commit on top of the tested one");
-    assert!(repo.git(&["show", &format!("{branch}:src/lib.rs")]).contains("fn caps_at_ten()"));
-    assert_eq!(repo.git(&["rev-parse", "main"]), commit, "main is never committed to");
+    assert_eq!(
+        repo.git(&["rev-parse", &format!("{branch}^")]),
+        commit,
+        "one commit on top of the tested one"
+    );
+    assert!(
+        repo.git(&["show", &format!("{branch}:src/lib.rs")])
+            .contains("fn caps_at_ten()")
+    );
+    assert_eq!(
+        repo.git(&["rev-parse", "main"]),
+        commit,
+        "main is never committed to"
+    );
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
     // No scratch worktree is left behind in the run's checkout.
     let checkout = run.run_dir.join("src");
-    let worktrees = std::process::Command::new("git").args(["worktree", "list"]).current_dir(&checkout).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&worktrees.stdout).lines().count(), 1, "{}", String::from_utf8_lossy(&worktrees.stdout));
+    let worktrees = std::process::Command::new("git")
+        .args(["worktree", "list"])
+        .current_dir(&checkout)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&worktrees.stdout).lines().count(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&worktrees.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,35 +191,75 @@ async fn a_python_proposal_is_accepted_into_a_patch() {
     let repo = Repo::init(&dir.path().join("shop"));
     repo.write("run_tests.py", PYTHON_RUNNER);
     repo.write("src/pay.py", "def charge(amount):\n    return amount * 100\n\n\ndef refund(amount):\n    return -amount\n");
-    repo.write("tests/test_refund.py", "from src.pay import refund\n\ndef test_refund():\n    assert refund(1) == -1\n");
+    repo.write(
+        "tests/test_refund.py",
+        "from src.pay import refund\n\ndef test_refund():\n    assert refund(1) == -1\n",
+    );
     repo.commit_all("shop");
     repo.write("src/pay.py", "def charge(amount):\n    return amount * 100 + 30\n\n\ndef refund(amount):\n    return -amount * 1\n");
     let commit = repo.commit_all("pay: a fee");
 
     let server = FakeOpenAi::start().await;
-    server.script([answer("test_charge_adds_fee", "from src.pay import charge\n\ndef test_charge_adds_fee():\n    assert charge(1) == 130\n")]);
+    server.script([answer(
+        "test_charge_adds_fee",
+        "from src.pay import charge\n\ndef test_charge_adds_fee():\n    assert charge(1) == 130\n",
+    )]);
     let engine = TestEngine::new(Some(&config(&server)));
     let with = json!({ "command": "python3 run_tests.py {tests}", "format": "junit", "junit": "report.xml", "select": false, "coverage": false, "generate": true });
     let run = engine.test(&repo, &commit, with).await;
     let out = run.outputs();
     let generated = &out["generated"];
-    assert_eq!(generated["candidates"], 1, "refund has a test that names it: {out:#}");
-    assert_eq!(generated["accepted"][0]["function"], "charge", "{out:#}\n{}", run.logs.join("\n"));
-    assert_eq!(generated["accepted"][0]["test_path"], "tests/test_cairn_src_pay_charge.py");
-    assert_eq!(generated["branch"], serde_json::Value::Null, "patch only by default");
+    assert_eq!(
+        generated["candidates"], 1,
+        "refund has a test that names it: {out:#}"
+    );
+    assert_eq!(
+        generated["accepted"][0]["function"],
+        "charge",
+        "{out:#}\n{}",
+        run.logs.join("\n")
+    );
+    assert_eq!(
+        generated["accepted"][0]["test_path"],
+        "tests/test_cairn_src_pay_charge.py"
+    );
+    assert_eq!(
+        generated["branch"],
+        serde_json::Value::Null,
+        "patch only by default"
+    );
     let patch = std::fs::read_to_string(generated["patch"].as_str().unwrap()).unwrap();
-    assert!(patch.contains("+++ b/tests/test_cairn_src_pay_charge.py") && patch.contains("assert charge(1) == 130"), "{patch}");
+    assert!(
+        patch.contains("+++ b/tests/test_cairn_src_pay_charge.py")
+            && patch.contains("assert charge(1) == 130"),
+        "{patch}"
+    );
     assert_eq!(repo.git(&["rev-parse", "main"]), commit);
 
     // `cairn tests proposals` lists it from the same home.
     let listing = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["--home", &engine.home.path().to_string_lossy(), "tests", "proposals"])
+        .args([
+            "--home",
+            &engine.home.path().to_string_lossy(),
+            "tests",
+            "proposals",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&listing.stdout);
-    assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
-    let row = stdout.lines().find(|l| l.contains("charge (src/pay.py)")).unwrap_or_else(|| panic!("{stdout}"));
-    assert!(row.contains(&commit[..12]) && row.contains("accepted") && row.contains("remote"), "{stdout}");
+    assert!(
+        listing.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.contains("charge (src/pay.py)"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        row.contains(&commit[..12]) && row.contains("accepted") && row.contains("remote"),
+        "{stdout}"
+    );
 }
 
 /// SmolLM2-135M rarely writes a test that compiles; whatever it writes, the gate decides, the
@@ -158,7 +272,10 @@ async fn the_local_models_proposal_is_gated_and_recorded_whatever_it_is() {
     }
     let dir = tempfile::tempdir().unwrap();
     let repo = Repo::init(&dir.path().join("calc"));
-    repo.write("Cargo.toml", "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n");
+    repo.write(
+        "Cargo.toml",
+        "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n",
+    );
     repo.write(".gitignore", "target/\n");
     repo.write("src/lib.rs", "pub fn clamp(x: i32) -> i32 { x.min(100) }\n");
     repo.commit_all("calc");
@@ -172,12 +289,30 @@ async fn the_local_models_proposal_is_gated_and_recorded_whatever_it_is() {
     let records = engine.store.test_proposals(Some(&repo.url()), 10).unwrap();
     assert_eq!(records.len(), 1, "{out:#}\n{}", run.logs.join("\n"));
     let record = &records[0];
-    eprintln!("local model's proposal: {} ({}): {}\n{}", record.status, record.reason, record.detail, record.code);
-    let reasons = ["accepted", "invalid", "compile_error", "fails_on_new", "flaky", "passes_on_parent"];
+    eprintln!(
+        "local model's proposal: {} ({}): {}\n{}",
+        record.status, record.reason, record.detail, record.code
+    );
+    let reasons = [
+        "accepted",
+        "invalid",
+        "compile_error",
+        "fails_on_new",
+        "flaky",
+        "passes_on_parent",
+    ];
     assert!(reasons.contains(&record.reason.as_str()), "{record:?}");
     assert_eq!(record.status == "accepted", record.reason == "accepted");
-    assert!(!record.detail.is_empty(), "a verdict carries its evidence: {record:?}");
-    let listed = out["generated"][if record.status == "accepted" { "accepted" } else { "rejected" }][0]["reason"].clone();
+    assert!(
+        !record.detail.is_empty(),
+        "a verdict carries its evidence: {record:?}"
+    );
+    let listed = out["generated"][if record.status == "accepted" {
+        "accepted"
+    } else {
+        "rejected"
+    }][0]["reason"]
+        .clone();
     assert_eq!(listed, record.reason.as_str(), "{out:#}");
     assert_eq!(repo.git(&["rev-parse", "main"]), commit);
 }
@@ -187,7 +322,9 @@ async fn the_local_models_proposal_is_gated_and_recorded_whatever_it_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coverage_decides_which_changed_functions_get_a_test() {
     if !test_agent_support::python_has("coverage") {
-        eprintln!("SKIPPED: coverage.py is not installed (python3 -m coverage); names decide without it");
+        eprintln!(
+            "SKIPPED: coverage.py is not installed (python3 -m coverage); names decide without it"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -206,8 +343,20 @@ async fn coverage_decides_which_changed_functions_get_a_test() {
     let with = json!({ "command": "python3 run_tests.py {tests}", "format": "junit", "junit": "report.xml", "select": false, "coverage": true, "generate": true });
     let run = engine.test(&repo, &commit, with).await;
     let out = run.outputs();
-    assert_eq!(out["coverage"]["files"]["src/pay.py"]["lines"], json!([11]), "{out:#}");
+    assert_eq!(
+        out["coverage"]["files"]["src/pay.py"]["lines"],
+        json!([11]),
+        "{out:#}"
+    );
     let generated = &out["generated"];
-    assert_eq!(generated["candidates"], 1, "fee ran under test_charge; refund's cap never ran: {out:#}");
-    assert_eq!(generated["accepted"][0]["function"], "refund", "{out:#}\n{}", run.logs.join("\n"));
+    assert_eq!(
+        generated["candidates"], 1,
+        "fee ran under test_charge; refund's cap never ran: {out:#}"
+    );
+    assert_eq!(
+        generated["accepted"][0]["function"],
+        "refund",
+        "{out:#}\n{}",
+        run.logs.join("\n")
+    );
 }

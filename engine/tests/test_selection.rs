@@ -24,12 +24,27 @@ fn shop(dir: &std::path::Path) -> Repo {
     let repo = Repo::init(&dir.join("shop"));
     repo.write("run_tests.py", PYTHON_RUNNER);
     repo.write("README.md", "# shop\n");
-    repo.write("src/payments/charge.py", "def charge(amount):\n    return amount * 100\n");
-    repo.write("src/users.py", "def greet(name):\n    return 'hi ' + name\n");
-    repo.write("src/orders.py", "def total(items):\n    return sum(items)\n");
+    repo.write(
+        "src/payments/charge.py",
+        "def charge(amount):\n    return amount * 100\n",
+    );
+    repo.write(
+        "src/users.py",
+        "def greet(name):\n    return 'hi ' + name\n",
+    );
+    repo.write(
+        "src/orders.py",
+        "def total(items):\n    return sum(items)\n",
+    );
     repo.write("tests/test_payments.py", "from src.payments.charge import charge\n\ndef test_charge():\n    assert charge(1) == 100\n");
-    repo.write("tests/test_users.py", "from src.users import greet\n\ndef test_greet():\n    assert greet('a') == 'hi a'\n");
-    repo.write("tests/test_orders.py", "from src.orders import total\n\ndef test_total():\n    assert total([1, 2]) == 3\n");
+    repo.write(
+        "tests/test_users.py",
+        "from src.users import greet\n\ndef test_greet():\n    assert greet('a') == 'hi a'\n",
+    );
+    repo.write(
+        "tests/test_orders.py",
+        "from src.orders import total\n\ndef test_total():\n    assert total([1, 2]) == 3\n",
+    );
     repo.commit_all("shop");
     repo
 }
@@ -39,22 +54,48 @@ async fn the_learned_map_selects_the_co_changed_test_file() {
     let dir = tempfile::tempdir().unwrap();
     let repo = shop(dir.path());
     // users.py and its test changed together once: that is what the map learns.
-    repo.write("src/users.py", "def greet(name):\n    return 'hello ' + name\n");
-    repo.write("tests/test_users.py", "from src.users import greet\n\ndef test_greet():\n    assert greet('a') == 'hello a'\n");
+    repo.write(
+        "src/users.py",
+        "def greet(name):\n    return 'hello ' + name\n",
+    );
+    repo.write(
+        "tests/test_users.py",
+        "from src.users import greet\n\ndef test_greet():\n    assert greet('a') == 'hello a'\n",
+    );
     repo.commit_all("users: hello");
-    repo.write("src/users.py", "def greet(name):\n    return 'hello ' + name.strip()\n");
+    repo.write(
+        "src/users.py",
+        "def greet(name):\n    return 'hello ' + name.strip()\n",
+    );
     let commit = repo.commit_all("users: strip");
 
     let engine = TestEngine::new(None);
     let run = engine.test(&repo, &commit, with(json!({}))).await;
     let out = run.outputs();
     assert_eq!(out["selection"]["all"], false, "{out:#}");
-    assert_eq!(out["selection"]["tests"], json!(["tests/test_users.py"]), "{out:#}");
-    assert_eq!((out["selection"]["selected"].as_u64(), out["selection"]["total"].as_u64()), (Some(1), Some(3)));
-    assert_eq!(out["selection"]["why"]["tests/test_users.py"], json!(["changed together with src/users.py in 1 commit"]));
+    assert_eq!(
+        out["selection"]["tests"],
+        json!(["tests/test_users.py"]),
+        "{out:#}"
+    );
+    assert_eq!(
+        (
+            out["selection"]["selected"].as_u64(),
+            out["selection"]["total"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
+    assert_eq!(
+        out["selection"]["why"]["tests/test_users.py"],
+        json!(["changed together with src/users.py in 1 commit"])
+    );
     assert_eq!(out["command"], "python3 run_tests.py tests/test_users.py");
     assert_eq!(out["tests_run"], 1, "{out:#}");
-    assert!(run.logs.iter().any(|l| l == "selected 1 of 3 test files"), "{}", run.logs.join("\n"));
+    assert!(
+        run.logs.iter().any(|l| l == "selected 1 of 3 test files"),
+        "{}",
+        run.logs.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,16 +104,40 @@ async fn a_test_that_failed_after_a_change_is_selected_the_next_time_the_file_ch
     let repo = shop(dir.path());
     let engine = TestEngine::new(None);
     // Unmapped, so everything runs, and test_orders fails for real.
-    repo.write("src/orders.py", "def total(items):\n    return sum(items) + 1\n");
+    repo.write(
+        "src/orders.py",
+        "def total(items):\n    return sum(items) + 1\n",
+    );
     let commit = repo.commit_all("orders: off by one");
-    let run = engine.test(&repo, &commit, with(json!({ "reruns": 0 }))).await;
-    assert_eq!(run.step.error.as_deref(), Some("1 test(s) failed: tests.test_orders::test_total"), "{}", run.logs.join("\n"));
+    let run = engine
+        .test(&repo, &commit, with(json!({ "reruns": 0 })))
+        .await;
+    assert_eq!(
+        run.step.error.as_deref(),
+        Some("1 test(s) failed: tests.test_orders::test_total"),
+        "{}",
+        run.logs.join("\n")
+    );
 
-    repo.write("src/orders.py", "def total(items):\n    return sum(items)\n");
+    repo.write(
+        "src/orders.py",
+        "def total(items):\n    return sum(items)\n",
+    );
     let commit = repo.commit_all("orders: fix");
-    let out = engine.test(&repo, &commit, with(json!({}))).await.outputs().clone();
-    assert_eq!(out["selection"]["tests"], json!(["tests/test_orders.py"]), "{out:#}");
-    assert_eq!(out["selection"]["why"]["tests/test_orders.py"], json!(["failed after src/orders.py changed (1 run)"]));
+    let out = engine
+        .test(&repo, &commit, with(json!({})))
+        .await
+        .outputs()
+        .clone();
+    assert_eq!(
+        out["selection"]["tests"],
+        json!(["tests/test_orders.py"]),
+        "{out:#}"
+    );
+    assert_eq!(
+        out["selection"]["why"]["tests/test_orders.py"],
+        json!(["failed after src/orders.py changed (1 run)"])
+    );
     assert_eq!(out["failed"], json!([]));
 }
 
@@ -83,28 +148,67 @@ async fn globs_select_and_an_unknown_file_selects_everything() {
     let engine = TestEngine::new(None);
     let globs = json!({ "select_globs": { "src/payments/**": ["tests/test_pay*.py"] } });
 
-    repo.write("src/payments/charge.py", "def charge(amount):\n    return int(amount * 100)\n");
+    repo.write(
+        "src/payments/charge.py",
+        "def charge(amount):\n    return int(amount * 100)\n",
+    );
     let commit = repo.commit_all("payments: int");
     let run = engine.test(&repo, &commit, with(globs.clone())).await;
     let out = run.outputs();
-    assert_eq!(out["selection"]["tests"], json!(["tests/test_payments.py"]), "{out:#}");
-    assert_eq!(out["selection"]["why"]["tests/test_payments.py"], json!(["select_globs `src/payments/**` matched src/payments/charge.py"]));
+    assert_eq!(
+        out["selection"]["tests"],
+        json!(["tests/test_payments.py"]),
+        "{out:#}"
+    );
+    assert_eq!(
+        out["selection"]["why"]["tests/test_payments.py"],
+        json!(["select_globs `src/payments/**` matched src/payments/charge.py"])
+    );
     assert_eq!(out["tests_run"], 1);
 
     // Without the globs, the same kind of change is unmapped: everything runs.
-    repo.write("src/payments/charge.py", "def charge(amount):\n    return int(round(amount * 100))\n");
+    repo.write(
+        "src/payments/charge.py",
+        "def charge(amount):\n    return int(round(amount * 100))\n",
+    );
     let commit = repo.commit_all("payments: round");
-    let out = engine.test(&repo, &commit, with(json!({}))).await.outputs().clone();
+    let out = engine
+        .test(&repo, &commit, with(json!({})))
+        .await
+        .outputs()
+        .clone();
     assert_eq!(out["selection"]["all"], true, "{out:#}");
-    assert!(out["selection"]["reasons"][0].as_str().unwrap().contains("no learned or configured test maps it"), "{out:#}");
+    assert!(
+        out["selection"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("no learned or configured test maps it"),
+        "{out:#}"
+    );
 
     // A file type nothing knows: everything, even with the globs.
     repo.write("data/rates.xyz", "1.5\n");
     let commit = repo.commit_all("rates");
-    let out = engine.test(&repo, &commit, with(globs)).await.outputs().clone();
+    let out = engine
+        .test(&repo, &commit, with(globs))
+        .await
+        .outputs()
+        .clone();
     assert_eq!(out["selection"]["all"], true, "{out:#}");
-    assert_eq!((out["selection"]["selected"].as_u64(), out["selection"]["total"].as_u64()), (Some(3), Some(3)));
-    assert!(out["selection"]["reasons"][0].as_str().unwrap().starts_with("data/rates.xyz: "), "{out:#}");
+    assert_eq!(
+        (
+            out["selection"]["selected"].as_u64(),
+            out["selection"]["total"].as_u64()
+        ),
+        (Some(3), Some(3))
+    );
+    assert!(
+        out["selection"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("data/rates.xyz: "),
+        "{out:#}"
+    );
     assert_eq!(out["command"], "python3 run_tests.py");
     assert_eq!(out["tests_run"], 3);
 }
@@ -116,34 +220,61 @@ async fn coverage_gaps_are_reported_per_file_for_python() {
     repo.write("src/orders.py", "def total(items):\n    return sum(items)\n\n\ndef discount(items):\n    return total(items) * 0.9\n");
     let commit = repo.commit_all("orders: discount");
     let engine = TestEngine::new(None);
-    let run = engine.test(&repo, &commit, with(json!({ "select": false, "coverage": true }))).await;
+    let run = engine
+        .test(
+            &repo,
+            &commit,
+            with(json!({ "select": false, "coverage": true })),
+        )
+        .await;
     let out = run.outputs();
     if !python_has("coverage") {
-        eprintln!("SKIPPED coverage gaps: coverage.py is not installed (python3 -m coverage); checking it says so once");
-        assert!(out["coverage"]["unavailable"].as_str().unwrap().contains("coverage.py is not installed"), "{out:#}");
+        eprintln!(
+            "SKIPPED coverage gaps: coverage.py is not installed (python3 -m coverage); checking it says so once"
+        );
+        assert!(
+            out["coverage"]["unavailable"]
+                .as_str()
+                .unwrap()
+                .contains("coverage.py is not installed"),
+            "{out:#}"
+        );
         return;
     }
     assert_eq!(out["coverage"]["tool"], "coverage.py", "{out:#}");
-    assert_eq!(out["coverage"]["files"], json!({ "src/orders.py": { "lines": [6], "ranges": "6" } }), "the `def` line runs on import, its body never: {out:#}");
+    assert_eq!(
+        out["coverage"]["files"],
+        json!({ "src/orders.py": { "lines": [6], "ranges": "6" } }),
+        "the `def` line runs on import, its body never: {out:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pytest_is_narrowed_to_the_selected_files_and_its_junit_option_is_read() {
     if !python_has("pytest") {
-        eprintln!("SKIPPED: pytest is not installed (python3 -m pytest); the {{tests}} runner covers narrowing without it");
+        eprintln!(
+            "SKIPPED: pytest is not installed (python3 -m pytest); the {{tests}} runner covers narrowing without it"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let repo = shop(dir.path());
     let engine = TestEngine::new(None);
     let globs = json!({ "src/payments/**": "tests/test_payments.py" });
-    repo.write("src/payments/charge.py", "def charge(amount):\n    return int(amount * 100)\n");
+    repo.write(
+        "src/payments/charge.py",
+        "def charge(amount):\n    return int(amount * 100)\n",
+    );
     let commit = repo.commit_all("payments: int");
     // No `format:` or `junit:`: `--junitxml=` says both.
     let with = json!({ "command": "python3 -m pytest -q -p no:cacheprovider --junitxml=report.xml", "select_globs": globs, "coverage": false });
     let run = engine.test(&repo, &commit, with).await;
     let out = run.outputs();
-    assert_eq!(out["command"], "python3 -m pytest -q -p no:cacheprovider --junitxml=report.xml tests/test_payments.py", "{out:#}");
+    assert_eq!(
+        out["command"],
+        "python3 -m pytest -q -p no:cacheprovider --junitxml=report.xml tests/test_payments.py",
+        "{out:#}"
+    );
     assert_eq!(out["tests_run"], 1, "{out:#}\n{}", run.logs.join("\n"));
     assert_eq!(out["passed"], 1);
 }

@@ -17,7 +17,14 @@ use std::path::{Path, PathBuf};
 use cairn_engine::pipeline::{LoadOptions, load_str};
 
 /// The agents that exist today; fixtures are written against this set.
-const KNOWN_AGENTS: &[&str] = &["orchestrator", "noop", "test_agent", "build_agent", "deploy_agent", "monitor_agent"];
+const KNOWN_AGENTS: &[&str] = &[
+    "orchestrator",
+    "noop",
+    "test_agent",
+    "build_agent",
+    "deploy_agent",
+    "monitor_agent",
+];
 /// Fewer fixtures than this means the directory was not found or was emptied by mistake.
 const MIN_INVALID_FIXTURES: usize = 30;
 

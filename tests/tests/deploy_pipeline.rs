@@ -48,14 +48,23 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) {
                         let (ok, body) = get(port);
                         if let Ok(mut list) = answers.lock() {
-                            list.push(Answer { at: started.elapsed(), ok, body });
+                            list.push(Answer {
+                                at: started.elapsed(),
+                                ok,
+                                body,
+                            });
                         }
                         std::thread::sleep(Duration::from_millis(3));
                     }
                 })
             })
             .collect();
-        Load { stop, answers, threads, started }
+        Load {
+            stop,
+            answers,
+            threads,
+            started,
+        }
     }
 
     fn answers(&self) -> Vec<Answer> {
@@ -73,9 +82,14 @@ impl Drop for Load {
 }
 
 fn get(port: u16) -> (bool, String) {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return (false, "connect failed".into()) };
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (false, "connect failed".into());
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    if stream.write_all(b"GET / HTTP/1.0\r\nHost: app\r\n\r\n").is_err() {
+    if stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: app\r\n\r\n")
+        .is_err()
+    {
         return (false, "write failed".into());
     }
     let mut text = String::new();
@@ -83,12 +97,29 @@ fn get(port: u16) -> (bool, String) {
         return (false, "read failed".into());
     }
     let ok = text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200");
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").lines().next().unwrap_or("").to_string();
-    (ok, if ok { body } else { text.lines().next().unwrap_or("").to_string() })
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    (
+        ok,
+        if ok {
+            body
+        } else {
+            text.lines().next().unwrap_or("").to_string()
+        },
+    )
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// Removes the service's containers and stops its proxy, whatever the test's outcome.
@@ -105,10 +136,19 @@ impl Drop for Cleanup {
             }
         }
         let label = format!("label=cairn.deploy.service={}", self.service);
-        if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &label]).output() {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+        if let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
             if !ids.is_empty() {
-                let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
             }
         }
     }
@@ -120,11 +160,21 @@ fn repo_root() -> PathBuf {
 
 /// The AI pipeline with this test's port and service name, and windows of seconds.
 fn pipeline(port: u16, service: &str) -> String {
-    let text = std::fs::read_to_string(repo_root().join("workflows/ai-pipeline.yaml")).expect("workflows/ai-pipeline.yaml");
+    let text = std::fs::read_to_string(repo_root().join("workflows/ai-pipeline.yaml"))
+        .expect("workflows/ai-pipeline.yaml");
     let strategies = "      strategies: { low: rolling, medium: blue_green, high: canary }\n";
-    assert!(text.contains(strategies) && text.contains("listen: 127.0.0.1:18080") && text.contains("service: app\n"), "the AI pipeline's deploy step changed: update this test");
-    let monitor = "    agent: monitor_agent          # 10 minutes, 30 at high risk; rolls back on its own\n";
-    assert!(text.contains(monitor), "the AI pipeline's monitor step changed: update this test");
+    assert!(
+        text.contains(strategies)
+            && text.contains("listen: 127.0.0.1:18080")
+            && text.contains("service: app\n"),
+        "the AI pipeline's deploy step changed: update this test"
+    );
+    let monitor =
+        "    agent: monitor_agent          # 10 minutes, 30 at high risk; rolls back on its own\n";
+    assert!(
+        text.contains(monitor),
+        "the AI pipeline's monitor step changed: update this test"
+    );
     text.replace("listen: 127.0.0.1:18080", &format!("listen: 127.0.0.1:{port}"))
         .replace("service: app\n", &format!("service: {service}\n"))
         .replace(
@@ -136,40 +186,90 @@ fn pipeline(port: u16, service: &str) -> String {
 
 fn step(sandbox: &Sandbox, run: i64, step: &str) -> (String, Value, String) {
     let db = sandbox.db();
-    db.query_row("SELECT state, outputs, error FROM steps WHERE run_id = ?1 AND step_id = ?2", rusqlite::params![run, step], |row| {
-        let outputs: Option<String> = row.get(1)?;
-        Ok((row.get::<_, String>(0)?, outputs.and_then(|o| serde_json::from_str(&o).ok()).unwrap_or(Value::Null), row.get::<_, Option<String>>(2)?.unwrap_or_default()))
-    })
+    db.query_row(
+        "SELECT state, outputs, error FROM steps WHERE run_id = ?1 AND step_id = ?2",
+        rusqlite::params![run, step],
+        |row| {
+            let outputs: Option<String> = row.get(1)?;
+            Ok((
+                row.get::<_, String>(0)?,
+                outputs
+                    .and_then(|o| serde_json::from_str(&o).ok())
+                    .unwrap_or(Value::Null),
+                row.get::<_, Option<String>>(2)?.unwrap_or_default(),
+            ))
+        },
+    )
     .expect("step row")
 }
 
 #[test]
 fn the_ai_pipeline_deploys_the_demo_service_with_each_strategy() {
-    for (tool, package) in [("docker", "the Docker engine"), ("haproxy", "HAProxy (Debian package `haproxy`)")] {
-        let found = Command::new(tool).arg(if tool == "docker" { "info" } else { "-v" }).output().is_ok_and(|o| o.status.success());
-        assert!(found, "{package} is needed by this test (scripts/setup.sh installs and starts it)");
+    for (tool, package) in [
+        ("docker", "the Docker engine"),
+        ("haproxy", "HAProxy (Debian package `haproxy`)"),
+    ] {
+        let found = Command::new(tool)
+            .arg(if tool == "docker" { "info" } else { "-v" })
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "{package} is needed by this test (scripts/setup.sh installs and starts it)"
+        );
     }
     let sandbox = Sandbox::new();
     let sample = sandbox.path("sample");
-    let made = Command::new("bash").arg(repo_root().join("scripts/sample-repo.sh")).arg(&sample).output().expect("run sample-repo.sh");
-    assert!(made.status.success(), "sample-repo.sh failed: {}", String::from_utf8_lossy(&made.stderr));
+    let made = Command::new("bash")
+        .arg(repo_root().join("scripts/sample-repo.sh"))
+        .arg(&sample)
+        .output()
+        .expect("run sample-repo.sh");
+    assert!(
+        made.status.success(),
+        "sample-repo.sh failed: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let port = free_port();
     let service = format!("app{}", std::process::id());
-    let _cleanup = Cleanup { service: service.clone(), proxy_dir: sandbox.home().join("work/proxies").join(&service) };
+    let _cleanup = Cleanup {
+        service: service.clone(),
+        proxy_dir: sandbox.home().join("work/proxies").join(&service),
+    };
     let workflow = sandbox.write("ai-pipeline.yaml", &pipeline(port, &service));
     let validated = sandbox.cairn(&["validate", workflow.to_str().expect("utf-8 path")]);
     assert_eq!(validated.code, Some(0), "{validated}");
 
-    let listing = Command::new("git").arg("-C").arg(&sample).args(["rev-list", "--reverse", "HEAD"]).output().expect("git rev-list");
-    let commits: Vec<String> = String::from_utf8_lossy(&listing.stdout).split_whitespace().map(str::to_string).collect();
+    let listing = Command::new("git")
+        .arg("-C")
+        .arg(&sample)
+        .args(["rev-list", "--reverse", "HEAD"])
+        .output()
+        .expect("git rev-list");
+    let commits: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
     assert_eq!(commits.len(), 7, "the sample repository's history changed");
 
     let mut load: Option<Load> = None;
     let mut report = Vec::new();
     let mut windows = Vec::new();
     for (index, commit) in commits.iter().enumerate() {
-        let from = load.as_ref().map_or(Duration::ZERO, |l| l.started.elapsed());
-        let output = sandbox.cairn_within(&["run", workflow.to_str().expect("utf-8 path"), "--repo", sample.to_str().expect("utf-8 path"), "--commit", commit], Duration::from_secs(600));
+        let from = load
+            .as_ref()
+            .map_or(Duration::ZERO, |l| l.started.elapsed());
+        let output = sandbox.cairn_within(
+            &[
+                "run",
+                workflow.to_str().expect("utf-8 path"),
+                "--repo",
+                sample.to_str().expect("utf-8 path"),
+                "--commit",
+                commit,
+            ],
+            Duration::from_secs(600),
+        );
         let run = output.run_id();
         let (deploy_state, deploy, deploy_error) = step(&sandbox, run, "deploy");
         let (_, analyze, _) = step(&sandbox, run, "analyze");
@@ -178,13 +278,29 @@ fn the_ai_pipeline_deploys_the_demo_service_with_each_strategy() {
         let generated = &test["generated"];
         let verdicts: Vec<String> = ["accepted", "rejected", "skipped"]
             .iter()
-            .flat_map(|kind| generated[*kind].as_array().into_iter().flatten().map(move |p| format!("{} {kind}: {}", p["function"].as_str().unwrap_or("?"), p["reason"].as_str().unwrap_or(""))))
+            .flat_map(|kind| {
+                generated[*kind]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(move |p| {
+                        format!(
+                            "{} {kind}: {}",
+                            p["function"].as_str().unwrap_or("?"),
+                            p["reason"].as_str().unwrap_or("")
+                        )
+                    })
+            })
             .collect();
         eprintln!(
             "commit {}: test {test_state}: selected {}/{} ({}), {} passed; generated: {} candidate(s) {:?}",
             index + 1,
-            test["selection"].get("selected_units").unwrap_or(&test["selection"]["selected"]),
-            test["selection"].get("total_units").unwrap_or(&test["selection"]["total"]),
+            test["selection"]
+                .get("selected_units")
+                .unwrap_or(&test["selection"]["selected"]),
+            test["selection"]
+                .get("total_units")
+                .unwrap_or(&test["selection"]["total"]),
             test["selection"]["reasons"],
             test["passed"],
             generated["candidates"],
@@ -193,9 +309,14 @@ fn the_ai_pipeline_deploys_the_demo_service_with_each_strategy() {
         if index == 3 {
             // The new endpoint changes `route`, which no test covers: a test is proposed and gated.
             assert_eq!(test_state, "succeeded", "{test}");
-            assert!(generated["candidates"].as_u64().unwrap_or(0) >= 1 && !verdicts.is_empty(), "no test was proposed for the untested change: {test}");
+            assert!(
+                generated["candidates"].as_u64().unwrap_or(0) >= 1 && !verdicts.is_empty(),
+                "no test was proposed for the untested change: {test}"
+            );
         }
-        let to = load.as_ref().map_or(Duration::ZERO, |l| l.started.elapsed());
+        let to = load
+            .as_ref()
+            .map_or(Duration::ZERO, |l| l.started.elapsed());
         report.push(format!(
             "run {run} ({}): risk {}, deploy {deploy_state} ({} — {}), monitor {monitor_state} {}",
             &commit[..8],
@@ -206,7 +327,13 @@ fn the_ai_pipeline_deploys_the_demo_service_with_each_strategy() {
         ));
         windows.push((from, to, output.code, deploy.clone(), deploy_error));
         if index < 6 {
-            assert_eq!(output.code, Some(0), "run of commit {} failed:\n{output}\n{}", index + 1, report.join("\n"));
+            assert_eq!(
+                output.code,
+                Some(0),
+                "run of commit {} failed:\n{output}\n{}",
+                index + 1,
+                report.join("\n")
+            );
         }
         if index == 0 {
             // The service is up: from here on every request must be answered.
@@ -222,28 +349,79 @@ fn the_ai_pipeline_deploys_the_demo_service_with_each_strategy() {
         eprintln!("{line}");
     }
 
-    let strategies: Vec<&str> = windows.iter().map(|w| w.3["strategy"].as_str().unwrap_or("(failed)")).collect();
-    assert_eq!(&strategies[1..6], ["rolling", "rolling", "blue_green", "hotfix", "canary"], "{}", report.join("\n"));
+    let strategies: Vec<&str> = windows
+        .iter()
+        .map(|w| w.3["strategy"].as_str().unwrap_or("(failed)"))
+        .collect();
+    assert_eq!(
+        &strategies[1..6],
+        ["rolling", "rolling", "blue_green", "hotfix", "canary"],
+        "{}",
+        report.join("\n")
+    );
     for (index, (from, to, _, deploy, _)) in windows.iter().enumerate().take(6).skip(1) {
-        let during: Vec<&Answer> = answers.iter().filter(|a| a.at >= *from && a.at <= *to).collect();
+        let during: Vec<&Answer> = answers
+            .iter()
+            .filter(|a| a.at >= *from && a.at <= *to)
+            .collect();
         let failed: Vec<&&Answer> = during.iter().filter(|a| !a.ok).collect();
-        eprintln!("commit {}: {} ({}): {} requests during the run, {} failed", index + 1, deploy["strategy"], deploy["outcome"], during.len(), failed.len());
-        assert!(during.len() > 50, "too little traffic during run {} to show anything", index + 1);
-        assert!(failed.is_empty(), "{} of {} requests failed during the {} deploy: {:?}", failed.len(), during.len(), deploy["strategy"], failed.iter().take(5).collect::<Vec<_>>());
+        eprintln!(
+            "commit {}: {} ({}): {} requests during the run, {} failed",
+            index + 1,
+            deploy["strategy"],
+            deploy["outcome"],
+            during.len(),
+            failed.len()
+        );
+        assert!(
+            during.len() > 50,
+            "too little traffic during run {} to show anything",
+            index + 1
+        );
+        assert!(
+            failed.is_empty(),
+            "{} of {} requests failed during the {} deploy: {:?}",
+            failed.len(),
+            during.len(),
+            deploy["strategy"],
+            failed.iter().take(5).collect::<Vec<_>>()
+        );
     }
 
     // The bad release: its canary is rolled back on its own.
     let (from, to, code, _, error) = &windows[6];
     assert_eq!(*code, Some(1), "the bad release's run must fail");
-    assert!(error.contains("rolled back") && error.contains("canary analysis failed"), "{error}");
-    let state: Value = serde_json::from_str(&std::fs::read_to_string(sandbox.home().join("work/deployments.json")).expect("deployments.json")).expect("state JSON");
-    let last = state["services"][&service]["history"].as_array().and_then(|h| h.last()).cloned().expect("a history record");
+    assert!(
+        error.contains("rolled back") && error.contains("canary analysis failed"),
+        "{error}"
+    );
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(sandbox.home().join("work/deployments.json"))
+            .expect("deployments.json"),
+    )
+    .expect("state JSON");
+    let last = state["services"][&service]["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .cloned()
+        .expect("a history record");
     assert_eq!(last["outcome"], "rolled_back", "{last}");
     let rollback_ms = last["rollback_ms"].as_u64().expect("rollback_ms");
-    let during: Vec<&Answer> = answers.iter().filter(|a| a.at >= *from && a.at <= *to).collect();
+    let during: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.at >= *from && a.at <= *to)
+        .collect();
     let failed = during.iter().filter(|a| !a.ok).count();
-    eprintln!("bad canary: rolled back {rollback_ms} ms after the first anomalous sample; {failed} of {} requests failed during its run\n{error}\nevents: {}", during.len(), last["details"]["events"]);
+    eprintln!(
+        "bad canary: rolled back {rollback_ms} ms after the first anomalous sample; {failed} of {} requests failed during its run\n{error}\nevents: {}",
+        during.len(),
+        last["details"]["events"]
+    );
     assert!(rollback_ms < 10_000, "rollback took {rollback_ms} ms");
     let after: Vec<&Answer> = answers.iter().filter(|a| a.at > *to).collect();
-    assert!(after.iter().all(|a| a.ok && a.body.contains("0.1.0")), "after the rollback the previous release serves everything: {:?}", after.iter().take(5).collect::<Vec<_>>());
+    assert!(
+        after.iter().all(|a| a.ok && a.body.contains("0.1.0")),
+        "after the rollback the previous release serves everything: {:?}",
+        after.iter().take(5).collect::<Vec<_>>()
+    );
 }

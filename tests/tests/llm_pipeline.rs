@@ -64,7 +64,11 @@ fn fake_remote() -> FakeRemote {
             );
         }
     });
-    FakeRemote { port, requests, billed }
+    FakeRemote {
+        port,
+        requests,
+        billed,
+    }
 }
 
 #[test]
@@ -81,21 +85,44 @@ fn a_second_pass_over_the_same_commits_spends_no_remote_tokens() {
     let mut commits = vec![
         repo.commit_file("README.md", "# app\n", "readme"),
         repo.commit_file("README.md", "# app\n\nA tiny app.\n", "docs"),
-        repo.commit_file("src/main.rs", "fn main() { println!(\"hi\"); }\n", "feature"),
+        repo.commit_file(
+            "src/main.rs",
+            "fn main() { println!(\"hi\"); }\n",
+            "feature",
+        ),
         repo.commit_file("src/api.rs", "pub fn get() -> u32 { 1 }\n", "api"),
-        repo.commit_file("db/migrations/0001.sql", "CREATE TABLE t (id INT);\n", "migration"),
+        repo.commit_file(
+            "db/migrations/0001.sql",
+            "CREATE TABLE t (id INT);\n",
+            "migration",
+        ),
         repo.commit_file("config/app.toml", "port = 8080\n", "config"),
     ];
     commits.remove(0);
-    let workflow = sandbox.write("analyze.yaml", "name: analyze\nsteps:\n  - id: analyze\n    agent: orchestrator\n");
+    let workflow = sandbox.write(
+        "analyze.yaml",
+        "name: analyze\nsteps:\n  - id: analyze\n    agent: orchestrator\n",
+    );
     let pass = |label: &str| -> (u64, u64, usize) {
-        let (requests_before, billed_before) = (remote.requests.load(Ordering::SeqCst), remote.billed.load(Ordering::SeqCst));
+        let (requests_before, billed_before) = (
+            remote.requests.load(Ordering::SeqCst),
+            remote.billed.load(Ordering::SeqCst),
+        );
         let mut raised = 0;
         for commit in &commits {
-            let output = sandbox.cairn(&["run", workflow.to_str().unwrap_or_default(), "--repo", &repo.url(), "--commit", commit, "-q"]);
+            let output = sandbox.cairn(&[
+                "run",
+                workflow.to_str().unwrap_or_default(),
+                "--repo",
+                &repo.url(),
+                "--commit",
+                commit,
+                "-q",
+            ]);
             assert_eq!(output.code, Some(0), "{output}");
             let status = sandbox.cairn(&["status", &output.run_id().to_string(), "--json"]);
-            let document: Value = serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("{e}\n{status}"));
+            let document: Value =
+                serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("{e}\n{status}"));
             let outputs = &document["steps"][0]["outputs"];
             if outputs["decided_by"] == "remote" {
                 raised += 1;
@@ -103,25 +130,55 @@ fn a_second_pass_over_the_same_commits_spends_no_remote_tokens() {
         }
         let requests = remote.requests.load(Ordering::SeqCst) - requests_before;
         let billed = remote.billed.load(Ordering::SeqCst) - billed_before;
-        eprintln!("{label}: {} commits, {requests} remote requests, {billed} remote tokens, {raised} levels raised by the remote", commits.len());
+        eprintln!(
+            "{label}: {} commits, {requests} remote requests, {billed} remote tokens, {raised} levels raised by the remote",
+            commits.len()
+        );
         (requests, billed, raised)
     };
     let (first_requests, first_tokens, raised) = pass("first pass");
     // docs-only (certain) and the migration (floor already high) never ask the remote.
-    assert_eq!(first_requests, 3, "feature, api and config need the remote; docs and migration do not");
+    assert_eq!(
+        first_requests, 3,
+        "feature, api and config need the remote; docs and migration do not"
+    );
     assert!(first_tokens > 0);
     assert_eq!(raised, 3, "the remote may raise medium to high");
     let (second_requests, second_tokens, _) = pass("second pass (cache)");
-    assert_eq!((second_requests, second_tokens), (0, 0), "the cache answers every repeated question");
+    assert_eq!(
+        (second_requests, second_tokens),
+        (0, 0),
+        "the cache answers every repeated question"
+    );
 
     let costs = sandbox.cairn(&["costs", "--json"]);
-    let rows: Value = serde_json::from_str(&costs.stdout).unwrap_or_else(|e| panic!("{e}\n{costs}"));
-    let remote_rows: Vec<&Value> = rows.as_array().into_iter().flatten().filter(|r| r["tier"] == "remote").collect();
-    let tokens: u64 = remote_rows.iter().filter_map(|r| r["tokens"].as_u64()).sum();
-    let hits: u64 = remote_rows.iter().filter_map(|r| r["cache_hits"].as_u64()).sum();
-    let saved: i64 = remote_rows.iter().filter_map(|r| r["saved_micros"].as_i64()).sum();
-    assert_eq!(tokens, first_tokens, "cairn costs reports what the remote billed");
+    let rows: Value =
+        serde_json::from_str(&costs.stdout).unwrap_or_else(|e| panic!("{e}\n{costs}"));
+    let remote_rows: Vec<&Value> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["tier"] == "remote")
+        .collect();
+    let tokens: u64 = remote_rows
+        .iter()
+        .filter_map(|r| r["tokens"].as_u64())
+        .sum();
+    let hits: u64 = remote_rows
+        .iter()
+        .filter_map(|r| r["cache_hits"].as_u64())
+        .sum();
+    let saved: i64 = remote_rows
+        .iter()
+        .filter_map(|r| r["saved_micros"].as_i64())
+        .sum();
+    assert_eq!(
+        tokens, first_tokens,
+        "cairn costs reports what the remote billed"
+    );
     assert_eq!(hits, 3);
     assert!(saved > 0, "{costs}");
-    eprintln!("cairn costs: {tokens} remote tokens spent, {hits} cache hits saving {saved} micro-units");
+    eprintln!(
+        "cairn costs: {tokens} remote tokens spent, {hits} cache hits saving {saved} micro-units"
+    );
 }

@@ -13,8 +13,12 @@ use serde_json::Value;
 
 /// (commit, risk, steps that ran) for every finished run.
 fn finished(sandbox: &Sandbox) -> Vec<(String, String, Vec<String>)> {
-    let Some(conn) = sandbox.try_db() else { return Vec::new() };
-    let Ok(mut stmt) = conn.prepare("SELECT id, context FROM runs WHERE state = 'succeeded' ORDER BY id") else {
+    let Some(conn) = sandbox.try_db() else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) =
+        conn.prepare("SELECT id, context FROM runs WHERE state = 'succeeded' ORDER BY id")
+    else {
         return Vec::new();
     };
     let runs: Vec<(i64, String)> = stmt
@@ -59,19 +63,33 @@ fn serve_polls_on_its_schedule_and_routes_each_new_commit_once_across_a_restart(
     );
     let workflow = workflow.to_str().unwrap_or_default().to_string();
     let mut engine = sandbox.spawn(&["serve", &workflow, "-q"]);
-    wait_until("the first tick runs both heads", Duration::from_secs(30), || finished(&sandbox).len() >= 2);
+    wait_until(
+        "the first tick runs both heads",
+        Duration::from_secs(30),
+        || finished(&sandbox).len() >= 2,
+    );
 
     let docs = a.commit_file("docs/guide.md", "# guide\n", "a: docs");
     let feature = b.commit_file("src/lib.rs", "pub fn f() {}\n", "b: feature");
-    wait_until("the next ticks run both new commits", Duration::from_secs(30), || finished(&sandbox).len() >= 4);
+    wait_until(
+        "the next ticks run both new commits",
+        Duration::from_secs(30),
+        || finished(&sandbox).len() >= 4,
+    );
 
     // A restart: kill the engine, commit while it is down, start it again.
     engine.kill9();
-    let migration = a.commit_file("db/migrations/0001.sql", "CREATE TABLE t (id INT);\n", "a: migration");
+    let migration = a.commit_file(
+        "db/migrations/0001.sql",
+        "CREATE TABLE t (id INT);\n",
+        "a: migration",
+    );
     let mut engine = sandbox.spawn(&["serve", &workflow, "-q"]);
-    wait_until("the restarted engine runs the commit made while it was down", Duration::from_secs(30), || {
-        finished(&sandbox).len() >= 5
-    });
+    wait_until(
+        "the restarted engine runs the commit made while it was down",
+        Duration::from_secs(30),
+        || finished(&sandbox).len() >= 5,
+    );
     // A few more ticks change nothing.
     std::thread::sleep(Duration::from_secs(5));
     engine.kill9();
@@ -79,12 +97,29 @@ fn serve_polls_on_its_schedule_and_routes_each_new_commit_once_across_a_restart(
     let runs = finished(&sandbox);
     let commits: Vec<&str> = runs.iter().map(|(c, _, _)| c.as_str()).collect();
     for commit in [&docs, &feature, &migration] {
-        assert_eq!(commits.iter().filter(|c| **c == commit.as_str()).count(), 1, "{commit} runs once: {runs:?}");
+        assert_eq!(
+            commits.iter().filter(|c| **c == commit.as_str()).count(),
+            1,
+            "{commit} runs once: {runs:?}"
+        );
     }
-    assert_eq!(runs.len(), 5, "two heads + three commits, nothing repeated: {runs:?}");
-    let route = |commit: &str| runs.iter().find(|(c, _, _)| c == commit).cloned().unwrap_or_default();
+    assert_eq!(
+        runs.len(),
+        5,
+        "two heads + three commits, nothing repeated: {runs:?}"
+    );
+    let route = |commit: &str| {
+        runs.iter()
+            .find(|(c, _, _)| c == commit)
+            .cloned()
+            .unwrap_or_default()
+    };
     assert_eq!(route(&docs).1, "low");
-    assert_eq!(route(&docs).2, ["analyze", "deploy"], "docs skip tests and canary");
+    assert_eq!(
+        route(&docs).2,
+        ["analyze", "deploy"],
+        "docs skip tests and canary"
+    );
     assert_eq!(route(&feature).1, "medium");
     assert_eq!(route(&feature).2, ["analyze", "test", "deploy"]);
     assert_eq!(route(&migration).1, "high");

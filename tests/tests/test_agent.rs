@@ -17,8 +17,15 @@ const WORKFLOW: &str = "name: tests\nsteps:\n  - id: test\n    agent: test_agent
 fn workspace(sandbox: &Sandbox) -> Repo {
     let repo = Repo::init(&sandbox.path("ws"));
     let counter = sandbox.path("flaky-counter");
-    repo.write("Cargo.toml", "[workspace]\nmembers = [\"core\", \"app\", \"other\"]\nresolver = \"2\"\n");
-    for (name, deps) in [("core", ""), ("app", "core = { path = \"../core\" }\n"), ("other", "")] {
+    repo.write(
+        "Cargo.toml",
+        "[workspace]\nmembers = [\"core\", \"app\", \"other\"]\nresolver = \"2\"\n",
+    );
+    for (name, deps) in [
+        ("core", ""),
+        ("app", "core = { path = \"../core\" }\n"),
+        ("other", ""),
+    ] {
         repo.write(
             &format!("{name}/Cargo.toml"),
             &format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n{deps}"),
@@ -33,7 +40,10 @@ fn workspace(sandbox: &Sandbox) -> Repo {
              #[test] fn sometimes() {{\n        let path = {counter:?};\n        let n: u32 = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);\n        std::fs::write(path, (n + 1).to_string()).unwrap();\n        assert!(n % 2 == 1, \"fails on even runs\");\n    }}\n}}\n"
         ),
     );
-    repo.write("other/src/lib.rs", "#[cfg(test)]\nmod tests { #[test] fn alone() {} }\n");
+    repo.write(
+        "other/src/lib.rs",
+        "#[cfg(test)]\nmod tests { #[test] fn alone() {} }\n",
+    );
     repo.write("README.md", "# ws\n");
     repo.commit_all("workspace");
     repo
@@ -42,14 +52,26 @@ fn workspace(sandbox: &Sandbox) -> Repo {
 fn run(sandbox: &Sandbox, repo: &Repo, commit: &str) -> (Option<i32>, Value) {
     let file = sandbox.write("tests.yaml", WORKFLOW);
     let output = sandbox.cairn_within(
-        &["run", file.to_str().unwrap_or_default(), "--repo", &repo.url(), "--commit", commit, "-q"],
+        &[
+            "run",
+            file.to_str().unwrap_or_default(),
+            "--repo",
+            &repo.url(),
+            "--commit",
+            commit,
+            "-q",
+        ],
         Duration::from_secs(240),
     );
     let run_id = output.run_id();
     let status = sandbox.cairn(&["status", &run_id.to_string(), "--json"]);
-    let document: Value = serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("status JSON: {e}\n{status}"));
+    let document: Value = serde_json::from_str(&status.stdout)
+        .unwrap_or_else(|e| panic!("status JSON: {e}\n{status}"));
     let step = document["steps"][0].clone();
-    eprintln!("run {run_id}: exit {:?}, outputs {}", output.code, step["outputs"]);
+    eprintln!(
+        "run {run_id}: exit {:?}, outputs {}",
+        output.code, step["outputs"]
+    );
     (output.code, step)
 }
 
@@ -64,10 +86,17 @@ fn selection_follows_the_crate_graph_and_flaky_tests_are_told_apart() {
     let (code, step) = run(&sandbox, &repo, &commit);
     assert_eq!(code, Some(0), "{step}");
     let outputs = &step["outputs"];
-    assert_eq!(outputs["selection"]["packages"], serde_json::json!(["app", "core"]));
+    assert_eq!(
+        outputs["selection"]["packages"],
+        serde_json::json!(["app", "core"])
+    );
     assert_eq!(outputs["selection"]["all"], false);
     // `sometimes` failed on its first run and passed on the re-run: flaky, not blocking.
-    assert_eq!(outputs["flaky"], serde_json::json!(["app::tests::sometimes"]), "{outputs}");
+    assert_eq!(
+        outputs["flaky"],
+        serde_json::json!(["app::tests::sometimes"]),
+        "{outputs}"
+    );
     assert_eq!(outputs["failed"], serde_json::json!([]));
     assert_eq!(outputs["tests_run"], 3, "core 1 + app 2, `other` not run");
 
@@ -91,7 +120,13 @@ fn selection_follows_the_crate_graph_and_flaky_tests_are_told_apart() {
     assert!(error.contains("core::tests::doubles"), "{error}");
 
     let flaky = sandbox.cairn(&["tests", "flaky", "--json"]);
-    let rows: Value = serde_json::from_str(&flaky.stdout).unwrap_or_else(|e| panic!("{e}\n{flaky}"));
-    let names: Vec<&str> = rows.as_array().into_iter().flatten().filter_map(|r| r["test"].as_str()).collect();
+    let rows: Value =
+        serde_json::from_str(&flaky.stdout).unwrap_or_else(|e| panic!("{e}\n{flaky}"));
+    let names: Vec<&str> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["test"].as_str())
+        .collect();
     assert!(names.contains(&"app::tests::sometimes"), "{flaky}");
 }

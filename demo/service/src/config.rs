@@ -12,12 +12,18 @@ pub struct Config {
 impl Config {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
         let port = match env("PORT") {
-            Some(text) => text.trim().parse().map_err(|_| format!("PORT `{text}` is not a port number"))?,
+            Some(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| format!("PORT `{text}` is not a port number"))?,
             None => 8080,
         };
         let error_rate = match env("DEMO_ERROR_RATE") {
             Some(text) => {
-                let rate: f64 = text.trim().parse().map_err(|_| format!("DEMO_ERROR_RATE `{text}` is not a number"))?;
+                let rate: f64 = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("DEMO_ERROR_RATE `{text}` is not a number"))?;
                 if !(0.0..=1.0).contains(&rate) {
                     return Err(format!("DEMO_ERROR_RATE `{text}` must be between 0 and 1"));
                 }
@@ -26,11 +32,20 @@ impl Config {
             None => 0.0,
         };
         let extra_latency_ms = match env("DEMO_EXTRA_LATENCY_MS") {
-            Some(text) => text.trim().parse().map_err(|_| format!("DEMO_EXTRA_LATENCY_MS `{text}` is not a whole number of milliseconds"))?,
+            Some(text) => text.trim().parse().map_err(|_| {
+                format!("DEMO_EXTRA_LATENCY_MS `{text}` is not a whole number of milliseconds")
+            })?,
             None => 0,
         };
-        let version = env("DEMO_VERSION").filter(|v| !v.is_empty()).unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
-        Ok(Config { port, version, error_rate, extra_latency_ms })
+        let version = env("DEMO_VERSION")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+        Ok(Config {
+            port,
+            version,
+            error_rate,
+            extra_latency_ms,
+        })
     }
 }
 
@@ -41,7 +56,10 @@ mod tests {
     #[test]
     fn defaults_and_bad_values() {
         let config = Config::from_env(|_| None).expect("defaults");
-        assert_eq!((config.port, config.error_rate, config.extra_latency_ms), (8080, 0.0, 0));
+        assert_eq!(
+            (config.port, config.error_rate, config.extra_latency_ms),
+            (8080, 0.0, 0)
+        );
         assert!(Config::from_env(|k| (k == "DEMO_ERROR_RATE").then(|| "2".into())).is_err());
         assert!(Config::from_env(|k| (k == "PORT").then(|| "http".into())).is_err());
     }

@@ -18,7 +18,11 @@ pub fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<Request
         return Ok(None);
     }
     let mut parts = line.split_whitespace();
-    let (_method, path, version) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/").to_string(), parts.next().unwrap_or("HTTP/1.0"));
+    let (_method, path, version) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or("/").to_string(),
+        parts.next().unwrap_or("HTTP/1.0"),
+    );
     let mut keep_alive = version == "HTTP/1.1";
     let mut content_length = 0u64;
     for _ in 0..MAX_HEADER_LINES {
@@ -33,7 +37,8 @@ pub fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<Request
         if let Some((name, value)) = header.split_once(':') {
             let value = value.trim();
             if name.eq_ignore_ascii_case("connection") {
-                keep_alive = !value.eq_ignore_ascii_case("close") && (keep_alive || value.eq_ignore_ascii_case("keep-alive"));
+                keep_alive = !value.eq_ignore_ascii_case("close")
+                    && (keep_alive || value.eq_ignore_ascii_case("keep-alive"));
             } else if name.eq_ignore_ascii_case("content-length") {
                 content_length = value.parse().unwrap_or(0);
             }
@@ -69,7 +74,10 @@ mod tests {
         let first = read_request(&mut reader).expect("read").expect("request");
         assert_eq!((first.path.as_str(), first.keep_alive), ("/x?y=1", true));
         let second = read_request(&mut reader).expect("read").expect("request");
-        assert_eq!((second.path.as_str(), second.keep_alive), ("/healthz", false));
+        assert_eq!(
+            (second.path.as_str(), second.keep_alive),
+            ("/healthz", false)
+        );
         assert!(read_request(&mut reader).expect("read").is_none());
     }
 }

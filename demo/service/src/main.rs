@@ -34,7 +34,10 @@ fn main() {
     let listener = match TcpListener::bind(("0.0.0.0", config.port)) {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("demo-service: failed to listen on port {}: {error}", config.port);
+            eprintln!(
+                "demo-service: failed to listen on port {}: {error}",
+                config.port
+            );
             std::process::exit(1);
         }
     };
@@ -42,7 +45,10 @@ fn main() {
         "demo-service {} listening on :{} (error rate {}, extra latency {} ms)",
         config.version, config.port, config.error_rate, config.extra_latency_ms
     );
-    let state = Arc::new(State { metrics: Metrics::new(), config });
+    let state = Arc::new(State {
+        metrics: Metrics::new(),
+        config,
+    });
     let (sender, receiver) = std::sync::mpsc::channel::<TcpStream>();
     let receiver = Arc::new(std::sync::Mutex::new(receiver));
     for _ in 0..WORKERS {
@@ -76,7 +82,9 @@ struct State {
 /// Serves the requests of one connection (keep-alive), until the client closes it or idles.
 fn serve(stream: TcpStream, state: &State) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(write_half) = stream.try_clone() else { return };
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(stream);
     let mut writer = write_half;
     loop {
@@ -90,7 +98,9 @@ fn serve(stream: TcpStream, state: &State) {
         if writer.write_all(&response).is_err() {
             return;
         }
-        state.metrics.observe(&request.path, status, started.elapsed());
+        state
+            .metrics
+            .observe(&request.path, status, started.elapsed());
         if !request.keep_alive {
             return;
         }
@@ -108,13 +118,25 @@ fn route(path: &str, state: &State) -> (u16, &'static str, String) {
                 std::thread::sleep(Duration::from_millis(state.config.extra_latency_ms));
             }
             if state.metrics.roll() < state.config.error_rate {
-                (500, "text/plain", format!("demo-service {}: injected failure\n", state.config.version))
+                (
+                    500,
+                    "text/plain",
+                    format!("demo-service {}: injected failure\n", state.config.version),
+                )
             } else {
-                (200, "text/plain", format!("hello from demo-service {}\n", state.config.version))
+                (
+                    200,
+                    "text/plain",
+                    format!("hello from demo-service {}\n", state.config.version),
+                )
             }
         }
         "/healthz" => (200, "text/plain", "ok\n".to_string()),
-        "/metrics" => (200, "text/plain; version=0.0.4", state.metrics.render(&state.config.version)),
+        "/metrics" => (
+            200,
+            "text/plain; version=0.0.4",
+            state.metrics.render(&state.config.version),
+        ),
         _ => (404, "text/plain", "not found\n".to_string()),
     }
 }

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds in seconds, Prometheus' default buckets.
-const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 const ROUTES: &[&str] = &["/", "/healthz", "/metrics"];
 
 pub struct Metrics {
@@ -37,17 +39,26 @@ impl Metrics {
 
     pub fn observe(&self, path: &str, status: u16, elapsed: Duration) {
         let path = path.split('?').next().unwrap_or(path);
-        let route = ROUTES.iter().copied().find(|r| *r == path).unwrap_or("other");
+        let route = ROUTES
+            .iter()
+            .copied()
+            .find(|r| *r == path)
+            .unwrap_or("other");
         if let Ok(mut requests) = self.requests.lock() {
             *requests.entry((route, status)).or_insert(0) += 1;
         }
         let seconds = elapsed.as_secs_f64();
-        for (bucket, bound) in self.buckets.iter().zip(BUCKETS.iter().copied().chain([f64::INFINITY])) {
+        for (bucket, bound) in self
+            .buckets
+            .iter()
+            .zip(BUCKETS.iter().copied().chain([f64::INFINITY]))
+        {
             if seconds <= bound {
                 bucket.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -59,7 +70,10 @@ impl Metrics {
             next ^= next << 13;
             next ^= next >> 7;
             next ^= next << 17;
-            match self.random.compare_exchange_weak(x, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .random
+                .compare_exchange_weak(x, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return (next >> 11) as f64 / (1u64 << 53) as f64,
                 Err(current) => x = current,
             }
@@ -69,16 +83,29 @@ impl Metrics {
     pub fn render(&self, version: &str) -> String {
         let mut out = String::new();
         out.push_str("# HELP demo_build_info The running version.\n# TYPE demo_build_info gauge\n");
-        out.push_str(&format!("demo_build_info{{version=\"{}\"}} 1\n", version.replace(['"', '\\', '\n'], "_")));
+        out.push_str(&format!(
+            "demo_build_info{{version=\"{}\"}} 1\n",
+            version.replace(['"', '\\', '\n'], "_")
+        ));
         out.push_str("# HELP demo_http_requests_total Requests answered, by path and status.\n# TYPE demo_http_requests_total counter\n");
         if let Ok(requests) = self.requests.lock() {
             for ((path, status), count) in requests.iter() {
-                out.push_str(&format!("demo_http_requests_total{{path=\"{path}\",status=\"{status}\"}} {count}\n"));
+                out.push_str(&format!(
+                    "demo_http_requests_total{{path=\"{path}\",status=\"{status}\"}} {count}\n"
+                ));
             }
         }
         out.push_str("# HELP demo_http_request_duration_seconds Time to answer a request.\n# TYPE demo_http_request_duration_seconds histogram\n");
-        for (bucket, bound) in self.buckets.iter().zip(BUCKETS.iter().map(|b| b.to_string()).chain(["+Inf".to_string()])) {
-            out.push_str(&format!("demo_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {}\n", bucket.load(Ordering::Relaxed)));
+        for (bucket, bound) in self.buckets.iter().zip(
+            BUCKETS
+                .iter()
+                .map(|b| b.to_string())
+                .chain(["+Inf".to_string()]),
+        ) {
+            out.push_str(&format!(
+                "demo_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {}\n",
+                bucket.load(Ordering::Relaxed)
+            ));
         }
         out.push_str(&format!(
             "demo_http_request_duration_seconds_sum {}\ndemo_http_request_duration_seconds_count {}\n",
@@ -100,11 +127,26 @@ mod tests {
         metrics.observe("/", 500, Duration::from_millis(30));
         metrics.observe("/wp-admin", 404, Duration::from_millis(1));
         let text = metrics.render("v1");
-        assert!(text.contains("demo_http_requests_total{path=\"/\",status=\"500\"} 1"), "{text}");
-        assert!(text.contains("demo_http_requests_total{path=\"other\",status=\"404\"} 1"), "{text}");
-        assert!(text.contains("demo_http_request_duration_seconds_bucket{le=\"0.005\"} 2"), "{text}");
-        assert!(text.contains("demo_http_request_duration_seconds_bucket{le=\"+Inf\"} 3"), "{text}");
-        assert!(text.contains("demo_http_request_duration_seconds_count 3"), "{text}");
+        assert!(
+            text.contains("demo_http_requests_total{path=\"/\",status=\"500\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("demo_http_requests_total{path=\"other\",status=\"404\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("demo_http_request_duration_seconds_bucket{le=\"0.005\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("demo_http_request_duration_seconds_bucket{le=\"+Inf\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("demo_http_request_duration_seconds_count 3"),
+            "{text}"
+        );
         let rolls: Vec<f64> = (0..100).map(|_| metrics.roll()).collect();
         assert!(rolls.iter().all(|r| (0.0..1.0).contains(r)));
     }

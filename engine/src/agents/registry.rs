@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use crate::exec::{AgentCall as AgentContext, AgentError, AgentFuture};
 use crate::exec::Agents;
+pub use crate::exec::{AgentCall as AgentContext, AgentError, AgentFuture};
 use crate::llm::Router;
 
 pub trait Agent: Send + Sync {
@@ -23,9 +23,13 @@ impl Registry {
     /// Every agent this build ships. `llm` is the language-model router the agents share;
     /// without one they decide with their rules alone.
     pub fn builtin(llm: Option<Arc<Router>>) -> Registry {
-        let mut registry = Registry { agents: BTreeMap::new() };
+        let mut registry = Registry {
+            agents: BTreeMap::new(),
+        };
         registry.register(Arc::new(super::noop::Noop));
-        registry.register(Arc::new(super::orchestrator::Orchestrator::new(llm.clone())));
+        registry.register(Arc::new(super::orchestrator::Orchestrator::new(
+            llm.clone(),
+        )));
         registry.register(Arc::new(super::build::BuildAgent::new(llm.clone())));
         registry.register(Arc::new(super::test::TestAgent::new(llm.clone())));
         registry.register(Arc::new(super::deploy::DeployAgent::new(llm)));

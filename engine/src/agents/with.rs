@@ -32,7 +32,10 @@ pub fn mapping<'v>(with: &'v Value, known: &[&str]) -> Result<&'v Map<String, Va
         other => return Err(format!("expected a mapping, found {other}")),
     };
     if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(format!("unknown key `{unknown}` (known: {})", known.join(", ")));
+        return Err(format!(
+            "unknown key `{unknown}` (known: {})",
+            known.join(", ")
+        ));
     }
     Ok(map)
 }

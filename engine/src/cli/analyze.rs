@@ -29,25 +29,49 @@ pub async fn analyze(home: Option<PathBuf>, args: &AnalyzeArgs) -> Result<()> {
         let store = settings.open_store()?;
         Some(settings.llm(&store)?)
     };
-    let analysis = orchestrator::analyze_with_models(&args.repo, &args.commit, router.as_ref(), None)
-        .await
-        .map_err(|e| anyhow!(e))?;
+    let analysis =
+        orchestrator::analyze_with_models(&args.repo, &args.commit, router.as_ref(), None)
+            .await
+            .map_err(|e| anyhow!(e))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&analysis)?);
         return Ok(());
     }
     println!("commit   {}", analysis.commit);
-    println!("risk     {} (score {}, decided by {})", analysis.risk.level.as_str(), analysis.risk.score, analysis.decided_by);
+    println!(
+        "risk     {} (score {}, decided by {})",
+        analysis.risk.level.as_str(),
+        analysis.risk.score,
+        analysis.decided_by
+    );
     println!("summary  {}", analysis.summary);
     println!("reasons");
     for reason in &analysis.risk.reasons {
-        println!("  {:>3}  {:<20} {}", reason.score, reason.rule, reason.detail);
+        println!(
+            "  {:>3}  {:<20} {}",
+            reason.score, reason.rule, reason.detail
+        );
     }
     println!("files");
     for file in &analysis.files {
-        let rename = file.file.old_path.as_deref().map(|p| format!(" (from {p})")).unwrap_or_default();
-        let lines = if file.file.binary { "binary".to_string() } else { format!("+{} -{}", file.file.additions, file.file.deletions) };
-        println!("  {:<9} {:<15} {:>12}  {}{rename}", file.file.status, file.category.as_str(), lines, file.file.path);
+        let rename = file
+            .file
+            .old_path
+            .as_deref()
+            .map(|p| format!(" (from {p})"))
+            .unwrap_or_default();
+        let lines = if file.file.binary {
+            "binary".to_string()
+        } else {
+            format!("+{} -{}", file.file.additions, file.file.deletions)
+        };
+        println!(
+            "  {:<9} {:<15} {:>12}  {}{rename}",
+            file.file.status,
+            file.category.as_str(),
+            lines,
+            file.file.path
+        );
     }
     if let Some(models) = &analysis.models {
         println!("models");
@@ -59,6 +83,9 @@ pub async fn analyze(home: Option<PathBuf>, args: &AnalyzeArgs) -> Result<()> {
         }
     }
     let route = &analysis.route;
-    println!("route    tests: {}, build: {}, deploy: {}, monitor: {} min", route.tests, route.build, route.deploy, route.monitor_minutes);
+    println!(
+        "route    tests: {}, build: {}, deploy: {}, monitor: {} min",
+        route.tests, route.build, route.deploy, route.monitor_minutes
+    );
     Ok(())
 }

@@ -67,25 +67,52 @@ pub struct EngineReport {
 
 pub async fn bench(home: Option<PathBuf>, args: &BenchArgs) -> Result<()> {
     match &args.what {
-        BenchTarget::Model { threads, model, json } => {
+        BenchTarget::Model {
+            threads,
+            model,
+            json,
+        } => {
             let path = match model {
                 Some(path) => path.clone(),
                 None => cairn_models::default_model_path()?,
             };
             let threads = *threads;
             eprintln!("benchmarking {} with {threads} threads", path.display());
-            let report = tokio::task::spawn_blocking(move || cairn_models::bench::run(&path, threads)).await??;
+            let report =
+                tokio::task::spawn_blocking(move || cairn_models::bench::run(&path, threads))
+                    .await??;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("model {} ({}), {} threads, loaded in {:.2}s, median of {}", report.model, report.architecture, report.threads, report.load_seconds, report.repetitions);
-                println!("pp512            {:>8.1} tokens/s   (llama.cpp on this machine: ~167)", report.pp512_tokens_per_s);
-                println!("tg128            {:>8.1} tokens/s   (llama.cpp: ~78)", report.tg128_tokens_per_s);
-                println!("tg128 after 512  {:>8.1} tokens/s   (llama.cpp: ~43)", report.tg128_at_512_tokens_per_s);
+                println!(
+                    "model {} ({}), {} threads, loaded in {:.2}s, median of {}",
+                    report.model,
+                    report.architecture,
+                    report.threads,
+                    report.load_seconds,
+                    report.repetitions
+                );
+                println!(
+                    "pp512            {:>8.1} tokens/s   (llama.cpp on this machine: ~167)",
+                    report.pp512_tokens_per_s
+                );
+                println!(
+                    "tg128            {:>8.1} tokens/s   (llama.cpp: ~78)",
+                    report.tg128_tokens_per_s
+                );
+                println!(
+                    "tg128 after 512  {:>8.1} tokens/s   (llama.cpp: ~43)",
+                    report.tg128_at_512_tokens_per_s
+                );
             }
             Ok(())
         }
-        BenchTarget::Engine { steps, concurrency, dir, json } => {
+        BenchTarget::Engine {
+            steps,
+            concurrency,
+            dir,
+            json,
+        } => {
             let settings = Settings::resolve(home, None)?;
             let base = dir.clone().unwrap_or_else(|| settings.home.join("bench"));
             let scratch = base.join(format!("engine-{}", std::process::id()));
@@ -97,16 +124,29 @@ pub async fn bench(home: Option<PathBuf>, args: &BenchArgs) -> Result<()> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("raw SQLite durable commits: {:>9.0} /s (1 row per synchronous=FULL transaction)", report.raw_commits_per_s);
-                println!("wide DAG ({} steps, concurrency {}): {:>9.0} steps/s ({:.2}x raw)", report.steps, report.concurrency, report.wide_steps_per_s, report.wide_vs_raw);
-                println!("deep chain ({} steps):              {:>9.0} steps/s ({:.2}x raw)", report.steps, report.deep_steps_per_s, report.deep_vs_raw);
+                println!(
+                    "raw SQLite durable commits: {:>9.0} /s (1 row per synchronous=FULL transaction)",
+                    report.raw_commits_per_s
+                );
+                println!(
+                    "wide DAG ({} steps, concurrency {}): {:>9.0} steps/s ({:.2}x raw)",
+                    report.steps, report.concurrency, report.wide_steps_per_s, report.wide_vs_raw
+                );
+                println!(
+                    "deep chain ({} steps):              {:>9.0} steps/s ({:.2}x raw)",
+                    report.steps, report.deep_steps_per_s, report.deep_vs_raw
+                );
             }
             Ok(())
         }
     }
 }
 
-async fn engine_bench(dir: &std::path::Path, steps: usize, concurrency: usize) -> Result<EngineReport> {
+async fn engine_bench(
+    dir: &std::path::Path,
+    steps: usize,
+    concurrency: usize,
+) -> Result<EngineReport> {
     let raw = raw_commit_rate(&dir.join("raw.db"), steps)?;
     let wide = dag_rate(dir, "wide", &workflow(steps, concurrency, false)).await?;
     let deep = dag_rate(dir, "deep", &workflow(steps, 1, true)).await?;

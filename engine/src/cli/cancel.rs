@@ -28,7 +28,10 @@ pub async fn cancel(home: Option<PathBuf>, args: &CancelArgs) -> Result<ExitCode
         let state = engine.drive(run.id, None).await?;
         eprintln!("run {} {state}", run.id);
     } else {
-        eprintln!("cancellation of run {} requested; its engine stops it within a second", run.id);
+        eprintln!(
+            "cancellation of run {} requested; its engine stops it within a second",
+            run.id
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

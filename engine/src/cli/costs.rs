@@ -24,13 +24,22 @@ pub fn costs(home: Option<PathBuf>, args: &CostsArgs) -> Result<()> {
         eprintln!("no language-model calls recorded yet");
         return Ok(());
     }
-    println!("{:<10}  {:<22} {:<7} {:>6} {:>6} {:>9} {:>10} {:>10}", "DAY", "TASK", "TIER", "CALLS", "HITS", "TOKENS", "COST", "SAVED");
+    println!(
+        "{:<10}  {:<22} {:<7} {:>6} {:>6} {:>9} {:>10} {:>10}",
+        "DAY", "TASK", "TIER", "CALLS", "HITS", "TOKENS", "COST", "SAVED"
+    );
     let (mut tokens, mut cost, mut saved, mut calls, mut hits) = (0u64, 0i64, 0i64, 0u64, 0u64);
     for row in &rows {
         println!(
             "{:<10}  {:<22} {:<7} {:>6} {:>6} {:>9} {:>10.4} {:>10.4}",
-            row.day, row.task, row.tier, row.calls, row.cache_hits, row.tokens,
-            row.cost_micros as f64 / 1e6, row.saved_micros as f64 / 1e6
+            row.day,
+            row.task,
+            row.tier,
+            row.calls,
+            row.cache_hits,
+            row.tokens,
+            row.cost_micros as f64 / 1e6,
+            row.saved_micros as f64 / 1e6
         );
         tokens += row.tokens;
         cost += row.cost_micros;
@@ -40,7 +49,14 @@ pub fn costs(home: Option<PathBuf>, args: &CostsArgs) -> Result<()> {
     }
     println!(
         "{:<10}  {:<22} {:<7} {:>6} {:>6} {:>9} {:>10.4} {:>10.4}",
-        "total", "", "", calls, hits, tokens, cost as f64 / 1e6, saved as f64 / 1e6
+        "total",
+        "",
+        "",
+        calls,
+        hits,
+        tokens,
+        cost as f64 / 1e6,
+        saved as f64 / 1e6
     );
     Ok(())
 }

@@ -24,7 +24,12 @@ pub struct GraphArgs {
 pub fn graph(args: &GraphArgs) -> ExitCode {
     let registry = Registry::builtin(None);
     let names = registry.names();
-    match pipeline::load_file(&args.file, &LoadOptions { known_agents: &names }) {
+    match pipeline::load_file(
+        &args.file,
+        &LoadOptions {
+            known_agents: &names,
+        },
+    ) {
         Ok(workflow) => {
             let text = match args.format {
                 Format::Mermaid => pipeline::to_mermaid(&workflow),

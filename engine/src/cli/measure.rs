@@ -43,28 +43,49 @@ pub struct MeasureArgs {
 }
 
 pub fn measure(args: &MeasureArgs) -> Result<()> {
-    let name = args.repo.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "repo".into());
-    let scratch = args.scratch.clone().unwrap_or_else(|| std::env::temp_dir().join("cairn-measure").join(name));
+    let name = args
+        .repo
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "repo".into());
+    let scratch = args
+        .scratch
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("cairn-measure").join(name));
     let options = Options {
         repo: args.repo.clone(),
         commits: args.commits,
         command: args.command.clone(),
-        target_dir: args.target_dir.clone().unwrap_or_else(|| scratch.join("target")),
+        target_dir: args
+            .target_dir
+            .clone()
+            .unwrap_or_else(|| scratch.join("target")),
         scratch,
         binary_timeout: Duration::from_secs(args.binary_timeout),
         max_mutants: args.max_mutants,
     };
     let bar = ProgressBar::new(args.commits as u64).with_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_draw_target(ProgressDrawTarget::stderr());
     bar.enable_steady_tick(Duration::from_millis(200));
     let mut current = String::new();
     let report = measure::measure(&options, &mut |progress| match progress {
-        Progress::Commit { index, total, commit, subject } => {
+        Progress::Commit {
+            index,
+            total,
+            commit,
+            subject,
+        } => {
             bar.set_length(total as u64);
             bar.set_position(index as u64);
-            current = format!("{} {}", &commit[..commit.len().min(8)], subject.chars().take(50).collect::<String>());
+            current = format!(
+                "{} {}",
+                &commit[..commit.len().min(8)],
+                subject.chars().take(50).collect::<String>()
+            );
             bar.set_message(current.clone());
         }
         Progress::Step(step) => bar.set_message(format!("{current}: {step}")),
@@ -94,15 +115,31 @@ fn row(commit: &CommitReport) -> String {
     let safety = if let Some(reason) = &commit.skipped {
         format!("skipped: {}", reason.lines().next().unwrap_or(""))
     } else if !commit.revealing.is_empty() {
-        format!("{}/{} kept ({} faults)", commit.revealing.len() - commit.missed.len(), commit.revealing.len(), commit.mutants.len())
+        format!(
+            "{}/{} kept ({} faults)",
+            commit.revealing.len() - commit.missed.len(),
+            commit.revealing.len(),
+            commit.mutants.len()
+        )
     } else {
         commit.safety_skipped.clone().unwrap_or_default()
     };
-    format!("{:<8} {:>9} {:>5} {:>6}s  {:<42} {}", &commit.commit[..commit.commit.len().min(8)], tests, percent(commit.fraction), commit.seconds.round(), commit.subject.chars().take(42).collect::<String>(), safety)
+    format!(
+        "{:<8} {:>9} {:>5} {:>6}s  {:<42} {}",
+        &commit.commit[..commit.commit.len().min(8)],
+        tests,
+        percent(commit.fraction),
+        commit.seconds.round(),
+        commit.subject.chars().take(42).collect::<String>(),
+        safety
+    )
 }
 
 fn print_table(report: &Report) {
-    println!("{:<8} {:>9} {:>5} {:>7}  {:<42} SAFETY (fault-revealing tests kept)", "COMMIT", "SELECTED", "FRAC", "TIME", "SUBJECT");
+    println!(
+        "{:<8} {:>9} {:>5} {:>7}  {:<42} SAFETY (fault-revealing tests kept)",
+        "COMMIT", "SELECTED", "FRAC", "TIME", "SUBJECT"
+    );
     for commit in &report.commits {
         println!("{}", row(commit));
         for missed in &commit.missed {
@@ -112,13 +149,21 @@ fn print_table(report: &Report) {
     let summary = &report.summary;
     println!();
     println!("suite: {}", report.command);
-    println!("commits: {} ({} measured, {} skipped)", summary.commits, summary.measured, summary.skipped);
-    println!("average fraction selected: {}", percent(summary.average_fraction));
+    println!(
+        "commits: {} ({} measured, {} skipped)",
+        summary.commits, summary.measured, summary.skipped
+    );
+    println!(
+        "average fraction selected: {}",
+        percent(summary.average_fraction)
+    );
     println!(
         "fault-revealing tests kept: {}/{} ({}), over {} commits whose faults some test revealed; {} commits' faults revealed by no test",
         summary.kept,
         summary.revealing,
-        summary.kept_percent.map_or_else(|| "-".into(), |p| format!("{p:.1}%")),
+        summary
+            .kept_percent
+            .map_or_else(|| "-".into(), |p| format!("{p:.1}%")),
         summary.mutation_checked,
         summary.no_test_revealed
     );

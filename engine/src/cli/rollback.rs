@@ -20,7 +20,9 @@ pub struct RollbackArgs {
 
 pub async fn rollback(home: Option<PathBuf>, args: &RollbackArgs) -> Result<ExitCode> {
     let store = Settings::resolve(home, None)?.open_store()?;
-    let reports = rollback_run(&store, args.run, &args.reason).await.map_err(|e| anyhow!("{e}"))?;
+    let reports = rollback_run(&store, args.run, &args.reason)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     if reports.is_empty() {
         eprintln!("run {} deployed nothing that can be rolled back", args.run);
         return Ok(ExitCode::from(super::EXIT_RUN_FAILED));

@@ -82,7 +82,9 @@ pub async fn run(home: Option<PathBuf>, args: &RunArgs) -> Result<ExitCode> {
     let settings = Settings::resolve(home, args.concurrency)?;
     let engine = settings.engine()?;
     let file_name = path.display().to_string();
-    let source = std::fs::canonicalize(&path).ok().map(|p| p.display().to_string());
+    let source = std::fs::canonicalize(&path)
+        .ok()
+        .map(|p| p.display().to_string());
     let (run_id, workflow) = match engine.create_run(&text, &file_name, source, context) {
         Ok(created) => created,
         Err(exec::Error::Invalid(error)) => {
@@ -92,7 +94,11 @@ pub async fn run(home: Option<PathBuf>, args: &RunArgs) -> Result<ExitCode> {
         Err(error) => return Err(error.into()),
     };
     println!("{run_id}");
-    eprintln!("run {run_id}: workflow `{}` ({} steps)", workflow.name, workflow.steps.len());
+    eprintln!(
+        "run {run_id}: workflow `{}` ({} steps)",
+        workflow.name,
+        workflow.steps.len()
+    );
     let step_ids = workflow.steps.iter().map(|s| s.id.clone()).collect();
     let state = drive_with_view(&engine, run_id, step_ids, !args.quiet).await?;
     Ok(exit_code(&[state]))
@@ -126,7 +132,12 @@ pub async fn resume(home: Option<PathBuf>, args: &ResumeArgs) -> Result<ExitCode
     let explicit = args.run.is_some();
     for run_id in runs {
         eprintln!("resuming run {run_id}");
-        let steps = engine.store().steps(run_id)?.into_iter().map(|s| s.step_id).collect();
+        let steps = engine
+            .store()
+            .steps(run_id)?
+            .into_iter()
+            .map(|s| s.step_id)
+            .collect();
         match drive_with_view(&engine, run_id, steps, !args.quiet).await {
             Ok(state) => states.push(state),
             // Another engine claimed it since we listed it: it is in good hands.
@@ -171,12 +182,16 @@ async fn drive_with_view(
 /// exit; the runs stay resumable.
 pub fn on_sigterm(abandon: exec::Abandon) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let Ok(mut terms) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let Ok(mut terms) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
             return;
         };
         if terms.recv().await.is_some() {
             let killed = abandon.now();
-            eprintln!("terminated: stopped {killed} step process(es); `cairn resume` continues the run(s)");
+            eprintln!(
+                "terminated: stopped {killed} step process(es); `cairn resume` continues the run(s)"
+            );
             std::process::exit(143);
         }
     })
@@ -185,7 +200,9 @@ pub fn on_sigterm(abandon: exec::Abandon) -> tokio::task::JoinHandle<()> {
 fn is_lease_held(error: &anyhow::Error) -> bool {
     matches!(
         error.downcast_ref::<exec::Error>(),
-        Some(exec::Error::Store(cairn_engine::store::Error::LeaseHeld { .. }))
+        Some(exec::Error::Store(
+            cairn_engine::store::Error::LeaseHeld { .. }
+        ))
     )
 }
 
@@ -203,13 +220,19 @@ pub fn commit_context(repo: &Path, commit: Option<&str>) -> Result<serde_json::V
     let repo = std::fs::canonicalize(repo)
         .with_context(|| format!("no repository at {}", repo.display()))?;
     let revision = commit.unwrap_or("HEAD");
-    let sha = exec::git(&repo, &["rev-parse", "--verify", &format!("{revision}^{{commit}}")])
-        .map_err(|e| anyhow::anyhow!("no commit `{revision}` in {}: {e}", repo.display()))?
-        .trim()
-        .to_string();
-    let branch = exec::git(&repo, &["branch", "--points-at", &sha, "--format=%(refname:short)"])
-        .ok()
-        .and_then(|out| out.lines().next().map(str::to_string));
+    let sha = exec::git(
+        &repo,
+        &["rev-parse", "--verify", &format!("{revision}^{{commit}}")],
+    )
+    .map_err(|e| anyhow::anyhow!("no commit `{revision}` in {}: {e}", repo.display()))?
+    .trim()
+    .to_string();
+    let branch = exec::git(
+        &repo,
+        &["branch", "--points-at", &sha, "--format=%(refname:short)"],
+    )
+    .ok()
+    .and_then(|out| out.lines().next().map(str::to_string));
     Ok(json!({
         "trigger": "manual",
         "repo": repo.display().to_string(),

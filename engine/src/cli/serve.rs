@@ -38,7 +38,11 @@ pub async fn serve(home: Option<PathBuf>, args: &ServeArgs) -> Result<ExitCode> 
     let engine = Arc::new(settings.engine()?);
     let names = engine.agent_names();
     let mut files = Vec::new();
-    let roots = if args.workflows.is_empty() { vec![PathBuf::from("workflows")] } else { args.workflows.clone() };
+    let roots = if args.workflows.is_empty() {
+        vec![PathBuf::from("workflows")]
+    } else {
+        args.workflows.clone()
+    };
     for root in roots {
         if root.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(&root)
@@ -58,7 +62,12 @@ pub async fn serve(home: Option<PathBuf>, args: &ServeArgs) -> Result<ExitCode> 
     for file in &files {
         match Watch::load(file, &names) {
             Ok(Some(watch)) => {
-                eprintln!("watching {} for `{}` ({})", describe(&watch), watch.name, file.display());
+                eprintln!(
+                    "watching {} for `{}` ({})",
+                    describe(&watch),
+                    watch.name,
+                    file.display()
+                );
                 watches.push(watch);
             }
             Ok(None) => eprintln!("{}: no trigger, not watched", file.display()),
@@ -72,7 +81,13 @@ pub async fn serve(home: Option<PathBuf>, args: &ServeArgs) -> Result<ExitCode> 
         return Ok(ExitCode::from(EXIT_INVALID));
     }
     let (observer, events) = mpsc::unbounded_channel::<RunEvent>();
-    let view = tokio::spawn(watch(events, Vec::new(), ViewOptions { show_logs: !args.quiet }));
+    let view = tokio::spawn(watch(
+        events,
+        Vec::new(),
+        ViewOptions {
+            show_logs: !args.quiet,
+        },
+    ));
     let options = ServeOptions {
         mirrors: settings.home.join("mirrors"),
         max_runs: args.max_runs,
@@ -86,13 +101,20 @@ pub async fn serve(home: Option<PathBuf>, args: &ServeArgs) -> Result<ExitCode> 
         eprintln!("repository {url} could not be polled: {error}");
     }
     let ok = report.failed_repositories.is_empty()
-        && report.states.iter().all(|(_, state)| *state == RunState::Succeeded);
+        && report
+            .states
+            .iter()
+            .all(|(_, state)| *state == RunState::Succeeded);
     eprintln!(
         "resumed {} run(s), started {} run(s)",
         report.resumed.len(),
         report.started.len()
     );
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUN_FAILED) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUN_FAILED)
+    })
 }
 
 fn describe(watch: &Watch) -> String {
@@ -101,7 +123,11 @@ fn describe(watch: &Watch) -> String {
         .repositories
         .iter()
         .map(|r| {
-            if r.branches.is_empty() { r.url.clone() } else { format!("{} [{}]", r.url, r.branches.join(", ")) }
+            if r.branches.is_empty() {
+                r.url.clone()
+            } else {
+                format!("{} [{}]", r.url, r.branches.join(", "))
+            }
         })
         .collect();
     let schedule = watch.trigger.schedule.as_deref().unwrap_or("no schedule");

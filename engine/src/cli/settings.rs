@@ -35,7 +35,9 @@ impl Settings {
 
     /// `CAIRN_CONFIG`, else `$CAIRN_HOME/cairn.yaml` (absent: the defaults, local only).
     pub fn config_path(&self) -> PathBuf {
-        std::env::var_os("CAIRN_CONFIG").map(PathBuf::from).unwrap_or_else(|| self.home.join("cairn.yaml"))
+        std::env::var_os("CAIRN_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.home.join("cairn.yaml"))
     }
 
     pub fn open_store(&self) -> Result<Store> {

@@ -44,7 +44,11 @@ pub fn liveness(run: &RunRecord) -> Option<String> {
 }
 
 fn shown_state(run: &RunRecord) -> String {
-    if liveness(run).is_some() { "interrupted".into() } else { run.state.to_string() }
+    if liveness(run).is_some() {
+        "interrupted".into()
+    } else {
+        run.state.to_string()
+    }
 }
 
 fn duration(start: i64, end: Option<i64>) -> String {
@@ -83,9 +87,16 @@ fn runs(store: &Store, limit: usize, as_json: bool) -> Result<()> {
         eprintln!("no runs yet");
         return Ok(());
     }
-    println!("{:>5}  {:<20} {:<12} {:>8}  {}", "RUN", "WORKFLOW", "STATE", "TIME", "COMMIT");
+    println!(
+        "{:>5}  {:<20} {:<12} {:>8}  {}",
+        "RUN", "WORKFLOW", "STATE", "TIME", "COMMIT"
+    );
     for run in &runs {
-        let commit = run.context.get("commit").and_then(|c| c.as_str()).unwrap_or("-");
+        let commit = run
+            .context
+            .get("commit")
+            .and_then(|c| c.as_str())
+            .unwrap_or("-");
         println!(
             "{:>5}  {:<20} {:<12} {:>8}  {}",
             run.id,
@@ -128,7 +139,11 @@ fn show_run(store: &Store, run_id: i64, as_json: bool) -> Result<()> {
         println!("  {reason}");
     }
     if let Some(commit) = run.context.get("commit").and_then(|c| c.as_str()) {
-        let repo = run.context.get("repo").and_then(|c| c.as_str()).unwrap_or("?");
+        let repo = run
+            .context
+            .get("repo")
+            .and_then(|c| c.as_str())
+            .unwrap_or("?");
         println!("  commit {commit} in {repo}");
     }
     println!("  definition sha256 {}", &run.definition_sha256[..16]);
@@ -139,10 +154,26 @@ fn show_run(store: &Store, run_id: i64, as_json: bool) -> Result<()> {
 }
 
 fn step_line(step: &StepRecord) -> String {
-    let took = step.started_at.map(|s| duration(s, step.finished_at)).unwrap_or_default();
-    let attempts = if step.attempts > 1 { format!(" ({} attempts)", step.attempts) } else { String::new() };
-    let error = step.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
-    format!("{:<20} {:<14} {:>8}{attempts}{error}", step.step_id, step.state.as_str(), took)
+    let took = step
+        .started_at
+        .map(|s| duration(s, step.finished_at))
+        .unwrap_or_default();
+    let attempts = if step.attempts > 1 {
+        format!(" ({} attempts)", step.attempts)
+    } else {
+        String::new()
+    };
+    let error = step
+        .error
+        .as_deref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    format!(
+        "{:<20} {:<14} {:>8}{attempts}{error}",
+        step.step_id,
+        step.state.as_str(),
+        took
+    )
 }
 
 fn repositories(store: &Store) -> Result<()> {

@@ -45,7 +45,9 @@ pub enum TestsCommand {
 pub fn tests(home: Option<PathBuf>, args: &TestsArgs) -> Result<()> {
     let (repo, as_json) = match &args.what {
         TestsCommand::Flaky { repo, json } => (repo, json),
-        TestsCommand::Proposals { repo, limit, json } => return proposals(home, repo.as_deref(), *limit, *json),
+        TestsCommand::Proposals { repo, limit, json } => {
+            return proposals(home, repo.as_deref(), *limit, *json);
+        }
         TestsCommand::Measure(measure) => return super::measure::measure(measure),
     };
     let store = Settings::resolve(home, None)?.open_store()?;
@@ -63,7 +65,12 @@ pub fn tests(home: Option<PathBuf>, args: &TestsArgs) -> Result<()> {
             "passes_in_row": quarantine.map(|q| q.passes_in_row),
         }));
     }
-    rows.sort_by(|a, b| b["score"].as_f64().partial_cmp(&a["score"].as_f64()).unwrap_or(std::cmp::Ordering::Equal));
+    rows.sort_by(|a, b| {
+        b["score"]
+            .as_f64()
+            .partial_cmp(&a["score"].as_f64())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     if *as_json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -72,10 +79,24 @@ pub fn tests(home: Option<PathBuf>, args: &TestsArgs) -> Result<()> {
         eprintln!("no test has failed or flaked yet");
         return Ok(());
     }
-    println!("{:>6} {:>5} {:>6}  {:<12} TEST", "SCORE", "RUNS", "FLAKY", "STATE");
+    println!(
+        "{:>6} {:>5} {:>6}  {:<12} TEST",
+        "SCORE", "RUNS", "FLAKY", "STATE"
+    );
     for row in &rows {
-        let state = if row["quarantined"] == true { format!("quarantined ({} ok)", row["passes_in_row"]) } else { "active".into() };
-        println!("{:>6.2} {:>5} {:>6}  {:<12} {}", row["score"].as_f64().unwrap_or(0.0), row["runs"], row["flaky_runs"], state, row["test"].as_str().unwrap_or(""));
+        let state = if row["quarantined"] == true {
+            format!("quarantined ({} ok)", row["passes_in_row"])
+        } else {
+            "active".into()
+        };
+        println!(
+            "{:>6.2} {:>5} {:>6}  {:<12} {}",
+            row["score"].as_f64().unwrap_or(0.0),
+            row["runs"],
+            row["flaky_runs"],
+            state,
+            row["test"].as_str().unwrap_or("")
+        );
     }
     Ok(())
 }
@@ -91,10 +112,16 @@ fn proposals(home: Option<PathBuf>, repo: Option<&str>, limit: usize, as_json: b
         eprintln!("no test has been proposed yet (with: generate: true on a test_agent step)");
         return Ok(());
     }
-    println!("{:>5} {:<12} {:<9} {:<17} {:<7} FUNCTION", "RUN", "COMMIT", "STATUS", "REASON", "TIER");
+    println!(
+        "{:>5} {:<12} {:<9} {:<17} {:<7} FUNCTION",
+        "RUN", "COMMIT", "STATUS", "REASON", "TIER"
+    );
     for row in &rows {
         let commit = &row.commit_id[..row.commit_id.len().min(12)];
-        println!("{:>5} {:<12} {:<9} {:<17} {:<7} {} ({})", row.run_id, commit, row.status, row.reason, row.tier, row.function, row.source_path);
+        println!(
+            "{:>5} {:<12} {:<9} {:<17} {:<7} {} ({})",
+            row.run_id, commit, row.status, row.reason, row.tier, row.function, row.source_path
+        );
         if let Some(first) = row.detail.lines().find(|l| !l.trim().is_empty()) {
             println!("{:>5} {first}", "");
         }

@@ -18,7 +18,9 @@ pub struct ValidateArgs {
 pub fn validate(args: &ValidateArgs) -> ExitCode {
     let registry = Registry::builtin(None);
     let names = registry.names();
-    let options = LoadOptions { known_agents: &names };
+    let options = LoadOptions {
+        known_agents: &names,
+    };
     let mut ok = true;
     for file in &args.files {
         match pipeline::load_file(file, &options) {
@@ -34,5 +36,9 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
             }
         }
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INVALID)
+    }
 }

@@ -49,14 +49,25 @@ pub async fn watch(
         match event {
             RunEvent::Log(line) if options.show_logs => {
                 if bars.is_empty() {
-                    print(format!("run {} {} | {}", line.run_id, line.step_id, line.line));
+                    print(format!(
+                        "run {} {} | {}",
+                        line.run_id, line.step_id, line.line
+                    ));
                 } else {
                     print(format!("{:>width$} | {}", line.step_id, line.line));
                 }
             }
             RunEvent::Log(_) => {}
-            RunEvent::Step { run_id, step_id, state, attempt, detail } => {
-                let attempt_text = attempt.map(|a| format!(" (attempt {a})")).unwrap_or_default();
+            RunEvent::Step {
+                run_id,
+                step_id,
+                state,
+                attempt,
+                detail,
+            } => {
+                let attempt_text = attempt
+                    .map(|a| format!(" (attempt {a})"))
+                    .unwrap_or_default();
                 let detail_text = detail.map(|d| format!(": {d}")).unwrap_or_default();
                 if let Some((bar, started)) = bars.get_mut(&step_id) {
                     match state {
@@ -69,19 +80,34 @@ pub async fn watch(
                         StepState::WaitingRetry => {
                             bar.disable_steady_tick();
                             bar.set_style(style("{prefix} {msg}"));
-                            bar.set_message(format!("{} waiting to retry{detail_text}", mark(state)));
+                            bar.set_message(format!(
+                                "{} waiting to retry{detail_text}",
+                                mark(state)
+                            ));
                         }
                         _ => {
-                            let took = started.map(|s| format!(" in {:.1}s", s.elapsed().as_secs_f64())).unwrap_or_default();
+                            let took = started
+                                .map(|s| format!(" in {:.1}s", s.elapsed().as_secs_f64()))
+                                .unwrap_or_default();
                             bar.set_style(style("{prefix} {msg}"));
-                            bar.finish_with_message(format!("{} {}{took}{detail_text}", mark(state), state));
+                            bar.finish_with_message(format!(
+                                "{} {}{took}{detail_text}",
+                                mark(state),
+                                state
+                            ));
                         }
                     }
                 } else {
-                    print(format!("run {run_id} {step_id}: {state}{attempt_text}{detail_text}"));
+                    print(format!(
+                        "run {run_id} {step_id}: {state}{attempt_text}{detail_text}"
+                    ));
                 }
             }
-            RunEvent::Finished { run_id, state, reason } => {
+            RunEvent::Finished {
+                run_id,
+                state,
+                reason,
+            } => {
                 let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
                 print(format!("run {run_id} {}{reason}", finished_word(state)));
             }

@@ -36,7 +36,9 @@ pub struct AgentError {
 
 impl AgentError {
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into() }
+        Self {
+            message: message.into(),
+        }
     }
 }
 

@@ -84,7 +84,11 @@ pub struct Abandon {
 
 impl Abandon {
     pub fn now(&self) -> usize {
-        let runs: Vec<i64> = self.active.lock().map(|set| set.iter().copied().collect()).unwrap_or_default();
+        let runs: Vec<i64> = self
+            .active
+            .lock()
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
         runs.iter()
             .map(|run_id| kill_token_prefix(&format!("{}/{run_id}/", self.token_prefix)).len())
             .sum()
@@ -106,7 +110,10 @@ impl Engine {
     }
 
     pub fn abandon_handle(&self) -> Abandon {
-        Abandon { token_prefix: self.token_prefix.clone(), active: self.active.clone() }
+        Abandon {
+            token_prefix: self.token_prefix.clone(),
+            active: self.active.clone(),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -144,7 +151,13 @@ impl Engine {
         context: Value,
     ) -> Result<(NewRun, Workflow)> {
         let names = self.agents.names();
-        let workflow = pipeline::load_str(file_name, definition, &LoadOptions { known_agents: &names })?;
+        let workflow = pipeline::load_str(
+            file_name,
+            definition,
+            &LoadOptions {
+                known_agents: &names,
+            },
+        )?;
         let new = NewRun {
             workflow: workflow.name.clone(),
             source_path,
@@ -201,7 +214,9 @@ impl Engine {
         let workflow = pipeline::load_str(
             &format!("run {run_id} ({})", run.workflow),
             &run.definition,
-            &LoadOptions { known_agents: &names },
+            &LoadOptions {
+                known_agents: &names,
+            },
         )
         .map_err(|source| Error::StoredDefinition { run_id, source })?;
         let records = self.store.steps(run_id)?;
@@ -229,15 +244,14 @@ impl Engine {
 
         let context = run.context.clone();
         let work_dir = self.settings.work_dir.clone();
-        let workspace = tokio::task::spawn_blocking(move || {
-            Workspace::prepare(&work_dir, run_id, &context)
-        })
-        .await
-        .map_err(|e| Error::Workspace {
-            run_id,
-            message: e.to_string(),
-        })?
-        .map_err(|message| Error::Workspace { run_id, message })?;
+        let workspace =
+            tokio::task::spawn_blocking(move || Workspace::prepare(&work_dir, run_id, &context))
+                .await
+                .map_err(|e| Error::Workspace {
+                    run_id,
+                    message: e.to_string(),
+                })?
+                .map_err(|message| Error::Workspace { run_id, message })?;
         let workspace = Arc::new(workspace);
 
         let echo = observer.as_ref().map(|observer| {
@@ -259,7 +273,8 @@ impl Engine {
 
         let final_state = loop {
             let now = now_ms();
-            if !machine.is_cancelling() && now - last_cancel_poll >= CANCEL_POLL.as_millis() as i64 {
+            if !machine.is_cancelling() && now - last_cancel_poll >= CANCEL_POLL.as_millis() as i64
+            {
                 last_cancel_poll = now;
                 if self.store.cancel_requested(run_id)? {
                     machine.cancel();
@@ -274,11 +289,15 @@ impl Engine {
             let mut effects = Effects::default();
             arrived.extend(std::iter::from_fn(|| done_receiver.try_recv().ok()));
             for (index, attempt, outcome) in arrived.drain(..) {
-                merge(&mut effects, machine.record_outcome(index, attempt, outcome, now, rand::random()));
+                merge(
+                    &mut effects,
+                    machine.record_outcome(index, attempt, outcome, now, rand::random()),
+                );
             }
             merge(&mut effects, machine.plan(now));
             if !effects.writes.is_empty() {
-                self.store.write(|txn| apply(txn, run_id, &owner, &effects.writes))?;
+                self.store
+                    .write(|txn| apply(txn, run_id, &owner, &effects.writes))?;
                 notify(&observer, run_id, &effects.writes);
             }
             for (index, attempt) in effects.spawns {
@@ -297,7 +316,8 @@ impl Engine {
                 let done = done_sender.clone();
                 let cancel = cancel_receiver.clone();
                 tokio::spawn(async move {
-                    let outcome = run_attempt(&step, attempt_context, agents.as_ref(), sink, cancel).await;
+                    let outcome =
+                        run_attempt(&step, attempt_context, agents.as_ref(), sink, cancel).await;
                     let _ = done.send((index, attempt, outcome));
                 });
             }
@@ -374,7 +394,12 @@ fn merge(into: &mut Effects, from: Effects) {
     into.finished = into.finished.or(from.finished);
 }
 
-fn apply(txn: &WriteTxn<'_>, run_id: i64, owner: &str, writes: &[Write]) -> crate::store::Result<()> {
+fn apply(
+    txn: &WriteTxn<'_>,
+    run_id: i64,
+    owner: &str,
+    writes: &[Write],
+) -> crate::store::Result<()> {
     for write in writes {
         match write {
             Write::Step(change) => txn.transition_step(change)?,
@@ -397,7 +422,9 @@ fn apply(txn: &WriteTxn<'_>, run_id: i64, owner: &str, writes: &[Write]) -> crat
                 *exit_code,
                 error.as_deref(),
             )?,
-            Write::FinishRun { state, reason } => txn.finish_run(run_id, *state, reason.as_deref())?,
+            Write::FinishRun { state, reason } => {
+                txn.finish_run(run_id, *state, reason.as_deref())?
+            }
         }
     }
     Ok(())
@@ -460,7 +487,10 @@ async fn run_attempt(
                 ("CAIRN_ATTEMPT".into(), attempt.attempt.to_string()),
                 ("CAIRN_IDEMPOTENCY_KEY".into(), idempotency_key),
                 ("CAIRN_CONTEXT".into(), attempt.context.to_string()),
-                ("CAIRN_WORKSPACE".into(), attempt.workspace.cwd.display().to_string()),
+                (
+                    "CAIRN_WORKSPACE".into(),
+                    attempt.workspace.cwd.display().to_string(),
+                ),
                 (TOKEN_VARIABLE.into(), attempt.token.clone()),
             ]);
             for key in ["repo", "commit", "branch", "risk"] {

@@ -6,9 +6,7 @@ pub enum Error {
     Store(#[from] crate::store::Error),
     #[error("the workflow is not valid:\n{0}")]
     Invalid(#[from] crate::pipeline::Error),
-    #[error(
-        "run {run_id}'s stored definition no longer loads with this build of Cairn:\n{source}"
-    )]
+    #[error("run {run_id}'s stored definition no longer loads with this build of Cairn:\n{source}")]
     StoredDefinition {
         run_id: i64,
         #[source]

@@ -65,8 +65,7 @@ impl LogWriter {
                 }
                 let lines = std::mem::take(&mut batch);
                 let store = store.clone();
-                let written =
-                    tokio::task::spawn_blocking(move || store.append_logs(&lines)).await;
+                let written = tokio::task::spawn_blocking(move || store.append_logs(&lines)).await;
                 if let Ok(Err(error)) = written {
                     tracing::warn!(%error, "failed to store step log lines");
                 }

@@ -14,7 +14,9 @@ use crate::store::{RunState, StepRecord, StepState, StepTransition};
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Succeeded { outputs: Value },
+    Succeeded {
+        outputs: Value,
+    },
     Failed {
         class: FailureClass,
         exit_code: Option<i32>,
@@ -27,7 +29,10 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     Step(StepTransition),
-    StartAttempt { step_id: String, attempt: u32 },
+    StartAttempt {
+        step_id: String,
+        attempt: u32,
+    },
     FinishAttempt {
         step_id: String,
         attempt: u32,
@@ -36,7 +41,10 @@ pub enum Write {
         exit_code: Option<i32>,
         error: Option<String>,
     },
-    FinishRun { state: RunState, reason: Option<String> },
+    FinishRun {
+        state: RunState,
+        reason: Option<String>,
+    },
 }
 
 /// What the driver must do after a call into the machine.
@@ -120,7 +128,9 @@ impl<'w> RunMachine<'w> {
             run_id,
             workflow,
             order: dag.topological_order(),
-            dependencies: (0..workflow.steps.len()).map(|i| dag.dependencies(i)).collect(),
+            dependencies: (0..workflow.steps.len())
+                .map(|i| dag.dependencies(i))
+                .collect(),
             steps,
             base_context,
             concurrency: concurrency.max(1),
@@ -236,18 +246,36 @@ impl<'w> RunMachine<'w> {
         change.attempt = Some(attempt);
         match outcome {
             Outcome::Succeeded { outputs } => {
-                effects.writes.push(finish_attempt(&step_id, attempt, "succeeded", None, None, None));
+                effects.writes.push(finish_attempt(
+                    &step_id,
+                    attempt,
+                    "succeeded",
+                    None,
+                    None,
+                    None,
+                ));
                 view.state = StepState::Succeeded;
                 view.outputs = Some(outputs.clone());
                 change.outputs = Some(outputs);
             }
             Outcome::Cancelled => {
-                effects.writes.push(finish_attempt(&step_id, attempt, "cancelled", None, None, None));
+                effects.writes.push(finish_attempt(
+                    &step_id,
+                    attempt,
+                    "cancelled",
+                    None,
+                    None,
+                    None,
+                ));
                 view.state = StepState::Cancelled;
                 change.to = StepState::Cancelled;
                 change.detail = json!({ "reason": "run cancelled" });
             }
-            Outcome::Failed { class, exit_code, message } => {
+            Outcome::Failed {
+                class,
+                exit_code,
+                message,
+            } => {
                 view.failures += 1;
                 effects.writes.push(finish_attempt(
                     &step_id,
@@ -292,7 +320,10 @@ impl<'w> RunMachine<'w> {
             let reason = if self.cancelling {
                 "run cancelled".to_string()
             } else {
-                format!("run aborted: {}", self.abort_reason.as_deref().unwrap_or(""))
+                format!(
+                    "run aborted: {}",
+                    self.abort_reason.as_deref().unwrap_or("")
+                )
             };
             for index in 0..self.steps.len() {
                 let view = &self.steps[index];
@@ -385,12 +416,15 @@ impl<'w> RunMachine<'w> {
         change.lease = Some(self.lease.clone());
         change.detail = json!({ "resumed": resumed });
         effects.writes.push(Write::Step(change));
-        effects.writes.push(Write::StartAttempt { step_id, attempt });
+        effects
+            .writes
+            .push(Write::StartAttempt { step_id, attempt });
         effects.spawns.push((index, attempt));
     }
 
     fn settle(&mut self, index: usize, to: StepState, reason: &str, effects: &mut Effects) {
-        let mut change = StepTransition::new(self.run_id, self.workflow.steps[index].id.clone(), to);
+        let mut change =
+            StepTransition::new(self.run_id, self.workflow.steps[index].id.clone(), to);
         change.detail = json!({ "reason": reason });
         self.steps[index].state = to;
         effects.writes.push(Write::Step(change));
@@ -413,7 +447,11 @@ impl<'w> RunMachine<'w> {
                 _ => waiting = true,
             }
         }
-        if waiting { Readiness::Waiting } else { Readiness::Ready }
+        if waiting {
+            Readiness::Waiting
+        } else {
+            Readiness::Ready
+        }
     }
 }
 

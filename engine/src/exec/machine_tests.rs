@@ -6,16 +6,34 @@ use super::*;
 use crate::pipeline::{LoadOptions, load_str};
 
 fn workflow(text: &str) -> Workflow {
-    load_str("test.yaml", text, &LoadOptions { known_agents: &["noop", "orchestrator"] })
-        .expect("test workflow is valid")
+    load_str(
+        "test.yaml",
+        text,
+        &LoadOptions {
+            known_agents: &["noop", "orchestrator"],
+        },
+    )
+    .expect("test workflow is valid")
 }
 
 fn machine<'w>(workflow: &'w Workflow, concurrency: usize) -> RunMachine<'w> {
-    RunMachine::new(1, workflow, &[], &[], json!({}), concurrency, ("me".into(), 0))
+    RunMachine::new(
+        1,
+        workflow,
+        &[],
+        &[],
+        json!({}),
+        concurrency,
+        ("me".into(), 0),
+    )
 }
 
 fn started(effects: &Effects, workflow: &Workflow) -> Vec<String> {
-    effects.spawns.iter().map(|(i, _)| workflow.steps[*i].id.clone()).collect()
+    effects
+        .spawns
+        .iter()
+        .map(|(i, _)| workflow.steps[*i].id.clone())
+        .collect()
 }
 
 fn ok() -> Outcome {
@@ -23,7 +41,11 @@ fn ok() -> Outcome {
 }
 
 fn fail() -> Outcome {
-    Outcome::Failed { class: FailureClass::ExitCode, exit_code: Some(1), message: "exited with status 1".into() }
+    Outcome::Failed {
+        class: FailureClass::ExitCode,
+        exit_code: Some(1),
+        message: "exited with status 1".into(),
+    }
 }
 
 const DIAMOND: &str = "
@@ -60,7 +82,9 @@ fn a_diamond_runs_in_dependency_order_and_finishes() {
 
 #[test]
 fn the_concurrency_limit_holds() {
-    let wf = workflow("name: wide\nsteps:\n  - {id: a, run: x}\n  - {id: b, run: x}\n  - {id: c, run: x}\n");
+    let wf = workflow(
+        "name: wide\nsteps:\n  - {id: a, run: x}\n  - {id: b, run: x}\n  - {id: c, run: x}\n",
+    );
     let mut m = machine(&wf, 2);
     assert_eq!(started(&m.plan(0), &wf), ["a", "b"]);
     m.record_outcome(0, 1, ok(), 0, 0.5);
@@ -74,7 +98,15 @@ fn a_false_condition_skips_and_the_dependant_still_runs() {
     );
     let mut m = machine(&wf, 4);
     m.plan(0);
-    m.record_outcome(0, 1, Outcome::Succeeded { outputs: json!({"risk": "low"}) }, 0, 0.5);
+    m.record_outcome(
+        0,
+        1,
+        Outcome::Succeeded {
+            outputs: json!({"risk": "low"}),
+        },
+        0,
+        0.5,
+    );
     let effects = m.plan(0);
     assert_eq!(m.state(1), StepState::Skipped);
     assert_eq!(started(&effects, &wf), ["build"]);
@@ -85,14 +117,33 @@ fn outputs_of_ancestors_reach_the_context() {
     let wf = workflow(DIAMOND);
     let mut m = machine(&wf, 4);
     m.plan(0);
-    m.record_outcome(0, 1, Outcome::Succeeded { outputs: json!({"risk": "high"}) }, 0, 0.5);
+    m.record_outcome(
+        0,
+        1,
+        Outcome::Succeeded {
+            outputs: json!({"risk": "high"}),
+        },
+        0,
+        0.5,
+    );
     m.plan(0);
-    m.record_outcome(1, 1, Outcome::Succeeded { outputs: json!({"image": "app:1"}) }, 0, 0.5);
+    m.record_outcome(
+        1,
+        1,
+        Outcome::Succeeded {
+            outputs: json!({"image": "app:1"}),
+        },
+        0,
+        0.5,
+    );
     m.record_outcome(2, 1, ok(), 0, 0.5);
     let context = m.context_for(3);
     assert_eq!(context["risk"], "high", "grand-parent outputs are merged");
     assert_eq!(context["steps"]["b"]["outputs"]["image"], "app:1");
-    assert!(context["steps"].get("a").is_none(), "steps.* lists direct dependencies only");
+    assert!(
+        context["steps"].get("a").is_none(),
+        "steps.* lists direct dependencies only"
+    );
 }
 
 #[test]
@@ -101,7 +152,11 @@ fn a_failure_aborts_the_run_and_cancels_what_has_not_started() {
     let mut m = machine(&wf, 1);
     m.plan(0);
     m.record_outcome(0, 1, ok(), 0, 0.5);
-    assert_eq!(started(&m.plan(0), &wf), ["b"], "concurrency 1 holds c back");
+    assert_eq!(
+        started(&m.plan(0), &wf),
+        ["b"],
+        "concurrency 1 holds c back"
+    );
     m.record_outcome(1, 1, fail(), 0, 0.5);
     let effects = m.plan(0);
     assert_eq!(m.state(2), StepState::Cancelled);
@@ -111,7 +166,9 @@ fn a_failure_aborts_the_run_and_cancels_what_has_not_started() {
 
 #[test]
 fn on_failure_continue_keeps_the_run_going() {
-    let wf = workflow("name: c\nsteps:\n  - {id: lint, run: x, on_failure: continue}\n  - {id: build, depends_on: lint, run: x}\n");
+    let wf = workflow(
+        "name: c\nsteps:\n  - {id: lint, run: x, on_failure: continue}\n  - {id: build, depends_on: lint, run: x}\n",
+    );
     let mut m = machine(&wf, 2);
     m.plan(0);
     m.record_outcome(0, 1, fail(), 0, 0.5);
@@ -122,7 +179,8 @@ fn on_failure_continue_keeps_the_run_going() {
 
 #[test]
 fn retries_wait_for_their_backoff() {
-    let wf = workflow("name: r\nsteps:\n  - {id: flaky, run: x, retries: {count: 1, backoff: 2s}}\n");
+    let wf =
+        workflow("name: r\nsteps:\n  - {id: flaky, run: x, retries: {count: 1, backoff: 2s}}\n");
     let mut m = machine(&wf, 1);
     m.plan(0);
     m.record_outcome(0, 1, fail(), 1_000, 0.5);
@@ -160,8 +218,15 @@ fn interrupted_steps_are_attempted_again_and_completed_ones_are_not() {
     let mut m = RunMachine::new(1, &wf, &records, &[0; 4], json!({}), 4, ("me".into(), 0));
     assert_eq!(m.interrupted(), vec![(1, 1)]);
     let effects = m.plan(0);
-    assert_eq!(effects.spawns, vec![(1, 2), (2, 1)], "b gets attempt 2, a is not re-run");
-    let resumed = effects.writes.iter().any(|w| matches!(w, Write::Step(t) if t.step_id == "b" && t.detail["resumed"] == true));
+    assert_eq!(
+        effects.spawns,
+        vec![(1, 2), (2, 1)],
+        "b gets attempt 2, a is not re-run"
+    );
+    let resumed = effects
+        .writes
+        .iter()
+        .any(|w| matches!(w, Write::Step(t) if t.step_id == "b" && t.detail["resumed"] == true));
     assert!(resumed);
 }
 

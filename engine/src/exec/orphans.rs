@@ -29,7 +29,11 @@ fn kill_where(matches: impl Fn(&[u8]) -> bool) -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut killed = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         if pid == me {
@@ -38,7 +42,9 @@ fn kill_where(matches: impl Fn(&[u8]) -> bool) -> Vec<i32> {
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
-        if environ.split(|b| *b == 0).any(&matches) && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+        if environ.split(|b| *b == 0).any(&matches)
+            && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+        {
             killed.push(pid);
         }
     }

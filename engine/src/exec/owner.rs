@@ -72,6 +72,9 @@ mod tests {
         assert!(owner_alive(me.as_str()));
         let ghost = format!("{}:{}:1", hostname(), u32::MAX - 7);
         assert!(!owner_alive(&ghost));
-        assert!(owner_alive("elsewhere:1:1"), "other hosts are presumed alive");
+        assert!(
+            owner_alive("elsewhere:1:1"),
+            "other hosts are presumed alive"
+        );
     }
 }

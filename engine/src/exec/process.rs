@@ -61,8 +61,14 @@ pub async fn run_command(
     };
     let group = child.id().map(|pid| Pid::from_raw(pid as i32));
     let readers = [
-        child.stdout.take().map(|out| pump(out, "stdout", logs.clone())),
-        child.stderr.take().map(|err| pump(err, "stderr", logs.clone())),
+        child
+            .stdout
+            .take()
+            .map(|out| pump(out, "stdout", logs.clone())),
+        child
+            .stderr
+            .take()
+            .map(|err| pump(err, "stderr", logs.clone())),
     ];
     let deadline = deadline(spec.timeout);
     let cancelled = cancelled(&mut cancel);
@@ -82,7 +88,10 @@ pub async fn run_command(
                 return Outcome::Cancelled;
             }
             let timeout = spec.timeout.unwrap_or_default();
-            logs.line("engine", format!("timed out after {timeout:?}; process group killed"));
+            logs.line(
+                "engine",
+                format!("timed out after {timeout:?}; process group killed"),
+            );
             return Outcome::Failed {
                 class: FailureClass::Timeout,
                 exit_code: None,

@@ -54,7 +54,10 @@ pub fn next_retry(
         return None;
     }
     let exponent = failures.saturating_sub(1).min(20);
-    let base = policy.backoff.saturating_mul(1 << exponent).min(policy.max_backoff);
+    let base = policy
+        .backoff
+        .saturating_mul(1 << exponent)
+        .min(policy.max_backoff);
     // Up to ±25% so that steps failing together do not retry in lockstep.
     Some(base.mul_f64(1.0 + (jitter.clamp(0.0, 1.0) - 0.5) * 0.5))
 }
@@ -74,12 +77,21 @@ mod tests {
     #[test]
     fn a_script_failure_is_only_retried_when_asked() {
         let none = policy(None);
-        assert_eq!(next_retry(&none, OnFailure::Abort, FailureClass::ExitCode, 1, 0.5), None);
+        assert_eq!(
+            next_retry(&none, OnFailure::Abort, FailureClass::ExitCode, 1, 0.5),
+            None
+        );
         assert!(next_retry(&none, OnFailure::Retry, FailureClass::ExitCode, 1, 0.5).is_some());
-        assert_eq!(next_retry(&none, OnFailure::Retry, FailureClass::ExitCode, 2, 0.5), None);
+        assert_eq!(
+            next_retry(&none, OnFailure::Retry, FailureClass::ExitCode, 2, 0.5),
+            None
+        );
         let two = policy(Some(2));
         assert!(next_retry(&two, OnFailure::Abort, FailureClass::ExitCode, 2, 0.5).is_some());
-        assert_eq!(next_retry(&two, OnFailure::Abort, FailureClass::ExitCode, 3, 0.5), None);
+        assert_eq!(
+            next_retry(&two, OnFailure::Abort, FailureClass::ExitCode, 3, 0.5),
+            None
+        );
     }
 
     #[test]

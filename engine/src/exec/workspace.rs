@@ -45,20 +45,41 @@ fn checkout(repo: &str, commit: &str, dir: &Path) -> Result<(), String> {
     // place: its orphaned `git` may still be writing into it, and deleting a directory that is
     // being filled fails with "directory not empty".
     let parent = dir.parent().unwrap_or(dir);
-    let name = dir.file_name().map_or_else(|| "src".into(), |n| n.to_string_lossy().into_owned());
+    let name = dir
+        .file_name()
+        .map_or_else(|| "src".into(), |n| n.to_string_lossy().into_owned());
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let unique = format!("{}-{nanos}", std::process::id());
     let fresh = parent.join(format!("{name}.new-{unique}"));
     let fresh_text = fresh.to_string_lossy();
-    git(parent, &["clone", "--quiet", "--no-checkout", "--shared", repo, &fresh_text])
-        .or_else(|_| git(parent, &["clone", "--quiet", "--no-checkout", repo, &fresh_text]))?;
+    git(
+        parent,
+        &[
+            "clone",
+            "--quiet",
+            "--no-checkout",
+            "--shared",
+            repo,
+            &fresh_text,
+        ],
+    )
+    .or_else(|_| {
+        git(
+            parent,
+            &["clone", "--quiet", "--no-checkout", repo, &fresh_text],
+        )
+    })?;
     git(&fresh, &["checkout", "--quiet", "--detach", commit])?;
     if dir.exists() {
         let stale = parent.join(format!("{name}.stale-{unique}"));
-        std::fs::rename(dir, &stale)
-            .map_err(|e| format!("failed to move the stale checkout {} aside: {e}", dir.display()))?;
+        std::fs::rename(dir, &stale).map_err(|e| {
+            format!(
+                "failed to move the stale checkout {} aside: {e}",
+                dir.display()
+            )
+        })?;
         // Best effort: an orphaned writer may still be filling it.
         let _ = std::fs::remove_dir_all(&stale);
     }

@@ -178,7 +178,11 @@ impl Settings {
     /// The tier a task goes to: the configured one, else the default (remote-then-local for
     /// decisions when a remote exists, local otherwise).
     pub fn tier(&self, task: Task) -> TierChoice {
-        let chosen = self.tiers.get(&task).copied().unwrap_or_else(|| task.default_tier());
+        let chosen = self
+            .tiers
+            .get(&task)
+            .copied()
+            .unwrap_or_else(|| task.default_tier());
         match (chosen, &self.remote) {
             (TierChoice::Remote | TierChoice::RemoteThenLocal, None) => TierChoice::Local,
             (choice, _) => choice,
@@ -198,9 +202,16 @@ impl Settings {
         let file = path.display().to_string();
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Settings::default());
+            }
             Err(error) => {
-                return Err(ConfigError { file, line: 1, column: 1, message: format!("failed to read: {error}") });
+                return Err(ConfigError {
+                    file,
+                    line: 1,
+                    column: 1,
+                    message: format!("failed to read: {error}"),
+                });
             }
         };
         Self::parse(&file, &text)
@@ -219,7 +230,12 @@ impl Settings {
         let config: Config = marked_yaml::from_yaml(0, text).map_err(|error| match error {
             marked_yaml::FromYamlError::ParseYaml(load) => {
                 let message = load.to_string();
-                ConfigError { file: file.to_string(), line: 1, column: 1, message }
+                ConfigError {
+                    file: file.to_string(),
+                    line: 1,
+                    column: 1,
+                    message,
+                }
             }
             marked_yaml::FromYamlError::FromNode(node) => {
                 let inner = node.into_inner();
@@ -228,19 +244,36 @@ impl Settings {
                     Some(mark) => at(Some(&mark), message),
                     None => {
                         let (line, column) = locate_key(text, &message);
-                        ConfigError { file: file.to_string(), line, column, message }
+                        ConfigError {
+                            file: file.to_string(),
+                            line,
+                            column,
+                            message,
+                        }
                     }
                 }
             }
         })?;
         let llm = config.llm;
         let duration = |value: &Spanned<String>| {
-            parse_duration(value.as_str()).map_err(|e| at(value.span().start(), format!("bad duration `{}`: {e}", value.as_str())))
+            parse_duration(value.as_str()).map_err(|e| {
+                at(
+                    value.span().start(),
+                    format!("bad duration `{}`: {e}", value.as_str()),
+                )
+            })
         };
         let mut tiers = BTreeMap::new();
         for (name, tier) in &llm.tasks {
             let task = Task::from_name(name.as_str()).ok_or_else(|| {
-                at(name.span().start(), format!("unknown task `{}` (known: {})", name.as_str(), Task::names().join(", ")))
+                at(
+                    name.span().start(),
+                    format!(
+                        "unknown task `{}` (known: {})",
+                        name.as_str(),
+                        Task::names().join(", ")
+                    ),
+                )
             })?;
             tiers.insert(task, *tier);
         }
@@ -250,7 +283,12 @@ impl Settings {
                 base_url: remote.base_url.trim_end_matches('/').to_string(),
                 model: remote.model.clone(),
                 api_key_env: remote.api_key_env.clone(),
-                timeout: remote.timeout.as_ref().map(duration).transpose()?.unwrap_or(Duration::from_secs(30)),
+                timeout: remote
+                    .timeout
+                    .as_ref()
+                    .map(duration)
+                    .transpose()?
+                    .unwrap_or(Duration::from_secs(30)),
                 retries: remote.retries.unwrap_or(3),
                 breaker_failures: remote.breaker.as_ref().map_or(5, |b| b.failures.max(1)),
                 breaker_cool_down: remote
@@ -265,8 +303,17 @@ impl Settings {
             remote,
             remote_sees: llm.remote_sees,
             tiers,
-            cache_ttl: llm.cache_ttl.as_ref().map(duration).transpose()?.unwrap_or(Duration::from_secs(7 * 24 * 3600)),
-            budgets: llm.budgets.iter().map(|(tier, b)| (tier.clone(), b.limits())).collect(),
+            cache_ttl: llm
+                .cache_ttl
+                .as_ref()
+                .map(duration)
+                .transpose()?
+                .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+            budgets: llm
+                .budgets
+                .iter()
+                .map(|(tier, b)| (tier.clone(), b.limits()))
+                .collect(),
             prices: llm.prices.clone(),
             local: llm.local.clone(),
         })
@@ -280,7 +327,9 @@ fn locate_key(text: &str, message: &str) -> (usize, usize) {
         .enumerate()
         .find_map(|(number, line)| {
             let indent = line.len() - line.trim_start().len();
-            line.trim_start().starts_with(&format!("{key}:")).then_some((number + 1, indent + 1))
+            line.trim_start()
+                .starts_with(&format!("{key}:"))
+                .then_some((number + 1, indent + 1))
         })
         .unwrap_or((1, 1))
 }
@@ -303,18 +352,28 @@ mod tests {
 
     #[test]
     fn without_a_remote_every_task_is_local() {
-        let settings = Settings::parse("cairn.yaml", "llm:\n  tasks:\n    assess_risk: remote\n").expect("parses");
+        let settings = Settings::parse("cairn.yaml", "llm:\n  tasks:\n    assess_risk: remote\n")
+            .expect("parses");
         assert_eq!(settings.tier(Task::AssessRisk), TierChoice::Local);
     }
 
     #[test]
     fn mistakes_are_located() {
-        let error = Settings::parse("cairn.yaml", "llm:\n  tasks:\n    guess_mood: local\n").err().expect("fails");
+        let error = Settings::parse("cairn.yaml", "llm:\n  tasks:\n    guess_mood: local\n")
+            .err()
+            .expect("fails");
         assert_eq!((error.line, error.column), (3, 5), "{error}");
-        assert!(error.message.contains("unknown task `guess_mood`"), "{error}");
-        let error = Settings::parse("cairn.yaml", "llm:\n  remotes: {}\n").err().expect("fails");
+        assert!(
+            error.message.contains("unknown task `guess_mood`"),
+            "{error}"
+        );
+        let error = Settings::parse("cairn.yaml", "llm:\n  remotes: {}\n")
+            .err()
+            .expect("fails");
         assert!(error.to_string().starts_with("cairn.yaml:2:"), "{error}");
-        let error = Settings::parse("cairn.yaml", "llm:\n  cache_ttl: soon\n").err().expect("fails");
+        let error = Settings::parse("cairn.yaml", "llm:\n  cache_ttl: soon\n")
+            .err()
+            .expect("fails");
         assert!(error.to_string().contains("bad duration"), "{error}");
     }
 }

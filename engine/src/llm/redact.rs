@@ -110,7 +110,9 @@ pub fn redact(text: &str) -> Redacted {
 }
 
 fn redact_env_files(text: &str, found: &mut Vec<&'static str>) -> String {
-    let Some(env_file) = ENV_FILE.as_ref() else { return text.to_string() };
+    let Some(env_file) = ENV_FILE.as_ref() else {
+        return text.to_string();
+    };
     if !env_file.is_match(text) {
         return text.to_string();
     }
@@ -157,7 +159,9 @@ fn entropy(text: &str) -> f64 {
 }
 
 fn redact_high_entropy(text: &str, found: &mut Vec<&'static str>) -> String {
-    let Some(candidate) = CANDIDATE.as_ref() else { return text.to_string() };
+    let Some(candidate) = CANDIDATE.as_ref() else {
+        return text.to_string();
+    };
     candidate
         .replace_all(text, |caps: &Captures<'_>| {
             let token = &caps[0];
@@ -187,20 +191,36 @@ mod tests {
     fn shaped_secrets_are_replaced() {
         let cases = [
             ("key = AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
-            ("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
-            ("token ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"),
+            (
+                "aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            ),
+            (
+                "token ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+                "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+            ),
             ("postgres://app:hunter2hunter@db:5432/x", "hunter2hunter"),
             ("DB_PASSWORD: \"correct-horse\"", "correct-horse"),
-            ("Authorization: Bearer abcdefghijklmnop0123456789", "abcdefghijklmnop0123456789"),
+            (
+                "Authorization: Bearer abcdefghijklmnop0123456789",
+                "abcdefghijklmnop0123456789",
+            ),
             ("X-Api-Key: 0123456789abcdef0123", "0123456789abcdef0123"),
             ("mysql --password=s3cr3tpass -h db", "s3cr3tpass"),
             ("sshpass -p hunter22 ssh host", "hunter22"),
             ("curl -u deploy:Tr0ub4dor https://x", "Tr0ub4dor"),
-            ("Authorization: token 0123456789abcdef0123456789", "0123456789abcdef0123456789"),
+            (
+                "Authorization: token 0123456789abcdef0123456789",
+                "0123456789abcdef0123456789",
+            ),
         ];
         for (text, secret) in cases {
             let redacted = redact(text);
-            assert!(!redacted.text.contains(secret), "{text} -> {}", redacted.text);
+            assert!(
+                !redacted.text.contains(secret),
+                "{text} -> {}",
+                redacted.text
+            );
             assert!(!redacted.found.is_empty());
         }
     }
@@ -216,7 +236,11 @@ mod tests {
     fn env_files_in_diffs_lose_their_values() {
         let diff = "diff --git a/.env b/.env\n--- a/.env\n+++ b/.env\n@@ -1 +1,2 @@\n-MODE=dev\n+MODE=prod\n+SIGNING=abc\n";
         let redacted = redact(diff);
-        assert!(!redacted.text.contains("prod") && !redacted.text.contains("abc"), "{}", redacted.text);
+        assert!(
+            !redacted.text.contains("prod") && !redacted.text.contains("abc"),
+            "{}",
+            redacted.text
+        );
         assert!(redacted.text.contains("+MODE=[REDACTED:env_file]"));
     }
 

@@ -79,7 +79,14 @@ impl RemoteClient {
             .timeout(settings.timeout)
             .build()
             .map_err(|e| format!("failed to build the HTTP client: {e}"))?;
-        Ok(RemoteClient { http, settings, breaker: Mutex::new(Breaker { consecutive_failures: 0, open_until: None }) })
+        Ok(RemoteClient {
+            http,
+            settings,
+            breaker: Mutex::new(Breaker {
+                consecutive_failures: 0,
+                open_until: None,
+            }),
+        })
     }
 
     pub fn model(&self) -> &str {
@@ -95,7 +102,10 @@ impl RemoteClient {
     pub fn outbound(messages: &[Message]) -> Vec<Message> {
         messages
             .iter()
-            .map(|m| Message { role: m.role, content: redact(&m.content).text })
+            .map(|m| Message {
+                role: m.role,
+                content: redact(&m.content).text,
+            })
             .collect()
     }
 
@@ -107,7 +117,9 @@ impl RemoteClient {
     ) -> Result<RemoteAnswer, RemoteError> {
         self.check_breaker()?;
         let key = match &self.settings.api_key_env {
-            Some(variable) => Some(std::env::var(variable).map_err(|_| RemoteError::MissingKey(variable.clone()))?),
+            Some(variable) => Some(
+                std::env::var(variable).map_err(|_| RemoteError::MissingKey(variable.clone()))?,
+            ),
             None => None,
         };
         let mut body = json!({
@@ -131,7 +143,9 @@ impl RemoteClient {
                     self.record(true);
                     return Ok(answer);
                 }
-                Err((error, retry_after)) if error.retryable() && attempt < self.settings.retries => {
+                Err((error, retry_after))
+                    if error.retryable() && attempt < self.settings.retries =>
+                {
                     attempt += 1;
                     let backoff = Duration::from_millis(250u64 << attempt.min(6));
                     let jitter = backoff.mul_f64(rand::random::<f64>() * 0.5);
@@ -151,13 +165,20 @@ impl RemoteClient {
         }
     }
 
-    async fn send(&self, body: &Value, key: Option<&str>) -> Result<RemoteAnswer, (RemoteError, Option<Duration>)> {
+    async fn send(
+        &self,
+        body: &Value,
+        key: Option<&str>,
+    ) -> Result<RemoteAnswer, (RemoteError, Option<Duration>)> {
         let url = format!("{}/chat/completions", self.settings.base_url);
         let mut request = self.http.post(&url).json(body);
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
-        let response = request.send().await.map_err(|e| (transport(e, self.settings.timeout), None))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| (transport(e, self.settings.timeout), None))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -165,7 +186,10 @@ impl RemoteClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = response.text().await.map_err(|e| (transport(e, self.settings.timeout), None))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| (transport(e, self.settings.timeout), None))?;
         if !status.is_success() {
             // Providers quote a rejected key back in their error message; it must not reach
             // fallback reasons, logs or the run's history.
@@ -174,7 +198,13 @@ impl RemoteClient {
                 _ => text,
             };
             let detail: String = text.chars().take(200).collect();
-            return Err((RemoteError::Status { status: status.as_u16(), detail }, retry_after));
+            return Err((
+                RemoteError::Status {
+                    status: status.as_u16(),
+                    detail,
+                },
+                retry_after,
+            ));
         }
         parse_completion(&text).map_err(|e| (e, None))
     }
@@ -221,12 +251,17 @@ fn transport(error: reqwest::Error, timeout: Duration) -> RemoteError {
 }
 
 fn parse_completion(text: &str) -> Result<RemoteAnswer, RemoteError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| RemoteError::Malformed(format!("not JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| RemoteError::Malformed(format!("not JSON: {e}")))?;
     let content = value
         .pointer("/choices/0/message/content")
         .and_then(Value::as_str)
         .ok_or_else(|| RemoteError::Malformed("no choices[0].message.content".into()))?;
-    let usage = |field: &str| value.pointer(&format!("/usage/{field}")).and_then(Value::as_u64);
+    let usage = |field: &str| {
+        value
+            .pointer(&format!("/usage/{field}"))
+            .and_then(Value::as_u64)
+    };
     Ok(RemoteAnswer {
         text: content.to_string(),
         prompt_tokens: usage("prompt_tokens"),

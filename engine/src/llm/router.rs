@@ -30,7 +30,11 @@ pub struct CallScope {
 
 impl CallScope {
     pub fn new(run_id: i64, step_id: impl Into<String>) -> Self {
-        Self { run_id, step_id: step_id.into(), next: AtomicU32::new(0) }
+        Self {
+            run_id,
+            step_id: step_id.into(),
+            next: AtomicU32::new(0),
+        }
     }
 }
 
@@ -83,11 +87,21 @@ impl Router {
     pub fn new(settings: Settings, store: Store) -> Result<Router, String> {
         let remote = settings.remote.clone().map(RemoteClient::new).transpose()?;
         let local_path = settings.local.model.clone();
-        Ok(Router { settings, store, remote, local_path, local: OnceCell::new() })
+        Ok(Router {
+            settings,
+            store,
+            remote,
+            local_path,
+            local: OnceCell::new(),
+        })
     }
 
     /// A router whose local tier is an already-loaded model (tests, benchmarks).
-    pub fn with_local_model(settings: Settings, store: Store, model: Arc<dyn LanguageModel>) -> Result<Router, String> {
+    pub fn with_local_model(
+        settings: Settings,
+        store: Store,
+        model: Arc<dyn LanguageModel>,
+    ) -> Result<Router, String> {
         let router = Router::new(settings, store)?;
         let _ = router.local.set(Ok(model));
         Ok(router)
@@ -122,10 +136,18 @@ impl Router {
     }
 
     /// Answers `request`, falling back remote → local → `rules`; never fails.
-    pub async fn ask(&self, scope: Option<&CallScope>, request: Request, rules: impl FnOnce() -> Value) -> Answer {
+    pub async fn ask(
+        &self,
+        scope: Option<&CallScope>,
+        request: Request,
+        rules: impl FnOnce() -> Value,
+    ) -> Answer {
         let index = scope.map(|s| s.next.fetch_add(1, Ordering::SeqCst));
         if let (Some(scope), Some(index)) = (scope, index) {
-            if let Ok(Some(recorded)) = self.store.recorded_call(scope.run_id, &scope.step_id, index) {
+            if let Ok(Some(recorded)) =
+                self.store
+                    .recorded_call(scope.run_id, &scope.step_id, index)
+            {
                 return replayed(recorded, request.task);
             }
         }
@@ -149,7 +171,11 @@ impl Router {
                     break;
                 }
                 Err(reason) => {
-                    tracing::info!(task = request.task.name(), tier = tier.as_str(), "falling back: {reason}");
+                    tracing::info!(
+                        task = request.task.name(),
+                        tier = tier.as_str(),
+                        "falling back: {reason}"
+                    );
                     fallbacks.push(format!("{}: {reason}", tier.as_str()));
                 }
             }
@@ -161,7 +187,18 @@ impl Router {
                 other => other.to_string(),
             };
             let structured = request.task.schema().is_some();
-            (Tier::Rules, Attempt { text, value: structured.then_some(value), cache_hit: false, prompt_tokens: 0, completion_tokens: 0, cost_micros: 0, saved_micros: 0 })
+            (
+                Tier::Rules,
+                Attempt {
+                    text,
+                    value: structured.then_some(value),
+                    cache_hit: false,
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    cost_micros: 0,
+                    saved_micros: 0,
+                },
+            )
         });
         let answer = Answer {
             text: attempt.text,
@@ -214,8 +251,14 @@ impl Router {
             }
         }
         let mut messages = vec![
-            Message { role: "system", content: request.instruction.clone() },
-            Message { role: "user", content: input },
+            Message {
+                role: "system",
+                content: request.instruction.clone(),
+            },
+            Message {
+                role: "user",
+                content: input,
+            },
         ];
         let schema = request.task.schema();
         let max_tokens = request.task.max_tokens();
@@ -237,7 +280,10 @@ impl Router {
         let mut spent = (0u64, 0u64, 0i64);
         // One repair attempt for an answer that breaks the schema.
         for round in 0..2 {
-            let estimate_prompt = messages.iter().map(|m| m.content.len() as u64 / 3 + 8).sum::<u64>();
+            let estimate_prompt = messages
+                .iter()
+                .map(|m| m.content.len() as u64 / 3 + 8)
+                .sum::<u64>();
             let estimate = estimate_prompt + max_tokens as u64;
             let cost = price.cost_micros(estimate_prompt, max_tokens as u64);
             let reservation = self
@@ -249,7 +295,9 @@ impl Router {
                 Ok(answer) => answer,
                 Err(error) => {
                     if error.maybe_billed() {
-                        let _ = self.store.write(|txn| txn.settle(reservation, estimate, cost));
+                        let _ = self
+                            .store
+                            .write(|txn| txn.settle(reservation, estimate, cost));
                     } else {
                         let _ = self.store.write(|txn| txn.release(reservation));
                     }
@@ -259,17 +307,37 @@ impl Router {
             let prompt = answer.prompt_tokens.unwrap_or(estimate_prompt);
             let completion = answer.completion_tokens.unwrap_or(max_tokens as u64);
             let cost = price.cost_micros(prompt, completion);
-            let _ = self.store.write(|txn| txn.settle(reservation, prompt + completion, cost));
+            let _ = self
+                .store
+                .write(|txn| txn.settle(reservation, prompt + completion, cost));
             spent = (spent.0 + prompt, spent.1 + completion, spent.2 + cost);
             match check(&answer.text, schema.as_ref()) {
                 Ok(value) => {
-                    let response = CachedResponse { response: answer.text.clone(), prompt_tokens: spent.0, completion_tokens: spent.1, cost_micros: spent.2 };
+                    let response = CachedResponse {
+                        response: answer.text.clone(),
+                        prompt_tokens: spent.0,
+                        completion_tokens: spent.1,
+                        cost_micros: spent.2,
+                    };
                     self.cache(&key, request.task, "remote", remote.model(), &response);
-                    return Ok(Attempt { text: answer.text, value, cache_hit: false, prompt_tokens: spent.0, completion_tokens: spent.1, cost_micros: spent.2, saved_micros: 0 });
+                    return Ok(Attempt {
+                        text: answer.text,
+                        value,
+                        cache_hit: false,
+                        prompt_tokens: spent.0,
+                        completion_tokens: spent.1,
+                        cost_micros: spent.2,
+                        saved_micros: 0,
+                    });
                 }
                 Err(problem) if round == 0 => {
-                    tracing::info!("remote answer broke the schema ({problem}); asking once to repair it");
-                    messages.push(Message { role: "assistant", content: answer.text });
+                    tracing::info!(
+                        "remote answer broke the schema ({problem}); asking once to repair it"
+                    );
+                    messages.push(Message {
+                        role: "assistant",
+                        content: answer.text,
+                    });
                     messages.push(Message {
                         role: "user",
                         content: format!("That answer is invalid: {problem}. Reply with only a JSON object matching this schema: {}", schema.clone().unwrap_or_default()),
@@ -288,7 +356,11 @@ impl Router {
         if let Some(diff) = &request.diff {
             input.push_str(&format!("\n\nDiff:\n{diff}"));
         }
-        let params = GenerateParams { max_tokens: request.task.max_tokens(), json_schema: schema.clone(), ..GenerateParams::default() };
+        let params = GenerateParams {
+            max_tokens: request.task.max_tokens(),
+            json_schema: schema.clone(),
+            ..GenerateParams::default()
+        };
         let identity = model.identity();
         let key = cache_key(&json!({
             "tier": "local",
@@ -300,7 +372,10 @@ impl Router {
         if let Some(cached) = self.cached(&key, schema.as_ref()) {
             return Ok(cached);
         }
-        let messages = vec![ChatMessage::system(request.instruction.clone()), ChatMessage::user(input)];
+        let messages = vec![
+            ChatMessage::system(request.instruction.clone()),
+            ChatMessage::user(input),
+        ];
         let generation = tokio::task::spawn_blocking({
             let model = model.clone();
             let params = params.clone();
@@ -314,10 +389,23 @@ impl Router {
             return Err("the local model produced no text".into());
         }
         let value = check(&text, schema.as_ref())?;
-        let response = CachedResponse { response: text.clone(), prompt_tokens: generation.prompt_tokens as u64, completion_tokens: generation.completion_tokens as u64, cost_micros: 0 };
+        let response = CachedResponse {
+            response: text.clone(),
+            prompt_tokens: generation.prompt_tokens as u64,
+            completion_tokens: generation.completion_tokens as u64,
+            cost_micros: 0,
+        };
         let model_name = identity.file_name.clone();
         self.cache(&key, request.task, "local", &model_name, &response);
-        Ok(Attempt { text, value, cache_hit: false, prompt_tokens: response.prompt_tokens, completion_tokens: response.completion_tokens, cost_micros: 0, saved_micros: 0 })
+        Ok(Attempt {
+            text,
+            value,
+            cache_hit: false,
+            prompt_tokens: response.prompt_tokens,
+            completion_tokens: response.completion_tokens,
+            cost_micros: 0,
+            saved_micros: 0,
+        })
     }
 
     /// The local model's one-sentence summary of a diff (for `remote_sees: summary`).
@@ -325,8 +413,15 @@ impl Router {
         let model = self.local_model().await?;
         let diff = diff.to_string();
         let generation = tokio::task::spawn_blocking(move || {
-            let params = GenerateParams { max_tokens: Task::SummarizeDiff.max_tokens(), ..GenerateParams::default() };
-            model.summarize(&diff, "Summarize this code change in one sentence.", &params)
+            let params = GenerateParams {
+                max_tokens: Task::SummarizeDiff.max_tokens(),
+                ..GenerateParams::default()
+            };
+            model.summarize(
+                &diff,
+                "Summarize this code change in one sentence.",
+                &params,
+            )
         })
         .await
         .map_err(|e| e.to_string())?
@@ -351,7 +446,10 @@ impl Router {
 
     fn cache(&self, key: &str, task: Task, tier: &str, model: &str, response: &CachedResponse) {
         let ttl = self.settings.cache_ttl.as_millis() as i64;
-        if let Err(error) = self.store.write(|txn| txn.cache_put(key, task.name(), tier, model, response, ttl)) {
+        if let Err(error) = self
+            .store
+            .write(|txn| txn.cache_put(key, task.name(), tier, model, response, ttl))
+        {
             tracing::warn!(%error, "failed to cache a language-model answer");
         }
     }
@@ -363,7 +461,9 @@ fn replayed(recorded: CallRecord, task: Task) -> Answer {
         "local" => Tier::Local,
         _ => Tier::Rules,
     };
-    let value = task.schema().and_then(|_| serde_json::from_str(&recorded.result).ok());
+    let value = task
+        .schema()
+        .and_then(|_| serde_json::from_str(&recorded.result).ok());
     Answer {
         text: recorded.result,
         value,
@@ -379,8 +479,15 @@ fn replayed(recorded: CallRecord, task: Task) -> Answer {
 
 /// Parses and validates a structured answer; plain-text tasks pass through.
 fn check(text: &str, schema: Option<&Value>) -> Result<Option<Value>, String> {
-    let Some(schema) = schema else { return Ok(None) };
-    let trimmed = text.trim().trim_start_matches("```json").trim_start_matches("```").trim_end_matches("```").trim();
+    let Some(schema) = schema else {
+        return Ok(None);
+    };
+    let trimmed = text
+        .trim()
+        .trim_start_matches("```json")
+        .trim_start_matches("```")
+        .trim_end_matches("```")
+        .trim();
     let value: Value = serde_json::from_str(trimmed).map_err(|e| format!("not JSON: {e}"))?;
     let validator = jsonschema::validator_for(schema).map_err(|e| format!("bad schema: {e}"))?;
     if let Some(error) = validator.iter_errors(&value).next() {

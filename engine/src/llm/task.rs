@@ -52,7 +52,10 @@ const TASKS: &[(Task, &str)] = &[
 
 impl Task {
     pub fn name(self) -> &'static str {
-        TASKS.iter().find(|(t, _)| *t == self).map_or("unknown", |(_, n)| n)
+        TASKS
+            .iter()
+            .find(|(t, _)| *t == self)
+            .map_or("unknown", |(_, n)| n)
     }
 
     pub fn from_name(name: &str) -> Option<Task> {

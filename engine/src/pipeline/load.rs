@@ -59,7 +59,14 @@ mod tests {
     fn loads_the_default_pipeline() {
         let text = include_str!("../../../workflows/ai-pipeline.yaml");
         let options = LoadOptions {
-            known_agents: &["orchestrator", "noop", "test_agent", "build_agent", "deploy_agent", "monitor_agent"],
+            known_agents: &[
+                "orchestrator",
+                "noop",
+                "test_agent",
+                "build_agent",
+                "deploy_agent",
+                "monitor_agent",
+            ],
         };
         let workflow = load_str("ai-pipeline.yaml", text, &options).unwrap();
         let ids: Vec<&str> = workflow.steps.iter().map(|step| step.id.as_str()).collect();
@@ -78,7 +85,10 @@ mod tests {
         let test = workflow.step("test").unwrap();
         assert_eq!(test.timeout, Some(std::time::Duration::from_secs(600)));
         let deploy = workflow.step("deploy").unwrap();
-        assert_eq!(deploy.timeout, Some(std::time::Duration::from_secs(45 * 60)));
+        assert_eq!(
+            deploy.timeout,
+            Some(std::time::Duration::from_secs(45 * 60))
+        );
         let when = test.when.as_ref().unwrap();
         assert!(when.evaluate(&serde_json::json!({ "risk": "high" })));
         assert!(!when.evaluate(&serde_json::json!({ "risk": "low" })));

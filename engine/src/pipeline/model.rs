@@ -87,7 +87,10 @@ pub enum Action {
     /// A shell command, run with `sh -c` in its own process group.
     Run { command: String },
     /// A built-in agent registered under `name`; `with` is its configuration.
-    Agent { name: String, with: serde_json::Value },
+    Agent {
+        name: String,
+        with: serde_json::Value,
+    },
 }
 
 /// How often and how patiently a step is attempted again after a failure.

@@ -58,8 +58,13 @@ pub struct CostRow {
 
 /// `YYYY-MM-DD` and `YYYY-MM` of a UTC millisecond timestamp.
 pub fn day_and_month(at_ms: i64) -> (String, String) {
-    let date = chrono::DateTime::from_timestamp_millis(at_ms).unwrap_or_default().date_naive();
-    (date.format("%Y-%m-%d").to_string(), date.format("%Y-%m").to_string())
+    let date = chrono::DateTime::from_timestamp_millis(at_ms)
+        .unwrap_or_default()
+        .date_naive();
+    (
+        date.format("%Y-%m-%d").to_string(),
+        date.format("%Y-%m").to_string(),
+    )
 }
 
 impl Store {
@@ -82,7 +87,12 @@ impl Store {
             .optional()?)
     }
 
-    pub fn recorded_call(&self, run_id: i64, step_id: &str, call_index: u32) -> Result<Option<CallRecord>> {
+    pub fn recorded_call(
+        &self,
+        run_id: i64,
+        step_id: &str,
+        call_index: u32,
+    ) -> Result<Option<CallRecord>> {
         let conn = self.lock();
         Ok(conn
             .query_row(
@@ -104,7 +114,8 @@ impl Store {
                         saved_micros: row.get(6)?,
                         latency_ms: row.get(7)?,
                         result: row.get(8)?,
-                        fallbacks: serde_json::from_str(&row.get::<_, String>(9)?).unwrap_or_default(),
+                        fallbacks: serde_json::from_str(&row.get::<_, String>(9)?)
+                            .unwrap_or_default(),
                     })
                 },
             )
@@ -203,7 +214,8 @@ impl WriteTxn<'_> {
     }
 
     pub fn cache_hit(&self, key: &str) -> Result<()> {
-        self.txn.execute("UPDATE llm_cache SET hits = hits + 1 WHERE key = ?1", [key])?;
+        self.txn
+            .execute("UPDATE llm_cache SET hits = hits + 1 WHERE key = ?1", [key])?;
         Ok(())
     }
 
@@ -258,11 +270,46 @@ impl WriteTxn<'_> {
             )?)
         };
         let checks: [(&str, Option<i64>, &str, &str, &dyn rusqlite::ToSql, i64); 5] = [
-            ("run tokens", limits.run_tokens.map(|v| v as i64), "tokens", "run_id", &run_id, tokens as i64),
-            ("daily tokens", limits.day_tokens.map(|v| v as i64), "tokens", "day", &day, tokens as i64),
-            ("monthly tokens", limits.month_tokens.map(|v| v as i64), "tokens", "month", &month, tokens as i64),
-            ("daily cost", limits.day_cost_micros, "cost_micros", "day", &day, cost_micros),
-            ("monthly cost", limits.month_cost_micros, "cost_micros", "month", &month, cost_micros),
+            (
+                "run tokens",
+                limits.run_tokens.map(|v| v as i64),
+                "tokens",
+                "run_id",
+                &run_id,
+                tokens as i64,
+            ),
+            (
+                "daily tokens",
+                limits.day_tokens.map(|v| v as i64),
+                "tokens",
+                "day",
+                &day,
+                tokens as i64,
+            ),
+            (
+                "monthly tokens",
+                limits.month_tokens.map(|v| v as i64),
+                "tokens",
+                "month",
+                &month,
+                tokens as i64,
+            ),
+            (
+                "daily cost",
+                limits.day_cost_micros,
+                "cost_micros",
+                "day",
+                &day,
+                cost_micros,
+            ),
+            (
+                "monthly cost",
+                limits.month_cost_micros,
+                "cost_micros",
+                "month",
+                &month,
+                cost_micros,
+            ),
         ];
         for (what, limit, column, filter, value, asked) in checks {
             let Some(limit) = limit else { continue };

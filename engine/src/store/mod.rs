@@ -12,10 +12,11 @@ mod test_learning;
 mod tests_history;
 
 pub use error::{Error, Result};
-pub use records::{
-    EventRecord, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition, StoredLogLine,
-};
 pub use llm::{BudgetLimits, CachedResponse, CallRecord, CostRow, day_and_month};
+pub use records::{
+    EventRecord, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition,
+    StoredLogLine,
+};
 pub use schema::LATEST_VERSION;
 pub use sqlite::{Store, WriteTxn, now_ms};
 pub use state::{RunState, StepState};

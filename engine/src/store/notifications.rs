@@ -22,13 +22,21 @@ impl Store {
     pub fn messages_sent(&self, run_id: i64) -> Result<usize> {
         let conn = self.lock();
         let count: i64 = conn
-            .prepare_cached("SELECT COUNT(*) FROM notifications WHERE run_id = ?1 AND kind = 'message'")?
+            .prepare_cached(
+                "SELECT COUNT(*) FROM notifications WHERE run_id = ?1 AND kind = 'message'",
+            )?
             .query_row([run_id], |row| row.get(0))?;
         Ok(count as usize)
     }
 
     /// Records an accepted alert (`kind` = `alert`) or a sent message (`message`).
-    pub fn record_notification(&self, run_id: i64, service: &str, kind: &str, key: &str) -> Result<()> {
+    pub fn record_notification(
+        &self,
+        run_id: i64,
+        service: &str,
+        kind: &str,
+        key: &str,
+    ) -> Result<()> {
         self.write(|txn| {
             txn.txn
                 .prepare_cached("INSERT INTO notifications (run_id, service, kind, key, at) VALUES (?1, ?2, ?3, ?4, ?5)")?

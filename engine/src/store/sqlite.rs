@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::{Error, Result};
 use super::records::{
-    EventRecord, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition, StoredLogLine,
+    EventRecord, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition,
+    StoredLogLine,
 };
 use super::schema;
 use super::state::{RunState, StepState};
@@ -47,7 +48,8 @@ impl Store {
             source,
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(open_err)?;
         // A file that is not a database at all fails here, before any pragma changes it.
         let report = integrity_report(&conn).map_err(|source| match source {
             rusqlite::Error::SqliteFailure(ref failure, _)
@@ -89,7 +91,9 @@ impl Store {
     pub(super) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a half-applied transaction behind
         // (SQLite rolls it back), so a poisoned lock is still safe to use.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `work` in one `BEGIN IMMEDIATE` transaction and commits it durably.
@@ -305,7 +309,14 @@ impl WriteTxn<'_> {
                 "INSERT INTO events (run_id, step_id, attempt, kind, data, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![run_id, step_id, attempt, kind, data.to_string(), now_ms()])?;
+            .execute(params![
+                run_id,
+                step_id,
+                attempt,
+                kind,
+                data.to_string(),
+                now_ms()
+            ])?;
         Ok(())
     }
 
@@ -377,7 +388,9 @@ impl WriteTxn<'_> {
         let (lease_owner, lease_expires_at) = change
             .lease
             .clone()
-            .map_or((None, None), |(owner, expires)| (Some(owner), Some(expires)));
+            .map_or((None, None), |(owner, expires)| {
+                (Some(owner), Some(expires))
+            });
         let outputs = change.outputs.as_ref().map(Value::to_string);
         self.txn
             .prepare_cached(
@@ -432,7 +445,13 @@ impl WriteTxn<'_> {
         )
     }
 
-    pub fn start_attempt(&self, run_id: i64, step_id: &str, attempt: u32, owner: &str) -> Result<()> {
+    pub fn start_attempt(
+        &self,
+        run_id: i64,
+        step_id: &str,
+        attempt: u32,
+        owner: &str,
+    ) -> Result<()> {
         self.txn
             .prepare_cached(
                 "INSERT INTO attempts (run_id, step_id, attempt, owner, state, started_at)
@@ -459,7 +478,16 @@ impl WriteTxn<'_> {
                         finished_at = ?8
                  WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
             )?
-            .execute(params![run_id, step_id, attempt, state, failure, exit_code, error, now_ms()])?;
+            .execute(params![
+                run_id,
+                step_id,
+                attempt,
+                state,
+                failure,
+                exit_code,
+                error,
+                now_ms()
+            ])?;
         Ok(())
     }
 
@@ -562,7 +590,13 @@ impl WriteTxn<'_> {
         Ok(())
     }
 
-    pub fn set_cursor(&self, workflow: &str, repo_url: &str, branch: &str, commit: &str) -> Result<()> {
+    pub fn set_cursor(
+        &self,
+        workflow: &str,
+        repo_url: &str,
+        branch: &str,
+        commit: &str,
+    ) -> Result<()> {
         self.txn
             .prepare_cached(
                 "INSERT INTO cursors (workflow, repo_url, branch, commit_id, updated_at)

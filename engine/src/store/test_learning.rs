@@ -46,7 +46,8 @@ impl Store {
     /// Commits of `repo` whose co-changes are already counted.
     pub fn learned_commits(&self, repo: &str) -> Result<HashSet<String>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached("SELECT commit_id FROM test_learned_commits WHERE repo = ?1")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT commit_id FROM test_learned_commits WHERE repo = ?1")?;
         let rows = stmt.query_map([repo], |row| row.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -61,7 +62,12 @@ impl Store {
         let mut links = Vec::new();
         for source in sources {
             let rows = stmt.query_map(params![repo, source], |row| {
-                Ok(TestLink { source_path: row.get(0)?, test_file: row.get(1)?, kind: row.get(2)?, count: row.get(3)? })
+                Ok(TestLink {
+                    source_path: row.get(0)?,
+                    test_file: row.get(1)?,
+                    kind: row.get(2)?,
+                    count: row.get(3)?,
+                })
             })?;
             links.extend(rows.collect::<rusqlite::Result<Vec<_>>>()?);
         }
@@ -100,7 +106,12 @@ impl Store {
 impl WriteTxn<'_> {
     /// Counts one commit's co-changes (`pairs` of source file, test file) once: a commit
     /// already learned from is left alone. Returns whether it was new.
-    pub fn learn_commit(&self, repo: &str, commit: &str, pairs: &[(String, String)]) -> Result<bool> {
+    pub fn learn_commit(
+        &self,
+        repo: &str,
+        commit: &str,
+        pairs: &[(String, String)],
+    ) -> Result<bool> {
         let inserted = self.txn.execute(
             "INSERT OR IGNORE INTO test_learned_commits (repo, commit_id) VALUES (?1, ?2)",
             params![repo, commit],
@@ -115,11 +126,24 @@ impl WriteTxn<'_> {
     }
 
     /// A test in `test_file` failed (for real, not flaky) in a run where `source` changed.
-    pub fn link_failure(&self, repo: &str, source: &str, test_file: &str, commit: &str) -> Result<()> {
+    pub fn link_failure(
+        &self,
+        repo: &str,
+        source: &str,
+        test_file: &str,
+        commit: &str,
+    ) -> Result<()> {
         self.add_link(repo, source, test_file, "failure", commit)
     }
 
-    fn add_link(&self, repo: &str, source: &str, test: &str, kind: &str, commit: &str) -> Result<()> {
+    fn add_link(
+        &self,
+        repo: &str,
+        source: &str,
+        test: &str,
+        kind: &str,
+        commit: &str,
+    ) -> Result<()> {
         self.txn
             .prepare_cached(
                 "INSERT INTO test_links (repo, source_path, test_file, kind, count, last_commit, updated_at)
@@ -134,7 +158,10 @@ impl WriteTxn<'_> {
     /// A re-run attempt of a step judges its proposals again; the verdicts of the attempt it
     /// replaces go, so each proposal is listed once.
     pub fn forget_proposals(&self, run_id: i64, step_id: &str) -> Result<()> {
-        self.txn.execute("DELETE FROM test_proposals WHERE run_id = ?1 AND step_id = ?2", params![run_id, step_id])?;
+        self.txn.execute(
+            "DELETE FROM test_proposals WHERE run_id = ?1 AND step_id = ?2",
+            params![run_id, step_id],
+        )?;
         Ok(())
     }
 
@@ -172,15 +199,45 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("cairn.db")).expect("open");
         let pairs = vec![("src/pay.py".to_string(), "tests/test_pay.py".to_string())];
-        assert!(store.write(|t| t.learn_commit("r", "c1", &pairs)).expect("learn"));
-        assert!(!store.write(|t| t.learn_commit("r", "c1", &pairs)).expect("learn again"), "counted once");
-        store.write(|t| t.learn_commit("r", "c2", &pairs)).expect("learn");
-        store.write(|t| t.link_failure("r", "src/pay.py", "tests/test_other.py", "c3")).expect("failure");
-        let links = store.test_links("r", &["src/pay.py".into()]).expect("links");
+        assert!(
+            store
+                .write(|t| t.learn_commit("r", "c1", &pairs))
+                .expect("learn")
+        );
+        assert!(
+            !store
+                .write(|t| t.learn_commit("r", "c1", &pairs))
+                .expect("learn again"),
+            "counted once"
+        );
+        store
+            .write(|t| t.learn_commit("r", "c2", &pairs))
+            .expect("learn");
+        store
+            .write(|t| t.link_failure("r", "src/pay.py", "tests/test_other.py", "c3"))
+            .expect("failure");
+        let links = store
+            .test_links("r", &["src/pay.py".into()])
+            .expect("links");
         assert_eq!(links.len(), 2);
-        assert_eq!((links[0].test_file.as_str(), links[0].kind.as_str(), links[0].count), ("tests/test_pay.py", "co_change", 2));
-        assert_eq!((links[1].test_file.as_str(), links[1].kind.as_str()), ("tests/test_other.py", "failure"));
+        assert_eq!(
+            (
+                links[0].test_file.as_str(),
+                links[0].kind.as_str(),
+                links[0].count
+            ),
+            ("tests/test_pay.py", "co_change", 2)
+        );
+        assert_eq!(
+            (links[1].test_file.as_str(), links[1].kind.as_str()),
+            ("tests/test_other.py", "failure")
+        );
         assert_eq!(store.learned_commits("r").expect("commits").len(), 2);
-        assert!(store.test_links("other", &["src/pay.py".into()]).expect("links").is_empty());
+        assert!(
+            store
+                .test_links("other", &["src/pay.py".into()])
+                .expect("links")
+                .is_empty()
+        );
     }
 }

@@ -95,7 +95,12 @@ impl WriteTxn<'_> {
         Ok(())
     }
 
-    pub fn set_quarantine_passes(&self, repo: &str, test_id: &str, passes_in_row: u32) -> Result<()> {
+    pub fn set_quarantine_passes(
+        &self,
+        repo: &str,
+        test_id: &str,
+        passes_in_row: u32,
+    ) -> Result<()> {
         self.txn.execute(
             "UPDATE test_quarantine SET passes_in_row = ?3 WHERE repo = ?1 AND test_id = ?2",
             params![repo, test_id, passes_in_row],

@@ -38,7 +38,9 @@ impl Watch {
         Ok(Some(Watch {
             name: workflow.name,
             file_name: path.display().to_string(),
-            source_path: std::fs::canonicalize(path).ok().map(|p| p.display().to_string()),
+            source_path: std::fs::canonicalize(path)
+                .ok()
+                .map(|p| p.display().to_string()),
             definition,
             trigger,
             schedule,
@@ -85,7 +87,10 @@ impl<'e> Poller<'e> {
         let statuses = self.engine.store().repositories().unwrap_or_default();
         for url in urls {
             let status = statuses.iter().find(|s| s.url == url);
-            if let Some(next) = status.and_then(|s| s.next_attempt_at).filter(|_| respect_backoff) {
+            if let Some(next) = status
+                .and_then(|s| s.next_attempt_at)
+                .filter(|_| respect_backoff)
+            {
                 if next > now_ms() {
                     report.skipped_backoff.push(url.to_string());
                     continue;
@@ -96,14 +101,20 @@ impl<'e> Poller<'e> {
                     if let Some(note) = &note {
                         tracing::info!(repository = url, "{note}");
                     }
-                    let _ = self.engine.store().write(|txn| txn.record_poll(url, None, note.as_deref(), None));
+                    let _ = self
+                        .engine
+                        .store()
+                        .write(|txn| txn.record_poll(url, None, note.as_deref(), None));
                     report.polled.push(url.to_string());
                 }
                 Err(error) => {
                     let failures = status.map_or(0, |s| s.failures) + 1;
                     let next = now_ms() + backoff_ms(failures);
                     tracing::warn!(repository = url, failures, "{error}");
-                    let _ = self.engine.store().write(|txn| txn.record_poll(url, Some(&error), None, Some(next)));
+                    let _ = self
+                        .engine
+                        .store()
+                        .write(|txn| txn.record_poll(url, Some(&error), None, Some(next)));
                     report.failed.push((url.to_string(), error));
                 }
             }
@@ -111,7 +122,12 @@ impl<'e> Poller<'e> {
         report
     }
 
-    async fn poll(&self, url: &str, watches: &[&Watch], runs: &mut Vec<i64>) -> Result<Option<String>, String> {
+    async fn poll(
+        &self,
+        url: &str,
+        watches: &[&Watch],
+        runs: &mut Vec<i64>,
+    ) -> Result<Option<String>, String> {
         let heads = branch_heads(url).await?;
         let mut notes = Vec::new();
         // (watch, branch, cursor, head) for every watched branch.
@@ -123,22 +139,33 @@ impl<'e> Poller<'e> {
                     branches.extend(default_branch(url).await);
                 }
                 let store = self.engine.store();
-                for branch in store.cursor_branches(&watch.name, url).map_err(|e| e.to_string())? {
+                for branch in store
+                    .cursor_branches(&watch.name, url)
+                    .map_err(|e| e.to_string())?
+                {
                     if !heads.contains_key(&branch) && branches.contains(&branch) {
                         store
                             .write(|txn| txn.delete_cursor(&watch.name, url, &branch))
                             .map_err(|e| e.to_string())?;
-                        notes.push(format!("branch `{branch}` was deleted; its cursor is dropped"));
+                        notes.push(format!(
+                            "branch `{branch}` was deleted; its cursor is dropped"
+                        ));
                     }
                 }
                 for branch in branches {
-                    let Some(head) = heads.get(&branch) else { continue };
-                    let cursor = store.cursor(&watch.name, url, &branch).map_err(|e| e.to_string())?;
+                    let Some(head) = heads.get(&branch) else {
+                        continue;
+                    };
+                    let cursor = store
+                        .cursor(&watch.name, url, &branch)
+                        .map_err(|e| e.to_string())?;
                     plan.push((*watch, branch, cursor, head.clone()));
                 }
             }
         }
-        let moved = plan.iter().any(|(_, _, cursor, head)| cursor.as_deref() != Some(head.as_str()));
+        let moved = plan
+            .iter()
+            .any(|(_, _, cursor, head)| cursor.as_deref() != Some(head.as_str()));
         if !moved {
             return Ok(join(notes));
         }
@@ -168,7 +195,12 @@ impl<'e> Poller<'e> {
                 });
                 let (new, _) = self
                     .engine
-                    .new_run(&watch.definition, &watch.file_name, watch.source_path.clone(), context)
+                    .new_run(
+                        &watch.definition,
+                        &watch.file_name,
+                        watch.source_path.clone(),
+                        context,
+                    )
                     .map_err(|e| e.to_string())?;
                 new_runs.push(new);
             }
@@ -185,7 +217,14 @@ impl<'e> Poller<'e> {
                 })
                 .map_err(|e| e.to_string())?;
             for (run_id, commit) in created.iter().zip(&commits) {
-                tracing::info!(repository = url, branch, commit = short(commit), run_id, workflow = watch.name, "new commit: run started");
+                tracing::info!(
+                    repository = url,
+                    branch,
+                    commit = short(commit),
+                    run_id,
+                    workflow = watch.name,
+                    "new commit: run started"
+                );
             }
             runs.extend(created);
         }
@@ -194,7 +233,11 @@ impl<'e> Poller<'e> {
 }
 
 fn join(notes: Vec<String>) -> Option<String> {
-    if notes.is_empty() { None } else { Some(notes.join("; ")) }
+    if notes.is_empty() {
+        None
+    } else {
+        Some(notes.join("; "))
+    }
 }
 
 fn short(commit: &str) -> &str {

@@ -38,7 +38,11 @@ pub async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
             .find(|line| line.starts_with("fatal:") || line.starts_with("error:"))
             .or_else(|| stderr.lines().find(|line| !line.trim().is_empty()))
             .unwrap_or("no message");
-        Err(format!("`git {}` failed: {}", args.join(" "), reason.trim()))
+        Err(format!(
+            "`git {}` failed: {}",
+            args.join(" "),
+            reason.trim()
+        ))
     }
 }
 
@@ -49,14 +53,19 @@ pub async fn branch_heads(url: &str) -> Result<BTreeMap<String, String>, String>
         .lines()
         .filter_map(|line| {
             let (sha, reference) = line.split_once('\t')?;
-            Some((reference.strip_prefix("refs/heads/")?.to_string(), sha.to_string()))
+            Some((
+                reference.strip_prefix("refs/heads/")?.to_string(),
+                sha.to_string(),
+            ))
         })
         .collect())
 }
 
 /// The remote's default branch (what `HEAD` points at), when it says.
 pub async fn default_branch(url: &str) -> Option<String> {
-    let listing = git(None, &["ls-remote", "--symref", "--", url, "HEAD"]).await.ok()?;
+    let listing = git(None, &["ls-remote", "--symref", "--", url, "HEAD"])
+        .await
+        .ok()?;
     listing.lines().find_map(|line| {
         line.strip_prefix("ref: refs/heads/")
             .and_then(|rest| rest.split('\t').next())
@@ -80,7 +89,18 @@ impl Mirror {
     /// Clones the mirror the first time, fetches (pruning deleted branches) afterwards.
     pub async fn sync(&self, url: &str) -> Result<(), String> {
         if self.path.join("HEAD").exists() {
-            git(Some(&self.path), &["fetch", "--quiet", "--prune", "--", url, "+refs/heads/*:refs/heads/*"]).await?;
+            git(
+                Some(&self.path),
+                &[
+                    "fetch",
+                    "--quiet",
+                    "--prune",
+                    "--",
+                    url,
+                    "+refs/heads/*:refs/heads/*",
+                ],
+            )
+            .await?;
             return Ok(());
         }
         if let Some(parent) = self.path.parent() {
@@ -95,7 +115,11 @@ impl Mirror {
     /// Commits to start runs for when a branch moved from `cursor` to `head`, oldest first,
     /// following first parents (a merged pull request is one commit, its merge).
     /// Returns the commits and whether history was rewritten (a force-push).
-    pub async fn new_commits(&self, cursor: Option<&str>, head: &str) -> Result<(Vec<String>, bool), String> {
+    pub async fn new_commits(
+        &self,
+        cursor: Option<&str>,
+        head: &str,
+    ) -> Result<(Vec<String>, bool), String> {
         let Some(cursor) = cursor else {
             // A branch seen for the first time: its head is the one commit to run.
             return Ok((vec![head.to_string()], false));
@@ -103,16 +127,32 @@ impl Mirror {
         if cursor == head {
             return Ok((Vec::new(), false));
         }
-        let known = git(Some(&self.path), &["cat-file", "-e", &format!("{cursor}^{{commit}}")]).await.is_ok();
+        let known = git(
+            Some(&self.path),
+            &["cat-file", "-e", &format!("{cursor}^{{commit}}")],
+        )
+        .await
+        .is_ok();
         if !known {
             // The old head is gone from the mirror (rewritten and garbage-collected): all we
             // can say is that the branch now points at `head`.
             return Ok((vec![head.to_string()], true));
         }
-        let fast_forward = git(Some(&self.path), &["merge-base", "--is-ancestor", cursor, head]).await.is_ok();
+        let fast_forward = git(
+            Some(&self.path),
+            &["merge-base", "--is-ancestor", cursor, head],
+        )
+        .await
+        .is_ok();
         let listing = git(
             Some(&self.path),
-            &["rev-list", "--reverse", "--first-parent", head, &format!("^{cursor}")],
+            &[
+                "rev-list",
+                "--reverse",
+                "--first-parent",
+                head,
+                &format!("^{cursor}"),
+            ],
         )
         .await?;
         Ok((listing.lines().map(str::to_string).collect(), !fast_forward))

@@ -78,7 +78,11 @@ pub async fn serve(
     match engine.resumable_runs() {
         Ok(interrupted) => {
             for run in interrupted {
-                tracing::info!(run_id = run.id, workflow = run.workflow, "resuming interrupted run");
+                tracing::info!(
+                    run_id = run.id,
+                    workflow = run.workflow,
+                    "resuming interrupted run"
+                );
                 report.resumed.push(run.id);
                 spawn(&mut runs, run.id);
             }
@@ -107,7 +111,11 @@ pub async fn serve(
         let now = Local::now();
         let next: Vec<Option<chrono::DateTime<Local>>> = watches
             .iter()
-            .map(|w| w.schedule.as_ref().and_then(|cron| cron.find_next_occurrence(&now, false).ok()))
+            .map(|w| {
+                w.schedule
+                    .as_ref()
+                    .and_then(|cron| cron.find_next_occurrence(&now, false).ok())
+            })
             .collect();
         let Some(earliest) = next.iter().flatten().min().copied() else {
             tracing::warn!("no workflow has a schedule; only resumed runs are driven");

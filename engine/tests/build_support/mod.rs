@@ -43,7 +43,11 @@ pub fn compile_static(source: &str, out: &Path) {
         .arg(&c_file)
         .output()
         .expect("run gcc");
-    assert!(output.status.success(), "gcc failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "gcc failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 pub fn hello_c(message: &str) -> String {
@@ -58,7 +62,11 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run git");
-    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
@@ -71,7 +79,11 @@ impl ServiceRepo {
     pub fn create(path: &Path) -> ServiceRepo {
         std::fs::create_dir_all(path).expect("mkdir repo");
         git(path, &["init", "--quiet", "--initial-branch=main"]);
-        for (key, value) in [("user.name", "Cairn Tests"), ("user.email", "tests@cairn.invalid"), ("commit.gpgsign", "false")] {
+        for (key, value) in [
+            ("user.name", "Cairn Tests"),
+            ("user.email", "tests@cairn.invalid"),
+            ("commit.gpgsign", "false"),
+        ] {
             git(path, &["config", key, value]);
         }
         std::fs::write(path.join("Dockerfile"), DOCKERFILE).expect("Dockerfile");
@@ -81,7 +93,9 @@ impl ServiceRepo {
         std::fs::write(path.join("notes/todo.md"), "not in the context\n").expect("notes");
         compile_static(INSTALLER_C, &path.join("install"));
         compile_static(&hello_c("hello v1"), &path.join("app"));
-        let repo = ServiceRepo { path: path.to_path_buf() };
+        let repo = ServiceRepo {
+            path: path.to_path_buf(),
+        };
         repo.commit("initial service");
         repo
     }
@@ -114,9 +128,19 @@ impl TestEngine {
         let home = tempfile::tempdir().expect("home");
         let store = Store::open(&home.path().join("cairn.db")).expect("open store");
         let router = with_router.then(|| {
-            Arc::new(cairn_engine::llm::Router::new(cairn_engine::llm::Settings::default(), store.clone()).expect("router"))
+            Arc::new(
+                cairn_engine::llm::Router::new(
+                    cairn_engine::llm::Settings::default(),
+                    store.clone(),
+                )
+                .expect("router"),
+            )
         });
-        let settings = EngineSettings { concurrency: None, lease: EngineSettings::DEFAULT_LEASE, work_dir: home.path().join("work") };
+        let settings = EngineSettings {
+            concurrency: None,
+            lease: EngineSettings::DEFAULT_LEASE,
+            work_dir: home.path().join("work"),
+        };
         let engine = Engine::new(store, Arc::new(Registry::builtin(router)), settings);
         TestEngine { engine, home }
     }
@@ -128,7 +152,10 @@ impl TestEngine {
             "name: build\nsteps:\n  - id: analyze\n    agent: orchestrator\n  - id: build\n    agent: build_agent\n    depends_on: analyze\n    with: {with}\n"
         );
         let context = json!({ "repo": repo.to_string_lossy(), "commit": commit, "branch": "main", "trigger": "manual" });
-        let (run_id, _) = self.engine.create_run(&definition, "build.yaml", None, context).expect("create run");
+        let (run_id, _) = self
+            .engine
+            .create_run(&definition, "build.yaml", None, context)
+            .expect("create run");
         let state = self.engine.drive(run_id, None).await.expect("drive run");
         let store = self.engine.store();
         let step = store
@@ -137,8 +164,18 @@ impl TestEngine {
             .into_iter()
             .find(|s| s.step_id == "build")
             .expect("build step");
-        let logs = store.logs(run_id, Some("build"), 0).expect("logs").into_iter().map(|l| l.line).collect();
-        BuildRun { state, step, logs, run_id }
+        let logs = store
+            .logs(run_id, Some("build"), 0)
+            .expect("logs")
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        BuildRun {
+            state,
+            step,
+            logs,
+            run_id,
+        }
     }
 }
 
@@ -151,7 +188,13 @@ pub struct BuildRun {
 
 impl BuildRun {
     pub fn outputs(&self) -> &Value {
-        self.step.outputs.as_ref().unwrap_or_else(|| panic!("no outputs; error: {:?}; logs:\n{}", self.step.error, self.logs.join("\n")))
+        self.step.outputs.as_ref().unwrap_or_else(|| {
+            panic!(
+                "no outputs; error: {:?}; logs:\n{}",
+                self.step.error,
+                self.logs.join("\n")
+            )
+        })
     }
 }
 
@@ -162,25 +205,45 @@ pub struct Images {
 
 impl Images {
     pub fn new(case: &str) -> Images {
-        Images { repository: format!("cairn-test-{}-{case}", std::process::id()) }
+        Images {
+            repository: format!("cairn-test-{}-{case}", std::process::id()),
+        }
     }
 
     /// The image id a reference points at, if any.
     pub fn id_of(reference: &str) -> Option<String> {
-        let output = Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", reference]).output().ok()?;
-        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        let output = Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", reference])
+            .output()
+            .ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 }
 
 impl Drop for Images {
     fn drop(&mut self) {
         let listed = Command::new("docker")
-            .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}", &self.repository])
+            .args([
+                "image",
+                "ls",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                &self.repository,
+            ])
             .output();
         if let Ok(listed) = listed {
-            let references: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_string).collect();
+            let references: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
             if !references.is_empty() {
-                let _ = Command::new("docker").args(["rmi", "--force"]).args(&references).output();
+                let _ = Command::new("docker")
+                    .args(["rmi", "--force"])
+                    .args(&references)
+                    .output();
             }
         }
     }
@@ -192,14 +255,29 @@ impl Drop for Images {
 pub fn demo_service_repo(path: &Path) -> ServiceRepo {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/service");
     std::fs::create_dir_all(path.join("src")).expect("mkdir");
-    for file in ["Cargo.toml", "Dockerfile", ".dockerignore", "src/main.rs", "src/config.rs", "src/http.rs", "src/metrics.rs"] {
-        std::fs::copy(source.join(file), path.join(file)).unwrap_or_else(|e| panic!("copy {file}: {e}"));
+    for file in [
+        "Cargo.toml",
+        "Dockerfile",
+        ".dockerignore",
+        "src/main.rs",
+        "src/config.rs",
+        "src/http.rs",
+        "src/metrics.rs",
+    ] {
+        std::fs::copy(source.join(file), path.join(file))
+            .unwrap_or_else(|e| panic!("copy {file}: {e}"));
     }
     git(path, &["init", "--quiet", "--initial-branch=main"]);
-    for (key, value) in [("user.name", "Cairn Tests"), ("user.email", "tests@cairn.invalid"), ("commit.gpgsign", "false")] {
+    for (key, value) in [
+        ("user.name", "Cairn Tests"),
+        ("user.email", "tests@cairn.invalid"),
+        ("commit.gpgsign", "false"),
+    ] {
         git(path, &["config", key, value]);
     }
-    let repo = ServiceRepo { path: path.to_path_buf() };
+    let repo = ServiceRepo {
+        path: path.to_path_buf(),
+    };
     repo.build_demo_binary();
     repo.commit("demo service");
     repo
@@ -213,11 +291,28 @@ impl ServiceRepo {
             .current_dir(&self.path)
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
             .env("CARGO_TARGET_DIR", self.path.join("target"))
-            .args(["build", "--quiet", "--release", "--target", "x86_64-unknown-linux-gnu"])
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+            ])
             .output()
             .expect("run cargo");
-        assert!(output.status.success(), "demo build failed: {}", String::from_utf8_lossy(&output.stderr));
-        git(&self.path, &["add", "--force", "target/x86_64-unknown-linux-gnu/release/demo-service"]);
+        assert!(
+            output.status.success(),
+            "demo build failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        git(
+            &self.path,
+            &[
+                "add",
+                "--force",
+                "target/x86_64-unknown-linux-gnu/release/demo-service",
+            ],
+        );
     }
 }
 
@@ -235,10 +330,22 @@ impl Container {
             command.args(["--env", &format!("{name}={value}")]);
         }
         let output = command.arg(image).output().expect("docker run");
-        assert!(output.status.success(), "docker run: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "docker run: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        let port = Command::new("docker").args(["port", &id, "8080/tcp"]).output().expect("docker port");
-        let address = String::from_utf8_lossy(&port.stdout).lines().next().unwrap_or("").trim().to_string();
+        let port = Command::new("docker")
+            .args(["port", &id, "8080/tcp"])
+            .output()
+            .expect("docker port");
+        let address = String::from_utf8_lossy(&port.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
         Container { id, address }
     }
 
@@ -250,15 +357,29 @@ impl Container {
             let attempt = (|| -> std::io::Result<(u16, String)> {
                 let mut stream = std::net::TcpStream::connect(&self.address)?;
                 stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-                write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+                write!(
+                    stream,
+                    "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+                )?;
                 let mut text = String::new();
                 stream.read_to_string(&mut text)?;
-                let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or(std::io::ErrorKind::InvalidData)?;
-                Ok((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+                let status = text
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(std::io::ErrorKind::InvalidData)?;
+                Ok((
+                    status,
+                    text.split_once("\r\n\r\n")
+                        .map(|(_, b)| b.to_string())
+                        .unwrap_or_default(),
+                ))
             })();
             match attempt {
                 Ok(answer) => return answer,
-                Err(error) if std::time::Instant::now() > deadline => panic!("GET {path} on {}: {error}", self.address),
+                Err(error) if std::time::Instant::now() > deadline => {
+                    panic!("GET {path} on {}: {error}", self.address)
+                }
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
             }
         }
@@ -267,6 +388,8 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "--force", &self.id]).output();
+        let _ = Command::new("docker")
+            .args(["rm", "--force", &self.id])
+            .output();
     }
 }

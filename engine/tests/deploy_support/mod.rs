@@ -28,10 +28,20 @@ fn demo_binary() -> PathBuf {
         // Its own target dir: the path below is known whatever CARGO_TARGET_DIR says, and the
         // static build never invalidates the workspace's artifacts.
         .env("CARGO_TARGET_DIR", dir.join("target"))
-        .args(["build", "--quiet", "--release", "--target", "x86_64-unknown-linux-gnu"])
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ])
         .output()
         .expect("run cargo for the demo service");
-    assert!(output.status.success(), "demo build failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "demo build failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     binary
 }
 
@@ -46,8 +56,16 @@ impl DemoImage {
         let context = tempfile::tempdir().expect("tempdir");
         std::fs::copy(demo_binary(), context.path().join("demo-service")).expect("copy binary");
         std::fs::write(context.path().join("Dockerfile"), "FROM scratch\nCOPY demo-service /demo-service\nUSER 65534:65534\nEXPOSE 8080\nENTRYPOINT [\"/demo-service\"]\n").expect("Dockerfile");
-        let output = Command::new("docker").args(["build", "--quiet", "--tag", &format!("{repository}:v1")]).arg(context.path()).output().expect("docker build");
-        assert!(output.status.success(), "docker build: {}", String::from_utf8_lossy(&output.stderr));
+        let output = Command::new("docker")
+            .args(["build", "--quiet", "--tag", &format!("{repository}:v1")])
+            .arg(context.path())
+            .output()
+            .expect("docker build");
+        assert!(
+            output.status.success(),
+            "docker build: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         DemoImage { repository }
     }
 
@@ -58,7 +76,9 @@ impl DemoImage {
 
 impl Drop for DemoImage {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rmi", "--force", &self.image()]).output();
+        let _ = Command::new("docker")
+            .args(["rmi", "--force", &self.image()])
+            .output();
     }
 }
 
@@ -70,7 +90,12 @@ pub struct Containers {
 impl Containers {
     pub fn count(&self) -> usize {
         let output = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=cairn.deploy.service={}", self.service)])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=cairn.deploy.service={}", self.service),
+            ])
             .output()
             .expect("docker ps");
         String::from_utf8_lossy(&output.stdout).lines().count()
@@ -79,17 +104,35 @@ impl Containers {
 
 impl Drop for Containers {
     fn drop(&mut self) {
-        if let Ok(output) = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=cairn.deploy.service={}", self.service)]).output() {
-            let ids: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect();
+        if let Ok(output) = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=cairn.deploy.service={}", self.service),
+            ])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
             if !ids.is_empty() {
-                let _ = Command::new("docker").args(["rm", "--force"]).args(&ids).output();
+                let _ = Command::new("docker")
+                    .args(["rm", "--force"])
+                    .args(&ids)
+                    .output();
             }
         }
     }
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A real HAProxy, as a child process, killed on drop.
@@ -112,14 +155,31 @@ impl Haproxy {
         let socket = dir.path().join("admin.sock");
         let port = free_port();
         let config = dir.path().join("haproxy.cfg");
-        std::fs::write(&config, cairn_engine::agents::deploy::haproxy_config(port, &socket, "web")).expect("config");
-        let child = Command::new("haproxy").arg("-db").arg("-f").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn haproxy");
+        std::fs::write(
+            &config,
+            cairn_engine::agents::deploy::haproxy_config(port, &socket, "web"),
+        )
+        .expect("config");
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn haproxy");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !(socket.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
             assert!(Instant::now() < deadline, "haproxy did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Haproxy { child, port, socket, backend: "web".into(), _dir: dir }
+        Haproxy {
+            child,
+            port,
+            socket,
+            backend: "web".into(),
+            _dir: dir,
+        }
     }
 }
 
@@ -161,7 +221,10 @@ impl Prometheus {
         let port = free_port();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -170,20 +233,26 @@ impl Prometheus {
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut stream| {
-                use std::io::{Read, Write};
-                let _ = stream.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n");
-                let mut answer = String::new();
-                let _ = stream.read_to_string(&mut answer);
-                answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
-            });
+            let ready =
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut stream| {
+                    use std::io::{Read, Write};
+                    let _ = stream.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n");
+                    let mut answer = String::new();
+                    let _ = stream.read_to_string(&mut answer);
+                    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+                });
             if ready {
                 break;
             }
             assert!(Instant::now() < deadline, "prometheus did not become ready");
             std::thread::sleep(Duration::from_millis(200));
         }
-        Prometheus { child, url, targets_file, _dir: dir }
+        Prometheus {
+            child,
+            url,
+            targets_file,
+            _dir: dir,
+        }
     }
 }
 
@@ -217,21 +286,42 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let answers = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
-        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("client");
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
         let tasks = (0..workers)
             .map(|_| {
                 let (stop, answers, client) = (stop.clone(), answers.clone(), client.clone());
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) && started.elapsed() < limit {
                         let sent = Instant::now();
-                        let answer = match client.get(format!("http://127.0.0.1:{port}/")).send().await {
-                            Ok(response) => {
-                                let ok = response.status().is_success();
-                                let body = response.text().await.unwrap_or_default();
-                                Answer { at: started.elapsed(), ok, version: body.split_whitespace().skip_while(|w| *w != "demo-service").nth(1).unwrap_or("?").trim_end_matches(':').to_string(), latency: sent.elapsed() }
-                            }
-                            Err(error) => Answer { at: started.elapsed(), ok: false, version: format!("error: {error}"), latency: sent.elapsed() },
-                        };
+                        let answer =
+                            match client.get(format!("http://127.0.0.1:{port}/")).send().await {
+                                Ok(response) => {
+                                    let ok = response.status().is_success();
+                                    let body = response.text().await.unwrap_or_default();
+                                    Answer {
+                                        at: started.elapsed(),
+                                        ok,
+                                        version: body
+                                            .split_whitespace()
+                                            .skip_while(|w| *w != "demo-service")
+                                            .nth(1)
+                                            .unwrap_or("?")
+                                            .trim_end_matches(':')
+                                            .to_string(),
+                                        latency: sent.elapsed(),
+                                    }
+                                }
+                                Err(error) => Answer {
+                                    at: started.elapsed(),
+                                    ok: false,
+                                    version: format!("error: {error}"),
+                                    latency: sent.elapsed(),
+                                },
+                            };
                         if let Ok(mut list) = answers.lock() {
                             list.push(answer);
                         }
@@ -240,12 +330,20 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, answers, tasks, started }
+        Load {
+            stop,
+            answers,
+            tasks,
+            started,
+        }
     }
 
     /// Answers so far, from index `from`.
     pub fn since(&self, from: usize) -> Vec<Answer> {
-        self.answers.lock().map(|a| a[from.min(a.len())..].to_vec()).unwrap_or_default()
+        self.answers
+            .lock()
+            .map(|a| a[from.min(a.len())..].to_vec())
+            .unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
@@ -289,7 +387,9 @@ impl Receiver {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -317,7 +417,13 @@ pub struct DeployRun {
 
 impl DeployRun {
     pub fn outputs(&self) -> &Value {
-        self.step.outputs.as_ref().unwrap_or_else(|| panic!("no outputs; error: {:?}; logs:\n{}", self.step.error, self.logs.join("\n")))
+        self.step.outputs.as_ref().unwrap_or_else(|| {
+            panic!(
+                "no outputs; error: {:?}; logs:\n{}",
+                self.step.error,
+                self.logs.join("\n")
+            )
+        })
     }
 
     pub fn error(&self) -> String {
@@ -329,8 +435,15 @@ impl TestEngine {
     pub fn new() -> TestEngine {
         let home = tempfile::tempdir().expect("home");
         let store = Store::open(&home.path().join("cairn.db")).expect("open store");
-        let settings = EngineSettings { concurrency: None, lease: EngineSettings::DEFAULT_LEASE, work_dir: home.path().join("work") };
-        TestEngine { engine: Engine::new(store, Arc::new(Registry::builtin(None)), settings), home }
+        let settings = EngineSettings {
+            concurrency: None,
+            lease: EngineSettings::DEFAULT_LEASE,
+            work_dir: home.path().join("work"),
+        };
+        TestEngine {
+            engine: Engine::new(store, Arc::new(Registry::builtin(None)), settings),
+            home,
+        }
     }
 
     pub fn state_file(&self) -> PathBuf {
@@ -341,33 +454,75 @@ impl TestEngine {
     pub async fn deploy(&self, risk: &str, with: Value) -> DeployRun {
         let mut with = with;
         with["state_file"] = json!(self.state_file());
-        let definition = format!("name: deploy\nsteps:\n  - id: deploy\n    agent: deploy_agent\n    timeout: 5m\n    retries: 0\n    with: {with}\n");
+        let definition = format!(
+            "name: deploy\nsteps:\n  - id: deploy\n    agent: deploy_agent\n    timeout: 5m\n    retries: 0\n    with: {with}\n"
+        );
         let context = json!({ "trigger": "manual", "risk": risk });
-        let (run_id, _) = self.engine.create_run(&definition, "deploy.yaml", None, context).expect("create run");
+        let (run_id, _) = self
+            .engine
+            .create_run(&definition, "deploy.yaml", None, context)
+            .expect("create run");
         let state = self.engine.drive(run_id, None).await.expect("drive run");
         let store = self.engine.store();
-        let step = store.steps(run_id).expect("steps").into_iter().find(|s| s.step_id == "deploy").expect("deploy step");
-        let logs = store.logs(run_id, Some("deploy"), 0).expect("logs").into_iter().map(|l| l.line).collect();
-        DeployRun { run_id, state, step, logs }
+        let step = store
+            .steps(run_id)
+            .expect("steps")
+            .into_iter()
+            .find(|s| s.step_id == "deploy")
+            .expect("deploy step");
+        let logs = store
+            .logs(run_id, Some("deploy"), 0)
+            .expect("logs")
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        DeployRun {
+            run_id,
+            state,
+            step,
+            logs,
+        }
     }
 
     /// Runs a `deploy_agent` step and a `monitor_agent` step after it (with `watch`); returns
     /// the deploy's and the monitor's records.
-    pub async fn deploy_and_monitor(&self, risk: &str, with: Value, watch: Value) -> (DeployRun, DeployRun) {
+    pub async fn deploy_and_monitor(
+        &self,
+        risk: &str,
+        with: Value,
+        watch: Value,
+    ) -> (DeployRun, DeployRun) {
         let mut with = with;
         with["state_file"] = json!(self.state_file());
         let definition = format!(
             "name: deploy\nsteps:\n  - id: deploy\n    agent: deploy_agent\n    timeout: 5m\n    retries: 0\n    with: {with}\n  - id: monitor\n    agent: monitor_agent\n    depends_on: deploy\n    timeout: 5m\n    retries: 0\n    with: {watch}\n"
         );
         let context = json!({ "trigger": "manual", "risk": risk });
-        let (run_id, _) = self.engine.create_run(&definition, "deploy.yaml", None, context).expect("create run");
+        let (run_id, _) = self
+            .engine
+            .create_run(&definition, "deploy.yaml", None, context)
+            .expect("create run");
         let state = self.engine.drive(run_id, None).await.expect("drive run");
         let store = self.engine.store();
         let steps = store.steps(run_id).expect("steps");
         let record = |id: &str| {
-            let step = steps.iter().find(|s| s.step_id == id).cloned().expect("step");
-            let logs = store.logs(run_id, Some(id), 0).expect("logs").into_iter().map(|l| l.line).collect();
-            DeployRun { run_id, state, step, logs }
+            let step = steps
+                .iter()
+                .find(|s| s.step_id == id)
+                .cloned()
+                .expect("step");
+            let logs = store
+                .logs(run_id, Some(id), 0)
+                .expect("logs")
+                .into_iter()
+                .map(|l| l.line)
+                .collect();
+            DeployRun {
+                run_id,
+                state,
+                step,
+                logs,
+            }
         };
         (record("deploy"), record("monitor"))
     }
@@ -375,7 +530,11 @@ impl TestEngine {
     pub fn history(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.state_file()).unwrap_or_default();
         let state: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        state["services"].as_object().and_then(|s| s.values().next()).and_then(|s| s["history"].as_array().cloned()).unwrap_or_default()
+        state["services"]
+            .as_object()
+            .and_then(|s| s.values().next())
+            .and_then(|s| s["history"].as_array().cloned())
+            .unwrap_or_default()
     }
 }
 
@@ -383,7 +542,13 @@ impl TestEngine {
 pub fn summarize(answers: &[Answer]) -> (usize, std::collections::BTreeMap<String, usize>) {
     let mut versions = std::collections::BTreeMap::new();
     for answer in answers {
-        *versions.entry(if answer.ok { answer.version.clone() } else { "failed".into() }).or_insert(0) += 1;
+        *versions
+            .entry(if answer.ok {
+                answer.version.clone()
+            } else {
+                "failed".into()
+            })
+            .or_insert(0) += 1;
     }
     (answers.iter().filter(|a| !a.ok).count(), versions)
 }

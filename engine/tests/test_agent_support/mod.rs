@@ -51,7 +51,9 @@ pub struct Repo {
 impl Repo {
     pub fn init(path: &Path) -> Repo {
         std::fs::create_dir_all(path).expect("create repo dir");
-        let repo = Repo { path: path.to_path_buf() };
+        let repo = Repo {
+            path: path.to_path_buf(),
+        };
         repo.git(&["init", "--quiet", "--initial-branch=main"]);
         repo.git(&["config", "user.name", "Test"]);
         repo.git(&["config", "user.email", "test@example.com"]);
@@ -60,8 +62,16 @@ impl Repo {
     }
 
     pub fn git(&self, args: &[&str]) -> String {
-        let output = Command::new("git").args(args).current_dir(&self.path).output().expect("run git");
-        assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(&self.path)
+            .output()
+            .expect("run git");
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
@@ -105,21 +115,53 @@ impl TestEngine {
     fn create(settings: Option<Settings>) -> TestEngine {
         let home = tempfile::tempdir().expect("home");
         let store = Store::open(&home.path().join("cairn.db")).expect("open store");
-        let router = settings.map(|settings| Arc::new(Router::new(settings, store.clone()).expect("router")));
-        let settings = EngineSettings { concurrency: None, lease: EngineSettings::DEFAULT_LEASE, work_dir: home.path().join("work") };
+        let router = settings
+            .map(|settings| Arc::new(Router::new(settings, store.clone()).expect("router")));
+        let settings = EngineSettings {
+            concurrency: None,
+            lease: EngineSettings::DEFAULT_LEASE,
+            work_dir: home.path().join("work"),
+        };
         let engine = Engine::new(store.clone(), Arc::new(Registry::builtin(router)), settings);
-        TestEngine { engine, store, home }
+        TestEngine {
+            engine,
+            store,
+            home,
+        }
     }
 
     /// Runs one `test_agent` step with `with` on `commit` of `repo`.
     pub async fn test(&self, repo: &Repo, commit: &str, with: Value) -> TestRun {
-        let definition = format!("name: tests\nsteps:\n  - id: test\n    agent: test_agent\n    with: {with}\n");
-        let context = json!({ "repo": repo.url(), "commit": commit, "branch": "main", "trigger": "manual" });
-        let (run_id, _) = self.engine.create_run(&definition, "tests.yaml", None, context).expect("create run");
+        let definition =
+            format!("name: tests\nsteps:\n  - id: test\n    agent: test_agent\n    with: {with}\n");
+        let context =
+            json!({ "repo": repo.url(), "commit": commit, "branch": "main", "trigger": "manual" });
+        let (run_id, _) = self
+            .engine
+            .create_run(&definition, "tests.yaml", None, context)
+            .expect("create run");
         let state = self.engine.drive(run_id, None).await.expect("drive run");
-        let step = self.store.steps(run_id).expect("steps").into_iter().find(|s| s.step_id == "test").expect("test step");
-        let logs = self.store.logs(run_id, Some("test"), 0).expect("logs").into_iter().map(|l| l.line).collect();
-        TestRun { run_id, state, step, logs, run_dir: self.home.path().join("work").join(format!("run-{run_id}")) }
+        let step = self
+            .store
+            .steps(run_id)
+            .expect("steps")
+            .into_iter()
+            .find(|s| s.step_id == "test")
+            .expect("test step");
+        let logs = self
+            .store
+            .logs(run_id, Some("test"), 0)
+            .expect("logs")
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        TestRun {
+            run_id,
+            state,
+            step,
+            logs,
+            run_dir: self.home.path().join("work").join(format!("run-{run_id}")),
+        }
     }
 }
 
@@ -133,11 +175,20 @@ pub struct TestRun {
 
 impl TestRun {
     pub fn outputs(&self) -> &Value {
-        self.step.outputs.as_ref().unwrap_or_else(|| panic!("no outputs; error: {:?}; logs:\n{}", self.step.error, self.logs.join("\n")))
+        self.step.outputs.as_ref().unwrap_or_else(|| {
+            panic!(
+                "no outputs; error: {:?}; logs:\n{}",
+                self.step.error,
+                self.logs.join("\n")
+            )
+        })
     }
 }
 
 /// Whether `python3 -c code` runs.
 pub fn python_has(module: &str) -> bool {
-    Command::new("python3").args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success())
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }

@@ -57,8 +57,16 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
     let logs = &call.logs;
     let context_dir = call.workspace.join(&config.context);
     let repository = repository_name(config.image.as_deref(), &call.context, &call.workspace);
-    let branch = call.context.get("branch").and_then(Value::as_str).map(str::to_string);
-    let commit = resolve_commit(&call.workspace, call.context.get("commit").and_then(Value::as_str)).await;
+    let branch = call
+        .context
+        .get("branch")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let commit = resolve_commit(
+        &call.workspace,
+        call.context.get("commit").and_then(Value::as_str),
+    )
+    .await;
     let version_tag = match &commit {
         Some(sha) => tag_name(&sha[..sha.len().min(12)]),
         None => format!("run-{}", call.run_id),
@@ -68,28 +76,48 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
 
     // Review first: it needs no engine, and its findings are worth having even if the build fails.
     let dockerfile_path = context_dir.join(&config.dockerfile);
-    let dockerfile_text = std::fs::read_to_string(&dockerfile_path).map_err(|_| Error::NoDockerfile(dockerfile_path.clone()))?;
-    let findings = review(&dockerfile_text, context_dir.join(".dockerignore").is_file());
+    let dockerfile_text = std::fs::read_to_string(&dockerfile_path)
+        .map_err(|_| Error::NoDockerfile(dockerfile_path.clone()))?;
+    let findings = review(
+        &dockerfile_text,
+        context_dir.join(".dockerignore").is_file(),
+    );
 
     let docker = docker::connect(&config.docker_host, config.tls_cert_path.as_deref()).await?;
     let previous = match &branch_tag {
         Some(tag) => docker::inspect(&docker, &format!("{repository}:{tag}")).await?,
         None => None,
     };
-    let previous_revision = previous
-        .as_ref()
-        .and_then(|p| p.config.as_ref()?.labels.as_ref()?.get(REVISION_LABEL).cloned());
+    let previous_revision = previous.as_ref().and_then(|p| {
+        p.config
+            .as_ref()?
+            .labels
+            .as_ref()?
+            .get(REVISION_LABEL)
+            .cloned()
+    });
     let changed = match &commit {
         Some(commit) => changed_since(&call.workspace, previous_revision.as_deref(), commit).await,
         None => None,
     };
-    let history_path = config.history_file.clone().or_else(|| history::default_path(&call.workspace));
-    let has_previous = previous.is_some() || history_path.as_deref().is_some_and(|p| history::any(p, &repository));
+    let history_path = config
+        .history_file
+        .clone()
+        .or_else(|| history::default_path(&call.workspace));
+    let has_previous = previous.is_some()
+        || history_path
+            .as_deref()
+            .is_some_and(|p| history::any(p, &repository));
     let categories: Vec<String> = call
         .context
         .pointer("/change/categories")
         .and_then(Value::as_array)
-        .map(|list| list.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|list| {
+            list.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let decision = cache::decide(&cache::Inputs {
         forced: config.nocache,
@@ -99,15 +127,30 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
         dockerfile: &config.dockerfile,
         full_rebuild_paths: &config.full_rebuild_paths,
     });
-    logs.line("stdout", format!("build {image}: {} build — {}", decision.mode.as_str(), decision.reason));
+    logs.line(
+        "stdout",
+        format!(
+            "build {image}: {} build — {}",
+            decision.mode.as_str(),
+            decision.reason
+        ),
+    );
 
     let (dir, dockerfile) = (context_dir.clone(), config.dockerfile.clone());
     let archive = tokio::task::spawn_blocking(move || context::archive(&dir, &dockerfile))
         .await
-        .map_err(|e| Error::Context { path: context_dir.clone(), source: std::io::Error::other(e.to_string()) })??;
+        .map_err(|e| Error::Context {
+            path: context_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
     logs.line(
         "stdout",
-        format!("context: {} files, {} ({} excluded by .dockerignore)", archive.files, format_size(archive.bytes), archive.excluded),
+        format!(
+            "context: {} files, {} ({} excluded by .dockerignore)",
+            archive.files,
+            format_size(archive.bytes),
+            archive.excluded
+        ),
     );
     let context_summary = json!({ "files": archive.files, "bytes": archive.bytes, "excluded": archive.excluded, "dockerignore": archive.has_dockerignore });
 
@@ -128,20 +171,33 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
         pull: config.pull,
     };
     let started = Instant::now();
-    let outcome = docker::build(&docker, &request, archive.archive, |line| logs.line("stdout", line.to_string())).await?;
+    let outcome = docker::build(&docker, &request, archive.archive, |line| {
+        logs.line("stdout", line.to_string())
+    })
+    .await?;
     let duration_ms = started.elapsed().as_millis() as u64;
 
     let built = docker::inspect(&docker, &image)
         .await?
-        .ok_or_else(|| Error::BuildFailed { tag: image.clone(), message: "the engine reported success but has no such image".into() })?;
-    let image_id = built.id.clone().or(outcome.image_id.clone()).unwrap_or_default();
+        .ok_or_else(|| Error::BuildFailed {
+            tag: image.clone(),
+            message: "the engine reported success but has no such image".into(),
+        })?;
+    let image_id = built
+        .id
+        .clone()
+        .or(outcome.image_id.clone())
+        .unwrap_or_default();
     let size = built.size.unwrap_or(0).max(0) as u64;
     let digest = built.repo_digests.as_ref().and_then(|d| d.first().cloned());
     let layers: Vec<Value> = docker::history(&docker, &image)
         .await?
         .iter()
         .map(|layer| {
-            let created_by = layer.created_by.trim_start_matches("/bin/sh -c #(nop) ").trim();
+            let created_by = layer
+                .created_by
+                .trim_start_matches("/bin/sh -c #(nop) ")
+                .trim();
             json!({
                 "id": layer.id.trim_start_matches("sha256:").chars().take(12).collect::<String>(),
                 "created_by": created_by.chars().take(160).collect::<String>(),
@@ -152,13 +208,24 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
         .collect();
     logs.line(
         "stdout",
-        format!("built {image} ({}) in {:.1} s: {} of {} steps from cache, {}", short_id(&image_id), duration_ms as f64 / 1000.0, outcome.cache_hits, outcome.steps, format_size(size)),
+        format!(
+            "built {image} ({}) in {:.1} s: {} of {} steps from cache, {}",
+            short_id(&image_id),
+            duration_ms as f64 / 1000.0,
+            outcome.cache_hits,
+            outcome.steps,
+            format_size(size)
+        ),
     );
 
     if let Some((limit, limit_text)) = &config.max_image_size
         && size > *limit
     {
-        return Err(Error::TooLarge { tag: image.clone(), size: format_size(size), limit: limit_text.clone() });
+        return Err(Error::TooLarge {
+            tag: image.clone(),
+            size: format_size(size),
+            limit: limit_text.clone(),
+        });
     }
     let mut tags = vec![image.clone()];
     if let Some(tag) = &branch_tag {
@@ -166,7 +233,9 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
         tags.push(format!("{repository}:{tag}"));
     }
 
-    let last_full = history_path.as_deref().and_then(|p| history::last_full(p, &repository, &call.idempotency_key));
+    let last_full = history_path
+        .as_deref()
+        .and_then(|p| history::last_full(p, &repository, &call.idempotency_key));
     if let Some(path) = &history_path {
         let record = BuildRecord {
             repository: repository.clone(),
@@ -191,10 +260,20 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
         logs.line("stdout", format!("cached build took {duration_ms} ms; the last full build took {} ms: {saved} ms saved", full.duration_ms));
     }
 
-    let previous_size = previous.as_ref().and_then(|p| p.size).map(|s| s.max(0) as u64);
+    let previous_size = previous
+        .as_ref()
+        .and_then(|p| p.size)
+        .map(|s| s.max(0) as u64);
     let size_change = previous_size.map(|before| size as i64 - before as i64);
     if let (Some(before), Some(change)) = (previous_size, size_change) {
-        logs.line("stdout", format!("size {} (was {}, {change:+} bytes)", format_size(size), format_size(before)));
+        logs.line(
+            "stdout",
+            format!(
+                "size {} (was {}, {change:+} bytes)",
+                format_size(size),
+                format_size(before)
+            ),
+        );
     }
 
     let review_report = explain(llm, call, &findings).await;
@@ -227,7 +306,13 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
     }))
 }
 
-fn cache_report(decision: &Decision, changed: Option<&[String]>, config: &BuildConfig, hits: usize, steps: usize) -> Value {
+fn cache_report(
+    decision: &Decision,
+    changed: Option<&[String]>,
+    config: &BuildConfig,
+    hits: usize,
+    steps: usize,
+) -> Value {
     json!({
         "nocache": decision.mode == Mode::Full,
         "pull": config.pull,
@@ -261,10 +346,15 @@ async fn explain(llm: Option<&Router>, call: &AgentContext, findings: &[Finding]
                 diff: None,
             };
             let rules_text = text.clone();
-            let answer = router.ask(Some(&scope), request, move || Value::String(rules_text)).await;
+            let answer = router
+                .ask(Some(&scope), request, move || Value::String(rules_text))
+                .await;
             match repetitive(&answer.text) {
                 Some(why) => {
-                    note = Some(format!("the {} tier's explanation was discarded: {why}", answer.tier.as_str()));
+                    note = Some(format!(
+                        "the {} tier's explanation was discarded: {why}",
+                        answer.tier.as_str()
+                    ));
                     (text.clone(), "rules")
                 }
                 None => (answer.text, answer.tier.as_str()),
@@ -289,7 +379,12 @@ async fn explain(llm: Option<&Router>, call: &AgentContext, findings: &[Finding]
 fn repetitive(text: &str) -> Option<String> {
     let sentences: Vec<String> = text
         .split(['.', '\n'])
-        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase())
+        .map(|s| {
+            s.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase()
+        })
         .filter(|s| s.len() > 3)
         .collect();
     if sentences.is_empty() {
@@ -309,17 +404,23 @@ async fn resolve_commit(workspace: &Path, commit: Option<&str>) -> Option<String
     let workspace = workspace.to_path_buf();
     let revision = format!("{}^{{commit}}", commit.unwrap_or("HEAD"));
     let given = commit.map(str::to_string);
-    tokio::task::spawn_blocking(move || crate::exec::git(&workspace, &["rev-parse", "--verify", &revision]))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .map(|sha| sha.trim().to_string())
-        .or(given)
+    tokio::task::spawn_blocking(move || {
+        crate::exec::git(&workspace, &["rev-parse", "--verify", &revision])
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .map(|sha| sha.trim().to_string())
+    .or(given)
 }
 
 /// Paths changed since `previous` (the commit the branch's image was built from) when git
 /// knows it as an ancestor, else the commit's own diff; `None` when git cannot tell.
-async fn changed_since(workspace: &Path, previous: Option<&str>, commit: &str) -> Option<Vec<String>> {
+async fn changed_since(
+    workspace: &Path,
+    previous: Option<&str>,
+    commit: &str,
+) -> Option<Vec<String>> {
     let workspace: PathBuf = workspace.to_path_buf();
     let previous = previous.map(str::to_string);
     let commit = commit.to_string();
@@ -328,15 +429,31 @@ async fn changed_since(workspace: &Path, previous: Option<&str>, commit: &str) -
             // Rebuilding the commit the image already holds: nothing changed.
             Some(previous) if previous == commit => return Some(Vec::new()),
             Some(previous) => {
-                let ancestor = crate::exec::git(&workspace, &["merge-base", "--is-ancestor", &previous, &commit]).is_ok();
+                let ancestor = crate::exec::git(
+                    &workspace,
+                    &["merge-base", "--is-ancestor", &previous, &commit],
+                )
+                .is_ok();
                 if ancestor {
-                    let names = crate::exec::git(&workspace, &["diff", "--name-only", "--no-renames", &previous, &commit]).ok()?;
-                    return Some(names.lines().filter(|l| !l.is_empty()).map(str::to_string).collect());
+                    let names = crate::exec::git(
+                        &workspace,
+                        &["diff", "--name-only", "--no-renames", &previous, &commit],
+                    )
+                    .ok()?;
+                    return Some(
+                        names
+                            .lines()
+                            .filter(|l| !l.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                    );
                 }
             }
             None => {}
         }
-        changed_files(&workspace, &commit).ok().map(|files| files.into_iter().map(|f| f.path).collect())
+        changed_files(&workspace, &commit)
+            .ok()
+            .map(|files| files.into_iter().map(|f| f.path).collect())
     })
     .await
     .ok()
@@ -355,6 +472,11 @@ mod tests {
     fn looping_answers_are_recognized() {
         assert!(repetitive("Add USER. Add USER. Add USER. Add USER.").is_some());
         assert!(repetitive("  ").is_some());
-        assert!(repetitive("Add `USER 65534`. Move the token to a runtime secret. Add a .dockerignore.").is_none());
+        assert!(
+            repetitive(
+                "Add `USER 65534`. Move the token to a runtime secret. Add a .dockerignore."
+            )
+            .is_none()
+        );
     }
 }

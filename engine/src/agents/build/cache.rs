@@ -51,22 +51,43 @@ pub struct Inputs<'a> {
 }
 
 pub fn decide(inputs: &Inputs<'_>) -> Decision {
-    let full = |reason: String, triggers: Vec<String>| Decision { mode: Mode::Full, reason, triggers };
+    let full = |reason: String, triggers: Vec<String>| Decision {
+        mode: Mode::Full,
+        reason,
+        triggers,
+    };
     match inputs.forced {
         Some(true) => return full("`with: nocache: true` forces a full build".into(), vec![]),
         Some(false) => {
-            return Decision { mode: Mode::Cached, reason: "`with: nocache: false` forces a cached build".into(), triggers: vec![] };
+            return Decision {
+                mode: Mode::Cached,
+                reason: "`with: nocache: false` forces a cached build".into(),
+                triggers: vec![],
+            };
         }
         None => {}
     }
     if !inputs.has_previous {
-        return full("first build of this repository: no earlier image to reuse layers from".into(), vec![]);
+        return full(
+            "first build of this repository: no earlier image to reuse layers from".into(),
+            vec![],
+        );
     }
     let Some(changed) = inputs.changed else {
-        if inputs.categories.iter().any(|c| c == Category::Dependencies.as_str()) {
-            return full("the orchestrator classified the change as touching dependencies".into(), vec![]);
+        if inputs
+            .categories
+            .iter()
+            .any(|c| c == Category::Dependencies.as_str())
+        {
+            return full(
+                "the orchestrator classified the change as touching dependencies".into(),
+                vec![],
+            );
         }
-        return full("could not tell which files changed, so nothing cached is trusted".into(), vec![]);
+        return full(
+            "could not tell which files changed, so nothing cached is trusted".into(),
+            vec![],
+        );
     };
     let extra: Vec<globset::GlobMatcher> = inputs
         .full_rebuild_paths
@@ -77,7 +98,11 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     let mut triggers = Vec::new();
     for path in changed {
         let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
-        let why = if path == inputs.dockerfile || name.starts_with("dockerfile") || name.starts_with("containerfile") || name.ends_with(".dockerfile") {
+        let why = if path == inputs.dockerfile
+            || name.starts_with("dockerfile")
+            || name.starts_with("containerfile")
+            || name.ends_with(".dockerfile")
+        {
             Some("the Dockerfile (and possibly its base image) changed")
         } else if name == ".dockerignore" {
             Some("the .dockerignore changed")
@@ -99,9 +124,16 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     let reason = if changed.is_empty() {
         "nothing changed since the last build: every layer can come from the cache".to_string()
     } else {
-        format!("only application files changed ({}): building on cached layers", preview(changed))
+        format!(
+            "only application files changed ({}): building on cached layers",
+            preview(changed)
+        )
     };
-    Decision { mode: Mode::Cached, reason, triggers }
+    Decision {
+        mode: Mode::Cached,
+        reason,
+        triggers,
+    }
 }
 
 fn preview(paths: &[String]) -> String {
@@ -118,14 +150,25 @@ mod tests {
 
     fn decide_for(changed: &[&str]) -> Decision {
         let changed: Vec<String> = changed.iter().map(|s| s.to_string()).collect();
-        decide(&Inputs { forced: None, has_previous: true, changed: Some(&changed), categories: &[], dockerfile: "Dockerfile", full_rebuild_paths: &["vendor/**".into()] })
+        decide(&Inputs {
+            forced: None,
+            has_previous: true,
+            changed: Some(&changed),
+            categories: &[],
+            dockerfile: "Dockerfile",
+            full_rebuild_paths: &["vendor/**".into()],
+        })
     }
 
     #[test]
     fn dependencies_and_dockerfile_force_full_builds() {
         let decision = decide_for(&["src/main.rs", "Cargo.lock"]);
         assert_eq!(decision.mode, Mode::Full);
-        assert!(decision.reason.contains("Cargo.lock"), "{}", decision.reason);
+        assert!(
+            decision.reason.contains("Cargo.lock"),
+            "{}",
+            decision.reason
+        );
         assert_eq!(decide_for(&["Dockerfile"]).mode, Mode::Full);
         assert_eq!(decide_for(&["vendor/x/lib.c"]).mode, Mode::Full);
         assert_eq!(decide_for(&["requirements.txt"]).mode, Mode::Full);
@@ -140,9 +183,23 @@ mod tests {
 
     #[test]
     fn first_build_and_unknown_changes_are_full() {
-        let first = decide(&Inputs { forced: None, has_previous: false, changed: Some(&[]), categories: &[], dockerfile: "Dockerfile", full_rebuild_paths: &[] });
+        let first = decide(&Inputs {
+            forced: None,
+            has_previous: false,
+            changed: Some(&[]),
+            categories: &[],
+            dockerfile: "Dockerfile",
+            full_rebuild_paths: &[],
+        });
         assert_eq!(first.mode, Mode::Full);
-        let unknown = decide(&Inputs { forced: None, has_previous: true, changed: None, categories: &[], dockerfile: "Dockerfile", full_rebuild_paths: &[] });
+        let unknown = decide(&Inputs {
+            forced: None,
+            has_previous: true,
+            changed: None,
+            categories: &[],
+            dockerfile: "Dockerfile",
+            full_rebuild_paths: &[],
+        });
         assert_eq!(unknown.mode, Mode::Full);
     }
 }

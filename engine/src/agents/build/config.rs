@@ -30,8 +30,18 @@ use crate::agents::with::scalar;
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
 const KEYS: &[&str] = &[
-    "docker_host", "tls_cert_path", "image", "dockerfile", "context", "target", "build_args",
-    "pull", "nocache", "full_rebuild_paths", "max_image_size", "history_file",
+    "docker_host",
+    "tls_cert_path",
+    "image",
+    "dockerfile",
+    "context",
+    "target",
+    "build_args",
+    "pull",
+    "nocache",
+    "full_rebuild_paths",
+    "max_image_size",
+    "history_file",
 ];
 
 #[derive(Debug, Clone)]
@@ -55,7 +65,10 @@ pub struct BuildConfig {
 impl BuildConfig {
     /// Reads `with:`; `env` looks up environment variables (`DOCKER_HOST`, `DOCKER_CERT_PATH`,
     /// `DOCKER_TLS_VERIFY`), injected so tests need not touch the process environment.
-    pub fn from_with(with: &Value, env: impl Fn(&str) -> Option<String>) -> Result<BuildConfig, Error> {
+    pub fn from_with(
+        with: &Value,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<BuildConfig, Error> {
         let map = crate::agents::with::mapping(with, KEYS).map_err(Error::Config)?;
         let docker_host = string(map, "docker_host")?
             .or_else(|| env("DOCKER_HOST").filter(|h| !h.is_empty()))
@@ -68,29 +81,59 @@ impl BuildConfig {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(Value::Object(args)) => args
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), scalar(v).ok_or_else(|| Error::Config(format!("build_args.{k} must be a string, number or boolean")))?)))
+                .map(|(k, v)| {
+                    Ok((
+                        k.clone(),
+                        scalar(v).ok_or_else(|| {
+                            Error::Config(format!(
+                                "build_args.{k} must be a string, number or boolean"
+                            ))
+                        })?,
+                    ))
+                })
                 .collect::<Result<_, Error>>()?,
-            Some(_) => return Err(Error::Config("build_args must be a mapping of names to values".into())),
+            Some(_) => {
+                return Err(Error::Config(
+                    "build_args must be a mapping of names to values".into(),
+                ));
+            }
         };
         let full_rebuild_paths = match map.get("full_rebuild_paths") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| Error::Config("full_rebuild_paths must be a list of path patterns".into())))
+                .map(|v| {
+                    v.as_str().map(str::to_string).ok_or_else(|| {
+                        Error::Config("full_rebuild_paths must be a list of path patterns".into())
+                    })
+                })
                 .collect::<Result<_, _>>()?,
-            Some(_) => return Err(Error::Config("full_rebuild_paths must be a list of path patterns".into())),
+            Some(_) => {
+                return Err(Error::Config(
+                    "full_rebuild_paths must be a list of path patterns".into(),
+                ));
+            }
         };
         let max_image_size = match map.get("max_image_size") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => n.as_u64().map(|b| (b, format!("{b} B"))),
-            Some(Value::String(text)) => Some((parse_size(text).map_err(|e| Error::Config(format!("max_image_size: {e}")))?, text.clone())),
-            Some(_) => return Err(Error::Config("max_image_size must be a size such as 500MB".into())),
+            Some(Value::String(text)) => Some((
+                parse_size(text).map_err(|e| Error::Config(format!("max_image_size: {e}")))?,
+                text.clone(),
+            )),
+            Some(_) => {
+                return Err(Error::Config(
+                    "max_image_size must be a size such as 500MB".into(),
+                ));
+            }
         };
         let dockerfile = string(map, "dockerfile")?.unwrap_or_else(|| "Dockerfile".to_string());
         let context = string(map, "context")?.unwrap_or_else(|| ".".to_string());
         for (key, path) in [("dockerfile", &dockerfile), ("context", &context)] {
             if path.starts_with('/') || path.split('/').any(|c| c == "..") {
-                return Err(Error::Config(format!("{key} `{path}` must be a relative path inside the checkout")));
+                return Err(Error::Config(format!(
+                    "{key} `{path}` must be a relative path inside the checkout"
+                )));
             }
         }
         Ok(BuildConfig {
@@ -118,10 +161,11 @@ fn boolean(map: &serde_json::Map<String, Value>, key: &str) -> Result<Option<boo
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(Error::Config(format!("{key} must be true or false, found {other}"))),
+        Some(other) => Err(Error::Config(format!(
+            "{key} must be true or false, found {other}"
+        ))),
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -134,17 +178,28 @@ mod tests {
         assert_eq!(config.docker_host, DEFAULT_DOCKER_HOST);
         assert_eq!(config.dockerfile, "Dockerfile");
         assert!(!config.pull);
-        let config = BuildConfig::from_with(&json!(null), |k| (k == "DOCKER_HOST").then(|| "tcp://builder:2375".into())).expect("valid");
+        let config = BuildConfig::from_with(&json!(null), |k| {
+            (k == "DOCKER_HOST").then(|| "tcp://builder:2375".into())
+        })
+        .expect("valid");
         assert_eq!(config.docker_host, "tcp://builder:2375");
     }
 
     #[test]
     fn rejects_typos_and_bad_values() {
-        let error = BuildConfig::from_with(&json!({"max_image_sise": "1MB"}), |_| None).expect_err("typo");
-        assert!(error.to_string().contains("unknown key `max_image_sise`"), "{error}");
+        let error =
+            BuildConfig::from_with(&json!({"max_image_sise": "1MB"}), |_| None).expect_err("typo");
+        assert!(
+            error.to_string().contains("unknown key `max_image_sise`"),
+            "{error}"
+        );
         assert!(BuildConfig::from_with(&json!({"max_image_size": "big"}), |_| None).is_err());
         assert!(BuildConfig::from_with(&json!({"dockerfile": "../Dockerfile"}), |_| None).is_err());
-        let config = BuildConfig::from_with(&json!({"build_args": {"N": 3, "ON": true}, "max_image_size": "1KB"}), |_| None).expect("valid");
+        let config = BuildConfig::from_with(
+            &json!({"build_args": {"N": 3, "ON": true}, "max_image_size": "1KB"}),
+            |_| None,
+        )
+        .expect("valid");
         assert_eq!(config.build_args["N"], "3");
         assert_eq!(config.max_image_size, Some((1000, "1KB".to_string())));
     }

@@ -38,7 +38,13 @@ pub fn archive(root: &Path, dockerfile: &str) -> Result<BuildContext, Error> {
     };
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
-    let mut context = BuildContext { archive: Vec::new(), files: 0, bytes: 0, excluded: 0, has_dockerignore };
+    let mut context = BuildContext {
+        archive: Vec::new(),
+        files: 0,
+        bytes: 0,
+        excluded: 0,
+        has_dockerignore,
+    };
     let always = [dockerfile.to_string(), ".dockerignore".to_string()];
     let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
     while let Some(relative) = stack.pop() {
@@ -60,7 +66,9 @@ pub fn archive(root: &Path, dockerfile: &str) -> Result<BuildContext, Error> {
                     continue;
                 }
                 if !excluded {
-                    builder.append_dir(&path, entry.path()).map_err(io(&entry.path()))?;
+                    builder
+                        .append_dir(&path, entry.path())
+                        .map_err(io(&entry.path()))?;
                 }
                 stack.push(path);
                 continue;
@@ -69,7 +77,9 @@ pub fn archive(root: &Path, dockerfile: &str) -> Result<BuildContext, Error> {
                 context.excluded += 1;
                 continue;
             }
-            builder.append_path_with_name(entry.path(), &path).map_err(io(&entry.path()))?;
+            builder
+                .append_path_with_name(entry.path(), &path)
+                .map_err(io(&entry.path()))?;
             context.files += 1;
             if file_type.is_file() {
                 context.bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
@@ -106,10 +116,19 @@ mod tests {
         let mut names: Vec<String> = tar::Archive::new(context.archive.as_slice())
             .entries()
             .expect("entries")
-            .map(|e| e.expect("entry").path().expect("path").to_string_lossy().into_owned())
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         names.sort();
-        assert_eq!(names, vec![".dockerignore", "Dockerfile", "src", "src/main.c"]);
+        assert_eq!(
+            names,
+            vec![".dockerignore", "Dockerfile", "src", "src/main.c"]
+        );
         assert_eq!(context.excluded, 2);
         assert!(context.has_dockerignore);
     }
@@ -117,7 +136,10 @@ mod tests {
     #[test]
     fn missing_dockerfile_is_named() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let error = archive(dir.path(), "Dockerfile").err().map(|e| e.to_string()).unwrap_or_default();
+        let error = archive(dir.path(), "Dockerfile")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(error.contains("no Dockerfile at"), "{error}");
     }
 }

@@ -24,11 +24,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connects and negotiates the API version (the engine here may be older than bollard's
 /// default version), which doubles as the reachability check.
 pub async fn connect(host: &str, tls_cert_path: Option<&Path>) -> Result<Docker, Error> {
-    let unreachable = |source| Error::Unreachable { host: host.to_string(), source };
+    let unreachable = |source| Error::Unreachable {
+        host: host.to_string(),
+        source,
+    };
     let version = bollard::API_DEFAULT_VERSION;
-    let docker = if let Some(path) = host.strip_prefix("unix://").or_else(|| host.starts_with('/').then_some(host)) {
+    let docker = if let Some(path) = host
+        .strip_prefix("unix://")
+        .or_else(|| host.starts_with('/').then_some(host))
+    {
         Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, version).map_err(unreachable)?
-    } else if host.starts_with("tcp://") || host.starts_with("http://") || host.starts_with("https://") {
+    } else if host.starts_with("tcp://")
+        || host.starts_with("http://")
+        || host.starts_with("https://")
+    {
         match tls_cert_path {
             Some(dir) => Docker::connect_with_ssl(
                 &host.replacen("https://", "tcp://", 1),
@@ -40,17 +49,25 @@ pub async fn connect(host: &str, tls_cert_path: Option<&Path>) -> Result<Docker,
             )
             .map_err(unreachable)?,
             None if host.starts_with("https://") => {
-                return Err(Error::Config(format!("{host} needs `tls_cert_path` (a directory with ca.pem, cert.pem and key.pem)")));
+                return Err(Error::Config(format!(
+                    "{host} needs `tls_cert_path` (a directory with ca.pem, cert.pem and key.pem)"
+                )));
             }
-            None => Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, version).map_err(unreachable)?,
+            None => Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, version)
+                .map_err(unreachable)?,
         }
     } else {
-        return Err(Error::Config(format!("docker_host `{host}` is not supported: use unix:///path/to/docker.sock or tcp://host:port")));
+        return Err(Error::Config(format!(
+            "docker_host `{host}` is not supported: use unix:///path/to/docker.sock or tcp://host:port"
+        )));
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
         Ok(Ok(docker)) => Ok(docker),
         Ok(Err(source)) => Err(unreachable(source)),
-        Err(_) => Err(Error::UnreachableTimeout { host: host.to_string(), seconds: CONNECT_TIMEOUT.as_secs() }),
+        Err(_) => Err(Error::UnreachableTimeout {
+            host: host.to_string(),
+            seconds: CONNECT_TIMEOUT.as_secs(),
+        }),
     }
 }
 
@@ -74,7 +91,12 @@ pub struct BuildOutcome {
 }
 
 /// Runs the build, handing every log line to `line` as it arrives.
-pub async fn build(docker: &Docker, request: &BuildRequest<'_>, archive: Vec<u8>, mut line: impl FnMut(&str)) -> Result<BuildOutcome, Error> {
+pub async fn build(
+    docker: &Docker,
+    request: &BuildRequest<'_>,
+    archive: Vec<u8>,
+    mut line: impl FnMut(&str),
+) -> Result<BuildOutcome, Error> {
     let mut options = BuildImageOptionsBuilder::new()
         .dockerfile(request.dockerfile)
         .t(request.tag)
@@ -89,15 +111,24 @@ pub async fn build(docker: &Docker, request: &BuildRequest<'_>, archive: Vec<u8>
     if request.pull {
         options = options.pull("true");
     }
-    let failed = |message: String| Error::BuildFailed { tag: request.tag.to_string(), message };
-    let mut stream = docker.build_image(options.build(), None, Some(bollard::body_full(archive.into())));
+    let failed = |message: String| Error::BuildFailed {
+        tag: request.tag.to_string(),
+        message,
+    };
+    let mut stream = docker.build_image(
+        options.build(),
+        None,
+        Some(bollard::body_full(archive.into())),
+    );
     let mut outcome = BuildOutcome::default();
     let mut last_error = None;
     while let Some(item) = stream.next().await {
         let info = match item {
             Ok(info) => info,
             Err(bollard::errors::Error::DockerStreamError { error }) => return Err(failed(error)),
-            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => return Err(failed(message)),
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                return Err(failed(message));
+            }
             Err(source) => return Err(Error::docker(format!("build {}", request.tag), source)),
         };
         if let Some(detail) = info.error_detail.as_ref().and_then(|d| d.message.clone()) {
@@ -131,18 +162,26 @@ pub async fn build(docker: &Docker, request: &BuildRequest<'_>, archive: Vec<u8>
 pub async fn inspect(docker: &Docker, name: &str) -> Result<Option<ImageInspect>, Error> {
     match docker.inspect_image(name).await {
         Ok(image) => Ok(Some(image)),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
         Err(source) => Err(Error::docker(format!("inspect image {name}"), source)),
     }
 }
 
 pub async fn history(docker: &Docker, name: &str) -> Result<Vec<ImageHistoryResponseItem>, Error> {
-    docker.image_history(name).await.map_err(|source| Error::docker(format!("read the history of {name}"), source))
+    docker
+        .image_history(name)
+        .await
+        .map_err(|source| Error::docker(format!("read the history of {name}"), source))
 }
 
 /// Points `repository:tag` at `image`.
 pub async fn tag(docker: &Docker, image: &str, repository: &str, tag: &str) -> Result<(), Error> {
-    let options = TagImageOptionsBuilder::new().repo(repository).tag(tag).build();
+    let options = TagImageOptionsBuilder::new()
+        .repo(repository)
+        .tag(tag)
+        .build();
     docker
         .tag_image(image, Some(options))
         .await
@@ -156,14 +195,36 @@ mod tests {
     #[tokio::test]
     async fn unreachable_tcp_engine_and_unsupported_hosts_are_clear() {
         // Port 1 on loopback: nothing listens there.
-        let error = connect("tcp://127.0.0.1:1", None).await.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(error.starts_with("cannot reach the Docker engine at tcp://127.0.0.1:1"), "{error}");
-        let error = connect("https://127.0.0.1:1", None).await.err().map(|e| e.to_string()).unwrap_or_default();
+        let error = connect("tcp://127.0.0.1:1", None)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.starts_with("cannot reach the Docker engine at tcp://127.0.0.1:1"),
+            "{error}"
+        );
+        let error = connect("https://127.0.0.1:1", None)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(error.contains("needs `tls_cert_path`"), "{error}");
-        let error = connect("ssh://builder", None).await.err().map(|e| e.to_string()).unwrap_or_default();
+        let error = connect("ssh://builder", None)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(error.contains("is not supported"), "{error}");
         let missing = tempfile::tempdir().expect("tempdir");
-        let error = connect("tcp://127.0.0.1:1", Some(missing.path())).await.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(error.starts_with("cannot reach the Docker engine at tcp://127.0.0.1:1"), "missing certificates: {error}");
+        let error = connect("tcp://127.0.0.1:1", Some(missing.path()))
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.starts_with("cannot reach the Docker engine at tcp://127.0.0.1:1"),
+            "missing certificates: {error}"
+        );
     }
 }

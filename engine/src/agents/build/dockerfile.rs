@@ -56,7 +56,9 @@ pub fn parse(text: &str) -> Vec<Instruction> {
                 break;
             }
             // Comment and blank lines inside a continuation are dropped, as Docker does.
-            while index < lines.len() && (lines[index].trim().is_empty() || lines[index].trim_start().starts_with('#')) {
+            while index < lines.len()
+                && (lines[index].trim().is_empty() || lines[index].trim_start().starts_with('#'))
+            {
                 index += 1;
             }
             if index >= lines.len() {
@@ -80,7 +82,11 @@ pub fn parse(text: &str) -> Vec<Instruction> {
                 arguments.push_str(body);
             }
         }
-        instructions.push(Instruction { line: start + 1, keyword, arguments });
+        instructions.push(Instruction {
+            line: start + 1,
+            keyword,
+            arguments,
+        });
     }
     instructions
 }
@@ -88,20 +94,36 @@ pub fn parse(text: &str) -> Vec<Instruction> {
 /// Splits instructions into stages (instructions before the first `FROM`, such as global
 /// `ARG`s, belong to none).
 pub fn stages(instructions: &[Instruction]) -> Vec<Stage<'_>> {
-    let starts: Vec<usize> = instructions.iter().enumerate().filter(|(_, i)| i.keyword == "FROM").map(|(n, _)| n).collect();
+    let starts: Vec<usize> = instructions
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.keyword == "FROM")
+        .map(|(n, _)| n)
+        .collect();
     starts
         .iter()
         .enumerate()
         .map(|(k, &start)| {
             let end = starts.get(k + 1).copied().unwrap_or(instructions.len());
             let from = &instructions[start];
-            let words: Vec<&str> = from.arguments.split_whitespace().filter(|w| !w.starts_with("--")).collect();
+            let words: Vec<&str> = from
+                .arguments
+                .split_whitespace()
+                .filter(|w| !w.starts_with("--"))
+                .collect();
             let base = words.first().map_or_else(String::new, |w| w.to_string());
             let name = match words.as_slice() {
-                [_, as_word, name, ..] if as_word.eq_ignore_ascii_case("as") => Some(name.to_ascii_lowercase()),
+                [_, as_word, name, ..] if as_word.eq_ignore_ascii_case("as") => {
+                    Some(name.to_ascii_lowercase())
+                }
                 _ => None,
             };
-            Stage { from, base, name, instructions: &instructions[start + 1..end] }
+            Stage {
+                from,
+                base,
+                name,
+                instructions: &instructions[start + 1..end],
+            }
         })
         .collect()
 }
@@ -120,7 +142,9 @@ pub fn words(arguments: &str) -> Vec<String> {
 fn escape_character(lines: &[&str]) -> char {
     // Parser directives are `# name=value` lines before anything else.
     for line in lines {
-        let Some(directive) = line.trim().strip_prefix('#') else { break };
+        let Some(directive) = line.trim().strip_prefix('#') else {
+            break;
+        };
         if let Some((name, value)) = directive.split_once('=') {
             if name.trim().eq_ignore_ascii_case("escape") {
                 return value.trim().chars().next().unwrap_or('\\');
@@ -142,7 +166,11 @@ fn heredoc_delimiters(arguments: &str) -> Vec<String> {
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
-        if !word.is_empty() && word.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+        if !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
             delimiters.push(word);
         }
         rest = &rest[at + 2..];
@@ -158,9 +186,25 @@ mod tests {
     fn continuations_comments_and_heredocs() {
         let text = "# syntax=docker/dockerfile:1\nFROM rust:1.80 AS build\n\n# a comment\nRUN apt-get update && \\\n    # inside\n    apt-get install -y gcc\nCOPY . .\nRUN <<EOF\ncargo build\nEOF\nfrom scratch\nCOPY --from=build /app /app\n";
         let parsed = parse(text);
-        let summary: Vec<(usize, &str)> = parsed.iter().map(|i| (i.line, i.keyword.as_str())).collect();
-        assert_eq!(summary, vec![(2, "FROM"), (5, "RUN"), (8, "COPY"), (9, "RUN"), (12, "FROM"), (13, "COPY")]);
-        assert_eq!(parsed[1].arguments, "apt-get update && apt-get install -y gcc");
+        let summary: Vec<(usize, &str)> = parsed
+            .iter()
+            .map(|i| (i.line, i.keyword.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (2, "FROM"),
+                (5, "RUN"),
+                (8, "COPY"),
+                (9, "RUN"),
+                (12, "FROM"),
+                (13, "COPY")
+            ]
+        );
+        assert_eq!(
+            parsed[1].arguments,
+            "apt-get update && apt-get install -y gcc"
+        );
         assert!(parsed[3].arguments.contains("cargo build"));
         let stages = stages(&parsed);
         assert_eq!(stages.len(), 2);

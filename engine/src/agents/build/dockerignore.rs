@@ -38,14 +38,21 @@ impl Dockerignore {
                 .backslash_escape(true)
                 .build()
                 .map(|g: Glob| g.compile_matcher())
-                .map_err(|e| format!(".dockerignore line {}: invalid pattern `{body}`: {e}", index + 1))?;
+                .map_err(|e| {
+                    format!(
+                        ".dockerignore line {}: invalid pattern `{body}`: {e}",
+                        index + 1
+                    )
+                })?;
             patterns.push(Pattern { matcher, negated });
         }
         Ok(Dockerignore { patterns })
     }
 
     pub fn empty() -> Dockerignore {
-        Dockerignore { patterns: Vec::new() }
+        Dockerignore {
+            patterns: Vec::new(),
+        }
     }
 
     /// Whether `path` (relative to the context root, `/`-separated) is left out of the context.
@@ -89,12 +96,18 @@ mod tests {
 
     #[test]
     fn docker_semantics() {
-        let ignore = Dockerignore::parse("# comment\n.git\ntarget/\n*.log\n**/*.tmp\n!keep.log\ndocs/*\n!docs/README.md\n").expect("valid");
+        let ignore = Dockerignore::parse(
+            "# comment\n.git\ntarget/\n*.log\n**/*.tmp\n!keep.log\ndocs/*\n!docs/README.md\n",
+        )
+        .expect("valid");
         assert!(ignore.excludes(".git"));
         assert!(ignore.excludes(".git/objects/ab"));
         assert!(ignore.excludes("target/release/app"));
         assert!(ignore.excludes("build.log"));
-        assert!(!ignore.excludes("logs/build.log"), "`*.log` is anchored at the root");
+        assert!(
+            !ignore.excludes("logs/build.log"),
+            "`*.log` is anchored at the root"
+        );
         assert!(ignore.excludes("a/b/c.tmp"));
         assert!(!ignore.excludes("keep.log"));
         assert!(ignore.excludes("docs/guide.md"));

@@ -34,12 +34,19 @@ pub enum Error {
     #[error(
         "image {tag} is {size}, over the limit max_image_size {limit} (the branch tag was not moved; the image is kept as {tag} for inspection)"
     )]
-    TooLarge { tag: String, size: String, limit: String },
+    TooLarge {
+        tag: String,
+        size: String,
+        limit: String,
+    },
 }
 
 impl Error {
     pub(super) fn docker(action: impl Into<String>, source: bollard::errors::Error) -> Error {
-        Error::Docker { action: action.into(), source }
+        Error::Docker {
+            action: action.into(),
+            source,
+        }
     }
 
     /// The message with its whole source chain, for the step's failure text.

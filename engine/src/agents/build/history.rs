@@ -64,7 +64,8 @@ pub fn any(path: &Path, repository: &str) -> bool {
 pub fn record(path: &Path, build: BuildRecord) -> Result<(), String> {
     let lock_path = path.with_extension("json.lock");
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
     }
     let lock = OpenOptions::new()
         .create(true)
@@ -72,7 +73,8 @@ pub fn record(path: &Path, build: BuildRecord) -> Result<(), String> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| format!("failed to open {}: {e}", lock_path.display()))?;
-    lock.lock().map_err(|e| format!("failed to lock {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("failed to lock {}: {e}", lock_path.display()))?;
     let mut file = read(path);
     file.version = 1;
     file.builds.retain(|b| b.key != build.key);
@@ -86,10 +88,13 @@ pub fn record(path: &Path, build: BuildRecord) -> Result<(), String> {
     }
     kept.reverse();
     file.builds = kept;
-    let text = serde_json::to_string_pretty(&file).map_err(|e| format!("failed to encode the build history: {e}"))?;
+    let text = serde_json::to_string_pretty(&file)
+        .map_err(|e| format!("failed to encode the build history: {e}"))?;
     let temporary = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    std::fs::write(&temporary, text).map_err(|e| format!("failed to write {}: {e}", temporary.display()))?;
-    std::fs::rename(&temporary, path).map_err(|e| format!("failed to replace {}: {e}", path.display()))?;
+    std::fs::write(&temporary, text)
+        .map_err(|e| format!("failed to write {}: {e}", temporary.display()))?;
+    std::fs::rename(&temporary, path)
+        .map_err(|e| format!("failed to replace {}: {e}", path.display()))?;
     // Dropping the handle releases the lock.
     drop::<File>(lock);
     Ok(())
@@ -133,13 +138,19 @@ mod tests {
         record(&path, build("2/build", "full", 3)).expect("record");
         record(&path, build("3/build", "cached", 4)).expect("record");
         assert_eq!(read(&path).builds.len(), 3);
-        assert_eq!(last_full(&path, "svc", "3/build").map(|b| b.key), Some("2/build".into()));
+        assert_eq!(
+            last_full(&path, "svc", "3/build").map(|b| b.key),
+            Some("2/build".into())
+        );
         assert!(any(&path, "svc") && !any(&path, "other"));
     }
 
     #[test]
     fn default_path_is_beside_the_run_directories() {
-        assert_eq!(default_path(Path::new("/w/run-7/src")), Some(PathBuf::from("/w/builds.json")));
+        assert_eq!(
+            default_path(Path::new("/w/run-7/src")),
+            Some(PathBuf::from("/w/builds.json"))
+        );
         assert_eq!(default_path(Path::new("/home/me/checkout")), None);
     }
 }

@@ -16,18 +16,36 @@ pub fn repository_name(image: Option<&str>, context: &Value, workspace: &Path) -
             .get("repo")
             .and_then(Value::as_str)
             .and_then(last_component)
-            .or_else(|| workspace.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .or_else(|| {
+                workspace
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
             .unwrap_or_default(),
     };
-    let components: Vec<String> = raw.split('/').map(sanitize_component).filter(|c| !c.is_empty()).collect();
-    if components.is_empty() { "image".to_string() } else { components.join("/") }
+    let components: Vec<String> = raw
+        .split('/')
+        .map(sanitize_component)
+        .filter(|c| !c.is_empty())
+        .collect();
+    if components.is_empty() {
+        "image".to_string()
+    } else {
+        components.join("/")
+    }
 }
 
 /// A valid tag from a branch name or commit (`feature/Login` → `feature-Login`).
 pub fn tag_name(raw: &str) -> String {
     let mut tag: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if tag.starts_with(['.', '-']) {
         tag.insert(0, '_');
@@ -57,7 +75,10 @@ fn sanitize_component(raw: &str) -> String {
     let mut out = String::new();
     for c in raw.chars().flat_map(char::to_lowercase) {
         let separator_allowed = !out.is_empty() && !out.ends_with(['.', '_', '-']);
-        if c.is_ascii_lowercase() || c.is_ascii_digit() || (matches!(c, '.' | '_' | '-') && separator_allowed) {
+        if c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || (matches!(c, '.' | '_' | '-') && separator_allowed)
+        {
             out.push(c);
         } else if !out.is_empty() && !out.ends_with(['.', '_', '-']) {
             out.push('-');
@@ -74,9 +95,18 @@ mod tests {
     #[test]
     fn repository_from_context_or_image() {
         let ws = Path::new("/work/run-1/src");
-        assert_eq!(repository_name(None, &json!({"repo": "/srv/git/My_Service.git/"}), ws), "my_service");
-        assert_eq!(repository_name(None, &json!({"repo": "git@host:team/Web App"}), ws), "web-app");
-        assert_eq!(repository_name(Some("Registry.local/Team/API:v1"), &json!({}), ws), "registry.local/team/api");
+        assert_eq!(
+            repository_name(None, &json!({"repo": "/srv/git/My_Service.git/"}), ws),
+            "my_service"
+        );
+        assert_eq!(
+            repository_name(None, &json!({"repo": "git@host:team/Web App"}), ws),
+            "web-app"
+        );
+        assert_eq!(
+            repository_name(Some("Registry.local/Team/API:v1"), &json!({}), ws),
+            "registry.local/team/api"
+        );
         assert_eq!(repository_name(None, &json!({}), ws), "src");
         assert_eq!(repository_name(Some("!!!"), &json!({}), ws), "image");
     }

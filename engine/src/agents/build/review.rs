@@ -45,7 +45,11 @@ impl std::fmt::Display for Finding {
             Severity::Error => "error",
         };
         match self.line {
-            Some(line) => write!(f, "line {line}: {severity} [{}] {}", self.rule, self.message),
+            Some(line) => write!(
+                f,
+                "line {line}: {severity} [{}] {}",
+                self.rule, self.message
+            ),
             None => write!(f, "{severity} [{}] {}", self.rule, self.message),
         }
     }
@@ -59,9 +63,12 @@ static DEPENDENCY_STEP: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\b(cargo\s+(build|install|fetch|chef)|npm\s+(install|ci|i)\b|yarn(\s+install)?\b|pnpm\s+(install|i)\b|pip3?\s+install|poetry\s+install|uv\s+(sync|pip\s+install)|go\s+(mod\s+download|build|install)|bundle\s+install|mvn\b|gradle\b|gradlew\b|composer\s+install|dotnet\s+(restore|build|publish))")
         .expect("valid regex")
 });
-static APT_INSTALL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\bapt(-get)?\s+(-\S+\s+)*install\b").expect("valid regex"));
-static PIP_INSTALL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\bpip3?\s+install\b").expect("valid regex"));
-static APK_ADD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\bapk\s+add\b").expect("valid regex"));
+static APT_INSTALL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\bapt(-get)?\s+(-\S+\s+)*install\b").expect("valid regex"));
+static PIP_INSTALL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\bpip3?\s+install\b").expect("valid regex"));
+static APK_ADD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\bapk\s+add\b").expect("valid regex"));
 static COMPILE_STEP: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\b(cargo\s+build|go\s+build|gcc|g\+\+|clang|javac|mvn|gradle|gradlew|dotnet\s+(build|publish)|rustc)\b").expect("valid regex")
 });
@@ -95,15 +102,28 @@ fn base_images(stages: &[Stage<'_>], findings: &mut Vec<Finding>) {
     for stage in stages {
         let base = stage.base.as_str();
         let is_stage = names.iter().any(|n| n.eq_ignore_ascii_case(base));
-        if !(is_stage || base.eq_ignore_ascii_case("scratch") || base.contains('$') || base.contains("@sha256:")) {
+        if !(is_stage
+            || base.eq_ignore_ascii_case("scratch")
+            || base.contains('$')
+            || base.contains("@sha256:"))
+        {
             let last = base.rsplit('/').next().unwrap_or(base);
             let message = match last.split_once(':') {
-                None => Some(format!("base image `{base}` has no tag: it means `:latest`, which moves; pin a version (and ideally a digest)")),
-                Some((_, "latest")) => Some(format!("base image `{base}` uses `:latest`, which moves; pin a version (and ideally a digest)")),
+                None => Some(format!(
+                    "base image `{base}` has no tag: it means `:latest`, which moves; pin a version (and ideally a digest)"
+                )),
+                Some((_, "latest")) => Some(format!(
+                    "base image `{base}` uses `:latest`, which moves; pin a version (and ideally a digest)"
+                )),
                 Some(_) => None,
             };
             if let Some(message) = message {
-                findings.push(Finding { rule: "base-image-unpinned", line: Some(stage.from.line), severity: Severity::Warning, message });
+                findings.push(Finding {
+                    rule: "base-image-unpinned",
+                    line: Some(stage.from.line),
+                    severity: Severity::Warning,
+                    message,
+                });
             }
         }
         if let Some(name) = &stage.name {
@@ -118,10 +138,19 @@ fn final_user(stages: &[Stage<'_>], findings: &mut Vec<Finding>) {
     let mut stage = last;
     let mut guard = 0;
     let user = loop {
-        if let Some(user) = stage.instructions.iter().rev().find(|i| i.keyword == "USER") {
+        if let Some(user) = stage
+            .instructions
+            .iter()
+            .rev()
+            .find(|i| i.keyword == "USER")
+        {
             break Some(user);
         }
-        let parent = stages.iter().find(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&stage.base)));
+        let parent = stages.iter().find(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&stage.base))
+        });
         match parent {
             Some(parent) if guard < stages.len() => {
                 stage = parent;
@@ -152,7 +181,10 @@ fn final_user(stages: &[Stage<'_>], findings: &mut Vec<Finding>) {
 }
 
 fn secrets(instructions: &[Instruction], findings: &mut Vec<Finding>) {
-    for instruction in instructions.iter().filter(|i| i.keyword == "ENV" || i.keyword == "ARG") {
+    for instruction in instructions
+        .iter()
+        .filter(|i| i.keyword == "ENV" || i.keyword == "ARG")
+    {
         for (name, has_value) in assignments(instruction) {
             if has_value && SECRET_NAME.is_match(&name) {
                 // The value itself is never repeated: reports are stored and may be sent on.
@@ -183,7 +215,10 @@ fn assignments(instruction: &Instruction) -> Vec<(String, bool)> {
         .split_whitespace()
         .filter(|w| !w.starts_with('"') || w.contains('='))
         .map(|word| match word.split_once('=') {
-            Some((name, value)) => (name.to_string(), !value.trim_matches(|c| c == '"' || c == '\'').is_empty()),
+            Some((name, value)) => (
+                name.to_string(),
+                !value.trim_matches(|c| c == '"' || c == '\'').is_empty(),
+            ),
             None => (word.to_string(), false),
         })
         .collect()
@@ -193,11 +228,20 @@ fn copy_all_first(stages: &[Stage<'_>], findings: &mut Vec<Finding>) {
     for stage in stages {
         let copy_all = stage.instructions.iter().find(|i| {
             (i.keyword == "COPY" || i.keyword == "ADD") && {
-                let args: Vec<String> = words(&i.arguments).into_iter().filter(|w| !w.starts_with("--")).collect();
-                args.len() >= 2 && args[..args.len() - 1].iter().any(|s| s == "." || s == "./" || s == "*")
+                let args: Vec<String> = words(&i.arguments)
+                    .into_iter()
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                args.len() >= 2
+                    && args[..args.len() - 1]
+                        .iter()
+                        .any(|s| s == "." || s == "./" || s == "*")
             }
         });
-        let first_install = stage.instructions.iter().find(|i| i.keyword == "RUN" && DEPENDENCY_STEP.is_match(&i.arguments));
+        let first_install = stage
+            .instructions
+            .iter()
+            .find(|i| i.keyword == "RUN" && DEPENDENCY_STEP.is_match(&i.arguments));
         if let (Some(copy), Some(install)) = (copy_all, first_install)
             && install.line > copy.line
         {
@@ -216,7 +260,11 @@ fn copy_all_first(stages: &[Stage<'_>], findings: &mut Vec<Finding>) {
 
 fn single_stage(stages: &[Stage<'_>], findings: &mut Vec<Finding>) {
     let [stage] = stages else { return };
-    if let Some(compile) = stage.instructions.iter().find(|i| i.keyword == "RUN" && COMPILE_STEP.is_match(&i.arguments)) {
+    if let Some(compile) = stage
+        .instructions
+        .iter()
+        .find(|i| i.keyword == "RUN" && COMPILE_STEP.is_match(&i.arguments))
+    {
         findings.push(Finding {
             rule: "single-stage-compiled",
             line: Some(compile.line),
@@ -232,7 +280,10 @@ fn add_urls(instructions: &[Instruction], findings: &mut Vec<Finding>) {
         if args.iter().any(|w| w.starts_with("--checksum")) {
             continue;
         }
-        if let Some(url) = args.iter().find(|w| w.starts_with("http://") || w.starts_with("https://")) {
+        if let Some(url) = args
+            .iter()
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+        {
             findings.push(Finding {
                 rule: "add-from-url",
                 line: Some(add.line),
@@ -245,17 +296,29 @@ fn add_urls(instructions: &[Instruction], findings: &mut Vec<Finding>) {
 
 fn package_caches(stages: &[Stage<'_>], findings: &mut Vec<Finding>) {
     for stage in stages {
-        let pip_env_off = stage.instructions.iter().any(|i| i.keyword == "ENV" && i.arguments.contains("PIP_NO_CACHE_DIR"));
+        let pip_env_off = stage
+            .instructions
+            .iter()
+            .any(|i| i.keyword == "ENV" && i.arguments.contains("PIP_NO_CACHE_DIR"));
         for run in stage.instructions.iter().filter(|i| i.keyword == "RUN") {
             let text = &run.arguments;
             let mut push = |message: &str| {
-                findings.push(Finding { rule: "package-cache-in-layer", line: Some(run.line), severity: Severity::Warning, message: message.to_string() })
+                findings.push(Finding {
+                    rule: "package-cache-in-layer",
+                    line: Some(run.line),
+                    severity: Severity::Warning,
+                    message: message.to_string(),
+                })
             };
             if APT_INSTALL.is_match(text) && !text.contains("/var/lib/apt/lists") {
-                push("`apt-get install` without `rm -rf /var/lib/apt/lists/*` in the same RUN leaves the package lists in the layer");
+                push(
+                    "`apt-get install` without `rm -rf /var/lib/apt/lists/*` in the same RUN leaves the package lists in the layer",
+                );
             }
             if PIP_INSTALL.is_match(text) && !text.contains("--no-cache-dir") && !pip_env_off {
-                push("`pip install` without `--no-cache-dir` leaves pip's download cache in the layer");
+                push(
+                    "`pip install` without `--no-cache-dir` leaves pip's download cache in the layer",
+                );
             }
             if APK_ADD.is_match(text) && !text.contains("--no-cache") {
                 push("`apk add` without `--no-cache` leaves the package index in the layer");

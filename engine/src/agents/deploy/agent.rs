@@ -12,9 +12,9 @@ use tokio::time::Instant;
 
 use super::choose::choose;
 use super::config::DeployConfig;
-use super::managed;
 use super::docker::{self, Replica};
 use super::error::Error;
+use super::managed;
 use super::notify::{Alert, Notifier, Severity};
 use super::probe;
 use super::proxy::Proxy;
@@ -42,15 +42,16 @@ impl Agent for DeployAgent {
 
     fn run(&self, context: AgentContext) -> AgentFuture {
         let llm = self.llm.clone();
-        Box::pin(async move {
-            step_result(&context, deploy(&context, llm.as_deref()).await)
-        })
+        Box::pin(async move { step_result(&context, deploy(&context, llm.as_deref()).await) })
     }
 }
 
 /// A deploy or monitor step's end: outputs, or a failure (a rollback's message, or an error
 /// with its chain) that is also the step log's last line.
-pub(super) fn step_result(context: &AgentContext, result: Result<Result<Value, String>, Error>) -> Result<Value, AgentError> {
+pub(super) fn step_result(
+    context: &AgentContext,
+    result: Result<Result<Value, String>, Error>,
+) -> Result<Value, AgentError> {
     let message = match result {
         Ok(Ok(outputs)) => return Ok(outputs),
         Ok(Err(rolled_back)) => rolled_back,
@@ -63,20 +64,49 @@ pub(super) fn step_result(context: &AgentContext, result: Result<Result<Value, S
 /// Outputs of a deploy, or the message of a rollback.
 #[tracing::instrument(skip_all, fields(run_id = call.run_id, step_id = %call.step_id))]
 async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Value, String>, Error> {
-    let mut config = DeployConfig::from_with(&call.with, &call.context, &call.workspace, |name| std::env::var(name).ok())?;
+    let mut config = DeployConfig::from_with(&call.with, &call.context, &call.workspace, |name| {
+        std::env::var(name).ok()
+    })?;
     let logs = &call.logs;
-    let state_path = config.state_file.clone().unwrap_or_else(|| call.workspace.join(".cairn-deployments.json"));
+    let state_path = config
+        .state_file
+        .clone()
+        .unwrap_or_else(|| call.workspace.join(".cairn-deployments.json"));
     let key = call.idempotency_key.clone();
     let subject = commit_subject(call);
-    let branch = call.context.get("branch").and_then(Value::as_str).unwrap_or("");
+    let branch = call
+        .context
+        .get("branch")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let scope = CallScope::new(call.run_id, call.step_id.clone());
-    (config.strategy, config.strategy_reason) = choose(&config, &subject, branch, llm, Some(&scope)).await;
-    logs.line("stdout", format!("deploy {} {} ({}) with {} ({})", config.service, config.version, config.image, config.strategy.as_str(), config.strategy_reason));
+    (config.strategy, config.strategy_reason) =
+        choose(&config, &subject, branch, llm, Some(&scope)).await;
+    logs.line(
+        "stdout",
+        format!(
+            "deploy {} {} ({}) with {} ({})",
+            config.service,
+            config.version,
+            config.image,
+            config.strategy.as_str(),
+            config.strategy_reason
+        ),
+    );
     let docker = docker::connect(&config).await?;
     let proxy = Proxy::new(&config.proxy_socket, &config.backend);
-    let mut notifier = Notifier::new(config.notify.clone(), call.run_id, &config.service, Some(call.store.clone()));
+    let mut notifier = Notifier::new(
+        config.notify.clone(),
+        call.run_id,
+        &config.service,
+        Some(call.store.clone()),
+    );
 
-    let current = state::load(&state_path)?.services.get(&config.service).cloned().unwrap_or_default();
+    let current = state::load(&state_path)?
+        .services
+        .get(&config.service)
+        .cloned()
+        .unwrap_or_default();
     if let Some(listen) = &config.listen {
         let dir = config.proxy_socket.parent().unwrap_or(Path::new("."));
         if managed::ensure(dir, &config.backend, listen).await? {
@@ -91,18 +121,34 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         }
     }
     if current.active.as_ref().is_some_and(|a| a.key == key) {
-        logs.line("stdout", "this step's release is already active (an earlier attempt finished it)");
-        return Ok(Ok(json!({ "service": config.service, "version": config.version, "outcome": "deployed", "resumed": true })));
+        logs.line(
+            "stdout",
+            "this step's release is already active (an earlier attempt finished it)",
+        );
+        return Ok(Ok(
+            json!({ "service": config.service, "version": config.version, "outcome": "deployed", "resumed": true }),
+        ));
     }
     let recovered = match &current.in_progress {
-        Some(interrupted) => Some(recover(&docker, &proxy, &config, interrupted, &state_path, logs).await?),
+        Some(interrupted) => {
+            Some(recover(&docker, &proxy, &config, interrupted, &state_path, logs).await?)
+        }
         None => None,
     };
     let old = serving(&proxy, current.active.as_ref()).await?;
-    let replaces = current.active.clone().map(|release| Release { replicas: old.clone(), ..release });
+    let replaces = current.active.clone().map(|release| Release {
+        replicas: old.clone(),
+        ..release
+    });
     let started_ms = crate::store::now_ms();
     state::update(&state_path, &config.service, |s| {
-        s.in_progress = Some(InProgress { key: key.clone(), version: config.version.clone(), strategy: config.strategy.as_str().into(), replaces: replaces.clone(), started_ms });
+        s.in_progress = Some(InProgress {
+            key: key.clone(),
+            version: config.version.clone(),
+            strategy: config.strategy.as_str().into(),
+            replaces: replaces.clone(),
+            started_ms,
+        });
     })?;
 
     let started = Instant::now();
@@ -111,7 +157,11 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         proxy: &proxy,
         config: &config,
         key: &key,
-        prefix: format!("cairn-{}-{}", config.service, &hex::encode(Sha256::digest(key.as_bytes()))[..10]),
+        prefix: format!(
+            "cairn-{}-{}",
+            config.service,
+            &hex::encode(Sha256::digest(key.as_bytes()))[..10]
+        ),
         old: old.clone(),
         logs,
         client: probe::client(),
@@ -121,7 +171,11 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
     };
     let result = deployment.run().await?;
     let duration_ms = started.elapsed().as_millis() as u64;
-    let outcome = if result.rolled_back { "rolled_back" } else { "deployed" };
+    let outcome = if result.rolled_back {
+        "rolled_back"
+    } else {
+        "deployed"
+    };
     let details = json!({ "verdicts": result.verdicts, "events": result.events });
     let now = crate::store::now_ms();
     let record = Record {
@@ -134,7 +188,13 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         at_ms: now,
         details: details.clone(),
     };
-    let release = Release { key: key.clone(), version: config.version.clone(), image: config.image.clone(), replicas: result.replicas.clone(), since_ms: now };
+    let release = Release {
+        key: key.clone(),
+        version: config.version.clone(),
+        image: config.image.clone(),
+        replicas: result.replicas.clone(),
+        since_ms: now,
+    };
     let keep_ms = config.keep_previous.as_millis() as i64;
     let expired = state::update(&state_path, &config.service, |s| {
         s.in_progress = None;
@@ -142,14 +202,30 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         if !result.rolled_back
             && let Some(previous) = s.active.replace(release)
         {
-            s.retired.push((now, Release { replicas: old.clone(), ..previous }));
+            s.retired.push((
+                now,
+                Release {
+                    replicas: old.clone(),
+                    ..previous
+                },
+            ));
         }
-        let (expired, kept): (Vec<_>, Vec<_>) = s.retired.drain(..).partition(|(at, _)| now - at >= keep_ms);
+        let (expired, kept): (Vec<_>, Vec<_>) =
+            s.retired.drain(..).partition(|(at, _)| now - at >= keep_ms);
         s.retired = kept;
         expired
     })?;
-    let kept = state::load(&state_path)?.services.get(&config.service).cloned().unwrap_or_default();
-    let running: Vec<_> = kept.active.iter().chain(kept.retired.iter().map(|(_, r)| r)).flat_map(|r| r.replicas.iter().cloned()).collect();
+    let kept = state::load(&state_path)?
+        .services
+        .get(&config.service)
+        .cloned()
+        .unwrap_or_default();
+    let running: Vec<_> = kept
+        .active
+        .iter()
+        .chain(kept.retired.iter().map(|(_, r)| r))
+        .flat_map(|r| r.replicas.iter().cloned())
+        .collect();
     if let Err(message) = config.metrics.publish_targets(&config.service, &running) {
         logs.line("stderr", message);
     }
@@ -158,7 +234,14 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
             proxy.delete_server(&replica.name).await?;
             docker::remove(&docker, &replica.name).await?;
         }
-        logs.line("stdout", format!("removed retired release {} ({} replicas)", release.version, release.replicas.len()));
+        logs.line(
+            "stdout",
+            format!(
+                "removed retired release {} ({} replicas)",
+                release.version,
+                release.replicas.len()
+            ),
+        );
     }
 
     let rollback_text = result.rollback_ms.map(|ms| format!(" (the previous release served all traffic again {ms} ms after the first anomalous sample, or after the decision when there was none)")).unwrap_or_default();
@@ -174,11 +257,21 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
             .await;
     } else {
         notifier
-            .notify(Alert { severity: Severity::Info, key: format!("deployed:{}:{}", config.service, config.version), title: format!("{} {} deployed", config.service, config.version), text: result.reason.clone(), success: true })
+            .notify(Alert {
+                severity: Severity::Info,
+                key: format!("deployed:{}:{}", config.service, config.version),
+                title: format!("{} {} deployed", config.service, config.version),
+                text: result.reason.clone(),
+                success: true,
+            })
             .await;
     }
     notifier.flush().await;
-    let replicas: Vec<Value> = result.replicas.iter().map(|r| json!({ "name": r.name, "address": r.address })).collect();
+    let replicas: Vec<Value> = result
+        .replicas
+        .iter()
+        .map(|r| json!({ "name": r.name, "address": r.address }))
+        .collect();
     let outputs = json!({
         "service": config.service,
         "version": config.version,
@@ -204,15 +297,22 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         "notifications": notifier.report(),
     });
     if result.rolled_back {
-        return Ok(Err(format!("deploy of {} {} rolled back: {}{rollback_text}", config.service, config.version, result.reason)));
+        return Ok(Err(format!(
+            "deploy of {} {} rolled back: {}{rollback_text}",
+            config.service, config.version, result.reason
+        )));
     }
     Ok(Ok(outputs))
 }
 
 /// The first line of the deployed commit's message ("" when it cannot be read).
 fn commit_subject(call: &AgentContext) -> String {
-    let Some(commit) = call.context.get("commit").and_then(Value::as_str) else { return String::new() };
-    crate::exec::git(&call.workspace, &["log", "-1", "--format=%s", commit]).map(|s| s.trim().to_string()).unwrap_or_default()
+    let Some(commit) = call.context.get("commit").and_then(Value::as_str) else {
+        return String::new();
+    };
+    crate::exec::git(&call.workspace, &["log", "-1", "--format=%s", commit])
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// The servers of the active release that are in the proxy; without a recorded release (a
@@ -220,17 +320,38 @@ fn commit_subject(call: &AgentContext) -> String {
 async fn serving(proxy: &Proxy, active: Option<&Release>) -> Result<Vec<Replica>, Error> {
     let servers = proxy.servers().await?;
     Ok(match active {
-        Some(release) => release.replicas.iter().filter(|r| servers.iter().any(|s| s.name == r.name)).cloned().collect(),
-        None => servers.into_iter().filter(|s| !s.in_maintenance).map(|s| Replica { name: s.name, address: s.address }).collect(),
+        Some(release) => release
+            .replicas
+            .iter()
+            .filter(|r| servers.iter().any(|s| s.name == r.name))
+            .cloned()
+            .collect(),
+        None => servers
+            .into_iter()
+            .filter(|s| !s.in_maintenance)
+            .map(|s| Replica {
+                name: s.name,
+                address: s.address,
+            })
+            .collect(),
     })
 }
 
 /// A deploy that was running when the engine died: its release is taken out and the one it
 /// replaced restored, so traffic is never left split. Returns what was done.
-async fn recover(docker: &bollard::Docker, proxy: &Proxy, config: &DeployConfig, interrupted: &InProgress, path: &Path, logs: &LogSink) -> Result<Value, Error> {
+async fn recover(
+    docker: &bollard::Docker,
+    proxy: &Proxy,
+    config: &DeployConfig,
+    interrupted: &InProgress,
+    path: &Path,
+    logs: &LogSink,
+) -> Result<Value, Error> {
     let started = Instant::now();
     for replica in interrupted.replaces.iter().flat_map(|r| r.replicas.iter()) {
-        proxy.set_weight(&replica.name, super::proxy::WEIGHT_SCALE / 2).await?;
+        proxy
+            .set_weight(&replica.name, super::proxy::WEIGHT_SCALE / 2)
+            .await?;
         proxy.set_state(&replica.name, "ready").await?;
     }
     let names = docker::of_key(docker, &config.service, &interrupted.key).await?;
@@ -244,7 +365,12 @@ async fn recover(docker: &bollard::Docker, proxy: &Proxy, config: &DeployConfig,
         proxy.delete_server(name).await?;
         docker::remove(docker, name).await?;
     }
-    let reason = format!("deploy {} of {} was interrupted (engine crash); its {} replicas were removed and the previous release restored", interrupted.key, interrupted.version, names.len());
+    let reason = format!(
+        "deploy {} of {} was interrupted (engine crash); its {} replicas were removed and the previous release restored",
+        interrupted.key,
+        interrupted.version,
+        names.len()
+    );
     logs.line("stdout", reason.clone());
     state::update(path, &config.service, |s| {
         s.in_progress = None;
@@ -259,5 +385,7 @@ async fn recover(docker: &bollard::Docker, proxy: &Proxy, config: &DeployConfig,
             details: Value::Null,
         });
     })?;
-    Ok(json!({ "key": interrupted.key, "version": interrupted.version, "removed": names, "restore_ms": restored_ms }))
+    Ok(
+        json!({ "key": interrupted.key, "version": interrupted.version, "removed": names, "restore_ms": restored_ms }),
+    )
 }

@@ -45,7 +45,11 @@ impl Side {
         Side {
             requests: snapshot.requests as u64,
             errors: snapshot.errors as u64,
-            error_rate: if snapshot.requests > 0.0 { snapshot.errors / snapshot.requests } else { 0.0 },
+            error_rate: if snapshot.requests > 0.0 {
+                snapshot.errors / snapshot.requests
+            } else {
+                0.0
+            },
             latency_samples: snapshot.latency.total() as u64,
             latency_mean_ms: ms(snapshot.latency.mean()),
             latency_p50_ms: ms(snapshot.latency.quantile(0.5)),
@@ -70,8 +74,12 @@ pub struct Verdict {
 impl Verdict {
     /// Worse-looking at all (before any significance): marks the onset of an anomaly.
     pub fn anomalous(&self) -> bool {
-        self.canary.errors > 0 && self.canary.error_rate > self.baseline.error_rate + self.thresholds.max_error_rate_delta
-            || self.latency_ratio.is_some_and(|r| r > self.thresholds.max_latency_ratio)
+        self.canary.errors > 0
+            && self.canary.error_rate
+                > self.baseline.error_rate + self.thresholds.max_error_rate_delta
+            || self
+                .latency_ratio
+                .is_some_and(|r| r > self.thresholds.max_latency_ratio)
     }
 
     pub fn summary(&self) -> String {
@@ -89,22 +97,34 @@ impl Verdict {
             self.error_rate_test.p_value,
             self.latency_test.statistic,
             self.latency_test.p_value,
-            if self.reasons.is_empty() { String::new() } else { format!(" — {}", self.reasons.join("; ")) },
+            if self.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", self.reasons.join("; "))
+            },
         )
     }
 }
 
 pub fn analyse(canary: &Snapshot, baseline: &Snapshot, thresholds: Thresholds) -> Verdict {
     let (c, b) = (Side::of(canary), Side::of(baseline));
-    let error_rate_test = two_proportion_z(canary.errors, canary.requests, baseline.errors, baseline.requests);
-    let latency_test = mann_whitney_from_buckets(&canary.latency.counts(), &aligned(baseline, canary));
+    let error_rate_test = two_proportion_z(
+        canary.errors,
+        canary.requests,
+        baseline.errors,
+        baseline.requests,
+    );
+    let latency_test =
+        mann_whitney_from_buckets(&canary.latency.counts(), &aligned(baseline, canary));
     let latency_ratio = match (c.latency_mean_ms, b.latency_mean_ms) {
         (Some(cm), Some(bm)) if bm > 0.0 => Some(cm / bm),
         _ => None,
     };
     let mut reasons = Vec::new();
     let enough = c.requests >= thresholds.min_samples && b.requests >= thresholds.min_samples;
-    if error_rate_test.p_value < thresholds.alpha && error_rate_test.statistic > thresholds.max_error_rate_delta {
+    if error_rate_test.p_value < thresholds.alpha
+        && error_rate_test.statistic > thresholds.max_error_rate_delta
+    {
         reasons.push(format!(
             "error rate {:.2}% vs baseline {:.2}% (z={:.2}, p={:.2e} < {})",
             c.error_rate * 100.0,
@@ -114,7 +134,9 @@ pub fn analyse(canary: &Snapshot, baseline: &Snapshot, thresholds: Thresholds) -
             thresholds.alpha
         ));
     }
-    if latency_test.p_value < thresholds.alpha && latency_ratio.is_some_and(|r| r > thresholds.max_latency_ratio) {
+    if latency_test.p_value < thresholds.alpha
+        && latency_ratio.is_some_and(|r| r > thresholds.max_latency_ratio)
+    {
         reasons.push(format!(
             "latency mean {:.1} ms vs baseline {:.1} ms (×{:.1}; Mann-Whitney U={:.0}, p={:.2e} < {})",
             c.latency_mean_ms.unwrap_or(0.0),
@@ -127,14 +149,26 @@ pub fn analyse(canary: &Snapshot, baseline: &Snapshot, thresholds: Thresholds) -
     }
     let outcome = if !enough {
         reasons.clear();
-        reasons.push(format!("too little traffic: canary {} and baseline {} requests, {} needed on each side", c.requests, b.requests, thresholds.min_samples));
+        reasons.push(format!(
+            "too little traffic: canary {} and baseline {} requests, {} needed on each side",
+            c.requests, b.requests, thresholds.min_samples
+        ));
         Outcome::Inconclusive
     } else if reasons.is_empty() {
         Outcome::Pass
     } else {
         Outcome::Fail
     };
-    Verdict { outcome, reasons, canary: c, baseline: b, error_rate_test, latency_test, latency_ratio, thresholds }
+    Verdict {
+        outcome,
+        reasons,
+        canary: c,
+        baseline: b,
+        error_rate_test,
+        latency_test,
+        latency_ratio,
+        thresholds,
+    }
 }
 
 /// The baseline's bucket counts in the canary's bucket order (both come from the same
@@ -145,7 +179,14 @@ fn aligned(baseline: &Snapshot, canary: &Snapshot) -> Vec<f64> {
         .latency
         .buckets
         .iter()
-        .map(|(bound, _)| baseline.latency.buckets.iter().position(|(b, _)| b == bound).map_or(0.0, |i| counts[i]))
+        .map(|(bound, _)| {
+            baseline
+                .latency
+                .buckets
+                .iter()
+                .position(|(b, _)| b == bound)
+                .map_or(0.0, |i| counts[i])
+        })
         .collect()
 }
 
@@ -155,22 +196,57 @@ mod tests {
     use crate::agents::deploy::metrics::Histogram;
 
     fn side(requests: f64, errors: f64, fast: f64, slow: f64) -> Snapshot {
-        Snapshot { requests, errors, latency: Histogram { buckets: vec![(0.005, fast), (0.25, fast + slow), (f64::INFINITY, fast + slow)] } }
+        Snapshot {
+            requests,
+            errors,
+            latency: Histogram {
+                buckets: vec![
+                    (0.005, fast),
+                    (0.25, fast + slow),
+                    (f64::INFINITY, fast + slow),
+                ],
+            },
+        }
     }
 
-    const T: Thresholds = Thresholds { min_samples: 50, alpha: 0.01, max_error_rate_delta: 0.01, max_latency_ratio: 1.5 };
+    const T: Thresholds = Thresholds {
+        min_samples: 50,
+        alpha: 0.01,
+        max_error_rate_delta: 0.01,
+        max_latency_ratio: 1.5,
+    };
 
     #[test]
     fn verdicts() {
-        let good = analyse(&side(100.0, 0.0, 100.0, 0.0), &side(900.0, 1.0, 900.0, 0.0), T);
+        let good = analyse(
+            &side(100.0, 0.0, 100.0, 0.0),
+            &side(900.0, 1.0, 900.0, 0.0),
+            T,
+        );
         assert_eq!(good.outcome, Outcome::Pass, "{}", good.summary());
-        let slow = analyse(&side(100.0, 0.0, 0.0, 100.0), &side(900.0, 0.0, 900.0, 0.0), T);
+        let slow = analyse(
+            &side(100.0, 0.0, 0.0, 100.0),
+            &side(900.0, 0.0, 900.0, 0.0),
+            T,
+        );
         assert_eq!(slow.outcome, Outcome::Fail, "{}", slow.summary());
         assert!(slow.anomalous());
-        let erring = analyse(&side(200.0, 12.0, 200.0, 0.0), &side(900.0, 0.0, 900.0, 0.0), T);
+        let erring = analyse(
+            &side(200.0, 12.0, 200.0, 0.0),
+            &side(900.0, 0.0, 900.0, 0.0),
+            T,
+        );
         assert_eq!(erring.outcome, Outcome::Fail, "{}", erring.summary());
-        let thin = analyse(&side(10.0, 5.0, 10.0, 0.0), &side(900.0, 0.0, 900.0, 0.0), T);
+        let thin = analyse(
+            &side(10.0, 5.0, 10.0, 0.0),
+            &side(900.0, 0.0, 900.0, 0.0),
+            T,
+        );
         assert_eq!(thin.outcome, Outcome::Inconclusive);
-        assert!(thin.reasons[0].contains("canary 10 and baseline 900"), "{:?}", thin.reasons);
+        assert!(
+            thin.reasons[0].contains("canary 10 and baseline 900"),
+            "{:?}",
+            thin.reasons
+        );
     }
 }

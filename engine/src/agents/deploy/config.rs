@@ -43,10 +43,33 @@ use super::source::MetricsSource;
 use crate::agents::with::scalar;
 
 const KEYS: &[&str] = &[
-    "service", "image", "version", "replicas", "env", "container_port", "strategy", "strategies", "listen", "proxy_socket", "backend",
-    "health_path", "metrics_path", "health_timeout", "canary_steps", "monitor_window", "analysis_interval",
-    "min_samples", "alpha", "max_error_rate_delta", "max_latency_ratio", "keep_previous", "state_file", "notify",
-    "docker_host", "tls_cert_path", "prometheus",
+    "service",
+    "image",
+    "version",
+    "replicas",
+    "env",
+    "container_port",
+    "strategy",
+    "strategies",
+    "listen",
+    "proxy_socket",
+    "backend",
+    "health_path",
+    "metrics_path",
+    "health_timeout",
+    "canary_steps",
+    "monitor_window",
+    "analysis_interval",
+    "min_samples",
+    "alpha",
+    "max_error_rate_delta",
+    "max_latency_ratio",
+    "keep_previous",
+    "state_file",
+    "notify",
+    "docker_host",
+    "tls_cert_path",
+    "prometheus",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,24 +149,57 @@ pub struct DeployConfig {
 impl DeployConfig {
     /// Reads `with:` and the run context (`risk`, the build's `image`); `env` looks up
     /// `DOCKER_HOST` and friends, injected so tests need not touch the process environment.
-    pub fn from_with(with: &Value, context: &Value, workspace: &Path, env: impl Fn(&str) -> Option<String>) -> Result<DeployConfig, Error> {
+    pub fn from_with(
+        with: &Value,
+        context: &Value,
+        workspace: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<DeployConfig, Error> {
         let map = crate::agents::with::mapping(with, KEYS).map_err(Error::Config)?;
         let image = string(map, "image")?
-            .or_else(|| context.get("image").and_then(Value::as_str).map(str::to_string))
-            .ok_or_else(|| Error::Config("no image: set `with: image:` or run after a build_agent step".into()))?;
-        let service = string(map, "service")?.ok_or_else(|| Error::Config("`service` is required".into()))?;
-        if service.is_empty() || !service.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(Error::Config(format!("service `{service}` must be letters, digits, `-` or `_`")));
+            .or_else(|| {
+                context
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .ok_or_else(|| {
+                Error::Config("no image: set `with: image:` or run after a build_agent step".into())
+            })?;
+        let service =
+            string(map, "service")?.ok_or_else(|| Error::Config("`service` is required".into()))?;
+        if service.is_empty()
+            || !service
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(Error::Config(format!(
+                "service `{service}` must be letters, digits, `-` or `_`"
+            )));
         }
-        let version = string(map, "version")?.unwrap_or_else(|| image.rsplit_once(':').map_or(image.clone(), |(_, tag)| tag.to_string()));
-        let risk = context.get("risk").and_then(Value::as_str).unwrap_or("medium").to_string();
+        let version = string(map, "version")?.unwrap_or_else(|| {
+            image
+                .rsplit_once(':')
+                .map_or(image.clone(), |(_, tag)| tag.to_string())
+        });
+        let risk = context
+            .get("risk")
+            .and_then(Value::as_str)
+            .unwrap_or("medium")
+            .to_string();
         let by_risk = strategies(map.get("strategies"))?;
         let fixed = string(map, "strategy")?;
         let strategy_fixed = fixed.is_some();
         let (strategy, strategy_reason) = match fixed {
-            Some(text) => (parse_strategy("strategy", &text)?, format!("`with: strategy: {text}`")),
+            Some(text) => (
+                parse_strategy("strategy", &text)?,
+                format!("`with: strategy: {text}`"),
+            ),
             None => {
-                let strategy = by_risk.get(risk.as_str()).copied().unwrap_or(Strategy::Canary);
+                let strategy = by_risk
+                    .get(risk.as_str())
+                    .copied()
+                    .unwrap_or(Strategy::Canary);
                 (strategy, format!("risk is {risk}: {}", strategy.as_str()))
             }
         };
@@ -151,25 +207,52 @@ impl DeployConfig {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(Value::Object(vars)) => vars
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), scalar(v).ok_or_else(|| Error::Config(format!("env.{k} must be a string, number or boolean")))?)))
+                .map(|(k, v)| {
+                    Ok((
+                        k.clone(),
+                        scalar(v).ok_or_else(|| {
+                            Error::Config(format!("env.{k} must be a string, number or boolean"))
+                        })?,
+                    ))
+                })
                 .collect::<Result<_, Error>>()?,
-            Some(_) => return Err(Error::Config("env must be a mapping of names to values".into())),
+            Some(_) => {
+                return Err(Error::Config(
+                    "env must be a mapping of names to values".into(),
+                ));
+            }
         };
         let canary_steps = match map.get("canary_steps") {
             None | Some(Value::Null) => vec![5.0, 25.0, 50.0, 100.0],
             Some(Value::Array(items)) => {
                 let steps: Vec<f64> = items.iter().filter_map(Value::as_f64).collect();
                 let increasing = steps.windows(2).all(|w| w[0] < w[1]);
-                if steps.len() != items.len() || steps.is_empty() || !increasing || steps.iter().any(|s| *s <= 0.0 || *s > 100.0) {
-                    return Err(Error::Config("canary_steps must be increasing percentages in (0, 100]".into()));
+                if steps.len() != items.len()
+                    || steps.is_empty()
+                    || !increasing
+                    || steps.iter().any(|s| *s <= 0.0 || *s > 100.0)
+                {
+                    return Err(Error::Config(
+                        "canary_steps must be increasing percentages in (0, 100]".into(),
+                    ));
                 }
                 steps
             }
-            Some(_) => return Err(Error::Config("canary_steps must be a list of percentages".into())),
+            Some(_) => {
+                return Err(Error::Config(
+                    "canary_steps must be a list of percentages".into(),
+                ));
+            }
         };
-        let default_window = if risk == "high" { Duration::from_secs(30 * 60) } else { Duration::from_secs(10 * 60) };
+        let default_window = if risk == "high" {
+            Duration::from_secs(30 * 60)
+        } else {
+            Duration::from_secs(10 * 60)
+        };
         let thresholds = thresholds(map)?;
-        let state_file = string(map, "state_file")?.map(PathBuf::from).or_else(|| default_state_file(workspace));
+        let state_file = string(map, "state_file")?
+            .map(PathBuf::from)
+            .or_else(|| default_state_file(workspace));
         let listen = string(map, "listen")?;
         let proxy_socket = match (string(map, "proxy_socket")?, &listen) {
             (Some(_), Some(_)) => return Err(Error::Config("set `listen` (Cairn runs the proxy) or `proxy_socket` (your HAProxy), not both".into())),
@@ -180,7 +263,11 @@ impl DeployConfig {
         let backend = match (string(map, "backend")?, &listen) {
             (Some(backend), _) => backend,
             (None, Some(_)) => service.clone(),
-            (None, None) => return Err(Error::Config("`backend` (the HAProxy backend) is required with `proxy_socket`".into())),
+            (None, None) => {
+                return Err(Error::Config(
+                    "`backend` (the HAProxy backend) is required with `proxy_socket`".into(),
+                ));
+            }
         };
         Ok(DeployConfig {
             docker_host: string(map, "docker_host")?
@@ -190,9 +277,14 @@ impl DeployConfig {
             service,
             image,
             version,
-            replicas: number(map, "replicas")?.map(|n| n as usize).unwrap_or(2).max(1),
+            replicas: number(map, "replicas")?
+                .map(|n| n as usize)
+                .unwrap_or(2)
+                .max(1),
             env: env_map,
-            container_port: number(map, "container_port")?.map(|n| n as u16).unwrap_or(8080),
+            container_port: number(map, "container_port")?
+                .map(|n| n as u16)
+                .unwrap_or(8080),
             strategy,
             strategy_reason,
             strategy_fixed,
@@ -206,7 +298,8 @@ impl DeployConfig {
             health_timeout: duration(map, "health_timeout")?.unwrap_or(Duration::from_secs(30)),
             canary_steps,
             monitor_window: duration(map, "monitor_window")?.unwrap_or(default_window),
-            analysis_interval: duration(map, "analysis_interval")?.unwrap_or(Duration::from_secs(5)),
+            analysis_interval: duration(map, "analysis_interval")?
+                .unwrap_or(Duration::from_secs(5)),
             thresholds,
             keep_previous: duration(map, "keep_previous")?.unwrap_or(Duration::from_secs(15 * 60)),
             state_file,
@@ -237,29 +330,48 @@ pub(super) fn thresholds(map: &Map<String, Value>) -> Result<Thresholds, Error> 
 
 /// Where the managed proxy of `service` keeps its configuration, pid file and socket.
 pub fn managed_dir(state_file: Option<&Path>, workspace: &Path, service: &str) -> PathBuf {
-    let base = state_file.and_then(Path::parent).map_or_else(|| workspace.join(".cairn-proxies"), |dir| dir.join("proxies"));
+    let base = state_file.and_then(Path::parent).map_or_else(
+        || workspace.join(".cairn-proxies"),
+        |dir| dir.join("proxies"),
+    );
     base.join(service)
 }
 
 fn parse_strategy(key: &str, text: &str) -> Result<Strategy, Error> {
-    Strategy::parse(text).ok_or_else(|| Error::Config(format!("{key} `{text}` is not one of rolling, blue_green, canary, hotfix")))
+    Strategy::parse(text).ok_or_else(|| {
+        Error::Config(format!(
+            "{key} `{text}` is not one of rolling, blue_green, canary, hotfix"
+        ))
+    })
 }
 
 /// The rules floor by risk: rolling for low and medium, canary for high, unless configured.
 fn strategies(value: Option<&Value>) -> Result<BTreeMap<&'static str, Strategy>, Error> {
-    let mut by_risk = BTreeMap::from([("low", Strategy::Rolling), ("medium", Strategy::Rolling), ("high", Strategy::Canary)]);
+    let mut by_risk = BTreeMap::from([
+        ("low", Strategy::Rolling),
+        ("medium", Strategy::Rolling),
+        ("high", Strategy::Canary),
+    ]);
     match value {
         None | Some(Value::Null) => {}
         Some(Value::Object(entries)) => {
             for (risk, strategy) in entries {
                 let Some(level) = ["low", "medium", "high"].into_iter().find(|l| l == risk) else {
-                    return Err(Error::Config(format!("strategies.{risk}: the risk levels are low, medium and high")));
+                    return Err(Error::Config(format!(
+                        "strategies.{risk}: the risk levels are low, medium and high"
+                    )));
                 };
-                let text = strategy.as_str().ok_or_else(|| Error::Config(format!("strategies.{risk} must be a strategy name")))?;
+                let text = strategy.as_str().ok_or_else(|| {
+                    Error::Config(format!("strategies.{risk} must be a strategy name"))
+                })?;
                 by_risk.insert(level, parse_strategy(&format!("strategies.{risk}"), text)?);
             }
         }
-        Some(_) => return Err(Error::Config("strategies must map risk levels (low, medium, high) to strategies".into())),
+        Some(_) => {
+            return Err(Error::Config(
+                "strategies must map risk levels (low, medium, high) to strategies".into(),
+            ));
+        }
     }
     Ok(by_risk)
 }
@@ -267,7 +379,10 @@ fn strategies(value: Option<&Value>) -> Result<BTreeMap<&'static str, Strategy>,
 /// `"500ms"`, `"30s"`, `"10m"`, `"1h"`, or a number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let (digits, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len()));
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(text.len()),
+    );
     let value: f64 = digits.trim().parse().ok()?;
     let seconds = match unit {
         "ms" => value / 1000.0,
@@ -282,9 +397,18 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 pub(super) fn duration(map: &Map<String, Value>, key: &str) -> Result<Option<Duration>, Error> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_f64().filter(|s| *s >= 0.0).map(Duration::from_secs_f64).map(Some).ok_or_else(|| Error::Config(format!("{key} must not be negative"))),
-        Some(Value::String(s)) => parse_duration(s).map(Some).ok_or_else(|| Error::Config(format!("{key} `{s}` is not a duration such as 30s or 10m"))),
-        Some(other) => Err(Error::Config(format!("{key} must be a duration such as 30s, found {other}"))),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|s| *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .map(Some)
+            .ok_or_else(|| Error::Config(format!("{key} must not be negative"))),
+        Some(Value::String(s)) => parse_duration(s).map(Some).ok_or_else(|| {
+            Error::Config(format!("{key} `{s}` is not a duration such as 30s or 10m"))
+        }),
+        Some(other) => Err(Error::Config(format!(
+            "{key} must be a duration such as 30s, found {other}"
+        ))),
     }
 }
 
@@ -295,11 +419,16 @@ pub(super) fn string(map: &Map<String, Value>, key: &str) -> Result<Option<Strin
 pub(super) fn number(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, Error> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_f64().filter(|v| *v >= 0.0).map(Some).ok_or_else(|| Error::Config(format!("{key} must not be negative"))),
-        Some(other) => Err(Error::Config(format!("{key} must be a number, found {other}"))),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|v| *v >= 0.0)
+            .map(Some)
+            .ok_or_else(|| Error::Config(format!("{key} must not be negative"))),
+        Some(other) => Err(Error::Config(format!(
+            "{key} must be a number, found {other}"
+        ))),
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -313,13 +442,19 @@ mod tests {
     #[test]
     fn strategy_follows_risk_unless_overridden() {
         let ws = Path::new("/tmp");
-        let low = DeployConfig::from_with(&base(), &json!({"risk": "low"}), ws, |_| None).expect("valid");
+        let low =
+            DeployConfig::from_with(&base(), &json!({"risk": "low"}), ws, |_| None).expect("valid");
         assert_eq!(low.strategy, Strategy::Rolling);
-        let high = DeployConfig::from_with(&base(), &json!({"risk": "high"}), ws, |_| None).expect("valid");
-        assert_eq!((high.strategy, high.monitor_window), (Strategy::Canary, Duration::from_secs(1800)));
+        let high = DeployConfig::from_with(&base(), &json!({"risk": "high"}), ws, |_| None)
+            .expect("valid");
+        assert_eq!(
+            (high.strategy, high.monitor_window),
+            (Strategy::Canary, Duration::from_secs(1800))
+        );
         let mut with = base();
         with["strategy"] = json!("blue-green");
-        let chosen = DeployConfig::from_with(&with, &json!({"risk": "high"}), ws, |_| None).expect("valid");
+        let chosen =
+            DeployConfig::from_with(&with, &json!({"risk": "high"}), ws, |_| None).expect("valid");
         assert_eq!(chosen.strategy, Strategy::BlueGreen);
         assert_eq!(chosen.version, "abc");
     }
@@ -329,13 +464,21 @@ mod tests {
         let ws = Path::new("/srv/cairn/work/run-7/src");
         let with = json!({"service": "shop", "image": "shop:abc", "listen": "127.0.0.1:8080"});
         let config = DeployConfig::from_with(&with, &json!({}), ws, |_| None).expect("valid");
-        assert_eq!(config.proxy_socket, Path::new("/srv/cairn/work/proxies/shop/admin.sock"));
+        assert_eq!(
+            config.proxy_socket,
+            Path::new("/srv/cairn/work/proxies/shop/admin.sock")
+        );
         assert_eq!(config.backend, "shop");
         let mut both = with.clone();
         both["proxy_socket"] = json!("/tmp/s");
         assert!(DeployConfig::from_with(&both, &json!({}), ws, |_| None).is_err());
         let neither = json!({"service": "shop", "image": "shop:abc"});
-        assert!(DeployConfig::from_with(&neither, &json!({}), ws, |_| None).expect_err("no proxy").to_string().contains("listen"));
+        assert!(
+            DeployConfig::from_with(&neither, &json!({}), ws, |_| None)
+                .expect_err("no proxy")
+                .to_string()
+                .contains("listen")
+        );
     }
 
     #[test]
@@ -343,12 +486,18 @@ mod tests {
         let ws = Path::new("/tmp");
         let mut with = base();
         with["strategies"] = json!({"medium": "blue-green"});
-        let medium = DeployConfig::from_with(&with, &json!({"risk": "medium"}), ws, |_| None).expect("valid");
-        assert_eq!((medium.strategy, medium.strategy_fixed), (Strategy::BlueGreen, false));
-        let low = DeployConfig::from_with(&with, &json!({"risk": "low"}), ws, |_| None).expect("valid");
+        let medium = DeployConfig::from_with(&with, &json!({"risk": "medium"}), ws, |_| None)
+            .expect("valid");
+        assert_eq!(
+            (medium.strategy, medium.strategy_fixed),
+            (Strategy::BlueGreen, false)
+        );
+        let low =
+            DeployConfig::from_with(&with, &json!({"risk": "low"}), ws, |_| None).expect("valid");
         assert_eq!(low.strategy, Strategy::Rolling);
         with["strategies"] = json!({"urgent": "hotfix"});
-        let error = DeployConfig::from_with(&with, &json!({}), ws, |_| None).expect_err("unknown level");
+        let error =
+            DeployConfig::from_with(&with, &json!({}), ws, |_| None).expect_err("unknown level");
         assert!(error.to_string().contains("strategies.urgent"), "{error}");
     }
 
@@ -358,7 +507,10 @@ mod tests {
         let mut with = base();
         with["min_sample"] = json!(3);
         let error = DeployConfig::from_with(&with, &json!({}), ws, |_| None).expect_err("typo");
-        assert!(error.to_string().contains("unknown key `min_sample`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown key `min_sample`"),
+            "{error}"
+        );
         let mut with = base();
         with["canary_steps"] = json!([50, 25]);
         assert!(DeployConfig::from_with(&with, &json!({}), ws, |_| None).is_err());

@@ -23,7 +23,10 @@ pub enum Error {
 
 impl Error {
     pub(super) fn container(action: impl Into<String>, source: bollard::errors::Error) -> Error {
-        Error::Container { action: action.into(), source }
+        Error::Container {
+            action: action.into(),
+            source,
+        }
     }
 
     /// The message with its source chain, for the step's failure text.

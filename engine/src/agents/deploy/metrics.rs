@@ -32,7 +32,11 @@ fn parse_line(line: &str) -> Option<Sample> {
     let (name, labels, rest) = match line.find('{') {
         Some(open) => {
             let close = line[open..].rfind('}')? + open;
-            (&line[..open], parse_labels(&line[open + 1..close])?, &line[close + 1..])
+            (
+                &line[..open],
+                parse_labels(&line[open + 1..close])?,
+                &line[close + 1..],
+            )
         }
         None => {
             let (name, rest) = line.split_once(char::is_whitespace)?;
@@ -45,7 +49,11 @@ fn parse_line(line: &str) -> Option<Sample> {
         "-Inf" => f64::NEG_INFINITY,
         other => other.parse().ok()?,
     };
-    Some(Sample { name: name.trim().to_string(), labels, value })
+    Some(Sample {
+        name: name.trim().to_string(),
+        labels,
+        value,
+    })
 }
 
 fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
@@ -118,7 +126,11 @@ impl Histogram {
                     return Some(lower_bound);
                 }
                 let inside = cumulative - lower_count;
-                let share = if inside > 0.0 { (rank - lower_count) / inside } else { 0.0 };
+                let share = if inside > 0.0 {
+                    (rank - lower_count) / inside
+                } else {
+                    0.0
+                };
                 return Some(lower_bound + (bound - lower_bound) * share);
             }
             lower_bound = *bound;
@@ -136,7 +148,11 @@ impl Histogram {
         let mut lower = 0.0;
         let mut sum = 0.0;
         for ((bound, _), count) in self.buckets.iter().zip(self.counts()) {
-            let mid = if bound.is_infinite() { lower } else { (lower + bound) / 2.0 };
+            let mid = if bound.is_infinite() {
+                lower
+            } else {
+                (lower + bound) / 2.0
+            };
             sum += mid * count;
             lower = *bound;
         }
@@ -149,7 +165,11 @@ impl Histogram {
                 .buckets
                 .iter()
                 .map(|(bound, count)| {
-                    let before = earlier.buckets.iter().find(|(b, _)| b == bound).map_or(0.0, |(_, c)| *c);
+                    let before = earlier
+                        .buckets
+                        .iter()
+                        .find(|(b, _)| b == bound)
+                        .map_or(0.0, |(_, c)| *c);
                     (*bound, (count - before).max(0.0))
                 })
                 .collect(),
@@ -180,15 +200,29 @@ impl Snapshot {
         let mut snapshot = Snapshot::default();
         for sample in samples {
             if sample.name.ends_with("_requests_total") {
-                if sample.labels.get("path").is_some_and(|p| PROBE_PATHS.contains(&p.as_str())) {
+                if sample
+                    .labels
+                    .get("path")
+                    .is_some_and(|p| PROBE_PATHS.contains(&p.as_str()))
+                {
                     continue;
                 }
                 snapshot.requests += sample.value;
-                if sample.labels.get("status").is_some_and(|s| s.starts_with('5')) {
+                if sample
+                    .labels
+                    .get("status")
+                    .is_some_and(|s| s.starts_with('5'))
+                {
                     snapshot.errors += sample.value;
                 }
             } else if sample.name.ends_with("_request_duration_seconds_bucket")
-                && let Some(bound) = sample.labels.get("le").and_then(|le| if le == "+Inf" { Some(f64::INFINITY) } else { le.parse().ok() })
+                && let Some(bound) = sample.labels.get("le").and_then(|le| {
+                    if le == "+Inf" {
+                        Some(f64::INFINITY)
+                    } else {
+                        le.parse().ok()
+                    }
+                })
             {
                 snapshot.latency.buckets.push((bound, sample.value));
             }
@@ -202,7 +236,11 @@ impl Snapshot {
         if self.requests < earlier.requests {
             return self.clone();
         }
-        Snapshot { requests: self.requests - earlier.requests, errors: (self.errors - earlier.errors).max(0.0), latency: self.latency.minus(&earlier.latency) }
+        Snapshot {
+            requests: self.requests - earlier.requests,
+            errors: (self.errors - earlier.errors).max(0.0),
+            latency: self.latency.minus(&earlier.latency),
+        }
     }
 
     pub fn add(&mut self, other: &Snapshot) {
@@ -212,7 +250,12 @@ impl Snapshot {
             self.latency = other.latency.clone();
         } else {
             for (bound, count) in &mut self.latency.buckets {
-                *count += other.latency.buckets.iter().find(|(b, _)| b == bound).map_or(0.0, |(_, c)| *c);
+                *count += other
+                    .latency
+                    .buckets
+                    .iter()
+                    .find(|(b, _)| b == bound)
+                    .map_or(0.0, |(_, c)| *c);
             }
         }
     }
@@ -226,7 +269,9 @@ mod tests {
 
     #[test]
     fn parses_counters_and_histograms() {
-        let samples = parse_exposition("a{b=\"c\\\"d\",e=\"f\"} 1.5 1700000000\nplain 2\n# comment\nbroken{ x\n");
+        let samples = parse_exposition(
+            "a{b=\"c\\\"d\",e=\"f\"} 1.5 1700000000\nplain 2\n# comment\nbroken{ x\n",
+        );
         assert_eq!(samples.len(), 2);
         assert_eq!(samples[0].labels["b"], "c\"d");
         let snapshot = Snapshot::from_text(TEXT);

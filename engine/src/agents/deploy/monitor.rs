@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use super::analysis::{Outcome, Thresholds, analyse};
 use super::config::{duration, thresholds};
 use super::error::Error;
-use super::notify::{Alert, NotifyConfig, Notifier, Severity};
+use super::notify::{Alert, Notifier, NotifyConfig, Severity};
 use super::probe;
 use super::proxy::Proxy;
 use super::rollback::rollback;
@@ -36,7 +36,16 @@ use super::source::MetricsSource;
 use super::state;
 use crate::agents::registry::{Agent, AgentContext, AgentFuture};
 
-const KEYS: &[&str] = &["window", "interval", "min_samples", "alpha", "max_error_rate_delta", "max_latency_ratio", "notify", "docker_host"];
+const KEYS: &[&str] = &[
+    "window",
+    "interval",
+    "min_samples",
+    "alpha",
+    "max_error_rate_delta",
+    "max_latency_ratio",
+    "notify",
+    "docker_host",
+];
 
 pub struct MonitorAgent;
 
@@ -46,9 +55,7 @@ impl Agent for MonitorAgent {
     }
 
     fn run(&self, context: AgentContext) -> AgentFuture {
-        Box::pin(async move {
-            super::agent::step_result(&context, watch(&context).await)
-        })
+        Box::pin(async move { super::agent::step_result(&context, watch(&context).await) })
     }
 }
 
@@ -69,17 +76,38 @@ impl Watch {
     fn from(with: &Value, context: &Value) -> Result<Watch, Error> {
         let map = crate::agents::with::mapping(with, KEYS).map_err(Error::Config)?;
         let text = |key: &str| context.get(key).and_then(Value::as_str).map(str::to_string);
-        let missing = |key: &str| Error::Config(format!("no `{key}` in the run context: monitor_agent watches what a deploy_agent step deployed (depends_on: the deploy step)"));
+        let missing = |key: &str| {
+            Error::Config(format!(
+                "no `{key}` in the run context: monitor_agent watches what a deploy_agent step deployed (depends_on: the deploy step)"
+            ))
+        };
         let risk = text("risk").unwrap_or_else(|| "medium".into());
         let default_window = Duration::from_secs(if risk == "high" { 30 * 60 } else { 10 * 60 });
         Ok(Watch {
             service: text("service").ok_or_else(|| missing("service"))?,
-            state_file: text("state_file").map(PathBuf::from).ok_or_else(|| missing("state_file"))?,
-            proxy: Proxy::new(&text("proxy_socket").map(PathBuf::from).ok_or_else(|| missing("proxy_socket"))?, &text("backend").ok_or_else(|| missing("backend"))?),
+            state_file: text("state_file")
+                .map(PathBuf::from)
+                .ok_or_else(|| missing("state_file"))?,
+            proxy: Proxy::new(
+                &text("proxy_socket")
+                    .map(PathBuf::from)
+                    .ok_or_else(|| missing("proxy_socket"))?,
+                &text("backend").ok_or_else(|| missing("backend"))?,
+            ),
             health_path: text("health_path").unwrap_or_else(|| "/healthz".into()),
-            metrics: context.as_object().map_or(Ok(MetricsSource::Endpoint { path: "/metrics".into() }), MetricsSource::from_map).map_err(Error::Config)?,
+            metrics: context
+                .as_object()
+                .map_or(
+                    Ok(MetricsSource::Endpoint {
+                        path: "/metrics".into(),
+                    }),
+                    MetricsSource::from_map,
+                )
+                .map_err(Error::Config)?,
             window: duration(map, "window")?.unwrap_or(default_window),
-            interval: duration(map, "interval")?.unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(50)),
+            interval: duration(map, "interval")?
+                .unwrap_or(Duration::from_secs(5))
+                .max(Duration::from_millis(50)),
             thresholds: thresholds(map)?,
             notify: NotifyConfig::from_value(map.get("notify")).map_err(Error::Config)?,
             docker_host: crate::agents::with::string(map, "docker_host")
@@ -95,10 +123,22 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
     let watch = Watch::from(&call.with, &call.context)?;
     let logs = &call.logs;
     if call.context.get("outcome").and_then(Value::as_str) != Some("deployed") {
-        return Err(Error::Config("the deploy step did not deploy (outcome is not `deployed`): nothing to monitor".into()));
+        return Err(Error::Config(
+            "the deploy step did not deploy (outcome is not `deployed`): nothing to monitor".into(),
+        ));
     }
-    let current = state::load(&watch.state_file)?.services.get(&watch.service).cloned().unwrap_or_default();
-    let active = current.active.clone().ok_or_else(|| Error::Config(format!("{} has no active release in {}", watch.service, watch.state_file.display())))?;
+    let current = state::load(&watch.state_file)?
+        .services
+        .get(&watch.service)
+        .cloned()
+        .unwrap_or_default();
+    let active = current.active.clone().ok_or_else(|| {
+        Error::Config(format!(
+            "{} has no active release in {}",
+            watch.service,
+            watch.state_file.display()
+        ))
+    })?;
     let previous = current.retired.last().map(|(_, release)| release.clone());
     let docker = crate::agents::build::docker::connect(&watch.docker_host, None).await?;
     let client = probe::client();
@@ -128,7 +168,13 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
     let mut last_verdict = None;
     let mut checks = 0u64;
     let problem: Option<String> = loop {
-        tokio::time::sleep(watch.interval.min(watch.window.saturating_sub(began.elapsed())).max(Duration::from_millis(50))).await;
+        tokio::time::sleep(
+            watch
+                .interval
+                .min(watch.window.saturating_sub(began.elapsed()))
+                .max(Duration::from_millis(50)),
+        )
+        .await;
         checks += 1;
         let mut problem = None;
         for replica in &active.replicas {
@@ -144,7 +190,10 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
                 *failures += 1;
                 onset.get_or_insert_with(Instant::now);
                 if *failures >= 2 {
-                    problem = Some(format!("{} failed its health check {} twice in a row", replica.name, watch.health_path));
+                    problem = Some(format!(
+                        "{} failed its health check {} twice in a row",
+                        replica.name, watch.health_path
+                    ));
                     break;
                 }
             }
@@ -153,14 +202,25 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
             break problem;
         }
         if let Some(baseline) = &baseline {
-            let now = watch.metrics.total(&client, &active.replicas).await.since(&start);
+            let now = watch
+                .metrics
+                .total(&client, &active.replicas)
+                .await
+                .since(&start);
             let verdict = analyse(&now, baseline, watch.thresholds);
             if verdict.anomalous() && onset.is_none() {
                 onset = Some(Instant::now());
-                logs.line("stdout", format!("first anomalous sample: {}", verdict.summary()));
+                logs.line(
+                    "stdout",
+                    format!("first anomalous sample: {}", verdict.summary()),
+                );
             }
             if verdict.outcome == Outcome::Fail {
-                let reason = format!("worse than {}: {}", previous.as_ref().map_or("", |p| p.version.as_str()), verdict.reasons.join("; "));
+                let reason = format!(
+                    "worse than {}: {}",
+                    previous.as_ref().map_or("", |p| p.version.as_str()),
+                    verdict.reasons.join("; ")
+                );
                 logs.line("stdout", format!("analysis failed: {}", verdict.summary()));
                 last_verdict = Some(verdict);
                 break Some(reason);
@@ -172,12 +232,19 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
         }
     };
 
-    let verdict_json = last_verdict.as_ref().map(|v| serde_json::to_value(v).unwrap_or(Value::Null));
+    let verdict_json = last_verdict
+        .as_ref()
+        .map(|v| serde_json::to_value(v).unwrap_or(Value::Null));
     let Some(problem) = problem else {
         let summary = match &last_verdict {
-            Some(v) if v.outcome == Outcome::Inconclusive => format!("inconclusive: {} (the release stays: it passed every health check)", v.summary()),
+            Some(v) if v.outcome == Outcome::Inconclusive => format!(
+                "inconclusive: {} (the release stays: it passed every health check)",
+                v.summary()
+            ),
             Some(v) => v.summary(),
-            None => format!("healthy at all {checks} checks (no previous release: no metric comparison)"),
+            None => format!(
+                "healthy at all {checks} checks (no previous release: no metric comparison)"
+            ),
         };
         logs.line("stdout", format!("monitor window over: {summary}"));
         return Ok(Ok(json!({
@@ -191,15 +258,35 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
     };
 
     logs.line("stdout", format!("{problem}: rolling back"));
-    let mut notifier = Notifier::new(watch.notify.clone(), call.run_id, &watch.service, Some(call.store.clone()));
+    let mut notifier = Notifier::new(
+        watch.notify.clone(),
+        call.run_id,
+        &watch.service,
+        Some(call.store.clone()),
+    );
     let Some(previous) = previous else {
         notifier
-            .notify(Alert { severity: Severity::Critical, key: format!("monitor:{}", watch.service), title: format!("{} {} misbehaves", watch.service, active.version), text: format!("{problem}; no previous release to roll back to"), success: false })
+            .notify(Alert {
+                severity: Severity::Critical,
+                key: format!("monitor:{}", watch.service),
+                title: format!("{} {} misbehaves", watch.service, active.version),
+                text: format!("{problem}; no previous release to roll back to"),
+                success: false,
+            })
             .await;
         notifier.flush().await;
-        return Ok(Err(format!("{} {}: {problem}; there is no previous release to roll back to", watch.service, active.version)));
+        return Ok(Err(format!(
+            "{} {}: {problem}; there is no previous release to roll back to",
+            watch.service, active.version
+        )));
     };
-    let report = rollback(&watch.state_file, &watch.service, &watch.proxy, &format!("monitor: {problem}")).await?;
+    let report = rollback(
+        &watch.state_file,
+        &watch.service,
+        &watch.proxy,
+        &format!("monitor: {problem}"),
+    )
+    .await?;
     let from_onset_ms = onset.map(|at| at.elapsed().as_millis() as u64);
     let message = format!(
         "{} {} rolled back to {} by the monitor: {problem} ({} ms from the first anomalous sample to the previous release serving all traffic)",
@@ -209,7 +296,13 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
         from_onset_ms.unwrap_or(0)
     );
     notifier
-        .notify(Alert { severity: Severity::Critical, key: format!("rollback:{}", watch.service), title: format!("{} {} rolled back", watch.service, active.version), text: message.clone(), success: false })
+        .notify(Alert {
+            severity: Severity::Critical,
+            key: format!("rollback:{}", watch.service),
+            title: format!("{} {} rolled back", watch.service, active.version),
+            text: message.clone(),
+            success: false,
+        })
         .await;
     notifier.flush().await;
     logs.line("stdout", format!("rollback: {report}"));

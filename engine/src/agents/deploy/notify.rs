@@ -44,13 +44,31 @@ pub struct NotifyConfig {
 
 impl NotifyConfig {
     pub fn from_value(value: Option<&Value>) -> Result<NotifyConfig, String> {
-        let mut config = NotifyConfig { window: Duration::from_secs(60), max_per_run: 20, ..Default::default() };
-        let Some(value) = value.filter(|v| !v.is_null()) else { return Ok(config) };
+        let mut config = NotifyConfig {
+            window: Duration::from_secs(60),
+            max_per_run: 20,
+            ..Default::default()
+        };
+        let Some(value) = value.filter(|v| !v.is_null()) else {
+            return Ok(config);
+        };
         let map = value.as_object().ok_or("notify must be a mapping")?;
         for (key, item) in map {
             match key.as_str() {
-                "slack" => config.slack = Some(item.as_str().ok_or("notify.slack must be a URL")?.to_string()),
-                "webhook" => config.webhook = Some(item.as_str().ok_or("notify.webhook must be a URL")?.to_string()),
+                "slack" => {
+                    config.slack = Some(
+                        item.as_str()
+                            .ok_or("notify.slack must be a URL")?
+                            .to_string(),
+                    )
+                }
+                "webhook" => {
+                    config.webhook = Some(
+                        item.as_str()
+                            .ok_or("notify.webhook must be a URL")?
+                            .to_string(),
+                    )
+                }
                 "window" => {
                     config.window = match item {
                         Value::Number(n) => n.as_f64().map(Duration::from_secs_f64),
@@ -59,9 +77,22 @@ impl NotifyConfig {
                     }
                     .ok_or("notify.window must be a duration such as 60s")?
                 }
-                "success" => config.success = item.as_bool().ok_or("notify.success must be true or false")?,
-                "max_per_run" => config.max_per_run = item.as_u64().ok_or("notify.max_per_run must be a whole number")? as usize,
-                other => return Err(format!("unknown key `notify.{other}` (known: slack, webhook, window, success, max_per_run)")),
+                "success" => {
+                    config.success = item
+                        .as_bool()
+                        .ok_or("notify.success must be true or false")?
+                }
+                "max_per_run" => {
+                    config.max_per_run = item
+                        .as_u64()
+                        .ok_or("notify.max_per_run must be a whole number")?
+                        as usize
+                }
+                other => {
+                    return Err(format!(
+                        "unknown key `notify.{other}` (known: slack, webhook, window, success, max_per_run)"
+                    ));
+                }
             }
         }
         Ok(config)
@@ -93,14 +124,36 @@ pub struct Notifier {
 
 impl Notifier {
     /// `store` shares de-duplication and the run's cap with other steps and runs.
-    pub fn new(config: NotifyConfig, run_id: i64, service: &str, store: Option<crate::store::Store>) -> Notifier {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_else(|_| reqwest::Client::new());
-        Notifier { config, client, run_id, service: service.to_string(), seen: HashMap::new(), batch: Vec::new(), batch_started: None, report: NotifyReport::default(), store }
+    pub fn new(
+        config: NotifyConfig,
+        run_id: i64,
+        service: &str,
+        store: Option<crate::store::Store>,
+    ) -> Notifier {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Notifier {
+            config,
+            client,
+            run_id,
+            service: service.to_string(),
+            seen: HashMap::new(),
+            batch: Vec::new(),
+            batch_started: None,
+            report: NotifyReport::default(),
+            store,
+        }
     }
 
     /// Seen within the window by this notifier, or (through the store) by another step or run.
     fn duplicate(&self, key: &str, now: Instant) -> bool {
-        if self.seen.get(key).is_some_and(|at| now.duration_since(*at) < self.config.window) {
+        if self
+            .seen
+            .get(key)
+            .is_some_and(|at| now.duration_since(*at) < self.config.window)
+        {
             return true;
         }
         let window_ms = self.config.window.as_millis() as i64;
@@ -173,8 +226,16 @@ impl Notifier {
         }
         self.report.sent += 1;
         self.record("message", "");
-        let lines: Vec<String> = alerts.iter().map(|a| format!("[{:?}] {}: {}", a.severity, a.title, a.text)).collect();
-        let text = format!("cairn run {} · {}\n{}", self.run_id, self.service, lines.join("\n"));
+        let lines: Vec<String> = alerts
+            .iter()
+            .map(|a| format!("[{:?}] {}: {}", a.severity, a.title, a.text))
+            .collect();
+        let text = format!(
+            "cairn run {} · {}\n{}",
+            self.run_id,
+            self.service,
+            lines.join("\n")
+        );
         let mut deliveries = Vec::new();
         if let Some(url) = &self.config.slack {
             deliveries.push((url.clone(), json!({ "text": text })));
@@ -183,7 +244,13 @@ impl Notifier {
             deliveries.push((url.clone(), json!({ "source": "cairn", "run_id": self.run_id, "service": self.service, "alerts": alerts, "text": text })));
         }
         for (url, body) in deliveries {
-            let delivered = self.client.post(&url).json(&body).send().await.map(|r| r.status().is_success());
+            let delivered = self
+                .client
+                .post(&url)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().is_success());
             if !matches!(delivered, Ok(true)) {
                 self.report.failed_deliveries += 1;
                 tracing::warn!(%url, ?delivered, "failed to deliver a notification");
@@ -199,9 +266,18 @@ mod tests {
     #[test]
     fn config_defaults_and_typos() {
         let config = NotifyConfig::from_value(None).expect("defaults");
-        assert_eq!((config.window, config.max_per_run, config.success), (Duration::from_secs(60), 20, false));
-        let config = NotifyConfig::from_value(Some(&json!({ "slack": "http://127.0.0.1:1/x", "window": "5s" }))).expect("valid");
+        assert_eq!(
+            (config.window, config.max_per_run, config.success),
+            (Duration::from_secs(60), 20, false)
+        );
+        let config = NotifyConfig::from_value(Some(
+            &json!({ "slack": "http://127.0.0.1:1/x", "window": "5s" }),
+        ))
+        .expect("valid");
         assert_eq!(config.window, Duration::from_secs(5));
-        assert!(NotifyConfig::from_value(Some(&json!({ "slak": "x" }))).is_err_and(|e| e.contains("notify.slak")));
+        assert!(
+            NotifyConfig::from_value(Some(&json!({ "slak": "x" })))
+                .is_err_and(|e| e.contains("notify.slak"))
+        );
     }
 }

@@ -26,7 +26,12 @@ pub async fn healthy(client: &reqwest::Client, address: &str, path: &str) -> boo
 
 /// Polls until the replica is healthy `successes` times in a row, or `timeout` passes.
 /// Returns how long it took, or the last failure.
-pub async fn wait_healthy(client: &reqwest::Client, address: &str, path: &str, timeout: Duration) -> Result<Duration, String> {
+pub async fn wait_healthy(
+    client: &reqwest::Client,
+    address: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<Duration, String> {
     let started = tokio::time::Instant::now();
     let mut streak = 0;
     while started.elapsed() < timeout {
@@ -40,11 +45,18 @@ pub async fn wait_healthy(client: &reqwest::Client, address: &str, path: &str, t
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(format!("{address}{path} not healthy within {:.1} s", timeout.as_secs_f64()))
+    Err(format!(
+        "{address}{path} not healthy within {:.1} s",
+        timeout.as_secs_f64()
+    ))
 }
 
 pub async fn scrape(client: &reqwest::Client, address: &str, path: &str) -> Option<Snapshot> {
-    let response = client.get(format!("http://{address}{path}")).send().await.ok()?;
+    let response = client
+        .get(format!("http://{address}{path}"))
+        .send()
+        .await
+        .ok()?;
     if !response.status().is_success() {
         return None;
     }

@@ -45,7 +45,10 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(socket: &Path, backend: &str) -> Proxy {
-        Proxy { socket: socket.to_path_buf(), backend: backend.to_string() }
+        Proxy {
+            socket: socket.to_path_buf(),
+            backend: backend.to_string(),
+        }
     }
 
     pub fn backend(&self) -> &str {
@@ -53,7 +56,10 @@ impl Proxy {
     }
 
     fn error(&self, message: impl Into<String>) -> Error {
-        Error::Proxy { socket: self.socket.display().to_string(), message: message.into() }
+        Error::Proxy {
+            socket: self.socket.display().to_string(),
+            message: message.into(),
+        }
     }
 
     /// Sends one command and returns HAProxy's answer.
@@ -87,19 +93,36 @@ impl Proxy {
     pub async fn add_server(&self, name: &str, address: &str, weight: u32) -> Result<(), Error> {
         let be = &self.backend;
         if !self.servers().await?.iter().any(|s| s.name == name) {
-            self.expect(&format!("add server {be}/{name} {address} weight {weight}"), &["New server registered"]).await?;
+            self.expect(
+                &format!("add server {be}/{name} {address} weight {weight}"),
+                &["New server registered"],
+            )
+            .await?;
         }
         self.set_weight(name, weight).await?;
-        self.expect(&format!("set server {be}/{name} state ready"), &[]).await
+        self.expect(&format!("set server {be}/{name} state ready"), &[])
+            .await
     }
 
     pub async fn set_weight(&self, name: &str, weight: u32) -> Result<(), Error> {
-        self.expect(&format!("set server {}/{name} weight {}", self.backend, weight.min(WEIGHT_SCALE)), &[]).await
+        self.expect(
+            &format!(
+                "set server {}/{name} weight {}",
+                self.backend,
+                weight.min(WEIGHT_SCALE)
+            ),
+            &[],
+        )
+        .await
     }
 
     /// `ready`, `drain` or `maint`.
     pub async fn set_state(&self, name: &str, state: &str) -> Result<(), Error> {
-        self.expect(&format!("set server {}/{name} state {state}", self.backend), &[]).await
+        self.expect(
+            &format!("set server {}/{name} state {state}", self.backend),
+            &[],
+        )
+        .await
     }
 
     /// Takes `name` out of rotation without cutting a request: drain, wait for its sessions
@@ -107,7 +130,9 @@ impl Proxy {
     pub async fn retire(&self, name: &str, grace: Duration) -> Result<(), Error> {
         self.set_state(name, "drain").await?;
         let deadline = tokio::time::Instant::now() + grace;
-        while self.current_sessions(name).await?.unwrap_or(0) > 0 && tokio::time::Instant::now() < deadline {
+        while self.current_sessions(name).await?.unwrap_or(0) > 0
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.set_state(name, "maint").await
@@ -127,26 +152,41 @@ impl Proxy {
                 return Ok(());
             }
             if attempt == 25 {
-                let _ = self.command(&format!("shutdown sessions server {be}/{name}")).await?;
+                let _ = self
+                    .command(&format!("shutdown sessions server {be}/{name}"))
+                    .await?;
             }
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
-        Err(self.error(format!("`del server {be}/{name}` kept failing (sessions still open)")))
+        Err(self.error(format!(
+            "`del server {be}/{name}` kept failing (sessions still open)"
+        )))
     }
 
     /// The backend's servers (`show servers state`).
     pub async fn servers(&self) -> Result<Vec<Server>, Error> {
-        let answer = self.command(&format!("show servers state {}", self.backend)).await?;
+        let answer = self
+            .command(&format!("show servers state {}", self.backend))
+            .await?;
         let mut lines = answer.lines().filter(|l| !l.trim().is_empty());
         let _version = lines.next();
         let header: Vec<&str> = match lines.next() {
             Some(h) if h.starts_with('#') => h.trim_start_matches('#').split_whitespace().collect(),
-            _ => return Err(self.error(format!("unexpected `show servers state` answer: {}", answer.trim()))),
+            _ => {
+                return Err(self.error(format!(
+                    "unexpected `show servers state` answer: {}",
+                    answer.trim()
+                )));
+            }
         };
         let column = |name: &str| header.iter().position(|h| *h == name);
-        let (Some(name_at), Some(addr_at), Some(admin_at), Some(weight_at), Some(port_at)) =
-            (column("srv_name"), column("srv_addr"), column("srv_admin_state"), column("srv_uweight"), column("srv_port"))
-        else {
+        let (Some(name_at), Some(addr_at), Some(admin_at), Some(weight_at), Some(port_at)) = (
+            column("srv_name"),
+            column("srv_addr"),
+            column("srv_admin_state"),
+            column("srv_uweight"),
+            column("srv_port"),
+        ) else {
             return Err(self.error("`show servers state` lacks the expected columns"));
         };
         Ok(lines
@@ -168,11 +208,23 @@ impl Proxy {
     pub async fn current_sessions(&self, name: &str) -> Result<Option<u64>, Error> {
         let answer = self.command("show stat").await?;
         let mut lines = answer.lines();
-        let header: Vec<&str> = lines.next().unwrap_or("").trim_start_matches("# ").split(',').collect();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
         let scur_at = header.iter().position(|h| *h == "scur").unwrap_or(4);
         Ok(lines.find_map(|line| {
             let fields: Vec<&str> = line.split(',').collect();
-            (fields.first() == Some(&self.backend.as_str()) && fields.get(1) == Some(&name)).then(|| fields.get(scur_at).and_then(|v| v.parse().ok()).unwrap_or(0))
+            (fields.first() == Some(&self.backend.as_str()) && fields.get(1) == Some(&name)).then(
+                || {
+                    fields
+                        .get(scur_at)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0)
+                },
+            )
         }))
     }
 }
@@ -186,7 +238,9 @@ pub fn split_weights(share: f64, canary_servers: usize, baseline_servers: usize)
     }
     let canary_total = (share / 100.0 * scale).max(1.0);
     let baseline_total = scale - canary_total;
-    let canary = (canary_total / canary_servers.max(1) as f64).round().max(1.0) as u32;
+    let canary = (canary_total / canary_servers.max(1) as f64)
+        .round()
+        .max(1.0) as u32;
     let baseline = (baseline_total / baseline_servers as f64).round().max(1.0) as u32;
     (canary, baseline)
 }

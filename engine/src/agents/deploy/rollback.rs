@@ -18,10 +18,15 @@ use crate::store::Store;
 /// Rolls back every deploy step of run `run_id` whose release is still the active one.
 /// Returns one report per step rolled back; none when the run deployed nothing still active.
 pub async fn rollback_run(store: &Store, run_id: i64, reason: &str) -> Result<Vec<Value>, Error> {
-    let steps = store.steps(run_id).map_err(|e| Error::State { path: format!("run {run_id}"), message: e.to_string() })?;
+    let steps = store.steps(run_id).map_err(|e| Error::State {
+        path: format!("run {run_id}"),
+        message: e.to_string(),
+    })?;
     let mut reports = Vec::new();
     for step in steps {
-        let Some(outputs) = step.outputs else { continue };
+        let Some(outputs) = step.outputs else {
+            continue;
+        };
         let (Some(state_file), Some(service), Some(socket), Some(backend)) = (
             outputs["state_file"].as_str(),
             outputs["service"].as_str(),
@@ -40,15 +45,33 @@ pub async fn rollback_run(store: &Store, run_id: i64, reason: &str) -> Result<Ve
 }
 
 /// Makes the most recently retired release of `service` active again.
-pub async fn rollback(state_file: &Path, service: &str, proxy: &Proxy, reason: &str) -> Result<Value, Error> {
-    let current = state::load(state_file)?.services.get(service).cloned().unwrap_or_default();
+pub async fn rollback(
+    state_file: &Path,
+    service: &str,
+    proxy: &Proxy,
+    reason: &str,
+) -> Result<Value, Error> {
+    let current = state::load(state_file)?
+        .services
+        .get(service)
+        .cloned()
+        .unwrap_or_default();
     let not_possible = |why: String| Error::Config(format!("cannot roll back {service}: {why}"));
-    let active = current.active.clone().ok_or_else(|| not_possible("nothing is deployed".into()))?;
-    let (_, previous) = current.retired.last().cloned().ok_or_else(|| not_possible("no previous release is kept (see `keep_previous`)".into()))?;
+    let active = current
+        .active
+        .clone()
+        .ok_or_else(|| not_possible("nothing is deployed".into()))?;
+    let (_, previous) =
+        current.retired.last().cloned().ok_or_else(|| {
+            not_possible("no previous release is kept (see `keep_previous`)".into())
+        })?;
     let client = probe::client();
     for replica in &previous.replicas {
         if !probe::healthy(&client, &replica.address, "/healthz").await {
-            return Err(not_possible(format!("the previous release {}'s replica {} is not healthy", previous.version, replica.name)));
+            return Err(not_possible(format!(
+                "the previous release {}'s replica {} is not healthy",
+                previous.version, replica.name
+            )));
         }
     }
     let started = Instant::now();
@@ -76,5 +99,7 @@ pub async fn rollback(state_file: &Path, service: &str, proxy: &Proxy, reason: &
             details: Value::Null,
         });
     })?;
-    Ok(json!({ "service": service, "from": active.version, "to": previous.version, "rollback_ms": rollback_ms, "reason": reason }))
+    Ok(
+        json!({ "service": service, "from": active.version, "to": previous.version, "rollback_ms": rollback_ms, "reason": reason }),
+    )
 }

@@ -18,8 +18,14 @@ use super::probe;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetricsSource {
-    Endpoint { path: String },
-    Prometheus { url: String, selector: String, targets_file: Option<PathBuf> },
+    Endpoint {
+        path: String,
+    },
+    Prometheus {
+        url: String,
+        selector: String,
+        targets_file: Option<PathBuf>,
+    },
 }
 
 impl MetricsSource {
@@ -27,27 +33,51 @@ impl MetricsSource {
     pub fn from_map(map: &Map<String, Value>) -> Result<MetricsSource, String> {
         match map.get("prometheus") {
             None | Some(Value::Null) => Ok(MetricsSource::Endpoint {
-                path: map.get("metrics_path").and_then(Value::as_str).unwrap_or("/metrics").to_string(),
+                path: map
+                    .get("metrics_path")
+                    .and_then(Value::as_str)
+                    .unwrap_or("/metrics")
+                    .to_string(),
             }),
-            Some(Value::String(url)) => Ok(MetricsSource::Prometheus { url: url.trim_end_matches('/').to_string(), selector: DEFAULT_SELECTOR.into(), targets_file: None }),
+            Some(Value::String(url)) => Ok(MetricsSource::Prometheus {
+                url: url.trim_end_matches('/').to_string(),
+                selector: DEFAULT_SELECTOR.into(),
+                targets_file: None,
+            }),
             Some(Value::Object(settings)) => {
                 for key in settings.keys() {
                     if !["url", "selector", "targets_file"].contains(&key.as_str()) {
-                        return Err(format!("prometheus.{key}: unknown key (expected url, selector, targets_file)"));
+                        return Err(format!(
+                            "prometheus.{key}: unknown key (expected url, selector, targets_file)"
+                        ));
                     }
                 }
-                let url = settings.get("url").and_then(Value::as_str).ok_or("prometheus.url: the Prometheus server's base URL is required")?;
+                let url = settings
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .ok_or("prometheus.url: the Prometheus server's base URL is required")?;
                 if !url.starts_with("http://") && !url.starts_with("https://") {
-                    return Err(format!("prometheus.url `{url}` must start with http:// or https://"));
+                    return Err(format!(
+                        "prometheus.url `{url}` must start with http:// or https://"
+                    ));
                 }
-                let selector = settings.get("selector").and_then(Value::as_str).unwrap_or(DEFAULT_SELECTOR).to_string();
+                let selector = settings
+                    .get("selector")
+                    .and_then(Value::as_str)
+                    .unwrap_or(DEFAULT_SELECTOR)
+                    .to_string();
                 if !selector.contains("{address}") && !selector.contains("{name}") {
-                    return Err(format!("prometheus.selector `{selector}` must name the replica with {{address}} or {{name}}"));
+                    return Err(format!(
+                        "prometheus.selector `{selector}` must name the replica with {{address}} or {{name}}"
+                    ));
                 }
                 Ok(MetricsSource::Prometheus {
                     url: url.trim_end_matches('/').to_string(),
                     selector,
-                    targets_file: settings.get("targets_file").and_then(Value::as_str).map(PathBuf::from),
+                    targets_file: settings
+                        .get("targets_file")
+                        .and_then(Value::as_str)
+                        .map(PathBuf::from),
                 })
             }
             Some(_) => Err("prometheus must be a URL or { url, selector, targets_file }".into()),
@@ -58,7 +88,14 @@ impl MetricsSource {
     pub fn to_outputs(&self) -> (Value, Value) {
         match self {
             MetricsSource::Endpoint { path } => (json!(path), Value::Null),
-            MetricsSource::Prometheus { url, selector, targets_file } => (json!("/metrics"), json!({ "url": url, "selector": selector, "targets_file": targets_file })),
+            MetricsSource::Prometheus {
+                url,
+                selector,
+                targets_file,
+            } => (
+                json!("/metrics"),
+                json!({ "url": url, "selector": selector, "targets_file": targets_file }),
+            ),
         }
     }
 
@@ -66,9 +103,18 @@ impl MetricsSource {
         match self {
             MetricsSource::Endpoint { path } => probe::scrape(client, &replica.address, path).await,
             MetricsSource::Prometheus { url, selector, .. } => {
-                let selector = selector.replace("{address}", &replica.address).replace("{name}", &replica.name);
-                let query = format!("{{__name__=~\".+_requests_total|.+_request_duration_seconds_bucket\", {selector}}}");
-                let response = client.get(format!("{url}/api/v1/query")).query(&[("query", query.as_str())]).send().await.ok()?;
+                let selector = selector
+                    .replace("{address}", &replica.address)
+                    .replace("{name}", &replica.name);
+                let query = format!(
+                    "{{__name__=~\".+_requests_total|.+_request_duration_seconds_bucket\", {selector}}}"
+                );
+                let response = client
+                    .get(format!("{url}/api/v1/query"))
+                    .query(&[("query", query.as_str())])
+                    .send()
+                    .await
+                    .ok()?;
                 if !response.status().is_success() {
                     return None;
                 }
@@ -96,7 +142,13 @@ impl MetricsSource {
 
     /// Rewrites the `file_sd_configs` targets file (when there is one) to list `replicas`.
     pub fn publish_targets(&self, service: &str, replicas: &[Replica]) -> Result<(), String> {
-        let MetricsSource::Prometheus { targets_file: Some(path), .. } = self else { return Ok(()) };
+        let MetricsSource::Prometheus {
+            targets_file: Some(path),
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
         let groups: Vec<Value> = replicas
             .iter()
             .map(|r| json!({ "targets": [r.address], "labels": { "cairn_service": service, "cairn_replica": r.name } }))
@@ -105,7 +157,12 @@ impl MetricsSource {
         let temporary = path.with_extension("tmp");
         std::fs::write(&temporary, text)
             .and_then(|()| std::fs::rename(&temporary, path))
-            .map_err(|e| format!("cannot write the Prometheus targets file {}: {e}", path.display()))
+            .map_err(|e| {
+                format!(
+                    "cannot write the Prometheus targets file {}: {e}",
+                    path.display()
+                )
+            })
     }
 }
 
@@ -115,12 +172,20 @@ const DEFAULT_SELECTOR: &str = "instance=\"{address}\"";
 fn sample(item: &Value) -> Option<Sample> {
     let metric = item.get("metric")?.as_object()?;
     let name = metric.get("__name__")?.as_str()?.to_string();
-    let labels = metric.iter().filter(|(k, _)| *k != "__name__").filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect();
+    let labels = metric
+        .iter()
+        .filter(|(k, _)| *k != "__name__")
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect();
     let value = match item.get("value")?.get(1)?.as_str()? {
         "+Inf" => f64::INFINITY,
         text => text.parse().ok()?,
     };
-    Some(Sample { name, labels, value })
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
 }
 
 #[cfg(test)]
@@ -131,7 +196,14 @@ mod tests {
     fn reads_an_instant_vector() {
         let item = json!({"metric": {"__name__": "demo_http_requests_total", "path": "/", "status": "500", "instance": "127.0.0.1:1"}, "value": [1.0, "7"]});
         let parsed = sample(&item).expect("a sample");
-        assert_eq!((parsed.name.as_str(), parsed.value, parsed.labels["status"].as_str()), ("demo_http_requests_total", 7.0, "500"));
+        assert_eq!(
+            (
+                parsed.name.as_str(),
+                parsed.value,
+                parsed.labels["status"].as_str()
+            ),
+            ("demo_http_requests_total", 7.0, "500")
+        );
         let snapshot = Snapshot::from_samples([parsed]);
         assert_eq!((snapshot.requests, snapshot.errors), (7.0, 7.0));
     }
@@ -140,9 +212,25 @@ mod tests {
     fn settings_are_checked() {
         let map = |v: Value| v.as_object().cloned().expect("object");
         assert!(MetricsSource::from_map(&map(json!({"prometheus": {"url": "ftp://x"}}))).is_err());
-        assert!(MetricsSource::from_map(&map(json!({"prometheus": {"url": "http://x", "selector": "job=\"a\""}}))).is_err());
-        assert!(MetricsSource::from_map(&map(json!({"prometheus": {"url": "http://x", "step": 1}}))).is_err());
-        let source = MetricsSource::from_map(&map(json!({"prometheus": "http://p:9090/"}))).expect("valid");
-        assert_eq!(source, MetricsSource::Prometheus { url: "http://p:9090".into(), selector: DEFAULT_SELECTOR.into(), targets_file: None });
+        assert!(
+            MetricsSource::from_map(&map(
+                json!({"prometheus": {"url": "http://x", "selector": "job=\"a\""}})
+            ))
+            .is_err()
+        );
+        assert!(
+            MetricsSource::from_map(&map(json!({"prometheus": {"url": "http://x", "step": 1}})))
+                .is_err()
+        );
+        let source =
+            MetricsSource::from_map(&map(json!({"prometheus": "http://p:9090/"}))).expect("valid");
+        assert_eq!(
+            source,
+            MetricsSource::Prometheus {
+                url: "http://p:9090".into(),
+                selector: DEFAULT_SELECTOR.into(),
+                targets_file: None
+            }
+        );
     }
 }

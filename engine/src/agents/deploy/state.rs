@@ -65,7 +65,10 @@ pub struct StateFile {
 }
 
 fn error(path: &Path, message: impl std::fmt::Display) -> Error {
-    Error::State { path: path.display().to_string(), message: message.to_string() }
+    Error::State {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
 }
 
 pub fn load(path: &Path) -> Result<StateFile, Error> {
@@ -83,12 +86,18 @@ pub fn save(path: &Path, state: &StateFile) -> Result<(), Error> {
     let temporary = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(state).map_err(|e| error(path, e))?;
     let mut file = std::fs::File::create(&temporary).map_err(|e| error(path, e))?;
-    file.write_all(&bytes).and_then(|_| file.sync_all()).map_err(|e| error(path, e))?;
+    file.write_all(&bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| error(path, e))?;
     std::fs::rename(&temporary, path).map_err(|e| error(path, e))
 }
 
 /// Reads, changes and writes back one service's state.
-pub fn update<T>(path: &Path, service: &str, change: impl FnOnce(&mut ServiceState) -> T) -> Result<T, Error> {
+pub fn update<T>(
+    path: &Path,
+    service: &str,
+    change: impl FnOnce(&mut ServiceState) -> T,
+) -> Result<T, Error> {
     let mut state = load(path)?;
     let result = change(state.services.entry(service.to_string()).or_default());
     save(path, &state)?;
@@ -104,16 +113,40 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("deployments.json");
         assert_eq!(load(&path).expect("missing is empty"), StateFile::default());
-        let release = Release { key: "1/deploy".into(), version: "v1".into(), image: "shop:v1".into(), replicas: vec![Replica { name: "a".into(), address: "127.0.0.1:1".into() }], since_ms: 5 };
+        let release = Release {
+            key: "1/deploy".into(),
+            version: "v1".into(),
+            image: "shop:v1".into(),
+            replicas: vec![Replica {
+                name: "a".into(),
+                address: "127.0.0.1:1".into(),
+            }],
+            since_ms: 5,
+        };
         update(&path, "shop", |s| {
             s.active = Some(release.clone());
-            s.in_progress = Some(InProgress { key: "2/deploy".into(), version: "v2".into(), strategy: "canary".into(), replaces: Some(release.clone()), started_ms: 6 });
+            s.in_progress = Some(InProgress {
+                key: "2/deploy".into(),
+                version: "v2".into(),
+                strategy: "canary".into(),
+                replaces: Some(release.clone()),
+                started_ms: 6,
+            });
         })
         .expect("update");
         let state = load(&path).expect("load");
         assert_eq!(state.services["shop"].active.as_ref(), Some(&release));
-        assert_eq!(state.services["shop"].in_progress.as_ref().map(|p| p.key.as_str()), Some("2/deploy"));
+        assert_eq!(
+            state.services["shop"]
+                .in_progress
+                .as_ref()
+                .map(|p| p.key.as_str()),
+            Some("2/deploy")
+        );
         std::fs::write(&path, "{ not json").expect("corrupt");
-        assert!(load(&path).is_err(), "a corrupt file is an error, not an empty state");
+        assert!(
+            load(&path).is_err(),
+            "a corrupt file is an error, not an empty state"
+        );
     }
 }

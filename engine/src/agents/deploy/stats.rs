@@ -11,9 +11,16 @@
 pub fn normal_cdf(x: f64) -> f64 {
     let z = x.abs() / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.327_591_1 * z);
-    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let erf = 1.0 - poly * (-z * z).exp();
-    if x >= 0.0 { 0.5 * (1.0 + erf) } else { 0.5 * (1.0 - erf) }
+    if x >= 0.0 {
+        0.5 * (1.0 + erf)
+    } else {
+        0.5 * (1.0 - erf)
+    }
 }
 
 /// One test's result: the statistic, its z score and the one-sided p-value.
@@ -27,21 +34,50 @@ pub struct TestResult {
 }
 
 /// H1: the canary's error proportion is greater than the baseline's.
-pub fn two_proportion_z(canary_errors: f64, canary_n: f64, baseline_errors: f64, baseline_n: f64) -> TestResult {
-    let (p_c, p_b) = (canary_errors / canary_n.max(1.0), baseline_errors / baseline_n.max(1.0));
+pub fn two_proportion_z(
+    canary_errors: f64,
+    canary_n: f64,
+    baseline_errors: f64,
+    baseline_n: f64,
+) -> TestResult {
+    let (p_c, p_b) = (
+        canary_errors / canary_n.max(1.0),
+        baseline_errors / baseline_n.max(1.0),
+    );
     let pooled = (canary_errors + baseline_errors) / (canary_n + baseline_n).max(1.0);
-    let se = (pooled * (1.0 - pooled) * (1.0 / canary_n.max(1.0) + 1.0 / baseline_n.max(1.0))).sqrt();
+    let se =
+        (pooled * (1.0 - pooled) * (1.0 / canary_n.max(1.0) + 1.0 / baseline_n.max(1.0))).sqrt();
     // No errors anywhere (or all errors): no evidence of a difference.
     let z = if se > 0.0 { (p_c - p_b) / se } else { 0.0 };
     let total = canary_n + baseline_n;
-    let expected_smallest = [pooled * canary_n, pooled * baseline_n, (1.0 - pooled) * canary_n, (1.0 - pooled) * baseline_n]
-        .into_iter()
-        .fold(f64::INFINITY, f64::min);
+    let expected_smallest = [
+        pooled * canary_n,
+        pooled * baseline_n,
+        (1.0 - pooled) * canary_n,
+        (1.0 - pooled) * baseline_n,
+    ]
+    .into_iter()
+    .fold(f64::INFINITY, f64::min);
     if expected_smallest < 5.0 && total > 0.0 {
-        let p_value = fisher_greater(canary_errors, canary_n, canary_errors + baseline_errors, total);
-        return TestResult { method: "fisher", statistic: p_c - p_b, z, p_value };
+        let p_value = fisher_greater(
+            canary_errors,
+            canary_n,
+            canary_errors + baseline_errors,
+            total,
+        );
+        return TestResult {
+            method: "fisher",
+            statistic: p_c - p_b,
+            z,
+            p_value,
+        };
     }
-    TestResult { method: "z", statistic: p_c - p_b, z, p_value: 1.0 - normal_cdf(z) }
+    TestResult {
+        method: "z",
+        statistic: p_c - p_b,
+        z,
+        p_value: 1.0 - normal_cdf(z),
+    }
 }
 
 /// P(X ≥ observed) for X hypergeometric: `drawn` canary requests out of `total`, of which
@@ -56,7 +92,8 @@ fn fisher_greater(observed: f64, drawn: f64, successes: f64, total: f64) -> f64 
         if drawn - k > total - successes {
             continue;
         }
-        p += (ln_choose(successes, k) + ln_choose(total - successes, drawn - k) - denominator).exp();
+        p +=
+            (ln_choose(successes, k) + ln_choose(total - successes, drawn - k) - denominator).exp();
     }
     p.min(1.0)
 }
@@ -93,7 +130,12 @@ pub fn mann_whitney_from_buckets(canary: &[f64], baseline: &[f64]) -> TestResult
     let (n1, n2) = (canary.iter().sum::<f64>(), baseline.iter().sum::<f64>());
     let n = n1 + n2;
     if n1 <= 0.0 || n2 <= 0.0 {
-        return TestResult { method: "mann_whitney", statistic: 0.0, z: 0.0, p_value: 1.0 };
+        return TestResult {
+            method: "mann_whitney",
+            statistic: 0.0,
+            z: 0.0,
+            p_value: 1.0,
+        };
     }
     let mut rank_sum = 0.0;
     let mut below = 0.0;
@@ -108,8 +150,17 @@ pub fn mann_whitney_from_buckets(canary: &[f64], baseline: &[f64]) -> TestResult
     let u = rank_sum - n1 * (n1 + 1.0) / 2.0;
     let mean = n1 * n2 / 2.0;
     let variance = n1 * n2 / 12.0 * ((n + 1.0) - ties / (n * (n - 1.0)).max(1.0));
-    let z = if variance > 0.0 { (u - mean - 0.5) / variance.sqrt() } else { 0.0 };
-    TestResult { method: "mann_whitney", statistic: u, z, p_value: 1.0 - normal_cdf(z) }
+    let z = if variance > 0.0 {
+        (u - mean - 0.5) / variance.sqrt()
+    } else {
+        0.0
+    };
+    TestResult {
+        method: "mann_whitney",
+        statistic: u,
+        z,
+        p_value: 1.0 - normal_cdf(z),
+    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,8 @@ impl Deployment<'_> {
     fn event(&mut self, what: impl Into<String>) {
         let what = what.into();
         self.logs.line("stdout", what.clone());
-        self.events.push(json!({ "at_ms": self.started.elapsed().as_millis() as u64, "event": what }));
+        self.events
+            .push(json!({ "at_ms": self.started.elapsed().as_millis() as u64, "event": what }));
     }
 
     pub async fn run(self) -> std::result::Result<Result, Error> {
@@ -71,11 +72,21 @@ impl Deployment<'_> {
     }
 
     fn done(self, replicas: Vec<Replica>, reason: String) -> Result {
-        Result { rolled_back: false, reason, replicas, verdicts: Vec::new(), rollback_ms: None, events: self.events }
+        Result {
+            rolled_back: false,
+            reason,
+            replicas,
+            verdicts: Vec::new(),
+            rollback_ms: None,
+            events: self.events,
+        }
     }
 
     /// Starts replica `index` and waits for its health check; `Err` is the reason it failed.
-    async fn start_healthy(&mut self, index: usize) -> std::result::Result<std::result::Result<Replica, String>, Error> {
+    async fn start_healthy(
+        &mut self,
+        index: usize,
+    ) -> std::result::Result<std::result::Result<Replica, String>, Error> {
         let name = format!("{}-{index}", self.prefix);
         let replica = match docker::start(self.docker, self.config, &name, self.key).await {
             Ok(replica) => replica,
@@ -86,39 +97,84 @@ impl Deployment<'_> {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let slice = remaining.min(Duration::from_millis(500));
-            if let Ok(took) = probe::wait_healthy(&self.client, &replica.address, &self.config.health_path, slice).await {
-                self.event(format!("{name} ({}) healthy after {} ms", replica.address, took.as_millis()));
+            if let Ok(took) = probe::wait_healthy(
+                &self.client,
+                &replica.address,
+                &self.config.health_path,
+                slice,
+            )
+            .await
+            {
+                self.event(format!(
+                    "{name} ({}) healthy after {} ms",
+                    replica.address,
+                    took.as_millis()
+                ));
                 self.started_replicas.push(replica.clone());
-                let listed: Vec<Replica> = self.old.iter().chain(self.started_replicas.iter()).cloned().collect();
-                if let Err(message) = self.config.metrics.publish_targets(&self.config.service, &listed) {
+                let listed: Vec<Replica> = self
+                    .old
+                    .iter()
+                    .chain(self.started_replicas.iter())
+                    .cloned()
+                    .collect();
+                if let Err(message) = self
+                    .config
+                    .metrics
+                    .publish_targets(&self.config.service, &listed)
+                {
                     self.event(message);
                 }
                 return Ok(Ok(replica));
             }
             if let Some(code) = docker::exited(self.docker, &name).await? {
-                return Ok(Err(format!("{name} crashed (exit code {code}) before it became healthy")));
+                return Ok(Err(format!(
+                    "{name} crashed (exit code {code}) before it became healthy"
+                )));
             }
             if remaining.is_zero() {
-                return Ok(Err(format!("{name} failed its health check {} for {:.1} s", self.config.health_path, self.config.health_timeout.as_secs_f64())));
+                return Ok(Err(format!(
+                    "{name} failed its health check {} for {:.1} s",
+                    self.config.health_path,
+                    self.config.health_timeout.as_secs_f64()
+                )));
             }
         }
     }
 
     /// The old release takes all traffic again; the new servers leave rotation at once, then
     /// are deleted with their containers. Returns when the old release served everything.
-    async fn roll_back(&mut self, new: &[Replica], extra: &[String]) -> std::result::Result<Instant, Error> {
+    async fn roll_back(
+        &mut self,
+        new: &[Replica],
+        extra: &[String],
+    ) -> std::result::Result<Instant, Error> {
         for old in self.old.clone() {
             self.proxy.set_weight(&old.name, EVEN).await?;
             self.proxy.set_state(&old.name, "ready").await?;
         }
-        let names: Vec<String> = new.iter().map(|r| r.name.clone()).chain(extra.iter().cloned()).collect();
+        let names: Vec<String> = new
+            .iter()
+            .map(|r| r.name.clone())
+            .chain(extra.iter().cloned())
+            .collect();
         for name in &names {
             if self.proxy.servers().await?.iter().any(|s| &s.name == name) {
                 self.proxy.set_state(name, "maint").await?;
             }
         }
         let restored = Instant::now();
-        self.event(format!("rolled back: {} serve all traffic", if self.old.is_empty() { "no servers (first deploy)".to_string() } else { self.old.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ") }));
+        self.event(format!(
+            "rolled back: {} serve all traffic",
+            if self.old.is_empty() {
+                "no servers (first deploy)".to_string()
+            } else {
+                self.old
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ));
         for name in &names {
             self.proxy.delete_server(name).await?;
             docker::remove(self.docker, name).await?;
@@ -127,7 +183,14 @@ impl Deployment<'_> {
     }
 
     fn rolled_back(self, reason: String, verdicts: Vec<Value>, rollback_ms: Option<u64>) -> Result {
-        Result { rolled_back: true, reason, replicas: self.old.clone(), verdicts, rollback_ms, events: self.events }
+        Result {
+            rolled_back: true,
+            reason,
+            replicas: self.old.clone(),
+            verdicts,
+            rollback_ms,
+            events: self.events,
+        }
     }
 
     async fn rolling(mut self) -> std::result::Result<Result, Error> {
@@ -135,7 +198,9 @@ impl Deployment<'_> {
         for index in 0..self.config.replicas {
             match self.start_healthy(index).await? {
                 Ok(replica) => {
-                    self.proxy.add_server(&replica.name, &replica.address, EVEN).await?;
+                    self.proxy
+                        .add_server(&replica.name, &replica.address, EVEN)
+                        .await?;
                     self.event(format!("{} in rotation", replica.name));
                     new.push(replica);
                 }
@@ -146,7 +211,11 @@ impl Deployment<'_> {
                     let restored = self.roll_back(&new, std::slice::from_ref(&name)).await?;
                     docker::remove(self.docker, &name).await?;
                     let ms = restored.duration_since(failed_at).as_millis() as u64;
-                    return Ok(self.rolled_back(format!("health check failed: {reason}"), Vec::new(), Some(ms)));
+                    return Ok(self.rolled_back(
+                        format!("health check failed: {reason}"),
+                        Vec::new(),
+                        Some(ms),
+                    ));
                 }
             }
             if let Some(old) = self.old.get(index).cloned() {
@@ -158,7 +227,10 @@ impl Deployment<'_> {
             self.proxy.retire(&old.name, DRAIN_GRACE).await?;
             self.event(format!("{} retired", old.name));
         }
-        Ok(self.done(new, "rolled out one replica at a time, each healthy before it took traffic".into()))
+        Ok(self.done(
+            new,
+            "rolled out one replica at a time, each healthy before it took traffic".into(),
+        ))
     }
 
     async fn switch(mut self) -> std::result::Result<Result, Error> {
@@ -169,32 +241,54 @@ impl Deployment<'_> {
                 Err(reason) => {
                     let failed_at = Instant::now();
                     self.event(format!("health check failed: {reason}"));
-                    let restored = self.roll_back(&new, &[format!("{}-{index}", self.prefix)]).await?;
+                    let restored = self
+                        .roll_back(&new, &[format!("{}-{index}", self.prefix)])
+                        .await?;
                     for replica in &new {
                         docker::remove(self.docker, &replica.name).await?;
                     }
                     docker::remove(self.docker, &format!("{}-{index}", self.prefix)).await?;
-                    return Ok(self.rolled_back(format!("health check failed: {reason}"), Vec::new(), Some(restored.duration_since(failed_at).as_millis() as u64)));
+                    return Ok(self.rolled_back(
+                        format!("health check failed: {reason}"),
+                        Vec::new(),
+                        Some(restored.duration_since(failed_at).as_millis() as u64),
+                    ));
                 }
             }
         }
         for replica in &new {
-            self.proxy.add_server(&replica.name, &replica.address, EVEN).await?;
+            self.proxy
+                .add_server(&replica.name, &replica.address, EVEN)
+                .await?;
         }
         for old in self.old.clone() {
             self.proxy.retire(&old.name, DRAIN_GRACE).await?;
         }
-        self.event(format!("switched: {} serve all traffic", new.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")));
+        self.event(format!(
+            "switched: {} serve all traffic",
+            new.iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         // The new set must stay up once it has the traffic; the old set is still running.
         for replica in new.clone() {
             if !probe::healthy(&self.client, &replica.address, &self.config.health_path).await {
                 let failed_at = Instant::now();
                 let restored = self.roll_back(&new, &[]).await?;
                 let reason = format!("{} failed its health check after the switch", replica.name);
-                return Ok(self.rolled_back(reason, Vec::new(), Some(restored.duration_since(failed_at).as_millis() as u64)));
+                return Ok(self.rolled_back(
+                    reason,
+                    Vec::new(),
+                    Some(restored.duration_since(failed_at).as_millis() as u64),
+                ));
             }
         }
-        let how = if self.config.strategy == Strategy::Hotfix { "hotfix: new set health-checked, switched at once" } else { "blue-green: new set health-checked, then switched; the old set is kept for instant rollback" };
+        let how = if self.config.strategy == Strategy::Hotfix {
+            "hotfix: new set health-checked, switched at once"
+        } else {
+            "blue-green: new set health-checked, then switched; the old set is kept for instant rollback"
+        };
         Ok(self.done(new, how.into()))
     }
 
@@ -213,12 +307,24 @@ impl Deployment<'_> {
                 let failed_at = Instant::now();
                 let restored = self.roll_back(&[], &[format!("{}-0", self.prefix)]).await?;
                 docker::remove(self.docker, &format!("{}-0", self.prefix)).await?;
-                return Ok(self.rolled_back(format!("health check failed: {reason}"), Vec::new(), Some(restored.duration_since(failed_at).as_millis() as u64)));
+                return Ok(self.rolled_back(
+                    format!("health check failed: {reason}"),
+                    Vec::new(),
+                    Some(restored.duration_since(failed_at).as_millis() as u64),
+                ));
             }
         };
-        let canary_start = self.config.metrics.snapshot(&self.client, &canary).await.unwrap_or_default();
+        let canary_start = self
+            .config
+            .metrics
+            .snapshot(&self.client, &canary)
+            .await
+            .unwrap_or_default();
         let baseline_start = self.baseline().await;
-        let step_time = self.config.monitor_window.div_f64(self.config.canary_steps.len() as f64);
+        let step_time = self
+            .config
+            .monitor_window
+            .div_f64(self.config.canary_steps.len() as f64);
         let mut onset: Option<Instant> = None;
         let analysis_started = Instant::now();
         let mut verdicts = Vec::new();
@@ -226,7 +332,9 @@ impl Deployment<'_> {
         for (index, share) in steps.iter().copied().enumerate() {
             let (canary_weight, baseline_weight) = split_weights(share, 1, self.old.len());
             if index == 0 {
-                self.proxy.add_server(&canary.name, &canary.address, canary_weight).await?;
+                self.proxy
+                    .add_server(&canary.name, &canary.address, canary_weight)
+                    .await?;
             } else {
                 self.proxy.set_weight(&canary.name, canary_weight).await?;
             }
@@ -236,9 +344,18 @@ impl Deployment<'_> {
             self.event(format!("canary step {}: {share}% of traffic to {} (weights {canary_weight} vs {baseline_weight} per baseline server)", index + 1, canary.name));
             let step_end = Instant::now() + step_time;
             let verdict: Verdict = loop {
-                tokio::time::sleep(self.config.analysis_interval.min(step_end.saturating_duration_since(Instant::now()).max(Duration::from_millis(50)))).await;
+                tokio::time::sleep(
+                    self.config.analysis_interval.min(
+                        step_end
+                            .saturating_duration_since(Instant::now())
+                            .max(Duration::from_millis(50)),
+                    ),
+                )
+                .await;
                 let crashed = docker::exited(self.docker, &canary.name).await?;
-                let healthy = crashed.is_none() && probe::healthy(&self.client, &canary.address, &self.config.health_path).await;
+                let healthy = crashed.is_none()
+                    && probe::healthy(&self.client, &canary.address, &self.config.health_path)
+                        .await;
                 if !healthy {
                     let failed_at = onset.unwrap_or_else(Instant::now);
                     let reason = match crashed {
@@ -247,35 +364,75 @@ impl Deployment<'_> {
                     };
                     self.event(reason.clone());
                     let restored = self.roll_back(std::slice::from_ref(&canary), &[]).await?;
-                    return Ok(self.rolled_back(reason, verdicts, Some(restored.duration_since(failed_at).as_millis() as u64)));
+                    return Ok(self.rolled_back(
+                        reason,
+                        verdicts,
+                        Some(restored.duration_since(failed_at).as_millis() as u64),
+                    ));
                 }
-                let now_canary = self.config.metrics.snapshot(&self.client, &canary).await.unwrap_or_default();
+                let now_canary = self
+                    .config
+                    .metrics
+                    .snapshot(&self.client, &canary)
+                    .await
+                    .unwrap_or_default();
                 let now_baseline = self.baseline().await;
-                let verdict = analyse(&now_canary.since(&canary_start), &now_baseline.since(&baseline_start), self.config.thresholds);
+                let verdict = analyse(
+                    &now_canary.since(&canary_start),
+                    &now_baseline.since(&baseline_start),
+                    self.config.thresholds,
+                );
                 if verdict.anomalous() && onset.is_none() {
                     onset = Some(Instant::now());
                     self.event(format!("first anomalous sample: {}", verdict.summary()));
                 }
                 if verdict.outcome == Outcome::Fail {
                     let failed_at = onset.unwrap_or_else(Instant::now);
-                    self.event(format!("canary analysis failed at {share}%: {}", verdict.summary()));
-                    verdicts.push(verdict_entry(index, share, &verdict, analysis_started.elapsed()));
+                    self.event(format!(
+                        "canary analysis failed at {share}%: {}",
+                        verdict.summary()
+                    ));
+                    verdicts.push(verdict_entry(
+                        index,
+                        share,
+                        &verdict,
+                        analysis_started.elapsed(),
+                    ));
                     let restored = self.roll_back(std::slice::from_ref(&canary), &[]).await?;
                     let ms = restored.duration_since(failed_at).as_millis() as u64;
-                    let reason = format!("canary analysis failed at {share}% of traffic: {}", verdict.reasons.join("; "));
+                    let reason = format!(
+                        "canary analysis failed at {share}% of traffic: {}",
+                        verdict.reasons.join("; ")
+                    );
                     return Ok(self.rolled_back(reason, verdicts, Some(ms)));
                 }
                 if Instant::now() >= step_end {
                     break verdict;
                 }
             };
-            self.event(format!("canary step {} at {share}%: {}", index + 1, verdict.summary()));
-            verdicts.push(verdict_entry(index, share, &verdict, analysis_started.elapsed()));
+            self.event(format!(
+                "canary step {} at {share}%: {}",
+                index + 1,
+                verdict.summary()
+            ));
+            verdicts.push(verdict_entry(
+                index,
+                share,
+                &verdict,
+                analysis_started.elapsed(),
+            ));
             if verdict.outcome == Outcome::Inconclusive {
                 let restored_from = onset.unwrap_or_else(Instant::now);
                 let restored = self.roll_back(std::slice::from_ref(&canary), &[]).await?;
-                let reason = format!("canary analysis inconclusive at {share}% of traffic: {}", verdict.reasons.join("; "));
-                return Ok(self.rolled_back(reason, verdicts, Some(restored.duration_since(restored_from).as_millis() as u64)));
+                let reason = format!(
+                    "canary analysis inconclusive at {share}% of traffic: {}",
+                    verdict.reasons.join("; ")
+                );
+                return Ok(self.rolled_back(
+                    reason,
+                    verdicts,
+                    Some(restored.duration_since(restored_from).as_millis() as u64),
+                ));
             }
         }
         // Promote: the rest of the new replicas, then the old release leaves rotation.
@@ -284,14 +441,22 @@ impl Deployment<'_> {
         for index in 1..self.config.replicas {
             match self.start_healthy(index).await? {
                 Ok(replica) => {
-                    self.proxy.add_server(&replica.name, &replica.address, EVEN).await?;
+                    self.proxy
+                        .add_server(&replica.name, &replica.address, EVEN)
+                        .await?;
                     new.push(replica);
                 }
                 Err(reason) => {
                     let failed_at = Instant::now();
-                    let restored = self.roll_back(&new, &[format!("{}-{index}", self.prefix)]).await?;
+                    let restored = self
+                        .roll_back(&new, &[format!("{}-{index}", self.prefix)])
+                        .await?;
                     docker::remove(self.docker, &format!("{}-{index}", self.prefix)).await?;
-                    return Ok(self.rolled_back(format!("promotion failed: {reason}"), verdicts, Some(restored.duration_since(failed_at).as_millis() as u64)));
+                    return Ok(self.rolled_back(
+                        format!("promotion failed: {reason}"),
+                        verdicts,
+                        Some(restored.duration_since(failed_at).as_millis() as u64),
+                    ));
                 }
             }
         }
@@ -299,7 +464,10 @@ impl Deployment<'_> {
             self.proxy.retire(&old.name, DRAIN_GRACE).await?;
         }
         self.event("canary promoted: the new release serves all traffic");
-        let mut result = self.done(new, "canary passed the analysis at every step and was promoted".into());
+        let mut result = self.done(
+            new,
+            "canary passed the analysis at every step and was promoted".into(),
+        );
         result.verdicts = verdicts;
         Ok(result)
     }

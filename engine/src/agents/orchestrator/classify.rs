@@ -54,60 +54,155 @@ enum Pattern {
 }
 
 const RULES: &[(Pattern, Category)] = &[
-    (Pattern::Dir(&["migrations", "migrate", "migration", "alembic", "flyway"]), Category::Migration),
-    (Pattern::Suffix(&[".sql", "schema.prisma"]), Category::Migration),
+    (
+        Pattern::Dir(&["migrations", "migrate", "migration", "alembic", "flyway"]),
+        Category::Migration,
+    ),
+    (
+        Pattern::Suffix(&[".sql", "schema.prisma"]),
+        Category::Migration,
+    ),
     (
         Pattern::Name(&[
-            "cargo.toml", "cargo.lock", "package.json", "package-lock.json", "yarn.lock",
-            "pnpm-lock.yaml", "requirements.txt", "pipfile", "pipfile.lock", "poetry.lock",
-            "pyproject.toml", "setup.py", "setup.cfg", "go.mod", "go.sum", "pom.xml",
-            "build.gradle", "build.gradle.kts", "gemfile", "gemfile.lock", "composer.json",
-            "composer.lock", "uv.lock",
+            "cargo.toml",
+            "cargo.lock",
+            "package.json",
+            "package-lock.json",
+            "yarn.lock",
+            "pnpm-lock.yaml",
+            "requirements.txt",
+            "pipfile",
+            "pipfile.lock",
+            "poetry.lock",
+            "pyproject.toml",
+            "setup.py",
+            "setup.cfg",
+            "go.mod",
+            "go.sum",
+            "pom.xml",
+            "build.gradle",
+            "build.gradle.kts",
+            "gemfile",
+            "gemfile.lock",
+            "composer.json",
+            "composer.lock",
+            "uv.lock",
         ]),
         Category::Dependencies,
     ),
-    (Pattern::NamePrefix(&["requirements"]), Category::Dependencies),
+    (
+        Pattern::NamePrefix(&["requirements"]),
+        Category::Dependencies,
+    ),
     (
         Pattern::Name(&[
-            "dockerfile", "containerfile", "docker-compose.yml", "docker-compose.yaml",
-            "compose.yml", "compose.yaml", "jenkinsfile", ".gitlab-ci.yml", "makefile",
-            "build.rs", ".dockerignore",
+            "dockerfile",
+            "containerfile",
+            "docker-compose.yml",
+            "docker-compose.yaml",
+            "compose.yml",
+            "compose.yaml",
+            "jenkinsfile",
+            ".gitlab-ci.yml",
+            "makefile",
+            "build.rs",
+            ".dockerignore",
         ]),
         Category::Infrastructure,
     ),
-    (Pattern::NamePrefix(&["dockerfile"]), Category::Infrastructure),
-    (Pattern::Suffix(&[".tf", ".tfvars", ".dockerfile", ".hcl"]), Category::Infrastructure),
     (
-        Pattern::Dir(&[".github", ".circleci", "k8s", "kubernetes", "helm", "charts", "terraform", "deploy", "infra", "ansible"]),
+        Pattern::NamePrefix(&["dockerfile"]),
         Category::Infrastructure,
     ),
-    (Pattern::Dir(&["tests", "test", "__tests__", "spec", "testdata"]), Category::Tests),
+    (
+        Pattern::Suffix(&[".tf", ".tfvars", ".dockerfile", ".hcl"]),
+        Category::Infrastructure,
+    ),
+    (
+        Pattern::Dir(&[
+            ".github",
+            ".circleci",
+            "k8s",
+            "kubernetes",
+            "helm",
+            "charts",
+            "terraform",
+            "deploy",
+            "infra",
+            "ansible",
+        ]),
+        Category::Infrastructure,
+    ),
+    (
+        Pattern::Dir(&["tests", "test", "__tests__", "spec", "testdata"]),
+        Category::Tests,
+    ),
     (Pattern::NamePrefix(&["test_"]), Category::Tests),
-    (Pattern::Suffix(&["_test.go", "_test.py", ".test.js", ".test.ts", ".spec.js", ".spec.ts", "_spec.rb", "test.java"]), Category::Tests),
+    (
+        Pattern::Suffix(&[
+            "_test.go",
+            "_test.py",
+            ".test.js",
+            ".test.ts",
+            ".spec.js",
+            ".spec.ts",
+            "_spec.rb",
+            "test.java",
+        ]),
+        Category::Tests,
+    ),
     (
         Pattern::Suffix(&[".md", ".rst", ".adoc", ".txt", ".markdown"]),
         Category::Docs,
     ),
     (Pattern::Dir(&["docs", "doc"]), Category::Docs),
-    (Pattern::NamePrefix(&["readme", "changelog", "license", "contributing", "authors"]), Category::Docs),
+    (
+        Pattern::NamePrefix(&["readme", "changelog", "license", "contributing", "authors"]),
+        Category::Docs,
+    ),
     (
         Pattern::Word(&[
-            "auth", "login", "logout", "session", "token", "crypto", "permission", "password",
-            "secret", "oauth", "jwt", "acl", "rbac", "security", "credential", "csrf", "saml",
+            "auth",
+            "login",
+            "logout",
+            "session",
+            "token",
+            "crypto",
+            "permission",
+            "password",
+            "secret",
+            "oauth",
+            "jwt",
+            "acl",
+            "rbac",
+            "security",
+            "credential",
+            "csrf",
+            "saml",
         ]),
         Category::Security,
     ),
     (Pattern::Name(&[".env"]), Category::Config),
     (
-        Pattern::Suffix(&[".toml", ".yaml", ".yml", ".json", ".ini", ".cfg", ".conf", ".properties", ".env"]),
+        Pattern::Suffix(&[
+            ".toml",
+            ".yaml",
+            ".yml",
+            ".json",
+            ".ini",
+            ".cfg",
+            ".conf",
+            ".properties",
+            ".env",
+        ]),
         Category::Config,
     ),
     (
         Pattern::Suffix(&[
             ".rs", ".py", ".go", ".js", ".jsx", ".ts", ".tsx", ".java", ".kt", ".scala", ".c",
-            ".h", ".cc", ".cpp", ".hpp", ".cs", ".rb", ".php", ".swift", ".m", ".sh", ".pl",
-            ".ex", ".exs", ".erl", ".hs", ".ml", ".lua", ".r", ".dart", ".vue", ".svelte",
-            ".html", ".css", ".scss",
+            ".h", ".cc", ".cpp", ".hpp", ".cs", ".rb", ".php", ".swift", ".m", ".sh", ".pl", ".ex",
+            ".exs", ".erl", ".hs", ".ml", ".lua", ".r", ".dart", ".vue", ".svelte", ".html",
+            ".css", ".scss",
         ]),
         Category::Code,
     ),
@@ -137,13 +232,35 @@ pub fn categorize(path: &str) -> Category {
 pub fn language(path: &str) -> Option<&'static str> {
     let extension = path.rsplit_once('.').map(|(_, e)| e.to_lowercase())?;
     const LANGUAGES: &[(&str, &str)] = &[
-        ("rs", "Rust"), ("py", "Python"), ("go", "Go"), ("js", "JavaScript"),
-        ("ts", "TypeScript"), ("tsx", "TypeScript"), ("java", "Java"), ("kt", "Kotlin"),
-        ("c", "C"), ("h", "C"), ("cpp", "C++"), ("cc", "C++"), ("cs", "C#"), ("rb", "Ruby"),
-        ("php", "PHP"), ("swift", "Swift"), ("sh", "Shell"), ("sql", "SQL"), ("md", "Markdown"),
-        ("yaml", "YAML"), ("yml", "YAML"), ("toml", "TOML"), ("json", "JSON"), ("tf", "Terraform"),
+        ("rs", "Rust"),
+        ("py", "Python"),
+        ("go", "Go"),
+        ("js", "JavaScript"),
+        ("ts", "TypeScript"),
+        ("tsx", "TypeScript"),
+        ("java", "Java"),
+        ("kt", "Kotlin"),
+        ("c", "C"),
+        ("h", "C"),
+        ("cpp", "C++"),
+        ("cc", "C++"),
+        ("cs", "C#"),
+        ("rb", "Ruby"),
+        ("php", "PHP"),
+        ("swift", "Swift"),
+        ("sh", "Shell"),
+        ("sql", "SQL"),
+        ("md", "Markdown"),
+        ("yaml", "YAML"),
+        ("yml", "YAML"),
+        ("toml", "TOML"),
+        ("json", "JSON"),
+        ("tf", "Terraform"),
     ];
-    LANGUAGES.iter().find(|(e, _)| *e == extension).map(|(_, l)| *l)
+    LANGUAGES
+        .iter()
+        .find(|(e, _)| *e == extension)
+        .map(|(_, l)| *l)
 }
 
 /// Facts about a whole change, derived from its files.
@@ -165,7 +282,13 @@ pub struct ChangeSummary {
 pub fn summarize(files: &[ChangedFile]) -> (Vec<Category>, ChangeSummary) {
     let per_file: Vec<Category> = files
         .iter()
-        .map(|f| if f.binary { Category::Binary } else { categorize(&f.path) })
+        .map(|f| {
+            if f.binary {
+                Category::Binary
+            } else {
+                categorize(&f.path)
+            }
+        })
         .collect();
     let mut categories = per_file.clone();
     categories.sort();

@@ -34,7 +34,11 @@ pub fn split_patch(patch: &str) -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = Vec::new();
     for line in patch.split_inclusive('\n') {
         if let Some(header) = line.strip_prefix("diff --git ") {
-            let path = header.trim_end().rsplit_once(" b/").map(|(_, p)| p.to_string()).unwrap_or_default();
+            let path = header
+                .trim_end()
+                .rsplit_once(" b/")
+                .map(|(_, p)| p.to_string())
+                .unwrap_or_default();
             files.push((path, String::new()));
         }
         if let Some((_, text)) = files.last_mut() {
@@ -44,28 +48,47 @@ pub fn split_patch(patch: &str) -> Vec<(String, String)> {
     files
 }
 
-pub async fn consult(router: &Router, scope: Option<&CallScope>, analysis: &mut Analysis, patch: &str, subject: &str) {
+pub async fn consult(
+    router: &Router,
+    scope: Option<&CallScope>,
+    analysis: &mut Analysis,
+    patch: &str,
+    subject: &str,
+) {
     let mut view = ModelView::default();
     let patches = split_patch(patch);
     let mut order: Vec<usize> = (0..analysis.files.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(analysis.files[i].file.additions + analysis.files[i].file.deletions));
+    order.sort_by_key(|&i| {
+        std::cmp::Reverse(analysis.files[i].file.additions + analysis.files[i].file.deletions)
+    });
     for index in order.into_iter().take(MAX_FILE_SUMMARIES) {
         let file = &analysis.files[index];
-        let Some((_, file_patch)) = patches.iter().find(|(path, _)| *path == file.file.path) else { continue };
+        let Some((_, file_patch)) = patches.iter().find(|(path, _)| *path == file.file.path) else {
+            continue;
+        };
         if file.file.binary || file_patch.lines().count() > MAX_PATCH_LINES {
             continue;
         }
-        let facts = format!("{} {} (+{} -{})", file.file.status, file.file.path, file.file.additions, file.file.deletions);
+        let facts = format!(
+            "{} {} (+{} -{})",
+            file.file.status, file.file.path, file.file.additions, file.file.deletions
+        );
         let request = Request {
             task: Task::SummarizeDiff,
             instruction: "You summarize code changes for a CI system. Reply with one short sentence saying what the change does.".into(),
             input: format!("File: {} ({})", file.file.path, file.category.as_str()),
             diff: Some(file_patch.clone()),
         };
-        let answer = router.ask(scope, request, || Value::String(facts.clone())).await;
+        let answer = router
+            .ask(scope, request, || Value::String(facts.clone()))
+            .await;
         view.calls.push(describe("summarize_diff", &answer));
         let sentence = first_sentence(&answer.text);
-        view.file_summaries.push(if sentence.is_empty() { facts } else { format!("{}: {sentence}", file.file.path) });
+        view.file_summaries.push(if sentence.is_empty() {
+            facts
+        } else {
+            format!("{}: {sentence}", file.file.path)
+        });
     }
     if !view.file_summaries.is_empty() {
         analysis.summary = format!("{} — {}", view.file_summaries.join("; "), analysis.summary);
@@ -78,9 +101,23 @@ pub async fn consult(router: &Router, scope: Option<&CallScope>, analysis: &mut 
         let files: Vec<String> = analysis
             .files
             .iter()
-            .map(|f| format!("- {} {} ({}, +{} -{})", f.file.status, f.file.path, f.category.as_str(), f.file.additions, f.file.deletions))
+            .map(|f| {
+                format!(
+                    "- {} {} ({}, +{} -{})",
+                    f.file.status,
+                    f.file.path,
+                    f.category.as_str(),
+                    f.file.additions,
+                    f.file.deletions
+                )
+            })
             .collect();
-        let rule_reasons: Vec<String> = analysis.risk.reasons.iter().map(|r| format!("- {}", r.detail)).collect();
+        let rule_reasons: Vec<String> = analysis
+            .risk
+            .reasons
+            .iter()
+            .map(|r| format!("- {}", r.detail))
+            .collect();
         let request = Request {
             task: Task::AssessRisk,
             instruction: "You assess how risky it is to deploy a code change. Answer only with JSON: \
@@ -117,7 +154,12 @@ pub async fn consult(router: &Router, scope: Option<&CallScope>, analysis: &mut 
                 let score = value.get("score").and_then(Value::as_u64).unwrap_or(0) as u32;
                 analysis.risk.score = analysis.risk.score.max(score);
                 analysis.decided_by = answer.tier.as_str();
-                for reason in value.get("reasons").and_then(Value::as_array).into_iter().flatten() {
+                for reason in value
+                    .get("reasons")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(reason) = reason.as_str() {
                         analysis.risk.reasons.push(super::Reason {
                             rule: "model",
@@ -148,7 +190,11 @@ fn describe(task: &str, answer: &crate::llm::Answer) -> String {
 }
 
 fn first_sentence(text: &str) -> String {
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
     let end = line.find(". ").map_or(line.len(), |i| i + 1);
     line[..end].chars().take(200).collect()
 }

@@ -20,7 +20,16 @@ pub struct ChangedFile {
 
 /// The files `commit` changed against its first parent (everything, for a root commit).
 pub fn changed_files(repo: &Path, commit: &str) -> Result<Vec<ChangedFile>, String> {
-    let base = ["diff-tree", "-r", "--root", "-M", "--no-commit-id", "-m", "--first-parent", "-z"];
+    let base = [
+        "diff-tree",
+        "-r",
+        "--root",
+        "-M",
+        "--no-commit-id",
+        "-m",
+        "--first-parent",
+        "-z",
+    ];
     let mut status_args = base.to_vec();
     status_args.extend(["--name-status", commit]);
     let mut numstat_args = base.to_vec();
@@ -37,14 +46,16 @@ pub fn changed_files(repo: &Path, commit: &str) -> Result<Vec<ChangedFile>, Stri
     Ok(statuses
         .into_iter()
         .zip(numbers)
-        .map(|((status, old_path, path), (additions, deletions, binary))| ChangedFile {
-            path,
-            old_path,
-            status,
-            additions,
-            deletions,
-            binary,
-        })
+        .map(
+            |((status, old_path, path), (additions, deletions, binary))| ChangedFile {
+                path,
+                old_path,
+                status,
+                additions,
+                deletions,
+                binary,
+            },
+        )
         .collect())
 }
 
@@ -61,9 +72,15 @@ fn parse_name_status(text: &str) -> Result<Vec<(&'static str, Option<String>, St
             Some('T') => "type_changed",
             _ => return Err(format!("unexpected git status {code:?}")),
         };
-        let first = fields.next().ok_or("git status line without a path")?.to_string();
+        let first = fields
+            .next()
+            .ok_or("git status line without a path")?
+            .to_string();
         if matches!(status, "renamed" | "copied") {
-            let second = fields.next().ok_or("git rename without a new path")?.to_string();
+            let second = fields
+                .next()
+                .ok_or("git rename without a new path")?
+                .to_string();
             files.push((status, Some(first), second));
         } else {
             files.push((status, None, first));
@@ -90,7 +107,11 @@ fn parse_numstat(text: &str) -> Result<Vec<(u64, u64, bool)>, String> {
             fields.next();
         }
         let binary = added == "-";
-        counts.push((added.parse().unwrap_or(0), deleted.parse().unwrap_or(0), binary));
+        counts.push((
+            added.parse().unwrap_or(0),
+            deleted.parse().unwrap_or(0),
+            binary,
+        ));
     }
     Ok(counts)
 }
@@ -102,10 +123,13 @@ mod tests {
     #[test]
     fn renames_and_binaries_parse() {
         let status = "M\0src/a.rs\0R087\0old.rs\0new.rs\0A\0logo.png\0";
-        let numstat = "3\t1\tsrc/a.rs\0" .to_string() + "2\t2\t\0old.rs\0new.rs\0-\t-\tlogo.png\0";
+        let numstat = "3\t1\tsrc/a.rs\0".to_string() + "2\t2\t\0old.rs\0new.rs\0-\t-\tlogo.png\0";
         let statuses = parse_name_status(status).expect("status parses");
         let numbers = parse_numstat(&numstat).expect("numstat parses");
-        assert_eq!(statuses[1], ("renamed", Some("old.rs".into()), "new.rs".into()));
+        assert_eq!(
+            statuses[1],
+            ("renamed", Some("old.rs".into()), "new.rs".into())
+        );
         assert_eq!(numbers, vec![(3, 1, false), (2, 2, false), (0, 0, true)]);
     }
 }

@@ -16,8 +16,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 pub use classify::{Category, ChangeSummary, categorize};
-pub use diff::{ChangedFile, changed_files};
 pub use consult::{ModelView, consult, split_patch};
+pub use diff::{ChangedFile, changed_files};
 pub use risk::{Assessment, Level, Reason, assess};
 
 use super::registry::{Agent, AgentContext, AgentError, AgentFuture};
@@ -60,19 +60,37 @@ pub struct Route {
 impl Route {
     pub fn for_level(level: Level) -> Route {
         match level {
-            Level::Low => Route { tests: "skip", build: "fast", deploy: "rolling", monitor_minutes: 10 },
-            Level::Medium => Route { tests: "selected", build: "standard", deploy: "rolling", monitor_minutes: 10 },
-            Level::High => Route { tests: "full", build: "standard", deploy: "canary", monitor_minutes: 30 },
+            Level::Low => Route {
+                tests: "skip",
+                build: "fast",
+                deploy: "rolling",
+                monitor_minutes: 10,
+            },
+            Level::Medium => Route {
+                tests: "selected",
+                build: "standard",
+                deploy: "rolling",
+                monitor_minutes: 10,
+            },
+            Level::High => Route {
+                tests: "full",
+                build: "standard",
+                deploy: "canary",
+                monitor_minutes: 30,
+            },
         }
     }
 }
 
 /// Analyzes `commit` (any revision git understands) in the repository at `repo`.
 pub fn analyze(repo: &Path, commit: &str) -> Result<Analysis, String> {
-    let commit = crate::exec::git(repo, &["rev-parse", "--verify", &format!("{commit}^{{commit}}")])
-        .map_err(|e| format!("no commit `{commit}` in {}: {e}", repo.display()))?
-        .trim()
-        .to_string();
+    let commit = crate::exec::git(
+        repo,
+        &["rev-parse", "--verify", &format!("{commit}^{{commit}}")],
+    )
+    .map_err(|e| format!("no commit `{commit}` in {}: {e}", repo.display()))?
+    .trim()
+    .to_string();
     let files = changed_files(repo, &commit)?;
     let (per_file, change) = classify::summarize(&files);
     let risk = assess(&files, &per_file, &change);
@@ -90,12 +108,35 @@ pub fn analyze(repo: &Path, commit: &str) -> Result<Analysis, String> {
     let subject = crate::exec::git(repo, &["log", "-1", "--format=%s", &commit])
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    Ok(Analysis { commit, files, change, risk, summary, decided_by: "rules", route, subject, models: None })
+    Ok(Analysis {
+        commit,
+        files,
+        change,
+        risk,
+        summary,
+        decided_by: "rules",
+        route,
+        subject,
+        models: None,
+    })
 }
 
 /// The commit's patch against its first parent, renames detected.
 pub fn patch(repo: &Path, commit: &str) -> Result<String, String> {
-    crate::exec::git(repo, &["diff-tree", "-p", "-r", "--root", "-M", "--no-commit-id", "-m", "--first-parent", commit])
+    crate::exec::git(
+        repo,
+        &[
+            "diff-tree",
+            "-p",
+            "-r",
+            "--root",
+            "-M",
+            "--no-commit-id",
+            "-m",
+            "--first-parent",
+            commit,
+        ],
+    )
 }
 
 /// The rules' analysis, then the models' contribution when a router is given.
@@ -125,14 +166,26 @@ fn describe(files: &[ChangedFile], per_file: &[Category], change: &ChangeSummary
     let kinds: Vec<&str> = change.categories.iter().map(|c| c.as_str()).collect();
     let mut biggest: Vec<(&ChangedFile, &Category)> = files.iter().zip(per_file).collect();
     biggest.sort_by_key(|(f, _)| std::cmp::Reverse(f.additions + f.deletions));
-    let top: Vec<String> = biggest.iter().take(3).map(|(f, _)| f.path.clone()).collect();
+    let top: Vec<String> = biggest
+        .iter()
+        .take(3)
+        .map(|(f, _)| f.path.clone())
+        .collect();
     format!(
         "{} file(s) changed (+{} -{}), kinds: {}; largest: {}",
         change.files,
         change.additions,
         change.deletions,
-        if kinds.is_empty() { "none".into() } else { kinds.join(", ") },
-        if top.is_empty() { "none".into() } else { top.join(", ") },
+        if kinds.is_empty() {
+            "none".into()
+        } else {
+            kinds.join(", ")
+        },
+        if top.is_empty() {
+            "none".into()
+        } else {
+            top.join(", ")
+        },
     )
 }
 
@@ -154,9 +207,16 @@ impl Agent for Orchestrator {
     fn run(&self, context: AgentContext) -> AgentFuture {
         let llm = self.llm.clone();
         Box::pin(async move {
-            let commit = context.context.get("commit").and_then(Value::as_str).map(str::to_string);
+            let commit = context
+                .context
+                .get("commit")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             let Some(commit) = commit else {
-                context.logs.line("engine", "no commit in the run context: nothing to analyze, risk is high by default");
+                context.logs.line(
+                    "engine",
+                    "no commit in the run context: nothing to analyze, risk is high by default",
+                );
                 return Ok(json!({
                     "risk": "high",
                     "score": 100,
@@ -175,10 +235,19 @@ impl Agent for Orchestrator {
             }
             context.logs.line(
                 "stdout",
-                format!("risk {} (score {}) by {}: {}", analysis.risk.level.as_str(), analysis.risk.score, analysis.decided_by, analysis.summary),
+                format!(
+                    "risk {} (score {}) by {}: {}",
+                    analysis.risk.level.as_str(),
+                    analysis.risk.score,
+                    analysis.decided_by,
+                    analysis.summary
+                ),
             );
             for reason in &analysis.risk.reasons {
-                context.logs.line("stdout", format!("  {:>3} {}: {}", reason.score, reason.rule, reason.detail));
+                context.logs.line(
+                    "stdout",
+                    format!("  {:>3} {}: {}", reason.score, reason.rule, reason.detail),
+                );
             }
             Ok(json!({
                 "risk": analysis.risk.level.as_str(),

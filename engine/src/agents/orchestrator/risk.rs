@@ -58,7 +58,11 @@ const HUGE_DIFF: u64 = 2_000;
 pub fn assess(files: &[ChangedFile], per_file: &[Category], change: &ChangeSummary) -> Assessment {
     let mut reasons = Vec::new();
     let mut add = |rule: &'static str, score: u32, detail: String| {
-        reasons.push(Reason { rule, score, detail });
+        reasons.push(Reason {
+            rule,
+            score,
+            detail,
+        });
     };
     let paths_in = |category: Category| -> Vec<&str> {
         files
@@ -71,23 +75,58 @@ pub fn assess(files: &[ChangedFile], per_file: &[Category], change: &ChangeSumma
     let list = |paths: Vec<&str>| -> String {
         let shown: Vec<&str> = paths.iter().take(3).copied().collect();
         let more = paths.len().saturating_sub(shown.len());
-        if more > 0 { format!("{} and {more} more", shown.join(", ")) } else { shown.join(", ") }
+        if more > 0 {
+            format!("{} and {more} more", shown.join(", "))
+        } else {
+            shown.join(", ")
+        }
     };
 
     if files.is_empty() {
         add("empty", 0, "the commit changes no files".into());
     } else if change.typo {
-        add("typo", 2, format!("a typo-sized documentation change ({} lines)", change.additions + change.deletions));
+        add(
+            "typo",
+            2,
+            format!(
+                "a typo-sized documentation change ({} lines)",
+                change.additions + change.deletions
+            ),
+        );
     } else if change.only_docs {
         add("docs_only", 5, "only documentation changed".into());
     } else if change.only_tests {
-        add("tests_only", 15, format!("only tests changed: {}", list(paths_in(Category::Tests))));
+        add(
+            "tests_only",
+            15,
+            format!("only tests changed: {}", list(paths_in(Category::Tests))),
+        );
     }
     for (category, rule, score, what) in [
-        (Category::Migration, "database_migration", 85, "database migration"),
-        (Category::Security, "security_code", 80, "authentication or security code"),
-        (Category::Dependencies, "dependencies", 72, "dependency manifest or lockfile"),
-        (Category::Infrastructure, "infrastructure", 72, "build, CI or infrastructure definition"),
+        (
+            Category::Migration,
+            "database_migration",
+            85,
+            "database migration",
+        ),
+        (
+            Category::Security,
+            "security_code",
+            80,
+            "authentication or security code",
+        ),
+        (
+            Category::Dependencies,
+            "dependencies",
+            72,
+            "dependency manifest or lockfile",
+        ),
+        (
+            Category::Infrastructure,
+            "infrastructure",
+            72,
+            "build, CI or infrastructure definition",
+        ),
         (Category::Config, "configuration", 45, "configuration"),
         (Category::Code, "application_code", 40, "application code"),
         (Category::Binary, "binary_files", 40, "binary file"),
@@ -100,9 +139,17 @@ pub fn assess(files: &[ChangedFile], per_file: &[Category], change: &ChangeSumma
     }
     let lines = change.additions + change.deletions;
     if lines > HUGE_DIFF {
-        add("huge_diff", 75, format!("{lines} lines changed (over {HUGE_DIFF})"));
+        add(
+            "huge_diff",
+            75,
+            format!("{lines} lines changed (over {HUGE_DIFF})"),
+        );
     } else if lines > LARGE_DIFF && !change.only_docs {
-        add("large_diff", 50, format!("{lines} lines changed (over {LARGE_DIFF})"));
+        add(
+            "large_diff",
+            50,
+            format!("{lines} lines changed (over {LARGE_DIFF})"),
+        );
     }
     let deleted_code = files
         .iter()
@@ -110,12 +157,21 @@ pub fn assess(files: &[ChangedFile], per_file: &[Category], change: &ChangeSumma
         .filter(|(f, c)| f.status == "deleted" && **c == Category::Code)
         .count();
     if deleted_code > 0 {
-        add("deleted_code", 45, format!("{deleted_code} source files deleted"));
+        add(
+            "deleted_code",
+            45,
+            format!("{deleted_code} source files deleted"),
+        );
     }
 
     let top = reasons.iter().map(|r| r.score).max().unwrap_or(0);
     // Each further reason above low adds a little: three medium reasons are riskier than one.
-    let extra = reasons.iter().filter(|r| r.score >= 35).count().saturating_sub(1) as u32 * 3;
+    let extra = reasons
+        .iter()
+        .filter(|r| r.score >= 35)
+        .count()
+        .saturating_sub(1) as u32
+        * 3;
     let score = (top + extra).min(100);
     let certain = change.only_docs || files.is_empty();
     reasons.sort_by(|a, b| b.score.cmp(&a.score));

@@ -13,9 +13,11 @@ pub fn is_test_file(path: &str) -> bool {
     let lower = path.to_lowercase();
     let name = lower.rsplit('/').next().unwrap_or(&lower);
     let dirs: Vec<&str> = lower.split('/').rev().skip(1).collect();
-    let code = [".py", ".go", ".js", ".jsx", ".ts", ".tsx", ".mjs", ".cjs", ".rb", ".rs"]
-        .iter()
-        .any(|ext| name.ends_with(ext));
+    let code = [
+        ".py", ".go", ".js", ".jsx", ".ts", ".tsx", ".mjs", ".cjs", ".rb", ".rs",
+    ]
+    .iter()
+    .any(|ext| name.ends_with(ext));
     if !code {
         return false;
     }
@@ -42,21 +44,30 @@ pub fn is_test_support(path: &str) -> bool {
     let name = lower.rsplit('/').next().unwrap_or(&lower);
     !is_test_file(path)
         && (name == "conftest.py"
-            || dirs.iter().any(|d| ["tests", "test", "__tests__", "spec", "testdata", "fixtures"].contains(d)))
+            || dirs.iter().any(|d| {
+                ["tests", "test", "__tests__", "spec", "testdata", "fixtures"].contains(d)
+            }))
 }
 
 /// Every runnable test file tracked at `commit` in the checkout.
 pub fn test_files(workspace: &Path, commit: &str) -> Result<Vec<String>, String> {
     let listing = git(workspace, &["ls-tree", "-r", "--name-only", commit])?;
-    Ok(listing.lines().filter(|l| is_test_file(l)).map(str::to_string).collect())
+    Ok(listing
+        .lines()
+        .filter(|l| is_test_file(l))
+        .map(str::to_string)
+        .collect())
 }
 
 /// The commit's first parent, if it has one.
 pub fn parent(workspace: &Path, commit: &str) -> Option<String> {
-    git(workspace, &["rev-parse", "--verify", "--quiet", &format!("{commit}^1")])
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    git(
+        workspace,
+        &["rev-parse", "--verify", "--quiet", &format!("{commit}^1")],
+    )
+    .ok()
+    .map(|s| s.trim().to_string())
+    .filter(|s| !s.is_empty())
 }
 
 /// One hunk on the new side of a diff: `count` lines from `start` (1-based). A pure deletion
@@ -68,10 +79,35 @@ pub struct Hunk {
 }
 
 /// The hunks of every file the commit changed (against its first parent), by new path.
-pub fn changed_hunks(workspace: &Path, commit: &str) -> Result<BTreeMap<String, Vec<Hunk>>, String> {
+pub fn changed_hunks(
+    workspace: &Path,
+    commit: &str,
+) -> Result<BTreeMap<String, Vec<Hunk>>, String> {
     let diff = match parent(workspace, commit) {
-        Some(parent) => git(workspace, &["diff", "-U0", "--no-color", "--no-ext-diff", "-M", &parent, commit])?,
-        None => git(workspace, &["diff-tree", "-p", "-U0", "--no-color", "--no-ext-diff", "--root", commit])?,
+        Some(parent) => git(
+            workspace,
+            &[
+                "diff",
+                "-U0",
+                "--no-color",
+                "--no-ext-diff",
+                "-M",
+                &parent,
+                commit,
+            ],
+        )?,
+        None => git(
+            workspace,
+            &[
+                "diff-tree",
+                "-p",
+                "-U0",
+                "--no-color",
+                "--no-ext-diff",
+                "--root",
+                commit,
+            ],
+        )?,
     };
     Ok(parse_hunks(&diff))
 }
@@ -85,13 +121,20 @@ pub fn parse_hunks(diff: &str) -> BTreeMap<String, Vec<Hunk>> {
             current = path.strip_prefix("b/").map(str::to_string);
             continue;
         }
-        let (Some(path), Some(rest)) = (&current, line.strip_prefix("@@ ")) else { continue };
-        let Some(new_side) = rest.split_whitespace().find(|part| part.starts_with('+')) else { continue };
+        let (Some(path), Some(rest)) = (&current, line.strip_prefix("@@ ")) else {
+            continue;
+        };
+        let Some(new_side) = rest.split_whitespace().find(|part| part.starts_with('+')) else {
+            continue;
+        };
         let mut numbers = new_side.trim_start_matches('+').splitn(2, ',');
         let start = numbers.next().and_then(|n| n.parse().ok());
         let count = numbers.next().map_or(Some(1), |n| n.parse().ok());
         if let (Some(start), Some(count)) = (start, count) {
-            files.entry(path.clone()).or_default().push(Hunk { start, count });
+            files
+                .entry(path.clone())
+                .or_default()
+                .push(Hunk { start, count });
         }
     }
     files
@@ -99,7 +142,10 @@ pub fn parse_hunks(diff: &str) -> BTreeMap<String, Vec<Hunk>> {
 
 /// Lines the commit added or changed (what coverage is asked about).
 pub fn added_lines(hunks: &[Hunk]) -> Vec<u32> {
-    hunks.iter().flat_map(|h| h.start..h.start + h.count).collect()
+    hunks
+        .iter()
+        .flat_map(|h| h.start..h.start + h.count)
+        .collect()
 }
 
 #[cfg(test)]
@@ -108,10 +154,25 @@ mod tests {
 
     #[test]
     fn test_files_are_told_from_support_and_sources() {
-        for path in ["tests/test_pay.py", "pay_test.py", "pkg/pay_test.go", "web/a.test.ts", "web/__tests__/a.js", "core/tests/api.rs", "spec/a_spec.rb"] {
+        for path in [
+            "tests/test_pay.py",
+            "pay_test.py",
+            "pkg/pay_test.go",
+            "web/a.test.ts",
+            "web/__tests__/a.js",
+            "core/tests/api.rs",
+            "spec/a_spec.rb",
+        ] {
             assert!(is_test_file(path), "{path}");
         }
-        for path in ["src/pay.py", "tests/conftest.py", "tests/helpers.py", "pkg/pay.go", "core/src/lib.rs", "tests/data.json"] {
+        for path in [
+            "src/pay.py",
+            "tests/conftest.py",
+            "tests/helpers.py",
+            "pkg/pay.go",
+            "core/src/lib.rs",
+            "tests/data.json",
+        ] {
             assert!(!is_test_file(path), "{path}");
         }
         assert!(is_test_support("tests/conftest.py"));
@@ -127,7 +188,20 @@ mod tests {
         let files = parse_hunks(diff);
         assert_eq!(files.len(), 1, "a deleted file has no new side");
         let hunks = &files["src/a.py"];
-        assert_eq!(hunks, &[Hunk { start: 3, count: 1 }, Hunk { start: 11, count: 0 }, Hunk { start: 20, count: 3 }]);
+        assert_eq!(
+            hunks,
+            &[
+                Hunk { start: 3, count: 1 },
+                Hunk {
+                    start: 11,
+                    count: 0
+                },
+                Hunk {
+                    start: 20,
+                    count: 3
+                }
+            ]
+        );
         assert_eq!(added_lines(hunks), [3, 20, 21, 22]);
     }
 }

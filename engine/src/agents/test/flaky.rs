@@ -36,8 +36,16 @@ mod tests {
     #[test]
     fn steady_tests_score_zero_and_flapping_ones_high() {
         assert_eq!(score(&history("passed passed passed passed")), 0.0);
-        assert_eq!(score(&history("failed failed failed")), 0.0, "always failing is broken, not flaky");
-        assert_eq!(score(&history("passed passed failed failed")), 0.0, "a break is not a flap");
+        assert_eq!(
+            score(&history("failed failed failed")),
+            0.0,
+            "always failing is broken, not flaky"
+        );
+        assert_eq!(
+            score(&history("passed passed failed failed")),
+            0.0,
+            "a break is not a flap"
+        );
         assert_eq!(score(&history("failed passed passed")), 0.0, "nor is a fix");
         assert!(score(&history("passed failed passed failed passed")) > 0.5);
         assert!(score(&history("passed flaky passed flaky")) >= 0.5);

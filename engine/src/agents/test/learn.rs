@@ -33,7 +33,11 @@ pub fn parse_log(log: &str) -> Vec<LoggedCommit> {
         if let Some(ids) = line.strip_prefix('@') {
             let mut ids = ids.split_whitespace();
             let id = ids.next().unwrap_or_default().to_string();
-            commits.push(LoggedCommit { id, root: ids.next().is_none(), files: Vec::new() });
+            commits.push(LoggedCommit {
+                id,
+                root: ids.next().is_none(),
+                files: Vec::new(),
+            });
         } else if let Some(commit) = commits.last_mut() {
             commit.files.push(line.to_string());
         }
@@ -51,19 +55,46 @@ pub fn co_changes(files: &[String]) -> Vec<(String, String)> {
     if tests.is_empty() || sources.len() * tests.len() > MAX_PAIRS_PER_COMMIT {
         return Vec::new();
     }
-    sources.iter().flat_map(|s| tests.iter().map(move |t| ((*s).clone(), (*t).clone()))).collect()
+    sources
+        .iter()
+        .flat_map(|s| tests.iter().map(move |t| ((*s).clone(), (*t).clone())))
+        .collect()
 }
 
 /// Counts the co-changes of every commit up to `commit` not learned before. Returns how many
 /// commits were new.
-pub fn learn_history(store: &Store, repo: &str, workspace: &Path, commit: &str) -> Result<usize, String> {
-    let log = git(workspace, &["log", "--no-merges", "--no-renames", "--format=@%H %P", "--name-only", "-n", &HISTORY_COMMITS.to_string(), commit])?;
+pub fn learn_history(
+    store: &Store,
+    repo: &str,
+    workspace: &Path,
+    commit: &str,
+) -> Result<usize, String> {
+    let log = git(
+        workspace,
+        &[
+            "log",
+            "--no-merges",
+            "--no-renames",
+            "--format=@%H %P",
+            "--name-only",
+            "-n",
+            &HISTORY_COMMITS.to_string(),
+            commit,
+        ],
+    )?;
     let known = store.learned_commits(repo).map_err(|e| e.to_string())?;
-    let fresh: Vec<LoggedCommit> = parse_log(&log).into_iter().filter(|c| !known.contains(&c.id)).collect();
+    let fresh: Vec<LoggedCommit> = parse_log(&log)
+        .into_iter()
+        .filter(|c| !known.contains(&c.id))
+        .collect();
     store
         .write(|txn| {
             for logged in &fresh {
-                let pairs = if logged.root { Vec::new() } else { co_changes(&logged.files) };
+                let pairs = if logged.root {
+                    Vec::new()
+                } else {
+                    co_changes(&logged.files)
+                };
                 txn.learn_commit(repo, &logged.id, &pairs)?;
             }
             Ok(())
@@ -80,7 +111,10 @@ pub fn test_file_of(test_id: &str, workspace: &Path, test_files: &[String]) -> V
     let by_module: Vec<String> = test_files
         .iter()
         .filter(|file| {
-            let module = file.rsplit_once('.').map_or(file.as_str(), |(stem, _)| stem).replace('/', ".");
+            let module = file
+                .rsplit_once('.')
+                .map_or(file.as_str(), |(stem, _)| stem)
+                .replace('/', ".");
             dotted == module || dotted.starts_with(&format!("{module}."))
         })
         .cloned()
@@ -89,11 +123,21 @@ pub fn test_file_of(test_id: &str, workspace: &Path, test_files: &[String]) -> V
         return by_module;
     }
     let name = test_id.rsplit("::").next().unwrap_or(test_id);
-    let name = name.split('[').next().unwrap_or(name).rsplit('.').next().unwrap_or(name);
+    let name = name
+        .split('[')
+        .next()
+        .unwrap_or(name)
+        .rsplit('.')
+        .next()
+        .unwrap_or(name);
     if name.is_empty() {
         return Vec::new();
     }
-    let definitions = [format!("def {name}("), format!("func {name}("), format!("fn {name}(")];
+    let definitions = [
+        format!("def {name}("),
+        format!("func {name}("),
+        format!("fn {name}("),
+    ];
     test_files
         .iter()
         .filter(|file| {
@@ -119,7 +163,10 @@ pub fn learn_failures(
         .iter()
         .filter(|f| !is_test_file(f) && categorize(f) != Category::Docs)
         .collect();
-    let files: HashSet<String> = failed.iter().flat_map(|id| test_file_of(id, workspace, test_files)).collect();
+    let files: HashSet<String> = failed
+        .iter()
+        .flat_map(|id| test_file_of(id, workspace, test_files))
+        .collect();
     store
         .write(|txn| {
             for source in &sources {
@@ -143,22 +190,50 @@ mod tests {
         let commits = parse_log(log);
         assert_eq!(commits.len(), 3);
         assert_eq!((commits[0].root, commits[2].root), (false, true));
-        assert_eq!(commits[0].files, ["src/pay.py", "tests/test_pay.py", "README.md"]);
-        assert_eq!(co_changes(&commits[0].files), [("src/pay.py".to_string(), "tests/test_pay.py".to_string())]);
+        assert_eq!(
+            commits[0].files,
+            ["src/pay.py", "tests/test_pay.py", "README.md"]
+        );
+        assert_eq!(
+            co_changes(&commits[0].files),
+            [("src/pay.py".to_string(), "tests/test_pay.py".to_string())]
+        );
         assert!(co_changes(&commits[1].files).is_empty(), "no test changed");
-        let sweeping: Vec<String> = (0..30).map(|i| format!("src/m{i}.py")).chain((0..10).map(|i| format!("tests/test_{i}.py"))).collect();
-        assert!(co_changes(&sweeping).is_empty(), "a sweeping commit teaches nothing");
+        let sweeping: Vec<String> = (0..30)
+            .map(|i| format!("src/m{i}.py"))
+            .chain((0..10).map(|i| format!("tests/test_{i}.py")))
+            .collect();
+        assert!(
+            co_changes(&sweeping).is_empty(),
+            "a sweeping commit teaches nothing"
+        );
     }
 
     #[test]
     fn a_failed_test_id_leads_to_its_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("pkg")).expect("mkdir");
-        std::fs::write(dir.path().join("pkg/pay_test.go"), "package pkg\nfunc TestCharge(t *testing.T) {}\n").expect("write");
-        let files = vec!["tests/test_pay.py".to_string(), "pkg/pay_test.go".to_string()];
-        assert_eq!(test_file_of("tests.test_pay.TestRefund::test_full", dir.path(), &files), ["tests/test_pay.py"]);
-        assert_eq!(test_file_of("tests.test_pay::test_x", dir.path(), &files), ["tests/test_pay.py"]);
-        assert_eq!(test_file_of("example.com/pkg::TestCharge", dir.path(), &files), ["pkg/pay_test.go"]);
+        std::fs::write(
+            dir.path().join("pkg/pay_test.go"),
+            "package pkg\nfunc TestCharge(t *testing.T) {}\n",
+        )
+        .expect("write");
+        let files = vec![
+            "tests/test_pay.py".to_string(),
+            "pkg/pay_test.go".to_string(),
+        ];
+        assert_eq!(
+            test_file_of("tests.test_pay.TestRefund::test_full", dir.path(), &files),
+            ["tests/test_pay.py"]
+        );
+        assert_eq!(
+            test_file_of("tests.test_pay::test_x", dir.path(), &files),
+            ["tests/test_pay.py"]
+        );
+        assert_eq!(
+            test_file_of("example.com/pkg::TestCharge", dir.path(), &files),
+            ["pkg/pay_test.go"]
+        );
         assert!(test_file_of("x::TestNowhere", dir.path(), &files).is_empty());
     }
 }

@@ -92,10 +92,14 @@ impl Config {
         };
         let junit = text("junit").or_else(|| junit_path(&command));
         if format == Format::Junit && junit.is_none() {
-            return Err(AgentError::new("with.junit: a junit runner needs the report's path"));
+            return Err(AgentError::new(
+                "with.junit: a junit runner needs the report's path",
+            ));
         }
         let rerun = text("rerun").or_else(|| match format {
-            Format::Libtest if command.starts_with("cargo test") => Some("cargo test {packages} -- --exact {test}".into()),
+            Format::Libtest if command.starts_with("cargo test") => {
+                Some("cargo test {packages} -- --exact {test}".into())
+            }
             Format::GoJson => Some("go test -json -run '^{test}$' ./...".into()),
             _ => None,
         });
@@ -106,9 +110,15 @@ impl Config {
             rerun,
             reruns: with.get("reruns").and_then(Value::as_u64).unwrap_or(2) as u32,
             select: with.get("select").and_then(Value::as_bool).unwrap_or(true),
-            quarantine_above: with.get("quarantine_above").and_then(Value::as_f64).unwrap_or(0.3),
+            quarantine_above: with
+                .get("quarantine_above")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.3),
             globs: SelectGlobs::from(with.get("select_globs")).map_err(AgentError::new)?,
-            coverage: with.get("coverage").and_then(Value::as_bool).unwrap_or(true),
+            coverage: with
+                .get("coverage")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
             generate: generate::Options::from(with).map_err(AgentError::new)?,
         })
     }
@@ -125,7 +135,10 @@ impl Agent for TestAgent {
     }
 }
 
-async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Result<Value, AgentError> {
+async fn run(
+    context: AgentContext,
+    llm: Option<std::sync::Arc<Router>>,
+) -> Result<Value, AgentError> {
     let config = Config::from(&context.with)?;
     let workspace = context.workspace.clone();
     let repo = context
@@ -135,13 +148,28 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
         .and_then(Value::as_str)
         .unwrap_or("local")
         .to_string();
-    let commit = context.context.get("commit").and_then(Value::as_str).unwrap_or("").to_string();
-    let risk = context.context.get("risk").and_then(Value::as_str).unwrap_or("");
+    let commit = context
+        .context
+        .get("commit")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let risk = context
+        .context
+        .get("risk")
+        .and_then(Value::as_str)
+        .unwrap_or("");
 
     // Runners other than cargo: the learned map and globs choose test files.
     let mut file_selection: Option<FileSelection> = None;
     let selection = if !config.select || risk == "high" || commit.is_empty() {
-        let reason = if risk == "high" { "high risk: the full suite" } else if commit.is_empty() { "no commit: the full suite" } else { "selection is off" };
+        let reason = if risk == "high" {
+            "high risk: the full suite"
+        } else if commit.is_empty() {
+            "no commit: the full suite"
+        } else {
+            "selection is off"
+        };
         Selection::everything(reason.into())
     } else if config.command.starts_with("cargo test") && workspace.join("Cargo.toml").exists() {
         let changes = rust::changes(&workspace, &commit).map_err(AgentError::new)?;
@@ -160,7 +188,13 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
         selection
     };
     if !selection.all && file_selection.is_none() {
-        context.logs.line("stdout", format!("selected {} of {} test units (modules with tests, test targets, doc tests)", selection.selected_units, selection.total_units));
+        context.logs.line(
+            "stdout",
+            format!(
+                "selected {} of {} test units (modules with tests, test targets, doc tests)",
+                selection.selected_units, selection.total_units
+            ),
+        );
     }
     for reason in &selection.reasons {
         context.logs.line("stdout", format!("selected: {reason}"));
@@ -174,23 +208,46 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
         None => json!(selection),
     };
     if nothing_selected {
-        context.logs.line("stdout", "no test can be affected by this change");
+        context
+            .logs
+            .line("stdout", "no test can be affected by this change");
         let mut summary = json!({ "selection": selection_output, "tests_run": 0, "passed": 0, "failed": [], "flaky": [] });
         // No test reaches the change: exactly where a generated test is wanted.
         if config.generate.enabled && !commit.is_empty() {
-            summary["generated"] = propose(&context, llm.as_deref(), &config.generate, &repo, &commit, &workspace, None).await?;
+            summary["generated"] = propose(
+                &context,
+                llm.as_deref(),
+                &config.generate,
+                &repo,
+                &commit,
+                &workspace,
+                None,
+            )
+            .await?;
         }
         return Ok(summary);
     }
-    let packages = selection.packages.iter().map(|p| format!("-p {p}")).collect::<Vec<_>>().join(" ");
+    let packages = selection
+        .packages
+        .iter()
+        .map(|p| format!("-p {p}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let commands = match &file_selection {
-        Some(files) if !files.all => vec![narrow::narrow(&config.command, &files.tests, &workspace).map_err(AgentError::new)?],
+        Some(files) if !files.all => vec![
+            narrow::narrow(&config.command, &files.tests, &workspace).map_err(AgentError::new)?,
+        ],
         _ if selection.all => vec![narrow::full(&config.command)],
         // Cargo: the units the module graph chose (targets, module filters), else packages.
-        _ => selection.cargo_commands(&config.command).unwrap_or_else(|| vec![narrow_cargo(&config.command, &packages)]),
+        _ => selection
+            .cargo_commands(&config.command)
+            .unwrap_or_else(|| vec![narrow_cargo(&config.command, &packages)]),
     };
     if let Some(files) = &file_selection {
-        context.logs.line("stdout", format!("selected {} of {} test files", files.selected, files.total));
+        context.logs.line(
+            "stdout",
+            format!("selected {} of {} test files", files.selected, files.total),
+        );
     }
     let mut results = Vec::new();
     for command in &commands {
@@ -203,7 +260,9 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
         let (code, output) = execute(&command, &workspace, &context.logs).await?;
         let found = collect(&config, &workspace, &output)?;
         if found.is_empty() && code != Some(0) {
-            return Err(AgentError::new(format!("`{command}` failed (exit {code:?}) before reporting any test: see the step log")));
+            return Err(AgentError::new(format!(
+                "`{command}` failed (exit {code:?}) before reporting any test: see the step log"
+            )));
         }
         results.extend(found);
     }
@@ -216,23 +275,40 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
         let mut passed_later = false;
         if let Some(template) = &config.rerun {
             for attempt in 1..=config.reruns {
-                let rerun = template.replace("{test}", &result.name).replace("{packages}", &packages);
-                context.logs.line("engine", format!("re-running {} ({attempt}/{}): {rerun}", result.id, config.reruns));
+                let rerun = template
+                    .replace("{test}", &result.name)
+                    .replace("{packages}", &packages);
+                context.logs.line(
+                    "engine",
+                    format!(
+                        "re-running {} ({attempt}/{}): {rerun}",
+                        result.id, config.reruns
+                    ),
+                );
                 let (rerun_code, rerun_output) = execute(&rerun, &workspace, &context.logs).await?;
                 let again = collect(&config, &workspace, &rerun_output).unwrap_or_default();
-                let passed = again.iter().any(|r| r.name == result.name && r.outcome == Outcome::Passed) && rerun_code == Some(0);
+                let passed = again
+                    .iter()
+                    .any(|r| r.name == result.name && r.outcome == Outcome::Passed)
+                    && rerun_code == Some(0);
                 if passed {
                     passed_later = true;
                     break;
                 }
             }
         }
-        if passed_later { flaky.push(result.id.clone()) } else { failed.push(result.id.clone()) }
+        if passed_later {
+            flaky.push(result.id.clone())
+        } else {
+            failed.push(result.id.clone())
+        }
     }
 
     // Record, score, quarantine.
     let store = context.store.clone();
-    let quarantined = store.quarantined(&repo).map_err(|e| AgentError::new(e.to_string()))?;
+    let quarantined = store
+        .quarantined(&repo)
+        .map_err(|e| AgentError::new(e.to_string()))?;
     let mut newly_quarantined = Vec::new();
     let mut released = Vec::new();
     store
@@ -244,16 +320,28 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
                     Outcome::Passed => "passed",
                     Outcome::Ignored => "ignored",
                 };
-                txn.record_test_result(context.run_id, &context.step_id, &repo, &commit, &result.id, outcome, result.duration_ms)?;
+                txn.record_test_result(
+                    context.run_id,
+                    &context.step_id,
+                    &repo,
+                    &commit,
+                    &result.id,
+                    outcome,
+                    result.duration_ms,
+                )?;
             }
             Ok(())
         })
         .map_err(|e| AgentError::new(e.to_string()))?;
     for result in results.iter().filter(|r| r.outcome != Outcome::Ignored) {
-        let history = store.test_history(&repo, &result.id, flaky::WINDOW).map_err(|e| AgentError::new(e.to_string()))?;
+        let history = store
+            .test_history(&repo, &result.id, flaky::WINDOW)
+            .map_err(|e| AgentError::new(e.to_string()))?;
         let score = flakiness(&history);
         let write = |f: &dyn Fn(&crate::store::WriteTxn<'_>) -> crate::store::Result<()>| {
-            store.write(|txn| f(txn)).map_err(|e| AgentError::new(e.to_string()))
+            store
+                .write(|txn| f(txn))
+                .map_err(|e| AgentError::new(e.to_string()))
         };
         match quarantined.get(&result.id) {
             Some(entry) if result.outcome == Outcome::Passed => {
@@ -279,13 +367,27 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
         .iter()
         .filter(|id| !quarantined.contains_key(*id) && !newly_quarantined.contains(id))
         .collect();
-    let passed = results.iter().filter(|r| r.outcome == Outcome::Passed).count();
+    let passed = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Passed)
+        .count();
     // What failed for real after these files changed is remembered for the next selection.
     if !failed.is_empty() && !commit.is_empty() {
         let changed = changed_paths(&workspace, &commit).unwrap_or_default();
         let test_files = files::test_files(&workspace, &commit).unwrap_or_default();
-        if let Err(error) = learn::learn_failures(&store, &repo, &commit, &workspace, &changed, &failed, &test_files) {
-            context.logs.line("engine", format!("failed to learn from the failures: {error}"));
+        if let Err(error) = learn::learn_failures(
+            &store,
+            &repo,
+            &commit,
+            &workspace,
+            &changed,
+            &failed,
+            &test_files,
+        ) {
+            context.logs.line(
+                "engine",
+                format!("failed to learn from the failures: {error}"),
+            );
         }
     }
     let mut summary = json!({
@@ -300,11 +402,21 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
     });
     context.logs.line(
         "stdout",
-        format!("{} passed, {} failed, {} flaky ({} blocking)", passed, failed.len(), flaky.len(), blocking.len()),
+        format!(
+            "{} passed, {} failed, {} flaky ({} blocking)",
+            passed,
+            failed.len(),
+            flaky.len(),
+            blocking.len()
+        ),
     );
     if !blocking.is_empty() {
         let names: Vec<&str> = blocking.iter().map(|s| s.as_str()).collect();
-        return Err(AgentError::new(format!("{} test(s) failed: {}", names.len(), names.join(", "))));
+        return Err(AgentError::new(format!(
+            "{} test(s) failed: {}",
+            names.len(),
+            names.join(", ")
+        )));
     }
     // Line coverage of this run, when measured: it tells generation which changed functions no
     // test ran.
@@ -315,7 +427,16 @@ async fn run(context: AgentContext, llm: Option<std::sync::Arc<Router>>) -> Resu
         measured = lcov;
     }
     if config.generate.enabled && !commit.is_empty() {
-        summary["generated"] = propose(&context, llm.as_deref(), &config.generate, &repo, &commit, &workspace, measured.as_ref()).await?;
+        summary["generated"] = propose(
+            &context,
+            llm.as_deref(),
+            &config.generate,
+            &repo,
+            &commit,
+            &workspace,
+            measured.as_ref(),
+        )
+        .await?;
     }
     Ok(summary)
 }
@@ -341,12 +462,20 @@ async fn propose(
         logs: &context.logs,
         coverage,
     };
-    generate::generate(call, options).await.map_err(AgentError::new)
+    generate::generate(call, options)
+        .await
+        .map_err(AgentError::new)
 }
 
 /// Learns from the repository's history, then maps `changed` to test files; a runner that
 /// cannot be narrowed to files runs everything.
-async fn choose_files(context: &AgentContext, config: &Config, repo: &str, commit: &str, changed: &[String]) -> Result<FileSelection, AgentError> {
+async fn choose_files(
+    context: &AgentContext,
+    config: &Config,
+    repo: &str,
+    commit: &str,
+    changed: &[String],
+) -> Result<FileSelection, AgentError> {
     let (store, workspace) = (context.store.clone(), context.workspace.clone());
     let (repo, commit, paths) = (repo.to_string(), commit.to_string(), changed.to_vec());
     let (learned, test_files, links) = tokio::task::spawn_blocking(move || {
@@ -358,13 +487,20 @@ async fn choose_files(context: &AgentContext, config: &Config, repo: &str, commi
     .await
     .map_err(|e| AgentError::new(e.to_string()))?;
     match learned {
-        Ok(count) => context.logs.line("engine", format!("learned co-changes from {count} new commit(s)")),
-        Err(error) => context.logs.line("engine", format!("could not learn from the history: {error}")),
+        Ok(count) => context.logs.line(
+            "engine",
+            format!("learned co-changes from {count} new commit(s)"),
+        ),
+        Err(error) => context.logs.line(
+            "engine",
+            format!("could not learn from the history: {error}"),
+        ),
     }
     let test_files = test_files.map_err(AgentError::new)?;
     let links = links.map_err(AgentError::new)?;
     let mut chosen = select_files(changed, &test_files, &config.globs, &links);
-    if !chosen.all && !chosen.tests.is_empty()
+    if !chosen.all
+        && !chosen.tests.is_empty()
         && let Err(why) = narrow::narrow(&config.command, &chosen.tests, &context.workspace)
     {
         chosen = FileSelection::everything(format!("{why}; the full suite"), test_files.len());
@@ -373,7 +509,11 @@ async fn choose_files(context: &AgentContext, config: &Config, repo: &str, commi
 }
 
 /// The outputs' `coverage`: changed lines no test ran, or why that cannot be told.
-async fn coverage_gaps(context: &AgentContext, command: &str, commit: &str) -> (Value, Option<coverage::Lcov>) {
+async fn coverage_gaps(
+    context: &AgentContext,
+    command: &str,
+    commit: &str,
+) -> (Value, Option<coverage::Lcov>) {
     let workspace = &context.workspace;
     let hunks = match files::changed_hunks(workspace, commit) {
         Ok(hunks) => hunks,
@@ -381,7 +521,10 @@ async fn coverage_gaps(context: &AgentContext, command: &str, commit: &str) -> (
     };
     let folder = workspace.parent().unwrap_or(workspace).join("coverage");
     if let Err(error) = std::fs::create_dir_all(&folder) {
-        return (json!({ "unavailable": format!("failed to create {}: {error}", folder.display()) }), None);
+        return (
+            json!({ "unavailable": format!("failed to create {}: {error}", folder.display()) }),
+            None,
+        );
     }
     let lcov = folder.join("lcov.info");
     let steps = match coverage::instrumented(command, &lcov, &folder.join(".coverage")).await {
@@ -399,39 +542,82 @@ async fn coverage_gaps(context: &AgentContext, command: &str, commit: &str) -> (
     }
     let text = match std::fs::read_to_string(&lcov) {
         Ok(text) => text,
-        Err(error) => return (json!({ "unavailable": format!("the coverage run wrote no report {}: {error}", lcov.display()) }), None),
+        Err(error) => {
+            return (
+                json!({ "unavailable": format!("the coverage run wrote no report {}: {error}", lcov.display()) }),
+                None,
+            );
+        }
     };
     let root = std::fs::canonicalize(workspace).unwrap_or_else(|_| workspace.clone());
     let measured = coverage::parse_lcov(&text, &root);
     let gaps = coverage::gaps(&hunks, &measured);
     for (file, lines) in &gaps {
-        context.logs.line("stdout", format!("coverage: {file}: changed lines not covered: {}", coverage::ranges(lines)));
+        context.logs.line(
+            "stdout",
+            format!(
+                "coverage: {file}: changed lines not covered: {}",
+                coverage::ranges(lines)
+            ),
+        );
     }
-    let tool = if command.starts_with("cargo") { "cargo-llvm-cov" } else { "coverage.py" };
+    let tool = if command.starts_with("cargo") {
+        "cargo-llvm-cov"
+    } else {
+        "coverage.py"
+    };
     (coverage::report(&gaps, tool), Some(measured))
 }
 
 fn changed_paths(workspace: &Path, commit: &str) -> Result<Vec<String>, AgentError> {
-    let listing = git(workspace, &["diff-tree", "--name-only", "-r", "--root", "-M", "--no-commit-id", "-m", "--first-parent", commit])
-        .map_err(AgentError::new)?;
-    Ok(listing.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+    let listing = git(
+        workspace,
+        &[
+            "diff-tree",
+            "--name-only",
+            "-r",
+            "--root",
+            "-M",
+            "--no-commit-id",
+            "-m",
+            "--first-parent",
+            commit,
+        ],
+    )
+    .map_err(AgentError::new)?;
+    Ok(listing
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// The report path of a `--junitxml=PATH` (pytest) or `--junit-xml=PATH` option.
 fn junit_path(command: &str) -> Option<String> {
     command.split_whitespace().find_map(|word| {
-        word.strip_prefix("--junitxml=").or_else(|| word.strip_prefix("--junit-xml=")).map(|p| p.trim_matches(['"', '\'']).to_string())
+        word.strip_prefix("--junitxml=")
+            .or_else(|| word.strip_prefix("--junit-xml="))
+            .map(|p| p.trim_matches(['"', '\'']).to_string())
     })
 }
 
 /// `cargo test --workspace …` → `cargo test -p a -p b …`.
 fn narrow_cargo(command: &str, packages: &str) -> String {
-    let rest = command.trim_start_matches("cargo test").replace("--workspace", "").replace(" --all ", " ");
-    format!("cargo test {packages}{rest}").trim_end().to_string()
+    let rest = command
+        .trim_start_matches("cargo test")
+        .replace("--workspace", "")
+        .replace(" --all ", " ");
+    format!("cargo test {packages}{rest}")
+        .trim_end()
+        .to_string()
 }
 
 /// Runs a shell command in the checkout, streaming its output into the step log.
-async fn execute(command: &str, dir: &Path, logs: &LogSink) -> Result<(Option<i32>, String), AgentError> {
+async fn execute(
+    command: &str,
+    dir: &Path,
+    logs: &LogSink,
+) -> Result<(Option<i32>, String), AgentError> {
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{command} 2>&1"))
@@ -457,7 +643,10 @@ async fn execute(command: &str, dir: &Path, logs: &LogSink) -> Result<(Option<i3
             }
         }
     }
-    let status = child.wait().await.map_err(|e| AgentError::new(format!("failed to wait for `{command}`: {e}")))?;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| AgentError::new(format!("failed to wait for `{command}`: {e}")))?;
     Ok((status.code(), output))
 }
 
@@ -467,8 +656,12 @@ fn collect(config: &Config, dir: &Path, output: &str) -> Result<Vec<TestResult>,
         Format::GoJson => Ok(parse_go_json(output)),
         Format::Junit => {
             let path = dir.join(config.junit.as_deref().unwrap_or_default());
-            let xml = std::fs::read_to_string(&path)
-                .map_err(|e| AgentError::new(format!("failed to read the JUnit report {}: {e}", path.display())))?;
+            let xml = std::fs::read_to_string(&path).map_err(|e| {
+                AgentError::new(format!(
+                    "failed to read the JUnit report {}: {e}",
+                    path.display()
+                ))
+            })?;
             parse_junit(&xml).map_err(AgentError::new)
         }
     }
@@ -480,14 +673,26 @@ mod tests {
 
     #[test]
     fn a_junit_option_gives_the_report_path() {
-        assert_eq!(junit_path("python3 -m pytest -q --junitxml=out/r.xml").as_deref(), Some("out/r.xml"));
-        assert_eq!(junit_path("pytest --junit-xml='r.xml'").as_deref(), Some("r.xml"));
+        assert_eq!(
+            junit_path("python3 -m pytest -q --junitxml=out/r.xml").as_deref(),
+            Some("out/r.xml")
+        );
+        assert_eq!(
+            junit_path("pytest --junit-xml='r.xml'").as_deref(),
+            Some("r.xml")
+        );
         assert_eq!(junit_path("cargo test"), None);
     }
 
     #[test]
     fn a_cargo_command_is_narrowed_to_packages() {
-        assert_eq!(narrow_cargo("cargo test --workspace", "-p a -p b"), "cargo test -p a -p b");
-        assert_eq!(narrow_cargo("cargo test --workspace -- --test-threads 1", "-p a"), "cargo test -p a  -- --test-threads 1");
+        assert_eq!(
+            narrow_cargo("cargo test --workspace", "-p a -p b"),
+            "cargo test -p a -p b"
+        );
+        assert_eq!(
+            narrow_cargo("cargo test --workspace -- --test-threads 1", "-p a"),
+            "cargo test -p a  -- --test-threads 1"
+        );
     }
 }

@@ -54,7 +54,10 @@ pub fn parse_libtest(output: &str) -> Vec<TestResult> {
             // `unittests src/lib.rs (target/debug/deps/cairn_engine-0123abcd)` or `tests/x.rs (…)`
             if let Some(path) = rest.rsplit_once('(').map(|(_, p)| p.trim_end_matches(')')) {
                 let file = path.rsplit('/').next().unwrap_or(path);
-                binary = file.rsplit_once('-').map_or(file, |(name, _)| name).to_string();
+                binary = file
+                    .rsplit_once('-')
+                    .map_or(file, |(name, _)| name)
+                    .to_string();
             }
             continue;
         }
@@ -62,8 +65,15 @@ pub fn parse_libtest(output: &str) -> Vec<TestResult> {
             binary = format!("{}-doc", rest.trim());
             continue;
         }
-        let Some((name, outcome)) = libtest_line(line) else { continue };
-        results.push(TestResult { id: format!("{binary}::{name}"), name, outcome, duration_ms: None });
+        let Some((name, outcome)) = libtest_line(line) else {
+            continue;
+        };
+        results.push(TestResult {
+            id: format!("{binary}::{name}"),
+            name,
+            outcome,
+            duration_ms: None,
+        });
     }
     results
 }
@@ -88,7 +98,9 @@ pub fn parse_junit(xml: &str) -> Result<Vec<TestResult>, String> {
     let mut results = Vec::new();
     let mut current: Option<TestResult> = None;
     loop {
-        let event = reader.read_event().map_err(|e| format!("bad JUnit XML at byte {}: {e}", reader.buffer_position()))?;
+        let event = reader
+            .read_event()
+            .map_err(|e| format!("bad JUnit XML at byte {}: {e}", reader.buffer_position()))?;
         let empty = matches!(event, Event::Empty(_));
         match event {
             Event::Start(tag) | Event::Empty(tag) if tag.name().as_ref() == b"testcase" => {
@@ -96,7 +108,10 @@ pub fn parse_junit(xml: &str) -> Result<Vec<TestResult>, String> {
                 let mut class = String::new();
                 let mut time = None;
                 for attribute in tag.attributes().flatten() {
-                    let value = attribute.unescape_value().map(|v| v.into_owned()).unwrap_or_default();
+                    let value = attribute
+                        .unescape_value()
+                        .map(|v| v.into_owned())
+                        .unwrap_or_default();
                     match attribute.key.as_ref() {
                         b"name" => name = value,
                         b"classname" => class = value,
@@ -104,8 +119,17 @@ pub fn parse_junit(xml: &str) -> Result<Vec<TestResult>, String> {
                         _ => {}
                     }
                 }
-                let id = if class.is_empty() { name.clone() } else { format!("{class}::{name}") };
-                let result = TestResult { id, name, outcome: Outcome::Passed, duration_ms: time };
+                let id = if class.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{class}::{name}")
+                };
+                let result = TestResult {
+                    id,
+                    name,
+                    outcome: Outcome::Passed,
+                    duration_ms: time,
+                };
                 if empty {
                     results.push(result);
                 } else {
@@ -143,8 +167,16 @@ pub fn parse_go_json(output: &str) -> Vec<TestResult> {
                 "skip" => Outcome::Ignored,
                 _ => return None,
             };
-            let duration_ms = event.get("Elapsed").and_then(|e| e.as_f64()).map(|s| (s * 1000.0) as u64);
-            Some(TestResult { id: format!("{package}::{test}"), name: test, outcome, duration_ms })
+            let duration_ms = event
+                .get("Elapsed")
+                .and_then(|e| e.as_f64())
+                .map(|s| (s * 1000.0) as u64);
+            Some(TestResult {
+                id: format!("{package}::{test}"),
+                name: test,
+                outcome,
+                duration_ms,
+            })
         })
         .collect()
 }
@@ -160,13 +192,17 @@ mod tests {
                       test slow ... ignored, needs docker\n     Running tests/kill9.rs (target/debug/deps/kill9-99)\n\
                       test survives ... ok\n";
         let results = parse_libtest(output);
-        let ids: Vec<(&str, Outcome)> = results.iter().map(|r| (r.id.as_str(), r.outcome)).collect();
-        assert_eq!(ids, vec![
-            ("cairn_engine::store::tests::opens", Outcome::Passed),
-            ("cairn_engine::exec::tests::flaky", Outcome::Failed),
-            ("cairn_engine::slow", Outcome::Ignored),
-            ("kill9::survives", Outcome::Passed),
-        ]);
+        let ids: Vec<(&str, Outcome)> =
+            results.iter().map(|r| (r.id.as_str(), r.outcome)).collect();
+        assert_eq!(
+            ids,
+            vec![
+                ("cairn_engine::store::tests::opens", Outcome::Passed),
+                ("cairn_engine::exec::tests::flaky", Outcome::Failed),
+                ("cairn_engine::slow", Outcome::Ignored),
+                ("kill9::survives", Outcome::Passed),
+            ]
+        );
     }
 
     #[test]
@@ -179,7 +215,10 @@ mod tests {
         assert_eq!(results[0].duration_ms, Some(250));
         assert_eq!(results[1].outcome, Outcome::Failed);
         assert_eq!(results[2].outcome, Outcome::Ignored);
-        assert!(parse_junit("<testsuite><testcase name='x'>").is_ok() || parse_junit("<a><b></a>").is_err());
+        assert!(
+            parse_junit("<testsuite><testcase name='x'>").is_ok()
+                || parse_junit("<a><b></a>").is_err()
+        );
     }
 
     #[test]

@@ -40,7 +40,14 @@ pub struct Unit {
 
 impl Selection {
     pub fn everything(reason: String) -> Selection {
-        Selection { all: true, packages: Vec::new(), units: Vec::new(), selected_units: 0, total_units: 0, reasons: vec![reason] }
+        Selection {
+            all: true,
+            packages: Vec::new(),
+            units: Vec::new(),
+            selected_units: 0,
+            total_units: 0,
+            reasons: vec![reason],
+        }
     }
 
     pub fn nothing(&self) -> bool {
@@ -75,8 +82,15 @@ impl Selection {
             match word {
                 "--workspace" | "--all" => {}
                 "--exclude" => excluded.extend(words.next().map(str::to_string)),
-                "-p" | "--package" | "--lib" | "--bins" | "--bin" | "--tests" | "--test" | "--doc" | "--all-targets" | "--benches" | "--examples" => return None,
-                w if w.starts_with("--package=") || w.starts_with("--test=") || w.starts_with("--bin=") || w.starts_with("--exclude=") => return None,
+                "-p" | "--package" | "--lib" | "--bins" | "--bin" | "--tests" | "--test"
+                | "--doc" | "--all-targets" | "--benches" | "--examples" => return None,
+                w if w.starts_with("--package=")
+                    || w.starts_with("--test=")
+                    || w.starts_with("--bin=")
+                    || w.starts_with("--exclude=") =>
+                {
+                    return None;
+                }
                 w => kept.push(w.to_string()),
             }
         }
@@ -84,9 +98,20 @@ impl Selection {
         let exact = harness.split_whitespace().any(|w| w == "--exact");
         let flags = kept.join(" ");
         let mut commands = Vec::new();
-        let join = |parts: &[&str]| parts.iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join(" ");
+        let join = |parts: &[&str]| {
+            parts
+                .iter()
+                .filter(|p| !p.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         for package in self.packages.iter().filter(|p| !excluded.contains(p)) {
-            let units: Vec<&Unit> = self.units.iter().filter(|u| &u.package == package).collect();
+            let units: Vec<&Unit> = self
+                .units
+                .iter()
+                .filter(|u| &u.package == package)
+                .collect();
             let whole_package = units.iter().any(|u| u.target == "*");
             let mut whole_targets = Vec::new();
             for unit in &units {
@@ -95,7 +120,14 @@ impl Selection {
                     _ if unit.target == "lib" => "--lib".to_string(),
                     _ if unit.target == "doc" => {
                         if !whole_package {
-                            commands.push(join(&["cargo test", &flags, "-p", package, "--doc", harness_tail(&harness).as_str()]));
+                            commands.push(join(&[
+                                "cargo test",
+                                &flags,
+                                "-p",
+                                package,
+                                "--doc",
+                                harness_tail(&harness).as_str(),
+                            ]));
                         }
                         continue;
                     }
@@ -106,13 +138,35 @@ impl Selection {
                     whole_targets.push(flag);
                 } else if !whole_package {
                     let filters = unit.filters.join(" ");
-                    commands.push(join(&["cargo test", &flags, "-p", package, &flag, "--", &harness, &filters]));
+                    commands.push(join(&[
+                        "cargo test",
+                        &flags,
+                        "-p",
+                        package,
+                        &flag,
+                        "--",
+                        &harness,
+                        &filters,
+                    ]));
                 }
             }
             if whole_package {
-                commands.push(join(&["cargo test", &flags, "-p", package, harness_tail(&harness).as_str()]));
+                commands.push(join(&[
+                    "cargo test",
+                    &flags,
+                    "-p",
+                    package,
+                    harness_tail(&harness).as_str(),
+                ]));
             } else if !whole_targets.is_empty() {
-                commands.push(join(&["cargo test", &flags, "-p", package, &whole_targets.join(" "), harness_tail(&harness).as_str()]));
+                commands.push(join(&[
+                    "cargo test",
+                    &flags,
+                    "-p",
+                    package,
+                    &whole_targets.join(" "),
+                    harness_tail(&harness).as_str(),
+                ]));
             }
         }
         Some(commands)
@@ -120,7 +174,11 @@ impl Selection {
 }
 
 fn harness_tail(harness: &str) -> String {
-    if harness.is_empty() { String::new() } else { format!("-- {harness}") }
+    if harness.is_empty() {
+        String::new()
+    } else {
+        format!("-- {harness}")
+    }
 }
 
 /// Selection for a Cargo workspace at `workspace`, given paths changed (relative to it), each
@@ -145,13 +203,25 @@ mod tests {
     use super::*;
 
     fn unit(package: &str, target: &str, filters: &[&str]) -> Unit {
-        Unit { package: package.into(), target: target.into(), filters: filters.iter().map(|f| f.to_string()).collect(), reason: String::new() }
+        Unit {
+            package: package.into(),
+            target: target.into(),
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+            reason: String::new(),
+        }
     }
 
     fn selection(units: Vec<Unit>) -> Selection {
         let mut packages: Vec<String> = units.iter().map(|u| u.package.clone()).collect();
         packages.dedup();
-        Selection { all: false, packages, units, selected_units: 0, total_units: 0, reasons: Vec::new() }
+        Selection {
+            all: false,
+            packages,
+            units,
+            selected_units: 0,
+            total_units: 0,
+            reasons: Vec::new(),
+        }
     }
 
     #[test]
@@ -163,14 +233,22 @@ mod tests {
             unit("b", "*", &[]),
         ]);
         assert_eq!(
-            selection.cargo_commands("cargo test --workspace --offline -- --test-threads 2").expect("narrows"),
+            selection
+                .cargo_commands("cargo test --workspace --offline -- --test-threads 2")
+                .expect("narrows"),
             [
                 "cargo test --offline -p a --lib -- --test-threads 2 exec::machine:: store::",
                 "cargo test --offline -p a --test e2e --bin cli -- --test-threads 2",
                 "cargo test --offline -p b -- --test-threads 2",
             ]
         );
-        assert_eq!(selection.cargo_commands("cargo test --workspace --exclude b").expect("narrows").len(), 2);
+        assert_eq!(
+            selection
+                .cargo_commands("cargo test --workspace --exclude b")
+                .expect("narrows")
+                .len(),
+            2
+        );
         assert!(selection.cargo_commands("cargo test --lib").is_none());
         assert!(selection.covers("a", "lib", "exec::machine::tests::x"));
         assert!(!selection.covers("a", "lib", "exec::driver::tests::x"));

@@ -18,10 +18,21 @@ pub struct Delivery {
 impl Delivery {
     pub fn parse(text: &str) -> Result<Delivery, String> {
         match text {
-            "patch" => Ok(Delivery { patch: true, branch: false }),
-            "branch" => Ok(Delivery { patch: false, branch: true }),
-            "both" | "patch,branch" | "branch,patch" => Ok(Delivery { patch: true, branch: true }),
-            other => Err(format!("with.proposals: expected patch, branch or both, got `{other}`")),
+            "patch" => Ok(Delivery {
+                patch: true,
+                branch: false,
+            }),
+            "branch" => Ok(Delivery {
+                patch: false,
+                branch: true,
+            }),
+            "both" | "patch,branch" | "branch,patch" => Ok(Delivery {
+                patch: true,
+                branch: true,
+            }),
+            other => Err(format!(
+                "with.proposals: expected patch, branch or both, got `{other}`"
+            )),
         }
     }
 }
@@ -50,26 +61,60 @@ pub fn deliver(
         let path = dir.join(&proposal.test_path);
         let current = std::fs::read_to_string(&path).ok();
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
         }
-        std::fs::write(&path, placed_text(proposal, target.language, current.as_deref()))
-            .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
+        std::fs::write(
+            &path,
+            placed_text(proposal, target.language, current.as_deref()),
+        )
+        .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
     }
     git(dir, &["add", "--all"])?;
     let sha12 = &scratch.commit[..scratch.commit.len().min(12)];
     let mut delivered = Delivered::default();
     if delivery.patch {
-        let patch = git(dir, &["diff", "--cached", "--binary", "--no-color", "--no-ext-diff"])?;
+        let patch = git(
+            dir,
+            &[
+                "diff",
+                "--cached",
+                "--binary",
+                "--no-color",
+                "--no-ext-diff",
+            ],
+        )?;
         let folder = run_dir.join("test-proposals");
-        std::fs::create_dir_all(&folder).map_err(|e| format!("failed to create {}: {e}", folder.display()))?;
+        std::fs::create_dir_all(&folder)
+            .map_err(|e| format!("failed to create {}: {e}", folder.display()))?;
         let path = folder.join(format!("{sha12}.patch"));
-        std::fs::write(&path, patch).map_err(|e| format!("failed to write {}: {e}", path.display()))?;
+        std::fs::write(&path, patch)
+            .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
         delivered.patch = Some(path);
     }
     if delivery.branch {
-        let names: Vec<String> = accepted.iter().map(|(t, _)| format!("{} ({})", t.name, t.path)).collect();
-        let message = format!("tests: generated tests for {sha12}\n\nProposed and validated by Cairn's test agent; review before merging.\nFunctions: {}\n", names.join(", "));
-        git(dir, &["-c", "user.name=Cairn", "-c", "user.email=cairn@localhost", "commit", "--quiet", "--no-verify", "-m", &message])?;
+        let names: Vec<String> = accepted
+            .iter()
+            .map(|(t, _)| format!("{} ({})", t.name, t.path))
+            .collect();
+        let message = format!(
+            "tests: generated tests for {sha12}\n\nProposed and validated by Cairn's test agent; review before merging.\nFunctions: {}\n",
+            names.join(", ")
+        );
+        git(
+            dir,
+            &[
+                "-c",
+                "user.name=Cairn",
+                "-c",
+                "user.email=cairn@localhost",
+                "commit",
+                "--quiet",
+                "--no-verify",
+                "-m",
+                &message,
+            ],
+        )?;
         let branch = format!("cairn/tests/{sha12}");
         let refspec = format!("HEAD:refs/heads/{branch}");
         match push(dir, repo, &refspec) {
@@ -77,7 +122,9 @@ pub fn deliver(
             Err(error) => {
                 // Still kept in the run's checkout, so nothing accepted is lost.
                 git(dir, &["branch", "--force", &branch, "HEAD"])?;
-                delivered.problems.push(format!("could not push {branch} to {repo}: {error}; it is in the run's checkout"));
+                delivered.problems.push(format!(
+                    "could not push {branch} to {repo}: {error}; it is in the run's checkout"
+                ));
                 delivered.branch_in = Some("the run's checkout".into());
             }
         }

@@ -44,8 +44,12 @@ fn python_functions(text: &str) -> Vec<Function> {
     let mut found = Vec::new();
     for (index, line) in lines.iter().enumerate() {
         let rest = line.strip_prefix("async ").unwrap_or(line);
-        let Some(rest) = rest.strip_prefix("def ") else { continue };
-        let Some((name, _)) = rest.split_once('(') else { continue };
+        let Some(rest) = rest.strip_prefix("def ") else {
+            continue;
+        };
+        let Some((name, _)) = rest.split_once('(') else {
+            continue;
+        };
         let name = name.trim();
         if name.starts_with("test") || name.starts_with("__") || !is_identifier(name) {
             continue;
@@ -53,10 +57,22 @@ fn python_functions(text: &str) -> Vec<Function> {
         // The body runs until the next line back at column 0 (blank lines and comments aside).
         let end = lines[index + 1..]
             .iter()
-            .position(|l| !l.trim().is_empty() && !l.starts_with(char::is_whitespace) && !l.starts_with('#') && !l.starts_with(')'))
+            .position(|l| {
+                !l.trim().is_empty()
+                    && !l.starts_with(char::is_whitespace)
+                    && !l.starts_with('#')
+                    && !l.starts_with(')')
+            })
             .map_or(lines.len(), |offset| index + 1 + offset);
-        let end = (index + 1..end).rev().find(|&i| !lines[i].trim().is_empty()).unwrap_or(index);
-        found.push(Function { name: name.to_string(), start: index as u32 + 1, end: end as u32 + 1 });
+        let end = (index + 1..end)
+            .rev()
+            .find(|&i| !lines[i].trim().is_empty())
+            .unwrap_or(index);
+        found.push(Function {
+            name: name.to_string(),
+            start: index as u32 + 1,
+            end: end as u32 + 1,
+        });
     }
     found
 }
@@ -81,12 +97,21 @@ fn rust_functions(text: &str) -> Vec<Function> {
         attributes.clear();
         // Only items at column 0: methods and nested functions are left alone.
         let item = strip_visibility(line);
-        let item = ["const ", "async ", "unsafe ", "extern \"C\" "].iter().fold(item, |s, p| s.strip_prefix(p).unwrap_or(s));
+        let item = ["const ", "async ", "unsafe ", "extern \"C\" "]
+            .iter()
+            .fold(item, |s, p| s.strip_prefix(p).unwrap_or(s));
         let end = block_end(&lines, index);
         if let Some(rest) = item.strip_prefix("fn ") {
-            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
             if !test_only && !name.is_empty() && name != "main" {
-                found.push(Function { name, start: index as u32 + 1, end: end as u32 + 1 });
+                found.push(Function {
+                    name,
+                    start: index as u32 + 1,
+                    end: end as u32 + 1,
+                });
             }
         }
         index = end + 1;
@@ -131,7 +156,9 @@ fn block_end(lines: &[&str], start: usize) -> usize {
 }
 
 fn is_identifier(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_') && !name.starts_with(|c: char| c.is_ascii_digit())
+    !name.is_empty()
+        && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// Functions that a hunk touches (a pure deletion touches the lines around it).
@@ -140,7 +167,11 @@ pub fn touched(functions: &[Function], hunks: &[Hunk]) -> Vec<Function> {
         .iter()
         .filter(|f| {
             hunks.iter().any(|h| {
-                let (first, last) = if h.count == 0 { (h.start, h.start + 1) } else { (h.start, h.start + h.count - 1) };
+                let (first, last) = if h.count == 0 {
+                    (h.start, h.start + 1)
+                } else {
+                    (h.start, h.start + h.count - 1)
+                };
                 first <= f.end && last >= f.start
             })
         })
@@ -174,24 +205,49 @@ mod tests {
     #[test]
     fn python_top_level_functions_and_their_spans() {
         let found = functions(Language::Python, PYTHON);
-        let spans: Vec<(&str, u32, u32)> = found.iter().map(|f| (f.name.as_str(), f.start, f.end)).collect();
-        assert_eq!(spans, [("charge", 3, 7), ("fetch", 10, 11), ("multi", 20, 23)]);
+        let spans: Vec<(&str, u32, u32)> = found
+            .iter()
+            .map(|f| (f.name.as_str(), f.start, f.end))
+            .collect();
+        assert_eq!(
+            spans,
+            [("charge", 3, 7), ("fetch", 10, 11), ("multi", 20, 23)]
+        );
     }
 
     #[test]
     fn rust_top_level_functions_skip_tests_and_methods() {
         let found = functions(Language::Rust, RUST);
-        let spans: Vec<(&str, u32, u32)> = found.iter().map(|f| (f.name.as_str(), f.start, f.end)).collect();
-        assert_eq!(spans, [("double", 3, 5), ("helper", 7, 7), ("size", 13, 15)]);
+        let spans: Vec<(&str, u32, u32)> = found
+            .iter()
+            .map(|f| (f.name.as_str(), f.start, f.end))
+            .collect();
+        assert_eq!(
+            spans,
+            [("double", 3, 5), ("helper", 7, 7), ("size", 13, 15)]
+        );
     }
 
     #[test]
     fn hunks_touch_functions_and_names_are_whole_words() {
         let found = functions(Language::Python, PYTHON);
-        let names = |hunks: &[Hunk]| touched(&found, hunks).into_iter().map(|f| f.name).collect::<Vec<_>>();
+        let names = |hunks: &[Hunk]| {
+            touched(&found, hunks)
+                .into_iter()
+                .map(|f| f.name)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(&[Hunk { start: 5, count: 1 }]), ["charge"]);
-        assert_eq!(names(&[Hunk { start: 8, count: 0 }]), Vec::<String>::new(), "between functions");
-        assert_eq!(names(&[Hunk { start: 6, count: 0 }]), ["charge"], "a deletion inside the body");
+        assert_eq!(
+            names(&[Hunk { start: 8, count: 0 }]),
+            Vec::<String>::new(),
+            "between functions"
+        );
+        assert_eq!(
+            names(&[Hunk { start: 6, count: 0 }]),
+            ["charge"],
+            "a deletion inside the body"
+        );
         assert!(mentions("assert charge(1) == 100", "charge"));
         assert!(!mentions("assert surcharge(1)", "charge"));
         assert!(!mentions("charged", "charge"));

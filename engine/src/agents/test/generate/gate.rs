@@ -70,15 +70,33 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    pub async fn create(checkout: &Path, root: &Path, commit: &str, parent: Option<&str>) -> Result<Scratch, String> {
+    pub async fn create(
+        checkout: &Path,
+        root: &Path,
+        commit: &str,
+        parent: Option<&str>,
+    ) -> Result<Scratch, String> {
         if root.exists() {
             // What an interrupted attempt left behind.
             let _ = std::fs::remove_dir_all(root);
             let _ = git(checkout, &["worktree", "prune"]);
         }
-        std::fs::create_dir_all(root).map_err(|e| format!("failed to create {}: {e}", root.display()))?;
+        std::fs::create_dir_all(root)
+            .map_err(|e| format!("failed to create {}: {e}", root.display()))?;
         let add = |dir: &Path, at: &str| -> Result<(), String> {
-            git(checkout, &["worktree", "add", "--detach", "--force", "--quiet", &dir.to_string_lossy(), at]).map(|_| ())
+            git(
+                checkout,
+                &[
+                    "worktree",
+                    "add",
+                    "--detach",
+                    "--force",
+                    "--quiet",
+                    &dir.to_string_lossy(),
+                    at,
+                ],
+            )
+            .map(|_| ())
         };
         let new = root.join("new");
         add(&new, commit)?;
@@ -90,7 +108,9 @@ impl Scratch {
             }
             None => None,
         };
-        let pytest = run_shell("python3 -c 'import pytest'", root, &[]).await.is_ok_and(|(ok, _)| ok);
+        let pytest = run_shell("python3 -c 'import pytest'", root, &[])
+            .await
+            .is_ok_and(|(ok, _)| ok);
         Ok(Scratch {
             checkout: checkout.to_path_buf(),
             root: root.to_path_buf(),
@@ -111,7 +131,10 @@ impl Scratch {
 
     pub fn remove(self) {
         for dir in std::iter::once(&self.new).chain(self.parent.as_ref().map(|(d, _)| d)) {
-            if let Err(error) = git(&self.checkout, &["worktree", "remove", "--force", &dir.to_string_lossy()]) {
+            if let Err(error) = git(
+                &self.checkout,
+                &["worktree", "remove", "--force", &dir.to_string_lossy()],
+            ) {
                 tracing::warn!(%error, "failed to remove a scratch worktree");
             }
         }
@@ -121,7 +144,10 @@ impl Scratch {
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             // One build directory for both trees, outside them so a reset keeps it.
-            ("CARGO_TARGET_DIR", self.root.join("target").to_string_lossy().into_owned()),
+            (
+                "CARGO_TARGET_DIR",
+                self.root.join("target").to_string_lossy().into_owned(),
+            ),
             ("CARGO_TERM_COLOR", "never".into()),
             ("PYTHONDONTWRITEBYTECODE", "1".into()),
         ]
@@ -140,73 +166,151 @@ impl Scratch {
         }
         Scratch::reset(&self.new)?;
         let (built, output) = run_shell("cargo test --offline --no-run", &dir, &self.env()).await?;
-        let verdict = if built { Ok(()) } else { Err(format!("the commit's tests do not build without any proposal: {}", excerpt(&output, Language::Rust))) };
+        let verdict = if built {
+            Ok(())
+        } else {
+            Err(format!(
+                "the commit's tests do not build without any proposal: {}",
+                excerpt(&output, Language::Rust)
+            ))
+        };
         baselines.insert(dir, verdict.clone());
         Ok(verdict)
     }
 
     /// Runs the gate for one proposal.
-    pub async fn validate(&self, target: &Target, proposal: &Proposal, logs: &LogSink) -> Result<Verdict, String> {
+    pub async fn validate(
+        &self,
+        target: &Target,
+        proposal: &Proposal,
+        logs: &LogSink,
+    ) -> Result<Verdict, String> {
         let step = |text: String| logs.line("engine", format!("generate: {}: {text}", target.name));
         Scratch::reset(&self.new)?;
         write_test(&self.new, target, proposal)?;
         step("compiling the proposed test".into());
         let (compiled, output) = self.compile(&self.new, target, proposal).await?;
         if !compiled {
-            return Ok(Verdict::Rejected(Rejection::CompileError, excerpt(&output, target.language)));
+            return Ok(Verdict::Rejected(
+                Rejection::CompileError,
+                excerpt(&output, target.language),
+            ));
         }
         for run in 1..=PASSES_REQUIRED {
             let (passed, output) = self.run_test(&self.new, target, proposal).await?;
-            step(format!("run {run}/{PASSES_REQUIRED} on the new commit: {}", if passed { "passed" } else { "failed" }));
+            step(format!(
+                "run {run}/{PASSES_REQUIRED} on the new commit: {}",
+                if passed { "passed" } else { "failed" }
+            ));
             if !passed {
                 return Ok(if run == 1 {
                     Verdict::Rejected(Rejection::FailsOnNew, tail(&output))
                 } else {
-                    Verdict::Rejected(Rejection::Flaky, format!("passed {} of {run} runs on the new commit, then failed:\n{}", run - 1, tail(&output)))
+                    Verdict::Rejected(
+                        Rejection::Flaky,
+                        format!(
+                            "passed {} of {run} runs on the new commit, then failed:\n{}",
+                            run - 1,
+                            tail(&output)
+                        ),
+                    )
                 });
             }
         }
         let Some((parent_dir, parent)) = &self.parent else {
-            return Ok(Verdict::Accepted("passed 3 runs; no parent commit to check it against".into()));
+            return Ok(Verdict::Accepted(
+                "passed 3 runs; no parent commit to check it against".into(),
+            ));
         };
         Scratch::reset(parent_dir)?;
         if target.language == Language::Rust && !parent_dir.join(&target.path).exists() {
-            return Ok(Verdict::Accepted(format!("passed 3 runs; {} does not exist on the parent", target.path)));
+            return Ok(Verdict::Accepted(format!(
+                "passed 3 runs; {} does not exist on the parent",
+                target.path
+            )));
         }
         write_test(parent_dir, target, proposal)?;
         let (passed, _) = self.run_test(parent_dir, target, proposal).await?;
-        step(format!("on the parent {}: {}", &parent[..parent.len().min(12)], if passed { "passed" } else { "failed" }));
+        step(format!(
+            "on the parent {}: {}",
+            &parent[..parent.len().min(12)],
+            if passed { "passed" } else { "failed" }
+        ));
         if passed {
             return Ok(Verdict::Rejected(
                 Rejection::PassesOnParent,
-                format!("passes on the parent commit {parent} as well: it does not test the change"),
+                format!(
+                    "passes on the parent commit {parent} as well: it does not test the change"
+                ),
             ));
         }
-        Ok(Verdict::Accepted("passed 3 runs on the new commit and fails on the parent".into()))
+        Ok(Verdict::Accepted(
+            "passed 3 runs on the new commit and fails on the parent".into(),
+        ))
     }
 
-    async fn compile(&self, dir: &Path, target: &Target, proposal: &Proposal) -> Result<(bool, String), String> {
+    async fn compile(
+        &self,
+        dir: &Path,
+        target: &Target,
+        proposal: &Proposal,
+    ) -> Result<(bool, String), String> {
         match target.language {
-            Language::Rust => run_shell("cargo test --offline --no-run", &crate_dir(dir, &target.path), &self.env()).await,
-            Language::Python => run_shell(&format!("python3 -m py_compile {}", proposal.test_path), dir, &self.env()).await,
+            Language::Rust => {
+                run_shell(
+                    "cargo test --offline --no-run",
+                    &crate_dir(dir, &target.path),
+                    &self.env(),
+                )
+                .await
+            }
+            Language::Python => {
+                run_shell(
+                    &format!("python3 -m py_compile {}", proposal.test_path),
+                    dir,
+                    &self.env(),
+                )
+                .await
+            }
         }
     }
 
     /// Runs the proposed test alone; passing means it ran and passed.
-    async fn run_test(&self, dir: &Path, target: &Target, proposal: &Proposal) -> Result<(bool, String), String> {
+    async fn run_test(
+        &self,
+        dir: &Path,
+        target: &Target,
+        proposal: &Proposal,
+    ) -> Result<(bool, String), String> {
         match target.language {
             Language::Rust => {
                 let filter = proposal.filter.as_deref().unwrap_or("cairn_generated");
-                let (ok, output) = run_shell(&format!("cargo test --offline {filter}"), &crate_dir(dir, &target.path), &self.env()).await?;
-                let ran: Vec<_> = parse_libtest(&output).into_iter().filter(|r| r.name.starts_with(filter)).collect();
-                let passed = ok && !ran.is_empty() && ran.iter().all(|r| r.outcome == Outcome::Passed);
+                let (ok, output) = run_shell(
+                    &format!("cargo test --offline {filter}"),
+                    &crate_dir(dir, &target.path),
+                    &self.env(),
+                )
+                .await?;
+                let ran: Vec<_> = parse_libtest(&output)
+                    .into_iter()
+                    .filter(|r| r.name.starts_with(filter))
+                    .collect();
+                let passed =
+                    ok && !ran.is_empty() && ran.iter().all(|r| r.outcome == Outcome::Passed);
                 Ok((passed, output))
             }
             Language::Python => {
                 let command = if self.pytest {
-                    format!("python3 -m pytest -q -p no:cacheprovider {}", proposal.test_path)
+                    format!(
+                        "python3 -m pytest -q -p no:cacheprovider {}",
+                        proposal.test_path
+                    )
                 } else {
-                    format!("python3 -c '{}' {}", PLAIN_PYTHON_RUNNER.replace('\'', r"'\''"), proposal.test_path)
+                    format!(
+                        "python3 -c '{}' {}",
+                        PLAIN_PYTHON_RUNNER.replace('\'', r"'\''"),
+                        proposal.test_path
+                    )
                 };
                 run_shell(&command, dir, &self.env()).await
             }
@@ -219,7 +323,8 @@ fn write_test(dir: &Path, target: &Target, proposal: &Proposal) -> Result<(), St
     let current = std::fs::read_to_string(&path).ok();
     let text = placed_text(proposal, target.language, current.as_deref());
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
     }
     std::fs::write(&path, text).map_err(|e| format!("failed to write {}: {e}", path.display()))
 }
@@ -237,17 +342,35 @@ fn crate_dir(root: &Path, file: &str) -> PathBuf {
 
 /// `sh -c command` with its output (stdout and stderr together); `Err` only if it could not
 /// be run at all. A run past the timeout counts as failed.
-pub async fn run_shell(command: &str, dir: &Path, env: &[(&'static str, String)]) -> Result<(bool, String), String> {
+pub async fn run_shell(
+    command: &str,
+    dir: &Path,
+    env: &[(&'static str, String)],
+) -> Result<(bool, String), String> {
     let mut process = tokio::process::Command::new("sh");
-    process.arg("-c").arg(format!("{command} 2>&1")).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true);
+    process
+        .arg("-c")
+        .arg(format!("{command} 2>&1"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
     for (key, value) in env {
         process.env(key, value);
     }
-    let child = process.spawn().map_err(|e| format!("failed to start `{command}`: {e}"))?;
+    let child = process
+        .spawn()
+        .map_err(|e| format!("failed to start `{command}`: {e}"))?;
     match tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output()).await {
-        Ok(Ok(output)) => Ok((output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())),
+        Ok(Ok(output)) => Ok((
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )),
         Ok(Err(error)) => Err(format!("failed to wait for `{command}`: {error}")),
-        Err(_) => Ok((false, format!("`{command}` timed out after {COMMAND_TIMEOUT:?}"))),
+        Err(_) => Ok((
+            false,
+            format!("`{command}` timed out after {COMMAND_TIMEOUT:?}"),
+        )),
     }
 }
 
@@ -255,10 +378,20 @@ pub async fn run_shell(command: &str, dir: &Path, env: &[(&'static str, String)]
 fn excerpt(output: &str, language: Language) -> String {
     let lines: Vec<&str> = output.lines().collect();
     let start = match language {
-        Language::Rust => lines.iter().position(|l| l.starts_with("error")).unwrap_or(0),
+        Language::Rust => lines
+            .iter()
+            .position(|l| l.starts_with("error"))
+            .unwrap_or(0),
         Language::Python => lines.len().saturating_sub(8),
     };
-    bounded(&lines[start..].iter().take(20).copied().collect::<Vec<_>>().join("\n"))
+    bounded(
+        &lines[start..]
+            .iter()
+            .take(20)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
 }
 
 /// The end of a run's output, where the failure is.
@@ -286,7 +419,10 @@ mod tests {
     #[test]
     fn excerpts_start_at_the_first_error_and_are_bounded() {
         let output = "   Compiling x v0.1.0\nwarning: unused\nerror[E0425]: cannot find function `nope`\n --> src/lib.rs:9:5\n";
-        assert_eq!(excerpt(output, Language::Rust), "error[E0425]: cannot find function `nope`\n --> src/lib.rs:9:5");
+        assert_eq!(
+            excerpt(output, Language::Rust),
+            "error[E0425]: cannot find function `nope`\n --> src/lib.rs:9:5"
+        );
         assert!(bounded(&"é".repeat(2000)).chars().count() <= 1501);
         assert_eq!(tail("a\nb"), "a\nb");
     }

@@ -39,18 +39,36 @@ impl Options {
         let enabled = match with.get("generate") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(on)) => *on,
-            Some(other) => return Err(format!("with.generate: expected true or false, got {other}")),
+            Some(other) => {
+                return Err(format!(
+                    "with.generate: expected true or false, got {other}"
+                ));
+            }
         };
         let delivery = match with.get("proposals") {
-            None | Some(Value::Null) => Delivery { patch: true, branch: false },
+            None | Some(Value::Null) => Delivery {
+                patch: true,
+                branch: false,
+            },
             Some(Value::String(text)) => Delivery::parse(text)?,
-            Some(other) => return Err(format!("with.proposals: expected patch, branch or both, got {other}")),
+            Some(other) => {
+                return Err(format!(
+                    "with.proposals: expected patch, branch or both, got {other}"
+                ));
+            }
         };
         let max_proposals = match with.get("max_proposals") {
             None | Some(Value::Null) => 3,
-            Some(value) => value.as_u64().ok_or_else(|| format!("with.max_proposals: expected a count, got {value}"))? as usize,
+            Some(value) => value
+                .as_u64()
+                .ok_or_else(|| format!("with.max_proposals: expected a count, got {value}"))?
+                as usize,
         };
-        Ok(Options { enabled, delivery, max_proposals })
+        Ok(Options {
+            enabled,
+            delivery,
+            max_proposals,
+        })
     }
 }
 
@@ -71,7 +89,12 @@ pub struct Call<'a> {
 }
 
 /// Changed functions that no test mentions, as proposal targets.
-fn untested(workspace: &Path, commit: &str, hunks: &std::collections::BTreeMap<String, Vec<Hunk>>, coverage: Option<&Lcov>) -> Result<Vec<Target>, String> {
+fn untested(
+    workspace: &Path,
+    commit: &str,
+    hunks: &std::collections::BTreeMap<String, Vec<Hunk>>,
+    coverage: Option<&Lcov>,
+) -> Result<Vec<Target>, String> {
     let tests: Vec<String> = test_files(workspace, commit)?
         .iter()
         .filter_map(|file| std::fs::read_to_string(workspace.join(file)).ok())
@@ -79,11 +102,15 @@ fn untested(workspace: &Path, commit: &str, hunks: &std::collections::BTreeMap<S
     let has_tests_dir = workspace.join("tests").is_dir();
     let mut targets = Vec::new();
     for (path, file_hunks) in hunks {
-        let Some(language) = Language::of(path) else { continue };
+        let Some(language) = Language::of(path) else {
+            continue;
+        };
         if is_test_file(path) || path.split('/').any(|d| d == "tests") {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(workspace.join(path)) else { continue };
+        let Ok(text) = std::fs::read_to_string(workspace.join(path)) else {
+            continue;
+        };
         let lines: Vec<&str> = text.lines().collect();
         for function in touched(&functions(language, &text), file_hunks) {
             let tested = match coverage.and_then(|lcov| lcov.get(path)) {
@@ -92,16 +119,42 @@ fn untested(workspace: &Path, commit: &str, hunks: &std::collections::BTreeMap<S
                     .filter(|n| (function.start..=function.end).contains(n))
                     .any(|n| lines.get(&n) == Some(&0)),
                 None => {
-                    let own_tests = if language == Language::Rust { rust_test_part(&text) } else { "" };
-                    mentions(own_tests, &function.name) || tests.iter().any(|t| mentions(t, &function.name))
+                    let own_tests = if language == Language::Rust {
+                        rust_test_part(&text)
+                    } else {
+                        ""
+                    };
+                    mentions(own_tests, &function.name)
+                        || tests.iter().any(|t| mentions(t, &function.name))
                 }
             };
             if tested {
                 continue;
             }
-            let source = lines[(function.start as usize - 1)..(function.end as usize).min(lines.len())].join("\n");
-            let diff = git(workspace, &["show", "--format=", "--no-color", "--no-ext-diff", commit, "--", path]).unwrap_or_default();
-            targets.push(Target { path: path.clone(), name: function.name, language, source, diff, has_tests_dir });
+            let source = lines
+                [(function.start as usize - 1)..(function.end as usize).min(lines.len())]
+                .join("\n");
+            let diff = git(
+                workspace,
+                &[
+                    "show",
+                    "--format=",
+                    "--no-color",
+                    "--no-ext-diff",
+                    commit,
+                    "--",
+                    path,
+                ],
+            )
+            .unwrap_or_default();
+            targets.push(Target {
+                path: path.clone(),
+                name: function.name,
+                language,
+                source,
+                diff,
+                has_tests_dir,
+            });
         }
     }
     Ok(targets)
@@ -118,20 +171,45 @@ pub async fn generate(call: Call<'_>, options: &Options) -> Result<Value, String
     }
     let Some(router) = call.router else {
         log("no language-model router: no test proposed".into());
-        return Ok(json!({ "candidates": all_targets.len(), "skipped": "no language-model router", "accepted": [], "rejected": [] }));
+        return Ok(
+            json!({ "candidates": all_targets.len(), "skipped": "no language-model router", "accepted": [], "rejected": [] }),
+        );
     };
-    let targets: Vec<Target> = all_targets.iter().take(options.max_proposals).cloned().collect();
+    let targets: Vec<Target> = all_targets
+        .iter()
+        .take(options.max_proposals)
+        .cloned()
+        .collect();
     log(format!(
         "{} changed function(s) without a test: {}; proposing for {}",
         all_targets.len(),
-        all_targets.iter().map(|t| format!("{} ({})", t.name, t.path)).collect::<Vec<_>>().join(", "),
+        all_targets
+            .iter()
+            .map(|t| format!("{} ({})", t.name, t.path))
+            .collect::<Vec<_>>()
+            .join(", "),
         targets.len()
     ));
     let run_dir = call.workspace.parent().unwrap_or(call.workspace);
     // The full id names the branch and the patch, whatever the run was started with.
-    let commit = git(call.workspace, &["rev-parse", "--verify", &format!("{}^{{commit}}", call.commit)])?.trim().to_string();
+    let commit = git(
+        call.workspace,
+        &[
+            "rev-parse",
+            "--verify",
+            &format!("{}^{{commit}}", call.commit),
+        ],
+    )?
+    .trim()
+    .to_string();
     let parent = parent(call.workspace, &commit);
-    let scratch = Scratch::create(call.workspace, &run_dir.join("generate-scratch"), &commit, parent.as_deref()).await?;
+    let scratch = Scratch::create(
+        call.workspace,
+        &run_dir.join("generate-scratch"),
+        &commit,
+        parent.as_deref(),
+    )
+    .await?;
     let scope = CallScope::new(call.run_id, call.step_id);
     call.store
         .write(|txn| txn.forget_proposals(call.run_id, call.step_id))
@@ -186,7 +264,13 @@ pub async fn generate(call: Call<'_>, options: &Options) -> Result<Value, String
     }
     .await;
     let delivered = match (&outcome, accepted.is_empty()) {
-        (Ok(()), false) => Some(deliver(&scratch, &accepted, options.delivery, call.repo, run_dir)),
+        (Ok(()), false) => Some(deliver(
+            &scratch,
+            &accepted,
+            options.delivery,
+            call.repo,
+            run_dir,
+        )),
         _ => None,
     };
     scratch.remove();
@@ -197,7 +281,9 @@ pub async fn generate(call: Call<'_>, options: &Options) -> Result<Value, String
             log(format!("accepted tests written to {}", patch.display()));
         }
         if let (Some(branch), Some(place)) = (&delivered.branch, &delivered.branch_in) {
-            log(format!("accepted tests committed on branch {branch} in {place}"));
+            log(format!(
+                "accepted tests committed on branch {branch} in {place}"
+            ));
         }
         for problem in &delivered.problems {
             log(problem.clone());

@@ -37,7 +37,10 @@ pub struct Proposal {
 impl Target {
     /// The dotted module a Python test imports the function from.
     pub fn python_module(&self) -> String {
-        self.path.trim_end_matches(".py").trim_end_matches("/__init__").replace('/', ".")
+        self.path
+            .trim_end_matches(".py")
+            .trim_end_matches("/__init__")
+            .replace('/', ".")
     }
 
     fn instruction(&self) -> String {
@@ -61,32 +64,56 @@ impl Target {
     }
 
     fn file_stem(&self) -> String {
-        self.path.trim_end_matches(".py").replace(['/', '.', '-'], "_")
+        self.path
+            .trim_end_matches(".py")
+            .replace(['/', '.', '-'], "_")
     }
 }
 
 /// Asks for a test of `target`; `Err` says why there is none to validate.
-pub async fn propose(router: &Router, scope: &CallScope, target: &Target) -> Result<Proposal, String> {
+pub async fn propose(
+    router: &Router,
+    scope: &CallScope,
+    target: &Target,
+) -> Result<Proposal, String> {
     let request = Request {
         task: Task::ProposeTests,
         instruction: target.instruction(),
-        input: format!("File: {}\nFunction `{}` after the change:\n\n{}", target.path, target.name, target.source),
+        input: format!(
+            "File: {}\nFunction `{}` after the change:\n\n{}",
+            target.path, target.name, target.source
+        ),
         diff: Some(target.diff.clone()),
     };
     // Rules cannot write tests: without a model there is no proposal.
     let answer = router.ask(Some(scope), request, || Value::Null).await;
     let tier = answer.tier.as_str().to_string();
     let Some(Value::Object(fields)) = answer.value else {
-        let why = if answer.fallbacks.is_empty() { "no model answered".to_string() } else { answer.fallbacks.join("; ") };
+        let why = if answer.fallbacks.is_empty() {
+            "no model answered".to_string()
+        } else {
+            answer.fallbacks.join("; ")
+        };
         return Err(format!("no proposal ({tier}): {why}"));
     };
-    let text = |key: &str| fields.get(key).and_then(Value::as_str).map(str::trim).unwrap_or_default().to_string();
+    let text = |key: &str| {
+        fields
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
     let (test_name, code) = (text("test_name"), unfence(&text("code")));
     if test_name.is_empty() || !test_name.chars().all(|c| c.is_alphanumeric() || c == '_') {
-        return Err(format!("the {tier} answer's test_name {test_name:?} is not an identifier"));
+        return Err(format!(
+            "the {tier} answer's test_name {test_name:?} is not an identifier"
+        ));
     }
     if code.is_empty() {
-        return Err(format!("the {tier} answer has no code (only Markdown fences or blanks)"));
+        return Err(format!(
+            "the {tier} answer has no code (only Markdown fences or blanks)"
+        ));
     }
     Ok(place(target, test_name, code, tier))
 }
@@ -94,7 +121,10 @@ pub async fn propose(router: &Router, scope: &CallScope, target: &Target) -> Res
 /// Small models wrap code in Markdown fences even inside JSON; the fences are not code.
 fn unfence(code: &str) -> String {
     let mut lines: Vec<&str> = code.lines().collect();
-    if lines.first().is_some_and(|l| l.trim_start().starts_with("```")) {
+    if lines
+        .first()
+        .is_some_and(|l| l.trim_start().starts_with("```"))
+    {
         lines.remove(0);
     }
     if lines.last().is_some_and(|l| l.trim() == "```") {
@@ -107,12 +137,24 @@ fn place(target: &Target, test_name: String, code: String, tier: String) -> Prop
     match target.language {
         Language::Rust => {
             let module = format!("cairn_generated_{}", target.name);
-            Proposal { filter: Some(format!("{module}::")), test_path: target.path.clone(), test_name, code, tier }
+            Proposal {
+                filter: Some(format!("{module}::")),
+                test_path: target.path.clone(),
+                test_name,
+                code,
+                tier,
+            }
         }
         Language::Python => {
             let dir = if target.has_tests_dir { "tests/" } else { "" };
             let test_path = format!("{dir}test_cairn_{}_{}.py", target.file_stem(), target.name);
-            Proposal { filter: None, test_path, test_name, code, tier }
+            Proposal {
+                filter: None,
+                test_path,
+                test_name,
+                code,
+                tier,
+            }
         }
     }
 }
@@ -122,8 +164,16 @@ fn place(target: &Target, test_name: String, code: String, tier: String) -> Prop
 pub fn placed_text(proposal: &Proposal, language: Language, current: Option<&str>) -> String {
     match language {
         Language::Rust => {
-            let module = proposal.filter.as_deref().unwrap_or("cairn_generated::").trim_end_matches("::");
-            let body: String = proposal.code.lines().map(|l| format!("    {l}\n")).collect();
+            let module = proposal
+                .filter
+                .as_deref()
+                .unwrap_or("cairn_generated::")
+                .trim_end_matches("::");
+            let body: String = proposal
+                .code
+                .lines()
+                .map(|l| format!("    {l}\n"))
+                .collect();
             let mut text = current.unwrap_or_default().to_string();
             if !text.ends_with('\n') && !text.is_empty() {
                 text.push('\n');
@@ -146,28 +196,57 @@ mod tests {
     use super::*;
 
     fn target(path: &str, language: Language) -> Target {
-        Target { path: path.into(), name: "charge".into(), language, source: String::new(), diff: String::new(), has_tests_dir: true }
+        Target {
+            path: path.into(),
+            name: "charge".into(),
+            language,
+            source: String::new(),
+            diff: String::new(),
+            has_tests_dir: true,
+        }
     }
 
     #[test]
     fn markdown_fences_are_not_code() {
-        assert_eq!(unfence("```rust\n#[test]\nfn t() {}\n```"), "#[test]\nfn t() {}");
+        assert_eq!(
+            unfence("```rust\n#[test]\nfn t() {}\n```"),
+            "#[test]\nfn t() {}"
+        );
         assert_eq!(unfence("```"), "");
         assert_eq!(unfence("x = 1"), "x = 1");
     }
 
     #[test]
     fn proposals_are_placed_per_language() {
-        let python = place(&target("src/pay.py", Language::Python), "test_charge".into(), "x = 1".into(), "remote".into());
+        let python = place(
+            &target("src/pay.py", Language::Python),
+            "test_charge".into(),
+            "x = 1".into(),
+            "remote".into(),
+        );
         assert_eq!(python.test_path, "tests/test_cairn_src_pay_charge.py");
-        assert_eq!(target("src/pay.py", Language::Python).python_module(), "src.pay");
+        assert_eq!(
+            target("src/pay.py", Language::Python).python_module(),
+            "src.pay"
+        );
         assert_eq!(placed_text(&python, Language::Python, None), "x = 1\n");
 
-        let rust = place(&target("src/lib.rs", Language::Rust), "charges".into(), "#[test]\nfn charges() {}".into(), "local".into());
+        let rust = place(
+            &target("src/lib.rs", Language::Rust),
+            "charges".into(),
+            "#[test]\nfn charges() {}".into(),
+            "local".into(),
+        );
         assert_eq!(rust.test_path, "src/lib.rs");
         assert_eq!(rust.filter.as_deref(), Some("cairn_generated_charge::"));
         let text = placed_text(&rust, Language::Rust, Some("pub fn charge() {}"));
-        assert!(text.starts_with("pub fn charge() {}\n\n#[cfg(test)]\nmod cairn_generated_charge {\n"), "{text}");
-        assert!(text.ends_with("    #[test]\n    fn charges() {}\n}\n"), "{text}");
+        assert!(
+            text.starts_with("pub fn charge() {}\n\n#[cfg(test)]\nmod cairn_generated_charge {\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("    #[test]\n    fn charges() {}\n}\n"),
+            "{text}"
+        );
     }
 }

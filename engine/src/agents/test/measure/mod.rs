@@ -39,7 +39,10 @@ pub enum Error {
     #[error("the build failed:\n{0}")]
     Build(String),
     #[error("failed to write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +111,12 @@ pub struct Report {
 
 /// What the caller shows as progress.
 pub enum Progress<'a> {
-    Commit { index: usize, total: usize, commit: &'a str, subject: &'a str },
+    Commit {
+        index: usize,
+        total: usize,
+        commit: &'a str,
+        subject: &'a str,
+    },
     Step(&'a str),
     /// A commit's result, as soon as it is known.
     Done(&'a CommitReport),
@@ -117,22 +125,44 @@ pub enum Progress<'a> {
 pub fn measure(options: &Options, progress: &mut dyn FnMut(Progress<'_>)) -> Result<Report, Error> {
     let started = Instant::now();
     let command = SuiteCommand::parse(&options.command)?;
-    let repo = options.repo.canonicalize().map_err(|e| Error::Usage(format!("--repo {}: {e}", options.repo.display())))?;
+    let repo = options
+        .repo
+        .canonicalize()
+        .map_err(|e| Error::Usage(format!("--repo {}: {e}", options.repo.display())))?;
     // Read-only in the repository: list the commits, nothing else.
-    let listing = git(&repo, &["rev-list", "--first-parent", "-n", &options.commits.to_string(), "HEAD"]).map_err(Error::Git)?;
+    let listing = git(
+        &repo,
+        &[
+            "rev-list",
+            "--first-parent",
+            "-n",
+            &options.commits.to_string(),
+            "HEAD",
+        ],
+    )
+    .map_err(Error::Git)?;
     let mut commits: Vec<String> = listing.lines().map(str::to_string).collect();
     commits.reverse();
     let checkout = options.scratch.join("checkout");
     prepare(&repo, &checkout)?;
     let mut reports = Vec::new();
     for (index, commit) in commits.iter().enumerate() {
-        let subject = git(&checkout, &["log", "-1", "--format=%s", commit]).map_err(Error::Git)?.trim().to_string();
-        progress(Progress::Commit { index, total: commits.len(), commit, subject: &subject });
-        let commit_started = Instant::now();
-        let mut report = measure_commit(options, &command, &checkout, commit, progress).unwrap_or_else(|error| CommitReport {
-            skipped: Some(error.to_string()),
-            ..empty(commit)
+        let subject = git(&checkout, &["log", "-1", "--format=%s", commit])
+            .map_err(Error::Git)?
+            .trim()
+            .to_string();
+        progress(Progress::Commit {
+            index,
+            total: commits.len(),
+            commit,
+            subject: &subject,
         });
+        let commit_started = Instant::now();
+        let mut report = measure_commit(options, &command, &checkout, commit, progress)
+            .unwrap_or_else(|error| CommitReport {
+                skipped: Some(error.to_string()),
+                ..empty(commit)
+            });
         report.subject = subject;
         report.seconds = commit_started.elapsed().as_secs_f64();
         tracing::info!(commit = %commit, fraction = ?report.fraction, revealing = report.revealing.len(), missed = report.missed.len(), "measured");
@@ -142,7 +172,12 @@ pub fn measure(options: &Options, progress: &mut dyn FnMut(Progress<'_>)) -> Res
     // Leave the scratch checkout clean of mutants.
     let _ = git(&checkout, &["checkout", "--force", "--quiet", "--detach"]);
     let summary = summarize(&reports, started.elapsed().as_secs_f64());
-    Ok(Report { repo: repo.display().to_string(), command: options.command.clone(), commits: reports, summary })
+    Ok(Report {
+        repo: repo.display().to_string(),
+        command: options.command.clone(),
+        commits: reports,
+        summary,
+    })
 }
 
 fn empty(commit: &str) -> CommitReport {
@@ -167,31 +202,53 @@ fn empty(commit: &str) -> CommitReport {
 /// A scratch clone of `repo` with `repo`'s HEAD history fetched (the repository is only read).
 fn prepare(repo: &Path, checkout: &Path) -> Result<(), Error> {
     if !checkout.join(".git").exists() {
-        std::fs::create_dir_all(checkout).map_err(|source| Error::Write { path: checkout.to_path_buf(), source })?;
+        std::fs::create_dir_all(checkout).map_err(|source| Error::Write {
+            path: checkout.to_path_buf(),
+            source,
+        })?;
         git(checkout, &["init", "--quiet"]).map_err(Error::Git)?;
     }
     let source = repo.display().to_string();
-    git(checkout, &["fetch", "--quiet", "--no-tags", "--force", &source, "HEAD"]).map_err(Error::Git)?;
+    git(
+        checkout,
+        &["fetch", "--quiet", "--no-tags", "--force", &source, "HEAD"],
+    )
+    .map_err(Error::Git)?;
     Ok(())
 }
 
-fn measure_commit(options: &Options, command: &SuiteCommand, checkout: &Path, commit: &str, progress: &mut dyn FnMut(Progress<'_>)) -> Result<CommitReport, Error> {
+fn measure_commit(
+    options: &Options,
+    command: &SuiteCommand,
+    checkout: &Path,
+    commit: &str,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<CommitReport, Error> {
     let mut report = empty(commit);
-    git(checkout, &["checkout", "--force", "--quiet", "--detach", commit]).map_err(Error::Git)?;
+    git(
+        checkout,
+        &["checkout", "--force", "--quiet", "--detach", commit],
+    )
+    .map_err(Error::Git)?;
     git(checkout, &["clean", "-ffdxq"]).map_err(Error::Git)?;
     progress(Progress::Step("selecting"));
     let changed = changes(checkout, commit).map_err(Error::Git)?;
-    let selection = select_rust_changes(checkout, &changed).unwrap_or_else(|e| Selection::everything(format!("{e}; running everything")));
+    let selection = select_rust_changes(checkout, &changed)
+        .unwrap_or_else(|e| Selection::everything(format!("{e}; running everything")));
     report.selection_all = selection.all;
     report.selection_reasons = selection.reasons.clone();
     if selection.all {
         report.fraction = Some(1.0);
-        report.safety_skipped = Some("everything selected: every fault-revealing test is kept".into());
+        report.safety_skipped =
+            Some("everything selected: every fault-revealing test is kept".into());
         return Ok(report);
     }
     let workspace = Workspace::load(checkout).map_err(Error::Command)?;
     let mutants = plant(checkout, &workspace, &changed, options.max_mutants)?;
-    report.mutants = mutants.iter().map(|(file, c)| format!("{file}:{} {}", c.line, c.name)).collect();
+    report.mutants = mutants
+        .iter()
+        .map(|(file, c)| format!("{file}:{} {}", c.line, c.name))
+        .collect();
     if mutants.is_empty() && selection.nothing() {
         report.fraction = Some(0.0);
         report.selected = Some(0);
@@ -200,7 +257,11 @@ fn measure_commit(options: &Options, command: &SuiteCommand, checkout: &Path, co
     }
     progress(Progress::Step("building"));
     let binaries = suite::build(checkout, &options.target_dir, command, &workspace)?;
-    progress(Progress::Step(if mutants.is_empty() { "listing tests" } else { "running the suite with faults" }));
+    progress(Progress::Step(if mutants.is_empty() {
+        "listing tests"
+    } else {
+        "running the suite with faults"
+    }));
     let mut selected = 0;
     let mut total = 0;
     let mut failed: BTreeMap<usize, Vec<String>> = BTreeMap::new();
@@ -209,7 +270,14 @@ fn measure_commit(options: &Options, command: &SuiteCommand, checkout: &Path, co
         let outcomes = if mutants.is_empty() {
             names.iter().map(|n| (n.clone(), Outcome::Passed)).collect()
         } else {
-            suite::run(binary, &command.harness_args, &names, false, true, options.binary_timeout)?
+            suite::run(
+                binary,
+                &command.harness_args,
+                &names,
+                false,
+                true,
+                options.binary_timeout,
+            )?
         };
         for (name, outcome) in &outcomes {
             if *outcome == Outcome::Ignored {
@@ -232,7 +300,14 @@ fn measure_commit(options: &Options, command: &SuiteCommand, checkout: &Path, co
     progress(Progress::Step("re-running failures without faults"));
     for (index, names) in failed {
         let binary = &binaries[index];
-        let clean = suite::run(binary, &command.harness_args, &names, true, false, options.binary_timeout)?;
+        let clean = suite::run(
+            binary,
+            &command.harness_args,
+            &names,
+            true,
+            false,
+            options.binary_timeout,
+        )?;
         for name in names {
             let id = format!("{} {}::{name}", binary.package, binary.target);
             if clean.get(&name) == Some(&Outcome::Passed) {
@@ -252,28 +327,57 @@ fn measure_commit(options: &Options, command: &SuiteCommand, checkout: &Path, co
 }
 
 /// Writes fault guards into the functions the commit changed (source files of packages only).
-fn plant(checkout: &Path, workspace: &Workspace, changed: &[Change], max: usize) -> Result<Vec<(String, Candidate)>, Error> {
+fn plant(
+    checkout: &Path,
+    workspace: &Workspace,
+    changed: &[Change],
+    max: usize,
+) -> Result<Vec<(String, Candidate)>, Error> {
     let mut all: Vec<(String, Candidate)> = Vec::new();
-    for change in changed.iter().filter(|c| !c.deleted && c.path.ends_with(".rs") && !c.lines.is_empty()) {
-        let Some(package) = workspace.owner(&change.path) else { continue };
-        let relative = change.path.strip_prefix(&format!("{}/", package.dir)).unwrap_or(&change.path);
+    for change in changed
+        .iter()
+        .filter(|c| !c.deleted && c.path.ends_with(".rs") && !c.lines.is_empty())
+    {
+        let Some(package) = workspace.owner(&change.path) else {
+            continue;
+        };
+        let relative = change
+            .path
+            .strip_prefix(&format!("{}/", package.dir))
+            .unwrap_or(&change.path);
         if !relative.starts_with("src/") || package.proc_macro {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(checkout.join(&change.path)) else { continue };
+        let Ok(text) = std::fs::read_to_string(checkout.join(&change.path)) else {
+            continue;
+        };
         match candidates(&text, &change.lines) {
             Ok(found) => all.extend(found.into_iter().map(|c| (change.path.clone(), c))),
-            Err(error) => tracing::warn!(file = %change.path, %error, "no mutant in an unparsable file"),
+            Err(error) => {
+                tracing::warn!(file = %change.path, %error, "no mutant in an unparsable file")
+            }
         }
     }
-    all.sort_by(|a, b| b.1.changed.cmp(&a.1.changed).then_with(|| (&a.0, a.1.line).cmp(&(&b.0, b.1.line))));
+    all.sort_by(|a, b| {
+        b.1.changed
+            .cmp(&a.1.changed)
+            .then_with(|| (&a.0, a.1.line).cmp(&(&b.0, b.1.line)))
+    });
     all.truncate(max);
     let files: BTreeSet<String> = all.iter().map(|(f, _)| f.clone()).collect();
     for file in files {
         let path = checkout.join(&file);
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Write { path: path.clone(), source })?;
-        let chosen: Vec<Candidate> = all.iter().filter(|(f, _)| *f == file).map(|(_, c)| c.clone()).collect();
-        std::fs::write(&path, apply(&text, &chosen)).map_err(|source| Error::Write { path, source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Write {
+            path: path.clone(),
+            source,
+        })?;
+        let chosen: Vec<Candidate> = all
+            .iter()
+            .filter(|(f, _)| *f == file)
+            .map(|(_, c)| c.clone())
+            .collect();
+        std::fs::write(&path, apply(&text, &chosen))
+            .map_err(|source| Error::Write { path, source })?;
     }
     Ok(all)
 }
@@ -286,12 +390,17 @@ fn summarize(reports: &[CommitReport], seconds: f64) -> Summary {
         commits: reports.len(),
         measured: reports.iter().filter(|r| r.skipped.is_none()).count(),
         skipped: reports.iter().filter(|r| r.skipped.is_some()).count(),
-        average_fraction: (!fractions.is_empty()).then(|| fractions.iter().sum::<f64>() / fractions.len() as f64),
+        average_fraction: (!fractions.is_empty())
+            .then(|| fractions.iter().sum::<f64>() / fractions.len() as f64),
         revealing,
         kept: revealing - missed,
-        kept_percent: (revealing > 0).then(|| 100.0 * (revealing - missed) as f64 / revealing as f64),
+        kept_percent: (revealing > 0)
+            .then(|| 100.0 * (revealing - missed) as f64 / revealing as f64),
         mutation_checked: reports.iter().filter(|r| !r.revealing.is_empty()).count(),
-        no_test_revealed: reports.iter().filter(|r| !r.mutants.is_empty() && r.revealing.is_empty() && r.skipped.is_none()).count(),
+        no_test_revealed: reports
+            .iter()
+            .filter(|r| !r.mutants.is_empty() && r.revealing.is_empty() && r.skipped.is_none())
+            .count(),
         seconds,
     }
 }

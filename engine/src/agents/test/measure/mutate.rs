@@ -26,7 +26,13 @@ pub struct Candidate {
 /// Functions of `text` that overlap the changed `lines`, most changed first.
 pub fn candidates(text: &str, lines: &[(usize, usize)]) -> Result<Vec<Candidate>, String> {
     let file = syn::parse_file(text).map_err(|e| format!("unparsable: {e}"))?;
-    let mut finder = Finder { text, lines, found: Vec::new(), in_test: false, impl_type: None };
+    let mut finder = Finder {
+        text,
+        lines,
+        found: Vec::new(),
+        in_test: false,
+        impl_type: None,
+    };
     finder.visit_file(&file);
     let mut found = finder.found;
     found.sort_by_key(|c| (std::cmp::Reverse(c.changed), c.line));
@@ -68,7 +74,13 @@ fn is_test_code(attributes: &[syn::Attribute]) -> bool {
 }
 
 impl Finder<'_> {
-    fn consider(&mut self, name: String, attributes: &[syn::Attribute], signature: &syn::Signature, body: &syn::Block) {
+    fn consider(
+        &mut self,
+        name: String,
+        attributes: &[syn::Attribute],
+        signature: &syn::Signature,
+        body: &syn::Block,
+    ) {
         if self.in_test || is_test_code(attributes) || signature.constness.is_some() {
             return;
         }
@@ -86,8 +98,15 @@ impl Finder<'_> {
             return;
         }
         let open = body.brace_token.span.open().end();
-        let Some(insert_at) = offset(self.text, open.line, open.column) else { return };
-        self.found.push(Candidate { name, line: first, insert_at, changed });
+        let Some(insert_at) = offset(self.text, open.line, open.column) else {
+            return;
+        };
+        self.found.push(Candidate {
+            name,
+            line: first,
+            insert_at,
+            changed,
+        });
     }
 }
 
@@ -112,7 +131,12 @@ impl<'ast> Visit<'ast> for Finder<'_> {
     }
 
     fn visit_item_fn(&mut self, item: &'ast syn::ItemFn) {
-        self.consider(item.sig.ident.to_string(), &item.attrs, &item.sig, &item.block);
+        self.consider(
+            item.sig.ident.to_string(),
+            &item.attrs,
+            &item.sig,
+            &item.block,
+        );
         // Functions nested in a body are found too, each with its own guard.
         syn::visit::visit_item_fn(self, item);
     }
@@ -141,7 +165,10 @@ fn offset(text: &str, line: usize, column: usize) -> Option<usize> {
         start += text[start..].find('\n')? + 1;
     }
     let rest = &text[start..];
-    let within = rest.char_indices().nth(column).map_or(rest.len(), |(i, _)| i);
+    let within = rest
+        .char_indices()
+        .nth(column)
+        .map_or(rest.len(), |(i, _)| i);
     Some(start + within)
 }
 
@@ -155,12 +182,24 @@ mod tests {
     fn changed_functions_outside_tests_get_a_guard() {
         let all = candidates(SOURCE, &[(1, 20)]).expect("parses");
         let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["double", "S::name"], "const fn and tests are left alone");
+        assert_eq!(
+            names,
+            ["double", "S::name"],
+            "const fn and tests are left alone"
+        );
         let only_double = candidates(SOURCE, &[(2, 2)]).expect("parses");
         assert_eq!(only_double.len(), 1);
         let mutated = apply(SOURCE, &all);
-        assert!(mutated.starts_with("pub fn double(x: i32) -> i32 { if ::std::env::var_os(\"CAIRN_MEASURE_MUTANT\")"), "{mutated}");
-        assert!(mutated.contains("fn name(&self) -> &str { if ::std::env::var_os"), "{mutated}");
+        assert!(
+            mutated.starts_with(
+                "pub fn double(x: i32) -> i32 { if ::std::env::var_os(\"CAIRN_MEASURE_MUTANT\")"
+            ),
+            "{mutated}"
+        );
+        assert!(
+            mutated.contains("fn name(&self) -> &str { if ::std::env::var_os"),
+            "{mutated}"
+        );
         syn::parse_file(&mutated).expect("the mutant still parses");
     }
 }

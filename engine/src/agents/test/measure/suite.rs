@@ -34,22 +34,35 @@ pub struct SuiteCommand {
 
 impl SuiteCommand {
     pub fn parse(command: &str) -> Result<SuiteCommand, Error> {
-        let rest = command
-            .trim()
-            .strip_prefix("cargo test")
-            .ok_or_else(|| Error::Usage(format!("--command must be a `cargo test …` command, got `{command}`")))?;
+        let rest = command.trim().strip_prefix("cargo test").ok_or_else(|| {
+            Error::Usage(format!(
+                "--command must be a `cargo test …` command, got `{command}`"
+            ))
+        })?;
         let (cargo, harness) = rest.split_once(" -- ").unwrap_or((rest, ""));
         let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
-        Ok(SuiteCommand { cargo_args: words(cargo), harness_args: words(harness) })
+        Ok(SuiteCommand {
+            cargo_args: words(cargo),
+            harness_args: words(harness),
+        })
     }
 }
 
 /// Builds every test binary of the suite in `checkout`, into `target_dir`.
-pub fn build(checkout: &Path, target_dir: &Path, command: &SuiteCommand, workspace: &Workspace) -> Result<Vec<Binary>, Error> {
+pub fn build(
+    checkout: &Path,
+    target_dir: &Path,
+    command: &SuiteCommand,
+    workspace: &Workspace,
+) -> Result<Vec<Binary>, Error> {
     let mut child = Command::new("cargo")
         .arg("test")
         .args(&command.cargo_args)
-        .args(["--no-run", "--message-format=json-render-diagnostics", "--target-dir"])
+        .args([
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+            "--target-dir",
+        ])
         .arg(target_dir)
         .current_dir(checkout)
         .stdin(Stdio::null())
@@ -68,15 +81,36 @@ pub fn build(checkout: &Path, target_dir: &Path, command: &SuiteCommand, workspa
     let mut binaries = Vec::new();
     if let Some(stdout) = child.stdout.take() {
         for message in cargo_metadata::Message::parse_stream(BufReader::new(stdout)).flatten() {
-            let cargo_metadata::Message::CompilerArtifact(artifact) = message else { continue };
-            let Some(executable) = artifact.executable else { continue };
+            let cargo_metadata::Message::CompilerArtifact(artifact) = message else {
+                continue;
+            };
+            let Some(executable) = artifact.executable else {
+                continue;
+            };
             if !artifact.profile.test {
                 continue;
             }
-            let package_dir = artifact.manifest_path.parent().map(|p| p.as_std_path().to_path_buf()).unwrap_or_default();
-            let Some(package) = workspace.packages.iter().find(|p| workspace.root.join(&p.dir) == package_dir) else { continue };
-            let kind = package.targets.iter().find(|t| t.name == artifact.target.name).map(|t| t.kind);
-            let Some(kind) = kind.filter(|k| matches!(k, Kind::Lib | Kind::Bin | Kind::Test)) else { continue };
+            let package_dir = artifact
+                .manifest_path
+                .parent()
+                .map(|p| p.as_std_path().to_path_buf())
+                .unwrap_or_default();
+            let Some(package) = workspace
+                .packages
+                .iter()
+                .find(|p| workspace.root.join(&p.dir) == package_dir)
+            else {
+                continue;
+            };
+            let kind = package
+                .targets
+                .iter()
+                .find(|t| t.name == artifact.target.name)
+                .map(|t| t.kind);
+            let Some(kind) = kind.filter(|k| matches!(k, Kind::Lib | Kind::Bin | Kind::Test))
+            else {
+                continue;
+            };
             binaries.push(Binary {
                 package: package.name.clone(),
                 target: unit_key(kind, &artifact.target.name),
@@ -85,7 +119,9 @@ pub fn build(checkout: &Path, target_dir: &Path, command: &SuiteCommand, workspa
             });
         }
     }
-    let status = child.wait().map_err(|e| Error::Command(format!("failed to wait for cargo: {e}")))?;
+    let status = child
+        .wait()
+        .map_err(|e| Error::Command(format!("failed to wait for cargo: {e}")))?;
     let stderr = errors.join().unwrap_or_default();
     if !status.success() {
         let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -105,14 +141,30 @@ pub fn list(binary: &Binary, harness_args: &[String]) -> Result<Vec<String>, Err
         .env("CARGO_MANIFEST_DIR", &binary.package_dir)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| Error::Command(format!("failed to list the tests of {}: {e}", binary.path.display())))?;
+        .map_err(|e| {
+            Error::Command(format!(
+                "failed to list the tests of {}: {e}",
+                binary.path.display()
+            ))
+        })?;
     let text = String::from_utf8_lossy(&output.stdout);
-    Ok(text.lines().filter_map(|l| l.strip_suffix(": test")).map(str::to_string).collect())
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_string)
+        .collect())
 }
 
 /// Outcome per test name. Tests still running at the time limit, or never reported because
 /// the binary died, count as failed.
-pub fn run(binary: &Binary, harness_args: &[String], names: &[String], exact: bool, mutant: bool, limit: Duration) -> Result<BTreeMap<String, Outcome>, Error> {
+pub fn run(
+    binary: &Binary,
+    harness_args: &[String],
+    names: &[String],
+    exact: bool,
+    mutant: bool,
+    limit: Duration,
+) -> Result<BTreeMap<String, Outcome>, Error> {
     let mut command = Command::new(&binary.path);
     command.args(harness_args);
     if exact {
@@ -132,7 +184,9 @@ pub fn run(binary: &Binary, harness_args: &[String], names: &[String], exact: bo
     } else {
         command.env_remove(super::mutate::SWITCH);
     }
-    let mut child = command.spawn().map_err(|e| Error::Command(format!("failed to run {}: {e}", binary.path.display())))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::Command(format!("failed to run {}: {e}", binary.path.display())))?;
     let stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
         let mut outcomes = BTreeMap::new();
@@ -152,13 +206,21 @@ pub fn run(binary: &Binary, harness_args: &[String], names: &[String], exact: bo
             Ok(None) if started.elapsed() > limit => {
                 tracing::warn!(binary = %binary.path.display(), "test binary over its time limit: killed");
                 if let Ok(pid) = i32::try_from(child.id()) {
-                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
                 let _ = child.wait();
                 break;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(Error::Command(format!("failed to wait for {}: {e}", binary.path.display()))),
+            Err(e) => {
+                return Err(Error::Command(format!(
+                    "failed to wait for {}: {e}",
+                    binary.path.display()
+                )));
+            }
         }
     }
     let mut outcomes = reader.join().unwrap_or_default();

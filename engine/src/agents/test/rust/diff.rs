@@ -23,13 +23,32 @@ pub struct Change {
 impl Change {
     /// A change of unknown extent: every module of the file counts as changed.
     pub fn whole(path: &str) -> Change {
-        Change { path: path.to_string(), lines: Vec::new(), deleted: false }
+        Change {
+            path: path.to_string(),
+            lines: Vec::new(),
+            deleted: false,
+        }
     }
 }
 
 /// The changes of `commit` in the repository at `dir`.
 pub fn changes(dir: &Path, commit: &str) -> Result<Vec<Change>, String> {
-    let patch = git(dir, &["diff-tree", "-p", "-U0", "-M", "--root", "-m", "--first-parent", "--no-commit-id", "--no-color", "--no-ext-diff", commit])?;
+    let patch = git(
+        dir,
+        &[
+            "diff-tree",
+            "-p",
+            "-U0",
+            "-M",
+            "--root",
+            "-m",
+            "--first-parent",
+            "--no-commit-id",
+            "--no-color",
+            "--no-ext-diff",
+            commit,
+        ],
+    )?;
     Ok(parse_patch(&patch))
 }
 
@@ -49,42 +68,75 @@ pub fn parse_patch(patch: &str) -> Vec<Change> {
             match path.strip_prefix("b/") {
                 Some(new) => {
                     if let Some(old) = old_path.take().filter(|old| old != new) {
-                        changes.push(Change { path: old, lines: Vec::new(), deleted: true });
+                        changes.push(Change {
+                            path: old,
+                            lines: Vec::new(),
+                            deleted: true,
+                        });
                     }
-                    changes.push(Change { path: new.to_string(), lines: Vec::new(), deleted: false });
+                    changes.push(Change {
+                        path: new.to_string(),
+                        lines: Vec::new(),
+                        deleted: false,
+                    });
                 }
                 None => {
                     if let Some(old) = old_path.take() {
-                        changes.push(Change { path: old, lines: Vec::new(), deleted: true });
+                        changes.push(Change {
+                            path: old,
+                            lines: Vec::new(),
+                            deleted: true,
+                        });
                     }
                 }
             }
             continue;
         }
         if let Some(rest) = line.strip_prefix("rename from ") {
-            changes.push(Change { path: rest.to_string(), lines: Vec::new(), deleted: true });
+            changes.push(Change {
+                path: rest.to_string(),
+                lines: Vec::new(),
+                deleted: true,
+            });
             continue;
         }
         if let Some(rest) = line.strip_prefix("rename to ") {
             // A pure rename has no hunks; a rename with edits repeats it in `+++`.
             if !changes.iter().any(|c| c.path == rest) {
-                changes.push(Change { path: rest.to_string(), lines: Vec::new(), deleted: false });
+                changes.push(Change {
+                    path: rest.to_string(),
+                    lines: Vec::new(),
+                    deleted: false,
+                });
             }
             continue;
         }
         if let Some(rest) = line.strip_prefix("Binary files ") {
             // `Binary files a/x and b/y differ`
-            if let Some(new) = rest.split(" and ").nth(1).and_then(|s| s.strip_suffix(" differ")).and_then(|s| s.strip_prefix("b/")) {
+            if let Some(new) = rest
+                .split(" and ")
+                .nth(1)
+                .and_then(|s| s.strip_suffix(" differ"))
+                .and_then(|s| s.strip_prefix("b/"))
+            {
                 changes.push(Change::whole(new));
             }
             continue;
         }
-        let Some(hunk) = line.strip_prefix("@@ ") else { continue };
-        let Some(new_range) = hunk.split(' ').find(|part| part.starts_with('+')) else { continue };
+        let Some(hunk) = line.strip_prefix("@@ ") else {
+            continue;
+        };
+        let Some(new_range) = hunk.split(' ').find(|part| part.starts_with('+')) else {
+            continue;
+        };
         let mut numbers = new_range.trim_start_matches('+').split(',');
         let start: usize = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(1);
         let count: usize = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(1);
-        let range = if count == 0 { (start.max(1), start + 1) } else { (start, start + count - 1) };
+        let range = if count == 0 {
+            (start.max(1), start + 1)
+        } else {
+            (start, start + count - 1)
+        };
         if let Some(change) = changes.last_mut().filter(|c| !c.deleted) {
             change.lines.push(range);
         }
@@ -103,9 +155,37 @@ mod tests {
                      diff --git a/old.rs b/new.rs\nsimilarity index 100%\nrename from old.rs\nrename to new.rs\n\
                      diff --git a/gone.rs b/gone.rs\ndeleted file mode 100644\n--- a/gone.rs\n+++ /dev/null\n@@ -1 +0,0 @@\n-x\n";
         let changes = parse_patch(patch);
-        assert_eq!(changes[0], Change { path: "src/a.rs".into(), lines: vec![(3, 5), (11, 12)], deleted: false });
-        assert_eq!(changes[1], Change { path: "old.rs".into(), lines: vec![], deleted: true });
-        assert_eq!(changes[2], Change { path: "new.rs".into(), lines: vec![], deleted: false });
-        assert_eq!(changes[3], Change { path: "gone.rs".into(), lines: vec![], deleted: true });
+        assert_eq!(
+            changes[0],
+            Change {
+                path: "src/a.rs".into(),
+                lines: vec![(3, 5), (11, 12)],
+                deleted: false
+            }
+        );
+        assert_eq!(
+            changes[1],
+            Change {
+                path: "old.rs".into(),
+                lines: vec![],
+                deleted: true
+            }
+        );
+        assert_eq!(
+            changes[2],
+            Change {
+                path: "new.rs".into(),
+                lines: vec![],
+                deleted: false
+            }
+        );
+        assert_eq!(
+            changes[3],
+            Change {
+                path: "gone.rs".into(),
+                lines: vec![],
+                deleted: true
+            }
+        );
     }
 }

@@ -54,7 +54,15 @@ impl Graph {
         for (p, package) in workspace.packages.iter().enumerate() {
             for (t, target) in package.targets.iter().enumerate() {
                 let mut seen = BTreeSet::new();
-                graph.add_file(workspace, &mut cache, (p, t), &target.root, Vec::new(), true, &mut seen);
+                graph.add_file(
+                    workspace,
+                    &mut cache,
+                    (p, t),
+                    &target.root,
+                    Vec::new(),
+                    true,
+                    &mut seen,
+                );
             }
         }
         graph.edges = vec![BTreeSet::new(); graph.nodes.len()];
@@ -67,8 +75,17 @@ impl Graph {
         let (p, t) = node.target;
         let package = &workspace.packages[p];
         let target = &package.targets[t];
-        let module = if node.path.is_empty() { "(root)".to_string() } else { node.path.join("::") };
-        format!("{} {} {}", package.name, describe(target.kind, &target.name), module)
+        let module = if node.path.is_empty() {
+            "(root)".to_string()
+        } else {
+            node.path.join("::")
+        };
+        format!(
+            "{} {} {}",
+            package.name,
+            describe(target.kind, &target.name),
+            module
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -84,10 +101,17 @@ impl Graph {
     ) {
         let package = &workspace.packages[target.0].name;
         if !seen.insert(file.to_path_buf()) || module.len() > 64 {
-            self.opaque.insert(package.clone(), format!("{} is its own module twice", file.display()));
+            self.opaque.insert(
+                package.clone(),
+                format!("{} is its own module twice", file.display()),
+            );
             return;
         }
-        let relative = file.strip_prefix(&workspace.root).unwrap_or(file).to_string_lossy().into_owned();
+        let relative = file
+            .strip_prefix(&workspace.root)
+            .unwrap_or(file)
+            .to_string_lossy()
+            .into_owned();
         let facts = cache
             .entry(file.to_path_buf())
             .or_insert_with(|| {
@@ -99,29 +123,48 @@ impl Graph {
         let facts = match facts {
             Ok(facts) => facts,
             Err(error) => {
-                self.opaque.insert(package.clone(), format!("{relative}: {error}"));
+                self.opaque
+                    .insert(package.clone(), format!("{relative}: {error}"));
                 // Still a node, so a change to the file is placed (in an opaque package).
-                self.push(target, module, relative, (1, usize::MAX), ModuleFacts::default());
+                self.push(
+                    target,
+                    module,
+                    relative,
+                    (1, usize::MAX),
+                    ModuleFacts::default(),
+                );
                 return;
             }
         };
         if let Some(reason) = facts.opaque.first() {
-            self.opaque.insert(package.clone(), format!("{relative}: {reason}"));
+            self.opaque
+                .insert(package.clone(), format!("{relative}: {reason}"));
         }
         let directory = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let child_base = if owns_directory {
             directory.clone()
         } else {
-            directory.join(file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
+            directory.join(
+                file.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            )
         };
         for facts in facts.modules {
             let mut path = module.clone();
             path.extend(facts.path.iter().cloned());
-            let inline_base = facts.path.iter().fold(child_base.clone(), |base, part| base.join(part));
+            let inline_base = facts
+                .path
+                .iter()
+                .fold(child_base.clone(), |base, part| base.join(part));
             let declared = facts.declared.clone();
             for include in &facts.includes {
                 let included = directory.join(include);
-                let included = included.strip_prefix(&workspace.root).unwrap_or(&included).to_string_lossy().into_owned();
+                let included = included
+                    .strip_prefix(&workspace.root)
+                    .unwrap_or(&included)
+                    .to_string_lossy()
+                    .into_owned();
                 // The node pushed just below.
                 let id = self.nodes.len();
                 self.files.entry(normalize(&included)).or_default().push(id);
@@ -149,17 +192,32 @@ impl Graph {
                         self.add_file(workspace, cache, target, found, child, owns, seen);
                     }
                     // Usually a module behind a `cfg` for another platform.
-                    None => tracing::debug!(module = %child.join("::"), file = %relative, "declared module has no file"),
+                    None => {
+                        tracing::debug!(module = %child.join("::"), file = %relative, "declared module has no file")
+                    }
                 }
             }
         }
     }
 
-    fn push(&mut self, target: TargetRef, path: Vec<String>, file: String, lines: (usize, usize), facts: ModuleFacts) -> NodeId {
+    fn push(
+        &mut self,
+        target: TargetRef,
+        path: Vec<String>,
+        file: String,
+        lines: (usize, usize),
+        facts: ModuleFacts,
+    ) -> NodeId {
         let id = self.nodes.len();
         self.modules.insert((target, path.clone()), id);
         self.files.entry(file.clone()).or_default().push(id);
-        self.nodes.push(Node { target, path, file, lines, facts });
+        self.nodes.push(Node {
+            target,
+            path,
+            file,
+            lines,
+            facts,
+        });
         id
     }
 
@@ -174,7 +232,12 @@ impl Graph {
         let mut edges: Vec<(NodeId, NodeId)> = Vec::new();
         for (id, node) in self.nodes.iter().enumerate() {
             let facts = &node.facts;
-            let paths = facts.uses.iter().map(|u| &u.path).chain(facts.references.iter()).chain(facts.macro_calls.iter());
+            let paths = facts
+                .uses
+                .iter()
+                .map(|u| &u.path)
+                .chain(facts.references.iter())
+                .chain(facts.macro_calls.iter());
             for path in paths {
                 if let Some(to) = self.resolve(workspace, id, path, 0) {
                     edges.push((id, to));
@@ -198,7 +261,10 @@ impl Graph {
             }
             let (p, _) = node.target;
             for bin in &facts.runs_bins {
-                if let Some(t) = workspace.packages[p].targets.iter().position(|t| t.kind == Kind::Bin && &t.name == bin)
+                if let Some(t) = workspace.packages[p]
+                    .targets
+                    .iter()
+                    .position(|t| t.kind == Kind::Bin && &t.name == bin)
                     && let Some(&root) = self.modules.get(&((p, t), Vec::new()))
                 {
                     edges.push((id, root));
@@ -207,7 +273,13 @@ impl Graph {
             // Binaries of the packages this one depends on: its tests may run them.
             if node.path.is_empty() {
                 for dependency in &workspace.packages[p].depends_on {
-                    let Some(q) = workspace.packages.iter().position(|x| &x.name == dependency) else { continue };
+                    let Some(q) = workspace
+                        .packages
+                        .iter()
+                        .position(|x| &x.name == dependency)
+                    else {
+                        continue;
+                    };
                     for (t, target) in workspace.packages[q].targets.iter().enumerate() {
                         if target.kind == Kind::Bin
                             && let Some(&root) = self.modules.get(&((q, t), Vec::new()))
@@ -226,7 +298,13 @@ impl Graph {
     }
 
     /// The module a path written in module `from` lands in: its longest known module prefix.
-    fn resolve(&self, workspace: &Workspace, from: NodeId, path: &RawPath, depth: usize) -> Option<NodeId> {
+    fn resolve(
+        &self,
+        workspace: &Workspace,
+        from: NodeId,
+        path: &RawPath,
+        depth: usize,
+    ) -> Option<NodeId> {
         let node = &self.nodes[from];
         let first = path.first()?;
         if depth > 8 {
@@ -242,7 +320,12 @@ impl Graph {
             }
             "::" => return self.resolve_extern(workspace, node.target, &path[1..]),
             name => {
-                if let Some(import) = node.facts.uses.iter().find(|u| u.alias.as_deref() == Some(name)) {
+                if let Some(import) = node
+                    .facts
+                    .uses
+                    .iter()
+                    .find(|u| u.alias.as_deref() == Some(name))
+                {
                     if import.path.len() == 1 && import.path[0] == *name {
                         // `use name;` of an extern crate: look it up as a crate.
                         return self.resolve_extern(workspace, node.target, path);
@@ -263,7 +346,12 @@ impl Graph {
         self.longest_prefix(target, base, rest)
     }
 
-    fn resolve_extern(&self, workspace: &Workspace, from: TargetRef, path: &[String]) -> Option<NodeId> {
+    fn resolve_extern(
+        &self,
+        workspace: &Workspace,
+        from: TargetRef,
+        path: &[String],
+    ) -> Option<NodeId> {
         let name = path.first()?;
         let package = &workspace.packages[from.0];
         let own_lib = workspace.packages[from.0].targets[from.1].kind != Kind::Lib;
@@ -275,18 +363,34 @@ impl Graph {
             .chain(package.depends_on.iter().cloned())
             .chain(own_lib.then(|| package.name.clone()));
         for candidate in candidates {
-            let Some(q) = workspace.packages.iter().position(|x| x.name == candidate) else { continue };
-            let renamed = package.renames.iter().any(|(alias, p)| alias == name && *p == candidate);
+            let Some(q) = workspace.packages.iter().position(|x| x.name == candidate) else {
+                continue;
+            };
+            let renamed = package
+                .renames
+                .iter()
+                .any(|(alias, p)| alias == name && *p == candidate);
             if !renamed && workspace.packages[q].lib_ident.as_deref() != Some(name.as_str()) {
                 continue;
             }
-            let Some(t) = workspace.packages[q].targets.iter().position(|t| t.kind == Kind::Lib) else { continue };
+            let Some(t) = workspace.packages[q]
+                .targets
+                .iter()
+                .position(|t| t.kind == Kind::Lib)
+            else {
+                continue;
+            };
             return self.longest_prefix((q, t), Vec::new(), &path[1..]);
         }
         None
     }
 
-    fn longest_prefix(&self, target: TargetRef, mut base: Vec<String>, rest: &[String]) -> Option<NodeId> {
+    fn longest_prefix(
+        &self,
+        target: TargetRef,
+        mut base: Vec<String>,
+        rest: &[String],
+    ) -> Option<NodeId> {
         let mut best = self.modules.get(&(target, base.clone())).copied();
         for segment in rest {
             base.push(segment.clone());
@@ -306,7 +410,8 @@ impl Graph {
                 reverse[to].push(from);
             }
         }
-        let mut via: BTreeMap<NodeId, Option<NodeId>> = changed.iter().map(|&c| (c, None)).collect();
+        let mut via: BTreeMap<NodeId, Option<NodeId>> =
+            changed.iter().map(|&c| (c, None)).collect();
         let mut frontier: Vec<NodeId> = changed.iter().copied().collect();
         while let Some(node) = frontier.pop() {
             for &user in &reverse[node] {

@@ -69,8 +69,15 @@ pub fn parse_source(text: &str) -> Result<FileFacts, String> {
         let start = e.span().start();
         format!("unparsable at {}:{}: {e}", start.line, start.column)
     })?;
-    let mut collector = Collector { facts: FileFacts::default(), stack: vec![0], fence_open: false };
-    collector.facts.modules.push(ModuleFacts { lines: (1, usize::MAX), ..Default::default() });
+    let mut collector = Collector {
+        facts: FileFacts::default(),
+        stack: vec![0],
+        fence_open: false,
+    };
+    collector.facts.modules.push(ModuleFacts {
+        lines: (1, usize::MAX),
+        ..Default::default()
+    });
     for attribute in &file.attrs {
         collector.attribute(attribute);
     }
@@ -89,7 +96,14 @@ struct Collector {
 }
 
 /// Macros known not to expand to tests or modules (so a call at item level says nothing).
-const PLAIN_ITEM_MACROS: &[&str] = &["macro_rules", "thread_local", "lazy_static", "compile_error", "debug_assert", "assert"];
+const PLAIN_ITEM_MACROS: &[&str] = &[
+    "macro_rules",
+    "thread_local",
+    "lazy_static",
+    "compile_error",
+    "debug_assert",
+    "assert",
+];
 
 impl Collector {
     fn current(&mut self) -> &mut ModuleFacts {
@@ -100,7 +114,10 @@ impl Collector {
     fn attribute(&mut self, attribute: &syn::Attribute) {
         if attribute.path().is_ident("doc") {
             if let syn::Meta::NameValue(value) = &attribute.meta
-                && let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(text), .. }) = &value.value
+                && let syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(text),
+                    ..
+                }) = &value.value
                 && runnable_doc_block(&text.value(), &mut self.fence_open)
             {
                 self.current().doc_tests = true;
@@ -110,7 +127,14 @@ impl Collector {
         // `#[serde(with = "crate::x")]` and the like name code in strings.
         let tokens = match &attribute.meta {
             syn::Meta::List(list) => list.tokens.clone(),
-            syn::Meta::NameValue(syn::MetaNameValue { value: syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(text), .. }), .. }) => {
+            syn::Meta::NameValue(syn::MetaNameValue {
+                value:
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(text),
+                        ..
+                    }),
+                ..
+            }) => {
                 if let Some(path) = string_path(&text.value()) {
                     self.current().references.push(path);
                 }
@@ -123,8 +147,17 @@ impl Collector {
 
     fn has_test_attribute(attributes: &[syn::Attribute]) -> bool {
         attributes.iter().any(|a| {
-            let last = a.path().segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
-            last == "test" || last == "bench" || last.ends_with("_test") || last.starts_with("test_") || last == "rstest"
+            let last = a
+                .path()
+                .segments
+                .last()
+                .map(|s| s.ident.to_string())
+                .unwrap_or_default();
+            last == "test"
+                || last == "bench"
+                || last.ends_with("_test")
+                || last.starts_with("test_")
+                || last == "rstest"
         })
     }
 
@@ -137,7 +170,10 @@ impl Collector {
             if let Flat::Literal(text) = &flat[index] {
                 let text = text.clone();
                 if let Some(name) = text.split("CARGO_BIN_EXE_").nth(1) {
-                    let name: String = name.chars().take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '_').collect();
+                    let name: String = name
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '_')
+                        .collect();
                     self.current().runs_bins.push(name);
                 }
                 if let Some(path) = string_path(&text) {
@@ -148,7 +184,9 @@ impl Collector {
             }
             let mut path = Vec::new();
             let mut cursor = index;
-            if matches!(flat.get(cursor), Some(Flat::Dollar)) && matches!(flat.get(cursor + 1), Some(Flat::Ident(i)) if i == "crate") {
+            if matches!(flat.get(cursor), Some(Flat::Dollar))
+                && matches!(flat.get(cursor + 1), Some(Flat::Ident(i)) if i == "crate")
+            {
                 path.push("$crate".to_string());
                 cursor += 2;
             } else if let Some(Flat::Ident(ident)) = flat.get(cursor) {
@@ -182,10 +220,15 @@ impl Collector {
                 if let Ok(literal) = syn::parse2::<syn::LitStr>(mac.tokens.clone()) {
                     self.current().includes.push(literal.value());
                 } else {
-                    self.facts.opaque.push(format!("{name}! with a computed path"));
+                    self.facts
+                        .opaque
+                        .push(format!("{name}! with a computed path"));
                 }
             }
-            "include" => self.facts.opaque.push("include! of source code".to_string()),
+            "include" => self
+                .facts
+                .opaque
+                .push("include! of source code".to_string()),
             _ => {}
         }
         self.current().macro_calls.push(path);
@@ -203,13 +246,20 @@ impl<'ast> Visit<'ast> for Collector {
             self.attribute(attribute);
         }
         let name = item.ident.to_string();
-        let path_attr = item.attrs.iter().find(|a| a.path().is_ident("path")).and_then(|a| match &a.meta {
-            syn::Meta::NameValue(value) => match &value.value {
-                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(text), .. }) => Some(text.value()),
+        let path_attr = item
+            .attrs
+            .iter()
+            .find(|a| a.path().is_ident("path"))
+            .and_then(|a| match &a.meta {
+                syn::Meta::NameValue(value) => match &value.value {
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(text),
+                        ..
+                    }) => Some(text.value()),
+                    _ => None,
+                },
                 _ => None,
-            },
-            _ => None,
-        });
+            });
         if item.attrs.iter().any(|a| a.path().is_ident("cfg_attr") && matches!(&a.meta, syn::Meta::List(list) if list.tokens.to_string().contains("path"))) {
             self.facts.opaque.push(format!("mod {name} has a #[cfg_attr(…, path = …)]"));
         }
@@ -221,11 +271,17 @@ impl<'ast> Visit<'ast> for Collector {
         path.push(name.clone());
         if path_attr.is_some() {
             // A #[path] on an inline module moves where its children's files are looked up.
-            self.facts.opaque.push(format!("inline mod {name} with #[path]"));
+            self.facts
+                .opaque
+                .push(format!("inline mod {name} with #[path]"));
         }
         let span = brace.span.join();
         let lines = (item.mod_token.span.start().line, span.end().line);
-        self.facts.modules.push(ModuleFacts { path, lines, ..Default::default() });
+        self.facts.modules.push(ModuleFacts {
+            path,
+            lines,
+            ..Default::default()
+        });
         self.stack.push(self.facts.modules.len() - 1);
         for item in items {
             self.visit_item(item);
@@ -272,7 +328,10 @@ impl<'ast> Visit<'ast> for Collector {
         for attribute in &item.attrs {
             self.attribute(attribute);
         }
-        let name = path_segments(&item.mac.path).last().cloned().unwrap_or_default();
+        let name = path_segments(&item.mac.path)
+            .last()
+            .cloned()
+            .unwrap_or_default();
         if let Some(ident) = &item.ident
             && name == "macro_rules"
         {
@@ -317,11 +376,17 @@ fn flatten_use(tree: &syn::UseTree, prefix: Vec<String>, out: &mut Vec<UseLeaf>)
         syn::UseTree::Name(name) => {
             let ident = name.ident.to_string();
             if ident == "self" {
-                out.push(UseLeaf { alias: prefix.last().cloned(), path: prefix });
+                out.push(UseLeaf {
+                    alias: prefix.last().cloned(),
+                    path: prefix,
+                });
             } else {
                 let mut path = prefix;
                 path.push(ident.clone());
-                out.push(UseLeaf { alias: Some(ident), path });
+                out.push(UseLeaf {
+                    alias: Some(ident),
+                    path,
+                });
             }
         }
         syn::UseTree::Rename(rename) => {
@@ -331,9 +396,15 @@ fn flatten_use(tree: &syn::UseTree, prefix: Vec<String>, out: &mut Vec<UseLeaf>)
                 path.push(ident);
             }
             let alias = rename.rename.to_string();
-            out.push(UseLeaf { alias: (alias != "_").then_some(alias), path });
+            out.push(UseLeaf {
+                alias: (alias != "_").then_some(alias),
+                path,
+            });
         }
-        syn::UseTree::Glob(_) => out.push(UseLeaf { alias: None, path: prefix }),
+        syn::UseTree::Glob(_) => out.push(UseLeaf {
+            alias: None,
+            path: prefix,
+        }),
         syn::UseTree::Group(group) => {
             for tree in &group.items {
                 flatten_use(tree, prefix.clone(), out);
@@ -374,7 +445,9 @@ fn flatten(tokens: TokenStream, out: &mut Vec<Flat>) {
             }
             TokenTree::Literal(literal) => {
                 let text = literal.to_string();
-                let value = syn::parse_str::<syn::LitStr>(&text).map(|l| l.value()).unwrap_or(text);
+                let value = syn::parse_str::<syn::LitStr>(&text)
+                    .map(|l| l.value())
+                    .unwrap_or(text);
                 out.push(Flat::Literal(value));
                 previous_colon = false;
             }
@@ -398,8 +471,15 @@ fn string_path(text: &str) -> Option<RawPath> {
         return None;
     }
     let segments: Vec<&str> = text.split("::").collect();
-    let ident = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_') && !s.starts_with(|c: char| c.is_ascii_digit());
-    segments.iter().all(|s| ident(s)).then(|| segments.iter().map(|s| s.to_string()).collect())
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.chars().all(|c| c.is_alphanumeric() || c == '_')
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+    };
+    segments
+        .iter()
+        .all(|s| ident(s))
+        .then(|| segments.iter().map(|s| s.to_string()).collect())
 }
 
 /// Whether doc text opens a code block rustdoc would compile and run; `open` carries whether a
@@ -407,15 +487,24 @@ fn string_path(text: &str) -> Option<RawPath> {
 fn runnable_doc_block(doc: &str, open: &mut bool) -> bool {
     let mut runnable = false;
     for line in doc.lines() {
-        let Some(info) = line.trim().strip_prefix("```") else { continue };
+        let Some(info) = line.trim().strip_prefix("```") else {
+            continue;
+        };
         if *open {
             *open = false;
             continue;
         }
         *open = true;
-        let words: Vec<&str> = info.trim().split([',', ' ']).filter(|w| !w.is_empty()).collect();
+        let words: Vec<&str> = info
+            .trim()
+            .split([',', ' '])
+            .filter(|w| !w.is_empty())
+            .collect();
         let rust_words = ["rust", "should_panic", "no_run", "compile_fail"];
-        runnable |= !words.contains(&"ignore") && words.iter().all(|w| rust_words.contains(w) || w.starts_with("edition"));
+        runnable |= !words.contains(&"ignore")
+            && words
+                .iter()
+                .all(|w| rust_words.contains(w) || w.starts_with("edition"));
     }
     runnable
 }
@@ -434,17 +523,48 @@ mod tests {
         .expect("parses");
         assert_eq!(facts.modules.len(), 2);
         let top = &facts.modules[0];
-        let uses: Vec<(Option<&str>, String)> = top.uses.iter().map(|u| (u.alias.as_deref(), u.path.join("::"))).collect();
-        assert_eq!(uses, [(Some("B"), "crate::a::B".into()), (Some("E"), "crate::a::c::D".into()), (None, "crate::a::f".into())]);
-        assert_eq!(top.declared.iter().map(|d| (d.name.as_str(), d.path_attr.as_deref())).collect::<Vec<_>>(), [("child", None), ("x", Some("x_tests.rs"))]);
-        assert!(top.references.contains(&vec!["super".to_string(), "g".to_string()]));
-        assert!(top.references.iter().any(|r| r.join("::") == "self::h::i"), "{:?}", top.references);
+        let uses: Vec<(Option<&str>, String)> = top
+            .uses
+            .iter()
+            .map(|u| (u.alias.as_deref(), u.path.join("::")))
+            .collect();
+        assert_eq!(
+            uses,
+            [
+                (Some("B"), "crate::a::B".into()),
+                (Some("E"), "crate::a::c::D".into()),
+                (None, "crate::a::f".into())
+            ]
+        );
+        assert_eq!(
+            top.declared
+                .iter()
+                .map(|d| (d.name.as_str(), d.path_attr.as_deref()))
+                .collect::<Vec<_>>(),
+            [("child", None), ("x", Some("x_tests.rs"))]
+        );
+        assert!(
+            top.references
+                .contains(&vec!["super".to_string(), "g".to_string()])
+        );
+        assert!(
+            top.references.iter().any(|r| r.join("::") == "self::h::i"),
+            "{:?}",
+            top.references
+        );
         assert_eq!(top.impls.len(), 1);
         let tests = &facts.modules[1];
         assert_eq!(tests.path, ["tests"]);
         assert_eq!(tests.tests, 1);
         assert_eq!(tests.lines, (9, 13));
-        assert!(tests.references.iter().any(|r| r.join("::") == "crate::q::r"), "{:?}", tests.references);
+        assert!(
+            tests
+                .references
+                .iter()
+                .any(|r| r.join("::") == "crate::q::r"),
+            "{:?}",
+            tests.references
+        );
         assert!(facts.opaque.is_empty());
     }
 
@@ -457,6 +577,10 @@ mod tests {
         assert!(runnable_doc_block("```\nlet x = 1;\n```", &mut false));
         assert!(!runnable_doc_block("```yaml\na: b\n```", &mut false));
         let mut open = false;
-        assert!(!runnable_doc_block(" ```yaml", &mut open) && !runnable_doc_block(" a: b", &mut open) && !runnable_doc_block(" ```", &mut open));
+        assert!(
+            !runnable_doc_block(" ```yaml", &mut open)
+                && !runnable_doc_block(" a: b", &mut open)
+                && !runnable_doc_block(" ```", &mut open)
+        );
     }
 }

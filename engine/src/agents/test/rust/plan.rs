@@ -28,7 +28,10 @@ type Picked = (bool, BTreeSet<String>, Vec<String>);
 /// Files that change how everything builds.
 fn builds_everything(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
-    matches!(name, "Cargo.toml" | "Cargo.lock" | "build.rs" | "rust-toolchain" | "rust-toolchain.toml") || path.starts_with(".cargo/")
+    matches!(
+        name,
+        "Cargo.toml" | "Cargo.lock" | "build.rs" | "rust-toolchain" | "rust-toolchain.toml"
+    ) || path.starts_with(".cargo/")
 }
 
 pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selection {
@@ -40,14 +43,20 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
     for change in changes {
         let path = change.path.as_str();
         if builds_everything(path) {
-            return Selection::everything(format!("{path}: changes how everything builds (selection must be safe before it is small)"));
+            return Selection::everything(format!(
+                "{path}: changes how everything builds (selection must be safe before it is small)"
+            ));
         }
         let category = categorize(path);
         let placed = graph.files.get(path);
         let owner = workspace.owner(path);
         let in_sources = owner.is_some_and(|owner| {
-            let relative = path.strip_prefix(&format!("{}/", owner.dir)).unwrap_or(path);
-            ["src/", "tests/", "benches/", "examples/"].iter().any(|d| relative.starts_with(d))
+            let relative = path
+                .strip_prefix(&format!("{}/", owner.dir))
+                .unwrap_or(path);
+            ["src/", "tests/", "benches/", "examples/"]
+                .iter()
+                .any(|d| relative.starts_with(d))
         });
         // Documentation beside the sources may still be read by a test at run time.
         if category == Category::Docs && placed.is_none() && !in_sources {
@@ -60,7 +69,13 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
         match placed {
             Some(nodes) if !change.deleted => {
                 if let Some(reason) = graph.opaque.get(&owner.name) {
-                    crate_level.insert(owner.name.clone(), format!("{path} changed; the module graph of {} is not trusted: {reason}", owner.name));
+                    crate_level.insert(
+                        owner.name.clone(),
+                        format!(
+                            "{path} changed; the module graph of {} is not trusted: {reason}",
+                            owner.name
+                        ),
+                    );
                     continue;
                 }
                 for id in innermost(graph, nodes, path, &change.lines) {
@@ -72,16 +87,34 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
             _ if change.deleted && path.ends_with(".rs") => notes.push(format!("{path}: deleted")),
             _ => {
                 if !in_sources && !path.ends_with(".rs") {
-                    return Selection::everything(format!("{path}: a file ({}) the module graph cannot place (selection must be safe before it is small)", category.as_str()));
+                    return Selection::everything(format!(
+                        "{path}: a file ({}) the module graph cannot place (selection must be safe before it is small)",
+                        category.as_str()
+                    ));
                 }
-                let what = if path.ends_with(".rs") { "a Rust file in no module tree" } else { "a data file no module includes" };
-                crate_level.insert(owner.name.clone(), format!("{path}: {what}, so {} and its dependents at the crate level", owner.name));
+                let what = if path.ends_with(".rs") {
+                    "a Rust file in no module tree"
+                } else {
+                    "a data file no module includes"
+                };
+                crate_level.insert(
+                    owner.name.clone(),
+                    format!(
+                        "{path}: {what}, so {} and its dependents at the crate level",
+                        owner.name
+                    ),
+                );
             }
         }
     }
 
     for (file, nodes) in &graph.files {
-        let Some(needle) = outside.iter().find(|path| names_file(&workspace.root.join(file), path)) else { continue };
+        let Some(needle) = outside
+            .iter()
+            .find(|path| names_file(&workspace.root.join(file), path))
+        else {
+            continue;
+        };
         for &id in nodes {
             if changed.insert(id) {
                 changed_files.insert(id, format!("{file} (names {needle})"));
@@ -90,28 +123,56 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
     }
 
     // Opaque packages: whole whenever anything they build on changed.
-    let touched: BTreeSet<String> = changed.iter().map(|&id| workspace.packages[graph.nodes[id].target.0].name.clone()).chain(crate_level.keys().cloned()).collect();
+    let touched: BTreeSet<String> = changed
+        .iter()
+        .map(|&id| workspace.packages[graph.nodes[id].target.0].name.clone())
+        .chain(crate_level.keys().cloned())
+        .collect();
     for (package, reason) in &graph.opaque {
-        if !crate_level.contains_key(package) && workspace.with_dependencies(package).iter().any(|p| touched.contains(p)) {
-            crate_level.insert(package.clone(), format!("{package}: its module graph is not trusted ({reason}), so the crate level"));
+        if !crate_level.contains_key(package)
+            && workspace
+                .with_dependencies(package)
+                .iter()
+                .any(|p| touched.contains(p))
+        {
+            crate_level.insert(
+                package.clone(),
+                format!(
+                    "{package}: its module graph is not trusted ({reason}), so the crate level"
+                ),
+            );
         }
     }
     let whole_names = workspace.with_dependents(&crate_level.keys().cloned().collect());
     let mut picked: BTreeMap<(String, String), Picked> = BTreeMap::new();
     for name in &whole_names {
-        let reason = crate_level.get(name).cloned().unwrap_or_else(|| "depends on a package selected at the crate level".to_string());
-        picked.insert((name.clone(), "*".into()), (true, BTreeSet::new(), vec![reason]));
+        let reason = crate_level
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| "depends on a package selected at the crate level".to_string());
+        picked.insert(
+            (name.clone(), "*".into()),
+            (true, BTreeSet::new(), vec![reason]),
+        );
     }
     for path in &outside {
         for package in &workspace.packages {
             if whole_names.contains(&package.name) {
                 continue;
             }
-            for target in package.targets.iter().filter(|t| t.kind == Kind::Test && t.tested) {
-                let entry = picked.entry((package.name.clone(), unit_key(target.kind, &target.name))).or_default();
+            for target in package
+                .targets
+                .iter()
+                .filter(|t| t.kind == Kind::Test && t.tested)
+            {
+                let entry = picked
+                    .entry((package.name.clone(), unit_key(target.kind, &target.name)))
+                    .or_default();
                 entry.0 = true;
                 if entry.2.len() < 8 {
-                    entry.2.push(format!("{path}: outside every package; integration tests may read or run it"));
+                    entry.2.push(format!(
+                        "{path}: outside every package; integration tests may read or run it"
+                    ));
                 }
             }
         }
@@ -133,8 +194,13 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
         match target.kind {
             _ if !target.tested => {}
             Kind::Test => wanted.push((unit_key(target.kind, &target.name), None)),
-            Kind::Lib | Kind::Bin if has_tests && node.path.is_empty() => wanted.push((unit_key(target.kind, &target.name), None)),
-            Kind::Lib | Kind::Bin if has_tests => wanted.push((unit_key(target.kind, &target.name), Some(format!("{}::", node.path.join("::"))))),
+            Kind::Lib | Kind::Bin if has_tests && node.path.is_empty() => {
+                wanted.push((unit_key(target.kind, &target.name), None))
+            }
+            Kind::Lib | Kind::Bin if has_tests => wanted.push((
+                unit_key(target.kind, &target.name),
+                Some(format!("{}::", node.path.join("::"))),
+            )),
             _ => {}
         }
         for (key, filter) in wanted {
@@ -146,7 +212,9 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
                 None => entry.0 = true,
             }
             if entry.2.len() < 8 {
-                entry.2.push(chain(workspace, graph, &reach, &changed_files, id));
+                entry
+                    .2
+                    .push(chain(workspace, graph, &reach, &changed_files, id));
             } else if entry.2.len() == 8 {
                 entry.2.push("…".into());
             }
@@ -155,8 +223,17 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
     let units: BTreeMap<(String, String), Unit> = picked
         .into_iter()
         .map(|((package, target), (whole, filters, reasons))| {
-            let filters = if whole { Vec::new() } else { filters.into_iter().collect() };
-            let unit = Unit { package: package.clone(), target: target.clone(), filters, reason: reasons.join("; ") };
+            let filters = if whole {
+                Vec::new()
+            } else {
+                filters.into_iter().collect()
+            };
+            let unit = Unit {
+                package: package.clone(),
+                target: target.clone(),
+                filters,
+                reason: reasons.join("; "),
+            };
             ((package, target), unit)
         })
         .collect();
@@ -166,24 +243,41 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
     let mut reasons: Vec<String> = units
         .iter()
         .map(|u| {
-            let scope = if u.filters.is_empty() { String::new() } else { format!(" [{}]", u.filters.join(" ")) };
+            let scope = if u.filters.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", u.filters.join(" "))
+            };
             format!("{} {}{scope}: {}", u.package, u.target, u.reason)
         })
         .collect();
     reasons.extend(notes);
-    Selection { all: false, packages: packages.into_iter().collect(), units, selected_units: selected, total_units: total, reasons }
+    Selection {
+        all: false,
+        packages: packages.into_iter().collect(),
+        units,
+        selected_units: selected,
+        total_units: total,
+        reasons,
+    }
 }
 
 /// The unit key of a target: `lib`, `bin:NAME`, `test:NAME`.
 /// Whether the source at `source` has a string literal naming `path` (relative to the
 /// workspace root) or one of its directories.
 fn names_file(source: &Path, path: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string(source) else { return true };
+    let Ok(text) = std::fs::read_to_string(source) else {
+        return true;
+    };
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let literals = text.split('"').skip(1).step_by(2);
     let mut needles: Vec<String> = vec![path.to_string()];
     needles.extend(components.iter().map(|c| c.to_string()));
-    literals.into_iter().any(|literal| needles.iter().any(|needle| literal.contains(needle.as_str())))
+    literals.into_iter().any(|literal| {
+        needles
+            .iter()
+            .any(|needle| literal.contains(needle.as_str()))
+    })
 }
 
 pub fn unit_key(kind: Kind, name: &str) -> String {
@@ -198,8 +292,17 @@ pub fn unit_key(kind: Kind, name: &str) -> String {
 
 /// The nodes of `file` holding the changed lines: per target, the innermost module around
 /// each line; every module of the file when the lines are unknown.
-fn innermost(graph: &Graph, nodes: &[NodeId], file: &str, lines: &[(usize, usize)]) -> BTreeSet<NodeId> {
-    let of_file: Vec<NodeId> = nodes.iter().copied().filter(|&id| graph.nodes[id].file == file).collect();
+fn innermost(
+    graph: &Graph,
+    nodes: &[NodeId],
+    file: &str,
+    lines: &[(usize, usize)],
+) -> BTreeSet<NodeId> {
+    let of_file: Vec<NodeId> = nodes
+        .iter()
+        .copied()
+        .filter(|&id| graph.nodes[id].file == file)
+        .collect();
     // Data files included by a module, or a file without line information.
     if of_file.is_empty() || lines.is_empty() {
         return nodes.iter().copied().collect();
@@ -225,7 +328,13 @@ fn innermost(graph: &Graph, nodes: &[NodeId], file: &str, lines: &[(usize, usize
 }
 
 /// "m → n → changed (file)" for the report.
-fn chain(workspace: &Workspace, graph: &Graph, reach: &BTreeMap<NodeId, Option<NodeId>>, files: &BTreeMap<NodeId, String>, from: NodeId) -> String {
+fn chain(
+    workspace: &Workspace,
+    graph: &Graph,
+    reach: &BTreeMap<NodeId, Option<NodeId>>,
+    files: &BTreeMap<NodeId, String>,
+    from: NodeId,
+) -> String {
     let mut hops = vec![from];
     let mut current = from;
     while let Some(Some(next)) = reach.get(&current) {
@@ -241,13 +350,23 @@ fn chain(workspace: &Workspace, graph: &Graph, reach: &BTreeMap<NodeId, Option<N
     match hops.len() {
         1 => format!("{} changed ({file})", name(from)),
         2 => format!("{} uses {}, changed ({file})", name(from), name(last)),
-        n => format!("{} reaches {} in {} steps via {}, changed ({file})", name(from), name(last), n - 1, name(hops[1])),
+        n => format!(
+            "{} reaches {} in {} steps via {}, changed ({file})",
+            name(from),
+            name(last),
+            n - 1,
+            name(hops[1])
+        ),
     }
 }
 
 /// (selected, total) test units: modules with tests of library and binary targets, test
 /// targets, doc tests.
-fn count(workspace: &Workspace, graph: &Graph, units: &BTreeMap<(String, String), Unit>) -> (usize, usize) {
+fn count(
+    workspace: &Workspace,
+    graph: &Graph,
+    units: &BTreeMap<(String, String), Unit>,
+) -> (usize, usize) {
     let mut selected = 0;
     let mut total = 0;
     let mut doc_libs = BTreeSet::new();
@@ -257,7 +376,10 @@ fn count(workspace: &Workspace, graph: &Graph, units: &BTreeMap<(String, String)
         let target = &package.targets[t];
         if target.doctest && node.facts.doc_tests && doc_libs.insert(p) {
             total += 1;
-            selected += usize::from(units.contains_key(&(package.name.clone(), "*".into())) || units.contains_key(&(package.name.clone(), "doc".into())));
+            selected += usize::from(
+                units.contains_key(&(package.name.clone(), "*".into()))
+                    || units.contains_key(&(package.name.clone(), "doc".into())),
+            );
         }
         let unit_here = match target.kind {
             _ if !target.tested => false,

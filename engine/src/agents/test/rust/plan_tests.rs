@@ -21,7 +21,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "t@t.invalid")
         .output()
         .expect("git runs");
-    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
@@ -41,23 +45,66 @@ fn workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     git(root, &["init", "--quiet", "--initial-branch=main"]);
-    write(root, "Cargo.toml", "[workspace]\nmembers = [\"corelib\", \"app\", \"e2e\", \"other\"]\nresolver = \"2\"\n");
+    write(
+        root,
+        "Cargo.toml",
+        "[workspace]\nmembers = [\"corelib\", \"app\", \"e2e\", \"other\"]\nresolver = \"2\"\n",
+    );
     write(root, "README.md", "# fixture\n");
     write(root, "corelib/Cargo.toml", &manifest("corelib", ""));
-    write(root, "corelib/src/lib.rs", "//! Core.\npub mod math;\npub mod text;\npub use math::double;\n");
-    write(root, "corelib/src/math.rs", "pub fn double(x: i32) -> i32 {\n    x * 2\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn doubles() {\n        assert_eq!(super::double(2), 4);\n    }\n}\n");
+    write(
+        root,
+        "corelib/src/lib.rs",
+        "//! Core.\npub mod math;\npub mod text;\npub use math::double;\n",
+    );
+    write(
+        root,
+        "corelib/src/math.rs",
+        "pub fn double(x: i32) -> i32 {\n    x * 2\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn doubles() {\n        assert_eq!(super::double(2), 4);\n    }\n}\n",
+    );
     write(root, "corelib/src/text.rs", TEXT);
     write(root, "corelib/tests/data.txt", "fixture data\n");
-    write(root, "app/Cargo.toml", &manifest("app", "[dependencies]\ncorelib = { path = \"../corelib\" }\n"));
+    write(
+        root,
+        "app/Cargo.toml",
+        &manifest(
+            "app",
+            "[dependencies]\ncorelib = { path = \"../corelib\" }\n",
+        ),
+    );
     write(root, "app/src/lib.rs", "pub mod report;\n");
-    write(root, "app/src/report.rs", "use corelib::text::shout;\n\npub fn title(s: &str) -> String {\n    shout(s)\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn titles() {\n        assert_eq!(super::title(\"x\"), \"X\");\n    }\n}\n");
-    write(root, "app/src/main.rs", "fn main() {\n    println!(\"{}\", app::report::title(\"hi\"));\n}\n");
-    write(root, "app/tests/it.rs", "#[test]\nfn title_is_loud() {\n    assert_eq!(app::report::title(\"a\"), \"A\");\n}\n");
-    write(root, "e2e/Cargo.toml", &manifest("e2e", "[dev-dependencies]\napp = { path = \"../app\" }\n"));
+    write(
+        root,
+        "app/src/report.rs",
+        "use corelib::text::shout;\n\npub fn title(s: &str) -> String {\n    shout(s)\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn titles() {\n        assert_eq!(super::title(\"x\"), \"X\");\n    }\n}\n",
+    );
+    write(
+        root,
+        "app/src/main.rs",
+        "fn main() {\n    println!(\"{}\", app::report::title(\"hi\"));\n}\n",
+    );
+    write(
+        root,
+        "app/tests/it.rs",
+        "#[test]\nfn title_is_loud() {\n    assert_eq!(app::report::title(\"a\"), \"A\");\n}\n",
+    );
+    write(
+        root,
+        "e2e/Cargo.toml",
+        &manifest("e2e", "[dev-dependencies]\napp = { path = \"../app\" }\n"),
+    );
     write(root, "e2e/src/lib.rs", "//! Runs the app binary.\n");
-    write(root, "e2e/tests/run.rs", "#[test]\nfn runs() {\n    let _ = std::process::Command::new(\"app\");\n}\n");
+    write(
+        root,
+        "e2e/tests/run.rs",
+        "#[test]\nfn runs() {\n    let _ = std::process::Command::new(\"app\");\n}\n",
+    );
     write(root, "other/Cargo.toml", &manifest("other", ""));
-    write(root, "other/src/lib.rs", "#[cfg(test)]\nmod tests {\n    #[test]\n    fn alone() {}\n}\n");
+    write(
+        root,
+        "other/src/lib.rs",
+        "#[cfg(test)]\nmod tests {\n    #[test]\n    fn alone() {}\n}\n",
+    );
     git(root, &["add", "-A"]);
     git(root, &["commit", "--quiet", "-m", "workspace"]);
     dir
@@ -76,7 +123,11 @@ fn commit(dir: &Path, edits: &[(&str, &str)]) -> Selection {
 }
 
 fn units(selection: &Selection) -> Vec<String> {
-    selection.units.iter().map(|u| format!("{} {} [{}]", u.package, u.target, u.filters.join(" "))).collect()
+    selection
+        .units
+        .iter()
+        .map(|u| format!("{} {} [{}]", u.package, u.target, u.filters.join(" ")))
+        .collect()
 }
 
 #[test]
@@ -85,26 +136,60 @@ fn a_module_change_selects_the_modules_and_targets_that_reach_it() {
     let root = dir.path();
 
     // Only `math` changed: its tests, not `text`'s, not `app` (which uses only `text`).
-    let selection = commit(root, &[("corelib/src/math.rs", "pub fn double(x: i32) -> i32 {\n    x + x\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn doubles() {\n        assert_eq!(super::double(2), 4);\n    }\n}\n")]);
+    let selection = commit(
+        root,
+        &[(
+            "corelib/src/math.rs",
+            "pub fn double(x: i32) -> i32 {\n    x + x\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn doubles() {\n        assert_eq!(super::double(2), 4);\n    }\n}\n",
+        )],
+    );
     assert!(!selection.all);
-    assert_eq!(units(&selection), ["corelib lib [math::tests::]"], "{:#?}", selection.reasons);
+    assert_eq!(
+        units(&selection),
+        ["corelib lib [math::tests::]"],
+        "{:#?}",
+        selection.reasons
+    );
     assert!(selection.selected_units < selection.total_units);
 
     // A change inside `text`'s test module selects that module only.
     let with_test = TEXT.replace("    }\n}\n", "    }\n\n    #[test]\n    fn empty() {\n        assert_eq!(shout(\"\"), \"\");\n    }\n}\n");
     let selection = commit(root, &[("corelib/src/text.rs", &with_test)]);
-    assert_eq!(units(&selection), ["corelib lib [text::tests::]"], "{:#?}", selection.reasons);
-
-    // `text` itself: its tests, app's module using it, app's integration test, and e2e, which
-    // runs app's binary (main.rs reaches `report`, which reaches `text`).
-    let selection = commit(root, &[("corelib/src/text.rs", &with_test.replace("s.to_uppercase()", "s.to_ascii_uppercase()"))]);
     assert_eq!(
         units(&selection),
-        ["app lib [report::tests::]", "app test:it []", "corelib lib [text::tests::]", "e2e test:run []"],
+        ["corelib lib [text::tests::]"],
         "{:#?}",
         selection.reasons
     );
-    assert!(selection.reasons.iter().any(|r| r.starts_with("e2e test:run") && r.contains("bin app")), "{:#?}", selection.reasons);
+
+    // `text` itself: its tests, app's module using it, app's integration test, and e2e, which
+    // runs app's binary (main.rs reaches `report`, which reaches `text`).
+    let selection = commit(
+        root,
+        &[(
+            "corelib/src/text.rs",
+            &with_test.replace("s.to_uppercase()", "s.to_ascii_uppercase()"),
+        )],
+    );
+    assert_eq!(
+        units(&selection),
+        [
+            "app lib [report::tests::]",
+            "app test:it []",
+            "corelib lib [text::tests::]",
+            "e2e test:run []"
+        ],
+        "{:#?}",
+        selection.reasons
+    );
+    assert!(
+        selection
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("e2e test:run") && r.contains("bin app")),
+        "{:#?}",
+        selection.reasons
+    );
     assert!(selection.covers("app", "test:it", "title_is_loud"));
     assert!(!selection.covers("other", "lib", "tests::alone"));
 }
@@ -114,27 +199,71 @@ fn what_the_module_graph_cannot_place_falls_back() {
     let dir = workspace();
     let root = dir.path();
 
-    assert!(commit(root, &[("README.md", "# fixture\n\nmore\n")]).nothing(), "docs select nothing");
+    assert!(
+        commit(root, &[("README.md", "# fixture\n\nmore\n")]).nothing(),
+        "docs select nothing"
+    );
 
     // A data file no module includes: its package and every dependent, at the crate level.
     let selection = commit(root, &[("corelib/tests/data.txt", "other data\n")]);
-    assert_eq!(units(&selection), ["app * []", "corelib * []", "e2e * []"], "{:#?}", selection.reasons);
+    assert_eq!(
+        units(&selection),
+        ["app * []", "corelib * []", "e2e * []"],
+        "{:#?}",
+        selection.reasons
+    );
 
     // `include!` makes the package's modules untrusted: crate level again.
-    let selection = commit(root, &[
-        ("other/src/lib.rs", "include!(\"gen.rs\");\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn alone() {}\n}\n"),
-        ("other/src/gen.rs", "pub fn generated() {}\n"),
-    ]);
-    assert_eq!(units(&selection), ["other * []"], "{:#?}", selection.reasons);
-    assert!(selection.reasons[0].contains("include!"), "{:#?}", selection.reasons);
+    let selection = commit(
+        root,
+        &[
+            (
+                "other/src/lib.rs",
+                "include!(\"gen.rs\");\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn alone() {}\n}\n",
+            ),
+            ("other/src/gen.rs", "pub fn generated() {}\n"),
+        ],
+    );
+    assert_eq!(
+        units(&selection),
+        ["other * []"],
+        "{:#?}",
+        selection.reasons
+    );
+    assert!(
+        selection.reasons[0].contains("include!"),
+        "{:#?}",
+        selection.reasons
+    );
 
     // An unparsable file: the crate level, with the parser's reason.
-    let selection = commit(root, &[("corelib/src/math.rs", "pub fn double(x: i32 -> i32 {\n")]);
-    assert_eq!(units(&selection), ["app * []", "corelib * []", "e2e * []"], "{:#?}", selection.reasons);
-    assert!(selection.reasons.iter().any(|r| r.contains("unparsable")), "{:#?}", selection.reasons);
+    let selection = commit(
+        root,
+        &[("corelib/src/math.rs", "pub fn double(x: i32 -> i32 {\n")],
+    );
+    assert_eq!(
+        units(&selection),
+        ["app * []", "corelib * []", "e2e * []"],
+        "{:#?}",
+        selection.reasons
+    );
+    assert!(
+        selection.reasons.iter().any(|r| r.contains("unparsable")),
+        "{:#?}",
+        selection.reasons
+    );
 
     // Manifests and lockfiles: everything.
-    let selection = commit(root, &[("app/Cargo.toml", &manifest("app", "[dependencies]\ncorelib = { path = \"../corelib\" }\n# note\n"))]);
+    let selection = commit(
+        root,
+        &[(
+            "app/Cargo.toml",
+            &manifest(
+                "app",
+                "[dependencies]\ncorelib = { path = \"../corelib\" }\n# note\n",
+            ),
+        )],
+    );
     assert!(selection.all, "{:#?}", selection.reasons);
 }
 
@@ -144,14 +273,35 @@ fn a_file_outside_every_package_selects_integration_tests_and_the_modules_naming
     let root = dir.path();
     // `math` reads a script by name at run time; nothing else names it.
     let math = "pub fn double(x: i32) -> i32 {\n    x * 2\n}\n\npub fn script() -> &'static str {\n    \"scripts/setup.sh\"\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn doubles() {\n        assert_eq!(super::double(2), 4);\n    }\n}\n";
-    commit(root, &[("corelib/src/math.rs", math), ("scripts/setup.sh", "echo one\n"), (".ci/run", "echo ci\n")]);
+    commit(
+        root,
+        &[
+            ("corelib/src/math.rs", math),
+            ("scripts/setup.sh", "echo one\n"),
+            (".ci/run", "echo ci\n"),
+        ],
+    );
 
     let selection = commit(root, &[("scripts/setup.sh", "echo two\n")]);
     assert!(!selection.all, "{:#?}", selection.reasons);
-    assert_eq!(units(&selection), ["app test:it []", "corelib lib [math::tests::]", "e2e test:run []"], "{:#?}", selection.reasons);
+    assert_eq!(
+        units(&selection),
+        [
+            "app test:it []",
+            "corelib lib [math::tests::]",
+            "e2e test:run []"
+        ],
+        "{:#?}",
+        selection.reasons
+    );
     assert!(!selection.covers("corelib", "lib", "text::tests::shouts"));
 
     // CI configuration no module names: the integration tests only.
     let selection = commit(root, &[(".ci/run", "echo ci two\n")]);
-    assert_eq!(units(&selection), ["app test:it []", "e2e test:run []"], "{:#?}", selection.reasons);
+    assert_eq!(
+        units(&selection),
+        ["app test:it []", "e2e test:run []"],
+        "{:#?}",
+        selection.reasons
+    );
 }

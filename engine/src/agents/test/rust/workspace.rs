@@ -62,7 +62,11 @@ impl Workspace {
             .map_err(|e| format!("cargo metadata failed in {}: {e}", dir.display()))?;
         let root = metadata.workspace_root.as_std_path().to_path_buf();
         let member_ids: BTreeSet<_> = metadata.workspace_members.iter().collect();
-        let members: Vec<_> = metadata.packages.iter().filter(|p| member_ids.contains(&p.id)).collect();
+        let members: Vec<_> = metadata
+            .packages
+            .iter()
+            .filter(|p| member_ids.contains(&p.id))
+            .collect();
         let names: BTreeSet<&str> = members.iter().map(|p| p.name.as_str()).collect();
         let packages = members
             .iter()
@@ -83,7 +87,11 @@ impl Workspace {
                     .dependencies
                     .iter()
                     .filter(|d| d.path.is_some() && names.contains(d.name.as_str()))
-                    .filter_map(|d| d.rename.as_ref().map(|alias| (alias.replace('-', "_"), d.name.clone())))
+                    .filter_map(|d| {
+                        d.rename
+                            .as_ref()
+                            .map(|alias| (alias.replace('-', "_"), d.name.clone()))
+                    })
                     .collect();
                 depends_on.sort();
                 depends_on.dedup();
@@ -91,7 +99,17 @@ impl Workspace {
                 let mut proc_macro = false;
                 let mut targets = Vec::new();
                 for target in &package.targets {
-                    let kind = if target.kind.iter().any(|k| matches!(k, TargetKind::Lib | TargetKind::RLib | TargetKind::DyLib | TargetKind::CDyLib | TargetKind::StaticLib | TargetKind::ProcMacro)) {
+                    let kind = if target.kind.iter().any(|k| {
+                        matches!(
+                            k,
+                            TargetKind::Lib
+                                | TargetKind::RLib
+                                | TargetKind::DyLib
+                                | TargetKind::CDyLib
+                                | TargetKind::StaticLib
+                                | TargetKind::ProcMacro
+                        )
+                    }) {
                         proc_macro |= target.kind.contains(&TargetKind::ProcMacro);
                         lib_ident = Some(target.name.replace('-', "_"));
                         Kind::Lib
@@ -115,7 +133,15 @@ impl Workspace {
                         doctest: target.doctest && kind == Kind::Lib,
                     });
                 }
-                Package { name: package.name.to_string(), dir, depends_on, renames, lib_ident, targets, proc_macro }
+                Package {
+                    name: package.name.to_string(),
+                    dir,
+                    depends_on,
+                    renames,
+                    lib_ident,
+                    targets,
+                    proc_macro,
+                }
             })
             .collect();
         Ok(Workspace { root, packages })
@@ -138,7 +164,11 @@ impl Workspace {
         let mut all = names.clone();
         let mut frontier: Vec<String> = names.iter().cloned().collect();
         while let Some(name) = frontier.pop() {
-            for package in self.packages.iter().filter(|p| p.depends_on.contains(&name)) {
+            for package in self
+                .packages
+                .iter()
+                .filter(|p| p.depends_on.contains(&name))
+            {
                 if all.insert(package.name.clone()) {
                     frontier.push(package.name.clone());
                 }
@@ -152,7 +182,11 @@ impl Workspace {
         let mut all = BTreeSet::from([name.to_string()]);
         let mut frontier = vec![name.to_string()];
         while let Some(name) = frontier.pop() {
-            for dependency in self.package(&name).map(|p| p.depends_on.clone()).unwrap_or_default() {
+            for dependency in self
+                .package(&name)
+                .map(|p| p.depends_on.clone())
+                .unwrap_or_default()
+            {
                 if all.insert(dependency.clone()) {
                     frontier.push(dependency);
                 }
