@@ -238,7 +238,7 @@ async fn strategies_under_load() {
         .map(|a| a.at - a.latency)
         .unwrap_or_default();
     let external = last.saturating_sub(first);
-    let record = engine.history().last().cloned().unwrap_or(Value::Null);
+    let record = engine.history(&service).last().cloned().unwrap_or(Value::Null);
     let (failed, versions) = summarize(&answers);
     println!(
         "bad canary: rolled back; agent-measured {} ms from the first anomalous sample to v3.1 serving all traffic; \
@@ -313,7 +313,7 @@ async fn strategies_under_load() {
         }
         _ => Duration::ZERO,
     };
-    let record = engine.history().last().cloned().unwrap_or(Value::Null);
+    let record = engine.history(&service).last().cloned().unwrap_or(Value::Null);
     let (failed, versions) = summarize(&answers);
     println!(
         "erring canary: rolled back; agent-measured {} ms from the first anomalous sample; canary exposure {} ms; {failed} failed requests, {versions:?}; verdict: {}",
@@ -410,7 +410,7 @@ async fn strategies_under_load() {
         all.len()
     );
     let history: Vec<String> = engine
-        .history()
+        .history(&service)
         .iter()
         .map(|r| format!("{} {} {}", r["version"], r["strategy"], r["outcome"]))
         .collect();
@@ -537,11 +537,8 @@ async fn kill_9_mid_canary_is_recovered_on_resume() {
     };
     let proxy = Haproxy::start();
     let home = tempfile::tempdir().expect("home");
-    let state_file = home.path().join("deployments.json");
     let cairn = env!("CARGO_BIN_EXE_cairn");
     let workflow = |name: &str, with: Value| {
-        let mut with = with;
-        with["state_file"] = json!(state_file);
         let path = home.path().join(format!("{name}.yaml"));
         std::fs::write(&path, format!("name: {name}\nsteps:\n  - id: deploy\n    agent: deploy_agent\n    timeout: 5m\n    with: {with}\n")).expect("workflow");
         path
@@ -611,10 +608,12 @@ async fn kill_9_mid_canary_is_recovered_on_resume() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answers = load.stop().await;
     let (failed, versions) = summarize(&answers);
-    let state: Value =
-        serde_json::from_str(&std::fs::read_to_string(&state_file).expect("state file"))
-            .expect("json");
-    let history = state["services"][&service]["history"]
+    let state = cairn_engine::store::Store::open(&home.path().join("cairn.db"))
+        .expect("store")
+        .deployment(&service)
+        .expect("deployment state")
+        .unwrap_or_default();
+    let history = state["history"]
         .as_array()
         .cloned()
         .unwrap_or_default();
@@ -638,7 +637,7 @@ async fn kill_9_mid_canary_is_recovered_on_resume() {
             .all(|a| a.version == "v2"),
         "v2 serves all traffic"
     );
-    assert!(state["services"][&service]["in_progress"].is_null());
+    assert!(state["in_progress"].is_null());
 }
 
 /// No traffic, no verdict: a canary that saw too few requests is rolled back as
@@ -785,7 +784,7 @@ async fn the_monitor_rolls_back_a_bad_or_crashing_release() {
             .all(|a| a.ok && a.version == "v1"),
         "v1 serves all traffic again"
     );
-    let record = engine.history().last().cloned().expect("history");
+    let record = engine.history(&service).last().cloned().expect("history");
     assert_eq!(
         (record["outcome"].as_str(), record["strategy"].as_str()),
         (Some("rolled_back"), Some("manual")),
@@ -932,4 +931,97 @@ async fn canary_analysis_through_a_prometheus_server() {
         "v1 serves all traffic again"
     );
     drop(load);
+}
+
+/// A canary deploy with its monitor, and `cairn rollback` of the release it replaces, race on
+/// one service: the service lock lets one traffic change through at a time, the rollback that
+/// finds the service busy is refused with the holder named, and at the end the history agrees
+/// with the active release and the proxy serves exactly that one release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_monitor_and_rollback_racing_leave_one_release() {
+    let image = DemoImage::build("race");
+    let service = format!("race{}", std::process::id());
+    let _containers = Containers {
+        service: service.clone(),
+    };
+    let proxy = Haproxy::start();
+    let engine = TestEngine::new();
+    let img = image.image();
+    for version in ["v1", "v2"] {
+        let run = engine
+            .deploy("low", with(&service, &img, &proxy, version, json!({})))
+            .await;
+        assert_eq!(run.state, RunState::Succeeded, "{}", run.error());
+    }
+    assert_eq!(engine.history(&service).len(), 2);
+    let v2_run_id = 2;
+    let load = Load::start(proxy.port, 4, Duration::from_secs(120));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut settings = canary_settings();
+    settings["monitor_window"] = json!("3s");
+    let deploying = engine.deploy_and_monitor(
+        "high",
+        with(&service, &img, &proxy, "v3", settings),
+        json!({ "analysis_interval": "500ms", "min_samples": 20 }),
+    );
+    let rolling_back = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cairn_engine::agents::deploy::rollback_run(engine.engine.store(), v2_run_id, "race")
+            .await
+    };
+    let ((deploy, monitor), rollback) = tokio::join!(deploying, rolling_back);
+    let busy = rollback.expect_err("the rollback meets the canary's lock");
+    assert!(
+        busy.to_string().contains("busy") && busy.to_string().contains("deploy run"),
+        "the refusal names the holder: {busy}"
+    );
+    assert_eq!(deploy.state, RunState::Succeeded, "{}", deploy.error());
+    assert_eq!(monitor.step.state.as_str(), "succeeded", "{}", monitor.error());
+
+    // Now the monitor is done: a manual rollback and a second one at once.
+    let store = engine.engine.store();
+    let v3_run_id = deploy.run_id;
+    let (first, second) = tokio::join!(
+        cairn_engine::agents::deploy::rollback_run(store, v3_run_id, "first"),
+        cairn_engine::agents::deploy::rollback_run(store, v3_run_id, "second"),
+    );
+    // One rolls back; the other finds the service busy, or v3 no longer active.
+    let succeeded = [&first, &second]
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|reports| !reports.is_empty()))
+        .count();
+    assert_eq!(succeeded, 1, "{first:?} {second:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mark = load.len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let recent = load.since(mark);
+    let answers = load.stop().await;
+    let (failed, _) = summarize(&answers);
+    let state = store
+        .deployment(&service)
+        .expect("state")
+        .expect("deployed");
+    let active = state["active"]["version"].as_str().unwrap_or("").to_string();
+    assert!(!recent.is_empty());
+    assert!(
+        recent.iter().all(|a| a.ok && a.version == active),
+        "the proxy serves exactly the active release {active}: {:?}",
+        summarize(&recent)
+    );
+    let history = engine.history(&service);
+    let outcomes: Vec<String> = history
+        .iter()
+        .map(|r| format!("{} {}", r["version"], r["outcome"]))
+        .collect();
+    assert!(state["in_progress"].is_null(), "{state:#}");
+    assert_eq!(
+        history
+            .iter()
+            .filter(|r| r["outcome"] == "rolled_back" && r["strategy"] == "manual")
+            .count(),
+        succeeded,
+        "one record per rollback that happened: {outcomes:?}"
+    );
+    println!("race: history {outcomes:?}; {failed} failed requests; active {active}");
 }

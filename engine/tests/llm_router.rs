@@ -214,8 +214,10 @@ async fn failing_call(
     // What the run's history says matches what the caller was told.
     let recorded = harness
         .store
-        .recorded_call(harness.run_id, "analyze", 0)
+        .calls(harness.run_id)
         .unwrap()
+        .into_iter()
+        .find(|call| call.step_id == "analyze" && call.call_index == 0)
         .unwrap();
     assert_eq!(recorded.tier, answer.tier.as_str());
     assert_eq!(recorded.fallbacks, answer.fallbacks);

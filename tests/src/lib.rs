@@ -178,6 +178,11 @@ impl Sandbox {
     /// Starts `cairn ARGS` in the background; stdout and stderr go to files in the sandbox (so
     /// a full pipe never blocks the engine, and a killed engine leaves them readable).
     pub fn spawn(&self, args: &[&str]) -> Running {
+        self.spawn_with_env(args, &[])
+    }
+
+    /// [`Sandbox::spawn`] with extra environment variables.
+    pub fn spawn_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
         let number = self.spawned.fetch_add(1, Ordering::Relaxed);
         let logs = self.root().join("cairn-output");
         std::fs::create_dir_all(&logs).expect("failed to create the output directory");
@@ -185,6 +190,7 @@ impl Sandbox {
         let stderr = logs.join(format!("{number}.stderr"));
         let child = self
             .command(args)
+            .envs(env.iter().copied())
             .stdout(File::create(&stdout).expect("failed to create a stdout file"))
             .stderr(File::create(&stderr).expect("failed to create a stderr file"))
             .spawn()

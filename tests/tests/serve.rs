@@ -634,3 +634,47 @@ fn commits_latest_runs_only_the_newest_commit() {
         "the older commits of the burst never ran: {ran:?}"
     );
 }
+
+/// Two `cairn serve` on one home poll the same repository at the same moments: the cursor's
+/// compare-and-set in the run-creating transaction makes one of them create each commit's run,
+/// and the mirror lock keeps their fetches apart.
+#[test]
+fn two_serves_on_one_home_run_each_commit_once() {
+    let sandbox = Sandbox::new();
+    let repo = Repo::init(&sandbox.path("repo"));
+    repo.add_commits("base", 1);
+    let journal_path = sandbox.path("journal.txt");
+    let workflow_path = sandbox.write(
+        "watch.yaml",
+        &workflow("watch-twice", "all", &[(&repo.url(), &["main"])], &journal_path),
+    );
+    let workflow = workflow_path.display().to_string();
+    let mut expected = vec![repo.head()];
+    for round in 0..4 {
+        if round > 0 {
+            expected.extend(repo.add_commits(&format!("round{round}"), 2));
+        }
+        let mut serves: Vec<_> = (0..2)
+            .map(|_| sandbox.spawn(&["serve", &workflow, "--once", "-q"]))
+            .collect();
+        for serve in &mut serves {
+            serve
+                .wait_within(SERVE_LIMIT)
+                .expect("serve --once finishes");
+            let output = serve.output();
+            assert_eq!(output.code, Some(0), "round {round}: {output}");
+        }
+    }
+    let rows = runs(&sandbox);
+    let per_commit = runs_per_commit(&rows);
+    for commit in &expected {
+        let count = per_commit
+            .iter()
+            .filter(|((_, c), _)| c == commit)
+            .map(|(_, n)| *n)
+            .sum::<usize>();
+        assert_eq!(count, 1, "commit {} ran {count} times: {rows:#?}", short(commit));
+    }
+    assert_eq!(rows.len(), expected.len(), "{rows:#?}");
+    assert_all_succeeded(&rows, "two serves");
+}

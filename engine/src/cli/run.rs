@@ -12,7 +12,7 @@ use cairn_engine::store::RunState;
 
 use super::settings::Settings;
 use super::view::{ViewOptions, watch};
-use super::{EXIT_INVALID, EXIT_RUN_FAILED};
+use super::{EXIT_ERROR, EXIT_INVALID, EXIT_RUN_FAILED};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -130,22 +130,33 @@ pub async fn resume(home: Option<PathBuf>, args: &ResumeArgs) -> Result<ExitCode
     }
     let mut states = Vec::new();
     let explicit = args.run.is_some();
+    let mut errors = 0;
     for run_id in runs {
         eprintln!("resuming run {run_id}");
-        let steps = engine
-            .store()
-            .steps(run_id)?
-            .into_iter()
-            .map(|s| s.step_id)
-            .collect();
+        let steps = match engine.store().steps(run_id) {
+            Ok(steps) => steps.into_iter().map(|s| s.step_id).collect(),
+            Err(error) => {
+                eprintln!("error: run {run_id}: {error}");
+                errors += 1;
+                continue;
+            }
+        };
         match drive_with_view(&engine, run_id, steps, !args.quiet).await {
             Ok(state) => states.push(state),
             // Another engine claimed it since we listed it: it is in good hands.
             Err(error) if !explicit && is_lease_held(&error) => {
                 eprintln!("run {run_id} was taken over by another engine; skipping it");
             }
-            Err(error) => return Err(error),
+            Err(error) if explicit => return Err(error),
+            // One run that cannot be driven must not keep the others from being resumed.
+            Err(error) => {
+                eprintln!("error: run {run_id}: {error:#}; going on with the other runs");
+                errors += 1;
+            }
         }
+    }
+    if errors > 0 {
+        return Ok(ExitCode::from(EXIT_ERROR));
     }
     Ok(exit_code(&states))
 }
@@ -197,11 +208,13 @@ pub fn on_sigterm(abandon: exec::Abandon) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Another engine holds the run, or claimed it while this one was driving it.
 fn is_lease_held(error: &anyhow::Error) -> bool {
     matches!(
         error.downcast_ref::<exec::Error>(),
         Some(exec::Error::Store(
             cairn_engine::store::Error::LeaseHeld { .. }
+                | cairn_engine::store::Error::LeaseLost { .. }
         ))
     )
 }

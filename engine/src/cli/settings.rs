@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -49,6 +50,21 @@ impl Settings {
         Router::new(settings, store.clone()).map_err(|e| anyhow::anyhow!(e))
     }
 
+    /// `CAIRN_LEASE` (`30s`, `1500ms`, `2m`): how long a run's lease lasts without renewal,
+    /// i.e. how soon another engine may take over a run whose engine stalled.
+    pub fn lease() -> Result<Duration> {
+        let Some(text) = std::env::var_os("CAIRN_LEASE") else {
+            return Ok(EngineSettings::DEFAULT_LEASE);
+        };
+        let text = text.to_string_lossy();
+        let lease = cairn_engine::pipeline::parse_duration(&text)
+            .map_err(|reason| anyhow::anyhow!("CAIRN_LEASE={text:?}: {reason}"))?;
+        if lease < Duration::from_millis(300) || lease > Duration::from_secs(3600) {
+            anyhow::bail!("CAIRN_LEASE={text:?} is out of range: use 300ms to 1h");
+        }
+        Ok(lease)
+    }
+
     pub fn engine(&self) -> Result<Engine> {
         let store = self.open_store()?;
         let router = Arc::new(self.llm(&store)?);
@@ -57,9 +73,10 @@ impl Settings {
             Arc::new(Registry::builtin(Some(router))),
             EngineSettings {
                 concurrency: self.concurrency,
-                lease: EngineSettings::DEFAULT_LEASE,
+                lease: Self::lease()?,
                 work_dir: self.home.join("work"),
             },
         ))
     }
 }
+

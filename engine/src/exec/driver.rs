@@ -5,12 +5,14 @@
 //! are renewed in the background of the same loop and cancellation requests are polled from the
 //! store, so `cairn cancel` works from another process.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
 use super::agent::{AgentCall, Agents};
 use super::error::{Error, Result};
@@ -23,7 +25,8 @@ use super::retry::FailureClass;
 use super::workspace::Workspace;
 use crate::pipeline::{self, Action, LoadOptions, Step, Workflow};
 use crate::store::{
-    LogLine, NewRun, RunRecord, RunState, StepState, StepTransition, Store, WriteTxn, now_ms,
+    self, Fence, LogLine, NewRun, RunRecord, RunState, StepState, StepTransition, Store, WriteTxn,
+    now_ms,
 };
 
 /// How often a run checks for `cairn cancel` from another process.
@@ -201,15 +204,22 @@ impl Engine {
     async fn drive_claimed(&self, run_id: i64, observer: Option<Observer>) -> Result<RunState> {
         let lease_ms = self.settings.lease.as_millis() as i64;
         let owner = self.owner.to_string();
-        self.store
-            .write(|txn| txn.claim_run(run_id, &owner, lease_ms, &owner_alive))?;
+        let claimed = self
+            .write(move |txn| txn.claim_run(run_id, &owner, lease_ms, &owner_alive))
+            .await;
+        let fence = match claimed {
+            Ok(claim) => claim.fence,
+            Err(Error::Store(store::Error::RunNotRunning(_))) => {
+                return Err(Error::AlreadyFinished {
+                    run_id,
+                    state: self.store.run(run_id)?.state,
+                });
+            }
+            Err(error) => return Err(error),
+        };
+        // Known to hold until then: every fenced commit proves the lease for `lease_ms` more.
+        let mut lease_valid_until = now_ms() + lease_ms;
         let run = self.store.run(run_id)?;
-        if run.state.is_terminal() {
-            return Err(Error::AlreadyFinished {
-                run_id,
-                state: run.state,
-            });
-        }
         let names = self.agents.names();
         let workflow = pipeline::load_str(
             &format!("run {run_id} ({})", run.workflow),
@@ -238,9 +248,9 @@ impl Engine {
             &failures,
             run.context.clone(),
             concurrency,
-            (owner.clone(), now_ms() + lease_ms),
+            (fence.owner.clone(), now_ms() + lease_ms),
         );
-        self.close_interrupted_attempts(run_id, &machine)?;
+        self.close_interrupted_attempts(&fence, &machine).await?;
 
         let context = run.context.clone();
         let work_dir = self.settings.work_dir.clone();
@@ -264,30 +274,44 @@ impl Engine {
             });
             sender
         });
-        let logs = LogWriter::start(self.store.clone(), echo);
+        let logs = LogWriter::start(self.store.clone(), echo, Some(fence.clone()));
         let (cancel_sender, cancel_receiver) = watch::channel(false);
-        let (done_sender, mut done_receiver) = mpsc::unbounded_channel::<(usize, u32, Outcome)>();
+        // Attempts run as tasks of this set: a panic comes back as a failed attempt instead of
+        // an outcome that never arrives, and losing the lease aborts every one of them.
+        let mut attempts: JoinSet<(usize, u32, Outcome)> = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, (usize, u32, String)> = HashMap::new();
         let mut arrived: Vec<(usize, u32, Outcome)> = Vec::new();
         let mut last_cancel_poll = 0i64;
         let mut last_renewal = now_ms();
 
-        let final_state = loop {
+        let driven = loop {
             let now = now_ms();
             if !machine.is_cancelling() && now - last_cancel_poll >= CANCEL_POLL.as_millis() as i64
             {
                 last_cancel_poll = now;
-                if self.store.cancel_requested(run_id)? {
-                    machine.cancel();
-                    let _ = cancel_sender.send(true);
+                match self.store.cancel_requested(run_id) {
+                    Ok(true) => {
+                        machine.cancel();
+                        let _ = cancel_sender.send(true);
+                    }
+                    Ok(false) => {}
+                    Err(error) => break Err(error.into()),
                 }
             }
             if now - last_renewal >= lease_ms / 3 {
                 last_renewal = now;
-                self.store.write(|txn| txn.renew_leases(&owner, lease_ms))?;
+                let renewing = fence.clone();
+                match self
+                    .write(move |txn| txn.renew_lease(&renewing, lease_ms))
+                    .await
+                {
+                    Ok(()) => lease_valid_until = now + lease_ms,
+                    Err(error) => break Err(error),
+                }
             }
 
             let mut effects = Effects::default();
-            arrived.extend(std::iter::from_fn(|| done_receiver.try_recv().ok()));
+            let now = now_ms();
             for (index, attempt, outcome) in arrived.drain(..) {
                 merge(
                     &mut effects,
@@ -296,33 +320,59 @@ impl Engine {
             }
             merge(&mut effects, machine.plan(now));
             if !effects.writes.is_empty() {
-                self.store
-                    .write(|txn| apply(txn, run_id, &owner, &effects.writes))?;
-                notify(&observer, run_id, &effects.writes);
+                let writes = std::mem::take(&mut effects.writes);
+                let writing = fence.clone();
+                let committed = self
+                    .write(move |txn| {
+                        txn.check_fence(&writing)?;
+                        apply(txn, &writing, &writes)?;
+                        Ok(writes)
+                    })
+                    .await;
+                match committed {
+                    Ok(writes) => {
+                        lease_valid_until = now + lease_ms;
+                        notify(&observer, run_id, &writes);
+                    }
+                    Err(error) => break Err(error),
+                }
+            }
+            if !effects.spawns.is_empty() && now_ms() >= lease_valid_until {
+                // Stalled between the commit and here for longer than the lease: another
+                // engine may hold the run now, so start nothing before a write proves otherwise.
+                let renewing = fence.clone();
+                match self
+                    .write(move |txn| txn.renew_lease(&renewing, lease_ms))
+                    .await
+                {
+                    Ok(()) => lease_valid_until = now_ms() + lease_ms,
+                    Err(error) => break Err(error),
+                }
             }
             for (index, attempt) in effects.spawns {
                 let step = workflow.steps[index].clone();
                 let sink = logs.sink(run_id, &step.id, attempt);
+                let token = self.attempt_token(run_id, &step.id, fence.epoch, attempt);
                 let attempt_context = AttemptContext {
                     store: self.store.clone(),
                     run_id,
                     attempt,
-                    token: self.attempt_token(run_id, &step.id),
+                    token: token.clone(),
                     context: machine.context_for(index),
                     workspace: workspace.clone(),
                     workflow_env: workflow.env.clone().into_iter().collect(),
                 };
                 let agents = self.agents.clone();
-                let done = done_sender.clone();
                 let cancel = cancel_receiver.clone();
-                tokio::spawn(async move {
+                let handle = attempts.spawn(async move {
                     let outcome =
                         run_attempt(&step, attempt_context, agents.as_ref(), sink, cancel).await;
-                    let _ = done.send((index, attempt, outcome));
+                    (index, attempt, outcome)
                 });
+                running.insert(handle.id(), (index, attempt, token));
             }
             if let Some(state) = effects.finished {
-                break state;
+                break Ok(state);
             }
 
             let wake = machine
@@ -331,8 +381,27 @@ impl Engine {
                 .unwrap_or(CANCEL_POLL)
                 .min(CANCEL_POLL);
             tokio::select! {
-                outcome = done_receiver.recv() => arrived.extend(outcome),
+                joined = attempts.join_next_with_id(), if !attempts.is_empty() => {
+                    arrived.extend(joined.map(|joined| attempt_ended(joined, &mut running)));
+                }
                 () = tokio::time::sleep(wake) => {}
+            }
+            while let Some(joined) = attempts.try_join_next_with_id() {
+                arrived.push(attempt_ended(joined, &mut running));
+            }
+        };
+        let final_state = match driven {
+            Ok(state) => state,
+            Err(error) => {
+                // Most likely the lease was lost: nothing of this engine may keep running.
+                let _ = cancel_sender.send(true);
+                attempts.abort_all();
+                for (_, _, token) in running.values() {
+                    kill_orphans(token);
+                }
+                while attempts.join_next().await.is_some() {}
+                logs.finish().await;
+                return Err(error);
             }
         };
         logs.finish().await;
@@ -347,44 +416,121 @@ impl Engine {
         Ok(final_state)
     }
 
-    /// Records that attempts cut off by a dead engine ended, and kills what they left running.
-    fn close_interrupted_attempts(&self, run_id: i64, machine: &RunMachine<'_>) -> Result<()> {
-        let interrupted = machine.interrupted();
-        if interrupted.is_empty() {
+    /// Runs a store transaction on a blocking thread: a commit waits for fsync (and perhaps for
+    /// another process's write lock), which must not stall the runtime's workers.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&WriteTxn<'_>) -> store::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.store.clone();
+        let written = tokio::task::spawn_blocking(move || store.write(work))
+            .await
+            .map_err(|error| Error::Blocking(error.to_string()))?;
+        Ok(written?)
+    }
+
+    /// Records that attempts cut off by an engine that died or lost its lease ended, and kills
+    /// what they left running (every earlier epoch's processes of the run).
+    async fn close_interrupted_attempts(
+        &self,
+        fence: &Fence,
+        machine: &RunMachine<'_>,
+    ) -> Result<()> {
+        let run_id = fence.run_id;
+        let interrupted: Vec<(String, u32, Vec<i32>)> = machine
+            .interrupted()
+            .into_iter()
+            .map(|(index, attempt)| {
+                let step_id = machine.step_id(index).to_string();
+                let pids = kill_token_prefix(&format!("{}/{run_id}/{step_id}/", self.token_prefix));
+                (step_id, attempt, pids)
+            })
+            .collect();
+        // A stalled engine may hold processes of steps the store does not show running (started
+        // just before it stalled): none of them may outlive the reclaim.
+        let stray = kill_token_prefix(&format!("{}/{run_id}/", self.token_prefix));
+        if interrupted.is_empty() && stray.is_empty() {
             return Ok(());
         }
-        let mut killed = Vec::new();
-        for &(index, _) in &interrupted {
-            let step_id = machine.step_id(index);
-            killed.push(kill_orphans(&self.attempt_token(run_id, step_id)));
-        }
-        self.store.write(|txn| {
-            for (&(index, attempt), pids) in interrupted.iter().zip(&killed) {
-                let step_id = machine.step_id(index);
+        let fence = fence.clone();
+        self.write(move |txn| {
+            txn.check_fence(&fence)?;
+            for (step_id, attempt, pids) in &interrupted {
                 txn.finish_attempt(
                     run_id,
                     step_id,
-                    attempt,
+                    *attempt,
                     "interrupted",
                     None,
                     None,
-                    Some("the engine running this attempt stopped"),
+                    Some("the engine running this attempt stopped or lost its lease"),
                 )?;
                 txn.append_event(
                     run_id,
                     Some(step_id),
-                    Some(attempt),
+                    Some(*attempt),
                     "step_interrupted",
                     &serde_json::json!({ "orphans_killed": pids }),
                 )?;
             }
+            if !stray.is_empty() {
+                txn.append_event(
+                    run_id,
+                    None,
+                    None,
+                    "orphans_killed",
+                    &serde_json::json!({ "pids": stray }),
+                )?;
+            }
             Ok(())
-        })?;
-        Ok(())
+        })
+        .await
     }
 
-    fn attempt_token(&self, run_id: i64, step_id: &str) -> String {
-        format!("{}/{run_id}/{step_id}", self.token_prefix)
+    /// `CAIRN_ATTEMPT_TOKEN` of an attempt: `<home>/<run>/<step>/<epoch>.<attempt>`. The epoch
+    /// keeps a replaced engine's processes apart from its successor's.
+    fn attempt_token(&self, run_id: i64, step_id: &str, epoch: i64, attempt: u32) -> String {
+        format!("{}/{run_id}/{step_id}/{epoch}.{attempt}", self.token_prefix)
+    }
+}
+
+/// The outcome of an attempt task that ended: its own, or a failure saying it panicked.
+fn attempt_ended(
+    joined: std::result::Result<(tokio::task::Id, (usize, u32, Outcome)), tokio::task::JoinError>,
+    running: &mut HashMap<tokio::task::Id, (usize, u32, String)>,
+) -> (usize, u32, Outcome) {
+    match joined {
+        Ok((id, ended)) => {
+            running.remove(&id);
+            ended
+        }
+        Err(error) => {
+            let (index, attempt, token) = running.remove(&error.id()).unwrap_or_default();
+            // Whatever the attempt started must not outlive it.
+            if !token.is_empty() {
+                kill_orphans(&token);
+            }
+            let message = if error.is_panic() {
+                let payload = error.into_panic();
+                let text = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-text panic payload".into());
+                format!("the step panicked: {text}")
+            } else {
+                "the step's task was aborted".to_string()
+            };
+            (
+                index,
+                attempt,
+                Outcome::Failed {
+                    class: FailureClass::Panicked,
+                    exit_code: None,
+                    message,
+                },
+            )
+        }
     }
 }
 
@@ -394,12 +540,8 @@ fn merge(into: &mut Effects, from: Effects) {
     into.finished = into.finished.or(from.finished);
 }
 
-fn apply(
-    txn: &WriteTxn<'_>,
-    run_id: i64,
-    owner: &str,
-    writes: &[Write],
-) -> crate::store::Result<()> {
+fn apply(txn: &WriteTxn<'_>, fence: &Fence, writes: &[Write]) -> store::Result<()> {
+    let (run_id, owner) = (fence.run_id, fence.owner.as_str());
     for write in writes {
         match write {
             Write::Step(change) => txn.transition_step(change)?,
@@ -509,6 +651,7 @@ async fn run_attempt(
                 env,
                 timeout: step.timeout,
                 output_file,
+                token: attempt.token.clone(),
             };
             run_command(spec, logs, cancel).await
         }

@@ -17,6 +17,8 @@ pub enum Error {
         run_id: i64,
         state: crate::store::RunState,
     },
+    #[error("a blocking store task failed: {0}")]
+    Blocking(String),
     #[error("failed to prepare the workspace of run {run_id}: {message}")]
     Workspace { run_id: i64, message: String },
 }

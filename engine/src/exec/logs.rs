@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::store::{LogLine, Store, now_ms};
+use crate::store::{Fence, LogLine, Store, now_ms};
 
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -50,8 +50,13 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// `echo` receives every line as it arrives (the terminal view).
-    pub fn start(store: Store, echo: Option<mpsc::UnboundedSender<LogLine>>) -> LogWriter {
+    /// `echo` receives every line as it arrives (the terminal view). With a `fence`, lines are
+    /// stored only while no other engine has claimed the run since.
+    pub fn start(
+        store: Store,
+        echo: Option<mpsc::UnboundedSender<LogLine>>,
+        fence: Option<Fence>,
+    ) -> LogWriter {
         let (sender, mut receiver) = mpsc::unbounded_channel::<LogLine>();
         let task = tokio::spawn(async move {
             let mut batch = Vec::new();
@@ -65,7 +70,10 @@ impl LogWriter {
                 }
                 let lines = std::mem::take(&mut batch);
                 let store = store.clone();
-                let written = tokio::task::spawn_blocking(move || store.append_logs(&lines)).await;
+                let fence = fence.clone();
+                let written =
+                    tokio::task::spawn_blocking(move || store.append_logs(&lines, fence.as_ref()))
+                        .await;
                 if let Ok(Err(error)) = written {
                     tracing::warn!(%error, "failed to store step log lines");
                 }

@@ -1,5 +1,9 @@
 //! Running a `run:` step: `sh -c` in its own process group, output streamed line by line,
 //! the whole group killed on timeout or cancellation, outputs read from `$CAIRN_OUTPUT`.
+//!
+//! Timeout and cancellation act on the attempt, never on end of file of its pipes: a daemon
+//! that escaped the group (`setsid cmd &`) is found by the attempt token in its environment
+//! and killed with the group, and output is drained for a bounded time only.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -13,11 +17,17 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use super::logs::LogSink;
+use super::orphans::kill_orphans;
 use super::machine::Outcome;
 use super::retry::FailureClass;
 
 /// Time between SIGTERM and SIGKILL when a step must stop.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// How long output already written is drained after the step's processes are gone. A process
+/// that escaped both its group and its token (a daemon that cleared its environment) may hold
+/// the pipes open for ever; the step ends regardless.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 pub struct ProcessSpec {
     pub command: String,
@@ -26,6 +36,9 @@ pub struct ProcessSpec {
     pub timeout: Option<Duration>,
     /// File the step may write `key=value` lines to; they become its outputs.
     pub output_file: PathBuf,
+    /// The attempt's `CAIRN_ATTEMPT_TOKEN` (also in `env`): processes that left the step's
+    /// process group (`setsid`, a double fork) are found by it and killed with the group.
+    pub token: String,
 }
 
 pub async fn run_command(
@@ -81,9 +94,8 @@ pub async fn run_command(
         Ok(status) => status,
         Err(timed_out) => {
             terminate(group, &mut child).await;
-            for reader in readers.into_iter().flatten() {
-                let _ = reader.await;
-            }
+            kill_orphans(&spec.token);
+            drain(readers).await;
             if !timed_out {
                 return Outcome::Cancelled;
             }
@@ -99,14 +111,22 @@ pub async fn run_command(
             };
         }
     };
-    // Children the step left behind in its group must not outlive it, and must not hold its
-    // output pipes open (which would keep the step "running" past its own exit).
+    // Children the step left behind, in its group or escaped from it, must not outlive it, and
+    // must not hold its output pipes open (which would keep the step "running" past its exit).
     if let Some(group) = group {
         let _ = killpg(group, Signal::SIGKILL);
     }
-    for reader in readers.into_iter().flatten() {
-        let _ = reader.await;
+    let escaped = kill_orphans(&spec.token);
+    if !escaped.is_empty() {
+        logs.line(
+            "engine",
+            format!(
+                "killed {} process(es) the step left running outside its process group",
+                escaped.len()
+            ),
+        );
     }
+    drain(readers).await;
     match status {
         Err(error) => spawn_failure(format!("failed to wait for the step's process: {error}")),
         Ok(status) if status.success() => match read_outputs(&spec.output_file) {
@@ -170,6 +190,17 @@ async fn terminate(group: Option<Pid>, child: &mut tokio::process::Child) {
         let _ = killpg(group, Signal::SIGKILL);
     }
     let _ = child.kill().await;
+}
+
+/// Waits for the output readers to reach end of file, at most [`DRAIN_GRACE`]; a reader still
+/// blocked after that is abandoned (its task is aborted).
+async fn drain(readers: [Option<tokio::task::JoinHandle<()>>; 2]) {
+    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    for mut reader in readers.into_iter().flatten() {
+        if tokio::time::timeout_at(deadline, &mut reader).await.is_err() {
+            reader.abort();
+        }
+    }
 }
 
 fn pump(

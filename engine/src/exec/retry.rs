@@ -18,6 +18,8 @@ pub enum FailureClass {
     ExitCode,
     /// The command could not be started at all.
     Spawn,
+    /// The step's code (an agent) panicked; a bug, so it is not retried by default.
+    Panicked,
 }
 
 impl FailureClass {
@@ -27,6 +29,7 @@ impl FailureClass {
             Self::Killed => "killed",
             Self::ExitCode => "exit_code",
             Self::Spawn => "spawn",
+            Self::Panicked => "panicked",
         }
     }
 

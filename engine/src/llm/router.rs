@@ -48,6 +48,25 @@ pub struct Request {
     pub diff: Option<String>,
 }
 
+impl Request {
+    /// Identifies the question for replay: the task and every text it is asked with.
+    pub fn sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for part in [
+            self.task.name(),
+            &self.instruction,
+            &self.input,
+            self.diff.as_deref().unwrap_or(""),
+        ] {
+            // Length-prefixed, so moving text between fields changes the hash.
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        hex::encode(hasher.finalize())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     /// The answer's text (for structured tasks, its JSON).
@@ -143,11 +162,15 @@ impl Router {
         rules: impl FnOnce() -> Value,
     ) -> Answer {
         let index = scope.map(|s| s.next.fetch_add(1, Ordering::SeqCst));
+        let request_sha256 = request.sha256();
         if let (Some(scope), Some(index)) = (scope, index) {
-            if let Ok(Some(recorded)) =
-                self.store
-                    .recorded_call(scope.run_id, &scope.step_id, index)
-            {
+            if let Ok(Some(recorded)) = self.store.recorded_call(
+                scope.run_id,
+                &scope.step_id,
+                index,
+                request.task.name(),
+                &request_sha256,
+            ) {
                 return replayed(recorded, request.task);
             }
         }
@@ -226,6 +249,7 @@ impl Router {
                 latency_ms: started.elapsed().as_millis() as i64,
                 result: answer.text.clone(),
                 fallbacks: answer.fallbacks.clone(),
+                request_sha256: Some(request_sha256),
             };
             if let Err(error) = self.store.write(|txn| txn.record_call(&record)) {
                 tracing::warn!(%error, "failed to record a language-model call");

@@ -55,6 +55,18 @@ pub enum Error {
         owner: String,
         remaining_ms: i64,
     },
+    #[error(
+        "run {run_id} is no longer driven by this engine: another engine claimed it \
+         (now held by {holder}, epoch {epoch}, state {state})"
+    )]
+    LeaseLost {
+        run_id: i64,
+        holder: String,
+        epoch: i64,
+        state: String,
+    },
+    #[error("run {0} is not running any more")]
+    RunNotRunning(i64),
     #[error("the state database holds a bad value in {what}: {detail}")]
     BadValue { what: &'static str, detail: String },
     #[error("state database query failed")]

@@ -32,6 +32,9 @@ pub struct CallRecord {
     pub latency_ms: i64,
     pub result: String,
     pub fallbacks: Vec<String>,
+    /// SHA-256 of the task and the request's text: a replay answers only the same question.
+    /// `None` for calls recorded before it was kept.
+    pub request_sha256: Option<String>,
 }
 
 /// Hard limits for one tier; `None` is unlimited.
@@ -87,58 +90,42 @@ impl Store {
             .optional()?)
     }
 
+    /// The recorded answer to this question in this step of this run, for a replay: the call
+    /// at `call_index` if it asked exactly this (`task`, `request_sha256`), else the earliest
+    /// call of the step that did. A different question is never answered from the record.
     pub fn recorded_call(
         &self,
         run_id: i64,
         step_id: &str,
         call_index: u32,
+        task: &str,
+        request_sha256: &str,
     ) -> Result<Option<CallRecord>> {
         let conn = self.lock();
-        Ok(conn
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {CALL_COLUMNS} FROM llm_calls
+             WHERE run_id = ?1 AND step_id = ?2 AND task = ?4
+               AND (request_sha256 = ?5 OR (request_sha256 IS NULL AND call_index = ?3))
+             ORDER BY call_index = ?3 DESC, call_index
+             LIMIT 1"
+        ))?;
+        Ok(stmt
             .query_row(
-                "SELECT task, tier, cache_hit, prompt_tokens, completion_tokens, cost_micros,
-                        saved_micros, latency_ms, result, fallbacks
-                 FROM llm_calls WHERE run_id = ?1 AND step_id = ?2 AND call_index = ?3",
-                params![run_id, step_id, call_index],
-                |row| {
-                    Ok(CallRecord {
-                        run_id,
-                        step_id: step_id.to_string(),
-                        call_index,
-                        task: row.get(0)?,
-                        tier: row.get(1)?,
-                        cache_hit: row.get(2)?,
-                        prompt_tokens: row.get(3)?,
-                        completion_tokens: row.get(4)?,
-                        cost_micros: row.get(5)?,
-                        saved_micros: row.get(6)?,
-                        latency_ms: row.get(7)?,
-                        result: row.get(8)?,
-                        fallbacks: serde_json::from_str(&row.get::<_, String>(9)?)
-                            .unwrap_or_default(),
-                    })
-                },
+                params![run_id, step_id, call_index, task, request_sha256],
+                call_from_row,
             )
             .optional()?)
     }
 
     pub fn calls(&self, run_id: i64) -> Result<Vec<CallRecord>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT step_id, call_index FROM llm_calls WHERE run_id = ?1 ORDER BY at, step_id, call_index",
-        )?;
-        let keys: Vec<(String, u32)> = stmt
-            .query_map([run_id], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        drop(stmt);
-        drop(conn);
-        let mut calls = Vec::new();
-        for (step, index) in keys {
-            calls.extend(self.recorded_call(run_id, &step, index)?);
-        }
-        Ok(calls)
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {CALL_COLUMNS} FROM llm_calls WHERE run_id = ?1
+             ORDER BY at, step_id, call_index"
+        ))?;
+        let rows = stmt.query_map([run_id], call_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
-
     /// Spending grouped by day, task and tier, newest day first.
     pub fn costs(&self) -> Result<Vec<CostRow>> {
         let conn = self.lock();
@@ -219,17 +206,38 @@ impl WriteTxn<'_> {
         Ok(())
     }
 
-    /// Records a call once; a second record for the same key keeps the first (a replay).
+    /// Records a call. Its index is the call's position in the attempt; when an earlier attempt
+    /// recorded a different question there, the new call goes after the step's last one, so
+    /// both are kept and neither answers the other.
     pub fn record_call(&self, call: &CallRecord) -> Result<()> {
+        let taken: Option<Option<String>> = self
+            .txn
+            .query_row(
+                "SELECT request_sha256 FROM llm_calls
+                 WHERE run_id = ?1 AND step_id = ?2 AND call_index = ?3",
+                params![call.run_id, call.step_id, call.call_index],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let index = match taken {
+            None => i64::from(call.call_index),
+            // The same question at the same place: a replay, already recorded.
+            Some(hash) if hash == call.request_sha256 => return Ok(()),
+            Some(_) => self.txn.query_row(
+                "SELECT MAX(call_index) + 1 FROM llm_calls WHERE run_id = ?1 AND step_id = ?2",
+                params![call.run_id, call.step_id],
+                |row| row.get(0),
+            )?,
+        };
         self.txn.execute(
-            "INSERT OR IGNORE INTO llm_calls (run_id, step_id, call_index, task, tier, cache_hit,
+            "INSERT INTO llm_calls (run_id, step_id, call_index, task, tier, cache_hit,
                  prompt_tokens, completion_tokens, cost_micros, saved_micros, latency_ms, result,
-                 fallbacks, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 fallbacks, at, request_sha256)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 call.run_id,
                 call.step_id,
-                call.call_index,
+                index,
                 call.task,
                 call.tier,
                 call.cache_hit,
@@ -240,7 +248,8 @@ impl WriteTxn<'_> {
                 call.latency_ms,
                 call.result,
                 serde_json::to_string(&call.fallbacks).unwrap_or_else(|_| "[]".into()),
-                now_ms()
+                now_ms(),
+                call.request_sha256,
             ],
         )?;
         Ok(())
@@ -348,4 +357,27 @@ impl WriteTxn<'_> {
         )?;
         Ok(())
     }
+}
+
+const CALL_COLUMNS: &str = "run_id, step_id, call_index, task, tier, cache_hit, prompt_tokens, \
+     completion_tokens, cost_micros, saved_micros, latency_ms, result, fallbacks, request_sha256";
+
+fn call_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
+    Ok(CallRecord {
+        run_id: row.get(0)?,
+        step_id: row.get(1)?,
+        call_index: row.get(2)?,
+        task: row.get(3)?,
+        tier: row.get(4)?,
+        cache_hit: row.get(5)?,
+        prompt_tokens: row.get(6)?,
+        completion_tokens: row.get(7)?,
+        cost_micros: row.get(8)?,
+        saved_micros: row.get(9)?,
+        latency_ms: row.get(10)?,
+        result: row.get(11)?,
+        // Written by us as JSON; an unreadable list only loses the explanation.
+        fallbacks: serde_json::from_str(&row.get::<_, String>(12)?).unwrap_or_default(),
+        request_sha256: row.get(13)?,
+    })
 }

@@ -1,6 +1,7 @@
 //! The durable store: runs, steps, attempts, the append-only event log and step logs, in one
 //! SQLite file. See `ARCHITECTURE.md`, "Durable execution".
 
+mod deployments;
 mod error;
 mod llm;
 mod notifications;
@@ -11,10 +12,11 @@ mod state;
 mod test_learning;
 mod tests_history;
 
+pub use deployments::ServiceLock;
 pub use error::{Error, Result};
 pub use llm::{BudgetLimits, CachedResponse, CallRecord, CostRow, day_and_month};
 pub use records::{
-    EventRecord, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition,
+    Claim, EventRecord, Fence, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition,
     StoredLogLine,
 };
 pub use schema::LATEST_VERSION;

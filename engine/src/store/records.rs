@@ -19,6 +19,23 @@ pub struct NewRun {
     pub lease_ms: i64,
 }
 
+/// Proof of driving a run: its lease holder and the fencing epoch that holder's claim set.
+/// Checked inside every driver transaction ([`super::WriteTxn::check_fence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub run_id: i64,
+    pub owner: String,
+    pub epoch: i64,
+}
+
+/// What claiming a run's lease gave: the fence to write with, and the owner it was taken
+/// from, when it was taken over.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub fence: Fence,
+    pub previous: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
     pub id: i64,

@@ -1,9 +1,10 @@
 //! Schema migrations, versioned with `PRAGMA user_version`.
 //!
-//! Each entry of [`MIGRATIONS`] moves the database one version up and is applied in its own
-//! transaction. A database newer than this build is refused rather than guessed at.
+//! Each entry of [`MIGRATIONS`] moves the database one version up; all pending ones are applied
+//! in one exclusive transaction, so processes opening a fresh home at once cannot race. A
+//! database newer than this build is refused rather than guessed at.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
 use super::error::{Error, Result};
 
@@ -224,12 +225,46 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX notifications_by_key ON notifications(service, kind, key, at);
     CREATE INDEX notifications_by_run ON notifications(run_id, kind);
     "#,
+    // 7: fencing. Every claim of a run raises its epoch; a driver's writes check owner and
+    // epoch inside their transaction. Recorded model calls keep a hash of their request, so a
+    // replay answers only the same question.
+    r#"
+    ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE llm_calls ADD COLUMN request_sha256 TEXT;
+    "#,
+    // 8: the deploy and build agents' memory, moved out of JSON files beside the runs into
+    // the store: each service's deployment state, a lock per service so that one traffic
+    // change happens at a time, and recent builds per image repository.
+    r#"
+    CREATE TABLE deployments (
+        service    TEXT    PRIMARY KEY,
+        state      TEXT    NOT NULL,  -- JSON: active, retired, in_progress, history
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE service_locks (
+        service     TEXT    PRIMARY KEY,
+        holder      TEXT    NOT NULL,  -- engine owner id (host:pid:start-time)
+        purpose     TEXT    NOT NULL,  -- e.g. "deploy run 12", "rollback"
+        acquired_at INTEGER NOT NULL
+    );
+    CREATE TABLE builds (
+        key        TEXT    PRIMARY KEY,  -- run_id/step_id
+        repository TEXT    NOT NULL,
+        at_ms      INTEGER NOT NULL,
+        record     TEXT    NOT NULL      -- JSON: the build agent's record
+    );
+    CREATE INDEX builds_by_repository ON builds(repository, at_ms);
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// Brings the database up to [`LATEST_VERSION`] in one `BEGIN IMMEDIATE` transaction, reading
+/// the version inside it: when several processes open a fresh home at once, one migrates and
+/// the others wait on the write lock, then find nothing left to do.
 pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = txn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if found > LATEST_VERSION {
         return Err(Error::NewerSchema {
             path: path.to_path_buf(),
@@ -237,15 +272,22 @@ pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
             supported: LATEST_VERSION,
         });
     }
+    if found == LATEST_VERSION {
+        return Ok(());
+    }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let version = index as i64 + 1;
-        let apply = |conn: &mut Connection| -> rusqlite::Result<()> {
-            let txn = conn.transaction()?;
-            txn.execute_batch(sql)?;
-            txn.pragma_update(None, "user_version", version)?;
-            txn.commit()
-        };
-        apply(conn).map_err(|source| Error::Migrate { version, source })?;
+        txn.execute_batch(sql)
+            .map_err(|source| Error::Migrate { version, source })?;
     }
+    txn.pragma_update(None, "user_version", LATEST_VERSION)
+        .map_err(|source| Error::Migrate {
+            version: LATEST_VERSION,
+            source,
+        })?;
+    txn.commit().map_err(|source| Error::Migrate {
+        version: LATEST_VERSION,
+        source,
+    })?;
     Ok(())
 }

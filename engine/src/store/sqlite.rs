@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::{Error, Result};
 use super::records::{
-    EventRecord, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition,
-    StoredLogLine,
+    Claim, EventRecord, Fence, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord,
+    StepTransition, StoredLogLine,
 };
 use super::schema;
 use super::state::{RunState, StepState};
@@ -195,12 +195,24 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Appends log lines in one transaction (logs are batched by the caller).
-    pub fn append_logs(&self, lines: &[LogLine]) -> Result<()> {
+    /// Appends log lines in one transaction (logs are batched by the caller). With a `fence`,
+    /// the lines are dropped when another engine has claimed the run since (its epoch moved):
+    /// a replaced engine's late output must not land beside its successor's.
+    pub fn append_logs(&self, lines: &[LogLine], fence: Option<&Fence>) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
         self.write(|txn| {
+            if let Some(fence) = fence {
+                let epoch: Option<i64> = txn
+                    .txn
+                    .prepare_cached("SELECT lease_epoch FROM runs WHERE id = ?1")?
+                    .query_row([fence.run_id], |row| row.get(0))
+                    .optional()?;
+                if epoch != Some(fence.epoch) {
+                    return Ok(());
+                }
+            }
             let mut stmt = txn.txn.prepare_cached(
                 "INSERT INTO step_logs (run_id, step_id, attempt, stream, line, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -491,13 +503,18 @@ impl WriteTxn<'_> {
         Ok(())
     }
 
+    /// Ends a run that is still `running`; a run already finished (by another engine, or by
+    /// `cairn cancel`) is never finished twice.
     pub fn finish_run(&self, run_id: i64, state: RunState, reason: Option<&str>) -> Result<()> {
-        self.txn.execute(
+        let changed = self.txn.execute(
             "UPDATE runs SET state = ?2, reason = ?3, finished_at = ?4, lease_owner = NULL,
                     lease_expires_at = NULL
-             WHERE id = ?1",
+             WHERE id = ?1 AND state = 'running'",
             params![run_id, state.as_str(), reason, now_ms()],
         )?;
+        if changed == 0 {
+            return Err(Error::RunNotRunning(run_id));
+        }
         self.append_event(
             run_id,
             None,
@@ -524,26 +541,30 @@ impl WriteTxn<'_> {
         )
     }
 
-    /// Takes the run's lease for `owner` unless another live owner holds an unexpired one.
-    /// `owner_alive` tells whether a recorded owner still exists (same host, same process).
-    /// Returns the previous owner when the lease was taken over from someone else.
+    /// Takes the run's lease for `owner` unless another live owner holds an unexpired one, and
+    /// raises its fencing epoch: every later write of the previous holder fails its
+    /// [`WriteTxn::check_fence`], however long it was stalled. `owner_alive` tells whether a
+    /// recorded owner still exists (same host, same process).
     pub fn claim_run(
         &self,
         run_id: i64,
         owner: &str,
         lease_ms: i64,
         owner_alive: &dyn Fn(&str) -> bool,
-    ) -> Result<Option<String>> {
+    ) -> Result<Claim> {
         let now = now_ms();
-        let (current, expires): (Option<String>, Option<i64>) = self
+        let (current, expires, epoch, state): (Option<String>, Option<i64>, i64, String) = self
             .txn
             .query_row(
-                "SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?1",
+                "SELECT lease_owner, lease_expires_at, lease_epoch, state FROM runs WHERE id = ?1",
                 [run_id],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
             )
             .optional()?
             .ok_or(Error::RunNotFound(run_id))?;
+        if state != "running" {
+            return Err(Error::RunNotRunning(run_id));
+        }
         let previous = current.filter(|holder| holder != owner);
         if let Some(holder) = &previous {
             let expires = expires.unwrap_or(0);
@@ -555,9 +576,11 @@ impl WriteTxn<'_> {
                 });
             }
         }
+        let epoch = epoch + 1;
         self.txn.execute(
-            "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3 WHERE id = ?1",
-            params![run_id, owner, now + lease_ms],
+            "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, lease_epoch = ?4
+             WHERE id = ?1",
+            params![run_id, owner, now + lease_ms, epoch],
         )?;
         if let Some(holder) = &previous {
             let reason = if expires.unwrap_or(0) <= now {
@@ -570,22 +593,62 @@ impl WriteTxn<'_> {
                 None,
                 None,
                 "run_reclaimed",
-                &serde_json::json!({ "previous_owner": holder, "owner": owner, "reason": reason }),
+                &serde_json::json!({
+                    "previous_owner": holder,
+                    "owner": owner,
+                    "epoch": epoch,
+                    "reason": reason,
+                }),
             )?;
         }
-        Ok(previous)
+        Ok(Claim {
+            fence: Fence {
+                run_id,
+                owner: owner.to_string(),
+                epoch,
+            },
+            previous,
+        })
     }
 
-    /// Extends every lease `owner` holds on unfinished runs and their running steps.
-    pub fn renew_leases(&self, owner: &str, lease_ms: i64) -> Result<()> {
+    /// Proves that `fence` still holds the run: same owner, same epoch, run still `running`.
+    /// Every write of a driving engine starts with this, inside its transaction, so an engine
+    /// that stalled past its lease and was replaced writes nothing when it wakes up.
+    pub fn check_fence(&self, fence: &Fence) -> Result<()> {
+        let found: Option<(Option<String>, i64, String)> = self
+            .txn
+            .prepare_cached("SELECT lease_owner, lease_epoch, state FROM runs WHERE id = ?1")?
+            .query_row([fence.run_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .optional()?;
+        match found {
+            Some((Some(owner), epoch, state))
+                if owner == fence.owner && epoch == fence.epoch && state == "running" =>
+            {
+                Ok(())
+            }
+            Some((holder, epoch, state)) => Err(Error::LeaseLost {
+                run_id: fence.run_id,
+                holder: holder.unwrap_or_else(|| "nobody".into()),
+                epoch,
+                state,
+            }),
+            None => Err(Error::RunNotFound(fence.run_id)),
+        }
+    }
+
+    /// Extends the lease `fence` holds on its run and the run's running steps; fails with
+    /// [`Error::LeaseLost`] when another engine has claimed the run since.
+    pub fn renew_lease(&self, fence: &Fence, lease_ms: i64) -> Result<()> {
+        self.check_fence(fence)?;
         let expires = now_ms() + lease_ms;
         self.txn.execute(
-            "UPDATE runs SET lease_expires_at = ?2 WHERE lease_owner = ?1 AND state = 'running'",
-            params![owner, expires],
+            "UPDATE runs SET lease_expires_at = ?2 WHERE id = ?1",
+            params![fence.run_id, expires],
         )?;
         self.txn.execute(
-            "UPDATE steps SET lease_expires_at = ?2 WHERE lease_owner = ?1 AND state = 'running'",
-            params![owner, expires],
+            "UPDATE steps SET lease_expires_at = ?3
+             WHERE run_id = ?1 AND lease_owner = ?2 AND state = 'running'",
+            params![fence.run_id, fence.owner, expires],
         )?;
         Ok(())
     }
@@ -606,6 +669,32 @@ impl WriteTxn<'_> {
             )?
             .execute(params![workflow, repo_url, branch, commit, now_ms()])?;
         Ok(())
+    }
+
+    /// Moves a cursor from `expected` to `commit` if nobody moved it since `expected` was read
+    /// (compare-and-set); returns whether it moved. Two pollers of one repository (two `cairn
+    /// serve` on one home, a webhook and a cron tick) both see the same new commits, but only
+    /// the one whose transaction moves the cursor creates their runs.
+    pub fn advance_cursor(
+        &self,
+        workflow: &str,
+        repo_url: &str,
+        branch: &str,
+        expected: Option<&str>,
+        commit: &str,
+    ) -> Result<bool> {
+        let current: Option<String> = self
+            .txn
+            .prepare_cached(
+                "SELECT commit_id FROM cursors WHERE workflow = ?1 AND repo_url = ?2 AND branch = ?3",
+            )?
+            .query_row(params![workflow, repo_url, branch], |row| row.get(0))
+            .optional()?;
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        self.set_cursor(workflow, repo_url, branch, commit)?;
+        Ok(true)
     }
 
     pub fn delete_cursor(&self, workflow: &str, repo_url: &str, branch: &str) -> Result<()> {

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::store::CallRecord;
 
 fn new_run(step_ids: &[&str]) -> NewRun {
     NewRun {
@@ -92,7 +93,7 @@ fn a_live_lease_is_respected_and_a_dead_one_reclaimed() {
     let taken = store
         .write(|txn| txn.claim_run(run_id, "other:2:2", 1_000, &|_| false))
         .expect("dead owner's lease is taken over");
-    assert_eq!(taken.as_deref(), Some("host:1:1"));
+    assert_eq!(taken.previous.as_deref(), Some("host:1:1"));
     assert!(
         store
             .events(run_id)
@@ -132,4 +133,145 @@ fn a_file_that_is_not_a_database_is_a_clear_error() {
         vec![0x5a; 8192],
         "file untouched"
     );
+}
+
+#[test]
+fn a_reclaim_fences_out_every_write_of_the_previous_holder() {
+    let (_dir, store) = open();
+    let run_id = store
+        .write(|txn| txn.create_run(&new_run(&["a"])))
+        .expect("run created");
+    let first = store
+        .write(|txn| txn.claim_run(run_id, "host:1:1", 30_000, &|_| true))
+        .expect("the creator claims its run")
+        .fence;
+    store
+        .write(|txn| txn.check_fence(&first))
+        .expect("the holder may write");
+    // The holder stalls past its lease; a second engine takes over although it is alive.
+    store
+        .write(|txn| txn.claim_run(run_id, "host:2:2", 1_000, &|_| false))
+        .map(|claim| assert_eq!(claim.fence.epoch, first.epoch + 1))
+        .expect("a dead or expired owner's lease is taken over");
+    for (what, result) in [
+        ("check", store.write(|txn| txn.check_fence(&first))),
+        (
+            "renewal",
+            store.write(|txn| txn.renew_lease(&first, 30_000)),
+        ),
+    ] {
+        assert!(
+            matches!(result, Err(Error::LeaseLost { run_id: r, .. }) if r == run_id),
+            "{what}: {result:?}"
+        );
+    }
+    let line = LogLine {
+        run_id,
+        step_id: "a".into(),
+        attempt: 1,
+        stream: "stdout",
+        line: "late".into(),
+        at: now_ms(),
+    };
+    store
+        .append_logs(std::slice::from_ref(&line), Some(&first))
+        .expect("stale lines are dropped, not an error");
+    assert!(store.logs(run_id, None, 0).expect("logs").is_empty());
+
+    store
+        .write(|txn| txn.finish_run(run_id, RunState::Succeeded, None))
+        .expect("finished once");
+    let again = store.write(|txn| txn.finish_run(run_id, RunState::Failed, None));
+    assert!(matches!(again, Err(Error::RunNotRunning(_))), "{again:?}");
+    let claim = store.write(|txn| txn.claim_run(run_id, "host:3:3", 1_000, &|_| false));
+    assert!(matches!(claim, Err(Error::RunNotRunning(_))), "{claim:?}");
+}
+
+#[test]
+fn a_cursor_moves_only_from_the_value_it_was_read_at() {
+    let (_dir, store) = open();
+    let moved = store
+        .write(|txn| txn.advance_cursor("w", "url", "main", None, "c1"))
+        .expect("first advance");
+    assert!(moved);
+    // A second poller read the cursor before the first moved it.
+    let stale = store
+        .write(|txn| txn.advance_cursor("w", "url", "main", None, "c1"))
+        .expect("stale advance");
+    assert!(!stale, "the poller that lost the race creates nothing");
+    assert_eq!(
+        store.cursor("w", "url", "main").expect("cursor").as_deref(),
+        Some("c1")
+    );
+}
+
+#[test]
+fn a_replay_answers_only_the_same_question() {
+    let (_dir, store) = open();
+    let run_id = store
+        .write(|txn| txn.create_run(&new_run(&["a"])))
+        .expect("run created");
+    let call = |index: u32, hash: &str, result: &str| CallRecord {
+        run_id,
+        step_id: "a".into(),
+        call_index: index,
+        task: "summarize_file".into(),
+        tier: "local".into(),
+        cache_hit: false,
+        prompt_tokens: 1,
+        completion_tokens: 1,
+        cost_micros: 0,
+        saved_micros: 0,
+        latency_ms: 1,
+        result: result.into(),
+        fallbacks: Vec::new(),
+        request_sha256: Some(hash.into()),
+    };
+    store
+        .write(|txn| txn.record_call(&call(0, "about-a", "answer a")))
+        .expect("record");
+    store
+        .write(|txn| txn.record_call(&call(1, "about-b", "answer b")))
+        .expect("record");
+    let lookup = |index, hash| {
+        store
+            .recorded_call(run_id, "a", index, "summarize_file", hash)
+            .expect("lookup")
+            .map(|c| c.result)
+    };
+    assert_eq!(lookup(0, "about-a").as_deref(), Some("answer a"));
+    // The re-run asks in another order: each question still gets its own answer.
+    assert_eq!(lookup(0, "about-b").as_deref(), Some("answer b"));
+    assert_eq!(lookup(0, "about-c"), None, "a new question is a new call");
+    assert_eq!(
+        store
+            .recorded_call(run_id, "a", 0, "assess_risk", "about-a")
+            .expect("lookup"),
+        None,
+        "another task never answers"
+    );
+    // The new question asked at a taken index is recorded after the others.
+    store
+        .write(|txn| txn.record_call(&call(0, "about-c", "answer c")))
+        .expect("record");
+    assert_eq!(lookup(0, "about-c").as_deref(), Some("answer c"));
+    assert_eq!(store.calls(run_id).expect("calls").len(), 3);
+}
+
+#[test]
+fn ten_connections_migrate_a_fresh_database_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cairn.db");
+    let opened: Vec<_> = (0..10)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || Store::open(&path).map(|_| ()))
+        })
+        .collect();
+    for handle in opened {
+        handle
+            .join()
+            .expect("no panic")
+            .expect("every opener succeeds");
+    }
 }

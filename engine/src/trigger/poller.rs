@@ -208,11 +208,14 @@ impl<'e> Poller<'e> {
                 .engine
                 .store()
                 .write(|txn| {
+                    // Another poller of this home got here first: its runs are the runs.
+                    if !txn.advance_cursor(&watch.name, url, &branch, cursor.as_deref(), &head)? {
+                        return Ok(Vec::new());
+                    }
                     let mut ids = Vec::new();
                     for new in &new_runs {
                         ids.push(txn.create_run(new)?);
                     }
-                    txn.set_cursor(&watch.name, url, &branch, &head)?;
                     Ok(ids)
                 })
                 .map_err(|e| e.to_string())?;

@@ -86,8 +86,35 @@ impl Mirror {
         }
     }
 
-    /// Clones the mirror the first time, fetches (pruning deleted branches) afterwards.
+    /// Clones the mirror the first time, fetches (pruning deleted branches) afterwards. Holds
+    /// an exclusive lock on `<mirror>.lock` meanwhile, so pollers in several processes of one
+    /// home never fetch into the same mirror at once (git's ref locks would fail one of them).
     pub async fn sync(&self, url: &str) -> Result<(), String> {
+        let _lock = self.lock().await?;
+        self.sync_locked(url).await
+    }
+
+    async fn lock(&self) -> Result<std::fs::File, String> {
+        if let Some(parent) = self.path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
+        }
+        let path = self.path.with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("failed to open {}: {e}", path.display()))?;
+        // Waiting for another process's fetch blocks, so it waits off the runtime; the lock is
+        // released when the returned file is dropped (or the process dies).
+        tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(|e| format!("failed to wait for {}: {e}", path.display()))?
+            .map_err(|e| format!("failed to lock {}: {e}", path.display()))
+    }
+
+    async fn sync_locked(&self, url: &str) -> Result<(), String> {
         if self.path.join("HEAD").exists() {
             git(
                 Some(&self.path),

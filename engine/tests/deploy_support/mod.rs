@@ -446,14 +446,8 @@ impl TestEngine {
         }
     }
 
-    pub fn state_file(&self) -> PathBuf {
-        self.home.path().join("deployments.json")
-    }
-
     /// Runs one `deploy_agent` step with `with`, in a run whose context has `risk`.
     pub async fn deploy(&self, risk: &str, with: Value) -> DeployRun {
-        let mut with = with;
-        with["state_file"] = json!(self.state_file());
         let definition = format!(
             "name: deploy\nsteps:\n  - id: deploy\n    agent: deploy_agent\n    timeout: 5m\n    retries: 0\n    with: {with}\n"
         );
@@ -492,8 +486,6 @@ impl TestEngine {
         with: Value,
         watch: Value,
     ) -> (DeployRun, DeployRun) {
-        let mut with = with;
-        with["state_file"] = json!(self.state_file());
         let definition = format!(
             "name: deploy\nsteps:\n  - id: deploy\n    agent: deploy_agent\n    timeout: 5m\n    retries: 0\n    with: {with}\n  - id: monitor\n    agent: monitor_agent\n    depends_on: deploy\n    timeout: 5m\n    retries: 0\n    with: {watch}\n"
         );
@@ -527,13 +519,13 @@ impl TestEngine {
         (record("deploy"), record("monitor"))
     }
 
-    pub fn history(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.state_file()).unwrap_or_default();
-        let state: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        state["services"]
-            .as_object()
-            .and_then(|s| s.values().next())
-            .and_then(|s| s["history"].as_array().cloned())
+    /// The deploy and rollback history of `service`, as the store keeps it.
+    pub fn history(&self, service: &str) -> Vec<Value> {
+        self.engine
+            .store()
+            .deployment(service)
+            .expect("deployment state")
+            .and_then(|state| state["history"].as_array().cloned())
             .unwrap_or_default()
     }
 }

@@ -100,14 +100,7 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
         Some(commit) => changed_since(&call.workspace, previous_revision.as_deref(), commit).await,
         None => None,
     };
-    let history_path = config
-        .history_file
-        .clone()
-        .or_else(|| history::default_path(&call.workspace));
-    let has_previous = previous.is_some()
-        || history_path
-            .as_deref()
-            .is_some_and(|p| history::any(p, &repository));
+    let has_previous = previous.is_some() || history::any(&call.store, &repository);
     let categories: Vec<String> = call
         .context
         .pointer("/change/categories")
@@ -233,24 +226,20 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
         tags.push(format!("{repository}:{tag}"));
     }
 
-    let last_full = history_path
-        .as_deref()
-        .and_then(|p| history::last_full(p, &repository, &call.idempotency_key));
-    if let Some(path) = &history_path {
-        let record = BuildRecord {
-            repository: repository.clone(),
-            branch: branch.clone(),
-            commit: commit.clone(),
-            decision: decision.mode.as_str().to_string(),
-            duration_ms,
-            image_id: image_id.clone(),
-            size,
-            at_ms: crate::store::now_ms(),
-            key: call.idempotency_key.clone(),
-        };
-        if let Err(error) = history::record(path, record) {
-            tracing::warn!(%error, "failed to record the build in the history file");
-        }
+    let last_full = history::last_full(&call.store, &repository, &call.idempotency_key);
+    let record = BuildRecord {
+        repository: repository.clone(),
+        branch: branch.clone(),
+        commit: commit.clone(),
+        decision: decision.mode.as_str().to_string(),
+        duration_ms,
+        image_id: image_id.clone(),
+        size,
+        at_ms: crate::store::now_ms(),
+        key: call.idempotency_key.clone(),
+    };
+    if let Err(error) = history::record(&call.store, &record) {
+        tracing::warn!(%error, "failed to record the build in the history");
     }
     let time_saved_ms = match (&last_full, decision.mode) {
         (Some(full), Mode::Cached) => Some(full.duration_ms as i64 - duration_ms as i64),

@@ -14,7 +14,6 @@
 //!   nocache: true                               # force a full (true) or cached (false) build
 //!   full_rebuild_paths: ["vendor/**"]           # extra paths whose change means a full build
 //!   max_image_size: 500MB                       # larger images fail the step
-//!   history_file: /var/lib/cairn/builds.json    # default: builds.json beside the run dirs
 //! ```
 
 use std::collections::BTreeMap;
@@ -41,7 +40,6 @@ const KEYS: &[&str] = &[
     "nocache",
     "full_rebuild_paths",
     "max_image_size",
-    "history_file",
 ];
 
 #[derive(Debug, Clone)]
@@ -59,7 +57,6 @@ pub struct BuildConfig {
     pub nocache: Option<bool>,
     pub full_rebuild_paths: Vec<String>,
     pub max_image_size: Option<(u64, String)>,
-    pub history_file: Option<PathBuf>,
 }
 
 impl BuildConfig {
@@ -148,7 +145,6 @@ impl BuildConfig {
             nocache: boolean(map, "nocache")?,
             full_rebuild_paths,
             max_image_size,
-            history_file: string(map, "history_file")?.map(PathBuf::from),
         })
     }
 }

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -68,10 +69,7 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         std::env::var(name).ok()
     })?;
     let logs = &call.logs;
-    let state_path = config
-        .state_file
-        .clone()
-        .unwrap_or_else(|| call.workspace.join(".cairn-deployments.json"));
+    let store = &call.store;
     let key = call.idempotency_key.clone();
     let subject = commit_subject(call);
     let branch = call
@@ -102,11 +100,26 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         Some(call.store.clone()),
     );
 
-    let current = state::load(&state_path)?
-        .services
-        .get(&config.service)
-        .cloned()
-        .unwrap_or_default();
+    // One traffic change of a service at a time: a second deploy of it waits here, and a
+    // manual or monitor rollback waits for (or is refused by) this one.
+    let _traffic = state::lock(
+        store,
+        &config.service,
+        &format!("deploy run {} step {}", call.run_id, call.step_id),
+        // The step's own timeout bounds the wait.
+        state::Wait::Up(Duration::from_secs(24 * 3600)),
+        |other| {
+            logs.line(
+                "stdout",
+                format!(
+                    "waiting for {} to finish with {}",
+                    other.purpose, config.service
+                ),
+            );
+        },
+    )
+    .await?;
+    let current = state::load(store, &config.service)?;
     if let Some(listen) = &config.listen {
         let dir = config.proxy_socket.parent().unwrap_or(Path::new("."));
         if managed::ensure(dir, &config.backend, listen).await? {
@@ -131,7 +144,7 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
     }
     let recovered = match &current.in_progress {
         Some(interrupted) => {
-            Some(recover(&docker, &proxy, &config, interrupted, &state_path, logs).await?)
+            Some(recover(&docker, &proxy, &config, interrupted, store, logs).await?)
         }
         None => None,
     };
@@ -141,7 +154,7 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         ..release
     });
     let started_ms = crate::store::now_ms();
-    state::update(&state_path, &config.service, |s| {
+    state::update(store, &config.service, |s| {
         s.in_progress = Some(InProgress {
             key: key.clone(),
             version: config.version.clone(),
@@ -196,7 +209,7 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         since_ms: now,
     };
     let keep_ms = config.keep_previous.as_millis() as i64;
-    let expired = state::update(&state_path, &config.service, |s| {
+    let expired = state::update(store, &config.service, |s| {
         s.in_progress = None;
         s.history.push(record);
         if !result.rolled_back
@@ -215,11 +228,7 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         s.retired = kept;
         expired
     })?;
-    let kept = state::load(&state_path)?
-        .services
-        .get(&config.service)
-        .cloned()
-        .unwrap_or_default();
+    let kept = state::load(store, &config.service)?;
     let running: Vec<_> = kept
         .active
         .iter()
@@ -287,7 +296,6 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         "events": details["events"],
         "rollback_ms": result.rollback_ms,
         "duration_ms": duration_ms,
-        "state_file": state_path.display().to_string(),
         "proxy_socket": config.proxy_socket.display().to_string(),
         "backend": config.backend,
         "listen": config.listen,
@@ -344,7 +352,7 @@ async fn recover(
     proxy: &Proxy,
     config: &DeployConfig,
     interrupted: &InProgress,
-    path: &Path,
+    store: &crate::store::Store,
     logs: &LogSink,
 ) -> Result<Value, Error> {
     let started = Instant::now();
@@ -372,7 +380,7 @@ async fn recover(
         names.len()
     );
     logs.line("stdout", reason.clone());
-    state::update(path, &config.service, |s| {
+    state::update(store, &config.service, |s| {
         s.in_progress = None;
         s.history.push(Record {
             key: interrupted.key.clone(),

@@ -26,7 +26,6 @@
 //!   max_error_rate_delta: 0.01    # canary error rate may exceed baseline by this much
 //!   max_latency_ratio: 1.5        # canary mean latency may be this many times baseline
 //!   keep_previous: 15m            # retired replicas are kept this long for instant rollback
-//!   state_file: /var/lib/cairn/deployments.json   # default: beside the run directories
 //!   notify: { slack: http://…, webhook: http://…, window: 60s, success: false, max_per_run: 20 }
 //! ```
 
@@ -65,7 +64,6 @@ const KEYS: &[&str] = &[
     "max_error_rate_delta",
     "max_latency_ratio",
     "keep_previous",
-    "state_file",
     "notify",
     "docker_host",
     "tls_cert_path",
@@ -142,7 +140,6 @@ pub struct DeployConfig {
     pub analysis_interval: Duration,
     pub thresholds: Thresholds,
     pub keep_previous: Duration,
-    pub state_file: Option<PathBuf>,
     pub notify: NotifyConfig,
 }
 
@@ -250,14 +247,11 @@ impl DeployConfig {
             Duration::from_secs(10 * 60)
         };
         let thresholds = thresholds(map)?;
-        let state_file = string(map, "state_file")?
-            .map(PathBuf::from)
-            .or_else(|| default_state_file(workspace));
         let listen = string(map, "listen")?;
         let proxy_socket = match (string(map, "proxy_socket")?, &listen) {
             (Some(_), Some(_)) => return Err(Error::Config("set `listen` (Cairn runs the proxy) or `proxy_socket` (your HAProxy), not both".into())),
             (Some(socket), None) => PathBuf::from(socket),
-            (None, Some(_)) => managed_dir(state_file.as_deref(), workspace, &service).join("admin.sock"),
+            (None, Some(_)) => managed_dir(workspace, &service).join("admin.sock"),
             (None, None) => return Err(Error::Config("no proxy: set `listen: 127.0.0.1:PORT` (Cairn runs HAProxy) or `proxy_socket` (an HAProxy runtime API socket)".into())),
         };
         let backend = match (string(map, "backend")?, &listen) {
@@ -302,21 +296,11 @@ impl DeployConfig {
                 .unwrap_or(Duration::from_secs(5)),
             thresholds,
             keep_previous: duration(map, "keep_previous")?.unwrap_or(Duration::from_secs(15 * 60)),
-            state_file,
             notify: NotifyConfig::from_value(map.get("notify")).map_err(Error::Config)?,
         })
     }
 }
 
-/// `deployments.json` beside the run directories (as the build agent keeps `builds.json`).
-fn default_state_file(workspace: &Path) -> Option<PathBuf> {
-    let run_dir = workspace.parent()?;
-    run_dir
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("run-"))
-        .then(|| run_dir.parent().map(|w| w.join("deployments.json")))
-        .flatten()
-}
 
 /// The analysis thresholds (`min_samples`, `alpha`, `max_error_rate_delta`, `max_latency_ratio`).
 pub(super) fn thresholds(map: &Map<String, Value>) -> Result<Thresholds, Error> {
@@ -328,13 +312,23 @@ pub(super) fn thresholds(map: &Map<String, Value>) -> Result<Thresholds, Error> 
     })
 }
 
-/// Where the managed proxy of `service` keeps its configuration, pid file and socket.
-pub fn managed_dir(state_file: Option<&Path>, workspace: &Path, service: &str) -> PathBuf {
-    let base = state_file.and_then(Path::parent).map_or_else(
-        || workspace.join(".cairn-proxies"),
-        |dir| dir.join("proxies"),
-    );
-    base.join(service)
+/// Where the managed proxy of `service` keeps its configuration, pid file and socket: beside
+/// the run directories (`<work>/proxies/<service>`, shared by every run of the home), or in the
+/// checkout when it is not a run's.
+pub fn managed_dir(workspace: &Path, service: &str) -> PathBuf {
+    let work_dir = workspace
+        .parent()
+        .filter(|run_dir| {
+            run_dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("run-"))
+        })
+        .and_then(Path::parent);
+    match work_dir {
+        Some(work_dir) => work_dir.join("proxies"),
+        None => workspace.join(".cairn-proxies"),
+    }
+    .join(service)
 }
 
 fn parse_strategy(key: &str, text: &str) -> Result<Strategy, Error> {

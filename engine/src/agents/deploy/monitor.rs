@@ -61,7 +61,6 @@ impl Agent for MonitorAgent {
 
 struct Watch {
     service: String,
-    state_file: PathBuf,
     proxy: Proxy,
     health_path: String,
     metrics: MetricsSource,
@@ -85,9 +84,6 @@ impl Watch {
         let default_window = Duration::from_secs(if risk == "high" { 30 * 60 } else { 10 * 60 });
         Ok(Watch {
             service: text("service").ok_or_else(|| missing("service"))?,
-            state_file: text("state_file")
-                .map(PathBuf::from)
-                .ok_or_else(|| missing("state_file"))?,
             proxy: Proxy::new(
                 &text("proxy_socket")
                     .map(PathBuf::from)
@@ -127,17 +123,9 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
             "the deploy step did not deploy (outcome is not `deployed`): nothing to monitor".into(),
         ));
     }
-    let current = state::load(&watch.state_file)?
-        .services
-        .get(&watch.service)
-        .cloned()
-        .unwrap_or_default();
+    let current = state::load(&call.store, &watch.service)?;
     let active = current.active.clone().ok_or_else(|| {
-        Error::Config(format!(
-            "{} has no active release in {}",
-            watch.service,
-            watch.state_file.display()
-        ))
+        Error::Config(format!("{} has no active release", watch.service))
     })?;
     let previous = current.retired.last().map(|(_, release)| release.clone());
     let docker = crate::agents::build::docker::connect(&watch.docker_host, None).await?;
@@ -280,13 +268,39 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
             watch.service, active.version
         )));
     };
+    let traffic = state::lock(
+        &call.store,
+        &watch.service,
+        &format!("monitor run {} step {}", call.run_id, call.step_id),
+        state::Wait::Up(Duration::from_secs(60)),
+        |other| {
+            logs.line(
+                "stdout",
+                format!("waiting for {} before rolling back", other.purpose),
+            );
+        },
+    )
+    .await?;
+    // Someone else (`cairn rollback`, a newer deploy) changed what serves while we waited:
+    // rolling back now would undo their change, not the release this monitor watched.
+    if state::load(&call.store, &watch.service)?
+        .active
+        .is_none_or(|now| now.key != active.key)
+    {
+        drop(traffic);
+        return Ok(Err(format!(
+            "{} {}: {problem}; it no longer serves (another rollback or deploy replaced it), so the monitor leaves traffic as it is",
+            watch.service, active.version
+        )));
+    }
     let report = rollback(
-        &watch.state_file,
+        &call.store,
         &watch.service,
         &watch.proxy,
         &format!("monitor: {problem}"),
     )
     .await?;
+    drop(traffic);
     let from_onset_ms = onset.map(|at| at.elapsed().as_millis() as u64);
     let message = format!(
         "{} {} rolled back to {} by the monitor: {problem} ({} ms from the first anomalous sample to the previous release serving all traffic)",

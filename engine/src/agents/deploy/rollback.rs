@@ -27,8 +27,7 @@ pub async fn rollback_run(store: &Store, run_id: i64, reason: &str) -> Result<Ve
         let Some(outputs) = step.outputs else {
             continue;
         };
-        let (Some(state_file), Some(service), Some(socket), Some(backend)) = (
-            outputs["state_file"].as_str(),
+        let (Some(service), Some(socket), Some(backend)) = (
             outputs["service"].as_str(),
             outputs["proxy_socket"].as_str(),
             outputs["backend"].as_str(),
@@ -39,23 +38,30 @@ pub async fn rollback_run(store: &Store, run_id: i64, reason: &str) -> Result<Ve
             continue;
         }
         let proxy = Proxy::new(Path::new(socket), backend);
-        reports.push(rollback(Path::new(state_file), service, &proxy, reason).await?);
+        let _traffic = state::lock(store, service, "cairn rollback", state::Wait::No, |_| {}).await?;
+        // Only the release this step deployed is rolled back: once something else serves
+        // (an earlier rollback, a newer deploy), rolling back would undo that instead.
+        let key = format!("{run_id}/{}", step.step_id);
+        if state::load(store, service)?
+            .active
+            .is_none_or(|active| active.key != key)
+        {
+            continue;
+        }
+        reports.push(rollback(store, service, &proxy, reason).await?);
     }
     Ok(reports)
 }
 
-/// Makes the most recently retired release of `service` active again.
+/// Makes the most recently retired release of `service` active again. The caller holds the
+/// service's traffic lock ([`state::lock`]), so the state read here is what traffic shows.
 pub async fn rollback(
-    state_file: &Path,
+    store: &Store,
     service: &str,
     proxy: &Proxy,
     reason: &str,
 ) -> Result<Value, Error> {
-    let current = state::load(state_file)?
-        .services
-        .get(service)
-        .cloned()
-        .unwrap_or_default();
+    let current = state::load(store, service)?;
     let not_possible = |why: String| Error::Config(format!("cannot roll back {service}: {why}"));
     let active = current
         .active
@@ -84,7 +90,7 @@ pub async fn rollback(
     }
     let rollback_ms = started.elapsed().as_millis() as u64;
     let now = crate::store::now_ms();
-    state::update(state_file, service, |s| {
+    state::update(store, service, |s| {
         s.retired.pop();
         s.retired.push((now, active.clone()));
         s.active = Some(previous.clone());

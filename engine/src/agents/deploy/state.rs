@@ -1,20 +1,20 @@
-//! What is deployed, kept in a JSON file (`deployments.json` beside the run directories, as
-//! the build agent keeps `builds.json`): per service the active release, the retired ones kept
-//! for instant rollback, the deploy in progress with the release it replaces, and the history
-//! of every deploy and rollback with its reason.
+//! What is deployed, kept in the store (table `deployments`, one row per service): the active
+//! release, the retired ones kept for instant rollback, the deploy in progress with the
+//! release it replaces, and the history of every deploy and rollback with its reason.
 //!
 //! The in-progress entry is written before any traffic moves, so a re-attempt after an engine
-//! crash knows exactly which servers to restore. Writes go to a temporary file that is synced
-//! and renamed over the old one: a crash leaves the old file or the new one, never half of one.
+//! crash knows exactly which servers to restore. Every change is a read-change-write inside one
+//! `BEGIN IMMEDIATE` transaction, and traffic changes of one service take its lock
+//! ([`lock`]) first: a deploy, a monitor's rollback and `cairn rollback` never interleave.
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::docker::Replica;
 use super::error::Error;
+use crate::exec::{Owner, owner_alive};
+use crate::store::{self, ServiceLock, Store};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Release {
@@ -59,49 +59,121 @@ pub struct ServiceState {
     pub history: Vec<Record>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StateFile {
-    pub services: BTreeMap<String, ServiceState>,
-}
-
-fn error(path: &Path, message: impl std::fmt::Display) -> Error {
+fn error(service: &str, message: impl std::fmt::Display) -> Error {
     Error::State {
-        path: path.display().to_string(),
+        path: format!("deployment state of {service}"),
         message: message.to_string(),
     }
 }
 
-pub fn load(path: &Path) -> Result<StateFile, Error> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| error(path, e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile::default()),
-        Err(e) => Err(error(path, e)),
-    }
+fn decode(service: &str, value: Option<serde_json::Value>) -> Result<ServiceState, Error> {
+    value.map_or_else(
+        || Ok(ServiceState::default()),
+        |value| serde_json::from_value(value).map_err(|e| error(service, e)),
+    )
 }
 
-pub fn save(path: &Path, state: &StateFile) -> Result<(), Error> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| error(path, e))?;
-    }
-    let temporary = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| error(path, e))?;
-    let mut file = std::fs::File::create(&temporary).map_err(|e| error(path, e))?;
-    file.write_all(&bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(|e| error(path, e))?;
-    std::fs::rename(&temporary, path).map_err(|e| error(path, e))
+/// One service's state (empty when it was never deployed).
+pub fn load(store: &Store, service: &str) -> Result<ServiceState, Error> {
+    decode(service, store.deployment(service).map_err(|e| error(service, e))?)
 }
 
-/// Reads, changes and writes back one service's state.
+/// Reads, changes and writes back one service's state in one transaction.
 pub fn update<T>(
-    path: &Path,
+    store: &Store,
     service: &str,
     change: impl FnOnce(&mut ServiceState) -> T,
 ) -> Result<T, Error> {
-    let mut state = load(path)?;
-    let result = change(state.services.entry(service.to_string()).or_default());
-    save(path, &state)?;
-    Ok(result)
+    store
+        .write(|txn| {
+            let mut state = decode(service, txn.deployment(service)?).map_err(|e| {
+                store::Error::BadValue {
+                    what: "deployments.state",
+                    detail: e.to_string(),
+                }
+            })?;
+            let result = change(&mut state);
+            let value = serde_json::to_value(&state).map_err(|e| store::Error::BadValue {
+                what: "deployments.state",
+                detail: e.to_string(),
+            })?;
+            txn.put_deployment(service, &value)?;
+            Ok(result)
+        })
+        .map_err(|e| error(service, e))
+}
+
+/// A service's traffic lock, released when dropped (or when its process dies).
+pub struct ServiceGuard {
+    store: Store,
+    service: String,
+    holder: String,
+}
+
+impl Drop for ServiceGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self
+            .store
+            .write(|txn| txn.unlock_service(&self.service, &self.holder))
+        {
+            tracing::warn!(service = %self.service, error = %e, "failed to release the service lock");
+        }
+    }
+}
+
+/// How long [`lock`] waits for another holder before giving up.
+pub enum Wait {
+    No,
+    Up(Duration),
+}
+
+/// Takes `service`'s traffic lock for `purpose`. While another live holder has it, waits as
+/// `wait` says (calling `waiting` once with the holder), then fails naming the holder.
+pub async fn lock(
+    store: &Store,
+    service: &str,
+    purpose: &str,
+    wait: Wait,
+    mut waiting: impl FnMut(&ServiceLock),
+) -> Result<ServiceGuard, Error> {
+    // Unique per acquisition: two steps of one engine process exclude each other too.
+    let holder = format!("{}/{}", Owner::current(), uuid::Uuid::new_v4());
+    let alive = |holder: &str| owner_alive(holder.split('/').next().unwrap_or(holder));
+    let deadline = match wait {
+        Wait::No => tokio::time::Instant::now(),
+        Wait::Up(limit) => tokio::time::Instant::now() + limit,
+    };
+    let mut told = false;
+    loop {
+        let taken = store
+            .write(|txn| txn.lock_service(service, &holder, purpose, &alive))
+            .map_err(|e| error(service, e))?;
+        let Some(other) = taken else {
+            return Ok(ServiceGuard {
+                store: store.clone(),
+                service: service.to_string(),
+                holder,
+            });
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Config(format!(
+                "{service} is busy: {} holds its traffic since {} (wait for it to finish, or cancel its run)",
+                other.purpose,
+                chrono_ms(other.acquired_at)
+            )));
+        }
+        if !told {
+            waiting(&other);
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn chrono_ms(at_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(at_ms)
+        .map(|t| t.format("%H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| at_ms.to_string())
 }
 
 #[cfg(test)]
@@ -109,10 +181,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trips_through_the_file() {
+    fn round_trips_through_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("deployments.json");
-        assert_eq!(load(&path).expect("missing is empty"), StateFile::default());
+        let store = Store::open(&dir.path().join("cairn.db")).expect("store");
+        assert_eq!(load(&store, "shop").expect("never deployed is empty"), ServiceState::default());
         let release = Release {
             key: "1/deploy".into(),
             version: "v1".into(),
@@ -123,7 +195,7 @@ mod tests {
             }],
             since_ms: 5,
         };
-        update(&path, "shop", |s| {
+        update(&store, "shop", |s| {
             s.active = Some(release.clone());
             s.in_progress = Some(InProgress {
                 key: "2/deploy".into(),
@@ -134,19 +206,33 @@ mod tests {
             });
         })
         .expect("update");
-        let state = load(&path).expect("load");
-        assert_eq!(state.services["shop"].active.as_ref(), Some(&release));
+        let state = load(&store, "shop").expect("load");
+        assert_eq!(state.active.as_ref(), Some(&release));
         assert_eq!(
-            state.services["shop"]
-                .in_progress
-                .as_ref()
-                .map(|p| p.key.as_str()),
+            state.in_progress.as_ref().map(|p| p.key.as_str()),
             Some("2/deploy")
         );
-        std::fs::write(&path, "{ not json").expect("corrupt");
+    }
+
+    #[tokio::test]
+    async fn one_traffic_change_of_a_service_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("cairn.db")).expect("store");
+        let first = lock(&store, "shop", "deploy run 1", Wait::No, |_| {})
+            .await
+            .expect("free");
+        let busy = lock(&store, "shop", "rollback", Wait::No, |_| {}).await;
         assert!(
-            load(&path).is_err(),
-            "a corrupt file is an error, not an empty state"
+            busy.as_ref().err().is_some_and(|e| e.to_string().contains("deploy run 1")),
+            "the holder is named"
         );
+        let other = lock(&store, "cart", "deploy run 2", Wait::No, |_| {}).await;
+        assert!(other.is_ok(), "other services are independent");
+        drop(first);
+        let mut waited = false;
+        lock(&store, "shop", "rollback", Wait::Up(Duration::from_secs(1)), |_| waited = true)
+            .await
+            .expect("free again once dropped");
+        assert!(!waited);
     }
 }
