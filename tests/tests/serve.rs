@@ -635,26 +635,26 @@ fn commits_latest_runs_only_the_newest_commit() {
     );
 }
 
-/// Two `cairn serve` on one home poll the same repository at the same moments: the cursor's
+/// Three `cairn serve` on one home poll the same repository at the same moments: the cursor's
 /// compare-and-set in the run-creating transaction makes one of them create each commit's run,
 /// and the mirror lock keeps their fetches apart.
 #[test]
-fn two_serves_on_one_home_run_each_commit_once() {
+fn serves_sharing_a_home_run_each_commit_once() {
     let sandbox = Sandbox::new();
     let repo = Repo::init(&sandbox.path("repo"));
     repo.add_commits("base", 1);
     let journal_path = sandbox.path("journal.txt");
     let workflow_path = sandbox.write(
         "watch.yaml",
-        &workflow("watch-twice", "all", &[(&repo.url(), &["main"])], &journal_path),
+        &workflow("watch-twice", "each", &[(&repo.url(), &["main"])], &journal_path),
     );
     let workflow = workflow_path.display().to_string();
     let mut expected = vec![repo.head()];
-    for round in 0..4 {
+    for round in 0..5 {
         if round > 0 {
             expected.extend(repo.add_commits(&format!("round{round}"), 2));
         }
-        let mut serves: Vec<_> = (0..2)
+        let mut serves: Vec<_> = (0..3)
             .map(|_| sandbox.spawn(&["serve", &workflow, "--once", "-q"]))
             .collect();
         for serve in &mut serves {
