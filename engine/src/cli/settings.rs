@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use cairn_engine::agents::Registry;
 use cairn_engine::exec::{Engine, EngineSettings};
 use cairn_engine::llm::{self, Router};
+use cairn_engine::retention::{Retention, WorkspacePolicy};
 use cairn_engine::store::Store;
 
 /// Resolved locations and limits for this invocation.
@@ -16,6 +17,8 @@ pub struct Settings {
     /// `$CAIRN_HOME`: the state database, run workspaces and mirrors live under it.
     pub home: PathBuf,
     pub concurrency: Option<usize>,
+    /// Keep each run's checkout after the run (`--keep-workspace`), whatever `retention:` says.
+    pub keep_workspaces: bool,
 }
 
 impl Settings {
@@ -26,7 +29,11 @@ impl Settings {
                 .map(|dir| dir.join("cairn"))
                 .context("no per-user data directory is known here: set CAIRN_HOME")?,
         };
-        Ok(Settings { home, concurrency })
+        Ok(Settings {
+            home,
+            concurrency,
+            keep_workspaces: false,
+        })
     }
 
     pub fn database(&self) -> PathBuf {
@@ -49,17 +56,30 @@ impl Settings {
         Router::new(settings, store.clone()).map_err(|e| anyhow::anyhow!(e))
     }
 
+    /// The `retention:` section of the configuration (defaults when absent).
+    pub fn retention(&self) -> Result<Retention> {
+        Ok(Retention::load(&self.config_path())?)
+    }
+
+    /// Where run workspaces live.
+    pub fn work_dir(&self) -> PathBuf {
+        self.home.join("work")
+    }
+
     pub fn engine(&self) -> Result<Engine> {
         let store = self.open_store()?;
         let router = Arc::new(self.llm(&store)?);
+        let remove_workspaces =
+            !self.keep_workspaces && self.retention()?.workspaces == WorkspacePolicy::Remove;
         Ok(Engine::new(
             store,
             Arc::new(Registry::builtin(Some(router))),
             EngineSettings {
                 concurrency: self.concurrency,
                 lease: EngineSettings::DEFAULT_LEASE,
-                work_dir: self.home.join("work"),
+                work_dir: self.work_dir(),
             },
-        ))
+        )
+        .remove_workspaces(remove_workspaces))
     }
 }

@@ -10,6 +10,7 @@ mod orphans;
 mod owner;
 mod process;
 mod retry;
+mod git;
 mod workspace;
 
 pub use agent::{AgentCall, AgentError, AgentFuture, Agents};
@@ -20,4 +21,5 @@ pub use machine::{Effects, Outcome, RunMachine, Write};
 pub use owner::{Owner, owner_alive};
 pub use process::humanize;
 pub use retry::FailureClass;
-pub use workspace::git;
+pub use git::{GIT_TIMEOUT, git, git_async, git_within};
+pub use workspace::remove_checkout;

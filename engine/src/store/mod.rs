@@ -1,22 +1,26 @@
 //! The durable store: runs, steps, attempts, the append-only event log and step logs, in one
 //! SQLite file. See `ARCHITECTURE.md`, "Durable execution".
 
+mod check;
 mod error;
 mod llm;
 mod notifications;
 mod records;
+mod retention;
 mod schema;
 mod sqlite;
 mod state;
 mod test_learning;
 mod tests_history;
 
+pub use check::{Check, refuse_damaged};
 pub use error::{Error, Result};
 pub use llm::{BudgetLimits, CachedResponse, CallRecord, CostRow, day_and_month};
 pub use records::{
     EventRecord, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition,
     StoredLogLine,
 };
+pub use retention::{Pruned, RetentionPolicy};
 pub use schema::LATEST_VERSION;
 pub use sqlite::{Store, WriteTxn, now_ms};
 pub use state::{RunState, StepState};
