@@ -26,7 +26,10 @@ fn a_log_flood_is_stored_bounded_with_its_head_tail_and_a_marker() {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .expect("count the log");
-    assert!(lines < 100_000, "{lines} lines stored for a 2.5-million-line flood");
+    assert!(
+        lines < 100_000,
+        "{lines} lines stored for a 2.5-million-line flood"
+    );
     assert!(bytes < 2_000_000, "{bytes} bytes stored");
     let last: String = conn
         .query_row(
@@ -61,14 +64,33 @@ fn a_finished_runs_checkout_is_removed_unless_kept() {
     let file = workflow.display().to_string();
     let run = sandbox.cairn(&["run", &file, "--repo", &repo.url(), "-q"]);
     assert_eq!(run.code, Some(0), "{run}");
-    let run_dir = sandbox.home().join("work").join(format!("run-{}", run.run_id()));
+    let run_dir = sandbox
+        .home()
+        .join("work")
+        .join(format!("run-{}", run.run_id()));
     assert!(!run_dir.join("src").exists(), "the checkout is removed");
-    assert!(run_dir.join("outputs").exists(), "the run's outputs are kept");
+    assert!(
+        run_dir.join("outputs").exists(),
+        "the run's outputs are kept"
+    );
 
-    let kept = sandbox.cairn(&["run", &file, "--repo", &repo.url(), "-q", "--keep-workspace"]);
+    let kept = sandbox.cairn(&[
+        "run",
+        &file,
+        "--repo",
+        &repo.url(),
+        "-q",
+        "--keep-workspace",
+    ]);
     assert_eq!(kept.code, Some(0), "{kept}");
-    let kept_dir = sandbox.home().join("work").join(format!("run-{}", kept.run_id()));
-    assert!(kept_dir.join("src/README.md").exists(), "--keep-workspace keeps it");
+    let kept_dir = sandbox
+        .home()
+        .join("work")
+        .join(format!("run-{}", kept.run_id()));
+    assert!(
+        kept_dir.join("src/README.md").exists(),
+        "--keep-workspace keeps it"
+    );
 }
 
 #[test]
@@ -80,7 +102,10 @@ fn gc_deletes_old_runs_with_their_events_and_directories() {
         "retention:\n  runs: 1ms\n  keep_runs: 1\n  workspaces: keep\n",
     )
     .expect("config");
-    let workflow = sandbox.write("w.yaml", "name: w\nsteps:\n  - id: a\n    run: echo hello\n");
+    let workflow = sandbox.write(
+        "w.yaml",
+        "name: w\nsteps:\n  - id: a\n    run: echo hello\n",
+    );
     for _ in 0..3 {
         let run = sandbox.cairn(&["run", &workflow.display().to_string(), "-q"]);
         assert_eq!(run.code, Some(0), "{run}");
@@ -91,19 +116,34 @@ fn gc_deletes_old_runs_with_their_events_and_directories() {
     let gc = sandbox.cairn(&["gc", "--json"]);
     assert_eq!(gc.code, Some(0), "{gc}");
     let report: serde_json::Value = serde_json::from_str(&gc.stdout).expect("JSON report");
-    assert_eq!(report["database"]["runs"], serde_json::json!([1, 2]), "{gc}");
+    assert_eq!(
+        report["database"]["runs"],
+        serde_json::json!([1, 2]),
+        "{gc}"
+    );
 
     let conn = sandbox.db();
     assert_eq!(run_ids(&conn), [3], "the newest run is kept");
-    assert!(events(&conn, 1).is_empty(), "a deleted run's events go with it");
-    assert!(!events(&conn, 3).is_empty(), "the kept run keeps its history");
+    assert!(
+        events(&conn, 1).is_empty(),
+        "a deleted run's events go with it"
+    );
+    assert!(
+        !events(&conn, 3).is_empty(),
+        "the kept run keeps its history"
+    );
     let logs: i64 = conn
-        .query_row("SELECT COUNT(*) FROM step_logs WHERE run_id < 3", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*) FROM step_logs WHERE run_id < 3", [], |r| {
+            r.get(0)
+        })
         .expect("count");
     assert_eq!(logs, 0);
     // The event log of a run that exists is still append-only.
     let refused = conn.execute("DELETE FROM events WHERE run_id = 3", []);
-    assert!(refused.is_err(), "events of a live run must not be deletable");
+    assert!(
+        refused.is_err(),
+        "events of a live run must not be deletable"
+    );
     drop(conn);
     assert!(!stray.exists(), "a run directory without a run is removed");
     assert!(!sandbox.home().join("work/run-1").exists());

@@ -30,7 +30,10 @@ fn assert_refused(output: &Output, db: &Path, what: &str) {
         "{what}: the error names the database\n{output}"
     );
     assert!(!output.stderr.contains("panicked"), "{what}\n{output}");
-    assert!(output.stdout.is_empty(), "{what}: nothing on stdout\n{output}");
+    assert!(
+        output.stdout.is_empty(),
+        "{what}: nothing on stdout\n{output}"
+    );
 }
 
 /// A sandbox whose database has committed pages and a write-ahead log holding more commits

@@ -62,7 +62,8 @@ impl Agents for Registry {
     }
 
     fn check_with(&self, name: &str, with: &serde_json::Value) -> Result<(), String> {
-        self.get(name).map_or(Ok(()), |agent| agent.check_with(with))
+        self.get(name)
+            .map_or(Ok(()), |agent| agent.check_with(with))
     }
 
     fn start(&self, name: &str, call: AgentContext) -> Option<AgentFuture> {

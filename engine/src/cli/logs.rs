@@ -34,8 +34,7 @@ pub async fn logs(home: Option<PathBuf>, args: &LogsArgs) -> Result<()> {
             .into());
         };
         // A step that never ran has no log; say why instead of printing nothing.
-        if matches!(record.state, StepState::Skipped | StepState::Cancelled)
-            && record.attempts == 0
+        if matches!(record.state, StepState::Skipped | StepState::Cancelled) && record.attempts == 0
         {
             let reason = super::status::step_reasons(&store, run.id)?
                 .remove(step)

@@ -154,7 +154,10 @@ fn print_table(report: &Report, with_rows: bool) {
     } else {
         for commit in &report.commits {
             for missed in &commit.missed {
-                println!("{} MISSED {missed}", commit.commit.get(..8).unwrap_or(&commit.commit));
+                println!(
+                    "{} MISSED {missed}",
+                    commit.commit.get(..8).unwrap_or(&commit.commit)
+                );
             }
         }
     }

@@ -40,7 +40,10 @@ pub fn check_repository(path: &std::path::Path) -> Result<(), Invalid> {
         )));
     }
     if !path.is_dir() {
-        return Err(Invalid(format!("--repo {}: not a directory", path.display())));
+        return Err(Invalid(format!(
+            "--repo {}: not a directory",
+            path.display()
+        )));
     }
     if cairn_engine::exec::git(path, &["rev-parse", "--git-dir"]).is_err() {
         return Err(Invalid(format!(

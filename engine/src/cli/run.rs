@@ -79,7 +79,10 @@ pub async fn run(home: Option<PathBuf>, args: &RunArgs) -> Result<ExitCode> {
     let text = match cairn_engine::pipeline::limits::read_limited(&path) {
         Ok(text) => text,
         Err(reason) => {
-            eprintln!("{}:1:1: failed to read workflow file: {reason}", path.display());
+            eprintln!(
+                "{}:1:1: failed to read workflow file: {reason}",
+                path.display()
+            );
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };

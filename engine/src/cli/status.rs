@@ -188,7 +188,9 @@ fn show_run(store: &Store, run_id: i64, as_json: bool) -> Result<()> {
     }
     println!(
         "  definition sha256 {}",
-        run.definition_sha256.get(..16).unwrap_or(&run.definition_sha256)
+        run.definition_sha256
+            .get(..16)
+            .unwrap_or(&run.definition_sha256)
     );
     let reasons = step_reasons(store, run_id)?;
     for step in &steps {

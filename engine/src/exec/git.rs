@@ -188,7 +188,9 @@ mod tests {
     #[tokio::test]
     async fn the_async_call_has_the_same_deadline_and_messages() {
         let dir = tempfile::tempdir().unwrap();
-        let version = git_async(dir.path(), &["--version"], GIT_TIMEOUT).await.unwrap();
+        let version = git_async(dir.path(), &["--version"], GIT_TIMEOUT)
+            .await
+            .unwrap();
         assert!(version.starts_with("git version"), "{version}");
         let error = git_async(
             dir.path(),
@@ -198,7 +200,9 @@ mod tests {
         .await
         .unwrap_err();
         assert!(error.contains("did not finish within"), "{error}");
-        let error = git_async(Path::new("/nope"), &["status"], GIT_TIMEOUT).await.unwrap_err();
+        let error = git_async(Path::new("/nope"), &["status"], GIT_TIMEOUT)
+            .await
+            .unwrap_err();
         assert!(error.contains("does not exist"), "{error}");
     }
 }

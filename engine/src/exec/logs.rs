@@ -198,11 +198,7 @@ impl LogWriter {
     pub fn start(store: Store, echo: Option<mpsc::UnboundedSender<LogLine>>) -> LogWriter {
         let (sender, receiver) = mpsc::unbounded_channel::<Message>();
         let task = tokio::spawn(write_batches(store, receiver));
-        LogWriter {
-            sender,
-            echo,
-            task,
-        }
+        LogWriter { sender, echo, task }
     }
 
     pub fn sink(&self, run_id: i64, step_id: &str, attempt: u32) -> LogSink {
@@ -318,14 +314,15 @@ mod tests {
         for number in 0..total {
             sink.line("stdout", format!("line {number}"));
         }
-        let outcome = sink
-            .settle(Outcome::Succeeded { outputs: json!({}) })
-            .await;
+        let outcome = sink.settle(Outcome::Succeeded { outputs: json!({}) }).await;
         assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
         drop(sink);
         writer.finish().await;
         let stored = store.logs(1, Some("flood"), 0).unwrap();
-        let bytes: usize = stored.iter().map(|line| line.line.len() + LINE_OVERHEAD).sum();
+        let bytes: usize = stored
+            .iter()
+            .map(|line| line.line.len() + LINE_OVERHEAD)
+            .sum();
         assert!(
             bytes <= HEAD_LIMIT + TAIL_LIMIT + 1024,
             "stored {bytes} bytes, more than the limits"
@@ -346,9 +343,7 @@ mod tests {
     async fn lines_the_store_refuses_turn_success_into_a_failure_naming_the_loss() {
         let (_dir, store) = store().await;
         // A table the append cannot write into: the same failure path as a full disk.
-        store
-            .write(|_| Ok(()))
-            .unwrap();
+        store.write(|_| Ok(())).unwrap();
         let path = store.path().to_path_buf();
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
@@ -359,12 +354,13 @@ mod tests {
         let writer = LogWriter::start(store.clone(), None);
         let sink = writer.sink(1, "chatty", 1);
         sink.line("stdout", "hello");
-        let outcome = sink
-            .settle(Outcome::Succeeded { outputs: json!({}) })
-            .await;
+        let outcome = sink.settle(Outcome::Succeeded { outputs: json!({}) }).await;
         match outcome {
             Outcome::Failed { message, .. } => {
-                assert!(message.contains("1 log lines could not be stored"), "{message}");
+                assert!(
+                    message.contains("1 log lines could not be stored"),
+                    "{message}"
+                );
                 assert!(message.contains("disk is full"), "{message}");
             }
             other => panic!("expected a failure, got {other:?}"),

@@ -4,22 +4,22 @@
 mod agent;
 mod driver;
 mod error;
+mod git;
 mod logs;
 mod machine;
 mod orphans;
 mod owner;
 mod process;
 mod retry;
-mod git;
 mod workspace;
 
 pub use agent::{AgentCall, AgentError, AgentFuture, Agents};
 pub use driver::{Abandon, Engine, EngineSettings, Observer, RunEvent};
 pub use error::{Error, Result};
+pub use git::{GIT_TIMEOUT, git, git_async, git_within};
 pub use logs::LogSink;
 pub use machine::{Effects, Outcome, RunMachine, Write};
 pub use owner::{Owner, owner_alive};
 pub use process::humanize;
 pub use retry::FailureClass;
-pub use git::{GIT_TIMEOUT, git, git_async, git_within};
 pub use workspace::remove_checkout;

@@ -222,7 +222,10 @@ fn emit(logs: &LogSink, name: &'static str, line: &[u8], cut: usize) {
     if cut == 0 {
         logs.line(name, text);
     } else {
-        logs.line(name, format!("{text}… [{cut} more bytes of this line not kept]"));
+        logs.line(
+            name,
+            format!("{text}… [{cut} more bytes of this line not kept]"),
+        );
     }
 }
 

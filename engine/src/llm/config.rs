@@ -119,7 +119,10 @@ impl BudgetConfig {
                 ));
             }
         }
-        for (name, value) in [("day_cost", &self.day_cost), ("month_cost", &self.month_cost)] {
+        for (name, value) in [
+            ("day_cost", &self.day_cost),
+            ("month_cost", &self.month_cost),
+        ] {
             if let Some(value) = value
                 .as_ref()
                 .filter(|value| !(***value >= 0.0 && value.is_finite()))
@@ -481,11 +484,16 @@ mod tests {
         let error = |text: &str| Settings::parse("cairn.yaml", text).err().expect("fails");
         let negative = error("llm:\n  budgets:\n    remote:\n      day_tokens: -5\n");
         assert_eq!(negative.line, 4, "{negative}");
-        assert!(negative.message.contains("must not be negative"), "{negative}");
+        assert!(
+            negative.message.contains("must not be negative"),
+            "{negative}"
+        );
         let cost = error("llm:\n  budgets:\n    remote: { day_cost: -1.5 }\n");
         assert!(cost.message.contains("day_cost"), "{cost}");
         for url in ["not a url", "ftp://host/v1", "http://"] {
-            let bad = error(&format!("llm:\n  remote:\n    base_url: {url}\n    model: m\n"));
+            let bad = error(&format!(
+                "llm:\n  remote:\n    base_url: {url}\n    model: m\n"
+            ));
             assert_eq!(bad.line, 3, "{bad}");
             assert!(bad.message.contains("base_url"), "{bad}");
         }

@@ -78,8 +78,17 @@ pub fn check(text: &str) -> Result<(), LimitError> {
     let mut depth = 0usize;
     let mut documents = 0usize;
     loop {
-        let Ok((event, marker)) = parser.next_token() else {
-            return Ok(());
+        let (event, marker) = match parser.next_token() {
+            Ok(next) => next,
+            // The scanner reads flow collections ahead and has its own (higher) nesting limit;
+            // it is the same problem, so it gets the same message.
+            Err(error) if error.info().contains("recursion limit") => {
+                return Err(too_deep(Location {
+                    line: error.marker().line(),
+                    column: error.marker().col() + 1,
+                }));
+            }
+            Err(_) => return Ok(()),
         };
         let at = Location {
             line: marker.line(),
@@ -102,18 +111,22 @@ pub fn check(text: &str) -> Result<(), LimitError> {
             Event::SequenceStart(..) | Event::MappingStart(..) => {
                 depth += 1;
                 if depth > MAX_DEPTH {
-                    return Err(LimitError {
-                        location: at,
-                        message: format!(
-                            "lists and mappings are nested more than {MAX_DEPTH} levels deep \
-                             here; a workflow needs only a few levels"
-                        ),
-                    });
+                    return Err(too_deep(at));
                 }
             }
             Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
             _ => {}
         }
+    }
+}
+
+fn too_deep(location: Location) -> LimitError {
+    LimitError {
+        location,
+        message: format!(
+            "lists and mappings are nested more than {MAX_DEPTH} levels deep here; a workflow \
+             needs only a few levels"
+        ),
     }
 }
 
@@ -124,11 +137,24 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_refused_without_recursion() {
-        let text = format!("name: x\nsteps: {}{}\n", "[".repeat(30_000), "]".repeat(30_000));
+        let text = format!(
+            "name: x\nsteps: {}{}\n",
+            "[".repeat(30_000),
+            "]".repeat(30_000)
+        );
         let error = check(&text).unwrap_err();
         assert_eq!(error.location.line, 2);
         assert!(error.message.contains("nested more than 64"), "{error:?}");
-        let block: String = (0..200).map(|level| format!("{}- \n", "  ".repeat(level))).collect();
+        let shallow_flow = format!("a: {}{}\n", "[".repeat(100), "]".repeat(100));
+        assert!(
+            check(&shallow_flow)
+                .unwrap_err()
+                .message
+                .contains("nested more than 64")
+        );
+        let block: String = (0..200)
+            .map(|level| format!("{}- \n", "  ".repeat(level)))
+            .collect();
         assert!(check(&block).is_err());
         let fine = "name: x\nsteps:\n  - id: a\n    agent: noop\n    with: {a: {b: [1, [2]]}}\n";
         assert_eq!(check(fine), Ok(()));

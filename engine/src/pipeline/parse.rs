@@ -47,8 +47,8 @@ use super::schedule::parse_schedule;
 use super::step::{StepSpans, parse_step};
 use super::suggest::did_you_mean;
 use super::yaml::{
-    Source, check_keys, describe, entry, integer, is_null, location, non_empty_string, scalar_location,
-    string, string_or_list,
+    Source, check_keys, describe, entry, integer, is_null, location, non_empty_string,
+    scalar_location, string, string_or_list,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -409,9 +409,11 @@ fn check_schedule(text: &str) -> Result<(), String> {
         .find_next_occurrence(&chrono::Utc::now(), false)
         .is_err()
     {
-        return Err("it never fires: no date matches it (is a day of the month missing from \
+        return Err(
+            "it never fires: no date matches it (is a day of the month missing from \
                     every month it names?)"
-            .to_owned());
+                .to_owned(),
+        );
     }
     Ok(())
 }

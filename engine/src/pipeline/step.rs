@@ -13,8 +13,8 @@ use super::model::{Action, Location, OnFailure, RetryPolicy, Step};
 use super::parse::{ParseContext, parse_env};
 use super::suggest::did_you_mean;
 use super::yaml::{
-    Source, check_keys, describe, entry, integer, is_null, location, non_empty_string, position_inside,
-    scalar_location, string, string_or_list, to_json,
+    Source, check_keys, describe, entry, integer, is_null, location, non_empty_string,
+    position_inside, scalar_location, string, string_or_list, to_json,
 };
 
 const STEP_KEYS: &[&str] = &[

@@ -5,7 +5,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use petgraph::algo::tarjan_scc;
+// Kosaraju walks with an explicit stack; petgraph's Tarjan recurses once per step of a chain and
+// overflowed the stack on a 20,000-step workflow.
+use petgraph::algo::kosaraju_scc;
 
 use super::dag::Dag;
 use super::error::Diagnostics;
@@ -52,7 +54,7 @@ fn report_cycles(
     diagnostics: &mut Diagnostics,
 ) -> bool {
     let mut found = false;
-    for component in tarjan_scc(dag.graph()) {
+    for component in kosaraju_scc(dag.graph()) {
         if component.len() < 2 {
             continue;
         }

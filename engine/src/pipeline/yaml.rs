@@ -69,7 +69,9 @@ pub(crate) fn normalize_spans(node: &mut Node, source: &Source<'_>) {
             .for_each(|item| normalize_spans(item, source)),
         Node::Mapping(mapping) => {
             // A flow mapping (`{ a: 1 }`) is already marked at its brace.
-            let is_flow = source.text_at(span_location(mapping.span())).starts_with('{');
+            let is_flow = source
+                .text_at(span_location(mapping.span()))
+                .starts_with('{');
             if !is_flow
                 && let Some(first_key) = mapping
                     .keys()
@@ -82,7 +84,9 @@ pub(crate) fn normalize_spans(node: &mut Node, source: &Source<'_>) {
                 if let Node::Scalar(scalar) = value
                     && is_null(scalar)
                     && (scalar.as_str().is_empty()
-                        || !source.text_at(scalar_location(scalar)).starts_with(scalar.as_str()))
+                        || !source
+                            .text_at(scalar_location(scalar))
+                            .starts_with(scalar.as_str()))
                 {
                     scalar.span_mut().set_start(key.span().start().copied());
                 }
@@ -293,7 +297,10 @@ pub(crate) fn to_json(node: &Node) -> serde_json::Value {
 /// single-line scalar, when the source text shows the value verbatim (plain, or quoted
 /// without escapes); otherwise the scalar's start, which is still the right line.
 pub(crate) fn position_inside(
-    source: &Source<'_>, scalar: &MarkedScalarNode, offset: usize) -> Location {
+    source: &Source<'_>,
+    scalar: &MarkedScalarNode,
+    offset: usize,
+) -> Location {
     let start = scalar_location(scalar);
     let value = scalar.as_str();
     let raw = source.text_at(start);

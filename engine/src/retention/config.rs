@@ -160,7 +160,10 @@ mod tests {
 
     #[test]
     fn defaults_and_a_full_section() {
-        assert_eq!(Retention::parse("c.yaml", "").unwrap(), Retention::default());
+        assert_eq!(
+            Retention::parse("c.yaml", "").unwrap(),
+            Retention::default()
+        );
         let text = "llm:\n  cache_ttl: 7d\nretention:\n  runs: 14d\n  logs: 2d\n  keep_runs: 5\n  workspaces: keep\n";
         let retention = Retention::parse("c.yaml", text).unwrap();
         assert_eq!(retention.policy.runs, Duration::from_secs(14 * 86_400));
@@ -176,7 +179,8 @@ mod tests {
         assert!(error.message.contains("negative"), "{error}");
         let error = Retention::parse("c.yaml", "retention:\n  run: 3d\n").unwrap_err();
         assert_eq!(error.line, 2, "{error}");
-        let error = Retention::parse("c.yaml", "retention:\n  workspaces: sometimes\n").unwrap_err();
+        let error =
+            Retention::parse("c.yaml", "retention:\n  workspaces: sometimes\n").unwrap_err();
         assert_eq!(error.line, 2, "{error}");
     }
 }

@@ -83,12 +83,23 @@ fn check_read_only(path: &Path, check: Check) -> Result<String> {
         path: path.to_path_buf(),
         source,
     };
-    let conn = Connection::open_with_flags(path, flags).map_err(|source| {
-        match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            Some(dir) => writable_or(dir, open_error(source)),
-            None => open_error(source),
-        }
-    })?;
+    // Without a WAL holding commits, the file alone is the whole database: open it
+    // `immutable`, which creates no `-wal`/`-shm` and takes no lock, so nothing at all changes.
+    // With one, a plain read-only connection reads it (and never checkpoints or deletes it).
+    let wal = format!("{}-wal", path.display());
+    let has_wal = std::fs::metadata(&wal).is_ok_and(|metadata| metadata.len() > 0);
+    let opened = if has_wal {
+        Connection::open_with_flags(path, flags)
+    } else {
+        Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+    };
+    let conn =
+        opened.map_err(
+            |source| match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                Some(dir) => writable_or(dir, open_error(source)),
+                None => open_error(source),
+            },
+        )?;
     // Another engine may be mid-commit; wait for it as the read-write open would.
     let _ = conn.busy_timeout(std::time::Duration::from_secs(30));
     let report = run_check(&conn, check).map_err(|source| match source {
@@ -98,6 +109,21 @@ fn check_read_only(path: &Path, check: Check) -> Result<String> {
         other => open_error(other),
     })?;
     Ok(report)
+}
+
+/// `file:PATH?immutable=1`, with the path percent-encoded as SQLite's URI parser expects.
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &byte in path.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-_.~".contains(&byte) {
+            uri.push(char::from(byte));
+        } else {
+            uri.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 fn is_damage(code: rusqlite::ErrorCode) -> bool {
@@ -175,6 +201,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let error = refuse_damaged(dir.path(), Check::Quick).unwrap_err();
         assert!(matches!(error, Error::NotAFile { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_sound_database_without_a_wal_is_checked_without_creating_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd name?#%.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+            )
+            .unwrap();
+        }
+        let listing = || {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let before = listing();
+        refuse_damaged(&path, Check::Full).unwrap();
+        assert_eq!(listing(), before, "no -wal or -shm appears");
     }
 
     #[test]

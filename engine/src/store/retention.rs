@@ -54,7 +54,9 @@ impl Store {
                 let mut logs = 0u64;
                 let mut other = 0u64;
                 for &run_id in batch {
-                    logs += txn.txn.execute("DELETE FROM step_logs WHERE run_id = ?1", [run_id])?
+                    logs += txn
+                        .txn
+                        .execute("DELETE FROM step_logs WHERE run_id = ?1", [run_id])?
                         as u64;
                     for table in [
                         "steps",
@@ -68,9 +70,12 @@ impl Store {
                             .execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), [run_id])?
                             as u64;
                     }
-                    txn.txn.execute("DELETE FROM runs WHERE id = ?1", [run_id])?;
+                    txn.txn
+                        .execute("DELETE FROM runs WHERE id = ?1", [run_id])?;
                     // Allowed by the trigger now that the run row is gone.
-                    other += txn.txn.execute("DELETE FROM events WHERE run_id = ?1", [run_id])?
+                    other += txn
+                        .txn
+                        .execute("DELETE FROM events WHERE run_id = ?1", [run_id])?
                         as u64;
                 }
                 Ok((logs, other))
@@ -87,7 +92,9 @@ impl Store {
             pruned.log_lines += self.write(|txn| {
                 let mut deleted = 0u64;
                 for &run_id in batch {
-                    deleted += txn.txn.execute("DELETE FROM step_logs WHERE run_id = ?1", [run_id])?
+                    deleted += txn
+                        .txn
+                        .execute("DELETE FROM step_logs WHERE run_id = ?1", [run_id])?
                         as u64;
                 }
                 Ok(deleted)
@@ -97,7 +104,8 @@ impl Store {
         pruned.cache_entries = self.write(|txn| {
             Ok(txn
                 .txn
-                .execute("DELETE FROM llm_cache WHERE expires_at < ?1", [now])? as u64)
+                .execute("DELETE FROM llm_cache WHERE expires_at < ?1", [now])?
+                as u64)
         })?;
         // Budget rows only matter for the current day and month: two months is plenty.
         let budget_before = now.saturating_sub(62 * 24 * 3600 * 1000);
@@ -105,9 +113,10 @@ impl Store {
             let budget = txn
                 .txn
                 .execute("DELETE FROM llm_budget WHERE at < ?1", [budget_before])?;
-            let notifications = txn
-                .txn
-                .execute("DELETE FROM notifications WHERE at < ?1", params![runs_before])?;
+            let notifications = txn.txn.execute(
+                "DELETE FROM notifications WHERE at < ?1",
+                params![runs_before],
+            )?;
             Ok((budget + notifications) as u64)
         })?;
         Ok(pruned)

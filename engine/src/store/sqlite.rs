@@ -12,12 +12,12 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::check;
 use super::error::{Error, Result};
 use super::records::{
     EventRecord, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition,
     StoredLogLine,
 };
-use super::check;
 use super::schema;
 use super::state::{RunState, StepState};
 
@@ -40,10 +40,15 @@ impl Store {
     /// a damaged file is refused untouched: see `check.rs`) and migrates it.
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| check::writable_or(dir, Error::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            }))?;
+            std::fs::create_dir_all(dir).map_err(|source| {
+                check::writable_or(
+                    dir,
+                    Error::CreateDir {
+                        path: dir.to_path_buf(),
+                        source,
+                    },
+                )
+            })?;
         }
         check::refuse_damaged(path, check::Check::Quick)?;
         let open_err = |source| Error::Open {
@@ -270,7 +275,6 @@ impl Store {
         )?)
     }
 }
-
 
 /// A write transaction. Every method that changes state also appends its event.
 pub struct WriteTxn<'a> {

@@ -15,8 +15,7 @@ pub const GC_EVERY: Duration = Duration::from_secs(3600);
 /// Applies retention on a blocking thread; failures are logged, and the next pass retries.
 pub async fn collect_garbage(engine: &Arc<Engine>, work_dir: PathBuf, retention: Retention) {
     let store = engine.store().clone();
-    let result =
-        tokio::task::spawn_blocking(move || collect(&store, &work_dir, &retention)).await;
+    let result = tokio::task::spawn_blocking(move || collect(&store, &work_dir, &retention)).await;
     match result {
         Ok(Ok(report)) => tracing::info!(
             runs = report.database.runs.len(),

@@ -509,7 +509,11 @@ mod tests {
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert!(parse_duration("ten").is_err());
         // Values that used to reach `Duration::from_secs_f64` and panic are plain errors.
-        for value in [serde_json::json!(-1), serde_json::json!(1e300), serde_json::json!(30)] {
+        for value in [
+            serde_json::json!(-1),
+            serde_json::json!(1e300),
+            serde_json::json!(30),
+        ] {
             let map = serde_json::json!({ "health_timeout": value });
             let error = duration(map.as_object().unwrap(), "health_timeout").unwrap_err();
             assert!(error.to_string().contains("with a unit"), "{error}");

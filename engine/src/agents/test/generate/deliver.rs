@@ -136,8 +136,12 @@ pub fn deliver(
 /// `git push --force repo refspec`, never waiting on a credential prompt (nobody is there)
 /// nor longer than [`PUSH_TIMEOUT`] on a remote that does not answer.
 fn push(dir: &Path, repo: &str, refspec: &str) -> Result<(), String> {
-    crate::exec::git_within(dir, &["push", "--quiet", "--force", repo, refspec], PUSH_TIMEOUT)
-        .map(|_| ())
+    crate::exec::git_within(
+        dir,
+        &["push", "--quiet", "--force", repo, refspec],
+        PUSH_TIMEOUT,
+    )
+    .map(|_| ())
 }
 
 /// A push of one small branch; a remote that takes longer is not answering.
