@@ -89,8 +89,8 @@ fn runs(store: &Store, limit: usize, as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>5}  {:<20} {:<12} {:>8}  {:<7} {:<16} {}",
-        "RUN", "WORKFLOW", "STATE", "TIME", "RISK", "BRANCH", "COMMIT"
+        "{:>5}  {:<20} {:<12} {:>8}  {:<7} {:<16} COMMIT",
+        "RUN", "WORKFLOW", "STATE", "TIME", "RISK", "BRANCH"
     );
     for run in &runs {
         let text = |key: &str| {

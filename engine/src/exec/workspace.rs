@@ -64,12 +64,11 @@ pub fn remove_checkout(work_dir: &Path, run_id: i64) -> Result<(), String> {
 }
 
 fn checkout(repo: &str, commit: &str, dir: &Path) -> Result<(), String> {
-    if dir.join(".git").exists() {
-        if let Ok(head) = git(dir, &["rev-parse", "HEAD"]) {
-            if head.trim() == commit || head.trim().starts_with(commit) {
-                return Ok(());
-            }
-        }
+    if dir.join(".git").exists()
+        && let Ok(head) = git(dir, &["rev-parse", "HEAD"])
+        && (head.trim() == commit || head.trim().starts_with(commit))
+    {
+        return Ok(());
     }
     // The checkout is made beside its place and moved in once complete, so `dir` is never
     // half-made. What an engine killed mid-clone left there is moved aside, not deleted in

@@ -468,7 +468,10 @@ mod tests {
 
     #[test]
     fn config_errors_point_at_the_real_line() {
-        let error = |text: &str| Settings::parse("cairn.yaml", text).err().expect("fails");
+        let error = |text: &str| match Settings::parse("cairn.yaml", text) {
+            Err(error) => error,
+            Ok(settings) => panic!("accepted {settings:?}"),
+        };
         // A syntax error: its position once, at the front, not `1:1: 3:1: …`.
         let syntax = error("llm:\n  tasks:\n    assess_risk: [local\n  cache_ttl: 7d\n");
         assert_ne!((syntax.line, syntax.column), (1, 1), "{syntax}");
@@ -481,7 +484,10 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_at_load_with_their_position() {
-        let error = |text: &str| Settings::parse("cairn.yaml", text).err().expect("fails");
+        let error = |text: &str| match Settings::parse("cairn.yaml", text) {
+            Err(error) => error,
+            Ok(settings) => panic!("accepted {settings:?}"),
+        };
         let negative = error("llm:\n  budgets:\n    remote:\n      day_tokens: -5\n");
         assert_eq!(negative.line, 4, "{negative}");
         assert!(
