@@ -37,4 +37,8 @@ if ! python3 -c 'import coverage, pytest' >/dev/null 2>&1; then
 fi
 git config --global user.email >/dev/null || git config --global user.email cairn@localhost.invalid
 git config --global user.name >/dev/null || git config --global user.name "Cairn"
+# rustfmt and clippy: scripts/test.sh checks formatting and lints before testing.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add rustfmt clippy >&2
+fi
 scripts/fetch-model.sh >/dev/null

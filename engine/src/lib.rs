@@ -7,5 +7,6 @@ pub mod agents;
 pub mod exec;
 pub mod llm;
 pub mod pipeline;
+pub mod retention;
 pub mod store;
 pub mod trigger;

@@ -38,16 +38,29 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            if error
-                .downcast_ref::<cairn_engine::pipeline::Error>()
-                .is_some()
-            {
+            if is_invalid_input(&error) {
                 ExitCode::from(EXIT_INVALID)
             } else {
                 ExitCode::from(EXIT_ERROR)
             }
         }
     }
+}
+
+/// Errors in what the user asked for (exit 2), as opposed to failures doing it (exit 3): an
+/// invalid workflow, a run or step that does not exist, a bad configuration file.
+fn is_invalid_input(error: &anyhow::Error) -> bool {
+    use cairn_engine::store::Error as StoreError;
+    error.chain().any(|cause| {
+        cause.is::<cli::Invalid>()
+            || cause.is::<cairn_engine::pipeline::Error>()
+            || cause.is::<cairn_engine::llm::ConfigError>()
+            || cause.is::<cairn_engine::retention::ConfigError>()
+            || matches!(
+                cause.downcast_ref::<StoreError>(),
+                Some(StoreError::RunNotFound(_) | StoreError::StepNotFound { .. })
+            )
+    })
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -73,6 +86,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => cli::bench::bench(home, args)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::Doctor(args) => cli::doctor::doctor(home, args),
+        Command::Gc(args) => cli::gc::gc(home, args).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -31,6 +31,7 @@ const MIN_INVALID_FIXTURES: usize = 30;
 fn options() -> LoadOptions<'static> {
     LoadOptions {
         known_agents: KNOWN_AGENTS,
+        check_with: None,
     }
 }
 

@@ -37,7 +37,7 @@ pub fn default_model_path() -> Result<PathBuf, Error> {
             return Ok(path);
         }
         return Err(Error::ModelNotFound {
-            tried: format!("CAIRN_MODEL={} does not exist", path.display()),
+            tried: format!("CAIRN_MODEL={} {}", path.display(), why_not_a_model(&path)),
         });
     }
     match model_cache_dir() {
@@ -54,6 +54,21 @@ pub fn default_model_path() -> Result<PathBuf, Error> {
         None => Err(Error::ModelNotFound {
             tried: "neither CAIRN_MODEL, CAIRN_HOME nor HOME is set".to_string(),
         }),
+    }
+}
+
+/// Why `path` cannot be loaded as a model file, in words: it may exist and still be the
+/// wrong kind of thing (a directory, a FIFO), which "does not exist" would misreport.
+fn why_not_a_model(path: &std::path::Path) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => "does not exist".into(),
+        Err(error) => format!("cannot be read: {error}"),
+        Ok(metadata) if metadata.is_dir() => "is a directory, not a GGUF file".into(),
+        Ok(metadata) if metadata.file_type().is_fifo() => {
+            "is a named pipe (FIFO), not a GGUF file: a model must be a regular file".into()
+        }
+        Ok(_) => "is not a regular file (a device or socket?): a model must be a GGUF file".into(),
     }
 }
 

@@ -112,7 +112,7 @@ fn garbage_over_the_middle_of_the_database_is_reported_not_used() {
     let outputs = commands(&sandbox, &workflow);
     assert_refused(&sandbox, &outputs, "garbage in the middle");
     assert!(
-        outputs[0].stderr.contains("integrity_check"),
+        outputs[0].stderr.contains("quick_check"),
         "the error should quote what the integrity check found\n{}",
         outputs[0]
     );

@@ -11,6 +11,12 @@ pub trait Agent: Send + Sync {
     fn name(&self) -> &'static str;
     /// Runs one attempt. The future may be dropped at any await point (timeout, cancel).
     fn run(&self, context: AgentContext) -> AgentFuture;
+    /// Checks the step's `with:` at load (see `exec::Agents::check_with`); agents whose
+    /// configuration needs the run (its context, its workspace) check what they can.
+    fn check_with(&self, with: &serde_json::Value) -> Result<(), String> {
+        let _ = with;
+        Ok(())
+    }
 }
 
 /// Agents by name.
@@ -53,6 +59,11 @@ impl Registry {
 impl Agents for Registry {
     fn names(&self) -> Vec<&'static str> {
         Registry::names(self)
+    }
+
+    fn check_with(&self, name: &str, with: &serde_json::Value) -> Result<(), String> {
+        self.get(name)
+            .map_or(Ok(()), |agent| agent.check_with(with))
     }
 
     fn start(&self, name: &str, call: AgentContext) -> Option<AgentFuture> {

@@ -22,6 +22,7 @@ pub struct AnalyzeArgs {
 }
 
 pub async fn analyze(home: Option<PathBuf>, args: &AnalyzeArgs) -> Result<()> {
+    super::check_repository(&args.repo)?;
     let router = if args.no_model {
         None
     } else {

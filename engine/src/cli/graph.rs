@@ -28,6 +28,7 @@ pub fn graph(args: &GraphArgs) -> ExitCode {
         &args.file,
         &LoadOptions {
             known_agents: &names,
+            check_with: None,
         },
     ) {
         Ok(workflow) => {

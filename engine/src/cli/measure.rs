@@ -2,6 +2,7 @@
 //! repository's history with a progress bar, then prints a per-commit table and a summary
 //! (or the whole report as JSON).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,7 +98,10 @@ pub fn measure(args: &MeasureArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_table(&report);
+        // The rows were shown as they came on stderr; when stdout is that same terminal,
+        // printing them again would show the table twice. Redirected, stdout gets them all.
+        let rows_shown = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        print_table(&report, !rows_shown);
     }
     Ok(())
 }
@@ -135,15 +139,26 @@ fn row(commit: &CommitReport) -> String {
     )
 }
 
-fn print_table(report: &Report) {
-    println!(
-        "{:<8} {:>9} {:>5} {:>7}  {:<42} SAFETY (fault-revealing tests kept)",
-        "COMMIT", "SELECTED", "FRAC", "TIME", "SUBJECT"
-    );
-    for commit in &report.commits {
-        println!("{}", row(commit));
-        for missed in &commit.missed {
-            println!("         MISSED {missed}");
+fn print_table(report: &Report, with_rows: bool) {
+    if with_rows {
+        println!(
+            "{:<8} {:>9} {:>5} {:>7}  {:<42} SAFETY (fault-revealing tests kept)",
+            "COMMIT", "SELECTED", "FRAC", "TIME", "SUBJECT"
+        );
+        for commit in &report.commits {
+            println!("{}", row(commit));
+            for missed in &commit.missed {
+                println!("         MISSED {missed}");
+            }
+        }
+    } else {
+        for commit in &report.commits {
+            for missed in &commit.missed {
+                println!(
+                    "{} MISSED {missed}",
+                    commit.commit.get(..8).unwrap_or(&commit.commit)
+                );
+            }
         }
     }
     let summary = &report.summary;

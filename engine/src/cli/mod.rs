@@ -1,12 +1,15 @@
 //! The `cairn` command line: one file per subcommand, all sharing [`settings::Settings`].
 //!
-//! Exit codes: 0 success; 1 a run failed or was cancelled; 2 invalid input (a workflow that
-//! does not validate, a bad argument); 3 any other error (state database, I/O, git).
+//! Exit codes: 0 success; 1 a run failed or was cancelled; 2 invalid input (a workflow or
+//! configuration that does not validate, a bad argument, a run, step or path that does not
+//! exist); 3 any other error (state database, I/O, git).
 
 pub mod analyze;
 pub mod bench;
 pub mod cancel;
 pub mod costs;
+pub mod doctor;
+pub mod gc;
 pub mod graph;
 pub mod logs;
 pub mod measure;
@@ -22,6 +25,34 @@ pub mod view;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+/// A mistake in what the user asked for (a path that is not there, a bad argument): exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// `path` as a git repository the user named with `--repo`, or why it is not one.
+pub fn check_repository(path: &std::path::Path) -> Result<(), Invalid> {
+    if !path.exists() {
+        return Err(Invalid(format!(
+            "--repo {}: no such directory",
+            path.display()
+        )));
+    }
+    if !path.is_dir() {
+        return Err(Invalid(format!(
+            "--repo {}: not a directory",
+            path.display()
+        )));
+    }
+    if cairn_engine::exec::git(path, &["rev-parse", "--git-dir"]).is_err() {
+        return Err(Invalid(format!(
+            "--repo {}: not a git repository",
+            path.display()
+        )));
+    }
+    Ok(())
+}
 
 pub const EXIT_RUN_FAILED: u8 = 1;
 pub const EXIT_INVALID: u8 = 2;
@@ -68,4 +99,8 @@ pub enum Command {
     Costs(costs::CostsArgs),
     /// Measure the engine's durable throughput, or the local model's speed.
     Bench(bench::BenchArgs),
+    /// Apply the retention policy now: delete old runs, logs and finished runs' workspaces.
+    Gc(gc::GcArgs),
+    /// Check Cairn's state thoroughly (the full database integrity check), changing nothing.
+    Doctor(doctor::DoctorArgs),
 }

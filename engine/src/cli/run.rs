@@ -30,6 +30,9 @@ pub struct RunArgs {
     /// Do not echo step logs.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Keep the run's checkout after it ends (by default it is removed; see `retention:`).
+    #[arg(long)]
+    pub keep_workspace: bool,
 }
 
 #[derive(clap::Args)]
@@ -73,13 +76,25 @@ pub async fn run(home: Option<PathBuf>, args: &RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("failed to read workflow {}", path.display()))?;
+    let text = match cairn_engine::pipeline::limits::read_limited(&path) {
+        Ok(text) => text,
+        Err(reason) => {
+            eprintln!(
+                "{}:1:1: failed to read workflow file: {reason}",
+                path.display()
+            );
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
     let context = match &args.repo {
-        Some(repo) => commit_context(repo, args.commit.as_deref())?,
+        Some(repo) => {
+            super::check_repository(repo)?;
+            commit_context(repo, args.commit.as_deref())?
+        }
         None => json!({ "trigger": "manual" }),
     };
-    let settings = Settings::resolve(home, args.concurrency)?;
+    let mut settings = Settings::resolve(home, args.concurrency)?;
+    settings.keep_workspaces = args.keep_workspace;
     let engine = settings.engine()?;
     let file_name = path.display().to_string();
     let source = std::fs::canonicalize(&path)
@@ -95,10 +110,17 @@ pub async fn run(home: Option<PathBuf>, args: &RunArgs) -> Result<ExitCode> {
     };
     println!("{run_id}");
     eprintln!(
-        "run {run_id}: workflow `{}` ({} steps)",
+        "run {run_id}: workflow `{}` ({})",
         workflow.name,
-        workflow.steps.len()
+        plural(workflow.steps.len(), "step")
     );
+    if args.repo.is_none() {
+        // Say so: a user may expect the current directory to be the repository under test.
+        eprintln!(
+            "run {run_id}: no --repo given, so there is no commit to check out; steps run in an \
+             empty workspace (pass --repo PATH to run on a repository)"
+        );
+    }
     let step_ids = workflow.steps.iter().map(|s| s.id.clone()).collect();
     let state = drive_with_view(&engine, run_id, step_ids, !args.quiet).await?;
     Ok(exit_code(&[state]))
@@ -252,4 +274,13 @@ pub fn commit_context(repo: &Path, commit: Option<&str>) -> Result<serde_json::V
         "commit": sha,
         "branch": branch,
     }))
+}
+
+/// "1 step", "3 steps".
+pub fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("{count} {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }

@@ -44,6 +44,17 @@ pub async fn serve(home: Option<PathBuf>, args: &ServeArgs) -> Result<ExitCode> 
         args.workflows.clone()
     };
     for root in roots {
+        if !root.exists() {
+            if args.workflows.is_empty() {
+                eprintln!(
+                    "error: there is no ./workflows directory here; name the workflow files or \
+                     directories to serve (`cairn serve PATH...`)"
+                );
+            } else {
+                eprintln!("error: {}: no such file or directory", root.display());
+            }
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
         if root.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(&root)
                 .with_context(|| format!("failed to read {}", root.display()))?
@@ -92,6 +103,7 @@ pub async fn serve(home: Option<PathBuf>, args: &ServeArgs) -> Result<ExitCode> 
         mirrors: settings.home.join("mirrors"),
         max_runs: args.max_runs,
         once: args.once,
+        retention: Some((settings.work_dir(), settings.retention()?)),
     };
     let terminate = super::run::on_sigterm(engine.abandon_handle());
     let report = trigger::serve(engine, watches, options, Some(observer)).await;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use cairn_engine::agents::Registry;
 use cairn_engine::exec::{Engine, EngineSettings};
 use cairn_engine::llm::{self, Router};
+use cairn_engine::retention::{Retention, WorkspacePolicy};
 use cairn_engine::store::Store;
 
 /// Resolved locations and limits for this invocation.
@@ -17,6 +18,8 @@ pub struct Settings {
     /// `$CAIRN_HOME`: the state database, run workspaces and mirrors live under it.
     pub home: PathBuf,
     pub concurrency: Option<usize>,
+    /// Keep each run's checkout after the run (`--keep-workspace`), whatever `retention:` says.
+    pub keep_workspaces: bool,
 }
 
 impl Settings {
@@ -27,7 +30,11 @@ impl Settings {
                 .map(|dir| dir.join("cairn"))
                 .context("no per-user data directory is known here: set CAIRN_HOME")?,
         };
-        Ok(Settings { home, concurrency })
+        Ok(Settings {
+            home,
+            concurrency,
+            keep_workspaces: false,
+        })
     }
 
     pub fn database(&self) -> PathBuf {
@@ -65,18 +72,31 @@ impl Settings {
         Ok(lease)
     }
 
+    /// The `retention:` section of the configuration (defaults when absent).
+    pub fn retention(&self) -> Result<Retention> {
+        Ok(Retention::load(&self.config_path())?)
+    }
+
+    /// Where run workspaces live.
+    pub fn work_dir(&self) -> PathBuf {
+        self.home.join("work")
+    }
+
     pub fn engine(&self) -> Result<Engine> {
         let store = self.open_store()?;
         let router = Arc::new(self.llm(&store)?);
+        let remove_workspaces =
+            !self.keep_workspaces && self.retention()?.workspaces == WorkspacePolicy::Remove;
         Ok(Engine::new(
             store,
             Arc::new(Registry::builtin(Some(router))),
             EngineSettings {
                 concurrency: self.concurrency,
                 lease: Self::lease()?,
-                work_dir: self.home.join("work"),
+                work_dir: self.work_dir(),
             },
-        ))
+        )
+        .remove_workspaces(remove_workspaces))
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cairn status [RUN]` and `cairn runs`: what the store says, with interrupted runs called
 //! what they are.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -88,25 +89,58 @@ fn runs(store: &Store, limit: usize, as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>5}  {:<20} {:<12} {:>8}  {}",
-        "RUN", "WORKFLOW", "STATE", "TIME", "COMMIT"
+        "{:>5}  {:<20} {:<12} {:>8}  {:<7} {:<16} COMMIT",
+        "RUN", "WORKFLOW", "STATE", "TIME", "RISK", "BRANCH"
     );
     for run in &runs {
-        let commit = run
-            .context
-            .get("commit")
-            .and_then(|c| c.as_str())
-            .unwrap_or("-");
+        let text = |key: &str| {
+            run.context
+                .get(key)
+                .and_then(|c| c.as_str())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let commit = text("commit");
         println!(
-            "{:>5}  {:<20} {:<12} {:>8}  {}",
+            "{:>5}  {:<20} {:<12} {:>8}  {:<7} {:<16} {}",
             run.id,
             run.workflow,
             shown_state(run),
             duration(run.created_at, run.finished_at),
-            &commit[..commit.len().min(12)]
+            run_risk(store, run.id).unwrap_or_else(|| "-".to_owned()),
+            text("branch"),
+            commit.get(..12).unwrap_or(&commit)
         );
     }
     Ok(())
+}
+
+/// The risk level the run's orchestrator decided (the first step output named `risk`).
+fn run_risk(store: &Store, run_id: i64) -> Option<String> {
+    store.steps(run_id).ok()?.iter().find_map(|step| {
+        step.outputs
+            .as_ref()?
+            .get("risk")?
+            .as_str()
+            .map(str::to_owned)
+    })
+}
+
+/// Why each step that did not run was skipped or cancelled, from its event.
+pub fn step_reasons(store: &Store, run_id: i64) -> Result<HashMap<String, String>> {
+    let mut reasons = HashMap::new();
+    for event in store.events(run_id)? {
+        if !matches!(event.kind.as_str(), "step_skipped" | "step_cancelled") {
+            continue;
+        }
+        if let (Some(step), Some(reason)) = (
+            &event.step_id,
+            event.data.get("reason").and_then(|r| r.as_str()),
+        ) {
+            reasons.insert(step.clone(), reason.to_owned());
+        }
+    }
+    Ok(reasons)
 }
 
 fn run_rows(runs: &[RunRecord]) -> Vec<serde_json::Value> {
@@ -139,21 +173,33 @@ fn show_run(store: &Store, run_id: i64, as_json: bool) -> Result<()> {
         println!("  {reason}");
     }
     if let Some(commit) = run.context.get("commit").and_then(|c| c.as_str()) {
-        let repo = run
-            .context
-            .get("repo")
-            .and_then(|c| c.as_str())
+        // `serve` runs from a mirror; the person watches the repository it mirrors.
+        let repo = ["repo_url", "repo"]
+            .iter()
+            .find_map(|key| run.context.get(*key).and_then(|c| c.as_str()))
             .unwrap_or("?");
-        println!("  commit {commit} in {repo}");
+        let branch = run
+            .context
+            .get("branch")
+            .and_then(|c| c.as_str())
+            .map(|branch| format!(" (branch {branch})"))
+            .unwrap_or_default();
+        println!("  commit {commit} in {repo}{branch}");
     }
-    println!("  definition sha256 {}", &run.definition_sha256[..16]);
+    println!(
+        "  definition sha256 {}",
+        run.definition_sha256
+            .get(..16)
+            .unwrap_or(&run.definition_sha256)
+    );
+    let reasons = step_reasons(store, run_id)?;
     for step in &steps {
-        println!("  {}", step_line(step));
+        println!("  {}", step_line(step, reasons.get(&step.step_id)));
     }
     Ok(())
 }
 
-fn step_line(step: &StepRecord) -> String {
+fn step_line(step: &StepRecord, reason: Option<&String>) -> String {
     let took = step
         .started_at
         .map(|s| duration(s, step.finished_at))
@@ -166,6 +212,7 @@ fn step_line(step: &StepRecord) -> String {
     let error = step
         .error
         .as_deref()
+        .or(reason.map(String::as_str))
         .map(|e| format!(": {e}"))
         .unwrap_or_default();
     format!(

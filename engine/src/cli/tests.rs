@@ -79,21 +79,29 @@ pub fn tests(home: Option<PathBuf>, args: &TestsArgs) -> Result<()> {
         eprintln!("no test has failed or flaked yet");
         return Ok(());
     }
+    // Numbers as numbers: a JSON value ignores width and alignment when printed.
+    let count = |value: &serde_json::Value| value.as_u64().unwrap_or(0);
+    let states: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            if row["quarantined"] == true {
+                format!("quarantined ({} ok)", count(&row["passes_in_row"]))
+            } else {
+                "active".into()
+            }
+        })
+        .collect();
+    let state_width = states.iter().map(String::len).max().unwrap_or(0).max(5);
     println!(
-        "{:>6} {:>5} {:>6}  {:<12} TEST",
+        "{:>6} {:>5} {:>6}  {:<state_width$}  TEST",
         "SCORE", "RUNS", "FLAKY", "STATE"
     );
-    for row in &rows {
-        let state = if row["quarantined"] == true {
-            format!("quarantined ({} ok)", row["passes_in_row"])
-        } else {
-            "active".into()
-        };
+    for (row, state) in rows.iter().zip(&states) {
         println!(
-            "{:>6.2} {:>5} {:>6}  {:<12} {}",
+            "{:>6.2} {:>5} {:>6}  {:<state_width$}  {}",
             row["score"].as_f64().unwrap_or(0.0),
-            row["runs"],
-            row["flaky_runs"],
+            count(&row["runs"]),
+            count(&row["flaky_runs"]),
             state,
             row["test"].as_str().unwrap_or("")
         );

@@ -18,17 +18,21 @@ pub struct ValidateArgs {
 pub fn validate(args: &ValidateArgs) -> ExitCode {
     let registry = Registry::builtin(None);
     let names = registry.names();
+    let check = |name: &str, with: &serde_json::Value| {
+        cairn_engine::exec::Agents::check_with(&registry, name, with)
+    };
     let options = LoadOptions {
         known_agents: &names,
+        check_with: Some(&check),
     };
     let mut ok = true;
     for file in &args.files {
         match pipeline::load_file(file, &options) {
             Ok(workflow) => println!(
-                "{}: ok: workflow `{}` with {} steps",
+                "{}: ok: workflow `{}` with {}",
                 file.display(),
                 workflow.name,
-                workflow.steps.len()
+                super::run::plural(workflow.steps.len(), "step")
             ),
             Err(error) => {
                 ok = false;

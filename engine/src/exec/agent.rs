@@ -49,6 +49,13 @@ pub type AgentFuture = Pin<Box<dyn Future<Output = Result<Value, AgentError>> + 
 /// The set of agents a run can call.
 pub trait Agents: Send + Sync {
     fn names(&self) -> Vec<&'static str>;
+    /// Checks agent `name`'s `with:` block when the workflow is loaded, so a typo is reported
+    /// by `cairn validate` and before a run starts, not mid-pipeline. The message names the
+    /// key it is about first (`key: …` or `` `key` ``) so the loader can point at it.
+    fn check_with(&self, name: &str, with: &serde_json::Value) -> Result<(), String> {
+        let _ = (name, with);
+        Ok(())
+    }
     /// Starts agent `name`; `None` when no such agent exists.
     fn start(&self, name: &str, call: AgentCall) -> Option<AgentFuture>;
 }

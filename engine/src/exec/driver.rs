@@ -75,6 +75,8 @@ pub struct Engine {
     token_prefix: String,
     /// Runs this engine is driving right now.
     active: Arc<std::sync::Mutex<std::collections::BTreeSet<i64>>>,
+    /// Remove a run's checkout when the run ends (`cairn` does unless asked to keep them).
+    remove_workspaces: bool,
 }
 
 /// Stops the step processes of every run an engine is driving, for a clean exit on SIGTERM:
@@ -109,7 +111,15 @@ impl Engine {
             store,
             agents,
             settings,
+            remove_workspaces: false,
         }
+    }
+
+    /// Removes each run's checkout when the run ends (see `workspace::remove_checkout`);
+    /// off by default, so library users can inspect what a run left.
+    pub fn remove_workspaces(mut self, remove: bool) -> Engine {
+        self.remove_workspaces = remove;
+        self
     }
 
     pub fn abandon_handle(&self) -> Abandon {
@@ -154,11 +164,14 @@ impl Engine {
         context: Value,
     ) -> Result<(NewRun, Workflow)> {
         let names = self.agents.names();
+        let agents = self.agents.clone();
+        let check = move |name: &str, with: &Value| agents.check_with(name, with);
         let workflow = pipeline::load_str(
             file_name,
             definition,
             &LoadOptions {
                 known_agents: &names,
+                check_with: Some(&check),
             },
         )?;
         let new = NewRun {
@@ -224,8 +237,11 @@ impl Engine {
         let workflow = pipeline::load_str(
             &format!("run {run_id} ({})", run.workflow),
             &run.definition,
+            // The definition was checked when the run started; a stricter agent check since
+            // must not strand a run mid-way.
             &LoadOptions {
                 known_agents: &names,
+                check_with: None,
             },
         )
         .map_err(|source| Error::StoredDefinition { run_id, source })?;
@@ -405,6 +421,16 @@ impl Engine {
             }
         };
         logs.finish().await;
+        if self.remove_workspaces && final_state.is_terminal() {
+            let work_dir = self.settings.work_dir.clone();
+            let removed = tokio::task::spawn_blocking(move || {
+                super::workspace::remove_checkout(&work_dir, run_id)
+            })
+            .await;
+            if let Ok(Err(error)) = removed {
+                tracing::warn!(run_id, %error, "failed to remove the run's workspace");
+            }
+        }
         if let Some(observer) = &observer {
             let reason = self.store.run(run_id)?.reason;
             let _ = observer.send(RunEvent::Finished {
@@ -612,6 +638,19 @@ struct AttemptContext {
 }
 
 async fn run_attempt(
+    step: &Step,
+    attempt: AttemptContext,
+    agents: &dyn Agents,
+    logs: LogSink,
+    cancel: watch::Receiver<bool>,
+) -> Outcome {
+    let outcome = perform_attempt(step, attempt, agents, logs.clone(), cancel).await;
+    // The attempt's log is complete (and stored) before its outcome counts; a log that could
+    // not be stored makes a success a failure that says so.
+    logs.settle(outcome).await
+}
+
+async fn perform_attempt(
     step: &Step,
     attempt: AttemptContext,
     agents: &dyn Agents,

@@ -11,6 +11,7 @@ fn workflow(text: &str) -> Workflow {
         text,
         &LoadOptions {
             known_agents: &["noop", "orchestrator"],
+            check_with: None,
         },
     )
     .expect("test workflow is valid")

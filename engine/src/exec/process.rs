@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::logs::LogSink;
+use super::logs::{LogSink, MAX_LINE_BYTES};
 use super::orphans::kill_orphans;
 use super::machine::Outcome;
 use super::retry::FailureClass;
@@ -210,23 +210,54 @@ fn pump(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // Raw bytes, decoded lossily: a step printing invalid UTF-8 must not lose its pipe.
+        // A line is held up to MAX_LINE_BYTES; the rest of an endless line is skipped, so a
+        // step printing without newlines cannot grow the engine's memory.
         let mut reader = BufReader::new(stream);
-        let mut line = Vec::new();
+        let mut line: Vec<u8> = Vec::new();
+        let mut cut = 0usize;
         loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line).await {
-                Ok(0) => break,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line);
-                    logs.line(name, text.trim_end_matches(['\n', '\r']));
-                }
+            let chunk = match reader.fill_buf().await {
+                Ok(chunk) => chunk,
                 Err(error) => {
                     logs.line("engine", format!("failed to read {name}: {error}"));
                     break;
                 }
+            };
+            if chunk.is_empty() {
+                if !line.is_empty() || cut > 0 {
+                    emit(&logs, name, &line, cut);
+                }
+                break;
+            }
+            let (piece, ends_line) = match chunk.iter().position(|&byte| byte == b'\n') {
+                Some(end) => (&chunk[..end], true),
+                None => (chunk, false),
+            };
+            let room = MAX_LINE_BYTES.saturating_sub(line.len());
+            line.extend_from_slice(&piece[..piece.len().min(room)]);
+            cut += piece.len().saturating_sub(room);
+            let used = piece.len() + usize::from(ends_line);
+            reader.consume(used);
+            if ends_line {
+                emit(&logs, name, &line, cut);
+                line.clear();
+                cut = 0;
             }
         }
     })
+}
+
+fn emit(logs: &LogSink, name: &'static str, line: &[u8], cut: usize) {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches(['\n', '\r']);
+    if cut == 0 {
+        logs.line(name, text);
+    } else {
+        logs.line(
+            name,
+            format!("{text}… [{cut} more bytes of this line not kept]"),
+        );
+    }
 }
 
 /// `key=value` lines, like GitHub's `$GITHUB_OUTPUT`; a value that parses as JSON is kept as

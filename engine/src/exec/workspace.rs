@@ -4,9 +4,10 @@
 //! Preparing it is idempotent, because a resumed run prepares it again.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
+
+use super::git::git;
 
 pub struct Workspace {
     /// Where steps run: the checkout, or `root/src` as an empty directory.
@@ -32,13 +33,42 @@ impl Workspace {
     }
 }
 
-fn checkout(repo: &str, commit: &str, dir: &Path) -> Result<(), String> {
-    if dir.join(".git").exists() {
-        if let Ok(head) = git(dir, &["rev-parse", "HEAD"]) {
-            if head.trim() == commit || head.trim().starts_with(commit) {
-                return Ok(());
-            }
+/// What stays in `run-<id>/` after the run: step output files and accepted test proposals are
+/// small and are the run's record; everything else (the checkout, scratch worktrees) is the
+/// bulk of the disk a run uses and is only needed while it runs.
+const KEPT_AFTER_RUN: &[&str] = &["outputs", "test-proposals"];
+
+/// Removes what a finished run no longer needs from its directory; a missing directory is
+/// fine. `cairn gc` removes whole run directories later, by age.
+pub fn remove_checkout(work_dir: &Path, run_id: i64) -> Result<(), String> {
+    let root = work_dir.join(format!("run-{run_id}"));
+    let entries = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(format!("failed to read {}: {error}", root.display())),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if KEPT_AFTER_RUN.iter().any(|kept| name == *kept) {
+            continue;
         }
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|error| format!("failed to remove {}: {error}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn checkout(repo: &str, commit: &str, dir: &Path) -> Result<(), String> {
+    if dir.join(".git").exists()
+        && let Ok(head) = git(dir, &["rev-parse", "HEAD"])
+        && (head.trim() == commit || head.trim().starts_with(commit))
+    {
+        return Ok(());
     }
     // The checkout is made beside its place and moved in once complete, so `dir` is never
     // half-made. What an engine killed mid-clone left there is moved aside, not deleted in
@@ -86,23 +116,4 @@ fn checkout(repo: &str, commit: &str, dir: &Path) -> Result<(), String> {
     std::fs::rename(&fresh, dir)
         .map_err(|e| format!("failed to move the checkout into {}: {e}", dir.display()))?;
     Ok(())
-}
-
-/// Runs git and returns its stdout, or a message with its stderr.
-pub fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map_err(|e| format!("failed to run git: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`git {}` failed in {}: {}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
 }

@@ -47,6 +47,8 @@ pub struct ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub llm: LlmConfig,
+    /// Read by `retention::Retention`; accepted unseen here.
+    pub retention: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -64,7 +66,7 @@ pub struct LlmConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
-    pub base_url: String,
+    pub base_url: Spanned<String>,
     pub model: String,
     pub api_key_env: Option<String>,
     pub timeout: Option<Spanned<String>>,
@@ -89,24 +91,60 @@ pub enum RemoteSees {
     Summary,
 }
 
+/// Limits are read signed, so a negative number gets its own message ("must not be
+/// negative") instead of serde's "expected u64"; [`BudgetConfig::check`] refuses it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
-    pub run_tokens: Option<u64>,
-    pub day_tokens: Option<u64>,
-    pub month_tokens: Option<u64>,
-    pub day_cost: Option<f64>,
-    pub month_cost: Option<f64>,
+    pub run_tokens: Option<Spanned<i64>>,
+    pub day_tokens: Option<Spanned<i64>>,
+    pub month_tokens: Option<Spanned<i64>>,
+    pub day_cost: Option<Spanned<f64>>,
+    pub month_cost: Option<Spanned<f64>>,
 }
 
 impl BudgetConfig {
+    /// The first negative or non-finite limit, with its position and name.
+    fn check(&self) -> Option<(Option<marked_yaml::Marker>, String)> {
+        let tokens = [
+            ("run_tokens", &self.run_tokens),
+            ("day_tokens", &self.day_tokens),
+            ("month_tokens", &self.month_tokens),
+        ];
+        for (name, value) in tokens {
+            if let Some(value) = value.as_ref().filter(|value| ***value < 0) {
+                return Some((
+                    value.span().start().copied(),
+                    format!("`{name}` must not be negative, found {}", **value),
+                ));
+            }
+        }
+        for (name, value) in [
+            ("day_cost", &self.day_cost),
+            ("month_cost", &self.month_cost),
+        ] {
+            if let Some(value) = value
+                .as_ref()
+                .filter(|value| !(***value >= 0.0 && value.is_finite()))
+            {
+                return Some((
+                    value.span().start().copied(),
+                    format!("`{name}` must be a non-negative amount, found {}", **value),
+                ));
+            }
+        }
+        None
+    }
+
     pub fn limits(&self) -> BudgetLimits {
+        let tokens =
+            |value: &Option<Spanned<i64>>| value.as_ref().and_then(|v| u64::try_from(**v).ok());
         BudgetLimits {
-            run_tokens: self.run_tokens,
-            day_tokens: self.day_tokens,
-            month_tokens: self.month_tokens,
-            day_cost_micros: self.day_cost.map(to_micros),
-            month_cost_micros: self.month_cost.map(to_micros),
+            run_tokens: tokens(&self.run_tokens),
+            day_tokens: tokens(&self.day_tokens),
+            month_tokens: tokens(&self.month_tokens),
+            day_cost_micros: self.day_cost.as_ref().map(|cost| to_micros(**cost)),
+            month_cost_micros: self.month_cost.as_ref().map(|cost| to_micros(**cost)),
         }
     }
 }
@@ -134,8 +172,13 @@ pub fn to_micros(amount: f64) -> i64 {
 #[serde(deny_unknown_fields, default)]
 pub struct LocalConfig {
     pub model: Option<PathBuf>,
+    /// Checked at load against [`MAX_LOCAL_THREADS`].
     pub threads: Option<usize>,
 }
+
+/// Most decode threads `llm.local.threads` may ask for: every thread is spawned at model load,
+/// and more threads than cores only slows candle down (its pool spin-waits).
+pub const MAX_LOCAL_THREADS: usize = 256;
 
 /// Settings derived from the file, with durations parsed and tasks checked.
 #[derive(Debug, Clone)]
@@ -227,13 +270,21 @@ impl Settings {
         if text.trim().is_empty() {
             return Ok(Settings::default());
         }
+        // Size, nesting depth and a single document, before any tree is built.
+        crate::pipeline::limits::check(text).map_err(|error| ConfigError {
+            file: file.to_string(),
+            line: error.location.line,
+            column: error.location.column,
+            message: error.message,
+        })?;
         let config: Config = marked_yaml::from_yaml(0, text).map_err(|error| match error {
             marked_yaml::FromYamlError::ParseYaml(load) => {
-                let message = load.to_string();
+                // The loader's own text starts with its position; say it once, in front.
+                let (location, message) = crate::pipeline::describe_load_error(&load);
                 ConfigError {
                     file: file.to_string(),
-                    line: 1,
-                    column: 1,
+                    line: location.line,
+                    column: location.column,
                     message,
                 }
             }
@@ -277,10 +328,29 @@ impl Settings {
             })?;
             tiers.insert(task, *tier);
         }
+        for budget in llm.budgets.values() {
+            if let Some((mark, message)) = budget.check() {
+                return Err(at(mark.as_ref(), format!("in `llm.budgets`: {message}")));
+            }
+        }
+        if let Some(threads) = llm.local.threads
+            && !(1..=MAX_LOCAL_THREADS).contains(&threads)
+        {
+            let (line, column) = locate_key(text, "`threads`");
+            return Err(ConfigError {
+                file: file.to_string(),
+                line,
+                column,
+                message: format!(
+                    "`llm.local.threads` must be between 1 and {MAX_LOCAL_THREADS}, found {threads}"
+                ),
+            });
+        }
         let remote = match &llm.remote {
             None => None,
             Some(remote) => Some(RemoteSettings {
-                base_url: remote.base_url.trim_end_matches('/').to_string(),
+                base_url: check_base_url(remote.base_url.as_str())
+                    .map_err(|message| at(remote.base_url.span().start(), message))?,
                 model: remote.model.clone(),
                 api_key_env: remote.api_key_env.clone(),
                 timeout: remote
@@ -318,6 +388,25 @@ impl Settings {
             local: llm.local.clone(),
         })
     }
+}
+
+/// `base_url` without its trailing `/`, or why it cannot be used: it must be an absolute
+/// http(s) URL with a host, known at load rather than at the first call mid-pipeline.
+fn check_base_url(text: &str) -> Result<String, String> {
+    let trimmed = text.trim().trim_end_matches('/');
+    let url = reqwest::Url::parse(trimmed).map_err(|error| {
+        format!("`base_url` `{text}` is not a URL ({error}); write e.g. http://127.0.0.1:8080/v1")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "`base_url` `{text}` must start with http:// or https://, not {}://",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`base_url` `{text}` has no host"));
+    }
+    Ok(trimmed.to_string())
 }
 
 /// marked-yaml reports unknown fields without a position; find the key in the text.
@@ -375,5 +464,51 @@ mod tests {
             .err()
             .expect("fails");
         assert!(error.to_string().contains("bad duration"), "{error}");
+    }
+
+    #[test]
+    fn config_errors_point_at_the_real_line() {
+        let error = |text: &str| match Settings::parse("cairn.yaml", text) {
+            Err(error) => error,
+            Ok(settings) => panic!("accepted {settings:?}"),
+        };
+        // A syntax error: its position once, at the front, not `1:1: 3:1: …`.
+        let syntax = error("llm:\n  tasks:\n    assess_risk: [local\n  cache_ttl: 7d\n");
+        assert_ne!((syntax.line, syntax.column), (1, 1), "{syntax}");
+        assert!(!syntax.message.starts_with(char::is_numeric), "{syntax}");
+        // A missing field points at the mapping that lacks it.
+        let missing = error("llm:\n  cache_ttl: 7d\n  remote:\n    model: m\n");
+        assert!(missing.line >= 3, "{missing}");
+        assert!(missing.message.contains("base_url"), "{missing}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_at_load_with_their_position() {
+        let error = |text: &str| match Settings::parse("cairn.yaml", text) {
+            Err(error) => error,
+            Ok(settings) => panic!("accepted {settings:?}"),
+        };
+        let negative = error("llm:\n  budgets:\n    remote:\n      day_tokens: -5\n");
+        assert_eq!(negative.line, 4, "{negative}");
+        assert!(
+            negative.message.contains("must not be negative"),
+            "{negative}"
+        );
+        let cost = error("llm:\n  budgets:\n    remote: { day_cost: -1.5 }\n");
+        assert!(cost.message.contains("day_cost"), "{cost}");
+        for url in ["not a url", "ftp://host/v1", "http://"] {
+            let bad = error(&format!(
+                "llm:\n  remote:\n    base_url: {url}\n    model: m\n"
+            ));
+            assert_eq!(bad.line, 3, "{bad}");
+            assert!(bad.message.contains("base_url"), "{bad}");
+        }
+        let threads = error("llm:\n  local:\n    threads: 100000000\n");
+        assert_eq!((threads.line, threads.column), (3, 5), "{threads}");
+        assert!(threads.message.contains("between 1 and"), "{threads}");
+        let second = error("llm:\n  cache_ttl: 7d\n---\nllm: {}\n");
+        assert_eq!(second.line, 3, "{second}");
+        let fine = Settings::parse("cairn.yaml", "llm:\n  local:\n    threads: 2\n").expect("ok");
+        assert_eq!(fine.local.threads, Some(2));
     }
 }

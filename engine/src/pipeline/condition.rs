@@ -25,6 +25,10 @@ pub const ROOTS: &[&str] = &[
 /// Deeper nesting than this is refused instead of risking the parser's stack.
 const MAX_DEPTH: usize = 64;
 
+/// More `&&`/`||` terms than this is refused: a chain builds a tree as deep as it is long, and
+/// evaluating or dropping that tree recurses once per term.
+const MAX_TERMS: usize = 256;
+
 /// A parsed `when:` condition; compares equal when the parsed expressions are equal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
@@ -121,6 +125,19 @@ impl Condition {
     /// whether they are ones the executor provides.
     pub fn parse(text: &str) -> Result<Condition, ConditionError> {
         let tokens = tokenize(text)?;
+        let operators = tokens
+            .iter()
+            .filter(|token| matches!(token.kind, TokenKind::And | TokenKind::Or))
+            .count();
+        if operators >= MAX_TERMS {
+            return Err(ConditionError {
+                offset: 0,
+                message: format!(
+                    "the condition joins {} terms with `&&`/`||`; at most {MAX_TERMS} are allowed",
+                    operators + 1
+                ),
+            });
+        }
         let mut parser = Parser {
             tokens: &tokens,
             position: 0,
@@ -600,6 +617,14 @@ mod tests {
             assert_eq!(error.offset, *offset, "{text:?}: {error}");
             assert!(error.message.contains(message), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn refuses_long_chains_without_overflowing() {
+        let text = vec!["risk == high"; 100_000].join(" || ");
+        let error = Condition::parse(&text).unwrap_err();
+        assert!(error.message.contains("at most 256"), "{}", error.message);
+        assert!(Condition::parse(&vec!["risk == high"; 200].join(" && ")).is_ok());
     }
 
     #[test]

@@ -13,6 +13,8 @@ use super::model::Workflow;
 #[derive(Debug, Clone)]
 pub struct Dag {
     ids: Vec<String>,
+    /// Index by id, so lookups stay O(1) for workflows with thousands of steps.
+    positions: HashMap<String, usize>,
     graph: DiGraph<(), ()>,
     /// Adjacency in file order, computed once so lookups can hand out slices.
     dependencies: Vec<Vec<usize>>,
@@ -56,8 +58,14 @@ impl Dag {
         };
         let dependencies = neighbors(Direction::Incoming);
         let dependants = neighbors(Direction::Outgoing);
+        let mut positions = HashMap::with_capacity(ids.len());
+        for (index, id) in ids.iter().enumerate() {
+            // The first of duplicate ids wins, as a front-to-back search would find it.
+            positions.entry(id.clone()).or_insert(index);
+        }
         Dag {
             ids,
+            positions,
             graph,
             dependencies,
             dependants,
@@ -78,7 +86,7 @@ impl Dag {
     }
 
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.ids.iter().position(|candidate| candidate == id)
+        self.positions.get(id).copied()
     }
 
     /// Every step after all of its dependencies; among steps that are ready together, file

@@ -9,24 +9,39 @@ use super::model::{Location, Workflow};
 use super::parse::parse;
 use super::validate::validate;
 
+/// Checks an agent's `with:` block: `(agent name, with as JSON)`; the error message names the
+/// key it is about first (`key: …` or `` `key` ``).
+pub type WithCheck<'a> = &'a (dyn Fn(&str, &serde_json::Value) -> Result<(), String> + Sync);
+
 /// What the loader needs to know about the engine it loads for.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Copy, Default)]
 pub struct LoadOptions<'a> {
     /// Agents the engine has registered; `agent:` names outside this list are errors.
     /// Empty means "do not check agent names" (for tools that only check the file's shape).
     pub known_agents: &'a [&'a str],
+    /// Each agent's own check of its `with:` (the registry's); `None` checks only the shape.
+    pub check_with: Option<WithCheck<'a>>,
+}
+
+impl std::fmt::Debug for LoadOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("known_agents", &self.known_agents)
+            .field("check_with", &self.check_with.is_some())
+            .finish()
+    }
 }
 
 /// Reads and loads a workflow file; messages name the file as `path` is written.
 pub fn load_file(path: &Path, options: &LoadOptions) -> Result<Workflow, Error> {
     let file_name = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match super::limits::read_limited(path) {
         Ok(text) => load_str(&file_name, &text, options),
-        Err(error) => Err(Error {
+        Err(reason) => Err(Error {
             diagnostics: vec![Diagnostic {
                 file: file_name,
                 location: Location { line: 1, column: 1 },
-                message: format!("failed to read workflow file: {error}"),
+                message: format!("failed to read workflow file: {reason}"),
             }],
         }),
     }
@@ -34,7 +49,7 @@ pub fn load_file(path: &Path, options: &LoadOptions) -> Result<Workflow, Error> 
 
 /// Loads a workflow from `text`; `file_name` is only used in messages, exactly as given.
 pub fn load_str(file_name: &str, text: &str, options: &LoadOptions) -> Result<Workflow, Error> {
-    let (workflow, spans) = parse(file_name, text, options.known_agents)?;
+    let (workflow, spans) = parse(file_name, text, options)?;
     let mut diagnostics = Diagnostics::new(file_name);
     validate(&workflow, &spans, &mut diagnostics);
     diagnostics.finish(workflow)
@@ -48,6 +63,7 @@ mod tests {
     fn errors(text: &str) -> String {
         let options = LoadOptions {
             known_agents: &["orchestrator", "noop"],
+            check_with: None,
         };
         match load_str("t.yaml", text, &options) {
             Ok(workflow) => panic!("expected errors, loaded {workflow:?}"),
@@ -67,6 +83,7 @@ mod tests {
                 "deploy_agent",
                 "monitor_agent",
             ],
+            check_with: None,
         };
         let workflow = load_str("ai-pipeline.yaml", text, &options).unwrap();
         let ids: Vec<&str> = workflow.steps.iter().map(|step| step.id.as_str()).collect();

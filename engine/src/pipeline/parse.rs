@@ -47,8 +47,8 @@ use super::schedule::parse_schedule;
 use super::step::{StepSpans, parse_step};
 use super::suggest::did_you_mean;
 use super::yaml::{
-    check_keys, describe, entry, integer, is_null, location, non_empty_string, scalar_location,
-    string, string_or_list,
+    Source, check_keys, describe, entry, integer, is_null, location, non_empty_string,
+    scalar_location, string, string_or_list,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -64,9 +64,10 @@ const REPOSITORY_KEYS: &[&str] = &["url", "branches"];
 
 /// What the parse needs besides the text.
 pub(crate) struct ParseContext<'a> {
-    pub(crate) source: &'a str,
+    pub(crate) source: &'a Source<'a>,
     /// Empty means "do not check agent names".
     pub(crate) known_agents: &'a [&'a str],
+    pub(crate) check_with: Option<super::load::WithCheck<'a>>,
     pub(crate) diagnostics: Diagnostics,
 }
 
@@ -81,12 +82,20 @@ pub(crate) struct Spans {
 pub(crate) fn parse(
     file_name: &str,
     source: &str,
-    known_agents: &[&str],
+    options: &super::load::LoadOptions<'_>,
 ) -> Result<(Workflow, Spans), Error> {
+    let mut diagnostics = Diagnostics::new(file_name);
+    // Before any tree is built: a tree too deep to walk must never exist.
+    if let Err(error) = super::limits::check(source) {
+        diagnostics.report(error.location, error.message);
+        return Err(diagnostics.into_error());
+    }
+    let indexed = Source::new(source);
     let mut context = ParseContext {
-        source,
-        known_agents,
-        diagnostics: Diagnostics::new(file_name),
+        source: &indexed,
+        known_agents: options.known_agents,
+        check_with: options.check_with,
+        diagnostics,
     };
     let options = LoaderOptions::default()
         .error_on_duplicate_keys(true)
@@ -100,7 +109,7 @@ pub(crate) fn parse(
             return Err(context.diagnostics.into_error());
         }
     };
-    super::yaml::normalize_spans(&mut root, source);
+    super::yaml::normalize_spans(&mut root, &indexed);
     let Some(root) = root.as_mapping() else {
         // The loader is asked for a top-level mapping, so this is only a safety net.
         context
@@ -112,7 +121,7 @@ pub(crate) fn parse(
     context.diagnostics.finish((workflow, spans))
 }
 
-fn describe_load_error(error: &LoadError) -> (Location, String) {
+pub(crate) fn describe_load_error(error: &LoadError) -> (Location, String) {
     let at = |marker: &marked_yaml::Marker| Location {
         line: marker.line(),
         column: marker.column(),
@@ -293,6 +302,13 @@ pub(crate) fn parse_env(
             continue;
         }
         match value {
+            // A process environment is C strings: a NUL would fail the step at run time.
+            Node::Scalar(scalar) if scalar.as_str().contains('\0') => diagnostics.report(
+                location(value),
+                format!(
+                    "`{name}` in {what} contains a NUL character (`\\0`), which an environment variable cannot hold"
+                ),
+            ),
             Node::Scalar(scalar) if !is_null(scalar) => {
                 env.insert(name.to_owned(), scalar.as_str().to_owned());
             }
@@ -386,9 +402,20 @@ fn check_schedule(text: &str) -> Result<(), String> {
             "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with leading seconds, found {fields}"
         ));
     }
-    parse_schedule(text)
-        .map(|_| ())
-        .map_err(|reason| reason.trim_end_matches('.').to_owned())
+    let cron = parse_schedule(text).map_err(|reason| reason.trim_end_matches('.').to_owned())?;
+    // A valid pattern can still match no date at all (`0 0 30 2 *`: February 30th); `serve`
+    // would then never poll, silently. croner searches a bounded range of years.
+    if cron
+        .find_next_occurrence(&chrono::Utc::now(), false)
+        .is_err()
+    {
+        return Err(
+            "it never fires: no date matches it (is a day of the month missing from \
+                    every month it names?)"
+                .to_owned(),
+        );
+    }
+    Ok(())
 }
 
 fn parse_repository(

@@ -13,8 +13,8 @@ use super::model::{Action, Location, OnFailure, RetryPolicy, Step};
 use super::parse::{ParseContext, parse_env};
 use super::suggest::did_you_mean;
 use super::yaml::{
-    check_keys, describe, entry, integer, is_null, location, non_empty_string, position_inside,
-    scalar_location, string, string_or_list, to_json,
+    Source, check_keys, describe, entry, integer, is_null, location, non_empty_string,
+    position_inside, scalar_location, string, string_or_list, to_json,
 };
 
 const STEP_KEYS: &[&str] = &[
@@ -94,15 +94,19 @@ pub(crate) fn parse_step(
         context.known_agents,
         diagnostics,
     );
+    if let (Some(check), Action::Agent { name, with }) = (context.check_with, &action) {
+        check_agent_with(check, name, with, mapping, &label, diagnostics);
+    }
 
     let mut depends_on = Vec::new();
+    let mut listed = std::collections::HashSet::new();
     if let Some((_, node)) = entry(mapping, "depends_on")
         && let Some(entries) =
             string_or_list(node, &format!("`depends_on` of {label}"), diagnostics)
     {
         for dependency in entries {
             let dependency_id = dependency.as_str().trim();
-            if depends_on.iter().any(|seen: &String| seen == dependency_id) {
+            if !listed.insert(dependency_id) {
                 diagnostics.report(
                     scalar_location(dependency),
                     format!("{label} lists `{dependency_id}` more than once in `depends_on`"),
@@ -236,6 +240,13 @@ fn parse_action(
                     placeholder
                 }
                 _ => match string(node, &format!("`run` of {label}"), diagnostics) {
+                    Some(command) if command.as_str().contains('\0') => {
+                        diagnostics.report(
+                            location(node),
+                            format!("`run` of {label} contains a NUL character (`\\0`), which a shell command cannot hold"),
+                        );
+                        placeholder
+                    }
                     Some(command) => Action::Run {
                         command: command.as_str().to_owned(),
                     },
@@ -274,6 +285,41 @@ fn parse_action(
             }
         }
     }
+}
+
+/// Runs the agent's own check of its `with:` and reports a refusal at the key it names (or at
+/// `with:`, or the step when there is none).
+fn check_agent_with(
+    check: super::load::WithCheck<'_>,
+    agent: &str,
+    with: &serde_json::Value,
+    mapping: &MarkedMappingNode,
+    label: &str,
+    diagnostics: &mut Diagnostics,
+) {
+    let Err(message) = check(agent, with) else {
+        return;
+    };
+    let with_entry = entry(mapping, "with");
+    let named_key = with_entry
+        .and_then(|(_, node)| node.as_mapping())
+        .and_then(|block| {
+            block.keys().find(|key| {
+                let key = key.as_str();
+                message.starts_with(&format!("{key}:"))
+                    || message.starts_with(&format!("{key} "))
+                    || message.contains(&format!("`{key}`"))
+            })
+        });
+    let location = match (named_key, with_entry) {
+        (Some(key), _) => scalar_location(key),
+        (None, Some((key, _))) => scalar_location(key),
+        (None, None) => super::yaml::span_location(mapping.span()),
+    };
+    diagnostics.report(
+        location,
+        format!("invalid `with` of {label} (agent `{agent}`): {message}"),
+    );
 }
 
 fn duration_field(node: &Node, what: &str, diagnostics: &mut Diagnostics) -> Option<Duration> {
@@ -379,7 +425,7 @@ fn parse_on_failure(node: &Node, label: &str, diagnostics: &mut Diagnostics) -> 
 fn parse_when(
     node: &Node,
     label: &str,
-    source: &str,
+    source: &Source<'_>,
     spans: &mut StepSpans,
     diagnostics: &mut Diagnostics,
 ) -> Option<Condition> {

@@ -10,7 +10,15 @@ pub(crate) fn closest<'a>(
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
     let mut best: Option<(usize, &'a str)> = None;
+    let length = unknown.chars().count();
     for candidate in candidates {
+        // The distance is at least the difference in length: skip the quadratic comparison
+        // for candidates that cannot be close (thousands of step ids stay fast).
+        if candidate.len().abs_diff(unknown.len()) > 4 * MAX_SUGGESTION_DISTANCE
+            || candidate.chars().count().abs_diff(length) > MAX_SUGGESTION_DISTANCE
+        {
+            continue;
+        }
         let distance = edit_distance(unknown, candidate);
         if distance == 0 || distance > MAX_SUGGESTION_DISTANCE {
             continue;

@@ -3,9 +3,11 @@
 //! that is unknown or not a direct dependency (the executor puts only direct dependencies
 //! under `steps`, so anything else would silently read `null`).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
-use petgraph::algo::tarjan_scc;
+// Kosaraju walks with an explicit stack; petgraph's Tarjan recurses once per step of a chain and
+// overflowed the stack on a 20,000-step workflow.
+use petgraph::algo::kosaraju_scc;
 
 use super::dag::Dag;
 use super::error::Diagnostics;
@@ -15,13 +17,15 @@ use super::suggest::did_you_mean;
 
 pub(crate) fn validate(workflow: &Workflow, spans: &Spans, diagnostics: &mut Diagnostics) {
     let ids: Vec<&str> = workflow.steps.iter().map(|step| step.id.as_str()).collect();
+    // A set, so checking every dependency stays linear in the number of steps.
+    let known: HashSet<&str> = ids.iter().copied().collect();
     let mut graph_is_sound = true;
     for (step, step_spans) in workflow.steps.iter().zip(&spans.steps) {
         for (dependency, location) in step.depends_on.iter().zip(&step_spans.depends_on) {
             if *dependency == step.id {
                 diagnostics.report(*location, format!("step `{}` depends on itself", step.id));
                 graph_is_sound = false;
-            } else if !ids.contains(&dependency.as_str()) {
+            } else if !known.contains(dependency.as_str()) {
                 diagnostics.report(
                     *location,
                     format!(
@@ -50,7 +54,7 @@ fn report_cycles(
     diagnostics: &mut Diagnostics,
 ) -> bool {
     let mut found = false;
-    for component in tarjan_scc(dag.graph()) {
+    for component in kosaraju_scc(dag.graph()) {
         if component.len() < 2 {
             continue;
         }
@@ -78,9 +82,10 @@ fn report_cycles(
 }
 
 /// The shortest walk `start -> … -> start` along "depends on" edges inside `members`
-/// (breadth-first, neighbours in file order so the result is reproducible).
+/// (breadth-first, neighbours in file order so the result is reproducible). Bookkeeping is
+/// sized by the cycle, not the workflow, so many small cycles stay linear.
 fn shortest_cycle(dag: &Dag, start: usize, members: &HashSet<usize>) -> Vec<usize> {
-    let mut came_from: Vec<Option<usize>> = vec![None; dag.len()];
+    let mut came_from: HashMap<usize, usize> = HashMap::with_capacity(members.len());
     let mut queue = VecDeque::from([start]);
     while let Some(current) = queue.pop_front() {
         for next in dag.dependencies(current) {
@@ -92,14 +97,14 @@ fn shortest_cycle(dag: &Dag, start: usize, members: &HashSet<usize>) -> Vec<usiz
                 let mut walk = current;
                 while walk != start {
                     cycle.push(walk);
-                    walk = came_from[walk].unwrap_or(start);
+                    walk = came_from.get(&walk).copied().unwrap_or(start);
                 }
                 cycle[1..].reverse();
                 cycle.push(start);
                 return cycle;
             }
-            if came_from[next].is_none() {
-                came_from[next] = Some(current);
+            if let std::collections::hash_map::Entry::Vacant(entry) = came_from.entry(next) {
+                entry.insert(current);
                 queue.push_back(next);
             }
         }

@@ -11,10 +11,57 @@ use super::error::Diagnostics;
 use super::model::Location;
 use super::suggest::did_you_mean;
 
+/// The workflow text with an index of where each line starts, so looking up the text at a
+/// position costs O(1) (an ASCII file) instead of a scan from the top: done once per mapping
+/// and per condition, a scan made loading quadratic in the file's size.
+pub(crate) struct Source<'a> {
+    text: &'a str,
+    line_starts: Vec<usize>,
+    ascii: bool,
+}
+
+impl<'a> Source<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|&(_, byte)| byte == b'\n')
+                .map(|(index, _)| index + 1),
+        );
+        Source {
+            text,
+            line_starts,
+            ascii: text.is_ascii(),
+        }
+    }
+
+    /// The rest of the source line from `location` on (empty when out of range).
+    fn text_at(&self, location: Location) -> &'a str {
+        let Some(&start) = self.line_starts.get(location.line.saturating_sub(1)) else {
+            return "";
+        };
+        let end = self
+            .line_starts
+            .get(location.line)
+            .map_or(self.text.len(), |next| next - 1);
+        let line = self.text.get(start..end).unwrap_or_default();
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let column = location.column.saturating_sub(1);
+        if self.ascii {
+            return line.get(column..).unwrap_or_default();
+        }
+        match line.char_indices().nth(column) {
+            Some((byte, _)) => &line[byte..],
+            None => "",
+        }
+    }
+}
+
 /// Moves misleading start positions to where a reader looks for them. The loader marks a block
 /// mapping at the colon of its first key and an empty value (`run:`) at the next token, which
 /// can be lines further down; messages should point at the first key and at the empty key.
-pub(crate) fn normalize_spans(node: &mut Node, source: &str) {
+pub(crate) fn normalize_spans(node: &mut Node, source: &Source<'_>) {
     match node {
         Node::Scalar(_) => {}
         Node::Sequence(items) => items
@@ -22,7 +69,9 @@ pub(crate) fn normalize_spans(node: &mut Node, source: &str) {
             .for_each(|item| normalize_spans(item, source)),
         Node::Mapping(mapping) => {
             // A flow mapping (`{ a: 1 }`) is already marked at its brace.
-            let is_flow = text_at(source, span_location(mapping.span())).starts_with('{');
+            let is_flow = source
+                .text_at(span_location(mapping.span()))
+                .starts_with('{');
             if !is_flow
                 && let Some(first_key) = mapping
                     .keys()
@@ -35,24 +84,15 @@ pub(crate) fn normalize_spans(node: &mut Node, source: &str) {
                 if let Node::Scalar(scalar) = value
                     && is_null(scalar)
                     && (scalar.as_str().is_empty()
-                        || !text_at(source, scalar_location(scalar)).starts_with(scalar.as_str()))
+                        || !source
+                            .text_at(scalar_location(scalar))
+                            .starts_with(scalar.as_str()))
                 {
                     scalar.span_mut().set_start(key.span().start().copied());
                 }
                 normalize_spans(value, source);
             }
         }
-    }
-}
-
-/// The rest of the source line from `location` on (empty when out of range).
-fn text_at(source: &str, location: Location) -> &str {
-    let Some(line) = source.lines().nth(location.line.saturating_sub(1)) else {
-        return "";
-    };
-    match line.char_indices().nth(location.column.saturating_sub(1)) {
-        Some((byte, _)) => &line[byte..],
-        None => "",
     }
 }
 
@@ -256,10 +296,14 @@ pub(crate) fn to_json(node: &Node) -> serde_json::Value {
 /// The exact position of character `offset` (in bytes of the scalar's value) inside a
 /// single-line scalar, when the source text shows the value verbatim (plain, or quoted
 /// without escapes); otherwise the scalar's start, which is still the right line.
-pub(crate) fn position_inside(source: &str, scalar: &MarkedScalarNode, offset: usize) -> Location {
+pub(crate) fn position_inside(
+    source: &Source<'_>,
+    scalar: &MarkedScalarNode,
+    offset: usize,
+) -> Location {
     let start = scalar_location(scalar);
     let value = scalar.as_str();
-    let raw = text_at(source, start);
+    let raw = source.text_at(start);
     let quote_width = if raw.starts_with(value) {
         0
     } else if (raw.starts_with('"') || raw.starts_with('\''))

@@ -19,10 +19,33 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(
-        "the state database {path} is corrupt: `PRAGMA integrity_check` said: {report}. \
-         Restore it from a backup, or move it aside to start with an empty history"
+        "the state database {path} is corrupt (it failed its integrity check, `{check}`): \
+         {report}. It was left exactly as found; restore it from a backup, or move it aside \
+         (with its -wal and -shm files) to start with an empty history"
     )]
-    Corrupt { path: PathBuf, report: String },
+    Corrupt {
+        path: PathBuf,
+        check: &'static str,
+        report: String,
+    },
+    #[error(
+        "the state database {path} is empty (0 bytes), so it holds no history; if that is \
+         expected, remove it and Cairn starts a new one, otherwise restore it from a backup"
+    )]
+    EmptyFile { path: PathBuf },
+    #[error("the state database {path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("failed to inspect the state database {path}")]
+    Inspect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot write to {dir}, where Cairn keeps its state ({reason}); set CAIRN_HOME or \
+         --home to a writable directory"
+    )]
+    NotWritable { dir: PathBuf, reason: String },
     #[error(
         "the state database {path} was written by a newer Cairn (schema version {found}, this \
          build knows up to {supported}); upgrade Cairn to open it"

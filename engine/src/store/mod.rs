@@ -2,10 +2,12 @@
 //! SQLite file. See `ARCHITECTURE.md`, "Durable execution".
 
 mod deployments;
+mod check;
 mod error;
 mod llm;
 mod notifications;
 mod records;
+mod retention;
 mod schema;
 mod sqlite;
 mod state;
@@ -13,12 +15,14 @@ mod test_learning;
 mod tests_history;
 
 pub use deployments::ServiceLock;
+pub use check::{Check, refuse_damaged};
 pub use error::{Error, Result};
 pub use llm::{BudgetLimits, CachedResponse, CallRecord, CostRow, day_and_month};
 pub use records::{
     Claim, EventRecord, Fence, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition,
     StoredLogLine,
 };
+pub use retention::{Pruned, RetentionPolicy};
 pub use schema::LATEST_VERSION;
 pub use sqlite::{Store, WriteTxn, now_ms};
 pub use state::{RunState, StepState};

@@ -255,6 +255,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX builds_by_repository ON builds(repository, at_ms);
     "#,
+    // 9 (retention, `cairn gc`): the event log stays append-only for every run that exists; a
+    // run deleted by retention takes its events with it. Indexes for pruning by age and run.
+    r#"
+    DROP TRIGGER events_are_append_only_delete;
+    CREATE TRIGGER events_are_append_only_delete BEFORE DELETE ON events
+        WHEN EXISTS (SELECT 1 FROM runs WHERE id = OLD.run_id)
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    CREATE INDEX runs_by_finished ON runs(finished_at);
+    CREATE INDEX test_results_by_run ON test_results(run_id);
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -12,6 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::check;
 use super::error::{Error, Result};
 use super::records::{
     Claim, EventRecord, Fence, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord,
@@ -35,42 +36,34 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database, checks its integrity and migrates it.
+    /// Opens (creating if needed) the database, checks it (`quick_check`, read-only first, so
+    /// a damaged file is refused untouched: see `check.rs`) and migrates it.
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
-                path: dir.to_path_buf(),
-                source,
+            std::fs::create_dir_all(dir).map_err(|source| {
+                check::writable_or(
+                    dir,
+                    Error::CreateDir {
+                        path: dir.to_path_buf(),
+                        source,
+                    },
+                )
             })?;
         }
+        check::refuse_damaged(path, check::Check::Quick)?;
         let open_err = |source| Error::Open {
             path: path.to_path_buf(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(open_err)?;
+        let mut conn = Connection::open(path).map_err(|source| {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            match dir {
+                Some(dir) => check::writable_or(dir, open_err(source)),
+                None => open_err(source),
+            }
+        })?;
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(open_err)?;
-        // A file that is not a database at all fails here, before any pragma changes it.
-        let report = integrity_report(&conn).map_err(|source| match source {
-            rusqlite::Error::SqliteFailure(ref failure, _)
-                if matches!(
-                    failure.code,
-                    rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
-                ) =>
-            {
-                Error::Corrupt {
-                    path: path.to_path_buf(),
-                    report: source.to_string(),
-                }
-            }
-            other => open_err(other),
-        })?;
-        if report != "ok" {
-            return Err(Error::Corrupt {
-                path: path.to_path_buf(),
-                report,
-            });
-        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -105,9 +98,10 @@ impl Store {
         Ok(value)
     }
 
-    /// `PRAGMA integrity_check` on the open database.
+    /// `PRAGMA integrity_check` on the open database: the full check, O(database size) with
+    /// index lookups, for `cairn doctor` and `cairn serve`'s periodic check.
     pub fn integrity_check(&self) -> Result<String> {
-        Ok(integrity_report(&self.lock())?)
+        Ok(check::run_check(&self.lock(), check::Check::Full)?)
     }
 
     pub fn run(&self, run_id: i64) -> Result<RunRecord> {
@@ -292,14 +286,6 @@ impl Store {
             |row| row.get::<_, bool>(0),
         )?)
     }
-}
-
-fn integrity_report(conn: &Connection) -> rusqlite::Result<String> {
-    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-    let lines = stmt
-        .query_map([], |row| row.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(lines.join("; "))
 }
 
 /// A write transaction. Every method that changes state also appends its event.

@@ -4,6 +4,7 @@
 mod poller;
 mod remote;
 mod serve;
+mod upkeep;
 
 pub use poller::{Poller, TickReport, Watch, backoff_ms};
 pub use serve::{ServeOptions, ServeReport, serve};

@@ -26,8 +26,14 @@ pub struct Watch {
 impl Watch {
     /// Loads a workflow file; `Ok(None)` when it has no trigger (nothing to watch).
     pub fn load(path: &Path, known_agents: &[&str]) -> Result<Option<Watch>, pipeline::Error> {
-        let workflow = pipeline::load_file(path, &LoadOptions { known_agents })?;
-        let definition = std::fs::read_to_string(path).unwrap_or_default();
+        let workflow = pipeline::load_file(
+            path,
+            &LoadOptions {
+                known_agents,
+                check_with: None,
+            },
+        )?;
+        let definition = pipeline::limits::read_limited(path).unwrap_or_default();
         let Some(trigger) = workflow.trigger else {
             return Ok(None);
         };

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 
 use super::poller::{Poller, Watch};
 use crate::exec::{Engine, Observer};
+use crate::retention::Retention;
 use crate::store::RunState;
 
 pub struct ServeOptions {
@@ -21,6 +22,8 @@ pub struct ServeOptions {
     pub max_runs: usize,
     /// Poll every repository once now, drive the runs to the end, and return.
     pub once: bool,
+    /// Run directories and the retention applied to them and the database once an hour.
+    pub retention: Option<(PathBuf, Retention)>,
 }
 
 /// What `serve` did, returned when it stops (only with `once`).
@@ -107,6 +110,12 @@ pub async fn serve(
         return report;
     }
 
+    // The first tick fires at once; opening the store has just run `quick_check`, so skip it.
+    let mut integrity = tokio::time::interval_at(
+        tokio::time::Instant::now() + super::upkeep::INTEGRITY_EVERY,
+        super::upkeep::INTEGRITY_EVERY,
+    );
+    let mut gc = tokio::time::interval(super::upkeep::GC_EVERY);
     loop {
         let now = Local::now();
         let next: Vec<Option<chrono::DateTime<Local>>> = watches
@@ -127,6 +136,16 @@ pub async fn serve(
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             Some(_) = runs.join_next(), if !runs.is_empty() => continue,
+            _ = gc.tick() => {
+                if let Some((work_dir, retention)) = &options.retention {
+                    super::upkeep::collect_garbage(&engine, work_dir.clone(), *retention).await;
+                }
+                continue;
+            }
+            _ = integrity.tick() => {
+                super::upkeep::check_integrity(&engine).await;
+                continue;
+            }
         }
         let due: Vec<&Watch> = watches
             .iter()

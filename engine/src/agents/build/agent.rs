@@ -40,6 +40,17 @@ impl Agent for BuildAgent {
         "build_agent"
     }
 
+    /// `with:` alone decides the build configuration (plus the Docker environment, which a
+    /// load-time check leaves out).
+    fn check_with(&self, with: &serde_json::Value) -> Result<(), String> {
+        super::config::BuildConfig::from_with(with, |_| None)
+            .map(|_| ())
+            .map_err(|error| match error {
+                super::error::Error::Config(message) => message,
+                other => other.to_string(),
+            })
+    }
+
     fn run(&self, context: AgentContext) -> AgentFuture {
         let llm = self.llm.clone();
         Box::pin(async move {

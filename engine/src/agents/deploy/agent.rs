@@ -45,6 +45,19 @@ impl Agent for DeployAgent {
         let llm = self.llm.clone();
         Box::pin(async move { step_result(&context, deploy(&context, llm.as_deref()).await) })
     }
+
+    /// The run's own parse, with a stand-in for what only the run knows (the built image, the
+    /// risk, the workspace): whatever it still refuses is wrong in `with:` itself.
+    fn check_with(&self, with: &Value) -> Result<(), String> {
+        let context = serde_json::json!({ "image": "load-check:latest", "risk": "medium" });
+        let workspace = std::path::Path::new("/nonexistent/work/run-0/src");
+        super::config::DeployConfig::from_with(with, &context, workspace, |_| None)
+            .map(|_| ())
+            .map_err(|error| match error {
+                super::error::Error::Config(message) => message,
+                other => other.to_string(),
+            })
+    }
 }
 
 /// A deploy or monitor step's end: outputs, or a failure (a rollback's message, or an error

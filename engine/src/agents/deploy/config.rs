@@ -370,39 +370,30 @@ fn strategies(value: Option<&Value>) -> Result<BTreeMap<&'static str, Strategy>,
     Ok(by_risk)
 }
 
-/// `"500ms"`, `"30s"`, `"10m"`, `"1h"`, or a number of seconds.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let (digits, unit) = text.split_at(
-        text.find(|c: char| c.is_ascii_alphabetic())
-            .unwrap_or(text.len()),
-    );
-    let value: f64 = digits.trim().parse().ok()?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return None,
-    };
-    (seconds >= 0.0 && seconds.is_finite()).then(|| Duration::from_secs_f64(seconds))
+/// A duration in the one grammar of the whole project (`500ms`, `30s`, `10m`, `1h30m`: see
+/// `pipeline::parse_duration`). Numbers without a unit are refused: `window: -1` or
+/// `health_timeout: 1e300` must be a clear error, never a panic in `Duration::from_secs_f64`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::pipeline::parse_duration(text)
 }
 
 pub(super) fn duration(map: &Map<String, Value>, key: &str) -> Result<Option<Duration>, Error> {
-    match map.get(key) {
+    duration_value(map.get(key), key).map_err(Error::Config)
+}
+
+/// A `with:` value as a duration; `key` names it in the message.
+pub(crate) fn duration_value(value: Option<&Value>, key: &str) -> Result<Option<Duration>, String> {
+    match value {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .filter(|s| *s >= 0.0)
-            .map(Duration::from_secs_f64)
+        Some(Value::String(s)) => parse_duration(s)
             .map(Some)
-            .ok_or_else(|| Error::Config(format!("{key} must not be negative"))),
-        Some(Value::String(s)) => parse_duration(s).map(Some).ok_or_else(|| {
-            Error::Config(format!("{key} `{s}` is not a duration such as 30s or 10m"))
-        }),
-        Some(other) => Err(Error::Config(format!(
+            .map_err(|reason| format!("{key}: {reason}")),
+        Some(Value::Number(n)) => Err(format!(
+            "{key} must be a duration with a unit, such as 30s or 10m, not the number {n}"
+        )),
+        Some(other) => Err(format!(
             "{key} must be a duration such as 30s, found {other}"
-        ))),
+        )),
     }
 }
 
@@ -508,8 +499,21 @@ mod tests {
         let mut with = base();
         with["canary_steps"] = json!([50, 25]);
         assert!(DeployConfig::from_with(&with, &json!({}), ws, |_| None).is_err());
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
-        assert_eq!(parse_duration("ten"), None);
+        assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_duration("ten").is_err());
+        // Values that used to reach `Duration::from_secs_f64` and panic are plain errors.
+        for value in [
+            serde_json::json!(-1),
+            serde_json::json!(1e300),
+            serde_json::json!(30),
+        ] {
+            let mut map = serde_json::Map::new();
+            map.insert("health_timeout".into(), value);
+            match duration(&map, "health_timeout") {
+                Err(error) => assert!(error.to_string().contains("with a unit"), "{error}"),
+                Ok(parsed) => panic!("accepted {parsed:?}"),
+            }
+        }
     }
 }

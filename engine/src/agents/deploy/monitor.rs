@@ -57,6 +57,23 @@ impl Agent for MonitorAgent {
     fn run(&self, context: AgentContext) -> AgentFuture {
         Box::pin(async move { super::agent::step_result(&context, watch(&context).await) })
     }
+
+    /// What does not depend on the deploy it watches: keys, durations, thresholds, notify.
+    fn check_with(&self, with: &Value) -> Result<(), String> {
+        let check = || -> Result<(), Error> {
+            let map = crate::agents::with::mapping(with, KEYS).map_err(Error::Config)?;
+            duration(map, "window")?;
+            duration(map, "interval")?;
+            thresholds(map)?;
+            NotifyConfig::from_value(map.get("notify")).map_err(Error::Config)?;
+            crate::agents::with::string(map, "docker_host").map_err(Error::Config)?;
+            Ok(())
+        };
+        check().map_err(|error| match error {
+            Error::Config(message) => message,
+            other => other.to_string(),
+        })
+    }
 }
 
 struct Watch {

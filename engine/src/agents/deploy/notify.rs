@@ -70,12 +70,8 @@ impl NotifyConfig {
                     )
                 }
                 "window" => {
-                    config.window = match item {
-                        Value::Number(n) => n.as_f64().map(Duration::from_secs_f64),
-                        Value::String(s) => super::config::parse_duration(s),
-                        _ => None,
-                    }
-                    .ok_or("notify.window must be a duration such as 60s")?
+                    config.window = super::config::duration_value(Some(item), "notify.window")?
+                        .ok_or("notify.window must be a duration such as 60s")?
                 }
                 "success" => {
                     config.success = item

@@ -260,8 +260,12 @@ async fn run(
         let (code, output) = execute(&command, &workspace, &context.logs).await?;
         let found = collect(&config, &workspace, &output)?;
         if found.is_empty() && code != Some(0) {
+            let how = match code {
+                Some(code) => format!("exit code {code}"),
+                None => "killed by a signal".to_owned(),
+            };
             return Err(AgentError::new(format!(
-                "`{command}` failed (exit {code:?}) before reporting any test: see the step log"
+                "`{command}` failed ({how}) before reporting any test: see the step log"
             )));
         }
         results.extend(found);

@@ -133,18 +133,16 @@ pub fn deliver(
     Ok(delivered)
 }
 
-/// `git push --force repo refspec`, never waiting on a credential prompt (nobody is there).
+/// `git push --force repo refspec`, never waiting on a credential prompt (nobody is there)
+/// nor longer than [`PUSH_TIMEOUT`] on a remote that does not answer.
 fn push(dir: &Path, repo: &str, refspec: &str) -> Result<(), String> {
-    let output = std::process::Command::new("git")
-        .args(["push", "--quiet", "--force", repo, refspec])
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("failed to run git push: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
-    }
+    crate::exec::git_within(
+        dir,
+        &["push", "--quiet", "--force", repo, refspec],
+        PUSH_TIMEOUT,
+    )
+    .map(|_| ())
 }
+
+/// A push of one small branch; a remote that takes longer is not answering.
+const PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
