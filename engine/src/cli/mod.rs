@@ -5,6 +5,7 @@
 
 pub mod analyze;
 pub mod bench;
+pub mod bench_analyze;
 pub mod cancel;
 pub mod costs;
 pub mod graph;
@@ -66,6 +67,6 @@ pub enum Command {
     Tests(tests::TestsArgs),
     /// Language-model spending by day, task and tier, with cache savings.
     Costs(costs::CostsArgs),
-    /// Measure the engine's durable throughput, or the local model's speed.
+    /// Measure the engine's durable throughput, the local model's speed, or analysis time.
     Bench(bench::BenchArgs),
 }
