@@ -231,11 +231,17 @@ fn comment_only_changes_in_code_are_low_and_code_changes_are_not() {
     assert!(analysis.change.only_docs);
     assert_eq!(analysis.risk.level, Level::Low, "{analysis:#?}");
 
+    // A trailing comment added to a code line is still only a comment…
     let lib = repo
         .read("src/lib.rs")
         .replace("cents % 100)", "cents % 100) // two digits");
     repo.write("src/lib.rs", lib);
     let analysis = repo.analyze(&repo.commit("a comment at the end of a code line"));
+    assert_eq!(categories(&analysis), ["comments"], "{analysis:#?}");
+    // …but a changed value beside an unchanged comment is code.
+    let lib = repo.read("src/lib.rs").replace("EUR\"", "€\"");
+    repo.write("src/lib.rs", lib);
+    let analysis = repo.analyze(&repo.commit("euro sign"));
     assert_eq!(categories(&analysis), ["code"], "{analysis:#?}");
     assert_eq!(analysis.risk.level, Level::Medium);
 }

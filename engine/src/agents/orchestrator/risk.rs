@@ -165,14 +165,25 @@ pub fn assess(
             add(rule, score, format!("{what} changed: {}", list(paths)));
         }
     }
-    let lines = change.additions + change.deletions;
+    // Size counts what runs: documentation and comments, however long, are not risky code.
+    let lines: u64 = files
+        .iter()
+        .zip(per_file)
+        .filter(|(_, c)| {
+            !matches!(
+                c,
+                Category::Docs | Category::Comments | Category::Release | Category::Tooling
+            )
+        })
+        .map(|(f, _)| f.additions + f.deletions)
+        .sum();
     if lines > HUGE_DIFF {
         add(
             "huge_diff",
             75,
             format!("{lines} lines changed (over {HUGE_DIFF})"),
         );
-    } else if lines > LARGE_DIFF && !change.only_docs {
+    } else if lines > LARGE_DIFF {
         add(
             "large_diff",
             50,
