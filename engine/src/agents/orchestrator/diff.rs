@@ -146,7 +146,10 @@ fn cat_file(repo: &Path, mode: &str, input: &str) -> Result<Vec<u8>, String> {
     Ok(output.stdout)
 }
 
-fn parse_name_status(text: &str) -> Result<Vec<(&'static str, Option<String>, String)>, String> {
+/// One `--name-status` entry: status, old path of a rename or copy, path.
+type NameStatus = (&'static str, Option<String>, String);
+
+fn parse_name_status(text: &str) -> Result<Vec<NameStatus>, String> {
     let mut fields = text.split('\0').filter(|f| !f.is_empty());
     let mut files = Vec::new();
     while let Some(code) = fields.next() {

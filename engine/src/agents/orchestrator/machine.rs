@@ -98,12 +98,10 @@ pub fn machine_written(path: &str, lines: Option<&FileLines>) -> Option<&'static
     {
         return Some("generated");
     }
-    let count = lines.added.len();
-    if count > 0 {
-        let total: usize = lines.added.iter().map(|l| l.text.len()).sum();
-        if total / count > MINIFIED_LINE_LENGTH || first.len() > 20 * MINIFIED_LINE_LENGTH {
-            return Some("minified");
-        }
+    let total: usize = lines.added.iter().map(|l| l.text.len()).sum();
+    let average = total.checked_div(lines.added.len()).unwrap_or(0);
+    if average > MINIFIED_LINE_LENGTH || first.len() > 20 * MINIFIED_LINE_LENGTH {
+        return Some("minified");
     }
     None
 }

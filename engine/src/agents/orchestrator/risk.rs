@@ -213,7 +213,7 @@ pub fn assess(
         * 3;
     let score = (top + extra).min(100);
     let certain = (change.only_docs || files.is_empty()) && !from_content;
-    reasons.sort_by(|a, b| b.score.cmp(&a.score));
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.score));
     Assessment {
         level: Level::of_score(score),
         score,
