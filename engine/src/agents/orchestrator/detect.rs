@@ -9,7 +9,7 @@
 
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 use super::classify::Category;
 use super::diff::ChangedFile;
@@ -18,18 +18,16 @@ use super::machine::machine_written;
 use super::patterns::{ADDED_RULES, REMOVED_RULES};
 use super::risk::Reason;
 
-/// Compiled patterns, rule by rule, in the order of `patterns.rs`.
+/// Compiled patterns, rule by rule, in the order of `patterns.rs`: one set per rule, so a
+/// line is matched against all of a rule's patterns in one pass.
 struct Compiled {
-    added: Vec<Vec<Regex>>,
-    removed: Vec<Vec<Regex>>,
+    added: Vec<RegexSet>,
+    removed: Vec<RegexSet>,
 }
 
 static COMPILED: LazyLock<Result<Compiled, String>> = LazyLock::new(|| {
-    let compile = |patterns: &[&str]| -> Result<Vec<Regex>, String> {
-        patterns
-            .iter()
-            .map(|p| Regex::new(p).map_err(|e| format!("detector pattern {p:?}: {e}")))
-            .collect()
+    let compile = |patterns: &[&str]| -> Result<RegexSet, String> {
+        RegexSet::new(patterns).map_err(|e| format!("detector patterns {patterns:?}: {e}"))
     };
     Ok(Compiled {
         added: ADDED_RULES
@@ -106,7 +104,7 @@ pub fn detect(files: &[ChangedFile], per_file: &[Category], lines: &[FileLines])
             }
             let hits: Vec<&Line> = lines
                 .added_code()
-                .filter(|l| patterns.iter().any(|p| p.is_match(&l.code)))
+                .filter(|l| patterns.is_match(&l.code))
                 .collect();
             if let Some(first) = hits.first() {
                 reasons.push(reason(
@@ -134,7 +132,7 @@ pub fn detect(files: &[ChangedFile], per_file: &[Category], lines: &[FileLines])
             if error_handling && (file.status == "deleted" || !code) {
                 continue;
             }
-            let matching = |l: &&Line| patterns.iter().any(|p| p.is_match(&l.code));
+            let matching = |l: &&Line| patterns.is_match(&l.code);
             let removed: Vec<&Line> = lines.removed_code().filter(matching).collect();
             let added = lines.added_code().filter(matching).count();
             if removed.len() <= added {

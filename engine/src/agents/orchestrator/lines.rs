@@ -73,6 +73,10 @@ impl FileLines {
 /// and generated files of millions of lines must not cost memory or time.
 const MAX_LINES_PER_FILE: usize = 20_000;
 
+/// Changed lines read per commit, all files together: a merge of 300 files still reads in
+/// bounded time; files past it are `truncated` (their lines count as unread, never as safe).
+const MAX_LINES_PER_COMMIT: usize = 100_000;
+
 /// The comment syntax of a language.
 struct Syntax {
     line: &'static [&'static str],
@@ -313,6 +317,7 @@ pub fn parse(patch: &str) -> Vec<FileLines> {
     let mut in_hunk = false;
     let mut is_toml = false;
     let mut table: Option<String> = None;
+    let mut read = 0usize;
     for raw in patch.lines() {
         if let Some(header) = raw.strip_prefix("diff --git ") {
             let path = header
@@ -343,10 +348,13 @@ pub fn parse(patch: &str) -> Vec<FileLines> {
         if !in_hunk {
             continue;
         }
-        if file.added.len() + file.removed.len() >= MAX_LINES_PER_FILE {
+        if file.added.len() + file.removed.len() >= MAX_LINES_PER_FILE
+            || read >= MAX_LINES_PER_COMMIT
+        {
             file.truncated = true;
             continue;
         }
+        read += 1;
         let syntax = syntax_of_file.as_ref();
         if is_toml {
             let body = raw.get(1..).unwrap_or("").trim();
