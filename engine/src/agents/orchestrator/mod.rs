@@ -352,9 +352,9 @@ mod tests {
         assert_eq!(models_wanted(&json!({ "model": "off" })), Ok(false));
         assert_eq!(models_wanted(&json!({ "model": false })), Ok(false));
         assert_eq!(models_wanted(&json!({ "model": "on" })), Ok(true));
-        let error = models_wanted(&json!({ "model": "sometimes" })).unwrap_err();
+        let error = models_wanted(&json!({ "model": "sometimes" })).expect_err("refused");
         assert!(error.contains("model must be on or off"), "{error}");
-        let error = models_wanted(&json!({ "modle": "off" })).unwrap_err();
+        let error = models_wanted(&json!({ "modle": "off" })).expect_err("refused");
         assert!(error.contains("unknown key `modle`"), "{error}");
     }
 }
