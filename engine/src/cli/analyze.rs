@@ -81,6 +81,9 @@ pub async fn analyze(home: Option<PathBuf>, args: &AnalyzeArgs) -> Result<()> {
         for skipped in &models.not_summarised {
             println!("  not summarised: {skipped}");
         }
+        if let Some(note) = &models.risk_note {
+            println!("  {note}");
+        }
         if let Some(level) = &models.model_level {
             println!("  the model proposed {level}; the rule floor was kept unless that is higher");
         }

@@ -17,7 +17,7 @@ use super::lines;
 use super::machine::machine_written;
 use super::risk::Level;
 use super::{Analysis, Route};
-use crate::llm::{CallScope, Request, Router, Task, Tier};
+use crate::llm::{CallScope, Request, Router, Task, Tier, TierChoice};
 
 /// Files summarized one by one; the rest are named by the rules' summary.
 const MAX_FILE_SUMMARIES: usize = 6;
@@ -25,9 +25,10 @@ const MAX_FILE_SUMMARIES: usize = 6;
 const MAX_PATCH_LINES: usize = 400;
 /// The risk question carries the diff itself only when it is this small.
 const MAX_RISK_DIFF_LINES: usize = 300;
-/// Time the file summaries of one analysis may take together; a summary is not started
-/// after it. With the risk question this keeps a model-backed analysis within 30 s.
-const SUMMARY_TIME_BUDGET: Duration = Duration::from_secs(15);
+/// Time the file summaries of one analysis may take together: a summary is not started when
+/// the time spent plus the last summary's duration would pass it. Keeps a typical commit's
+/// model-backed analysis within 5 s on a 2-core machine (`cairn bench analyze`).
+const SUMMARY_TIME_BUDGET: Duration = Duration::from_millis(4_000);
 /// Diff characters the summaries of one analysis may read together (about 4,000 tokens).
 const SUMMARY_INPUT_BUDGET: usize = 12_000;
 
@@ -42,6 +43,8 @@ pub struct ModelView {
     pub risk_asked: bool,
     /// The level the model proposed, when asked.
     pub model_level: Option<String>,
+    /// Why the risk question was not asked, when it was not for a reason other than the rules.
+    pub risk_note: Option<String>,
     /// Files not summarised by a model, each with why (`path: lockfile`, `… over the time
     /// budget`, `… summary withheld: names X not in the diff`).
     pub not_summarised: Vec<String>,
@@ -80,6 +83,7 @@ pub async fn consult(
         std::cmp::Reverse(analysis.files[i].file.additions + analysis.files[i].file.deletions)
     });
     let started = Instant::now();
+    let mut last_call = Duration::ZERO;
     let mut input_left = SUMMARY_INPUT_BUDGET;
     let mut asked = 0;
     for index in order {
@@ -97,7 +101,7 @@ pub async fn consult(
             Some(format!("over {MAX_PATCH_LINES} diff lines"))
         } else if asked >= MAX_FILE_SUMMARIES {
             Some(format!("beyond the {MAX_FILE_SUMMARIES} largest files"))
-        } else if started.elapsed() >= SUMMARY_TIME_BUDGET {
+        } else if started.elapsed() + last_call >= SUMMARY_TIME_BUDGET {
             Some(format!(
                 "over the {} s summary time budget",
                 SUMMARY_TIME_BUDGET.as_secs()
@@ -125,9 +129,11 @@ pub async fn consult(
             input: format!("File: {} ({})", file.file.path, file.category.as_str()),
             diff: Some(file_patch.clone()),
         };
+        let call_started = Instant::now();
         let answer = router
             .ask(scope, request, || Value::String(facts.clone()))
             .await;
+        last_call = call_started.elapsed();
         view.calls.push(describe("summarize_diff", &answer));
         let sentence = first_sentence(&answer.text);
         let invented = invented_names(&sentence, file_patch);
@@ -149,7 +155,20 @@ pub async fn consult(
     }
 
     let floor = analysis.risk.level;
-    if !analysis.risk.certain && floor < Level::High {
+    // Measured on outside repositories, the small local model never changed a level: ask it
+    // about risk only when configured to (`llm.tasks.assess_risk: local`); a remote tier is
+    // asked whenever one is set up.
+    let settings = router.settings();
+    let local_by_default = settings.tier(Task::AssessRisk) == TierChoice::Local
+        && !settings.tiers.contains_key(&Task::AssessRisk);
+    if local_by_default {
+        view.risk_note = Some(
+            "risk not asked of the local model (it did not change levels in measurement; \
+             set llm.tasks.assess_risk: local to ask it)"
+                .into(),
+        );
+    }
+    if !analysis.risk.certain && floor < Level::High && !local_by_default {
         view.risk_asked = true;
         let diff_lines = patch.lines().count();
         let files: Vec<String> = analysis
