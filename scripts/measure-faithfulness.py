@@ -7,8 +7,9 @@ Analyses the newest COMMITS first-parent commits of CLONE_DIR with `cairn analyz
 (the model is CAIRN_MODEL, or the default model of the cache) and counts, over the file
 summaries the local model wrote, those Cairn withheld because they named something absent from
 the diff (identifiers, file names, versions: `engine/src/agents/orchestrator/faithful.rs`).
-Prints one line per commit and the faithful rate; set CAIRN_HOME to a scratch directory so the
-answer cache of an earlier run is not reused.
+Prints one line per commit and the faithful rate. Set CAIRN_HOME to a scratch directory (so the
+answer cache of an earlier run is not reused); the script turns local summaries on there
+(`llm.tasks.summarize_diff: local`) when it has no cairn.yaml.
 """
 
 import json
@@ -25,6 +26,11 @@ def main() -> int:
     clone, count = sys.argv[1], int(sys.argv[2])
     here = os.path.dirname(os.path.abspath(__file__))
     cairn = sys.argv[3] if len(sys.argv) > 3 else os.path.join(here, "..", "target", "debug", "cairn")
+    home = os.environ.get("CAIRN_HOME")
+    if home and not os.path.exists(os.path.join(home, "cairn.yaml")):
+        os.makedirs(home, exist_ok=True)
+        with open(os.path.join(home, "cairn.yaml"), "w") as config:
+            config.write("llm:\n  tasks:\n    summarize_diff: local\n")
     commits = subprocess.run(
         ["git", "rev-list", "--first-parent", "-n", str(count), "HEAD"],
         cwd=clone, check=True, capture_output=True, text=True,

@@ -81,7 +81,7 @@ pub async fn analyze(home: Option<PathBuf>, args: &AnalyzeArgs) -> Result<()> {
         for skipped in &models.not_summarised {
             println!("  not summarised: {skipped}");
         }
-        if let Some(note) = &models.risk_note {
+        for note in models.summary_note.iter().chain(&models.risk_note) {
             println!("  {note}");
         }
         if let Some(level) = &models.model_level {

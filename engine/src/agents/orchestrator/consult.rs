@@ -45,6 +45,8 @@ pub struct ModelView {
     pub model_level: Option<String>,
     /// Why the risk question was not asked, when it was not for a reason other than the rules.
     pub risk_note: Option<String>,
+    /// Why no file was summarised, when summaries are off.
+    pub summary_note: Option<String>,
     /// Files not summarised by a model, each with why (`path: lockfile`, `… over the time
     /// budget`, `… summary withheld: names X not in the diff`).
     pub not_summarised: Vec<String>,
@@ -82,6 +84,20 @@ pub async fn consult(
     order.sort_by_key(|&i| {
         std::cmp::Reverse(analysis.files[i].file.additions + analysis.files[i].file.deletions)
     });
+    // The default small model's summaries were not worth their time (measured: see
+    // ARCHITECTURE.md, "Risk and routing"): summaries are written only when a remote tier or
+    // `llm.tasks.summarize_diff` asks for them; the deterministic description stands otherwise.
+    let settings = router.settings();
+    if settings.tier(Task::SummarizeDiff) == TierChoice::Local
+        && !settings.tiers.contains_key(&Task::SummarizeDiff)
+    {
+        order.clear();
+        view.summary_note = Some(
+            "no model summaries: the default local model's were not faithful enough to show \
+             (set llm.tasks.summarize_diff: local to ask it)"
+                .into(),
+        );
+    }
     let started = Instant::now();
     let mut last_call = Duration::ZERO;
     let mut input_left = SUMMARY_INPUT_BUDGET;
@@ -158,7 +174,6 @@ pub async fn consult(
     // Measured on outside repositories, the small local model never changed a level: ask it
     // about risk only when configured to (`llm.tasks.assess_risk: local`); a remote tier is
     // asked whenever one is set up.
-    let settings = router.settings();
     let local_by_default = settings.tier(Task::AssessRisk) == TierChoice::Local
         && !settings.tiers.contains_key(&Task::AssessRisk);
     if local_by_default {
