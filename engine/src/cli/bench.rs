@@ -40,6 +40,8 @@ pub enum BenchTarget {
         #[arg(long)]
         json: bool,
     },
+    /// Analysis time per commit and peak memory over a repository's recent commits.
+    Analyze(super::bench_analyze::BenchAnalyzeArgs),
     /// Local model speed: prompt processing (512 tokens) and generation (128 tokens, from an
     /// empty context and after 512 tokens), on the default model.
     Model {
@@ -67,6 +69,7 @@ pub struct EngineReport {
 
 pub async fn bench(home: Option<PathBuf>, args: &BenchArgs) -> Result<()> {
     match &args.what {
+        BenchTarget::Analyze(analyze) => super::bench_analyze::bench_analyze(home, analyze).await,
         BenchTarget::Model {
             threads,
             model,

@@ -6,6 +6,7 @@
 
 pub mod analyze;
 pub mod bench;
+pub mod bench_analyze;
 pub mod cancel;
 pub mod costs;
 pub mod doctor;
@@ -97,7 +98,7 @@ pub enum Command {
     Tests(tests::TestsArgs),
     /// Language-model spending by day, task and tier, with cache savings.
     Costs(costs::CostsArgs),
-    /// Measure the engine's durable throughput, or the local model's speed.
+    /// Measure the engine's durable throughput, the local model's speed, or analysis time.
     Bench(bench::BenchArgs),
     /// Apply the retention policy now: delete old runs, logs and finished runs' workspaces.
     Gc(gc::GcArgs),

@@ -2,11 +2,21 @@
 //!
 //! Path rules are a table: the first matching rule names the category. Order matters:
 //! a migration `.sql` file is a migration before it is code, an auth module is security
-//! code before it is application code.
+//! code before it is application code. A name can never make code look like docs: a file with
+//! a code extension is code wherever it lives and whatever it is called (`license_check.go`,
+//! `docs/conf.py`); docs need a docs extension, or a docs directory and no code extension.
+//! Security words match whole words of the path (`auth` in `auth/` or `AuthService`, never in
+//! `authority`).
+//!
+//! Two refinements read the change's lines (`summarize`): a manifest whose only changed lines
+//! are its own version field is a release, not a dependency change, and a code file whose
+//! changed lines are all comments is documentation.
 
 use serde::Serialize;
 
 use super::diff::ChangedFile;
+use super::lines::FileLines;
+use super::refine::refine;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -20,6 +30,13 @@ pub enum Category {
     Config,
     Code,
     Binary,
+    /// A manifest whose only change is the package's own version field.
+    Release,
+    /// A code file whose changed lines are all comments or blank.
+    Comments,
+    /// Settings of development tools (linters, formatters, pre-commit, dependabot): they
+    /// change what CI checks, not what is built or deployed.
+    Tooling,
     Other,
 }
 
@@ -35,6 +52,9 @@ impl Category {
             Self::Config => "config",
             Self::Code => "code",
             Self::Binary => "binary",
+            Self::Release => "release",
+            Self::Comments => "comments",
+            Self::Tooling => "tooling",
             Self::Other => "other",
         }
     }
@@ -49,9 +69,46 @@ enum Pattern {
     Suffix(&'static [&'static str]),
     /// A directory component equals one of these.
     Dir(&'static [&'static str]),
-    /// The path (lowercased) contains one of these words.
+    /// A word of the path (split at punctuation and camelCase) is one of these, alone, in
+    /// the plural or followed by digits (`oauth2`).
     Word(&'static [&'static str]),
+    /// The file name starts with a prefix and ends with a suffix (`requirements-dev.txt`).
+    NameAround(&'static [&'static str], &'static [&'static str]),
+    /// A directory component is one of these and the path ends with one of the suffixes.
+    DirWith(&'static [&'static str], &'static [&'static str]),
+    /// Docs by path, unless the file has a code extension.
+    NotCode(&'static Pattern),
 }
+
+/// Extensions of files that are code (or markup rendered as the application), whatever their
+/// name or directory.
+const CODE_EXTENSIONS: &[&str] = &[
+    ".rs", ".py", ".pyi", ".go", ".js", ".jsx", ".mjs", ".cjs", ".ts", ".tsx", ".java", ".kt",
+    ".kts", ".scala", ".c", ".h", ".cc", ".cpp", ".hpp", ".cs", ".rb", ".php", ".swift", ".m",
+    ".sh", ".bash", ".pl", ".ex", ".exs", ".erl", ".hs", ".ml", ".lua", ".r", ".dart", ".vue",
+    ".svelte", ".html", ".css", ".scss", ".groovy", ".clj", ".zig", ".sql",
+];
+
+/// True when the path has a code extension.
+pub fn is_code_path(path: &str) -> bool {
+    let lower = path.to_lowercase();
+    CODE_EXTENSIONS.iter().any(|e| lower.ends_with(e))
+}
+
+const DOCS_DIRS: Pattern = Pattern::Dir(&["docs", "doc", "documentation"]);
+const DOCS_NAMES: Pattern = Pattern::NamePrefix(&[
+    "readme",
+    "changelog",
+    "changes",
+    "history",
+    "license",
+    "licence",
+    "copying",
+    "notice",
+    "contributing",
+    "authors",
+    "code_of_conduct",
+]);
 
 const RULES: &[(Pattern, Category)] = &[
     (
@@ -87,12 +144,99 @@ const RULES: &[(Pattern, Category)] = &[
             "composer.json",
             "composer.lock",
             "uv.lock",
+            "pdm.lock",
+            "constraints.txt",
+            "environment.yml",
+            "environment.yaml",
+            "bun.lockb",
+            "deno.lock",
+            "go.work",
+            "go.work.sum",
+            "mix.exs",
+            "mix.lock",
+            "package.swift",
+            "package.resolved",
+            "podfile",
+            "podfile.lock",
+            "pubspec.yaml",
+            "pubspec.lock",
+            "packages.config",
+            "directory.packages.props",
+            "vcpkg.json",
+            "conanfile.txt",
+            "conanfile.py",
+            "flake.lock",
+            "cabal.project",
+            "stack.yaml",
+            "renv.lock",
+            "gradle.lockfile",
+            "libs.versions.toml",
         ]),
         Category::Dependencies,
     ),
     (
-        Pattern::NamePrefix(&["requirements"]),
+        Pattern::NameAround(&["requirements", "constraints"], &[".txt", ".in", ".pip"]),
         Category::Dependencies,
+    ),
+    (
+        Pattern::DirWith(&["requirements"], &[".txt", ".in", ".pip"]),
+        Category::Dependencies,
+    ),
+    (
+        Pattern::Suffix(&[".gemspec", ".csproj", ".fsproj", ".nuspec", ".cabal"]),
+        Category::Dependencies,
+    ),
+    // Documents stay documents inside CI or deployment directories (`.github/CONTRIBUTING.md`).
+    (
+        Pattern::Suffix(&[".md", ".rst", ".adoc", ".markdown", ".asciidoc"]),
+        Category::Docs,
+    ),
+    (
+        Pattern::Name(&[
+            ".pre-commit-config.yaml",
+            ".pre-commit-hooks.yaml",
+            ".editorconfig",
+            ".gitignore",
+            ".gitattributes",
+            ".mailmap",
+            "codeowners",
+            ".flake8",
+            ".pylintrc",
+            "pylintrc",
+            ".isort.cfg",
+            "mypy.ini",
+            ".mypy.ini",
+            "ruff.toml",
+            ".ruff.toml",
+            "rustfmt.toml",
+            ".rustfmt.toml",
+            "clippy.toml",
+            ".clippy.toml",
+            "typos.toml",
+            "_typos.toml",
+            ".typos.toml",
+            ".codespellrc",
+            ".golangci.yml",
+            ".golangci.yaml",
+            ".prettierrc",
+            ".prettierignore",
+            ".eslintignore",
+            ".stylelintrc",
+            ".markdownlint.json",
+            ".markdownlint.yaml",
+            ".yamllint",
+            ".yamllint.yml",
+            "dependabot.yml",
+            "dependabot.yaml",
+            "renovate.json",
+            ".coderabbit.yaml",
+            "funding.yml",
+        ]),
+        Category::Tooling,
+    ),
+    (
+        Pattern::NamePrefix(&[".eslintrc", ".prettierrc", ".stylelintrc"]),
+        Category::Tooling,
     ),
     (
         Pattern::Name(&[
@@ -107,6 +251,15 @@ const RULES: &[(Pattern, Category)] = &[
             "makefile",
             "build.rs",
             ".dockerignore",
+            "cmakelists.txt",
+            "procfile",
+            "vagrantfile",
+            "skaffold.yaml",
+            "tiltfile",
+            ".travis.yml",
+            "azure-pipelines.yml",
+            "bitbucket-pipelines.yml",
+            "cloudbuild.yaml",
         ]),
         Category::Infrastructure,
     ),
@@ -137,7 +290,8 @@ const RULES: &[(Pattern, Category)] = &[
         Pattern::Dir(&["tests", "test", "__tests__", "spec", "testdata"]),
         Category::Tests,
     ),
-    (Pattern::NamePrefix(&["test_"]), Category::Tests),
+    // pytest's `test_*.py`; in Go `test_helpers.go` is an ordinary (exported) source file.
+    (Pattern::NameAround(&["test_"], &[".py"]), Category::Tests),
     (
         Pattern::Suffix(&[
             "_test.go",
@@ -152,24 +306,35 @@ const RULES: &[(Pattern, Category)] = &[
         Category::Tests,
     ),
     (
-        Pattern::Suffix(&[".md", ".rst", ".adoc", ".txt", ".markdown"]),
+        Pattern::Suffix(&[".md", ".rst", ".adoc", ".txt", ".markdown", ".asciidoc"]),
         Category::Docs,
     ),
-    (Pattern::Dir(&["docs", "doc"]), Category::Docs),
-    (
-        Pattern::NamePrefix(&["readme", "changelog", "license", "contributing", "authors"]),
-        Category::Docs,
-    ),
+    (Pattern::NotCode(&DOCS_DIRS), Category::Docs),
+    (Pattern::NotCode(&DOCS_NAMES), Category::Docs),
     (
         Pattern::Word(&[
             "auth",
+            "authn",
+            "authz",
+            "authenticate",
+            "authentication",
+            "authenticator",
+            "authorize",
+            "authorization",
+            "authorizer",
             "login",
             "logout",
+            "signin",
+            "sso",
+            "oidc",
             "session",
             "token",
             "crypto",
+            "cryptography",
             "permission",
+            "privilege",
             "password",
+            "passwd",
             "secret",
             "oauth",
             "jwt",
@@ -179,10 +344,12 @@ const RULES: &[(Pattern, Category)] = &[
             "credential",
             "csrf",
             "saml",
+            "tls",
+            "ssl",
         ]),
         Category::Security,
     ),
-    (Pattern::Name(&[".env"]), Category::Config),
+    (Pattern::NamePrefix(&[".env"]), Category::Config),
     (
         Pattern::Suffix(&[
             ".toml",
@@ -197,35 +364,69 @@ const RULES: &[(Pattern, Category)] = &[
         ]),
         Category::Config,
     ),
-    (
-        Pattern::Suffix(&[
-            ".rs", ".py", ".go", ".js", ".jsx", ".ts", ".tsx", ".java", ".kt", ".scala", ".c",
-            ".h", ".cc", ".cpp", ".hpp", ".cs", ".rb", ".php", ".swift", ".m", ".sh", ".pl", ".ex",
-            ".exs", ".erl", ".hs", ".ml", ".lua", ".r", ".dart", ".vue", ".svelte", ".html",
-            ".css", ".scss",
-        ]),
-        Category::Code,
-    ),
+    (Pattern::Suffix(CODE_EXTENSIONS), Category::Code),
 ];
 
 /// The category of one path (binary files are decided by the diff, not the path).
 pub fn categorize(path: &str) -> Category {
+    let words = path_words(path);
     let lower = path.to_lowercase();
-    let name = lower.rsplit('/').next().unwrap_or(&lower);
-    let dirs: Vec<&str> = lower.split('/').rev().skip(1).collect();
-    for (pattern, category) in RULES {
-        let hit = match pattern {
-            Pattern::Name(names) => names.contains(&name),
-            Pattern::NamePrefix(prefixes) => prefixes.iter().any(|p| name.starts_with(p)),
-            Pattern::Suffix(suffixes) => suffixes.iter().any(|s| lower.ends_with(s)),
-            Pattern::Dir(names) => dirs.iter().any(|d| names.contains(d)),
-            Pattern::Word(words) => words.iter().any(|w| lower.contains(w)),
-        };
-        if hit {
-            return *category;
+    RULES
+        .iter()
+        .find(|(pattern, _)| matches(pattern, &lower, &words))
+        .map_or(Category::Other, |(_, category)| *category)
+}
+
+fn matches(pattern: &Pattern, lower: &str, words: &[String]) -> bool {
+    let name = lower.rsplit('/').next().unwrap_or(lower);
+    let mut dirs = lower.split('/').rev().skip(1);
+    match pattern {
+        Pattern::Name(names) => names.contains(&name),
+        Pattern::NamePrefix(prefixes) => prefixes.iter().any(|p| name.starts_with(p)),
+        Pattern::Suffix(suffixes) => suffixes.iter().any(|s| lower.ends_with(s)),
+        Pattern::Dir(names) => dirs.any(|d| names.contains(&d)),
+        Pattern::Word(list) => words.iter().any(|word| {
+            list.iter().any(|w| {
+                word.strip_prefix(w).is_some_and(|rest| {
+                    rest.is_empty() || rest == "s" || rest.chars().all(|c| c.is_ascii_digit())
+                })
+            })
+        }),
+        Pattern::NameAround(prefixes, suffixes) => {
+            prefixes.iter().any(|p| name.starts_with(p))
+                && suffixes.iter().any(|s| name.ends_with(s))
         }
+        Pattern::DirWith(names, suffixes) => {
+            dirs.any(|d| names.contains(&d)) && suffixes.iter().any(|s| name.ends_with(s))
+        }
+        Pattern::NotCode(inner) => !is_code_path(lower) && matches(inner, lower, words),
     }
-    Category::Other
+}
+
+/// The words of a path, lowercased: split at anything not a letter or digit and at camelCase
+/// humps (`src/AuthService.java` → src, auth, service, java).
+fn path_words(path: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut previous_lower = false;
+    for c in path.chars() {
+        if !c.is_alphanumeric() {
+            if !current.is_empty() {
+                words.push(std::mem::take(&mut current));
+            }
+            previous_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && previous_lower && !current.is_empty() {
+            words.push(std::mem::take(&mut current));
+        }
+        previous_lower = c.is_lowercase() || c.is_ascii_digit();
+        current.extend(c.to_lowercase());
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
 }
 
 /// The language of a file, by extension, for the report.
@@ -279,14 +480,23 @@ pub struct ChangeSummary {
     pub languages: Vec<&'static str>,
 }
 
-pub fn summarize(files: &[ChangedFile]) -> (Vec<Category>, ChangeSummary) {
+/// Categorizes each changed file by its path, then by its changed lines (`refine.rs`), and
+/// sums up the change. `lines` holds the files' changed lines, matched by path.
+pub fn summarize(files: &[ChangedFile], lines: &[FileLines]) -> (Vec<Category>, ChangeSummary) {
     let per_file: Vec<Category> = files
         .iter()
         .map(|f| {
             if f.binary {
-                Category::Binary
+                // Images and other binaries of the documentation are documentation.
+                let lower = f.path.to_lowercase();
+                if matches(&Pattern::NotCode(&DOCS_DIRS), &lower, &[]) {
+                    Category::Docs
+                } else {
+                    Category::Binary
+                }
             } else {
-                categorize(&f.path)
+                let by_path = categorize(&f.path);
+                refine(f, by_path, lines.iter().find(|l| l.path == f.path))
             }
         })
         .collect();
@@ -296,7 +506,11 @@ pub fn summarize(files: &[ChangedFile]) -> (Vec<Category>, ChangeSummary) {
     let additions = files.iter().map(|f| f.additions).sum();
     let deletions = files.iter().map(|f| f.deletions).sum::<u64>();
     let only = |c: Category| !per_file.is_empty() && per_file.iter().all(|x| *x == c);
-    let only_docs = only(Category::Docs);
+    // Comments are documentation too: a change of only docs and comments is a docs change.
+    let only_docs = !per_file.is_empty()
+        && per_file
+            .iter()
+            .all(|c| matches!(c, Category::Docs | Category::Comments));
     let mut languages: Vec<&'static str> = files.iter().filter_map(|f| language(&f.path)).collect();
     languages.sort();
     languages.dedup();
@@ -339,9 +553,78 @@ mod tests {
             ("tests/api.rs", Category::Tests),
             ("pkg/server_test.go", Category::Tests),
             ("config/app.toml", Category::Config),
+            // Dependencies in every packaging ecosystem's spelling, never docs.
+            ("requirements/base.txt", Category::Dependencies),
+            ("requirements/dev.in", Category::Dependencies),
+            ("requirements-test.txt", Category::Dependencies),
+            ("constraints.txt", Category::Dependencies),
+            ("Pipfile", Category::Dependencies),
+            ("poetry.lock", Category::Dependencies),
+            ("uv.lock", Category::Dependencies),
+            ("go.sum", Category::Dependencies),
+            ("mylib.gemspec", Category::Dependencies),
+            ("CMakeLists.txt", Category::Infrastructure),
+            // Security words are whole words of the path.
+            ("src/AuthService.java", Category::Security),
+            ("pkg/oauth2/client.go", Category::Security),
+            ("api/permissions.py", Category::Security),
+            ("src/certificate_authority.rs", Category::Code),
+            ("lib/authors_list.rb", Category::Code),
+            ("src/tokenizer.rs", Category::Code),
+            ("tests/test_api.py", Category::Tests),
+            ("test_utils.py", Category::Tests),
+            ("test_helpers.go", Category::Code),
+            (".github/CONTRIBUTING.md", Category::Docs),
+            (".github/dependabot.yml", Category::Tooling),
+            (".pre-commit-config.yaml", Category::Tooling),
+            (".github/workflows/lint.yml", Category::Infrastructure),
         ];
         for (path, expected) in cases {
             assert_eq!(categorize(path), expected, "{path}");
         }
+    }
+
+    #[test]
+    fn a_code_extension_is_code_whatever_the_name_or_directory() {
+        let cases = [
+            ("license_check.go", Category::Code),
+            ("src/api/doc/views.py", Category::Code),
+            ("src/shop/readme_auth.py", Category::Security),
+            ("docs/conf.py", Category::Code),
+            ("changelog_gen.sh", Category::Code),
+            // Docs need a docs extension, or a docs directory and no code extension.
+            ("docs/guide/install.md", Category::Docs),
+            ("docs/images/flow.svg", Category::Docs),
+            ("doc/man/cairn.1", Category::Docs),
+            ("LICENSE", Category::Docs),
+            ("LICENSE-APACHE", Category::Docs),
+            ("CHANGELOG", Category::Docs),
+            ("notes/auth.txt", Category::Docs),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(categorize(path), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn binaries_under_docs_are_docs_and_elsewhere_binary() {
+        let file = |path: &str, status: &'static str| ChangedFile {
+            path: path.into(),
+            old_path: None,
+            status,
+            additions: 0,
+            deletions: 0,
+            binary: true,
+        };
+        let files = [
+            file("docs/img/architecture.png", "deleted"),
+            file("docs/screens/login.gif", "modified"),
+        ];
+        let (per_file, change) = summarize(&files, &[]);
+        assert_eq!(per_file, vec![Category::Docs, Category::Docs]);
+        assert!(change.only_docs);
+        let (per_file, change) = summarize(&[file("assets/logo.png", "added")], &[]);
+        assert_eq!(per_file, vec![Category::Binary]);
+        assert!(!change.only_docs);
     }
 }

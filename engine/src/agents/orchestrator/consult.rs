@@ -1,13 +1,23 @@
 //! Asking the language models about a change: per-file summaries (local, cached by content,
 //! so a rebase or a re-run reuses them) and, only where the answer can change the outcome, a
 //! risk assessment that may raise the rule floor but never lower it.
+//!
+//! Bounded: lockfiles, generated, vendored and minified files are never sent to a model, the
+//! summaries share a time and an input budget per analysis, and every file left out is named
+//! with why (`not_summarised`). A summary that names anything the diff does not hold
+//! (`faithful.rs`) is withheld and the file's deterministic description shown instead.
+
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::faithful::invented_names;
+use super::lines;
+use super::machine::machine_written;
 use super::risk::Level;
 use super::{Analysis, Route};
-use crate::llm::{CallScope, Request, Router, Task, Tier};
+use crate::llm::{CallScope, Request, Router, Task, Tier, TierChoice};
 
 /// Files summarized one by one; the rest are named by the rules' summary.
 const MAX_FILE_SUMMARIES: usize = 6;
@@ -15,6 +25,12 @@ const MAX_FILE_SUMMARIES: usize = 6;
 const MAX_PATCH_LINES: usize = 400;
 /// The risk question carries the diff itself only when it is this small.
 const MAX_RISK_DIFF_LINES: usize = 300;
+/// Time the file summaries of one analysis may take together: a summary is not started when
+/// the time spent plus the last summary's duration would pass it. Keeps a typical commit's
+/// model-backed analysis within 5 s on a 2-core machine (`cairn bench analyze`).
+const SUMMARY_TIME_BUDGET: Duration = Duration::from_millis(4_000);
+/// Diff characters the summaries of one analysis may read together (about 4,000 tokens).
+const SUMMARY_INPUT_BUDGET: usize = 12_000;
 
 /// What the models contributed, kept on the analysis.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -27,6 +43,13 @@ pub struct ModelView {
     pub risk_asked: bool,
     /// The level the model proposed, when asked.
     pub model_level: Option<String>,
+    /// Why the risk question was not asked, when it was not for a reason other than the rules.
+    pub risk_note: Option<String>,
+    /// Why no file was summarised, when summaries are off.
+    pub summary_note: Option<String>,
+    /// Files not summarised by a model, each with why (`path: lockfile`, `… over the time
+    /// budget`, `… summary withheld: names X not in the diff`).
+    pub not_summarised: Vec<String>,
 }
 
 /// `diff --git` sections of a patch, by the new path.
@@ -61,14 +84,57 @@ pub async fn consult(
     order.sort_by_key(|&i| {
         std::cmp::Reverse(analysis.files[i].file.additions + analysis.files[i].file.deletions)
     });
-    for index in order.into_iter().take(MAX_FILE_SUMMARIES) {
+    // The default small model's summaries were not worth their time (measured: see
+    // ARCHITECTURE.md, "Risk and routing"): summaries are written only when a remote tier or
+    // `llm.tasks.summarize_diff` asks for them; the deterministic description stands otherwise.
+    let settings = router.settings();
+    if settings.tier(Task::SummarizeDiff) == TierChoice::Local
+        && !settings.tiers.contains_key(&Task::SummarizeDiff)
+    {
+        order.clear();
+        view.summary_note = Some(
+            "no model summaries: the default local model's were not faithful enough to show \
+             (set llm.tasks.summarize_diff: local to ask it)"
+                .into(),
+        );
+    }
+    let started = Instant::now();
+    let mut last_call = Duration::ZERO;
+    let mut input_left = SUMMARY_INPUT_BUDGET;
+    let mut asked = 0;
+    for index in order {
         let file = &analysis.files[index];
-        let Some((_, file_patch)) = patches.iter().find(|(path, _)| *path == file.file.path) else {
+        let path = &file.file.path;
+        let Some((_, file_patch)) = patches.iter().find(|(p, _)| p == path) else {
             continue;
         };
-        if file.file.binary || file_patch.lines().count() > MAX_PATCH_LINES {
+        let changed = lines::parse(file_patch);
+        let skip = if file.file.binary {
+            Some("binary".to_string())
+        } else if let Some(kind) = machine_written(path, changed.first()) {
+            Some(format!("{kind}, never sent to a model"))
+        } else if file_patch.lines().count() > MAX_PATCH_LINES {
+            Some(format!("over {MAX_PATCH_LINES} diff lines"))
+        } else if asked >= MAX_FILE_SUMMARIES {
+            Some(format!("beyond the {MAX_FILE_SUMMARIES} largest files"))
+        } else if started.elapsed() + last_call >= SUMMARY_TIME_BUDGET {
+            Some(format!(
+                "over the {} s summary time budget",
+                SUMMARY_TIME_BUDGET.as_secs()
+            ))
+        } else if file_patch.len() > input_left {
+            Some(format!(
+                "over the {SUMMARY_INPUT_BUDGET}-character summary input budget"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = skip {
+            view.not_summarised.push(format!("{path}: {why}"));
             continue;
         }
+        asked += 1;
+        input_left -= file_patch.len();
         let facts = format!(
             "{} {} (+{} -{})",
             file.file.status, file.file.path, file.file.additions, file.file.deletions
@@ -79,23 +145,45 @@ pub async fn consult(
             input: format!("File: {} ({})", file.file.path, file.category.as_str()),
             diff: Some(file_patch.clone()),
         };
+        let call_started = Instant::now();
         let answer = router
             .ask(scope, request, || Value::String(facts.clone()))
             .await;
+        last_call = call_started.elapsed();
         view.calls.push(describe("summarize_diff", &answer));
         let sentence = first_sentence(&answer.text);
-        view.file_summaries.push(if sentence.is_empty() {
-            facts
+        let invented = invented_names(&sentence, file_patch);
+        if sentence.is_empty() || answer.tier == Tier::Rules {
+            view.file_summaries.push(facts);
+        } else if !invented.is_empty() {
+            // Unfaithful: say what the diff holds, not what the model imagined.
+            view.not_summarised.push(format!(
+                "{path}: summary withheld, it named {} not in the diff",
+                invented.join(", ")
+            ));
+            view.file_summaries.push(facts);
         } else {
-            format!("{}: {sentence}", file.file.path)
-        });
+            view.file_summaries.push(format!("{path}: {sentence}"));
+        }
     }
     if !view.file_summaries.is_empty() {
         analysis.summary = format!("{} — {}", view.file_summaries.join("; "), analysis.summary);
     }
 
     let floor = analysis.risk.level;
-    if !analysis.risk.certain && floor < Level::High {
+    // Measured on outside repositories, the small local model never changed a level: ask it
+    // about risk only when configured to (`llm.tasks.assess_risk: local`); a remote tier is
+    // asked whenever one is set up.
+    let local_by_default = settings.tier(Task::AssessRisk) == TierChoice::Local
+        && !settings.tiers.contains_key(&Task::AssessRisk);
+    if local_by_default {
+        view.risk_note = Some(
+            "risk not asked of the local model (it did not change levels in measurement; \
+             set llm.tasks.assess_risk: local to ask it)"
+                .into(),
+        );
+    }
+    if !analysis.risk.certain && floor < Level::High && !local_by_default {
         view.risk_asked = true;
         let diff_lines = patch.lines().count();
         let files: Vec<String> = analysis

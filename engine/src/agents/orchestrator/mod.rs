@@ -6,7 +6,13 @@
 
 mod classify;
 mod consult;
+mod detect;
 mod diff;
+mod faithful;
+mod lines;
+mod machine;
+mod patterns;
+mod refine;
 mod risk;
 
 use std::path::{Path, PathBuf};
@@ -84,6 +90,11 @@ impl Route {
 
 /// Analyzes `commit` (any revision git understands) in the repository at `repo`.
 pub fn analyze(repo: &Path, commit: &str) -> Result<Analysis, String> {
+    analyze_with_patch(repo, commit).map(|(analysis, _)| analysis)
+}
+
+/// The rules' analysis and the patch it read (models are shown parts of the same patch).
+fn analyze_with_patch(repo: &Path, commit: &str) -> Result<(Analysis, String), String> {
     let commit = crate::exec::git(
         repo,
         &["rev-parse", "--verify", &format!("{commit}^{{commit}}")],
@@ -92,8 +103,12 @@ pub fn analyze(repo: &Path, commit: &str) -> Result<Analysis, String> {
     .trim()
     .to_string();
     let files = changed_files(repo, &commit)?;
-    let (per_file, change) = classify::summarize(&files);
-    let risk = assess(&files, &per_file, &change);
+    let patch_text = patch(repo, &commit)?;
+    let mut lines = lines::parse(&patch_text);
+    read_whole_files(repo, &commit, &files, &mut lines)?;
+    let (per_file, change) = classify::summarize(&files, &lines);
+    let content = detect::detect(&files, &per_file, &lines);
+    let risk = assess(&files, &per_file, &change, content);
     let summary = describe(&files, &per_file, &change);
     let route = Route::for_level(risk.level);
     let files = files
@@ -108,7 +123,7 @@ pub fn analyze(repo: &Path, commit: &str) -> Result<Analysis, String> {
     let subject = crate::exec::git(repo, &["log", "-1", "--format=%s", &commit])
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    Ok(Analysis {
+    let analysis = Analysis {
         commit,
         files,
         change,
@@ -118,25 +133,69 @@ pub fn analyze(repo: &Path, commit: &str) -> Result<Analysis, String> {
         route,
         subject,
         models: None,
-    })
+    };
+    Ok((analysis, patch_text))
+}
+
+/// Files whose comments only the whole text can place (docstrings, block comments) at most;
+/// past it the hunk-level marks stand, which can only make lines count as code.
+const MAX_WHOLE_FILES: usize = 200;
+
+/// Re-marks the changed lines of hand-written files with block comments or docstrings from
+/// their whole old and new texts (`lines::relex`).
+fn read_whole_files(
+    repo: &Path,
+    commit: &str,
+    files: &[ChangedFile],
+    lines: &mut [lines::FileLines],
+) -> Result<(), String> {
+    let range = diff::diff_range(repo, commit)?;
+    let parent = (range[0] != "--root").then(|| range[0].clone());
+    let mut picked = Vec::new();
+    let mut specs = Vec::new();
+    for (index, file_lines) in lines.iter().enumerate() {
+        if picked.len() >= MAX_WHOLE_FILES {
+            break;
+        }
+        let Some(file) = files.iter().find(|f| f.path == file_lines.path) else {
+            continue;
+        };
+        if file.binary
+            || !lines::needs_whole_file(&file.path)
+            || machine::machine_written(&file.path, Some(file_lines)).is_some()
+        {
+            continue;
+        }
+        let old_path = file.old_path.as_deref().unwrap_or(&file.path);
+        specs.push(match (&parent, file.status) {
+            (Some(parent), status) if status != "added" => format!("{parent}:{old_path}"),
+            _ => String::new(),
+        });
+        specs.push(if file.status == "deleted" {
+            String::new()
+        } else {
+            format!("{commit}:{}", file.path)
+        });
+        picked.push(index);
+    }
+    if picked.is_empty() {
+        return Ok(());
+    }
+    let texts = diff::blobs(repo, &specs)?;
+    for (slot, index) in picked.into_iter().enumerate() {
+        let old = texts.get(2 * slot).and_then(Option::as_deref);
+        let new = texts.get(2 * slot + 1).and_then(Option::as_deref);
+        lines::relex(&mut lines[index], old, new);
+    }
+    Ok(())
 }
 
 /// The commit's patch against its first parent, renames detected.
 pub fn patch(repo: &Path, commit: &str) -> Result<String, String> {
-    crate::exec::git(
-        repo,
-        &[
-            "diff-tree",
-            "-p",
-            "-r",
-            "--root",
-            "-M",
-            "--no-commit-id",
-            "-m",
-            "--first-parent",
-            commit,
-        ],
-    )
+    let range = diff::diff_range(repo, commit)?;
+    let mut args = vec!["diff-tree", "-p", "-r", "-M", "--no-commit-id"];
+    args.extend(range.iter().map(String::as_str));
+    crate::exec::git(repo, &args)
 }
 
 /// The rules' analysis, then the models' contribution when a router is given.
@@ -147,13 +206,10 @@ pub async fn analyze_with_models(
     scope: Option<&CallScope>,
 ) -> Result<Analysis, String> {
     let (repo_owned, commit_owned) = (repo.to_path_buf(), commit.to_string());
-    let (mut analysis, patch_text) = tokio::task::spawn_blocking(move || {
-        let analysis = analyze(&repo_owned, &commit_owned)?;
-        let patch_text = patch(&repo_owned, &analysis.commit)?;
-        Ok::<_, String>((analysis, patch_text))
-    })
-    .await
-    .map_err(|e| format!("analysis task failed: {e}"))??;
+    let (mut analysis, patch_text) =
+        tokio::task::spawn_blocking(move || analyze_with_patch(&repo_owned, &commit_owned))
+            .await
+            .map_err(|e| format!("analysis task failed: {e}"))??;
     if let Some(router) = router {
         let subject = analysis.subject.clone();
         consult(router, scope, &mut analysis, &patch_text, &subject).await;
@@ -189,6 +245,18 @@ fn describe(files: &[ChangedFile], per_file: &[Category], change: &ChangeSummary
     )
 }
 
+/// The step's `with: { model: on | off }` (default on); anything else is an error naming it.
+fn models_wanted(with: &Value) -> Result<bool, String> {
+    let map = super::with::mapping(with, &["model"]).map_err(|e| format!("with: {e}"))?;
+    match map.get("model") {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(true),
+        Some(Value::Bool(false)) => Ok(false),
+        Some(Value::String(s)) if matches!(s.as_str(), "on" | "true" | "yes") => Ok(true),
+        Some(Value::String(s)) if matches!(s.as_str(), "off" | "false" | "no") => Ok(false),
+        Some(other) => Err(format!("with: model must be on or off, found {other}")),
+    }
+}
+
 pub struct Orchestrator {
     llm: Option<Arc<Router>>,
 }
@@ -207,6 +275,16 @@ impl Agent for Orchestrator {
     fn run(&self, context: AgentContext) -> AgentFuture {
         let llm = self.llm.clone();
         Box::pin(async move {
+            // `with: { model: off }` keeps this step to the rules: no local model, no remote.
+            let llm = if models_wanted(&context.with).map_err(AgentError::new)? {
+                llm
+            } else {
+                context.logs.line(
+                    "engine",
+                    "models off for this step (with: model: off): rules only",
+                );
+                None
+            };
             let commit = context
                 .context
                 .get("commit")
@@ -260,5 +338,23 @@ impl Agent for Orchestrator {
                 "models": analysis.models,
             }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_can_turn_the_models_off_and_a_wrong_value_is_an_error() {
+        assert_eq!(models_wanted(&json!({})), Ok(true));
+        assert_eq!(models_wanted(&Value::Null), Ok(true));
+        assert_eq!(models_wanted(&json!({ "model": "off" })), Ok(false));
+        assert_eq!(models_wanted(&json!({ "model": false })), Ok(false));
+        assert_eq!(models_wanted(&json!({ "model": "on" })), Ok(true));
+        let error = models_wanted(&json!({ "model": "sometimes" })).expect_err("refused");
+        assert!(error.contains("model must be on or off"), "{error}");
+        let error = models_wanted(&json!({ "modle": "off" })).expect_err("refused");
+        assert!(error.contains("unknown key `modle`"), "{error}");
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! The level is the highest any rule reaches. Language models may later raise it and add
 //! reasons, never lower it (see `ARCHITECTURE.md`, "Risk and routing"); nothing a commit
-//! message says can change what these rules see, because they only read paths and counts.
+//! message says can change what these rules see: they read paths, counts and the changed
+//! lines themselves (`detect.rs`), never the message, and a comment is never taken for a
+//! reason to score lower.
 
 use serde::Serialize;
 
@@ -55,8 +57,16 @@ pub struct Assessment {
 const LARGE_DIFF: u64 = 500;
 const HUGE_DIFF: u64 = 2_000;
 
-pub fn assess(files: &[ChangedFile], per_file: &[Category], change: &ChangeSummary) -> Assessment {
-    let mut reasons = Vec::new();
+/// Scores a change from its files' categories, its size and the reasons the content detectors
+/// found in its lines (`content`).
+pub fn assess(
+    files: &[ChangedFile],
+    per_file: &[Category],
+    change: &ChangeSummary,
+    content: Vec<Reason>,
+) -> Assessment {
+    let from_content = !content.is_empty();
+    let mut reasons = content;
     let mut add = |rule: &'static str, score: u32, detail: String| {
         reasons.push(Reason {
             rule,
@@ -130,6 +140,24 @@ pub fn assess(files: &[ChangedFile], per_file: &[Category], change: &ChangeSumma
         (Category::Config, "configuration", 45, "configuration"),
         (Category::Code, "application_code", 40, "application code"),
         (Category::Binary, "binary_files", 40, "binary file"),
+        (
+            Category::Release,
+            "release_version",
+            20,
+            "only the package's own version field",
+        ),
+        (
+            Category::Comments,
+            "comments_only",
+            5,
+            "only comments in code",
+        ),
+        (
+            Category::Tooling,
+            "tooling",
+            15,
+            "development tool settings (linters, formatters, bots)",
+        ),
         (Category::Other, "unknown_files", 40, "file of unknown type"),
     ] {
         let paths = paths_in(category);
@@ -137,14 +165,25 @@ pub fn assess(files: &[ChangedFile], per_file: &[Category], change: &ChangeSumma
             add(rule, score, format!("{what} changed: {}", list(paths)));
         }
     }
-    let lines = change.additions + change.deletions;
+    // Size counts what runs: documentation and comments, however long, are not risky code.
+    let lines: u64 = files
+        .iter()
+        .zip(per_file)
+        .filter(|(_, c)| {
+            !matches!(
+                c,
+                Category::Docs | Category::Comments | Category::Release | Category::Tooling
+            )
+        })
+        .map(|(f, _)| f.additions + f.deletions)
+        .sum();
     if lines > HUGE_DIFF {
         add(
             "huge_diff",
             75,
             format!("{lines} lines changed (over {HUGE_DIFF})"),
         );
-    } else if lines > LARGE_DIFF && !change.only_docs {
+    } else if lines > LARGE_DIFF {
         add(
             "large_diff",
             50,
@@ -173,8 +212,8 @@ pub fn assess(files: &[ChangedFile], per_file: &[Category], change: &ChangeSumma
         .saturating_sub(1) as u32
         * 3;
     let score = (top + extra).min(100);
-    let certain = change.only_docs || files.is_empty();
-    reasons.sort_by(|a, b| b.score.cmp(&a.score));
+    let certain = (change.only_docs || files.is_empty()) && !from_content;
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.score));
     Assessment {
         level: Level::of_score(score),
         score,
