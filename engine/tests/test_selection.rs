@@ -114,27 +114,50 @@ async fn a_module_s_own_test_is_selected_whatever_history_learned() {
     let dir = tempfile::tempdir().unwrap();
     let repo = Repo::init(&dir.path().join("lib"));
     repo.write("run_tests.py", PYTHON_RUNNER);
-    repo.write("lib/__init__.py", "from .encoding import encode\nfrom .models import Model\n");
-    repo.write("lib/encoding.py", "def encode(text):\n    return text.encode('utf-8')\n");
+    repo.write(
+        "lib/__init__.py",
+        "from .encoding import encode\nfrom .models import Model\n",
+    );
+    repo.write(
+        "lib/encoding.py",
+        "def encode(text):\n    return text.encode('utf-8')\n",
+    );
     repo.write("lib/models.py", "class Model:\n    pass\n");
     repo.write("lib/api.py", "def get():\n    return 1\n");
-    repo.write("tests/test_encoding.py", "from lib import encode\n\ndef test_encode():\n    assert encode('é') == b'\\xc3\\xa9'\n");
+    repo.write(
+        "tests/test_encoding.py",
+        "from lib import encode\n\ndef test_encode():\n    assert encode('é') == b'\\xc3\\xa9'\n",
+    );
     for name in ["models", "api", "client", "cli"] {
-        repo.write(&format!("tests/test_{name}.py"), "def test_ok():\n    assert True\n");
+        repo.write(
+            &format!("tests/test_{name}.py"),
+            "def test_ok():\n    assert True\n",
+        );
     }
     repo.commit_all("lib");
     for round in 0..3 {
-        repo.write("lib/encoding.py", &format!("def encode(text):\n    # round {round}\n    return text.encode('utf-8')\n"));
+        repo.write(
+            "lib/encoding.py",
+            &format!("def encode(text):\n    # round {round}\n    return text.encode('utf-8')\n"),
+        );
         for name in ["models", "api", "client", "cli"] {
-            repo.write(&format!("tests/test_{name}.py"), &format!("def test_ok():\n    assert {round} >= 0\n"));
+            repo.write(
+                &format!("tests/test_{name}.py"),
+                &format!("def test_ok():\n    assert {round} >= 0\n"),
+            );
         }
         repo.commit_all(&format!("sweep {round}"));
     }
-    repo.write("lib/encoding.py", "def encode(text):\n    return text.encode('latin-1')\n");
+    repo.write(
+        "lib/encoding.py",
+        "def encode(text):\n    return text.encode('latin-1')\n",
+    );
     let commit = repo.commit_all("encoding: the bug");
 
     let engine = TestEngine::new(None);
-    let run = engine.test(&repo, &commit, with(json!({ "reruns": 0 }))).await;
+    let run = engine
+        .test(&repo, &commit, with(json!({ "reruns": 0 })))
+        .await;
     assert_eq!(
         run.step.error.as_deref(),
         Some("1 test(s) failed: tests.test_encoding::test_encode"),
@@ -146,8 +169,14 @@ async fn a_module_s_own_test_is_selected_whatever_history_learned() {
         .iter()
         .find(|l| l.starts_with("selected: tests/test_encoding.py:"))
         .unwrap_or_else(|| panic!("{}", run.logs.join("\n")));
-    assert!(selected.contains("imports lib/__init__.py → imports lib/encoding.py"), "{selected}");
-    assert!(selected.contains("the test file named after lib/encoding.py"), "{selected}");
+    assert!(
+        selected.contains("imports lib/__init__.py → imports lib/encoding.py"),
+        "{selected}"
+    );
+    assert!(
+        selected.contains("the test file named after lib/encoding.py"),
+        "{selected}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,8 +249,16 @@ async fn globs_add_and_a_build_file_selects_everything() {
     // A data file no code names selects nothing; a build file, everything.
     repo.write("data/rates.xyz", "1.5\n");
     let commit = repo.commit_all("rates");
-    let out = engine.test(&repo, &commit, with(json!({}))).await.outputs().clone();
-    assert_eq!((out["selection"]["all"].clone(), out["tests_run"].clone()), (json!(false), json!(0)), "{out:#}");
+    let out = engine
+        .test(&repo, &commit, with(json!({})))
+        .await
+        .outputs()
+        .clone();
+    assert_eq!(
+        (out["selection"]["all"].clone(), out["tests_run"].clone()),
+        (json!(false), json!(0)),
+        "{out:#}"
+    );
     repo.write("requirements.txt", "requests==2.0\n");
     let commit = repo.commit_all("requirements");
     let out = engine
@@ -336,7 +373,10 @@ async fn env_reaches_pytest_which_gets_cairn_s_report_and_failures_are_re_run() 
         "tests/test_sometimes.py",
         "import os\nfrom calc.ops import add\n\ndef test_sometimes():\n    path = os.environ['COUNTER']\n    runs = int(open(path).read()) if os.path.exists(path) else 0\n    open(path, 'w').write(str(runs + 1))\n    assert runs % 2 == 1 and add(1, 1) == 2\n",
     );
-    repo.write("tests/test_other.py", "def test_other():\n    assert True\n");
+    repo.write(
+        "tests/test_other.py",
+        "def test_other():\n    assert True\n",
+    );
     repo.commit_all("calc");
     repo.write("src/calc/ops.py", "def add(a, b):\n    return b + a\n");
     let commit = repo.commit_all("ops: commute");
@@ -350,15 +390,25 @@ async fn env_reaches_pytest_which_gets_cairn_s_report_and_failures_are_re_run() 
     let out = run.outputs();
     let command = out["command"].as_str().unwrap();
     assert!(
-        command.starts_with("python3 -m pytest --junitxml=") && !command.contains(repo.path.to_str().unwrap()),
+        command.starts_with("python3 -m pytest --junitxml=")
+            && !command.contains(repo.path.to_str().unwrap()),
         "Cairn's report, outside the checkout: {command}"
     );
-    assert!(command.ends_with(" -q -p no:cacheprovider tests/test_ops.py tests/test_sometimes.py"), "{command}");
+    assert!(
+        command.ends_with(" -q -p no:cacheprovider tests/test_ops.py tests/test_sometimes.py"),
+        "{command}"
+    );
     assert_eq!(out["tests_run"], 2, "{out:#}\n{}", run.logs.join("\n"));
-    assert_eq!(out["flaky"], json!(["tests.test_sometimes::test_sometimes"]), "{out:#}");
+    assert_eq!(
+        out["flaky"],
+        json!(["tests.test_sometimes::test_sometimes"]),
+        "{out:#}"
+    );
     assert_eq!(out["failed"], json!([]));
     assert!(
-        run.logs.iter().any(|l| l.contains("re-running tests.test_sometimes::test_sometimes (1/2)") && l.ends_with("tests/test_sometimes.py::test_sometimes")),
+        run.logs.iter().any(|l| l
+            .contains("re-running tests.test_sometimes::test_sometimes (1/2)")
+            && l.ends_with("tests/test_sometimes.py::test_sometimes")),
         "{}",
         run.logs.join("\n")
     );

@@ -61,7 +61,14 @@ pub fn test_files(workspace: &Path, commit: &str) -> Result<Vec<String>, String>
 pub fn tracked(workspace: &Path, commit: &str) -> Result<Vec<String>, String> {
     let listing = git(
         workspace,
-        &["-c", "core.quotePath=off", "ls-tree", "-r", "--name-only", commit],
+        &[
+            "-c",
+            "core.quotePath=off",
+            "ls-tree",
+            "-r",
+            "--name-only",
+            commit,
+        ],
     )?;
     Ok(listing.lines().map(str::to_string).collect())
 }

@@ -90,9 +90,12 @@ impl Config {
         let text = |key: &str| with.get(key).and_then(Value::as_str).map(str::to_string);
         let mut command = text("command").unwrap_or_else(|| "cargo test --workspace".into());
         let mut own_report = None;
-        if with.get("format").is_none() && text("junit").is_none() && junit_path(&command).is_none() {
+        if with.get("format").is_none() && text("junit").is_none() && junit_path(&command).is_none()
+        {
             let report = reports.join("junit.xml");
-            if let Some(reporting) = runner::with_report(&command, &report).map_err(AgentError::new)? {
+            if let Some(reporting) =
+                runner::with_report(&command, &report).map_err(AgentError::new)?
+            {
                 command = reporting;
                 own_report = Some(report.display().to_string());
             }
@@ -106,7 +109,9 @@ impl Config {
                 AgentError::new(format!("with.format: cannot tell the output format of `{command}`; set libtest, junit or go-json"))
             })?,
         };
-        let junit = text("junit").or(own_report).or_else(|| junit_path(&command));
+        let junit = text("junit")
+            .or(own_report)
+            .or_else(|| junit_path(&command));
         if format == Format::Junit && junit.is_none() {
             return Err(AgentError::new(
                 "with.junit: a junit runner needs the report's path",
@@ -304,7 +309,10 @@ async fn run(
         if rerun.is_none() && config.reruns > 0 {
             context.logs.line(
                 "engine",
-                format!("{}: no way to re-run one test of `{}`; set with.rerun", result.id, config.command),
+                format!(
+                    "{}: no way to re-run one test of `{}`; set with.rerun",
+                    result.id, config.command
+                ),
             );
         }
         for attempt in 1..=config.reruns {
@@ -680,20 +688,33 @@ fn rerun_command(
             template
                 .replace("{test}", &result.name)
                 .replace("{packages}", packages)
-                .replace("{file}", &narrow::quote(file.as_deref().unwrap_or_default())),
+                .replace(
+                    "{file}",
+                    &narrow::quote(file.as_deref().unwrap_or_default()),
+                ),
         );
     }
     let classname = result
         .id
         .strip_suffix(&format!("::{}", result.name))
         .unwrap_or_default();
-    runner::rerun(&config.command, file.as_deref(), classname, &result.name, workspace)
+    runner::rerun(
+        &config.command,
+        file.as_deref(),
+        classname,
+        &result.name,
+        workspace,
+    )
 }
 
 /// Removes the JUnit report a previous command left, so a runner that dies before writing
 /// one is not credited with the old results.
 fn clear_report(config: &Config, dir: &Path) -> Result<(), AgentError> {
-    let Some(junit) = config.junit.as_deref().filter(|_| config.format == Format::Junit) else {
+    let Some(junit) = config
+        .junit
+        .as_deref()
+        .filter(|_| config.format == Format::Junit)
+    else {
         return Ok(());
     };
     let path = dir.join(junit);

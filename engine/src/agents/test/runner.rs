@@ -143,8 +143,16 @@ pub fn rerun(
             narrow(&base, &[id], workspace).ok()
         }
         (Runner::Node, Some(file)) => {
-            let pattern = format!("--test-name-pattern={}", quote(&format!("^{}$", regex::escape(name))));
-            narrow(&insert_option(&base, &pattern), &[file.to_string()], workspace).ok()
+            let pattern = format!(
+                "--test-name-pattern={}",
+                quote(&format!("^{}$", regex::escape(name)))
+            );
+            narrow(
+                &insert_option(&base, &pattern),
+                &[file.to_string()],
+                workspace,
+            )
+            .ok()
         }
         (Runner::Jest | Runner::Vitest, Some(file)) => {
             let filtered = format!("{base} -t {}", quote(&format!("^{}$", regex::escape(name))));
@@ -177,11 +185,19 @@ mod tests {
         let pytest = with_report("python3 -m pytest -q {tests}", &xml).expect("pytest");
         assert_eq!(
             pytest,
-            Some(format!("python3 -m pytest --junitxml={} -q {{tests}}", xml.display()))
+            Some(format!(
+                "python3 -m pytest --junitxml={} -q {{tests}}",
+                xml.display()
+            ))
         );
         assert_eq!(with_report("pytest --junitxml=r.xml", &xml), Ok(None));
-        let node = with_report("node --test", &xml).expect("node").expect("a report");
-        assert!(node.starts_with("node --test --test-reporter=spec"), "{node}");
+        let node = with_report("node --test", &xml)
+            .expect("node")
+            .expect("a report");
+        assert!(
+            node.starts_with("node --test --test-reporter=spec"),
+            "{node}"
+        );
         assert!(report.path().join("cairn-node-junit.mjs").exists());
         assert_eq!(with_report("cargo test", &xml), Ok(None));
     }
@@ -190,19 +206,51 @@ mod tests {
     fn one_test_is_re_run_the_way_its_runner_filters() {
         let here = Path::new(".");
         assert_eq!(
-            rerun("python3 -m pytest -q --junitxml=r.xml", Some("tests/test_pay.py"), "tests.test_pay.TestRefund", "test_full[1]", here).as_deref(),
-            Some("python3 -m pytest -q --junitxml=r.xml 'tests/test_pay.py::TestRefund::test_full[1]'")
+            rerun(
+                "python3 -m pytest -q --junitxml=r.xml",
+                Some("tests/test_pay.py"),
+                "tests.test_pay.TestRefund",
+                "test_full[1]",
+                here
+            )
+            .as_deref(),
+            Some(
+                "python3 -m pytest -q --junitxml=r.xml 'tests/test_pay.py::TestRefund::test_full[1]'"
+            )
         );
         assert_eq!(
-            rerun("pytest {tests}", Some("test_a.py"), "test_a", "test_x", here).as_deref(),
+            rerun(
+                "pytest {tests}",
+                Some("test_a.py"),
+                "test_a",
+                "test_x",
+                here
+            )
+            .as_deref(),
             Some("pytest test_a.py::test_x")
         );
         assert_eq!(
-            rerun("node --test --test-reporter=x", Some("test/a.test.js"), "test/a.test.js", "adds (1+1)", here).as_deref(),
-            Some("node --test '--test-name-pattern=^adds \\(1\\+1\\)$' --test-reporter=x test/a.test.js")
+            rerun(
+                "node --test --test-reporter=x",
+                Some("test/a.test.js"),
+                "test/a.test.js",
+                "adds (1+1)",
+                here
+            )
+            .as_deref(),
+            Some(
+                "node --test --test-name-pattern='^adds \\(1\\+1\\)$' --test-reporter=x test/a.test.js"
+            )
         );
         assert_eq!(
-            rerun("python3 run.py {tests}", Some("tests/test_a.py"), "tests.test_a", "test_x", here).as_deref(),
+            rerun(
+                "python3 run.py {tests}",
+                Some("tests/test_a.py"),
+                "tests.test_a",
+                "test_x",
+                here
+            )
+            .as_deref(),
             Some("python3 run.py tests/test_a.py")
         );
         assert_eq!(rerun("make check", Some("t.py"), "t", "x", here), None);

@@ -180,7 +180,9 @@ pub fn select_files(
             }
             Ok(()) if runs_everything(path, category) => {
                 return FileSelection::everything(
-                    format!("{path}: configures how tests run or build (selection must be safe before it is small)"),
+                    format!(
+                        "{path}: configures how tests run or build (selection must be safe before it is small)"
+                    ),
                     total,
                 );
             }
@@ -193,7 +195,11 @@ pub fn select_files(
                 }
             }
             Err(_) if mapped => {}
-            Err(why) if graph_language(path) || foreign_code(path) || runs_everything(path, category) => {
+            Err(why)
+                if graph_language(path)
+                    || foreign_code(path)
+                    || runs_everything(path, category) =>
+            {
                 return FileSelection::everything(
                     format!(
                         "{path}: a {} file no import graph places ({why}; selection must be safe before it is small)",
@@ -238,7 +244,9 @@ pub fn select_files(
         let of = |kind: &str| {
             links
                 .iter()
-                .filter(|l| &l.test_file == test && l.kind == kind && changed.contains(&l.source_path))
+                .filter(|l| {
+                    &l.test_file == test && l.kind == kind && changed.contains(&l.source_path)
+                })
                 .map(|l| l.count)
                 .sum::<u32>()
         };
@@ -267,7 +275,10 @@ fn graph_language(path: &str) -> bool {
 
 /// Source code in a language no import graph reads: what imports it cannot be told.
 fn foreign_code(path: &str) -> bool {
-    let extension = path.rsplit_once('.').map(|(_, e)| e.to_lowercase()).unwrap_or_default();
+    let extension = path
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_lowercase())
+        .unwrap_or_default();
     [
         "rs", "go", "java", "kt", "scala", "c", "h", "cc", "cpp", "hpp", "cs", "rb", "php",
         "swift", "m", "pl", "ex", "exs", "erl", "hs", "ml", "lua", "r", "dart", "vue", "svelte",
@@ -280,8 +291,17 @@ fn runs_everything(path: &str, category: Category) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path).to_lowercase();
     matches!(category, Category::Dependencies)
         || [
-            "pytest.ini", "tox.ini", "setup.cfg", "setup.py", "pyproject.toml", ".coveragerc",
-            "noxfile.py", "makefile", "jsconfig.json", ".env", "sitecustomize.py",
+            "pytest.ini",
+            "tox.ini",
+            "setup.cfg",
+            "setup.py",
+            "pyproject.toml",
+            ".coveragerc",
+            "noxfile.py",
+            "makefile",
+            "jsconfig.json",
+            ".env",
+            "sitecustomize.py",
         ]
         .contains(&name.as_str())
         || name.contains(".config.")
@@ -354,7 +374,10 @@ mod tests {
             &tracked,
             &[
                 ("tests/test_payments.py", "src/payments/card/charge.py"),
-                ("tests/test_payments_refund.py", "src/payments/card/charge.py"),
+                (
+                    "tests/test_payments_refund.py",
+                    "src/payments/card/charge.py",
+                ),
                 ("tests/test_users.py", "src/users.py"),
                 ("tests/test_api.py", "src/api.py"),
                 ("src/api.py", "src/users.py"),
@@ -384,8 +407,14 @@ mod tests {
     fn importers_are_selected_with_the_chain_that_reaches_them() {
         let selection = select(&["src/users.py", "README.md"], &SelectGlobs::default(), &[]);
         assert!(!selection.all, "{selection:?}");
-        assert_eq!(selection.tests, ["tests/test_api.py", "tests/test_users.py"]);
-        assert_eq!(selection.why["tests/test_api.py"], ["imports src/api.py → imports src/users.py"]);
+        assert_eq!(
+            selection.tests,
+            ["tests/test_api.py", "tests/test_users.py"]
+        );
+        assert_eq!(
+            selection.why["tests/test_api.py"],
+            ["imports src/api.py → imports src/users.py"]
+        );
         assert_eq!((selection.selected, selection.total), (2, 5));
     }
 
@@ -396,7 +425,11 @@ mod tests {
         let selection = select(&["src/payments/card/charge.py"], &globs, &[]);
         assert_eq!(
             selection.tests,
-            ["tests/test_api.py", "tests/test_payments.py", "tests/test_payments_refund.py"]
+            [
+                "tests/test_api.py",
+                "tests/test_payments.py",
+                "tests/test_payments_refund.py"
+            ]
         );
         assert!(selection.why["tests/test_api.py"][0].contains("src/payments/**"));
     }
@@ -413,26 +446,50 @@ mod tests {
         let selection = select(&["src/encoding.py"], &SelectGlobs::default(), &links);
         assert_eq!(
             selection.tests,
-            ["tests/test_api.py", "tests/test_users.py", "tests/test_encoding.py"],
+            [
+                "tests/test_api.py",
+                "tests/test_users.py",
+                "tests/test_encoding.py"
+            ],
             "failures first, then co-changes; a test file no longer there is not selected"
         );
-        assert_eq!(selection.why["tests/test_encoding.py"], ["the test file named after src/encoding.py"]);
-        assert_eq!(selection.why["tests/test_users.py"], ["changed together with src/encoding.py in 3 commits"]);
-        assert_eq!(selection.why["tests/test_api.py"], ["failed after src/encoding.py changed (1 run)"]);
+        assert_eq!(
+            selection.why["tests/test_encoding.py"],
+            ["the test file named after src/encoding.py"]
+        );
+        assert_eq!(
+            selection.why["tests/test_users.py"],
+            ["changed together with src/encoding.py in 3 commits"]
+        );
+        assert_eq!(
+            selection.why["tests/test_api.py"],
+            ["failed after src/encoding.py changed (1 run)"]
+        );
         // Links never narrow what the graph reaches.
         let links = [link("src/users.py", "tests/test_users.py", "co_change", 5)];
         let selection = select(&["src/users.py"], &SelectGlobs::default(), &links);
-        assert_eq!(selection.tests, ["tests/test_users.py", "tests/test_api.py"]);
+        assert_eq!(
+            selection.tests,
+            ["tests/test_users.py", "tests/test_api.py"]
+        );
     }
 
     #[test]
     fn a_changed_test_selects_itself_and_docs_nothing() {
-        let selection = select(&["tests/test_users.py", "docs/guide.md"], &SelectGlobs::default(), &[]);
+        let selection = select(
+            &["tests/test_users.py", "docs/guide.md"],
+            &SelectGlobs::default(),
+            &[],
+        );
         assert_eq!(selection.tests, ["tests/test_users.py"]);
         let selection = select(&["README.md"], &SelectGlobs::default(), &[]);
         assert!(!selection.all && selection.tests.is_empty());
         let selection = select(&["tests/conftest.py"], &SelectGlobs::default(), &[]);
-        assert_eq!(selection.tests, ["tests/test_users.py"], "a conftest reaches the tests it is loaded for");
+        assert_eq!(
+            selection.tests,
+            ["tests/test_users.py"],
+            "a conftest reaches the tests it is loaded for"
+        );
     }
 
     #[test]
@@ -449,11 +506,21 @@ mod tests {
             let selection = select(&["src/users.py", path], &SelectGlobs::default(), &[]);
             assert!(selection.all, "{path}: {selection:?}");
             assert_eq!(selection.selected, 5);
-            assert!(selection.reasons[0].starts_with(path), "{:?}", selection.reasons);
+            assert!(
+                selection.reasons[0].starts_with(path),
+                "{:?}",
+                selection.reasons
+            );
         }
         // Without python3 the graph has no Python: a Python change runs everything.
         let unread = Graph::from_edges(&[], &["src/users.py"], &[]);
-        let selection = select_files(&changed(&["src/users.py"]), &tests(), &SelectGlobs::default(), &[], &unread);
+        let selection = select_files(
+            &changed(&["src/users.py"]),
+            &tests(),
+            &SelectGlobs::default(),
+            &[],
+            &unread,
+        );
         assert!(selection.all, "{selection:?}");
     }
 
@@ -471,10 +538,16 @@ mod tests {
     fn a_data_file_selects_what_reaches_the_code_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = [
-            ("src/rates.py", "import os\nRATES = os.path.join(os.path.dirname(__file__), 'rates.csv')\n"),
+            (
+                "src/rates.py",
+                "import os\nRATES = os.path.join(os.path.dirname(__file__), 'rates.csv')\n",
+            ),
             ("src/rates.csv", "eur,1\n"),
             ("tests/test_rates.py", "from src import rates\n"),
-            ("tests/test_fixtures.py", "import glob\nFILES = glob.glob('tests/data/*')\n"),
+            (
+                "tests/test_fixtures.py",
+                "import glob\nFILES = glob.glob('tests/data/*')\n",
+            ),
             ("tests/test_other.py", "def test_x(): pass\n"),
             ("tests/data/users.json", "{}"),
             (".github/workflows/ci.yml", "on: push\n"),
@@ -486,21 +559,57 @@ mod tests {
         }
         let tracked: Vec<String> = files.iter().map(|(p, _)| p.to_string()).collect();
         let graph = Graph::build(dir.path(), &tracked);
-        let tests: Vec<String> = tracked.iter().filter(|f| is_test_file(f)).cloned().collect();
-        let select = |path: &str| select_files(&changed(&[path]), &tests, &SelectGlobs::default(), &[], &graph);
+        let tests: Vec<String> = tracked
+            .iter()
+            .filter(|f| is_test_file(f))
+            .cloned()
+            .collect();
+        let select = |path: &str| {
+            select_files(
+                &changed(&[path]),
+                &tests,
+                &SelectGlobs::default(),
+                &[],
+                &graph,
+            )
+        };
         let selection = select("src/rates.csv");
         assert_eq!(selection.tests, ["tests/test_rates.py"], "{selection:?}");
-        assert!(selection.why["tests/test_rates.py"][0].ends_with("src/rates.py, which names rates.csv"), "{selection:?}");
-        assert_eq!(select("tests/data/users.json").tests, ["tests/test_fixtures.py"]);
+        assert!(
+            selection.why["tests/test_rates.py"][0]
+                .ends_with("src/rates.py, which names rates.csv"),
+            "{selection:?}"
+        );
+        assert_eq!(
+            select("tests/data/users.json").tests,
+            ["tests/test_fixtures.py"]
+        );
         let ci = select(".github/workflows/ci.yml");
-        assert!(!ci.all && ci.tests.is_empty(), "no code names the CI file: {ci:?}");
+        assert!(
+            !ci.all && ci.tests.is_empty(),
+            "no code names the CI file: {ci:?}"
+        );
     }
 
     #[test]
     fn own_test_files_are_found_by_name() {
-        let files = changed(&["tests/test_enc.py", "tests/enc_test.py", "tests/test_enc_more.py", "web/enc.test.js", "tests/test_encx.py"]);
+        let files = changed(&[
+            "tests/test_enc.py",
+            "tests/enc_test.py",
+            "tests/test_enc_more.py",
+            "web/enc.test.js",
+            "tests/test_encx.py",
+        ]);
         let found = own_tests("src/enc.py", &files);
-        assert_eq!(found, ["tests/test_enc.py", "tests/enc_test.py", "tests/test_enc_more.py", "web/enc.test.js"]);
+        assert_eq!(
+            found,
+            [
+                "tests/test_enc.py",
+                "tests/enc_test.py",
+                "tests/test_enc_more.py",
+                "web/enc.test.js"
+            ]
+        );
         assert!(own_tests("src/__init__.py", &files).is_empty());
     }
 }

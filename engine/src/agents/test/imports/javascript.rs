@@ -23,15 +23,54 @@ static LITERAL_CALL: LazyLock<Regex> = LazyLock::new(|| {
         .unwrap_or_else(|e| unreachable!("constant pattern: {e}"))
 });
 static ANY_CALL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b(?:require|import)\s*\(").unwrap_or_else(|e| unreachable!("constant pattern: {e}"))
+    Regex::new(r"\b(?:require|import)\s*\(")
+        .unwrap_or_else(|e| unreachable!("constant pattern: {e}"))
 });
 
 const BUILTINS: &[&str] = &[
-    "assert", "async_hooks", "buffer", "child_process", "cluster", "console", "constants",
-    "crypto", "dgram", "diagnostics_channel", "dns", "domain", "events", "fs", "http", "http2",
-    "https", "inspector", "module", "net", "os", "path", "perf_hooks", "process", "punycode",
-    "querystring", "readline", "repl", "stream", "string_decoder", "sys", "timers", "tls",
-    "trace_events", "tty", "url", "util", "v8", "vm", "wasi", "worker_threads", "zlib", "test",
+    "assert",
+    "async_hooks",
+    "buffer",
+    "child_process",
+    "cluster",
+    "console",
+    "constants",
+    "crypto",
+    "dgram",
+    "diagnostics_channel",
+    "dns",
+    "domain",
+    "events",
+    "fs",
+    "http",
+    "http2",
+    "https",
+    "inspector",
+    "module",
+    "net",
+    "os",
+    "path",
+    "perf_hooks",
+    "process",
+    "punycode",
+    "querystring",
+    "readline",
+    "repl",
+    "stream",
+    "string_decoder",
+    "sys",
+    "timers",
+    "tls",
+    "trace_events",
+    "tty",
+    "url",
+    "util",
+    "v8",
+    "vm",
+    "wasi",
+    "worker_threads",
+    "zlib",
+    "test",
 ];
 
 /// Reads the JavaScript files among `files` (every tracked file, relative to `workspace`).
@@ -180,13 +219,21 @@ mod tests {
         let scripts: Vec<&String> = files.iter().filter(|f| !f.ends_with(".json")).collect();
         let found = read(dir.path(), &scripts, &files);
         let deps = |file: &str| -> Vec<&str> {
-            found.deps.get(file).map(|d| d.keys().map(String::as_str).collect()).unwrap_or_default()
+            found
+                .deps
+                .get(file)
+                .map(|d| d.keys().map(String::as_str).collect())
+                .unwrap_or_default()
         };
         assert_eq!(deps("lib/a.js"), ["lib/b.ts"]);
         assert_eq!(deps("lib/b.ts"), ["lib/d.mjs", "lib/util/index.js"]);
         assert_eq!(deps("lib/d.mjs"), ["lib/a.js"]);
         assert_eq!(deps("test/a.test.js"), ["lib/a.js", "lib/util/index.js"]);
-        assert!(!found.dynamic.contains_key("lib/a.js"), "{:?}", found.dynamic);
+        assert!(
+            !found.dynamic.contains_key("lib/a.js"),
+            "{:?}",
+            found.dynamic
+        );
         assert!(found.dynamic["lib/util/index.js"].contains("computed name"));
         assert!(found.dynamic["lib/e.js"].contains("`@/thing`"));
     }

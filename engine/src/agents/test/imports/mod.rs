@@ -127,7 +127,11 @@ impl Graph {
         let name = path.rsplit('/').next().unwrap_or(path);
         let directories: Vec<&str> = path.split('/').rev().skip(1).collect();
         let mut found = BTreeMap::new();
-        for file in self.tracked.iter().filter(|f| language(f).is_some() && f.as_str() != path) {
+        for file in self
+            .tracked
+            .iter()
+            .filter(|f| language(f).is_some() && f.as_str() != path)
+        {
             let Ok(text) = std::fs::read_to_string(self.root.join(file)) else {
                 continue;
             };
@@ -199,7 +203,11 @@ impl Graph {
                 .get(at)
                 .and_then(|deps| deps.get(*next))
                 .cloned()
-                .or_else(|| self.dynamic.get(at).map(|d| format!("{d}: may import anything")))
+                .or_else(|| {
+                    self.dynamic
+                        .get(at)
+                        .map(|d| format!("{d}: may import anything"))
+                })
                 .unwrap_or_else(|| "depends on".into());
             steps.push(format!("{why} {next}"));
             at = next;
@@ -296,7 +304,11 @@ mod tests {
             reached["tests/test_plugins.py"].contains("may import anything"),
             "{reached:?}"
         );
-        assert!(graph.reaching("web/a.js", &set(&["tests/test_plugins.py"])).is_empty());
+        assert!(
+            graph
+                .reaching("web/a.js", &set(&["tests/test_plugins.py"]))
+                .is_empty()
+        );
     }
 
     #[test]

@@ -110,7 +110,10 @@ fn resolve(scanned: &[Scanned], files: &[&String]) -> Found {
             .filter(|candidate| known.contains(candidate.as_str()))
             .collect();
         if suffixes {
-            let tails = [format!("/{relative}.py"), format!("/{relative}/__init__.py")];
+            let tails = [
+                format!("/{relative}.py"),
+                format!("/{relative}/__init__.py"),
+            ];
             found.extend(
                 files
                     .iter()
@@ -124,7 +127,8 @@ fn resolve(scanned: &[Scanned], files: &[&String]) -> Found {
     for file in scanned {
         let path = file.path.as_str();
         if !file.dynamic.is_empty() {
-            out.dynamic.insert(path.to_string(), file.dynamic.join(", "));
+            out.dynamic
+                .insert(path.to_string(), file.dynamic.join(", "));
         }
         for import in &file.imports {
             let mut modules = Vec::new();
@@ -229,15 +233,24 @@ mod tests {
     #[test]
     fn imports_resolve_like_the_interpreter_and_pytest() {
         let (dir, files) = repo(&[
-            ("src/lib/__init__.py", "from .encoding import encode\nfrom . import models\n"),
+            (
+                "src/lib/__init__.py",
+                "from .encoding import encode\nfrom . import models\n",
+            ),
             ("src/lib/encoding.py", "import json\n"),
             ("src/lib/models.py", "from ..lib.encoding import encode\n"),
             ("src/lib/util/__init__.py", ""),
-            ("src/lib/util/text.py", "import importlib\nimportlib.import_module(name)\n"),
+            (
+                "src/lib/util/text.py",
+                "import importlib\nimportlib.import_module(name)\n",
+            ),
             ("tests/conftest.py", "pytest_plugins = ['tests.fixtures']\n"),
             ("tests/fixtures.py", "from lib.util import text\n"),
             ("tests/helpers.py", ""),
-            ("tests/test_encoding.py", "import helpers\nfrom lib import encoding\n"),
+            (
+                "tests/test_encoding.py",
+                "import helpers\nfrom lib import encoding\n",
+            ),
             ("tests/test_models.py", "import lib.models as m\n"),
         ]);
         let refs: Vec<&String> = files.iter().collect();

@@ -62,13 +62,26 @@ pub fn measure_commit(
     )
     .map_err(Error::Git)?;
     // Installed dependencies stay; what a previous commit's run left does not.
-    git(checkout, &["clean", "-ffdxq", "-e", "node_modules", "-e", ".venv"]).map_err(Error::Git)?;
+    git(
+        checkout,
+        &["clean", "-ffdxq", "-e", "node_modules", "-e", ".venv"],
+    )
+    .map_err(Error::Git)?;
     progress(Progress::Step("selecting"));
     let changed: Vec<String> = git(
         checkout,
         &[
-            "-c", "core.quotePath=off", "diff-tree", "--name-only", "-r", "--root", "-M",
-            "--no-commit-id", "-m", "--first-parent", commit,
+            "-c",
+            "core.quotePath=off",
+            "diff-tree",
+            "--name-only",
+            "-r",
+            "--root",
+            "-M",
+            "--no-commit-id",
+            "-m",
+            "--first-parent",
+            commit,
         ],
     )
     .map_err(Error::Git)?
@@ -77,14 +90,24 @@ pub fn measure_commit(
     .map(str::to_string)
     .collect();
     let tracked = files::tracked(checkout, commit).map_err(Error::Git)?;
-    let test_files: Vec<String> = tracked.iter().filter(|f| files::is_test_file(f)).cloned().collect();
+    let test_files: Vec<String> = tracked
+        .iter()
+        .filter(|f| files::is_test_file(f))
+        .cloned()
+        .collect();
     let graph = Graph::build(checkout, &tracked);
     let repo_key = options.repo.display().to_string();
     learn::learn_history(store, &repo_key, checkout, commit).map_err(Error::Command)?;
     let links = store
         .test_links(&repo_key, &changed)
         .map_err(|e| Error::Command(e.to_string()))?;
-    let selection = select_files(&changed, &test_files, &SelectGlobs::default(), &links, &graph);
+    let selection = select_files(
+        &changed,
+        &test_files,
+        &SelectGlobs::default(),
+        &links,
+        &graph,
+    );
     report.selection_all = selection.all;
     report.selection_reasons = selection.reasons.clone();
     if selection.all {
@@ -129,9 +152,17 @@ pub fn measure_commit(
     } else {
         "running the suite with faults"
     }));
-    let results = run(suite, checkout, &suite.command, !mutants.is_empty(), options.binary_timeout)?;
+    let results = run(
+        suite,
+        checkout,
+        &suite.command,
+        !mutants.is_empty(),
+        options.binary_timeout,
+    )?;
     let file_of = |result: &TestResult| -> Option<String> {
-        learn::test_file_of(&result.id, checkout, &test_files).into_iter().next()
+        learn::test_file_of(&result.id, checkout, &test_files)
+            .into_iter()
+            .next()
     };
     let mut selected = 0;
     let mut total = 0;
@@ -141,7 +172,10 @@ pub fn measure_commit(
         let file = file_of(result);
         selected += usize::from(file.as_deref().is_some_and(|f| chosen.contains(f)));
         if result.outcome == Outcome::Failed {
-            failed.entry(file.unwrap_or_default()).or_default().push(result);
+            failed
+                .entry(file.unwrap_or_default())
+                .or_default()
+                .push(result);
         }
     }
     report.selected = Some(selected);
@@ -235,7 +269,11 @@ fn run(
                 )));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(Error::Command(format!("failed to wait for `{command}`: {e}"))),
+            Err(e) => {
+                return Err(Error::Command(format!(
+                    "failed to wait for `{command}`: {e}"
+                )));
+            }
         }
     }
     let xml = std::fs::read_to_string(&suite.report).map_err(|e| {

@@ -143,7 +143,10 @@ pub fn measure(options: &Options, progress: &mut dyn FnMut(Progress<'_>)) -> Res
         // What history teaches is learned afresh for each measure.
         let _ = std::fs::remove_file(&learned);
         let store = Store::open(&learned).map_err(|e| Error::Command(e.to_string()))?;
-        Suite::Files(files::FileSuite::new(&options.command, &options.scratch)?, store)
+        Suite::Files(
+            files::FileSuite::new(&options.command, &options.scratch)?,
+            store,
+        )
     };
     let repo = options
         .repo
@@ -185,9 +188,9 @@ pub fn measure(options: &Options, progress: &mut dyn FnMut(Progress<'_>)) -> Res
             }
         };
         let mut report = measured.unwrap_or_else(|error| CommitReport {
-                skipped: Some(error.to_string()),
-                ..empty(commit)
-            });
+            skipped: Some(error.to_string()),
+            ..empty(commit)
+        });
         report.subject = subject;
         report.seconds = commit_started.elapsed().as_secs_f64();
         tracing::info!(commit = %commit, fraction = ?report.fraction, revealing = report.revealing.len(), missed = report.missed.len(), "measured");
@@ -436,7 +439,12 @@ fn plant(
         };
         match mutate::changed(&text, &change.lines) {
             Ok(found) => {
-                all.extend(found.functions.into_iter().map(|c| (change.path.clone(), c)));
+                all.extend(
+                    found
+                        .functions
+                        .into_iter()
+                        .map(|c| (change.path.clone(), c)),
+                );
                 if !found.macros.is_empty() {
                     macros
                         .entry(package.dir.clone())
@@ -463,7 +471,10 @@ fn plant(
             };
             if let Ok(found) = mutate::callers(&text, names) {
                 for candidate in found {
-                    if !all.iter().any(|(f, c)| f == file && c.insert_at == candidate.insert_at) {
+                    if !all
+                        .iter()
+                        .any(|(f, c)| f == file && c.insert_at == candidate.insert_at)
+                    {
                         all.push((file.to_string(), candidate));
                     }
                 }

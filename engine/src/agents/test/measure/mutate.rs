@@ -220,7 +220,8 @@ impl<'ast> Visit<'ast> for Finder<'_> {
                 _ => None,
             })
             .sum();
-        let was_changed = std::mem::replace(&mut self.impl_changed, block.saturating_sub(in_functions));
+        let was_changed =
+            std::mem::replace(&mut self.impl_changed, block.saturating_sub(in_functions));
         syn::visit::visit_item_impl(self, item);
         self.impl_type = was;
         self.impl_changed = was_changed;
@@ -346,7 +347,9 @@ mod tests {
             "{mutated}"
         );
         assert!(
-            mutated.contains("const fn fixed() -> i32 { if ::core::option_env!(\"CAIRN_MEASURE_CONST\")"),
+            mutated.contains(
+                "const fn fixed() -> i32 { if ::core::option_env!(\"CAIRN_MEASURE_CONST\")"
+            ),
             "{mutated}"
         );
         syn::parse_file(&mutated).expect("the mutant still parses");
@@ -357,13 +360,22 @@ mod tests {
         let source = "macro_rules! twice {\n    ($x:expr) => { $x * 2 };\n}\n\nstruct S;\nimpl S {\n    const K: i32 = 3;\n    fn k(&self) -> i32 { Self::K }\n    fn other(&self) -> i32 { 1 }\n}\nimpl std::fmt::Display for S {\n    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result { write!(f, \"s\") }\n}\nfn uses() -> i32 { twice!(2) }\nfn plain() -> i32 { 2 }\n";
         // The associated const changed: every function of its impl block.
         let names = |found: Vec<Candidate>| found.into_iter().map(|c| c.name).collect::<Vec<_>>();
-        assert_eq!(names(candidates(source, &[(7, 7)]).expect("parses")), ["S::k", "S::other"]);
+        assert_eq!(
+            names(candidates(source, &[(7, 7)]).expect("parses")),
+            ["S::k", "S::other"]
+        );
         // A trait impl's method is a function like any other.
-        assert_eq!(names(candidates(source, &[(12, 12)]).expect("parses")), ["S::fmt"]);
+        assert_eq!(
+            names(candidates(source, &[(12, 12)]).expect("parses")),
+            ["S::fmt"]
+        );
         // The macro changed: no function of its own, its callers get the faults.
         let found = changed(source, &[(2, 2)]).expect("parses");
         assert!(found.functions.is_empty());
         assert_eq!(found.macros, ["twice"]);
-        assert_eq!(names(callers(source, &found.macros).expect("parses")), ["uses"]);
+        assert_eq!(
+            names(callers(source, &found.macros).expect("parses")),
+            ["uses"]
+        );
     }
 }

@@ -37,8 +37,7 @@ struct PythonFunction {
 /// Plants guards in the functions of `file` (relative to `checkout`) that the `lines` touch.
 pub fn plant(checkout: &Path, file: &str, lines: &[(usize, usize)]) -> Result<Vec<Mutant>, String> {
     let path = checkout.join(file);
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("failed to read {file}: {e}"))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("failed to read {file}: {e}"))?;
     let (mutated, mutants) = if file.ends_with(".py") {
         python(checkout, file, &text, lines)?
     } else if [".js", ".mjs", ".cjs"].iter().any(|e| file.ends_with(e)) {
@@ -149,9 +148,10 @@ fn javascript(file: &str, text: &str, lines: &[(usize, usize)]) -> (String, Vec<
             })
             .sum();
         if changed > 0 {
-            let name = captures
-                .get(1)
-                .map_or_else(|| format!("function at line {first}"), |m| m.as_str().to_string());
+            let name = captures.get(1).map_or_else(
+                || format!("function at line {first}"),
+                |m| m.as_str().to_string(),
+            );
             heads.push((index, name, changed));
         }
     }
@@ -159,7 +159,9 @@ fn javascript(file: &str, text: &str, lines: &[(usize, usize)]) -> (String, Vec<
     let mut mutants = Vec::new();
     for (index, name, changed) in heads {
         let line = &out[index];
-        let Some(brace) = line.rfind('{') else { continue };
+        let Some(brace) = line.rfind('{') else {
+            continue;
+        };
         let guard = format!(
             " if (typeof process !== 'undefined' && process.env.{SWITCH}) throw new Error('cairn measure: mutant in {}');",
             name.replace(['\'', '\\'], "")
@@ -199,7 +201,11 @@ fn closing_line(source: &[&str], open: usize) -> Option<usize> {
                 }
                 None => {}
             }
-            previous = if previous == '\\' && c == '\\' { ' ' } else { c };
+            previous = if previous == '\\' && c == '\\' {
+                ' '
+            } else {
+                c
+            };
         }
         if index > open + 5000 {
             return None;
@@ -218,7 +224,10 @@ mod tests {
         let text = "import os\n\nclass A:\n    def f(self):\n        \"\"\"doc\"\"\"\n        return 1\n\ndef g(): return 2\n\ndef h(x):\n    return x\n";
         std::fs::write(dir.path().join("m.py"), text).expect("write");
         let mutants = plant(dir.path(), "m.py", &[(6, 6), (8, 8)]).expect("planted");
-        assert_eq!(mutants.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["A.f"]);
+        assert_eq!(
+            mutants.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["A.f"]
+        );
         let mutated = std::fs::read_to_string(dir.path().join("m.py")).expect("read");
         assert!(
             mutated.contains("    def f(self):\n        if __import__('os').environ.get(\"CAIRN_MEASURE_MUTANT\"): raise"),
@@ -231,10 +240,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = "function add(a, b) {\n  return a + b;\n}\nconst twice = (x) => {\n  return x * 2; // {\n};\nclass K {\n  area(r) {\n    if (r) {\n      return '}' + r;\n    }\n  }\n}\ndescribe('x', () => {\n  it('y', () => {\n  });\n});\n";
         std::fs::write(dir.path().join("m.js"), text).expect("write");
-        let mutants = plant(dir.path(), "m.js", &[(2, 2), (5, 5), (10, 10), (16, 16)]).expect("planted");
+        let mutants =
+            plant(dir.path(), "m.js", &[(2, 2), (5, 5), (10, 10), (16, 16)]).expect("planted");
         let names: Vec<&str> = mutants.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["function at line 1", "function at line 4", "area"]);
         let mutated = std::fs::read_to_string(dir.path().join("m.js")).expect("read");
-        assert!(mutated.starts_with("function add(a, b) { if (typeof process"), "{mutated}");
+        assert!(
+            mutated.starts_with("function add(a, b) { if (typeof process"),
+            "{mutated}"
+        );
     }
 }

@@ -239,7 +239,10 @@ impl Graph {
             let used = |leaf: &&super::parse::UseLeaf| {
                 !leaf.public
                     || facts.method_calls
-                    || leaf.alias.as_ref().is_none_or(|alias| facts.names.contains(alias))
+                    || leaf
+                        .alias
+                        .as_ref()
+                        .is_none_or(|alias| facts.names.contains(alias))
             };
             let paths = facts
                 .uses

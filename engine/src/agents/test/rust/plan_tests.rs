@@ -349,7 +349,8 @@ fn crate_root_re_exports_and_comment_only_changes_do_not_reach_everything() {
         )],
     );
     assert!(
-        selection.covers("corelib", "test:loud", "shouts") && !selection.covers("corelib", "test:api", "doubles"),
+        selection.covers("corelib", "test:loud", "shouts")
+            && !selection.covers("corelib", "test:api", "doubles"),
         "{:#?}",
         selection.reasons
     );
