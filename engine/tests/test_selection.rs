@@ -1,7 +1,10 @@
-//! The test agent with a runner other than cargo, on a real Python repository made by the test:
-//! the learned file→test map selects the test file that changed together with the source file,
-//! `select_globs` select what they name, an unknown file type selects everything, and coverage
-//! gaps are reported where coverage.py exists.
+//! The test agent with a runner other than cargo, on real Python repositories made by the test:
+//! the import graph selects the test files reaching a changed file, history only adds to it
+//! (the `encoding.py` miss: a learned map that never saw a module's own test cannot leave it
+//! out), `select_globs` add what they name, a build file selects everything, the step's and the
+//! workflow's `env:` reach the runner, pytest gets Cairn's own JUnit report, failures of every
+//! runner are re-run to tell flaky from broken, and coverage gaps are reported where
+//! coverage.py exists.
 
 #![allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 
@@ -50,7 +53,7 @@ fn shop(dir: &std::path::Path) -> Repo {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_learned_map_selects_the_co_changed_test_file() {
+async fn the_import_graph_selects_and_history_adds_its_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let repo = shop(dir.path());
     // users.py and its test changed together once: that is what the map learns.
@@ -87,7 +90,11 @@ async fn the_learned_map_selects_the_co_changed_test_file() {
     );
     assert_eq!(
         out["selection"]["why"]["tests/test_users.py"],
-        json!(["changed together with src/users.py in 1 commit"])
+        json!([
+            "imports src/users.py",
+            "the test file named after src/users.py",
+            "changed together with src/users.py in 1 commit"
+        ])
     );
     assert_eq!(out["command"], "python3 run_tests.py tests/test_users.py");
     assert_eq!(out["tests_run"], 1, "{out:#}");
@@ -98,12 +105,85 @@ async fn the_learned_map_selects_the_co_changed_test_file() {
     );
 }
 
+/// The `encoding.py` miss: every commit that touched `encoding.py` also touched other test
+/// files, never its own, so the learned map links it only to those. A bug in it must still
+/// run `test_encoding.py` (imported through the package's `__init__` re-export, and named
+/// after the module) and fail the step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_s_own_test_is_selected_whatever_history_learned() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::init(&dir.path().join("lib"));
+    repo.write("run_tests.py", PYTHON_RUNNER);
+    repo.write(
+        "lib/__init__.py",
+        "from .encoding import encode\nfrom .models import Model\n",
+    );
+    repo.write(
+        "lib/encoding.py",
+        "def encode(text):\n    return text.encode('utf-8')\n",
+    );
+    repo.write("lib/models.py", "class Model:\n    pass\n");
+    repo.write("lib/api.py", "def get():\n    return 1\n");
+    repo.write(
+        "tests/test_encoding.py",
+        "from lib import encode\n\ndef test_encode():\n    assert encode('é') == b'\\xc3\\xa9'\n",
+    );
+    for name in ["models", "api", "client", "cli"] {
+        repo.write(
+            &format!("tests/test_{name}.py"),
+            "def test_ok():\n    assert True\n",
+        );
+    }
+    repo.commit_all("lib");
+    for round in 0..3 {
+        repo.write(
+            "lib/encoding.py",
+            &format!("def encode(text):\n    # round {round}\n    return text.encode('utf-8')\n"),
+        );
+        for name in ["models", "api", "client", "cli"] {
+            repo.write(
+                &format!("tests/test_{name}.py"),
+                &format!("def test_ok():\n    assert {round} >= 0\n"),
+            );
+        }
+        repo.commit_all(&format!("sweep {round}"));
+    }
+    repo.write(
+        "lib/encoding.py",
+        "def encode(text):\n    return text.encode('latin-1')\n",
+    );
+    let commit = repo.commit_all("encoding: the bug");
+
+    let engine = TestEngine::new(None);
+    let run = engine
+        .test(&repo, &commit, with(json!({ "reruns": 0 })))
+        .await;
+    assert_eq!(
+        run.step.error.as_deref(),
+        Some("1 test(s) failed: tests.test_encoding::test_encode"),
+        "the bug must not pass the pipeline:\n{}",
+        run.logs.join("\n")
+    );
+    let selected = run
+        .logs
+        .iter()
+        .find(|l| l.starts_with("selected: tests/test_encoding.py:"))
+        .unwrap_or_else(|| panic!("{}", run.logs.join("\n")));
+    assert!(
+        selected.contains("imports lib/__init__.py → imports lib/encoding.py"),
+        "{selected}"
+    );
+    assert!(
+        selected.contains("the test file named after lib/encoding.py"),
+        "{selected}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_that_failed_after_a_change_is_selected_the_next_time_the_file_changes() {
     let dir = tempfile::tempdir().unwrap();
     let repo = shop(dir.path());
     let engine = TestEngine::new(None);
-    // Unmapped, so everything runs, and test_orders fails for real.
     repo.write(
         "src/orders.py",
         "def total(items):\n    return sum(items) + 1\n",
@@ -135,18 +215,18 @@ async fn a_test_that_failed_after_a_change_is_selected_the_next_time_the_file_ch
         "{out:#}"
     );
     assert_eq!(
-        out["selection"]["why"]["tests/test_orders.py"],
-        json!(["failed after src/orders.py changed (1 run)"])
+        out["selection"]["why"]["tests/test_orders.py"][2],
+        "failed after src/orders.py changed (1 run)"
     );
     assert_eq!(out["failed"], json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn globs_select_and_an_unknown_file_selects_everything() {
+async fn globs_add_and_a_build_file_selects_everything() {
     let dir = tempfile::tempdir().unwrap();
     let repo = shop(dir.path());
     let engine = TestEngine::new(None);
-    let globs = json!({ "select_globs": { "src/payments/**": ["tests/test_pay*.py"] } });
+    let globs = json!({ "select_globs": { "src/payments/**": ["tests/test_orders.py"] } });
 
     repo.write(
         "src/payments/charge.py",
@@ -157,38 +237,30 @@ async fn globs_select_and_an_unknown_file_selects_everything() {
     let out = run.outputs();
     assert_eq!(
         out["selection"]["tests"],
-        json!(["tests/test_payments.py"]),
+        json!(["tests/test_orders.py", "tests/test_payments.py"]),
         "{out:#}"
     );
     assert_eq!(
-        out["selection"]["why"]["tests/test_payments.py"],
+        out["selection"]["why"]["tests/test_orders.py"],
         json!(["select_globs `src/payments/**` matched src/payments/charge.py"])
     );
-    assert_eq!(out["tests_run"], 1);
+    assert_eq!(out["tests_run"], 2);
 
-    // Without the globs, the same kind of change is unmapped: everything runs.
-    repo.write(
-        "src/payments/charge.py",
-        "def charge(amount):\n    return int(round(amount * 100))\n",
-    );
-    let commit = repo.commit_all("payments: round");
+    // A data file no code names selects nothing; a build file, everything.
+    repo.write("data/rates.xyz", "1.5\n");
+    let commit = repo.commit_all("rates");
     let out = engine
         .test(&repo, &commit, with(json!({})))
         .await
         .outputs()
         .clone();
-    assert_eq!(out["selection"]["all"], true, "{out:#}");
-    assert!(
-        out["selection"]["reasons"][0]
-            .as_str()
-            .unwrap()
-            .contains("no learned or configured test maps it"),
+    assert_eq!(
+        (out["selection"]["all"].clone(), out["tests_run"].clone()),
+        (json!(false), json!(0)),
         "{out:#}"
     );
-
-    // A file type nothing knows: everything, even with the globs.
-    repo.write("data/rates.xyz", "1.5\n");
-    let commit = repo.commit_all("rates");
+    repo.write("requirements.txt", "requests==2.0\n");
+    let commit = repo.commit_all("requirements");
     let out = engine
         .test(&repo, &commit, with(globs))
         .await
@@ -206,7 +278,7 @@ async fn globs_select_and_an_unknown_file_selects_everything() {
         out["selection"]["reasons"][0]
             .as_str()
             .unwrap()
-            .starts_with("data/rates.xyz: "),
+            .starts_with("requirements.txt: "),
         "{out:#}"
     );
     assert_eq!(out["command"], "python3 run_tests.py");
@@ -277,4 +349,67 @@ async fn pytest_is_narrowed_to_the_selected_files_and_its_junit_option_is_read()
     );
     assert_eq!(out["tests_run"], 1, "{out:#}\n{}", run.logs.join("\n"));
     assert_eq!(out["passed"], 1);
+}
+
+/// `PYTHONPATH=src` in the workflow's `env:` and a variable in the step's own reach pytest; a
+/// `command: pytest` without `--junitxml` gets Cairn's report; a test failing once is re-run
+/// and told flaky.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_reaches_pytest_which_gets_cairn_s_report_and_failures_are_re_run() {
+    if !python_has("pytest") {
+        eprintln!("SKIPPED: pytest is not installed (python3 -m pytest)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::init(&dir.path().join("calc"));
+    repo.write("src/calc/__init__.py", "");
+    repo.write("src/calc/ops.py", "def add(a, b):\n    return a + b\n");
+    repo.write(
+        "tests/test_ops.py",
+        "from calc.ops import add\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+    );
+    // Fails on its first run, passes on the next: the counter file lives outside the checkout.
+    repo.write(
+        "tests/test_sometimes.py",
+        "import os\nfrom calc.ops import add\n\ndef test_sometimes():\n    path = os.environ['COUNTER']\n    runs = int(open(path).read()) if os.path.exists(path) else 0\n    open(path, 'w').write(str(runs + 1))\n    assert runs % 2 == 1 and add(1, 1) == 2\n",
+    );
+    repo.write(
+        "tests/test_other.py",
+        "def test_other():\n    assert True\n",
+    );
+    repo.commit_all("calc");
+    repo.write("src/calc/ops.py", "def add(a, b):\n    return b + a\n");
+    let commit = repo.commit_all("ops: commute");
+    let counter = dir.path().join("counter");
+    let definition = format!(
+        "name: tests\nenv:\n  PYTHONPATH: src\nsteps:\n  - id: test\n    agent: test_agent\n    env:\n      COUNTER: {}\n    with:\n      command: python3 -m pytest -q -p no:cacheprovider\n      coverage: false\n",
+        counter.display()
+    );
+    let engine = TestEngine::new(None);
+    let run = engine.run_definition(&repo, &commit, &definition).await;
+    let out = run.outputs();
+    let command = out["command"].as_str().unwrap();
+    assert!(
+        command.starts_with("python3 -m pytest --junitxml=")
+            && !command.contains(repo.path.to_str().unwrap()),
+        "Cairn's report, outside the checkout: {command}"
+    );
+    assert!(
+        command.ends_with(" -q -p no:cacheprovider tests/test_ops.py tests/test_sometimes.py"),
+        "{command}"
+    );
+    assert_eq!(out["tests_run"], 2, "{out:#}\n{}", run.logs.join("\n"));
+    assert_eq!(
+        out["flaky"],
+        json!(["tests.test_sometimes::test_sometimes"]),
+        "{out:#}"
+    );
+    assert_eq!(out["failed"], json!([]));
+    assert!(
+        run.logs.iter().any(|l| l
+            .contains("re-running tests.test_sometimes::test_sometimes (1/2)")
+            && l.ends_with("tests/test_sometimes.py::test_sometimes")),
+        "{}",
+        run.logs.join("\n")
+    );
 }

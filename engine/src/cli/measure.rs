@@ -23,7 +23,8 @@ pub struct MeasureArgs {
     /// How many first-parent commits back from HEAD.
     #[arg(long, default_value_t = 30)]
     pub commits: usize,
-    /// The suite, a `cargo test …` command (`-- args` go to every test binary).
+    /// The suite: a `cargo test …` command (`-- args` go to every test binary), or a pytest
+    /// or `node --test` command (measured by test files; Cairn adds its JUnit report).
     #[arg(long, default_value = DEFAULT_COMMAND)]
     pub command: String,
     /// Scratch directory for the checkout and the shared target dir (kept, so a second run
@@ -33,7 +34,7 @@ pub struct MeasureArgs {
     /// Target directory shared by every commit (default: `<scratch>/target`).
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
-    /// Time limit for one test binary, in seconds.
+    /// Time limit for one test binary (one suite run for file runners), in seconds.
     #[arg(long, default_value_t = 300)]
     pub binary_timeout: u64,
     /// At most this many changed functions get a fault per commit.

@@ -26,6 +26,9 @@ pub struct AgentCall {
     pub logs: LogSink,
     /// The run's store, for agents that keep their own records (test history, builds).
     pub store: Store,
+    /// The workflow's `env:` with the step's own on top (the step wins), for the processes an
+    /// agent runs on the step's behalf (a test runner).
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -705,6 +705,12 @@ async fn perform_attempt(
                 workspace: attempt.workspace.cwd.clone(),
                 logs: logs.clone(),
                 store: attempt.store.clone(),
+                env: attempt
+                    .workflow_env
+                    .iter()
+                    .cloned()
+                    .chain(step.env.clone())
+                    .collect(),
             };
             let Some(running) = agents.start(name, call) else {
                 return Outcome::Failed {

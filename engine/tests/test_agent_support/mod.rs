@@ -134,11 +134,16 @@ impl TestEngine {
     pub async fn test(&self, repo: &Repo, commit: &str, with: Value) -> TestRun {
         let definition =
             format!("name: tests\nsteps:\n  - id: test\n    agent: test_agent\n    with: {with}\n");
+        self.run_definition(repo, commit, &definition).await
+    }
+
+    /// Runs a workflow whose step `test` is the test agent, on `commit` of `repo`.
+    pub async fn run_definition(&self, repo: &Repo, commit: &str, definition: &str) -> TestRun {
         let context =
             json!({ "repo": repo.url(), "commit": commit, "branch": "main", "trigger": "manual" });
         let (run_id, _) = self
             .engine
-            .create_run(&definition, "tests.yaml", None, context)
+            .create_run(definition, "tests.yaml", None, context)
             .expect("create run");
         let state = self.engine.drive(run_id, None).await.expect("drive run");
         let step = self

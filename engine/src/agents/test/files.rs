@@ -51,12 +51,26 @@ pub fn is_test_support(path: &str) -> bool {
 
 /// Every runnable test file tracked at `commit` in the checkout.
 pub fn test_files(workspace: &Path, commit: &str) -> Result<Vec<String>, String> {
-    let listing = git(workspace, &["ls-tree", "-r", "--name-only", commit])?;
-    Ok(listing
-        .lines()
+    Ok(tracked(workspace, commit)?
+        .into_iter()
         .filter(|l| is_test_file(l))
-        .map(str::to_string)
         .collect())
+}
+
+/// Every file tracked at `commit` (paths as git prints them with `core.quotePath` off).
+pub fn tracked(workspace: &Path, commit: &str) -> Result<Vec<String>, String> {
+    let listing = git(
+        workspace,
+        &[
+            "-c",
+            "core.quotePath=off",
+            "ls-tree",
+            "-r",
+            "--name-only",
+            commit,
+        ],
+    )?;
+    Ok(listing.lines().map(str::to_string).collect())
 }
 
 /// The commit's first parent, if it has one.

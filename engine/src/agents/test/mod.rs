@@ -6,10 +6,12 @@
 //! - id: test
 //!   agent: test_agent
 //!   with:
-//!     command: cargo test --workspace   # the runner (default: cargo test --workspace)
+//!     command: cargo test --workspace   # the runner (default: cargo test --workspace); pytest
+//!                                       # and `node --test` get Cairn's JUnit report if none
 //!     format: libtest                   # libtest | junit | go-json (default: from the command)
 //!     junit: target/junit.xml           # where a JUnit-writing runner puts its report
-//!     rerun: "cargo test -- --exact {test}"   # how to re-run one test (default per format)
+//!     rerun: "cargo test -- --exact {test}"   # how to re-run one test: {test}, {file},
+//!                                       # {packages} (default: per runner, see runner.rs)
 //!     reruns: 2                         # re-runs of a failed test before it counts as failed
 //!     select: true                      # change-based selection (forced off for high risk)
 //!                                       # cargo: by module graph, see `rust/`
@@ -22,18 +24,22 @@
 //!     max_proposals: 3                  # proposals per commit
 //! ```
 //!
-//! Runners other than cargo select through the learned file→test map and the globs
-//! (`select_files.rs`, `learn.rs`) and are narrowed to the selected files (`narrow.rs`: pytest,
-//! JavaScript runners, `go test`, or `{tests}` in any command).
+//! Runners other than cargo select the test files the static import graph reaches (`imports/`,
+//! `select_files.rs`), plus a changed file's own test file, the globs and what history learned
+//! (`learn.rs`, which only adds), and are narrowed to them (`narrow.rs`: pytest, node and other
+//! JavaScript runners, `go test`, or `{tests}` in any command). Agent steps get the workflow's
+//! and the step's `env:`.
 
 mod coverage;
 mod files;
 mod flaky;
 pub mod generate;
+pub mod imports;
 mod learn;
 pub mod measure;
 mod narrow;
 mod results;
+mod runner;
 pub mod rust;
 mod select;
 mod select_files;
@@ -78,19 +84,34 @@ struct Config {
 }
 
 impl Config {
-    fn from(with: &Value) -> Result<Config, AgentError> {
+    /// `reports` is where Cairn puts a JUnit report of its own choosing when a runner it
+    /// knows (pytest, node's test runner) was given none.
+    fn from(with: &Value, reports: &Path) -> Result<Config, AgentError> {
         let text = |key: &str| with.get(key).and_then(Value::as_str).map(str::to_string);
-        let command = text("command").unwrap_or_else(|| "cargo test --workspace".into());
+        let mut command = text("command").unwrap_or_else(|| "cargo test --workspace".into());
+        let mut own_report = None;
+        if with.get("format").is_none() && text("junit").is_none() && junit_path(&command).is_none()
+        {
+            let report = reports.join("junit.xml");
+            if let Some(reporting) =
+                runner::with_report(&command, &report).map_err(AgentError::new)?
+            {
+                command = reporting;
+                own_report = Some(report.display().to_string());
+            }
+        }
         let format = match with.get("format") {
             Some(value) => serde_json::from_value(value.clone())
                 .map_err(|_| AgentError::new(format!("with.format: expected libtest, junit or go-json, got {value}")))?,
             // `pytest --junitxml=report.xml` says both the format and where the report goes.
-            None if junit_path(&command).is_some() => Format::Junit,
+            None if junit_path(&command).is_some() || own_report.is_some() => Format::Junit,
             None => Format::for_command(&command).ok_or_else(|| {
                 AgentError::new(format!("with.format: cannot tell the output format of `{command}`; set libtest, junit or go-json"))
             })?,
         };
-        let junit = text("junit").or_else(|| junit_path(&command));
+        let junit = text("junit")
+            .or(own_report)
+            .or_else(|| junit_path(&command));
         if format == Format::Junit && junit.is_none() {
             return Err(AgentError::new(
                 "with.junit: a junit runner needs the report's path",
@@ -139,8 +160,13 @@ async fn run(
     context: AgentContext,
     llm: Option<std::sync::Arc<Router>>,
 ) -> Result<Value, AgentError> {
-    let config = Config::from(&context.with)?;
     let workspace = context.workspace.clone();
+    let reports = workspace
+        .parent()
+        .unwrap_or(&workspace)
+        .join("reports")
+        .join(&context.step_id);
+    let config = Config::from(&context.with, &reports)?;
     let repo = context
         .context
         .get("repo_url")
@@ -257,7 +283,8 @@ async fn run(
         } else {
             command.clone()
         };
-        let (code, output) = execute(&command, &workspace, &context.logs).await?;
+        clear_report(&config, &workspace)?;
+        let (code, output) = execute(&command, &workspace, &context.env, &context.logs).await?;
         let found = collect(&config, &workspace, &output)?;
         if found.is_empty() && code != Some(0) {
             let how = match code {
@@ -275,30 +302,50 @@ async fn run(
     // Re-run each failure to tell flaky from broken.
     let mut flaky = Vec::new();
     let mut failed = Vec::new();
+    let test_files = if results.iter().any(|r| r.outcome == Outcome::Failed) && !commit.is_empty() {
+        files::test_files(&workspace, &commit).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     for result in results.iter().filter(|r| r.outcome == Outcome::Failed) {
         let mut passed_later = false;
-        if let Some(template) = &config.rerun {
-            for attempt in 1..=config.reruns {
-                let rerun = template
-                    .replace("{test}", &result.name)
-                    .replace("{packages}", &packages);
-                context.logs.line(
-                    "engine",
-                    format!(
-                        "re-running {} ({attempt}/{}): {rerun}",
-                        result.id, config.reruns
-                    ),
-                );
-                let (rerun_code, rerun_output) = execute(&rerun, &workspace, &context.logs).await?;
-                let again = collect(&config, &workspace, &rerun_output).unwrap_or_default();
-                let passed = again
+        let rerun = rerun_command(&config, result, &packages, &workspace, &test_files);
+        if rerun.is_none() && config.reruns > 0 {
+            context.logs.line(
+                "engine",
+                format!(
+                    "{}: no way to re-run one test of `{}`; set with.rerun",
+                    result.id, config.command
+                ),
+            );
+        }
+        for attempt in 1..=config.reruns {
+            let Some(rerun) = &rerun else { break };
+            context.logs.line(
+                "engine",
+                format!(
+                    "re-running {} ({attempt}/{}): {rerun}",
+                    result.id, config.reruns
+                ),
+            );
+            clear_report(&config, &workspace)?;
+            let (rerun_code, rerun_output) =
+                execute(rerun, &workspace, &context.env, &context.logs).await?;
+            let again = collect(&config, &workspace, &rerun_output).unwrap_or_default();
+            let passed = if config.format == Format::Junit {
+                // A whole file may have run again: this test's own outcome is what counts.
+                again
+                    .iter()
+                    .any(|r| r.id == result.id && r.outcome == Outcome::Passed)
+            } else {
+                again
                     .iter()
                     .any(|r| r.name == result.name && r.outcome == Outcome::Passed)
-                    && rerun_code == Some(0);
-                if passed {
-                    passed_later = true;
-                    break;
-                }
+                    && rerun_code == Some(0)
+            };
+            if passed {
+                passed_later = true;
+                break;
             }
         }
         if passed_later {
@@ -482,11 +529,13 @@ async fn choose_files(
 ) -> Result<FileSelection, AgentError> {
     let (store, workspace) = (context.store.clone(), context.workspace.clone());
     let (repo, commit, paths) = (repo.to_string(), commit.to_string(), changed.to_vec());
-    let (learned, test_files, links) = tokio::task::spawn_blocking(move || {
+    let (learned, test_files, links, graph) = tokio::task::spawn_blocking(move || {
         let learned = learn::learn_history(&store, &repo, &workspace, &commit);
         let test_files = files::test_files(&workspace, &commit);
         let links = store.test_links(&repo, &paths).map_err(|e| e.to_string());
-        (learned, test_files, links)
+        let graph = files::tracked(&workspace, &commit)
+            .map(|tracked| imports::Graph::build(&workspace, &tracked));
+        (learned, test_files, links, graph)
     })
     .await
     .map_err(|e| AgentError::new(e.to_string()))?;
@@ -502,7 +551,14 @@ async fn choose_files(
     }
     let test_files = test_files.map_err(AgentError::new)?;
     let links = links.map_err(AgentError::new)?;
-    let mut chosen = select_files(changed, &test_files, &config.globs, &links);
+    let graph = graph.map_err(AgentError::new)?;
+    for (language, why) in &graph.unavailable {
+        context.logs.line(
+            "engine",
+            format!("{language} imports not read ({why}): its changes run everything"),
+        );
+    }
+    let mut chosen = select_files(changed, &test_files, &config.globs, &links, &graph);
     if !chosen.all
         && !chosen.tests.is_empty()
         && let Err(why) = narrow::narrow(&config.command, &chosen.tests, &context.workspace)
@@ -540,7 +596,7 @@ async fn coverage_gaps(
     };
     for step in &steps {
         context.logs.line("engine", format!("coverage: {step}"));
-        if let Err(error) = execute(step, workspace, &context.logs).await {
+        if let Err(error) = execute(step, workspace, &context.env, &context.logs).await {
             return (json!({ "unavailable": error.to_string() }), None);
         }
     }
@@ -616,15 +672,85 @@ fn narrow_cargo(command: &str, packages: &str) -> String {
         .to_string()
 }
 
-/// Runs a shell command in the checkout, streaming its output into the step log.
+/// The command re-running one failed test: `with: rerun:` (`{test}`, `{packages}`, `{file}`),
+/// else what the runner allows (`runner.rs`).
+fn rerun_command(
+    config: &Config,
+    result: &TestResult,
+    packages: &str,
+    workspace: &Path,
+    test_files: &[String],
+) -> Option<String> {
+    let file = learn::test_file_of(&result.id, workspace, test_files)
+        .into_iter()
+        .next();
+    if let Some(template) = &config.rerun {
+        if template.contains("{file}") && file.is_none() {
+            return None;
+        }
+        return Some(
+            template
+                .replace("{test}", &result.name)
+                .replace("{packages}", packages)
+                .replace(
+                    "{file}",
+                    &narrow::quote(file.as_deref().unwrap_or_default()),
+                ),
+        );
+    }
+    let classname = result
+        .id
+        .strip_suffix(&format!("::{}", result.name))
+        .unwrap_or_default();
+    runner::rerun(
+        &config.command,
+        file.as_deref(),
+        classname,
+        &result.name,
+        workspace,
+    )
+}
+
+/// Removes the JUnit report a previous command left, so a runner that dies before writing
+/// one is not credited with the old results.
+fn clear_report(config: &Config, dir: &Path) -> Result<(), AgentError> {
+    let Some(junit) = config
+        .junit
+        .as_deref()
+        .filter(|_| config.format == Format::Junit)
+    else {
+        return Ok(());
+    };
+    let path = dir.join(junit);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(AgentError::new(format!(
+            "failed to remove the old JUnit report {}: {e}",
+            path.display()
+        ))),
+        _ => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    AgentError::new(format!("failed to create {}: {e}", parent.display()))
+                })?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs a shell command in the checkout with the step's environment (the workflow's `env:`,
+/// then the step's own), streaming its output into the step log. Every process of a test
+/// run starts here.
 async fn execute(
     command: &str,
     dir: &Path,
+    env: &[(String, String)],
     logs: &LogSink,
 ) -> Result<(Option<i32>, String), AgentError> {
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{command} 2>&1"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,12 +1,12 @@
 //! Narrowing a runner's command to the selected test files: a `{tests}` placeholder in any
 //! command, pytest and JavaScript runners (test files as arguments), `go test` (the packages of
-//! the files and `-run` over the test functions they define).
+//! the files and `-run` over the test functions they define), node's test runner.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Quotes a path for `sh -c` when it needs it.
-fn quote(path: &str) -> String {
+pub fn quote(path: &str) -> String {
     if path
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "/._-+:@=,".contains(c))
@@ -35,7 +35,8 @@ pub fn narrow(command: &str, tests: &[String], workspace: &Path) -> Result<Strin
             .iter()
             .any(|w| *w == word || w.ends_with(&format!("/{word}")))
     };
-    if has("pytest") || has("jest") || has("vitest") || has("mocha") {
+    let node_test = has("node") && words.contains(&"--test");
+    if has("pytest") || has("jest") || has("vitest") || has("mocha") || node_test {
         return Ok(format!("{command} {files}"));
     }
     if words
@@ -119,6 +120,10 @@ mod tests {
         assert_eq!(
             narrow("npm test -- --ci", &files(&["a.test.js"]), here).as_deref(),
             Ok("npm test -- --ci a.test.js")
+        );
+        assert_eq!(
+            narrow("node --test", &files(&["test/a.test.js"]), here).as_deref(),
+            Ok("node --test test/a.test.js")
         );
         assert!(narrow("make check", &tests, here).is_err());
         assert_eq!(full("sh run.sh {tests}"), "sh run.sh");

@@ -1,4 +1,4 @@
-//! `cairn tests measure`: how small and how safe the test agent's Rust selection is on a
+//! `cairn tests measure`: how small and how safe the test agent's selection is on a
 //! repository's real history.
 //!
 //! For each of the last N first-parent commits (oldest first, in one scratch checkout outside
@@ -11,8 +11,12 @@
 //!
 //! A commit whose selection is everything needs no build (every test is kept by definition);
 //! a commit that changes no Rust function has no mutant, so only its fraction is measured.
+//! A suite other than `cargo test` (pytest, node's test runner) is measured by test files
+//! (`files.rs`), with faults in the changed Python and JavaScript functions.
 
+mod files;
 mod mutate;
+mod script_mutants;
 mod suite;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,12 +25,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use mutate::{Candidate, SWITCH, apply, candidates};
+pub use mutate::{CONST_SWITCH, Candidate, SWITCH, apply, candidates};
 pub use suite::SuiteCommand;
 
 use super::rust::{Change, Workspace, changes};
 use super::{Outcome, Selection, select_rust_changes};
 use crate::exec::git;
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,7 +54,7 @@ pub enum Error {
 pub struct Options {
     pub repo: PathBuf,
     pub commits: usize,
-    /// The suite: a `cargo test …` command.
+    /// The suite: a `cargo test …` command, or a pytest / `node --test` command.
     pub command: String,
     /// Where the scratch checkout lives (kept between runs).
     pub scratch: PathBuf,
@@ -84,6 +89,8 @@ pub struct CommitReport {
     pub safety_skipped: Option<String>,
     /// Why nothing was measured, if nothing was.
     pub skipped: Option<String>,
+    /// What else the measure of this commit ran into.
+    pub notes: Vec<String>,
     pub seconds: f64,
 }
 
@@ -124,7 +131,23 @@ pub enum Progress<'a> {
 
 pub fn measure(options: &Options, progress: &mut dyn FnMut(Progress<'_>)) -> Result<Report, Error> {
     let started = Instant::now();
-    let command = SuiteCommand::parse(&options.command)?;
+    // A `cargo test` suite is measured by test binaries; any other by the files it selects.
+    let suite = if options.command.trim_start().starts_with("cargo test") {
+        Suite::Cargo(SuiteCommand::parse(&options.command)?)
+    } else {
+        std::fs::create_dir_all(&options.scratch).map_err(|source| Error::Write {
+            path: options.scratch.clone(),
+            source,
+        })?;
+        let learned = options.scratch.join("learned.db");
+        // What history teaches is learned afresh for each measure.
+        let _ = std::fs::remove_file(&learned);
+        let store = Store::open(&learned).map_err(|e| Error::Command(e.to_string()))?;
+        Suite::Files(
+            files::FileSuite::new(&options.command, &options.scratch)?,
+            store,
+        )
+    };
     let repo = options
         .repo
         .canonicalize()
@@ -158,11 +181,16 @@ pub fn measure(options: &Options, progress: &mut dyn FnMut(Progress<'_>)) -> Res
             subject: &subject,
         });
         let commit_started = Instant::now();
-        let mut report = measure_commit(options, &command, &checkout, commit, progress)
-            .unwrap_or_else(|error| CommitReport {
-                skipped: Some(error.to_string()),
-                ..empty(commit)
-            });
+        let measured = match &suite {
+            Suite::Cargo(command) => measure_commit(options, command, &checkout, commit, progress),
+            Suite::Files(files, store) => {
+                files::measure_commit(options, files, store, &checkout, commit, progress)
+            }
+        };
+        let mut report = measured.unwrap_or_else(|error| CommitReport {
+            skipped: Some(error.to_string()),
+            ..empty(commit)
+        });
         report.subject = subject;
         report.seconds = commit_started.elapsed().as_secs_f64();
         tracing::info!(commit = %commit, fraction = ?report.fraction, revealing = report.revealing.len(), missed = report.missed.len(), "measured");
@@ -174,10 +202,18 @@ pub fn measure(options: &Options, progress: &mut dyn FnMut(Progress<'_>)) -> Res
     let summary = summarize(&reports, started.elapsed().as_secs_f64());
     Ok(Report {
         repo: repo.display().to_string(),
-        command: options.command.clone(),
+        command: match &suite {
+            Suite::Files(files, _) => files.command().to_string(),
+            Suite::Cargo(_) => options.command.clone(),
+        },
         commits: reports,
         summary,
     })
+}
+
+enum Suite {
+    Cargo(SuiteCommand),
+    Files(files::FileSuite, Store),
 }
 
 fn empty(commit: &str) -> CommitReport {
@@ -195,8 +231,32 @@ fn empty(commit: &str) -> CommitReport {
         failing_anyway: Vec::new(),
         safety_skipped: None,
         skipped: None,
+        notes: Vec::new(),
         seconds: 0.0,
     }
+}
+
+/// Copies of the test binaries in `dir` (a later build overwrites the originals).
+fn keep_copies(binaries: &[suite::Binary], dir: &Path) -> Result<Vec<suite::Binary>, Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    binaries
+        .iter()
+        .enumerate()
+        .map(|(index, binary)| {
+            let copy = dir.join(format!("{index}-{}", binary.package));
+            std::fs::copy(&binary.path, &copy).map_err(|source| Error::Write {
+                path: copy.clone(),
+                source,
+            })?;
+            Ok(suite::Binary {
+                path: copy,
+                ..binary.clone()
+            })
+        })
+        .collect()
 }
 
 /// A scratch clone of `repo` with `repo`'s HEAD history fetched (the repository is only read).
@@ -256,7 +316,25 @@ fn measure_commit(
         return Ok(report);
     }
     progress(Progress::Step("building"));
-    let binaries = suite::build(checkout, &options.target_dir, command, &workspace)?;
+    let mut binaries = suite::build(checkout, &options.target_dir, command, &workspace, &[])?;
+    // The clean build runs the re-runs; `const fn` faults need a build of their own.
+    let mut clean = binaries.clone();
+    if mutants.iter().any(|(_, c)| c.constant) {
+        progress(Progress::Step("building with the const fn faults"));
+        clean = keep_copies(&binaries, &options.scratch.join("clean"))?;
+        match suite::build(
+            checkout,
+            &options.target_dir,
+            command,
+            &workspace,
+            &[(mutate::CONST_SWITCH, "1")],
+        ) {
+            Ok(faulty) => binaries = faulty,
+            Err(error) => report.notes.push(format!(
+                "the const fn faults do not compile (a const fn used in a const context): {error}"
+            )),
+        }
+    }
     progress(Progress::Step(if mutants.is_empty() {
         "listing tests"
     } else {
@@ -300,8 +378,14 @@ fn measure_commit(
     progress(Progress::Step("re-running failures without faults"));
     for (index, names) in failed {
         let binary = &binaries[index];
+        let Some(clean_binary) = clean
+            .iter()
+            .find(|c| (&c.package, &c.target) == (&binary.package, &binary.target))
+        else {
+            continue;
+        };
         let clean = suite::run(
-            binary,
+            clean_binary,
             &command.harness_args,
             &names,
             true,
@@ -326,7 +410,8 @@ fn measure_commit(
     Ok(report)
 }
 
-/// Writes fault guards into the functions the commit changed (source files of packages only).
+/// Writes fault guards into the functions the commit changed (source files of packages only),
+/// and into the functions calling a `macro_rules!` macro it changed.
 fn plant(
     checkout: &Path,
     workspace: &Workspace,
@@ -334,6 +419,7 @@ fn plant(
     max: usize,
 ) -> Result<Vec<(String, Candidate)>, Error> {
     let mut all: Vec<(String, Candidate)> = Vec::new();
+    let mut macros: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for change in changed
         .iter()
         .filter(|c| !c.deleted && c.path.ends_with(".rs") && !c.lines.is_empty())
@@ -351,10 +437,47 @@ fn plant(
         let Ok(text) = std::fs::read_to_string(checkout.join(&change.path)) else {
             continue;
         };
-        match candidates(&text, &change.lines) {
-            Ok(found) => all.extend(found.into_iter().map(|c| (change.path.clone(), c))),
+        match mutate::changed(&text, &change.lines) {
+            Ok(found) => {
+                all.extend(
+                    found
+                        .functions
+                        .into_iter()
+                        .map(|c| (change.path.clone(), c)),
+                );
+                if !found.macros.is_empty() {
+                    macros
+                        .entry(package.dir.clone())
+                        .or_default()
+                        .extend(found.macros);
+                }
+            }
             Err(error) => {
                 tracing::warn!(file = %change.path, %error, "no mutant in an unparsable file")
+            }
+        }
+    }
+    // A changed macro is faulty wherever it expands: in the functions of its package calling it.
+    for (dir, names) in &macros {
+        let prefix = if dir.is_empty() {
+            "src/".to_string()
+        } else {
+            format!("{dir}/src/")
+        };
+        let listing = git(checkout, &["ls-files", "--", &prefix]).map_err(Error::Git)?;
+        for file in listing.lines().filter(|f| f.ends_with(".rs")) {
+            let Ok(text) = std::fs::read_to_string(checkout.join(file)) else {
+                continue;
+            };
+            if let Ok(found) = mutate::callers(&text, names) {
+                for candidate in found {
+                    if !all
+                        .iter()
+                        .any(|(f, c)| f == file && c.insert_at == candidate.insert_at)
+                    {
+                        all.push((file.to_string(), candidate));
+                    }
+                }
             }
         }
     }

@@ -48,12 +48,14 @@ impl SuiteCommand {
     }
 }
 
-/// Builds every test binary of the suite in `checkout`, into `target_dir`.
+/// Builds every test binary of the suite in `checkout`, into `target_dir`; `env` is set for
+/// the compiler (what `option_env!` reads).
 pub fn build(
     checkout: &Path,
     target_dir: &Path,
     command: &SuiteCommand,
     workspace: &Workspace,
+    env: &[(&str, &str)],
 ) -> Result<Vec<Binary>, Error> {
     let mut child = Command::new("cargo")
         .arg("test")
@@ -64,6 +66,7 @@ pub fn build(
             "--target-dir",
         ])
         .arg(target_dir)
+        .envs(env.iter().copied())
         .current_dir(checkout)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -49,7 +49,32 @@ pub fn changes(dir: &Path, commit: &str) -> Result<Vec<Change>, String> {
             commit,
         ],
     )?;
-    Ok(parse_patch(&patch))
+    let mut changes = parse_patch(&patch);
+    // A Rust file whose tokens are the same before and after (comments, blank lines,
+    // formatting) changes nothing that compiles: it is not a change to select for.
+    changes.retain(|change| !same_tokens(dir, commit, change));
+    Ok(changes)
+}
+
+/// Whether a changed `.rs` file has the same token stream in the commit and its parent.
+/// Doc comments are tokens (`#[doc = "…"]`), so a doc-test edit still counts.
+fn same_tokens(dir: &Path, commit: &str, change: &Change) -> bool {
+    if change.deleted || change.lines.is_empty() || !change.path.ends_with(".rs") {
+        return false;
+    }
+    let tokens = |revision: String| -> Option<String> {
+        let text = git(dir, &["show", &revision]).ok()?;
+        text.parse::<proc_macro2::TokenStream>()
+            .ok()
+            .map(|t| t.to_string())
+    };
+    match (
+        tokens(format!("{commit}^1:{}", change.path)),
+        tokens(format!("{commit}:{}", change.path)),
+    ) {
+        (Some(old), Some(new)) => old == new,
+        _ => false,
+    }
 }
 
 pub fn parse_patch(patch: &str) -> Vec<Change> {

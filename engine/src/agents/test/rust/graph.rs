@@ -232,9 +232,22 @@ impl Graph {
         let mut edges: Vec<(NodeId, NodeId)> = Vec::new();
         for (id, node) in self.nodes.iter().enumerate() {
             let facts = &node.facts;
+            // A `pub use` the module's own code never names is a re-export: code naming the
+            // item through this module is linked to where the item is defined (`land`), so
+            // the re-exporting module (a crate root) does not reach what it re-exports.
+            // Method calls may need any trait in scope, so a module making them keeps all.
+            let used = |leaf: &&super::parse::UseLeaf| {
+                !leaf.public
+                    || facts.method_calls
+                    || leaf
+                        .alias
+                        .as_ref()
+                        .is_none_or(|alias| facts.names.contains(alias))
+            };
             let paths = facts
                 .uses
                 .iter()
+                .filter(used)
                 .map(|u| &u.path)
                 .chain(facts.references.iter())
                 .chain(facts.macro_calls.iter());
@@ -343,7 +356,7 @@ impl Graph {
                 }
             }
         };
-        self.longest_prefix(target, base, rest)
+        self.land(workspace, target, base, rest, depth)
     }
 
     fn resolve_extern(
@@ -380,22 +393,53 @@ impl Graph {
             else {
                 continue;
             };
-            return self.longest_prefix((q, t), Vec::new(), &path[1..]);
+            return self.land(workspace, (q, t), Vec::new(), &path[1..], 0);
         }
         None
     }
 
+    /// The module a path lands in: its longest known module prefix, then, when the next
+    /// segment is a name that module imports (`pub use a::X` in a crate root), where that
+    /// import leads — the item's own module, not the module re-exporting it.
+    fn land(
+        &self,
+        workspace: &Workspace,
+        target: TargetRef,
+        base: Vec<String>,
+        rest: &[String],
+        depth: usize,
+    ) -> Option<NodeId> {
+        let (id, consumed) = self.longest_prefix(target, base, rest)?;
+        let left = &rest[consumed..];
+        if let Some(first) = left.first()
+            && depth < 8
+            && let Some(import) = self.nodes[id]
+                .facts
+                .uses
+                .iter()
+                .find(|u| u.alias.as_deref() == Some(first.as_str()))
+        {
+            let mut path = import.path.clone();
+            path.extend(left[1..].iter().cloned());
+            if let Some(found) = self.resolve(workspace, id, &path, depth + 1) {
+                return Some(found);
+            }
+        }
+        Some(id)
+    }
+
+    /// The longest known module prefix of `base` + `rest`, and how many of `rest` it took.
     fn longest_prefix(
         &self,
         target: TargetRef,
         mut base: Vec<String>,
         rest: &[String],
-    ) -> Option<NodeId> {
-        let mut best = self.modules.get(&(target, base.clone())).copied();
-        for segment in rest {
+    ) -> Option<(NodeId, usize)> {
+        let mut best = self.modules.get(&(target, base.clone())).map(|&id| (id, 0));
+        for (index, segment) in rest.iter().enumerate() {
             base.push(segment.clone());
             match self.modules.get(&(target, base.clone())) {
-                Some(&id) => best = Some(id),
+                Some(&id) => best = Some((id, index + 1)),
                 None => break,
             }
         }

@@ -26,6 +26,8 @@ pub struct ModDecl {
 pub struct UseLeaf {
     pub alias: Option<String>,
     pub path: RawPath,
+    /// `pub use` (any visibility but private): a re-export others may name through it.
+    pub public: bool,
 }
 
 /// Facts about one module of the file: the file's own module (`path` empty) or an inline one.
@@ -39,6 +41,11 @@ pub struct ModuleFacts {
     pub uses: Vec<UseLeaf>,
     /// Qualified paths named anywhere in the module's own items (two segments or more).
     pub references: Vec<RawPath>,
+    /// The first name of every path the module's code names (`X` in `X::new()`, `f` in
+    /// `f(1)`), also inside macro arguments: whether a `pub use` is also used here.
+    pub names: std::collections::BTreeSet<String>,
+    /// The module calls methods (`x.f()`), which may come from any trait in scope.
+    pub method_calls: bool,
     /// `impl Trait for Type`: the self type's path and the trait's.
     pub impls: Vec<(RawPath, Option<RawPath>)>,
     pub macro_defs: Vec<String>,
@@ -190,7 +197,9 @@ impl Collector {
                 path.push("$crate".to_string());
                 cursor += 2;
             } else if let Some(Flat::Ident(ident)) = flat.get(cursor) {
-                path.push(ident.clone());
+                let ident = ident.clone();
+                self.current().names.insert(ident.clone());
+                path.push(ident);
                 cursor += 1;
             } else {
                 index += 1;
@@ -292,6 +301,10 @@ impl<'ast> Visit<'ast> for Collector {
     fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
         let mut leaves = Vec::new();
         flatten_use(&item.tree, Vec::new(), &mut leaves);
+        let public = !matches!(item.vis, syn::Visibility::Inherited);
+        for leaf in &mut leaves {
+            leaf.public = public;
+        }
         if item.leading_colon.is_some() {
             for leaf in &mut leaves {
                 leaf.path.insert(0, "::".to_string());
@@ -349,8 +362,16 @@ impl<'ast> Visit<'ast> for Collector {
         self.macro_call(mac);
     }
 
+    fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
+        self.current().method_calls = true;
+        syn::visit::visit_expr_method_call(self, call);
+    }
+
     fn visit_path(&mut self, path: &'ast syn::Path) {
         let segments = path_segments(path);
+        if let Some(first) = segments.first() {
+            self.current().names.insert(first.clone());
+        }
         if segments.len() >= 2 {
             self.current().references.push(segments);
         }
@@ -379,6 +400,7 @@ fn flatten_use(tree: &syn::UseTree, prefix: Vec<String>, out: &mut Vec<UseLeaf>)
                 out.push(UseLeaf {
                     alias: prefix.last().cloned(),
                     path: prefix,
+                    public: false,
                 });
             } else {
                 let mut path = prefix;
@@ -386,6 +408,7 @@ fn flatten_use(tree: &syn::UseTree, prefix: Vec<String>, out: &mut Vec<UseLeaf>)
                 out.push(UseLeaf {
                     alias: Some(ident),
                     path,
+                    public: false,
                 });
             }
         }
@@ -399,11 +422,13 @@ fn flatten_use(tree: &syn::UseTree, prefix: Vec<String>, out: &mut Vec<UseLeaf>)
             out.push(UseLeaf {
                 alias: (alias != "_").then_some(alias),
                 path,
+                public: false,
             });
         }
         syn::UseTree::Glob(_) => out.push(UseLeaf {
             alias: None,
             path: prefix,
+            public: false,
         }),
         syn::UseTree::Group(group) => {
             for tree in &group.items {

@@ -305,3 +305,62 @@ fn a_file_outside_every_package_selects_integration_tests_and_the_modules_naming
         selection.reasons
     );
 }
+
+#[test]
+fn crate_root_re_exports_and_comment_only_changes_do_not_reach_everything() {
+    let dir = workspace();
+    let root = dir.path();
+    // The crate root re-exports both modules; each integration test names one item through it.
+    commit(
+        root,
+        &[
+            (
+                "corelib/src/lib.rs",
+                "//! Core.\npub mod math;\npub mod text;\npub use math::double;\npub use text::shout;\n",
+            ),
+            (
+                "corelib/tests/api.rs",
+                "#[test]\nfn doubles() {\n    assert_eq!(corelib::double(2), 4);\n}\n",
+            ),
+            (
+                "corelib/tests/loud.rs",
+                "use corelib::shout;\n\n#[test]\nfn shouts() {\n    assert_eq!(shout(\"a\"), \"A\");\n}\n",
+            ),
+        ],
+    );
+    let selection = commit(
+        root,
+        &[(
+            "corelib/src/math.rs",
+            "pub fn double(x: i32) -> i32 {\n    x + x\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn doubles() {\n        assert_eq!(super::double(2), 4);\n    }\n}\n",
+        )],
+    );
+    assert_eq!(
+        units(&selection),
+        ["corelib lib [math::tests::]", "corelib test:api []"],
+        "the re-export leads `api` to math, and `loud` only to text: {:#?}",
+        selection.reasons
+    );
+    let selection = commit(
+        root,
+        &[(
+            "corelib/src/text.rs",
+            &TEXT.replace("s.to_uppercase()", "s.to_ascii_uppercase()"),
+        )],
+    );
+    assert!(
+        selection.covers("corelib", "test:loud", "shouts")
+            && !selection.covers("corelib", "test:api", "doubles"),
+        "{:#?}",
+        selection.reasons
+    );
+    // Comments and formatting compile to the same tokens: nothing to select.
+    let selection = commit(
+        root,
+        &[(
+            "corelib/src/math.rs",
+            "// Doubling.\npub fn double(x: i32) -> i32 {\n    // twice\n    x   +   x\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn doubles() {\n        assert_eq!(super::double(2), 4);\n    }\n}\n",
+        )],
+    );
+    assert!(selection.nothing(), "{:#?}", selection.reasons);
+}

@@ -1,0 +1,286 @@
+//! The measure for runners that select test files (pytest, node's test runner, any command
+//! whose JUnit report Cairn can read): per commit, the agent's own file selection (import
+//! graph, own test files by name, history learned into a store in the scratch directory),
+//! the fraction of the suite's test cases in the selected files, and safety by mutation:
+//! every changed Python or JavaScript function gets a guard (`script_mutants.rs`), the whole
+//! suite runs with the faults on, the files of the failing tests run again with them off, and
+//! every test failing only with the faults must be in a selected file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::mutate::SWITCH;
+use super::script_mutants;
+use super::{CommitReport, Error, Options, Progress, empty};
+use crate::agents::test::imports::Graph;
+use crate::agents::test::narrow::narrow;
+use crate::agents::test::results::{Outcome, TestResult, parse_junit};
+use crate::agents::test::runner::with_report;
+use crate::agents::test::{SelectGlobs, files, learn, select_files};
+use crate::exec::git;
+use crate::store::Store;
+
+/// The suite command made to write Cairn's JUnit report, and where.
+pub struct FileSuite {
+    command: String,
+    report: std::path::PathBuf,
+}
+
+impl FileSuite {
+    pub fn new(command: &str, scratch: &Path) -> Result<FileSuite, Error> {
+        let report = scratch.join("reports").join("junit.xml");
+        let command = with_report(command, &report)
+            .map_err(Error::Command)?
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--command: `{command}` is neither `cargo test …` nor a runner whose report Cairn writes (pytest, node --test)"
+                ))
+            })?;
+        Ok(FileSuite { command, report })
+    }
+
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+}
+
+pub fn measure_commit(
+    options: &Options,
+    suite: &FileSuite,
+    store: &Store,
+    checkout: &Path,
+    commit: &str,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<CommitReport, Error> {
+    let mut report = empty(commit);
+    git(
+        checkout,
+        &["checkout", "--force", "--quiet", "--detach", commit],
+    )
+    .map_err(Error::Git)?;
+    // Installed dependencies stay; what a previous commit's run left does not.
+    git(
+        checkout,
+        &["clean", "-ffdxq", "-e", "node_modules", "-e", ".venv"],
+    )
+    .map_err(Error::Git)?;
+    progress(Progress::Step("selecting"));
+    let changed: Vec<String> = git(
+        checkout,
+        &[
+            "-c",
+            "core.quotePath=off",
+            "diff-tree",
+            "--name-only",
+            "-r",
+            "--root",
+            "-M",
+            "--no-commit-id",
+            "-m",
+            "--first-parent",
+            commit,
+        ],
+    )
+    .map_err(Error::Git)?
+    .lines()
+    .filter(|l| !l.is_empty())
+    .map(str::to_string)
+    .collect();
+    let tracked = files::tracked(checkout, commit).map_err(Error::Git)?;
+    let test_files: Vec<String> = tracked
+        .iter()
+        .filter(|f| files::is_test_file(f))
+        .cloned()
+        .collect();
+    let graph = Graph::build(checkout, &tracked);
+    let repo_key = options.repo.display().to_string();
+    learn::learn_history(store, &repo_key, checkout, commit).map_err(Error::Command)?;
+    let links = store
+        .test_links(&repo_key, &changed)
+        .map_err(|e| Error::Command(e.to_string()))?;
+    let selection = select_files(
+        &changed,
+        &test_files,
+        &SelectGlobs::default(),
+        &links,
+        &graph,
+    );
+    report.selection_all = selection.all;
+    report.selection_reasons = selection.reasons.clone();
+    if selection.all {
+        report.fraction = Some(1.0);
+        report.safety_skipped =
+            Some("everything selected: every fault-revealing test is kept".into());
+        return Ok(report);
+    }
+    let chosen: BTreeSet<&str> = selection.tests.iter().map(String::as_str).collect();
+    // Faults in the changed functions of source files (test files are what reveals them).
+    let hunks = files::changed_hunks(checkout, commit).map_err(Error::Git)?;
+    let mut mutants = Vec::new();
+    for (file, hunks) in &hunks {
+        if files::is_test_file(file) || mutants.len() >= options.max_mutants {
+            continue;
+        }
+        let lines: Vec<(usize, usize)> = hunks
+            .iter()
+            .filter(|h| h.count > 0)
+            .map(|h| (h.start as usize, (h.start + h.count - 1) as usize))
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        match script_mutants::plant(checkout, file, &lines) {
+            Ok(found) => mutants.extend(found),
+            Err(error) => report.notes.push(error),
+        }
+    }
+    report.mutants = mutants
+        .iter()
+        .map(|m| format!("{}:{} {}", m.file, m.line, m.name))
+        .collect();
+    if mutants.is_empty() && selection.tests.is_empty() {
+        report.fraction = Some(0.0);
+        report.selected = Some(0);
+        report.safety_skipped = Some("no function changed, and no test selected".into());
+        return Ok(report);
+    }
+    progress(Progress::Step(if mutants.is_empty() {
+        "running the suite"
+    } else {
+        "running the suite with faults"
+    }));
+    let results = run(
+        suite,
+        checkout,
+        &suite.command,
+        !mutants.is_empty(),
+        options.binary_timeout,
+    )?;
+    let file_of = |result: &TestResult| -> Option<String> {
+        learn::test_file_of(&result.id, checkout, &test_files)
+            .into_iter()
+            .next()
+    };
+    let mut selected = 0;
+    let mut total = 0;
+    let mut failed: BTreeMap<String, Vec<&TestResult>> = BTreeMap::new();
+    for result in results.iter().filter(|r| r.outcome != Outcome::Ignored) {
+        total += 1;
+        let file = file_of(result);
+        selected += usize::from(file.as_deref().is_some_and(|f| chosen.contains(f)));
+        if result.outcome == Outcome::Failed {
+            failed
+                .entry(file.unwrap_or_default())
+                .or_default()
+                .push(result);
+        }
+    }
+    report.selected = Some(selected);
+    report.total = Some(total);
+    report.fraction = (total > 0).then(|| selected as f64 / total as f64);
+    if mutants.is_empty() {
+        report.safety_skipped = Some("no function changed".into());
+        return Ok(report);
+    }
+    if !failed.is_empty() {
+        progress(Progress::Step("re-running failures without faults"));
+        let known: Vec<String> = failed.keys().filter(|f| !f.is_empty()).cloned().collect();
+        let command = if failed.contains_key("") {
+            suite.command.clone()
+        } else {
+            narrow(&suite.command, &known, checkout).unwrap_or_else(|_| suite.command.clone())
+        };
+        let clean = run(suite, checkout, &command, false, options.binary_timeout)?;
+        for (file, tests) in &failed {
+            for test in tests {
+                let passed = clean
+                    .iter()
+                    .any(|r| r.id == test.id && r.outcome == Outcome::Passed);
+                if passed {
+                    if !chosen.contains(file.as_str()) {
+                        report.missed.push(test.id.clone());
+                    }
+                    report.revealing.push(test.id.clone());
+                } else {
+                    report.failing_anyway.push(test.id.clone());
+                }
+            }
+        }
+    }
+    if report.revealing.is_empty() {
+        report.safety_skipped = Some("no test of the suite revealed the faults".into());
+    }
+    Ok(report)
+}
+
+/// Runs `command` in `checkout` (faults on or off) within `limit`, and reads its report.
+fn run(
+    suite: &FileSuite,
+    checkout: &Path,
+    command: &str,
+    faults: bool,
+    limit: Duration,
+) -> Result<Vec<TestResult>, Error> {
+    match std::fs::remove_file(&suite.report) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::Write {
+                path: suite.report.clone(),
+                source: e,
+            });
+        }
+        _ => {}
+    }
+    let mut process = Command::new("sh");
+    process
+        .arg("-c")
+        .arg(command)
+        .current_dir(checkout)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group, so the time limit stops whatever the suite started.
+        .process_group(0);
+    if faults {
+        process.env(SWITCH, "1");
+    } else {
+        process.env_remove(SWITCH);
+    }
+    let mut child = process
+        .spawn()
+        .map_err(|e| Error::Command(format!("failed to run `{command}`: {e}")))?;
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if started.elapsed() > limit => {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let _ = child.wait();
+                return Err(Error::Command(format!(
+                    "`{command}` ran over its time limit of {}s",
+                    limit.as_secs()
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                return Err(Error::Command(format!(
+                    "failed to wait for `{command}`: {e}"
+                )));
+            }
+        }
+    }
+    let xml = std::fs::read_to_string(&suite.report).map_err(|e| {
+        Error::Command(format!(
+            "`{command}` wrote no report {}: {e}",
+            suite.report.display()
+        ))
+    })?;
+    parse_junit(&xml).map_err(Error::Command)
+}
