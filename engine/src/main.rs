@@ -73,6 +73,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => cli::bench::bench(home, args)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::Doctor(args) => cli::doctor::doctor(home, args),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod analyze;
 pub mod bench;
 pub mod cancel;
 pub mod costs;
+pub mod doctor;
 pub mod graph;
 pub mod logs;
 pub mod measure;
@@ -68,4 +69,6 @@ pub enum Command {
     Costs(costs::CostsArgs),
     /// Measure the engine's durable throughput, or the local model's speed.
     Bench(bench::BenchArgs),
+    /// Report what this machine gives Cairn: the step sandbox and its limits.
+    Doctor(doctor::DoctorArgs),
 }

@@ -26,6 +26,10 @@ pub struct AgentCall {
     pub logs: LogSink,
     /// The run's store, for agents that keep their own records (test history, builds).
     pub store: Store,
+    /// The step's declared sandbox exceptions and limits, for the processes the agent runs
+    /// on the repository's behalf (test suites); see [`super::sandbox`].
+    pub sandbox: crate::pipeline::StepSandbox,
+    pub sandbox_requirement: crate::pipeline::SandboxRequirement,
 }
 
 #[derive(Debug, thiserror::Error)]

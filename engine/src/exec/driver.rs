@@ -158,6 +158,8 @@ impl Engine {
                 known_agents: &names,
             },
         )?;
+        // Refused before a run exists, so nothing is recorded for what cannot run here.
+        super::sandbox::current().admit(workflow.sandbox)?;
         let new = NewRun {
             workflow: workflow.name.clone(),
             source_path,
@@ -311,6 +313,7 @@ impl Engine {
                     context: machine.context_for(index),
                     workspace: workspace.clone(),
                     workflow_env: workflow.env.clone().into_iter().collect(),
+                    requirement: workflow.sandbox,
                 };
                 let agents = self.agents.clone();
                 let done = done_sender.clone();
@@ -467,6 +470,7 @@ struct AttemptContext {
     context: Value,
     workspace: Arc<Workspace>,
     workflow_env: Vec<(String, String)>,
+    requirement: crate::pipeline::SandboxRequirement,
 }
 
 async fn run_attempt(
@@ -509,6 +513,8 @@ async fn run_attempt(
                 env,
                 timeout: step.timeout,
                 output_file,
+                sandbox: step.sandbox.clone(),
+                requirement: attempt.requirement,
             };
             run_command(spec, logs, cancel).await
         }
@@ -523,6 +529,8 @@ async fn run_attempt(
                 workspace: attempt.workspace.cwd.clone(),
                 logs: logs.clone(),
                 store: attempt.store.clone(),
+                sandbox: step.sandbox.clone(),
+                sandbox_requirement: attempt.requirement,
             };
             let Some(running) = agents.start(name, call) else {
                 return Outcome::Failed {

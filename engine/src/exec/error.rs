@@ -17,6 +17,8 @@ pub enum Error {
         run_id: i64,
         state: crate::store::RunState,
     },
+    #[error("the run cannot start: {0}")]
+    Sandbox(#[from] super::sandbox::Error),
     #[error("failed to prepare the workspace of run {run_id}: {message}")]
     Workspace { run_id: i64, message: String },
 }

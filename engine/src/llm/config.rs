@@ -47,6 +47,8 @@ pub struct ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub llm: LlmConfig,
+    /// Read by `pipeline::load_sandbox_settings`; only tolerated here.
+    pub sandbox: serde::de::IgnoredAny,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

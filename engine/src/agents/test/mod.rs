@@ -38,7 +38,7 @@ pub mod rust;
 mod select;
 mod select_files;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde_json::{Value, json};
@@ -50,7 +50,7 @@ pub use select::{Selection, Unit, select_rust, select_rust_changes};
 pub use select_files::{FileSelection, SelectGlobs, select_files};
 
 use super::registry::{Agent, AgentContext, AgentError, AgentFuture};
-use crate::exec::{LogSink, git};
+use crate::exec::{git, sandbox};
 use crate::llm::Router;
 
 pub struct TestAgent {
@@ -257,7 +257,7 @@ async fn run(
         } else {
             command.clone()
         };
-        let (code, output) = execute(&command, &workspace, &context.logs).await?;
+        let (code, output) = execute(&command, &workspace, &context, &[]).await?;
         let found = collect(&config, &workspace, &output)?;
         if found.is_empty() && code != Some(0) {
             return Err(AgentError::new(format!(
@@ -285,7 +285,7 @@ async fn run(
                         result.id, config.reruns
                     ),
                 );
-                let (rerun_code, rerun_output) = execute(&rerun, &workspace, &context.logs).await?;
+                let (rerun_code, rerun_output) = execute(&rerun, &workspace, &context, &[]).await?;
                 let again = collect(&config, &workspace, &rerun_output).unwrap_or_default();
                 let passed = again
                     .iter()
@@ -536,7 +536,7 @@ async fn coverage_gaps(
     };
     for step in &steps {
         context.logs.line("engine", format!("coverage: {step}"));
-        if let Err(error) = execute(step, workspace, &context.logs).await {
+        if let Err(error) = execute(step, workspace, context, std::slice::from_ref(&folder)).await {
             return (json!({ "unavailable": error.to_string() }), None);
         }
     }
@@ -612,21 +612,33 @@ fn narrow_cargo(command: &str, packages: &str) -> String {
         .to_string()
 }
 
-/// Runs a shell command in the checkout, streaming its output into the step log.
+/// Runs a shell command in the checkout, in the step's sandbox, streaming its output into the
+/// step log. `writable` is where it may write beyond the checkout (a coverage report).
 async fn execute(
     command: &str,
     dir: &Path,
-    logs: &LogSink,
+    context: &AgentContext,
+    writable: &[PathBuf],
 ) -> Result<(Option<i32>, String), AgentError> {
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{command} 2>&1"))
-        .current_dir(dir)
+    let logs = &context.logs;
+    let script = format!("{command} 2>&1");
+    let plan = sandbox::Plan {
+        script: &script,
+        cwd: dir,
+        writable: writable.to_vec(),
+        env: Vec::new(),
+        step: &context.sandbox,
+        requirement: context.sandbox_requirement,
+    };
+    let sandbox::Sandboxed { mut command, guard } = sandbox::current()
+        .command(&plan)
+        .map_err(|e| AgentError::new(e.to_string()))?;
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| AgentError::new(format!("failed to start `{command}`: {e}")))?;
+        .map_err(|e| AgentError::new(format!("failed to start `{script}`: {e}")))?;
     let mut output = String::new();
     if let Some(stdout) = child.stdout.take() {
         let mut reader = BufReader::new(stdout);
@@ -646,7 +658,11 @@ async fn execute(
     let status = child
         .wait()
         .await
-        .map_err(|e| AgentError::new(format!("failed to wait for `{command}`: {e}")))?;
+        .map_err(|e| AgentError::new(format!("failed to wait for `{script}`: {e}")))?;
+    if let Some(why) = guard.explain(&status) {
+        logs.line("engine", why.clone());
+        return Err(AgentError::new(format!("`{script}`: {why}")));
+    }
     Ok((status.code(), output))
 }
 
