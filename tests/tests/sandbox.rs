@@ -94,28 +94,28 @@ fn hostile_workflow(sandbox: &Sandbox, first_run: i64, port: u16, docker: bool) 
     );
     let mut text = format!(
         "name: hostile\nconcurrency: 4\nenv: {{ DECLARED: visible-value }}\nsteps:\n\
-  - id: read-db\n    retries: 0\n    on_failure: continue\n    run: cat {db} > /dev/null\n\
-  - id: read-key\n    retries: 0\n    on_failure: continue\n    run: cat {key}\n\
-  - id: other-run\n    retries: 0\n    on_failure: continue\n    run: cat {other}\n\
-  - id: environ\n    retries: 0\n    on_failure: continue\n    run: |\n      \
+\x20 - id: read-db\n    retries: 0\n    on_failure: continue\n    run: cat {db} > /dev/null\n\
+\x20 - id: read-key\n    retries: 0\n    on_failure: continue\n    run: cat {key}\n\
+\x20 - id: other-run\n    retries: 0\n    on_failure: continue\n    run: cat {other}\n\
+\x20 - id: environ\n    retries: 0\n    on_failure: continue\n    run: |\n      \
 for p in $(seq 1 \"$(cat /proc/sys/kernel/pid_max)\"); do\n        \
 if [ -r /proc/$p/environ ] && grep -q CAIRN_TEST_API_KEY /proc/$p/environ 2>/dev/null; then\n          \
 echo \"read the engine's environment at /proc/$p/environ\"; exit 0\n        \
 fi\n      \
 done\n      \
 echo 'no /proc/<pid>/environ here holds the API key' >&2; exit 1\n\
-  - id: own-env\n    retries: 0\n    on_failure: continue\n    run: env | sort\n\
-  - id: docker\n    retries: 0\n    on_failure: continue\n    run: python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); s.connect('/var/run/docker.sock'); print('connected to the Docker socket')\"\n\
-  - id: write-outside\n    retries: 0\n    on_failure: continue\n    run: echo overwritten > {other_write}\n\
-  - id: write-system\n    retries: 0\n    on_failure: continue\n    run: touch /usr/cairn-escaped\n\
-  - id: write-home\n    retries: 0\n    on_failure: continue\n    run: touch \"$HOME/cairn-escaped\"\n\
-  - id: fork-bomb\n    retries: 0\n    on_failure: continue\n    limits: {{ processes: 64 }}\n    run: |\n      \
+\x20 - id: own-env\n    retries: 0\n    on_failure: continue\n    run: env | sort\n\
+\x20 - id: docker\n    retries: 0\n    on_failure: continue\n    run: python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); s.connect('/var/run/docker.sock'); print('connected to the Docker socket')\"\n\
+\x20 - id: write-outside\n    retries: 0\n    on_failure: continue\n    run: echo overwritten > {other_write}\n\
+\x20 - id: write-system\n    retries: 0\n    on_failure: continue\n    run: touch /usr/cairn-escaped\n\
+\x20 - id: write-home\n    retries: 0\n    on_failure: continue\n    run: touch \"$HOME/cairn-escaped\"\n\
+\x20 - id: fork-bomb\n    retries: 0\n    on_failure: continue\n    limits: {{ processes: 64 }}\n    run: |\n      \
 bomb() {{ bomb | bomb & }}\n      bomb\n      sleep 2\n\
-  - id: fill-memory\n    retries: 0\n    on_failure: continue\n    limits: {{ memory: 64MiB }}\n    run: python3 -c \"b = b'x' * (512 << 20); print('filled', len(b))\"\n\
-  - id: fill-disk\n    retries: 0\n    on_failure: continue\n    limits: {{ file_size: 1MiB }}\n    run: head -c 8M /dev/zero > big.bin\n\
-  - id: no-network\n    retries: 0\n    on_failure: continue\n    network: none\n    run: {connect}\n\
-  - id: network\n    retries: 0\n    on_failure: continue\n    run: {connect}\n\
-  - id: declared-write\n    retries: 0\n    on_failure: continue\n    sandbox: {{ write: ['{allowed_dir}'] }}\n    run: echo declared > {allowed}\n"
+\x20 - id: fill-memory\n    retries: 0\n    on_failure: continue\n    limits: {{ memory: 64MiB }}\n    run: python3 -c \"b = b'x' * (512 << 20); print('filled', len(b))\"\n\
+\x20 - id: fill-disk\n    retries: 0\n    on_failure: continue\n    limits: {{ file_size: 1MiB }}\n    run: head -c 8M /dev/zero > big.bin\n\
+\x20 - id: no-network\n    retries: 0\n    on_failure: continue\n    network: none\n    run: {connect}\n\
+\x20 - id: network\n    retries: 0\n    on_failure: continue\n    run: {connect}\n\
+\x20 - id: declared-write\n    retries: 0\n    on_failure: continue\n    sandbox: {{ write: ['{allowed_dir}'] }}\n    run: echo declared > {allowed}\n"
     );
     if docker {
         text.push_str(
@@ -174,9 +174,8 @@ fn hostile_steps_are_denied_or_contained_and_everything_else_carries_on() {
         neighbour_status.success(),
         "a run beside the hostile one must succeed"
     );
-    // The hostile steps fail, `on_failure: continue` lets the run reach `after`; the run is
-    // failed because steps failed, and the engine exits normally.
-    assert_eq!(code, Some(1), "hostile run\n{stdout}\n{stderr}");
+    // The hostile steps fail; `on_failure: continue` lets the run reach `after` and succeed.
+    assert_eq!(code, Some(0), "hostile run\n{stdout}\n{stderr}");
     assert!(
         !stderr.contains(API_KEY) && !stdout.contains(API_KEY),
         "the key leaked to the terminal"
