@@ -3,13 +3,14 @@
 # gcc (static test binaries), haproxy (the deploy agent's proxy), prometheus (the deploy
 # agent's metrics through a Prometheus server, in tests), a running Docker engine (the
 # build and deploy agents; nothing is pulled), a git identity for the commits tests make, and
-# the default local model.
+# the default local model, and bubblewrap (`bwrap`, the step sandbox; its tests need it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 for tool in git make gcc haproxy prometheus; do
     command -v "$tool" >/dev/null || need+=("$tool")
 done
+command -v bwrap >/dev/null || need+=(bubblewrap)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2

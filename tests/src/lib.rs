@@ -149,6 +149,10 @@ impl Sandbox {
             .args(args)
             .current_dir(self.root())
             .env("CAIRN_HOME", &self.home)
+            // These tests exercise the engine with steps that keep journals beside the test's
+            // files, outside their workspaces: what the sandbox denies. `tests/sandbox.rs`
+            // turns it on (`CAIRN_SANDBOX=required`).
+            .env("CAIRN_SANDBOX", "off")
             .env_remove("CAIRN_LOG")
             .stdin(Stdio::null());
         command
@@ -224,16 +228,17 @@ impl Sandbox {
             .unwrap_or_else(|| panic!("no state database at {}", self.db_path().display()))
     }
 
-    /// Pids of live processes started under this sandbox's `CAIRN_HOME` (engines, and the
-    /// step processes that inherit its environment).
+    /// Pids of live processes started under this sandbox's `CAIRN_HOME`: engines, and step
+    /// processes (which get only `CAIRN_WORKSPACE`, a directory below it, of the engine's).
     pub fn processes(&self) -> Vec<i32> {
         let needle = format!("CAIRN_HOME={}", self.home.display());
+        let workspace = format!("CAIRN_WORKSPACE={}/", self.home.display());
         processes_where(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .map(|environ| {
-                    environ
-                        .split(|b| *b == 0)
-                        .any(|var| var == needle.as_bytes())
+                    environ.split(|b| *b == 0).any(|var| {
+                        var == needle.as_bytes() || var.starts_with(workspace.as_bytes())
+                    })
                 })
                 .unwrap_or(false)
         })

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use cairn_engine::agents::Registry;
+use cairn_engine::exec::sandbox::{self, Sandbox};
 use cairn_engine::exec::{Engine, EngineSettings};
 use cairn_engine::store::{RunState, Store};
 
@@ -28,9 +29,9 @@ pub struct BenchArgs {
 pub enum BenchTarget {
     /// Durable engine throughput.
     Engine {
-        /// Steps in each DAG.
-        #[arg(long, default_value_t = 1000)]
-        steps: usize,
+        /// Steps in each DAG (default 1000; 200 with `--sandbox`).
+        #[arg(long)]
+        steps: Option<usize>,
         /// Concurrency limit for the wide DAG (the engine default otherwise).
         #[arg(long, default_value_t = EngineSettings::DEFAULT_CONCURRENCY)]
         concurrency: usize,
@@ -39,6 +40,10 @@ pub enum BenchTarget {
         dir: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Instead: the sandbox's cost per step, a chain of `run: 'true'` steps run
+        /// unsandboxed and then in the configured sandbox (`--steps` defaults to 200 here).
+        #[arg(long)]
+        sandbox: bool,
     },
     /// Analysis time per commit and peak memory over a repository's recent commits.
     Analyze(super::bench_analyze::BenchAnalyzeArgs),
@@ -115,13 +120,35 @@ pub async fn bench(home: Option<PathBuf>, args: &BenchArgs) -> Result<()> {
             concurrency,
             dir,
             json,
+            sandbox,
         } => {
             let settings = Settings::resolve(home, None)?;
             let base = dir.clone().unwrap_or_else(|| settings.home.join("bench"));
             let scratch = base.join(format!("engine-{}", std::process::id()));
             std::fs::create_dir_all(&scratch)
                 .with_context(|| format!("failed to create {}", scratch.display()))?;
-            let report = engine_bench(&scratch, *steps, *concurrency).await;
+            if *sandbox {
+                let report = sandbox_bench(&settings, &scratch, steps.unwrap_or(200)).await;
+                let _ = std::fs::remove_dir_all(&scratch);
+                let report = report?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    println!(
+                        "chain of {} `run: true` steps, sandbox: {}",
+                        report.steps, report.mechanism
+                    );
+                    println!(
+                        "unsandboxed: {:>8.2} ms/step\nsandboxed:   {:>8.2} ms/step\noverhead:    {:>8.2} ms/step",
+                        report.unsandboxed_ms_per_step,
+                        report.sandboxed_ms_per_step,
+                        report.overhead_ms_per_step
+                    );
+                }
+                return Ok(());
+            }
+            let steps = steps.unwrap_or(1000);
+            let report = engine_bench(&scratch, steps, *concurrency).await;
             let _ = std::fs::remove_dir_all(&scratch);
             let report = report?;
             if *json {
@@ -161,6 +188,48 @@ async fn engine_bench(
         deep_steps_per_s: deep,
         wide_vs_raw: wide / raw,
         deep_vs_raw: deep / raw,
+    })
+}
+
+#[derive(Serialize)]
+pub struct SandboxReport {
+    pub steps: usize,
+    pub mechanism: String,
+    pub unsandboxed_ms_per_step: f64,
+    pub sandboxed_ms_per_step: f64,
+    pub overhead_ms_per_step: f64,
+}
+
+/// The same chain of shell steps without and with the sandbox (mechanism, namespaces,
+/// control groups): the difference is what sandboxing costs a step.
+async fn sandbox_bench(
+    settings: &Settings,
+    dir: &std::path::Path,
+    steps: usize,
+) -> Result<SandboxReport> {
+    let sandboxed = settings.sandbox()?;
+    if !sandboxed.mechanism.is_available() {
+        bail!("no sandbox to measure: {}", sandboxed.mechanism.describe());
+    }
+    let mechanism = sandboxed.mechanism.describe();
+    let mut chain = format!("name: bench\nsteps:\n");
+    for i in 0..steps {
+        let _ = writeln!(chain, "  - id: s{i}\n    run: 'true'");
+        if i > 0 {
+            let _ = writeln!(chain, "    depends_on: s{}", i - 1);
+        }
+    }
+    sandbox::install(Sandbox::off());
+    let plain = dag_rate(dir, "plain", &chain).await?;
+    sandbox::install(sandboxed);
+    let boxed = dag_rate(dir, "boxed", &chain).await?;
+    let (plain_ms, boxed_ms) = (1000.0 / plain, 1000.0 / boxed);
+    Ok(SandboxReport {
+        steps,
+        mechanism,
+        unsandboxed_ms_per_step: plain_ms,
+        sandboxed_ms_per_step: boxed_ms,
+        overhead_ms_per_step: boxed_ms - plain_ms,
     })
 }
 

@@ -1,14 +1,19 @@
-//! `cairn doctor`: the slow, thorough look at Cairn's state that ordinary commands skip.
+//! `cairn doctor`: the slow, thorough look at Cairn's state that ordinary commands skip, and
+//! what this machine gives Cairn.
 //!
 //! Every command opens the database with `PRAGMA quick_check` (cheap); the doctor runs the full
 //! `PRAGMA integrity_check` (every index against its table), read-only, so a damaged database
-//! is reported and left exactly as found. Exit 0 when healthy, 3 when something is wrong.
+//! is reported and left exactly as found. It then reports the step sandbox: the mechanism found,
+//! the policy, and how each resource limit is enforced. Exit 0 when healthy, 3 when something is
+//! wrong (a damaged database, or a policy that requires a sandbox this machine cannot give).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 
+use cairn_engine::exec::sandbox::Mechanism;
+use cairn_engine::pipeline::SandboxPolicy;
 use cairn_engine::store::{self, Check};
 
 use super::EXIT_ERROR;
@@ -19,18 +24,28 @@ pub struct DoctorArgs {}
 
 pub fn doctor(home: Option<PathBuf>, _args: &DoctorArgs) -> Result<ExitCode> {
     let settings = Settings::resolve(home, None)?;
+    let healthy = check_database(&settings) & check_sandbox(&settings)?;
+    if healthy {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: cairn doctor found problems (above)");
+        Ok(ExitCode::from(EXIT_ERROR))
+    }
+}
+
+fn check_database(settings: &Settings) -> bool {
     let database = settings.database();
-    let mut healthy = true;
     match std::fs::metadata(&database) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             println!(
                 "database   {}: not created yet (the first run creates it)",
                 database.display()
             );
+            true
         }
         Err(error) => {
-            healthy = false;
             println!("database   {}: cannot be read: {error}", database.display());
+            false
         }
         Ok(metadata) => {
             println!(
@@ -39,18 +54,38 @@ pub fn doctor(home: Option<PathBuf>, _args: &DoctorArgs) -> Result<ExitCode> {
                 metadata.len()
             );
             match store::refuse_damaged(&database, Check::Full) {
-                Ok(()) => println!("integrity  ok (PRAGMA integrity_check)"),
+                Ok(()) => {
+                    println!("integrity  ok (PRAGMA integrity_check)");
+                    true
+                }
                 Err(error) => {
-                    healthy = false;
                     println!("integrity  FAILED: {error}");
+                    false
                 }
             }
         }
     }
-    if healthy {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("error: cairn doctor found problems (above)");
-        Ok(ExitCode::from(EXIT_ERROR))
+}
+
+fn check_sandbox(settings: &Settings) -> Result<bool> {
+    let sandbox = settings.sandbox()?;
+    println!("sandbox: {}", sandbox.mechanism.describe());
+    println!("sandbox policy: {}", sandbox.policy.as_str());
+    for line in sandbox.limit_report() {
+        println!("  {line}");
     }
+    if let Mechanism::Unavailable { why } = &sandbox.mechanism {
+        match sandbox.policy {
+            SandboxPolicy::Required => {
+                eprintln!("error: the policy requires a sandbox and none is available: {why}");
+                return Ok(false);
+            }
+            SandboxPolicy::Auto => eprintln!(
+                "warning: steps would run without a sandbox: {why}; install bubblewrap \
+                 (`apt-get install bubblewrap`)"
+            ),
+            SandboxPolicy::Off => {}
+        }
+    }
+    Ok(true)
 }

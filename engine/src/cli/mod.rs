@@ -102,6 +102,7 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Apply the retention policy now: delete old runs, logs and finished runs' workspaces.
     Gc(gc::GcArgs),
-    /// Check Cairn's state thoroughly (the full database integrity check), changing nothing.
+    /// Check Cairn's state thoroughly (the full database integrity check) and report what this
+    /// machine gives Cairn (the step sandbox and its limits), changing nothing.
     Doctor(doctor::DoctorArgs),
 }

@@ -8,9 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use cairn_engine::agents::Registry;
+use cairn_engine::exec::sandbox::{self, Mechanism, Sandbox};
 use cairn_engine::exec::{Engine, EngineSettings};
 use cairn_engine::llm::{self, Router};
 use cairn_engine::retention::{Retention, WorkspacePolicy};
+use cairn_engine::pipeline::{SandboxPolicy, load_sandbox_settings};
 use cairn_engine::store::Store;
 
 /// Resolved locations and limits for this invocation.
@@ -82,8 +84,38 @@ impl Settings {
         self.home.join("work")
     }
 
+    /// The sandbox from `cairn.yaml`'s `sandbox:` section and `CAIRN_SANDBOX` (which wins),
+    /// with the mechanism detected on this machine.
+    pub fn sandbox(&self) -> Result<Sandbox> {
+        let path = self.config_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(sandbox::Error::ReadConfig { path, source }.into()),
+        };
+        let config = load_sandbox_settings(&path.display().to_string(), &text)
+            .map_err(sandbox::Error::Config)?;
+        let policy = match std::env::var("CAIRN_SANDBOX") {
+            Ok(value) if !value.is_empty() => {
+                Some(SandboxPolicy::parse(&value).ok_or(sandbox::Error::Variable(value.clone()))?)
+            }
+            _ => None,
+        };
+        Ok(Sandbox::detect(&config, policy, &self.home))
+    }
+
     pub fn engine(&self) -> Result<Engine> {
         let store = self.open_store()?;
+        let sandbox = self.sandbox()?;
+        if sandbox.policy == SandboxPolicy::Auto
+            && let Mechanism::Unavailable { why } = &sandbox.mechanism
+        {
+            eprintln!(
+                "warning: steps run without a sandbox: {why}; install bubblewrap, or set \
+                 `sandbox: {{ policy: required }}` in cairn.yaml to refuse to run like this"
+            );
+        }
+        sandbox::install(sandbox);
         let router = Arc::new(self.llm(&store)?);
         let remove_workspaces =
             !self.keep_workspaces && self.retention()?.workspaces == WorkspacePolicy::Remove;

@@ -29,6 +29,10 @@ pub struct AgentCall {
     /// The workflow's `env:` with the step's own on top (the step wins), for the processes an
     /// agent runs on the step's behalf (a test runner).
     pub env: Vec<(String, String)>,
+    /// The step's declared sandbox exceptions and limits, for the processes the agent runs
+    /// on the repository's behalf (test suites); see [`super::sandbox`].
+    pub sandbox: crate::pipeline::StepSandbox,
+    pub sandbox_requirement: crate::pipeline::SandboxRequirement,
 }
 
 #[derive(Debug, thiserror::Error)]

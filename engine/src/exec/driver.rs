@@ -174,6 +174,8 @@ impl Engine {
                 check_with: Some(&check),
             },
         )?;
+        // Refused before a run exists, so nothing is recorded for what cannot run here.
+        super::sandbox::current().admit(workflow.sandbox)?;
         let new = NewRun {
             workflow: workflow.name.clone(),
             source_path,
@@ -377,6 +379,7 @@ impl Engine {
                     context: machine.context_for(index),
                     workspace: workspace.clone(),
                     workflow_env: workflow.env.clone().into_iter().collect(),
+                    requirement: workflow.sandbox,
                 };
                 let agents = self.agents.clone();
                 let cancel = cancel_receiver.clone();
@@ -635,6 +638,7 @@ struct AttemptContext {
     context: Value,
     workspace: Arc<Workspace>,
     workflow_env: Vec<(String, String)>,
+    requirement: crate::pipeline::SandboxRequirement,
 }
 
 async fn run_attempt(
@@ -691,6 +695,8 @@ async fn perform_attempt(
                 timeout: step.timeout,
                 output_file,
                 token: attempt.token.clone(),
+                sandbox: step.sandbox.clone(),
+                requirement: attempt.requirement,
             };
             run_command(spec, logs, cancel).await
         }
@@ -711,6 +717,8 @@ async fn perform_attempt(
                     .cloned()
                     .chain(step.env.clone())
                     .collect(),
+                sandbox: step.sandbox.clone(),
+                sandbox_requirement: attempt.requirement,
             };
             let Some(running) = agents.start(name, call) else {
                 return Outcome::Failed {

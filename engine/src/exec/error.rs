@@ -19,6 +19,8 @@ pub enum Error {
     },
     #[error("a blocking store task failed: {0}")]
     Blocking(String),
+    #[error("the run cannot start: {0}")]
+    Sandbox(#[from] super::sandbox::Error),
     #[error("failed to prepare the workspace of run {run_id}: {message}")]
     Workspace { run_id: i64, message: String },
 }

@@ -11,6 +11,7 @@ mod orphans;
 mod owner;
 mod process;
 mod retry;
+pub mod sandbox;
 mod workspace;
 
 pub use agent::{AgentCall, AgentError, AgentFuture, Agents};

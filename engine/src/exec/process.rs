@@ -13,7 +13,6 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
 use tokio::sync::watch;
 
 use super::logs::{LogSink, MAX_LINE_BYTES};
@@ -39,6 +38,9 @@ pub struct ProcessSpec {
     /// The attempt's `CAIRN_ATTEMPT_TOKEN` (also in `env`): processes that left the step's
     /// process group (`setsid`, a double fork) are found by it and killed with the group.
     pub token: String,
+    /// The step's declared sandbox exceptions and limits, and the workflow's requirement.
+    pub sandbox: crate::pipeline::StepSandbox,
+    pub requirement: crate::pipeline::SandboxRequirement,
 }
 
 pub async fn run_command(
@@ -52,12 +54,21 @@ pub async fn run_command(
             spec.output_file.display()
         ));
     }
-    let mut command = Command::new("sh");
+    // The sandbox makes the `sh -c` command: namespaces, clean environment, limits.
+    let plan = super::sandbox::Plan {
+        script: &spec.command,
+        cwd: &spec.cwd,
+        writable: vec![spec.output_file.clone()],
+        env: spec.env.clone(),
+        step: &spec.sandbox,
+        requirement: spec.requirement,
+    };
+    let super::sandbox::Sandboxed { mut command, guard } =
+        match super::sandbox::current().command(&plan) {
+            Ok(sandboxed) => sandboxed,
+            Err(error) => return spawn_failure(error.to_string()),
+        };
     command
-        .arg("-c")
-        .arg(&spec.command)
-        .current_dir(&spec.cwd)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -127,6 +138,15 @@ pub async fn run_command(
         );
     }
     drain(readers).await;
+    // A limit's kill is the step's own doing: an error saying which limit, not retried.
+    if let Some(message) = status.as_ref().ok().and_then(|s| guard.explain(s)) {
+        logs.line("engine", message.clone());
+        return Outcome::Failed {
+            class: FailureClass::ExitCode,
+            exit_code: status.ok().and_then(|s| s.code()),
+            message,
+        };
+    }
     match status {
         Err(error) => spawn_failure(format!("failed to wait for the step's process: {error}")),
         Ok(status) if status.success() => match read_outputs(&spec.output_file) {

@@ -49,6 +49,8 @@ pub struct Config {
     pub llm: LlmConfig,
     /// Read by `retention::Retention`; accepted unseen here.
     pub retention: Option<serde::de::IgnoredAny>,
+    /// Read by `pipeline::load_sandbox_settings`; only tolerated here.
+    pub sandbox: serde::de::IgnoredAny,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

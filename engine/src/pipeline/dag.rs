@@ -200,9 +200,11 @@ mod tests {
                     on_failure: Default::default(),
                     when: None,
                     env: Default::default(),
+                    sandbox: Default::default(),
                     location: Default::default(),
                 })
                 .collect(),
+            sandbox: Default::default(),
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Workflow {
     pub env: BTreeMap<String, String>,
     /// In file order, which is also the tie-break order for scheduling.
     pub steps: Vec<Step>,
+    /// Top-level `sandbox: required`: refuse to run where no sandbox mechanism exists.
+    pub sandbox: SandboxRequirement,
 }
 
 impl Workflow {
@@ -77,6 +79,8 @@ pub struct Step {
     /// Evaluated against the run context when the step becomes ready; false skips the step.
     pub when: Option<Condition>,
     pub env: BTreeMap<String, String>,
+    /// Declared sandbox exceptions and resource limits (`sandbox:`, `network:`, `limits:`).
+    pub sandbox: StepSandbox,
     /// Where the step starts in its file, for messages about it.
     pub location: Location,
 }
@@ -140,6 +144,107 @@ impl OnFailure {
             Self::Abort => "abort",
             Self::Continue => "continue",
             Self::Retry => "retry",
+        }
+    }
+}
+
+/// Whether a workflow insists on a sandbox (top-level `sandbox:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxRequirement {
+    /// The engine's configured policy decides.
+    #[default]
+    Default,
+    /// Refuse to run where no sandbox mechanism exists, whatever the configuration says.
+    Required,
+}
+
+/// What a step may reach beyond its workspace, and what it may consume. Every field is an
+/// exception to, or a change of, the engine's defaults; empty means none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StepSandbox {
+    /// Absolute or `~/` paths readable beyond the system (for hidden places).
+    pub read: Vec<String>,
+    /// Absolute or `~/` paths writable beyond the workspace and the private `/tmp`.
+    pub write: Vec<String>,
+    /// The Docker socket is visible to the step.
+    pub docker: bool,
+    /// `None`: the default, the host's network.
+    pub network: Option<Network>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    #[default]
+    Host,
+    /// Only a private loopback.
+    None,
+}
+
+/// Per-step resource limits; `None` means the engine's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Bytes of memory for all the step's processes together.
+    pub memory: Option<Limit>,
+    /// Processes (and threads) at once.
+    pub processes: Option<Limit>,
+    /// Bytes in any one file the step writes.
+    pub file_size: Option<Limit>,
+}
+
+impl Limits {
+    /// `self`, with `defaults` where `self` says nothing.
+    pub fn or(self, defaults: Limits) -> Limits {
+        Limits {
+            memory: self.memory.or(defaults.memory),
+            processes: self.processes.or(defaults.processes),
+            file_size: self.file_size.or(defaults.file_size),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Unlimited,
+    At(u64),
+}
+
+impl Limit {
+    pub fn value(self) -> Option<u64> {
+        match self {
+            Limit::Unlimited => None,
+            Limit::At(value) => Some(value),
+        }
+    }
+}
+
+/// The engine's sandbox policy (`sandbox: { policy: }` in `cairn.yaml`, or `CAIRN_SANDBOX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxPolicy {
+    /// Sandbox every step when a mechanism exists; warn at start when none does.
+    #[default]
+    Auto,
+    /// Refuse to run steps when no mechanism exists (for untrusted commits).
+    Required,
+    /// Run steps unsandboxed (environment still cleaned, limits still applied).
+    Off,
+}
+
+impl SandboxPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxPolicy::Auto => "auto",
+            SandboxPolicy::Required => "required",
+            SandboxPolicy::Off => "off",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SandboxPolicy> {
+        match text.trim() {
+            "auto" => Some(SandboxPolicy::Auto),
+            "required" => Some(SandboxPolicy::Required),
+            "off" => Some(SandboxPolicy::Off),
+            _ => None,
         }
     }
 }

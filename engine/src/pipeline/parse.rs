@@ -28,7 +28,11 @@
 //!     on_failure: retry             # abort (default) | continue | retry
 //!     when: risk >= medium          # a condition over the run context (see `condition.rs`)
 //!     env: { KEY: value }           # added to the workflow's env, wins on conflicts
+//!     sandbox: { write: [~/.cache] } # declared sandbox exceptions; `network:`, `limits:`
 //! ```
+//!
+//! The sandbox keys (top-level `sandbox: required`, per-step `sandbox:`, `network:`,
+//! `limits:`) are documented and parsed in `sandbox.rs`.
 //!
 //! Checks made here (all reported at once): YAML syntax, duplicate keys, unknown keys (with a
 //! "did you mean" for near misses), value types, required keys, `run` xor `agent`, `with`
@@ -58,6 +62,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "env",
     "trigger",
     "steps",
+    "sandbox",
 ];
 const TRIGGER_KEYS: &[&str] = &["schedule", "commits", "repositories"];
 const REPOSITORY_KEYS: &[&str] = &["url", "branches"];
@@ -204,6 +209,9 @@ fn parse_workflow(root: &MarkedMappingNode, context: &mut ParseContext<'_>) -> (
         parse_env(node, "`env`", diagnostics)
     });
     let trigger = entry(root, "trigger").and_then(|(_, node)| parse_trigger(node, diagnostics));
+    let sandbox = entry(root, "sandbox").map_or_else(Default::default, |(_, node)| {
+        super::sandbox::parse_requirement(node, diagnostics)
+    });
 
     let mut steps = Vec::new();
     let mut spans = Spans::default();
@@ -240,6 +248,7 @@ fn parse_workflow(root: &MarkedMappingNode, context: &mut ParseContext<'_>) -> (
         concurrency,
         env,
         steps,
+        sandbox,
     };
     (workflow, spans)
 }

@@ -29,6 +29,9 @@ const STEP_KEYS: &[&str] = &[
     "on_failure",
     "when",
     "env",
+    "sandbox",
+    "network",
+    "limits",
 ];
 const RETRY_KEYS: &[&str] = &["count", "backoff", "max_backoff"];
 const ON_FAILURE_VALUES: &[&str] = &["abort", "continue", "retry"];
@@ -141,6 +144,8 @@ pub(crate) fn parse_step(
         parse_env(node, &format!("`env` of {label}"), diagnostics)
     });
 
+    let sandbox = super::sandbox::parse_step_sandbox(mapping, &label, diagnostics);
+
     let id = id.unwrap_or_default();
     let step = Step {
         name: name.unwrap_or_else(|| id.clone()),
@@ -152,6 +157,7 @@ pub(crate) fn parse_step(
         on_failure,
         when,
         env,
+        sandbox,
         location: step_location,
     };
     Some((step, spans))

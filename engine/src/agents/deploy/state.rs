@@ -137,7 +137,7 @@ pub async fn lock(
     mut waiting: impl FnMut(&ServiceLock),
 ) -> Result<ServiceGuard, Error> {
     // Unique per acquisition: two steps of one engine process exclude each other too.
-    let holder = format!("{}/{}", Owner::current(), uuid::Uuid::new_v4());
+    let holder = format!("{}/{:016x}", Owner::current(), rand::random::<u64>());
     let alive = |holder: &str| owner_alive(holder.split('/').next().unwrap_or(holder));
     let deadline = match wait {
         Wait::No => tokio::time::Instant::now(),

@@ -44,7 +44,7 @@ pub mod rust;
 mod select;
 mod select_files;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde_json::{Value, json};
@@ -56,7 +56,7 @@ pub use select::{Selection, Unit, select_rust, select_rust_changes};
 pub use select_files::{FileSelection, SelectGlobs, select_files};
 
 use super::registry::{Agent, AgentContext, AgentError, AgentFuture};
-use crate::exec::{LogSink, git};
+use crate::exec::{git, sandbox};
 use crate::llm::Router;
 
 pub struct TestAgent {
@@ -284,7 +284,7 @@ async fn run(
             command.clone()
         };
         clear_report(&config, &workspace)?;
-        let (code, output) = execute(&command, &workspace, &context.env, &context.logs).await?;
+        let (code, output) = execute(&command, &workspace, &context, &[]).await?;
         let found = collect(&config, &workspace, &output)?;
         if found.is_empty() && code != Some(0) {
             let how = match code {
@@ -330,7 +330,7 @@ async fn run(
             );
             clear_report(&config, &workspace)?;
             let (rerun_code, rerun_output) =
-                execute(rerun, &workspace, &context.env, &context.logs).await?;
+                execute(rerun, &workspace, &context, &[]).await?;
             let again = collect(&config, &workspace, &rerun_output).unwrap_or_default();
             let passed = if config.format == Format::Junit {
                 // A whole file may have run again: this test's own outcome is what counts.
@@ -596,7 +596,7 @@ async fn coverage_gaps(
     };
     for step in &steps {
         context.logs.line("engine", format!("coverage: {step}"));
-        if let Err(error) = execute(step, workspace, &context.env, &context.logs).await {
+        if let Err(error) = execute(step, workspace, context, std::slice::from_ref(&folder)).await {
             return (json!({ "unavailable": error.to_string() }), None);
         }
     }
@@ -738,25 +738,34 @@ fn clear_report(config: &Config, dir: &Path) -> Result<(), AgentError> {
     }
 }
 
-/// Runs a shell command in the checkout with the step's environment (the workflow's `env:`,
-/// then the step's own), streaming its output into the step log. Every process of a test
-/// run starts here.
+/// Runs a shell command in the checkout, in the step's sandbox with the step's environment
+/// (the workflow's `env:`, then the step's own), streaming its output into the
+/// step log. `writable` is where it may write beyond the checkout (a coverage report).
 async fn execute(
     command: &str,
     dir: &Path,
-    env: &[(String, String)],
-    logs: &LogSink,
+    context: &AgentContext,
+    writable: &[PathBuf],
 ) -> Result<(Option<i32>, String), AgentError> {
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{command} 2>&1"))
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(dir)
+    let logs = &context.logs;
+    let script = format!("{command} 2>&1");
+    let plan = sandbox::Plan {
+        script: &script,
+        cwd: dir,
+        writable: writable.to_vec(),
+        env: context.env.clone(),
+        step: &context.sandbox,
+        requirement: context.sandbox_requirement,
+    };
+    let sandbox::Sandboxed { mut command, guard } = sandbox::current()
+        .command(&plan)
+        .map_err(|e| AgentError::new(e.to_string()))?;
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| AgentError::new(format!("failed to start `{command}`: {e}")))?;
+        .map_err(|e| AgentError::new(format!("failed to start `{script}`: {e}")))?;
     let mut output = String::new();
     if let Some(stdout) = child.stdout.take() {
         let mut reader = BufReader::new(stdout);
@@ -776,7 +785,11 @@ async fn execute(
     let status = child
         .wait()
         .await
-        .map_err(|e| AgentError::new(format!("failed to wait for `{command}`: {e}")))?;
+        .map_err(|e| AgentError::new(format!("failed to wait for `{script}`: {e}")))?;
+    if let Some(why) = guard.explain(&status) {
+        logs.line("engine", why.clone());
+        return Err(AgentError::new(format!("`{script}`: {why}")));
+    }
     Ok((status.code(), output))
 }
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 use super::functions::Language;
 use super::propose::{Proposal, Target, placed_text};
 use crate::agents::test::results::{Outcome, parse_libtest};
-use crate::exec::{LogSink, git};
+use crate::exec::{LogSink, git, sandbox};
+use crate::pipeline::{SandboxRequirement, StepSandbox};
 
 /// Passes in a row on the new commit before a test is trusted.
 pub const PASSES_REQUIRED: u32 = 3;
@@ -108,7 +109,7 @@ impl Scratch {
             }
             None => None,
         };
-        let pytest = run_shell("python3 -c 'import pytest'", root, &[])
+        let pytest = run_shell("python3 -c 'import pytest'", root, root, &[])
             .await
             .is_ok_and(|(ok, _)| ok);
         Ok(Scratch {
@@ -165,7 +166,13 @@ impl Scratch {
             return Ok(known.clone());
         }
         Scratch::reset(&self.new)?;
-        let (built, output) = run_shell("cargo test --offline --no-run", &dir, &self.env()).await?;
+        let (built, output) = run_shell(
+            "cargo test --offline --no-run",
+            &dir,
+            &self.root,
+            &self.env(),
+        )
+        .await?;
         let verdict = if built {
             Ok(())
         } else {
@@ -260,6 +267,7 @@ impl Scratch {
                 run_shell(
                     "cargo test --offline --no-run",
                     &crate_dir(dir, &target.path),
+                    &self.root,
                     &self.env(),
                 )
                 .await
@@ -268,6 +276,7 @@ impl Scratch {
                 run_shell(
                     &format!("python3 -m py_compile {}", proposal.test_path),
                     dir,
+                    &self.root,
                     &self.env(),
                 )
                 .await
@@ -288,6 +297,7 @@ impl Scratch {
                 let (ok, output) = run_shell(
                     &format!("cargo test --offline {filter}"),
                     &crate_dir(dir, &target.path),
+                    &self.root,
                     &self.env(),
                 )
                 .await?;
@@ -312,7 +322,7 @@ impl Scratch {
                         proposal.test_path
                     )
                 };
-                run_shell(&command, dir, &self.env()).await
+                run_shell(&command, dir, &self.root, &self.env()).await
             }
         }
     }
@@ -341,31 +351,48 @@ fn crate_dir(root: &Path, file: &str) -> PathBuf {
 }
 
 /// `sh -c command` with its output (stdout and stderr together); `Err` only if it could not
-/// be run at all. A run past the timeout counts as failed.
+/// be run at all. A run past the timeout counts as failed. Proposed code is the model's, so
+/// it runs in the sandbox with no declared exceptions: it may write only below `writable`
+/// (the scratch trees and their build directory).
 pub async fn run_shell(
     command: &str,
     dir: &Path,
+    writable: &Path,
     env: &[(&'static str, String)],
 ) -> Result<(bool, String), String> {
-    let mut process = tokio::process::Command::new("sh");
+    let script = format!("{command} 2>&1");
+    let plan = sandbox::Plan {
+        script: &script,
+        cwd: dir,
+        writable: vec![writable.to_path_buf()],
+        env: env
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.clone()))
+            .collect(),
+        step: &StepSandbox::default(),
+        requirement: SandboxRequirement::Default,
+    };
+    let sandbox::Sandboxed {
+        command: mut process,
+        guard,
+    } = sandbox::current()
+        .command(&plan)
+        .map_err(|e| e.to_string())?;
     process
-        .arg("-c")
-        .arg(format!("{command} 2>&1"))
-        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .kill_on_drop(true);
-    for (key, value) in env {
-        process.env(key, value);
-    }
     let child = process
         .spawn()
         .map_err(|e| format!("failed to start `{command}`: {e}"))?;
     match tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output()).await {
-        Ok(Ok(output)) => Ok((
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        )),
+        Ok(Ok(output)) => {
+            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+            if let Some(why) = guard.explain(&output.status) {
+                text.push_str(&format!("\n{why}"));
+            }
+            Ok((output.status.success(), text))
+        }
         Ok(Err(error)) => Err(format!("failed to wait for `{command}`: {error}")),
         Err(_) => Ok((
             false,
