@@ -43,7 +43,12 @@ async fn a_panicking_agent_fails_its_attempt_and_the_run_ends() {
     );
     let definition = "name: panic\nsteps:\n  - id: boom\n    agent: panics\n  - id: other\n    agent: fine\n  - id: after\n    agent: fine\n    depends_on: boom\n";
     let (run_id, _) = engine
-        .create_run(definition, "panic.yaml", None, json!({ "trigger": "manual" }))
+        .create_run(
+            definition,
+            "panic.yaml",
+            None,
+            json!({ "trigger": "manual" }),
+        )
         .expect("run created");
     let state = tokio::time::timeout(Duration::from_secs(30), engine.drive(run_id, None))
         .await

@@ -238,7 +238,11 @@ async fn strategies_under_load() {
         .map(|a| a.at - a.latency)
         .unwrap_or_default();
     let external = last.saturating_sub(first);
-    let record = engine.history(&service).last().cloned().unwrap_or(Value::Null);
+    let record = engine
+        .history(&service)
+        .last()
+        .cloned()
+        .unwrap_or(Value::Null);
     let (failed, versions) = summarize(&answers);
     println!(
         "bad canary: rolled back; agent-measured {} ms from the first anomalous sample to v3.1 serving all traffic; \
@@ -313,7 +317,11 @@ async fn strategies_under_load() {
         }
         _ => Duration::ZERO,
     };
-    let record = engine.history(&service).last().cloned().unwrap_or(Value::Null);
+    let record = engine
+        .history(&service)
+        .last()
+        .cloned()
+        .unwrap_or(Value::Null);
     let (failed, versions) = summarize(&answers);
     println!(
         "erring canary: rolled back; agent-measured {} ms from the first anomalous sample; canary exposure {} ms; {failed} failed requests, {versions:?}; verdict: {}",
@@ -613,10 +621,7 @@ async fn kill_9_mid_canary_is_recovered_on_resume() {
         .deployment(&service)
         .expect("deployment state")
         .unwrap_or_default();
-    let history = state["history"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let history = state["history"].as_array().cloned().unwrap_or_default();
     let outcomes: Vec<&str> = history
         .iter()
         .filter_map(|r| r["outcome"].as_str())
@@ -967,8 +972,7 @@ async fn deploy_monitor_and_rollback_racing_leave_one_release() {
     );
     let rolling_back = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        cairn_engine::agents::deploy::rollback_run(engine.engine.store(), v2_run_id, "race")
-            .await
+        cairn_engine::agents::deploy::rollback_run(engine.engine.store(), v2_run_id, "race").await
     };
     let ((deploy, monitor), rollback) = tokio::join!(deploying, rolling_back);
     let busy = rollback.expect_err("the rollback meets the canary's lock");
@@ -977,7 +981,12 @@ async fn deploy_monitor_and_rollback_racing_leave_one_release() {
         "the refusal names the holder: {busy}"
     );
     assert_eq!(deploy.state, RunState::Succeeded, "{}", deploy.error());
-    assert_eq!(monitor.step.state.as_str(), "succeeded", "{}", monitor.error());
+    assert_eq!(
+        monitor.step.state.as_str(),
+        "succeeded",
+        "{}",
+        monitor.error()
+    );
 
     // Now the monitor is done: a manual rollback and a second one at once.
     let store = engine.engine.store();
@@ -1002,7 +1011,10 @@ async fn deploy_monitor_and_rollback_racing_leave_one_release() {
         .deployment(&service)
         .expect("state")
         .expect("deployed");
-    let active = state["active"]["version"].as_str().unwrap_or("").to_string();
+    let active = state["active"]["version"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert!(!recent.is_empty());
     assert!(
         recent.iter().all(|a| a.ok && a.version == active),

@@ -7,7 +7,6 @@
 
 #[allow(dead_code)] // Each test binary uses part of the fake server.
 mod support;
-#[allow(dead_code)]
 mod test_agent_support;
 
 use cairn_engine::exec::sandbox::{self, Sandbox};

@@ -63,9 +63,11 @@ fn a_stalled_engine_is_fenced_out_and_the_run_completes_once() {
     kill(engine, Signal::SIGSTOP).expect("SIGSTOP the first engine");
     std::thread::sleep(Duration::from_secs(4));
     let mut second = sandbox.spawn_with_env(&["resume", "-q"], &[("CAIRN_LEASE", LEASE)]);
-    wait_until("the second engine started attempt 2", Duration::from_secs(20), || {
-        lines(&started).len() >= 2
-    });
+    wait_until(
+        "the second engine started attempt 2",
+        Duration::from_secs(20),
+        || lines(&started).len() >= 2,
+    );
     kill(engine, Signal::SIGCONT).expect("SIGCONT the first engine");
 
     let stale = first
@@ -240,10 +242,12 @@ fn timeout_and_cancel_act_on_the_attempt_not_on_its_pipes() {
     let marker = unique_marker("cairn-escaped-timeout");
     // The shell outlives its timeout; the daemon it forked holds the pipes.
     let workflow = escaping_workflow(&sandbox, &marker, "    timeout: 1s\n");
-    let workflow = workflow.replace("escape.yaml", "escape.yaml");
     let text = std::fs::read_to_string(&workflow).expect("workflow");
-    std::fs::write(&workflow, text.replace("echo forked\n", "echo forked\n      sleep 60\n"))
-        .expect("rewrite");
+    std::fs::write(
+        &workflow,
+        text.replace("echo forked\n", "echo forked\n      sleep 60\n"),
+    )
+    .expect("rewrite");
     let started = Instant::now();
     let output = sandbox.cairn_within(&["run", &workflow, "-q"], Duration::from_secs(40));
     assert_eq!(output.code, Some(1), "{output}");
@@ -261,8 +265,11 @@ fn timeout_and_cancel_act_on_the_attempt_not_on_its_pipes() {
     let marker = unique_marker("cairn-escaped-cancel");
     let workflow = escaping_workflow(&sandbox, &marker, "");
     let text = std::fs::read_to_string(&workflow).expect("workflow");
-    std::fs::write(&workflow, text.replace("echo forked\n", "echo forked\n      sleep 60\n"))
-        .expect("rewrite");
+    std::fs::write(
+        &workflow,
+        text.replace("echo forked\n", "echo forked\n      sleep 60\n"),
+    )
+    .expect("rewrite");
     let mut engine = sandbox.spawn(&["run", &workflow, "-q"]);
     let run_id = engine.wait_for_run_id(Duration::from_secs(20));
     wait_until("the daemon runs", Duration::from_secs(20), || {

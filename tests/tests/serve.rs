@@ -646,7 +646,12 @@ fn serves_sharing_a_home_run_each_commit_once() {
     let journal_path = sandbox.path("journal.txt");
     let workflow_path = sandbox.write(
         "watch.yaml",
-        &workflow("watch-twice", "each", &[(&repo.url(), &["main"])], &journal_path),
+        &workflow(
+            "watch-twice",
+            "each",
+            &[(&repo.url(), &["main"])],
+            &journal_path,
+        ),
     );
     let workflow = workflow_path.display().to_string();
     let mut expected = vec![repo.head()];
@@ -673,7 +678,12 @@ fn serves_sharing_a_home_run_each_commit_once() {
             .filter(|((_, c), _)| c == commit)
             .map(|(_, n)| *n)
             .sum::<usize>();
-        assert_eq!(count, 1, "commit {} ran {count} times: {rows:#?}", short(commit));
+        assert_eq!(
+            count,
+            1,
+            "commit {} ran {count} times: {rows:#?}",
+            short(commit)
+        );
     }
     assert_eq!(rows.len(), expected.len(), "{rows:#?}");
     assert_all_succeeded(&rows, "two serves");

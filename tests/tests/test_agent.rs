@@ -28,13 +28,13 @@ fn workspace(sandbox: &Sandbox) -> Repo {
     ] {
         repo.write(
             &format!("{name}/Cargo.toml"),
-            &format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n{deps}"),
+            format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n{deps}"),
         );
     }
     repo.write("core/src/lib.rs", "pub fn double(x: i32) -> i32 { x * 2 }\n#[cfg(test)]\nmod tests { #[test] fn doubles() { assert_eq!(super::double(2), 4); } }\n");
     repo.write(
         "app/src/lib.rs",
-        &format!(
+        format!(
             "pub fn quadruple(x: i32) -> i32 {{ core::double(core::double(x)) }}\n\
              #[cfg(test)]\nmod tests {{\n    #[test] fn quadruples() {{ assert_eq!(super::quadruple(1), 4); }}\n\
              #[test] fn sometimes() {{\n        let path = {counter:?};\n        let n: u32 = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);\n        std::fs::write(path, (n + 1).to_string()).unwrap();\n        assert!(n % 2 == 1, \"fails on even runs\");\n    }}\n}}\n"

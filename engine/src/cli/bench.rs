@@ -212,7 +212,7 @@ async fn sandbox_bench(
         bail!("no sandbox to measure: {}", sandboxed.mechanism.describe());
     }
     let mechanism = sandboxed.mechanism.describe();
-    let mut chain = format!("name: bench\nsteps:\n");
+    let mut chain = "name: bench\nsteps:\n".to_string();
     for i in 0..steps {
         let _ = writeln!(chain, "  - id: s{i}\n    run: 'true'");
         if i > 0 {

@@ -11,8 +11,8 @@ use cairn_engine::agents::Registry;
 use cairn_engine::exec::sandbox::{self, Mechanism, Sandbox};
 use cairn_engine::exec::{Engine, EngineSettings};
 use cairn_engine::llm::{self, Router};
-use cairn_engine::retention::{Retention, WorkspacePolicy};
 use cairn_engine::pipeline::{SandboxPolicy, load_sandbox_settings};
+use cairn_engine::retention::{Retention, WorkspacePolicy};
 use cairn_engine::store::Store;
 
 /// Resolved locations and limits for this invocation.
@@ -131,4 +131,3 @@ impl Settings {
         .remove_workspaces(remove_workspaces))
     }
 }
-

@@ -229,7 +229,7 @@ fn repositories(store: &Store) -> Result<()> {
         return Ok(());
     }
     println!();
-    println!("{:<50} {:<12} {}", "REPOSITORY", "POLL", "DETAIL");
+    println!("{:<50} {:<12} DETAIL", "REPOSITORY", "POLL");
     for repo in &repositories {
         let (state, detail) = match &repo.last_error {
             Some(error) => (format!("failing ×{}", repo.failures), error.clone()),

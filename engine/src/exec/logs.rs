@@ -251,7 +251,13 @@ async fn write_batches(
                 Ok(None) | Err(_) => break,
             }
         }
-        store_batch(&store, fence.as_ref(), std::mem::take(&mut batch), &mut losses).await;
+        store_batch(
+            &store,
+            fence.as_ref(),
+            std::mem::take(&mut batch),
+            &mut losses,
+        )
+        .await;
         for (key, reply) in settles {
             let _ = reply.send(losses.remove(&key));
         }

@@ -16,8 +16,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
 use super::logs::{LogSink, MAX_LINE_BYTES};
-use super::orphans::kill_orphans;
 use super::machine::Outcome;
+use super::orphans::kill_orphans;
 use super::retry::FailureClass;
 
 /// Time between SIGTERM and SIGKILL when a step must stop.
@@ -217,7 +217,10 @@ async fn terminate(group: Option<Pid>, child: &mut tokio::process::Child) {
 async fn drain(readers: [Option<tokio::task::JoinHandle<()>>; 2]) {
     let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
     for mut reader in readers.into_iter().flatten() {
-        if tokio::time::timeout_at(deadline, &mut reader).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut reader)
+            .await
+            .is_err()
+        {
             reader.abort();
         }
     }
@@ -307,7 +310,7 @@ pub fn humanize(duration: Duration) -> String {
     let secs = duration.as_secs();
     if duration.subsec_millis() != 0 && secs < 10 {
         format!("{}ms", duration.as_millis())
-    } else if secs >= 60 && secs % 60 == 0 {
+    } else if secs >= 60 && secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")

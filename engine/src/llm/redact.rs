@@ -129,13 +129,12 @@ fn redact_env_files(text: &str, found: &mut Vec<&'static str>) -> String {
             continue;
         }
         let changed = bare.starts_with('+') || bare.starts_with('-') || bare.starts_with(' ');
-        if inside && changed && !bare.starts_with("+++") && !bare.starts_with("---") {
-            if let Some((key, _)) = bare.split_once('=') {
+        if inside && changed && !bare.starts_with("+++") && !bare.starts_with("---")
+            && let Some((key, _)) = bare.split_once('=') {
                 found.push("env_file");
                 out.push_str(&format!("{key}=[REDACTED:env_file]\n"));
                 continue;
             }
-        }
         out.push_str(line);
     }
     out

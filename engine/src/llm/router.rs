@@ -163,8 +163,8 @@ impl Router {
     ) -> Answer {
         let index = scope.map(|s| s.next.fetch_add(1, Ordering::SeqCst));
         let request_sha256 = request.sha256();
-        if let (Some(scope), Some(index)) = (scope, index) {
-            if let Ok(Some(recorded)) = self.store.recorded_call(
+        if let (Some(scope), Some(index)) = (scope, index)
+            && let Ok(Some(recorded)) = self.store.recorded_call(
                 scope.run_id,
                 &scope.step_id,
                 index,
@@ -173,7 +173,6 @@ impl Router {
             ) {
                 return replayed(recorded, request.task);
             }
-        }
         let started = Instant::now();
         let tiers: &[Tier] = match self.settings.tier(request.task) {
             TierChoice::Local => &[Tier::Local],

@@ -37,9 +37,8 @@ impl Store {
     /// Recent builds of an image repository, oldest first.
     pub fn builds(&self, repository: &str) -> Result<Vec<Value>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT record FROM builds WHERE repository = ?1 ORDER BY at_ms, key",
-        )?;
+        let mut stmt =
+            conn.prepare("SELECT record FROM builds WHERE repository = ?1 ORDER BY at_ms, key")?;
         let rows = stmt.query_map([repository], |row| row.get::<_, String>(0))?;
         rows.map(|text| parse(&text?)).collect()
     }

@@ -278,7 +278,16 @@ impl WriteTxn<'_> {
                 |row| row.get(0),
             )?)
         };
-        let checks: [(&str, Option<i64>, &str, &str, &dyn rusqlite::ToSql, i64); 5] = [
+        // (what, limit, column, filter column, filter value, amount asked)
+        type Check<'v> = (
+            &'static str,
+            Option<i64>,
+            &'static str,
+            &'static str,
+            &'v dyn rusqlite::ToSql,
+            i64,
+        );
+        let checks: [Check<'_>; 5] = [
             (
                 "run tokens",
                 limits.run_tokens.map(|v| v as i64),

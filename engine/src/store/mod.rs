@@ -1,8 +1,8 @@
 //! The durable store: runs, steps, attempts, the append-only event log and step logs, in one
 //! SQLite file. See `ARCHITECTURE.md`, "Durable execution".
 
-mod deployments;
 mod check;
+mod deployments;
 mod error;
 mod llm;
 mod notifications;
@@ -14,13 +14,13 @@ mod state;
 mod test_learning;
 mod tests_history;
 
-pub use deployments::ServiceLock;
 pub use check::{Check, refuse_damaged};
+pub use deployments::ServiceLock;
 pub use error::{Error, Result};
 pub use llm::{BudgetLimits, CachedResponse, CallRecord, CostRow, day_and_month};
 pub use records::{
-    Claim, EventRecord, Fence, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord, StepTransition,
-    StoredLogLine,
+    Claim, EventRecord, Fence, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord,
+    StepTransition, StoredLogLine,
 };
 pub use retention::{Pruned, RetentionPolicy};
 pub use schema::LATEST_VERSION;

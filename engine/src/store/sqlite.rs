@@ -460,6 +460,8 @@ impl WriteTxn<'_> {
     }
 
     /// Closes an attempt row; `state` is succeeded, failed, interrupted or cancelled.
+    // One argument per column of the row it closes; the caller's `Write` is the named form.
+    #[allow(clippy::too_many_arguments)]
     pub fn finish_attempt(
         &self,
         run_id: i64,
@@ -604,7 +606,9 @@ impl WriteTxn<'_> {
         let found: Option<(Option<String>, i64, String)> = self
             .txn
             .prepare_cached("SELECT lease_owner, lease_epoch, state FROM runs WHERE id = ?1")?
-            .query_row([fence.run_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .query_row([fence.run_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
             .optional()?;
         match found {
             Some((Some(owner), epoch, state))

@@ -96,12 +96,10 @@ impl<'e> Poller<'e> {
             if let Some(next) = status
                 .and_then(|s| s.next_attempt_at)
                 .filter(|_| respect_backoff)
-            {
-                if next > now_ms() {
+                && next > now_ms() {
                     report.skipped_backoff.push(url.to_string());
                     continue;
                 }
-            }
             match self.poll(url, watches, &mut report.runs).await {
                 Ok(note) => {
                     if let Some(note) = &note {

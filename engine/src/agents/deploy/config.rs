@@ -301,7 +301,6 @@ impl DeployConfig {
     }
 }
 
-
 /// The analysis thresholds (`min_samples`, `alpha`, `max_error_rate_delta`, `max_latency_ratio`).
 pub(super) fn thresholds(map: &Map<String, Value>) -> Result<Thresholds, Error> {
     Ok(Thresholds {

@@ -141,9 +141,10 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
         ));
     }
     let current = state::load(&call.store, &watch.service)?;
-    let active = current.active.clone().ok_or_else(|| {
-        Error::Config(format!("{} has no active release", watch.service))
-    })?;
+    let active = current
+        .active
+        .clone()
+        .ok_or_else(|| Error::Config(format!("{} has no active release", watch.service)))?;
     let previous = current.retired.last().map(|(_, release)| release.clone());
     let docker = crate::agents::build::docker::connect(&watch.docker_host, None).await?;
     let client = probe::client();

@@ -38,7 +38,8 @@ pub async fn rollback_run(store: &Store, run_id: i64, reason: &str) -> Result<Ve
             continue;
         }
         let proxy = Proxy::new(Path::new(socket), backend);
-        let _traffic = state::lock(store, service, "cairn rollback", state::Wait::No, |_| {}).await?;
+        let _traffic =
+            state::lock(store, service, "cairn rollback", state::Wait::No, |_| {}).await?;
         // Only the release this step deployed is rolled back: once something else serves
         // (an earlier rollback, a newer deploy), rolling back would undo that instead.
         let key = format!("{run_id}/{}", step.step_id);

@@ -75,7 +75,10 @@ fn decode(service: &str, value: Option<serde_json::Value>) -> Result<ServiceStat
 
 /// One service's state (empty when it was never deployed).
 pub fn load(store: &Store, service: &str) -> Result<ServiceState, Error> {
-    decode(service, store.deployment(service).map_err(|e| error(service, e))?)
+    decode(
+        service,
+        store.deployment(service).map_err(|e| error(service, e))?,
+    )
 }
 
 /// Reads, changes and writes back one service's state in one transaction.
@@ -86,12 +89,11 @@ pub fn update<T>(
 ) -> Result<T, Error> {
     store
         .write(|txn| {
-            let mut state = decode(service, txn.deployment(service)?).map_err(|e| {
-                store::Error::BadValue {
+            let mut state =
+                decode(service, txn.deployment(service)?).map_err(|e| store::Error::BadValue {
                     what: "deployments.state",
                     detail: e.to_string(),
-                }
-            })?;
+                })?;
             let result = change(&mut state);
             let value = serde_json::to_value(&state).map_err(|e| store::Error::BadValue {
                 what: "deployments.state",
@@ -184,7 +186,10 @@ mod tests {
     fn round_trips_through_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("cairn.db")).expect("store");
-        assert_eq!(load(&store, "shop").expect("never deployed is empty"), ServiceState::default());
+        assert_eq!(
+            load(&store, "shop").expect("never deployed is empty"),
+            ServiceState::default()
+        );
         let release = Release {
             key: "1/deploy".into(),
             version: "v1".into(),
@@ -223,16 +228,24 @@ mod tests {
             .expect("free");
         let busy = lock(&store, "shop", "rollback", Wait::No, |_| {}).await;
         assert!(
-            busy.as_ref().err().is_some_and(|e| e.to_string().contains("deploy run 1")),
+            busy.as_ref()
+                .err()
+                .is_some_and(|e| e.to_string().contains("deploy run 1")),
             "the holder is named"
         );
         let other = lock(&store, "cart", "deploy run 2", Wait::No, |_| {}).await;
         assert!(other.is_ok(), "other services are independent");
         drop(first);
         let mut waited = false;
-        lock(&store, "shop", "rollback", Wait::Up(Duration::from_secs(1)), |_| waited = true)
-            .await
-            .expect("free again once dropped");
+        lock(
+            &store,
+            "shop",
+            "rollback",
+            Wait::Up(Duration::from_secs(1)),
+            |_| waited = true,
+        )
+        .await
+        .expect("free again once dropped");
         assert!(!waited);
     }
 }

@@ -329,8 +329,7 @@ async fn run(
                 ),
             );
             clear_report(&config, &workspace)?;
-            let (rerun_code, rerun_output) =
-                execute(rerun, &workspace, &context, &[]).await?;
+            let (rerun_code, rerun_output) = execute(rerun, &workspace, &context, &[]).await?;
             let again = collect(&config, &workspace, &rerun_output).unwrap_or_default();
             let passed = if config.format == Format::Junit {
                 // A whole file may have run again: this test's own outcome is what counts.

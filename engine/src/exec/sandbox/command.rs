@@ -231,7 +231,7 @@ impl Sandbox {
 /// `2 GiB`, `64 MiB`, or bytes when not a whole number of a unit: what users wrote.
 fn human(bytes: u64) -> String {
     for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{} {unit}", bytes / size);
         }
     }
