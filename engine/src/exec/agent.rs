@@ -26,6 +26,9 @@ pub struct AgentCall {
     pub logs: LogSink,
     /// The run's store, for agents that keep their own records (test history, builds).
     pub store: Store,
+    /// When the step times out (its `timeout:` from the attempt's start); work with a
+    /// fallback (language-model calls) gives up early enough to use it.
+    pub deadline: Option<std::time::Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]

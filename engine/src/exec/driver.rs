@@ -523,6 +523,7 @@ async fn run_attempt(
                 workspace: attempt.workspace.cwd.clone(),
                 logs: logs.clone(),
                 store: attempt.store.clone(),
+                deadline: step.timeout.map(|t| std::time::Instant::now() + t),
             };
             let Some(running) = agents.start(name, call) else {
                 return Outcome::Failed {
