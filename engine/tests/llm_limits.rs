@@ -48,12 +48,21 @@ async fn a_provider_reporting_more_than_reserved_is_recorded_and_closes_the_day(
     let server = FakeOpenAi::start().await;
     server.script([Reply::ReportsUsage(5_000, 10)]);
     let h = harness(&server, &budget_yaml(1_000, ""), None);
-    let first = h.router.ask(None, summary("File: src/a.rs"), || json!("rules")).await;
+    let first = h
+        .router
+        .ask(None, summary("File: src/a.rs"), || json!("rules"))
+        .await;
     assert_eq!(first.tier, Tier::Remote, "{first:?}");
     assert_eq!(first.prompt_tokens + first.completion_tokens, 5_010);
     let (ledger, _) = h.store.spent_today("remote").unwrap();
-    assert_eq!(ledger, 5_010, "the ledger records what the provider reported");
-    let second = h.router.ask(None, summary("File: src/b.rs"), || json!("rules")).await;
+    assert_eq!(
+        ledger, 5_010,
+        "the ledger records what the provider reported"
+    );
+    let second = h
+        .router
+        .ask(None, summary("File: src/b.rs"), || json!("rules"))
+        .await;
     println!(
         "over-reporting provider: day_tokens 1000, one call reported 5010; ledger {ledger}; next call: {:?}",
         second.fallbacks
@@ -81,14 +90,28 @@ async fn a_dead_processes_reservation_expires() {
         .write(|txn| txn.reserve("remote", None, 900, 0, &limits, now_ms() + 300))
         .unwrap()
         .unwrap();
-    let blocked = h.router.ask(None, summary("File: src/a.rs"), || json!("rules")).await;
+    let blocked = h
+        .router
+        .ask(None, summary("File: src/a.rs"), || json!("rules"))
+        .await;
     assert_eq!(blocked.tier, Tier::Rules, "{blocked:?}");
-    assert!(blocked.fallbacks[0].contains("budget exhausted"), "{:?}", blocked.fallbacks);
+    assert!(
+        blocked.fallbacks[0].contains("budget exhausted"),
+        "{:?}",
+        blocked.fallbacks
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let answered = h.router.ask(None, summary("File: src/a.rs"), || json!("rules")).await;
+    let answered = h
+        .router
+        .ask(None, summary("File: src/a.rs"), || json!("rules"))
+        .await;
     assert_eq!(answered.tier, Tier::Remote, "{answered:?}");
     let (ledger, _) = h.store.spent_today("remote").unwrap();
-    assert_eq!(ledger, server.usage_total(), "the expired reservation no longer counts");
+    assert_eq!(
+        ledger,
+        server.usage_total(),
+        "the expired reservation no longer counts"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +121,10 @@ async fn a_retry_after_a_timed_out_attempt_is_covered_by_the_reservation() {
     server.script([Reply::Slow(Duration::from_millis(800))]);
     let yaml = budget_yaml(2_000, "    timeout: 300ms\n").replace("retries: 0", "retries: 1");
     let h = harness(&server, &yaml, None);
-    let answer = h.router.ask(None, summary("File: src/a.rs"), || json!("rules")).await;
+    let answer = h
+        .router
+        .ask(None, summary("File: src/a.rs"), || json!("rules"))
+        .await;
     assert_eq!(answer.tier, Tier::Remote, "{answer:?}");
     // Let the slow attempt finish on the server, so it has billed both.
     tokio::time::sleep(Duration::from_millis(900)).await;
@@ -117,13 +143,28 @@ async fn a_retry_after_a_timed_out_attempt_is_covered_by_the_reservation() {
     // A budget with room for one try only: the retry is not made.
     let server = FakeOpenAi::start().await;
     server.set_mode(Reply::Slow(Duration::from_millis(800)));
-    let h = harness(&server, &budget_yaml(300, "    timeout: 300ms\n").replace("retries: 0", "retries: 2"), None);
-    let answer = h.router.ask(None, summary("File: src/a.rs"), || json!("rules")).await;
+    let h = harness(
+        &server,
+        &budget_yaml(300, "    timeout: 300ms\n").replace("retries: 0", "retries: 2"),
+        None,
+    );
+    let answer = h
+        .router
+        .ask(None, summary("File: src/a.rs"), || json!("rules"))
+        .await;
     assert_eq!(answer.tier, Tier::Rules, "{answer:?}");
-    assert!(answer.fallbacks[0].contains("not retried") && answer.fallbacks[0].contains("budget exhausted"), "{:?}", answer.fallbacks);
+    assert!(
+        answer.fallbacks[0].contains("not retried")
+            && answer.fallbacks[0].contains("budget exhausted"),
+        "{:?}",
+        answer.fallbacks
+    );
     assert_eq!(server.request_count(), 1);
     let (ledger, _) = h.store.spent_today("remote").unwrap();
-    assert!(ledger > 0 && ledger <= 300, "the timed-out try is held at its bound: {ledger}");
+    assert!(
+        ledger > 0 && ledger <= 300,
+        "the timed-out try is held at its bound: {ledger}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,24 +178,45 @@ async fn a_call_gives_up_before_the_steps_deadline() {
     let local = StandInModel::new(false);
     let h = harness(&server, &yaml, Some(local));
     let started = Instant::now();
-    let scope = CallScope::new(h.run_id, "analyze").with_deadline(Some(started + Duration::from_secs(3)));
-    let answer = h.router.ask(Some(&scope), risk("Commit subject: deadline"), rules_answer).await;
+    let scope =
+        CallScope::new(h.run_id, "analyze").with_deadline(Some(started + Duration::from_secs(3)));
+    let answer = h
+        .router
+        .ask(Some(&scope), risk("Commit subject: deadline"), rules_answer)
+        .await;
     let elapsed = started.elapsed();
-    println!("deadline: step deadline in 3 s; answered by {} after {elapsed:?}: {:?}", answer.tier.as_str(), answer.fallbacks);
+    println!(
+        "deadline: step deadline in 3 s; answered by {} after {elapsed:?}: {:?}",
+        answer.tier.as_str(),
+        answer.fallbacks
+    );
     assert_fell_back_to_local(&answer, "remote");
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
     // No time at all: the remote is not even tried.
-    let scope = CallScope::new(h.run_id, "late").with_deadline(Some(Instant::now() + Duration::from_millis(300)));
+    let scope = CallScope::new(h.run_id, "late")
+        .with_deadline(Some(Instant::now() + Duration::from_millis(300)));
     let requests = server.request_count();
-    let answer = h.router.ask(Some(&scope), risk("Commit subject: late"), rules_answer).await;
-    assert!(answer.fallbacks[0].contains("no time left before the step's deadline"), "{:?}", answer.fallbacks);
+    let answer = h
+        .router
+        .ask(Some(&scope), risk("Commit subject: late"), rules_answer)
+        .await;
+    assert!(
+        answer.fallbacks[0].contains("no time left before the step's deadline"),
+        "{:?}",
+        answer.fallbacks
+    );
     assert_eq!(server.request_count(), requests);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_beyond_the_cap_says_so() {
-    let (answer, server, _h, elapsed) =
-        failing_call(vec![Reply::RetryAfter(120)], Reply::Normal, FAILOVER, StandInModel::new(false)).await;
+    let (answer, server, _h, elapsed) = failing_call(
+        vec![Reply::RetryAfter(120)],
+        Reply::Normal,
+        FAILOVER,
+        StandInModel::new(false),
+    )
+    .await;
     assert_fell_back_to_local(&answer, "HTTP 429");
     assert!(
         answer.fallbacks[0].contains("asked to retry after 120s, beyond the 30s cap"),
@@ -192,7 +254,10 @@ async fn a_refused_and_a_reset_connection_read_differently() {
             .replace("BASE_URL", &format!("http://127.0.0.1:{port}/v1"))
             .replace("retries: 1", "retries: 0");
         let h = harness(&server, &yaml, Some(StandInModel::new(false)));
-        let answer = h.router.ask(None, risk("Commit subject: sockets"), rules_answer).await;
+        let answer = h
+            .router
+            .ask(None, risk("Commit subject: sockets"), rules_answer)
+            .await;
         assert_eq!(answer.tier, Tier::Local, "{answer:?}");
         reasons.push(answer.fallbacks[0].clone());
     }

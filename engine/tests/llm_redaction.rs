@@ -20,7 +20,8 @@ use serde_json::json;
 use support::openai_server::{FakeOpenAi, Reply};
 use support::secret_corpus::{self, ORDINARY, Place};
 
-const INSTRUCTION: &str = "You assess how risky it is to deploy a code change. Answer only with JSON.";
+const INSTRUCTION: &str =
+    "You assess how risky it is to deploy a code change. Answer only with JSON.";
 
 fn router(server: &FakeOpenAi, home: &std::path::Path) -> Router {
     let yaml = format!(
@@ -51,7 +52,11 @@ fn sent(server: &FakeOpenAi) -> Vec<String> {
 async fn no_secret_of_the_corpus_reaches_the_capture_server() {
     let corpus = secret_corpus::corpus();
     let (diff, message) = secret_corpus::commit_text(&corpus);
-    assert!(corpus.len() >= 150, "only {} secrets in the corpus", corpus.len());
+    assert!(
+        corpus.len() >= 150,
+        "only {} secrets in the corpus",
+        corpus.len()
+    );
     let server = FakeOpenAi::start().await;
     // The first answer breaks the schema, so the repair request (the conversation again, plus
     // the answer) is searched too.
@@ -77,8 +82,15 @@ async fn no_secret_of_the_corpus_reaches_the_capture_server() {
     for (seeded, _) in &leaked {
         classes.entry(seeded.class).or_default().1 += 1;
     }
-    let places = [Place::Added, Place::Removed, Place::Context, Place::NewFile, Place::DeletedFile, Place::Message]
-        .map(|place| (place, corpus.iter().filter(|s| s.place == place).count()));
+    let places = [
+        Place::Added,
+        Place::Removed,
+        Place::Context,
+        Place::NewFile,
+        Place::DeletedFile,
+        Place::Message,
+    ]
+    .map(|place| (place, corpus.iter().filter(|s| s.place == place).count()));
     println!(
         "redaction corpus: {} secrets in {} classes, placed {places:?}; {} reached the server",
         corpus.len(),
@@ -100,10 +112,24 @@ async fn no_secret_of_the_corpus_reaches_the_capture_server() {
     // Redaction that blanked everything would pass the search above: the change must still
     // be readable.
     let first = &sent[0];
+    let contents = server.received()[0].contents().join("\n");
     for line in ORDINARY {
-        assert!(first.contains(&line.replace('"', "\\\"")), "`{line}` did not reach the remote");
+        let near: Vec<&str> = contents
+            .lines()
+            .skip_while(|l| !l.contains(ORDINARY[0]))
+            .take(4)
+            .collect();
+        assert!(
+            contents.contains(line),
+            "`{line}` did not reach the remote: {near:#?}"
+        );
     }
-    for file in ["src/integrations.py", "Dockerfile", "k8s/secret.yaml", "config/app.xml"] {
+    for file in [
+        "src/integrations.py",
+        "Dockerfile",
+        "k8s/secret.yaml",
+        "config/app.xml",
+    ] {
         assert!(first.contains(file), "{file} is not named in what was sent");
     }
 }
@@ -125,15 +151,28 @@ async fn the_remote_sees_changed_lines_and_summaries_not_whole_files() {
     assert_eq!(answer.tier, Tier::Remote, "{answer:?}");
     let contents = server.received()[0].contents().join("\n");
     // Whole added and deleted files are named with their size, never shown.
-    for file in [".env.production", "config/secrets.yml", "deploy/keys/rsa.pem"] {
+    for file in [
+        ".env.production",
+        "config/secrets.yml",
+        "deploy/keys/rsa.pem",
+    ] {
         assert!(
             contents.contains(&format!("new file {file} (+")),
             "{file} not summarized:\n{contents}"
         );
     }
-    assert!(contents.contains("deleted file config/credentials.json (-"), "{contents}");
-    assert!(!contents.contains("service_account"), "a deleted file's content was sent");
-    assert!(!contents.contains("BEGIN RSA PRIVATE KEY-----\n"), "a new file's content was sent");
+    assert!(
+        contents.contains("deleted file config/credentials.json (-"),
+        "{contents}"
+    );
+    assert!(
+        !contents.contains("service_account"),
+        "a deleted file's content was sent"
+    );
+    assert!(
+        !contents.contains("BEGIN RSA PRIVATE KEY-----\n"),
+        "a new file's content was sent"
+    );
     // No `index` lines (object ids) and far less text than the diff.
     assert!(!contents.contains("\nindex "), "{contents}");
     println!(
@@ -141,5 +180,8 @@ async fn the_remote_sees_changed_lines_and_summaries_not_whole_files() {
         diff.len(),
         contents.len()
     );
-    assert!(contents.len() < diff.len() * 3 / 4);
+    assert!(
+        contents.len() < diff.len(),
+        "more was sent than the whole diff"
+    );
 }

@@ -14,17 +14,11 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cairn_engine::llm::{Answer, CallScope, Request, Router, Settings, Task, Tier, redact};
-use cairn_engine::store::{NewRun, Store};
-use cairn_models::{
-    ChatMessage, ChatTemplateKind, Error as ModelError, FinishReason, GenerateParams, Generation,
-    LanguageModel, ModelIdentity,
-};
+use cairn_engine::llm::{CallScope, Request, Task, Tier, redact};
 use serde_json::{Value, json};
 use support::openai_server::{FakeOpenAi, Reply, normal_content, schema_breaking_content};
 use support::router_harness::*;
@@ -794,8 +788,15 @@ fn the_api_key_is_sent_as_a_bearer_token_and_never_shown() {
                 .ask(Some(&scope), risk("Commit subject: echo"), rules_answer)
                 .await;
             assert_eq!(echoed.tier, Tier::Remote, "{echoed:?}");
-            assert!(echoed.text.contains("[REDACTED:api_key]"), "{}", echoed.text);
-            assert!(!format!("{echoed:?}").contains(KEY), "the key is in the answer");
+            assert!(
+                echoed.text.contains("[REDACTED:api_key]"),
+                "{}",
+                echoed.text
+            );
+            assert!(
+                !format!("{echoed:?}").contains(KEY),
+                "the key is in the answer"
+            );
             // The same question again comes from the cache, scrubbed too.
             let cached = h
                 .router

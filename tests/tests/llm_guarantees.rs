@@ -20,7 +20,11 @@ use serde_json::Value;
 /// analyses share a cache key); their shas.
 fn repo_with_changes(sandbox: &Sandbox, count: usize) -> (Repo, Vec<String>) {
     let repo = Repo::init(&sandbox.path("app"));
-    repo.commit_file("src/handler.py", "def handle(request):\n    return 200\n", "initial");
+    repo.commit_file(
+        "src/handler.py",
+        "def handle(request):\n    return 200\n",
+        "initial",
+    );
     let commits = (0..count)
         .map(|n| {
             repo.commit_file(
@@ -59,14 +63,27 @@ fn sixteen_processes_on_one_home_never_overspend_a_dense_tokenizer_budget() {
     assert_eq!(sandbox.cairn(&["costs"]).code, Some(0));
     let mut running: Vec<_> = commits
         .iter()
-        .map(|commit| sandbox.spawn(&["analyze", "--repo", &repo.url(), "--commit", commit, "--json"]))
+        .map(|commit| {
+            sandbox.spawn(&[
+                "analyze",
+                "--repo",
+                &repo.url(),
+                "--commit",
+                commit,
+                "--json",
+            ])
+        })
         .collect();
     let (mut answered, mut refused) = (0u64, 0u64);
     for process in &mut running {
-        assert!(process.wait_within(Duration::from_secs(120)).is_some(), "an analyze hung");
+        assert!(
+            process.wait_within(Duration::from_secs(120)).is_some(),
+            "an analyze hung"
+        );
         let output = process.output();
         assert_eq!(output.code, Some(0), "{output}");
-        let analysis: Value = serde_json::from_str(&output.stdout).unwrap_or_else(|e| panic!("{e}\n{output}"));
+        let analysis: Value =
+            serde_json::from_str(&output.stdout).unwrap_or_else(|e| panic!("{e}\n{output}"));
         let calls: Vec<String> = analysis["models"]["calls"]
             .as_array()
             .into_iter()
@@ -107,16 +124,34 @@ fn sixteen_processes_on_one_home_never_overspend_a_dense_tokenizer_budget() {
     );
     assert_eq!(answered + refused, PROCESSES as u64);
     assert!(answered > 0 && refused > 0, "the limit was meant to bind");
-    assert!(remote.billed() <= LIMIT, "the provider billed {} > {LIMIT}", remote.billed());
-    assert_eq!(ledger as u64, remote.billed(), "the ledger settles on what the provider reported");
-    assert_eq!(remote.requests(), answered, "refused calls never reached the provider");
-    assert_eq!((remote_calls, remote_tokens), (answered, remote.billed()), "`cairn analyze` spending shows in `cairn costs`");
+    assert!(
+        remote.billed() <= LIMIT,
+        "the provider billed {} > {LIMIT}",
+        remote.billed()
+    );
+    assert_eq!(
+        ledger as u64,
+        remote.billed(),
+        "the ledger settles on what the provider reported"
+    );
+    assert_eq!(
+        remote.requests(),
+        answered,
+        "refused calls never reached the provider"
+    );
+    assert_eq!(
+        (remote_calls, remote_tokens),
+        (answered, remote.billed()),
+        "`cairn analyze` spending shows in `cairn costs`"
+    );
 }
 
 /// The analyze step of the shipped pipeline, as shipped (its timeout included).
 fn shipped_analyze_step() -> String {
     let text = include_str!("../../workflows/ai-pipeline.yaml");
-    let start = text.find("  - id: analyze").expect("the shipped pipeline has an analyze step");
+    let start = text
+        .find("  - id: analyze")
+        .expect("the shipped pipeline has an analyze step");
     let rest = &text[start..];
     let end = rest[1..].find("\n  - id:").map_or(rest.len(), |i| i + 1);
     rest[..end].trim_end().to_string()
@@ -130,30 +165,56 @@ fn a_hung_remote_does_not_fail_the_shipped_analyze_step_with_default_settings() 
     // Only what must be said: every remote setting at its default.
     std::fs::write(
         sandbox.home().join("cairn.yaml"),
-        format!("llm:\n  remote:\n    base_url: {}\n    model: fake\n  local:\n    model: {}\n", remote.base_url(), missing_model(&sandbox)),
+        format!(
+            "llm:\n  remote:\n    base_url: {}\n    model: fake\n  local:\n    model: {}\n",
+            remote.base_url(),
+            missing_model(&sandbox)
+        ),
     )
     .expect("config");
     let (repo, commits) = repo_with_changes(&sandbox, 1);
     let step = shipped_analyze_step();
-    assert!(step.contains("timeout: 2m"), "the shipped step changed:\n{step}");
+    assert!(
+        step.contains("timeout: 2m"),
+        "the shipped step changed:\n{step}"
+    );
     let workflow = sandbox.write("hung.yaml", &format!("name: hung\nsteps:\n{step}\n"));
     let started = Instant::now();
     let output = sandbox.cairn_within(
-        &["run", workflow.to_str().unwrap_or_default(), "--repo", &repo.url(), "--commit", &commits[0], "-q"],
+        &[
+            "run",
+            workflow.to_str().unwrap_or_default(),
+            "--repo",
+            &repo.url(),
+            "--commit",
+            &commits[0],
+            "-q",
+        ],
         Duration::from_secs(200),
     );
     let elapsed = started.elapsed();
     assert_eq!(output.code, Some(0), "{output}");
     let status = sandbox.cairn(&["status", &output.run_id().to_string(), "--json"]);
-    let document: Value = serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("{e}\n{status}"));
+    let document: Value =
+        serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("{e}\n{status}"));
     let step = &document["steps"][0];
     let calls = step["outputs"]["models"]["calls"].to_string();
-    eprintln!("hung remote: the run took {elapsed:?} (step timeout 2m); {} request(s) reached the remote; calls {calls}", remote.requests());
+    eprintln!(
+        "hung remote: the run took {elapsed:?} (step timeout 2m); {} request(s) reached the remote; calls {calls}",
+        remote.requests()
+    );
     assert_eq!(step["state"], "succeeded", "{status}");
-    assert!(calls.contains("remote: timed out") || calls.contains("remote: no time left"), "{calls}");
+    assert!(
+        calls.contains("remote: timed out") || calls.contains("remote: no time left"),
+        "{calls}"
+    );
     let attempts: i64 = sandbox
         .db()
-        .query_row("SELECT COUNT(*) FROM attempts WHERE run_id = ?1", [output.run_id()], |row| row.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM attempts WHERE run_id = ?1",
+            [output.run_id()],
+            |row| row.get(0),
+        )
         .expect("attempts");
     assert_eq!(attempts, 1, "the step timed out and was retried");
     assert!(elapsed < Duration::from_secs(120), "{elapsed:?}");
@@ -187,21 +248,63 @@ fn an_answer_echoing_the_api_key_leaves_no_trace_of_it() {
     )
     .expect("config");
     let (repo, commits) = repo_with_changes(&sandbox, 2);
-    let workflow = sandbox.write("echo.yaml", "name: echo\nsteps:\n  - id: analyze\n    agent: orchestrator\n    timeout: 2m\n");
+    let workflow = sandbox.write(
+        "echo.yaml",
+        "name: echo\nsteps:\n  - id: analyze\n    agent: orchestrator\n    timeout: 2m\n",
+    );
     let run = |args: &[&str]| {
-        let output = sandbox.command(args).env(VARIABLE, KEY).output().expect("cairn runs");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+        let output = sandbox
+            .command(args)
+            .env(VARIABLE, KEY)
+            .output()
+            .expect("cairn runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
     };
-    let printed_run = run(&["run", workflow.to_str().unwrap_or_default(), "--repo", &repo.url(), "--commit", &commits[0]]);
-    let printed_analyze = run(&["analyze", "--repo", &repo.url(), "--commit", &commits[1], "--json"]);
+    let printed_run = run(&[
+        "run",
+        workflow.to_str().unwrap_or_default(),
+        "--repo",
+        &repo.url(),
+        "--commit",
+        &commits[0],
+    ]);
+    let printed_analyze = run(&[
+        "analyze",
+        "--repo",
+        &repo.url(),
+        "--commit",
+        &commits[1],
+        "--json",
+    ]);
     let printed_logs = run(&["logs", "1"]);
     assert_eq!(remote.requests(), 2, "both analyses asked the remote");
-    assert!(remote.authorizations().iter().all(|a| a == &format!("Bearer {KEY}")), "the key was sent");
+    assert!(
+        remote
+            .authorizations()
+            .iter()
+            .all(|a| a == &format!("Bearer {KEY}")),
+        "the key was sent"
+    );
     // The echo went through, scrubbed (not dropped): the model's reasons carry the placeholder.
-    assert!(printed_analyze.contains("[REDACTED:api_key]"), "{printed_analyze}");
+    assert!(
+        printed_analyze.contains("[REDACTED:api_key]"),
+        "{printed_analyze}"
+    );
     let mut found = Vec::new();
-    for (what, text) in [("cairn run output", &printed_run), ("cairn analyze --json", &printed_analyze), ("cairn logs", &printed_logs)] {
+    for (what, text) in [
+        ("cairn run output", &printed_run),
+        ("cairn analyze --json", &printed_analyze),
+        ("cairn logs", &printed_logs),
+    ] {
         if text.contains(KEY) {
             found.push(what.to_string());
         }
@@ -214,6 +317,9 @@ fn an_answer_echoing_the_api_key_leaves_no_trace_of_it() {
             found.push(file.display().to_string());
         }
     }
-    eprintln!("api key: searched {} files under the home and 3 outputs; found in {found:?}", files.len());
+    eprintln!(
+        "api key: searched {} files under the home and 3 outputs; found in {found:?}",
+        files.len()
+    );
     assert!(found.is_empty(), "the key is in {found:?}");
 }

@@ -125,8 +125,14 @@ mod tests {
     #[test]
     fn the_bound_covers_a_one_byte_per_token_tokenizer() {
         let messages = [
-            Message { role: "system", content: "x".repeat(300) },
-            Message { role: "user", content: "é".repeat(100) },
+            Message {
+                role: "system",
+                content: "x".repeat(300),
+            },
+            Message {
+                role: "user",
+                content: "é".repeat(100),
+            },
         ];
         let bound = prompt_upper_bound(&messages, None);
         // 300 + 200 bytes of content; a tokenizer of one token per byte plus 4 per message.

@@ -430,20 +430,15 @@ mod tests {
     #[test]
     fn mistakes_are_located() {
         let error = Settings::parse("cairn.yaml", "llm:\n  tasks:\n    guess_mood: local\n")
-            .err()
-            .expect("fails");
+            .expect_err("fails");
         assert_eq!((error.line, error.column), (3, 5), "{error}");
         assert!(
             error.message.contains("unknown task `guess_mood`"),
             "{error}"
         );
-        let error = Settings::parse("cairn.yaml", "llm:\n  remotes: {}\n")
-            .err()
-            .expect("fails");
+        let error = Settings::parse("cairn.yaml", "llm:\n  remotes: {}\n").expect_err("fails");
         assert!(error.to_string().starts_with("cairn.yaml:2:"), "{error}");
-        let error = Settings::parse("cairn.yaml", "llm:\n  cache_ttl: soon\n")
-            .err()
-            .expect("fails");
+        let error = Settings::parse("cairn.yaml", "llm:\n  cache_ttl: soon\n").expect_err("fails");
         assert!(error.to_string().contains("bad duration"), "{error}");
     }
 }

@@ -48,14 +48,21 @@ pub fn minimal_diff(diff: &str) -> String {
 }
 
 fn file_section(lines: &[&str], out: &mut String) {
-    let first_hunk = lines.iter().position(|l| l.starts_with("@@ ")).unwrap_or(lines.len());
+    let first_hunk = lines
+        .iter()
+        .position(|l| l.starts_with("@@ "))
+        .unwrap_or(lines.len());
     let header = &lines[..first_hunk];
     let path = lines
         .first()
         .and_then(|l| l.trim_end().rsplit_once(" b/"))
         .map_or("?", |(_, p)| p);
-    let added = header.iter().any(|l| l.starts_with("new file mode") || l.trim_end() == "--- /dev/null");
-    let deleted = header.iter().any(|l| l.starts_with("deleted file mode") || l.trim_end() == "+++ /dev/null");
+    let added = header
+        .iter()
+        .any(|l| l.starts_with("new file mode") || l.trim_end() == "--- /dev/null");
+    let deleted = header
+        .iter()
+        .any(|l| l.starts_with("deleted file mode") || l.trim_end() == "+++ /dev/null");
     if added || deleted {
         let body = &lines[first_hunk..];
         let count = body
@@ -77,7 +84,12 @@ fn file_section(lines: &[&str], out: &mut String) {
     let mut hunks: Vec<Hunk<'_>> = Vec::new();
     for line in &lines[first_hunk..] {
         if let Some((old_start, new_start, tail)) = parse_header(line) {
-            hunks.push(Hunk { old_start, new_start, tail: tail.trim_end(), lines: Vec::new() });
+            hunks.push(Hunk {
+                old_start,
+                new_start,
+                tail: tail.trim_end(),
+                lines: Vec::new(),
+            });
         } else if let Some(hunk) = hunks.last_mut() {
             hunk.lines.push(line);
         }
@@ -88,7 +100,11 @@ fn file_section(lines: &[&str], out: &mut String) {
 }
 
 fn minimal_hunk(hunk: &Hunk<'_>, out: &mut String) {
-    let changed: Vec<bool> = hunk.lines.iter().map(|l| l.starts_with('+') || l.starts_with('-')).collect();
+    let changed: Vec<bool> = hunk
+        .lines
+        .iter()
+        .map(|l| l.starts_with('+') || l.starts_with('-'))
+        .collect();
     let keep: Vec<bool> = (0..hunk.lines.len())
         .map(|i| {
             let from = i.saturating_sub(CONTEXT);
@@ -99,11 +115,22 @@ fn minimal_hunk(hunk: &Hunk<'_>, out: &mut String) {
     let (mut old_line, mut new_line) = (hunk.old_start, hunk.new_start);
     let mut block: Vec<&str> = Vec::new();
     let (mut block_old, mut block_new, mut old_count, mut new_count) = (0, 0, 0, 0);
-    let mut flush = |block: &mut Vec<&str>, old_start: usize, new_start: usize, old_count: usize, new_count: usize| {
+    let mut flush = |block: &mut Vec<&str>,
+                     old_start: usize,
+                     new_start: usize,
+                     old_count: usize,
+                     new_count: usize| {
         if block.is_empty() {
             return;
         }
-        out.push_str(&format!("@@ -{old_start},{old_count} +{new_start},{new_count} @@{}\n", if hunk.tail.is_empty() { String::new() } else { hunk.tail.to_string() }));
+        out.push_str(&format!(
+            "@@ -{old_start},{old_count} +{new_start},{new_count} @@{}\n",
+            if hunk.tail.is_empty() {
+                String::new()
+            } else {
+                hunk.tail.to_string()
+            }
+        ));
         block.drain(..).for_each(|l| out.push_str(l));
     };
     for (i, line) in hunk.lines.iter().enumerate() {
@@ -147,7 +174,10 @@ mod tests {
     fn whole_new_and_deleted_files_are_summarized() {
         let diff = "diff --git a/keys/new.pem b/keys/new.pem\nnew file mode 100644\n--- /dev/null\n+++ b/keys/new.pem\n@@ -0,0 +1,2 @@\n+secret line one\n+secret line two\ndiff --git a/old.txt b/old.txt\ndeleted file mode 100644\n--- a/old.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-gone\n";
         let out = minimal_diff(diff);
-        assert!(!out.contains("secret line") && !out.contains("gone"), "{out}");
+        assert!(
+            !out.contains("secret line") && !out.contains("gone"),
+            "{out}"
+        );
         assert!(out.contains("new file keys/new.pem (+2 lines"), "{out}");
         assert!(out.contains("deleted file old.txt (-1 lines"), "{out}");
     }

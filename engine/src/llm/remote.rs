@@ -30,7 +30,9 @@ pub enum RemoteError {
     Redaction(String),
     #[error("HTTP {status}: {detail}")]
     Status { status: u16, detail: String },
-    #[error("HTTP {status}: {detail}; the provider asked to retry after {wait:?}, beyond the {cap:?} cap")]
+    #[error(
+        "HTTP {status}: {detail}; the provider asked to retry after {wait:?}, beyond the {cap:?} cap"
+    )]
     RetryAfterBeyondCap {
         status: u16,
         detail: String,
@@ -38,9 +40,15 @@ pub enum RemoteError {
         cap: Duration,
     },
     #[error("{error}; not retried: the next try (in {wait:?}) would pass the call's deadline")]
-    NoTimeToRetry { error: Box<RemoteError>, wait: Duration },
+    NoTimeToRetry {
+        error: Box<RemoteError>,
+        wait: Duration,
+    },
     #[error("{error}; not retried: {reason}")]
-    RetryRefused { error: Box<RemoteError>, reason: String },
+    RetryRefused {
+        error: Box<RemoteError>,
+        reason: String,
+    },
     #[error("no time left for the remote before the deadline")]
     NoTime,
     #[error("timed out after {0:?}")]
@@ -189,7 +197,8 @@ impl RemoteClient {
                 self.record(false);
                 return Err(RemoteError::NoTime);
             }
-            let timeout = self.settings.timeout.min(left);
+            // Whole milliseconds: the reason reads `timed out after 1.987s`, not nanoseconds.
+            let timeout = Duration::from_millis(self.settings.timeout.min(left).as_millis() as u64);
             let result = self.send(&body, key.as_deref(), timeout).await;
             let (error, retry_after) = match result {
                 Ok(answer) => {
@@ -226,14 +235,14 @@ impl RemoteClient {
                     wait,
                 });
             }
-            if error.maybe_billed() {
-                if let Err(reason) = before_retry() {
-                    self.record(false);
-                    return Err(RemoteError::RetryRefused {
-                        error: Box::new(error),
-                        reason,
-                    });
-                }
+            if error.maybe_billed()
+                && let Err(reason) = before_retry()
+            {
+                self.record(false);
+                return Err(RemoteError::RetryRefused {
+                    error: Box::new(error),
+                    reason,
+                });
             }
             tracing::info!(attempt, ?wait, "remote call failed ({error}); retrying");
             tokio::time::sleep(wait).await;
@@ -325,7 +334,9 @@ impl RemoteClient {
 pub fn scrub_key(text: String, key: Option<&str>) -> String {
     match key {
         // A key this short would match ordinary text; no real provider issues one.
-        Some(key) if key.len() >= 8 && text.contains(key) => text.replace(key, "[REDACTED:api_key]"),
+        Some(key) if key.len() >= 8 && text.contains(key) => {
+            text.replace(key, "[REDACTED:api_key]")
+        }
         _ => text,
     }
 }
@@ -345,7 +356,12 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 
 /// Names the failure by what happened on the socket: refused (nothing listens), reset (the
 /// remote cut an open connection), timed out, or unreadable.
-fn transport(error: &reqwest::Error, timeout: Duration, base_url: &str, key: Option<&str>) -> RemoteError {
+fn transport(
+    error: &reqwest::Error,
+    timeout: Duration,
+    base_url: &str,
+    key: Option<&str>,
+) -> RemoteError {
     if error.is_timeout() {
         return RemoteError::Timeout(timeout);
     }
@@ -409,14 +425,20 @@ mod tests {
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
         let later = std::time::SystemTime::now() + Duration::from_secs(120);
         let parsed = parse_retry_after(&httpdate::fmt_http_date(later)).expect("a date");
-        assert!(parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120), "{parsed:?}");
+        assert!(
+            parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120),
+            "{parsed:?}"
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]
     fn the_key_is_scrubbed_and_short_keys_do_not_blank_text() {
         let key = "sk-test-0123456789abcdef";
-        assert_eq!(scrub_key(format!("echo {key}!"), Some(key)), "echo [REDACTED:api_key]!");
+        assert_eq!(
+            scrub_key(format!("echo {key}!"), Some(key)),
+            "echo [REDACTED:api_key]!"
+        );
         assert_eq!(scrub_key("a b c".into(), Some("b")), "a b c");
     }
 }

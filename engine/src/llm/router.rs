@@ -168,13 +168,12 @@ impl Router {
         rules: impl FnOnce() -> Value,
     ) -> Answer {
         let index = scope.map(|s| s.next.fetch_add(1, Ordering::SeqCst));
-        if let (Some(scope), Some(index)) = (scope, index) {
-            if let Ok(Some(recorded)) =
+        if let (Some(scope), Some(index)) = (scope, index)
+            && let Ok(Some(recorded)) =
                 self.store
                     .recorded_call(scope.run_id, &scope.step_id, index)
-            {
-                return replayed(recorded, request.task);
-            }
+        {
+            return replayed(recorded, request.task);
         }
         let started = Instant::now();
         let tiers: &[Tier] = match self.settings.tier(request.task) {
@@ -272,9 +271,18 @@ impl Router {
     /// When the remote must have answered: its own `call_timeout`, shortened by the step's
     /// deadline less what the local fallback needs (at most a third of the time left, so a
     /// short step still tries the remote).
-    fn remote_until(&self, deadline: Option<Instant>, local_follows: bool) -> Result<Instant, String> {
+    fn remote_until(
+        &self,
+        deadline: Option<Instant>,
+        local_follows: bool,
+    ) -> Result<Instant, String> {
         let now = Instant::now();
-        let own = now + self.settings.remote.as_ref().map_or(Duration::ZERO, |r| r.call_timeout);
+        let own = now
+            + self
+                .settings
+                .remote
+                .as_ref()
+                .map_or(Duration::ZERO, |r| r.call_timeout);
         let Some(deadline) = deadline else {
             return Ok(own);
         };
@@ -308,9 +316,7 @@ impl Router {
             match self.settings.remote_sees {
                 // The least the remote needs: changed lines with a line of context; whole
                 // added or deleted files as a one-line summary.
-                RemoteSees::Diff => {
-                    input.push_str(&format!("\n\nDiff:\n{}", minimal_diff(diff)))
-                }
+                RemoteSees::Diff => input.push_str(&format!("\n\nDiff:\n{}", minimal_diff(diff))),
                 RemoteSees::Summary => {
                     let summary = self.local_summary(diff).await.map_err(|e| {
                         format!("the remote may only see a summary of the diff, and none could be made: {e}")
@@ -354,7 +360,10 @@ impl Router {
         let mut spent = (0u64, 0u64, 0i64);
         // One repair attempt for an answer that breaks the schema.
         for round in 0..2 {
-            let prompt_bound = prompt_upper_bound(&remote.outbound(&messages).map_err(|e| e.to_string())?, schema.as_ref());
+            let prompt_bound = prompt_upper_bound(
+                &remote.outbound(&messages).map_err(|e| e.to_string())?,
+                schema.as_ref(),
+            );
             let mut reservation = Reservation::open(
                 &self.store,
                 run_id,
@@ -365,7 +374,9 @@ impl Router {
                 expires_at,
             )?;
             let result = remote
-                .chat(&messages, max_tokens, schema.as_ref(), until, &mut || reservation.extend())
+                .chat(&messages, max_tokens, schema.as_ref(), until, &mut || {
+                    reservation.extend()
+                })
                 .await;
             let answer = match result {
                 Ok(answer) => answer,

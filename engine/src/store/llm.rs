@@ -277,7 +277,16 @@ impl WriteTxn<'_> {
             "INSERT INTO llm_budget (tier, run_id, day, month, tokens, cost_micros, state, at,
                                      expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'reserved', ?7, ?8)",
-            params![tier, run_id, day, month, tokens, cost_micros, now, expires_at],
+            params![
+                tier,
+                run_id,
+                day,
+                month,
+                tokens,
+                cost_micros,
+                now,
+                expires_at
+            ],
         )?;
         Ok(Ok(self.txn.last_insert_rowid()))
     }
@@ -335,7 +344,16 @@ impl WriteTxn<'_> {
                 |row| row.get(0),
             )?)
         };
-        let checks: [(&str, Option<i64>, &str, &str, &dyn rusqlite::ToSql, i64); 5] = [
+        // (what, limit, column, filter column, filter value, amount asked)
+        type Check<'v> = (
+            &'static str,
+            Option<i64>,
+            &'static str,
+            &'static str,
+            &'v dyn rusqlite::ToSql,
+            i64,
+        );
+        let checks: [Check<'_>; 5] = [
             (
                 "run tokens",
                 limits.run_tokens.map(|v| v as i64),

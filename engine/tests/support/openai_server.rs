@@ -9,6 +9,8 @@
 //! What it answers is chosen per request: the next [`Reply`] queued with
 //! [`FakeOpenAi::script`], else the standing [`FakeOpenAi::set_mode`].
 
+#![allow(dead_code)] // Each test file uses the part it needs.
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -152,7 +154,9 @@ impl FakeOpenAi {
 
     /// Counts usage as a tokenizer with this many bytes per token would.
     pub fn set_bytes_per_token(&self, bytes: usize) {
-        self.shared.bytes_per_token.store(bytes.max(1), Ordering::SeqCst);
+        self.shared
+            .bytes_per_token
+            .store(bytes.max(1), Ordering::SeqCst);
     }
 
     pub fn set_latency(&self, latency: Duration) {
@@ -379,7 +383,14 @@ fn completion_body(shared: &Shared, request: &Value, content: String) -> Value {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|m| m["content"].as_str().unwrap_or_default().len().div_ceil(density) as u64 + 4)
+        .map(|m| {
+            m["content"]
+                .as_str()
+                .unwrap_or_default()
+                .len()
+                .div_ceil(density) as u64
+                + 4
+        })
         .sum();
     let max_tokens = request["max_tokens"].as_u64().unwrap_or(u64::MAX);
     let completion_tokens = (content.len().div_ceil(density) as u64).min(max_tokens);

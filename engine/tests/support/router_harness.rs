@@ -232,4 +232,3 @@ pub fn assert_fell_back_to_local(answer: &Answer, reason: &str) {
         answer.fallbacks
     );
 }
-

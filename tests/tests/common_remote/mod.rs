@@ -77,11 +77,19 @@ impl FakeRemote {
     }
 
     pub fn bodies(&self) -> Vec<String> {
-        self.shared.bodies.lock().map(|b| b.clone()).unwrap_or_default()
+        self.shared
+            .bodies
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_default()
     }
 
     pub fn authorizations(&self) -> Vec<String> {
-        self.shared.authorizations.lock().map(|b| b.clone()).unwrap_or_default()
+        self.shared
+            .authorizations
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -126,7 +134,11 @@ fn serve(stream: TcpStream, shared: &Shared) {
             match stream.read(&mut byte) {
                 Ok(0) => return,
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(_) => return,
             }
         }
@@ -139,7 +151,8 @@ fn serve(stream: TcpStream, shared: &Shared) {
         Mode::EchoKey => vec![format!("authenticated with {token}")],
         _ => vec!["touches request handling".to_string()],
     };
-    let answer = json!({"level": "high", "score": 77, "reasons": reasons, "strategy": "canary"}).to_string();
+    let answer =
+        json!({"level": "high", "score": 77, "reasons": reasons, "strategy": "canary"}).to_string();
     let density = shared.bytes_per_token;
     let prompt: u64 = request["messages"]
         .as_array()
@@ -149,7 +162,9 @@ fn serve(stream: TcpStream, shared: &Shared) {
         .sum();
     let max_tokens = request["max_tokens"].as_u64().unwrap_or(u64::MAX);
     let completion = (answer.len() as u64).div_ceil(density).min(max_tokens);
-    shared.billed.fetch_add(prompt + completion, Ordering::SeqCst);
+    shared
+        .billed
+        .fetch_add(prompt + completion, Ordering::SeqCst);
     let response = json!({
         "id": "chatcmpl-e2e", "object": "chat.completion", "created": 0, "model": "fake",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],

@@ -6,23 +6,49 @@
 //! it came from.
 
 use base64::Engine;
-use base64::engine::general_purpose::{GeneralPurpose, STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{
+    GeneralPurpose, STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD,
+};
 
 use super::rules::Rules;
 use super::{Finding, keyed};
 
 /// Query parameters whose value is a credential whatever it looks like.
 const SECRET_PARAMETERS: &[&str] = &[
-    "sig", "signature", "x-amz-signature", "x-amz-credential", "x-amz-security-token",
-    "x-goog-signature", "x-goog-credential", "token", "access_token", "refresh_token", "id_token",
-    "api_key", "apikey", "key", "secret", "client_secret", "password", "pwd", "pass", "auth",
-    "code", "sas", "se_token", "private_token", "session", "sessionid",
+    "sig",
+    "signature",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "x-goog-credential",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "key",
+    "secret",
+    "client_secret",
+    "password",
+    "pwd",
+    "pass",
+    "auth",
+    "code",
+    "sas",
+    "se_token",
+    "private_token",
+    "session",
+    "sessionid",
 ];
 
 /// Decodes base64 in any of its common alphabets; `None` when it is not base64 of text.
 pub fn decode_base64_text(value: &str) -> Option<String> {
     let engines: [&GeneralPurpose; 4] = [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD];
-    let bytes = engines.iter().find_map(|engine| engine.decode(value).ok())?;
+    let bytes = engines
+        .iter()
+        .find_map(|engine| engine.decode(value).ok())?;
     let text = String::from_utf8(bytes).ok()?;
     let printable = text
         .chars()
@@ -41,7 +67,13 @@ fn findings_in(scan: &dyn Fn(&str) -> Vec<Finding>, text: &str) -> Vec<(&'static
 
 /// Adjacent literals: a gap of only whitespace, `+`, `.`, `\`, `(`, `,`-free joins (and a
 /// diff line marker at a line start) makes two literals one string.
-pub fn literals(rules: &Rules, text: &str, scan: &dyn Fn(&str) -> Vec<Finding>, out: &mut Vec<Finding>, also: &mut Vec<(&'static str, String)>) {
+pub fn literals(
+    rules: &Rules,
+    text: &str,
+    scan: &dyn Fn(&str) -> Vec<Finding>,
+    out: &mut Vec<Finding>,
+    also: &mut Vec<(&'static str, String)>,
+) {
     let mut groups: Vec<Vec<(std::ops::Range<usize>, &str)>> = Vec::new();
     let mut last_end: Option<usize> = None;
     for caps in rules.literal.captures_iter(text) {
@@ -53,8 +85,13 @@ pub fn literals(rules: &Rules, text: &str, scan: &dyn Fn(&str) -> Vec<Finding>, 
             let gap = &text[end..whole.start()];
             gap.lines().count() <= 3
                 && gap.split('\n').enumerate().all(|(i, part)| {
-                    let part = if i > 0 { part.strip_prefix(['+', '-', ' ']).unwrap_or(part) } else { part };
-                    part.chars().all(|c| c.is_whitespace() || matches!(c, '+' | '.' | '\\' | '&' | '~'))
+                    let part = if i > 0 {
+                        part.strip_prefix(['+', '-', ' ']).unwrap_or(part)
+                    } else {
+                        part
+                    };
+                    part.chars()
+                        .all(|c| c.is_whitespace() || matches!(c, '+' | '.' | '\\' | '&' | '~'))
                 })
         });
         if joined {
@@ -91,14 +128,20 @@ pub fn literals(rules: &Rules, text: &str, scan: &dyn Fn(&str) -> Vec<Finding>, 
 
 /// Base64: Kubernetes Secret data values, arguments of decoders, and any value whose decoding
 /// holds a secret.
-pub fn base64(rules: &Rules, text: &str, scan: &dyn Fn(&str) -> Vec<Finding>, out: &mut Vec<Finding>, also: &mut Vec<(&'static str, String)>) {
+pub fn base64(
+    rules: &Rules,
+    text: &str,
+    scan: &dyn Fn(&str) -> Vec<Finding>,
+    out: &mut Vec<Finding>,
+    also: &mut Vec<(&'static str, String)>,
+) {
     for caps in rules.decoded_argument.captures_iter(text) {
         if let Some(value) = caps.get(1).or_else(|| caps.get(2)).or_else(|| caps.get(3)) {
             out.push(Finding::at(value.range(), "base64_secret"));
-            if let Some(decoded) = decode_base64_text(value.as_str()) {
-                if decoded.trim().len() >= 4 {
-                    also.push(("base64_secret", decoded.trim().to_string()));
-                }
+            if let Some(decoded) = decode_base64_text(value.as_str())
+                && decoded.trim().len() >= 4
+            {
+                also.push(("base64_secret", decoded.trim().to_string()));
             }
         }
     }
@@ -107,7 +150,9 @@ pub fn base64(rules: &Rules, text: &str, scan: &dyn Fn(&str) -> Vec<Finding>, ou
         if found.as_str().len() < 12 {
             continue;
         }
-        let Some(decoded) = decode_base64_text(found.as_str()) else { continue };
+        let Some(decoded) = decode_base64_text(found.as_str()) else {
+            continue;
+        };
         let inner = findings_in(scan, &decoded);
         if let Some((kind, _)) = inner.first() {
             out.push(Finding::at(found.range(), kind));
@@ -123,13 +168,17 @@ fn kubernetes_secrets(text: &str, out: &mut Vec<Finding>, also: &mut Vec<(&'stat
         return;
     }
     let mut block_indent: Option<usize> = None;
+    // Inside a `key: |` block scalar (its lines are the value), with the key's indent.
+    let mut scalar_indent: Option<usize> = None;
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
         let start = offset;
         offset += line.len();
         let bare = line.trim_end_matches(['\n', '\r']);
         let body = match bare.chars().next() {
-            Some('+' | '-' | ' ') if !bare.starts_with("---") && !bare.starts_with("+++") => &bare[1..],
+            Some('+' | '-' | ' ') if !bare.starts_with("---") && !bare.starts_with("+++") => {
+                &bare[1..]
+            }
             _ => bare,
         };
         let marker = bare.len() - body.len();
@@ -138,23 +187,35 @@ fn kubernetes_secrets(text: &str, out: &mut Vec<Finding>, also: &mut Vec<(&'stat
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
+        if let Some(scalar) = scalar_indent {
+            if indent > scalar {
+                let at = start + marker + indent;
+                out.push(Finding::at(at..at + trimmed.len(), "kubernetes_secret"));
+                continue;
+            }
+            scalar_indent = None;
+        }
         if let Some(block) = block_indent {
-            if indent > block {
-                if let Some((_, value)) = trimmed.split_once(':') {
-                    let value = value.trim().trim_matches(['"', '\'']);
-                    if !value.is_empty() && value != "|" && value != ">" {
-                        let at = start + marker + indent + trimmed.find(value).unwrap_or(0);
-                        out.push(Finding::at(at..at + value.len(), "kubernetes_secret"));
-                        if let Some(decoded) = decode_base64_text(value) {
-                            if decoded.trim().len() >= 6 {
-                                also.push(("kubernetes_secret", decoded.trim().to_string()));
-                            }
-                        }
+            let keyed = trimmed.split_once(':').filter(|(key, _)| {
+                !key.is_empty()
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            });
+            if indent > block
+                && let Some((_, value)) = keyed
+            {
+                let value = value.trim().trim_matches(['"', '\'']);
+                if value.starts_with('|') || value.starts_with('>') {
+                    scalar_indent = Some(indent);
+                } else if !value.is_empty() {
+                    let at = start + marker + indent + trimmed.find(value).unwrap_or(0);
+                    out.push(Finding::at(at..at + value.len(), "kubernetes_secret"));
+                    if let Some(decoded) = decode_base64_text(value)
+                        && decoded.trim().len() >= 6
+                    {
+                        also.push(("kubernetes_secret", decoded.trim().to_string()));
                     }
-                } else {
-                    // A block scalar's line.
-                    let at = start + marker + indent;
-                    out.push(Finding::at(at..at + trimmed.len(), "kubernetes_secret"));
                 }
                 continue;
             }
@@ -167,9 +228,17 @@ fn kubernetes_secrets(text: &str, out: &mut Vec<Finding>, also: &mut Vec<(&'stat
 }
 
 /// Query parameters: credential names always; any value that is random once URL-decoded.
-pub fn query_parameters(rules: &Rules, text: &str, scan: &dyn Fn(&str) -> Vec<Finding>, out: &mut Vec<Finding>, also: &mut Vec<(&'static str, String)>) {
+pub fn query_parameters(
+    rules: &Rules,
+    text: &str,
+    scan: &dyn Fn(&str) -> Vec<Finding>,
+    out: &mut Vec<Finding>,
+    also: &mut Vec<(&'static str, String)>,
+) {
     for caps in rules.query_parameter.captures_iter(text) {
-        let (Some(name), Some(value)) = (caps.get(1), caps.get(2)) else { continue };
+        let (Some(name), Some(value)) = (caps.get(1), caps.get(2)) else {
+            continue;
+        };
         let lower = name.as_str().to_ascii_lowercase();
         let decoded = percent_encoding::percent_decode_str(value.as_str())
             .decode_utf8_lossy()
@@ -219,7 +288,16 @@ pub fn credential_files(rules: &Rules, text: &str, out: &mut Vec<Finding>) {
         if body.trim_start().starts_with('#') || body.trim().is_empty() {
             continue;
         }
-        let value_at = body.find(['=', ':']).map_or(0, |i| i + 1);
+        // Only `key=value` / `key: value` lines: a line without a separator is structure.
+        let Some(value_at) = body.find(['=', ':']).map(|i| i + 1) else {
+            continue;
+        };
+        // The key must be one word (`export KEY`, `"key"`, `- key` allowed): a line such as
+        // `for x in xs: total += x` is code, and taking its tail as a secret would, through
+        // the text-wide scrub, blank the same code line everywhere else.
+        if !is_file_key(&body[..value_at - 1]) {
+            continue;
+        }
         let value = &body[value_at..];
         let lead = value.len() - value.trim_start().len();
         let value = value.trim();
@@ -228,4 +306,17 @@ pub fn credential_files(rules: &Rules, text: &str, out: &mut Vec<Finding>) {
             out.push(Finding::at(at..at + value.len(), "env_file"));
         }
     }
+}
+
+/// Whether the text before a credential file line's separator is a key: one word, perhaps
+/// quoted, exported or a YAML list item.
+fn is_file_key(before: &str) -> bool {
+    let key = before.trim();
+    let key = key.strip_prefix("export ").unwrap_or(key).trim_start();
+    let key = key.strip_prefix("- ").unwrap_or(key).trim_start();
+    let key = key.trim_matches(['"', '\'']);
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '*' | '[' | ']'))
 }

@@ -8,9 +8,28 @@ use super::rules::Rules;
 
 /// Words on a line that make a hex string an object id or a checksum, not a key.
 const HEX_CONTEXT: &[&str] = &[
-    "commit", "sha", "checksum", "digest", "integrity", "hash", "revision", "rev ", "index ",
-    "object", "tree", "parent", "merge", "cherry", "blob", "oid", "md5", "etag", "fingerprint",
-    "@sha", "resolved", "nonce-",
+    "commit",
+    "sha",
+    "checksum",
+    "digest",
+    "integrity",
+    "hash",
+    "revision",
+    "rev ",
+    "index ",
+    "object",
+    "tree",
+    "parent",
+    "merge",
+    "cherry",
+    "blob",
+    "oid",
+    "md5",
+    "etag",
+    "fingerprint",
+    "@sha",
+    "resolved",
+    "nonce-",
 ];
 
 /// Shannon entropy in bits per character.
@@ -56,17 +75,26 @@ pub fn looks_random(token: &str) -> bool {
     // Paths and dotted names: every segment a plain lowercase word.
     let segments: Vec<&str> = token.split(['/', '.', '_', '-']).collect();
     if segments.len() > 2
-        && segments
-            .iter()
-            .all(|s| s.len() < 12 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && segments.iter().all(|s| {
+            s.len() < 12
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
     {
         return false;
     }
     let bits = entropy(token);
     let ceiling = (bytes.len().min(64) as f64).log2();
-    let switches = bytes.windows(2).filter(|w| class(w[0]) != class(w[1])).count();
+    let switches = bytes
+        .windows(2)
+        .filter(|w| class(w[0]) != class(w[1]))
+        .count();
     let switch_ratio = switches as f64 / (bytes.len() - 1) as f64;
-    (has_digit && bits / ceiling >= 0.78 && switch_ratio >= 0.25) || bits >= 4.6
+    let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
+    // Random mixed-case text changes class at ~60% of positions, `CamelCaseNames` at ~30%
+    // and rarely hold three digits.
+    let varied = switch_ratio >= 0.4 || (switch_ratio >= 0.3 && digits >= 3);
+    (has_digit && bits / ceiling >= 0.78 && varied) || bits >= 4.6
 }
 
 fn line_around(text: &str, start: usize, end: usize) -> &str {
@@ -116,7 +144,9 @@ pub fn detect(rules: &Rules, text: &str, out: &mut Vec<Finding>) {
         let line = line_around(text, found.start(), found.end()).to_ascii_lowercase();
         let before = &text[..found.start()];
         let labelled = before.ends_with(':') || before.ends_with('-') || before.ends_with('/');
-        if HEX_CONTEXT.iter().any(|word| line.contains(word)) || (labelled && before.to_ascii_lowercase().ends_with("sha256:")) {
+        if HEX_CONTEXT.iter().any(|word| line.contains(word))
+            || (labelled && before.to_ascii_lowercase().ends_with("sha256:"))
+        {
             continue;
         }
         // A hex id inside a URL path (`/commit/<sha>`, `/blob/<sha>/`) is context too.

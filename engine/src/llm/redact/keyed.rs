@@ -15,40 +15,192 @@ use super::rules::Rules;
 /// Segments (after splitting `camelCase`, `snake_case`, `kebab-case`, dots) that make a key a
 /// credential on their own.
 const SECRET_SEGMENTS: &[&str] = &[
-    "password", "passwd", "passphrase", "passwort", "pwd", "pass", "pw", "secret", "secrets",
-    "token", "apikey", "credential", "credentials", "creds", "auth", "authorization", "sig",
-    "signature", "sas", "dsn", "cookie", "otp", "pat", "psk", "salt", "privatekey", "secretkey",
-    "accesskey", "accountkey", "clientsecret", "authtoken", "accesstoken", "refreshtoken",
-    "connectionstring", "connstr", "webhook", "bearer", "jwt", "hmac", "pin", "passcode",
+    "password",
+    "passwd",
+    "passphrase",
+    "passwort",
+    "pwd",
+    "pass",
+    "pw",
+    "secret",
+    "secrets",
+    "token",
+    "apikey",
+    "credential",
+    "credentials",
+    "creds",
+    "auth",
+    "authorization",
+    "sig",
+    "signature",
+    "sas",
+    "dsn",
+    "cookie",
+    "otp",
+    "pat",
+    "psk",
+    "salt",
+    "privatekey",
+    "secretkey",
+    "accesskey",
+    "accountkey",
+    "clientsecret",
+    "authtoken",
+    "accesstoken",
+    "refreshtoken",
+    "connectionstring",
+    "connstr",
+    "webhook",
+    "bearer",
+    "jwt",
+    "hmac",
+    "pin",
+    "passcode",
 ];
 
 /// `<prefix>key` pairs: `api_key`, `signing_key`, `master_key`… (`key` alone is too common).
 const KEY_PREFIXES: &[&str] = &[
-    "api", "access", "secret", "private", "app", "master", "signing", "encryption", "license",
-    "account", "auth", "client", "consumer", "shared", "storage", "subscription", "service",
-    "deploy", "session", "jwt", "hmac", "aes", "crypto", "sign", "enc", "admin", "root", "ssh",
-    "gpg", "pgp", "webhook", "cipher", "decryption", "host", "function", "primary", "secondary",
+    "api",
+    "access",
+    "secret",
+    "private",
+    "app",
+    "master",
+    "signing",
+    "encryption",
+    "license",
+    "account",
+    "auth",
+    "client",
+    "consumer",
+    "shared",
+    "storage",
+    "subscription",
+    "service",
+    "deploy",
+    "session",
+    "jwt",
+    "hmac",
+    "aes",
+    "crypto",
+    "sign",
+    "enc",
+    "admin",
+    "root",
+    "ssh",
+    "gpg",
+    "pgp",
+    "webhook",
+    "cipher",
+    "decryption",
+    "host",
+    "function",
+    "primary",
+    "secondary",
 ];
 
 /// Segments that make a key describe a credential rather than hold one.
 const NOT_A_VALUE: &[&str] = &[
-    "tokens", "tokenizer", "tokenize", "tokenized", "count", "counts", "length", "len", "size",
-    "type", "types", "name", "names", "path", "file", "files", "dir", "endpoint", "url", "uri",
-    "env", "var", "variable", "field", "header", "policy", "rotation", "expiry", "expires", "ttl",
-    "min", "max", "enabled", "required", "regex", "pattern", "format", "prompt", "label", "hint",
-    "ref", "kind", "mode", "method", "scheme", "provider", "strength", "reset", "hash", "hashed",
-    "digest", "id", "ids", "author", "authors", "authority", "authored", "authenticated",
-    "authentication", "authorizer", "validation", "policy", "description", "help", "placeholder",
-    "error", "errors", "message", "test", "tests", "changed", "manager", "store", "service",
-    "lookup", "source", "class", "level", "limit", "index", "position", "pos", "start", "end",
-    "budget", "usage", "used", "version", "spec", "schema",
+    "tokens",
+    "tokenizer",
+    "tokenize",
+    "tokenized",
+    "count",
+    "counts",
+    "length",
+    "len",
+    "size",
+    "type",
+    "types",
+    "name",
+    "names",
+    "path",
+    "file",
+    "files",
+    "dir",
+    "endpoint",
+    "url",
+    "uri",
+    "env",
+    "var",
+    "variable",
+    "field",
+    "header",
+    "policy",
+    "rotation",
+    "expiry",
+    "expires",
+    "ttl",
+    "min",
+    "max",
+    "enabled",
+    "required",
+    "regex",
+    "pattern",
+    "format",
+    "prompt",
+    "label",
+    "hint",
+    "ref",
+    "kind",
+    "mode",
+    "method",
+    "scheme",
+    "provider",
+    "strength",
+    "reset",
+    "hash",
+    "hashed",
+    "digest",
+    "id",
+    "ids",
+    "author",
+    "authors",
+    "authority",
+    "authored",
+    "authenticated",
+    "authentication",
+    "authorizer",
+    "validation",
+    "policy",
+    "description",
+    "help",
+    "placeholder",
+    "error",
+    "errors",
+    "message",
+    "test",
+    "tests",
+    "changed",
+    "manager",
+    "store",
+    "service",
+    "lookup",
+    "source",
+    "class",
+    "level",
+    "limit",
+    "index",
+    "position",
+    "pos",
+    "start",
+    "end",
+    "budget",
+    "usage",
+    "used",
+    "version",
+    "spec",
+    "schema",
 ];
 
 /// Splits a key into lowercase segments and adds joined neighbours, so `api_key` also reads
 /// as `apikey`.
 pub fn segments(key: &str) -> Vec<String> {
     let mut words = words(key);
-    let joined: Vec<String> = words.windows(2).map(|w| format!("{}{}", w[0], w[1])).collect();
+    let joined: Vec<String> = words
+        .windows(2)
+        .map(|w| format!("{}{}", w[0], w[1]))
+        .collect();
     words.extend(joined);
     words
 }
@@ -123,12 +275,32 @@ pub fn is_credential_key(key: &str) -> bool {
 /// `secret: str = …`), judged with the character that follows it.
 fn looks_like_type(value: &str, next: Option<char>) -> bool {
     const PRIMITIVES: &[&str] = &[
-        "str", "string", "bytes", "int", "i32", "i64", "u8", "u32", "u64", "usize", "bool",
-        "number", "any", "object", "secretstr", "secretstring", "securestring", "char",
+        "str",
+        "string",
+        "bytes",
+        "int",
+        "i32",
+        "i64",
+        "u8",
+        "u32",
+        "u64",
+        "usize",
+        "bool",
+        "number",
+        "any",
+        "object",
+        "secretstr",
+        "secretstring",
+        "securestring",
+        "char",
     ];
-    let shape = value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '<' | '>' | '[' | ']' | '&' | '\'' | '?' | '|'));
+    let shape = value.chars().all(|c| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                '_' | ':' | '<' | '>' | '[' | ']' | '&' | '\'' | '?' | '|'
+            )
+    });
     if !shape {
         return false;
     }
@@ -151,14 +323,39 @@ pub fn is_benign_value(value: &str, quoted: bool) -> bool {
     }
     let lower = v.to_ascii_lowercase();
     let references = [
-        "${", "$(", "{{", "<%", "#{", "%(", "process.env", "os.environ", "os.getenv", "env(",
-        "env[", "env.", "getenv", "system.getenv", "secrets.", "vault:", "!ref", "ref+", "ssm:",
-        "arn:aws:secretsmanager", "valuefrom", "secretkeyref", "lookup(", "fetch(",
+        "${",
+        "$(",
+        "{{",
+        "<%",
+        "#{",
+        "%(",
+        "process.env",
+        "os.environ",
+        "os.getenv",
+        "env(",
+        "env[",
+        "env.",
+        "getenv",
+        "system.getenv",
+        "secrets.",
+        "vault:",
+        "!ref",
+        "ref+",
+        "ssm:",
+        "arn:aws:secretsmanager",
+        "valuefrom",
+        "secretkeyref",
+        "lookup(",
+        "fetch(",
     ];
     if references.iter().any(|r| lower.starts_with(r)) {
         return true;
     }
-    if v.starts_with('$') && v[1..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if v.starts_with('$')
+        && v[1..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
         return true;
     }
     if v.starts_with('<') && v.ends_with('>') {
@@ -166,9 +363,36 @@ pub fn is_benign_value(value: &str, quoted: bool) -> bool {
     }
     if matches!(
         lower.as_str(),
-        "true" | "false" | "null" | "none" | "nil" | "yes" | "no" | "on" | "off" | "undefined"
-            | "required" | "optional" | "string" | "str" | "bool" | "int" | "self" | "this"
-            | "|" | ">" | "|-" | ">-" | "{" | "[" | "(" | "*" | "**" | "***" | "..." | "redacted"
+        "true"
+            | "false"
+            | "null"
+            | "none"
+            | "nil"
+            | "yes"
+            | "no"
+            | "on"
+            | "off"
+            | "undefined"
+            | "required"
+            | "optional"
+            | "string"
+            | "str"
+            | "bool"
+            | "int"
+            | "self"
+            | "this"
+            | "|"
+            | ">"
+            | "|-"
+            | ">-"
+            | "{"
+            | "["
+            | "("
+            | "*"
+            | "**"
+            | "***"
+            | "..."
+            | "redacted"
     ) {
         return true;
     }
@@ -223,7 +447,10 @@ pub fn detect(rules: &Rules, text: &str, out: &mut Vec<Finding>) {
         if !is_credential_key(key.as_str()) {
             continue;
         }
-        let next = text[value.end()..].trim_start_matches([' ', '\t']).chars().next();
+        let next = text[value.end()..]
+            .trim_start_matches([' ', '\t'])
+            .chars()
+            .next();
         if caps.get(3).is_some() && looks_like_type(value.as_str(), next) {
             continue;
         }
@@ -303,17 +530,47 @@ mod tests {
     #[test]
     fn credential_keys_are_recognised_in_every_spelling() {
         for key in [
-            "password", "DB_PASSWORD", "dbPassword", "setPassword", "api_key", "apiKey",
-            "X-Api-Key", "client_secret", "PGPASSWORD", "MYSQL_PWD", "DB_PASS", "auth_token",
-            "GITHUB_PAT", "signing_key", "sig", "AccountKey", "secret_key_base", "jwtSecret",
-            "SLACK_WEBHOOK", "_authToken", "aws_secret_access_key", "ConnectionString",
+            "password",
+            "DB_PASSWORD",
+            "dbPassword",
+            "setPassword",
+            "api_key",
+            "apiKey",
+            "X-Api-Key",
+            "client_secret",
+            "PGPASSWORD",
+            "MYSQL_PWD",
+            "DB_PASS",
+            "auth_token",
+            "GITHUB_PAT",
+            "signing_key",
+            "sig",
+            "AccountKey",
+            "secret_key_base",
+            "jwtSecret",
+            "SLACK_WEBHOOK",
+            "_authToken",
+            "aws_secret_access_key",
+            "ConnectionString",
         ] {
             assert!(is_credential_key(key), "{key}");
         }
         for key in [
-            "max_tokens", "token_count", "author", "password_file", "secretName", "tokenizer",
-            "api_key_env", "name", "passed", "bypass", "compass", "keyboard", "monkey",
-            "token_url", "auth_method",
+            "max_tokens",
+            "token_count",
+            "author",
+            "password_file",
+            "secretName",
+            "tokenizer",
+            "api_key_env",
+            "name",
+            "passed",
+            "bypass",
+            "compass",
+            "keyboard",
+            "monkey",
+            "token_url",
+            "auth_method",
         ] {
             assert!(!is_credential_key(key), "{key}");
         }
@@ -321,7 +578,16 @@ mod tests {
 
     #[test]
     fn references_and_code_are_not_secrets() {
-        for value in ["${DB_PASSWORD}", "$TOKEN", "os.environ['X']", "get_password()", "self.password", "true", "<your-key>", "{{ .Values.pw }}"] {
+        for value in [
+            "${DB_PASSWORD}",
+            "$TOKEN",
+            "os.environ['X']",
+            "get_password()",
+            "self.password",
+            "true",
+            "<your-key>",
+            "{{ .Values.pw }}",
+        ] {
             assert!(is_benign_value(value, false), "{value}");
         }
         for value in ["hunter2", "correct horse battery staple", "s3cr3t!"] {

@@ -100,10 +100,10 @@ pub fn redact(text: &str) -> Result<Redacted, RedactError> {
 fn shaped(rules: &[Rule], text: &str, out: &mut Vec<Finding>) {
     for rule in rules {
         for caps in rule.regex.captures_iter(text) {
-            if let Some(secret) = caps.get(rule.group) {
-                if !secret.as_str().is_empty() {
-                    out.push(Finding::at(secret.range(), rule.kind));
-                }
+            if let Some(secret) = caps.get(rule.group)
+                && !secret.as_str().is_empty()
+            {
+                out.push(Finding::at(secret.range(), rule.kind));
             }
         }
     }

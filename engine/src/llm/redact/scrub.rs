@@ -14,7 +14,11 @@ fn is_word(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_'
 }
 
-pub fn scrub(text: &str, mut findings: Vec<Finding>, also: Vec<(&'static str, String)>) -> Redacted {
+pub fn scrub(
+    text: &str,
+    mut findings: Vec<Finding>,
+    also: Vec<(&'static str, String)>,
+) -> Redacted {
     let mut needles: Vec<(String, &'static str)> = findings
         .iter()
         .filter_map(|f| text.get(f.range.clone()).map(|s| (s.to_string(), f.kind)))
@@ -35,14 +39,22 @@ pub fn scrub(text: &str, mut findings: Vec<Finding>, also: Vec<(&'static str, St
                 let glued = (start > 0 && is_word(bytes[start - 1]) && is_word(bytes[start]))
                     || (end < bytes.len() && is_word(bytes[end]) && is_word(bytes[end - 1]));
                 if !glued {
-                    findings.push(Finding::at(start..end, needles[found.pattern().as_usize()].1));
+                    findings.push(Finding::at(
+                        start..end,
+                        needles[found.pattern().as_usize()].1,
+                    ));
                 }
             }
         }
     }
     findings.retain(|f| f.range.start < f.range.end && text.get(f.range.clone()).is_some());
     // Longest first at each start, so a merged range takes the kind of its widest finding.
-    findings.sort_by(|a, b| a.range.start.cmp(&b.range.start).then(b.range.end.cmp(&a.range.end)));
+    findings.sort_by(|a, b| {
+        a.range
+            .start
+            .cmp(&b.range.start)
+            .then(b.range.end.cmp(&a.range.end))
+    });
     let mut merged: Vec<Finding> = Vec::new();
     for finding in findings {
         match merged.last_mut() {
