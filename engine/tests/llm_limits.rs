@@ -265,3 +265,51 @@ async fn a_refused_and_a_reset_connection_read_differently() {
     assert!(reasons[0].contains("connection refused"), "{}", reasons[0]);
     assert!(reasons[1].contains("connection reset"), "{}", reasons[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bound_holds_for_a_one_byte_per_token_provider_under_concurrency() {
+    // The densest a byte-level BPE tokenizer can be: every byte a token. Twenty callers race
+    // for a budget that fits a few of them; the provider must never bill more than the limit.
+    const LIMIT: u64 = 3_000;
+    const CALLERS: usize = 20;
+    let server = FakeOpenAi::start().await;
+    server.set_bytes_per_token(1);
+    server.set_latency(Duration::from_millis(50));
+    let h = harness(&server, &budget_yaml(LIMIT, ""), None);
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|n| {
+            let router = std::sync::Arc::clone(&h.router);
+            // Distinct (no cache hits), and long enough that the prompt dominates the bound.
+            let input = format!("File: src/module_{n}.rs\n{}", "fn handler() {}\n".repeat(40));
+            tokio::spawn(async move { router.ask(None, summary(&input), || json!("rules")).await })
+        })
+        .collect();
+    let (mut answered, mut refused) = (0u64, 0u64);
+    for caller in callers {
+        let answer = caller.await.unwrap();
+        match answer.tier {
+            Tier::Remote => answered += 1,
+            _ => {
+                assert!(
+                    answer.fallbacks[0].contains("daily tokens budget exhausted"),
+                    "{:?}",
+                    answer.fallbacks
+                );
+                refused += 1;
+            }
+        }
+    }
+    let (ledger, _) = h.store.spent_today("remote").unwrap();
+    println!(
+        "one byte per token: day_tokens {LIMIT}, {CALLERS} concurrent callers: {answered} answered, {refused} refused; provider billed {}, ledger {ledger}",
+        server.usage_total()
+    );
+    assert!(answered > 0 && refused > 0, "the limit was meant to bind");
+    assert!(
+        server.usage_total() <= LIMIT,
+        "billed {} > {LIMIT}",
+        server.usage_total()
+    );
+    assert_eq!(ledger, server.usage_total(), "settled on what was reported");
+    assert_eq!(server.request_count() as u64, answered);
+}

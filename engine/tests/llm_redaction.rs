@@ -6,7 +6,8 @@
 //!
 //! The diff goes both as the router's `diff` (which the remote sees minimized) and whole in
 //! the request's input (which is not minimized), so redaction alone is proven on whole files
-//! and every context line, not only what minimization happens to drop.
+//! and every context line, not only what minimization happens to drop. A redaction pattern
+//! that does not compile stops every remote call (fail closed).
 
 #![allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 
@@ -184,4 +185,38 @@ async fn the_remote_sees_changed_lines_and_summaries_not_whole_files() {
         contents.len() < diff.len(),
         "more was sent than the whole diff"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redaction_pattern_that_does_not_compile_stops_every_remote_call() {
+    let server = FakeOpenAi::start().await;
+    let home = tempfile::tempdir().unwrap();
+    // A user pattern with an unclosed group: the rule set is incomplete, so nothing may go.
+    let yaml = format!(
+        "llm:\n  remote:\n    base_url: {}\n    model: fake-gpt\n    retries: 0\n  redact:\n    patterns: ['ACME-(\\d+']\n  tasks:\n    assess_risk: remote\n  local:\n    model: {}\n",
+        server.base_url(),
+        home.path().join("absent.gguf").display()
+    );
+    let settings = Settings::parse("cairn.yaml", &yaml).unwrap();
+    let router = Router::new(settings, Store::open(&home.path().join("cairn.db")).unwrap())
+        .expect("a bad pattern disables the remote tier, not the router");
+    for subject in ["first", "second"] {
+        let request = Request {
+            task: Task::AssessRisk,
+            instruction: INSTRUCTION.into(),
+            input: format!("Commit subject: {subject}\nDB_PASSWORD=hunter2-{subject}"),
+            diff: None,
+        };
+        let answer = router.ask(None, request, || json!(null)).await;
+        println!("fail closed: {:?}", answer.fallbacks);
+        assert_eq!(answer.tier, Tier::Rules, "{answer:?}");
+        assert!(
+            answer.fallbacks[0].contains("does not compile")
+                && answer.fallbacks[0].contains("nothing is sent"),
+            "{:?}",
+            answer.fallbacks
+        );
+    }
+    assert_eq!(server.connection_count(), 0, "a socket was opened");
+    assert_eq!(server.request_count(), 0);
 }

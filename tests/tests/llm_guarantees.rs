@@ -309,6 +309,29 @@ fn an_answer_echoing_the_api_key_leaves_no_trace_of_it() {
             found.push(what.to_string());
         }
     }
+    // Each place the issue names, read through SQL: the echo reached it (scrubbed), the key
+    // did not. A place the echo never reached would prove nothing.
+    let db = sandbox.db();
+    for (what, query) in [
+        ("steps.outputs", "SELECT COALESCE(outputs, '') FROM steps"),
+        ("events", "SELECT data FROM events"),
+        ("llm_calls", "SELECT result || fallbacks FROM llm_calls"),
+        ("llm_cache", "SELECT response FROM llm_cache"),
+    ] {
+        let mut statement = db.prepare(query).expect("query");
+        let texts: Vec<String> = statement
+            .query_map([], |row| row.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("text");
+        assert!(
+            texts.iter().any(|t| t.contains("[REDACTED:api_key]")),
+            "the echo never reached {what}: {texts:?}"
+        );
+        if texts.iter().any(|t| t.contains(KEY)) {
+            found.push(what.to_string());
+        }
+    }
     let mut files = Vec::new();
     files_under(sandbox.home(), &mut files);
     for file in &files {

@@ -61,17 +61,38 @@ pub enum RemoteError {
     Transport(String),
     #[error("malformed response: {0}")]
     Malformed(String),
+    /// The last failure of a call that tried more than once: the reason then says how long
+    /// the whole call took, not only its last attempt (`timed out after 3.3s` alone would
+    /// hide 45 s of waiting).
+    #[error("{error} ({attempts} attempts in {elapsed:.1?})")]
+    GaveUp {
+        error: Box<RemoteError>,
+        attempts: u32,
+        elapsed: Duration,
+    },
 }
 
 impl RemoteError {
     /// The provider may have done (and billed) the work: the answer timed out or arrived
     /// unreadable. Such calls are charged at their reservation, not handed back.
+    /// `error` as the end of a call that made `attempts` attempts since `started`.
+    fn after(self, attempts: u32, started: Instant) -> RemoteError {
+        if attempts < 2 {
+            return self;
+        }
+        RemoteError::GaveUp {
+            error: Box::new(self),
+            attempts,
+            elapsed: started.elapsed(),
+        }
+    }
+
     pub fn maybe_billed(&self) -> bool {
         match self {
             RemoteError::Timeout(_) | RemoteError::Malformed(_) | RemoteError::Reset(_) => true,
-            RemoteError::NoTimeToRetry { error, .. } | RemoteError::RetryRefused { error, .. } => {
-                error.maybe_billed()
-            }
+            RemoteError::NoTimeToRetry { error, .. }
+            | RemoteError::RetryRefused { error, .. }
+            | RemoteError::GaveUp { error, .. } => error.maybe_billed(),
             _ => false,
         }
     }
@@ -190,12 +211,13 @@ impl RemoteClient {
                 "json_schema": { "name": "answer", "schema": schema, "strict": true },
             });
         }
+        let started = Instant::now();
         let mut attempt = 0;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left < MIN_ATTEMPT {
                 self.record(false);
-                return Err(RemoteError::NoTime);
+                return Err(RemoteError::NoTime.after(attempt, started));
             }
             // Whole milliseconds: the reason reads `timed out after 1.987s`, not nanoseconds.
             let timeout = Duration::from_millis(self.settings.timeout.min(left).as_millis() as u64);
@@ -209,7 +231,7 @@ impl RemoteClient {
             };
             if !error.retryable() || attempt >= self.settings.retries {
                 self.record(false);
-                return Err(error);
+                return Err(error.after(attempt + 1, started));
             }
             attempt += 1;
             let backoff = Duration::from_millis(250u64 << attempt.min(6));
@@ -226,14 +248,16 @@ impl RemoteClient {
                     detail,
                     wait,
                     cap: MAX_RETRY_AFTER,
-                });
+                }
+                .after(attempt, started));
             }
             if Instant::now() + wait + MIN_ATTEMPT > until {
                 self.record(false);
                 return Err(RemoteError::NoTimeToRetry {
                     error: Box::new(error),
                     wait,
-                });
+                }
+                .after(attempt, started));
             }
             if error.maybe_billed()
                 && let Err(reason) = before_retry()
@@ -242,7 +266,8 @@ impl RemoteClient {
                 return Err(RemoteError::RetryRefused {
                     error: Box::new(error),
                     reason,
-                });
+                }
+                .after(attempt, started));
             }
             tracing::info!(attempt, ?wait, "remote call failed ({error}); retrying");
             tokio::time::sleep(wait).await;
