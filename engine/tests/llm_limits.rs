@@ -280,7 +280,10 @@ async fn the_bound_holds_for_a_one_byte_per_token_provider_under_concurrency() {
         .map(|n| {
             let router = std::sync::Arc::clone(&h.router);
             // Distinct (no cache hits), and long enough that the prompt dominates the bound.
-            let input = format!("File: src/module_{n}.rs\n{}", "fn handler() {}\n".repeat(40));
+            let input = format!(
+                "File: src/module_{n}.rs\n{}",
+                "fn handler() {}\n".repeat(40)
+            );
             tokio::spawn(async move { router.ask(None, summary(&input), || json!("rules")).await })
         })
         .collect();

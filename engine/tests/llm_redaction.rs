@@ -198,8 +198,11 @@ async fn a_redaction_pattern_that_does_not_compile_stops_every_remote_call() {
         home.path().join("absent.gguf").display()
     );
     let settings = Settings::parse("cairn.yaml", &yaml).unwrap();
-    let router = Router::new(settings, Store::open(&home.path().join("cairn.db")).unwrap())
-        .expect("a bad pattern disables the remote tier, not the router");
+    let router = Router::new(
+        settings,
+        Store::open(&home.path().join("cairn.db")).unwrap(),
+    )
+    .expect("a bad pattern disables the remote tier, not the router");
     for subject in ["first", "second"] {
         let request = Request {
             task: Task::AssessRisk,

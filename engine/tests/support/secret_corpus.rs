@@ -294,9 +294,8 @@ pub fn corpus() -> Vec<Seeded> {
     let s = format!("lin_api_{}", g.alnum(40));
     shaped.push(("linear key", s.clone(), format!("LINEAR = \"{s}\"")));
     let s = format!(
-        "{}.{}.{}",
-        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9",
-        format!("eyJ{}", g.urlsafe(40)),
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ{}.{}",
+        g.urlsafe(40),
         g.urlsafe(43)
     );
     shaped.push((

@@ -316,7 +316,7 @@ fn is_file_key(before: &str) -> bool {
     let key = key.strip_prefix("- ").unwrap_or(key).trim_start();
     let key = key.trim_matches(['"', '\'']);
     !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '*' | '[' | ']'))
+        && key.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '*' | '[' | ']')
+        })
 }
