@@ -1050,7 +1050,9 @@ pub fn corpus() -> Vec<Seeded> {
         place: Place::Added,
         lines: vec![format!("$secret = '{a}' . '{b}';")],
     });
-    let (a, b) = split(&mut g, "AKIA", 16);
+    // An access key id's alphabet is upper case and digits, as AWS issues them.
+    let secret = format!("AKIA{}", g.upper_digits(16));
+    let (a, b) = (secret[..10].to_string(), secret[10..].to_string());
     out.push(Seeded {
         class: "split literal (c adjacent)",
         forms: vec![a.clone(), b.clone()],
