@@ -3,6 +3,8 @@
 //! - a token budget holds under 16 concurrent `cairn analyze` processes on one home against a
 //!   provider whose tokenizer is denser than the client can know, and the spending shows in
 //!   `cairn costs`;
+//! - the reservation of a `cairn analyze` killed mid-call expires once its call could no
+//!   longer be running;
 //! - a hung remote does not fail the shipped pipeline's analyze step under default settings;
 //! - an answer that echoes the API key leaves no trace of it in the database, logs or output.
 
@@ -144,6 +146,122 @@ fn sixteen_processes_on_one_home_never_overspend_a_dense_tokenizer_budget() {
         (answered, remote.billed()),
         "`cairn analyze` spending shows in `cairn costs`"
     );
+}
+
+/// The `assess_risk` entries of an `analyze --json` output.
+fn risk_calls(output: &str) -> Vec<String> {
+    let analysis: Value = serde_json::from_str(output).unwrap_or_else(|e| panic!("{e}\n{output}"));
+    analysis["models"]["calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .filter(|c| c.starts_with("assess_risk"))
+        .collect()
+}
+
+#[test]
+fn the_reservation_of_a_process_killed_mid_call_expires() {
+    const CALL_TIMEOUT_S: i64 = 3;
+    let remote = FakeRemote::start(Mode::Hang, 2, Duration::ZERO);
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.home()).expect("home");
+    let config = |day_tokens: i64| {
+        std::fs::write(
+            sandbox.home().join("cairn.yaml"),
+            format!(
+                "llm:\n  remote:\n    base_url: {}\n    model: fake\n    retries: 0\n    timeout: {CALL_TIMEOUT_S}s\n    call_timeout: {CALL_TIMEOUT_S}s\n  tasks:\n    assess_risk: remote\n  budgets:\n    remote: {{ day_tokens: {day_tokens} }}\n  local:\n    model: {}\n",
+                remote.base_url(),
+                missing_model(&sandbox)
+            ),
+        )
+        .expect("config");
+    };
+    config(1_000_000);
+    let (repo, commits) = repo_with_changes(&sandbox, 3);
+    assert_eq!(sandbox.cairn(&["costs"]).code, Some(0));
+    let analyze = |commit: &str| {
+        sandbox.cairn_within(
+            &[
+                "analyze",
+                "--repo",
+                &repo.url(),
+                "--commit",
+                commit,
+                "--json",
+            ],
+            Duration::from_secs(60),
+        )
+    };
+    // Killed while the remote holds its request: the reservation is never settled.
+    let mut dying = sandbox.spawn(&[
+        "analyze",
+        "--repo",
+        &repo.url(),
+        "--commit",
+        &commits[0],
+        "--json",
+    ]);
+    cairn_tests::wait_until(
+        "the request reaches the remote",
+        Duration::from_secs(60),
+        || remote.requests() == 1,
+    );
+    assert!(dying.kill9(), "the analyze ended before it was killed");
+    let (id, tokens, state, at, expires_at): (i64, i64, String, i64, i64) = sandbox
+        .db()
+        .query_row(
+            "SELECT id, tokens, state, at, expires_at FROM llm_budget WHERE tier = 'remote'",
+            [],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            },
+        )
+        .expect("the dead process's reservation");
+    assert_eq!(state, "reserved");
+    // It expires once its call could no longer be running: the call's deadline plus a minute.
+    let lifetime = expires_at - at;
+    assert!(
+        lifetime <= (CALL_TIMEOUT_S + 61) * 1000,
+        "the reservation outlives its call by {lifetime} ms"
+    );
+    // A day with room for one call of this size, not two.
+    config(tokens + tokens / 2);
+    remote.set_mode(Mode::Answer);
+    let blocked = analyze(&commits[1]);
+    assert_eq!(blocked.code, Some(0), "{blocked}");
+    let calls = risk_calls(&blocked.stdout);
+    assert!(
+        calls.iter().any(|c| c.contains("budget exhausted")),
+        "the dead reservation still counts before its expiry: {calls:?}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let wait = Duration::from_millis((expires_at - now + 500).max(0) as u64);
+    std::thread::sleep(wait);
+    let answered = analyze(&commits[2]);
+    assert_eq!(answered.code, Some(0), "{answered}");
+    let calls = risk_calls(&answered.stdout);
+    let state: String = sandbox
+        .db()
+        .query_row("SELECT state FROM llm_budget WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .expect("state");
+    eprintln!(
+        "dead process: reservation of {tokens} tokens living {lifetime} ms; before expiry {:?}; after {:?} ({state})",
+        risk_calls(&blocked.stdout),
+        calls
+    );
+    assert_eq!(calls, vec!["assess_risk: remote".to_string()]);
+    assert_eq!(state, "expired");
 }
 
 /// The analyze step of the shipped pipeline, as shipped (its timeout included).

@@ -63,6 +63,13 @@ impl FakeRemote {
         FakeRemote { port, shared }
     }
 
+    /// Changes how the following requests are answered.
+    pub fn set_mode(&self, mode: Mode) {
+        if let Ok(mut current) = self.shared.mode.lock() {
+            *current = mode;
+        }
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}/v1", self.port)
     }
