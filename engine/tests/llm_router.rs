@@ -14,231 +14,14 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cairn_engine::llm::{Answer, CallScope, Request, Router, Settings, Task, Tier, redact};
-use cairn_engine::store::{NewRun, Store};
-use cairn_models::{
-    ChatMessage, ChatTemplateKind, Error as ModelError, FinishReason, GenerateParams, Generation,
-    LanguageModel, ModelIdentity,
-};
+use cairn_engine::llm::{CallScope, Request, Task, Tier, redact};
 use serde_json::{Value, json};
 use support::openai_server::{FakeOpenAi, Reply, normal_content, schema_breaking_content};
-
-// ---------------------------------------------------------------------------------------------
-// Test doubles and harness
-
-/// What the stand-in local model answers to `assess_risk`.
-fn local_answer() -> Value {
-    json!({ "level": "medium", "score": 45, "reasons": ["local stand-in"], "strategy": "rolling" })
-}
-
-/// What the caller's deterministic rules answer.
-fn rules_answer() -> Value {
-    json!({ "level": "medium", "score": 40, "reasons": [], "strategy": "rolling" })
-}
-
-/// A deterministic stand-in for the local model (see the module doc for why it is acceptable).
-struct StandInModel {
-    identity: ModelIdentity,
-    broken: bool,
-    calls: AtomicUsize,
-}
-
-impl StandInModel {
-    fn new(broken: bool) -> Arc<StandInModel> {
-        Arc::new(StandInModel {
-            identity: ModelIdentity {
-                architecture: "llama".into(),
-                name: Some("stand-in".into()),
-                path: PathBuf::from("/nonexistent/stand-in.gguf"),
-                file_name: "stand-in.gguf".into(),
-                file_size: 1,
-                modified_unix: 0,
-                sha256: None,
-                context_length: 8192,
-                chat_template: ChatTemplateKind::ChatMl,
-            },
-            broken,
-            calls: AtomicUsize::new(0),
-        })
-    }
-
-    fn answer(
-        &self,
-        prompt_tokens: usize,
-        params: &GenerateParams,
-    ) -> Result<Generation, ModelError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.broken {
-            return Err(ModelError::Constraint {
-                reason: "stand-in told to fail".into(),
-            });
-        }
-        let text = match params.json_schema {
-            Some(_) => local_answer().to_string(),
-            None => "Local stand-in summary of the change.".to_string(),
-        };
-        Ok(Generation {
-            completion_tokens: text.len() / 4,
-            text,
-            token_ids: Vec::new(),
-            prompt_tokens,
-            finish_reason: FinishReason::EndOfText,
-            input_summarized: false,
-        })
-    }
-}
-
-impl LanguageModel for StandInModel {
-    fn identity(&self) -> &ModelIdentity {
-        &self.identity
-    }
-
-    fn count_tokens(&self, text: &str) -> Result<usize, ModelError> {
-        Ok(text.len().div_ceil(4))
-    }
-
-    fn generate(
-        &self,
-        prompt: &str,
-        params: &GenerateParams,
-        _: &mut dyn FnMut(&str),
-    ) -> Result<Generation, ModelError> {
-        self.answer(prompt.len() / 4, params)
-    }
-
-    fn chat(
-        &self,
-        messages: &[ChatMessage],
-        params: &GenerateParams,
-        _: &mut dyn FnMut(&str),
-    ) -> Result<Generation, ModelError> {
-        self.answer(messages.iter().map(|m| m.content.len() / 4).sum(), params)
-    }
-}
-
-struct Harness {
-    router: Arc<Router>,
-    store: Store,
-    run_id: i64,
-    _home: tempfile::TempDir,
-}
-
-/// `yaml` with `BASE_URL` replaced by the server's URL; a fresh store in a temporary directory.
-fn harness(server: &FakeOpenAi, yaml: &str, local: Option<Arc<StandInModel>>) -> Harness {
-    let settings =
-        Settings::parse("cairn.yaml", &yaml.replace("BASE_URL", &server.base_url())).unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let store = Store::open(&home.path().join("cairn.db")).unwrap();
-    let run_id = store
-        .write(|txn| {
-            txn.create_run(&NewRun {
-                workflow: "llm-router-test".into(),
-                source_path: None,
-                definition: "name: llm-router-test\n".into(),
-                context: json!({}),
-                step_ids: vec!["analyze".into()],
-                owner: "llm_router test".into(),
-                lease_ms: 60_000,
-            })
-        })
-        .unwrap();
-    let router = match local {
-        Some(model) => Router::with_local_model(settings, store.clone(), model).unwrap(),
-        None => Router::new(settings, store.clone()).unwrap(),
-    };
-    Harness {
-        router: Arc::new(router),
-        store,
-        run_id,
-        _home: home,
-    }
-}
-
-const INSTRUCTION: &str = "You assess how risky it is to deploy a code change. Answer only with JSON: level (low, \
-                           medium or high), score (0-100), up to 5 short reasons, and the deployment strategy \
-                           (rolling, blue_green or canary).";
-
-const SMALL_DIFF: &str = "diff --git a/src/auth.rs b/src/auth.rs\n--- a/src/auth.rs\n+++ b/src/auth.rs\n@@ -1,2 +1,2 @@\n-fn check() -> bool { verify() }\n+fn check() -> bool { true }\n";
-
-fn risk(input: &str) -> Request {
-    Request {
-        task: Task::AssessRisk,
-        instruction: INSTRUCTION.into(),
-        input: input.into(),
-        diff: Some(SMALL_DIFF.into()),
-    }
-}
-
-/// Remote with one retry and a breaker that stays closed, `assess_risk` remote then local.
-const FAILOVER: &str = "llm:
-  remote:
-    base_url: BASE_URL
-    model: fake-gpt
-    timeout: 400ms
-    retries: 1
-    breaker: { failures: 100, cool_down: 1s }
-  tasks:
-    assess_risk: remote-then-local
-  prices:
-    remote: { input: 0.15, output: 0.60 }
-";
-
-/// One `assess_risk` call against a server answering `script` then `mode`; the tier, the
-/// reasons and what was recorded in the run's history are checked by the callers.
-async fn failing_call(
-    script: Vec<Reply>,
-    mode: Reply,
-    yaml: &str,
-    local: Arc<StandInModel>,
-) -> (Answer, FakeOpenAi, Harness, Duration) {
-    let server = FakeOpenAi::start().await;
-    server.script(script);
-    server.set_mode(mode);
-    let harness = harness(&server, yaml, Some(local));
-    let scope = CallScope::new(harness.run_id, "analyze");
-    let started = Instant::now();
-    let answer = harness
-        .router
-        .ask(
-            Some(&scope),
-            risk("Commit subject: trust every token"),
-            rules_answer,
-        )
-        .await;
-    let elapsed = started.elapsed();
-    // What the run's history says matches what the caller was told.
-    let recorded = harness
-        .store
-        .calls(harness.run_id)
-        .unwrap()
-        .into_iter()
-        .find(|call| call.step_id == "analyze" && call.call_index == 0)
-        .unwrap();
-    assert_eq!(recorded.tier, answer.tier.as_str());
-    assert_eq!(recorded.fallbacks, answer.fallbacks);
-    (answer, server, harness, elapsed)
-}
-
-fn assert_fell_back_to_local(answer: &Answer, reason: &str) {
-    assert_eq!(answer.tier, Tier::Local, "{answer:?}");
-    assert_eq!(answer.value.as_ref(), Some(&local_answer()));
-    assert_eq!(answer.fallbacks.len(), 1, "{:?}", answer.fallbacks);
-    assert!(
-        answer.fallbacks[0].starts_with("remote: "),
-        "{:?}",
-        answer.fallbacks
-    );
-    assert!(
-        answer.fallbacks[0].contains(reason),
-        "expected `{reason}` in {:?}",
-        answer.fallbacks
-    );
-}
+use support::router_harness::*;
 
 // ---------------------------------------------------------------------------------------------
 // 1. Fallback on every kind of failure
@@ -725,8 +508,8 @@ async fn no_seeded_secret_ever_reaches_the_server() {
     let placeholders = String::from_utf8_lossy(&received[0].body)
         .matches("[REDACTED:")
         .count();
-    let mut kinds: Vec<&str> = redact(&input).found;
-    kinds.extend(redact(&diff).found);
+    let mut kinds: Vec<&str> = redact(&input).unwrap().found;
+    kinds.extend(redact(&diff).unwrap().found);
     let mut histogram = std::collections::BTreeMap::new();
     for kind in &kinds {
         *histogram.entry(*kind).or_insert(0) += 1;
@@ -997,6 +780,39 @@ fn the_api_key_is_sent_as_a_bearer_token_and_never_shown() {
                 "the key is in the body"
             );
 
+            // A 200 whose answer quotes the key (a proxy echoing the request, an injected
+            // model): scrubbed before it is returned, recorded, cached or logged.
+            server.set_mode(Reply::EchoesKey);
+            let echoed = h
+                .router
+                .ask(Some(&scope), risk("Commit subject: echo"), rules_answer)
+                .await;
+            assert_eq!(echoed.tier, Tier::Remote, "{echoed:?}");
+            assert!(
+                echoed.text.contains("[REDACTED:api_key]"),
+                "{}",
+                echoed.text
+            );
+            assert!(
+                !format!("{echoed:?}").contains(KEY),
+                "the key is in the answer"
+            );
+            // The same question again comes from the cache, scrubbed too.
+            let cached = h
+                .router
+                .ask(None, risk("Commit subject: echo"), rules_answer)
+                .await;
+            assert!(cached.cache_hit && !cached.text.contains(KEY), "{cached:?}");
+            let home = h._home.path();
+            for file in ["cairn.db", "cairn.db-wal"] {
+                let bytes = std::fs::read(home.join(file)).unwrap_or_default();
+                assert!(
+                    !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+                    "the key is in {file}"
+                );
+            }
+            let requests = server.request_count();
+
             // A provider that rejects the key and quotes it back in its error message.
             server.set_mode(Reply::Unauthorized);
             let answer = h
@@ -1008,7 +824,7 @@ fn the_api_key_is_sent_as_a_bearer_token_and_never_shown() {
                 )
                 .await;
             assert_fell_back_to_local(&answer, "HTTP 401");
-            assert_eq!(server.request_count(), 2, "a 401 is not retried");
+            assert_eq!(server.request_count(), requests + 1, "a 401 is not retried");
             let history = serde_json::to_string(&h.store.calls(h.run_id).unwrap()).unwrap();
             assert!(
                 !answer.fallbacks.join("\n").contains(KEY),
@@ -1034,6 +850,6 @@ fn the_api_key_is_sent_as_a_bearer_token_and_never_shown() {
                 &answer,
                 "the API key variable `CAIRN_LLM_ROUTER_TEST_UNSET_KEY` is not set",
             );
-            assert_eq!(server.request_count(), 2);
+            assert_eq!(server.request_count(), requests + 1);
         });
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, anyhow};
 
 use cairn_engine::agents::orchestrator;
+use cairn_engine::llm::CallScope;
 
 use super::settings::Settings;
 
@@ -30,8 +31,10 @@ pub async fn analyze(home: Option<PathBuf>, args: &AnalyzeArgs) -> Result<()> {
         let store = settings.open_store()?;
         Some(settings.llm(&store)?)
     };
+    // Recorded outside any run, so what the models cost shows in `cairn costs`.
+    let scope = CallScope::outside_run("cairn analyze");
     let analysis =
-        orchestrator::analyze_with_models(&args.repo, &args.commit, router.as_ref(), None)
+        orchestrator::analyze_with_models(&args.repo, &args.commit, router.as_ref(), Some(&scope))
             .await
             .map_err(|e| anyhow!(e))?;
     if args.json {

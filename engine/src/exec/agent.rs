@@ -33,6 +33,9 @@ pub struct AgentCall {
     /// on the repository's behalf (test suites); see [`super::sandbox`].
     pub sandbox: crate::pipeline::StepSandbox,
     pub sandbox_requirement: crate::pipeline::SandboxRequirement,
+    /// When the step times out (its `timeout:` from the attempt's start); work with a
+    /// fallback (language-model calls) gives up early enough to use it.
+    pub deadline: Option<std::time::Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]

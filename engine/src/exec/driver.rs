@@ -719,6 +719,7 @@ async fn perform_attempt(
                     .collect(),
                 sandbox: step.sandbox.clone(),
                 sandbox_requirement: attempt.requirement,
+                deadline: step.timeout.map(|t| std::time::Instant::now() + t),
             };
             let Some(running) = agents.start(name, call) else {
                 return Outcome::Failed {

@@ -373,12 +373,13 @@ impl<'w> RunMachine<'w> {
                         Readiness::Ready => {
                             let step = &self.workflow.steps[index];
                             if let Some(condition) = &step.when
-                                && !condition.evaluate(&self.context_for(index)) {
-                                    let reason = format!("`when: {}` is false", condition.source());
-                                    self.settle(index, StepState::Skipped, &reason, effects);
-                                    moved = true;
-                                    continue;
-                                }
+                                && !condition.evaluate(&self.context_for(index))
+                            {
+                                let reason = format!("`when: {}` is false", condition.source());
+                                self.settle(index, StepState::Skipped, &reason, effects);
+                                moved = true;
+                                continue;
+                            }
                             self.start(index, effects);
                         }
                     },

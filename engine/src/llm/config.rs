@@ -6,10 +6,14 @@
 //!     base_url: http://127.0.0.1:8080/v1   # any OpenAI-compatible /v1 endpoint
 //!     model: gpt-4o-mini
 //!     api_key_env: OPENAI_API_KEY   # the key is read from this variable, never from the file
-//!     timeout: 30s                  # per HTTP attempt
-//!     retries: 3                    # on 429 / 5xx / connection errors, honouring Retry-After
+//!     timeout: 20s                  # per HTTP attempt
+//!     retries: 2                    # on 429 / 5xx / connection errors, honouring Retry-After
+//!     call_timeout: 45s             # the whole call, retries and waits included; a step's
+//!                                   # deadline shortens it (minus `local.reserve`)
 //!     breaker: { failures: 5, cool_down: 60s }
 //!   remote_sees: diff               # diff (redacted) | summary (the local model's summary only)
+//!   redact:                         # extra patterns (regular expressions) to redact; one that
+//!     patterns: ['ACME-[0-9]{8}']   # does not compile stops every remote call
 //!   tasks:                          # task -> local | remote | remote-then-local
 //!     assess_risk: remote-then-local
 //!   cache_ttl: 7d
@@ -21,7 +25,11 @@
 //!   local:
 //!     model: /models/qwen2.5-coder-1.5b-q4.gguf   # default: CAIRN_MODEL or the cache
 //!     threads: 2
+//!     reserve: 40s                  # kept before a step's deadline for the local fallback
 //! ```
+//!
+//! The defaults fit the shipped pipeline: a hung remote costs at most `call_timeout` (45 s),
+//! and the orchestrator step's `timeout: 2m` leaves the local model its reserve after that.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,6 +66,7 @@ pub struct Config {
 pub struct LlmConfig {
     pub remote: Option<RemoteConfig>,
     pub remote_sees: RemoteSees,
+    pub redact: RedactConfig,
     pub tasks: std::collections::HashMap<Spanned<String>, TierChoice>,
     pub cache_ttl: Option<Spanned<String>>,
     pub budgets: BTreeMap<String, BudgetConfig>,
@@ -73,7 +82,14 @@ pub struct RemoteConfig {
     pub api_key_env: Option<String>,
     pub timeout: Option<Spanned<String>>,
     pub retries: Option<u32>,
+    pub call_timeout: Option<Spanned<String>>,
     pub breaker: Option<BreakerConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactConfig {
+    pub patterns: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +192,7 @@ pub struct LocalConfig {
     pub model: Option<PathBuf>,
     /// Checked at load against [`MAX_LOCAL_THREADS`].
     pub threads: Option<usize>,
+    pub reserve: Option<Spanned<String>>,
 }
 
 /// Most decode threads `llm.local.threads` may ask for: every thread is spawned at model load,
@@ -192,6 +209,8 @@ pub struct Settings {
     pub budgets: BTreeMap<String, BudgetLimits>,
     pub prices: BTreeMap<String, Price>,
     pub local: LocalConfig,
+    /// Time kept before a step's deadline for the local fallback.
+    pub local_reserve: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -199,11 +218,21 @@ pub struct RemoteSettings {
     pub base_url: String,
     pub model: String,
     pub api_key_env: Option<String>,
+    /// One HTTP attempt.
     pub timeout: Duration,
     pub retries: u32,
+    /// The whole call: every attempt and every wait between them.
+    pub call_timeout: Duration,
+    /// The user's extra redaction patterns (`llm.redact.patterns`).
+    pub redact_patterns: Vec<String>,
     pub breaker_failures: u32,
     pub breaker_cool_down: Duration,
 }
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+const DEFAULT_RETRIES: u32 = 2;
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(45);
+const DEFAULT_LOCAL_RESERVE: Duration = Duration::from_secs(40);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -215,6 +244,7 @@ impl Default for Settings {
             budgets: BTreeMap::new(),
             prices: BTreeMap::new(),
             local: LocalConfig::default(),
+            local_reserve: DEFAULT_LOCAL_RESERVE,
         }
     }
 }
@@ -360,8 +390,15 @@ impl Settings {
                     .as_ref()
                     .map(duration)
                     .transpose()?
-                    .unwrap_or(Duration::from_secs(30)),
-                retries: remote.retries.unwrap_or(3),
+                    .unwrap_or(DEFAULT_TIMEOUT),
+                retries: remote.retries.unwrap_or(DEFAULT_RETRIES),
+                call_timeout: remote
+                    .call_timeout
+                    .as_ref()
+                    .map(duration)
+                    .transpose()?
+                    .unwrap_or(DEFAULT_CALL_TIMEOUT),
+                redact_patterns: llm.redact.patterns.clone(),
                 breaker_failures: remote.breaker.as_ref().map_or(5, |b| b.failures.max(1)),
                 breaker_cool_down: remote
                     .breaker
@@ -388,6 +425,13 @@ impl Settings {
                 .collect(),
             prices: llm.prices.clone(),
             local: llm.local.clone(),
+            local_reserve: llm
+                .local
+                .reserve
+                .as_ref()
+                .map(duration)
+                .transpose()?
+                .unwrap_or(DEFAULT_LOCAL_RESERVE),
         })
     }
 }
@@ -442,6 +486,32 @@ mod tests {
     }
 
     #[test]
+    fn the_defaults_fit_the_shipped_pipelines_analyze_step() {
+        let pipeline = include_str!("../../../workflows/ai-pipeline.yaml");
+        let step = &pipeline[pipeline.find("- id: analyze").expect("an analyze step")..];
+        let timeout = step
+            .lines()
+            .take_while(|l| !l.trim_start().starts_with("- id:") || l.contains("analyze"))
+            .find_map(|l| l.trim().strip_prefix("timeout:"))
+            .map(|t| parse_duration(t.split('#').next().unwrap_or_default().trim()))
+            .expect("the analyze step has a timeout")
+            .expect("a valid duration");
+        let settings = Settings::parse(
+            "cairn.yaml",
+            "llm:\n  remote:\n    base_url: http://127.0.0.1:9/v1\n    model: m\n",
+        )
+        .expect("parses");
+        let remote = settings.remote.as_ref().expect("remote");
+        // A hung remote costs at most `call_timeout`; the local fallback then has its reserve.
+        assert!(
+            remote.call_timeout + settings.local_reserve < timeout,
+            "{:?} + {:?} does not fit {timeout:?}",
+            remote.call_timeout,
+            settings.local_reserve
+        );
+    }
+
+    #[test]
     fn without_a_remote_every_task_is_local() {
         let settings = Settings::parse("cairn.yaml", "llm:\n  tasks:\n    assess_risk: remote\n")
             .expect("parses");
@@ -457,11 +527,9 @@ mod tests {
             error.message.contains("unknown task `guess_mood`"),
             "{error}"
         );
-        let error = Settings::parse("cairn.yaml", "llm:\n  remotes: {}\n")
-            .expect_err("fails");
+        let error = Settings::parse("cairn.yaml", "llm:\n  remotes: {}\n").expect_err("fails");
         assert!(error.to_string().starts_with("cairn.yaml:2:"), "{error}");
-        let error = Settings::parse("cairn.yaml", "llm:\n  cache_ttl: soon\n")
-            .expect_err("fails");
+        let error = Settings::parse("cairn.yaml", "llm:\n  cache_ttl: soon\n").expect_err("fails");
         assert!(error.to_string().contains("bad duration"), "{error}");
     }
 

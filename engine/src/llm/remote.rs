@@ -1,9 +1,11 @@
 //! The remote tier: an OpenAI-compatible `/v1/chat/completions` client with per-attempt
-//! timeouts, retries with exponential backoff and jitter on 429/5xx (honouring `Retry-After`),
-//! and a circuit breaker.
+//! timeouts, a deadline for the whole call, retries with exponential backoff and jitter on
+//! 429/5xx/connection failures (honouring `Retry-After` up to a cap), and a circuit breaker.
 //!
 //! Every message is redacted here, in [`RemoteClient::chat`], the only function that sends
-//! text off the machine.
+//! text off the machine; if the redaction rules did not compile, nothing is sent. Every answer
+//! (2xx or not) has the API key scrubbed out before anyone sees it, so a provider echoing the
+//! key cannot put it in reasons, logs, the call history or the cache.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,10 +13,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::config::RemoteSettings;
-use super::redact::redact;
+use super::redact::{RedactError, Redactor};
 
 /// The longest `Retry-After` we are willing to sit through inside one pipeline step.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// An attempt with less time than this before the deadline is not started.
+const MIN_ATTEMPT: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -22,27 +26,84 @@ pub enum RemoteError {
     CircuitOpen(Duration),
     #[error("the API key variable `{0}` is not set")]
     MissingKey(String),
+    #[error("{0}")]
+    Redaction(String),
     #[error("HTTP {status}: {detail}")]
     Status { status: u16, detail: String },
+    #[error(
+        "HTTP {status}: {detail}; the provider asked to retry after {wait:?}, beyond the {cap:?} cap"
+    )]
+    RetryAfterBeyondCap {
+        status: u16,
+        detail: String,
+        wait: Duration,
+        cap: Duration,
+    },
+    #[error("{error}; not retried: the next try (in {wait:?}) would pass the call's deadline")]
+    NoTimeToRetry {
+        error: Box<RemoteError>,
+        wait: Duration,
+    },
+    #[error("{error}; not retried: {reason}")]
+    RetryRefused {
+        error: Box<RemoteError>,
+        reason: String,
+    },
+    #[error("no time left for the remote before the deadline")]
+    NoTime,
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    #[error("connection refused: nothing answers at {0}")]
+    Refused(String),
+    #[error("connection reset by the remote: {0}")]
+    Reset(String),
     #[error("request failed: {0}")]
     Transport(String),
     #[error("malformed response: {0}")]
     Malformed(String),
+    /// The last failure of a call that tried more than once: the reason then says how long
+    /// the whole call took, not only its last attempt (`timed out after 3.3s` alone would
+    /// hide 45 s of waiting).
+    #[error("{error} ({attempts} attempts in {elapsed:.1?})")]
+    GaveUp {
+        error: Box<RemoteError>,
+        attempts: u32,
+        elapsed: Duration,
+    },
 }
 
 impl RemoteError {
     /// The provider may have done (and billed) the work: the answer timed out or arrived
     /// unreadable. Such calls are charged at their reservation, not handed back.
+    /// `error` as the end of a call that made `attempts` attempts since `started`.
+    fn after(self, attempts: u32, started: Instant) -> RemoteError {
+        if attempts < 2 {
+            return self;
+        }
+        RemoteError::GaveUp {
+            error: Box::new(self),
+            attempts,
+            elapsed: started.elapsed(),
+        }
+    }
+
     pub fn maybe_billed(&self) -> bool {
-        matches!(self, RemoteError::Timeout(_) | RemoteError::Malformed(_))
+        match self {
+            RemoteError::Timeout(_) | RemoteError::Malformed(_) | RemoteError::Reset(_) => true,
+            RemoteError::NoTimeToRetry { error, .. }
+            | RemoteError::RetryRefused { error, .. }
+            | RemoteError::GaveUp { error, .. } => error.maybe_billed(),
+            _ => false,
+        }
     }
 
     fn retryable(&self) -> bool {
         match self {
             RemoteError::Status { status, .. } => *status == 429 || *status >= 500,
-            RemoteError::Timeout(_) | RemoteError::Transport(_) => true,
+            RemoteError::Timeout(_)
+            | RemoteError::Transport(_)
+            | RemoteError::Refused(_)
+            | RemoteError::Reset(_) => true,
             _ => false,
         }
     }
@@ -70,18 +131,23 @@ struct Breaker {
 pub struct RemoteClient {
     http: reqwest::Client,
     settings: RemoteSettings,
+    redactor: Result<Redactor, RedactError>,
     breaker: Mutex<Breaker>,
 }
 
 impl RemoteClient {
     pub fn new(settings: RemoteSettings) -> Result<RemoteClient, String> {
         let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
             .build()
             .map_err(|e| format!("failed to build the HTTP client: {e}"))?;
+        let redactor = Redactor::new(&settings.redact_patterns);
+        if let Err(error) = &redactor {
+            tracing::error!(%error, "remote tier disabled");
+        }
         Ok(RemoteClient {
             http,
             settings,
+            redactor,
             breaker: Mutex::new(Breaker {
                 consecutive_failures: 0,
                 open_until: None,
@@ -97,24 +163,34 @@ impl RemoteClient {
         &self.settings.base_url
     }
 
-    /// Redacts `messages` and sends them. The redacted messages are returned too, so the
-    /// caller's cache key is computed over exactly what was sent.
-    pub fn outbound(messages: &[Message]) -> Vec<Message> {
-        messages
+    /// Redacts `messages`: exactly what [`RemoteClient::chat`] would send, so the caller's
+    /// cache key and budget estimate are computed over it.
+    pub fn outbound(&self, messages: &[Message]) -> Result<Vec<Message>, RemoteError> {
+        let redactor = self
+            .redactor
+            .as_ref()
+            .map_err(|e| RemoteError::Redaction(e.to_string()))?;
+        Ok(messages
             .iter()
             .map(|m| Message {
                 role: m.role,
-                content: redact(&m.content).text,
+                content: redactor.redact(&m.content).text,
             })
-            .collect()
+            .collect())
     }
 
+    /// Sends `messages` (redacted here) and returns the answer, trying until `until` at the
+    /// latest. Before retrying after an attempt the provider may have billed, `before_retry`
+    /// must agree (it extends the call's budget reservation); its refusal ends the call.
     pub async fn chat(
         &self,
         messages: &[Message],
         max_tokens: usize,
         schema: Option<&Value>,
+        until: Instant,
+        before_retry: &mut (dyn FnMut() -> Result<(), String> + Send),
     ) -> Result<RemoteAnswer, RemoteError> {
+        let outbound = self.outbound(messages)?;
         self.check_breaker()?;
         let key = match &self.settings.api_key_env {
             Some(variable) => Some(
@@ -124,7 +200,7 @@ impl RemoteClient {
         };
         let mut body = json!({
             "model": self.settings.model,
-            "messages": Self::outbound(messages),
+            "messages": outbound,
             "temperature": 0,
             "seed": 0,
             "max_tokens": max_tokens,
@@ -135,33 +211,66 @@ impl RemoteClient {
                 "json_schema": { "name": "answer", "schema": schema, "strict": true },
             });
         }
+        let started = Instant::now();
         let mut attempt = 0;
         loop {
-            let result = self.send(&body, key.as_deref()).await;
-            match result {
+            let left = until.saturating_duration_since(Instant::now());
+            if left < MIN_ATTEMPT {
+                self.record(false);
+                return Err(RemoteError::NoTime.after(attempt, started));
+            }
+            // Whole milliseconds: the reason reads `timed out after 1.987s`, not nanoseconds.
+            let timeout = Duration::from_millis(self.settings.timeout.min(left).as_millis() as u64);
+            let result = self.send(&body, key.as_deref(), timeout).await;
+            let (error, retry_after) = match result {
                 Ok(answer) => {
                     self.record(true);
                     return Ok(answer);
                 }
-                Err((error, retry_after))
-                    if error.retryable() && attempt < self.settings.retries =>
-                {
-                    attempt += 1;
-                    let backoff = Duration::from_millis(250u64 << attempt.min(6));
-                    let jitter = backoff.mul_f64(rand::random::<f64>() * 0.5);
-                    let wait = retry_after.unwrap_or(backoff + jitter);
-                    if wait > MAX_RETRY_AFTER {
-                        self.record(false);
-                        return Err(error);
-                    }
-                    tracing::info!(attempt, ?wait, "remote call failed ({error}); retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Err((error, _)) => {
-                    self.record(false);
-                    return Err(error);
-                }
+                Err(failure) => failure,
+            };
+            if !error.retryable() || attempt >= self.settings.retries {
+                self.record(false);
+                return Err(error.after(attempt + 1, started));
             }
+            attempt += 1;
+            let backoff = Duration::from_millis(250u64 << attempt.min(6));
+            let jitter = backoff.mul_f64(rand::random::<f64>() * 0.5);
+            let wait = retry_after.unwrap_or(backoff + jitter);
+            if wait > MAX_RETRY_AFTER {
+                self.record(false);
+                let (status, detail) = match error {
+                    RemoteError::Status { status, detail } => (status, detail),
+                    other => (0, other.to_string()),
+                };
+                return Err(RemoteError::RetryAfterBeyondCap {
+                    status,
+                    detail,
+                    wait,
+                    cap: MAX_RETRY_AFTER,
+                }
+                .after(attempt, started));
+            }
+            if Instant::now() + wait + MIN_ATTEMPT > until {
+                self.record(false);
+                return Err(RemoteError::NoTimeToRetry {
+                    error: Box::new(error),
+                    wait,
+                }
+                .after(attempt, started));
+            }
+            if error.maybe_billed()
+                && let Err(reason) = before_retry()
+            {
+                self.record(false);
+                return Err(RemoteError::RetryRefused {
+                    error: Box::new(error),
+                    reason,
+                }
+                .after(attempt, started));
+            }
+            tracing::info!(attempt, ?wait, "remote call failed ({error}); retrying");
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -169,34 +278,37 @@ impl RemoteClient {
         &self,
         body: &Value,
         key: Option<&str>,
+        timeout: Duration,
     ) -> Result<RemoteAnswer, (RemoteError, Option<Duration>)> {
         let url = format!("{}/chat/completions", self.settings.base_url);
-        let mut request = self.http.post(&url).json(body);
+        let mut request = self.http.post(&url).json(body).timeout(timeout);
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
+        let scrub = |text: String| scrub_key(text, key);
         let response = request
             .send()
             .await
-            .map_err(|e| (transport(e, self.settings.timeout), None))?;
+            .map_err(|e| (transport(&e, timeout, &self.settings.base_url, key), None))?;
         let status = response.status();
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = response
-            .text()
-            .await
-            .map_err(|e| (transport(e, self.settings.timeout), None))?;
-        if !status.is_success() {
-            // Providers quote a rejected key back in their error message; it must not reach
-            // fallback reasons, logs or the run's history.
-            let text = match key {
-                Some(key) if !key.is_empty() => text.replace(key, "[REDACTED:api_key]"),
-                _ => text,
+            .and_then(parse_retry_after);
+        // The status line arrived: a body cut short is an unreadable answer, not a reset,
+        // and not retried (the provider did, and billed, the work).
+        let text = response.text().await.map_err(|e| {
+            let error = match transport(&e, timeout, &self.settings.base_url, key) {
+                RemoteError::Timeout(t) => RemoteError::Timeout(t),
+                other => RemoteError::Malformed(format!("unreadable body: {other}")),
             };
+            (error, None)
+        })?;
+        // Providers quote a rejected key back in their error message, and a proxy may echo
+        // the whole request in a 200: the key goes before the text goes anywhere.
+        let text = scrub(text);
+        if !status.is_success() {
             let detail: String = text.chars().take(200).collect();
             return Err((
                 RemoteError::Status {
@@ -206,7 +318,10 @@ impl RemoteClient {
                 retry_after,
             ));
         }
-        parse_completion(&text).map_err(|e| (e, None))
+        let mut answer = parse_completion(&text).map_err(|e| (e, None))?;
+        // The content is unescaped JSON now: a key written with `\u` escapes shows here.
+        answer.text = scrub(answer.text);
+        Ok(answer)
     }
 
     fn check_breaker(&self) -> Result<(), RemoteError> {
@@ -240,13 +355,70 @@ impl RemoteClient {
     }
 }
 
-fn transport(error: reqwest::Error, timeout: Duration) -> RemoteError {
+/// Removes the API key from a text the provider sent (or an error that quotes the URL).
+pub fn scrub_key(text: String, key: Option<&str>) -> String {
+    match key {
+        // A key this short would match ordinary text; no real provider issues one.
+        Some(key) if key.len() >= 8 && text.contains(key) => {
+            text.replace(key, "[REDACTED:api_key]")
+        }
+        _ => text,
+    }
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+/// Names the failure by what happened on the socket: refused (nothing listens), reset (the
+/// remote cut an open connection), timed out, or unreadable.
+fn transport(
+    error: &reqwest::Error,
+    timeout: Duration,
+    base_url: &str,
+    key: Option<&str>,
+) -> RemoteError {
     if error.is_timeout() {
-        RemoteError::Timeout(timeout)
-    } else if error.is_decode() || error.is_body() {
-        RemoteError::Malformed(format!("unreadable body: {error}"))
+        return RemoteError::Timeout(timeout);
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut chain = Vec::new();
+    while let Some(current) = source {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    return RemoteError::Refused(base_url.to_string());
+                }
+                std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe => {
+                    return RemoteError::Reset(io.to_string());
+                }
+                _ => {}
+            }
+        }
+        chain.push(current.to_string());
+        source = current.source();
+    }
+    let text = scrub_key(chain.join(": "), key);
+    if text.contains("connection closed before message completed") {
+        return RemoteError::Reset("the connection was closed before an answer arrived".into());
+    }
+    if error.is_decode() || error.is_body() {
+        RemoteError::Malformed(format!("unreadable body: {text}"))
+    } else if error.is_connect() {
+        RemoteError::Transport(format!("failed to connect: {text}"))
     } else {
-        RemoteError::Transport(error.to_string())
+        RemoteError::Transport(text)
     }
 }
 
@@ -267,4 +439,31 @@ fn parse_completion(text: &str) -> Result<RemoteAnswer, RemoteError> {
         prompt_tokens: usage("prompt_tokens"),
         completion_tokens: usage("completion_tokens"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let parsed = parse_retry_after(&httpdate::fmt_http_date(later)).expect("a date");
+        assert!(
+            parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120),
+            "{parsed:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn the_key_is_scrubbed_and_short_keys_do_not_blank_text() {
+        let key = "sk-test-0123456789abcdef";
+        assert_eq!(
+            scrub_key(format!("echo {key}!"), Some(key)),
+            "echo [REDACTED:api_key]!"
+        );
+        assert_eq!(scrub_key("a b c".into(), Some("b")), "a b c");
+    }
 }

@@ -1,21 +1,26 @@
 //! The router: every language-model call goes through [`Router::ask`].
 //!
 //! Per call: replay a recorded answer if this (run, step, call index) already has one →
-//! try the configured tiers in order (remote: redact, cache, reserve budget, call, validate,
-//! repair once, settle; local: cache, generate with JSON constraints) → fall back to the
-//! caller's deterministic rules → record the call in the run's history.
+//! try the configured tiers in order (remote: least context, redact, cache, reserve budget,
+//! call, validate, repair once, settle; local: cache, generate with JSON constraints) → fall
+//! back to the caller's deterministic rules → record the call in the run's history.
+//!
+//! A call made for a step knows the step's deadline ([`CallScope::with_deadline`]): the remote
+//! tier must give up early enough for the local fallback to answer before the step times out.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cairn_models::{ChatMessage, GenerateParams, LanguageModel, LoadOptions, LocalModel};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
+use super::budget::{Reservation, prompt_upper_bound};
 use super::config::{RemoteSees, Settings};
+use super::context::minimal_diff;
 use super::remote::{Message, RemoteClient};
 use super::task::{Task, Tier, TierChoice};
 use crate::store::{CachedResponse, CallRecord, Store};
@@ -23,8 +28,11 @@ use crate::store::{CachedResponse, CallRecord, Store};
 /// Identifies the calls of one step attempt; the n-th call of a re-run attempt replays the
 /// n-th recorded answer.
 pub struct CallScope {
+    /// The run; 0 for calls made outside any run (`cairn analyze`), whose ids start at 1.
     pub run_id: i64,
     pub step_id: String,
+    /// When the step times out: calls give up early enough to fall back before it.
+    pub deadline: Option<Instant>,
     next: AtomicU32,
 }
 
@@ -33,8 +41,25 @@ impl CallScope {
         Self {
             run_id,
             step_id: step_id.into(),
+            deadline: None,
             next: AtomicU32::new(0),
         }
+    }
+
+    /// Calls made outside any run (a command such as `cairn analyze`): recorded, so their
+    /// spending shows in `cairn costs`, under a label unique to this invocation (nothing to
+    /// replay), and charged to no run's budget.
+    pub fn outside_run(label: &str) -> Self {
+        Self::new(0, format!("{label} {:016x}", rand::random::<u64>()))
+    }
+
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    fn budget_run(&self) -> Option<i64> {
+        (self.run_id > 0).then_some(self.run_id)
     }
 }
 
@@ -170,22 +195,33 @@ impl Router {
                 index,
                 request.task.name(),
                 &request_sha256,
-            ) {
-                return replayed(recorded, request.task);
-            }
+            )
+        {
+            return replayed(recorded, request.task);
+        }
         let started = Instant::now();
         let tiers: &[Tier] = match self.settings.tier(request.task) {
             TierChoice::Local => &[Tier::Local],
             TierChoice::Remote => &[Tier::Remote],
             TierChoice::RemoteThenLocal => &[Tier::Remote, Tier::Local],
         };
-        let run_id = scope.map(|s| s.run_id);
+        let run_id = scope.and_then(CallScope::budget_run);
+        let deadline = scope.and_then(|s| s.deadline);
         let mut fallbacks = Vec::new();
         let mut answer = None;
-        for &tier in tiers {
+        for (position, &tier) in tiers.iter().enumerate() {
+            let local_follows = tiers[position + 1..].contains(&Tier::Local);
             let result = match tier {
-                Tier::Remote => self.try_remote(&request, run_id).await,
-                _ => self.try_local(&request).await,
+                Tier::Remote => match self.remote_until(deadline, local_follows) {
+                    Ok(until) => self.try_remote(&request, run_id, until).await,
+                    Err(reason) => Err(reason),
+                },
+                _ => match deadline {
+                    Some(deadline) if Instant::now() >= deadline => {
+                        Err("the step's deadline has passed".to_string())
+                    }
+                    _ => self.try_local(&request).await,
+                },
             };
             match result {
                 Ok(attempt) => {
@@ -257,14 +293,55 @@ impl Router {
         answer
     }
 
-    async fn try_remote(&self, request: &Request, run_id: Option<i64>) -> Result<Attempt, String> {
+    /// When the remote must have answered: its own `call_timeout`, shortened by the step's
+    /// deadline less what the local fallback needs (at most a third of the time left, so a
+    /// short step still tries the remote).
+    fn remote_until(
+        &self,
+        deadline: Option<Instant>,
+        local_follows: bool,
+    ) -> Result<Instant, String> {
+        let now = Instant::now();
+        let own = now
+            + self
+                .settings
+                .remote
+                .as_ref()
+                .map_or(Duration::ZERO, |r| r.call_timeout);
+        let Some(deadline) = deadline else {
+            return Ok(own);
+        };
+        let left = deadline.saturating_duration_since(now);
+        let reserve = if local_follows {
+            self.settings.local_reserve.min(left / 3)
+        } else {
+            // Only the rules follow: enough to record the call.
+            Duration::from_secs(1).min(left / 10)
+        };
+        let until = own.min(deadline - reserve.min(left));
+        if until.saturating_duration_since(now) < Duration::from_millis(500) {
+            return Err(format!(
+                "no time left before the step's deadline ({left:?} left, {reserve:?} kept for the fallback)"
+            ));
+        }
+        Ok(until)
+    }
+
+    async fn try_remote(
+        &self,
+        request: &Request,
+        run_id: Option<i64>,
+        until: Instant,
+    ) -> Result<Attempt, String> {
         let Some(remote) = &self.remote else {
             return Err("no remote tier configured".into());
         };
         let mut input = request.input.clone();
         if let Some(diff) = &request.diff {
             match self.settings.remote_sees {
-                RemoteSees::Diff => input.push_str(&format!("\n\nDiff:\n{diff}")),
+                // The least the remote needs: changed lines with a line of context; whole
+                // added or deleted files as a one-line summary.
+                RemoteSees::Diff => input.push_str(&format!("\n\nDiff:\n{}", minimal_diff(diff))),
                 RemoteSees::Summary => {
                     let summary = self.local_summary(diff).await.map_err(|e| {
                         format!("the remote may only see a summary of the diff, and none could be made: {e}")
@@ -285,6 +362,7 @@ impl Router {
         ];
         let schema = request.task.schema();
         let max_tokens = request.task.max_tokens();
+        let outbound = remote.outbound(&messages).map_err(|e| e.to_string())?;
         let key = cache_key(&json!({
             "tier": "remote",
             "base_url": remote.base_url(),
@@ -293,46 +371,49 @@ impl Router {
             "seed": 0,
             "max_tokens": max_tokens,
             "schema": schema,
-            "messages": RemoteClient::outbound(&messages),
+            "messages": outbound,
         }));
         if let Some(cached) = self.cached(&key, schema.as_ref()) {
             return Ok(cached);
         }
         let price = self.settings.price("remote");
         let limits = self.settings.budget("remote");
+        // A dead process's reservation expires once its call cannot be running any more.
+        let expires_at = crate::store::now_ms()
+            + until.saturating_duration_since(Instant::now()).as_millis() as i64
+            + 60_000;
         let mut spent = (0u64, 0u64, 0i64);
         // One repair attempt for an answer that breaks the schema.
         for round in 0..2 {
-            let estimate_prompt = messages
-                .iter()
-                .map(|m| m.content.len() as u64 / 3 + 8)
-                .sum::<u64>();
-            let estimate = estimate_prompt + max_tokens as u64;
-            let cost = price.cost_micros(estimate_prompt, max_tokens as u64);
-            let reservation = self
-                .store
-                .write(|txn| txn.reserve("remote", run_id, estimate, cost, &limits))
-                .map_err(|e| format!("budget ledger unavailable: {e}"))??;
-            let result = remote.chat(&messages, max_tokens, schema.as_ref()).await;
+            let prompt_bound = prompt_upper_bound(
+                &remote.outbound(&messages).map_err(|e| e.to_string())?,
+                schema.as_ref(),
+            );
+            let mut reservation = Reservation::open(
+                &self.store,
+                run_id,
+                limits,
+                prompt_bound,
+                max_tokens as u64,
+                price,
+                expires_at,
+            )?;
+            let result = remote
+                .chat(&messages, max_tokens, schema.as_ref(), until, &mut || {
+                    reservation.extend()
+                })
+                .await;
             let answer = match result {
                 Ok(answer) => answer,
                 Err(error) => {
-                    if error.maybe_billed() {
-                        let _ = self
-                            .store
-                            .write(|txn| txn.settle(reservation, estimate, cost));
-                    } else {
-                        let _ = self.store.write(|txn| txn.release(reservation));
-                    }
+                    reservation.fail(error.maybe_billed());
                     return Err(error.to_string());
                 }
             };
-            let prompt = answer.prompt_tokens.unwrap_or(estimate_prompt);
+            let prompt = answer.prompt_tokens.unwrap_or(prompt_bound);
             let completion = answer.completion_tokens.unwrap_or(max_tokens as u64);
             let cost = price.cost_micros(prompt, completion);
-            let _ = self
-                .store
-                .write(|txn| txn.settle(reservation, prompt + completion, cost));
+            reservation.settle(prompt + completion, cost);
             spent = (spent.0 + prompt, spent.1 + completion, spent.2 + cost);
             match check(&answer.text, schema.as_ref()) {
                 Ok(value) => {

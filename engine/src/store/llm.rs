@@ -1,6 +1,11 @@
 //! Language-model bookkeeping in the store: the response cache, the durable history of calls
 //! (replayed on a re-run attempt), and the budget ledger whose reservations are atomic because
 //! SQLite serializes writers (`BEGIN IMMEDIATE`).
+//!
+//! A ledger row is `reserved` (an upper bound, while the call runs), then `settled` (what the
+//! provider reported, even above the reservation: the ledger records the truth and the next
+//! reservation is refused until the window has room), `released` (the call never reached the
+//! provider) or `expired` (its process died mid-call; see [`WriteTxn::reserve`]).
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -156,7 +161,7 @@ impl Store {
         let conn = self.lock();
         Ok(conn.query_row(
             "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_micros), 0) FROM llm_budget
-             WHERE tier = ?1 AND day = ?2 AND state != 'released'",
+             WHERE tier = ?1 AND day = ?2 AND state IN ('reserved', 'settled')",
             params![tier, day],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?)
@@ -255,9 +260,13 @@ impl WriteTxn<'_> {
         Ok(())
     }
 
-    /// Reserves `tokens`/`cost` against a tier's limits. `Ok(Err(reason))` when a limit would
-    /// be exceeded; the check and the insert happen in this one write transaction, so
-    /// concurrent callers (threads or processes) can never overspend together.
+    /// Reserves `tokens`/`cost` against a tier's limits until `expires_at` (ms). `Ok(Err(reason))`
+    /// when a limit would be exceeded; the check and the insert happen in this one write
+    /// transaction, so concurrent callers (threads or processes) can never overspend together.
+    ///
+    /// Reservations past their expiry are expired first: the call they covered can no longer be
+    /// running (the client enforces its deadline), so its process died mid-call and would
+    /// otherwise hold the budget until the window ends.
     pub fn reserve(
         &self,
         tier: &str,
@@ -265,14 +274,80 @@ impl WriteTxn<'_> {
         tokens: u64,
         cost_micros: i64,
         limits: &BudgetLimits,
+        expires_at: i64,
     ) -> Result<std::result::Result<i64, String>> {
         let now = now_ms();
+        self.expire_reservations(now)?;
+        if let Some(reason) = self.over_limit(tier, run_id, tokens, cost_micros, limits, now)? {
+            return Ok(Err(reason));
+        }
+        let (day, month) = day_and_month(now);
+        self.txn.execute(
+            "INSERT INTO llm_budget (tier, run_id, day, month, tokens, cost_micros, state, at,
+                                     expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'reserved', ?7, ?8)",
+            params![
+                tier,
+                run_id,
+                day,
+                month,
+                tokens,
+                cost_micros,
+                now,
+                expires_at
+            ],
+        )?;
+        Ok(Ok(self.txn.last_insert_rowid()))
+    }
+
+    /// Adds `tokens`/`cost` to a live reservation (a retry after an attempt the provider may
+    /// have billed), under the same limits and in the same atomic way as [`WriteTxn::reserve`].
+    pub fn extend(
+        &self,
+        reservation: i64,
+        tier: &str,
+        run_id: Option<i64>,
+        tokens: u64,
+        cost_micros: i64,
+        limits: &BudgetLimits,
+    ) -> Result<std::result::Result<(), String>> {
+        let now = now_ms();
+        if let Some(reason) = self.over_limit(tier, run_id, tokens, cost_micros, limits, now)? {
+            return Ok(Err(reason));
+        }
+        self.txn.execute(
+            "UPDATE llm_budget SET tokens = tokens + ?2, cost_micros = cost_micros + ?3
+             WHERE id = ?1",
+            params![reservation, tokens, cost_micros],
+        )?;
+        Ok(Ok(()))
+    }
+
+    fn expire_reservations(&self, now: i64) -> Result<()> {
+        self.txn.execute(
+            "UPDATE llm_budget SET state = 'expired'
+             WHERE state = 'reserved' AND COALESCE(expires_at, at + 3600000) < ?1",
+            [now],
+        )?;
+        Ok(())
+    }
+
+    /// Why `tokens`/`cost` more would break a limit, if they would.
+    fn over_limit(
+        &self,
+        tier: &str,
+        run_id: Option<i64>,
+        tokens: u64,
+        cost_micros: i64,
+        limits: &BudgetLimits,
+        now: i64,
+    ) -> Result<Option<String>> {
         let (day, month) = day_and_month(now);
         let sum = |column: &str, filter: &str, value: &dyn rusqlite::ToSql| -> Result<i64> {
             Ok(self.txn.query_row(
                 &format!(
                     "SELECT COALESCE(SUM({column}), 0) FROM llm_budget
-                     WHERE tier = ?1 AND {filter} = ?2 AND state != 'released'"
+                     WHERE tier = ?1 AND {filter} = ?2 AND state IN ('reserved', 'settled')"
                 ),
                 params![tier, value],
                 |row| row.get(0),
@@ -336,17 +411,12 @@ impl WriteTxn<'_> {
             }
             let used = sum(column, filter, value)?;
             if used + asked > limit {
-                return Ok(Err(format!(
+                return Ok(Some(format!(
                     "{tier} {what} budget exhausted: {used} used + {asked} needed > {limit}"
                 )));
             }
         }
-        self.txn.execute(
-            "INSERT INTO llm_budget (tier, run_id, day, month, tokens, cost_micros, state, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'reserved', ?7)",
-            params![tier, run_id, day, month, tokens, cost_micros, now],
-        )?;
-        Ok(Ok(self.txn.last_insert_rowid()))
+        Ok(None)
     }
 
     /// Replaces a reservation by what the call really used.

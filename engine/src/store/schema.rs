@@ -265,6 +265,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_by_finished ON runs(finished_at);
     CREATE INDEX test_results_by_run ON test_results(run_id);
     "#,
+    // 10: budget reservations expire: one left `reserved` by a process that died mid-call stops
+    // holding the budget once its call could no longer be running (NULL: rows from before,
+    // which expire an hour after they were made).
+    r#"
+    ALTER TABLE llm_budget ADD COLUMN expires_at INTEGER;
+    CREATE INDEX llm_budget_reserved ON llm_budget(state, expires_at);
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

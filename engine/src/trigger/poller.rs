@@ -96,10 +96,11 @@ impl<'e> Poller<'e> {
             if let Some(next) = status
                 .and_then(|s| s.next_attempt_at)
                 .filter(|_| respect_backoff)
-                && next > now_ms() {
-                    report.skipped_backoff.push(url.to_string());
-                    continue;
-                }
+                && next > now_ms()
+            {
+                report.skipped_backoff.push(url.to_string());
+                continue;
+            }
             match self.poll(url, watches, &mut report.runs).await {
                 Ok(note) => {
                     if let Some(note) = &note {

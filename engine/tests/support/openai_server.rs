@@ -9,6 +9,8 @@
 //! What it answers is chosen per request: the next [`Reply`] queued with
 //! [`FakeOpenAi::script`], else the standing [`FakeOpenAi::set_mode`].
 
+#![allow(dead_code)] // Each test file uses the part it needs.
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -48,6 +50,13 @@ pub enum Reply {
     Truncated,
     /// 200 with a well-formed completion whose content breaks the task's schema.
     BreaksSchema,
+    /// 200 with a normal answer whose `usage` claims these prompt and completion tokens.
+    ReportsUsage(u64, u64),
+    /// 429 with `Retry-After` set to this many seconds.
+    RetryAfter(u64),
+    /// 200 with a valid `assess_risk` answer whose reasons quote the bearer token it was sent,
+    /// as a misbehaving proxy or a prompt-injected model might.
+    EchoesKey,
 }
 
 /// One request as the server received it.
@@ -83,6 +92,9 @@ struct Shared {
     latency: Mutex<Duration>,
     connections: AtomicUsize,
     requests: AtomicUsize,
+    /// How many bytes of a message make one token when usage is counted (4 by default; 1 or
+    /// 2 for a provider whose tokenizer is denser than the client can know).
+    bytes_per_token: AtomicUsize,
     /// Sum of `usage.total_tokens` over every response sent.
     usage_total: AtomicU64,
     next_id: AtomicU64,
@@ -138,6 +150,13 @@ impl FakeOpenAi {
     /// Queues answers for the next requests, in order, ahead of the standing mode.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         lock(&self.shared.script).extend(replies);
+    }
+
+    /// Counts usage as a tokenizer with this many bytes per token would.
+    pub fn set_bytes_per_token(&self, bytes: usize) {
+        self.shared
+            .bytes_per_token
+            .store(bytes.max(1), Ordering::SeqCst);
     }
 
     pub fn set_latency(&self, latency: Duration) {
@@ -233,6 +252,45 @@ async fn completions(
         Reply::Normal => completion(&shared, &request, normal_content()),
         Reply::Content(content) => completion(&shared, &request, content),
         Reply::BreaksSchema => completion(&shared, &request, schema_breaking_content()),
+        Reply::ReportsUsage(prompt, completion_tokens) => {
+            let mut body = completion_body(&shared, &request, normal_content());
+            body["usage"] = json!({
+                "prompt_tokens": prompt,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt + completion_tokens
+            });
+            shared
+                .usage_total
+                .fetch_add(prompt + completion_tokens, Ordering::SeqCst);
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Reply::RetryAfter(seconds) => {
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                "Rate limit reached for requests",
+            );
+            if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Reply::EchoesKey => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default()
+                .to_string();
+            let content = json!({
+                "level": "high",
+                "score": 70,
+                "reasons": [format!("authenticated with {given}")],
+                "strategy": "canary"
+            })
+            .to_string();
+            completion(&shared, &request, content)
+        }
         Reply::Slow(delay) => {
             tokio::time::sleep(delay).await;
             completion(&shared, &request, normal_content())
@@ -313,19 +371,29 @@ fn completion(shared: &Shared, request: &Value, content: String) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-/// A `chat.completion` object. Usage is counted the way a BPE tokenizer roughly would: a token
-/// per 4 bytes of each message plus 4 for its framing, and the answer's tokens capped by the
-/// request's `max_tokens`. That is never more than the client reserves for the call
-/// (its estimate is a token per 3 bytes plus 8 per message, plus `max_tokens`).
+/// A `chat.completion` object. Usage is counted the way a BPE tokenizer would: a token per
+/// `bytes_per_token` bytes of each message (4 unless set) plus 4 for its framing, and the
+/// answer's tokens capped by the request's `max_tokens`.
 fn completion_body(shared: &Shared, request: &Value, content: String) -> Value {
+    let density = match shared.bytes_per_token.load(Ordering::SeqCst) {
+        0 => 4,
+        set => set,
+    };
     let prompt_tokens: u64 = request["messages"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|m| m["content"].as_str().unwrap_or_default().len().div_ceil(4) as u64 + 4)
+        .map(|m| {
+            m["content"]
+                .as_str()
+                .unwrap_or_default()
+                .len()
+                .div_ceil(density) as u64
+                + 4
+        })
         .sum();
     let max_tokens = request["max_tokens"].as_u64().unwrap_or(u64::MAX);
-    let completion_tokens = (content.len().div_ceil(4) as u64).min(max_tokens);
+    let completion_tokens = (content.len().div_ceil(density) as u64).min(max_tokens);
     let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

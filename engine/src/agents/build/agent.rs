@@ -336,7 +336,8 @@ async fn explain(llm: Option<&Router>, call: &AgentContext, findings: &[Finding]
         (_, true) => ("no findings".to_string(), "rules"),
         (None, false) => (text.clone(), "rules"),
         (Some(router), false) => {
-            let scope = CallScope::new(call.run_id, call.step_id.clone());
+            let scope =
+                CallScope::new(call.run_id, call.step_id.clone()).with_deadline(call.deadline);
             // Findings only, not the Dockerfile: they carry the line and the instruction, the
             // prompt stays short, and no ENV value reaches a model.
             let request = Request {

@@ -90,7 +90,7 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         .get("branch")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let scope = CallScope::new(call.run_id, call.step_id.clone());
+    let scope = CallScope::new(call.run_id, call.step_id.clone()).with_deadline(call.deadline);
     (config.strategy, config.strategy_reason) =
         choose(&config, &subject, branch, llm, Some(&scope)).await;
     logs.line(
