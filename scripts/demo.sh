@@ -30,7 +30,16 @@ echo "==> creating the sample repository in $sample" >&2
 [ -f "$CAIRN_HOME/work/proxies/app/haproxy.pid" ] && kill $(cat "$CAIRN_HOME/work/proxies/app/haproxy.pid") 2>/dev/null || true
 old=$(docker ps -aq --filter label=cairn.deploy.service=app)
 [ -n "$old" ] && docker rm -f $old >/dev/null
-rm -f "$CAIRN_HOME/work/deployments.json"
+# The service's deploy state lives in the store (table `deployments`); it named the replicas
+# just removed, so it goes too.
+python3 - "$CAIRN_HOME/cairn.db" <<'PY'
+import os, sqlite3, sys
+if os.path.exists(sys.argv[1]):
+    db = sqlite3.connect(sys.argv[1], timeout=30)
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'deployments'").fetchone():
+        db.execute("DELETE FROM deployments WHERE service = 'app'")
+        db.commit()
+PY
 
 workflow=$CAIRN_HOME/ai-pipeline-demo.yaml
 sed -e 's|^      strategies: \(.*\)$|      strategies: \1\n      canary_steps: [10, 50, 100]\n      monitor_window: 30s\n      analysis_interval: 1s\n      min_samples: 50|' \
@@ -54,9 +63,11 @@ echo >&2
 "$cairn" runs
 echo >&2
 echo "deploys and rollbacks (newest last):" >&2
-python3 - "$CAIRN_HOME/work/deployments.json" >&2 <<'PY' || true
-import json, sys
-for record in json.load(open(sys.argv[1]))["services"]["app"]["history"]:
+python3 - "$CAIRN_HOME/cairn.db" >&2 <<'PY' || true
+import json, sqlite3, sys
+db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=30)
+(state,) = db.execute("SELECT state FROM deployments WHERE service = 'app'").fetchone()
+for record in json.loads(state)["history"]:
     print("  %12s %-10s %-11s %s" % (record["version"], record["strategy"], record["outcome"], record["reason"]))
 PY
 echo >&2

@@ -5,7 +5,8 @@
 #   1. the service (first deploy)                      5. hotfix: 404 text      -> hotfix
 #   2-3. a README typo and its fix    -> low, rolling  6. a database migration  -> high, canary (good)
 #   4. a /version endpoint            -> medium, blue-green
-#   7. a version bump that also sheds 5% of requests   -> high, canary, rolled back on its own
+#   7. a release that changes the image (Dockerfile) and sheds 5% of requests
+#                                                      -> high, canary, rolled back on its own
 #
 # Usage: scripts/sample-repo.sh DIR   (DIR is replaced)
 set -euo pipefail
@@ -58,11 +59,14 @@ CREATE INDEX greetings_by_name ON greetings(name);
 TXT
 git add -A && git commit -qm "Record greetings"
 
-# The bad release: a dependency-manifest change (high risk, so a canary) whose code answers
-# 5% of requests with errors. Its unit tests pass: only the canary analysis can catch it.
+# The bad release: it changes how the image is built (infrastructure: high risk, so a canary),
+# and its code answers 5% of requests with errors. Its unit tests pass: only the canary
+# analysis can catch it. (A version bump alone is low risk.)
 sed -i 's/^version = "0.1.0"/version = "0.2.0"/' Cargo.toml
 sed -i '/^name = "demo-service"/{n;s/^version = "0.1.0"/version = "0.2.0"/}' Cargo.lock
 sed -i 's|if state.metrics.roll() < state.config.error_rate {|if state.metrics.roll() < state.config.error_rate.max(0.05) {|' src/main.rs
 grep -q 'error_rate.max(0.05)' src/main.rs
+sed -i 's|^EXPOSE 8080|LABEL org.opencontainers.image.version="0.2.0"\nEXPOSE 8080|' Dockerfile
+grep -q 'image.version="0.2.0"' Dockerfile
 git commit -qam "Release 0.2.0: shed load early when the error budget is spent"
 echo "$dir"

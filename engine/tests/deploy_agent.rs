@@ -968,7 +968,7 @@ async fn deploy_monitor_and_rollback_racing_leave_one_release() {
     let deploying = engine.deploy_and_monitor(
         "high",
         with(&service, &img, &proxy, "v3", settings),
-        json!({ "analysis_interval": "500ms", "min_samples": 20 }),
+        json!({ "window": "3s", "interval": "500ms", "min_samples": 20 }),
     );
     let rolling_back = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;

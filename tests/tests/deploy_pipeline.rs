@@ -395,12 +395,16 @@ fn the_ai_pipeline_deploys_the_demo_service_with_each_strategy() {
         error.contains("rolled back") && error.contains("canary analysis failed"),
         "{error}"
     );
-    let state: Value = serde_json::from_str(
-        &std::fs::read_to_string(sandbox.home().join("work/deployments.json"))
-            .expect("deployments.json"),
-    )
-    .expect("state JSON");
-    let last = state["services"][&service]["history"]
+    let state: String = sandbox
+        .db()
+        .query_row(
+            "SELECT state FROM deployments WHERE service = ?1",
+            [&service],
+            |row| row.get(0),
+        )
+        .expect("the service's deploy state in the store");
+    let state: Value = serde_json::from_str(&state).expect("state JSON");
+    let last = state["history"]
         .as_array()
         .and_then(|h| h.last())
         .cloned()

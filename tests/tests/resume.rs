@@ -145,7 +145,11 @@ fn resuming_a_finished_run_is_an_error() {
     assert!(!events(&conn, run).iter().any(|e| e.kind == "run_reclaimed"));
 
     let unknown = sandbox.cairn(&["resume", "999"]);
-    assert_eq!(unknown.code, Some(3), "{unknown}");
+    assert_eq!(
+        unknown.code,
+        Some(2),
+        "an unknown run is invalid input\n{unknown}"
+    );
     assert!(unknown.stderr.contains("no run with id 999"), "{unknown}");
 
     let nothing = sandbox.cairn(&["resume"]);

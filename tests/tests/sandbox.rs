@@ -141,7 +141,11 @@ fn hostile_steps_are_denied_or_contained_and_everything_else_carries_on() {
         "first.yaml",
         "name: first\nsteps:\n  - id: note\n    run: echo other-run-secret > note.txt\n",
     );
-    let (code, stdout, stderr) = finish(sandboxed(&sandbox, &["run", &first.to_string_lossy()]));
+    // Its checkout is kept (`--keep-workspace`) so that there is something to look for.
+    let (code, stdout, stderr) = finish(sandboxed(
+        &sandbox,
+        &["run", "--keep-workspace", &first.to_string_lossy()],
+    ));
     assert_eq!(code, Some(0), "the first run failed\n{stdout}\n{stderr}");
     let first_run: i64 = stdout
         .lines()

@@ -35,6 +35,12 @@ pub enum Error {
     EmptyFile { path: PathBuf },
     #[error("the state database {path} is not a regular file")]
     NotAFile { path: PathBuf },
+    #[error("failed to create the state database {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to inspect the state database {path}")]
     Inspect {
         path: PathBuf,

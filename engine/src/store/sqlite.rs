@@ -50,6 +50,7 @@ impl Store {
                 )
             })?;
         }
+        create_if_missing(path)?;
         check::refuse_damaged(path, check::Check::Quick)?;
         let open_err = |source| Error::Open {
             path: path.to_path_buf(),
@@ -796,6 +797,60 @@ fn step_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StepRecord>> {
 /// refusing to display the run.
 fn parse_json(text: String) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+/// Makes a new database under a temporary name, migrated and closed, then links it into place,
+/// so that no process ever sees a half-made (empty) `cairn.db`: an empty one is then always
+/// damage, refused by `check.rs`. When several processes create one at once the first link
+/// wins and the others open it; a process killed midway leaves only its temporary file.
+fn create_if_missing(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => return Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        // Reported with its cause by `refuse_damaged`.
+        Err(_) => return Ok(()),
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "cairn.db".to_owned());
+    let temporary = path.with_file_name(format!(
+        ".{name}.new-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let made = (|| -> Result<()> {
+        let mut conn = Connection::open(&temporary).map_err(|source| {
+            let error = Error::Open {
+                path: path.to_path_buf(),
+                source,
+            };
+            match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                Some(dir) => check::writable_or(dir, error),
+                None => error,
+            }
+        })?;
+        // WAL is recorded in the file's header, so the linked database opens in WAL mode.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        schema::migrate(&mut conn, path)?;
+        // Closing the last connection checkpoints the WAL into the file and removes it.
+        conn.close().map_err(|(_, source)| Error::Sqlite(source))?;
+        match std::fs::hard_link(&temporary, path) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(source) => Err(Error::Create {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    })();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut leftover = temporary.clone().into_os_string();
+        leftover.push(suffix);
+        let _ = std::fs::remove_file(leftover);
+    }
+    made
 }
 
 #[cfg(test)]
