@@ -53,7 +53,14 @@ steps:
 YAML
 # `runs: 1s` so a burst of runs is old enough at once; `keep_runs: 100` keeps the newest 100:
 # disk and database should stay flat at about 100 runs' worth however many run.
-done=$(sqlite3 "$home/cairn.db" 'SELECT COALESCE(MAX(id), 0) FROM runs' 2>/dev/null || echo 0)
+# Read-only, and only when the database exists: opening a missing file read-write would leave
+# an empty cairn.db behind, which Cairn rightly refuses.
+done=0
+if [ -f "$home/cairn.db" ]; then
+    done=$(python3 -c 'import sqlite3, sys
+db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
+print(db.execute("SELECT COALESCE(MAX(id), 0) FROM runs").fetchone()[0])' "$home/cairn.db")
+fi
 for n in $(seq $((done + 1)) $((done + count))); do
     "$cairn" run "$home/pipeline.yaml" --repo "$home/repo" -q >/dev/null 2>"$home/last.err" \
         || { echo "run $n failed:"; cat "$home/last.err"; exit 1; }

@@ -188,3 +188,22 @@ fn agent_configuration_is_checked_by_validate_with_its_position() {
     assert_eq!(run.code, Some(EXIT_INVALID), "{run}");
     assert!(run.stdout.is_empty(), "{run}");
 }
+
+#[test]
+fn agent_options_are_checked_by_validate() {
+    let sandbox = Sandbox::new();
+    let typo = sandbox.write(
+        "typo.yaml",
+        "name: typo\nsteps:\n  - id: analyze\n    agent: orchestrator\n    with: { model: off }\n  - id: test\n    agent: test_agent\n    depends_on: analyze\n    with: { comand: pytest }\n",
+    );
+    let output = sandbox.cairn(&["validate", &typo.display().to_string()]);
+    assert_invalid(&output, "unknown key `comand`");
+    assert!(output.stderr.contains("typo.yaml:9:"), "{output}");
+
+    let model = sandbox.write(
+        "model.yaml",
+        "name: model\nsteps:\n  - id: analyze\n    agent: orchestrator\n    with: { model: sometimes }\n",
+    );
+    let output = sandbox.cairn(&["validate", &model.display().to_string()]);
+    assert_invalid(&output, "model must be on or off");
+}

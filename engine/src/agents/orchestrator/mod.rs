@@ -272,6 +272,10 @@ impl Agent for Orchestrator {
         "orchestrator"
     }
 
+    fn check_with(&self, with: &Value) -> Result<(), String> {
+        models_wanted(with).map(|_| ())
+    }
+
     fn run(&self, context: AgentContext) -> AgentFuture {
         let llm = self.llm.clone();
         Box::pin(async move {

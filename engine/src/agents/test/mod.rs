@@ -145,9 +145,39 @@ impl Config {
     }
 }
 
+/// Every key the test agent reads from `with:`; anything else is a typo, refused at load.
+const WITH_KEYS: &[&str] = &[
+    "command",
+    "format",
+    "junit",
+    "rerun",
+    "reruns",
+    "select",
+    "quarantine_above",
+    "select_globs",
+    "coverage",
+    "generate",
+    "proposals",
+    "max_proposals",
+];
+
 impl Agent for TestAgent {
     fn name(&self) -> &'static str {
         "test_agent"
+    }
+
+    fn check_with(&self, with: &Value) -> Result<(), String> {
+        super::with::mapping(with, WITH_KEYS)?;
+        // What can be checked without the checkout; `Config::from` (which may write a runner's
+        // reporter beside the run) completes the check at run time.
+        if let Some(value) = with.get("format") {
+            serde_json::from_value::<Format>(value.clone()).map_err(|_| {
+                format!("with.format: expected libtest, junit or go-json, got {value}")
+            })?;
+        }
+        SelectGlobs::from(with.get("select_globs"))?;
+        generate::Options::from(with)?;
+        Ok(())
     }
 
     fn run(&self, context: AgentContext) -> AgentFuture {
