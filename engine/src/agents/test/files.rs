@@ -73,6 +73,32 @@ pub fn tracked(workspace: &Path, commit: &str) -> Result<Vec<String>, String> {
     Ok(listing.lines().map(str::to_string).collect())
 }
 
+/// The paths `commit` changes against its first parent (every path of a root commit), as
+/// git prints them with `core.quotePath` off.
+pub fn changed(workspace: &Path, commit: &str) -> Result<Vec<String>, String> {
+    let listing = git(
+        workspace,
+        &[
+            "-c",
+            "core.quotePath=off",
+            "diff-tree",
+            "--name-only",
+            "-r",
+            "--root",
+            "-M",
+            "--no-commit-id",
+            "-m",
+            "--first-parent",
+            commit,
+        ],
+    )?;
+    Ok(listing
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
 /// The commit's first parent, if it has one.
 pub fn parent(workspace: &Path, commit: &str) -> Option<String> {
     git(

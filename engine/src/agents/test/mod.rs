@@ -56,7 +56,7 @@ pub use select::{Selection, Unit, select_rust, select_rust_changes};
 pub use select_files::{FileSelection, SelectGlobs, select_files};
 
 use super::registry::{Agent, AgentContext, AgentError, AgentFuture};
-use crate::exec::{git, sandbox};
+use crate::exec::sandbox;
 use crate::llm::Router;
 
 pub struct TestAgent {
@@ -659,26 +659,7 @@ async fn coverage_gaps(
 }
 
 fn changed_paths(workspace: &Path, commit: &str) -> Result<Vec<String>, AgentError> {
-    let listing = git(
-        workspace,
-        &[
-            "diff-tree",
-            "--name-only",
-            "-r",
-            "--root",
-            "-M",
-            "--no-commit-id",
-            "-m",
-            "--first-parent",
-            commit,
-        ],
-    )
-    .map_err(AgentError::new)?;
-    Ok(listing
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect())
+    files::changed(workspace, commit).map_err(AgentError::new)
 }
 
 /// The report path of a `--junitxml=PATH` (pytest) or `--junit-xml=PATH` option.

@@ -68,27 +68,7 @@ pub fn measure_commit(
     )
     .map_err(Error::Git)?;
     progress(Progress::Step("selecting"));
-    let changed: Vec<String> = git(
-        checkout,
-        &[
-            "-c",
-            "core.quotePath=off",
-            "diff-tree",
-            "--name-only",
-            "-r",
-            "--root",
-            "-M",
-            "--no-commit-id",
-            "-m",
-            "--first-parent",
-            commit,
-        ],
-    )
-    .map_err(Error::Git)?
-    .lines()
-    .filter(|l| !l.is_empty())
-    .map(str::to_string)
-    .collect();
+    let changed = files::changed(checkout, commit).map_err(Error::Git)?;
     let tracked = files::tracked(checkout, commit).map_err(Error::Git)?;
     let test_files: Vec<String> = tracked
         .iter()
