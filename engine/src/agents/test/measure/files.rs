@@ -20,7 +20,6 @@ use crate::agents::test::narrow::narrow;
 use crate::agents::test::results::{Outcome, TestResult, parse_junit};
 use crate::agents::test::runner::with_report;
 use crate::agents::test::{SelectGlobs, files, learn, select_files};
-use crate::exec::git;
 use crate::store::Store;
 
 /// The suite command made to write Cairn's JUnit report, and where.
@@ -56,17 +55,8 @@ pub fn measure_commit(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<CommitReport, Error> {
     let mut report = empty(commit);
-    git(
-        checkout,
-        &["checkout", "--force", "--quiet", "--detach", commit],
-    )
-    .map_err(Error::Git)?;
     // Installed dependencies stay; what a previous commit's run left does not.
-    git(
-        checkout,
-        &["clean", "-ffdxq", "-e", "node_modules", "-e", ".venv"],
-    )
-    .map_err(Error::Git)?;
+    super::check_out(checkout, commit, &["node_modules", ".venv"])?;
     progress(Progress::Step("selecting"));
     let changed = files::changed(checkout, commit).map_err(Error::Git)?;
     let tracked = files::tracked(checkout, commit).map_err(Error::Git)?;

@@ -277,6 +277,22 @@ fn prepare(repo: &Path, checkout: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Puts the scratch checkout at `commit` with nothing a previous commit's run left, except the
+/// `keep` patterns (installed dependencies).
+pub(super) fn check_out(checkout: &Path, commit: &str, keep: &[&str]) -> Result<(), Error> {
+    git(
+        checkout,
+        &["checkout", "--force", "--quiet", "--detach", commit],
+    )
+    .map_err(Error::Git)?;
+    let mut clean = vec!["clean", "-ffdxq"];
+    for pattern in keep {
+        clean.extend(["-e", pattern]);
+    }
+    git(checkout, &clean).map_err(Error::Git)?;
+    Ok(())
+}
+
 fn measure_commit(
     options: &Options,
     command: &SuiteCommand,
@@ -285,12 +301,7 @@ fn measure_commit(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<CommitReport, Error> {
     let mut report = empty(commit);
-    git(
-        checkout,
-        &["checkout", "--force", "--quiet", "--detach", commit],
-    )
-    .map_err(Error::Git)?;
-    git(checkout, &["clean", "-ffdxq"]).map_err(Error::Git)?;
+    check_out(checkout, commit, &[])?;
     progress(Progress::Step("selecting"));
     let changed = changes(checkout, commit).map_err(Error::Git)?;
     let selection = select_rust_changes(checkout, &changed)
