@@ -1,7 +1,7 @@
 //! The language-model router against a real HTTP server speaking the OpenAI wire format
 //! (`support/openai_server.rs`): fallback on every kind of remote failure, hard token budgets
 //! under concurrency, the response cache, redaction of secrets, durable replay, the circuit
-//! breaker, a machine with no remote at all, and the API key's handling.
+//! breaker, a machine with no remote at all, the API key's handling, and tiers a step turns off.
 //!
 //! Most tests give the router a deterministic stand-in for the local model
 //! ([`StandInModel`]). That is acceptable here only because these tests are about the
@@ -852,4 +852,68 @@ fn the_api_key_is_sent_as_a_bearer_token_and_never_shown() {
             );
             assert_eq!(server.request_count(), requests + 1);
         });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. A step's `llm:` turns tiers off
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_a_step_turned_off_is_never_asked() {
+    use cairn_engine::pipeline::ModelUse;
+    let server = FakeOpenAi::start().await;
+    let local = StandInModel::new(false);
+    let h = harness(&server, FAILOVER, Some(Arc::clone(&local)));
+    let ask = |models: ModelUse, subject: &'static str| {
+        let h = &h;
+        async move {
+            let scope = CallScope::new(h.run_id, "analyze").with_models(models);
+            h.router
+                .ask(Some(&scope), risk(subject), rules_answer)
+                .await
+        }
+    };
+
+    // `llm: { local: off }`: the remote still answers.
+    let local_off = ModelUse {
+        local: Some(false),
+        remote: None,
+    };
+    let answer = ask(local_off, "Commit subject: one").await;
+    assert_eq!(answer.tier, Tier::Remote, "{answer:?}");
+    assert_eq!(server.request_count(), 1);
+
+    // `llm: { remote: off }`: nothing is sent; the local model answers.
+    let remote_off = ModelUse {
+        local: None,
+        remote: Some(false),
+    };
+    let answer = ask(remote_off, "Commit subject: two").await;
+    assert_eq!(answer.tier, Tier::Local, "{answer:?}");
+    assert_eq!(server.request_count(), 1, "a request reached the remote");
+    assert!(
+        answer
+            .fallbacks
+            .iter()
+            .any(|f| f.contains("llm: remote: off")),
+        "{:?}",
+        answer.fallbacks
+    );
+    let local_calls = local.calls.load(Ordering::SeqCst);
+    assert_eq!(local_calls, 1);
+
+    // Both off: the rules decide, and neither model is asked.
+    let both_off = ModelUse {
+        local: Some(false),
+        remote: Some(false),
+    };
+    let answer = ask(both_off, "Commit subject: three").await;
+    assert_eq!(answer.tier, Tier::Rules, "{answer:?}");
+    assert_eq!(answer.value, Some(rules_answer()));
+    assert_eq!(server.request_count(), 1, "a request reached the remote");
+    assert_eq!(
+        local.calls.load(Ordering::SeqCst),
+        local_calls,
+        "the local model was asked"
+    );
+    assert_eq!(answer.fallbacks.len(), 2, "{:?}", answer.fallbacks);
 }

@@ -5,7 +5,15 @@ use std::sync::Arc;
 
 use crate::exec::Agents;
 pub use crate::exec::{AgentCall as AgentContext, AgentError, AgentFuture};
-use crate::llm::Router;
+use crate::llm::{CallScope, Router};
+
+/// The scope of an attempt's language-model calls: replayed by index on a re-run, bounded by
+/// the step's deadline, limited to the models the step may use (its `llm:`).
+pub fn call_scope(call: &AgentContext) -> CallScope {
+    CallScope::new(call.run_id, call.step_id.clone())
+        .with_deadline(call.deadline)
+        .with_models(call.models)
+}
 
 pub trait Agent: Send + Sync {
     fn name(&self) -> &'static str;

@@ -36,6 +36,8 @@ pub struct AgentCall {
     /// When the step times out (its `timeout:` from the attempt's start); work with a
     /// fallback (language-model calls) gives up early enough to use it.
     pub deadline: Option<std::time::Instant>,
+    /// Which language models the step may use (its `llm:` over the workflow's).
+    pub models: crate::pipeline::ModelUse,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -380,6 +380,7 @@ impl Engine {
                     workspace: workspace.clone(),
                     workflow_env: workflow.env.clone().into_iter().collect(),
                     requirement: workflow.sandbox,
+                    models: step.llm.over(workflow.llm),
                 };
                 let agents = self.agents.clone();
                 let cancel = cancel_receiver.clone();
@@ -639,6 +640,8 @@ struct AttemptContext {
     workspace: Arc<Workspace>,
     workflow_env: Vec<(String, String)>,
     requirement: crate::pipeline::SandboxRequirement,
+    /// The step's `llm:` over the workflow's.
+    models: crate::pipeline::ModelUse,
 }
 
 async fn run_attempt(
@@ -720,6 +723,7 @@ async fn perform_attempt(
                 sandbox: step.sandbox.clone(),
                 sandbox_requirement: attempt.requirement,
                 deadline: step.timeout.map(|t| std::time::Instant::now() + t),
+                models: attempt.models,
             };
             let Some(running) = agents.start(name, call) else {
                 return Outcome::Failed {

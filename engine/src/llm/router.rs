@@ -23,6 +23,7 @@ use super::config::{RemoteSees, Settings};
 use super::context::minimal_diff;
 use super::remote::{Message, RemoteClient};
 use super::task::{Task, Tier, TierChoice};
+use crate::pipeline::ModelUse;
 use crate::store::{CachedResponse, CallRecord, Store};
 
 /// Identifies the calls of one step attempt; the n-th call of a re-run attempt replays the
@@ -33,6 +34,8 @@ pub struct CallScope {
     pub step_id: String,
     /// When the step times out: calls give up early enough to fall back before it.
     pub deadline: Option<Instant>,
+    /// The models the step may use (its `llm:`); a tier that is off is skipped.
+    models: ModelUse,
     next: AtomicU32,
 }
 
@@ -42,6 +45,7 @@ impl CallScope {
             run_id,
             step_id: step_id.into(),
             deadline: None,
+            models: ModelUse::default(),
             next: AtomicU32::new(0),
         }
     }
@@ -56,6 +60,24 @@ impl CallScope {
     pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
         self.deadline = deadline;
         self
+    }
+
+    pub fn with_models(mut self, models: ModelUse) -> Self {
+        self.models = models;
+        self
+    }
+
+    /// Why `tier` may not answer in this scope, if it may not.
+    fn refuses(&self, tier: Tier) -> Option<&'static str> {
+        match tier {
+            Tier::Local if !self.models.local_allowed() => {
+                Some("the local model is off for this step (llm: local: off)")
+            }
+            Tier::Remote if !self.models.remote_allowed() => {
+                Some("the remote model is off for this step (llm: remote: off)")
+            }
+            _ => None,
+        }
     }
 
     fn budget_run(&self) -> Option<i64> {
@@ -209,8 +231,15 @@ impl Router {
         let deadline = scope.and_then(|s| s.deadline);
         let mut fallbacks = Vec::new();
         let mut answer = None;
+        let allowed = |tier: &Tier| scope.and_then(|s| s.refuses(*tier)).is_none();
         for (position, &tier) in tiers.iter().enumerate() {
-            let local_follows = tiers[position + 1..].contains(&Tier::Local);
+            if let Some(reason) = scope.and_then(|s| s.refuses(tier)) {
+                fallbacks.push(format!("{}: {reason}", tier.as_str()));
+                continue;
+            }
+            let local_follows = tiers[position + 1..]
+                .iter()
+                .any(|t| *t == Tier::Local && allowed(t));
             let result = match tier {
                 Tier::Remote => match self.remote_until(deadline, local_follows) {
                     Ok(until) => self.try_remote(&request, run_id, until).await,

@@ -201,10 +201,12 @@ mod tests {
                     when: None,
                     env: Default::default(),
                     sandbox: Default::default(),
+                    llm: Default::default(),
                     location: Default::default(),
                 })
                 .collect(),
             sandbox: Default::default(),
+            llm: Default::default(),
         }
     }
 

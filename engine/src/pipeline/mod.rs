@@ -9,6 +9,7 @@ mod error;
 mod evaluate;
 mod graph;
 pub mod limits;
+mod llm;
 mod load;
 pub mod model;
 mod parse;

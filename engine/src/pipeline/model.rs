@@ -30,6 +30,8 @@ pub struct Workflow {
     pub steps: Vec<Step>,
     /// Top-level `sandbox: required`: refuse to run where no sandbox mechanism exists.
     pub sandbox: SandboxRequirement,
+    /// Top-level `llm:`: which language models every step's agent may use.
+    pub llm: ModelUse,
 }
 
 impl Workflow {
@@ -81,8 +83,36 @@ pub struct Step {
     pub env: BTreeMap<String, String>,
     /// Declared sandbox exceptions and resource limits (`sandbox:`, `network:`, `limits:`).
     pub sandbox: StepSandbox,
+    /// The step's `llm:`; keys it leaves out come from the workflow's.
+    pub llm: ModelUse,
     /// Where the step starts in its file, for messages about it.
     pub location: Location,
+}
+
+/// Which language models an agent may use (`llm: { local: off, remote: off }`, see
+/// `llm.rs`); `None` means not said here, and unsaid at every level means on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ModelUse {
+    pub local: Option<bool>,
+    pub remote: Option<bool>,
+}
+
+impl ModelUse {
+    /// These keys where said, `base`'s otherwise (a step's over its workflow's).
+    pub fn over(self, base: ModelUse) -> ModelUse {
+        ModelUse {
+            local: self.local.or(base.local),
+            remote: self.remote.or(base.remote),
+        }
+    }
+
+    pub fn local_allowed(&self) -> bool {
+        self.local.unwrap_or(true)
+    }
+
+    pub fn remote_allowed(&self) -> bool {
+        self.remote.unwrap_or(true)
+    }
 }
 
 /// What a step does.

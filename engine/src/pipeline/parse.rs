@@ -8,6 +8,7 @@
 //! description: Risk-routed delivery # optional
 //! concurrency: 4                    # optional, at least 1: most steps running at once
 //! env: { KEY: value }               # optional; numbers and booleans become strings
+//! llm: { local: off }               # optional: which models agents may use (see `llm.rs`)
 //! trigger:                          # optional: when `cairn serve` starts runs by itself
 //!   schedule: "*/5 * * * *"         # cron, 5 fields (or 6 with leading seconds)
 //!   commits: each                   # each (default: one run per new commit) | latest
@@ -29,6 +30,7 @@
 //!     when: risk >= medium          # a condition over the run context (see `condition.rs`)
 //!     env: { KEY: value }           # added to the workflow's env, wins on conflicts
 //!     sandbox: { write: [~/.cache] } # declared sandbox exceptions; `network:`, `limits:`
+//!     llm: { remote: off }          # which models the step's agent may use (see `llm.rs`)
 //! ```
 //!
 //! The sandbox keys (top-level `sandbox: required`, per-step `sandbox:`, `network:`,
@@ -63,6 +65,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "trigger",
     "steps",
     "sandbox",
+    "llm",
 ];
 const TRIGGER_KEYS: &[&str] = &["schedule", "commits", "repositories"];
 const REPOSITORY_KEYS: &[&str] = &["url", "branches"];
@@ -213,6 +216,10 @@ fn parse_workflow(root: &MarkedMappingNode, context: &mut ParseContext<'_>) -> (
         super::sandbox::parse_requirement(node, diagnostics)
     });
 
+    let llm = entry(root, "llm").map_or_else(Default::default, |(_, node)| {
+        super::llm::parse_model_use(node, "the workflow", diagnostics)
+    });
+
     let mut steps = Vec::new();
     let mut spans = Spans::default();
     match entry(root, "steps") {
@@ -249,6 +256,7 @@ fn parse_workflow(root: &MarkedMappingNode, context: &mut ParseContext<'_>) -> (
         env,
         steps,
         sandbox,
+        llm,
     };
     (workflow, spans)
 }

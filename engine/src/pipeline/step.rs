@@ -32,6 +32,7 @@ const STEP_KEYS: &[&str] = &[
     "sandbox",
     "network",
     "limits",
+    "llm",
 ];
 const RETRY_KEYS: &[&str] = &["count", "backoff", "max_backoff"];
 const ON_FAILURE_VALUES: &[&str] = &["abort", "continue", "retry"];
@@ -145,6 +146,9 @@ pub(crate) fn parse_step(
     });
 
     let sandbox = super::sandbox::parse_step_sandbox(mapping, &label, diagnostics);
+    let llm = entry(mapping, "llm").map_or_else(Default::default, |(_, node)| {
+        super::llm::parse_model_use(node, &label, diagnostics)
+    });
 
     let id = id.unwrap_or_default();
     let step = Step {
@@ -158,6 +162,7 @@ pub(crate) fn parse_step(
         when,
         env,
         sandbox,
+        llm,
         location: step_location,
     };
     Some((step, spans))

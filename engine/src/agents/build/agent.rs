@@ -20,7 +20,7 @@ use super::review::{Finding, review};
 use super::size::format_size;
 use crate::agents::orchestrator::changed_files;
 use crate::agents::registry::{Agent, AgentContext, AgentError, AgentFuture};
-use crate::llm::{CallScope, Request, Router, Task};
+use crate::llm::{Request, Router, Task};
 
 /// Label carrying the commit an image was built from; the next build diffs against it.
 const REVISION_LABEL: &str = "org.opencontainers.image.revision";
@@ -336,8 +336,7 @@ async fn explain(llm: Option<&Router>, call: &AgentContext, findings: &[Finding]
         (_, true) => ("no findings".to_string(), "rules"),
         (None, false) => (text.clone(), "rules"),
         (Some(router), false) => {
-            let scope =
-                CallScope::new(call.run_id, call.step_id.clone()).with_deadline(call.deadline);
+            let scope = crate::agents::registry::call_scope(call);
             // Findings only, not the Dockerfile: they carry the line and the instruction, the
             // prompt stays short, and no ENV value reaches a model.
             let request = Request {

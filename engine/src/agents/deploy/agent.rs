@@ -23,7 +23,7 @@ use super::state::{self, InProgress, Record, Release};
 use super::strategy::Deployment;
 use crate::agents::registry::{Agent, AgentContext, AgentError, AgentFuture};
 use crate::exec::LogSink;
-use crate::llm::{CallScope, Router};
+use crate::llm::Router;
 
 pub struct DeployAgent {
     llm: Option<Arc<Router>>,
@@ -90,7 +90,7 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         .get("branch")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let scope = CallScope::new(call.run_id, call.step_id.clone()).with_deadline(call.deadline);
+    let scope = crate::agents::registry::call_scope(call);
     (config.strategy, config.strategy_reason) =
         choose(&config, &subject, branch, llm, Some(&scope)).await;
     logs.line(

@@ -308,8 +308,7 @@ impl Agent for Orchestrator {
                 }));
             };
             let workspace: PathBuf = context.workspace.clone();
-            let scope = CallScope::new(context.run_id, context.step_id.clone())
-                .with_deadline(context.deadline);
+            let scope = super::registry::call_scope(&context);
             let analysis = analyze_with_models(&workspace, &commit, llm.as_deref(), Some(&scope))
                 .await
                 .map_err(AgentError::new)?;

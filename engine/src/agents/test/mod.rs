@@ -540,6 +540,7 @@ async fn propose(
         commit,
         workspace,
         logs: &context.logs,
+        scope: super::registry::call_scope(context),
         coverage,
     };
     generate::generate(call, options)

@@ -82,6 +82,8 @@ pub struct Call<'a> {
     pub commit: &'a str,
     pub workspace: &'a Path,
     pub logs: &'a LogSink,
+    /// The attempt's language-model call scope (see `agents::call_scope`).
+    pub scope: CallScope,
     /// Line coverage of the run, when measured: a changed function with an added line that no
     /// test ran is untested even if a test names it, and one whose added lines all ran is
     /// tested even if none names it.
@@ -210,7 +212,7 @@ pub async fn generate(call: Call<'_>, options: &Options) -> Result<Value, String
         parent.as_deref(),
     )
     .await?;
-    let scope = CallScope::new(call.run_id, call.step_id);
+    let scope = &call.scope;
     call.store
         .write(|txn| txn.forget_proposals(call.run_id, call.step_id))
         .map_err(|e| format!("failed to clear an earlier attempt's proposals: {e}"))?;
@@ -227,7 +229,7 @@ pub async fn generate(call: Call<'_>, options: &Options) -> Result<Value, String
                 continue;
             }
             log(format!("asking for a test of {} ({})", target.name, target.path));
-            let (proposal, status, reason, detail) = match propose(router, &scope, target).await {
+            let (proposal, status, reason, detail) = match propose(router, scope, target).await {
                 Err(why) => (None, "rejected", "invalid", why),
                 Ok(proposal) => match scratch.validate(target, &proposal, call.logs).await? {
                     Verdict::Accepted(note) => (Some(proposal), "accepted", "accepted", note),
