@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::faithful::invented_names;
+use super::faithful::{invented_names, says_nothing};
 use super::lines;
 use super::machine::machine_written;
 use super::risk::Level;
@@ -153,7 +153,12 @@ pub async fn consult(
         view.calls.push(describe("summarize_diff", &answer));
         let sentence = first_sentence(&answer.text);
         let invented = invented_names(&sentence, file_patch);
+        let empty = says_nothing(&sentence, file_patch);
         if sentence.is_empty() || answer.tier == Tier::Rules {
+            view.file_summaries.push(facts);
+        } else if let Some(why) = empty.filter(|_| invented.is_empty()) {
+            view.not_summarised
+                .push(format!("{path}: summary withheld, {why}"));
             view.file_summaries.push(facts);
         } else if !invented.is_empty() {
             // Unfaithful: say what the diff holds, not what the model imagined.
