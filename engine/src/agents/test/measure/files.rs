@@ -16,7 +16,7 @@ use super::mutate::SWITCH;
 use super::script_mutants;
 use super::{CommitReport, Error, Options, Progress, empty};
 use crate::agents::test::imports::Graph;
-use crate::agents::test::narrow::narrow;
+use crate::agents::test::narrow::{go_tests, narrow};
 use crate::agents::test::results::{Outcome, TestResult, parse_go_json, parse_junit};
 use crate::agents::test::runner::with_report;
 use crate::agents::test::{SelectGlobs, files, learn, select_files};
@@ -141,13 +141,22 @@ pub fn measure_commit(
     } else {
         "running the suite with faults"
     }));
-    let results = run(
+    let mut results = run(
         suite,
         checkout,
         &suite.command,
         !mutants.is_empty(),
         options.binary_timeout,
     )?;
+    if suite.go && !mutants.is_empty() {
+        complete_go(
+            suite,
+            checkout,
+            &test_files,
+            &mut results,
+            options.binary_timeout,
+        )?;
+    }
     let file_of = |result: &TestResult| -> Option<String> {
         if suite.go {
             return go_test_file(&result.id, checkout, &test_files);
@@ -300,6 +309,85 @@ fn run(
         return Ok(results);
     }
     parse_junit(&xml).map_err(Error::Command)
+}
+
+/// A fault panics, and a panic ends a Go package's test binary: the package's later tests
+/// never report. So each package that failed with the faults runs again with its unreported
+/// top-level tests only, until every test of it has reported or a run reports nothing new.
+fn complete_go(
+    suite: &FileSuite,
+    checkout: &Path,
+    test_files: &[String],
+    results: &mut Vec<TestResult>,
+    limit: Duration,
+) -> Result<(), Error> {
+    let mut by_dir: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for file in test_files.iter().filter(|f| f.ends_with("_test.go")) {
+        let Ok(text) = std::fs::read_to_string(checkout.join(file)) else {
+            continue;
+        };
+        let dir = file.rsplit_once('/').map_or("", |(dir, _)| dir);
+        by_dir.entry(dir).or_default().extend(go_tests(&text));
+    }
+    loop {
+        let mut reported: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut failed_dirs = BTreeSet::new();
+        for result in results.iter() {
+            let Some(file) = go_test_file(&result.id, checkout, test_files) else {
+                continue;
+            };
+            let dir = file.rsplit_once('/').map_or("", |(dir, _)| dir).to_string();
+            let top = result.name.split('/').next().unwrap_or(&result.name);
+            reported
+                .entry(dir.clone())
+                .or_default()
+                .insert(top.to_string());
+            if result.outcome == Outcome::Failed {
+                failed_dirs.insert(dir);
+            }
+        }
+        let mut progressed = false;
+        for dir in failed_dirs {
+            let missing: Vec<&String> = by_dir
+                .get(dir.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|t| !reported.get(&dir).is_some_and(|r| r.contains(t.as_str())))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let run_only = format!(
+                "-run '^({})$' ./{dir}",
+                missing
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join("|")
+            );
+            let command = if suite.command.contains("./...") {
+                suite.command.replace("./...", &run_only)
+            } else {
+                format!("{} {run_only}", suite.command)
+            };
+            let more = match run(suite, checkout, &command, true, limit) {
+                Ok(more) => more,
+                // A run that built but reported no test: nothing more to learn here.
+                Err(Error::Command(_)) => Vec::new(),
+                Err(other) => return Err(other),
+            };
+            let known: BTreeSet<String> = results.iter().map(|r| r.id.clone()).collect();
+            for result in more {
+                if !known.contains(&result.id) {
+                    progressed = true;
+                    results.push(result);
+                }
+            }
+        }
+        if !progressed {
+            return Ok(());
+        }
+    }
 }
 
 /// The test file of a `go test -json` result (`import/path::TestX/subtest`): among the files
