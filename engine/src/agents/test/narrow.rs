@@ -85,7 +85,7 @@ fn narrow_go(command: &str, tests: &[String], workspace: &Path) -> Result<String
 }
 
 /// `func TestX(t *testing.T)` names in a Go test file.
-fn go_tests(text: &str) -> Vec<String> {
+pub fn go_tests(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|line| line.strip_prefix("func Test"))
         .filter_map(|rest| rest.split_once('(').map(|(name, _)| format!("Test{name}")))

@@ -1,8 +1,8 @@
 //! Selection for runners other than cargo (pytest, node, npm test, any command): a changed
 //! file selects the test files that import it (directly or not, `imports/`), its own test file
 //! by name, and what configured globs (`with: select_globs:`) name; the file→test map learned
-//! from history (co-changes, failures after a change) adds tests and orders them, never
-//! removes one. Safe before small: a build or runner configuration file, a lockfile, a deleted
+//! from history orders tests and never removes one: a failure after a change adds its test,
+//! a co-change adds one only for a file no import graph reads (data, scripts). Safe before small: a build or runner configuration file, a lockfile, a deleted
 //! module, or a source file in a language whose imports could not be read selects everything.
 //! A data file, a script or a CI file selects what reaches the code naming it (`Graph::naming`).
 
@@ -220,10 +220,21 @@ pub fn select_files(
                 }
             }
         }
-        for link in links
-            .iter()
-            .filter(|l| &l.source_path == path && tests.contains(&l.test_file))
-        {
+        // A co-change is a guess; what the graph places it has answered (safe by
+        // construction), and a CI or tooling file changes no test's outcome here. So a
+        // co-change adds a test only for a file the graph cannot read (a data file, a
+        // script), and otherwise only orders. A real failure after this file changed is
+        // evidence of a reach the graph missed: it always adds.
+        let guesses_add = graph.knows(path).is_err()
+            && !matches!(
+                category,
+                Category::Infrastructure | Category::Tooling | Category::Docs
+            );
+        for link in links.iter().filter(|l| {
+            &l.source_path == path
+                && tests.contains(&l.test_file)
+                && (l.kind == "failure" || guesses_add)
+        }) {
             let reason = match link.kind.as_str() {
                 "failure" => format!(
                     "failed after {path} changed ({} run{})",
@@ -437,33 +448,48 @@ mod tests {
     #[test]
     fn history_adds_and_orders_but_never_removes() {
         // The map learned only test_users for encoding.py (the co-change trap): the test file
-        // named after encoding.py is still selected, and history only adds and orders.
+        // named after encoding.py is still selected; a failure adds its test, and a co-change
+        // adds nothing for a file the graph places (it answered already).
         let links = [
             link("src/encoding.py", "tests/test_users.py", "co_change", 3),
             link("src/encoding.py", "tests/test_api.py", "failure", 1),
-            link("src/encoding.py", "tests/deleted_test.py", "co_change", 9),
+            link("src/encoding.py", "tests/deleted_test.py", "failure", 9),
         ];
         let selection = select(&["src/encoding.py"], &SelectGlobs::default(), &links);
         assert_eq!(
             selection.tests,
-            [
-                "tests/test_api.py",
-                "tests/test_users.py",
-                "tests/test_encoding.py"
-            ],
-            "failures first, then co-changes; a test file no longer there is not selected"
+            ["tests/test_api.py", "tests/test_encoding.py"],
+            "failures first; a test file no longer there is not selected"
         );
         assert_eq!(
             selection.why["tests/test_encoding.py"],
             ["the test file named after src/encoding.py"]
         );
         assert_eq!(
-            selection.why["tests/test_users.py"],
-            ["changed together with src/encoding.py in 3 commits"]
-        );
-        assert_eq!(
             selection.why["tests/test_api.py"],
             ["failed after src/encoding.py changed (1 run)"]
+        );
+        // A data file no code names: a co-change is all there is to go on, so it adds; a CI
+        // file's co-changes add nothing.
+        let links = [
+            link("fixtures/rates.csv", "tests/test_users.py", "co_change", 2),
+            link(
+                ".github/workflows/ci.yml",
+                "tests/test_api.py",
+                "co_change",
+                4,
+            ),
+        ];
+        let selection = select(
+            &["fixtures/rates.csv", ".github/workflows/ci.yml"],
+            &SelectGlobs::default(),
+            &links,
+        );
+        assert!(!selection.all, "{selection:?}");
+        assert_eq!(selection.tests, ["tests/test_users.py"]);
+        assert_eq!(
+            selection.why["tests/test_users.py"],
+            ["changed together with fixtures/rates.csv in 2 commits"]
         );
         // Links never narrow what the graph reaches.
         let links = [link("src/users.py", "tests/test_users.py", "co_change", 5)];

@@ -1,10 +1,11 @@
-//! The static import graph of a repository's Python and JavaScript files, for test selection:
+//! The static import graph of a repository's Python, JavaScript and Go files, for test selection:
 //! which files each file depends on (what it imports, the packages' `__init__.py` it runs, the
 //! `conftest.py` files pytest loads for it), so a changed file selects exactly the test files
 //! that can reach it. What cannot be read statically is treated as reaching everything: a file
 //! with a computed import depends on every file of its language, and a language whose files
 //! could not be read at all (no `python3`) is not in the graph, so its changes run everything.
 
+mod go;
 mod javascript;
 mod python;
 
@@ -14,6 +15,7 @@ use std::path::Path;
 /// The languages the graph knows, by file extension.
 pub const PYTHON: &[&str] = &["py"];
 pub const JAVASCRIPT: &[&str] = &["js", "mjs", "cjs", "jsx", "ts", "tsx", "mts", "cts"];
+pub const GO: &[&str] = &["go"];
 
 /// Which language a path is in, if the graph can read that language.
 pub fn language(path: &str) -> Option<&'static str> {
@@ -23,6 +25,8 @@ pub fn language(path: &str) -> Option<&'static str> {
         Some("python")
     } else if JAVASCRIPT.contains(&extension) {
         Some("javascript")
+    } else if GO.contains(&extension) {
+        Some("go")
     } else {
         None
     }
@@ -74,6 +78,11 @@ impl Graph {
         if !scripts.is_empty() {
             graph.read.insert("javascript");
             graph.absorb(javascript::read(workspace, &scripts, files));
+        }
+        let go: Vec<&String> = files.iter().filter(|f| language(f) == Some("go")).collect();
+        if !go.is_empty() {
+            graph.read.insert("go");
+            graph.absorb(go::read(workspace, &go, files));
         }
         graph
     }

@@ -280,4 +280,27 @@ mod tests {
         );
         assert!(found.dynamic["src/lib/util/text.py"].contains("import_module() on line 2"));
     }
+
+    #[test]
+    fn exec_of_a_module_s_own_templates_is_no_dynamic_import() {
+        let (dir, files) = repo(&[
+            // namedtuple-style: a class built from a template naming no import.
+            (
+                "pkg/named.py",
+                "\"\"\"Named tuples; see the docs to import them.\"\"\"\nTEMPLATE = 'class {name}(tuple):\\n    pass\\n'\n\ndef make(name):\n    ns = {}\n    exec(TEMPLATE.format(name=name), ns)\n    return ns[name]\n",
+            ),
+            // A template that imports: what it imports cannot be told.
+            (
+                "pkg/loader.py",
+                "CODE = 'import {module}'\n\ndef load(module):\n    exec(CODE.format(module=module))\n",
+            ),
+        ]);
+        let refs: Vec<&String> = files.iter().collect();
+        let found = read(dir.path(), &refs).expect("python3 reads the files");
+        assert!(!found.dynamic.contains_key("pkg/named.py"), "{found:?}");
+        assert!(
+            found.dynamic["pkg/loader.py"].contains("exec() on line 4"),
+            "{found:?}"
+        );
+    }
 }

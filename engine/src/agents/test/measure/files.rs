@@ -16,29 +16,48 @@ use super::mutate::SWITCH;
 use super::script_mutants;
 use super::{CommitReport, Error, Options, Progress, empty};
 use crate::agents::test::imports::Graph;
-use crate::agents::test::narrow::narrow;
-use crate::agents::test::results::{Outcome, TestResult, parse_junit};
+use crate::agents::test::narrow::{go_tests, narrow};
+use crate::agents::test::results::{Outcome, TestResult, parse_go_json, parse_junit};
 use crate::agents::test::runner::with_report;
 use crate::agents::test::{SelectGlobs, files, learn, select_files};
 use crate::store::Store;
 
-/// The suite command made to write Cairn's JUnit report, and where.
+/// The suite command made to write Cairn's JUnit report, and where; or a `go test -json`
+/// command, whose events (its standard output) are kept in the report file.
 pub struct FileSuite {
     command: String,
     report: std::path::PathBuf,
+    go: bool,
 }
 
 impl FileSuite {
     pub fn new(command: &str, scratch: &Path) -> Result<FileSuite, Error> {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        if words.windows(2).any(|w| w == ["go", "test"]) {
+            let command = if words.contains(&"-json") {
+                command.to_string()
+            } else {
+                command.replacen("go test", "go test -json", 1)
+            };
+            return Ok(FileSuite {
+                command,
+                report: scratch.join("reports").join("go-test.json"),
+                go: true,
+            });
+        }
         let report = scratch.join("reports").join("junit.xml");
         let command = with_report(command, &report)
             .map_err(Error::Command)?
             .ok_or_else(|| {
                 Error::Usage(format!(
-                    "--command: `{command}` is neither `cargo test …` nor a runner whose report Cairn writes (pytest, node --test)"
+                    "--command: `{command}` is neither `cargo test …`, `go test …` nor a runner whose report Cairn writes (pytest, node --test)"
                 ))
             })?;
-        Ok(FileSuite { command, report })
+        Ok(FileSuite {
+            command,
+            report,
+            go: false,
+        })
     }
 
     pub fn command(&self) -> &str {
@@ -122,14 +141,26 @@ pub fn measure_commit(
     } else {
         "running the suite with faults"
     }));
-    let results = run(
+    let mut results = run(
         suite,
         checkout,
         &suite.command,
         !mutants.is_empty(),
         options.binary_timeout,
     )?;
+    if suite.go && !mutants.is_empty() {
+        complete_go(
+            suite,
+            checkout,
+            &test_files,
+            &mut results,
+            options.binary_timeout,
+        )?;
+    }
     let file_of = |result: &TestResult| -> Option<String> {
+        if suite.go {
+            return go_test_file(&result.id, checkout, &test_files);
+        }
         learn::test_file_of(&result.id, checkout, &test_files)
             .into_iter()
             .next()
@@ -203,13 +234,29 @@ fn run(
         }
         _ => {}
     }
+    if let Some(reports) = suite.report.parent() {
+        std::fs::create_dir_all(reports).map_err(|source| Error::Write {
+            path: reports.to_path_buf(),
+            source,
+        })?;
+    }
+    // `go test -json` reports on its standard output.
+    let stdout = if suite.go {
+        let file = std::fs::File::create(&suite.report).map_err(|source| Error::Write {
+            path: suite.report.clone(),
+            source,
+        })?;
+        Stdio::from(file)
+    } else {
+        Stdio::null()
+    };
     let mut process = Command::new("sh");
     process
         .arg("-c")
         .arg(command)
         .current_dir(checkout)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         // Its own process group, so the time limit stops whatever the suite started.
         .process_group(0);
@@ -252,5 +299,116 @@ fn run(
             suite.report.display()
         ))
     })?;
+    if suite.go {
+        let results = parse_go_json(&xml);
+        if results.is_empty() {
+            return Err(Error::Command(format!(
+                "`{command}` reported no test (did it build?)"
+            )));
+        }
+        return Ok(results);
+    }
     parse_junit(&xml).map_err(Error::Command)
+}
+
+/// A fault panics, and a panic ends a Go package's test binary: the package's later tests
+/// never report. So each package that failed with the faults runs again with its unreported
+/// top-level tests only, until every test of it has reported or a run reports nothing new.
+fn complete_go(
+    suite: &FileSuite,
+    checkout: &Path,
+    test_files: &[String],
+    results: &mut Vec<TestResult>,
+    limit: Duration,
+) -> Result<(), Error> {
+    let mut by_dir: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for file in test_files.iter().filter(|f| f.ends_with("_test.go")) {
+        let Ok(text) = std::fs::read_to_string(checkout.join(file)) else {
+            continue;
+        };
+        let dir = file.rsplit_once('/').map_or("", |(dir, _)| dir);
+        by_dir.entry(dir).or_default().extend(go_tests(&text));
+    }
+    loop {
+        let mut reported: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut failed_dirs = BTreeSet::new();
+        for result in results.iter() {
+            let Some(file) = go_test_file(&result.id, checkout, test_files) else {
+                continue;
+            };
+            let dir = file.rsplit_once('/').map_or("", |(dir, _)| dir).to_string();
+            let top = result.name.split('/').next().unwrap_or(&result.name);
+            reported
+                .entry(dir.clone())
+                .or_default()
+                .insert(top.to_string());
+            if result.outcome == Outcome::Failed {
+                failed_dirs.insert(dir);
+            }
+        }
+        let mut progressed = false;
+        for dir in failed_dirs {
+            let missing: Vec<&String> = by_dir
+                .get(dir.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|t| !reported.get(&dir).is_some_and(|r| r.contains(t.as_str())))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let run_only = format!(
+                "-run '^({})$' ./{dir}",
+                missing
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join("|")
+            );
+            let command = if suite.command.contains("./...") {
+                suite.command.replace("./...", &run_only)
+            } else {
+                format!("{} {run_only}", suite.command)
+            };
+            let more = match run(suite, checkout, &command, true, limit) {
+                Ok(more) => more,
+                // A run that built but reported no test: nothing more to learn here.
+                Err(Error::Command(_)) => Vec::new(),
+                Err(other) => return Err(other),
+            };
+            let known: BTreeSet<String> = results.iter().map(|r| r.id.clone()).collect();
+            for result in more {
+                if !known.contains(&result.id) {
+                    progressed = true;
+                    results.push(result);
+                }
+            }
+        }
+        if !progressed {
+            return Ok(());
+        }
+    }
+}
+
+/// The test file of a `go test -json` result (`import/path::TestX/subtest`): among the files
+/// defining `func TestX(`, the one whose directory ends the package's import path (the
+/// repository root's files match any path, and lose to a longer match).
+fn go_test_file(id: &str, checkout: &Path, test_files: &[String]) -> Option<String> {
+    let (package, test) = id.rsplit_once("::")?;
+    let function = test.split('/').next().unwrap_or(test);
+    let definition = format!("func {function}(");
+    test_files
+        .iter()
+        .filter(|f| f.ends_with("_test.go"))
+        .filter_map(|file| {
+            let dir = file.rsplit_once('/').map_or("", |(dir, _)| dir);
+            let matched = dir.is_empty() || package == dir || package.ends_with(&format!("/{dir}"));
+            matched.then_some((dir.len(), file))
+        })
+        .filter(|(_, file)| {
+            std::fs::read_to_string(checkout.join(file.as_str()))
+                .is_ok_and(|text| text.contains(&definition))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, file)| file.clone())
 }

@@ -3,7 +3,10 @@
 //! `CAIRN_MEASURE_MUTANT` is set (one checkout serves the faulty and the clean run).
 //! Python functions are found with CPython's own parser (`python_functions.py`); JavaScript
 //! function heads are found by pattern and their bodies by brace matching, and a mutated file
-//! that `node --check` rejects is put back as it was.
+//! that `node --check` rejects is put back as it was. Go functions and methods are found as
+//! gofmt writes them (`func` at the start of a line, the body closed by `}` at the start of a
+//! line); their guard reads a switch declared in a file of its own in the package
+//! (`cairn_measure_switch.go`, which the scratch checkout's clean removes).
 
 use std::path::Path;
 use std::process::Command;
@@ -42,6 +45,8 @@ pub fn plant(checkout: &Path, file: &str, lines: &[(usize, usize)]) -> Result<Ve
         python(checkout, file, &text, lines)?
     } else if [".js", ".mjs", ".cjs"].iter().any(|e| file.ends_with(e)) {
         javascript(file, &text, lines)
+    } else if file.ends_with(".go") && !file.ends_with("_test.go") {
+        go(file, &text, lines)
     } else {
         return Ok(Vec::new());
     };
@@ -49,6 +54,25 @@ pub fn plant(checkout: &Path, file: &str, lines: &[(usize, usize)]) -> Result<Ve
         return Ok(mutants);
     }
     std::fs::write(&path, mutated).map_err(|e| format!("failed to write {file}: {e}"))?;
+    if file.ends_with(".go") {
+        // The guard reads a package-level switch, declared once per package in its own file
+        // so that no file's imports change.
+        let switch = path.with_file_name(GO_SWITCH_FILE);
+        let package = GO_PACKAGE
+            .captures(&text)
+            .and_then(|c| c.get(1))
+            .map(|m| m.as_str().to_string());
+        let Some(package) = package else {
+            std::fs::write(&path, text).map_err(|e| format!("failed to restore {file}: {e}"))?;
+            return Ok(Vec::new());
+        };
+        let declaration = format!(
+            "// Written by cairn tests measure.\npackage {package}\n\nimport \"os\"\n\nvar cairnMeasureMutant = os.Getenv({SWITCH:?}) != \"\"\n"
+        );
+        std::fs::write(&switch, declaration)
+            .map_err(|e| format!("failed to write {}: {e}", switch.display()))?;
+        return Ok(mutants);
+    }
     if !file.ends_with(".py") {
         let checked = Command::new("node")
             .arg("--check")
@@ -107,6 +131,63 @@ fn python(
         });
     }
     Ok((source.concat(), mutants))
+}
+
+/// The file declaring a Go package's switch (one per mutated package directory).
+pub const GO_SWITCH_FILE: &str = "cairn_measure_switch.go";
+
+static GO_PACKAGE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?m)^package\s+(\w+)").unwrap_or_else(|e| unreachable!("constant pattern: {e}"))
+});
+/// `func Name(`, `func (r *T) Name(`, `func Name[T any](` … `{` at the end of the line.
+static GO_HEAD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^func\s+(?:\([^)]*\)\s*)?(\w+)\s*[\[(].*\{\s*$")
+        .unwrap_or_else(|e| unreachable!("constant pattern: {e}"))
+});
+
+fn go(file: &str, text: &str, lines: &[(usize, usize)]) -> (String, Vec<Mutant>) {
+    let source: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut out: Vec<String> = source.iter().map(|s| s.to_string()).collect();
+    let mut mutants = Vec::new();
+    for (index, line) in source.iter().enumerate() {
+        let Some(name) = GO_HEAD.captures(line.trim_end()).and_then(|c| c.get(1)) else {
+            continue;
+        };
+        // gofmt closes a top-level function with `}` alone at the start of a line.
+        let Some(last) = source
+            .iter()
+            .enumerate()
+            .skip(index + 1)
+            .find(|(_, l)| l.trim_end() == "}")
+            .map(|(i, _)| i)
+        else {
+            continue;
+        };
+        let (first, last) = (index + 1, last + 1);
+        let changed: usize = lines
+            .iter()
+            .map(|&(a, b)| {
+                let (a, b) = (a.max(first), b.min(last));
+                if a <= b { b - a + 1 } else { 0 }
+            })
+            .sum();
+        if changed == 0 {
+            continue;
+        }
+        let name = name.as_str();
+        let mut mutated = out[index].trim_end().to_string();
+        mutated.push_str(&format!(
+            " if cairnMeasureMutant {{ panic(\"cairn measure: mutant in {name}\") }}\n"
+        ));
+        out[index] = mutated;
+        mutants.push(Mutant {
+            file: file.to_string(),
+            name: name.to_string(),
+            line: first,
+            changed,
+        });
+    }
+    (out.concat(), mutants)
 }
 
 static JS_HEAD: LazyLock<Regex> = LazyLock::new(|| {
@@ -232,6 +313,38 @@ mod tests {
         assert!(
             mutated.contains("    def f(self):\n        if __import__('os').environ.get(\"CAIRN_MEASURE_MUTANT\"): raise"),
             "{mutated}"
+        );
+    }
+
+    #[test]
+    fn go_functions_get_a_guard_and_the_package_a_switch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "package lru\n\nimport \"fmt\"\n\nfunc New(size int) *Cache {\n\treturn &Cache{size: size}\n}\n\nfunc (c *Cache) Add(k, v any) bool {\n\tfmt.Println(k)\n\treturn false\n}\n\nfunc Keys[K comparable](c *Cache) []K {\n\treturn nil\n}\n";
+        std::fs::write(dir.path().join("lru.go"), text).expect("write");
+        let mutants = plant(dir.path(), "lru.go", &[(10, 11), (15, 15)]).expect("planted");
+        let names: Vec<&str> = mutants.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["Add", "Keys"]);
+        let mutated = std::fs::read_to_string(dir.path().join("lru.go")).expect("read");
+        assert!(
+            mutated.contains("func (c *Cache) Add(k, v any) bool { if cairnMeasureMutant { panic("),
+            "{mutated}"
+        );
+        assert!(
+            mutated.contains("func New(size int) *Cache {\n"),
+            "{mutated}"
+        );
+        let switch = std::fs::read_to_string(dir.path().join(GO_SWITCH_FILE)).expect("switch");
+        assert!(switch.contains("package lru\n"), "{switch}");
+        assert!(
+            switch.contains("os.Getenv(\"CAIRN_MEASURE_MUTANT\")"),
+            "{switch}"
+        );
+        // A test file is what reveals faults, never where they go.
+        std::fs::write(dir.path().join("lru_test.go"), "package lru\n").expect("write");
+        assert!(
+            plant(dir.path(), "lru_test.go", &[(1, 1)])
+                .expect("none")
+                .is_empty()
         );
     }
 

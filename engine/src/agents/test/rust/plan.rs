@@ -6,12 +6,14 @@
 //! Safe before small: what the module graph cannot place falls back. A manifest, lockfile or
 //! build script selects everything; a data file or a Rust file in no module tree selects its
 //! package and every package depending on it (the crate level), as does any change reaching a
-//! package whose sources cannot be fully read (`graph.rs`). A file outside every package (a
-//! script, a workflow, CI configuration) cannot change what compiles, only what a test reads
-//! or runs at run time: it selects every integration-test target (they run programs and read
-//! the tree), and every module whose string literals name the file or one of its directories,
-//! as if that module had changed. The assumption, stated: a unit test reaches a file outside
-//! its package only through a literal naming it.
+//! package whose sources cannot be fully read (`graph.rs`). A file outside every package's
+//! build (a script, a workflow, CI configuration — also beside a root package's sources when
+//! it has no build script) cannot change what compiles, only what a test reads or runs at run
+//! time: it selects every module whose string literals name the file or one of its
+//! directories, as if that module had changed, and, unless it is CI or tooling
+//! configuration, every integration-test target (they run programs and read the tree). The
+//! assumption, stated: a test reaches a file outside its package only through a literal
+//! naming it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -66,6 +68,17 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
             outside.push(path.to_string());
             continue;
         };
+        // A root package owns the whole repository, but a file beside its sources (a CI
+        // workflow, a script) compiles into nothing unless a build script reads it or a
+        // module includes it (then it is placed): it is outside the package's build.
+        if placed.is_none()
+            && !in_sources
+            && !path.ends_with(".rs")
+            && !has_build_script(&workspace.root, &owner.dir)
+        {
+            outside.push(path.to_string());
+            continue;
+        }
         match placed {
             Some(nodes) if !change.deleted => {
                 if let Some(reason) = graph.opaque.get(&owner.name) {
@@ -156,6 +169,14 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
         );
     }
     for path in &outside {
+        // CI and tooling configuration changes what the CI service does, not what a test
+        // here reads or runs, unless it names it (the literals above).
+        if matches!(
+            categorize(path),
+            Category::Infrastructure | Category::Tooling
+        ) {
+            continue;
+        }
         for package in &workspace.packages {
             if whole_names.contains(&package.name) {
                 continue;
@@ -260,6 +281,20 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
         total_units: total,
         reasons,
     }
+}
+
+/// Whether the package in `dir` has a build script (`build.rs`, or a `build =` key), which
+/// may read any file of the package.
+fn has_build_script(root: &Path, dir: &str) -> bool {
+    let package = root.join(dir);
+    if package.join("build.rs").exists() {
+        return true;
+    }
+    std::fs::read_to_string(package.join("Cargo.toml")).map_or(true, |manifest| {
+        manifest.lines().any(|line| {
+            line.trim_start().starts_with("build ") || line.trim_start().starts_with("build=")
+        })
+    })
 }
 
 /// The unit key of a target: `lib`, `bin:NAME`, `test:NAME`.

@@ -364,3 +364,49 @@ fn crate_root_re_exports_and_comment_only_changes_do_not_reach_everything() {
     );
     assert!(selection.nothing(), "{:#?}", selection.reasons);
 }
+
+#[test]
+fn files_beside_a_root_package_sources_are_outside_its_build_unless_a_build_script_reads_them() {
+    // One crate at the repository root (the usual shape of a published library): it owns
+    // every path, yet its CI workflow and scripts compile into nothing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    git(root, &["init", "--quiet", "--initial-branch=main"]);
+    commit(
+        root,
+        &[
+            ("Cargo.toml", &manifest("solo", "")),
+            (
+                "src/lib.rs",
+                &format!("pub mod text;\n\n{}", "pub fn one() -> i32 {\n    1\n}\n"),
+            ),
+            ("src/text.rs", TEXT),
+            (
+                "tests/api.rs",
+                "#[test]\nfn one() {\n    assert_eq!(solo::one(), 1);\n}\n",
+            ),
+            (".github/workflows/ci.yml", "on: push\n"),
+            ("scripts/bench.sh", "echo one\n"),
+        ],
+    );
+
+    // A CI workflow no test names selects nothing.
+    let selection = commit(root, &[(".github/workflows/ci.yml", "on: [push]\n")]);
+    assert!(!selection.all, "{:#?}", selection.reasons);
+    assert!(units(&selection).is_empty(), "{:#?}", selection.reasons);
+
+    // A script may be run by an integration test: those, not everything.
+    let selection = commit(root, &[("scripts/bench.sh", "echo two\n")]);
+    assert!(!selection.all, "{:#?}", selection.reasons);
+    assert_eq!(
+        units(&selection),
+        ["solo test:api []"],
+        "{:#?}",
+        selection.reasons
+    );
+
+    // With a build script any file of the package may feed the build: everything.
+    commit(root, &[("build.rs", "fn main() {}\n")]);
+    let selection = commit(root, &[("scripts/bench.sh", "echo three\n")]);
+    assert!(selection.all, "{:#?}", selection.reasons);
+}
