@@ -82,6 +82,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Tests(args) => cli::tests::tests(home, args).map(|()| ExitCode::SUCCESS),
+        Command::Risk(args) => cli::risk::risk(home, args).map(|()| ExitCode::SUCCESS),
         Command::Costs(args) => cli::costs::costs(home, args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cli::bench::bench(home, args)
             .await

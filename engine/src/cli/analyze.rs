@@ -1,11 +1,14 @@
-//! `cairn analyze --repo PATH [--commit SHA]`: the orchestrator's view of one commit.
+//! `cairn analyze --repo PATH [--commit SHA]`: the orchestrator's view of one commit, with the
+//! history model's probability and top features beside the rule floor when one was calibrated
+//! for the repository (`cairn risk calibrate`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 
 use cairn_engine::agents::orchestrator;
 use cairn_engine::llm::CallScope;
+use cairn_engine::risk_model;
 
 use super::settings::Settings;
 
@@ -24,6 +27,7 @@ pub struct AnalyzeArgs {
 
 pub async fn analyze(home: Option<PathBuf>, args: &AnalyzeArgs) -> Result<()> {
     super::check_repository(&args.repo)?;
+    let home_for_history = home.clone();
     let router = if args.no_model {
         None
     } else {
@@ -33,12 +37,18 @@ pub async fn analyze(home: Option<PathBuf>, args: &AnalyzeArgs) -> Result<()> {
     };
     // Recorded outside any run, so what the models cost shows in `cairn costs`.
     let scope = CallScope::outside_run("cairn analyze");
-    let analysis =
+    let mut analysis =
         orchestrator::analyze_with_models(&args.repo, &args.commit, router.as_ref(), Some(&scope))
             .await
             .map_err(|e| anyhow!(e))?;
+    let history = history_model(home_for_history, &args.repo, &analysis.commit);
+    if let Some(explanation) = &history {
+        risk_model::raise(&mut analysis, explanation);
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&analysis)?);
+        let mut value = serde_json::to_value(&analysis)?;
+        value["history"] = serde_json::to_value(&history)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     println!("commit   {}", analysis.commit);
@@ -92,10 +102,66 @@ pub async fn analyze(home: Option<PathBuf>, args: &AnalyzeArgs) -> Result<()> {
             println!("  the model proposed {level}; the rule floor was kept unless that is higher");
         }
     }
+    if let Some(history) = &history {
+        println!(
+            "history  {:.0}% chance of introducing a defect (this repository's base rate {:.0}%; \
+             the model raises to high at {:.0}%, never lowers the rule floor)",
+            history.probability * 100.0,
+            history.base_rate * 100.0,
+            history.high_threshold * 100.0
+        );
+        for part in &history.top {
+            println!(
+                "  {:>+6.2}  {:<28} {}",
+                part.log_odds,
+                part.feature,
+                trim_number(part.value)
+            );
+        }
+    }
     let route = &analysis.route;
     println!(
         "route    tests: {}, build: {}, deploy: {}, monitor: {} min",
         route.tests, route.build, route.deploy, route.monitor_minutes
     );
     Ok(())
+}
+
+/// The history model's view of `commit` when a model was calibrated for this repository (or a
+/// clone of it). Analysis never fails for it: without a store or a model there is nothing to
+/// add, and a model that cannot be used is said on stderr.
+fn history_model(
+    home: Option<PathBuf>,
+    repo: &Path,
+    commit: &str,
+) -> Option<risk_model::Explanation> {
+    let settings = Settings::resolve(home, None).ok()?;
+    // Never create a state database just to find it has no model.
+    if !settings.database().exists() {
+        return None;
+    }
+    let attempt = || -> Result<Option<risk_model::Explanation>> {
+        let store = settings.open_store()?;
+        let root = super::risk::root_commit(repo)?;
+        let Some(stored) = store.risk_model(&super::risk::canonical(repo), &root)? else {
+            return Ok(None);
+        };
+        let model: risk_model::Model = serde_json::from_value(stored.model)?;
+        Ok(risk_model::explain(repo, commit, &model)?)
+    };
+    match attempt() {
+        Ok(explanation) => explanation,
+        Err(error) => {
+            eprintln!("warning: the history risk model was not applied: {error:#}");
+            None
+        }
+    }
+}
+
+fn trim_number(value: f64) -> String {
+    if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
 }

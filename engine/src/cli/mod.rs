@@ -14,6 +14,7 @@ pub mod gc;
 pub mod graph;
 pub mod logs;
 pub mod measure;
+pub mod risk;
 pub mod rollback;
 pub mod run;
 pub mod serve;
@@ -98,6 +99,8 @@ pub enum Command {
     Tests(tests::TestsArgs),
     /// Language-model spending by day, task and tier, with cache savings.
     Costs(costs::CostsArgs),
+    /// Risk learned from a repository's own history: calibrate a model, report how it fares.
+    Risk(risk::RiskArgs),
     /// Measure the engine's durable throughput, the local model's speed, or analysis time.
     Bench(bench::BenchArgs),
     /// Apply the retention policy now: delete old runs, logs and finished runs' workspaces.

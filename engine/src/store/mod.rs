@@ -8,6 +8,7 @@ mod llm;
 mod notifications;
 mod records;
 mod retention;
+mod risk_models;
 mod schema;
 mod sqlite;
 mod state;
@@ -23,6 +24,7 @@ pub use records::{
     StepTransition, StoredLogLine,
 };
 pub use retention::{Pruned, RetentionPolicy};
+pub use risk_models::StoredRiskModel;
 pub use schema::LATEST_VERSION;
 pub use sqlite::{Store, WriteTxn, now_ms};
 pub use state::{RunState, StepState};

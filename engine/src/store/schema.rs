@@ -272,6 +272,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE llm_budget ADD COLUMN expires_at INTEGER;
     CREATE INDEX llm_budget_reserved ON llm_budget(state, expires_at);
     "#,
+    // 11: risk learned from history (`cairn risk calibrate`): per repository, the fitted model
+    // and what its time-ordered evaluation measured. A repository is known by its path and by
+    // its root commit, so a clone of it (a run's workspace) finds the same model.
+    r#"
+    CREATE TABLE risk_models (
+        repo          TEXT    PRIMARY KEY,  -- the repository's canonical path
+        root_commit   TEXT    NOT NULL,     -- its first commit: the same in every clone
+        head          TEXT    NOT NULL,     -- the commit calibrated at
+        model         TEXT    NOT NULL,     -- JSON: features, means, scales, coefficients
+        evaluation    TEXT    NOT NULL,     -- JSON: AUC, precision/recall of high, spans
+        calibrated_at INTEGER NOT NULL
+    );
+    CREATE INDEX risk_models_by_root ON risk_models(root_commit, calibrated_at);
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -137,6 +137,15 @@ fn analyze_with_patch(repo: &Path, commit: &str) -> Result<(Analysis, String), S
     Ok((analysis, patch_text))
 }
 
+/// The rule floor from paths and line counts alone, without reading changed lines: what the
+/// history model (`risk_model`) takes as a feature for every past commit, where reading each
+/// one's patch and whole files would cost too much. Content detectors only ever raise the full
+/// analysis above this.
+pub fn floor_from_paths(files: &[ChangedFile]) -> Assessment {
+    let (per_file, change) = classify::summarize(files, &[]);
+    assess(files, &per_file, &change, Vec::new())
+}
+
 /// Files whose comments only the whole text can place (docstrings, block comments) at most;
 /// past it the hunk-level marks stand, which can only make lines count as code.
 const MAX_WHOLE_FILES: usize = 200;
