@@ -3,7 +3,8 @@
 # gcc (static test binaries), haproxy (the deploy agent's proxy), prometheus (the deploy
 # agent's metrics through a Prometheus server, in tests), a running Docker engine (the
 # build and deploy agents; nothing is pulled), a git identity for the commits tests make, and
-# the default local model, and bubblewrap (`bwrap`, the step sandbox; its tests need it).
+# the default local model, bubblewrap (`bwrap`, the step sandbox; its tests need it) and Go
+# (`go test` selection and measurement are tested on a tiny module).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -11,6 +12,7 @@ for tool in git make gcc haproxy prometheus; do
     command -v "$tool" >/dev/null || need+=("$tool")
 done
 command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v go >/dev/null || need+=(golang-go)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
