@@ -53,7 +53,7 @@ fn shop(dir: &std::path::Path) -> Repo {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_import_graph_selects_and_history_adds_its_reasons() {
+async fn the_import_graph_selects_and_names_its_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let repo = shop(dir.path());
     // users.py and its test changed together once: that is what the map learns.
@@ -92,8 +92,7 @@ async fn the_import_graph_selects_and_history_adds_its_reasons() {
         out["selection"]["why"]["tests/test_users.py"],
         json!([
             "imports src/users.py",
-            "the test file named after src/users.py",
-            "changed together with src/users.py in 1 commit"
+            "the test file named after src/users.py"
         ])
     );
     assert_eq!(out["command"], "python3 run_tests.py tests/test_users.py");
