@@ -8,6 +8,5 @@ pub mod exec;
 pub mod llm;
 pub mod pipeline;
 pub mod retention;
-pub mod risk_model;
 pub mod store;
 pub mod trigger;

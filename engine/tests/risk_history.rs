@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use cairn_engine::agents::orchestrator::history::{Explanation, introducers, raise};
 use cairn_engine::agents::orchestrator::{Level, analyze};
-use cairn_engine::risk_model::{Explanation, introducers, raise};
+use cairn_engine::store::Store;
 
 struct Repo {
     path: PathBuf,
@@ -178,12 +179,28 @@ fn calibration_stores_a_model_that_the_report_and_analyze_show() {
     let home = tempfile::tempdir().expect("a home");
     let repo_arg = repo.path.display().to_string();
 
+    // Cairn saw a test fail on the first commit, which no fix traces to: a label of its own.
+    let root = repo.git(&["rev-list", "--max-parents=0", "HEAD"]);
+    let store = Store::open(&home.path().join("cairn.db")).expect("a store");
+    store
+        .write(|txn| txn.record_test_result(1, "test", "local", &root, "t::one", "failed", None))
+        .expect("recorded");
+    drop(store);
+
     let output = cairn(
         home.path(),
         &["risk", "calibrate", "--repo", &repo_arg, "--gap-days", "0"],
     );
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("1 labelled from Cairn's own outcomes"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("reliability  predicted→observed"),
+        "{stdout}"
+    );
     assert!(stderr.contains("tracing fixes with git blame"), "{stderr}");
     assert!(stdout.contains("AUC          model"), "{stdout}");
 
@@ -235,6 +252,38 @@ fn calibration_stores_a_model_that_the_report_and_analyze_show() {
         assert_eq!(analysis["risk"]["level"], "high", "{analysis}");
         assert_eq!(analysis["decided_by"], "history model");
     }
+
+    // A run's orchestrator step works in a clone of the repository: it finds the model by the
+    // root commit and publishes the same probability as its `history` output.
+    let workflow = home.path().join("judge.yaml");
+    std::fs::write(
+        &workflow,
+        "name: judge\nsteps:\n  - id: analyze\n    agent: orchestrator\n    with: { model: off }\n",
+    )
+    .expect("workflow written");
+    let output = cairn(
+        home.path(),
+        &[
+            "run",
+            &workflow.display().to_string(),
+            "--repo",
+            &repo_arg,
+            "-q",
+        ],
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let store = Store::open(&home.path().join("cairn.db")).expect("a store");
+    let run = store.runs(1).expect("runs").remove(0);
+    let step = store.steps(run.id).expect("steps").remove(0);
+    let outputs = step.outputs.expect("the step has outputs");
+    let in_run = outputs["history"]["probability"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no history in {outputs}"));
+    assert!(
+        (in_run - probability).abs() < 1e-9,
+        "{in_run} vs {probability}"
+    );
 }
 
 #[test]

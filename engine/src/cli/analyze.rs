@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, anyhow};
 
 use cairn_engine::agents::orchestrator;
+use cairn_engine::agents::orchestrator::history as risk_model;
 use cairn_engine::llm::CallScope;
-use cairn_engine::risk_model;
 
 use super::settings::Settings;
 
@@ -142,12 +142,7 @@ fn history_model(
     }
     let attempt = || -> Result<Option<risk_model::Explanation>> {
         let store = settings.open_store()?;
-        let root = super::risk::root_commit(repo)?;
-        let Some(stored) = store.risk_model(&super::risk::canonical(repo), &root)? else {
-            return Ok(None);
-        };
-        let model: risk_model::Model = serde_json::from_value(stored.model)?;
-        Ok(risk_model::explain(repo, commit, &model)?)
+        Ok(risk_model::from_store(&store, repo, commit)?)
     };
     match attempt() {
         Ok(explanation) => explanation,

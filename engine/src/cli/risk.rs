@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use cairn_engine::risk_model::{self, Evaluation, FlagScore, Model, Options};
+use cairn_engine::agents::orchestrator::history::{
+    self as risk_model, Evaluation, FlagScore, Model, Options, canonical, root_commit,
+};
 use cairn_engine::store::{Store, StoredRiskModel};
 
 use super::Invalid;
@@ -72,27 +74,6 @@ pub fn risk(home: Option<PathBuf>, args: &RiskArgs) -> Result<()> {
         }
         RiskCommand::Report { repo, json } => report(home, repo.as_deref(), *json),
     }
-}
-
-/// The repository's first commit: the same in every clone, so a run's workspace finds the
-/// model calibrated on the developer's checkout. The smallest id when there are several roots.
-pub fn root_commit(repo: &Path) -> Result<String> {
-    let roots =
-        cairn_engine::exec::git(repo, &["rev-list", "--max-parents=0", "HEAD"]).map_err(|e| {
-            anyhow::anyhow!("failed to find the root commit of {}: {e}", repo.display())
-        })?;
-    roots
-        .split_whitespace()
-        .min()
-        .map(str::to_string)
-        .with_context(|| format!("{} has no commits", repo.display()))
-}
-
-pub fn canonical(repo: &Path) -> String {
-    std::fs::canonicalize(repo)
-        .unwrap_or_else(|_| repo.to_path_buf())
-        .display()
-        .to_string()
 }
 
 fn calibrate(
@@ -238,6 +219,15 @@ fn print_evaluation(repo: &str, e: &Evaluation) {
         "calibration  mean probability {:.3} vs observed rate {:.3}; Brier {:.4} (base rate \
          guess {:.4})",
         e.mean_probability, e.test_rate, e.brier, e.brier_base_rate
+    );
+    let bins: Vec<String> = e
+        .reliability
+        .iter()
+        .map(|b| format!("{:.2}→{:.2}", b.mean_probability, b.observed_rate))
+        .collect();
+    println!(
+        "reliability  predicted→observed by fifths of the test part: {}",
+        bins.join(", ")
     );
     println!("high         rules alone:    {}", flag(&e.high_rules));
     println!("             model alone:    {}", flag(&e.high_model));

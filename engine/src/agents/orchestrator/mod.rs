@@ -9,6 +9,7 @@ mod consult;
 mod detect;
 mod diff;
 mod faithful;
+pub mod history;
 mod lines;
 mod machine;
 mod patterns;
@@ -138,7 +139,7 @@ fn analyze_with_patch(repo: &Path, commit: &str) -> Result<(Analysis, String), S
 }
 
 /// The rule floor from paths and line counts alone, without reading changed lines: what the
-/// history model (`risk_model`) takes as a feature for every past commit, where reading each
+/// history model (`history`) takes as a feature for every past commit, where reading each
 /// one's patch and whole files would cost too much. Content detectors only ever raise the full
 /// analysis above this.
 pub fn floor_from_paths(files: &[ChangedFile]) -> Assessment {
@@ -318,9 +319,37 @@ impl Agent for Orchestrator {
             };
             let workspace: PathBuf = context.workspace.clone();
             let scope = super::registry::call_scope(&context);
-            let analysis = analyze_with_models(&workspace, &commit, llm.as_deref(), Some(&scope))
-                .await
-                .map_err(AgentError::new)?;
+            let mut analysis =
+                analyze_with_models(&workspace, &commit, llm.as_deref(), Some(&scope))
+                    .await
+                    .map_err(AgentError::new)?;
+            // The repository's history model, when one was calibrated for it (`cairn risk
+            // calibrate`): it may raise the level, never lower it; without one, rules decide.
+            let (store, repo, id) = (context.store.clone(), workspace.clone(), commit.clone());
+            let learned =
+                tokio::task::spawn_blocking(move || history::from_store(&store, &repo, &id))
+                    .await
+                    .map_err(|e| AgentError::new(format!("history model task failed: {e}")))?;
+            let learned = match learned {
+                Ok(learned) => learned,
+                Err(error) => {
+                    context
+                        .logs
+                        .line("engine", format!("history model not applied: {error}"));
+                    None
+                }
+            };
+            if let Some(explanation) = &learned {
+                history::raise(&mut analysis, explanation);
+                context.logs.line(
+                    "stdout",
+                    format!(
+                        "history model: {:.0}% chance of a defect (high at {:.0}%)",
+                        explanation.probability * 100.0,
+                        explanation.high_threshold * 100.0
+                    ),
+                );
+            }
             for call in analysis.models.iter().flat_map(|m| m.calls.iter()) {
                 context.logs.line("stdout", format!("model call {call}"));
             }
@@ -349,6 +378,7 @@ impl Agent for Orchestrator {
                 "change": analysis.change,
                 "route": analysis.route,
                 "models": analysis.models,
+                "history": learned,
             }))
         })
     }

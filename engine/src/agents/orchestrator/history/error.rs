@@ -1,4 +1,4 @@
-//! Errors of learning risk from a repository's history (`risk_model`).
+//! Errors of learning risk from a repository's history (`orchestrator::history`).
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,6 +28,8 @@ pub enum Error {
     Fit(#[source] linfa_logistic::error::Error),
     #[error("the stored risk model is unreadable: {0}")]
     BadModel(String),
+    #[error("failed to read the risk model from the store")]
+    Store(#[from] crate::store::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

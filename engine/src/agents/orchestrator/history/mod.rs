@@ -8,14 +8,14 @@ mod error;
 mod evaluate;
 mod explain;
 mod features;
-mod history;
+mod log;
 mod model;
 mod szz;
 
-pub use calibrate::{Calibration, Evaluation, MIN_COMMITS, Options, Span, calibrate};
+pub use calibrate::{Bin, Calibration, Evaluation, MIN_COMMITS, Options, Span, calibrate};
 pub use error::{Error, Result};
 pub use evaluate::{FlagScore, auc};
-pub use explain::{Explanation, explain, raise};
+pub use explain::{Explanation, canonical, explain, from_store, raise, root_commit};
 pub use features::NAMES as FEATURES;
 pub use model::{Contribution, Model};
 pub use szz::{introducers, is_fix};

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{Error, Result};
 use super::evaluate::{FlagScore, auc, brier, flag_score};
 use super::features::{self, NAMES, Row};
-use super::history;
+use super::log;
 use super::model::Model;
 use super::szz;
 
@@ -83,7 +83,37 @@ pub struct Evaluation {
     pub high_model: FlagScore,
     pub high_combined: FlagScore,
     pub threshold: f64,
+    /// The test part in five equal groups by predicted probability: does a group predicted at
+    /// p see defects at about p?
+    #[serde(default)]
+    pub reliability: Vec<Bin>,
     pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bin {
+    pub commits: usize,
+    pub mean_probability: f64,
+    pub observed_rate: f64,
+}
+
+/// Commits sorted by probability, cut into `count` groups of (nearly) equal size.
+fn reliability(probabilities: &[f64], labels: &[bool], count: usize) -> Vec<Bin> {
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    order.sort_by(|a, b| probabilities[*a].total_cmp(&probabilities[*b]));
+    (0..count)
+        .filter_map(|k| {
+            let start = k * order.len() / count;
+            let end = (k + 1) * order.len() / count;
+            let group = order.get(start..end).filter(|g| !g.is_empty())?;
+            let n = group.len() as f64;
+            Some(Bin {
+                commits: group.len(),
+                mean_probability: group.iter().map(|i| probabilities[*i]).sum::<f64>() / n,
+                observed_rate: group.iter().filter(|i| labels[**i]).count() as f64 / n,
+            })
+        })
+        .collect()
 }
 
 pub struct Calibration {
@@ -100,8 +130,8 @@ pub fn calibrate(
 ) -> Result<Calibration> {
     let started = Instant::now();
     let name = repo.display().to_string();
-    let head = history::resolve(repo, revision)?;
-    let commits = history::read(repo, &head)?;
+    let head = log::resolve(repo, revision)?;
+    let commits = log::read(repo, &head)?;
     say(format!("read {} commits (merges left out)", commits.len()));
     let head_time = commits.iter().map(|c| c.time).max().unwrap_or(0);
     let cutoff = head_time - i64::from(options.gap_days) * 86_400;
@@ -233,6 +263,7 @@ pub fn calibrate(
         high_model: flag_score(&model_high, &labels),
         high_combined: flag_score(&combined, &labels),
         threshold: measured.high_threshold,
+        reliability: reliability(&probabilities, &labels, 5),
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok(Calibration { model, evaluation })

@@ -6,11 +6,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::error::Result;
+use super::error::{Error, Result};
 use super::features;
-use super::history;
+use super::log;
 use super::model::{Contribution, Model};
 use crate::agents::orchestrator::{Analysis, Level, Reason, Route};
+use crate::store::Store;
 
 /// Features shown with a prediction.
 const SHOWN: usize = 4;
@@ -30,8 +31,8 @@ pub struct Explanation {
 /// The model's view of `commit`; `None` for a merge commit, which the model never saw.
 pub fn explain(repo: &Path, commit: &str, model: &Model) -> Result<Option<Explanation>> {
     model.check()?;
-    let id = history::resolve(repo, commit)?;
-    let commits = history::read(repo, &id)?;
+    let id = log::resolve(repo, commit)?;
+    let commits = log::read(repo, &id)?;
     if commits.last().map(|c| c.id.as_str()) != Some(id.as_str()) {
         return Ok(None);
     }
@@ -47,6 +48,42 @@ pub fn explain(repo: &Path, commit: &str, model: &Model) -> Result<Option<Explan
         says_high: probability >= model.high_threshold,
         top: model.top_contributions(row, SHOWN),
     }))
+}
+
+/// The repository's first commit: the same in every clone, so a run's workspace finds the
+/// model calibrated on the developer's checkout. The smallest id when there are several roots.
+pub fn root_commit(repo: &Path) -> Result<String> {
+    let git_error = |message: String| Error::Git {
+        repo: repo.display().to_string(),
+        message,
+    };
+    let roots =
+        crate::exec::git(repo, &["rev-list", "--max-parents=0", "HEAD"]).map_err(git_error)?;
+    roots
+        .split_whitespace()
+        .min()
+        .map(str::to_string)
+        .ok_or_else(|| git_error("it has no commits".into()))
+}
+
+/// The key a repository's model is stored under: its canonical path.
+pub fn canonical(repo: &Path) -> String {
+    std::fs::canonicalize(repo)
+        .unwrap_or_else(|_| repo.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// The stored model's view of `commit` when one was calibrated for this repository or a clone
+/// of it (same root commit); `None` without a model, or for a merge.
+pub fn from_store(store: &Store, repo: &Path, commit: &str) -> Result<Option<Explanation>> {
+    let root = root_commit(repo)?;
+    let Some(stored) = store.risk_model(&canonical(repo), &root)? else {
+        return Ok(None);
+    };
+    let model: Model =
+        serde_json::from_value(stored.model).map_err(|e| Error::BadModel(e.to_string()))?;
+    explain(repo, commit, &model)
 }
 
 /// Raises `analysis` to `high` when the model says so, with a reason naming the model; never

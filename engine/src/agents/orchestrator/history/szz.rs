@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use regex::Regex;
 
-use super::history::Commit;
+use super::log::Commit;
 use crate::agents::orchestrator::{Category, categorize};
 
 /// Fixes that change more code files than this are not traced.

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::history::Commit;
+use super::log::Commit;
 use super::szz::is_fix;
 use crate::agents::orchestrator::{ChangedFile, Level, floor_from_paths};
 
@@ -206,7 +206,7 @@ pub fn level_number(level: Level) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::risk_model::history::FileChange;
+    use crate::agents::orchestrator::history::log::FileChange;
 
     fn commit(id: &str, author: &str, time: i64, message: &str, files: &[(&str, u64)]) -> Commit {
         Commit {
