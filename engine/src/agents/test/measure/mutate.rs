@@ -112,6 +112,17 @@ fn is_test_code(attributes: &[syn::Attribute]) -> bool {
     })
 }
 
+/// How many of the changed line ranges `lines` (1-based, inclusive) fall within `first..=last`.
+pub(super) fn changed_within(lines: &[(usize, usize)], first: usize, last: usize) -> usize {
+    lines
+        .iter()
+        .map(|&(start, end)| {
+            let (start, end) = (start.max(first), end.min(last));
+            if start <= end { end - start + 1 } else { 0 }
+        })
+        .sum()
+}
+
 impl<'a> Finder<'a> {
     fn new(text: &'a str, lines: &'a [(usize, usize)]) -> Finder<'a> {
         Finder {
@@ -128,13 +139,7 @@ impl<'a> Finder<'a> {
 
     /// Changed lines within `first..=last`.
     fn overlap(&self, first: usize, last: usize) -> usize {
-        self.lines
-            .iter()
-            .map(|&(start, end)| {
-                let (start, end) = (start.max(first), end.min(last));
-                if start <= end { end - start + 1 } else { 0 }
-            })
-            .sum()
+        changed_within(self.lines, first, last)
     }
 
     /// Visits a function body, noting whether it calls one of `callers_of`.

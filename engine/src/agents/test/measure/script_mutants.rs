@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::mutate::SWITCH;
+use super::mutate::{SWITCH, changed_within};
 
 const PYTHON_FUNCTIONS: &str = include_str!("python_functions.py");
 
@@ -164,13 +164,7 @@ fn go(file: &str, text: &str, lines: &[(usize, usize)]) -> (String, Vec<Mutant>)
             continue;
         };
         let (first, last) = (index + 1, last + 1);
-        let changed: usize = lines
-            .iter()
-            .map(|&(a, b)| {
-                let (a, b) = (a.max(first), b.min(last));
-                if a <= b { b - a + 1 } else { 0 }
-            })
-            .sum();
+        let changed = changed_within(lines, first, last);
         if changed == 0 {
             continue;
         }
@@ -221,13 +215,7 @@ fn javascript(file: &str, text: &str, lines: &[(usize, usize)]) -> (String, Vec<
             continue;
         };
         let (first, last) = (index + 1, last + 1);
-        let changed: usize = lines
-            .iter()
-            .map(|&(a, b)| {
-                let (a, b) = (a.max(first), b.min(last));
-                if a <= b { b - a + 1 } else { 0 }
-            })
-            .sum();
+        let changed = changed_within(lines, first, last);
         if changed > 0 {
             let name = captures.get(1).map_or_else(
                 || format!("function at line {first}"),
