@@ -109,6 +109,25 @@ impl GgufFile {
             .and_then(|info| info.shape.dims().first().copied())
     }
 
+    /// Every tensor's name, storage format and element count, from the tensor table.
+    pub(crate) fn tensor_table(
+        &self,
+    ) -> impl Iterator<Item = (&str, candle_core::quantized::GgmlDType, usize)> {
+        self.content
+            .tensor_infos
+            .iter()
+            .map(|(name, info)| (name.as_str(), info.ggml_dtype, info.shape.elem_count()))
+    }
+
+    /// Length of an array-valued metadata entry (`tokenizer.ggml.tokens`), if present.
+    pub(crate) fn array_len(&self, key: &str) -> Option<usize> {
+        self.content
+            .metadata
+            .get(key)
+            .and_then(|value| value.to_vec().ok())
+            .map(Vec::len)
+    }
+
     /// Reads one tensor's data.
     pub(crate) fn tensor(&mut self, name: &str) -> Result<QTensor, Error> {
         self.content

@@ -13,6 +13,7 @@ mod error;
 mod family;
 mod generate;
 mod gguf;
+pub mod inspect;
 mod local;
 mod model;
 mod paths;

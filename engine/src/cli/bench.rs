@@ -47,18 +47,9 @@ pub enum BenchTarget {
     },
     /// Analysis time per commit and peak memory over a repository's recent commits.
     Analyze(super::bench_analyze::BenchAnalyzeArgs),
-    /// Local model speed: prompt processing (512 tokens) and generation (128 tokens, from an
-    /// empty context and after 512 tokens), on the default model.
-    Model {
-        /// Inference threads.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        /// A GGUF file (default: CAIRN_MODEL or the model cache).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
+    /// Local model speed, load time and peak memory, measured (optionally beside llama.cpp's
+    /// llama-bench on the same file, interleaved).
+    Model(super::bench_model::BenchModelArgs),
 }
 
 #[derive(Serialize)]
@@ -75,46 +66,7 @@ pub struct EngineReport {
 pub async fn bench(home: Option<PathBuf>, args: &BenchArgs) -> Result<()> {
     match &args.what {
         BenchTarget::Analyze(analyze) => super::bench_analyze::bench_analyze(home, analyze).await,
-        BenchTarget::Model {
-            threads,
-            model,
-            json,
-        } => {
-            let path = match model {
-                Some(path) => path.clone(),
-                None => cairn_models::default_model_path()?,
-            };
-            let threads = *threads;
-            eprintln!("benchmarking {} with {threads} threads", path.display());
-            let report =
-                tokio::task::spawn_blocking(move || cairn_models::bench::run(&path, threads))
-                    .await??;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!(
-                    "model {} ({}), {} threads, loaded in {:.2}s, median of {}",
-                    report.model,
-                    report.architecture,
-                    report.threads,
-                    report.load_seconds,
-                    report.repetitions
-                );
-                println!(
-                    "pp512            {:>8.1} tokens/s   (llama.cpp on this machine: ~167)",
-                    report.pp512_tokens_per_s
-                );
-                println!(
-                    "tg128            {:>8.1} tokens/s   (llama.cpp: ~78)",
-                    report.tg128_tokens_per_s
-                );
-                println!(
-                    "tg128 after 512  {:>8.1} tokens/s   (llama.cpp: ~43)",
-                    report.tg128_at_512_tokens_per_s
-                );
-            }
-            Ok(())
-        }
+        BenchTarget::Model(model) => super::bench_model::bench_model(model).await,
         BenchTarget::Engine {
             steps,
             concurrency,

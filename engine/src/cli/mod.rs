@@ -7,6 +7,7 @@
 pub mod analyze;
 pub mod bench;
 pub mod bench_analyze;
+pub mod bench_model;
 pub mod cancel;
 pub mod costs;
 pub mod doctor;
@@ -14,6 +15,7 @@ pub mod gc;
 pub mod graph;
 pub mod logs;
 pub mod measure;
+pub mod model;
 pub mod risk;
 pub mod rollback;
 pub mod run;
@@ -103,6 +105,8 @@ pub enum Command {
     Risk(risk::RiskArgs),
     /// Measure the engine's durable throughput, the local model's speed, or analysis time.
     Bench(bench::BenchArgs),
+    /// Check a GGUF model file: its metadata, its tokenizer, a continuation with speed.
+    Model(model::ModelArgs),
     /// Apply the retention policy now: delete old runs, logs and finished runs' workspaces.
     Gc(gc::GcArgs),
     /// Check Cairn's state thoroughly (the full database integrity check) and report what this

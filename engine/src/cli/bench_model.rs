@@ -1,0 +1,313 @@
+//! `cairn bench model`: the local model's speed (prompt processing of 512 tokens, generation
+//! of 128 tokens from an empty context and after 512), its load time and the process's peak
+//! memory — all measured here, never quoted. With `--reference PATH-TO-llama-bench` the same
+//! GGUF is measured by llama.cpp's `llama-bench` too, interleaved with Cairn's rounds (A, B,
+//! A, B, …) so that both sides see the same machine load, and the ratios are printed beside
+//! the load averages of the rounds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use cairn_models::bench::BenchReport;
+
+#[derive(clap::Args)]
+pub struct BenchModelArgs {
+    /// Prompt-processing threads (decode uses CANDLE_NUM_THREADS, default 1; see `cairn
+    /// model info`).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// A GGUF file (default: CAIRN_MODEL or the model cache).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// llama.cpp's `llama-bench` binary: measure the same file with it, interleaved.
+    #[arg(long, value_name = "LLAMA_BENCH")]
+    pub reference: Option<PathBuf>,
+    /// Interleaved rounds (Cairn then the reference, each round).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One side's figures for one round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub pp512_tokens_per_s: f64,
+    pub tg128_tokens_per_s: f64,
+    /// `None` when the reference cannot measure at depth (older llama-bench without `-d`).
+    pub tg128_at_512_tokens_per_s: Option<f64>,
+    /// Seconds to load the model (Cairn: to a ready model; llama.cpp: not reported by
+    /// llama-bench, so `None`).
+    pub load_seconds: Option<f64>,
+    /// Peak resident memory of the process that ran the model.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    /// 1-minute load average before the round's first side ran.
+    pub load_average: Option<f64>,
+    pub cairn: Figures,
+    pub reference: Option<Figures>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelBenchReport {
+    pub model: String,
+    pub architecture: String,
+    pub prefill_threads: usize,
+    pub decode_threads: usize,
+    pub rounds: Vec<Round>,
+}
+
+pub async fn bench_model(args: &BenchModelArgs) -> Result<()> {
+    let path = match &args.model {
+        Some(path) => path.clone(),
+        None => cairn_models::default_model_path()?,
+    };
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    if let Some(reference) = &args.reference
+        && !reference.is_file()
+    {
+        return Err(super::Invalid(format!(
+            "--reference {}: no such file (give the path of llama.cpp's llama-bench)",
+            reference.display()
+        ))
+        .into());
+    }
+    let threads = args.threads;
+    let decode_threads = cairn_models::threads::decode_threads();
+    eprintln!(
+        "benchmarking {} ({threads} prefill threads, {decode_threads} decode threads), {} round(s){}",
+        path.display(),
+        args.rounds,
+        if args.reference.is_some() {
+            ", interleaved with llama-bench"
+        } else {
+            ""
+        }
+    );
+    let mut rounds = Vec::new();
+    let mut identity = None;
+    for round in 1..=args.rounds {
+        let load_average = load_average();
+        eprintln!(
+            "round {round}: cairn (load average {})",
+            load_average.map_or("unknown".to_string(), |l| format!("{l:.2}"))
+        );
+        let model = path.clone();
+        let report: BenchReport =
+            tokio::task::spawn_blocking(move || cairn_models::bench::run(&model, threads))
+                .await??;
+        identity.get_or_insert((report.model.clone(), report.architecture.clone()));
+        let cairn = Figures {
+            pp512_tokens_per_s: report.pp512_tokens_per_s,
+            tg128_tokens_per_s: report.tg128_tokens_per_s,
+            tg128_at_512_tokens_per_s: Some(report.tg128_at_512_tokens_per_s),
+            load_seconds: Some(report.load_seconds),
+            peak_rss_bytes: own_peak_rss(),
+        };
+        let reference = match &args.reference {
+            Some(binary) => {
+                eprintln!("round {round}: llama-bench");
+                Some(run_reference(binary, &path, threads, decode_threads)?)
+            }
+            None => None,
+        };
+        rounds.push(Round {
+            load_average,
+            cairn,
+            reference,
+        });
+    }
+    let (model, architecture) = identity.unwrap_or_default();
+    let report = ModelBenchReport {
+        model,
+        architecture,
+        prefill_threads: threads,
+        decode_threads,
+        rounds,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+fn render(report: &ModelBenchReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "model {} ({}), prefill {} threads, decode {} threads\n",
+        report.model, report.architecture, report.prefill_threads, report.decode_threads
+    );
+    let cairn: Vec<&Figures> = report.rounds.iter().map(|r| &r.cairn).collect();
+    let reference: Vec<&Figures> = report
+        .rounds
+        .iter()
+        .filter_map(|r| r.reference.as_ref())
+        .collect();
+    let loads: Vec<String> = report
+        .rounds
+        .iter()
+        .map(|r| {
+            r.load_average
+                .map_or("?".to_string(), |l| format!("{l:.2}"))
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "medians of {} round(s); load averages {}",
+        report.rounds.len(),
+        loads.join(", ")
+    );
+    let header = if reference.is_empty() {
+        format!("{:<18}{:>12}\n", "", "cairn")
+    } else {
+        format!(
+            "{:<18}{:>12}{:>12}{:>8}\n",
+            "", "cairn", "llama.cpp", "ratio"
+        )
+    };
+    out.push_str(&header);
+    type Figure = fn(&Figures) -> Option<f64>;
+    let rows: [(&str, Figure); 5] = [
+        ("pp512 t/s", |f| Some(f.pp512_tokens_per_s)),
+        ("tg128 t/s", |f| Some(f.tg128_tokens_per_s)),
+        ("tg128 @512 t/s", |f| f.tg128_at_512_tokens_per_s),
+        ("load s", |f| f.load_seconds),
+        ("peak RSS MB", |f| f.peak_rss_bytes.map(|b| b as f64 / 1e6)),
+    ];
+    for (label, get) in rows {
+        let ours = median(cairn.iter().filter_map(|f| get(f)));
+        let theirs = median(reference.iter().filter_map(|f| get(f)));
+        let show = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
+        if reference.is_empty() {
+            let _ = writeln!(out, "{label:<18}{:>12}", show(ours));
+        } else {
+            // Speed: ours / theirs (≥ 1 is at least as fast). Cost: ours / theirs (≤ 1.5 is
+            // the target for memory and load).
+            let ratio = match (ours, theirs) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                _ => "—".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{label:<18}{:>12}{:>12}{:>8}",
+                show(ours),
+                show(theirs),
+                ratio
+            );
+        }
+    }
+    out
+}
+
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
+/// One entry of `llama-bench -o json`.
+#[derive(Deserialize)]
+struct LlamaBenchEntry {
+    n_prompt: u64,
+    n_gen: u64,
+    #[serde(default)]
+    n_depth: u64,
+    avg_ts: f64,
+}
+
+/// Runs llama-bench three times (prefill at `threads`, decode at `decode_threads` from empty
+/// and at depth 512) and reads its JSON; the children's peak RSS is the reference's memory.
+fn run_reference(
+    binary: &Path,
+    model: &Path,
+    threads: usize,
+    decode_threads: usize,
+) -> Result<Figures> {
+    let bench = |args: &[&str], threads: usize| -> Result<Option<Vec<LlamaBenchEntry>>> {
+        let started = Instant::now();
+        let output = Command::new(binary)
+            .arg("-m")
+            .arg(model)
+            .args(["-t", &threads.to_string(), "-r", "3", "-o", "json"])
+            .args(args)
+            .output()
+            .with_context(|| format!("failed to start {}", binary.display()))?;
+        tracing::debug!(elapsed = ?started.elapsed(), ?args, "llama-bench ran");
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            // An older llama-bench lacks `-d`; that figure is then not measured.
+            if args.contains(&"-d") {
+                return Ok(None);
+            }
+            bail!(
+                "{} {} failed ({}): {}",
+                binary.display(),
+                args.join(" "),
+                output.status,
+                stderr.lines().last().unwrap_or("")
+            );
+        }
+        let entries: Vec<LlamaBenchEntry> = serde_json::from_slice(&output.stdout)
+            .with_context(|| format!("{} did not print llama-bench JSON", binary.display()))?;
+        Ok(Some(entries))
+    };
+    let rate = |entries: &[LlamaBenchEntry], prompt: u64, generated: u64, depth: u64| {
+        entries
+            .iter()
+            .find(|e| e.n_prompt == prompt && e.n_gen == generated && e.n_depth == depth)
+            .map(|e| e.avg_ts)
+    };
+    let pp = bench(&["-p", "512", "-n", "0"], threads)?.unwrap_or_default();
+    let tg = bench(&["-p", "0", "-n", "128"], decode_threads)?.unwrap_or_default();
+    let deep = bench(&["-p", "0", "-n", "128", "-d", "512"], decode_threads)?;
+    let Some(pp512) = rate(&pp, 512, 0, 0) else {
+        bail!("llama-bench printed no pp512 figure");
+    };
+    let Some(tg128) = rate(&tg, 0, 128, 0) else {
+        bail!("llama-bench printed no tg128 figure");
+    };
+    Ok(Figures {
+        pp512_tokens_per_s: pp512,
+        tg128_tokens_per_s: tg128,
+        tg128_at_512_tokens_per_s: deep.and_then(|d| rate(&d, 0, 128, 512)),
+        load_seconds: None,
+        peak_rss_bytes: children_peak_rss(),
+    })
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// This process's peak resident set (`VmHWM`).
+fn own_peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The largest peak resident set of the children waited for (the llama-bench runs).
+fn children_peak_rss() -> Option<u64> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).ok()?;
+    // Linux reports ru_maxrss in KiB.
+    u64::try_from(usage.max_rss()).ok().map(|kib| kib * 1024)
+}
