@@ -63,13 +63,27 @@ echo >&2
 "$cairn" runs
 echo >&2
 echo "deploys and rollbacks (newest last):" >&2
-python3 - "$CAIRN_HOME/cairn.db" >&2 <<'PY' || true
+story=0
+python3 - "$CAIRN_HOME/cairn.db" >&2 <<'PY' || story=$?
 import json, sqlite3, sys
 db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=30)
 (state,) = db.execute("SELECT state FROM deployments WHERE service = 'app'").fetchone()
-for record in json.loads(state)["history"]:
+history = json.loads(state)["history"]
+for record in history:
     print("  %12s %-10s %-11s %s" % (record["version"], record["strategy"], record["outcome"], record["reason"]))
+# The story: the migration (a good canary) promoted, 0.2.0 (5% errors) rolled back for its
+# error rate, not for thin traffic.
+canaries = [r for r in history if r["strategy"] == "canary"]
+told = (len(canaries) >= 2 and canaries[-2]["outcome"] == "deployed"
+        and canaries[-1]["outcome"] == "rolled_back" and "error rate" in canaries[-1]["reason"])
+print()
+print("story %s: migration %s; 0.2.0 %s" % (
+    "holds" if told else "does NOT hold",
+    canaries[-2]["outcome"] if len(canaries) >= 2 else "missing",
+    (canaries[-1]["outcome"] + ": " + canaries[-1]["reason"][:160]) if canaries else "missing"))
+sys.exit(0 if told else 1)
 PY
 echo >&2
 echo "the service answers on http://127.0.0.1:$port/ (state: $CAIRN_HOME/cairn.db)." >&2
 echo "stop it: kill \$(cat $CAIRN_HOME/work/proxies/app/haproxy.pid); docker rm -f \$(docker ps -aq --filter label=cairn.deploy.service=app)" >&2
+exit "$story"

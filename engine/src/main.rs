@@ -75,6 +75,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => cli::serve::serve(home, args).await,
         Command::Rollback(args) => cli::rollback::rollback(home, args).await,
+        Command::Promote(args) => cli::promote::promote(home, args).await,
+        Command::Approve(args) => cli::approve::approve(home, args).await,
         Command::Cancel(args) => cli::cancel::cancel(home, args).await,
         Command::Validate(args) => Ok(cli::validate::validate(args)),
         Command::Graph(args) => Ok(cli::graph::graph(args)),

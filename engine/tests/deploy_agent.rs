@@ -9,10 +9,10 @@ mod deploy_support;
 
 use std::time::Duration;
 
-use cairn_engine::agents::deploy::{Alert, Notifier, NotifyConfig, Severity};
+use cairn_engine::agents::deploy::{Alert, Destination, Notifier, NotifyConfig, Route, Severity};
 use cairn_engine::store::RunState;
 use deploy_support::{
-    Containers, DemoImage, Haproxy, Load, Prometheus, Receiver, TestEngine, summarize,
+    Containers, DemoImage, Haproxy, Load, PagerDuty, Prometheus, Receiver, TestEngine, summarize,
 };
 use serde_json::{Value, json};
 
@@ -441,6 +441,7 @@ async fn notifications_dedupe_batch_and_cap() {
         window: Duration::from_secs(60),
         success: false,
         max_per_run: 3,
+        ..NotifyConfig::default()
     };
     let home = tempfile::tempdir().expect("home");
     let store = cairn_engine::store::Store::open(&home.path().join("cairn.db")).expect("store");
@@ -531,6 +532,222 @@ async fn notifications_dedupe_batch_and_cap() {
         "{report}"
     );
     assert_eq!(hook.received().len(), 4, "one more message, from run 8");
+}
+
+/// Routing by severity against real HTTP receivers on 127.0.0.1: PagerDuty's Events API v2
+/// (a stand-in that checks each event as PagerDuty does and answers 202), an Alertmanager
+/// webhook receiver and a Slack-compatible one. Critical alerts page at once with a dedup key,
+/// warnings reach Alertmanager and Slack in one batch, info only Slack; success is suppressed;
+/// and the service's daily noise budget, counted in the store across runs, holds back
+/// non-critical messages but never a critical one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_routed_by_severity_within_a_daily_budget() {
+    let pagerduty = PagerDuty::start().await;
+    let alertmanager = Receiver::start().await;
+    let slack = Receiver::start().await;
+    let config = NotifyConfig {
+        routes: vec![
+            Route {
+                min_severity: Severity::Critical,
+                destination: Destination::PagerDuty {
+                    url: pagerduty.url.clone(),
+                    routing_key: PagerDuty::ROUTING_KEY.into(),
+                },
+            },
+            Route {
+                min_severity: Severity::Warning,
+                destination: Destination::Alertmanager(alertmanager.url.clone()),
+            },
+            Route {
+                min_severity: Severity::Info,
+                destination: Destination::Slack(slack.url.clone()),
+            },
+        ],
+        window: Duration::from_secs(60),
+        max_per_run: 20,
+        daily_budget: Some(2),
+        ..NotifyConfig::default()
+    };
+    let home = tempfile::tempdir().expect("home");
+    let store = cairn_engine::store::Store::open(&home.path().join("cairn.db")).expect("store");
+    let alert = |severity, key: &str, success| Alert {
+        severity,
+        key: key.into(),
+        title: format!("shop {key}"),
+        text: format!("{key} happened"),
+        success,
+    };
+    let mut notifier = Notifier::new(config.clone(), 11, "shop", Some(store.clone()));
+    notifier
+        .notify(alert(Severity::Critical, "rollback:shop", false))
+        .await;
+    notifier
+        .notify(alert(Severity::Critical, "rollback:shop", false))
+        .await;
+    let events = pagerduty.received();
+    assert_eq!(events.len(), 1, "paged once: {events:#?}");
+    assert_eq!(events[0]["event_action"], "trigger");
+    assert_eq!(events[0]["dedup_key"], "cairn/shop/rollback:shop");
+    assert_eq!(events[0]["payload"]["severity"], "critical");
+    assert_eq!(alertmanager.received().len(), 1);
+    assert_eq!(
+        alertmanager.received()[0]["alerts"][0]["labels"]["severity"],
+        "critical"
+    );
+
+    notifier
+        .notify(alert(Severity::Warning, "slow:shop", false))
+        .await;
+    notifier
+        .notify(alert(Severity::Info, "step:shop", false))
+        .await;
+    notifier
+        .notify(alert(Severity::Info, "deployed:shop", true))
+        .await;
+    assert_eq!(
+        slack.received().len(),
+        1,
+        "warnings and info wait for the batch"
+    );
+    notifier.flush().await;
+    let am = alertmanager.received();
+    assert_eq!(am.len(), 2);
+    assert_eq!(am[1]["version"], "4");
+    assert_eq!(
+        am[1]["alerts"].as_array().map(Vec::len),
+        Some(1),
+        "only the warning reaches Alertmanager: {:#}",
+        am[1]
+    );
+    assert_eq!(
+        am[1]["alerts"][0]["labels"]["alertname"],
+        "cairn/shop/slow:shop"
+    );
+    let text = slack.received()[1]["text"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        text.contains("slow happened") && text.contains("step happened"),
+        "Slack gets the whole batch: {text}"
+    );
+    assert_eq!(
+        pagerduty.received().len(),
+        1,
+        "nothing below critical pages"
+    );
+
+    // The budget (2 messages a day) is spent: another run's warning is held back, its
+    // critical alert still pages.
+    let mut next = Notifier::new(config, 12, "shop", Some(store));
+    next.notify(alert(Severity::Warning, "slow-again:shop", false))
+        .await;
+    next.flush().await;
+    next.notify(alert(Severity::Critical, "crash:shop", false))
+        .await;
+    let report = serde_json::to_value(next.report()).expect("report");
+    let first = serde_json::to_value(notifier.report()).expect("report");
+    println!("routing reports: {first} then {report}");
+    assert_eq!(first["deduplicated"], 1);
+    assert_eq!(first["success_suppressed"], 1);
+    assert_eq!(first["failed_deliveries"], 0, "{first}");
+    assert_eq!(report["over_budget"], 1, "{report}");
+    assert_eq!(report["sent"], 1, "{report}");
+    assert_eq!(pagerduty.received().len(), 2);
+    assert_eq!(
+        pagerduty.received()[1]["dedup_key"],
+        "cairn/shop/crash:shop"
+    );
+    assert_eq!(
+        pagerduty.rejected(),
+        0,
+        "every event was valid for PagerDuty"
+    );
+}
+
+/// `cairn rollback --drill SERVICE` under load: back to the release kept out of rotation and
+/// forward again, through the real binary; no request fails (its own clients' and this test's),
+/// the times to full traffic are reported, and the service ends on the release it started on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_drill_under_load() {
+    let image = DemoImage::build("drill");
+    let service = format!("drill{}", std::process::id());
+    let _containers = Containers {
+        service: service.clone(),
+    };
+    let proxy = Haproxy::start();
+    let engine = TestEngine::new();
+    for version in ["v1", "v2"] {
+        let deployed = engine
+            .deploy(
+                "low",
+                with(&service, &image.image(), &proxy, version, json!({})),
+            )
+            .await;
+        assert_eq!(deployed.state, RunState::Succeeded, "{}", deployed.error());
+    }
+    let load = Load::start(proxy.port, 2, Duration::from_secs(120));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .env("CAIRN_HOME", engine.home.path())
+        .args(["rollback", "--drill", &service, "--url"])
+        .arg(format!("http://127.0.0.1:{}/", proxy.port))
+        .output()
+        .await
+        .expect("cairn rollback --drill");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answers = load.stop().await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("drill report ({e}): {stderr}"));
+    println!("{report:#}");
+    let ways = report["ways"].as_array().cloned().unwrap_or_default();
+    assert_eq!(ways.len(), 2, "{report:#}");
+    assert_eq!(
+        (ways[0]["from"].as_str(), ways[0]["to"].as_str()),
+        (Some("v2"), Some("v1"))
+    );
+    assert_eq!(
+        (ways[1]["from"].as_str(), ways[1]["to"].as_str()),
+        (Some("v1"), Some("v2"))
+    );
+    assert!(
+        ways.iter().all(|w| w["full_traffic_ms"].is_u64()),
+        "{report:#}"
+    );
+    assert_eq!(report["failed_requests"], 0, "{report:#}");
+    assert!(
+        report["requests"].as_u64().is_some_and(|n| n > 50),
+        "{report:#}"
+    );
+    assert_eq!(
+        output.status.success(),
+        report["met"] == true,
+        "the exit code says whether the goal was met"
+    );
+    let (failed, versions) = summarize(&answers);
+    println!("the test's own clients during the drill: {failed} failed, {versions:?}");
+    assert_eq!(failed, 0, "{versions:?}");
+    assert!(
+        versions.contains_key("v1"),
+        "v1 served during the drill: {versions:?}"
+    );
+    assert!(
+        answers[answers.len().saturating_sub(10)..]
+            .iter()
+            .all(|a| a.version == "v2"),
+        "v2 serves again after the drill"
+    );
+    let history = engine.history(&service);
+    assert!(
+        history
+            .iter()
+            .rev()
+            .take(2)
+            .all(|r| r["reason"].as_str().is_some_and(|t| t.contains("drill"))),
+        "both switches are recorded: {history:#?}"
+    );
 }
 
 /// `kill -9` of the engine in the middle of a canary leaves traffic split between v1 and the
@@ -671,6 +888,7 @@ async fn canary_without_traffic_is_inconclusive() {
     assert_eq!(first.state, RunState::Succeeded, "{}", first.error());
     let mut settings = canary_settings();
     settings["monitor_window"] = json!("2s");
+    settings["max_wait"] = json!("1s");
     let quiet = engine
         .deploy(
             "high",
@@ -694,6 +912,67 @@ async fn canary_without_traffic_is_inconclusive() {
         1,
         "only v1 in rotation: {servers:?}"
     );
+    assert!(
+        quiet
+            .logs
+            .iter()
+            .any(|l| l.contains("waiting for traffic (at most")),
+        "a thin step waits before it is inconclusive: {}",
+        quiet.logs.join("\n")
+    );
+
+    // `inconclusive: hold`: the split stays, `cairn status` shows it, a person answers.
+    for (version, command) in [("v2-held", "promote"), ("v2-refused", "rollback")] {
+        let mut settings = canary_settings();
+        settings["monitor_window"] = json!("1s");
+        settings["max_wait"] = json!("1s");
+        settings["inconclusive"] = json!("hold");
+        let deploy = engine.deploy(
+            "high",
+            with(&service, &image.image(), &proxy, version, settings),
+        );
+        let person = answer_held_canary(&engine, &service, command);
+        let (held, status) = tokio::join!(deploy, person);
+        println!("{command}: {status}");
+        assert!(
+            status.contains("waiting for a person")
+                && status.contains(&format!("{service} {version} canary held at 10%")),
+            "{status}"
+        );
+        let history = engine.history(&service);
+        let record = history.last().cloned().unwrap_or(Value::Null);
+        if command == "promote" {
+            assert_eq!(
+                held.state,
+                RunState::Succeeded,
+                "{}\n{}",
+                held.error(),
+                held.logs.join("\n")
+            );
+            assert!(
+                record["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("promoted by a person")),
+                "{record:#}"
+            );
+        } else {
+            assert_eq!(held.state, RunState::Failed, "{}", held.logs.join("\n"));
+            assert!(
+                held.error().contains("rolled back by a person"),
+                "{}",
+                held.error()
+            );
+            assert_eq!(record["outcome"], "rolled_back", "{record:#}");
+        }
+        let state = engine
+            .engine
+            .store()
+            .deployment(&service)
+            .expect("state")
+            .unwrap_or(Value::Null);
+        assert!(state["held"].is_null(), "answered: {state:#}");
+        assert_eq!(state["active"]["version"], "v2-held");
+    }
 
     // `keep_previous: 0s`: the replaced release is removed at once, containers and servers.
     let next = engine
@@ -715,6 +994,167 @@ async fn canary_without_traffic_is_inconclusive() {
         .await
         .expect("servers");
     assert_eq!(servers.len(), 1, "{servers:?}");
+}
+
+/// Waits until `service` has a canary held for a person (`promote`, `rollback`) or a deploy
+/// waiting for its window (`approve`), then answers with `cairn <command> RUN` as a person
+/// would. Returns what `cairn status` showed meanwhile.
+async fn answer_held_canary(engine: &TestEngine, service: &str, command: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let run = loop {
+        let states =
+            cairn_engine::agents::deploy::service_states(engine.engine.store()).expect("states");
+        let state = states
+            .into_iter()
+            .find(|(name, _)| name == service)
+            .map(|(_, state)| state)
+            .unwrap_or_default();
+        let key = if command == "approve" {
+            state.waiting.first().map(|w| w.key.clone())
+        } else {
+            state.held.map(|h| h.key)
+        };
+        if let Some(key) = key {
+            break key.split('/').next().unwrap_or("0").to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing waited for a person"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let cairn = |args: Vec<String>| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .env("CAIRN_HOME", engine.home.path())
+            .args(args)
+            .output()
+    };
+    let status = cairn(vec!["status".into()]).await.expect("cairn status");
+    let answered = cairn(vec![
+        command.into(),
+        run,
+        "--reason".into(),
+        "tested".into(),
+    ])
+    .await
+    .expect("cairn answer");
+    assert!(
+        answered.status.success(),
+        "cairn {command}: {}",
+        String::from_utf8_lossy(&answered.stderr)
+    );
+    String::from_utf8_lossy(&status.stdout).into_owned()
+}
+
+/// Deploy windows and freezes with real deploys: a high-risk deploy outside its window waits,
+/// shown by `cairn status`, until `cairn approve`; a low-risk one goes; in a freeze a hotfix
+/// goes only when the workflow allows it, otherwise it waits too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_windows_and_freezes() {
+    use chrono::Datelike;
+    let image = DemoImage::build("windows");
+    let service = format!("win{}", std::process::id());
+    let _containers = Containers {
+        service: service.clone(),
+    };
+    let proxy = Haproxy::start();
+    let engine = TestEngine::new();
+    let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    // Three days from today (UTC): never now, whenever the test runs.
+    let elsewhen = days[(chrono::Utc::now().weekday().num_days_from_monday() as usize + 3) % 7];
+    let windowed = |version: &str| {
+        with(
+            &service,
+            &image.image(),
+            &proxy,
+            version,
+            json!({ "replicas": 1, "strategy": "rolling", "timezone": "utc",
+                    "windows": [{ "days": [elsewhen], "hours": "09:00-16:00" }] }),
+        )
+    };
+    let low = engine.deploy("low", windowed("v1")).await;
+    assert_eq!(low.state, RunState::Succeeded, "{}", low.error());
+    assert!(
+        low.outputs()["window"]["waited_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms < 5_000),
+        "low risk needs no window: {}",
+        low.outputs()["window"]
+    );
+
+    let (high, status) = tokio::join!(
+        engine.deploy("high", windowed("v2")),
+        answer_held_canary(&engine, &service, "approve")
+    );
+    println!("{status}");
+    assert!(
+        status.contains("deploys waiting for a window")
+            && status.contains(&format!("{service} v2"))
+            && status.contains(&format!("{elsewhen} 09:00-16:00")),
+        "{status}"
+    );
+    assert_eq!(high.state, RunState::Succeeded, "{}", high.error());
+    assert!(
+        high.outputs()["window"]["passed"]
+            .as_str()
+            .is_some_and(|p| p.contains("approved by a person: tested")),
+        "{}",
+        high.outputs()["window"]
+    );
+    assert!(
+        high.logs
+            .iter()
+            .any(|l| l.contains("waiting: high-risk deploys only inside")),
+        "{}",
+        high.logs.join("\n")
+    );
+
+    let today = chrono::Utc::now().date_naive();
+    let frozen = |version: &str, bypass: bool| {
+        with(
+            &service,
+            &image.image(),
+            &proxy,
+            version,
+            json!({ "replicas": 1, "strategy": "rolling", "timezone": "utc",
+                    "freeze": [{ "from": (today - chrono::Days::new(1)).to_string(),
+                                 "to": (today + chrono::Days::new(1)).to_string(),
+                                 "reason": "test freeze" }],
+                    "hotfix_bypasses_freeze": bypass }),
+        )
+    };
+    let hotfix = json!({ "trigger": "manual", "risk": "low", "branch": "hotfix/urgent" });
+    let allowed = engine.deploy_in(hotfix.clone(), frozen("v3", true)).await;
+    assert_eq!(allowed.state, RunState::Succeeded, "{}", allowed.error());
+    assert!(
+        allowed.outputs()["window"]["passed"]
+            .as_str()
+            .is_some_and(|p| p.contains("hotfix_bypasses_freeze")),
+        "{}",
+        allowed.outputs()["window"]
+    );
+    let (refused, status) = tokio::join!(
+        engine.deploy_in(hotfix, frozen("v4", false)),
+        answer_held_canary(&engine, &service, "approve")
+    );
+    assert!(status.contains("deploy freeze: test freeze"), "{status}");
+    assert_eq!(refused.state, RunState::Succeeded, "{}", refused.error());
+    assert!(
+        refused
+            .logs
+            .iter()
+            .any(|l| l.contains("does not set `hotfix_bypasses_freeze`")),
+        "{}",
+        refused.logs.join("\n")
+    );
+    let state = engine
+        .engine
+        .store()
+        .deployment(&service)
+        .expect("state")
+        .unwrap_or(Value::Null);
+    assert_eq!(state["waiting"], json!([]), "{state:#}");
+    assert_eq!(state["active"]["version"], "v4");
 }
 
 /// After a deploy that passed its health checks, the monitor watches the new release against

@@ -5,6 +5,7 @@
 //! exist); 3 any other error (state database, I/O, git).
 
 pub mod analyze;
+pub mod approve;
 pub mod bench;
 pub mod bench_analyze;
 pub mod bench_model;
@@ -16,6 +17,7 @@ pub mod graph;
 pub mod logs;
 pub mod measure;
 pub mod model;
+pub mod promote;
 pub mod risk;
 pub mod rollback;
 pub mod run;
@@ -89,6 +91,10 @@ pub enum Command {
     Cancel(cancel::CancelArgs),
     /// Restore the previous version of what a run deployed.
     Rollback(rollback::RollbackArgs),
+    /// Promote a canary held for a person (`inconclusive: hold`).
+    Promote(promote::PromoteArgs),
+    /// Let a deploy waiting for its window (or a freeze's end) go now.
+    Approve(approve::ApproveArgs),
     /// Check a workflow file and report every problem with file, line and column.
     Validate(validate::ValidateArgs),
     /// Draw a workflow's DAG as Mermaid or Graphviz DOT.

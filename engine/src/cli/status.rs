@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde_json::json;
 
+use cairn_engine::agents::deploy::ServiceState;
 use cairn_engine::exec::{humanize, owner_alive};
 use cairn_engine::store::{RunRecord, RunState, StepRecord, Store, now_ms};
 
@@ -68,6 +69,7 @@ pub fn status(home: Option<PathBuf>, args: &StatusArgs) -> Result<()> {
         }
         None => {
             runs(&store, 10, false)?;
+            held(&store)?;
             repositories(&store)
         }
     }
@@ -221,6 +223,65 @@ fn step_line(step: &StepRecord, reason: Option<&String>) -> String {
         step.state.as_str(),
         took
     )
+}
+
+/// Deploys waiting for a window, and canaries waiting for a person (`inconclusive: hold`), with
+/// the commands that answer them.
+fn held(store: &Store) -> Result<()> {
+    let states =
+        cairn_engine::agents::deploy::service_states(store).map_err(|e| anyhow::anyhow!("{e}"))?;
+    waiting(&states);
+    let mut first = true;
+    for (service, state) in &states {
+        let Some(held) = &state.held else { continue };
+        if first {
+            println!();
+            println!("waiting for a person:");
+            first = false;
+        }
+        let run = held.key.split('/').next().unwrap_or("?");
+        println!(
+            "  {service} {} canary held at {}% for {}: {} — `cairn promote {run}` or `cairn rollback {run}`",
+            held.version,
+            held.share,
+            duration(held.since_ms, None),
+            held.reason
+        );
+    }
+    Ok(())
+}
+
+/// Deploys waiting for their window or the end of a freeze.
+fn waiting(states: &[(String, ServiceState)]) {
+    let mut first = true;
+    for (service, state) in states {
+        for wait in &state.waiting {
+            if first {
+                println!();
+                println!("deploys waiting for a window:");
+                first = false;
+            }
+            let run = wait.key.split('/').next().unwrap_or("?");
+            let opens = wait
+                .opens_ms
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map_or("not within two weeks".to_string(), |at| {
+                    at.format("%Y-%m-%d %H:%M UTC").to_string()
+                });
+            let approved = wait
+                .approved
+                .as_ref()
+                .map(|why| format!(" (approved: {why}; its step goes at its next look)"))
+                .unwrap_or_default();
+            println!(
+                "  {service} {} (run {run}, {} risk) waiting {}: {}; opens {opens}{approved} — `cairn approve {run}`",
+                wait.version,
+                wait.risk,
+                duration(wait.since_ms, None),
+                wait.reason
+            );
+        }
+    }
 }
 
 fn repositories(store: &Store) -> Result<()> {

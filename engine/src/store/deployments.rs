@@ -34,6 +34,20 @@ impl Store {
         text.map(|text| parse(&text)).transpose()
     }
 
+    /// Every service's deployment state, by service name.
+    pub fn deployments(&self) -> Result<Vec<(String, Value)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT service, state FROM deployments ORDER BY service")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?;
+        rows.map(|row| {
+            let (service, text) = row?;
+            Ok((service, parse(&text)?))
+        })
+        .collect()
+    }
+
     /// Recent builds of an image repository, oldest first.
     pub fn builds(&self, repository: &str) -> Result<Vec<Value>> {
         let conn = self.lock();

@@ -29,6 +29,17 @@ impl Store {
         Ok(count as usize)
     }
 
+    /// Messages `service` sent since `since_ms`, from every run (the daily noise budget).
+    pub fn messages_since(&self, service: &str, since_ms: i64) -> Result<usize> {
+        let conn = self.lock();
+        let count: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM notifications WHERE service = ?1 AND kind = 'message' AND at >= ?2",
+            )?
+            .query_row(params![service, since_ms], |row| row.get(0))?;
+        Ok(count as usize)
+    }
+
     /// Records an accepted alert (`kind` = `alert`) or a sent message (`message`).
     pub fn record_notification(
         &self,

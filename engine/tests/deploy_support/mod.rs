@@ -283,6 +283,11 @@ pub struct Load {
 
 impl Load {
     pub fn start(port: u16, workers: usize, limit: Duration) -> Load {
+        Load::paced(port, workers, Duration::from_millis(4), limit)
+    }
+
+    /// Like [`Load::start`], each worker pausing `pause` between requests: thin traffic.
+    pub fn paced(port: u16, workers: usize, pause: Duration, limit: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let answers = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
@@ -325,7 +330,7 @@ impl Load {
                         if let Ok(mut list) = answers.lock() {
                             list.push(answer);
                         }
-                        tokio::time::sleep(Duration::from_millis(4)).await;
+                        tokio::time::sleep(pause).await;
                     }
                 })
             })
@@ -365,6 +370,37 @@ impl Drop for Load {
     }
 }
 
+/// Busy-looping `sh` processes, one per core, killed on drop: load from other processes, as
+/// on a shared machine where a `cargo build` runs beside the deploy.
+pub struct CpuBurner {
+    children: Vec<Child>,
+}
+
+impl CpuBurner {
+    pub fn start() -> CpuBurner {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let children = (0..cores)
+            .map(|_| {
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("spawn a CPU burner")
+            })
+            .collect();
+        CpuBurner { children }
+    }
+}
+
+impl Drop for CpuBurner {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A webhook receiver on 127.0.0.1 recording every JSON body posted to it.
 pub struct Receiver {
     pub url: String,
@@ -399,6 +435,98 @@ impl Receiver {
 
     pub fn received(&self) -> Vec<Value> {
         self.bodies.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+/// A stand-in for PagerDuty's Events API v2 on 127.0.0.1 (`POST /v2/enqueue`): it checks an
+/// event the way PagerDuty documents (routing key of 32 characters, `event_action`, a
+/// `dedup_key` up to 255, and for `trigger` a payload with summary, source and a severity of
+/// critical, error, warning or info), answers `202 {"status":"success",…}` or `400 {"status":
+/// "invalid event",…}`, and records the accepted events.
+pub struct PagerDuty {
+    pub url: String,
+    events: Arc<Mutex<Vec<Value>>>,
+    rejected: Arc<Mutex<usize>>,
+}
+
+impl PagerDuty {
+    pub const ROUTING_KEY: &'static str = "R0123456789abcdef0123456789abcde";
+
+    pub async fn start() -> PagerDuty {
+        let events: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
+        let rejected = Arc::new(Mutex::new(0usize));
+        let (kept, refused) = (events.clone(), rejected.clone());
+        let app = axum::Router::new().route(
+            "/v2/enqueue",
+            axum::routing::post(move |axum::Json(event): axum::Json<Value>| {
+                let (kept, refused) = (kept.clone(), refused.clone());
+                async move {
+                    let mut errors = Vec::new();
+                    if event["routing_key"].as_str().map(str::len) != Some(32) {
+                        errors.push("'routing_key' must be 32 characters");
+                    }
+                    let action = event["event_action"].as_str().unwrap_or("");
+                    if !["trigger", "acknowledge", "resolve"].contains(&action) {
+                        errors.push("'event_action' is invalid");
+                    }
+                    if event["dedup_key"].as_str().is_some_and(|k| k.len() > 255) {
+                        errors.push("'dedup_key' is too long");
+                    }
+                    if action == "trigger" {
+                        let payload = &event["payload"];
+                        if payload["summary"].as_str().is_none_or(|s| s.is_empty() || s.len() > 1024) {
+                            errors.push("'payload.summary' is missing or too long");
+                        }
+                        if payload["source"].as_str().is_none_or(str::is_empty) {
+                            errors.push("'payload.source' is missing");
+                        }
+                        if !["critical", "error", "warning", "info"]
+                            .contains(&payload["severity"].as_str().unwrap_or(""))
+                        {
+                            errors.push("'payload.severity' is invalid");
+                        }
+                    }
+                    if errors.is_empty() {
+                        let dedup_key = event["dedup_key"].clone();
+                        if let Ok(mut list) = kept.lock() {
+                            list.push(event);
+                        }
+                        (
+                            axum::http::StatusCode::ACCEPTED,
+                            axum::Json(json!({ "status": "success", "message": "Event processed", "dedup_key": dedup_key })),
+                        )
+                    } else {
+                        if let Ok(mut count) = refused.lock() {
+                            *count += 1;
+                        }
+                        (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            axum::Json(json!({ "status": "invalid event", "message": "Event object is invalid", "errors": errors })),
+                        )
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/v2/enqueue", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        PagerDuty {
+            url,
+            events,
+            rejected,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Value> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    pub fn rejected(&self) -> usize {
+        self.rejected.lock().map(|c| *c).unwrap_or(0)
     }
 }
 
@@ -448,10 +576,15 @@ impl TestEngine {
 
     /// Runs one `deploy_agent` step with `with`, in a run whose context has `risk`.
     pub async fn deploy(&self, risk: &str, with: Value) -> DeployRun {
+        self.deploy_in(json!({ "trigger": "manual", "risk": risk }), with)
+            .await
+    }
+
+    /// Runs one `deploy_agent` step with `with`, in a run whose context is `context`.
+    pub async fn deploy_in(&self, context: Value, with: Value) -> DeployRun {
         let definition = format!(
             "name: deploy\nsteps:\n  - id: deploy\n    agent: deploy_agent\n    timeout: 5m\n    retries: 0\n    with: {with}\n"
         );
-        let context = json!({ "trigger": "manual", "risk": risk });
         let (run_id, _) = self
             .engine
             .create_run(&definition, "deploy.yaml", None, context)

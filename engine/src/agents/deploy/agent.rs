@@ -1,4 +1,4 @@
-//! The `deploy_agent` step: read the config → connect (Docker, HAProxy) → recover an
+//! The `deploy_agent` step: read the config → wait for the deploy window → connect (Docker, HAProxy) → recover an
 //! interrupted deploy → record the deploy as in progress → run the strategy → record the
 //! outcome → retire old releases past `keep_previous` → notify → report. A rollback fails the
 //! step, with the reason and the measured rollback time in its message.
@@ -104,6 +104,15 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
             config.strategy_reason
         ),
     );
+    // Nothing starts outside the deploy's window or inside a freeze (unless a person approves).
+    let window = super::gate::wait_for_window(
+        store,
+        &config,
+        &key,
+        super::choose::is_hotfix(&subject, branch),
+        logs,
+    )
+    .await?;
     let docker = docker::connect(&config).await?;
     let proxy = Proxy::new(&config.proxy_socket, &config.backend);
     let mut notifier = Notifier::new(
@@ -180,6 +189,7 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
     let started = Instant::now();
     let deployment = Deployment {
         docker: &docker,
+        store,
         proxy: &proxy,
         config: &config,
         key: &key,
@@ -224,6 +234,13 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
     let keep_ms = config.keep_previous.as_millis() as i64;
     let expired = state::update(store, &config.service, |s| {
         s.in_progress = None;
+        s.held = None;
+        s.proxy = Some(state::ProxyAddress {
+            socket: config.proxy_socket.display().to_string(),
+            backend: config.backend.clone(),
+            listen: config.listen.clone(),
+            health_path: config.health_path.clone(),
+        });
         s.history.push(record);
         if !result.rolled_back
             && let Some(previous) = s.active.replace(release)
@@ -305,6 +322,7 @@ async fn deploy(call: &AgentContext, llm: Option<&Router>) -> Result<Result<Valu
         "replicas": replicas,
         "previous": current.active.as_ref().map(|a| json!({ "version": a.version, "image": a.image })),
         "recovered": recovered,
+        "window": window,
         "verdicts": details["verdicts"],
         "events": details["events"],
         "rollback_ms": result.rollback_ms,
@@ -395,6 +413,9 @@ async fn recover(
     logs.line("stdout", reason.clone());
     state::update(store, &config.service, |s| {
         s.in_progress = None;
+        // A canary held for a person died with its engine: the person has nothing left to
+        // decide, the previous release serves again.
+        s.held = None;
         s.history.push(Record {
             key: interrupted.key.clone(),
             version: interrupted.version.clone(),

@@ -2,7 +2,11 @@
 //! sizes. Fail needs both statistical significance (`alpha`) and a difference that matters
 //! (`max_error_rate_delta`, `max_latency_ratio`), so a large sample cannot fail a canary for a
 //! negligible difference. Too few requests on either side is `inconclusive`, with the counts —
-//! never a silent pass. Every verdict carries the values it was based on.
+//! never a silent pass — unless the errors already seen are significant: the error test is
+//! exact for small counts (Fisher), so 2 errors in 33 canary requests against none in 340 is
+//! evidence (p ≈ 0.008) and fails the canary for its error rate, not for thin traffic. Latency
+//! is never judged below `min_samples` (bucketed latencies give the rank test little to go
+//! on). Every verdict carries the values it was based on.
 
 use serde::Serialize;
 
@@ -147,7 +151,17 @@ pub fn analyse(canary: &Snapshot, baseline: &Snapshot, thresholds: Thresholds) -
             thresholds.alpha
         ));
     }
-    let outcome = if !enough {
+    let errors_significant = !reasons.is_empty() && reasons[0].starts_with("error rate");
+    let outcome = if !enough && errors_significant {
+        // The evidence that exists already decides: waiting for more traffic would only send
+        // more requests to a release that errs.
+        reasons.truncate(1);
+        reasons[0].push_str(&format!(
+            " at {} canary requests, before the {} a full verdict needs",
+            c.requests, thresholds.min_samples
+        ));
+        Outcome::Fail
+    } else if !enough {
         reasons.clear();
         reasons.push(format!(
             "too little traffic: canary {} and baseline {} requests, {} needed on each side",
@@ -237,8 +251,10 @@ mod tests {
             T,
         );
         assert_eq!(erring.outcome, Outcome::Fail, "{}", erring.summary());
+        // Too few requests and no evidence either way (5 errors in 10 would be evidence:
+        // see `significant_errors_decide_before_min_samples`).
         let thin = analyse(
-            &side(10.0, 5.0, 10.0, 0.0),
+            &side(10.0, 0.0, 10.0, 0.0),
             &side(900.0, 0.0, 900.0, 0.0),
             T,
         );
@@ -248,5 +264,43 @@ mod tests {
             "{:?}",
             thin.reasons
         );
+    }
+
+    /// The demo case: 33 canary requests against 340 baseline ones. Two errors are
+    /// already significant (Fisher, p = C(33,2)/C(373,2) ≈ 0.0076 < 0.01) and fail the canary
+    /// for its error rate; one error is chance (p ≈ 0.088), so the verdict waits for traffic.
+    #[test]
+    fn significant_errors_decide_before_min_samples() {
+        let erring = analyse(
+            &side(33.0, 2.0, 33.0, 0.0),
+            &side(340.0, 0.0, 340.0, 0.0),
+            T,
+        );
+        assert_eq!(erring.outcome, Outcome::Fail, "{}", erring.summary());
+        assert_eq!(erring.error_rate_test.method, "fisher");
+        assert!(
+            (erring.error_rate_test.p_value - 528.0 / 69_378.0).abs() < 1e-9,
+            "{:?}",
+            erring.error_rate_test
+        );
+        assert!(
+            erring.reasons[0].starts_with("error rate")
+                && erring.reasons[0].contains("at 33 canary requests"),
+            "{:?}",
+            erring.reasons
+        );
+        let one = analyse(
+            &side(33.0, 1.0, 33.0, 0.0),
+            &side(340.0, 0.0, 340.0, 0.0),
+            T,
+        );
+        assert_eq!(one.outcome, Outcome::Inconclusive, "{}", one.summary());
+        // Slow but thin: latency waits for min_samples.
+        let slow = analyse(
+            &side(20.0, 0.0, 0.0, 20.0),
+            &side(340.0, 0.0, 340.0, 0.0),
+            T,
+        );
+        assert_eq!(slow.outcome, Outcome::Inconclusive, "{}", slow.summary());
     }
 }

@@ -22,11 +22,18 @@
 //!   monitor_window: 10m           # whole canary analysis; default 10m, 30m at high risk
 //!   analysis_interval: 5s         # how often metrics are scraped and tested
 //!   min_samples: 100              # per side, below it the verdict is inconclusive
+//!   max_wait: 10m                 # a step lacking min_samples waits for traffic, the canary
+//!                                 # as a whole at most this long past monitor_window (default:
+//!                                 # monitor_window); only then is it inconclusive
+//!   inconclusive: rollback        # or `hold`: the canary keeps its split until a person runs
+//!                                 # `cairn promote RUN` or `cairn rollback RUN`
 //!   alpha: 0.01                   # significance level of both tests
 //!   max_error_rate_delta: 0.01    # canary error rate may exceed baseline by this much
 //!   max_latency_ratio: 1.5        # canary mean latency may be this many times baseline
 //!   keep_previous: 15m            # retired replicas are kept this long for instant rollback
 //!   notify: { slack: http://…, webhook: http://…, window: 60s, success: false, max_per_run: 20 }
+//!   windows: [{ days: [mon, tue], hours: "09:00-16:00" }]   # and freeze:, timezone:,
+//!                                 # window_risks:, hotfix_bypasses_freeze: (see `window.rs`)
 //! ```
 
 use std::collections::BTreeMap;
@@ -39,6 +46,7 @@ use super::analysis::Thresholds;
 use super::error::Error;
 use super::notify::NotifyConfig;
 use super::source::MetricsSource;
+use super::window::Calendar;
 use crate::agents::with::scalar;
 
 const KEYS: &[&str] = &[
@@ -60,6 +68,8 @@ const KEYS: &[&str] = &[
     "monitor_window",
     "analysis_interval",
     "min_samples",
+    "max_wait",
+    "inconclusive",
     "alpha",
     "max_error_rate_delta",
     "max_latency_ratio",
@@ -68,6 +78,12 @@ const KEYS: &[&str] = &[
     "docker_host",
     "tls_cert_path",
     "prometheus",
+    // Deploy windows and freezes (`window.rs`).
+    "timezone",
+    "windows",
+    "window_risks",
+    "freeze",
+    "hotfix_bypasses_freeze",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +126,16 @@ impl Strategy {
     }
 }
 
+/// What a canary that is still inconclusive after `max_wait` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inconclusive {
+    /// The previous release takes all traffic again (the default: no verdict, no release).
+    Rollback,
+    /// The split stays and the step waits for `cairn promote` or `cairn rollback`; the
+    /// analysis goes on meanwhile, so errors or a crash still roll back on their own.
+    Hold,
+}
+
 #[derive(Debug, Clone)]
 pub struct DeployConfig {
     pub docker_host: String,
@@ -138,9 +164,13 @@ pub struct DeployConfig {
     pub canary_steps: Vec<f64>,
     pub monitor_window: Duration,
     pub analysis_interval: Duration,
+    /// How long past `monitor_window` the canary may wait for `min_samples`.
+    pub max_wait: Duration,
+    pub inconclusive: Inconclusive,
     pub thresholds: Thresholds,
     pub keep_previous: Duration,
     pub notify: NotifyConfig,
+    pub calendar: Calendar,
 }
 
 impl DeployConfig {
@@ -247,6 +277,16 @@ impl DeployConfig {
             Duration::from_secs(10 * 60)
         };
         let thresholds = thresholds(map)?;
+        let monitor_window = duration(map, "monitor_window")?.unwrap_or(default_window);
+        let inconclusive = match string(map, "inconclusive")?.as_deref() {
+            None | Some("rollback") => Inconclusive::Rollback,
+            Some("hold") => Inconclusive::Hold,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "inconclusive `{other}` is not one of rollback, hold"
+                )));
+            }
+        };
         let listen = string(map, "listen")?;
         let proxy_socket = match (string(map, "proxy_socket")?, &listen) {
             (Some(_), Some(_)) => return Err(Error::Config("set `listen` (Cairn runs the proxy) or `proxy_socket` (your HAProxy), not both".into())),
@@ -291,12 +331,15 @@ impl DeployConfig {
             metrics: MetricsSource::from_map(map).map_err(Error::Config)?,
             health_timeout: duration(map, "health_timeout")?.unwrap_or(Duration::from_secs(30)),
             canary_steps,
-            monitor_window: duration(map, "monitor_window")?.unwrap_or(default_window),
+            monitor_window,
             analysis_interval: duration(map, "analysis_interval")?
                 .unwrap_or(Duration::from_secs(5)),
+            max_wait: duration(map, "max_wait")?.unwrap_or(monitor_window),
+            inconclusive,
             thresholds,
             keep_previous: duration(map, "keep_previous")?.unwrap_or(Duration::from_secs(15 * 60)),
             notify: NotifyConfig::from_value(map.get("notify")).map_err(Error::Config)?,
+            calendar: Calendar::from_map(map).map_err(Error::Config)?,
         })
     }
 }
@@ -435,6 +478,11 @@ mod tests {
             (high.strategy, high.monitor_window),
             (Strategy::Canary, Duration::from_secs(1800))
         );
+        // Waiting for traffic defaults to the window; an inconclusive canary rolls back.
+        assert_eq!(
+            (high.max_wait, high.inconclusive),
+            (Duration::from_secs(1800), Inconclusive::Rollback)
+        );
         let mut with = base();
         with["strategy"] = json!("blue-green");
         let chosen =
@@ -495,6 +543,10 @@ mod tests {
             error.to_string().contains("unknown key `min_sample`"),
             "{error}"
         );
+        let mut with = base();
+        with["inconclusive"] = json!("wait");
+        let error = DeployConfig::from_with(&with, &json!({}), ws, |_| None).expect_err("policy");
+        assert!(error.to_string().contains("rollback, hold"), "{error}");
         let mut with = base();
         with["canary_steps"] = json!([50, 25]);
         assert!(DeployConfig::from_with(&with, &json!({}), ws, |_| None).is_err());

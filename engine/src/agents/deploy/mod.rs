@@ -5,14 +5,18 @@
 //!
 //! Outputs: `service`, `version`, `image`, `strategy` and why, `outcome` (`deployed`,
 //! `rolled_back`), `reason`, `replicas`, `previous`, `verdicts` (canary), `rollback_ms`,
-//! `duration_ms`, `events` (every traffic change with its time).
+//! `duration_ms`, `events` (every traffic change with its time), `window` (what let it go when
+//! a deploy window or freeze applies).
 
 mod agent;
+mod alert_format;
 mod analysis;
 mod choose;
 mod config;
 mod docker;
+mod drill;
 mod error;
+mod gate;
 mod managed;
 mod metrics;
 mod monitor;
@@ -24,17 +28,22 @@ mod source;
 mod state;
 mod stats;
 mod strategy;
+mod window;
 
 pub use agent::DeployAgent;
 pub use analysis::{Outcome, Thresholds, Verdict, analyse};
 pub use choose::is_hotfix;
-pub use config::{DeployConfig, Strategy};
+pub use config::{DeployConfig, Inconclusive, Strategy};
+pub use drill::drill;
 pub use error::Error;
+pub use gate::approve_run;
 pub use managed::stop as stop_managed_proxy;
 pub use metrics::{Histogram, Snapshot, parse_exposition};
 pub use monitor::MonitorAgent;
-pub use notify::{Alert, Notifier, NotifyConfig, Severity};
+pub use notify::{Alert, Destination, Notifier, NotifyConfig, Route, Severity};
 pub use proxy::{Proxy, haproxy_config};
-pub use rollback::{rollback, rollback_run};
+pub use rollback::{promote_run, rollback, rollback_run};
 pub use source::MetricsSource;
+pub use state::{Held, ServiceState, Waiting, all as service_states};
 pub use stats::{mann_whitney_from_buckets, normal_cdf, two_proportion_z};
+pub use window::{Calendar, Gate};

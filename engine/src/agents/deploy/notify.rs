@@ -1,18 +1,38 @@
-//! Notifications to Slack-compatible incoming webhooks (`{"text": …}`) and to a generic JSON
-//! webhook, with aggregation so people read them: the same alert (same key) within the window
-//! is sent once; low-severity alerts are batched into one message per window; routine success
-//! is suppressed unless asked for; failures and rollbacks go out at once; and no run sends more
-//! than `max_per_run` messages (what was held back is counted in the report). With the store,
-//! both hold across the steps of a run and across runs (`store/notifications.rs`).
+//! Notifications routed by severity to Slack-compatible incoming webhooks, a generic JSON
+//! webhook, PagerDuty's Events API v2 and Alertmanager's webhook format (`alert_format.rs`),
+//! with aggregation so people read them: the same alert (same key) within the window is sent
+//! once (and carries a dedup key, so PagerDuty and Alertmanager fold repeats too); warnings and
+//! info are batched into one message per window; routine success is suppressed unless asked
+//! for; critical alerts (failures, rollbacks) go out at once; no run sends more than
+//! `max_per_run` messages; and a service sends at most `daily_budget` non-critical messages a
+//! day (UTC), counted in the store — a critical alert is never held back by the noise of
+//! others. With the store, all of it holds across the steps of a run and across runs
+//! (`store/notifications.rs`).
 //!
-//! A webhook that fails is logged and counted, never a reason to fail or undo a deploy.
+//! ```yaml
+//! notify:
+//!   routes:                       # each gets the alerts at or above its severity
+//!     - { min_severity: critical, pagerduty: { routing_key: R0…, url: https://events.pagerduty.com/v2/enqueue } }
+//!     - { min_severity: warning, alertmanager: http://127.0.0.1:5001/hook }
+//!     - { slack: https://hooks.slack.com/… }          # min_severity: info
+//!   slack: http://…               # shorthands: a route for every severity
+//!   webhook: http://…
+//!   window: 60s                   # de-duplication and batching window
+//!   success: false                # routine success messages
+//!   max_per_run: 20
+//!   daily_budget: 30              # non-critical messages per service per day
+//! ```
+//!
+//! A destination that fails is logged and counted, never a reason to fail or undo a deploy.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
+
+use super::alert_format;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -33,13 +53,34 @@ pub struct Alert {
     pub success: bool,
 }
 
+/// Where one route's messages go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Destination {
+    Slack(String),
+    Webhook(String),
+    PagerDuty { url: String, routing_key: String },
+    Alertmanager(String),
+}
+
+/// A destination for the alerts at or above a severity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub min_severity: Severity,
+    pub destination: Destination,
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NotifyConfig {
+    /// Shorthand: a Slack-compatible route for every severity.
     pub slack: Option<String>,
+    /// Shorthand: a generic JSON webhook route for every severity.
     pub webhook: Option<String>,
+    pub routes: Vec<Route>,
     pub window: Duration,
     pub success: bool,
     pub max_per_run: usize,
+    /// Non-critical messages a service may send a day; `None`: no budget.
+    pub daily_budget: Option<usize>,
 }
 
 impl NotifyConfig {
@@ -69,6 +110,15 @@ impl NotifyConfig {
                             .to_string(),
                     )
                 }
+                "routes" => {
+                    config.routes = item
+                        .as_array()
+                        .ok_or("notify.routes must be a list of routes")?
+                        .iter()
+                        .enumerate()
+                        .map(|(i, route)| parse_route(route, &format!("notify.routes[{i}]")))
+                        .collect::<Result<_, _>>()?
+                }
                 "window" => {
                     config.window = super::config::duration_value(Some(item), "notify.window")?
                         .ok_or("notify.window must be a duration such as 60s")?
@@ -84,14 +134,118 @@ impl NotifyConfig {
                         .ok_or("notify.max_per_run must be a whole number")?
                         as usize
                 }
+                "daily_budget" => {
+                    config.daily_budget = Some(
+                        item.as_u64()
+                            .ok_or("notify.daily_budget must be a whole number")?
+                            as usize,
+                    )
+                }
                 other => {
                     return Err(format!(
-                        "unknown key `notify.{other}` (known: slack, webhook, window, success, max_per_run)"
+                        "unknown key `notify.{other}` (known: routes, slack, webhook, window, success, max_per_run, daily_budget)"
                     ));
                 }
             }
         }
         Ok(config)
+    }
+
+    /// Every route, the shorthands included.
+    fn all_routes(&self) -> Vec<Route> {
+        let every = |destination| Route {
+            min_severity: Severity::Info,
+            destination,
+        };
+        self.slack
+            .iter()
+            .map(|url| every(Destination::Slack(url.clone())))
+            .chain(
+                self.webhook
+                    .iter()
+                    .map(|url| every(Destination::Webhook(url.clone()))),
+            )
+            .chain(self.routes.iter().cloned())
+            .collect()
+    }
+}
+
+fn parse_route(value: &Value, at: &str) -> Result<Route, String> {
+    let map = value
+        .as_object()
+        .ok_or_else(|| format!("{at} must be a mapping"))?;
+    let min_severity = match map.get("min_severity").map(|v| v.as_str()) {
+        None => Severity::Info,
+        Some(Some("info")) => Severity::Info,
+        Some(Some("warning")) => Severity::Warning,
+        Some(Some("critical")) => Severity::Critical,
+        Some(_) => {
+            return Err(format!(
+                "{at}.min_severity must be one of info, warning, critical"
+            ));
+        }
+    };
+    let url = |key: &str| {
+        map.get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| format!("{at}.{key} must be a URL"))
+    };
+    let mut destinations = Vec::new();
+    for key in map.keys() {
+        match key.as_str() {
+            "min_severity" => {}
+            "slack" => destinations.push(Destination::Slack(url("slack")?)),
+            "webhook" => destinations.push(Destination::Webhook(url("webhook")?)),
+            "alertmanager" => destinations.push(Destination::Alertmanager(url("alertmanager")?)),
+            "pagerduty" => {
+                let pd = map
+                    .get("pagerduty")
+                    .and_then(Value::as_object)
+                    .ok_or_else(|| format!("{at}.pagerduty must be a mapping with routing_key"))?;
+                if let Some(unknown) = pd
+                    .keys()
+                    .find(|k| !matches!(k.as_str(), "routing_key" | "url"))
+                {
+                    return Err(format!(
+                        "unknown key `{at}.pagerduty.{unknown}` (known: routing_key, url)"
+                    ));
+                }
+                let routing_key = pd
+                    .get("routing_key")
+                    .and_then(Value::as_str)
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| {
+                        format!("{at}.pagerduty.routing_key is required (the integration key of a PagerDuty service)")
+                    })?
+                    .to_string();
+                let url = match pd.get("url") {
+                    None => super::alert_format::PAGERDUTY_EVENTS_URL.to_string(),
+                    Some(v) => v
+                        .as_str()
+                        .ok_or_else(|| format!("{at}.pagerduty.url must be a URL"))?
+                        .to_string(),
+                };
+                destinations.push(Destination::PagerDuty { url, routing_key });
+            }
+            other => {
+                return Err(format!(
+                    "unknown key `{at}.{other}` (known: min_severity, slack, webhook, pagerduty, alertmanager)"
+                ));
+            }
+        }
+    }
+    match destinations.len() {
+        1 => Ok(Route {
+            min_severity,
+            destination: destinations.remove(0),
+        }),
+        0 => Err(format!(
+            "{at} needs a destination: slack, webhook, pagerduty or alertmanager"
+        )),
+        _ => Err(format!(
+            "{at} has several destinations: one route, one destination"
+        )),
     }
 }
 
@@ -103,6 +257,8 @@ pub struct NotifyReport {
     pub batched: usize,
     pub success_suppressed: usize,
     pub over_cap: usize,
+    /// Non-critical alerts held back because the service spent its daily budget.
+    pub over_budget: usize,
     pub failed_deliveries: usize,
 }
 
@@ -172,7 +328,20 @@ impl Notifier {
     }
 
     fn enabled(&self) -> bool {
-        self.config.slack.is_some() || self.config.webhook.is_some()
+        self.config.slack.is_some()
+            || self.config.webhook.is_some()
+            || !self.config.routes.is_empty()
+    }
+
+    /// Messages `service` sent today (UTC), from every run and step.
+    fn sent_today(&self) -> usize {
+        let day_start = crate::store::now_ms() / 86_400_000 * 86_400_000;
+        match &self.store {
+            Some(store) => store
+                .messages_since(&self.service, day_start)
+                .unwrap_or(self.report.sent),
+            None => self.report.sent,
+        }
     }
 
     pub async fn notify(&mut self, alert: Alert) {
@@ -220,24 +389,66 @@ impl Notifier {
             self.report.over_cap += alerts.len();
             return;
         }
+        let critical = alerts.iter().any(|a| a.severity == Severity::Critical);
+        if !critical
+            && let Some(budget) = self.config.daily_budget
+            && self.sent_today() >= budget
+        {
+            self.report.over_budget += alerts.len();
+            return;
+        }
         self.report.sent += 1;
         self.record("message", "");
-        let lines: Vec<String> = alerts
-            .iter()
-            .map(|a| format!("[{:?}] {}: {}", a.severity, a.title, a.text))
-            .collect();
-        let text = format!(
-            "cairn run {} · {}\n{}",
-            self.run_id,
-            self.service,
-            lines.join("\n")
-        );
         let mut deliveries = Vec::new();
-        if let Some(url) = &self.config.slack {
-            deliveries.push((url.clone(), json!({ "text": text })));
-        }
-        if let Some(url) = &self.config.webhook {
-            deliveries.push((url.clone(), json!({ "source": "cairn", "run_id": self.run_id, "service": self.service, "alerts": alerts, "text": text })));
+        for route in self.config.all_routes() {
+            let chosen: Vec<Alert> = alerts
+                .iter()
+                .filter(|a| a.severity >= route.min_severity)
+                .cloned()
+                .collect();
+            if chosen.is_empty() {
+                continue;
+            }
+            let lines: Vec<String> = chosen
+                .iter()
+                .map(|a| format!("[{:?}] {}: {}", a.severity, a.title, a.text))
+                .collect();
+            let text = format!(
+                "cairn run {} · {}\n{}",
+                self.run_id,
+                self.service,
+                lines.join("\n")
+            );
+            match route.destination {
+                Destination::Slack(url) => deliveries.push((url, alert_format::slack(&text))),
+                Destination::Webhook(url) => deliveries.push((
+                    url,
+                    alert_format::webhook(self.run_id, &self.service, &chosen, &text),
+                )),
+                Destination::Alertmanager(url) => deliveries.push((
+                    url,
+                    alert_format::alertmanager(
+                        self.run_id,
+                        &self.service,
+                        &chosen,
+                        chrono::Utc::now(),
+                    ),
+                )),
+                // PagerDuty takes one event per alert.
+                Destination::PagerDuty { url, routing_key } => {
+                    for alert in &chosen {
+                        deliveries.push((
+                            url.clone(),
+                            alert_format::pagerduty_event(
+                                &routing_key,
+                                self.run_id,
+                                &self.service,
+                                alert,
+                            ),
+                        ));
+                    }
+                }
+            }
         }
         for (url, body) in deliveries {
             let delivered = self
@@ -258,6 +469,7 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn config_defaults_and_typos() {
@@ -275,5 +487,45 @@ mod tests {
             NotifyConfig::from_value(Some(&json!({ "slak": "x" })))
                 .is_err_and(|e| e.contains("notify.slak"))
         );
+        let routed = NotifyConfig::from_value(Some(&json!({
+            "routes": [
+                { "min_severity": "critical", "pagerduty": { "routing_key": "k" } },
+                { "alertmanager": "http://127.0.0.1:1/hook" },
+            ],
+            "daily_budget": 5,
+        })))
+        .expect("routes");
+        assert_eq!(routed.daily_budget, Some(5));
+        assert_eq!(
+            routed.routes[0],
+            Route {
+                min_severity: Severity::Critical,
+                destination: Destination::PagerDuty {
+                    url: alert_format::PAGERDUTY_EVENTS_URL.into(),
+                    routing_key: "k".into()
+                }
+            }
+        );
+        for (bad, expected) in [
+            (
+                json!({ "routes": [{ "min_severity": "page" , "slack": "x" }] }),
+                "routes[0].min_severity",
+            ),
+            (
+                json!({ "routes": [{ "pagerduty": {} }] }),
+                "routes[0].pagerduty.routing_key",
+            ),
+            (
+                json!({ "routes": [{ "min_severity": "info" }] }),
+                "needs a destination",
+            ),
+            (
+                json!({ "routes": [{ "slack": "x", "webhook": "y" }] }),
+                "several destinations",
+            ),
+        ] {
+            let error = NotifyConfig::from_value(Some(&bad)).expect_err("invalid route");
+            assert!(error.contains(expected), "{error}");
+        }
     }
 }

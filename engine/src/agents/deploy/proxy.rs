@@ -204,6 +204,36 @@ impl Proxy {
             .collect())
     }
 
+    /// Sessions each server of the backend has served so far (`stot` of `show stat`).
+    pub async fn session_totals(&self) -> Result<std::collections::HashMap<String, u64>, Error> {
+        let answer = self.command("show stat").await?;
+        let mut lines = answer.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let stot_at = header.iter().position(|h| *h == "stot").unwrap_or(7);
+        Ok(lines
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(',').collect();
+                let server = fields.get(1)?;
+                (fields.first() == Some(&self.backend.as_str())
+                    && !matches!(*server, "BACKEND" | "FRONTEND"))
+                .then(|| {
+                    (
+                        server.to_string(),
+                        fields
+                            .get(stot_at)
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0),
+                    )
+                })
+            })
+            .collect())
+    }
+
     /// Sessions in flight on `name` (`scur` of `show stat`), `None` when it is not listed.
     pub async fn current_sessions(&self, name: &str) -> Result<Option<u64>, Error> {
         let answer = self.command("show stat").await?;

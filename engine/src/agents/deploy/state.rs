@@ -50,6 +50,56 @@ pub struct Record {
     pub details: serde_json::Value,
 }
 
+/// Where a service's proxy is, as its last deploy used it: what `cairn rollback --drill`
+/// drives and sends its requests through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyAddress {
+    pub socket: String,
+    pub backend: String,
+    /// The address the managed proxy serves, when Cairn runs it.
+    pub listen: Option<String>,
+    pub health_path: String,
+}
+
+/// A person's answer to a held canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Promote,
+    Rollback,
+}
+
+/// A canary still inconclusive after `max_wait` under `inconclusive: hold`: its split stays
+/// until a person decides. The deploy step polls this entry and acts on the decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Held {
+    /// The deploy's idempotency key, `run_id/step_id`.
+    pub key: String,
+    pub version: String,
+    pub share: f64,
+    pub reason: String,
+    pub since_ms: i64,
+    pub decision: Option<Decision>,
+    /// Why the person decided (the `--reason` of the command).
+    pub decided_because: Option<String>,
+}
+
+/// A deploy waiting for its window or the end of a freeze (`window.rs`), until then or until
+/// `cairn approve RUN`. Kept here so it survives the engine: a re-attempt of the step (same
+/// key) finds it, approval included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub key: String,
+    pub version: String,
+    pub risk: String,
+    pub reason: String,
+    /// When it opens on its own, if it does within two weeks.
+    pub opens_ms: Option<i64>,
+    pub since_ms: i64,
+    /// Set by `cairn approve`: the person's reason.
+    pub approved: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceState {
     pub active: Option<Release>,
@@ -57,6 +107,14 @@ pub struct ServiceState {
     pub retired: Vec<(i64, Release)>,
     pub in_progress: Option<InProgress>,
     pub history: Vec<Record>,
+    /// The canary of `in_progress` waiting for a person, if it waits.
+    #[serde(default)]
+    pub held: Option<Held>,
+    /// Deploys waiting for a window or the end of a freeze.
+    #[serde(default)]
+    pub waiting: Vec<Waiting>,
+    #[serde(default)]
+    pub proxy: Option<ProxyAddress>,
 }
 
 fn error(service: &str, message: impl std::fmt::Display) -> Error {
@@ -79,6 +137,19 @@ pub fn load(store: &Store, service: &str) -> Result<ServiceState, Error> {
         service,
         store.deployment(service).map_err(|e| error(service, e))?,
     )
+}
+
+/// Every service with a deployment state, by name.
+pub fn all(store: &Store) -> Result<Vec<(String, ServiceState)>, Error> {
+    store
+        .deployments()
+        .map_err(|e| error("every service", e))?
+        .into_iter()
+        .map(|(service, value)| {
+            let state = decode(&service, Some(value))?;
+            Ok((service, state))
+        })
+        .collect()
 }
 
 /// Reads, changes and writes back one service's state in one transaction.

@@ -14,12 +14,13 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::analysis::{Outcome, Verdict, analyse};
-use super::config::{DeployConfig, Strategy};
+use super::config::{DeployConfig, Inconclusive, Strategy};
 use super::docker::{self, Replica};
 use super::error::Error;
 use super::metrics::Snapshot;
 use super::probe;
 use super::proxy::{Proxy, WEIGHT_SCALE, split_weights};
+use super::state::{self, Decision, Held};
 use crate::exec::LogSink;
 
 /// How long a retiring server may finish the requests it has.
@@ -41,6 +42,7 @@ pub struct Result {
 
 pub struct Deployment<'a> {
     pub docker: &'a Docker,
+    pub store: &'a crate::store::Store,
     pub proxy: &'a Proxy,
     pub config: &'a DeployConfig,
     pub key: &'a str,
@@ -292,6 +294,43 @@ impl Deployment<'_> {
         Ok(self.done(new, how.into()))
     }
 
+    /// Records the canary as held for a person (`inconclusive: hold`), visible in `cairn
+    /// status`, answered by `cairn promote RUN` or `cairn rollback RUN`.
+    fn hold(&mut self, share: f64, verdict: &Verdict) -> std::result::Result<(), Error> {
+        let run = self.key.split('/').next().unwrap_or(self.key).to_string();
+        let reason = verdict.reasons.join("; ");
+        state::update(self.store, &self.config.service, |s| {
+            s.held = Some(Held {
+                key: self.key.to_string(),
+                version: self.config.version.clone(),
+                share,
+                reason: reason.clone(),
+                since_ms: crate::store::now_ms(),
+                decision: None,
+                decided_because: None,
+            });
+        })?;
+        self.event(format!(
+            "canary held at {share}% without a verdict ({reason}): waiting for `cairn promote {run}` or `cairn rollback {run}`; errors or a crash still roll it back"
+        ));
+        Ok(())
+    }
+
+    /// A person's decision on the held canary, if one was made; it is consumed here.
+    fn decision(&self) -> std::result::Result<Option<(Decision, String)>, Error> {
+        let key = self.key.to_string();
+        state::update(self.store, &self.config.service, |s| {
+            let decided = s.held.as_ref().filter(|h| h.key == key).and_then(|h| {
+                h.decision
+                    .map(|d| (d, h.decided_because.clone().unwrap_or_default()))
+            });
+            if decided.is_some() {
+                s.held = None;
+            }
+            decided
+        })
+    }
+
     async fn baseline(&self) -> Snapshot {
         self.config.metrics.total(&self.client, &self.old).await
     }
@@ -328,6 +367,10 @@ impl Deployment<'_> {
         let mut onset: Option<Instant> = None;
         let analysis_started = Instant::now();
         let mut verdicts = Vec::new();
+        // Thin traffic extends steps, the canary as a whole by at most `max_wait`.
+        let wait_deadline = analysis_started + self.config.monitor_window + self.config.max_wait;
+        let mut held = false;
+        let mut promoted_by_person = false;
         let steps = self.config.canary_steps.clone();
         for (index, share) in steps.iter().copied().enumerate() {
             let (canary_weight, baseline_weight) = split_weights(share, 1, self.old.len());
@@ -343,14 +386,18 @@ impl Deployment<'_> {
             }
             self.event(format!("canary step {}: {share}% of traffic to {} (weights {canary_weight} vs {baseline_weight} per baseline server)", index + 1, canary.name));
             let step_end = Instant::now() + step_time;
+            let mut told_waiting = false;
             let verdict: Verdict = loop {
-                tokio::time::sleep(
-                    self.config.analysis_interval.min(
-                        step_end
-                            .saturating_duration_since(Instant::now())
-                            .max(Duration::from_millis(50)),
-                    ),
-                )
+                // Up to the step's end, land on it; past it (waiting for traffic or for a
+                // person), analyse at the interval.
+                let until_end = step_end.saturating_duration_since(Instant::now());
+                tokio::time::sleep(if until_end.is_zero() {
+                    self.config.analysis_interval
+                } else {
+                    self.config
+                        .analysis_interval
+                        .min(until_end.max(Duration::from_millis(50)))
+                })
                 .await;
                 let crashed = docker::exited(self.docker, &canary.name).await?;
                 let healthy = crashed.is_none()
@@ -406,9 +453,66 @@ impl Deployment<'_> {
                     );
                     return Ok(self.rolled_back(reason, verdicts, Some(ms)));
                 }
-                if Instant::now() >= step_end {
+                if Instant::now() < step_end {
+                    continue;
+                }
+                if verdict.outcome == Outcome::Pass {
                     break verdict;
                 }
+                // Inconclusive at the step's end: wait for traffic, then apply the policy.
+                if held {
+                    match self.decision()? {
+                        None => continue,
+                        Some((Decision::Promote, why)) => {
+                            self.event(format!(
+                                "promoted by a person at {share}% ({why}) without a verdict: {}",
+                                verdict.summary()
+                            ));
+                            promoted_by_person = true;
+                            break verdict;
+                        }
+                        Some((Decision::Rollback, why)) => {
+                            let failed_at = Instant::now();
+                            self.event(format!("rolled back by a person at {share}% ({why})"));
+                            verdicts.push(verdict_entry(
+                                index,
+                                share,
+                                &verdict,
+                                analysis_started.elapsed(),
+                            ));
+                            let restored =
+                                self.roll_back(std::slice::from_ref(&canary), &[]).await?;
+                            let reason = format!(
+                                "canary held at {share}% of traffic without a verdict ({}) and rolled back by a person: {why}",
+                                verdict.reasons.join("; ")
+                            );
+                            return Ok(self.rolled_back(
+                                reason,
+                                verdicts,
+                                Some(restored.duration_since(failed_at).as_millis() as u64),
+                            ));
+                        }
+                    }
+                }
+                if Instant::now() < wait_deadline {
+                    if !told_waiting {
+                        told_waiting = true;
+                        self.event(format!(
+                            "canary step {} at {share}%: waiting for traffic (at most {:.0} s more): {}",
+                            index + 1,
+                            wait_deadline
+                                .saturating_duration_since(Instant::now())
+                                .as_secs_f64(),
+                            verdict.reasons.join("; ")
+                        ));
+                    }
+                    continue;
+                }
+                if self.config.inconclusive == Inconclusive::Rollback {
+                    break verdict;
+                }
+                self.hold(share, &verdict)?;
+                held = true;
             };
             self.event(format!(
                 "canary step {} at {share}%: {}",
@@ -421,6 +525,19 @@ impl Deployment<'_> {
                 &verdict,
                 analysis_started.elapsed(),
             ));
+            if held && !promoted_by_person {
+                // Traffic came while it waited: the verdict is the analysis's again.
+                let key = self.key.to_string();
+                state::update(self.store, &self.config.service, |s| {
+                    if s.held.as_ref().is_some_and(|h| h.key == key) {
+                        s.held = None;
+                    }
+                })?;
+                held = false;
+            }
+            if promoted_by_person {
+                break;
+            }
             if verdict.outcome == Outcome::Inconclusive {
                 let restored_from = onset.unwrap_or_else(Instant::now);
                 let restored = self.roll_back(std::slice::from_ref(&canary), &[]).await?;
@@ -464,10 +581,12 @@ impl Deployment<'_> {
             self.proxy.retire(&old.name, DRAIN_GRACE).await?;
         }
         self.event("canary promoted: the new release serves all traffic");
-        let mut result = self.done(
-            new,
-            "canary passed the analysis at every step and was promoted".into(),
-        );
+        let how = if promoted_by_person {
+            "canary held without a verdict and promoted by a person (`cairn promote`)"
+        } else {
+            "canary passed the analysis at every step and was promoted"
+        };
+        let mut result = self.done(new, how.into());
         result.verdicts = verdicts;
         Ok(result)
     }
