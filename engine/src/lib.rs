@@ -8,5 +8,6 @@ pub mod exec;
 pub mod llm;
 pub mod pipeline;
 pub mod retention;
+pub mod secrets;
 pub mod store;
 pub mod trigger;

@@ -80,6 +80,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => cli::cancel::cancel(home, args).await,
         Command::Validate(args) => Ok(cli::validate::validate(args)),
         Command::Graph(args) => Ok(cli::graph::graph(args)),
+        Command::Convert(args) => Ok(cli::convert::convert(args)),
+        Command::Bundle(args) => cli::bundle::bundle(home, args).map(|()| ExitCode::SUCCESS),
+        Command::Secret(args) => cli::secret::secret(home, args).map(|()| ExitCode::SUCCESS),
         Command::Analyze(args) => cli::analyze::analyze(home, args)
             .await
             .map(|()| ExitCode::SUCCESS),

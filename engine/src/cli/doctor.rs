@@ -6,6 +6,8 @@
 //! is reported and left exactly as found. It then reports the step sandbox: the mechanism found,
 //! the policy, and how each resource limit is enforced. Exit 0 when healthy, 3 when something is
 //! wrong (a damaged database, or a policy that requires a sandbox this machine cannot give).
+//! Then the machine itself (`doctor_target.rs`): CPU features, disk, Docker, HAProxy, the
+//! model and, from an unpacked `cairn bundle`, every file's checksum.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,11 +22,22 @@ use super::EXIT_ERROR;
 use super::settings::Settings;
 
 #[derive(clap::Args)]
-pub struct DoctorArgs {}
+pub struct DoctorArgs {
+    /// An unpacked `cairn bundle` to check file by file against its manifest (found by
+    /// itself when this binary is the bundle's `bin/cairn`).
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+}
 
-pub fn doctor(home: Option<PathBuf>, _args: &DoctorArgs) -> Result<ExitCode> {
+pub fn doctor(home: Option<PathBuf>, args: &DoctorArgs) -> Result<ExitCode> {
     let settings = Settings::resolve(home, None)?;
-    let healthy = check_database(&settings) & check_sandbox(&settings)?;
+    let bundle = args
+        .bundle
+        .clone()
+        .or_else(super::doctor_target::bundle_of_this_binary);
+    let healthy = check_database(&settings)
+        & check_sandbox(&settings)?
+        & super::doctor_target::check_target(&settings, bundle.as_deref());
     if healthy {
         Ok(ExitCode::SUCCESS)
     } else {

@@ -9,9 +9,12 @@ pub mod approve;
 pub mod bench;
 pub mod bench_analyze;
 pub mod bench_model;
+pub mod bundle;
 pub mod cancel;
+pub mod convert;
 pub mod costs;
 pub mod doctor;
+pub mod doctor_target;
 pub mod gc;
 pub mod graph;
 pub mod logs;
@@ -21,6 +24,7 @@ pub mod promote;
 pub mod risk;
 pub mod rollback;
 pub mod run;
+pub mod secret;
 pub mod serve;
 pub mod settings;
 pub mod status;
@@ -97,6 +101,11 @@ pub enum Command {
     Approve(approve::ApproveArgs),
     /// Check a workflow file and report every problem with file, line and column.
     Validate(validate::ValidateArgs),
+    /// Print a workflow written in another form (the design brief's `pipeline:`, a GitHub or
+    /// Gitea Actions workflow) as the Cairn workflow it runs as.
+    Convert(convert::ConvertArgs),
+    /// Store, list and remove the secrets `run:` steps are given (sealed in the database).
+    Secret(secret::SecretArgs),
     /// Draw a workflow's DAG as Mermaid or Graphviz DOT.
     Graph(graph::GraphArgs),
     /// Explain what a commit changes, how risky it is and which route it takes.
@@ -115,6 +124,9 @@ pub enum Command {
     Model(model::ModelArgs),
     /// Apply the retention policy now: delete old runs, logs and finished runs' workspaces.
     Gc(gc::GcArgs),
+    /// Pack this binary, the configured model, the workflow templates and a SHA-256 manifest
+    /// into one tar for an air-gapped machine.
+    Bundle(bundle::BundleArgs),
     /// Check Cairn's state thoroughly (the full database integrity check) and report what this
     /// machine gives Cairn (the step sandbox and its limits), changing nothing.
     Doctor(doctor::DoctorArgs),

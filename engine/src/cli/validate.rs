@@ -27,13 +27,22 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
     };
     let mut ok = true;
     for file in &args.files {
-        match pipeline::load_file(file, &options) {
-            Ok(workflow) => println!(
-                "{}: ok: workflow `{}` with {}",
-                file.display(),
-                workflow.name,
-                super::run::plural(workflow.steps.len(), "step")
-            ),
+        match pipeline::load_file_detailed(file, &options) {
+            Ok(loaded) => {
+                let form = match loaded.form {
+                    pipeline::Form::Native => String::new(),
+                    other => format!(" (read as {}; `cairn convert` shows it)", other.as_str()),
+                };
+                println!(
+                    "{}: ok: workflow `{}` with {}{form}",
+                    file.display(),
+                    loaded.workflow.name,
+                    super::run::plural(loaded.workflow.steps.len(), "step")
+                );
+                for note in &loaded.notes {
+                    eprintln!("{}: note: {note}", file.display());
+                }
+            }
             Err(error) => {
                 ok = false;
                 eprintln!("{error}");

@@ -293,6 +293,15 @@ impl Engine {
             sender
         });
         let logs = LogWriter::start(self.store.clone(), echo, Some(fence.clone()));
+        // Every stored secret is masked in what any step of the run writes: logs, outputs,
+        // error messages. A key that cannot open them leaves nothing to mask: steps that need
+        // a secret then fail saying why.
+        let masker = Arc::new(
+            crate::secrets::Vault::new(&self.store)
+                .values()
+                .map(|values| crate::secrets::Masker::new(&values))
+                .unwrap_or_default(),
+        );
         let (cancel_sender, cancel_receiver) = watch::channel(false);
         // Attempts run as tasks of this set: a panic comes back as a failed attempt instead of
         // an outcome that never arrives, and losing the lease aborts every one of them.
@@ -369,7 +378,7 @@ impl Engine {
             }
             for (index, attempt) in effects.spawns {
                 let step = workflow.steps[index].clone();
-                let sink = logs.sink(run_id, &step.id, attempt);
+                let sink = logs.sink(run_id, &step.id, attempt).masked(masker.clone());
                 let token = self.attempt_token(run_id, &step.id, fence.epoch, attempt);
                 let attempt_context = AttemptContext {
                     store: self.store.clone(),
@@ -384,10 +393,11 @@ impl Engine {
                 };
                 let agents = self.agents.clone();
                 let cancel = cancel_receiver.clone();
+                let masker = masker.clone();
                 let handle = attempts.spawn(async move {
                     let outcome =
                         run_attempt(&step, attempt_context, agents.as_ref(), sink, cancel).await;
-                    (index, attempt, outcome)
+                    (index, attempt, mask_outcome(&masker, outcome))
                 });
                 running.insert(handle.id(), (index, attempt, token));
             }
@@ -564,6 +574,29 @@ fn attempt_ended(
     }
 }
 
+/// A step's outputs and error message with every secret value masked, before they are
+/// stored (steps row, events) or passed to dependants.
+fn mask_outcome(masker: &crate::secrets::Masker, outcome: Outcome) -> Outcome {
+    if masker.is_empty() {
+        return outcome;
+    }
+    match outcome {
+        Outcome::Succeeded { outputs } => Outcome::Succeeded {
+            outputs: masker.mask_json(&outputs),
+        },
+        Outcome::Failed {
+            class,
+            exit_code,
+            message,
+        } => Outcome::Failed {
+            class,
+            exit_code,
+            message: masker.mask(&message).into_owned(),
+        },
+        other => other,
+    }
+}
+
 fn merge(into: &mut Effects, from: Effects) {
     into.writes.extend(from.writes);
     into.spawns.extend(from.spawns);
@@ -669,6 +702,24 @@ async fn perform_attempt(
         Action::Run { command } => {
             let mut env = attempt.workflow_env.clone();
             env.extend(step.env.clone());
+            // The step's secrets, opened now: never in the workflow, the context or the store
+            // in clear.
+            if !step.secrets.is_empty() {
+                let vault = crate::secrets::Vault::new(&attempt.store);
+                for (variable, name) in &step.secrets {
+                    match vault.get(name) {
+                        Ok(value) => env.push((variable.clone(), value)),
+                        Err(error) => {
+                            logs.line("engine", format!("step `{}`: {error}", step.id));
+                            return Outcome::Failed {
+                                class: FailureClass::ExitCode,
+                                exit_code: None,
+                                message: error.to_string(),
+                            };
+                        }
+                    }
+                }
+            }
             env.extend([
                 ("CAIRN_RUN_ID".to_string(), attempt.run_id.to_string()),
                 ("CAIRN_STEP_ID".into(), step.id.clone()),
@@ -681,6 +732,29 @@ async fn perform_attempt(
                 ),
                 (TOKEN_VARIABLE.into(), attempt.token.clone()),
             ]);
+            // Outputs of direct dependencies, for scripts that cannot read JSON
+            // (`${{ needs.X.outputs.Y }}` of an Actions workflow).
+            if let Some(steps) = attempt.context.get("steps").and_then(Value::as_object) {
+                for (dependency, view) in steps {
+                    let Some(outputs) = view.get("outputs").and_then(Value::as_object) else {
+                        continue;
+                    };
+                    for (key, value) in outputs {
+                        let text = match value {
+                            Value::String(text) => text.clone(),
+                            Value::Number(_) | Value::Bool(_) => value.to_string(),
+                            _ => continue,
+                        };
+                        if text.contains('\0') {
+                            continue;
+                        }
+                        env.push((
+                            crate::pipeline::dependency_output_variable(dependency, key),
+                            text,
+                        ));
+                    }
+                }
+            }
             for key in ["repo", "commit", "branch", "risk"] {
                 if let Some(value) = attempt.context.get(key).and_then(Value::as_str) {
                     env.push((format!("CAIRN_{}", key.to_uppercase()), value.to_string()));

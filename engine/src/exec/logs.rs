@@ -74,16 +74,32 @@ pub struct LogSink {
     sender: mpsc::UnboundedSender<Message>,
     echo: Option<mpsc::UnboundedSender<LogLine>>,
     budget: Arc<Mutex<Budget>>,
+    /// Secret values (and their encodings) replaced before a line is shown or stored.
+    masker: Option<Arc<crate::secrets::Masker>>,
 }
 
 impl LogSink {
+    /// This sink, masking `masker`'s secrets in every line.
+    pub fn masked(mut self, masker: Arc<crate::secrets::Masker>) -> LogSink {
+        if !masker.is_empty() {
+            self.masker = Some(masker);
+        }
+        self
+    }
+
     pub fn line(&self, stream: &'static str, line: impl Into<String>) {
+        let mut line: String = line.into();
+        if let Some(masker) = &self.masker
+            && let std::borrow::Cow::Owned(masked) = masker.mask(&line)
+        {
+            line = masked;
+        }
         let line = LogLine {
             run_id: self.run_id,
             step_id: self.step_id.clone(),
             attempt: self.attempt,
             stream,
-            line: line.into(),
+            line,
             at: now_ms(),
         };
         let cost = line.line.len() + LINE_OVERHEAD;
@@ -214,6 +230,7 @@ impl LogWriter {
             sender: self.sender.clone(),
             echo: self.echo.clone(),
             budget: Arc::new(Mutex::new(Budget::default())),
+            masker: None,
         }
     }
 

@@ -299,7 +299,9 @@ impl<'w> RunMachine<'w> {
                     _ => {
                         view.state = StepState::Failed;
                         change.to = StepState::Failed;
-                        if step.on_failure != OnFailure::Continue && self.abort_reason.is_none() {
+                        let aborts =
+                            !matches!(step.on_failure, OnFailure::Continue | OnFailure::Finish);
+                        if aborts && self.abort_reason.is_none() {
                             self.abort_reason = Some(format!("step `{step_id}` failed: {message}"));
                         }
                     }
@@ -337,9 +339,19 @@ impl<'w> RunMachine<'w> {
             self.advance(now, &mut effects);
         }
         if self.steps.iter().all(|s| s.state.is_terminal()) {
+            // Read from the step states, so a resumed run reaches the same end.
+            let finished_failure = self
+                .workflow
+                .steps
+                .iter()
+                .zip(&self.steps)
+                .find(|(step, view)| {
+                    step.on_failure == OnFailure::Finish && view.state == StepState::Failed
+                })
+                .map(|(step, _)| format!("step `{}` failed", step.id));
             let state = if self.cancelling {
                 RunState::Cancelled
-            } else if self.abort_reason.is_some() {
+            } else if self.abort_reason.is_some() || finished_failure.is_some() {
                 RunState::Failed
             } else {
                 RunState::Succeeded
@@ -347,7 +359,7 @@ impl<'w> RunMachine<'w> {
             let reason = if self.cancelling {
                 Some("cancelled on request".to_string())
             } else {
-                self.abort_reason.clone()
+                self.abort_reason.clone().or(finished_failure)
             };
             effects.writes.push(Write::FinishRun { state, reason });
             effects.finished = Some(state);
@@ -438,6 +450,10 @@ impl<'w> RunMachine<'w> {
             match view.state {
                 StepState::Succeeded | StepState::Skipped => {}
                 StepState::Failed if dep.on_failure == OnFailure::Continue => {}
+                // The dependant decides by its `when:`; without one it cannot run.
+                StepState::Failed
+                    if dep.on_failure == OnFailure::Finish
+                        && self.workflow.steps[index].when.is_some() => {}
                 StepState::Failed => {
                     return Readiness::Blocked(format!("dependency `{}` failed", dep.id));
                 }

@@ -179,6 +179,24 @@ fn on_failure_continue_keeps_the_run_going() {
 }
 
 #[test]
+fn on_failure_finish_lets_the_others_end_and_then_fails_the_run() {
+    let wf = workflow(
+        "name: f\nsteps:\n  - {id: shard, run: x, on_failure: finish}\n  - {id: other, run: x}\n  - {id: deploy, depends_on: shard, run: x}\n  - {id: notify, depends_on: shard, run: x, when: \"steps.shard.state == 'failed'\"}\n",
+    );
+    let mut m = machine(&wf, 4);
+    assert_eq!(started(&m.plan(0), &wf), ["shard", "other"]);
+    m.record_outcome(0, 1, fail(), 0, 0.5);
+    // `other` is still running: nothing is cancelled; `deploy` (no `when:`) cannot run,
+    // `notify` reacts to the failure.
+    assert_eq!(started(&m.plan(0), &wf), ["notify"]);
+    assert_eq!(m.state(2), StepState::Cancelled);
+    assert_eq!(m.state(1), StepState::Running);
+    m.record_outcome(1, 1, ok(), 0, 0.5);
+    m.record_outcome(3, 1, ok(), 0, 0.5);
+    assert_eq!(m.plan(0).finished, Some(RunState::Failed));
+}
+
+#[test]
 fn retries_wait_for_their_backoff() {
     let wf =
         workflow("name: r\nsteps:\n  - {id: flaky, run: x, retries: {count: 1, backoff: 2s}}\n");

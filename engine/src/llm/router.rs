@@ -137,6 +137,9 @@ pub struct Router {
     remote: Option<RemoteClient>,
     local_path: Option<PathBuf>,
     local: OnceCell<Result<Arc<dyn LanguageModel>, String>>,
+    /// The stored secrets' values: masked in every request before any tier, the cache or the
+    /// call record sees it (`cairn secret set`).
+    secrets: crate::secrets::Masker,
 }
 
 struct Attempt {
@@ -153,12 +156,18 @@ impl Router {
     pub fn new(settings: Settings, store: Store) -> Result<Router, String> {
         let remote = settings.remote.clone().map(RemoteClient::new).transpose()?;
         let local_path = settings.local.model.clone();
+        // Secrets that cannot be opened (no key) are unknown to every step too.
+        let secrets = crate::secrets::Vault::new(&store)
+            .values()
+            .map(|values| crate::secrets::Masker::new(&values))
+            .unwrap_or_default();
         Ok(Router {
             settings,
             store,
             remote,
             local_path,
             local: OnceCell::new(),
+            secrets,
         })
     }
 
@@ -208,6 +217,7 @@ impl Router {
         request: Request,
         rules: impl FnOnce() -> Value,
     ) -> Answer {
+        let request = self.without_secrets(request);
         let index = scope.map(|s| s.next.fetch_add(1, Ordering::SeqCst));
         let request_sha256 = request.sha256();
         if let (Some(scope), Some(index)) = (scope, index)
@@ -320,6 +330,24 @@ impl Router {
             }
         }
         answer
+    }
+
+    /// `request` with every stored secret's value masked, in every part of it.
+    fn without_secrets(&self, mut request: Request) -> Request {
+        if self.secrets.is_empty() {
+            return request;
+        }
+        for text in [&mut request.instruction, &mut request.input] {
+            if let std::borrow::Cow::Owned(masked) = self.secrets.mask(text) {
+                *text = masked;
+            }
+        }
+        if let Some(diff) = &mut request.diff
+            && let std::borrow::Cow::Owned(masked) = self.secrets.mask(diff)
+        {
+            *diff = masked;
+        }
+        request
     }
 
     /// When the remote must have answered: its own `call_timeout`, shortened by the step's

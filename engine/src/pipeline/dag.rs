@@ -200,6 +200,7 @@ mod tests {
                     on_failure: Default::default(),
                     when: None,
                     env: Default::default(),
+                    secrets: Default::default(),
                     sandbox: Default::default(),
                     llm: Default::default(),
                     location: Default::default(),

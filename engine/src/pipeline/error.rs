@@ -81,6 +81,15 @@ impl Diagnostics {
         // Stable, so two messages about the same spot keep the order they were found in.
         diagnostics
             .sort_by_key(|diagnostic| (diagnostic.location.line, diagnostic.location.column));
+        // One problem found twice (a matrix job is read once per combination) is said once.
+        let mut seen = std::collections::HashSet::new();
+        diagnostics.retain(|diagnostic| {
+            seen.insert((
+                diagnostic.location.line,
+                diagnostic.location.column,
+                diagnostic.message.clone(),
+            ))
+        });
         Error { diagnostics }
     }
 }

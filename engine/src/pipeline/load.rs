@@ -49,10 +49,47 @@ pub fn load_file(path: &Path, options: &LoadOptions) -> Result<Workflow, Error> 
 
 /// Loads a workflow from `text`; `file_name` is only used in messages, exactly as given.
 pub fn load_str(file_name: &str, text: &str, options: &LoadOptions) -> Result<Workflow, Error> {
+    load_str_detailed(file_name, text, options).map(|loaded| loaded.workflow)
+}
+
+/// A loaded workflow with the form it was written in and what its conversion could not
+/// honour (for `cairn validate` and `cairn convert`).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub workflow: Workflow,
+    pub form: super::parse::Form,
+    pub notes: Vec<String>,
+}
+
+/// [`load_str`], keeping the form and the conversion's notes.
+pub fn load_str_detailed(
+    file_name: &str,
+    text: &str,
+    options: &LoadOptions,
+) -> Result<Loaded, Error> {
     let (workflow, spans) = parse(file_name, text, options)?;
     let mut diagnostics = Diagnostics::new(file_name);
     validate(&workflow, &spans, &mut diagnostics);
-    diagnostics.finish(workflow)
+    diagnostics.finish(Loaded {
+        workflow,
+        form: spans.form,
+        notes: spans.notes,
+    })
+}
+
+/// [`load_file`], keeping the form and the conversion's notes.
+pub fn load_file_detailed(path: &Path, options: &LoadOptions) -> Result<Loaded, Error> {
+    let file_name = path.display().to_string();
+    match super::limits::read_limited(path) {
+        Ok(text) => load_str_detailed(&file_name, &text, options),
+        Err(reason) => Err(Error {
+            diagnostics: vec![Diagnostic {
+                file: file_name,
+                location: Location { line: 1, column: 1 },
+                message: format!("failed to read workflow file: {reason}"),
+            }],
+        }),
+    }
 }
 
 #[cfg(test)]

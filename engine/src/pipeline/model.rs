@@ -81,6 +81,9 @@ pub struct Step {
     /// Evaluated against the run context when the step becomes ready; false skips the step.
     pub when: Option<Condition>,
     pub env: BTreeMap<String, String>,
+    /// Stored secrets the step is given, as environment variable → secret name (`secrets:`,
+    /// `${{ secrets.NAME }}`); only `run:` steps receive them.
+    pub secrets: BTreeMap<String, String>,
     /// Declared sandbox exceptions and resource limits (`sandbox:`, `network:`, `limits:`).
     pub sandbox: StepSandbox,
     /// The step's `llm:`; keys it leaves out come from the workflow's.
@@ -166,6 +169,10 @@ pub enum OnFailure {
     /// Retry on every kind of failure, a script's own exit code included
     /// (once when `retries` is not given), then abort.
     Retry,
+    /// The run fails, but only once the steps that do not depend on this one have finished
+    /// (GitHub Actions' behaviour); a dependant runs only when it has a `when:` and that is
+    /// true (`when: steps.<id>.state == 'failed'` reacts to the failure).
+    Finish,
 }
 
 impl OnFailure {
@@ -174,6 +181,7 @@ impl OnFailure {
             Self::Abort => "abort",
             Self::Continue => "continue",
             Self::Retry => "retry",
+            Self::Finish => "finish",
         }
     }
 }
@@ -277,4 +285,22 @@ impl SandboxPolicy {
             _ => None,
         }
     }
+}
+
+/// The environment variable through which a `run:` step reads output `key` of its direct
+/// dependency `step_id`: `CAIRN_STEP_<STEP>_<KEY>`, upper case, anything not a letter or
+/// digit as `_`.
+pub fn dependency_output_variable(step_id: &str, key: &str) -> String {
+    let clean = |text: &str| -> String {
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!("CAIRN_STEP_{}_{}", clean(step_id), clean(key))
 }

@@ -84,6 +84,32 @@ pub(crate) struct ParseContext<'a> {
 pub(crate) struct Spans {
     /// Parallel to `Workflow::steps`.
     pub(crate) steps: Vec<StepSpans>,
+    /// The form the file was written in.
+    pub(crate) form: Form,
+    /// What a conversion from another form could not honour, said rather than dropped.
+    pub(crate) notes: Vec<String>,
+}
+
+/// The form a workflow file is written in; every form loads into the same [`Workflow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Form {
+    /// Cairn's own `name:`/`steps:` form.
+    #[default]
+    Native,
+    /// The design brief's `pipeline:`/`stages:` form (`brief.rs`).
+    Brief,
+    /// A GitHub, Gitea or Forgejo Actions workflow (`actions.rs`).
+    Actions,
+}
+
+impl Form {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Form::Native => "cairn",
+            Form::Brief => "design-brief pipeline",
+            Form::Actions => "GitHub/Gitea Actions",
+        }
+    }
 }
 
 /// Parses `source` into a workflow whose every field is well formed on its own.
@@ -125,7 +151,17 @@ pub(crate) fn parse(
             .report(location(&root), "a workflow file must be a YAML mapping");
         return Err(context.diagnostics.into_error());
     };
-    let (workflow, spans) = parse_workflow(root, &mut context);
+    let (workflow, spans) = if super::brief::is_brief(root) {
+        let (workflow, mut spans) = super::brief::parse_brief(root, file_name, &mut context);
+        spans.form = Form::Brief;
+        (workflow, spans)
+    } else if super::actions::is_actions(root) {
+        let (workflow, mut spans) = super::actions::parse_actions(root, file_name, &mut context);
+        spans.form = Form::Actions;
+        (workflow, spans)
+    } else {
+        parse_workflow(root, &mut context)
+    };
     context.diagnostics.finish((workflow, spans))
 }
 
@@ -341,7 +377,7 @@ pub(crate) fn parse_env(
     env
 }
 
-fn parse_trigger(node: &Node, diagnostics: &mut Diagnostics) -> Option<Trigger> {
+pub(crate) fn parse_trigger(node: &Node, diagnostics: &mut Diagnostics) -> Option<Trigger> {
     let Some(mapping) = node.as_mapping() else {
         diagnostics.report(
             location(node),

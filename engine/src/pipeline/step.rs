@@ -33,9 +33,10 @@ const STEP_KEYS: &[&str] = &[
     "network",
     "limits",
     "llm",
+    "secrets",
 ];
 const RETRY_KEYS: &[&str] = &["count", "backoff", "max_backoff"];
-const ON_FAILURE_VALUES: &[&str] = &["abort", "continue", "retry"];
+const ON_FAILURE_VALUES: &[&str] = &["abort", "continue", "retry", "finish"];
 
 /// More retries than this is a typo or a loop in disguise.
 const MAX_RETRIES: i64 = 100;
@@ -141,9 +142,11 @@ pub(crate) fn parse_step(
         .unwrap_or_default();
     let when = entry(mapping, "when")
         .and_then(|(_, node)| parse_when(node, &label, context.source, &mut spans, diagnostics));
-    let env = entry(mapping, "env").map_or_else(BTreeMap::new, |(_, node)| {
+    let mut env = entry(mapping, "env").map_or_else(BTreeMap::new, |(_, node)| {
         parse_env(node, &format!("`env` of {label}"), diagnostics)
     });
+    let mut action = action;
+    let secrets = parse_secrets(mapping, &label, &mut action, &mut env, diagnostics);
 
     let sandbox = super::sandbox::parse_step_sandbox(mapping, &label, diagnostics);
     let llm = entry(mapping, "llm").map_or_else(Default::default, |(_, node)| {
@@ -161,11 +164,113 @@ pub(crate) fn parse_step(
         on_failure,
         when,
         env,
+        secrets,
         sandbox,
         llm,
         location: step_location,
     };
     Some((step, spans))
+}
+
+/// `secrets: [NAME]` or `secrets: { ENV: NAME }`, `${{ secrets.NAME }}` in `run:` (rewritten to
+/// `${NAME}`) and as whole `env:` values (moved out of `env`): env variable → secret name.
+pub(crate) fn parse_secrets(
+    mapping: &MarkedMappingNode,
+    label: &str,
+    action: &mut Action,
+    env: &mut BTreeMap<String, String>,
+    diagnostics: &mut Diagnostics,
+) -> BTreeMap<String, String> {
+    let mut secrets = BTreeMap::new();
+    if let Some((_, node)) = entry(mapping, "secrets") {
+        let valid = |name: &str| crate::secrets::check_name(name).map_err(|e| e.to_string());
+        match node {
+            Node::Mapping(names) => {
+                for (key, value) in names.iter() {
+                    let Some(secret) = non_empty_string(
+                        value,
+                        &format!("secret of `{}` in {label}", key.as_str()),
+                        diagnostics,
+                    ) else {
+                        continue;
+                    };
+                    for (name, at) in [
+                        (key.as_str(), scalar_location(key)),
+                        (secret.as_str().trim(), scalar_location(secret)),
+                    ] {
+                        if let Err(message) = valid(name) {
+                            diagnostics.report(at, format!("in `secrets` of {label}: {message}"));
+                        }
+                    }
+                    secrets.insert(key.as_str().to_owned(), secret.as_str().trim().to_owned());
+                }
+            }
+            _ => {
+                if let Some(names) =
+                    string_or_list(node, &format!("`secrets` of {label}"), diagnostics)
+                {
+                    for name in names {
+                        let text = name.as_str().trim();
+                        match valid(text) {
+                            Ok(()) => {
+                                secrets.insert(text.to_owned(), text.to_owned());
+                            }
+                            Err(message) => diagnostics.report(
+                                scalar_location(name),
+                                format!("in `secrets` of {label}: {message}"),
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Action::Run { command } = action {
+        match super::secret_refs::rewrite_references(command) {
+            Ok((rewritten, names)) => {
+                *command = rewritten;
+                for name in names {
+                    secrets.insert(name.clone(), name);
+                }
+            }
+            Err(message) => {
+                let at = entry(mapping, "run")
+                    .map_or(super::yaml::span_location(mapping.span()), |(_, node)| {
+                        location(node)
+                    });
+                diagnostics.report(at, format!("in `run` of {label}: {message}"));
+            }
+        }
+    }
+    let env_node = entry(mapping, "env").and_then(|(_, node)| node.as_mapping());
+    for (key, value) in env.clone() {
+        match super::secret_refs::whole_reference(&value) {
+            Ok(Some(name)) => {
+                env.remove(&key);
+                secrets.insert(key, name);
+            }
+            Ok(None) => {}
+            Err(message) => {
+                let at = env_node
+                    .and_then(|node| entry(node, &key))
+                    .map_or(super::yaml::span_location(mapping.span()), |(_, node)| {
+                        location(node)
+                    });
+                diagnostics.report(at, format!("`{key}` in `env` of {label}: {message}"));
+            }
+        }
+    }
+    if !secrets.is_empty() && matches!(action, Action::Agent { .. }) {
+        let at = entry(mapping, "secrets")
+            .map_or(super::yaml::span_location(mapping.span()), |(key, _)| {
+                scalar_location(key)
+            });
+        diagnostics.report(
+            at,
+            format!("{label} is an agent: secrets are given only to `run:` steps"),
+        );
+    }
+    secrets
 }
 
 fn parse_id(
@@ -333,7 +438,11 @@ fn check_agent_with(
     );
 }
 
-fn duration_field(node: &Node, what: &str, diagnostics: &mut Diagnostics) -> Option<Duration> {
+pub(crate) fn duration_field(
+    node: &Node,
+    what: &str,
+    diagnostics: &mut Diagnostics,
+) -> Option<Duration> {
     let scalar = string(node, what, diagnostics)?;
     match parse_duration(scalar.as_str()) {
         Ok(duration) => Some(duration),
@@ -365,7 +474,11 @@ fn retry_count(node: &Node, what: &str, diagnostics: &mut Diagnostics) -> Option
 }
 
 /// `retries: 2` or `retries: { count: 2, backoff: 5s, max_backoff: 1m }`.
-fn parse_retries(node: &Node, label: &str, diagnostics: &mut Diagnostics) -> RetryPolicy {
+pub(crate) fn parse_retries(
+    node: &Node,
+    label: &str,
+    diagnostics: &mut Diagnostics,
+) -> RetryPolicy {
     let mut policy = RetryPolicy::default();
     match node {
         Node::Mapping(mapping) => {
@@ -419,6 +532,7 @@ fn parse_on_failure(node: &Node, label: &str, diagnostics: &mut Diagnostics) -> 
         "abort" => OnFailure::Abort,
         "continue" => OnFailure::Continue,
         "retry" => OnFailure::Retry,
+        "finish" => OnFailure::Finish,
         other => {
             diagnostics.report(
                 location(node),
@@ -433,7 +547,7 @@ fn parse_on_failure(node: &Node, label: &str, diagnostics: &mut Diagnostics) -> 
     }
 }
 
-fn parse_when(
+pub(crate) fn parse_when(
     node: &Node,
     label: &str,
     source: &Source<'_>,

@@ -41,6 +41,64 @@ pub(crate) fn did_you_mean<'a>(
     }
 }
 
+/// Keys of GitHub/Gitea Actions (and the design brief's stages) met in a native workflow, with
+/// what Cairn calls them; only offered where the Cairn key is one the place accepts.
+const FOREIGN_KEYS: &[(&str, &str, &str)] = &[
+    (
+        "if",
+        "when",
+        "Cairn's `when:` takes a condition (`when: steps.analyze.outputs.risk != 'low'`)",
+    ),
+    (
+        "needs",
+        "depends_on",
+        "Cairn's `depends_on:` lists the steps this one waits for",
+    ),
+    (
+        "timeout-minutes",
+        "timeout",
+        "Cairn's `timeout:` takes a duration (`timeout: 10m`)",
+    ),
+    (
+        "continue-on-error",
+        "on_failure",
+        "Cairn's `on_failure: continue` lets the run go on",
+    ),
+    (
+        "uses",
+        "run",
+        "Cairn runs shell commands (`run:`) or built-in agents (`agent:`), not marketplace actions",
+    ),
+    (
+        "runs-on",
+        "run",
+        "Cairn runs every step on this machine, in its sandbox: remove `runs-on`",
+    ),
+    (
+        "on",
+        "trigger",
+        "this looks like a GitHub Actions workflow: Cairn reads those as they are when they have `on:` and `jobs:` (and no `steps:`); in Cairn's own form the key is `trigger:`",
+    ),
+    (
+        "jobs",
+        "steps",
+        "this looks like a GitHub Actions workflow: Cairn reads those as they are when they have `jobs:` and no `steps:`; in Cairn's own form the key is `steps:`",
+    ),
+    (
+        "stages",
+        "steps",
+        "Cairn's own form lists `steps:`; the design brief's form is `pipeline: { stages: [...] }`",
+    ),
+];
+
+/// What to say about `key` when it belongs to another CI system's vocabulary.
+pub(crate) fn foreign_key_hint(key: &str, known: &[&str]) -> Option<String> {
+    FOREIGN_KEYS
+        .iter()
+        .find(|(foreign, cairn, _)| *foreign == key && known.contains(cairn))
+        .map(|(_, cairn, hint)| format!("use `{cairn}`: {hint}"))
+}
+
 /// Levenshtein distance over characters.
 pub(crate) fn edit_distance(left: &str, right: &str) -> usize {
     let right: Vec<char> = right.chars().collect();
@@ -67,6 +125,21 @@ mod tests {
         assert_eq!(edit_distance("", ""), 0);
         assert_eq!(edit_distance("depends_on", "depend_on"), 1);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn foreign_keys_get_their_cairn_names() {
+        let step = ["id", "run", "depends_on", "when", "timeout", "on_failure"];
+        let hint = foreign_key_hint("if", &step).unwrap();
+        assert!(hint.starts_with("use `when`"), "{hint}");
+        assert!(
+            foreign_key_hint("needs", &step)
+                .unwrap()
+                .starts_with("use `depends_on`")
+        );
+        // Not offered where the Cairn key does not belong either.
+        assert_eq!(foreign_key_hint("if", &["url", "branches"]), None);
+        assert_eq!(foreign_key_hint("banana", &step), None);
     }
 
     #[test]

@@ -155,13 +155,17 @@ pub(crate) fn check_keys(
         if known.contains(&key.as_str()) {
             continue;
         }
+        // A key from another CI system gets its Cairn equivalent, not a look-alike.
+        let hint = match super::suggest::foreign_key_hint(key.as_str(), known) {
+            Some(hint) => format!("; {hint}"),
+            None => did_you_mean(key.as_str(), known.iter().copied()),
+        };
         diagnostics.report(
             scalar_location(key),
             format!(
-                "unknown key `{}` {context}; expected one of: {}{}",
+                "unknown key `{}` {context}; expected one of: {}{hint}",
                 key.as_str(),
                 known.join(", "),
-                did_you_mean(key.as_str(), known.iter().copied())
             ),
         );
     }

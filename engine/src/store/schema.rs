@@ -286,6 +286,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX risk_models_by_root ON risk_models(root_commit, calibrated_at);
     "#,
+    // Secrets (`cairn secret set`), sealed with XChaCha20-Poly1305 under the key file
+    // `$CAIRN_HOME/secrets.key`; the name is the associated data, so a row moved to another
+    // name does not open.
+    r#"
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        nonce BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
