@@ -10,6 +10,7 @@ mod records;
 mod retention;
 mod risk_models;
 mod schema;
+mod service;
 mod sqlite;
 mod state;
 mod test_learning;
@@ -26,6 +27,7 @@ pub use records::{
 pub use retention::{Pruned, RetentionPolicy};
 pub use risk_models::StoredRiskModel;
 pub use schema::LATEST_VERSION;
+pub use service::{AttemptRecord, FlakyTest, MetricCounts, RunFilter, RunSummary, TokenRecord};
 pub use sqlite::{Store, WriteTxn, now_ms};
 pub use state::{RunState, StepState};
 pub use test_learning::{ProposalRecord, TestLink};

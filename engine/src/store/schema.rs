@@ -286,6 +286,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX risk_models_by_root ON risk_models(root_commit, calibrated_at);
     "#,
+    // API tokens of `cairn serve --listen` (`cairn token create`): only the SHA-256 of each
+    // token is kept; the token itself is printed once.
+    r#"
+    CREATE TABLE api_tokens (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        name         TEXT    NOT NULL,
+        scope        TEXT    NOT NULL,  -- read, write
+        sha256       TEXT    NOT NULL UNIQUE,
+        created_at   INTEGER NOT NULL,
+        last_used_at INTEGER,
+        revoked_at   INTEGER
+    );
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
