@@ -24,6 +24,7 @@ use common_api::{serve, token, wait_finished};
 const SECRET: &str = "Zq8vLm2RtY7wXp4KhN3s";
 
 fn workflows(sandbox: &Sandbox) -> String {
+    std::fs::create_dir_all(sandbox.path("flows")).expect("create flows/");
     sandbox.write(
         "flows/hello.yaml",
         &format!(

@@ -163,6 +163,7 @@ fn seed(sandbox: &Sandbox) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_runs_live_logs_deployments_costs_and_flaky_tests() {
     let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path("flows")).expect("create flows/");
     sandbox.write(
         "flows/drip.yaml",
         "name: drip\nsteps:\n  - id: first\n    run: echo 'first step done'\n  - id: drip\n    \

@@ -20,5 +20,5 @@ mod state;
 pub use auth::{Scope, hash_token, new_token};
 pub use error::Error;
 pub use hooks::{HookSecrets, signature_matches};
-pub use router::{Listening, Tls, listen, router};
+pub use router::{Listening, ROUTES, Tls, listen, router};
 pub use state::{ApiOptions, ApiState, ServedWorkflow};

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 
 use super::state::ApiState;
 
-pub use session::{SESSION_COOKIE, csrf_for, session_token};
+pub use session::session_token;
 
 pub const STYLE: &str = include_str!("style.css");
 pub const SCRIPT: &str = include_str!("run.js");
