@@ -86,4 +86,22 @@ PY
 echo >&2
 echo "the service answers on http://127.0.0.1:$port/ (state: $CAIRN_HOME/cairn.db)." >&2
 echo "stop it: kill \$(cat $CAIRN_HOME/work/proxies/app/haproxy.pid); docker rm -f \$(docker ps -aq --filter label=cairn.deploy.service=app)" >&2
+
+# The dashboard: `cairn serve --listen` over the same home shows the runs above. Reading is
+# public on 127.0.0.1 for the demo; a token signs in to cancel runs.
+dashboard=${CAIRN_DASHBOARD:-127.0.0.1:8700}
+[ -f "$CAIRN_HOME/serve.pid" ] && kill "$(cat "$CAIRN_HOME/serve.pid")" 2>/dev/null && sleep 1 || true
+nohup "$cairn" serve "$workflow" --listen "$dashboard" --public-read -q \
+    >"$CAIRN_HOME/serve.log" 2>&1 </dev/null &
+echo $! >"$CAIRN_HOME/serve.pid"
+for _ in $(seq 1 100); do grep -q '^listening on ' "$CAIRN_HOME/serve.log" && break; sleep 0.1; done
+if grep -q '^listening on ' "$CAIRN_HOME/serve.log"; then
+    token=$("$cairn" token create --scope write --name demo 2>/dev/null)
+    echo >&2
+    echo "dashboard: $(sed -n 's/^listening on //p' "$CAIRN_HOME/serve.log" | head -1)/ (sign in with $token to cancel runs)" >&2
+    echo "stop it: kill \$(cat $CAIRN_HOME/serve.pid)" >&2
+else
+    echo "the dashboard did not start: $(tail -3 "$CAIRN_HOME/serve.log")" >&2
+fi
+
 exit "$story"

@@ -3,8 +3,9 @@
 # gcc (static test binaries), haproxy (the deploy agent's proxy), prometheus (the deploy
 # agent's metrics through a Prometheus server, in tests), a running Docker engine (the
 # build and deploy agents; nothing is pulled), a git identity for the commits tests make, and
-# the default local model, bubblewrap (`bwrap`, the step sandbox; its tests need it) and Go
-# (`go test` selection and measurement are tested on a tiny module).
+# the default local model, bubblewrap (`bwrap`, the step sandbox; its tests need it), Go
+# (`go test` selection and measurement are tested on a tiny module) and headless Chromium with
+# chromium-driver (the dashboard's browser tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -13,6 +14,9 @@ for tool in git make gcc haproxy prometheus; do
 done
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v go >/dev/null || need+=(golang-go)
+# Headless Chromium and its WebDriver: the dashboard's browser tests (tests/tests/dashboard.rs).
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2

@@ -4,6 +4,7 @@
 //! at the repository root for the map and the glossary.
 
 pub mod agents;
+pub mod api;
 pub mod exec;
 pub mod llm;
 pub mod pipeline;

@@ -88,6 +88,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS),
         Command::Tests(args) => cli::tests::tests(home, args).map(|()| ExitCode::SUCCESS),
         Command::Risk(args) => cli::risk::risk(home, args).map(|()| ExitCode::SUCCESS),
+        Command::Token(args) => cli::token::token(home, args),
         Command::Costs(args) => cli::costs::costs(home, args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cli::bench::bench(home, args)
             .await

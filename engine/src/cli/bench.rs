@@ -45,6 +45,9 @@ pub enum BenchTarget {
         #[arg(long)]
         sandbox: bool,
     },
+    /// The HTTP service's cost: three pipelines alone, then while 50 API clients read runs
+    /// and one follows a live log; step throughput both times and API latency.
+    Serve(super::bench_serve::BenchServeArgs),
     /// Analysis time per commit and peak memory over a repository's recent commits.
     Analyze(super::bench_analyze::BenchAnalyzeArgs),
     /// Local model speed, load time and peak memory, measured (optionally beside llama.cpp's
@@ -66,6 +69,10 @@ pub struct EngineReport {
 pub async fn bench(home: Option<PathBuf>, args: &BenchArgs) -> Result<()> {
     match &args.what {
         BenchTarget::Analyze(analyze) => super::bench_analyze::bench_analyze(home, analyze).await,
+        BenchTarget::Serve(serve) => {
+            let settings = Settings::resolve(home, None)?;
+            super::bench_serve::bench_serve(&settings.home, serve).await
+        }
         BenchTarget::Model(model) => super::bench_model::bench_model(model).await,
         BenchTarget::Engine {
             steps,

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bench_analyze;
 pub mod bench_model;
 pub mod bundle;
+pub mod bench_serve;
 pub mod cancel;
 pub mod convert;
 pub mod costs;
@@ -29,6 +30,7 @@ pub mod serve;
 pub mod settings;
 pub mod status;
 pub mod tests;
+pub mod token;
 pub mod validate;
 pub mod view;
 
@@ -110,8 +112,11 @@ pub enum Command {
     Graph(graph::GraphArgs),
     /// Explain what a commit changes, how risky it is and which route it takes.
     Analyze(analyze::AnalyzeArgs),
-    /// Poll watched repositories on their cron schedules and run every new commit.
+    /// Poll watched repositories on their cron schedules and run every new commit; with
+    /// `--listen`, also serve the HTTP API, metrics and webhooks.
     Serve(serve::ServeArgs),
+    /// API tokens for `cairn serve --listen`: create (printed once), list, revoke.
+    Token(token::TokenArgs),
     /// What the test agent knows: flaky tests and their quarantine; measuring its selection.
     Tests(tests::TestsArgs),
     /// Language-model spending by day, task and tier, with cache savings.

@@ -137,6 +137,14 @@ impl Engine {
         &self.owner
     }
 
+    /// Whether this engine is driving the run right now.
+    pub fn is_driving(&self, run_id: i64) -> bool {
+        self.active
+            .lock()
+            .map(|active| active.contains(&run_id))
+            .unwrap_or(false)
+    }
+
     pub fn agent_names(&self) -> Vec<&'static str> {
         self.agents.names()
     }

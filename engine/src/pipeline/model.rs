@@ -65,6 +65,9 @@ pub struct Repository {
     pub url: String,
     /// Branches to watch; empty means the remote's default branch.
     pub branches: Vec<String>,
+    /// The environment variable of `cairn serve` holding this repository's webhook secret
+    /// (`webhook_secret_env:`); the secret itself never sits in the workflow file.
+    pub webhook_secret_env: Option<String>,
 }
 
 /// One node of the DAG.

@@ -15,6 +15,7 @@
 //!   repositories:
 //!     - url: /srv/git/app.git       # a path or any URL git can fetch;
 //!       branches: [main]            #   a plain string item means just the url;
+//!       webhook_secret_env: APP_HOOK  #   optional: env var of `cairn serve` with the webhook secret
 //!     - /srv/git/other.git          #   branches: one string or a list (default branch if absent)
 //! steps:                            # required, a non-empty list; file order breaks ties
 //!   - id: analyze                   # required, unique: a lowercase letter, then a-z 0-9 _ -
@@ -68,7 +69,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "llm",
 ];
 const TRIGGER_KEYS: &[&str] = &["schedule", "commits", "repositories"];
-const REPOSITORY_KEYS: &[&str] = &["url", "branches"];
+const REPOSITORY_KEYS: &[&str] = &["url", "branches", "webhook_secret_env"];
 
 /// What the parse needs besides the text.
 pub(crate) struct ParseContext<'a> {
@@ -483,6 +484,7 @@ fn parse_repository(
             Some(Repository {
                 url: url.as_str().trim().to_owned(),
                 branches: Vec::new(),
+                webhook_secret_env: None,
             })
         }
         Node::Mapping(mapping) => {
@@ -506,9 +508,26 @@ fn parse_repository(
                 }
                 None => Vec::new(),
             };
+            let webhook_secret_env = match entry(mapping, "webhook_secret_env") {
+                Some((_, node)) => {
+                    let what = format!("`webhook_secret_env` of {what}");
+                    let name = non_empty_string(node, &what, diagnostics)?;
+                    let name = name.as_str().trim();
+                    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        diagnostics.report(
+                            location(node),
+                            format!("{what} must name an environment variable (letters, digits, _), not `{name}`"),
+                        );
+                        return None;
+                    }
+                    Some(name.to_owned())
+                }
+                None => None,
+            };
             Some(Repository {
                 url: url?.as_str().trim().to_owned(),
                 branches,
+                webhook_secret_env,
             })
         }
         Node::Sequence(_) => {

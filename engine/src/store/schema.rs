@@ -286,7 +286,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX risk_models_by_root ON risk_models(root_commit, calibrated_at);
     "#,
-    // Secrets (`cairn secret set`), sealed with XChaCha20-Poly1305 under the key file
+    // 12: secrets (`cairn secret set`), sealed with XChaCha20-Poly1305 under the key file
     // `$CAIRN_HOME/secrets.key`; the name is the associated data, so a row moved to another
     // name does not open.
     r#"
@@ -295,6 +295,19 @@ const MIGRATIONS: &[&str] = &[
         nonce BLOB NOT NULL,
         ciphertext BLOB NOT NULL,
         updated_at INTEGER NOT NULL
+    );
+    "#,
+    // 13: API tokens of `cairn serve --listen` (`cairn token create`): only the SHA-256 of each
+    // token is kept; the token itself is printed once.
+    r#"
+    CREATE TABLE api_tokens (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        name         TEXT    NOT NULL,
+        scope        TEXT    NOT NULL,  -- read, write
+        sha256       TEXT    NOT NULL UNIQUE,
+        created_at   INTEGER NOT NULL,
+        last_used_at INTEGER,
+        revoked_at   INTEGER
     );
     "#,
 ];

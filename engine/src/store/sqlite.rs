@@ -734,10 +734,10 @@ impl WriteTxn<'_> {
     }
 }
 
-const RUN_COLUMNS: &str = "id, workflow, source_path, definition, definition_sha256, context, \
+pub(super) const RUN_COLUMNS: &str = "id, workflow, source_path, definition, definition_sha256, context, \
      state, reason, cancel_requested, lease_owner, lease_expires_at, created_at, finished_at";
 
-fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RunRecord>> {
+pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RunRecord>> {
     let state: String = row.get(6)?;
     Ok(state
         .parse::<RunState>()
@@ -795,7 +795,7 @@ fn step_from_row(row: &Row<'_>) -> rusqlite::Result<Result<StepRecord>> {
 
 /// Stored JSON was written by us; if it is unreadable anyway, show it as a string rather than
 /// refusing to display the run.
-fn parse_json(text: String) -> Value {
+pub(super) fn parse_json(text: String) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 

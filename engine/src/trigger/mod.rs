@@ -7,4 +7,4 @@ mod serve;
 mod upkeep;
 
 pub use poller::{Poller, TickReport, Watch, backoff_ms};
-pub use serve::{ServeOptions, ServeReport, serve};
+pub use serve::{ServeCommand, ServeOptions, ServeReport, serve};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Local;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::poller::{Poller, Watch};
@@ -24,6 +24,29 @@ pub struct ServeOptions {
     pub once: bool,
     /// Run directories and the retention applied to them and the database once an hour.
     pub retention: Option<(PathBuf, Retention)>,
+    /// Requests from the HTTP service (`cairn serve --listen`); with them, `serve` keeps going
+    /// even when no workflow has a schedule.
+    pub commands: Option<mpsc::UnboundedReceiver<ServeCommand>>,
+}
+
+/// What the HTTP service asks of the serving loop. Runs are driven and repositories polled
+/// only here, so a webhook's poll and a cron tick never race inside one process, and runs are
+/// still created only through the durable cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServeCommand {
+    /// Drive a run this engine is not driving: one the API started, or resumes.
+    Drive(i64),
+    /// Poll one repository now (a webhook said it changed).
+    Poll(String),
+}
+
+async fn next_command(
+    commands: &mut Option<mpsc::UnboundedReceiver<ServeCommand>>,
+) -> Option<ServeCommand> {
+    match commands {
+        Some(commands) => commands.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What `serve` did, returned when it stops (only with `once`).
@@ -38,10 +61,12 @@ pub struct ServeReport {
 pub async fn serve(
     engine: Arc<Engine>,
     watches: Vec<Watch>,
-    options: ServeOptions,
+    mut options: ServeOptions,
     observer: Option<Observer>,
 ) -> ServeReport {
     let mut report = ServeReport::default();
+    // Runs handed to a task of `runs` and not finished yet.
+    let mut driving: std::collections::HashSet<i64> = std::collections::HashSet::new();
     let limit = Arc::new(Semaphore::new(options.max_runs.max(1)));
     let mut runs: JoinSet<(i64, RunState)> = JoinSet::new();
     // Runs of the same workflow and branch go one after another, in commit order, so an older
@@ -87,6 +112,7 @@ pub async fn serve(
                     "resuming interrupted run"
                 );
                 report.resumed.push(run.id);
+                driving.insert(run.id);
                 spawn(&mut runs, run.id);
             }
         }
@@ -116,6 +142,7 @@ pub async fn serve(
         super::upkeep::INTEGRITY_EVERY,
     );
     let mut gc = tokio::time::interval(super::upkeep::GC_EVERY);
+    let mut commands = options.commands.take();
     loop {
         let now = Local::now();
         let next: Vec<Option<chrono::DateTime<Local>>> = watches
@@ -126,16 +153,52 @@ pub async fn serve(
                     .and_then(|cron| cron.find_next_occurrence(&now, false).ok())
             })
             .collect();
-        let Some(earliest) = next.iter().flatten().min().copied() else {
+        let earliest = next.iter().flatten().min().copied();
+        if earliest.is_none() && commands.is_none() {
             tracing::warn!("no workflow has a schedule; only resumed runs are driven");
             while runs.join_next().await.is_some() {}
             return report;
-        };
-        let wait = (earliest - now).to_std().unwrap_or(Duration::ZERO);
-        tracing::info!(at = %earliest.format("%H:%M:%S"), "next poll");
+        }
+        // Without a schedule only the HTTP service's requests wake the loop.
+        let wait = earliest.map_or(Duration::from_secs(24 * 3600), |earliest| {
+            tracing::info!(at = %earliest.format("%H:%M:%S"), "next poll");
+            (earliest - now).to_std().unwrap_or(Duration::ZERO)
+        });
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            Some(_) = runs.join_next(), if !runs.is_empty() => continue,
+            () = tokio::time::sleep(wait) => {
+                if earliest.is_none() {
+                    continue;
+                }
+            }
+            Some(command) = next_command(&mut commands) => {
+                match command {
+                    // Twice driven by one engine would have it fence itself out.
+                    ServeCommand::Drive(run_id) => {
+                        if driving.insert(run_id) {
+                            spawn(&mut runs, run_id);
+                        }
+                    }
+                    ServeCommand::Poll(url) => {
+                        let due: Vec<&Watch> = watches
+                            .iter()
+                            .filter(|w| w.trigger.repositories.iter().any(|r| r.url == url))
+                            .collect();
+                        let tick = poller.tick(&due, false).await;
+                        tracing::info!(repository = url, runs = tick.runs.len(), "polled on request");
+                        for run_id in tick.runs {
+                            driving.insert(run_id);
+                            spawn(&mut runs, run_id);
+                        }
+                    }
+                }
+                continue;
+            }
+            Some(done) = runs.join_next(), if !runs.is_empty() => {
+                if let Ok((run_id, _)) = done {
+                    driving.remove(&run_id);
+                }
+                continue;
+            }
             _ = gc.tick() => {
                 if let Some((work_dir, retention)) = &options.retention {
                     super::upkeep::collect_garbage(&engine, work_dir.clone(), *retention).await;
@@ -150,11 +213,12 @@ pub async fn serve(
         let due: Vec<&Watch> = watches
             .iter()
             .zip(&next)
-            .filter(|(_, at)| **at == Some(earliest))
+            .filter(|(_, at)| **at == earliest)
             .map(|(w, _)| w)
             .collect();
         let tick = poller.tick(&due, true).await;
         for run_id in tick.runs {
+            driving.insert(run_id);
             spawn(&mut runs, run_id);
         }
     }

@@ -1,0 +1,52 @@
+//! The frame every dashboard page shares: navigation, the sign-out form, the stylesheet.
+
+use maud::{DOCTYPE, Markup, html};
+
+/// A whole page. `csrf` is the session's CSRF token when signed in (for the sign-out form).
+pub fn page(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Cairn" }
+                link rel="stylesheet" href="/static/style.css";
+            }
+            body {
+                header {
+                    nav aria-label="Main" {
+                        a.brand href="/" { "Cairn" }
+                        a href="/" { "Runs" }
+                        a href="/deployments" { "Deployments" }
+                        a href="/costs" { "Costs" }
+                        a href="/flaky" { "Flaky tests" }
+                        @if let Some(csrf) = csrf {
+                            form.signout method="post" action="/logout" {
+                                input type="hidden" name="csrf" value=(csrf);
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// A state as a labelled badge (the colour is never the only cue: the word is shown).
+pub fn badge(state: &str) -> Markup {
+    html! { span class={"badge state-" (state)} { (state) } }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC.
+pub fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+pub fn short(commit: &str) -> &str {
+    commit.get(..10).unwrap_or(commit)
+}
