@@ -12,6 +12,7 @@ mod risk_models;
 mod schema;
 mod sqlite;
 mod state;
+mod test_coverage;
 mod test_learning;
 mod tests_history;
 
@@ -28,5 +29,6 @@ pub use risk_models::StoredRiskModel;
 pub use schema::LATEST_VERSION;
 pub use sqlite::{Store, WriteTxn, now_ms};
 pub use state::{RunState, StepState};
+pub use test_coverage::TestCoverage;
 pub use test_learning::{ProposalRecord, TestLink};
 pub use tests_history::QuarantinedTest;

@@ -286,6 +286,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX risk_models_by_root ON risk_models(root_commit, calibrated_at);
     "#,
+    // Per-test coverage (test selection): the lines of each source file a test file's tests
+    // executed, from the newest coverage run that ran that test file, and the commit it ran at.
+    r#"
+    CREATE TABLE test_coverage (
+        repo TEXT NOT NULL,
+        test_file TEXT NOT NULL,
+        commit_id TEXT NOT NULL,
+        source_path TEXT NOT NULL,
+        lines TEXT NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, test_file, source_path)
+    );
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
