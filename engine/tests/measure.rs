@@ -150,3 +150,73 @@ fn measure_reports_fraction_and_safety_per_commit() {
         "builds happen in the scratch directory only"
     );
 }
+
+/// A fault that aborts the test process (a panic while a guard's `Drop` runs during
+/// unwinding) takes every test of its binary down with it; those that never met the fault
+/// must not count as fault-revealing (and so as missed when not selected): they are re-run
+/// one at a time, and only the one that really dies with the fault counts.
+#[test]
+fn a_binary_aborted_by_a_fault_counts_only_the_tests_that_fail_on_their_own() {
+    let sandbox = tempfile::tempdir().expect("tempdir");
+    let repo = sandbox.path().join("tiny");
+    std::fs::create_dir_all(repo.join("src")).expect("mkdir");
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(repo.join("Cargo.toml"), MANIFEST).expect("write");
+    std::fs::write(repo.join("src/lib.rs"), "pub mod math;\npub mod text;\n").expect("write");
+    // Aborts when `double` panics: the guard's drop panics again while unwinding.
+    let math = |body: &str| {
+        format!(
+            "pub fn double(x: i32) -> i32 {{\n    {body}\n}}\n\n#[cfg(test)]\nmod tests {{\n    struct Bomb;\n    impl Drop for Bomb {{\n        fn drop(&mut self) {{\n            if std::thread::panicking() {{\n                std::process::abort();\n            }}\n        }}\n    }}\n\n    #[test]\n    fn doubles_or_aborts() {{\n        let _bomb = Bomb;\n        assert_eq!(super::double(2), 4);\n    }}\n}}\n"
+        )
+    };
+    std::fs::write(repo.join("src/math.rs"), math("x * 2")).expect("write");
+    // Tests of another module that run after the abort (libtest runs them by name): with
+    // the whole binary gone they report nothing.
+    let mut text = String::from(
+        "pub fn shout(s: &str) -> String {\n    s.to_uppercase()\n}\n\n#[cfg(test)]\nmod tests {\n",
+    );
+    for index in 0..6 {
+        text.push_str(&format!(
+            "    #[test]\n    fn shouts_{index}() {{\n        assert_eq!(super::shout(\"a\"), \"A\");\n    }}\n"
+        ));
+    }
+    text.push_str("}\n");
+    std::fs::write(repo.join("src/text.rs"), text).expect("write");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "tiny crate"]);
+    commit(&repo, "src/math.rs", &math("x + x"), "math: add");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["tests", "measure", "--repo"])
+        .arg(&repo)
+        .args([
+            "--commits",
+            "1",
+            "--json",
+            "--command",
+            "cargo test --offline",
+            "--scratch",
+        ])
+        .arg(sandbox.path().join("scratch"))
+        .env("CAIRN_HOME", sandbox.path().join("home"))
+        .output()
+        .expect("cairn runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let report: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let measured = &report["commits"][0];
+    assert_eq!(
+        (measured["selected"].as_u64(), measured["total"].as_u64()),
+        (Some(1), Some(7)),
+        "{measured:#}"
+    );
+    assert_eq!(
+        measured["revealing"],
+        serde_json::json!(["tiny lib::math::tests::doubles_or_aborts"]),
+        "{measured:#}"
+    );
+    assert_eq!(measured["missed"], serde_json::json!([]), "{measured:#}");
+    assert_eq!(report["summary"]["kept_percent"], 100.0);
+}

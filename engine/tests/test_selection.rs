@@ -412,3 +412,183 @@ async fn env_reaches_pytest_which_gets_cairn_s_report_and_failures_are_re_run() 
         run.logs.join("\n")
     );
 }
+
+/// Per-test coverage (as pytest-testmon does it): a coverage run records which lines each test
+/// file executed; a later change inside a function body then selects only the test files that
+/// executed that body, where the import graph alone would select every importer. A test file
+/// the record does not know (added since) still runs, and a change outside function bodies
+/// (module-level code runs at import, for every importer) selects every importer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_test_coverage_selects_the_test_files_that_ran_the_changed_lines() {
+    if !python_has("pytest") || !python_has("coverage") {
+        eprintln!("SKIPPED: pytest and coverage.py are needed (scripts/setup.sh installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::init(&dir.path().join("calc"));
+    let calc = |add: &str, mul: &str| {
+        format!(
+            "def add(a, b):\n    return {add}\n\n\ndef mul(a, b):\n    product = {mul}\n    return product\n"
+        )
+    };
+    repo.write("src/calc.py", &calc("a + b", "a * b"));
+    repo.write(
+        "tests/test_adding.py",
+        "from src.calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+    );
+    repo.write(
+        "tests/test_multiplying.py",
+        "from src.calc import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n",
+    );
+    repo.write("README.md", "# calc\n");
+    let first = repo.commit_all("calc");
+    let engine = TestEngine::new(None);
+    let command = "python3 -m pytest -q -p no:cacheprovider";
+
+    // The recording run: everything, under coverage with one context per test.
+    let run = engine
+        .test(
+            &repo,
+            &first,
+            json!({ "command": command, "select": false, "coverage": true }),
+        )
+        .await;
+    let out = run.outputs();
+    assert_eq!(out["tests_run"], 2, "{out:#}\n{}", run.logs.join("\n"));
+    assert!(
+        run.logs
+            .iter()
+            .any(|l| l == "coverage: recorded what 2 test file(s) executed"),
+        "{}",
+        run.logs.join("\n")
+    );
+    let records = engine.store.test_coverage(&repo.url()).unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let adding = &records[0];
+    assert_eq!(adding.test_file, "tests/test_adding.py");
+    assert!(
+        adding.lines["src/calc.py"].contains(&2) && !adding.lines["src/calc.py"].contains(&6),
+        "test_adding ran add's body, not mul's: {adding:?}"
+    );
+
+    // A test file added since the record: unknown to it.
+    repo.write(
+        "tests/test_late.py",
+        "from src.calc import add\n\n\ndef test_late():\n    assert add(1, 1) == 2\n",
+    );
+    repo.commit_all("a late test");
+    // A change inside mul's body: only the test file that ran it, and the unknown one.
+    repo.write("src/calc.py", &calc("a + b", "b * a"));
+    let commit = repo.commit_all("mul: b * a");
+    let run = engine
+        .test(
+            &repo,
+            &commit,
+            json!({ "command": command, "coverage": false }),
+        )
+        .await;
+    let out = run.outputs();
+    assert_eq!(
+        out["selection"]["tests"],
+        json!(["tests/test_late.py", "tests/test_multiplying.py"]),
+        "{out:#}"
+    );
+    let reasons = out["selection"]["reasons"].as_array().unwrap();
+    assert!(
+        reasons.iter().any(|r| r.as_str().is_some_and(|r| r
+            .starts_with("tests/test_adding.py: left out for src/calc.py: its tests never ran the changed mul"))),
+        "{out:#}"
+    );
+    assert_eq!(out["tests_run"], 2, "{out:#}");
+
+    // Module-level code runs at import, for every importer: no narrowing. (The record is also
+    // stale now — calc.py changed since — which alone would keep every importer.)
+    repo.write(
+        "src/calc.py",
+        &format!("SCALE = 1\n\n\n{}", calc("a + b", "b * a")),
+    );
+    let commit = repo.commit_all("calc: a constant");
+    let run = engine
+        .test(
+            &repo,
+            &commit,
+            json!({ "command": command, "coverage": false }),
+        )
+        .await;
+    let out = run.outputs();
+    assert_eq!(
+        out["selection"]["tests"],
+        json!([
+            "tests/test_adding.py",
+            "tests/test_late.py",
+            "tests/test_multiplying.py"
+        ]),
+        "{out:#}"
+    );
+}
+
+/// A stale record is unknown: after a change to a file a test executed, its record says
+/// nothing until a coverage run records it again, and then it narrows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_older_than_a_change_to_what_the_test_ran_is_not_trusted() {
+    if !python_has("pytest") || !python_has("coverage") {
+        eprintln!("SKIPPED: pytest and coverage.py are needed (scripts/setup.sh installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::init(&dir.path().join("calc"));
+    let calc = |add: &str, mul: &str| {
+        format!("def add(a, b):\n    return {add}\n\n\ndef mul(a, b):\n    return {mul}\n")
+    };
+    repo.write("src/calc.py", &calc("a + b", "a * b"));
+    repo.write(
+        "tests/test_adding.py",
+        "from src.calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+    );
+    repo.write(
+        "tests/test_multiplying.py",
+        "from src.calc import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n",
+    );
+    let first = repo.commit_all("calc");
+    let engine = TestEngine::new(None);
+    let command = "python3 -m pytest -q -p no:cacheprovider";
+    let record = json!({ "command": command, "select": false, "coverage": true });
+    engine.test(&repo, &first, record.clone()).await.outputs();
+    // add changes (not recorded), then mul: the record predates the add change, which
+    // test_adding executed, so test_adding is unknown and runs.
+    repo.write("src/calc.py", &calc("b + a", "a * b"));
+    repo.commit_all("add: b + a");
+    repo.write("src/calc.py", &calc("b + a", "b * a"));
+    let commit = repo.commit_all("mul: b * a");
+    let selected = |out: &Value| out["selection"]["tests"].clone();
+    let run = engine
+        .test(
+            &repo,
+            &commit,
+            json!({ "command": command, "coverage": false }),
+        )
+        .await;
+    assert_eq!(
+        selected(run.outputs()),
+        json!(["tests/test_adding.py", "tests/test_multiplying.py"]),
+        "{:#}",
+        run.outputs()
+    );
+    // Recorded again at this commit: the next change to mul narrows.
+    engine.test(&repo, &commit, record).await.outputs();
+    repo.write("src/calc.py", &calc("b + a", "(b * a)"));
+    let next = repo.commit_all("mul: parenthesised");
+    let run = engine
+        .test(
+            &repo,
+            &next,
+            json!({ "command": command, "coverage": false }),
+        )
+        .await;
+    assert_eq!(
+        selected(run.outputs()),
+        json!(["tests/test_multiplying.py"]),
+        "{:#}",
+        run.outputs()
+    );
+}

@@ -40,6 +40,11 @@ pub struct MeasureArgs {
     /// At most this many changed functions get a fault per commit.
     #[arg(long, default_value_t = 20)]
     pub max_mutants: usize,
+    /// pytest suites: before each commit, run the suite at its parent under coverage.py with
+    /// one context per test and record what each test file executed, as a previous pipeline
+    /// run with `coverage: true` would; the selection then uses it (per-test coverage).
+    #[arg(long)]
+    pub per_test_coverage: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -66,6 +71,7 @@ pub fn measure(args: &MeasureArgs) -> Result<()> {
         scratch,
         binary_timeout: Duration::from_secs(args.binary_timeout),
         max_mutants: args.max_mutants,
+        per_test_coverage: args.per_test_coverage,
     };
     let bar = ProgressBar::new(args.commits as u64).with_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")

@@ -14,6 +14,7 @@ mod secrets;
 mod service;
 mod sqlite;
 mod state;
+mod test_coverage;
 mod test_learning;
 mod tests_history;
 
@@ -32,5 +33,6 @@ pub use secrets::SealedSecret;
 pub use service::{AttemptRecord, FlakyTest, MetricCounts, RunFilter, RunSummary, TokenRecord};
 pub use sqlite::{Store, WriteTxn, now_ms};
 pub use state::{RunState, StepState};
+pub use test_coverage::TestCoverage;
 pub use test_learning::{ProposalRecord, TestLink};
 pub use tests_history::QuarantinedTest;

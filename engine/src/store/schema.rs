@@ -310,6 +310,19 @@ const MIGRATIONS: &[&str] = &[
         revoked_at   INTEGER
     );
     "#,
+    // 14: per-test coverage (test selection): the lines of each source file a test file's tests
+    // executed, from the newest coverage run that ran that test file, and the commit it ran at.
+    r#"
+    CREATE TABLE test_coverage (
+        repo TEXT NOT NULL,
+        test_file TEXT NOT NULL,
+        commit_id TEXT NOT NULL,
+        source_path TEXT NOT NULL,
+        lines TEXT NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, test_file, source_path)
+    );
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -38,6 +38,7 @@ pub mod imports;
 mod learn;
 pub mod measure;
 mod narrow;
+mod per_test;
 mod results;
 mod runner;
 pub mod rust;
@@ -502,7 +503,7 @@ async fn run(
     // test ran.
     let mut measured = None;
     if config.coverage && !commit.is_empty() {
-        let (report, lcov) = coverage_gaps(&context, &command, &commit).await;
+        let (report, lcov) = coverage_gaps(&context, &command, &repo, &commit).await;
         summary["coverage"] = report;
         measured = lcov;
     }
@@ -559,13 +560,20 @@ async fn choose_files(
 ) -> Result<FileSelection, AgentError> {
     let (store, workspace) = (context.store.clone(), context.workspace.clone());
     let (repo, commit, paths) = (repo.to_string(), commit.to_string(), changed.to_vec());
-    let (learned, test_files, links, graph) = tokio::task::spawn_blocking(move || {
+    let (learned, test_files, links, graph, coverage) = tokio::task::spawn_blocking(move || {
         let learned = learn::learn_history(&store, &repo, &workspace, &commit);
         let test_files = files::test_files(&workspace, &commit);
         let links = store.test_links(&repo, &paths).map_err(|e| e.to_string());
         let graph = files::tracked(&workspace, &commit)
             .map(|tracked| imports::Graph::build(&workspace, &tracked));
-        (learned, test_files, links, graph)
+        // Per-test coverage of earlier runs, where it still describes the tests.
+        let coverage = match (&graph, &test_files, store.test_coverage(&repo)) {
+            (Ok(graph), Ok(tests), Ok(records)) => {
+                per_test::excluded(&workspace, &commit, &paths, &records, graph, tests)
+            }
+            _ => per_test::Excluded::new(),
+        };
+        (learned, test_files, links, graph, coverage)
     })
     .await
     .map_err(|e| AgentError::new(e.to_string()))?;
@@ -588,7 +596,14 @@ async fn choose_files(
             format!("{language} imports not read ({why}): its changes run everything"),
         );
     }
-    let mut chosen = select_files(changed, &test_files, &config.globs, &links, &graph);
+    let mut chosen = select_files(
+        changed,
+        &test_files,
+        &config.globs,
+        &links,
+        &graph,
+        &coverage,
+    );
     if !chosen.all
         && !chosen.tests.is_empty()
         && let Err(why) = narrow::narrow(&config.command, &chosen.tests, &context.workspace)
@@ -602,6 +617,7 @@ async fn choose_files(
 async fn coverage_gaps(
     context: &AgentContext,
     command: &str,
+    repo: &str,
     commit: &str,
 ) -> (Value, Option<coverage::Lcov>) {
     let workspace = &context.workspace;
@@ -617,11 +633,22 @@ async fn coverage_gaps(
         );
     }
     let lcov = folder.join("lcov.info");
+    let contexts = folder.join("contexts.json");
+    let _ = std::fs::remove_file(&contexts);
     let steps = match coverage::instrumented(command, &lcov, &folder.join(".coverage")).await {
         Ok(steps) => steps,
         Err(why) => {
             context.logs.line("stdout", format!("coverage: {why}"));
             return (json!({ "unavailable": why }), None);
+        }
+    };
+    // pytest: one coverage context per test, so the next runs can select by what each test
+    // executed (`per_test.rs`).
+    let steps = match per_test_steps(&steps, &folder, &contexts) {
+        Ok(steps) => steps,
+        Err(error) => {
+            context.logs.line("engine", format!("coverage: {error}"));
+            steps
         }
     };
     for step in &steps {
@@ -639,6 +666,29 @@ async fn coverage_gaps(
             );
         }
     };
+    if let Ok(json) = std::fs::read_to_string(&contexts) {
+        match per_test::parse_contexts(&json, commit) {
+            Ok(records) => {
+                let stored = context
+                    .store
+                    .write(|txn| txn.record_test_coverage(repo, &records));
+                context.logs.line(
+                    "engine",
+                    match stored {
+                        Ok(()) => format!(
+                            "coverage: recorded what {} test file(s) executed",
+                            records.len()
+                        ),
+                        Err(error) => format!("coverage: per-test coverage not recorded: {error}"),
+                    },
+                );
+            }
+            Err(error) => context.logs.line(
+                "engine",
+                format!("coverage: per-test coverage not read: {error}"),
+            ),
+        }
+    }
     let root = std::fs::canonicalize(workspace).unwrap_or_else(|_| workspace.clone());
     let measured = coverage::parse_lcov(&text, &root);
     let gaps = coverage::gaps(&hunks, &measured);
@@ -657,6 +707,39 @@ async fn coverage_gaps(
         "coverage.py"
     };
     (coverage::report(&gaps, tool), Some(measured))
+}
+
+/// For a pytest coverage run: the context plugin written beside the report, loaded with
+/// `-p`, and a JSON report with the contexts. Other runs are left as they are.
+fn per_test_steps(steps: &[String], folder: &Path, contexts: &Path) -> Result<Vec<String>, String> {
+    let Some(run) = steps.first().filter(|s| s.contains(" -m pytest")) else {
+        return Ok(steps.to_vec());
+    };
+    let plugin = folder.join(format!("{}.py", per_test::CONTEXT_PLUGIN_MODULE));
+    std::fs::write(&plugin, per_test::CONTEXT_PLUGIN)
+        .map_err(|e| format!("failed to write {}: {e}", plugin.display()))?;
+    let quoted = |path: &Path| format!("'{}'", path.display().to_string().replace('\'', r"'\''"));
+    let run = format!(
+        "PYTHONPATH={}${{PYTHONPATH:+:$PYTHONPATH}} {}",
+        quoted(folder),
+        run.replacen(
+            " -m pytest",
+            &format!(" -m pytest -p {}", per_test::CONTEXT_PLUGIN_MODULE),
+            1
+        )
+    );
+    let data = run
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("--data-file="))
+        .unwrap_or(".coverage")
+        .to_string();
+    let mut all = vec![run];
+    all.extend(steps[1..].iter().cloned());
+    all.push(format!(
+        "python3 -m coverage json --data-file={data} --show-contexts -o {}",
+        quoted(contexts)
+    ));
+    Ok(all)
 }
 
 fn changed_paths(workspace: &Path, commit: &str) -> Result<Vec<String>, AgentError> {

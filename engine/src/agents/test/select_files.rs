@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::files::{is_test_file, is_test_support};
 use super::imports::Graph;
+use super::per_test::Excluded;
 use crate::agents::orchestrator::{Category, categorize};
 use crate::store::TestLink;
 
@@ -117,8 +118,10 @@ pub fn select_files(
     globs: &SelectGlobs,
     links: &[TestLink],
     graph: &Graph,
+    coverage: &Excluded,
 ) -> FileSelection {
     let total = test_files.len();
+    let mut left_out: Vec<String> = Vec::new();
     let tests: BTreeSet<String> = test_files.iter().cloned().collect();
     let mut why: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut add = |test: &String, reason: String| {
@@ -187,7 +190,13 @@ pub fn select_files(
                 );
             }
             Ok(()) => {
+                let shown = coverage.get(path);
                 for (test, chain) in graph.reaching(path, &tests) {
+                    // Per-test coverage shows this test file never ran the changed code.
+                    if let Some(why) = shown.and_then(|shown| shown.get(&test)) {
+                        left_out.push(format!("{test}: left out for {path}: {why}"));
+                        continue;
+                    }
                     add(&test, chain);
                 }
                 for test in own_tests(path, test_files) {
@@ -265,10 +274,16 @@ pub fn select_files(
     };
     let mut selected: Vec<String> = why.keys().cloned().collect();
     selected.sort_by_key(|test| std::cmp::Reverse(weight(test)));
-    let reasons = selected
+    let mut reasons: Vec<String> = selected
         .iter()
         .map(|test| format!("{test}: {}", why[test].join("; ")))
         .collect();
+    // What coverage left out for one file but another file selected is selected.
+    reasons.extend(
+        left_out
+            .into_iter()
+            .filter(|note| !why.contains_key(note.split(": ").next().unwrap_or_default())),
+    );
     FileSelection {
         all: false,
         selected: selected.len(),
@@ -411,7 +426,66 @@ mod tests {
     }
 
     fn select(paths: &[&str], globs: &SelectGlobs, links: &[TestLink]) -> FileSelection {
-        select_files(&changed(paths), &tests(), globs, links, &graph())
+        select_files(
+            &changed(paths),
+            &tests(),
+            globs,
+            links,
+            &graph(),
+            &Excluded::new(),
+        )
+    }
+
+    #[test]
+    fn per_test_coverage_leaves_out_importers_but_never_a_file_s_own_test() {
+        let shown = |tests: &[&str]| -> Excluded {
+            BTreeMap::from([(
+                "src/users.py".to_string(),
+                tests
+                    .iter()
+                    .map(|t| (t.to_string(), "never ran greet".to_string()))
+                    .collect(),
+            )])
+        };
+        let coverage = shown(&["tests/test_api.py", "tests/test_users.py"]);
+        let selection = select_files(
+            &changed(&["src/users.py"]),
+            &tests(),
+            &SelectGlobs::default(),
+            &[],
+            &graph(),
+            &coverage,
+        );
+        assert_eq!(selection.tests, ["tests/test_users.py"], "{selection:?}");
+        assert_eq!(
+            selection.why["tests/test_users.py"],
+            ["the test file named after src/users.py"]
+        );
+        assert!(
+            selection
+                .reasons
+                .contains(&"tests/test_api.py: left out for src/users.py: never ran greet".into()),
+            "{:?}",
+            selection.reasons
+        );
+        // Another changed file reaching the same test still selects it.
+        let selection = select_files(
+            &changed(&["src/users.py", "src/api.py"]),
+            &tests(),
+            &SelectGlobs::default(),
+            &[],
+            &graph(),
+            &coverage,
+        );
+        assert_eq!(
+            selection.tests,
+            ["tests/test_api.py", "tests/test_users.py"]
+        );
+        assert!(
+            !selection.reasons.iter().any(|r| r.contains("left out")),
+            "{:?}",
+            selection.reasons
+        );
     }
 
     #[test]
@@ -546,6 +620,7 @@ mod tests {
             &SelectGlobs::default(),
             &[],
             &unread,
+            &Excluded::new(),
         );
         assert!(selection.all, "{selection:?}");
     }
@@ -597,6 +672,7 @@ mod tests {
                 &SelectGlobs::default(),
                 &[],
                 &graph,
+                &Excluded::new(),
             )
         };
         let selection = select("src/rates.csv");

@@ -17,6 +17,7 @@ use super::script_mutants;
 use super::{CommitReport, Error, Options, Progress, empty};
 use crate::agents::test::imports::Graph;
 use crate::agents::test::narrow::{go_tests, narrow};
+use crate::agents::test::per_test::{self, Excluded};
 use crate::agents::test::results::{Outcome, TestResult, parse_go_json, parse_junit};
 use crate::agents::test::runner::with_report;
 use crate::agents::test::{SelectGlobs, files, learn, select_files};
@@ -74,6 +75,17 @@ pub fn measure_commit(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<CommitReport, Error> {
     let mut report = empty(commit);
+    let repo_key = options.repo.display().to_string();
+    if options.per_test_coverage {
+        progress(Progress::Step("recording per-test coverage at the parent"));
+        if let Err(error) =
+            record_parent_coverage(options, suite, store, checkout, commit, &repo_key)
+        {
+            report
+                .notes
+                .push(format!("per-test coverage not recorded: {error}"));
+        }
+    }
     // Installed dependencies stay; what a previous commit's run left does not.
     super::check_out(checkout, commit, &["node_modules", ".venv"])?;
     progress(Progress::Step("selecting"));
@@ -85,17 +97,25 @@ pub fn measure_commit(
         .cloned()
         .collect();
     let graph = Graph::build(checkout, &tracked);
-    let repo_key = options.repo.display().to_string();
     learn::learn_history(store, &repo_key, checkout, commit).map_err(Error::Command)?;
     let links = store
         .test_links(&repo_key, &changed)
         .map_err(|e| Error::Command(e.to_string()))?;
+    let coverage = if options.per_test_coverage {
+        let records = store
+            .test_coverage(&repo_key)
+            .map_err(|e| Error::Command(e.to_string()))?;
+        per_test::excluded(checkout, commit, &changed, &records, &graph, &test_files)
+    } else {
+        Excluded::new()
+    };
     let selection = select_files(
         &changed,
         &test_files,
         &SelectGlobs::default(),
         &links,
         &graph,
+        &coverage,
     );
     report.selection_all = selection.all;
     report.selection_reasons = selection.reasons.clone();
@@ -215,6 +235,80 @@ pub fn measure_commit(
         report.safety_skipped = Some("no test of the suite revealed the faults".into());
     }
     Ok(report)
+}
+
+/// What a previous pipeline run with `coverage: true` would have recorded: the suite at the
+/// parent of `commit`, under coverage.py with one context per test (`per_test.rs`).
+fn record_parent_coverage(
+    options: &Options,
+    suite: &FileSuite,
+    store: &Store,
+    checkout: &Path,
+    commit: &str,
+    repo_key: &str,
+) -> Result<(), Error> {
+    let words: Vec<&str> = suite.command.split_whitespace().collect();
+    let rest = match words.as_slice() {
+        ["pytest", rest @ ..] => rest,
+        ["python3" | "python", "-m", "pytest", rest @ ..] => rest,
+        _ => {
+            return Err(Error::Usage(format!(
+                "per-test coverage is recorded for pytest commands only, not `{}`",
+                suite.command
+            )));
+        }
+    };
+    let parent = crate::exec::git(
+        checkout,
+        &["rev-parse", "--verify", "--quiet", &format!("{commit}^1")],
+    )
+    .map_err(Error::Git)?;
+    let parent = parent.trim().to_string();
+    super::check_out(checkout, &parent, &["node_modules", ".venv"])?;
+    let folder = options.scratch.join("per-test-coverage");
+    std::fs::create_dir_all(&folder).map_err(|source| Error::Write {
+        path: folder.clone(),
+        source,
+    })?;
+    let plugin = folder.join(format!("{}.py", per_test::CONTEXT_PLUGIN_MODULE));
+    std::fs::write(&plugin, per_test::CONTEXT_PLUGIN).map_err(|source| Error::Write {
+        path: plugin.clone(),
+        source,
+    })?;
+    let data = folder.join(".coverage");
+    let contexts = folder.join("contexts.json");
+    let _ = std::fs::remove_file(&data);
+    let _ = std::fs::remove_file(&contexts);
+    let command = format!(
+        "PYTHONPATH='{}'${{PYTHONPATH:+:$PYTHONPATH}} python3 -m coverage run --data-file='{}' --source=. -m pytest -p {} {}",
+        folder.display(),
+        data.display(),
+        per_test::CONTEXT_PLUGIN_MODULE,
+        rest.join(" ")
+    );
+    // Failing tests still record what they ran; only a run that reports nothing is an error.
+    run(suite, checkout, &command, false, options.binary_timeout)?;
+    let output = Command::new("python3")
+        .args(["-m", "coverage", "json", "--show-contexts", "-o"])
+        .arg(&contexts)
+        .arg(format!("--data-file={}", data.display()))
+        .current_dir(checkout)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Command(format!("failed to run coverage json: {e}")))?;
+    if !output.status.success() {
+        return Err(Error::Command(format!(
+            "coverage json failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let json = std::fs::read_to_string(&contexts)
+        .map_err(|e| Error::Command(format!("coverage wrote no {}: {e}", contexts.display())))?;
+    let records = per_test::parse_contexts(&json, &parent).map_err(Error::Command)?;
+    store
+        .write(|txn| txn.record_test_coverage(repo_key, &records))
+        .map_err(|e| Error::Command(e.to_string()))?;
+    Ok(())
 }
 
 /// Runs `command` in `checkout` (faults on or off) within `limit`, and reads its report.

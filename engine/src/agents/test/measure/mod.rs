@@ -64,6 +64,8 @@ pub struct Options {
     pub binary_timeout: Duration,
     /// At most this many functions get a fault per commit, most changed first.
     pub max_mutants: usize,
+    /// pytest suites: record per-test coverage at each commit's parent before selecting.
+    pub per_test_coverage: bool,
 }
 
 /// What happened to one commit.

@@ -158,8 +158,11 @@ pub fn list(binary: &Binary, harness_args: &[String]) -> Result<Vec<String>, Err
         .collect())
 }
 
-/// Outcome per test name. Tests still running at the time limit, or never reported because
-/// the binary died, count as failed.
+/// Outcome per test name. A binary that dies before its summary (a fault that aborts the
+/// process, a signal, the time limit) takes every test it had not reported down with it, and
+/// most of those never met the fault: its unreported tests are run again one at a time
+/// (`--test-threads=1`, so the test running when a process dies is the one that killed it),
+/// and only a test that fails or kills its process on its own counts as failed.
 pub fn run(
     binary: &Binary,
     harness_args: &[String],
@@ -168,8 +171,90 @@ pub fn run(
     mutant: bool,
     limit: Duration,
 ) -> Result<BTreeMap<String, Outcome>, Error> {
+    let first = run_once(binary, harness_args, names, exact, false, mutant, limit)?;
+    let mut outcomes = first.outcomes;
+    if first.complete {
+        for name in names {
+            outcomes.entry(name.clone()).or_insert(Outcome::Failed);
+        }
+        return Ok(outcomes);
+    }
+    tracing::info!(binary = %binary.path.display(), "test binary died before its summary: re-running its unreported tests one at a time");
+    let mut remaining: Vec<String> = names
+        .iter()
+        .filter(|n| !outcomes.contains_key(*n))
+        .cloned()
+        .collect();
+    // The harness arguments may set their own thread count; one thread is the point here.
+    let harness: Vec<String> = without_thread_count(harness_args);
+    while !remaining.is_empty() {
+        let pass = run_once(binary, &harness, &remaining, true, true, mutant, limit)?;
+        outcomes.extend(pass.outcomes);
+        let culprit = pass
+            .started
+            .filter(|name| !outcomes.contains_key(name) && remaining.contains(name));
+        match culprit {
+            Some(name) if !pass.complete => {
+                outcomes.insert(name, Outcome::Failed);
+            }
+            // Finished, or died where no test was running: what is unreported failed.
+            _ => {
+                for name in &remaining {
+                    outcomes.entry(name.clone()).or_insert(Outcome::Failed);
+                }
+            }
+        }
+        // Each pass settles at least one test (its culprit, or all), so this ends.
+        remaining.retain(|name| !outcomes.contains_key(name));
+    }
+    Ok(outcomes)
+}
+
+/// `args` without `--test-threads N` / `--test-threads=N`.
+fn without_thread_count(args: &[String]) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut skip_next = false;
+    for arg in args {
+        if skip_next {
+            skip_next = false;
+            continue;
+        }
+        if arg == "--test-threads" {
+            skip_next = true;
+            continue;
+        }
+        if arg.starts_with("--test-threads=") {
+            continue;
+        }
+        kept.push(arg.clone());
+    }
+    kept
+}
+
+/// One process of a test binary.
+struct Pass {
+    outcomes: BTreeMap<String, Outcome>,
+    /// The harness printed its summary line and the process exited on its own.
+    complete: bool,
+    /// The last test the harness said it started without a verdict (meaningful with one
+    /// thread: the test running when the process died).
+    started: Option<String>,
+}
+
+fn run_once(
+    binary: &Binary,
+    harness_args: &[String],
+    names: &[String],
+    exact: bool,
+    one_thread: bool,
+    mutant: bool,
+    limit: Duration,
+) -> Result<Pass, Error> {
     let mut command = Command::new(&binary.path);
     command.args(harness_args);
+    if one_thread {
+        command.arg("--test-threads=1");
+    }
     if exact {
         command.arg("--exact").args(names);
     }
@@ -193,20 +278,31 @@ pub fn run(
     let stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
         let mut outcomes = BTreeMap::new();
+        let mut summary = false;
+        let mut started = None;
         if let Some(stdout) = stdout {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some((name, outcome)) = crate::agents::test::results::libtest_line(&line) {
                     outcomes.insert(name, outcome);
+                } else if line.starts_with("test result: ") {
+                    summary = true;
+                } else if let Some(name) = started_test(&line) {
+                    started = Some(name);
                 }
             }
         }
-        outcomes
+        (outcomes, summary, started)
     });
-    let started = Instant::now();
+    let started_at = Instant::now();
+    let mut exited = false;
     loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if started.elapsed() > limit => {
+            Ok(Some(status)) => {
+                // Killed by a signal (an abort) is not an exit of its own.
+                exited = status.code().is_some();
+                break;
+            }
+            Ok(None) if started_at.elapsed() > limit => {
                 tracing::warn!(binary = %binary.path.display(), "test binary over its time limit: killed");
                 if let Ok(pid) = i32::try_from(child.id()) {
                     let _ = nix::sys::signal::killpg(
@@ -226,9 +322,19 @@ pub fn run(
             }
         }
     }
-    let mut outcomes = reader.join().unwrap_or_default();
-    for name in names {
-        outcomes.entry(name.clone()).or_insert(Outcome::Failed);
-    }
-    Ok(outcomes)
+    let (outcomes, summary, started) = reader.join().unwrap_or_default();
+    let started = started.filter(|name| !outcomes.contains_key(name));
+    Ok(Pass {
+        outcomes,
+        complete: exited && summary,
+        started,
+    })
+}
+
+/// `test NAME ... ` with no verdict yet: what libtest prints (and flushes) when one thread
+/// starts a test; the verdict follows on the same line once it ends.
+fn started_test(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("test ")?;
+    let name = rest.trim_end().strip_suffix(" ...")?;
+    Some(name.trim().to_string())
 }

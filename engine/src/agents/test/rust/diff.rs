@@ -18,6 +18,11 @@ pub struct Change {
     pub lines: Vec<(usize, usize)>,
     /// The file no longer exists after the commit (deleted, or the old side of a rename).
     pub deleted: bool,
+    /// The text before the commit, kept for the files whose meaning is a comparison
+    /// (`Cargo.lock`, `Cargo.toml`: which dependencies and keys changed); `None` otherwise
+    /// or when the file is new.
+    #[serde(skip)]
+    pub before: Option<String>,
 }
 
 impl Change {
@@ -27,6 +32,7 @@ impl Change {
             path: path.to_string(),
             lines: Vec::new(),
             deleted: false,
+            before: None,
         }
     }
 }
@@ -53,6 +59,13 @@ pub fn changes(dir: &Path, commit: &str) -> Result<Vec<Change>, String> {
     // A Rust file whose tokens are the same before and after (comments, blank lines,
     // formatting) changes nothing that compiles: it is not a change to select for.
     changes.retain(|change| !same_tokens(dir, commit, change));
+    for change in &mut changes {
+        let name = change.path.rsplit('/').next().unwrap_or(&change.path);
+        if matches!(name, "Cargo.lock" | "Cargo.toml") && !change.deleted {
+            // Absent in the parent (a new file): stays `None`.
+            change.before = git(dir, &["show", &format!("{commit}^1:{}", change.path)]).ok();
+        }
+    }
     Ok(changes)
 }
 
@@ -97,12 +110,14 @@ pub fn parse_patch(patch: &str) -> Vec<Change> {
                             path: old,
                             lines: Vec::new(),
                             deleted: true,
+                            before: None,
                         });
                     }
                     changes.push(Change {
                         path: new.to_string(),
                         lines: Vec::new(),
                         deleted: false,
+                        before: None,
                     });
                 }
                 None => {
@@ -111,6 +126,7 @@ pub fn parse_patch(patch: &str) -> Vec<Change> {
                             path: old,
                             lines: Vec::new(),
                             deleted: true,
+                            before: None,
                         });
                     }
                 }
@@ -122,6 +138,7 @@ pub fn parse_patch(patch: &str) -> Vec<Change> {
                 path: rest.to_string(),
                 lines: Vec::new(),
                 deleted: true,
+                before: None,
             });
             continue;
         }
@@ -132,6 +149,7 @@ pub fn parse_patch(patch: &str) -> Vec<Change> {
                     path: rest.to_string(),
                     lines: Vec::new(),
                     deleted: false,
+                    before: None,
                 });
             }
             continue;
@@ -185,7 +203,8 @@ mod tests {
             Change {
                 path: "src/a.rs".into(),
                 lines: vec![(3, 5), (11, 12)],
-                deleted: false
+                deleted: false,
+                before: None,
             }
         );
         assert_eq!(
@@ -193,7 +212,8 @@ mod tests {
             Change {
                 path: "old.rs".into(),
                 lines: vec![],
-                deleted: true
+                deleted: true,
+                before: None,
             }
         );
         assert_eq!(
@@ -201,7 +221,8 @@ mod tests {
             Change {
                 path: "new.rs".into(),
                 lines: vec![],
-                deleted: false
+                deleted: false,
+                before: None,
             }
         );
         assert_eq!(
@@ -209,7 +230,8 @@ mod tests {
             Change {
                 path: "gone.rs".into(),
                 lines: vec![],
-                deleted: true
+                deleted: true,
+                before: None,
             }
         );
     }

@@ -5,6 +5,7 @@
 
 mod diff;
 mod graph;
+mod manifest;
 mod parse;
 pub(crate) mod plan;
 mod workspace;

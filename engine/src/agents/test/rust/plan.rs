@@ -3,8 +3,9 @@
 //! in the reference graph is affected, and the tests that run are the affected test targets,
 //! the affected modules' unit tests (by libtest name filter) and affected doc tests.
 //!
-//! Safe before small: what the module graph cannot place falls back. A manifest, lockfile or
-//! build script selects everything; a data file or a Rust file in no module tree selects its
+//! Safe before small: what the module graph cannot place falls back. A lockfile, manifest or
+//! build script selects the members it can touch at the crate level, or everything
+//! (`manifest.rs`); a data file or a Rust file in no module tree selects its
 //! package and every package depending on it (the crate level), as does any change reaching a
 //! package whose sources cannot be fully read (`graph.rs`). A file outside every package's
 //! build (a script, a workflow, CI configuration — also beside a root package's sources when
@@ -20,21 +21,13 @@ use std::path::Path;
 
 use super::diff::Change;
 use super::graph::{Graph, NodeId};
+use super::manifest::{self, Effect};
 use super::workspace::{Kind, Workspace};
 use crate::agents::orchestrator::{Category, categorize};
 use crate::agents::test::select::{Selection, Unit};
 
 /// Per (package, unit key): the whole target, module filters, reasons.
 type Picked = (bool, BTreeSet<String>, Vec<String>);
-
-/// Files that change how everything builds.
-fn builds_everything(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    matches!(
-        name,
-        "Cargo.toml" | "Cargo.lock" | "build.rs" | "rust-toolchain" | "rust-toolchain.toml"
-    ) || path.starts_with(".cargo/")
-}
 
 pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selection {
     let mut changed: BTreeSet<NodeId> = BTreeSet::new();
@@ -44,10 +37,19 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
     let mut outside: Vec<String> = Vec::new();
     for change in changes {
         let path = change.path.as_str();
-        if builds_everything(path) {
-            return Selection::everything(format!(
-                "{path}: changes how everything builds (selection must be safe before it is small)"
-            ));
+        match manifest::effect(workspace, change) {
+            Some(Effect::Everything(reason)) => {
+                return Selection::everything(format!(
+                    "{reason} (selection must be safe before it is small)"
+                ));
+            }
+            Some(Effect::Packages(reached)) => {
+                for (package, reason) in reached {
+                    crate_level.entry(package).or_insert(reason);
+                }
+                continue;
+            }
+            None => {}
         }
         let category = categorize(path);
         let placed = graph.files.get(path);

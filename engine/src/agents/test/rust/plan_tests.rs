@@ -253,7 +253,8 @@ fn what_the_module_graph_cannot_place_falls_back() {
         selection.reasons
     );
 
-    // Manifests and lockfiles: everything.
+    // A member's manifest whose dependencies did not change (a comment): that member and its
+    // dependents at the crate level (`manifest.rs`; dependency changes select everything).
     let selection = commit(
         root,
         &[(
@@ -264,7 +265,13 @@ fn what_the_module_graph_cannot_place_falls_back() {
             ),
         )],
     );
-    assert!(selection.all, "{:#?}", selection.reasons);
+    assert!(!selection.all, "{:#?}", selection.reasons);
+    assert_eq!(
+        selection.packages,
+        ["app", "e2e"],
+        "{:#?}",
+        selection.reasons
+    );
 }
 
 #[test]
@@ -409,4 +416,104 @@ fn files_beside_a_root_package_sources_are_outside_its_build_unless_a_build_scri
     commit(root, &[("build.rs", "fn main() {}\n")]);
     let selection = commit(root, &[("scripts/bench.sh", "echo three\n")]);
     assert!(selection.all, "{:#?}", selection.reasons);
+}
+
+fn lock(foo: &str, bar: &str) -> String {
+    let entry = |name: &str, version: &str, dependencies: &[&str], registry: bool| {
+        let source = if registry {
+            "source = \"registry+https://github.com/rust-lang/crates.io-index\"\nchecksum = \"00\"\n"
+        } else {
+            ""
+        };
+        let dependencies = if dependencies.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "dependencies = [\n{}]\n",
+                dependencies
+                    .iter()
+                    .map(|d| format!(" \"{d}\",\n"))
+                    .collect::<String>()
+            )
+        };
+        format!("[[package]]\nname = \"{name}\"\nversion = \"{version}\"\n{source}{dependencies}\n")
+    };
+    [
+        "version = 4\n\n".to_string(),
+        entry("app", "0.1.0", &["corelib"], false),
+        entry("bar", bar, &[], true),
+        entry("corelib", "0.1.0", &["foo"], false),
+        entry("e2e", "0.1.0", &["app"], false),
+        entry("foo", foo, &[], true),
+        entry("other", "0.1.0", &["bar"], false),
+    ]
+    .concat()
+}
+
+fn packages(selection: &Selection) -> Vec<String> {
+    assert!(!selection.all, "{:#?}", selection.reasons);
+    selection.packages.clone()
+}
+
+#[test]
+fn a_lockfile_manifest_or_build_script_selects_the_members_it_touches() {
+    let dir = workspace();
+    let root = dir.path();
+    commit(root, &[("Cargo.lock", &lock("1.0.0", "1.0.0"))]);
+
+    // A dependency bump reaches the members depending on it, directly or not; not all.
+    let selection = commit(root, &[("Cargo.lock", &lock("1.0.0", "1.0.1"))]);
+    assert_eq!(packages(&selection), ["other"]);
+    assert!(
+        selection.reasons.iter().any(|r| r.contains("bar 1.0.0")),
+        "{:#?}",
+        selection.reasons
+    );
+    let selection = commit(root, &[("Cargo.lock", &lock("1.1.0", "1.0.1"))]);
+    assert_eq!(packages(&selection), ["app", "corelib", "e2e"]);
+
+    // A member's version bump: it and its dependents, at the crate level.
+    let selection = commit(
+        root,
+        &[(
+            "corelib/Cargo.toml",
+            &manifest("corelib", "").replace("0.1.0", "0.1.1"),
+        )],
+    );
+    assert_eq!(packages(&selection), ["app", "corelib", "e2e"]);
+    assert!(
+        selection.units.iter().all(|u| u.target == "*"),
+        "{:#?}",
+        selection.units
+    );
+
+    // A member's build script: that member (no dependents here).
+    let selection = commit(root, &[("other/build.rs", "fn main() {}\n")]);
+    assert_eq!(packages(&selection), ["other"]);
+
+    // A new dependency may move resolution and features for every member; the workspace
+    // manifest and an unparsable lockfile too: everything.
+    let selection = commit(
+        root,
+        &[(
+            "other/Cargo.toml",
+            &manifest("other", "[dependencies]\nlibc = \"0.2\"\n"),
+        )],
+    );
+    assert!(selection.all, "{:#?}", selection.reasons);
+    let selection = commit(
+        root,
+        &[(
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"corelib\", \"app\", \"e2e\", \"other\"]\nresolver = \"2\"\n\n[profile.dev]\nopt-level = 1\n",
+        )],
+    );
+    assert!(selection.all, "{:#?}", selection.reasons);
+    let selection = commit(root, &[("Cargo.lock", "version = 4\npackage = 3\n")]);
+    assert!(selection.all, "{:#?}", selection.reasons);
+    assert!(
+        selection.reasons[0].contains("`package` is not an array"),
+        "{:#?}",
+        selection.reasons
+    );
 }
