@@ -628,7 +628,7 @@ async fn alerts_are_routed_by_severity_within_a_daily_budget() {
         .unwrap_or("")
         .to_string();
     assert!(
-        text.contains("slow happened") && text.contains("step happened"),
+        text.contains("slow:shop happened") && text.contains("step:shop happened"),
         "Slack gets the whole batch: {text}"
     );
     assert_eq!(
