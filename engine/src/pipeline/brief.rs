@@ -655,7 +655,7 @@ mod tests {
         );
         let error = read_on_failure("retry forever").unwrap_err();
         assert!(
-            error.contains("`retry forever` is not understood"),
+            error.contains("the retry count must be 1 to 100"),
             "{error}"
         );
         assert!(read_on_failure("page someone").is_err());
