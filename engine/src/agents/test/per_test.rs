@@ -277,7 +277,8 @@ fn still_valid(
     tests: &BTreeSet<String>,
 ) -> BTreeSet<String> {
     // Per recorded commit: the files changed since, and the test files importing one of them.
-    let mut since: BTreeMap<&str, Option<(BTreeSet<String>, BTreeSet<String>)>> = BTreeMap::new();
+    type Since = Option<(BTreeSet<String>, BTreeSet<String>)>;
+    let mut since: BTreeMap<&str, Since> = BTreeMap::new();
     let mut valid = BTreeSet::new();
     for record in records {
         let changed = since.entry(record.commit_id.as_str()).or_insert_with(|| {
