@@ -20,7 +20,7 @@ const BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0];
 
 pub async fn metrics(_: CanRead, State(state): State<ApiState>) -> Result<Response> {
     let (counts, deployments) = state
-        .read(|store| Ok((store.metric_counts()?, store.deployments()?)))
+        .read(|store| Ok((store.metric_counts()?, store.deployments_updated()?)))
         .await?;
     let services: Vec<Value> = deployments.into_iter().map(|(_, s, _)| s).collect();
     let body = render(&counts, &services);

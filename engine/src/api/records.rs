@@ -20,7 +20,7 @@ pub async fn costs(_: CanRead, State(state): State<ApiState>) -> Result<Json<Val
 /// Every service's deployment: what is active, what is in progress, and its history of
 /// deploys and rollbacks with their strategy, outcome, reason and canary analysis.
 pub async fn deployments(_: CanRead, State(state): State<ApiState>) -> Result<Json<Value>> {
-    let rows = state.read(|store| store.deployments()).await?;
+    let rows = state.read(|store| store.deployments_updated()).await?;
     let mut services: Vec<Value> = rows
         .into_iter()
         .map(|(service, state, updated_at)| {

@@ -296,6 +296,7 @@ fn parse_on(
             repositories: vec![Repository {
                 url: ".".to_owned(),
                 branches,
+                webhook_secret_env: None,
             }],
             commits: CommitSelection::Each,
         });

@@ -223,7 +223,7 @@ impl Store {
     }
 
     /// Every service's deployment state (as the deploy agent wrote it), by service name.
-    pub fn deployments(&self) -> Result<Vec<(String, Value, i64)>> {
+    pub fn deployments_updated(&self) -> Result<Vec<(String, Value, i64)>> {
         let conn = self.lock();
         let mut stmt =
             conn.prepare("SELECT service, state, updated_at FROM deployments ORDER BY service")?;

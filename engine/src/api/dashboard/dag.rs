@@ -49,17 +49,40 @@ pub fn svg(steps: &[(String, String)], edges: &[(String, String)]) -> Markup {
             viewBox={"0 0 " (width) " " (height)} role="img" aria-label="The run's steps and their dependencies" {
             @for (from, to) in edges {
                 @if let (Some(a), Some(b)) = (place.get(from.as_str()), place.get(to.as_str())) {
-                    line.edge x1=(a.0 + WIDTH) y1=(a.1 + HEIGHT / 2) x2=(b.0) y2=(b.1 + HEIGHT / 2);
+                    line.edge x1=(a.0 + WIDTH) y1=(a.1 + HEIGHT / 2) x2=(b.0) y2=(b.1 + HEIGHT / 2) {}
                 }
             }
             @for (id, state) in steps {
                 @if let Some((x, y)) = place.get(id.as_str()) {
                     g data-step=(id) class={"node state-" (state)} {
-                        rect x=(x) y=(y) width=(WIDTH) height=(HEIGHT) rx="6";
+                        rect x=(x) y=(y) width=(WIDTH) height=(HEIGHT) rx="6" {}
                         text x=(x + 10) y=(y + 22) { (id) " · " tspan.node-state { (state) } }
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SVG elements are closed explicitly: an unclosed `<line>` in HTML's SVG content swallows
+    /// every element after it, so only the first edge would be drawn.
+    #[test]
+    fn every_edge_and_node_is_its_own_closed_element() {
+        let steps: Vec<(String, String)> = ["a", "b", "c"]
+            .iter()
+            .map(|id| (id.to_string(), "succeeded".to_string()))
+            .collect();
+        let edges = vec![
+            ("a".to_string(), "b".to_string()),
+            ("a".to_string(), "c".to_string()),
+        ];
+        let html = svg(&steps, &edges).into_string();
+        assert_eq!(html.matches("<line").count(), 2, "{html}");
+        assert_eq!(html.matches("</line>").count(), 2, "{html}");
+        assert_eq!(html.matches("</rect>").count(), 3, "{html}");
     }
 }

@@ -41,10 +41,10 @@ fn chart(label: &str, unit: &str, canary: &[f64], baseline: &[f64]) -> Markup {
         figure.chart {
             svg width=(CHART_W) height=(CHART_H) viewBox={"0 0 " (CHART_W) " " (CHART_H)} role="img"
                 aria-label={(label) ": canary against baseline over " (canary.len()) " rounds"} {
-                line.axis x1="30" y1=(CHART_H - 20.0) x2=(CHART_W - 10.0) y2=(CHART_H - 20.0);
+                line.axis x1="30" y1=(CHART_H - 20.0) x2=(CHART_W - 10.0) y2=(CHART_H - 20.0) {}
                 text x="2" y="14" { (format!("{top:.3}")) " " (unit) }
-                polyline.baseline points=(points(baseline));
-                polyline.canary points=(points(canary));
+                polyline.baseline points=(points(baseline)) {}
+                polyline.canary points=(points(canary)) {}
             }
             figcaption { (label) ": " span.key-canary { "canary" } " vs " span.key-baseline { "baseline" } }
         }
@@ -88,7 +88,7 @@ pub async fn deployments(State(state): State<ApiState>, headers: HeaderMap) -> R
         Ok(viewer) => viewer,
         Err(redirect) => return redirect,
     };
-    let rows = match state.read(|store| store.deployments()).await {
+    let rows = match state.read(|store| store.deployments_updated()).await {
         Ok(rows) => rows,
         Err(error) => return error.into_response(),
     };
