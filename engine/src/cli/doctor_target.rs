@@ -113,7 +113,9 @@ fn disk(home: &Path) -> Verdict {
     }
     match nix::sys::statvfs::statvfs(&probe) {
         Ok(stats) => {
-            let free = stats.blocks_available() as u64 * stats.fragment_size() as u64;
+            let free = stats
+                .blocks_available()
+                .saturating_mul(stats.fragment_size());
             let shown = bytesize::ByteSize::b(free).display().iec().to_string();
             if free < MIN_FREE_BYTES {
                 say(

@@ -1137,11 +1137,14 @@ fn job_script(
 mod tests {
     use super::*;
 
-    fn scope_parts() -> (
+    /// A job's matrix values, the step ids of every job, and the job's needs.
+    type ScopeParts = (
         BTreeMap<String, String>,
         BTreeMap<&'static str, Vec<String>>,
         Vec<String>,
-    ) {
+    );
+
+    fn scope_parts() -> ScopeParts {
         let matrix = BTreeMap::from([("os".to_owned(), "linux".to_owned())]);
         let ids = BTreeMap::from([
             ("analyze", vec!["analyze".to_owned()]),

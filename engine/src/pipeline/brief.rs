@@ -351,7 +351,7 @@ fn parse_stage(
         }
         (Some((_, node)), None) => {
             non_empty_string(node, &format!("`agent` of {label}"), diagnostics)
-                .and_then(|agent| {
+                .map(|agent| {
                     let mut name = agent.as_str().trim().to_owned();
                     // The brief's monitor stage is the deploy agent watching what it deployed.
                     if name == "deploy_agent" && monitor_keys {
@@ -370,7 +370,7 @@ fn parse_stage(
                             ),
                         );
                     }
-                    Some(name)
+                    name
                 })
                 .map(|name| Action::Agent {
                     name,

@@ -66,37 +66,37 @@ pub async fn wait_for_window(
             }
             return Ok(Some(json!({ "passed": how, "waited_ms": waited_ms })));
         }
-        if let Gate::Closed { reason, opens } = gate {
-            if reason != told {
-                let until = opens.map_or("no window within two weeks".to_string(), |at| {
-                    format!("opens {}", config.calendar.show(at))
-                });
-                let run = key.split('/').next().unwrap_or(key);
-                logs.line(
-                    "stdout",
-                    format!("waiting: {reason}; {until}; or `cairn approve {run}`"),
-                );
-                let entry = Waiting {
-                    key: key.to_string(),
-                    version: config.version.clone(),
-                    risk: config.risk.clone(),
-                    reason: reason.clone(),
-                    opens_ms: opens.map(|at| at.timestamp_millis()),
-                    since_ms: crate::store::now_ms(),
-                    approved: None,
-                };
-                state::update(store, &config.service, |s| {
-                    match s.waiting.iter_mut().find(|w| w.key == entry.key) {
-                        // A re-attempt, or a reason that changed: the wait began earlier.
-                        Some(existing) => {
-                            existing.reason = entry.reason.clone();
-                            existing.opens_ms = entry.opens_ms;
-                        }
-                        None => s.waiting.push(entry.clone()),
+        if let Gate::Closed { reason, opens } = gate
+            && reason != told
+        {
+            let until = opens.map_or("no window within two weeks".to_string(), |at| {
+                format!("opens {}", config.calendar.show(at))
+            });
+            let run = key.split('/').next().unwrap_or(key);
+            logs.line(
+                "stdout",
+                format!("waiting: {reason}; {until}; or `cairn approve {run}`"),
+            );
+            let entry = Waiting {
+                key: key.to_string(),
+                version: config.version.clone(),
+                risk: config.risk.clone(),
+                reason: reason.clone(),
+                opens_ms: opens.map(|at| at.timestamp_millis()),
+                since_ms: crate::store::now_ms(),
+                approved: None,
+            };
+            state::update(store, &config.service, |s| {
+                match s.waiting.iter_mut().find(|w| w.key == entry.key) {
+                    // A re-attempt, or a reason that changed: the wait began earlier.
+                    Some(existing) => {
+                        existing.reason = entry.reason.clone();
+                        existing.opens_ms = entry.opens_ms;
                     }
-                })?;
-                told = reason;
-            }
+                    None => s.waiting.push(entry.clone()),
+                }
+            })?;
+            told = reason;
         }
         tokio::time::sleep(POLL).await;
     }
