@@ -228,6 +228,15 @@ fn convert_prints_the_native_workflow_that_loads_the_same() {
             .join("../engine/tests/fixtures/valid/design_brief.yaml"),
     )
     .expect("the design brief fixture");
+    // The brief's file names no service for its deploy stage; convert translates it anyway
+    // (validate checks agents' settings), and a team names its service and proxy to run it.
+    let strategy = "      strategy: \"AI-selected based on risk score\"\n";
+    assert!(brief.contains(strategy), "the fixture's deploy stage");
+    let brief = brief.replacen(
+        strategy,
+        &format!("{strategy}      with: {{ service: shop, listen: \"127.0.0.1:18999\" }}\n"),
+        1,
+    );
     let file = sandbox.write("pipeline.yaml", &brief);
     let converted = sandbox.cairn(&["convert", file.to_str().expect("utf-8 path")]);
     assert_eq!(converted.code, Some(0), "{converted}");
