@@ -91,7 +91,12 @@ echo "stop it: kill \$(cat $CAIRN_HOME/work/proxies/app/haproxy.pid); docker rm 
 # public on 127.0.0.1 for the demo; a token signs in to cancel runs.
 dashboard=${CAIRN_DASHBOARD:-127.0.0.1:8700}
 [ -f "$CAIRN_HOME/serve.pid" ] && kill "$(cat "$CAIRN_HOME/serve.pid")" 2>/dev/null && sleep 1 || true
-nohup "$cairn" serve "$workflow" --listen "$dashboard" --public-read -q \
+# The dashboard serves the demo's runs; its copy of the workflow watches no repository (the
+# placeholder `url: .` would poll this checkout), so serving starts no run of its own.
+served=$CAIRN_HOME/served
+mkdir -p "$served"
+awk '/^trigger:/ { skip = 1; next } skip && /^[a-z]/ { skip = 0 } !skip' "$workflow" >"$served/ai-pipeline.yaml"
+nohup "$cairn" serve "$served" --listen "$dashboard" --public-read -q \
     >"$CAIRN_HOME/serve.log" 2>&1 </dev/null &
 echo $! >"$CAIRN_HOME/serve.pid"
 for _ in $(seq 1 100); do grep -q '^listening on ' "$CAIRN_HOME/serve.log" && break; sleep 0.1; done

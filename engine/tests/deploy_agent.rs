@@ -1030,6 +1030,28 @@ async fn answer_held_canary(engine: &TestEngine, service: &str, command: &str) -
             .output()
     };
     let status = cairn(vec!["status".into()]).await.expect("cairn status");
+    // The same, for scripts: `cairn status --json` names the run under what it waits for.
+    let listed = cairn(vec!["status".into(), "--json".into()])
+        .await
+        .expect("cairn status --json");
+    let document: serde_json::Value =
+        serde_json::from_slice(&listed.stdout).expect("status --json is JSON");
+    let list = if command == "approve" {
+        "deploys_waiting_for_a_window"
+    } else {
+        "canaries_waiting_for_a_person"
+    };
+    assert!(
+        document[list]
+            .as_array()
+            .is_some_and(|items| items
+                .iter()
+                .any(
+                    |i| i["run"].as_i64().map(|r| r.to_string()) == Some(run.clone())
+                        && i["service"] == service
+                )),
+        "{list}: {document:#}"
+    );
     let answered = cairn(vec![
         command.into(),
         run,

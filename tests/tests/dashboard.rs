@@ -6,7 +6,8 @@
 //! shows runs with their state; a run's page draws its DAG as SVG and its log lines arrive live
 //! (lines written after the page loaded appear without a reload) and the step states follow;
 //! the deployments page plots a canary analysis and names the decision; the costs page shows
-//! tokens by tier; the flaky-tests page lists a flaky test; a form without the CSRF token is
+//! tokens by tier; the flaky-tests page lists a flaky test; the test-proposals page shows each
+//! proposal's decision and reason; a form without the CSRF token is
 //! refused; the runs page fits a phone's width. A screenshot of each page is saved under
 //! `target/tmp/dashboard-screenshots/`.
 
@@ -157,6 +158,20 @@ fn seed(sandbox: &Sandbox) {
             [outcome],
         )
         .expect("seed test result");
+    }
+    for (function, status, reason) in [
+        ("total", "accepted", "accepted"),
+        ("discount", "rejected", "passes_on_parent"),
+    ] {
+        conn.execute(
+            "INSERT INTO test_proposals (run_id, step_id, repo, commit_id, source_path, function,
+                 test_path, status, reason, detail, code, tier, at)
+             VALUES (1, 'test', '/srv/app', 'abcdef0123456789', 'src/cart.py', ?1,
+                 'tests/test_cart_generated.py', ?2, ?3, '', 'def test_it(): assert True', 'local',
+                 1764000000000)",
+            rusqlite::params![function, status, reason],
+        )
+        .expect("seed test proposal");
     }
 }
 
@@ -320,6 +335,27 @@ async fn the_dashboard_shows_runs_live_logs_deployments_costs_and_flaky_tests() 
     let page = text(&client).await;
     assert!(page.contains("tests::checkout_total"), "{page}");
     snap(&client, "flaky").await;
+    client
+        .find(Locator::LinkText("Test proposals"))
+        .await
+        .expect("the navigation links the test proposals")
+        .click()
+        .await
+        .expect("open test proposals");
+    let page = wait_for_text(
+        &client,
+        "main",
+        "src/cart.py:discount",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        page.contains("src/cart.py:total")
+            && page.contains("accepted")
+            && page.contains("passes on parent"),
+        "{page}"
+    );
+    snap(&client, "test-proposals").await;
 
     // A phone: the runs page fits its width.
     client.set_window_size(390, 844).await.expect("resize");

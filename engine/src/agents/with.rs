@@ -55,3 +55,19 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// A `with:` value as a duration; `key` names it in the message.
+pub fn duration(value: Option<&Value>, key: &str) -> Result<Option<std::time::Duration>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => crate::pipeline::parse_duration(s)
+            .map(Some)
+            .map_err(|reason| format!("{key}: {reason}")),
+        Some(Value::Number(n)) => Err(format!(
+            "{key} must be a duration with a unit, such as 30s or 10m, not the number {n}"
+        )),
+        Some(other) => Err(format!(
+            "{key} must be a duration such as 30s, found {other}"
+        )),
+    }
+}

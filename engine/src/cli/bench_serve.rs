@@ -1,7 +1,14 @@
-//! `cairn bench serve`: what the HTTP service costs the pipelines. Three pipelines (chains of
-//! shell steps that print a line each) run once alone and once while 50 API clients read the
-//! runs list as fast as they can and one client follows a run's live log; reported are the
-//! pipelines' step throughput both times and the API's p50/p99 latency under that load.
+//! `cairn bench serve`: what the HTTP service costs the pipelines. Three pipelines at a time
+//! (chains of shell steps that print a line each, batch after batch for `--phase`) run alone,
+//! then again while 50 API clients read the runs list and one client follows the first run's
+//! live log, for `--rounds` rounds in turn; reported
+//! are the pipelines' step throughput both ways (each round and the medians) and the API's
+//! p50/p99 latency under that load.
+//!
+//! Each client reads the list, waits `--interval` (default 1 s, what the dashboard's pages wait
+//! between refreshes) and reads again; the clients' first reads are spread evenly over the
+//! first interval so the 50 do not arrive in step. `--interval 0s` makes them read back to
+//! back: a stress figure of what two cores can serve, not a team's load.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,9 +32,18 @@ pub struct BenchServeArgs {
     /// Shell steps in each of the three pipelines.
     #[arg(long, default_value_t = 150)]
     pub steps: usize,
+    /// Each phase (alone, loaded) runs batches of the three pipelines for at least this long.
+    #[arg(long, default_value = "10s", value_parser = cairn_engine::pipeline::parse_duration)]
+    pub phase: Duration,
     /// Concurrent API clients reading the runs list.
     #[arg(long, default_value_t = 50)]
     pub clients: usize,
+    /// Alone-then-loaded rounds; the report gives each round and the medians.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Each client's wait between reads (`0s`: back to back).
+    #[arg(long, default_value = "1s", value_parser = cairn_engine::pipeline::parse_duration)]
+    pub interval: Duration,
     /// Directory for the scratch state (default: under $CAIRN_HOME, the state's disk).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -40,6 +56,10 @@ pub struct ServeReport {
     pub pipelines: usize,
     pub steps_per_pipeline: usize,
     pub clients: usize,
+    pub client_interval_ms: u128,
+    pub rounds: usize,
+    pub alone_steps_per_s_each: Vec<f64>,
+    pub loaded_steps_per_s_each: Vec<f64>,
     pub alone_steps_per_s: f64,
     pub loaded_steps_per_s: f64,
     pub throughput_change_percent: f64,
@@ -49,6 +69,10 @@ pub struct ServeReport {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub followed_log_lines: u64,
+    /// This process's CPU per pipeline step, alone.
+    pub engine_cpu_ms_per_step: f64,
+    /// This process's extra CPU under load, per API request (clients included: they run here).
+    pub api_cpu_ms_per_request: f64,
 }
 
 const PIPELINES: usize = 3;
@@ -64,18 +88,13 @@ fn chain(steps: usize) -> String {
     text
 }
 
-/// Creates the pipelines' runs and drives them at once; steps per second over all of them.
-async fn drive_pipelines(
-    engine: &Arc<Engine>,
-    definition: &str,
-    steps: usize,
-) -> Result<(f64, Vec<i64>)> {
+/// Creates the pipelines' runs and drives them at once; their run ids.
+async fn drive_pipelines(engine: &Arc<Engine>, definition: &str) -> Result<Vec<i64>> {
     let mut ids = Vec::new();
     for _ in 0..PIPELINES {
         let (run_id, _) = engine.create_run(definition, "chain", None, serde_json::json!({}))?;
         ids.push(run_id);
     }
-    let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for &run_id in &ids {
         let engine = engine.clone();
@@ -87,8 +106,39 @@ async fn drive_pipelines(
             bail!("a benchmark pipeline ended {state}");
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok(((PIPELINES * steps) as f64 / elapsed, ids))
+    Ok(ids)
+}
+
+/// CPU seconds this process has used (user + system), the engine and the API together; the
+/// steps' own processes are children and not counted.
+fn own_cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |usage| {
+        let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        seconds(usage.user_time()) + seconds(usage.system_time())
+    })
+}
+
+/// Batches of the three pipelines, one after another, until `at_least` has passed: steps per
+/// second over all of them, and the first batch's run ids.
+async fn drive_for(
+    engine: &Arc<Engine>,
+    definition: &str,
+    steps: usize,
+    at_least: Duration,
+) -> Result<(f64, Vec<i64>)> {
+    let started = Instant::now();
+    let mut batches = 0;
+    let mut first = Vec::new();
+    while batches == 0 || started.elapsed() < at_least {
+        let ids = drive_pipelines(engine, definition).await?;
+        if first.is_empty() {
+            first = ids;
+        }
+        batches += 1;
+    }
+    let total = (batches * PIPELINES * steps) as f64;
+    Ok((total / started.elapsed().as_secs_f64(), first))
 }
 
 pub async fn bench_serve(home_dir: &Path, args: &BenchServeArgs) -> Result<()> {
@@ -105,17 +155,31 @@ pub async fn bench_serve(home_dir: &Path, args: &BenchServeArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        let each = |values: &[f64]| {
+            values
+                .iter()
+                .map(|v| format!("{v:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         println!(
-            "pipelines alone:        {:>8.1} steps/s ({} pipelines of {} shell steps)",
-            report.alone_steps_per_s, report.pipelines, report.steps_per_pipeline
+            "pipelines alone:        {:>8.1} steps/s median of {} rounds ({}; {} pipelines of {} shell steps)",
+            report.alone_steps_per_s,
+            report.rounds,
+            each(&report.alone_steps_per_s_each),
+            report.pipelines,
+            report.steps_per_pipeline
         );
         println!(
-            "pipelines under load:   {:>8.1} steps/s ({:+.1}%)",
-            report.loaded_steps_per_s, report.throughput_change_percent
+            "pipelines under load:   {:>8.1} steps/s ({:+.1}%; {})",
+            report.loaded_steps_per_s,
+            report.throughput_change_percent,
+            each(&report.loaded_steps_per_s_each)
         );
         println!(
-            "API under load:         {} clients, {} requests ({:.0}/s, {} failed), p50 {:.1} ms, p99 {:.1} ms",
+            "API under load:         {} clients every {} ms, {} requests ({:.0}/s, {} failed), p50 {:.1} ms, p99 {:.1} ms",
             report.clients,
+            report.client_interval_ms,
             report.requests,
             report.requests_per_s,
             report.failed_requests,
@@ -123,7 +187,11 @@ pub async fn bench_serve(home_dir: &Path, args: &BenchServeArgs) -> Result<()> {
             report.p99_ms
         );
         println!(
-            "live log follower:      {} lines received",
+            "CPU of this process:    {:.2} ms per step alone; {:.2} ms per API request (server and client)",
+            report.engine_cpu_ms_per_step, report.api_cpu_ms_per_request
+        );
+        println!(
+            "live log follower:      {} lines received (fewest of the rounds)",
             report.followed_log_lines
         );
     }
@@ -147,10 +215,6 @@ async fn measure(scratch: &Path, args: &BenchServeArgs) -> Result<ServeReport> {
         },
     ));
     let definition = chain(args.steps);
-    // Warm up (first process spawns, page cache), then alone.
-    drive_pipelines(&engine, &chain(10), 10).await?;
-    let (alone, _) = drive_pipelines(&engine, &definition, args.steps).await?;
-
     let (sender, _receiver) = mpsc::unbounded_channel();
     let state = ApiState::new(
         engine.clone(),
@@ -161,22 +225,115 @@ async fn measure(scratch: &Path, args: &BenchServeArgs) -> Result<ServeReport> {
     )?;
     let listening = api::listen("127.0.0.1:0", state, None).await?;
     let base = format!("http://{}", listening.address);
+    // Warm up (first process spawns, page cache), then alone and loaded in turn, so a change
+    // in the machine's other load falls on both alike.
+    drive_pipelines(&engine, &chain(10)).await?;
+    let (mut alone, mut loaded) = (Vec::new(), Vec::new());
+    let mut latencies = Vec::new();
+    let (mut failed, mut lines, mut load_seconds) = (0, 0, 0.0);
+    // CPU of this process per step alone, and per step + request under load: what one API
+    // request costs, whatever else the machine is doing.
+    let (mut alone_cpu, mut alone_steps, mut loaded_cpu, mut loaded_steps) = (0.0, 0.0, 0.0, 0.0);
+    for round in 0..args.rounds.max(1) {
+        let (cpu, started) = (own_cpu_seconds(), Instant::now());
+        let (steps_per_s, _) = drive_for(&engine, &definition, args.steps, args.phase).await?;
+        alone_cpu += own_cpu_seconds() - cpu;
+        alone_steps += steps_per_s * started.elapsed().as_secs_f64();
+        alone.push(steps_per_s);
+        let cpu = own_cpu_seconds();
+        let phase = loaded_phase(&engine, &definition, args, &base, &token).await?;
+        loaded_cpu += own_cpu_seconds() - cpu;
+        loaded_steps += phase.steps_per_s * phase.seconds;
+        loaded.push(phase.steps_per_s);
+        latencies.extend(phase.latencies);
+        failed += phase.failed;
+        lines = if round == 0 {
+            phase.lines
+        } else {
+            lines.min(phase.lines)
+        };
+        load_seconds += phase.seconds;
+    }
+    listening.task.abort();
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let (alone_median, loaded_median) = (median(&alone), median(&loaded));
+    let cpu_ms_per_step = alone_cpu / alone_steps.max(1.0) * 1000.0;
+    let api_cpu_ms_per_request =
+        (loaded_cpu * 1000.0 - cpu_ms_per_step * loaded_steps) / (latencies.len().max(1) as f64);
+    Ok(ServeReport {
+        pipelines: PIPELINES,
+        steps_per_pipeline: args.steps,
+        clients: args.clients,
+        client_interval_ms: args.interval.as_millis(),
+        rounds: alone.len(),
+        alone_steps_per_s_each: alone,
+        loaded_steps_per_s_each: loaded,
+        alone_steps_per_s: alone_median,
+        loaded_steps_per_s: loaded_median,
+        throughput_change_percent: (loaded_median / alone_median - 1.0) * 100.0,
+        requests: latencies.len() as u64,
+        failed_requests: failed,
+        requests_per_s: latencies.len() as f64 / load_seconds,
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+        followed_log_lines: lines,
+        engine_cpu_ms_per_step: cpu_ms_per_step,
+        api_cpu_ms_per_request,
+    })
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// What one loaded phase measured.
+struct Phase {
+    steps_per_s: f64,
+    latencies: Vec<Duration>,
+    failed: u64,
+    lines: u64,
+    seconds: f64,
+}
+
+/// The pipelines again, while the clients read and one follows the first pipeline's log.
+async fn loaded_phase(
+    engine: &Arc<Engine>,
+    definition: &str,
+    args: &BenchServeArgs,
+    base: &str,
+    token: &str,
+) -> Result<Phase> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients + 2)
         .build()?;
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicU64::new(0));
     let mut readers = tokio::task::JoinSet::new();
-    for _ in 0..args.clients {
+    for index in 0..args.clients {
+        // Spread over the first interval (deterministically: the same run, the same arrivals).
+        let offset = args.interval.mul_f64(index as f64 / args.clients as f64);
+        let interval = args.interval;
         let (client, base, token, stop, failed) = (
             client.clone(),
-            base.clone(),
-            token.clone(),
+            base.to_string(),
+            token.to_string(),
             stop.clone(),
             failed.clone(),
         );
         readers.spawn(async move {
             let mut latencies = Vec::new();
+            tokio::time::sleep(offset).await;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 let ok = match client
@@ -196,6 +353,9 @@ async fn measure(scratch: &Path, args: &BenchServeArgs) -> Result<ServeReport> {
                     failed.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
+                if !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
             }
             latencies
         });
@@ -204,8 +364,12 @@ async fn measure(scratch: &Path, args: &BenchServeArgs) -> Result<ServeReport> {
     let lines = Arc::new(AtomicU64::new(0));
     let next_run = engine.store().runs(1)?.first().map_or(1, |r| r.id + 1);
     let follower = {
-        let (client, base, token, lines) =
-            (client.clone(), base.clone(), token.clone(), lines.clone());
+        let (client, base, token, lines) = (
+            client.clone(),
+            base.to_string(),
+            token.to_string(),
+            lines.clone(),
+        );
         tokio::spawn(async move {
             // The run may not exist for a moment: retry until it does.
             for _ in 0..200 {
@@ -232,34 +396,20 @@ async fn measure(scratch: &Path, args: &BenchServeArgs) -> Result<ServeReport> {
             }
         })
     };
-    let load_started = Instant::now();
-    let (loaded, _) = drive_pipelines(&engine, &definition, args.steps).await?;
+    let started = Instant::now();
+    let (steps_per_s, _) = drive_for(engine, definition, args.steps, args.phase).await?;
     stop.store(true, Ordering::Relaxed);
-    let load_seconds = load_started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
     let mut latencies = Vec::new();
     while let Some(done) = readers.join_next().await {
         latencies.extend(done.context("an API client task failed")?);
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), follower).await;
-    listening.task.abort();
-    latencies.sort();
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    Ok(ServeReport {
-        pipelines: PIPELINES,
-        steps_per_pipeline: args.steps,
-        clients: args.clients,
-        alone_steps_per_s: alone,
-        loaded_steps_per_s: loaded,
-        throughput_change_percent: (loaded / alone - 1.0) * 100.0,
-        requests: latencies.len() as u64,
-        failed_requests: failed.load(Ordering::Relaxed),
-        requests_per_s: latencies.len() as f64 / load_seconds,
-        p50_ms: percentile(0.50),
-        p99_ms: percentile(0.99),
-        followed_log_lines: lines.load(Ordering::Relaxed),
+    Ok(Phase {
+        steps_per_s,
+        latencies,
+        failed: failed.load(Ordering::Relaxed),
+        lines: lines.load(Ordering::Relaxed),
+        seconds,
     })
 }

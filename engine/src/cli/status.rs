@@ -63,7 +63,30 @@ pub fn status(home: Option<PathBuf>, args: &StatusArgs) -> Result<()> {
     match args.run {
         Some(run_id) => show_run(&store, run_id, args.json),
         None if args.json => {
-            let document = json!({ "runs": run_rows(&store.runs(10)?), "repositories": store.repositories()? });
+            // What waits for a person or a window, as the text view lists it.
+            let states = cairn_engine::agents::deploy::service_states(&store)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let waiting: Vec<_> = states
+                .iter()
+                .flat_map(|(service, state)| {
+                    state.waiting.iter().map(
+                        move |w| json!({ "service": service, "run": run_of(&w.key), "waiting": w }),
+                    )
+                })
+                .collect();
+            let held: Vec<_> = states
+                .iter()
+                .filter_map(|(service, state)| {
+                    let held = state.held.as_ref()?;
+                    Some(json!({ "service": service, "run": run_of(&held.key), "held": held }))
+                })
+                .collect();
+            let document = json!({
+                "runs": run_rows(&store.runs(10)?),
+                "repositories": store.repositories()?,
+                "deploys_waiting_for_a_window": waiting,
+                "canaries_waiting_for_a_person": held,
+            });
             println!("{}", serde_json::to_string_pretty(&document)?);
             Ok(())
         }
@@ -223,6 +246,11 @@ fn step_line(step: &StepRecord, reason: Option<&String>) -> String {
         step.state.as_str(),
         took
     )
+}
+
+/// The run of a deploy's idempotency key (`run_id/step_id`).
+fn run_of(key: &str) -> Option<i64> {
+    key.split('/').next().and_then(|run| run.parse().ok())
 }
 
 /// Deploys waiting for a window, and canaries waiting for a person (`inconclusive: hold`), with

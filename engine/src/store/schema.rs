@@ -323,6 +323,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (repo, test_file, source_path)
     );
     "#,
+    // 15: the runs list (API, dashboard) shows each run's risk and route, the first step
+    // outputs that carry them. Few steps publish either, so partial indexes make that lookup
+    // one probe per run instead of a JSON parse of every step's outputs on every request.
+    r#"
+    CREATE INDEX steps_publishing_risk ON steps (run_id, position)
+        WHERE json_extract(outputs, '$.risk') IS NOT NULL;
+    CREATE INDEX steps_publishing_route ON steps (run_id, position)
+        WHERE json_extract(outputs, '$.route') IS NOT NULL;
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

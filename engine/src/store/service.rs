@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::error::Result;
 use super::records::{RunRecord, StoredLogLine};
-use super::sqlite::{RUN_COLUMNS, Store, WriteTxn, now_ms, parse_json, run_from_row};
+use super::sqlite::{RUN_SUMMARY_COLUMNS, Store, WriteTxn, now_ms, parse_json, run_from_row};
 
 /// A stored API token: never the token itself.
 #[derive(Debug, Clone, Serialize)]
@@ -141,7 +141,7 @@ impl Store {
     pub fn filtered_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
         let conn = self.lock();
         let sql = format!(
-            "SELECT {RUN_COLUMNS}, {RISK_OF_RUN}, {ROUTE_OF_RUN} FROM runs
+            "SELECT {RUN_SUMMARY_COLUMNS}, {RISK_OF_RUN}, {ROUTE_OF_RUN} FROM runs
              WHERE (?1 IS NULL OR workflow = ?1)
                AND (?2 IS NULL OR json_extract(context, '$.repo_url') = ?2
                     OR json_extract(context, '$.repo') = ?2)

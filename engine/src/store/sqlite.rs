@@ -736,6 +736,11 @@ impl WriteTxn<'_> {
 
 pub(super) const RUN_COLUMNS: &str = "id, workflow, source_path, definition, definition_sha256, context, \
      state, reason, cancel_requested, lease_owner, lease_expires_at, created_at, finished_at";
+/// [`RUN_COLUMNS`] without the definition's text (an empty string in its place): lists show
+/// runs, not their YAML, and a long workflow's text copied for every row of every request is
+/// most of what a list costs.
+pub(super) const RUN_SUMMARY_COLUMNS: &str = "id, workflow, source_path, '' AS definition, definition_sha256, \
+     context, state, reason, cancel_requested, lease_owner, lease_expires_at, created_at, finished_at";
 
 pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RunRecord>> {
     let state: String = row.get(6)?;

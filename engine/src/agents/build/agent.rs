@@ -18,6 +18,7 @@ use super::history::{self, BuildRecord};
 use super::naming::{repository_name, tag_name};
 use super::review::{Finding, review};
 use super::size::format_size;
+use super::{prove, rewrite};
 use crate::agents::orchestrator::changed_files;
 use crate::agents::registry::{Agent, AgentContext, AgentError, AgentFuture};
 use crate::llm::{Request, Router, Task};
@@ -276,7 +277,46 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
         );
     }
 
-    let review_report = explain(llm, call, &findings).await;
+    let proposal = match &config.optimize {
+        None => {
+            json!({ "status": "none", "reason": "`optimize:` is off: no rewritten Dockerfile is proposed" })
+        }
+        Some(optimize) => {
+            let proving = prove::Built {
+                docker: &docker,
+                context_dir: &context_dir,
+                dockerfile: &config.dockerfile,
+                original_text: &dockerfile_text,
+                image: &image,
+                build_args: &build_args,
+                target: config.target.as_deref(),
+                scratch_name: format!("{repository}-optimize-{}", call.run_id),
+            };
+            let in_context = |path: &str| context_dir.join(path).is_file();
+            match rewrite::propose(&dockerfile_text, &in_context) {
+                None => {
+                    json!({ "status": "none", "reason": "no finding has a rewrite the rules can make" })
+                }
+                Some(rewritten) => {
+                    logs.line(
+                        "stdout",
+                        format!(
+                            "optimize: proving a rewritten Dockerfile ({} changes)",
+                            rewritten.changes.len()
+                        ),
+                    );
+                    let log = |line: String| logs.line("stdout", line);
+                    let verdict = prove::prove(&proving, &rewritten, optimize, &log).await;
+                    logs.line(
+                        "stdout",
+                        format!("optimize: proposal {}: {}", verdict.status, verdict.reason),
+                    );
+                    serde_json::to_value(&verdict).unwrap_or(Value::Null)
+                }
+            }
+        }
+    };
+    let review_report = explain(llm, call, &findings, proposal).await;
 
     Ok(json!({
         "image": image,
@@ -326,7 +366,12 @@ fn cache_report(
 /// The findings, explained by the local model when there is one (its rules fallback is the
 /// findings' own text), and the proposal status. A small model can loop on one sentence; such
 /// an answer is kept out of the report (the findings' text stands instead) and the reason noted.
-async fn explain(llm: Option<&Router>, call: &AgentContext, findings: &[Finding]) -> Value {
+async fn explain(
+    llm: Option<&Router>,
+    call: &AgentContext,
+    findings: &[Finding],
+    proposal: Value,
+) -> Value {
     let text: String = findings.iter().map(|f| format!("{f}\n")).collect();
     for finding in findings {
         call.logs.line("stdout", format!("review: {finding}"));
@@ -369,9 +414,8 @@ async fn explain(llm: Option<&Router>, call: &AgentContext, findings: &[Finding]
         "explanation": explanation,
         "explained_by": explained_by,
         "explanation_note": note,
-        // Nothing is proposed unless it was built and compared; that comparison is not
-        // implemented, so say so rather than suggest an untested Dockerfile.
-        "proposal": { "status": "none", "reason": "no optimized Dockerfile is proposed: proposals are only reported after being built and compared, which this agent does not do yet" },
+        // Only a proposal that was built and measured is ever `accepted` (`prove.rs`).
+        "proposal": proposal,
     })
 }
 

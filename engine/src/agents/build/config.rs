@@ -14,7 +14,13 @@
 //!   nocache: true                               # force a full (true) or cached (false) build
 //!   full_rebuild_paths: ["vendor/**"]           # extra paths whose change means a full build
 //!   max_image_size: 500MB                       # larger images fail the step
+//!   optimize:                                   # propose a rewritten Dockerfile, proven
+//!     port: 8080                                #   the port the service listens on
+//!     health_path: /healthz                     #   must answer 2xx from the proposal
+//!     health_timeout: 30s
 //! ```
+//!
+//! `optimize: true` takes those defaults (the deploy agent's); see `prove.rs`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,7 +46,28 @@ const KEYS: &[&str] = &[
     "nocache",
     "full_rebuild_paths",
     "max_image_size",
+    "optimize",
 ];
+
+const OPTIMIZE_KEYS: &[&str] = &["port", "health_path", "health_timeout"];
+
+/// How a proposed Dockerfile is proven: the service it must still be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptimizeConfig {
+    pub port: u16,
+    pub health_path: String,
+    pub health_timeout: std::time::Duration,
+}
+
+impl Default for OptimizeConfig {
+    fn default() -> Self {
+        OptimizeConfig {
+            port: 8080,
+            health_path: "/healthz".into(),
+            health_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct BuildConfig {
@@ -57,6 +84,7 @@ pub struct BuildConfig {
     pub nocache: Option<bool>,
     pub full_rebuild_paths: Vec<String>,
     pub max_image_size: Option<(u64, String)>,
+    pub optimize: Option<OptimizeConfig>,
 }
 
 impl BuildConfig {
@@ -145,8 +173,52 @@ impl BuildConfig {
             nocache: boolean(map, "nocache")?,
             full_rebuild_paths,
             max_image_size,
+            optimize: optimize(map.get("optimize"))?,
         })
     }
+}
+
+fn optimize(value: Option<&Value>) -> Result<Option<OptimizeConfig>, Error> {
+    let defaults = OptimizeConfig::default();
+    let map = match value {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::Bool(true)) => return Ok(Some(defaults)),
+        Some(value @ Value::Object(_)) => crate::agents::with::mapping(value, OPTIMIZE_KEYS)
+            .map_err(|e| Error::Config(format!("optimize: {e}")))?,
+        Some(other) => {
+            return Err(Error::Config(format!(
+                "optimize must be true, false or a mapping (port, health_path, health_timeout), found {other}"
+            )));
+        }
+    };
+    let port = match map.get("port") {
+        None | Some(Value::Null) => defaults.port,
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| Error::Config(format!("optimize.port must be 1-65535, found {n}")))?,
+        Some(other) => {
+            return Err(Error::Config(format!(
+                "optimize.port must be a port number, found {other}"
+            )));
+        }
+    };
+    let health_path = string(map, "health_path")?.unwrap_or(defaults.health_path);
+    if !health_path.starts_with('/') {
+        return Err(Error::Config(format!(
+            "optimize.health_path must start with `/`, found `{health_path}`"
+        )));
+    }
+    let health_timeout =
+        crate::agents::with::duration(map.get("health_timeout"), "optimize.health_timeout")
+            .map_err(Error::Config)?
+            .unwrap_or(defaults.health_timeout);
+    Ok(Some(OptimizeConfig {
+        port,
+        health_path,
+        health_timeout,
+    }))
 }
 
 fn string(map: &serde_json::Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
@@ -198,5 +270,29 @@ mod tests {
         .expect("valid");
         assert_eq!(config.build_args["N"], "3");
         assert_eq!(config.max_image_size, Some((1000, "1KB".to_string())));
+    }
+
+    #[test]
+    fn optimize_takes_true_or_the_service_it_must_stay() {
+        let read = |v: Value| BuildConfig::from_with(&json!({ "optimize": v }), |_| None);
+        assert_eq!(read(json!(false)).expect("valid").optimize, None);
+        assert_eq!(
+            read(json!(true)).expect("valid").optimize,
+            Some(OptimizeConfig::default())
+        );
+        let config = read(json!({"port": 9000, "health_path": "/up", "health_timeout": "5s"}))
+            .expect("valid")
+            .optimize
+            .expect("on");
+        assert_eq!((config.port, config.health_path.as_str()), (9000, "/up"));
+        assert_eq!(config.health_timeout, std::time::Duration::from_secs(5));
+        for bad in [
+            json!({"prot": 1}),
+            json!({"port": 0}),
+            json!({"health_path": "up"}),
+            json!("yes"),
+        ] {
+            assert!(read(bad.clone()).is_err(), "{bad}");
+        }
     }
 }

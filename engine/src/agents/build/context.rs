@@ -21,6 +21,17 @@ pub struct BuildContext {
 
 /// Archives `root`; `dockerfile` is the Dockerfile's path relative to `root`.
 pub fn archive(root: &Path, dockerfile: &str) -> Result<BuildContext, Error> {
+    archive_with(root, dockerfile, &[])
+}
+
+/// [`archive`] with some files' content given instead of read (added when missing): a
+/// proposed Dockerfile, or a probe file that stands for an application change, built from
+/// the same checkout without writing into it.
+pub fn archive_with(
+    root: &Path,
+    dockerfile: &str,
+    given: &[(String, Vec<u8>)],
+) -> Result<BuildContext, Error> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Context { path, source }
@@ -77,6 +88,12 @@ pub fn archive(root: &Path, dockerfile: &str) -> Result<BuildContext, Error> {
                 context.excluded += 1;
                 continue;
             }
+            if let Some((_, data)) = given.iter().find(|(n, _)| *n == name) {
+                append_data(&mut builder, &name, data).map_err(io(&entry.path()))?;
+                context.files += 1;
+                context.bytes += data.len() as u64;
+                continue;
+            }
             builder
                 .append_path_with_name(entry.path(), &path)
                 .map_err(io(&entry.path()))?;
@@ -89,8 +106,27 @@ pub fn archive(root: &Path, dockerfile: &str) -> Result<BuildContext, Error> {
     if !root.join(dockerfile).is_file() {
         return Err(Error::NoDockerfile(root.join(dockerfile)));
     }
+    for (name, data) in given {
+        if !root.join(name).is_file() {
+            append_data(&mut builder, name, data).map_err(io(root))?;
+            context.files += 1;
+            context.bytes += data.len() as u64;
+        }
+    }
     context.archive = builder.into_inner().map_err(io(root))?;
     Ok(context)
+}
+
+fn append_data(
+    builder: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append_data(&mut header, name, data)
 }
 
 #[cfg(test)]

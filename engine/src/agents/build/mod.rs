@@ -7,7 +7,8 @@
 //! `digest`, `size`, `previous` and `size_change` (against the branch tag before it moved),
 //! `decision` (`full`/`cached`) and `reason`, `cache` (triggers, changed files, cache hits),
 //! `duration_ms`, `last_full_build_ms`, `time_saved_ms`, `layers`, `context`, and `review`
-//! (findings, their explanation and the tier that wrote it, proposal status).
+//! (findings, their explanation and the tier that wrote it, and with `optimize:` a rewritten
+//! Dockerfile proven by building and measuring it: `rewrite.rs`, `prove.rs`).
 
 mod agent;
 mod cache;
@@ -19,7 +20,9 @@ mod dockerignore;
 mod error;
 mod history;
 mod naming;
+mod prove;
 mod review;
+mod rewrite;
 mod size;
 
 pub use agent::BuildAgent;

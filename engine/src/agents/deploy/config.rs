@@ -412,31 +412,8 @@ fn strategies(value: Option<&Value>) -> Result<BTreeMap<&'static str, Strategy>,
     Ok(by_risk)
 }
 
-/// A duration in the one grammar of the whole project (`500ms`, `30s`, `10m`, `1h30m`: see
-/// `pipeline::parse_duration`). Numbers without a unit are refused: `window: -1` or
-/// `health_timeout: 1e300` must be a clear error, never a panic in `Duration::from_secs_f64`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    crate::pipeline::parse_duration(text)
-}
-
 pub(super) fn duration(map: &Map<String, Value>, key: &str) -> Result<Option<Duration>, Error> {
-    duration_value(map.get(key), key).map_err(Error::Config)
-}
-
-/// A `with:` value as a duration; `key` names it in the message.
-pub(crate) fn duration_value(value: Option<&Value>, key: &str) -> Result<Option<Duration>, String> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => parse_duration(s)
-            .map(Some)
-            .map_err(|reason| format!("{key}: {reason}")),
-        Some(Value::Number(n)) => Err(format!(
-            "{key} must be a duration with a unit, such as 30s or 10m, not the number {n}"
-        )),
-        Some(other) => Err(format!(
-            "{key} must be a duration such as 30s, found {other}"
-        )),
-    }
+    crate::agents::with::duration(map.get(key), key).map_err(Error::Config)
 }
 
 pub(super) fn string(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
@@ -550,9 +527,6 @@ mod tests {
         let mut with = base();
         with["canary_steps"] = json!([50, 25]);
         assert!(DeployConfig::from_with(&with, &json!({}), ws, |_| None).is_err());
-        assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert!(parse_duration("ten").is_err());
         // Values that used to reach `Duration::from_secs_f64` and panic are plain errors.
         for value in [
             serde_json::json!(-1),

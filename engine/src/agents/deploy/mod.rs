@@ -41,6 +41,8 @@ pub use managed::stop as stop_managed_proxy;
 pub use metrics::{Histogram, Snapshot, parse_exposition};
 pub use monitor::MonitorAgent;
 pub use notify::{Alert, Destination, Notifier, NotifyConfig, Route, Severity};
+/// The health probe, shared with the build agent's proof of a proposed Dockerfile.
+pub(crate) use probe::{client as probe_client, wait_healthy};
 pub use proxy::{Proxy, haproxy_config};
 pub use rollback::{promote_run, rollback, rollback_run};
 pub use source::MetricsSource;

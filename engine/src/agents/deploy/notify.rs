@@ -120,7 +120,7 @@ impl NotifyConfig {
                         .collect::<Result<_, _>>()?
                 }
                 "window" => {
-                    config.window = super::config::duration_value(Some(item), "notify.window")?
+                    config.window = crate::agents::with::duration(Some(item), "notify.window")?
                         .ok_or("notify.window must be a duration such as 60s")?
                 }
                 "success" => {

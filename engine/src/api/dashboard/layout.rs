@@ -21,6 +21,7 @@ pub fn page(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
                         a href="/deployments" { "Deployments" }
                         a href="/costs" { "Costs" }
                         a href="/flaky" { "Flaky tests" }
+                        a href="/test-proposals" { "Test proposals" }
                         @if let Some(csrf) = csrf {
                             form.signout method="post" action="/logout" {
                                 input type="hidden" name="csrf" value=(csrf);

@@ -31,6 +31,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/deployments", get(records::deployments))
         .route("/costs", get(records::costs))
         .route("/flaky", get(records::flaky))
+        .route("/test-proposals", get(records::proposals))
         .route("/login", get(session::form).post(session::login))
         .route("/logout", post(session::logout))
         .route("/static/style.css", get(style))

@@ -1,6 +1,6 @@
 //! Deployments (each deploy's canary analysis plotted: latency and error rate, canary against
-//! baseline, and the decision), costs over time (tokens by tier, cache savings) and flaky
-//! tests.
+//! baseline, and the decision), costs over time (tokens by tier, cache savings), flaky tests
+//! and the test agent's proposed tests (accepted or rejected, with the reason and the code).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -194,6 +194,36 @@ pub async fn flaky(State(state): State<ApiState>, headers: HeaderMap) -> Respons
             tbody { @for t in &rows { tr {
                 td { (t.repo) } td { code { (t.test_id) } } td { (t.runs) } td { (t.failed) } td { (t.flaky) }
                 td { @if let Some(since) = t.quarantined_since { "since " (time(since)) ": " (t.quarantine_reason.as_deref().unwrap_or("")) } @else { "–" } }
+            } } }
+        } } }
+    })
+    .into_response()
+}
+
+/// The tests the test agent generated for uncovered changed functions: what the gate decided
+/// and why, newest first, each with its code folded away.
+pub async fn proposals(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let viewer = match viewer(&state, &headers).await {
+        Ok(viewer) => viewer,
+        Err(redirect) => return redirect,
+    };
+    let rows = match state.read(|store| store.test_proposals(None, 100)).await {
+        Ok(rows) => rows,
+        Err(error) => return error.into_response(),
+    };
+    page("Test proposals", viewer.csrf.as_deref(), html! {
+        h1 { "Test proposals" }
+        p.hint { "Tests the test agent wrote for changed functions no test covered. A proposal is accepted only when it passes on the change and fails on its parent." }
+        @if rows.is_empty() { p { "No test has been proposed yet." } }
+        @else { div.scroll { table {
+            thead { tr { th scope="col" { "Run" } th scope="col" { "Function" } th scope="col" { "Test file" } th scope="col" { "Decision" } th scope="col" { "Why" } th scope="col" { "Code" } } }
+            tbody { @for p in &rows { tr {
+                td { a href={"/runs/" (p.run_id)} { "#" (p.run_id) } " " code { (p.commit_id.get(..8).unwrap_or(&p.commit_id)) } }
+                td { code { (p.source_path) ":" (p.function) } }
+                td { code { (p.test_path) } }
+                td { span class={"badge state-" (if p.status == "accepted" { "succeeded" } else { "failed" })} { (p.status) } }
+                td { (p.reason.replace('_', " ")) @if !p.detail.is_empty() { ": " (redact::text(&p.detail)) } }
+                td { details { summary { "show (" (p.tier) ")" } pre { code { (redact::text(&p.code)) } } } }
             } } }
         } } }
     })
