@@ -34,6 +34,7 @@ mod coverage;
 mod files;
 mod flaky;
 pub mod generate;
+mod go_comments;
 pub mod imports;
 mod learn;
 pub mod measure;
@@ -558,6 +559,8 @@ async fn choose_files(
     commit: &str,
     changed: &[String],
 ) -> Result<FileSelection, AgentError> {
+    // A Go file changed only in its comments changes no test's outcome.
+    let changed = &go_comments::behaviour_changed(&context.workspace, commit, changed);
     let (store, workspace) = (context.store.clone(), context.workspace.clone());
     let (repo, commit, paths) = (repo.to_string(), commit.to_string(), changed.to_vec());
     let (learned, test_files, links, graph, coverage) = tokio::task::spawn_blocking(move || {

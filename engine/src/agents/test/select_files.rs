@@ -172,6 +172,7 @@ pub fn select_files(
             // A deleted test file is not there to run, and a test file is not imported.
             continue;
         }
+        let go_module = graph.nested_go_module(path).filter(|_| graph.tracked(path));
         match graph.knows(path) {
             Ok(()) if !graph.tracked(path) => {
                 return FileSelection::everything(
@@ -204,6 +205,24 @@ pub fn select_files(
                 }
             }
             Err(_) if mapped => {}
+            // A nested module's requirements: its own packages' tests, and what names the file.
+            Err(_) if go_module.is_some() => {
+                let dir = go_module.as_deref().unwrap_or_default();
+                for test in test_files
+                    .iter()
+                    .filter(|t| t.starts_with(&format!("{dir}/")))
+                {
+                    add(test, format!("in the Go module {path} describes"));
+                }
+                for (file, named) in graph.naming(path) {
+                    if tests.contains(&file) {
+                        add(&file, named.clone());
+                    }
+                    for (test, chain) in graph.reaching(&file, &tests) {
+                        add(&test, format!("{chain}, which {named}"));
+                    }
+                }
+            }
             Err(why)
                 if graph_language(path)
                     || foreign_code(path)

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{Found, dir_of};
+use super::{Found, Graph, dir_of};
 
 /// `import "x"`, `import alias "x"`, and the lines of an `import ( … )` block.
 static SINGLE_IMPORT: LazyLock<Regex> = LazyLock::new(|| {
@@ -92,6 +92,31 @@ pub fn read(workspace: &Path, sources: &[&String], files: &[String]) -> Found {
     out
 }
 
+/// For the `go.mod` or `go.sum` of a module below the repository's root (`D/go.mod`): `D`,
+/// when no other module builds with that module's files, so what the file says reaches only
+/// the packages under `D`. Another module reaches them through a `replace` to a local
+/// directory or a workspace (`go.work`); otherwise it builds with a published version.
+pub fn nested_module_dir(graph: &Graph, path: &str) -> Option<String> {
+    let (dir, name) = path.rsplit_once('/')?;
+    if !matches!(name, "go.mod" | "go.sum") {
+        return None;
+    }
+    let shared = graph.tracked.iter().any(|file| {
+        let other = file.rsplit('/').next().unwrap_or(file);
+        if other == "go.work" {
+            return true;
+        }
+        if other != "go.mod" || file.as_str() == format!("{dir}/go.mod") {
+            return false;
+        }
+        // Unreadable: it may say anything.
+        std::fs::read_to_string(graph.root.join(file))
+            .ok()
+            .is_none_or(|text| text.contains("replace"))
+    });
+    (!shared).then(|| dir.to_string())
+}
+
 /// The import paths of a Go file, and what could not be read as one.
 fn imports(text: &str) -> (Vec<String>, Vec<String>) {
     let mut paths: Vec<String> = SINGLE_IMPORT
@@ -144,6 +169,56 @@ mod tests {
         let (paths, unreadable) = imports(text);
         assert_eq!(paths, ["fmt", "m/b", "os", "m/c", "m/d"]);
         assert!(unreadable.is_empty());
+    }
+
+    #[test]
+    fn a_nested_modules_go_mod_reaches_its_own_packages_only() {
+        use crate::agents::test::per_test::Excluded;
+        use crate::agents::test::{SelectGlobs, select_files};
+        // As in golang-lru: the root module, and `arc` a module of its own requiring a
+        // published version of the root one.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut files = vec![
+            ("go.mod", "module m/v2\n\ngo 1.19\n"),
+            ("lru.go", "package lru\n"),
+            ("lru_test.go", "package lru\n"),
+            ("arc/go.mod", "module m/v2/arc\n\nrequire m/v2 v2.0.7\n"),
+            ("arc/arc.go", "package arc\n\nimport \"m/v2\"\n"),
+            ("arc/arc_test.go", "package arc\n"),
+        ];
+        let select = |files: &[(&str, &str)]| {
+            for (path, text) in files {
+                let path = dir.path().join(path);
+                std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+                std::fs::write(path, text).expect("write");
+            }
+            let tracked: Vec<String> = files.iter().map(|(p, _)| p.to_string()).collect();
+            let tests: Vec<String> = tracked
+                .iter()
+                .filter(|p| p.ends_with("_test.go"))
+                .cloned()
+                .collect();
+            let graph = Graph::build(dir.path(), &tracked);
+            select_files(
+                &["arc/go.mod".to_string()],
+                &tests,
+                &SelectGlobs::default(),
+                &[],
+                &graph,
+                &Excluded::new(),
+            )
+        };
+        let selection = select(&files);
+        assert!(!selection.all, "{:?}", selection.reasons);
+        assert_eq!(selection.tests, ["arc/arc_test.go"]);
+        // A `replace` to the local directory: the root module builds with `arc`'s files.
+        files[0].1 = "module m/v2\n\nrequire m/v2/arc v2.0.0\nreplace m/v2/arc => ./arc\n";
+        assert!(select(&files).all);
+        // The root module's own `go.mod` reaches everything.
+        assert_eq!(
+            Graph::build(dir.path(), &["go.mod".to_string()]).nested_go_module("go.mod"),
+            None
+        );
     }
 
     #[test]

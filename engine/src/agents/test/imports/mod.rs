@@ -110,6 +110,12 @@ impl Graph {
         graph
     }
 
+    /// The directory of the nested Go module whose `go.mod`/`go.sum` `path` is, when only that
+    /// module builds with it (`go.rs`).
+    pub fn nested_go_module(&self, path: &str) -> Option<String> {
+        go::nested_module_dir(self, path)
+    }
+
     /// Whether `path` is in the commit's tree.
     pub fn tracked(&self, path: &str) -> bool {
         self.tracked.contains(path)

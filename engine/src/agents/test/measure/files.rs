@@ -20,7 +20,7 @@ use crate::agents::test::narrow::{go_tests, narrow};
 use crate::agents::test::per_test::{self, Excluded};
 use crate::agents::test::results::{Outcome, TestResult, parse_go_json, parse_junit};
 use crate::agents::test::runner::with_report;
-use crate::agents::test::{SelectGlobs, files, learn, select_files};
+use crate::agents::test::{SelectGlobs, files, go_comments, learn, select_files};
 use crate::store::Store;
 
 /// The suite command made to write Cairn's JUnit report, and where; or a `go test -json`
@@ -89,7 +89,9 @@ pub fn measure_commit(
     // Installed dependencies stay; what a previous commit's run left does not.
     super::check_out(checkout, commit, &["node_modules", ".venv"])?;
     progress(Progress::Step("selecting"));
-    let changed = files::changed(checkout, commit).map_err(Error::Git)?;
+    let all_changed = files::changed(checkout, commit).map_err(Error::Git)?;
+    // As the agent selects: a Go file changed only in comments changed nothing that runs.
+    let changed = go_comments::behaviour_changed(checkout, commit, &all_changed);
     let tracked = files::tracked(checkout, commit).map_err(Error::Git)?;
     let test_files: Vec<String> = tracked
         .iter()
@@ -130,7 +132,10 @@ pub fn measure_commit(
     let hunks = files::changed_hunks(checkout, commit).map_err(Error::Git)?;
     let mut mutants = Vec::new();
     for (file, hunks) in &hunks {
-        if files::is_test_file(file) || mutants.len() >= options.max_mutants {
+        if files::is_test_file(file)
+            || mutants.len() >= options.max_mutants
+            || (all_changed.contains(file) && !changed.contains(file))
+        {
             continue;
         }
         let lines: Vec<(usize, usize)> = hunks

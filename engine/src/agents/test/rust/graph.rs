@@ -2,10 +2,13 @@
 //! (following `mod` declarations and `#[path]` from each crate root), and an edge from a module
 //! to every module whose code it can use.
 //!
-//! Edges come from `use` leaves, qualified paths (`crate::`, `self::`, `super::`, child modules,
+//! Edges come from `use` leaves (a glob import reaching every re-export of the module it
+//! names), qualified paths (`crate::`, `self::`, `super::`, child modules,
 //! imported names, workspace crate names), macro calls (to the module defining the macro),
 //! `impl` blocks (a type's and a trait's module reach the modules implementing them, since code
-//! using the type can call those impls without naming them), and binaries: every target of a
+//! using the type can call those impls without naming them; a trait's module does not reach an
+//! impl for a struct or enum of the crate, which runs only on a value whose maker reaches the
+//! type's module), and binaries: every target of a
 //! package depending on a package with binaries reaches those binaries' roots (its tests may run
 //! them, as Cairn's end-to-end tests run `cairn`), as does a target naming `CARGO_BIN_EXE_x`.
 //! A declaration `mod x;` alone is not an edge: a parent does not run its children's code.
@@ -256,6 +259,29 @@ impl Graph {
                     edges.push((id, to));
                 }
             }
+            // A glob import (`use http::header::*`) brings in what that module re-exports:
+            // the names it then uses are not resolved here, so it reaches every re-export.
+            for glob in facts.uses.iter().filter(|u| u.alias.is_none()) {
+                let mut stack: Vec<(NodeId, usize)> = self
+                    .resolve(workspace, id, &glob.path, 0)
+                    .map(|to| (to, 0))
+                    .into_iter()
+                    .collect();
+                let mut seen = BTreeSet::new();
+                while let Some((module, depth)) = stack.pop() {
+                    if depth > 8 || !seen.insert(module) {
+                        continue;
+                    }
+                    for export in self.nodes[module].facts.uses.iter().filter(|u| u.public) {
+                        if let Some(to) = self.resolve(workspace, module, &export.path, 0) {
+                            edges.push((id, to));
+                            if export.alias.is_none() {
+                                stack.push((to, depth + 1));
+                            }
+                        }
+                    }
+                }
+            }
             let visible = workspace.with_dependencies(&workspace.packages[node.target.0].name);
             for call in &facts.macro_calls {
                 let Some(name) = call.last() else { continue };
@@ -266,10 +292,35 @@ impl Graph {
                 }
             }
             for (self_type, trait_path) in &facts.impls {
-                for path in std::iter::once(self_type).chain(trait_path.iter()) {
-                    if let Some(owner) = self.resolve(workspace, id, path, 0) {
-                        edges.push((owner, id));
+                let owner = self.resolve(workspace, id, self_type, 0);
+                if let Some(owner) = owner {
+                    edges.push((owner, id));
+                }
+                // A trait's impl for a struct or enum of the crate runs only on a value of
+                // that type, and whatever makes one reaches the type's module, which reaches
+                // this one: the trait's module need not reach it. Any other self type (a
+                // generic, a reference, a foreign or aliased type) may be made anywhere.
+                let own_type = match (owner, self_type.as_slice()) {
+                    (Some(owner), [.., name]) => {
+                        self.nodes[owner].facts.nominal_types.contains(name)
                     }
+                    (None, [name]) => {
+                        facts.nominal_types.contains(name)
+                            && !facts
+                                .uses
+                                .iter()
+                                .any(|u| u.alias.as_deref() == Some(name.as_str()))
+                    }
+                    _ => false,
+                };
+                if own_type {
+                    continue;
+                }
+                if let Some(owner) = trait_path
+                    .as_ref()
+                    .and_then(|path| self.resolve(workspace, id, path, 0))
+                {
+                    edges.push((owner, id));
                 }
             }
             let (p, _) = node.target;

@@ -46,8 +46,12 @@ pub struct ModuleFacts {
     pub names: std::collections::BTreeSet<String>,
     /// The module calls methods (`x.f()`), which may come from any trait in scope.
     pub method_calls: bool,
-    /// `impl Trait for Type`: the self type's path and the trait's.
+    /// `impl Trait for Type`: the self type's path and the trait's. The self type's path is
+    /// empty when it names no type of its own (a generic parameter, a reference, a tuple…).
     pub impls: Vec<(RawPath, Option<RawPath>)>,
+    /// Structs, enums and unions declared in the module (not type aliases, which may name
+    /// a type made anywhere).
+    pub nominal_types: std::collections::BTreeSet<String>,
     pub macro_defs: Vec<String>,
     pub macro_calls: Vec<RawPath>,
     /// Number of `#[test]`-like functions directly in this module.
@@ -329,12 +333,34 @@ impl<'ast> Visit<'ast> for Collector {
 
     fn visit_item_impl(&mut self, item: &'ast syn::ItemImpl) {
         let self_type = match &*item.self_ty {
-            syn::Type::Path(path) => path_segments(&path.path),
+            syn::Type::Path(path) if path.qself.is_none() => path_segments(&path.path),
             _ => Vec::new(),
         };
+        // `impl<T: Show> Print for T`: `T` is any type, not one of the module's.
+        let generic = self_type.first().is_some_and(|first| {
+            item.generics
+                .type_params()
+                .any(|p| p.ident == first.as_str())
+        });
+        let self_type = if generic { Vec::new() } else { self_type };
         let trait_path = item.trait_.as_ref().map(|(_, path, _)| path_segments(path));
         self.current().impls.push((self_type, trait_path));
         syn::visit::visit_item_impl(self, item);
+    }
+
+    fn visit_item_struct(&mut self, item: &'ast syn::ItemStruct) {
+        self.current().nominal_types.insert(item.ident.to_string());
+        syn::visit::visit_item_struct(self, item);
+    }
+
+    fn visit_item_enum(&mut self, item: &'ast syn::ItemEnum) {
+        self.current().nominal_types.insert(item.ident.to_string());
+        syn::visit::visit_item_enum(self, item);
+    }
+
+    fn visit_item_union(&mut self, item: &'ast syn::ItemUnion) {
+        self.current().nominal_types.insert(item.ident.to_string());
+        syn::visit::visit_item_union(self, item);
     }
 
     fn visit_item_macro(&mut self, item: &'ast syn::ItemMacro) {
@@ -537,6 +563,24 @@ fn runnable_doc_block(doc: &str, open: &mut bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_types_and_generic_self_types_are_told_apart() {
+        let facts = parse_source(
+            "pub struct A;\nenum B { X }\ntype C = Vec<u8>;\nimpl Show for A {}\nimpl<T: Copy> Show for T {}\nimpl Show for C {}\nimpl<'a> Show for &'a A {}\n",
+        )
+        .expect("parses");
+        let top = &facts.modules[0];
+        assert_eq!(
+            top.nominal_types
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["A", "B"]
+        );
+        let selves: Vec<String> = top.impls.iter().map(|(s, _)| s.join("::")).collect();
+        assert_eq!(selves, ["A", "", "C", ""]);
+    }
 
     #[test]
     fn modules_uses_paths_impls_and_tests_are_collected() {

@@ -370,6 +370,101 @@ fn crate_root_re_exports_and_comment_only_changes_do_not_reach_everything() {
         )],
     );
     assert!(selection.nothing(), "{:#?}", selection.reasons);
+    // A glob import of the crate root (as `http`'s integration tests write `use http::*`)
+    // reaches whatever the root re-exports.
+    commit(
+        root,
+        &[(
+            "corelib/tests/glob.rs",
+            "use corelib::*;\n\n#[test]\nfn doubles() {\n    assert_eq!(double(2), 4);\n}\n",
+        )],
+    );
+    let selection = commit(
+        root,
+        &[(
+            "corelib/src/math.rs",
+            "pub fn double(x: i32) -> i32 {\n    2 * x\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn doubles() {\n        assert_eq!(super::double(2), 4);\n    }\n}\n",
+        )],
+    );
+    assert!(
+        selection.covers("corelib", "test:glob", "doubles")
+            && !selection.covers("corelib", "test:loud", "shouts"),
+        "{:#?}",
+        selection.reasons
+    );
+}
+
+#[test]
+fn a_traits_module_reaches_impls_for_foreign_types_but_not_for_the_crates_own_types() {
+    // As in `similar`: a trait (`show`), a module implementing it for its own struct (`pair`,
+    // as a test's recording hook does), one implementing it for `bool` (`flags`), and `text`,
+    // generic over the trait.
+    let dir = workspace();
+    let root = dir.path();
+    let pair = |body: &str| {
+        format!(
+            "use crate::show::Show;\n\npub struct Pair(pub i32, pub i32);\n\nimpl Show for Pair {{\n    fn show(&self) -> String {{\n        {body}\n    }}\n}}\n\n#[cfg(test)]\nmod tests {{\n    use super::*;\n\n    #[test]\n    fn shows() {{\n        assert_eq!(Pair(1, 2).show(), \"1,2\");\n    }}\n}}\n"
+        )
+    };
+    let flags = |body: &str| {
+        format!(
+            "impl crate::show::Show for bool {{\n    fn show(&self) -> String {{\n        {body}\n    }}\n}}\n\n#[cfg(test)]\nmod tests {{\n    use crate::show::Show;\n\n    #[test]\n    fn shows() {{\n        assert_eq!(true.show(), \"yes\");\n    }}\n}}\n"
+        )
+    };
+    commit(
+        root,
+        &[
+            (
+                "corelib/src/lib.rs",
+                "//! Core.\npub mod flags;\npub mod math;\npub mod pair;\npub mod show;\npub mod text;\npub use math::double;\n",
+            ),
+            (
+                "corelib/src/show.rs",
+                "pub trait Show {\n    fn show(&self) -> String;\n}\n",
+            ),
+            ("corelib/src/pair.rs", &pair("format!(\"{},{}\", self.0, self.1)")),
+            (
+                "corelib/src/flags.rs",
+                &flags("if *self { \"yes\".into() } else { \"no\".into() }"),
+            ),
+            (
+                "corelib/src/text.rs",
+                &TEXT.replace(
+                    "#[cfg(test)]",
+                    "pub fn loud<T: crate::show::Show>(t: &T) -> String {\n    shout(&t.show())\n}\n\n#[cfg(test)]",
+                ),
+            ),
+        ],
+    );
+    // Only a `Pair` runs `Pair`'s impl, and only `pair` makes one.
+    let selection = commit(
+        root,
+        &[(
+            "corelib/src/pair.rs",
+            &pair("format!(\"{};{}\", self.0, self.1)"),
+        )],
+    );
+    assert!(
+        selection.covers("corelib", "lib", "pair::tests::shows")
+            && !selection.covers("corelib", "lib", "text::tests::shouts")
+            && !selection.covers("corelib", "lib", "flags::tests::shows"),
+        "{:#?}",
+        selection.reasons
+    );
+    // Any code holding a `bool` can run `bool`'s impl: whatever uses the trait is reached.
+    let selection = commit(
+        root,
+        &[(
+            "corelib/src/flags.rs",
+            &flags("if *self { \"YES\".into() } else { \"no\".into() }"),
+        )],
+    );
+    assert!(
+        selection.covers("corelib", "lib", "flags::tests::shows")
+            && selection.covers("corelib", "lib", "text::tests::shouts"),
+        "{:#?}",
+        selection.reasons
+    );
 }
 
 #[test]
