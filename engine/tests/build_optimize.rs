@@ -14,7 +14,7 @@ mod build_support;
 use std::path::Path;
 use std::process::Command;
 
-use build_support::{Images, TestEngine, git};
+use build_support::{Images, ServiceRepo, TestEngine, git, init_repo};
 use cairn_engine::store::RunState;
 use serde_json::{Value, json};
 
@@ -84,17 +84,11 @@ fn service_repo(path: &Path, base: &str, port: u16) -> String {
     ] {
         std::fs::write(path.join(file), text).expect("write");
     }
-    git(path, &["init", "--quiet", "--initial-branch=main"]);
-    for (key, value) in [
-        ("user.name", "Cairn Tests"),
-        ("user.email", "tests@cairn.invalid"),
-        ("commit.gpgsign", "false"),
-    ] {
-        git(path, &["config", key, value]);
+    init_repo(path);
+    ServiceRepo {
+        path: path.to_path_buf(),
     }
-    git(path, &["add", "-A"]);
-    git(path, &["commit", "--quiet", "-m", "service"]);
-    git(path, &["rev-parse", "HEAD"]).trim().to_string()
+    .commit("service")
 }
 
 fn leftovers(repository: &str) -> String {

@@ -70,6 +70,18 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// `git init` with the identity the tests commit as.
+pub fn init_repo(path: &Path) {
+    git(path, &["init", "--quiet", "--initial-branch=main"]);
+    for (key, value) in [
+        ("user.name", "Cairn Tests"),
+        ("user.email", "tests@cairn.invalid"),
+        ("commit.gpgsign", "false"),
+    ] {
+        git(path, &["config", key, value]);
+    }
+}
+
 /// A repository holding a buildable FROM-scratch service.
 pub struct ServiceRepo {
     pub path: PathBuf,
@@ -78,14 +90,7 @@ pub struct ServiceRepo {
 impl ServiceRepo {
     pub fn create(path: &Path) -> ServiceRepo {
         std::fs::create_dir_all(path).expect("mkdir repo");
-        git(path, &["init", "--quiet", "--initial-branch=main"]);
-        for (key, value) in [
-            ("user.name", "Cairn Tests"),
-            ("user.email", "tests@cairn.invalid"),
-            ("commit.gpgsign", "false"),
-        ] {
-            git(path, &["config", key, value]);
-        }
+        init_repo(path);
         std::fs::write(path.join("Dockerfile"), DOCKERFILE).expect("Dockerfile");
         std::fs::write(path.join(".dockerignore"), "notes/\n*.c\n").expect(".dockerignore");
         std::fs::write(path.join("requirements.txt"), "flask==3.0.0\n").expect("requirements");
@@ -267,14 +272,7 @@ pub fn demo_service_repo(path: &Path) -> ServiceRepo {
         std::fs::copy(source.join(file), path.join(file))
             .unwrap_or_else(|e| panic!("copy {file}: {e}"));
     }
-    git(path, &["init", "--quiet", "--initial-branch=main"]);
-    for (key, value) in [
-        ("user.name", "Cairn Tests"),
-        ("user.email", "tests@cairn.invalid"),
-        ("commit.gpgsign", "false"),
-    ] {
-        git(path, &["config", key, value]);
-    }
+    init_repo(path);
     let repo = ServiceRepo {
         path: path.to_path_buf(),
     };

@@ -14,10 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, ImageInspect, PortBinding};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-};
+use bollard::models::ImageInspect;
+use bollard::query_parameters::RemoveImageOptionsBuilder;
 use serde::Serialize;
 use similar::TextDiff;
 
@@ -26,6 +24,7 @@ use super::context;
 use super::docker::{self, BuildRequest};
 use super::error::Error;
 use super::rewrite::{Change, Proposal};
+use crate::agents::deploy::containers;
 
 /// The file whose appearance in the context stands for an application change.
 const PROBE_FILE: &str = ".cairn-app-change";
@@ -285,8 +284,8 @@ fn entrypoint_difference(before: &ImageInspect, after: &ImageInspect) -> Option<
         .map(|(what, x, y)| format!("{what} {x} became {y}"))
 }
 
-/// Runs a container of `image` (port published on 127.0.0.1, `PORT` set as the deploy agent
-/// does) until the health path answers 2xx twice in a row; removes it either way.
+/// Runs a container of `image` (port published on 127.0.0.1, `PORT` set, as the deploy agent
+/// runs a replica) until the health path answers 2xx twice; removes it either way.
 async fn health(
     docker: &Docker,
     image: &str,
@@ -295,8 +294,7 @@ async fn health(
 ) -> Result<Duration, String> {
     let container = format!("{}-health", name.replace([':', '/'], "-"));
     let result = run_health(docker, image, &container, optimize).await;
-    let options = RemoveContainerOptionsBuilder::new().force(true).build();
-    let _ = docker.remove_container(&container, Some(options)).await;
+    let _ = containers::remove(docker, &container).await;
     result
 }
 
@@ -306,65 +304,36 @@ async fn run_health(
     container: &str,
     optimize: &OptimizeConfig,
 ) -> Result<Duration, String> {
-    let port = format!("{}/tcp", optimize.port);
-    let bindings = HashMap::from([(
-        port.clone(),
-        Some(vec![PortBinding {
-            host_ip: Some("127.0.0.1".into()),
-            host_port: Some(String::new()),
-        }]),
-    )]);
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        env: Some(vec![format!("PORT={}", optimize.port)]),
-        exposed_ports: Some(vec![port.clone()]),
-        host_config: Some(HostConfig {
-            port_bindings: Some(bindings),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let options = CreateContainerOptionsBuilder::new().name(container).build();
-    docker
-        .create_container(Some(options), body)
-        .await
-        .map_err(|e| format!("create: {e}"))?;
-    docker
-        .start_container(container, None)
-        .await
-        .map_err(|e| format!("start: {e}"))?;
+    let text = |e: crate::agents::deploy::Error| e.chain();
+    containers::create_published(
+        docker,
+        container,
+        image,
+        Vec::new(),
+        HashMap::new(),
+        optimize.port,
+    )
+    .await
+    .map_err(text)?;
     let started = Instant::now();
-    let mut address = None;
-    while address.is_none() && started.elapsed() < optimize.health_timeout {
-        let inspect = docker
-            .inspect_container(container, None)
+    let replica = loop {
+        if let Some(replica) = containers::running(docker, container, optimize.port)
             .await
-            .map_err(|e| format!("inspect: {e}"))?;
-        if let Some(state) = &inspect.state
-            && state.running != Some(true)
-            && state.exit_code.is_some()
+            .map_err(text)?
         {
-            return Err(format!(
-                "the container exited with code {}",
-                state.exit_code.unwrap_or(-1)
-            ));
+            break replica;
         }
-        address = inspect
-            .network_settings
-            .and_then(|n| n.ports)
-            .and_then(|p| p.get(&port).cloned().flatten())
-            .and_then(|b| {
-                b.into_iter()
-                    .find_map(|b| b.host_port.filter(|p| !p.is_empty()))
-            })
-            .map(|p| format!("127.0.0.1:{p}"));
-        if address.is_none() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(code) = containers::exited(docker, container).await.map_err(text)? {
+            return Err(format!("the container exited with code {code}"));
         }
-    }
-    let address = address.ok_or_else(|| format!("no port {port} was published"))?;
+        if started.elapsed() >= optimize.health_timeout {
+            return Err(format!("no port {} was published", optimize.port));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let left = optimize.health_timeout.saturating_sub(started.elapsed());
     let client = crate::agents::deploy::probe_client();
-    crate::agents::deploy::wait_healthy(&client, &address, &optimize.health_path, left).await?;
+    crate::agents::deploy::wait_healthy(&client, &replica.address, &optimize.health_path, left)
+        .await?;
     Ok(started.elapsed())
 }

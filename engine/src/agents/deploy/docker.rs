@@ -43,43 +43,21 @@ pub async fn start(
         return Ok(replica);
     }
     remove(docker, name).await?;
-    let port = format!("{}/tcp", config.container_port);
-    let mut env: Vec<String> = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env.push(format!("PORT={}", config.container_port));
+    let env: Vec<String> = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let labels = HashMap::from([
         (SERVICE_LABEL.to_string(), config.service.clone()),
         (KEY_LABEL.to_string(), key.to_string()),
         (VERSION_LABEL.to_string(), config.version.clone()),
     ]);
-    let bindings = HashMap::from([(
-        port.clone(),
-        Some(vec![PortBinding {
-            host_ip: Some("127.0.0.1".into()),
-            host_port: Some(String::new()),
-        }]),
-    )]);
-    let body = ContainerCreateBody {
-        image: Some(config.image.clone()),
-        env: Some(env),
-        labels: Some(labels),
-        exposed_ports: Some(vec![port]),
-        host_config: Some(HostConfig {
-            port_bindings: Some(bindings),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let options = CreateContainerOptionsBuilder::new().name(name).build();
-    docker
-        .create_container(Some(options), body)
-        .await
-        .map_err(|e| {
-            Error::container(format!("create container {name} from {}", config.image), e)
-        })?;
-    docker
-        .start_container(name, None)
-        .await
-        .map_err(|e| Error::container(format!("start container {name}"), e))?;
+    create_published(
+        docker,
+        name,
+        &config.image,
+        env,
+        labels,
+        config.container_port,
+    )
+    .await?;
     // The published port is known once the container runs.
     for _ in 0..50 {
         if let Some(replica) = running(docker, name, config.container_port).await? {
@@ -96,6 +74,48 @@ pub async fn start(
         "container {name} started but publishes no port {}",
         config.container_port
     )))
+}
+
+/// Creates and starts container `name` of `image` with `container_port` published on a free
+/// 127.0.0.1 port and `PORT` added to `env`: how Cairn runs a service's container, for a
+/// replica and for the build agent's health check of a proposed Dockerfile.
+pub(crate) async fn create_published(
+    docker: &Docker,
+    name: &str,
+    image: &str,
+    mut env: Vec<String>,
+    labels: HashMap<String, String>,
+    container_port: u16,
+) -> Result<(), Error> {
+    let port = format!("{container_port}/tcp");
+    env.push(format!("PORT={container_port}"));
+    let bindings = HashMap::from([(
+        port.clone(),
+        Some(vec![PortBinding {
+            host_ip: Some("127.0.0.1".into()),
+            host_port: Some(String::new()),
+        }]),
+    )]);
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        env: Some(env),
+        labels: Some(labels),
+        exposed_ports: Some(vec![port]),
+        host_config: Some(HostConfig {
+            port_bindings: Some(bindings),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let options = CreateContainerOptionsBuilder::new().name(name).build();
+    docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| Error::container(format!("create container {name} from {image}"), e))?;
+    docker
+        .start_container(name, None)
+        .await
+        .map_err(|e| Error::container(format!("start container {name}"), e))
 }
 
 /// The replica if container `name` runs with its port published.

@@ -41,7 +41,11 @@ pub use managed::stop as stop_managed_proxy;
 pub use metrics::{Histogram, Snapshot, parse_exposition};
 pub use monitor::MonitorAgent;
 pub use notify::{Alert, Destination, Notifier, NotifyConfig, Route, Severity};
-/// The health probe, shared with the build agent's proof of a proposed Dockerfile.
+/// Containers and the health probe, shared with the build agent's proof of a proposed
+/// Dockerfile (it runs the proposal's image as a replica would run).
+pub(crate) mod containers {
+    pub(crate) use super::docker::{create_published, exited, remove, running};
+}
 pub(crate) use probe::{client as probe_client, wait_healthy};
 pub use proxy::{Proxy, haproxy_config};
 pub use rollback::{promote_run, rollback, rollback_run};
