@@ -41,7 +41,8 @@ pub struct RunSummary {
     #[serde(flatten)]
     pub run: RunRecord,
     pub risk: Option<String>,
-    pub route: Option<String>,
+    /// The route as the orchestrator published it (an object: tests, build, deploy, monitor).
+    pub route: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,7 +166,10 @@ impl Store {
             |row| {
                 let run = run_from_row(row)?;
                 let risk: Option<String> = row.get(13)?;
+                // `json_extract` of an object is its JSON text.
                 let route: Option<String> = row.get(14)?;
+                let route =
+                    route.map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text)));
                 Ok(run.map(|run| RunSummary { run, risk, route }))
             },
         )?;

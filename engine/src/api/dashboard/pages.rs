@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde_json::Value;
 
-use super::layout::{badge, page, short, time};
+use super::layout::{badge, page, route_text, short, time};
 use super::session::{Csrf, csrf_for, csrf_matches, session_scope, session_token};
 use crate::api::auth::Scope;
 use crate::api::error::Error;
@@ -87,7 +87,7 @@ pub async fn runs(
                                 td { code { (short(run.context["commit"].as_str().unwrap_or("–"))) } }
                                 td { (badge(run.state.as_str())) }
                                 td { @if let Some(r) = &summary.risk { span class={"risk risk-" (r)} { (r) } } @else { "–" } }
-                                td { (summary.route.as_deref().unwrap_or("–")) }
+                                td { (summary.route.as_ref().map_or_else(|| "–".to_string(), route_text)) }
                                 td { (time(run.created_at)) }
                             }
                         }
@@ -202,7 +202,7 @@ fn analysis(detail: &Value) -> Markup {
         @if let Some(risk) = detail["risk"].as_str() {
             section.analysis aria-labelledby="risk-title" {
                 h2 id="risk-title" { "Risk " span class={"risk risk-" (risk)} { (risk) }
-                    @if let Some(route) = detail["route"].as_str() { " · route " strong { (route) } } }
+                    @if !detail["route"].is_null() { " · route " strong { (route_text(&detail["route"])) } } }
                 @if let Some(summary) = detail["summary"].as_str() { p { (summary) } }
                 @if !reasons.is_empty() {
                     ul { @for reason in &reasons { li { (reason) } } }
