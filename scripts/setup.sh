@@ -3,9 +3,9 @@
 # gcc (static test binaries), haproxy (the deploy agent's proxy), prometheus (the deploy
 # agent's metrics through a Prometheus server, in tests), a running Docker engine (the
 # build and deploy agents; nothing is pulled), a git identity for the commits tests make, and
-# the default local model, a static busybox (a shell inside test images), bubblewrap (`bwrap`, the step sandbox; its tests need it), Go
-# (`go test` selection and measurement are tested on a tiny module) and headless Chromium with
-# chromium-driver (the dashboard's browser tests).
+# the default local model, a static busybox (a shell inside test images), bubblewrap (`bwrap`,
+# the step sandbox; its tests need it), Go (`go test` selection and measurement are tested on a
+# tiny module) and headless Chromium with chromium-driver (the dashboard's browser tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -15,7 +15,9 @@ done
 command -v bwrap >/dev/null || need+=(bubblewrap)
 # A static busybox: the shell and httpd of the FROM-scratch base image the build agent's
 # Dockerfile-optimisation test builds (no image can be pulled).
-command -v busybox >/dev/null || need+=(busybox-static)
+# (Debian's plain `busybox` is dynamically linked and cannot run FROM scratch: ask for the
+# static package itself.)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v go >/dev/null || need+=(golang-go)
 # Headless Chromium and its WebDriver: the dashboard's browser tests (tests/tests/dashboard.rs).
 command -v chromium >/dev/null || need+=(chromium)
