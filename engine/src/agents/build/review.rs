@@ -63,12 +63,14 @@ static DEPENDENCY_STEP: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\b(cargo\s+(build|install|fetch|chef)|npm\s+(install|ci|i)\b|yarn(\s+install)?\b|pnpm\s+(install|i)\b|pip3?\s+install|poetry\s+install|uv\s+(sync|pip\s+install)|go\s+(mod\s+download|build|install)|bundle\s+install|mvn\b|gradle\b|gradlew\b|composer\s+install|dotnet\s+(restore|build|publish))")
         .expect("valid regex")
 });
-static APT_INSTALL: LazyLock<Regex> =
+// Package installs that leave a cache; shared with `rewrite.rs`, which inserts its flag after
+// the command (group 1).
+pub(super) static APT_INSTALL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\bapt(-get)?\s+(-\S+\s+)*install\b").expect("valid regex"));
-static PIP_INSTALL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\bpip3?\s+install\b").expect("valid regex"));
-static APK_ADD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\bapk\s+add\b").expect("valid regex"));
+pub(super) static PIP_INSTALL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b(pip3?\s+install)\b").expect("valid regex"));
+pub(super) static APK_ADD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b(apk\s+add)\b").expect("valid regex"));
 static COMPILE_STEP: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\b(cargo\s+build|go\s+build|gcc|g\+\+|clang|javac|mvn|gradle|gradlew|dotnet\s+(build|publish)|rustc)\b").expect("valid regex")
 });

@@ -18,6 +18,7 @@ use regex::Regex;
 use serde::Serialize;
 
 use super::dockerfile::{Instruction, parse, words};
+use super::review::{APK_ADD, APT_INSTALL, PIP_INSTALL};
 
 /// One edit of the proposal, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -81,12 +82,6 @@ static COMPILED: LazyLock<Vec<Regex>> = LazyLock::new(|| {
         .map(|i| Regex::new(i.pattern).expect("valid regex"))
         .collect()
 });
-static PIP_INSTALL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b(pip3?\s+install)\b").expect("valid regex"));
-static APK_ADD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b(apk\s+add)\b").expect("valid regex"));
-static APT_INSTALL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\bapt(-get)?\s+(-\S+\s+)*install\b").expect("valid regex"));
 
 /// One instruction's lines, with the comment and blank lines just above it (they travel
 /// with it when it moves). `instruction` is `None` for the lines after the last one.
