@@ -210,7 +210,8 @@ fn render(report: &ModelBenchReport) -> String {
     out
 }
 
-fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+/// The middle value (the upper of the two middle ones for an even count).
+pub(super) fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
     let mut values: Vec<f64> = values.collect();
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied()

@@ -88,8 +88,8 @@ fn chain(steps: usize) -> String {
     text
 }
 
-/// Creates the pipelines' runs and drives them at once; their run ids.
-async fn drive_pipelines(engine: &Arc<Engine>, definition: &str) -> Result<Vec<i64>> {
+/// Creates the pipelines' runs and drives them at once.
+async fn drive_pipelines(engine: &Arc<Engine>, definition: &str) -> Result<()> {
     let mut ids = Vec::new();
     for _ in 0..PIPELINES {
         let (run_id, _) = engine.create_run(definition, "chain", None, serde_json::json!({}))?;
@@ -106,7 +106,7 @@ async fn drive_pipelines(engine: &Arc<Engine>, definition: &str) -> Result<Vec<i
             bail!("a benchmark pipeline ended {state}");
         }
     }
-    Ok(ids)
+    Ok(())
 }
 
 /// CPU seconds this process has used (user + system), the engine and the API together; the
@@ -119,26 +119,21 @@ fn own_cpu_seconds() -> f64 {
     })
 }
 
-/// Batches of the three pipelines, one after another, until `at_least` has passed: steps per
-/// second over all of them, and the first batch's run ids.
+/// Batches of the three pipelines, one after another, until `at_least` has passed: how many
+/// steps ran, and in how many seconds.
 async fn drive_for(
     engine: &Arc<Engine>,
     definition: &str,
     steps: usize,
     at_least: Duration,
-) -> Result<(f64, Vec<i64>)> {
+) -> Result<(usize, f64)> {
     let started = Instant::now();
     let mut batches = 0;
-    let mut first = Vec::new();
     while batches == 0 || started.elapsed() < at_least {
-        let ids = drive_pipelines(engine, definition).await?;
-        if first.is_empty() {
-            first = ids;
-        }
+        drive_pipelines(engine, definition).await?;
         batches += 1;
     }
-    let total = (batches * PIPELINES * steps) as f64;
-    Ok((total / started.elapsed().as_secs_f64(), first))
+    Ok((batches * PIPELINES * steps, started.elapsed().as_secs_f64()))
 }
 
 pub async fn bench_serve(home_dir: &Path, args: &BenchServeArgs) -> Result<()> {
@@ -230,28 +225,24 @@ async fn measure(scratch: &Path, args: &BenchServeArgs) -> Result<ServeReport> {
     drive_pipelines(&engine, &chain(10)).await?;
     let (mut alone, mut loaded) = (Vec::new(), Vec::new());
     let mut latencies = Vec::new();
-    let (mut failed, mut lines, mut load_seconds) = (0, 0, 0.0);
+    let (mut failed, mut lines, mut load_seconds) = (0, u64::MAX, 0.0);
     // CPU of this process per step alone, and per step + request under load: what one API
     // request costs, whatever else the machine is doing.
-    let (mut alone_cpu, mut alone_steps, mut loaded_cpu, mut loaded_steps) = (0.0, 0.0, 0.0, 0.0);
-    for round in 0..args.rounds.max(1) {
-        let (cpu, started) = (own_cpu_seconds(), Instant::now());
-        let (steps_per_s, _) = drive_for(&engine, &definition, args.steps, args.phase).await?;
+    let (mut alone_cpu, mut alone_steps, mut loaded_cpu, mut loaded_steps) = (0.0, 0, 0.0, 0);
+    for _ in 0..args.rounds.max(1) {
+        let cpu = own_cpu_seconds();
+        let (steps, seconds) = drive_for(&engine, &definition, args.steps, args.phase).await?;
         alone_cpu += own_cpu_seconds() - cpu;
-        alone_steps += steps_per_s * started.elapsed().as_secs_f64();
-        alone.push(steps_per_s);
+        alone_steps += steps;
+        alone.push(steps as f64 / seconds);
         let cpu = own_cpu_seconds();
         let phase = loaded_phase(&engine, &definition, args, &base, &token).await?;
         loaded_cpu += own_cpu_seconds() - cpu;
-        loaded_steps += phase.steps_per_s * phase.seconds;
-        loaded.push(phase.steps_per_s);
+        loaded_steps += phase.steps;
+        loaded.push(phase.steps as f64 / phase.seconds);
         latencies.extend(phase.latencies);
         failed += phase.failed;
-        lines = if round == 0 {
-            phase.lines
-        } else {
-            lines.min(phase.lines)
-        };
+        lines = lines.min(phase.lines);
         load_seconds += phase.seconds;
     }
     listening.task.abort();
@@ -261,10 +252,11 @@ async fn measure(scratch: &Path, args: &BenchServeArgs) -> Result<ServeReport> {
             .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
+    let median = |values: &[f64]| super::bench_model::median(values.iter().copied()).unwrap_or(0.0);
     let (alone_median, loaded_median) = (median(&alone), median(&loaded));
-    let cpu_ms_per_step = alone_cpu / alone_steps.max(1.0) * 1000.0;
-    let api_cpu_ms_per_request =
-        (loaded_cpu * 1000.0 - cpu_ms_per_step * loaded_steps) / (latencies.len().max(1) as f64);
+    let cpu_ms_per_step = alone_cpu / alone_steps.max(1) as f64 * 1000.0;
+    let api_cpu_ms_per_request = (loaded_cpu * 1000.0 - cpu_ms_per_step * loaded_steps as f64)
+        / (latencies.len().max(1) as f64);
     Ok(ServeReport {
         pipelines: PIPELINES,
         steps_per_pipeline: args.steps,
@@ -287,19 +279,9 @@ async fn measure(scratch: &Path, args: &BenchServeArgs) -> Result<ServeReport> {
     })
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
 /// What one loaded phase measured.
 struct Phase {
-    steps_per_s: f64,
+    steps: usize,
     latencies: Vec<Duration>,
     failed: u64,
     lines: u64,
@@ -396,17 +378,15 @@ async fn loaded_phase(
             }
         })
     };
-    let started = Instant::now();
-    let (steps_per_s, _) = drive_for(engine, definition, args.steps, args.phase).await?;
+    let (steps, seconds) = drive_for(engine, definition, args.steps, args.phase).await?;
     stop.store(true, Ordering::Relaxed);
-    let seconds = started.elapsed().as_secs_f64();
     let mut latencies = Vec::new();
     while let Some(done) = readers.join_next().await {
         latencies.extend(done.context("an API client task failed")?);
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), follower).await;
     Ok(Phase {
-        steps_per_s,
+        steps,
         latencies,
         failed: failed.load(Ordering::Relaxed),
         lines: lines.load(Ordering::Relaxed),

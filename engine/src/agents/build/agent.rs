@@ -141,13 +141,7 @@ async fn build(llm: Option<&Router>, call: &AgentContext) -> Result<Value, Error
         ),
     );
 
-    let (dir, dockerfile) = (context_dir.clone(), config.dockerfile.clone());
-    let archive = tokio::task::spawn_blocking(move || context::archive(&dir, &dockerfile))
-        .await
-        .map_err(|e| Error::Context {
-            path: context_dir.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
+    let archive = context::archive_blocking(&context_dir, &config.dockerfile, Vec::new()).await?;
     logs.line(
         "stdout",
         format!(

@@ -19,14 +19,25 @@ pub struct BuildContext {
     pub has_dockerignore: bool,
 }
 
-/// Archives `root`; `dockerfile` is the Dockerfile's path relative to `root`.
-pub fn archive(root: &Path, dockerfile: &str) -> Result<BuildContext, Error> {
-    archive_with(root, dockerfile, &[])
+/// [`archive_with`] on a blocking thread: it walks and reads the whole tree.
+pub async fn archive_blocking(
+    root: &Path,
+    dockerfile: &str,
+    given: Vec<(String, Vec<u8>)>,
+) -> Result<BuildContext, Error> {
+    let (dir, name) = (root.to_path_buf(), dockerfile.to_string());
+    tokio::task::spawn_blocking(move || archive_with(&dir, &name, &given))
+        .await
+        .map_err(|e| Error::Context {
+            path: root.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?
 }
 
-/// [`archive`] with some files' content given instead of read (added when missing): a
-/// proposed Dockerfile, or a probe file that stands for an application change, built from
-/// the same checkout without writing into it.
+/// Archives `root` (`dockerfile` is the Dockerfile's path relative to it), with some files'
+/// content given instead of read (added when missing): a proposed Dockerfile, or a probe file
+/// that stands for an application change, built from the same checkout without writing into
+/// it.
 pub fn archive_with(
     root: &Path,
     dockerfile: &str,
@@ -148,7 +159,7 @@ mod tests {
             std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
             std::fs::write(full, text).expect("write");
         }
-        let context = archive(root, "Dockerfile").expect("archive");
+        let context = archive_with(root, "Dockerfile", &[]).expect("archive");
         let mut names: Vec<String> = tar::Archive::new(context.archive.as_slice())
             .entries()
             .expect("entries")
@@ -172,7 +183,7 @@ mod tests {
     #[test]
     fn missing_dockerfile_is_named() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let error = archive(dir.path(), "Dockerfile")
+        let error = archive_with(dir.path(), "Dockerfile", &[])
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

@@ -83,7 +83,7 @@ impl Verdict {
 }
 
 /// `git apply`-able diff of `path` from `before` to `after`.
-pub fn patch(path: &str, before: &str, after: &str) -> String {
+fn patch(path: &str, before: &str, after: &str) -> String {
     TextDiff::from_lines(before, after)
         .unified_diff()
         .context_radius(3)
@@ -126,7 +126,7 @@ async fn measure(
         proposal.text.as_bytes().to_vec(),
     );
     // 1. The proposal builds from the same checkout.
-    if let Err(error) = build(built, after_tag, std::slice::from_ref(&proposed)).await {
+    if let Err(error) = timed_build(built, after_tag, vec![proposed.clone()]).await {
         return verdict.rejected(format!(
             "the proposed Dockerfile does not build: {}",
             error.chain()
@@ -148,31 +148,27 @@ async fn measure(
         ));
     }
     // 3. Rebuilds after an application-only change, interleaved so load hits both alike.
+    let original = (
+        built.dockerfile.to_string(),
+        built.original_text.as_bytes().to_vec(),
+    );
     for round in 0..ROUNDS {
         let probe = (
             PROBE_FILE.to_string(),
             format!("change {round}\n").into_bytes(),
         );
-        let original = (
-            built.dockerfile.to_string(),
-            built.original_text.as_bytes().to_vec(),
-        );
-        for (which, files) in [
-            ("before", vec![original, probe.clone()]),
-            ("after", vec![proposed.clone(), probe.clone()]),
-        ] {
-            let started = Instant::now();
-            if let Err(error) = build(built, probe_tag, &files).await {
+        let before = timed_build(built, probe_tag, vec![original.clone(), probe.clone()]).await;
+        let after = timed_build(built, probe_tag, vec![proposed.clone(), probe]).await;
+        match (before, after) {
+            (Ok(before), Ok(after)) => {
+                verdict.rebuild_ms_before.push(before);
+                verdict.rebuild_ms_after.push(after);
+            }
+            (Err(error), _) | (_, Err(error)) => {
                 return verdict.rejected(format!(
-                    "rebuilding {which} the change failed: {}",
+                    "rebuilding after the change failed: {}",
                     error.chain()
                 ));
-            }
-            let ms = started.elapsed().as_millis() as u64;
-            if which == "before" {
-                verdict.rebuild_ms_before.push(ms);
-            } else {
-                verdict.rebuild_ms_after.push(ms);
             }
         }
     }
@@ -220,19 +216,14 @@ async fn measure(
     verdict
 }
 
-async fn build(built: &Built<'_>, tag: &str, given: &[(String, Vec<u8>)]) -> Result<(), Error> {
-    let (dir, dockerfile, given) = (
-        built.context_dir.to_path_buf(),
-        built.dockerfile.to_string(),
-        given.to_vec(),
-    );
-    let archive =
-        tokio::task::spawn_blocking(move || context::archive_with(&dir, &dockerfile, &given))
-            .await
-            .map_err(|e| Error::Context {
-                path: built.context_dir.to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
+/// Builds `tag` from the checkout with `given` files in place; how long it took, in ms.
+async fn timed_build(
+    built: &Built<'_>,
+    tag: &str,
+    given: Vec<(String, Vec<u8>)>,
+) -> Result<u64, Error> {
+    let started = Instant::now();
+    let archive = context::archive_blocking(built.context_dir, built.dockerfile, given).await?;
     let labels = HashMap::new();
     let request = BuildRequest {
         tag,
@@ -243,9 +234,8 @@ async fn build(built: &Built<'_>, tag: &str, given: &[(String, Vec<u8>)]) -> Res
         nocache: false,
         pull: false,
     };
-    docker::build(built.docker, &request, archive.archive, |_| {})
-        .await
-        .map(|_| ())
+    docker::build(built.docker, &request, archive.archive, |_| {}).await?;
+    Ok(started.elapsed().as_millis() as u64)
 }
 
 /// How the two images would run differently, if they would.
