@@ -53,4 +53,9 @@ git config --global user.name >/dev/null || git config --global user.name "Cairn
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     rustup component add rustfmt clippy >&2
 fi
+# llvm-profdata and llvm-cov matching rustc's LLVM: per-test coverage of Cargo suites
+# (`cairn tests measure --per-test-coverage`; engine/tests/measure.rs uses it).
+if [ ! -x "$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-cov" ]; then
+    rustup component add llvm-tools-preview >&2
+fi
 scripts/fetch-model.sh >/dev/null

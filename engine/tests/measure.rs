@@ -220,3 +220,114 @@ fn a_binary_aborted_by_a_fault_counts_only_the_tests_that_fail_on_their_own() {
     assert_eq!(measured["missed"], serde_json::json!([]), "{measured:#}");
     assert_eq!(report["summary"]["kept_percent"], 100.0);
 }
+
+const CALC: &str = "const FACTOR: i32 = 1;\n\npub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n\npub fn mul(a: i32, b: i32) -> i32 {\n    a * b * FACTOR\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() {\n        assert_eq!(super::add(2, 3), 5);\n    }\n\n    #[test]\n    fn muls() {\n        assert_eq!(super::mul(2, 3), 6);\n    }\n\n    #[test]\n    fn both() {\n        assert_eq!(super::add(1, super::mul(2, 2)), 5);\n    }\n}\n";
+
+/// Per-test coverage of a Cargo suite (`--per-test-coverage`): where the module graph can
+/// only say "the `calc` module changed", each test's own coverage, recorded at the parent
+/// under `-C instrument-coverage`, leaves out the tests that never executed the changed
+/// function; a record stays until something its test executed changes (only those tests are
+/// recorded again), a new test is unknown and runs, and a change outside function bodies
+/// (a `const`) does not narrow at all. Every fault-revealing test is kept.
+#[test]
+fn per_test_coverage_leaves_out_the_tests_that_never_ran_a_changed_function() {
+    let sandbox = tempfile::tempdir().expect("tempdir");
+    let repo = sandbox.path().join("tiny");
+    std::fs::create_dir_all(repo.join("src")).expect("mkdir");
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(repo.join("Cargo.toml"), MANIFEST).expect("write");
+    std::fs::write(repo.join("src/lib.rs"), "pub mod calc;\n").expect("write");
+    std::fs::write(repo.join("src/calc.rs"), CALC).expect("write");
+    commit(
+        &repo,
+        "tests/api.rs",
+        "#[test]\nfn api_mul() {\n    assert_eq!(tiny::calc::mul(3, 3), 9);\n}\n",
+        "tiny crate",
+    );
+    let add_changed = CALC.replace("    a + b\n", "    b + a\n");
+    commit(
+        &repo,
+        "src/calc.rs",
+        &add_changed,
+        "calc: add the other way",
+    );
+    let mul_changed = add_changed
+        .replace("    a * b * FACTOR\n", "    b * a * FACTOR\n")
+        .replace(
+            "    #[test]\n    fn both()",
+            "    #[test]\n    fn muls_zero() {\n        assert_eq!(super::mul(0, 3), 0);\n    }\n\n    #[test]\n    fn both()",
+        );
+    commit(
+        &repo,
+        "src/calc.rs",
+        &mul_changed,
+        "calc: mul the other way, and a test",
+    );
+    commit(
+        &repo,
+        "src/calc.rs",
+        &mul_changed.replace("FACTOR: i32 = 1", "FACTOR: i32 = 1 * 1"),
+        "calc: a const",
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["tests", "measure", "--repo"])
+        .arg(&repo)
+        .args([
+            "--commits",
+            "3",
+            "--json",
+            "--per-test-coverage",
+            "--command",
+            "cargo test --offline",
+            "--scratch",
+        ])
+        .arg(sandbox.path().join("scratch"))
+        .env("CAIRN_HOME", sandbox.path().join("home"))
+        .output()
+        .expect("cairn runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let report: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let commits = report["commits"].as_array().expect("commits");
+    let selected = |c: &Value| (c["selected"].as_u64(), c["total"].as_u64());
+    let notes = |c: &Value| c["notes"].to_string();
+
+    // `add` changed: `adds` and `both` executed it; `muls` and the integration test did not.
+    let add = &commits[0];
+    assert_eq!(selected(add), (Some(2), Some(4)), "{add:#}");
+    assert!(notes(add).contains("recorded for 4 tests"), "{add:#}");
+    let mut revealing: Vec<&str> = add["revealing"]
+        .as_array()
+        .expect("revealing")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    revealing.sort_unstable();
+    assert_eq!(
+        revealing,
+        ["tiny lib::calc::tests::adds", "tiny lib::calc::tests::both"],
+        "{add:#}"
+    );
+
+    // `mul` changed and a test added: only the two records that executed `add` were out of
+    // date; `adds` never ran `mul`; the new test is unknown and runs.
+    let mul = &commits[1];
+    assert_eq!(selected(mul), (Some(4), Some(5)), "{mul:#}");
+    assert!(notes(mul).contains("recorded for 2 tests"), "{mul:#}");
+
+    // A const is outside every body: the module graph's selection stands.
+    let constant = &commits[2];
+    assert_eq!(selected(constant), (Some(5), Some(5)), "{constant:#}");
+    assert!(
+        notes(constant).contains("changes more than function bodies"),
+        "{constant:#}"
+    );
+
+    for commit in commits {
+        assert_eq!(commit["missed"], serde_json::json!([]), "{commit:#}");
+    }
+    assert_eq!(report["summary"]["kept_percent"], 100.0, "{report:#}");
+}

@@ -1,7 +1,7 @@
 //! Workflows in the forms teams already have, run by the real `cairn` binary over real git
 //! repositories: a GitHub Actions workflow with `needs`, `if`, a matrix, job outputs and
 //! `$GITHUB_ENV`; and `cairn convert`/`cairn validate` on the design brief's pipeline and on
-//! Actions workflows. See `engine/src/pipeline/actions.rs` and `brief.rs`.
+//! Actions workflows. See `engine/src/pipeline/actions/` and `brief.rs`.
 
 mod common_git;
 
@@ -201,6 +201,124 @@ fn an_actions_workflow_runs_with_needs_if_matrix_and_outputs() {
     assert_eq!(state(&third, "report"), "succeeded", "{third:?}");
     let status = sandbox.cairn(&["status", &run.run_id().to_string()]);
     assert!(status.stdout.contains("failed"), "{status}");
+}
+
+/// Steps of one job as a runner runs them: a step's `if:` is read between steps, a failed
+/// step skips the rest but `failure()`/`always()` steps, `continue-on-error` lets the job go
+/// on, and `$GITHUB_OUTPUT`/`$GITHUB_ENV` take values of several lines; `$GITHUB_PATH`
+/// reaches later steps.
+const STEPS_WORKFLOW: &str = r#"
+on: push
+env:
+  STAGE: ci
+jobs:
+  notes:
+    outputs:
+      text: ${{ steps.write.outputs.text }}
+      mode: ${{ steps.write.outputs.mode }}
+    steps:
+      - id: write
+        run: |
+          {
+            echo "text<<END"
+            echo "line one"
+            echo "mode=not this"
+            echo "END"
+            echo "mode=fast"
+          } >> "$GITHUB_OUTPUT"
+          printf 'MESSAGE<<END\nfirst\nsecond\nEND\n' >> "$GITHUB_ENV"
+          mkdir -p "$RUNNER_TEMP/bin"
+          printf '#!/bin/sh\necho "tool on the path"\n' > "$RUNNER_TEMP/bin/cairn-tool"
+          chmod +x "$RUNNER_TEMP/bin/cairn-tool"
+          echo "$RUNNER_TEMP/bin" >> "$GITHUB_PATH"
+      - name: Read them
+        run: |
+          echo "message has $(printf '%s\n' "$MESSAGE" | wc -l | tr -d ' ') lines"
+          cairn-tool
+          echo "mode is ${{ steps.write.outputs.mode }}"
+      - name: Production only
+        if: env.STAGE == 'PRODUCTION'
+        run: echo "deploying to production"
+      - name: Fast mode
+        if: ${{ steps.write.outputs.mode == 'fast' && startsWith(env.STAGE, 'c') }}
+        run: echo "fast mode step ran"
+      - name: Allowed to fail
+        continue-on-error: true
+        run: exit 4
+      - name: After the allowed failure
+        run: echo "still going"
+  checks:
+    needs: notes
+    steps:
+      - name: Receives
+        run: |
+          printf '%s\n' "${{ needs.notes.outputs.text }}" > received.txt
+          echo "received $(wc -l < received.txt | tr -d ' ') lines"
+      - id: breaks
+        run: exit 3
+      - name: Skipped after the failure
+        run: echo "must not run"
+      - name: Cleanup
+        if: failure() && steps.breaks.outcome == 'failure'
+        run: echo "cleaning up"
+      - name: Report
+        if: always()
+        run: echo "report ran"
+"#;
+
+#[test]
+fn steps_follow_their_if_and_values_keep_their_lines() {
+    let sandbox = Sandbox::new();
+    let repo = repository(&sandbox);
+    let workflow = sandbox.write("steps.yml", STEPS_WORKFLOW);
+    let workflow = workflow.to_str().expect("utf-8 path");
+    let run = sandbox.cairn_within(
+        &["run", workflow, "--repo", &repo.url()],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, Some(1), "the `checks` job fails\n{run}");
+    let steps = steps(&sandbox, run.run_id());
+    assert_eq!(state(&steps, "notes"), "succeeded", "{steps:?}");
+    assert_eq!(state(&steps, "checks"), "failed", "{steps:?}");
+    let outputs = &steps["notes"].1;
+    assert_eq!(outputs["text"], "line one\nmode=not this", "{outputs}");
+    assert_eq!(outputs["mode"], "fast", "{outputs}");
+
+    let logs = sandbox.cairn(&["logs", &run.run_id().to_string()]).stdout;
+    for expected in [
+        "message has 2 lines",
+        "tool on the path",
+        "mode is fast",
+        "fast mode step ran",
+        "(continue-on-error: the step failed, the job goes on)",
+        "still going",
+        "received 2 lines",
+        "cleaning up",
+        "report ran",
+        "the job failed at step `breaks` of job `checks`",
+    ] {
+        assert!(logs.contains(expected), "missing {expected:?} in\n{logs}");
+    }
+    for absent in ["deploying to production", "must not run"] {
+        assert!(!logs.contains(absent), "{absent:?} ran\n{logs}");
+    }
+    assert!(
+        logs.contains("step 3 (`Production only`) of job `notes` skipped: its if is false"),
+        "{logs}"
+    );
+
+    // A mistake in a step's `if:` is found by `validate`, with its place.
+    let bad = sandbox.write(
+        "bad.yml",
+        "on: push\njobs:\n  build:\n    steps:\n      - run: 'true'\n        if: success() && hashFiles('x') != ''\n",
+    );
+    let out = sandbox.cairn(&["validate", bad.to_str().expect("utf-8 path")]);
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(
+        out.stderr
+            .contains("bad.yml:6:13: in `if` of step 1 of job `build`: function `hashFiles(…)` is not supported"),
+        "{out}"
+    );
 }
 
 #[test]

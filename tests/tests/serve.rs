@@ -12,7 +12,8 @@
 //!   `serve` resumes the interrupted runs and polls nothing twice;
 //! - a force-push runs only the new commit and says so in the repository's note;
 //! - a watched branch that is deleted is a note, not an error;
-//! - `commits: latest` runs only the newest of several new commits.
+//! - `commits: latest` runs only the newest of several new commits;
+//! - branch patterns (`release/**`, `!release/old`) watch the branches they match, new ones too.
 
 mod common_git;
 
@@ -632,6 +633,84 @@ fn commits_latest_runs_only_the_newest_commit() {
     assert!(
         !new[..3].iter().any(|c| ran.contains(c)),
         "the older commits of the burst never ran: {ran:?}"
+    );
+}
+
+/// Branch patterns in GitHub's filter syntax: `release/**` takes in every release branch,
+/// `!release/old` leaves one out again, and a branch created after the first poll that the
+/// patterns match is watched from the next poll on.
+#[test]
+fn branch_patterns_watch_the_branches_they_match() {
+    let sandbox = Sandbox::new();
+    let repo = Repo::init(&sandbox.path("repo"));
+    repo.add_commits("base", 1);
+    for branch in ["release/1.0", "release/old", "feature/x"] {
+        repo.git(&["branch", branch]);
+    }
+    repo.git(&["checkout", "-q", "-b", "release/2.0/rc"]);
+    let rc = repo.add_commits("rc", 1);
+    repo.git(&["checkout", "-q", "main"]);
+    let journal_path = sandbox.path("journal.txt");
+    let workflow_path = sandbox.write(
+        "watch.yaml",
+        &workflow(
+            "watch-patterns",
+            "latest",
+            &[(&repo.url(), &["main", "'release/**'", "'!release/old'"])],
+            &journal_path,
+        ),
+    );
+    let validated = sandbox.cairn(&["validate", &workflow_path.display().to_string()]);
+    assert_eq!(validated.code, Some(0), "{validated}");
+
+    let output = serve_once(&sandbox, &workflow_path, &[]);
+    assert_eq!(output.code, Some(0), "{output}");
+    let branches: BTreeSet<String> = runs(&sandbox).into_iter().map(|r| r.branch).collect();
+    assert_eq!(
+        branches,
+        BTreeSet::from(["main".into(), "release/1.0".into(), "release/2.0/rc".into()]),
+        "`feature/x` is not matched and `release/old` is left out"
+    );
+    assert!(
+        runs(&sandbox).iter().any(|r| r.commit == rc[0]),
+        "the rc branch's own commit ran"
+    );
+
+    // A new branch the patterns match, and a commit on the left-out one.
+    repo.git(&["branch", "release/3.0"]);
+    repo.git(&["checkout", "-q", "release/old"]);
+    repo.add_commits("old", 1);
+    repo.git(&["checkout", "-q", "main"]);
+    let output = serve_once(&sandbox, &workflow_path, &[]);
+    assert_eq!(output.code, Some(0), "{output}");
+    let rows = runs(&sandbox);
+    let branches: Vec<&str> = rows.iter().map(|r| r.branch.as_str()).collect();
+    assert_eq!(
+        branches.iter().filter(|b| **b == "release/3.0").count(),
+        1,
+        "{branches:?}"
+    );
+    assert!(!branches.contains(&"release/old"), "{branches:?}");
+    assert_all_succeeded(&rows, "patterns");
+
+    // A pattern that cannot be read is refused with its place.
+    let bad = sandbox.write(
+        "bad.yaml",
+        &workflow(
+            "bad",
+            "each",
+            &[(&repo.url(), &["'release/[1-'"])],
+            &journal_path,
+        ),
+    );
+    let refused = sandbox.cairn(&["validate", &bad.display().to_string()]);
+    assert_eq!(refused.code, Some(2), "{refused}");
+    assert!(
+        refused.stderr.contains("bad.yaml:9:17")
+            && refused
+                .stderr
+                .contains("branch pattern `release/[1-`: `[` is not closed"),
+        "{refused}"
     );
 }
 

@@ -40,9 +40,11 @@ pub struct MeasureArgs {
     /// At most this many changed functions get a fault per commit.
     #[arg(long, default_value_t = 20)]
     pub max_mutants: usize,
-    /// pytest suites: before each commit, run the suite at its parent under coverage.py with
-    /// one context per test and record what each test file executed, as a previous pipeline
-    /// run with `coverage: true` would; the selection then uses it (per-test coverage).
+    /// Before each commit, record what each test executed at its parent and let the selection
+    /// use it (per-test coverage): pytest suites run under coverage.py with one context per
+    /// test, as a previous pipeline run with `coverage: true` would; `cargo test` suites are
+    /// built with `-C instrument-coverage` and each test whose record is missing or out of
+    /// date is run alone (needs `rustup component add llvm-tools-preview`).
     #[arg(long)]
     pub per_test_coverage: bool,
     #[arg(long)]

@@ -283,24 +283,52 @@ fn emit(logs: &LogSink, name: &'static str, line: &[u8], cut: usize) {
     }
 }
 
-/// `key=value` lines, like GitHub's `$GITHUB_OUTPUT`; a value that parses as JSON is kept as
-/// JSON so that `risk=high` and `count=3` compare naturally in `when:` conditions.
+/// `key=value` lines and `key<<DELIMITER` … `DELIMITER` blocks (a value of several lines),
+/// like GitHub's `$GITHUB_OUTPUT`; a value that parses as JSON is kept as JSON so that
+/// `risk=high` and `count=3` compare naturally in `when:` conditions.
 fn read_outputs(path: &std::path::Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("failed to read outputs from {}: {error}", path.display()))?;
     let mut outputs = Map::new();
-    for (number, line) in text.lines().enumerate() {
+    let mut lines = text.lines().enumerate();
+    while let Some((number, line)) = lines.next() {
         if line.trim().is_empty() {
             continue;
         }
-        let Some((key, value)) = line.split_once('=') else {
-            return Err(format!(
-                "{}:{}: output line is not `key=value`: {line:?}",
-                path.display(),
-                number + 1
-            ));
+        let at = |number: usize| format!("{}:{}", path.display(), number + 1);
+        let block = line
+            .split_once("<<")
+            .filter(|(key, delimiter)| !key.contains('=') && !delimiter.trim().is_empty());
+        let (key, value) = match block {
+            Some((key, delimiter)) => {
+                let delimiter = delimiter.trim();
+                let mut value: Vec<&str> = Vec::new();
+                loop {
+                    match lines.next() {
+                        Some((_, line)) if line == delimiter => break,
+                        Some((_, line)) => value.push(line),
+                        None => {
+                            return Err(format!(
+                                "{}: output `{}` opens a block with `<<{delimiter}` that no `{delimiter}` line closes",
+                                at(number),
+                                key.trim()
+                            ));
+                        }
+                    }
+                }
+                (key, value.join("\n"))
+            }
+            None => {
+                let Some((key, value)) = line.split_once('=') else {
+                    return Err(format!(
+                        "{}: output line is not `key=value` nor `key<<DELIMITER`: {line:?}",
+                        at(number)
+                    ));
+                };
+                (key, value.to_owned())
+            }
         };
-        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.into()));
+        let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
         outputs.insert(key.trim().to_string(), value);
     }
     Ok(Value::Object(outputs))
@@ -314,5 +342,33 @@ pub fn humanize(duration: Duration) -> String {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failure report.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_take_lines_and_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        std::fs::write(
+            &path,
+            "risk=high\nnotes<<EOF\nfirst = line\ncount=3\nEOF\ncount=3\nempty<<X\nX\n",
+        )
+        .unwrap();
+        let outputs = read_outputs(&path).unwrap();
+        assert_eq!(outputs["risk"], "high");
+        assert_eq!(outputs["notes"], "first = line\ncount=3");
+        assert_eq!(outputs["count"], 3);
+        assert_eq!(outputs["empty"], "");
+        std::fs::write(&path, "ok=1\nnotes<<EOF\nnever closed\n").unwrap();
+        let error = read_outputs(&path).unwrap_err();
+        assert!(
+            error.contains("out:2: output `notes` opens a block with `<<EOF`"),
+            "{error}"
+        );
     }
 }

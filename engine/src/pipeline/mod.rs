@@ -2,9 +2,10 @@
 //! routing conditions, and pictures of the graph. See `ARCHITECTURE.md` ("Pipeline
 //! definitions"); the file format is documented in `parse.rs`. Besides Cairn's own form, the
 //! design brief's `pipeline:`/`stages:` form (`brief.rs`) and GitHub/Gitea Actions workflows
-//! (`actions.rs`) load into the same model; `render.rs` prints any of them in the native form.
+//! (`actions/`) load into the same model; `render.rs` prints any of them in the native form.
 
 mod actions;
+mod branches;
 mod brief;
 mod condition;
 mod dag;
@@ -26,6 +27,7 @@ mod suggest;
 mod validate;
 mod yaml;
 
+pub use branches::{BranchFilter, PatternError as BranchPatternError};
 pub use brief::ON_PUSH_SCHEDULE;
 pub use condition::{Condition, ConditionError, ROOTS as CONDITION_ROOTS, RiskLevel};
 pub use dag::Dag;

@@ -14,7 +14,7 @@
 //!   commits: each                   # each (default: one run per new commit) | latest
 //!   repositories:
 //!     - url: /srv/git/app.git       # a path or any URL git can fetch;
-//!       branches: [main]            #   a plain string item means just the url;
+//!       branches: [main, 'rel/**']  #   names or GitHub-style patterns (`branches.rs`); a plain string item means just the url;
 //!       webhook_secret_env: APP_HOOK  #   optional: env var of `cairn serve` with the webhook secret
 //!     - /srv/git/other.git          #   branches: one string or a list (default branch if absent)
 //! steps:                            # required, a non-empty list; file order breaks ties
@@ -501,10 +501,16 @@ fn parse_repository(
             };
             let branches = match entry(mapping, "branches") {
                 Some((_, node)) => {
-                    string_or_list(node, &format!("`branches` of {what}"), diagnostics)?
-                        .into_iter()
-                        .map(|scalar| scalar.as_str().trim().to_owned())
-                        .collect()
+                    let list: Vec<String> =
+                        string_or_list(node, &format!("`branches` of {what}"), diagnostics)?
+                            .into_iter()
+                            .map(|scalar| scalar.as_str().trim().to_owned())
+                            .collect();
+                    if let Err(error) = super::BranchFilter::new(&list) {
+                        diagnostics
+                            .report(location(node), format!("in `branches` of {what}: {error}"));
+                    }
+                    list
                 }
                 None => Vec::new(),
             };

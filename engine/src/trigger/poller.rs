@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::remote::{Mirror, branch_heads, default_branch};
 use crate::exec::Engine;
-use crate::pipeline::{self, CommitSelection, LoadOptions, Trigger};
+use crate::pipeline::{self, BranchFilter, CommitSelection, LoadOptions, Trigger};
 use crate::store::now_ms;
 
 /// One workflow with a `trigger:` block.
@@ -139,16 +139,31 @@ impl<'e> Poller<'e> {
         let mut plan = Vec::new();
         for watch in watches {
             for repository in watch.trigger.repositories.iter().filter(|r| r.url == url) {
-                let mut branches: Vec<String> = repository.branches.clone();
-                if branches.is_empty() {
-                    branches.extend(default_branch(url).await);
-                }
+                // Checked when the workflow was loaded; an unreadable filter here watches
+                // nothing rather than everything.
+                let filter = BranchFilter::new(&repository.branches).map_err(|e| e.to_string())?;
+                let branches: Vec<String> = if repository.branches.is_empty() {
+                    default_branch(url).await.into_iter().collect()
+                } else {
+                    heads
+                        .keys()
+                        .filter(|b| filter.matches(b))
+                        .cloned()
+                        .collect()
+                };
+                let watched = |branch: &str| {
+                    if repository.branches.is_empty() {
+                        branches.iter().any(|b| b == branch)
+                    } else {
+                        filter.matches(branch)
+                    }
+                };
                 let store = self.engine.store();
                 for branch in store
                     .cursor_branches(&watch.name, url)
                     .map_err(|e| e.to_string())?
                 {
-                    if !heads.contains_key(&branch) && branches.contains(&branch) {
+                    if !heads.contains_key(&branch) && watched(&branch) {
                         store
                             .write(|txn| txn.delete_cursor(&watch.name, url, &branch))
                             .map_err(|e| e.to_string())?;

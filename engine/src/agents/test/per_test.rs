@@ -173,9 +173,9 @@ pub fn excluded(
 }
 
 /// Per file: (old first line, old count, new first line, new count) of each hunk.
-type Sides = Vec<(u32, u32, u32, u32)>;
+pub(crate) type Sides = Vec<(u32, u32, u32, u32)>;
 
-fn both_sides(diff: &str) -> BTreeMap<String, Sides> {
+pub(crate) fn both_sides(diff: &str) -> BTreeMap<String, Sides> {
     let mut files: BTreeMap<String, Sides> = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in diff.lines() {

@@ -14,6 +14,7 @@
 //! A suite other than `cargo test` (pytest, node's test runner) is measured by test files
 //! (`files.rs`), with faults in the changed Python and JavaScript functions.
 
+mod coverage;
 mod files;
 mod mutate;
 mod script_mutants;
@@ -28,10 +29,11 @@ use serde::Serialize;
 pub use mutate::{CONST_SWITCH, Candidate, SWITCH, apply, candidates};
 pub use suite::SuiteCommand;
 
+use super::rust::per_test::{self, BodyChanges, Narrowing, record_key};
 use super::rust::{Change, Workspace, changes};
 use super::{Outcome, Selection, select_rust_changes};
 use crate::exec::git;
-use crate::store::Store;
+use crate::store::{Store, TestCoverage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -64,7 +66,9 @@ pub struct Options {
     pub binary_timeout: Duration,
     /// At most this many functions get a fault per commit, most changed first.
     pub max_mutants: usize,
-    /// pytest suites: record per-test coverage at each commit's parent before selecting.
+    /// Record per-test coverage at each commit's parent before selecting (pytest through
+    /// coverage.py; cargo through `-C instrument-coverage`, only the tests whose record is
+    /// missing or out of date).
     pub per_test_coverage: bool,
 }
 
@@ -170,6 +174,13 @@ pub fn measure(options: &Options, progress: &mut dyn FnMut(Progress<'_>)) -> Res
     commits.reverse();
     let checkout = options.scratch.join("checkout");
     prepare(&repo, &checkout)?;
+    let mut coverage = match &suite {
+        Suite::Cargo(_) if options.per_test_coverage => Some(CoverageState {
+            tools: coverage::Tools::find()?,
+            records: BTreeMap::new(),
+        }),
+        _ => None,
+    };
     let mut reports = Vec::new();
     for (index, commit) in commits.iter().enumerate() {
         let subject = git(&checkout, &["log", "-1", "--format=%s", commit])
@@ -184,7 +195,14 @@ pub fn measure(options: &Options, progress: &mut dyn FnMut(Progress<'_>)) -> Res
         });
         let commit_started = Instant::now();
         let measured = match &suite {
-            Suite::Cargo(command) => measure_commit(options, command, &checkout, commit, progress),
+            Suite::Cargo(command) => measure_commit(
+                options,
+                command,
+                coverage.as_mut(),
+                &checkout,
+                commit,
+                progress,
+            ),
             Suite::Files(files, store) => {
                 files::measure_commit(options, files, store, &checkout, commit, progress)
             }
@@ -216,6 +234,13 @@ pub fn measure(options: &Options, progress: &mut dyn FnMut(Progress<'_>)) -> Res
 enum Suite {
     Cargo(SuiteCommand),
     Files(files::FileSuite, Store),
+}
+
+/// Per-test coverage of a Cargo suite, kept across the measured commits: a record stays
+/// until something its test executed changes.
+struct CoverageState {
+    tools: coverage::Tools,
+    records: BTreeMap<String, TestCoverage>,
 }
 
 fn empty(commit: &str) -> CommitReport {
@@ -298,6 +323,7 @@ pub(super) fn check_out(checkout: &Path, commit: &str, keep: &[&str]) -> Result<
 fn measure_commit(
     options: &Options,
     command: &SuiteCommand,
+    coverage: Option<&mut CoverageState>,
     checkout: &Path,
     commit: &str,
     progress: &mut dyn FnMut(Progress<'_>),
@@ -306,8 +332,23 @@ fn measure_commit(
     check_out(checkout, commit, &[])?;
     progress(Progress::Step("selecting"));
     let changed = changes(checkout, commit).map_err(Error::Git)?;
-    let selection = select_rust_changes(checkout, &changed)
+    let mut selection = select_rust_changes(checkout, &changed)
         .unwrap_or_else(|e| Selection::everything(format!("{e}; running everything")));
+    if let Some(state) = coverage
+        && !selection.all
+        && !selection.nothing()
+    {
+        selection = narrow_by_coverage(
+            options,
+            command,
+            state,
+            checkout,
+            commit,
+            &selection,
+            &mut report,
+            progress,
+        )?;
+    }
     report.selection_all = selection.all;
     report.selection_reasons = selection.reasons.clone();
     if selection.all {
@@ -421,6 +462,80 @@ fn measure_commit(
         report.safety_skipped = Some("no test of the suite revealed the faults".into());
     }
     Ok(report)
+}
+
+/// The selection narrowed by per-test coverage recorded at the commit's parent (for the tests
+/// the selection runs whose record is missing or out of date), when the commit changes only
+/// function bodies; the selection as it is otherwise.
+#[allow(clippy::too_many_arguments)] // One call site; the measure's parts it reads.
+fn narrow_by_coverage(
+    options: &Options,
+    command: &SuiteCommand,
+    state: &mut CoverageState,
+    checkout: &Path,
+    commit: &str,
+    selection: &Selection,
+    report: &mut CommitReport,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Selection, Error> {
+    let Ok(parent) = git(
+        checkout,
+        &["rev-parse", "--verify", "--quiet", &format!("{commit}^1")],
+    ) else {
+        return Ok(selection.clone());
+    };
+    let parent = parent.trim().to_string();
+    let Some(changed) = per_test::body_changes(checkout, &parent, commit) else {
+        report.notes.push(
+            "per-test coverage does not narrow: the commit changes more than function bodies"
+                .into(),
+        );
+        return Ok(selection.clone());
+    };
+    progress(Progress::Step("recording per-test coverage at the parent"));
+    let folder = options.scratch.join("coverage");
+    std::fs::create_dir_all(&folder).map_err(|source| Error::Write {
+        path: folder.clone(),
+        source,
+    })?;
+    let recording = coverage::Recording {
+        tools: &state.tools,
+        checkout,
+        command,
+        target_dir: &options.scratch.join("coverage-target"),
+        folder: &folder,
+        limit: options.binary_timeout,
+    };
+    check_out(checkout, &parent, &[])?;
+    let known: Vec<TestCoverage> = state.records.values().cloned().collect();
+    let unchanged = BodyChanges::new();
+    let mut current = Narrowing::new(checkout, &parent, &unchanged, &known);
+    let recorded = recording.build().and_then(|binaries| {
+        recording.record(&binaries, &parent, &mut |package, target, name| {
+            selection.covers(package, target, name)
+                && !current.is_current(&record_key(package, target, name))
+        })
+    });
+    check_out(checkout, commit, &[])?;
+    let (listing, fresh) = match recorded {
+        Ok(recorded) => recorded,
+        Err(error) => {
+            report
+                .notes
+                .push(format!("per-test coverage not recorded: {error}"));
+            return Ok(selection.clone());
+        }
+    };
+    report.notes.push(format!(
+        "per-test coverage recorded for {} tests at the parent",
+        fresh.len()
+    ));
+    for record in fresh {
+        state.records.insert(record.test_file.clone(), record);
+    }
+    let records: Vec<TestCoverage> = state.records.values().cloned().collect();
+    let mut narrowing = Narrowing::new(checkout, &parent, &changed, &records);
+    Ok(per_test::narrow(selection, &listing, &mut narrowing))
 }
 
 /// Writes fault guards into the functions the commit changed (source files of packages only),

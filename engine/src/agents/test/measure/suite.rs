@@ -171,7 +171,16 @@ pub fn run(
     mutant: bool,
     limit: Duration,
 ) -> Result<BTreeMap<String, Outcome>, Error> {
-    let first = run_once(binary, harness_args, names, exact, false, mutant, limit)?;
+    let first = run_once(
+        binary,
+        harness_args,
+        names,
+        exact,
+        false,
+        mutant,
+        limit,
+        &[],
+    )?;
     let mut outcomes = first.outcomes;
     if first.complete {
         for name in names {
@@ -188,7 +197,7 @@ pub fn run(
     // The harness arguments may set their own thread count; one thread is the point here.
     let harness: Vec<String> = without_thread_count(harness_args);
     while !remaining.is_empty() {
-        let pass = run_once(binary, &harness, &remaining, true, true, mutant, limit)?;
+        let pass = run_once(binary, &harness, &remaining, true, true, mutant, limit, &[])?;
         outcomes.extend(pass.outcomes);
         let culprit = pass
             .started
@@ -211,7 +220,7 @@ pub fn run(
 }
 
 /// `args` without `--test-threads N` / `--test-threads=N`.
-fn without_thread_count(args: &[String]) -> Vec<String> {
+pub(super) fn without_thread_count(args: &[String]) -> Vec<String> {
     let mut kept = Vec::new();
     let mut skip_next = false;
     for arg in args {
@@ -232,8 +241,8 @@ fn without_thread_count(args: &[String]) -> Vec<String> {
 }
 
 /// One process of a test binary.
-struct Pass {
-    outcomes: BTreeMap<String, Outcome>,
+pub(super) struct Pass {
+    pub(super) outcomes: BTreeMap<String, Outcome>,
     /// The harness printed its summary line and the process exited on its own.
     complete: bool,
     /// The last test the harness said it started without a verdict (meaningful with one
@@ -241,7 +250,8 @@ struct Pass {
     started: Option<String>,
 }
 
-fn run_once(
+#[allow(clippy::too_many_arguments)] // The switches of one process; named at each call.
+pub(super) fn run_once(
     binary: &Binary,
     harness_args: &[String],
     names: &[String],
@@ -249,8 +259,10 @@ fn run_once(
     one_thread: bool,
     mutant: bool,
     limit: Duration,
+    env: &[(&str, &Path)],
 ) -> Result<Pass, Error> {
     let mut command = Command::new(&binary.path);
+    command.envs(env.iter().copied());
     command.args(harness_args);
     if one_thread {
         command.arg("--test-threads=1");

@@ -255,6 +255,7 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
                 package: package.clone(),
                 target: target.clone(),
                 filters,
+                skip: Vec::new(),
                 reason: reasons.join("; "),
             };
             ((package, target), unit)
