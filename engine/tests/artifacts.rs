@@ -478,3 +478,79 @@ fn a_key_over_a_missing_file_fails_the_step_before_it_runs() {
     );
     assert!(!log.contains("cold"), "the step did not run: {log}");
 }
+
+#[test]
+fn a_resumed_run_on_a_fresh_workspace_still_hands_on_artifacts() {
+    let repo = Repo::new();
+    repo.commit("README", "app\n");
+    let home = Home::new();
+    let ready = home.path().join("ready");
+    let workflow = home.workflow(
+        "resumed",
+        &format!(
+            r#"
+name: resumed
+steps:
+  - id: a
+    run: mkdir -p dist && echo "from a" > dist/out.txt
+    artifacts: [dist/out.txt]
+  - id: m
+    depends_on: a
+    run: |
+      if [ "$CAIRN_ATTEMPT" = 1 ]; then touch {}; sleep 300; fi
+  - id: b
+    depends_on: m
+    run: test "$(cat dist/out.txt)" = "from a"
+"#,
+            ready.display()
+        ),
+    );
+    // Unsandboxed, so the step can signal the test through a file outside its workspace.
+    let mut engine = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "run",
+            &workflow,
+            "--repo",
+            &repo.path.display().to_string(),
+            "-q",
+        ])
+        .env("CAIRN_HOME", home.path())
+        .env("CAIRN_SANDBOX", "off")
+        .env_remove("CAIRN_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(engine.stdout.take().unwrap()),
+        &mut first_line,
+    )
+    .unwrap();
+    let run_id: i64 = first_line.trim().parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < deadline, "step m never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+
+    // The checkout is gone: resume makes a fresh one, and `b` gets `a`'s file from the store.
+    std::fs::remove_dir_all(home.path().join(format!("work/run-{run_id}"))).unwrap();
+    let resumed = home.cairn(
+        &["resume", &run_id.to_string(), "-q"],
+        &[("CAIRN_SANDBOX", "off")],
+    );
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}\nb: {}",
+        String::from_utf8_lossy(&resumed.stderr),
+        home.logs(run_id, "b")
+    );
+    assert!(
+        home.logs(run_id, "b")
+            .contains("artifacts: restored 1 file")
+    );
+}

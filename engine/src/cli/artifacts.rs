@@ -55,7 +55,10 @@ pub fn artifacts(home: Option<PathBuf>, args: &ArtifactsArgs) -> Result<()> {
             }
             // At least as wide as the headings.
             let step_width = records.iter().map(|r| r.step_id.len()).fold(4, usize::max);
-            let path_width = records.iter().map(|r| r.file.path.len()).fold(4, usize::max);
+            let path_width = records
+                .iter()
+                .map(|r| r.file.path.len())
+                .fold(4, usize::max);
             println!(
                 "{:step_width$}  {:path_width$}  {:>12}  SHA256",
                 "STEP", "PATH", "SIZE"
