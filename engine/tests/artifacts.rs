@@ -461,6 +461,22 @@ fn caches_hit_miss_fall_back_to_a_prefix_and_stay_under_their_cap() {
         !home.blob(&v1_blob).exists(),
         "the evicted entry's blob is deleted"
     );
+
+    // A lowered cap applies at the next `cairn gc`, least recently used first.
+    std::fs::write(
+        home.path().join("cairn.yaml"),
+        format!("retention:\n  cache_size: {}\n", size * 3 / 2),
+    )
+    .unwrap();
+    let gc = home.cairn(&["gc", "--json"], &[]);
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&gc.stdout).unwrap();
+    assert_eq!(report["cache_evictions"], 1, "{report}");
+    assert_eq!(home.cache_keys(), [key("lock v4\n")]);
 }
 
 #[test]

@@ -47,8 +47,9 @@ pub fn gc(home: Option<PathBuf>, args: &GcArgs) -> Result<()> {
         report.checkouts
     );
     println!(
-        "removed {} unreferenced artifact and cache blobs ({} bytes)",
-        report.blobs, report.blob_bytes
+        "evicted {} step cache entries to fit the cache size; removed {} unreferenced artifact \
+         and cache blobs ({} bytes)",
+        report.cache_evictions, report.blobs, report.blob_bytes
     );
     Ok(())
 }

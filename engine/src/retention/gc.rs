@@ -21,6 +21,8 @@ pub struct GcReport {
     /// their bytes.
     pub blobs: usize,
     pub blob_bytes: u64,
+    /// Step cache entries evicted (least recently used) to fit `retention.cache_size`.
+    pub cache_evictions: usize,
 }
 
 /// Prunes the database, then removes run directories whose run no longer exists, and (unless
@@ -34,7 +36,9 @@ pub fn collect(
         database: store.prune(&retention.policy, now_ms())?,
         ..GcReport::default()
     };
-    // After the rows: a deleted run's artifacts leave their blobs unreferenced.
+    // A lowered cap applies now, not at the next save.
+    report.cache_evictions = store.evict_caches(retention.cache_size)?.len();
+    // After the rows: deleted runs' artifacts and evicted caches leave their blobs unreferenced.
     match Blobs::beside(store).collect_garbage(&store.referenced_blobs()?) {
         Ok((count, bytes)) => (report.blobs, report.blob_bytes) = (count, bytes),
         Err(error) => tracing::warn!(%error, "failed to remove unreferenced blobs"),

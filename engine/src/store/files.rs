@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use rusqlite::{OptionalExtension, params};
 
 use super::error::Result;
-use super::sqlite::Store;
+use super::sqlite::{Store, WriteTxn};
 
 /// One file of a step's artifact archive.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -197,45 +197,15 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
                 params![scope, key, blob, size, now],
             )? == 1;
-            let mut total: i64 =
-                txn.txn
-                    .query_row("SELECT coalesce(sum(size), 0) FROM caches", [], |row| {
-                        row.get(0)
-                    })?;
-            let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-            let mut evicted = Vec::new();
-            if total > cap {
-                let mut oldest = txn.txn.prepare(
-                    "SELECT scope, key, blob, size FROM caches
-                     ORDER BY last_used_at, created_at, rowid",
-                )?;
-                let rows = oldest.query_map([], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, i64>(3)?,
-                    ))
-                })?;
-                let mut victims = Vec::new();
-                for row in rows {
-                    if total <= cap {
-                        break;
-                    }
-                    let (victim_scope, victim_key, victim_blob, victim_size) = row?;
-                    total -= victim_size;
-                    victims.push((victim_scope, victim_key, victim_blob));
-                }
-                for (victim_scope, victim_key, victim_blob) in victims {
-                    txn.txn.execute(
-                        "DELETE FROM caches WHERE scope = ?1 AND key = ?2",
-                        params![victim_scope, victim_key],
-                    )?;
-                    evicted.push((victim_key, victim_blob));
-                }
-            }
+            let evicted = evict_within(txn, cap)?;
             Ok(CacheSave { saved, evicted })
         })
+    }
+
+    /// Evicts least recently used entries until all together hold at most `cap` bytes (for
+    /// `cairn gc`, after the cap was lowered); returns them as (key, blob).
+    pub fn evict_caches(&self, cap: u64) -> Result<Vec<(String, String)>> {
+        self.write(|txn| evict_within(txn, cap))
     }
 
     /// Whether any artifact or cache row names blob `sha256`.
@@ -257,4 +227,49 @@ impl Store {
         let rows = stmt.query_map([], |row| row.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+}
+
+/// Deletes the least recently used cache entries, of every scope, until the total is at most
+/// `cap` bytes.
+fn evict_within(txn: &WriteTxn<'_>, cap: u64) -> Result<Vec<(String, String)>> {
+    let mut total: i64 =
+        txn.txn
+            .query_row("SELECT coalesce(sum(size), 0) FROM caches", [], |row| {
+                row.get(0)
+            })?;
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let mut evicted = Vec::new();
+    if total <= cap {
+        return Ok(evicted);
+    }
+    let mut victims = Vec::new();
+    {
+        let mut oldest = txn.txn.prepare(
+            "SELECT scope, key, blob, size FROM caches ORDER BY last_used_at, created_at, rowid",
+        )?;
+        let rows = oldest.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            if total <= cap {
+                break;
+            }
+            let (scope, key, blob, size) = row?;
+            total -= size;
+            victims.push((scope, key, blob));
+        }
+    }
+    for (scope, key, blob) in victims {
+        txn.txn.execute(
+            "DELETE FROM caches WHERE scope = ?1 AND key = ?2",
+            params![scope, key],
+        )?;
+        evicted.push((key, blob));
+    }
+    Ok(evicted)
 }
