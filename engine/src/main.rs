@@ -95,6 +95,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => cli::doctor::doctor(home, args),
         Command::Model(args) => cli::model::model(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Artifacts(args) => {
+            cli::artifacts::artifacts(home, args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Gc(args) => cli::gc::gc(home, args).map(|()| ExitCode::SUCCESS),
     }
 }

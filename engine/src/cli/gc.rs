@@ -1,6 +1,7 @@
 //! `cairn gc`: applies the retention policy now (`retention:` in `cairn.yaml`): deletes
 //! finished runs and logs past their age, expired cache entries, and run directories left
-//! without a run or holding a finished run's checkout. `cairn serve` does the same hourly.
+//! without a run or holding a finished run's checkout, and artifact and cache blobs no row
+//! names. `cairn serve` does the same hourly.
 
 use std::path::PathBuf;
 
@@ -44,6 +45,11 @@ pub fn gc(home: Option<PathBuf>, args: &GcArgs) -> Result<()> {
         "removed {} run directories and {} checkouts of finished runs",
         report.run_directories.len(),
         report.checkouts
+    );
+    println!(
+        "evicted {} step cache entries to fit the cache size; removed {} unreferenced artifact \
+         and cache blobs ({} bytes)",
+        report.cache_evictions, report.blobs, report.blob_bytes
     );
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 pub mod analyze;
 pub mod approve;
+pub mod artifacts;
 pub mod bench;
 pub mod bench_analyze;
 pub mod bench_model;
@@ -127,6 +128,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Check a GGUF model file: its metadata, its tokenizer, a continuation with speed.
     Model(model::ModelArgs),
+    /// A run's artifacts: list them, or extract one step's into a directory.
+    Artifacts(artifacts::ArtifactsArgs),
     /// Apply the retention policy now: delete old runs, logs and finished runs' workspaces.
     Gc(gc::GcArgs),
     /// Pack this binary, the configured model, the workflow templates and a SHA-256 manifest

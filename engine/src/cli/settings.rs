@@ -117,8 +117,9 @@ impl Settings {
         }
         sandbox::install(sandbox);
         let router = Arc::new(self.llm(&store)?);
+        let retention = self.retention()?;
         let remove_workspaces =
-            !self.keep_workspaces && self.retention()?.workspaces == WorkspacePolicy::Remove;
+            !self.keep_workspaces && retention.workspaces == WorkspacePolicy::Remove;
         Ok(Engine::new(
             store,
             Arc::new(Registry::builtin(Some(router))),
@@ -128,6 +129,7 @@ impl Settings {
                 work_dir: self.work_dir(),
             },
         )
-        .remove_workspaces(remove_workspaces))
+        .remove_workspaces(remove_workspaces)
+        .cache_limit(retention.cache_size))
     }
 }

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use super::agent::{AgentCall, Agents};
 use super::error::{Error, Result};
+use super::files::AttemptFiles;
 use super::logs::{LogSink, LogWriter};
 use super::machine::{Effects, Outcome, RunMachine, Write};
 use super::orphans::{TOKEN_VARIABLE, kill_orphans, kill_token_prefix};
@@ -77,6 +78,8 @@ pub struct Engine {
     active: Arc<std::sync::Mutex<std::collections::BTreeSet<i64>>>,
     /// Remove a run's checkout when the run ends (`cairn` does unless asked to keep them).
     remove_workspaces: bool,
+    /// Most bytes all cache entries may hold together (`retention.cache_size`).
+    cache_limit: u64,
 }
 
 /// Stops the step processes of every run an engine is driving, for a clean exit on SIGTERM:
@@ -112,7 +115,14 @@ impl Engine {
             agents,
             settings,
             remove_workspaces: false,
+            cache_limit: super::files::DEFAULT_CACHE_LIMIT,
         }
+    }
+
+    /// Caps the bytes all cache entries hold together; least recently used ones are evicted.
+    pub fn cache_limit(mut self, bytes: u64) -> Engine {
+        self.cache_limit = bytes;
+        self
     }
 
     /// Removes each run's checkout when the run ends (see `workspace::remove_checkout`);
@@ -289,6 +299,14 @@ impl Engine {
                 })?
                 .map_err(|message| Error::Workspace { run_id, message })?;
         let workspace = Arc::new(workspace);
+        let artifact_sources = artifact_sources(&workflow);
+        // Caches belong to the repository; a run without one shares them by workflow name.
+        let cache_scope = run
+            .context
+            .get("repo")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("workflow:{}", workflow.name), str::to_owned);
+        let blobs = super::files::Blobs::beside(&self.store);
 
         let echo = observer.as_ref().map(|observer| {
             let (sender, mut receiver) = mpsc::unbounded_channel::<LogLine>();
@@ -398,6 +416,18 @@ impl Engine {
                     workflow_env: workflow.env.clone().into_iter().collect(),
                     requirement: workflow.sandbox,
                     models: step.llm.over(workflow.llm),
+                    files: Some(AttemptFiles {
+                        store: self.store.clone(),
+                        blobs: blobs.clone(),
+                        run_id,
+                        step_id: step.id.clone(),
+                        files: step.sandbox.files.clone(),
+                        sources: artifact_sources[index].clone(),
+                        scope: cache_scope.clone(),
+                        cache_limit: self.cache_limit,
+                        workspace: workspace.cwd.clone(),
+                    })
+                    .filter(AttemptFiles::is_needed),
                 };
                 let agents = self.agents.clone();
                 let cancel = cancel_receiver.clone();
@@ -683,6 +713,8 @@ struct AttemptContext {
     requirement: crate::pipeline::SandboxRequirement,
     /// The step's `llm:` over the workflow's.
     models: crate::pipeline::ModelUse,
+    /// Artifacts and cache around the step; `None` when it has neither.
+    files: Option<AttemptFiles>,
 }
 
 async fn run_attempt(
@@ -692,10 +724,85 @@ async fn run_attempt(
     logs: LogSink,
     cancel: watch::Receiver<bool>,
 ) -> Outcome {
-    let outcome = perform_attempt(step, attempt, agents, logs.clone(), cancel).await;
+    let outcome = match attempt.files.clone() {
+        None => perform_attempt(step, attempt, agents, logs.clone(), cancel).await,
+        Some(files) => with_files(files, step, attempt, agents, logs.clone(), cancel).await,
+    };
     // The attempt's log is complete (and stored) before its outcome counts; a log that could
     // not be stored makes a success a failure that says so.
     logs.settle(outcome).await
+}
+
+/// Restores what the step receives, runs it, and after a success stores what it hands on. The
+/// file work is blocking and runs on a blocking thread.
+async fn with_files(
+    files: AttemptFiles,
+    step: &Step,
+    attempt: AttemptContext,
+    agents: &dyn Agents,
+    logs: LogSink,
+    cancel: watch::Receiver<bool>,
+) -> Outcome {
+    let failed = |message: String| Outcome::Failed {
+        class: FailureClass::ExitCode,
+        exit_code: None,
+        message,
+    };
+    let files = Arc::new(files);
+    let (before, sink) = (files.clone(), logs.clone());
+    let restored = match tokio::task::spawn_blocking(move || before.before(&sink)).await {
+        Ok(Ok(restored)) => restored,
+        Ok(Err(message)) => {
+            logs.line("engine", message.clone());
+            return failed(message);
+        }
+        Err(error) => return failed(format!("restoring the step's files stopped: {error}")),
+    };
+    let outcome = perform_attempt(step, attempt, agents, logs.clone(), cancel).await;
+    if !matches!(outcome, Outcome::Succeeded { .. }) {
+        return outcome;
+    }
+    let sink = logs.clone();
+    match tokio::task::spawn_blocking(move || files.after(restored, &sink)).await {
+        Ok(Ok(())) => outcome,
+        Ok(Err(message)) => {
+            logs.line("engine", message.clone());
+            failed(message)
+        }
+        Err(error) => failed(format!("storing the step's files stopped: {error}")),
+    }
+}
+
+/// For each step, the steps it depends on (directly or not) that declare artifacts, in
+/// dependency order: what is restored into the workspace before it starts.
+fn artifact_sources(workflow: &Workflow) -> Vec<Vec<String>> {
+    // Walking every step's ancestors is quadratic on long chains: only pay when it matters.
+    if workflow
+        .steps
+        .iter()
+        .all(|step| step.sandbox.files.artifacts.is_empty())
+    {
+        return vec![Vec::new(); workflow.steps.len()];
+    }
+    let dag = pipeline::Dag::new(workflow);
+    let mut rank = vec![0; workflow.steps.len()];
+    for (position, index) in dag.topological_order().into_iter().enumerate() {
+        rank[index] = position;
+    }
+    (0..workflow.steps.len())
+        .map(|index| {
+            let mut ancestors: Vec<usize> = dag
+                .ancestors(index)
+                .into_iter()
+                .filter(|&ancestor| !workflow.steps[ancestor].sandbox.files.artifacts.is_empty())
+                .collect();
+            ancestors.sort_by_key(|&ancestor| rank[ancestor]);
+            ancestors
+                .into_iter()
+                .map(|ancestor| workflow.steps[ancestor].id.clone())
+                .collect()
+        })
+        .collect()
 }
 
 async fn perform_attempt(

@@ -4,6 +4,7 @@
 mod agent;
 mod driver;
 mod error;
+pub mod files;
 mod git;
 mod logs;
 mod machine;

@@ -12,6 +12,7 @@ mod dag;
 mod duration;
 mod error;
 mod evaluate;
+mod files;
 mod graph;
 pub mod limits;
 mod llm;
@@ -33,6 +34,7 @@ pub use condition::{Condition, ConditionError, ROOTS as CONDITION_ROOTS, RiskLev
 pub use dag::Dag;
 pub use duration::{format_duration, parse_duration};
 pub use error::{Diagnostic, Error};
+pub use files::workspace_pattern;
 pub use graph::{to_dot, to_mermaid};
 pub use load::{LoadOptions, Loaded, load_file, load_file_detailed, load_str, load_str_detailed};
 pub use model::*;

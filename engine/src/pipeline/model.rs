@@ -212,6 +212,46 @@ pub struct StepSandbox {
     /// `None`: the default, the host's network.
     pub network: Option<Network>,
     pub limits: Limits,
+    /// Files the step hands on and keeps between runs (`artifacts:`, `cache:`). They sit here,
+    /// with the rest of what the step's workspace means to the engine, rather than on [`Step`]
+    /// itself, so that every form's loader keeps building steps the same way.
+    pub files: StepFiles,
+}
+
+/// What a step hands to its dependants and keeps between runs of the same repository
+/// (`exec/files/`, ARCHITECTURE.md "Artifacts and caches").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StepFiles {
+    /// `artifacts:` paths or globs relative to the workspace, archived when the step succeeds
+    /// and restored before every step that depends on it, directly or not.
+    pub artifacts: Vec<String>,
+    pub cache: Option<CacheSpec>,
+}
+
+/// `cache: { key, paths, restore_keys }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    pub key: KeyTemplate,
+    /// Paths or globs relative to the workspace.
+    pub paths: Vec<String>,
+    /// Prefixes tried in order when the exact key misses; the newest entry starting with one
+    /// is restored.
+    pub restore_keys: Vec<KeyTemplate>,
+}
+
+/// A cache key as written: literal text and `{{ hash 'PATTERN' ... }}` parts, checked at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTemplate {
+    /// The text as written, for messages and `cairn convert`.
+    pub source: String,
+    pub parts: Vec<KeyPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    Literal(String),
+    /// SHA-256 of the files the patterns match in the checkout (see `exec/files/key.rs`).
+    Hash(Vec<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -32,6 +32,8 @@
 //!     env: { KEY: value }           # added to the workflow's env, wins on conflicts
 //!     sandbox: { write: [~/.cache] } # declared sandbox exceptions; `network:`, `limits:`
 //!     llm: { remote: off }          # which models the step's agent may use (see `llm.rs`)
+//!     artifacts: [dist/app]         # files handed to every step depending on this one
+//!     cache: { key: "deps-{{ hash 'Cargo.lock' }}", paths: [target] }  # see `files.rs`
 //! ```
 //!
 //! The sandbox keys (top-level `sandbox: required`, per-step `sandbox:`, `network:`,

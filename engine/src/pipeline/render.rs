@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use super::duration::format_duration;
 use super::model::{
     Action, CommitSelection, Limit, Limits, ModelUse, Network, RetryPolicy, SandboxRequirement,
-    Step, StepSandbox, Workflow,
+    Step, StepFiles, StepSandbox, Workflow,
 };
 
 /// The native YAML for `workflow`, with `notes` as comments at the top.
@@ -112,6 +112,7 @@ fn write_step(out: &mut String, step: &Step) {
         }
     }
     write_sandbox(out, &step.sandbox);
+    write_files(out, &step.sandbox.files);
     if let Some(llm) = model_use(step.llm) {
         let _ = writeln!(out, "    llm: {llm}");
     }
@@ -150,6 +151,34 @@ fn write_env(out: &mut String, indent: &str, env: &std::collections::BTreeMap<St
     let _ = writeln!(out, "{indent}env:");
     for (key, value) in env {
         let _ = writeln!(out, "{indent}  {key}: {}", quote(value));
+    }
+}
+
+fn quoted_list<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    let quoted: Vec<String> = items.map(|item| quote(item)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn write_files(out: &mut String, files: &StepFiles) {
+    if !files.artifacts.is_empty() {
+        let _ = writeln!(
+            out,
+            "    artifacts: {}",
+            quoted_list(files.artifacts.iter())
+        );
+    }
+    if let Some(cache) = &files.cache {
+        let mut parts = vec![
+            format!("key: {}", quote(&cache.key.source)),
+            format!("paths: {}", quoted_list(cache.paths.iter())),
+        ];
+        if !cache.restore_keys.is_empty() {
+            parts.push(format!(
+                "restore_keys: {}",
+                quoted_list(cache.restore_keys.iter().map(|key| &key.source))
+            ));
+        }
+        let _ = writeln!(out, "    cache: {{ {} }}", parts.join(", "));
     }
 }
 
@@ -293,7 +322,7 @@ mod tests {
 
     #[test]
     fn awkward_values_round_trip() {
-        let text = "name: \"x: y\"\nenv: { A: \"it's \\\"quoted\\\"\", B: '' }\nsteps:\n  - id: a\n    run: \"  leading\\n\\ttab\\ntrailing \\n\"\n    retries: { count: 2, backoff: 3s, max_backoff: 1m }\n    on_failure: retry\n    sandbox: { read: [/srv], docker: true, network: none }\n    limits: { memory: 1GiB, processes: unlimited }\n    llm: { local: off }\n    env: { TOKEN: \"${{ secrets.API_TOKEN }}\" }\n    secrets: [OTHER]\n  - id: b\n    run: |-\n      echo one\n\n      echo two\n    depends_on: a\n    when: \"steps.a.outputs.x != 'y'\"\n";
+        let text = "name: \"x: y\"\nenv: { A: \"it's \\\"quoted\\\"\", B: '' }\nsteps:\n  - id: a\n    run: \"  leading\\n\\ttab\\ntrailing \\n\"\n    retries: { count: 2, backoff: 3s, max_backoff: 1m }\n    on_failure: retry\n    sandbox: { read: [/srv], docker: true, network: none }\n    limits: { memory: 1GiB, processes: unlimited }\n    llm: { local: off }\n    env: { TOKEN: \"${{ secrets.API_TOKEN }}\" }\n    secrets: [OTHER]\n    artifacts: [./dist/, \"reports/*.xml\"]\n    cache: { key: \"deps-{{ hash 'Cargo.lock' }}\", paths: target, restore_keys: [deps-] }\n  - id: b\n    run: |-\n      echo one\n\n      echo two\n    depends_on: a\n    when: \"steps.a.outputs.x != 'y'\"\n";
         let workflow = load_str("a.yaml", text, &LoadOptions::default()).unwrap();
         let printed = to_native_yaml(&workflow, &["a note".to_owned()]);
         assert!(printed.starts_with("# note: a note\n"), "{printed}");

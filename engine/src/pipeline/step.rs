@@ -34,6 +34,8 @@ const STEP_KEYS: &[&str] = &[
     "limits",
     "llm",
     "secrets",
+    "artifacts",
+    "cache",
 ];
 const RETRY_KEYS: &[&str] = &["count", "backoff", "max_backoff"];
 const ON_FAILURE_VALUES: &[&str] = &["abort", "continue", "retry", "finish"];
@@ -148,7 +150,8 @@ pub(crate) fn parse_step(
     let mut action = action;
     let secrets = parse_secrets(mapping, &label, &mut action, &mut env, diagnostics);
 
-    let sandbox = super::sandbox::parse_step_sandbox(mapping, &label, diagnostics);
+    let mut sandbox = super::sandbox::parse_step_sandbox(mapping, &label, diagnostics);
+    sandbox.files = super::files::parse_step_files(mapping, &label, context.source, diagnostics);
     let llm = entry(mapping, "llm").map_or_else(Default::default, |(_, node)| {
         super::llm::parse_model_use(node, &label, diagnostics)
     });

@@ -6,6 +6,7 @@
 //!   logs: 30d            # step logs of finished runs older than this are deleted sooner
 //!   keep_runs: 20        # the newest finished runs kept whatever their age
 //!   workspaces: remove   # remove (default): a run's checkout goes when the run ends | keep
+//!   cache_size: 1GiB     # most bytes all step caches hold together (least recently used go)
 //! ```
 //!
 //! Durations use the project's one grammar (`pipeline::parse_duration`). The rest of the file
@@ -44,6 +45,9 @@ struct File {
     /// Read by `llm::config`.
     #[allow(dead_code)]
     llm: Option<serde::de::IgnoredAny>,
+    /// Read by `pipeline::load_sandbox_settings`.
+    #[allow(dead_code)]
+    sandbox: Option<serde::de::IgnoredAny>,
     retention: Section,
 }
 
@@ -54,6 +58,7 @@ struct Section {
     logs: Option<Spanned<String>>,
     keep_runs: Option<usize>,
     workspaces: WorkspacePolicy,
+    cache_size: Option<Spanned<String>>,
 }
 
 /// Retention settings, checked.
@@ -61,6 +66,9 @@ struct Section {
 pub struct Retention {
     pub policy: RetentionPolicy,
     pub workspaces: WorkspacePolicy,
+    /// Most bytes all cache entries hold together; saving past it evicts the least recently
+    /// used, and an entry larger than it is not saved.
+    pub cache_size: u64,
 }
 
 impl Default for Retention {
@@ -72,6 +80,7 @@ impl Default for Retention {
                 keep_runs: 20,
             },
             workspaces: WorkspacePolicy::Remove,
+            cache_size: crate::exec::files::DEFAULT_CACHE_LIMIT,
         }
     }
 }
@@ -149,6 +158,31 @@ impl Retention {
             retention.policy.keep_runs = keep;
         }
         retention.workspaces = section.workspaces;
+        if let Some(size) = &section.cache_size {
+            let (line, column) = size
+                .span()
+                .start()
+                .map_or((1, 1), |mark| (mark.line(), mark.column()));
+            let text = size.as_str().trim();
+            let bytes = text.parse::<u64>().ok().or_else(|| {
+                text.parse::<bytesize::ByteSize>()
+                    .ok()
+                    .map(|size| size.as_u64())
+            });
+            retention.cache_size = match bytes {
+                Some(bytes) if bytes > 0 => bytes,
+                _ => {
+                    return Err(error(
+                        line,
+                        column,
+                        format!(
+                            "invalid `retention.cache_size` `{}`: expected a size such as 512MiB or 2GiB",
+                            size.as_str()
+                        ),
+                    ));
+                }
+            };
+        }
         Ok(retention)
     }
 }
@@ -164,12 +198,13 @@ mod tests {
             Retention::parse("c.yaml", "").unwrap(),
             Retention::default()
         );
-        let text = "llm:\n  cache_ttl: 7d\nretention:\n  runs: 14d\n  logs: 2d\n  keep_runs: 5\n  workspaces: keep\n";
+        let text = "llm:\n  cache_ttl: 7d\nsandbox: { policy: auto }\nretention:\n  runs: 14d\n  logs: 2d\n  keep_runs: 5\n  workspaces: keep\n  cache_size: 512MiB\n";
         let retention = Retention::parse("c.yaml", text).unwrap();
         assert_eq!(retention.policy.runs, Duration::from_secs(14 * 86_400));
         assert_eq!(retention.policy.logs, Duration::from_secs(2 * 86_400));
         assert_eq!(retention.policy.keep_runs, 5);
         assert_eq!(retention.workspaces, WorkspacePolicy::Keep);
+        assert_eq!(retention.cache_size, 512 << 20);
     }
 
     #[test]
@@ -182,5 +217,7 @@ mod tests {
         let error =
             Retention::parse("c.yaml", "retention:\n  workspaces: sometimes\n").unwrap_err();
         assert_eq!(error.line, 2, "{error}");
+        let error = Retention::parse("c.yaml", "retention:\n  cache_size: lots\n").unwrap_err();
+        assert_eq!((error.line, error.column), (2, 15), "{error}");
     }
 }

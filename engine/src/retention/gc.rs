@@ -1,8 +1,9 @@
 //! `cairn gc` (and `cairn serve` once an hour): apply the retention policy to the database,
-//! then to the run directories under `$CAIRN_HOME/work`.
+//! then to the run directories under `$CAIRN_HOME/work` and the blobs under `$CAIRN_HOME/blobs`.
 
 use std::path::Path;
 
+use crate::exec::files::Blobs;
 use crate::exec::remove_checkout;
 use crate::store::{Pruned, Store, now_ms};
 
@@ -16,6 +17,12 @@ pub struct GcReport {
     pub run_directories: Vec<String>,
     /// Checkouts of finished runs removed (left by an engine that stopped before it could).
     pub checkouts: usize,
+    /// Artifact and cache blobs no row names any more (older than `GARBAGE_GRACE`), and
+    /// their bytes.
+    pub blobs: usize,
+    pub blob_bytes: u64,
+    /// Step cache entries evicted (least recently used) to fit `retention.cache_size`.
+    pub cache_evictions: usize,
 }
 
 /// Prunes the database, then removes run directories whose run no longer exists, and (unless
@@ -29,6 +36,13 @@ pub fn collect(
         database: store.prune(&retention.policy, now_ms())?,
         ..GcReport::default()
     };
+    // A lowered cap applies now, not at the next save.
+    report.cache_evictions = store.evict_caches(retention.cache_size)?.len();
+    // After the rows: deleted runs' artifacts and evicted caches leave their blobs unreferenced.
+    match Blobs::beside(store).collect_garbage(&store.referenced_blobs()?) {
+        Ok((count, bytes)) => (report.blobs, report.blob_bytes) = (count, bytes),
+        Err(error) => tracing::warn!(%error, "failed to remove unreferenced blobs"),
+    }
     let known = store.run_ids()?;
     let Ok(entries) = std::fs::read_dir(work_dir) else {
         return Ok(report);

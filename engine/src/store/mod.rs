@@ -4,6 +4,7 @@
 mod check;
 mod deployments;
 mod error;
+mod files;
 mod llm;
 mod notifications;
 mod records;
@@ -21,6 +22,7 @@ mod tests_history;
 pub use check::{Check, refuse_damaged};
 pub use deployments::ServiceLock;
 pub use error::{Error, Result};
+pub use files::{ArtifactFile, ArtifactRecord, CacheEntry, CacheSave};
 pub use llm::{BudgetLimits, CachedResponse, CallRecord, CostRow, day_and_month};
 pub use records::{
     Claim, EventRecord, Fence, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord,

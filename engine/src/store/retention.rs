@@ -1,9 +1,9 @@
 //! Retention: deleting what is old enough, so a long-lived `$CAIRN_HOME` stays bounded.
 //!
 //! Finished runs older than the retention period go with their steps, attempts, events, logs,
-//! language-model call records and test results (the newest `keep_runs` stay whatever their
-//! age); logs alone go sooner; expired cache entries and old budget and notification rows
-//! are dropped. The event log stays append-only for every run that exists (schema trigger):
+//! language-model call records, test results and artifact rows (the newest `keep_runs` stay
+//! whatever their age; blobs no row names any more go in `retention/gc.rs`); logs alone go
+//! sooner; expired cache entries and old budget and notification rows are dropped. The event log stays append-only for every run that exists (schema trigger):
 //! a run's events can only be deleted once its row is gone, in the same transaction. Work is
 //! done in small transactions so a `gc` never holds the write lock for long.
 
@@ -64,6 +64,7 @@ impl Store {
                         "llm_calls",
                         "test_results",
                         "notifications",
+                        "artifacts",
                     ] {
                         other += txn
                             .txn

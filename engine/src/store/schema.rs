@@ -332,6 +332,34 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX steps_publishing_route ON steps (run_id, position)
         WHERE json_extract(outputs, '$.route') IS NOT NULL;
     "#,
+    // 16: artifacts and caches (`store/files.rs`). Their bytes are blob files named by SHA-256
+    // under `$CAIRN_HOME/blobs/sha256/`; these rows are the index, and a blob no row names is
+    // garbage for `cairn gc`. An artifact row is one file of a step's archive (`archive`);
+    // a cache row is one immutable key of one repository (`scope`).
+    r#"
+    CREATE TABLE artifacts (
+        run_id     INTEGER NOT NULL,
+        step_id    TEXT    NOT NULL,
+        path       TEXT    NOT NULL,
+        size       INTEGER NOT NULL,
+        sha256     TEXT    NOT NULL,
+        archive    TEXT    NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (run_id, step_id, path)
+    );
+    CREATE INDEX artifacts_by_archive ON artifacts (archive);
+    CREATE TABLE caches (
+        scope        TEXT    NOT NULL,
+        key          TEXT    NOT NULL,
+        blob         TEXT    NOT NULL,
+        size         INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_used_at INTEGER NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX caches_by_use ON caches (last_used_at);
+    CREATE INDEX caches_by_blob ON caches (blob);
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
