@@ -8,8 +8,9 @@
 //!   manual `cairn run` is always possible).
 //! - a job → one step running its `steps[]` in order in one script ([`script`]); a step's
 //!   `if:` is evaluated by that script between steps ([`step_if`]); `uses: actions/checkout@*`
-//!   is built in (the run's workspace is a checkout of the commit); any other `uses:` is an
-//!   error naming the step.
+//!   is built in (the run's workspace is a checkout of the commit), `upload-artifact` and
+//!   `cache` become the job's `artifacts:` and `cache:`, `download-artifact` is implied
+//!   ([`uses`]); any other `uses:` is an error naming the step.
 //! - `strategy.matrix` → one step per combination (`job-v1-v2`), `include`/`exclude` applied
 //!   ([`matrix`]); `needs: job` then waits for every combination.
 //! - `needs` → `depends_on`; `if` → `when` (`needs.X.outputs.Y` → `steps.X.outputs.Y`,
@@ -33,7 +34,9 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 
 use super::condition::Condition;
 use super::error::Diagnostics;
-use super::model::{Action, CommitSelection, OnFailure, Repository, Step, Trigger, Workflow};
+use super::model::{
+    Action, CommitSelection, OnFailure, Repository, Step, StepFiles, StepSandbox, Trigger, Workflow,
+};
 use super::parse::{ParseContext, Spans, parse_env};
 use super::step::StepSpans;
 use super::yaml::{
@@ -45,6 +48,7 @@ mod expressions;
 mod matrix;
 mod script;
 mod step_if;
+mod uses;
 
 use expressions::{Scope, success, translate_if};
 use matrix::{expand_matrix, substitute_matrix};
@@ -441,12 +445,14 @@ fn job_step(
     };
 
     let mut secret_names = Vec::new();
+    let mut files = StepFiles::default();
     let script = job_script(
         mapping,
         &label,
         job_location,
         &scope,
         &mut secret_names,
+        &mut files,
         diagnostics,
     );
     let mut secrets: BTreeMap<String, String> = secret_names
@@ -480,7 +486,10 @@ fn job_step(
             when,
             env,
             secrets,
-            sandbox: Default::default(),
+            sandbox: StepSandbox {
+                files,
+                ..Default::default()
+            },
             llm: Default::default(),
             location: job_location,
         },

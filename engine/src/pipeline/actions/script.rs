@@ -8,7 +8,8 @@
 //! whether it runs — by default only while no step has failed, as on GitHub. The job fails at
 //! its end when a step failed, after writing its `outputs:`.
 //!
-//! `$GITHUB_OUTPUT` and `$GITHUB_ENV` take both of GitHub's forms: `name=value` lines and
+//! `uses:` steps are the built-in actions of [`super::uses`]. `$GITHUB_OUTPUT` and
+//! `$GITHUB_ENV` take both of GitHub's forms: `name=value` lines and
 //! `name<<DELIMITER` … `DELIMITER` blocks for values of several lines.
 
 use marked_yaml::Node;
@@ -23,6 +24,8 @@ use super::expressions::{Scope, substitute_run, substitute_run_collecting};
 use super::matrix::{slug, substitute_matrix};
 use super::minutes;
 use super::step_if::{default_condition, step_condition};
+use super::uses::uses_step;
+use crate::pipeline::model::StepFiles;
 
 /// Reads the last value of `k` from a `$GITHUB_OUTPUT` file (both forms; a block of another
 /// name is skipped whole, so its lines are never taken for `k=` lines).
@@ -84,6 +87,7 @@ pub(super) fn job_script(
     job_location: Location,
     scope: &Scope<'_>,
     secrets: &mut Vec<String>,
+    files: &mut StepFiles,
     diagnostics: &mut Diagnostics,
 ) -> String {
     let mut script = format!(
@@ -133,6 +137,7 @@ pub(super) fn job_script(
             job_location,
             scope,
             secrets,
+            files,
             diagnostics,
         ) {
             script.push_str(&block);
@@ -155,6 +160,7 @@ fn step_block(
     job_location: Location,
     scope: &Scope<'_>,
     secrets: &mut Vec<String>,
+    files: &mut StepFiles,
     diagnostics: &mut Diagnostics,
 ) -> Option<String> {
     let step_id = entry(step, "id")
@@ -186,22 +192,7 @@ fn step_block(
         }
     };
     let command = match (entry(step, "uses"), entry(step, "run")) {
-        (Some((_, uses)), None) => {
-            let action = uses
-                .as_scalar()
-                .map(|s| s.as_str().trim())
-                .unwrap_or_default();
-            if action.starts_with("actions/checkout@") || action == "actions/checkout" {
-                // The run's workspace is already a checkout of the commit.
-                ":".to_owned()
-            } else {
-                diagnostics.report(
-                    location(uses),
-                    format!("{step_label} uses `{action}`: only `actions/checkout` is built in (no marketplace actions in an air gap); replace it with a `run:` step"),
-                );
-                return None;
-            }
-        }
+        (Some((_, uses)), None) => uses_step(uses, step, &step_label, scope, files, diagnostics)?,
         (None, Some((_, run))) => run_command(
             step,
             run,
