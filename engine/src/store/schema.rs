@@ -332,6 +332,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX steps_publishing_route ON steps (run_id, position)
         WHERE json_extract(outputs, '$.route') IS NOT NULL;
     "#,
+    // 16: the test agent's fix suggestions share the proposals table with generated tests:
+    // `kind` tells them apart (`test`, `fix`); every row from before is a generated test.
+    r#"
+    ALTER TABLE test_proposals ADD COLUMN kind TEXT NOT NULL DEFAULT 'test';
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
