@@ -68,10 +68,18 @@ pub fn apply(scratch: &Scratch, patch: &Patch) -> Result<Result<(), String>, Str
     let file = patch_file(scratch, patch)?;
     let file = file.to_string_lossy();
     // `git apply` itself refuses paths outside the tree and beyond symbolic links.
-    if let Err(why) = git(&scratch.new, &["apply", "--check", &file]) {
-        return Ok(Err(why));
+    let mut args = vec!["apply", "--check"];
+    if let Err(why) = git(&scratch.new, &[args.as_slice(), &[file.as_ref()]].concat()) {
+        // A hunk with less context after its change than before is taken to end the file
+        // (and one at line 1 to start it); models write uneven context anywhere. Without that
+        // inference every context line must still match.
+        args.push("--unidiff-zero");
+        if git(&scratch.new, &[args.as_slice(), &[file.as_ref()]].concat()).is_err() {
+            return Ok(Err(why));
+        }
     }
-    git(&scratch.new, &["apply", &file])?;
+    args.retain(|a| *a != "--check");
+    git(&scratch.new, &[args.as_slice(), &[file.as_ref()]].concat())?;
     Ok(Ok(()))
 }
 
