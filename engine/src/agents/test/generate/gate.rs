@@ -70,7 +70,7 @@ impl Scratch {
         let (built, output) = run_shell(
             "cargo test --offline --no-run",
             &dir,
-            &[self.root.clone()],
+            std::slice::from_ref(&self.root),
             &self.env(),
         )
         .await?;
@@ -168,7 +168,7 @@ impl Scratch {
                 run_shell(
                     "cargo test --offline --no-run",
                     &crate_dir(dir, &target.path),
-                    &[self.root.clone()],
+                    std::slice::from_ref(&self.root),
                     &self.env(),
                 )
                 .await
@@ -177,7 +177,7 @@ impl Scratch {
                 run_shell(
                     &format!("python3 -m py_compile {}", proposal.test_path),
                     dir,
-                    &[self.root.clone()],
+                    std::slice::from_ref(&self.root),
                     &self.env(),
                 )
                 .await
@@ -198,7 +198,7 @@ impl Scratch {
                 let (ok, output) = run_shell(
                     &format!("cargo test --offline {filter}"),
                     &crate_dir(dir, &target.path),
-                    &[self.root.clone()],
+                    std::slice::from_ref(&self.root),
                     &self.env(),
                 )
                 .await?;
@@ -223,7 +223,7 @@ impl Scratch {
                         proposal.test_path
                     )
                 };
-                run_shell(&command, dir, &[self.root.clone()], &self.env()).await
+                run_shell(&command, dir, std::slice::from_ref(&self.root), &self.env()).await
             }
         }
     }
