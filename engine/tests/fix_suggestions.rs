@@ -253,7 +253,7 @@ async fn bad_fixes_are_rejected_each_with_its_reason() {
     assert!(
         records[2]
             .detail
-            .contains("`tests/test_pay.py` is a test file"),
+            .contains("`tests/test_pay.py` is a test, test support"),
         "{}",
         records[2].detail
     );

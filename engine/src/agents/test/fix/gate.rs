@@ -26,6 +26,35 @@ pub struct Suite {
     pub failing: Vec<String>,
 }
 
+/// Runner configuration: a fix that edits it changes how the tests run, not the code.
+const RUNNER_CONFIGS: &[&str] = &[
+    "pytest.ini",
+    "tox.ini",
+    ".mocharc.js",
+    ".mocharc.json",
+    ".mocharc.yml",
+    "jest.config.js",
+    "jest.config.ts",
+    "vitest.config.js",
+    "vitest.config.ts",
+];
+
+impl Suite {
+    /// Whether `path` is part of running the tests: a runner configuration, or a file the
+    /// test command names (a repository's own runner script).
+    pub fn runs(&self, path: &str) -> bool {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        RUNNER_CONFIGS.contains(&name)
+            || self.commands.iter().any(|command| {
+                command
+                    .split_whitespace()
+                    .map(|word| word.trim_matches(['\'', '"']))
+                    .map(|word| word.strip_prefix("./").unwrap_or(word))
+                    .any(|word| word == path)
+            })
+    }
+}
+
 /// Why a patch that parsed was still rejected; the names are what the store records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
@@ -237,6 +266,16 @@ mod tests {
             passed: Vec::new(),
             failing: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_runner_and_its_configuration_are_part_of_the_tests() {
+        let suite = suite(&["python3 ./run_tests.py 'tests/test_a.py'"]);
+        assert!(suite.runs("run_tests.py"));
+        assert!(suite.runs("tests/test_a.py"));
+        assert!(suite.runs("sub/pytest.ini"));
+        assert!(!suite.runs("src/pay.py"));
+        assert!(!suite.runs("src/run_tests.py"), "paths are whole");
     }
 
     #[test]

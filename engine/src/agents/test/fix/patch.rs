@@ -24,7 +24,9 @@ pub enum Malformed {
     Malformed(String),
     #[error("`{0}` is not a path inside the repository")]
     OutsideRepo(String),
-    #[error("`{0}` is a test file or test support: a fix changes the code, not the tests")]
+    #[error(
+        "`{0}` is a test, test support or part of running the tests: a fix changes the code, not the tests"
+    )]
     EditsTests(String),
     #[error("unsupported change: {0} (only edits, creations and deletions of text files)")]
     Unsupported(String),

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::Options;
 use super::gate::{self, Suite, Verdict};
-use super::patch::{Patch, parse};
+use super::patch::{Malformed, Patch, parse};
 use super::propose::{Failure, propose, question};
 use crate::agents::test::files::changed_hunks;
 use crate::agents::test::handover::{Handover, hand_over};
@@ -228,7 +228,14 @@ async fn judge(
             });
         }
     };
-    let patch = match parse(&answer) {
+    let parsed =
+        parse(&answer).and_then(
+            |patch| match patch.paths().into_iter().find(|p| suite.runs(p)) {
+                Some(path) => Err(Malformed::EditsTests(path)),
+                None => Ok(patch),
+            },
+        );
+    let patch = match parsed {
         Ok(patch) => patch,
         Err(malformed) => {
             return Ok(Judged {
