@@ -366,7 +366,8 @@ fn convert_prints_the_native_workflow_that_loads_the_same() {
         "when: \"risk >= medium\"",
         "retries: 1",
         "on_failure: retry",
-        "# note: stage `test`: fix suggestions on failure are not available yet",
+        // "Generate fix suggestions": the test agent's own fix suggestions.
+        "with: { \"fix\": true }",
     ] {
         assert!(
             native.contains(expected),

@@ -1,5 +1,6 @@
 //! `cairn tests flaky`: tests that flip between passing and failing, with their score and
-//! quarantine state. `cairn tests proposals`: generated tests and the gate's verdict on each.
+//! quarantine state. `cairn tests proposals`: generated tests and proposed fixes, and the gate's
+//! verdict on each.
 //! `cairn tests measure` lives in `measure.rs`.
 
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ pub enum TestsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Generated tests, newest first: accepted or rejected, and why.
+    /// Generated tests and proposed fixes, newest first: accepted or rejected, and why.
     Proposals {
         /// Only this repository (its URL or path as the runs record it).
         #[arg(long)]
@@ -117,18 +118,30 @@ fn proposals(home: Option<PathBuf>, repo: Option<&str>, limit: usize, as_json: b
         return Ok(());
     }
     if rows.is_empty() {
-        eprintln!("no test has been proposed yet (with: generate: true on a test_agent step)");
+        eprintln!(
+            "nothing has been proposed yet (with: generate: true or fix: true on a test_agent step)"
+        );
         return Ok(());
     }
     println!(
-        "{:>5} {:<12} {:<9} {:<17} {:<7} FUNCTION",
-        "RUN", "COMMIT", "STATUS", "REASON", "TIER"
+        "{:>5} {:<12} {:<4} {:<9} {:<18} {:<7} FOR",
+        "RUN", "COMMIT", "KIND", "STATUS", "REASON", "TIER"
     );
     for row in &rows {
         let commit = &row.commit_id[..row.commit_id.len().min(12)];
+        let what = if row.kind == "fix" {
+            let files = if row.source_path.is_empty() {
+                "no patch"
+            } else {
+                row.source_path.as_str()
+            };
+            format!("failing {} ({files})", row.function)
+        } else {
+            format!("{} ({})", row.function, row.source_path)
+        };
         println!(
-            "{:>5} {:<12} {:<9} {:<17} {:<7} {} ({})",
-            row.run_id, commit, row.status, row.reason, row.tier, row.function, row.source_path
+            "{:>5} {:<12} {:<4} {:<9} {:<18} {:<7} {what}",
+            row.run_id, commit, row.kind, row.status, row.reason, row.tier
         );
         if let Some(first) = row.detail.lines().find(|l| !l.trim().is_empty()) {
             println!("{:>5} {first}", "");

@@ -9,6 +9,9 @@ pub enum Task {
     SummarizeDiff,
     ExplainChange,
     ProposeTests,
+    /// A patch for a failing test's likely cause: plain text, a unified diff (the test agent
+    /// parses it as hostile input, `agents/test/fix/patch.rs`).
+    ProposeFix,
     ReviewDockerfile,
     AssessRisk,
     ChooseDeployStrategy,
@@ -45,6 +48,7 @@ const TASKS: &[(Task, &str)] = &[
     (Task::SummarizeDiff, "summarize_diff"),
     (Task::ExplainChange, "explain_change"),
     (Task::ProposeTests, "propose_tests"),
+    (Task::ProposeFix, "propose_fix"),
     (Task::ReviewDockerfile, "review_dockerfile"),
     (Task::AssessRisk, "assess_risk"),
     (Task::ChooseDeployStrategy, "choose_deploy_strategy"),
@@ -117,6 +121,8 @@ impl Task {
             Task::SummarizeDiff | Task::ExplainChange => 96,
             Task::AssessRisk | Task::ChooseDeployStrategy => 160,
             Task::ProposeTests | Task::ReviewDockerfile => 384,
+            // A diff repeats its context lines: room for a few small hunks.
+            Task::ProposeFix => 512,
         }
     }
 }

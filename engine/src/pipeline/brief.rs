@@ -28,8 +28,10 @@
 //! ```
 //!
 //! Stages also take the native step keys `when`, `env`, `retries`, `llm`, `sandbox`,
-//! `network` and `limits`. What cannot be honoured yet (fix suggestions) is kept as a note
-//! that `cairn convert` prints, never dropped silently.
+//! `network` and `limits`. "Generate fix suggestions" in `on_failure` turns on a
+//! `test_agent` stage's `with: fix: true` (the test agent proposes a validated patch when
+//! tests fail for real, `agents/test/fix/`); on any other stage it is kept as a note that
+//! `cairn convert` prints, never dropped silently.
 
 use std::collections::BTreeMap;
 
@@ -496,28 +498,46 @@ fn parse_stage(
     let mut retry = entry(mapping, "retries")
         .map(|(_, node)| parse_retries(node, &label, diagnostics))
         .unwrap_or_default();
+    let mut fix_suggestions = false;
     let on_failure = entry(mapping, "on_failure").map_or(OnFailure::Abort, |(_, node)| {
         let Some(text) = string(node, &format!("`on_failure` of {label}"), diagnostics) else {
             return OnFailure::Abort;
         };
         match read_on_failure(text.as_str()) {
             Ok(policy) => {
-                if policy.fix_suggestions {
-                    notes.push(format!(
-                        "{label}: fix suggestions on failure are not available yet; the rest of `on_failure` applies"
-                    ));
-                }
+                fix_suggestions = policy.fix_suggestions;
                 if let Some(count) = policy.retries {
-                    retry = RetryPolicy { retries: Some(count), ..retry };
+                    retry = RetryPolicy {
+                        retries: Some(count),
+                        ..retry
+                    };
                 }
                 policy.then
             }
             Err(message) => {
-                diagnostics.report(location(node), format!("invalid `on_failure` of {label}: {message}"));
+                diagnostics.report(
+                    location(node),
+                    format!("invalid `on_failure` of {label}: {message}"),
+                );
                 OnFailure::Abort
             }
         }
     });
+    // The test agent makes fix suggestions; a `with: fix:` of the stage's own wins.
+    let mut action = action;
+    if fix_suggestions {
+        match &mut action {
+            Action::Agent {
+                name,
+                with: serde_json::Value::Object(with),
+            } if name == "test_agent" => {
+                with.entry("fix").or_insert(serde_json::Value::Bool(true));
+            }
+            _ => notes.push(format!(
+                "{label}: fix suggestions are made by a `test_agent` stage only; the rest of `on_failure` applies"
+            )),
+        }
+    }
     let mut when = entry(mapping, "when").and_then(|(_, node)| {
         parse_when(
             node,
@@ -539,7 +559,6 @@ fn parse_stage(
     let mut env = entry(mapping, "env").map_or_else(BTreeMap::new, |(_, node)| {
         parse_env(node, &format!("`env` of {label}"), diagnostics)
     });
-    let mut action = action;
     let secrets = super::step::parse_secrets(mapping, &label, &mut action, &mut env, diagnostics);
     let sandbox = super::sandbox::parse_step_sandbox(mapping, &label, diagnostics);
     let llm = entry(mapping, "llm").map_or_else(Default::default, |(_, node)| {
@@ -659,5 +678,45 @@ mod tests {
             "{error}"
         );
         assert!(read_on_failure("page someone").is_err());
+    }
+
+    #[test]
+    fn fix_suggestions_turn_on_the_test_agents_fix() {
+        let text = "pipeline:\n  stages:\n    - name: test\n      agent: test_agent\n      on_failure: \"Generate fix suggestions, retry once\"\n    - name: off\n      agent: test_agent\n      with: { fix: false }\n      on_failure: generate fix suggestions\n    - name: build\n      agent: build_agent\n      on_failure: generate fix suggestions\n";
+        let options = crate::pipeline::LoadOptions {
+            known_agents: &[],
+            check_with: None,
+        };
+        let loaded = crate::pipeline::load_str_detailed("p.yaml", text, &options).unwrap();
+        let with = |id: &str| match &loaded
+            .workflow
+            .steps
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap()
+            .action
+        {
+            Action::Agent { with, .. } => with.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(with("test")["fix"], serde_json::Value::Bool(true));
+        assert_eq!(
+            with("off")["fix"],
+            serde_json::Value::Bool(false),
+            "the stage's own with wins"
+        );
+        let test = loaded
+            .workflow
+            .steps
+            .iter()
+            .find(|s| s.id == "test")
+            .unwrap();
+        assert_eq!(test.retry.retries, Some(1), "the retry is kept");
+        assert_eq!(
+            loaded.notes,
+            [
+                "stage `build`: fix suggestions are made by a `test_agent` stage only; the rest of `on_failure` applies"
+            ]
+        );
     }
 }

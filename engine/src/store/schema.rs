@@ -360,6 +360,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX caches_by_use ON caches (last_used_at);
     CREATE INDEX caches_by_blob ON caches (blob);
     "#,
+    // 17: the test agent's fix suggestions share the proposals table with generated tests:
+    // `kind` tells them apart (`test`, `fix`); every row from before is a generated test.
+    r#"
+    ALTER TABLE test_proposals ADD COLUMN kind TEXT NOT NULL DEFAULT 'test';
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

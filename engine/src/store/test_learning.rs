@@ -1,7 +1,7 @@
 //! What the test agent learns and proposes: the file→test map (which test files changed
 //! together with which source files, and which tests failed after which files changed), the
 //! commits already learned from (so a commit is counted once however many runs see it), and
-//! generated-test proposals with the gate's verdict.
+//! the proposals (generated tests, fixes for failing tests) with the gate's verdict.
 
 use std::collections::HashSet;
 
@@ -22,9 +22,13 @@ pub struct TestLink {
     pub count: u32,
 }
 
-/// A generated test and what the validation gate made of it.
+/// A generated test or a proposed fix, and what the validation gate made of it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProposalRecord {
+    /// `test` (a generated test: `source_path`/`function` is what it tests, `test_path` where
+    /// it goes) or `fix` (a patch: `source_path` lists the files it edits, `function` the
+    /// failing tests it is for, `test_path` their files, `code` the patch).
+    pub kind: String,
     pub run_id: i64,
     pub step_id: String,
     pub repo: String,
@@ -34,7 +38,10 @@ pub struct ProposalRecord {
     pub test_path: String,
     /// `accepted` or `rejected`.
     pub status: String,
-    /// `accepted`, `invalid`, `compile_error`, `fails_on_new`, `flaky`, `passes_on_parent`.
+    /// Tests: `accepted`, `invalid`, `compile_error`, `fails_on_new`, `flaky`,
+    /// `passes_on_parent`. Fixes: `accepted`, `no_answer`, `not_a_patch`, `partial_patch`,
+    /// `malformed_patch`, `outside_repo`, `edits_tests`, `unsupported_change`, `no_change`,
+    /// `does_not_apply`, `build_error`, `still_fails`, `breaks_tests`, `timed_out`.
     pub reason: String,
     pub detail: String,
     pub code: String,
@@ -79,11 +86,12 @@ impl Store {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT run_id, step_id, repo, commit_id, source_path, function, test_path, status, reason,
-                    detail, code, tier, at
+                    detail, code, tier, at, kind
              FROM test_proposals WHERE (?1 IS NULL OR repo = ?1) ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![repo, limit as i64], |row| {
             Ok(ProposalRecord {
+                kind: row.get(13)?,
                 run_id: row.get(0)?,
                 step_id: row.get(1)?,
                 repo: row.get(2)?,
@@ -100,6 +108,17 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How many proposals of `kind` a step of a run has recorded (by any of its attempts).
+    pub fn proposal_count(&self, run_id: i64, step_id: &str, kind: &str) -> Result<usize> {
+        let conn = self.lock();
+        let count: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM test_proposals WHERE run_id = ?1 AND step_id = ?2 AND kind = ?3",
+            params![run_id, step_id, kind],
+            |row| row.get(0),
+        )?;
+        Ok(count as usize)
     }
 }
 
@@ -155,12 +174,12 @@ impl WriteTxn<'_> {
         Ok(())
     }
 
-    /// A re-run attempt of a step judges its proposals again; the verdicts of the attempt it
-    /// replaces go, so each proposal is listed once.
-    pub fn forget_proposals(&self, run_id: i64, step_id: &str) -> Result<()> {
+    /// A re-run attempt of a step judges its proposals of `kind` again; the verdicts of the
+    /// attempt it replaces go, so each proposal is listed once.
+    pub fn forget_proposals(&self, run_id: i64, step_id: &str, kind: &str) -> Result<()> {
         self.txn.execute(
-            "DELETE FROM test_proposals WHERE run_id = ?1 AND step_id = ?2",
-            params![run_id, step_id],
+            "DELETE FROM test_proposals WHERE run_id = ?1 AND step_id = ?2 AND kind = ?3",
+            params![run_id, step_id, kind],
         )?;
         Ok(())
     }
@@ -168,8 +187,8 @@ impl WriteTxn<'_> {
     pub fn record_proposal(&self, record: &ProposalRecord) -> Result<()> {
         self.txn.execute(
             "INSERT INTO test_proposals (run_id, step_id, repo, commit_id, source_path, function, test_path,
-                                         status, reason, detail, code, tier, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                         status, reason, detail, code, tier, at, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 record.run_id,
                 record.step_id,
@@ -184,6 +203,7 @@ impl WriteTxn<'_> {
                 record.code,
                 record.tier,
                 record.at,
+                record.kind,
             ],
         )?;
         Ok(())

@@ -22,6 +22,8 @@
 //!     generate: false                   # propose tests for untested changed functions
 //!     proposals: patch                  # patch | branch | both: where accepted tests go
 //!     max_proposals: 3                  # proposals per commit
+//!     fix: false                        # on real failures, propose a fix (see `fix/`)
+//!     max_fixes: 1                      # fix proposals per failing step (1 to 10)
 //! ```
 //!
 //! Runners other than cargo select the test files the static import graph reaches (`imports/`,
@@ -32,9 +34,11 @@
 
 mod coverage;
 mod files;
+pub mod fix;
 mod flaky;
 pub mod generate;
 mod go_comments;
+mod handover;
 pub mod imports;
 mod learn;
 pub mod measure;
@@ -43,6 +47,7 @@ mod per_test;
 mod results;
 mod runner;
 pub mod rust;
+mod scratch;
 mod select;
 mod select_files;
 
@@ -66,7 +71,8 @@ pub struct TestAgent {
 }
 
 impl TestAgent {
-    /// `llm` proposes tests when `with: generate:` is on; without it none are proposed.
+    /// `llm` proposes tests when `with: generate:` is on, and fixes when `with: fix:` is;
+    /// without it none are proposed.
     pub fn new(llm: Option<std::sync::Arc<Router>>) -> TestAgent {
         TestAgent { llm }
     }
@@ -83,6 +89,7 @@ struct Config {
     globs: SelectGlobs,
     coverage: bool,
     generate: generate::Options,
+    fix: fix::Options,
 }
 
 impl Config {
@@ -143,6 +150,7 @@ impl Config {
                 .and_then(Value::as_bool)
                 .unwrap_or(true),
             generate: generate::Options::from(with).map_err(AgentError::new)?,
+            fix: fix::Options::from(with).map_err(AgentError::new)?,
         })
     }
 }
@@ -161,6 +169,8 @@ const WITH_KEYS: &[&str] = &[
     "generate",
     "proposals",
     "max_proposals",
+    "fix",
+    "max_fixes",
 ];
 
 impl Agent for TestAgent {
@@ -179,6 +189,7 @@ impl Agent for TestAgent {
         }
         SelectGlobs::from(with.get("select_globs"))?;
         generate::Options::from(with)?;
+        fix::Options::from(with)?;
         Ok(())
     }
 
@@ -308,13 +319,12 @@ async fn run(
         );
     }
     let mut results = Vec::new();
+    // What the runner said about each failure, for a fix proposal: the JUnit report's failure
+    // text, then the output of its re-runs.
+    let mut failure_texts = std::collections::BTreeMap::new();
+    let mut run_output = String::new();
     for command in &commands {
-        // cargo stops at the first failing test binary; every result is wanted.
-        let command = if command.starts_with("cargo test") && !command.contains("--no-fail-fast") {
-            command.replacen("cargo test", "cargo test --no-fail-fast", 1)
-        } else {
-            command.clone()
-        };
+        let command = with_no_fail_fast(command);
         clear_report(&config, &workspace)?;
         let (code, output) = execute(&command, &workspace, &context, &[]).await?;
         let found = collect(&config, &workspace, &output)?;
@@ -327,7 +337,16 @@ async fn run(
                 "`{command}` failed ({how}) before reporting any test: see the step log"
             )));
         }
+        if config.fix.enabled && config.format == Format::Junit {
+            let report = workspace.join(config.junit.as_deref().unwrap_or_default());
+            if let Ok(xml) = std::fs::read_to_string(&report) {
+                failure_texts.extend(results::junit_failures(&xml));
+            }
+        }
         results.extend(found);
+        if config.fix.enabled {
+            run_output.push_str(&output);
+        }
     }
     let command = commands.join(" && ");
 
@@ -362,6 +381,10 @@ async fn run(
             );
             clear_report(&config, &workspace)?;
             let (rerun_code, rerun_output) = execute(rerun, &workspace, &context, &[]).await?;
+            if config.fix.enabled {
+                let text: &mut String = failure_texts.entry(result.id.clone()).or_default();
+                text.push_str(&format!("\n$ {rerun}\n{}", scratch::tail(&rerun_output)));
+            }
             let again = collect(&config, &workspace, &rerun_output).unwrap_or_default();
             let passed = if config.format == Format::Junit {
                 // A whole file may have run again: this test's own outcome is what counts.
@@ -494,11 +517,50 @@ async fn run(
     );
     if !blocking.is_empty() {
         let names: Vec<&str> = blocking.iter().map(|s| s.as_str()).collect();
-        return Err(AgentError::new(format!(
-            "{} test(s) failed: {}",
-            names.len(),
-            names.join(", ")
-        )));
+        let mut message = format!("{} test(s) failed: {}", names.len(), names.join(", "));
+        if config.fix.enabled && !commit.is_empty() {
+            let failures: Vec<fix::Failure> = blocking
+                .iter()
+                .map(|id| fix::Failure {
+                    id: (*id).clone(),
+                    files: learn::test_file_of(id, &workspace, &test_files),
+                    output: failure_texts
+                        .get(*id)
+                        .cloned()
+                        .unwrap_or_else(|| scratch::tail(&run_output)),
+                })
+                .collect();
+            let suite = fix::Suite {
+                commands: commands.iter().map(|c| with_no_fail_fast(c)).collect(),
+                format: config.format,
+                junit: config.junit.clone(),
+                env: context.env.clone(),
+                passed: results
+                    .iter()
+                    .filter(|r| r.outcome == Outcome::Passed)
+                    .map(|r| r.id.clone())
+                    .collect(),
+                failing: blocking.iter().map(|id| (*id).clone()).collect(),
+            };
+            // A fix suggestion never hides the failure: the step fails whatever it finds.
+            match suggest_fix(
+                &context,
+                llm.as_deref(),
+                &config.fix,
+                &repo,
+                &commit,
+                &failures,
+                &suite,
+            )
+            .await
+            {
+                Ok(found) => message.push_str(&fix_summary(&found)),
+                Err(error) => context
+                    .logs
+                    .line("engine", format!("fix: no suggestion: {error}")),
+            }
+        }
+        return Err(AgentError::new(message));
     }
     // Line coverage of this run, when measured: it tells generation which changed functions no
     // test ran.
@@ -521,6 +583,60 @@ async fn run(
         .await?;
     }
     Ok(summary)
+}
+
+/// cargo stops at the first failing test binary; every result is wanted.
+fn with_no_fail_fast(command: &str) -> String {
+    if command.starts_with("cargo test") && !command.contains("--no-fail-fast") {
+        command.replacen("cargo test", "cargo test --no-fail-fast", 1)
+    } else {
+        command.to_string()
+    }
+}
+
+/// Proposes fixes for the failures, through the fix gate.
+async fn suggest_fix(
+    context: &AgentContext,
+    router: Option<&crate::llm::Router>,
+    options: &fix::Options,
+    repo: &str,
+    commit: &str,
+    failures: &[fix::Failure],
+    suite: &fix::Suite,
+) -> Result<Value, String> {
+    let call = fix::Call {
+        router,
+        store: &context.store,
+        run_id: context.run_id,
+        step_id: &context.step_id,
+        repo,
+        commit,
+        workspace: &context.workspace,
+        logs: &context.logs,
+        scope: super::registry::call_scope(context),
+    };
+    fix::suggest(call, options, failures, suite).await
+}
+
+/// What the step's error adds about the fix suggestion.
+fn fix_summary(found: &Value) -> String {
+    if let Some(why) = found["skipped"].as_str() {
+        return format!("; no fix suggested ({why})");
+    }
+    if found["accepted"] == Value::Bool(true) {
+        let places: Vec<String> = [("patch", "patch"), ("branch", "branch")]
+            .iter()
+            .filter_map(|(key, label)| found[*key].as_str().map(|v| format!("{label} {v}")))
+            .collect();
+        return format!("; a validated fix is suggested: {}", places.join(", "));
+    }
+    let reasons: Vec<&str> = found["proposals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["reason"].as_str())
+        .collect();
+    format!("; no fix accepted (rejected: {})", reasons.join(", "))
 }
 
 /// Proposes tests for the commit's untested functions, through the validation gate.
@@ -891,20 +1007,7 @@ async fn execute(
 }
 
 fn collect(config: &Config, dir: &Path, output: &str) -> Result<Vec<TestResult>, AgentError> {
-    match config.format {
-        Format::Libtest => Ok(parse_libtest(output)),
-        Format::GoJson => Ok(parse_go_json(output)),
-        Format::Junit => {
-            let path = dir.join(config.junit.as_deref().unwrap_or_default());
-            let xml = std::fs::read_to_string(&path).map_err(|e| {
-                AgentError::new(format!(
-                    "failed to read the JUnit report {}: {e}",
-                    path.display()
-                ))
-            })?;
-            parse_junit(&xml).map_err(AgentError::new)
-        }
-    }
+    results::collect(config.format, config.junit.as_deref(), dir, output).map_err(AgentError::new)
 }
 
 #[cfg(test)]

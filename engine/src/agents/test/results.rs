@@ -153,6 +153,130 @@ pub fn parse_junit(xml: &str) -> Result<Vec<TestResult>, String> {
     Ok(results)
 }
 
+/// The text of each failed test's `<failure>`/`<error>` in a JUnit report (its `message` and
+/// what it encloses, usually the traceback), by test id as [`parse_junit`] names it: what a fix
+/// proposal is told about how a test failed. Unreadable XML gives what was read before it.
+pub fn junit_failures(xml: &str) -> std::collections::BTreeMap<String, String> {
+    use quick_xml::Reader;
+    use quick_xml::events::Event;
+    let mut reader = Reader::from_str(xml);
+    let mut failures = std::collections::BTreeMap::new();
+    let mut test: Option<String> = None;
+    // Inside a `<failure>` or `<error>` element, whose text is wanted.
+    let mut inside = false;
+    while let Ok(event) = reader.read_event() {
+        let empty = matches!(event, Event::Empty(_));
+        match event {
+            Event::Start(tag) if tag.name().as_ref() == b"testcase" => {
+                let (mut name, mut class) = (String::new(), String::new());
+                for attribute in tag.attributes().flatten() {
+                    let value = attribute
+                        .unescape_value()
+                        .map(|v| v.into_owned())
+                        .unwrap_or_default();
+                    match attribute.key.as_ref() {
+                        b"name" => name = value,
+                        b"classname" => class = value,
+                        _ => {}
+                    }
+                }
+                test = Some(if class.is_empty() {
+                    name
+                } else {
+                    format!("{class}::{name}")
+                });
+            }
+            Event::Start(tag) | Event::Empty(tag)
+                if test.is_some() && matches!(tag.name().as_ref(), b"failure" | b"error") =>
+            {
+                let message = tag
+                    .attributes()
+                    .flatten()
+                    .find(|a| a.key.as_ref() == b"message")
+                    .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+                    .unwrap_or_default();
+                if let Some(id) = &test {
+                    failures.insert(id.clone(), format!("{message}\n"));
+                }
+                inside = !empty;
+            }
+            // Text comes in pieces: plain runs, and each entity (`&lt;`) as a reference.
+            Event::Text(body) if inside => push(
+                &mut failures,
+                test.as_deref(),
+                &String::from_utf8_lossy(&body),
+            ),
+            Event::CData(body) if inside => push(
+                &mut failures,
+                test.as_deref(),
+                &String::from_utf8_lossy(&body),
+            ),
+            Event::GeneralRef(name) if inside => {
+                let name = String::from_utf8_lossy(&name).into_owned();
+                let resolved = match name.strip_prefix('#') {
+                    Some(code) => code
+                        .strip_prefix('x')
+                        .map_or_else(
+                            || code.parse().ok(),
+                            |hex| u32::from_str_radix(hex, 16).ok(),
+                        )
+                        .and_then(char::from_u32)
+                        .map(String::from),
+                    None => quick_xml::escape::resolve_predefined_entity(&name).map(str::to_string),
+                };
+                push(
+                    &mut failures,
+                    test.as_deref(),
+                    &resolved.unwrap_or_else(|| format!("&{name};")),
+                );
+            }
+            Event::End(tag) if matches!(tag.name().as_ref(), b"failure" | b"error") => {
+                inside = false
+            }
+            Event::End(tag) if tag.name().as_ref() == b"testcase" => {
+                test = None;
+                inside = false;
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    failures
+        .into_iter()
+        .map(|(id, text)| (id, text.trim().to_string()))
+        .collect()
+}
+
+fn push(
+    failures: &mut std::collections::BTreeMap<String, String>,
+    test: Option<&str>,
+    piece: &str,
+) {
+    if let Some(id) = test {
+        failures.entry(id.to_string()).or_default().push_str(piece);
+    }
+}
+
+/// The results of one run of a runner: from its output (libtest, go-json), or from the JUnit
+/// report at `junit` (relative to `dir`, or absolute).
+pub fn collect(
+    format: Format,
+    junit: Option<&str>,
+    dir: &std::path::Path,
+    output: &str,
+) -> Result<Vec<TestResult>, String> {
+    match format {
+        Format::Libtest => Ok(parse_libtest(output)),
+        Format::GoJson => Ok(parse_go_json(output)),
+        Format::Junit => {
+            let path = dir.join(junit.unwrap_or_default());
+            let xml = std::fs::read_to_string(&path)
+                .map_err(|e| format!("failed to read the JUnit report {}: {e}", path.display()))?;
+            parse_junit(&xml)
+        }
+    }
+}
+
 /// `go test -json`: one JSON object per line; `Action` pass/fail/skip with `Test` set.
 pub fn parse_go_json(output: &str) -> Vec<TestResult> {
     output
@@ -219,6 +343,21 @@ mod tests {
             parse_junit("<testsuite><testcase name='x'>").is_ok()
                 || parse_junit("<a><b></a>").is_err()
         );
+    }
+
+    #[test]
+    fn junit_failures_keep_the_message_and_the_trace() {
+        let xml = r#"<testsuite><testcase classname="tests.test_pay" name="test_charge"><failure message="assert 10 == 100">Traceback &lt;x&gt;
+  line 3</failure></testcase><testcase classname="c" name="ok"/><testcase name="e"><error message="boom"/></testcase><testcase name="broken"><failure"#;
+        let failures = junit_failures(xml);
+        assert_eq!(
+            failures
+                .get("tests.test_pay::test_charge")
+                .map(String::as_str),
+            Some("assert 10 == 100\nTraceback <x>\n  line 3")
+        );
+        assert_eq!(failures.get("e").map(String::as_str), Some("boom"));
+        assert!(!failures.contains_key("c::ok"));
     }
 
     #[test]

@@ -200,8 +200,8 @@ pub async fn flaky(State(state): State<ApiState>, headers: HeaderMap) -> Respons
     .into_response()
 }
 
-/// The tests the test agent generated for uncovered changed functions: what the gate decided
-/// and why, newest first, each with its code folded away.
+/// What the test agent proposed: tests for uncovered changed functions and fixes for failing
+/// tests, what the gate decided and why, newest first, each with its code folded away.
 pub async fn proposals(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let viewer = match viewer(&state, &headers).await {
         Ok(viewer) => viewer,
@@ -213,14 +213,21 @@ pub async fn proposals(State(state): State<ApiState>, headers: HeaderMap) -> Res
     };
     page("Test proposals", viewer.csrf.as_deref(), html! {
         h1 { "Test proposals" }
-        p.hint { "Tests the test agent wrote for changed functions no test covered. A proposal is accepted only when it passes on the change and fails on its parent." }
-        @if rows.is_empty() { p { "No test has been proposed yet." } }
+        p.hint { "Tests the test agent wrote for changed functions no test covered, accepted only when they pass on the change and fail on its parent; and fixes it proposed for failing tests, accepted only when they apply, build, make the failing tests pass and break none." }
+        @if rows.is_empty() { p { "No test or fix has been proposed yet." } }
         @else { div.scroll { table {
-            thead { tr { th scope="col" { "Run" } th scope="col" { "Function" } th scope="col" { "Test file" } th scope="col" { "Decision" } th scope="col" { "Why" } th scope="col" { "Code" } } }
+            thead { tr { th scope="col" { "Run" } th scope="col" { "Kind" } th scope="col" { "For" } th scope="col" { "Files" } th scope="col" { "Decision" } th scope="col" { "Why" } th scope="col" { "Code" } } }
             tbody { @for p in &rows { tr {
                 td { a href={"/runs/" (p.run_id)} { "#" (p.run_id) } " " code { (p.commit_id.get(..8).unwrap_or(&p.commit_id)) } }
-                td { code { (p.source_path) ":" (p.function) } }
-                td { code { (p.test_path) } }
+                @if p.kind == "fix" {
+                    td { "fix" }
+                    td { "failing " code { (p.function) } }
+                    td { code { (if p.source_path.is_empty() { "–" } else { p.source_path.as_str() }) } }
+                } @else {
+                    td { "test" }
+                    td { code { (p.source_path) ":" (p.function) } }
+                    td { code { (p.test_path) } }
+                }
                 td { span class={"badge state-" (if p.status == "accepted" { "succeeded" } else { "failed" })} { (p.status) } }
                 td { (p.reason.replace('_', " ")) @if !p.detail.is_empty() { ": " (redact::text(&p.detail)) } }
                 td { details { summary { "show (" (p.tier) ")" } pre { code { (redact::text(&p.code)) } } } }

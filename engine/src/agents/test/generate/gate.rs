@@ -2,23 +2,19 @@
 //! commit three times in a row, and — where there is a parent to check — fails on the parent
 //! (so it tests the change, not what was already there). Everything runs in scratch worktrees
 //! of the run's checkout, detached at the two commits: the checkout and its branch are never
-//! touched.
+//! touched (`../scratch.rs`).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use super::functions::Language;
 use super::propose::{Proposal, Target, placed_text};
 use crate::agents::test::results::{Outcome, parse_libtest};
-use crate::exec::{LogSink, git, sandbox};
-use crate::pipeline::{SandboxRequirement, StepSandbox};
+pub use crate::agents::test::scratch::Scratch;
+use crate::agents::test::scratch::{bounded, run_shell, tail};
+use crate::exec::LogSink;
 
 /// Passes in a row on the new commit before a test is trusted.
 pub const PASSES_REQUIRED: u32 = 3;
-/// One compile or test run; a proposal that hangs is rejected, not waited for.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
-
 /// Runs every test function of a module without pytest: what the gate uses when pytest is not
 /// installed. Exit 5 (as pytest) when the module defines no test.
 const PLAIN_PYTHON_RUNNER: &str = r#"import runpy, sys
@@ -58,102 +54,7 @@ pub enum Verdict {
     Rejected(Rejection, String),
 }
 
-/// Scratch worktrees at the new commit and its parent, removed on [`Scratch::remove`].
-pub struct Scratch {
-    checkout: PathBuf,
-    root: PathBuf,
-    pub new: PathBuf,
-    pub commit: String,
-    parent: Option<(PathBuf, String)>,
-    pytest: bool,
-    /// Whether each Rust package builds its tests at the commit without any proposal.
-    baselines: tokio::sync::Mutex<std::collections::HashMap<PathBuf, Result<(), String>>>,
-}
-
 impl Scratch {
-    pub async fn create(
-        checkout: &Path,
-        root: &Path,
-        commit: &str,
-        parent: Option<&str>,
-    ) -> Result<Scratch, String> {
-        if root.exists() {
-            // What an interrupted attempt left behind.
-            let _ = std::fs::remove_dir_all(root);
-            let _ = git(checkout, &["worktree", "prune"]);
-        }
-        std::fs::create_dir_all(root)
-            .map_err(|e| format!("failed to create {}: {e}", root.display()))?;
-        let add = |dir: &Path, at: &str| -> Result<(), String> {
-            git(
-                checkout,
-                &[
-                    "worktree",
-                    "add",
-                    "--detach",
-                    "--force",
-                    "--quiet",
-                    &dir.to_string_lossy(),
-                    at,
-                ],
-            )
-            .map(|_| ())
-        };
-        let new = root.join("new");
-        add(&new, commit)?;
-        let parent = match parent {
-            Some(parent) => {
-                let dir = root.join("parent");
-                add(&dir, parent)?;
-                Some((dir, parent.to_string()))
-            }
-            None => None,
-        };
-        let pytest = run_shell("python3 -c 'import pytest'", root, root, &[])
-            .await
-            .is_ok_and(|(ok, _)| ok);
-        Ok(Scratch {
-            checkout: checkout.to_path_buf(),
-            root: root.to_path_buf(),
-            new,
-            commit: commit.to_string(),
-            parent,
-            pytest,
-            baselines: Default::default(),
-        })
-    }
-
-    /// Back to the pristine commit, leaving build output (kept outside the tree) alone.
-    pub fn reset(dir: &Path) -> Result<(), String> {
-        git(dir, &["reset", "--hard", "--quiet"])?;
-        git(dir, &["clean", "-fdxq"])?;
-        Ok(())
-    }
-
-    pub fn remove(self) {
-        for dir in std::iter::once(&self.new).chain(self.parent.as_ref().map(|(d, _)| d)) {
-            if let Err(error) = git(
-                &self.checkout,
-                &["worktree", "remove", "--force", &dir.to_string_lossy()],
-            ) {
-                tracing::warn!(%error, "failed to remove a scratch worktree");
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            // One build directory for both trees, outside them so a reset keeps it.
-            (
-                "CARGO_TARGET_DIR",
-                self.root.join("target").to_string_lossy().into_owned(),
-            ),
-            ("CARGO_TERM_COLOR", "never".into()),
-            ("PYTHONDONTWRITEBYTECODE", "1".into()),
-        ]
-    }
-
     /// Whether the commit itself builds its tests for `target` (Rust; checked once per package,
     /// which also warms the build directory). `Ok(Err(why))` when it does not.
     pub async fn baseline(&self, target: &Target) -> Result<Result<(), String>, String> {
@@ -169,7 +70,7 @@ impl Scratch {
         let (built, output) = run_shell(
             "cargo test --offline --no-run",
             &dir,
-            &self.root,
+            std::slice::from_ref(&self.root),
             &self.env(),
         )
         .await?;
@@ -267,7 +168,7 @@ impl Scratch {
                 run_shell(
                     "cargo test --offline --no-run",
                     &crate_dir(dir, &target.path),
-                    &self.root,
+                    std::slice::from_ref(&self.root),
                     &self.env(),
                 )
                 .await
@@ -276,7 +177,7 @@ impl Scratch {
                 run_shell(
                     &format!("python3 -m py_compile {}", proposal.test_path),
                     dir,
-                    &self.root,
+                    std::slice::from_ref(&self.root),
                     &self.env(),
                 )
                 .await
@@ -297,7 +198,7 @@ impl Scratch {
                 let (ok, output) = run_shell(
                     &format!("cargo test --offline {filter}"),
                     &crate_dir(dir, &target.path),
-                    &self.root,
+                    std::slice::from_ref(&self.root),
                     &self.env(),
                 )
                 .await?;
@@ -322,7 +223,7 @@ impl Scratch {
                         proposal.test_path
                     )
                 };
-                run_shell(&command, dir, &self.root, &self.env()).await
+                run_shell(&command, dir, std::slice::from_ref(&self.root), &self.env()).await
             }
         }
     }
@@ -350,57 +251,6 @@ fn crate_dir(root: &Path, file: &str) -> PathBuf {
     root.to_path_buf()
 }
 
-/// `sh -c command` with its output (stdout and stderr together); `Err` only if it could not
-/// be run at all. A run past the timeout counts as failed. Proposed code is the model's, so
-/// it runs in the sandbox with no declared exceptions: it may write only below `writable`
-/// (the scratch trees and their build directory).
-pub async fn run_shell(
-    command: &str,
-    dir: &Path,
-    writable: &Path,
-    env: &[(&'static str, String)],
-) -> Result<(bool, String), String> {
-    let script = format!("{command} 2>&1");
-    let plan = sandbox::Plan {
-        script: &script,
-        cwd: dir,
-        writable: vec![writable.to_path_buf()],
-        env: env
-            .iter()
-            .map(|(key, value)| (key.to_string(), value.clone()))
-            .collect(),
-        step: &StepSandbox::default(),
-        requirement: SandboxRequirement::Default,
-    };
-    let sandbox::Sandboxed {
-        command: mut process,
-        guard,
-    } = sandbox::current()
-        .command(&plan)
-        .map_err(|e| e.to_string())?;
-    process
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
-    let child = process
-        .spawn()
-        .map_err(|e| format!("failed to start `{command}`: {e}"))?;
-    match tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output()).await {
-        Ok(Ok(output)) => {
-            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-            if let Some(why) = guard.explain(&output.status) {
-                text.push_str(&format!("\n{why}"));
-            }
-            Ok((output.status.success(), text))
-        }
-        Ok(Err(error)) => Err(format!("failed to wait for `{command}`: {error}")),
-        Err(_) => Ok((
-            false,
-            format!("`{command}` timed out after {COMMAND_TIMEOUT:?}"),
-        )),
-    }
-}
-
 /// The compiler's first error and what follows it, bounded.
 fn excerpt(output: &str, language: Language) -> String {
     let lines: Vec<&str> = output.lines().collect();
@@ -421,24 +271,6 @@ fn excerpt(output: &str, language: Language) -> String {
     )
 }
 
-/// The end of a run's output, where the failure is.
-fn tail(output: &str) -> String {
-    let lines: Vec<&str> = output.lines().collect();
-    bounded(&lines[lines.len().saturating_sub(15)..].join("\n"))
-}
-
-fn bounded(text: &str) -> String {
-    const MAX: usize = 1500;
-    if text.len() <= MAX {
-        return text.to_string();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,7 +282,5 @@ mod tests {
             excerpt(output, Language::Rust),
             "error[E0425]: cannot find function `nope`\n --> src/lib.rs:9:5"
         );
-        assert!(bounded(&"é".repeat(2000)).chars().count() <= 1501);
-        assert_eq!(tail("a\nb"), "a\nb");
     }
 }

@@ -15,10 +15,11 @@ use serde_json::{Value, json};
 
 use super::coverage::Lcov;
 use super::files::{Hunk, added_lines, changed_hunks, is_test_file, parent, test_files};
+use super::handover::Delivery;
 use crate::exec::{LogSink, git};
 use crate::llm::{CallScope, Router};
 use crate::store::{ProposalRecord, Store, now_ms};
-use deliver::{Delivery, deliver};
+use deliver::deliver;
 use functions::{Language, functions, mentions, rust_test_part, touched};
 use gate::{Scratch, Verdict};
 use propose::{Target, propose};
@@ -45,18 +46,7 @@ impl Options {
                 ));
             }
         };
-        let delivery = match with.get("proposals") {
-            None | Some(Value::Null) => Delivery {
-                patch: true,
-                branch: false,
-            },
-            Some(Value::String(text)) => Delivery::parse(text)?,
-            Some(other) => {
-                return Err(format!(
-                    "with.proposals: expected patch, branch or both, got {other}"
-                ));
-            }
-        };
+        let delivery = Delivery::from_with(with)?;
         let max_proposals = match with.get("max_proposals") {
             None | Some(Value::Null) => 3,
             Some(value) => value
@@ -214,7 +204,7 @@ pub async fn generate(call: Call<'_>, options: &Options) -> Result<Value, String
     .await?;
     let scope = &call.scope;
     call.store
-        .write(|txn| txn.forget_proposals(call.run_id, call.step_id))
+        .write(|txn| txn.forget_proposals(call.run_id, call.step_id, "test"))
         .map_err(|e| format!("failed to clear an earlier attempt's proposals: {e}"))?;
     let mut accepted = Vec::new();
     let mut accepted_json = Vec::new();
@@ -238,6 +228,7 @@ pub async fn generate(call: Call<'_>, options: &Options) -> Result<Value, String
             };
             log(format!("{} ({}): {status}: {reason}", target.name, target.path));
             let record = ProposalRecord {
+                kind: "test".into(),
                 run_id: call.run_id,
                 step_id: call.step_id.to_string(),
                 repo: call.repo.to_string(),
