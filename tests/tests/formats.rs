@@ -321,6 +321,81 @@ fn steps_follow_their_if_and_values_keep_their_lines() {
     );
 }
 
+/// `actions/upload-artifact` hands a job's files to the jobs after it, even when a job in
+/// between deletes them; `actions/cache` restores a directory between runs, keyed by the hash
+/// of a lockfile as `hashFiles` would be.
+const FILES_WORKFLOW: &str = r#"
+on: push
+jobs:
+  build:
+    steps:
+      - uses: actions/cache@v4
+        with:
+          path: .deps
+          key: deps-${{ runner.os }}-${{ hashFiles('deps.lock') }}
+      - run: |
+          if [ -f .deps/fetched ]; then echo "deps from the cache: $(cat .deps/fetched)"; else mkdir -p .deps && echo "fetched once" > .deps/fetched && echo "deps fetched"; fi
+          mkdir -p dist && echo "built from $(git rev-parse --short HEAD)" > dist/app.txt
+      - uses: actions/upload-artifact@v4
+        with:
+          name: app
+          path: |
+            dist/app.txt
+  clean:
+    needs: build
+    steps:
+      - run: rm -rf dist && echo "dist removed"
+  ship:
+    needs: clean
+    steps:
+      - uses: actions/download-artifact@v4
+        with:
+          name: app
+      - run: echo "shipping $(cat dist/app.txt)"
+"#;
+
+#[test]
+fn artifacts_reach_later_jobs_and_caches_outlive_runs() {
+    let sandbox = Sandbox::new();
+    let repo = repository(&sandbox);
+    repo.write("deps.lock", "one = 1\n");
+    repo.commit_all("a lockfile");
+    let workflow = sandbox.write("files.yml", FILES_WORKFLOW);
+    let workflow = workflow.to_str().expect("utf-8 path");
+    let limit = Duration::from_secs(120);
+
+    let first = sandbox.cairn_within(&["run", workflow, "--repo", &repo.url()], limit);
+    assert_eq!(first.code, Some(0), "{first}");
+    let logs = sandbox.cairn(&["logs", &first.run_id().to_string()]).stdout;
+    let head = repo.git(&["rev-parse", "--short", "HEAD"]);
+    for expected in [
+        "deps fetched".to_string(),
+        "dist removed".to_string(),
+        format!("shipping built from {}", head.trim()),
+    ] {
+        assert!(logs.contains(&expected), "missing {expected:?} in\n{logs}");
+    }
+
+    // A new commit, a fresh workspace: the cache brings `.deps` back.
+    repo.commit_file("README.md", "a service, again\n", "docs");
+    let second = sandbox.cairn_within(&["run", workflow, "--repo", &repo.url()], limit);
+    assert_eq!(second.code, Some(0), "{second}");
+    let logs = sandbox
+        .cairn(&["logs", &second.run_id().to_string()])
+        .stdout;
+    assert!(logs.contains("deps from the cache: fetched once"), "{logs}");
+
+    // The lockfile changed: a new key, fetched again.
+    repo.commit_file("deps.lock", "one = 2\n", "bump");
+    let third = sandbox.cairn_within(&["run", workflow, "--repo", &repo.url()], limit);
+    assert_eq!(third.code, Some(0), "{third}");
+    let logs = sandbox.cairn(&["logs", &third.run_id().to_string()]).stdout;
+    assert!(logs.contains("deps fetched"), "{logs}");
+
+    let listed = sandbox.cairn(&["artifacts", "list", &third.run_id().to_string()]);
+    assert!(listed.stdout.contains("dist/app.txt"), "{listed}");
+}
+
 #[test]
 fn marketplace_actions_are_refused_naming_the_step() {
     let sandbox = Sandbox::new();
@@ -332,7 +407,7 @@ fn marketplace_actions_are_refused_naming_the_step() {
     assert_eq!(out.code, Some(2), "{out}");
     assert!(
         out.stderr.contains(
-            "ci.yml:7:15: step 2 (`Set up Node`) of job `build` uses `actions/setup-node@v4`: only `actions/checkout` is built in"
+            "ci.yml:7:15: step 2 (`Set up Node`) of job `build` uses `actions/setup-node@v4`: only `actions/checkout`, `actions/upload-artifact`"
         ),
         "{out}"
     );
