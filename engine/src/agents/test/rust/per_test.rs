@@ -6,9 +6,9 @@
 //! Safe first, so a record narrows only where it must still describe the test:
 //! - every change of the commit is inside the body of a function both versions have (same
 //!   key, `bodies.rs`), not a `const fn` (evaluated at compile time, unseen by coverage), or is
-//!   a whole new `#[test]` function (unknown, so it runs), or is only `///`/`//!` documentation
-//!   (doc tests are not part of a recorded suite). Anything else — a signature, a
-//!   type, a `const`, a `use`, a macro, an attribute, a manifest, a new or deleted file — and
+//!   a whole new `#[test]` function (unknown, so it runs). Anything else — a signature, a
+//!   type, a `const`, a `use`, a macro, an attribute, documentation (which the measure's faults
+//!   count as a change to the functions around it), a manifest, a new or deleted file — and
 //!   the module-graph selection stands unchanged;
 //! - a record made at an older commit counts only when everything changed since is likewise
 //!   inside function bodies the test never executed (so what it executes is unchanged);
@@ -82,18 +82,11 @@ pub fn body_changes(dir: &Path, from: &str, to: &str) -> Option<BodyChanges> {
 fn changed_in_bodies(old: &str, new: &str, hunks: &Sides) -> Option<BTreeSet<String>> {
     let before = functions(old).ok()?;
     let after = functions(new).ok()?;
-    let old_lines: Vec<&str> = old.lines().collect();
     let new_lines: Vec<&str> = new.lines().collect();
     let mut keys = BTreeSet::new();
     for &(old_start, old_count, new_start, new_count) in hunks {
         let (old_start, old_count) = (old_start as usize, old_count as usize);
         let (new_start, new_count) = (new_start as usize, new_count as usize);
-        // Documentation changes no compiled code (doc tests are not in the recorded suite).
-        if only_docs(&old_lines, old_start, old_count)
-            && only_docs(&new_lines, new_start, new_count)
-        {
-            continue;
-        }
         if old_count == 0
             && equivalent_starts(&new_lines, new_start, new_count)
                 .any(|start| adds_only_tests(&before, &after, &new_lines, start, new_count))
@@ -122,16 +115,6 @@ fn changed_in_bodies(old: &str, new: &str, hunks: &Sides) -> Option<BTreeSet<Str
         keys.insert(old_key);
     }
     Some(keys)
-}
-
-/// Whether lines `start..start + count` (1-based) are all `///` or `//!` doc comments.
-fn only_docs(lines: &[&str], start: usize, count: usize) -> bool {
-    (start..start + count).all(|line| {
-        lines.get(line.wrapping_sub(1)).is_some_and(|text| {
-            let text = text.trim_start();
-            text.starts_with("///") || text.starts_with("//!")
-        })
-    })
 }
 
 /// The first lines an inserted block of `count` lines at `start` could equally have been
@@ -371,18 +354,6 @@ mod tests {
             None
         );
         assert_eq!(changed(&OLD.replace("    1\n", "    2\n")), None);
-        // Documentation is not code.
-        let documented = OLD.replace("const LIMIT", "/// The limit.\nconst LIMIT");
-        let redocumented = documented.replace("/// The limit.", "/// The upper limit.");
-        assert_eq!(
-            changed_in_bodies(
-                &documented,
-                &redocumented,
-                &hunks(&documented, &redocumented)
-            )
-            .unwrap(),
-            BTreeSet::new()
-        );
         // A new test is unknown, not a change to anything; a new helper is a change outside.
         let new_test = OLD.replace(
             "    }\n}\n",
