@@ -5,15 +5,9 @@
 //!   checksum or dependency list) reach only the workspace members depending on them,
 //!   directly or not (the lock's own dependency lists, before and after, dev-dependencies
 //!   included); those members and their dependents are selected at the crate level.
-//! - A member's `Cargo.toml` where only its descriptive `[package]` keys changed (its
-//!   version, description, authors, keywords…): these reach the code only through the
-//!   `CARGO_PKG_*` variables of that package's own compilation, so the modules of that package
-//!   naming `CARGO_PKG_` are changed (a package with a build script, which may read them: the
-//!   crate level). A workspace member's own entry in `Cargo.lock` follows its manifest and is
-//!   compared without its version.
-//! - A member's `Cargo.toml` where only what describes that package changed (other `[package]`
-//!   keys, its target tables, `[lints]`, `[badges]`): that package and its dependents, at the
-//!   crate level. Dependencies, features, `[workspace]`, `[patch]`,
+//! - A member's `Cargo.toml` where only what describes that package changed (`[package]`
+//!   keys such as its version, its target tables, `[lints]`, `[badges]`): that package and its
+//!   dependents, at the crate level. Dependencies, features, `[workspace]`, `[patch]`,
 //!   profiles — anything that can move dependency resolution or feature unification for
 //!   other members — select everything.
 //! - A member's `build.rs` runs only when that package builds: that package and its
@@ -33,29 +27,7 @@ pub enum Effect {
     Everything(String),
     /// These members (and, by the caller, their dependents) at the crate level: name → why.
     Packages(BTreeMap<String, String>),
-    /// Only this member's `CARGO_PKG_*` values changed: the modules naming them, and why.
-    PackageVariables(String, String),
 }
-
-/// `[package]` keys whose only way into the code is a `CARGO_PKG_*` variable of the package's
-/// own compilation (or nowhere: what is published).
-const DESCRIPTIVE: &[&str] = &[
-    "version",
-    "description",
-    "documentation",
-    "readme",
-    "homepage",
-    "repository",
-    "license",
-    "license-file",
-    "keywords",
-    "categories",
-    "authors",
-    "exclude",
-    "include",
-    "publish",
-    "metadata",
-];
 
 /// Whether `path` defines how things build; `None` for any other file.
 pub fn effect(workspace: &Workspace, change: &Change) -> Option<Effect> {
@@ -96,15 +68,6 @@ pub fn effect(workspace: &Workspace, change: &Change) -> Option<Effect> {
                 Ok(text) => text,
                 Err(e) => return everything(&format!("unreadable ({e}), so everything")),
             };
-            if descriptive_only(before, &after) && !has_build_script(workspace, &member.dir) {
-                return Some(Effect::PackageVariables(
-                    member.name.clone(),
-                    format!(
-                        "{path}: only descriptive keys of {} changed (its CARGO_PKG_* values)",
-                        member.name
-                    ),
-                ));
-            }
             match package_local(before, &after) {
                 Ok(true) => Some(Effect::Packages(BTreeMap::from([(
                     member.name.clone(),
@@ -169,33 +132,6 @@ fn package_local(before: &str, after: &str) -> Result<bool, String> {
         after.remove(*key);
     }
     Ok(before == after)
-}
-
-/// Whether the manifests differ, and only in descriptive `[package]` keys.
-fn descriptive_only(before: &str, after: &str) -> bool {
-    let strip = |text: &str| -> Option<toml::Table> {
-        let mut table = text.parse::<toml::Table>().ok()?;
-        if let Some(package) = table.get_mut("package").and_then(toml::Value::as_table_mut) {
-            for key in DESCRIPTIVE {
-                package.remove(*key);
-            }
-        }
-        Some(table)
-    };
-    before != after && strip(before).is_some_and(|b| strip(after).is_some_and(|a| a == b))
-}
-
-/// Whether the member builds a build script (`build.rs`, or `package.build` names one).
-fn has_build_script(workspace: &Workspace, dir: &str) -> bool {
-    let root = workspace.root.join(dir);
-    if root.join("build.rs").exists() {
-        return true;
-    }
-    std::fs::read_to_string(root.join("Cargo.toml"))
-        .ok()
-        .and_then(|text| text.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("package").and_then(|p| p.get("build")).cloned())
-        .is_some_and(|build| build.as_bool() != Some(false))
 }
 
 /// One `[[package]]` of a lockfile: (name, version, source).
@@ -282,50 +218,10 @@ fn lock_reach(
 ) -> Result<BTreeMap<String, String>, String> {
     let before = read_lock(before, "before")?;
     let after = read_lock(after, "after")?;
-    // A member's own entry follows its manifest (whose change is judged on its own): compared
-    // without its version, and named without it in other entries' dependency lists.
-    let members: BTreeSet<&str> = workspace.packages.iter().map(|p| p.name.as_str()).collect();
-    let plain_key = |(name, version, source): &LockKey| -> LockKey {
-        let member = source.is_empty() && members.contains(name.as_str());
-        let version = if member {
-            String::new()
-        } else {
-            version.clone()
-        };
-        (name.clone(), version, source.clone())
-    };
-    let normalized = |lock: &Lock| -> BTreeMap<LockKey, toml::Table> {
-        lock.entries
-            .iter()
-            .map(|(key, table)| {
-                let plain = plain_key(key);
-                let mut table = table.clone();
-                if plain.1.is_empty() {
-                    table.remove("version");
-                }
-                if let Some(toml::Value::Array(list)) = table.get_mut("dependencies") {
-                    for dependency in list.iter_mut() {
-                        let Some(text) = dependency.as_str() else {
-                            continue;
-                        };
-                        let name = text.split_whitespace().next().unwrap_or_default();
-                        if members.contains(name) && !text.contains('(') {
-                            *dependency = toml::Value::String(name.to_string());
-                        }
-                    }
-                }
-                (plain, table)
-            })
-            .collect()
-    };
-    let (plain_before, plain_after) = (normalized(&before), normalized(&after));
     let keys: BTreeSet<&LockKey> = before.entries.keys().chain(after.entries.keys()).collect();
     let changed: BTreeSet<LockKey> = keys
         .into_iter()
-        .filter(|key| {
-            let plain = plain_key(key);
-            plain_before.get(&plain) != plain_after.get(&plain)
-        })
+        .filter(|key| before.entries.get(*key) != after.entries.get(*key))
         .cloned()
         .collect();
     let mut reached = BTreeMap::new();
@@ -385,12 +281,5 @@ mod tests {
         let resolver = base.replace("[package]\n", "[package]\nresolver = \"2\"\n");
         assert_eq!(package_local(base, &resolver), Ok(false));
         assert!(package_local(base, "[package\n").is_err());
-        assert!(descriptive_only(base, &bumped));
-        let described = base.replace("name = \"a\"\n", "name = \"a\"\ndescription = \"x\"\n");
-        assert!(descriptive_only(base, &described));
-        assert!(!descriptive_only(base, base));
-        let edition = base.replace("[package]\n", "[package]\nedition = \"2021\"\n");
-        assert!(!descriptive_only(base, &edition));
-        assert!(!descriptive_only(base, &targets));
     }
 }

@@ -49,25 +49,6 @@ pub fn plan(workspace: &Workspace, graph: &Graph, changes: &[Change]) -> Selecti
                 }
                 continue;
             }
-            Some(Effect::PackageVariables(package, reason)) => {
-                // `env!("CARGO_PKG_VERSION")` and the like: the modules of that package
-                // naming such a variable changed, as if edited.
-                for (file, nodes) in &graph.files {
-                    let in_package = workspace.owner(file).is_some_and(|o| o.name == package);
-                    let names = in_package
-                        && std::fs::read_to_string(workspace.root.join(file))
-                            .is_ok_and(|text| text.contains("CARGO_PKG_"));
-                    if names {
-                        for &id in nodes {
-                            if changed.insert(id) {
-                                changed_files.insert(id, format!("{file} (names CARGO_PKG_*)"));
-                            }
-                        }
-                    }
-                }
-                notes.push(reason);
-                continue;
-            }
             None => {}
         }
         let category = categorize(path);
