@@ -36,6 +36,24 @@ fn commit(dir: &Path, path: &str, text: &str, message: &str) {
     git(dir, &["commit", "--quiet", "-m", message]);
 }
 
+/// `cairn tests measure --repo REPO --json --command "cargo test --offline" ARGS`, with its
+/// scratch directory and home in `sandbox`; the report, after checking it succeeded.
+fn measure(sandbox: &Path, repo: &Path, args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["tests", "measure", "--repo"])
+        .arg(repo)
+        .args(args)
+        .args(["--json", "--command", "cargo test --offline", "--scratch"])
+        .arg(sandbox.join("scratch"))
+        .env("CAIRN_HOME", sandbox.join("home"))
+        .output()
+        .expect("cairn runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+}
+
 const MANIFEST: &str =
     "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n";
 const MATH: &str = "pub fn double(x: i32) -> i32 {\n    x * 2\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn doubles() {\n        assert_eq!(super::double(2), 4);\n    }\n}\n";
@@ -78,26 +96,7 @@ fn measure_reports_fraction_and_safety_per_commit() {
     let head = git(&repo, &["rev-parse", "HEAD"]);
     let status = git(&repo, &["status", "--porcelain"]);
 
-    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["tests", "measure", "--repo"])
-        .arg(&repo)
-        .args([
-            "--commits",
-            "3",
-            "--json",
-            "--command",
-            "cargo test --offline",
-            "--scratch",
-        ])
-        .arg(sandbox.path().join("scratch"))
-        .env("CAIRN_HOME", sandbox.path().join("home"))
-        .output()
-        .expect("cairn runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    let report: Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let report = measure(sandbox.path(), &repo, &["--commits", "3"]);
     let commits = report["commits"].as_array().expect("commits");
     assert_eq!(commits.len(), 3, "{report:#}");
 
@@ -186,26 +185,7 @@ fn a_binary_aborted_by_a_fault_counts_only_the_tests_that_fail_on_their_own() {
     git(&repo, &["commit", "--quiet", "-m", "tiny crate"]);
     commit(&repo, "src/math.rs", &math("x + x"), "math: add");
 
-    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["tests", "measure", "--repo"])
-        .arg(&repo)
-        .args([
-            "--commits",
-            "1",
-            "--json",
-            "--command",
-            "cargo test --offline",
-            "--scratch",
-        ])
-        .arg(sandbox.path().join("scratch"))
-        .env("CAIRN_HOME", sandbox.path().join("home"))
-        .output()
-        .expect("cairn runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    let report: Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let report = measure(sandbox.path(), &repo, &["--commits", "1"]);
     let measured = &report["commits"][0];
     assert_eq!(
         (measured["selected"].as_u64(), measured["total"].as_u64()),
@@ -270,27 +250,11 @@ fn per_test_coverage_leaves_out_the_tests_that_never_ran_a_changed_function() {
         "calc: a const",
     );
 
-    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["tests", "measure", "--repo"])
-        .arg(&repo)
-        .args([
-            "--commits",
-            "3",
-            "--json",
-            "--per-test-coverage",
-            "--command",
-            "cargo test --offline",
-            "--scratch",
-        ])
-        .arg(sandbox.path().join("scratch"))
-        .env("CAIRN_HOME", sandbox.path().join("home"))
-        .output()
-        .expect("cairn runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    let report: Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let report = measure(
+        sandbox.path(),
+        &repo,
+        &["--commits", "3", "--per-test-coverage"],
+    );
     let commits = report["commits"].as_array().expect("commits");
     let selected = |c: &Value| (c["selected"].as_u64(), c["total"].as_u64());
     let notes = |c: &Value| c["notes"].to_string();
