@@ -43,6 +43,21 @@ fn broken_repo(dir: &std::path::Path) -> (Repo, String) {
     (repo, commit)
 }
 
+/// The tested branch did not move and its work tree still holds the broken code: a fix is
+/// only ever delivered beside it.
+fn assert_tested_branch_untouched(repo: &Repo, commit: &str) {
+    assert_eq!(
+        repo.git(&["rev-parse", "main"]),
+        commit,
+        "main is never committed to"
+    );
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+    assert_eq!(
+        std::fs::read_to_string(repo.path.join("src/pay.py")).unwrap(),
+        BROKEN_PAY
+    );
+}
+
 fn config(server: &FakeOpenAi) -> String {
     format!(
         "llm:\n  remote:\n    base_url: {}\n    model: fake-gpt\n    retries: 0\n  tasks:\n    propose_fix: remote\n",
@@ -133,16 +148,7 @@ async fn a_correct_fix_is_accepted_and_delivered_beside_the_tested_branch() {
     // branch did not move and the work tree is untouched.
     let branch = format!("cairn/fix/{sha12}");
     assert_eq!(repo.git(&["rev-parse", &format!("{branch}^")]), commit);
-    assert_eq!(
-        repo.git(&["rev-parse", "main"]),
-        commit,
-        "main is never committed to"
-    );
-    assert_eq!(repo.git(&["status", "--porcelain"]), "");
-    assert_eq!(
-        std::fs::read_to_string(repo.path.join("src/pay.py")).unwrap(),
-        BROKEN_PAY
-    );
+    assert_tested_branch_untouched(&repo, &commit);
     assert_eq!(
         repo.git(&["diff", "--name-only", &commit, &branch]),
         "src/pay.py",
@@ -356,14 +362,5 @@ async fn the_local_models_fix_is_gated_and_recorded_whatever_it_is() {
         "a verdict carries its evidence: {record:?}"
     );
     assert_eq!(record.function, "tests.test_pay::test_charge");
-    assert_eq!(
-        repo.git(&["rev-parse", "main"]),
-        commit,
-        "main is never committed to"
-    );
-    assert_eq!(repo.git(&["status", "--porcelain"]), "");
-    assert_eq!(
-        std::fs::read_to_string(repo.path.join("src/pay.py")).unwrap(),
-        BROKEN_PAY
-    );
+    assert_tested_branch_untouched(&repo, &commit);
 }

@@ -55,6 +55,14 @@ pub(crate) struct StepSpans {
 
 /// Parses one step; `None` only when the entry is not a mapping at all. The step returned may
 /// hold defaults where a field was invalid: the diagnostics say whether it can be used.
+/// A lowercase letter, then lowercase letters, digits, `_` and `-`.
+pub(crate) fn is_step_id(id: &str) -> bool {
+    id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
 pub(crate) fn parse_step(
     node: &Node,
     index: usize,
@@ -293,11 +301,7 @@ fn parse_id(
     let scalar = non_empty_string(node, &format!("`id` of step {}", index + 1), diagnostics)?;
     spans.id = scalar_location(scalar);
     let id = scalar.as_str();
-    let valid = id.starts_with(|c: char| c.is_ascii_lowercase())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if !valid {
+    if !is_step_id(id) {
         diagnostics.report(
             scalar_location(scalar),
             format!(

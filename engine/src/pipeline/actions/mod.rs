@@ -228,11 +228,7 @@ pub(crate) fn parse_actions(
 /// A job id as a Cairn step id (lowercase; GitHub allows capitals).
 fn job_id(key: &MarkedScalarNode, diagnostics: &mut Diagnostics) -> Option<String> {
     let id = key.as_str().to_ascii_lowercase();
-    let valid = id.starts_with(|c: char| c.is_ascii_lowercase())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if !valid {
+    if !super::step::is_step_id(&id) {
         diagnostics.report(
             scalar_location(key),
             format!(

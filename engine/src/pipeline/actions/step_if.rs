@@ -171,10 +171,7 @@ impl Parser<'_> {
             }
         }
         self.blanks();
-        if [&['<'], &['>']]
-            .iter()
-            .any(|c| self.chars[self.at..].starts_with(*c))
-        {
+        if matches!(self.chars.get(self.at), Some('<' | '>')) {
             return Err(self.error("`<` and `>` are not supported in a step's `if`"));
         }
         Ok(left)

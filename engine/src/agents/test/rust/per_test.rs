@@ -29,6 +29,9 @@ use crate::store::TestCoverage;
 /// File → keys of the functions whose bodies changed.
 pub type BodyChanges = BTreeMap<String, BTreeSet<String>>;
 
+/// File → keys of the functions a test executed there.
+type Executed = BTreeMap<String, BTreeSet<String>>;
+
 /// (package, unit key) → the names of its tests, as the test binary lists them.
 pub type Listing = BTreeMap<(String, String), Vec<String>>;
 
@@ -197,18 +200,19 @@ impl<'a> Narrowing<'a> {
         let Some(record) = self.records.get(key).copied() else {
             return false;
         };
-        self.unaffected_since(record)
+        self.executed(record)
+            .is_some_and(|executed| self.unaffected_since(record, &executed))
     }
 
     /// `Some(reason)` when the record shows the test cannot reach the commit's changes.
     pub fn left_out(&mut self, key: &str) -> Option<String> {
         let record = self.records.get(key).copied()?;
-        if !self.unaffected_since(record) {
+        let executed = self.executed(record)?;
+        if !self.unaffected_since(record, &executed) {
             return None;
         }
-        let changed = self.changed;
-        let executed = self.executed(record)?;
-        let touched = changed
+        let touched = self
+            .changed
             .iter()
             .any(|(path, keys)| executed.get(path).is_some_and(|ran| !ran.is_disjoint(keys)));
         (!touched).then(|| {
@@ -219,8 +223,8 @@ impl<'a> Narrowing<'a> {
         })
     }
 
-    /// Nothing the record's test executed changed between its commit and the base.
-    fn unaffected_since(&mut self, record: &TestCoverage) -> bool {
+    /// Nothing the record's test `executed` changed between its commit and the base.
+    fn unaffected_since(&mut self, record: &TestCoverage, executed: &Executed) -> bool {
         if record.commit_id == self.base {
             return true;
         }
@@ -228,22 +232,17 @@ impl<'a> Narrowing<'a> {
         let since = self
             .since
             .entry(record.commit_id.clone())
-            .or_insert_with(|| body_changes(dir, &record.commit_id, base))
-            .clone();
-        let Some(since) = since else {
-            return false;
-        };
-        let Some(executed) = self.executed(record) else {
-            return false;
-        };
-        since
-            .iter()
-            .all(|(path, keys)| executed.get(path).is_none_or(|ran| ran.is_disjoint(keys)))
+            .or_insert_with(|| body_changes(dir, &record.commit_id, base));
+        since.as_ref().is_some_and(|since| {
+            since
+                .iter()
+                .all(|(path, keys)| executed.get(path).is_none_or(|ran| ran.is_disjoint(keys)))
+        })
     }
 
     /// File → keys of the functions holding the lines the test executed, at its commit;
     /// `None` when a file it executed cannot be read there.
-    fn executed(&mut self, record: &TestCoverage) -> Option<BTreeMap<String, BTreeSet<String>>> {
+    fn executed(&mut self, record: &TestCoverage) -> Option<Executed> {
         let mut executed = BTreeMap::new();
         for (path, lines) in &record.lines {
             let dir = self.dir;
