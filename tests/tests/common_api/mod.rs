@@ -27,10 +27,15 @@ pub fn serve(sandbox: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Service 
     let deadline = Instant::now() + Duration::from_secs(60);
     let base = loop {
         let output = running.output();
-        if let Some(rest) = output
+        // Only whole lines: the file may be read while the address is half written.
+        let whole = output
             .stderr
+            .rsplit_once('\n')
+            .map_or("", |(lines, _)| lines);
+        if let Some(rest) = whole
             .lines()
             .find_map(|l| l.strip_prefix("listening on "))
+            .filter(|address| !address.trim().is_empty())
         {
             break rest.trim().to_string();
         }

@@ -29,7 +29,7 @@ use serde::Serialize;
 pub use mutate::{CONST_SWITCH, Candidate, SWITCH, apply, candidates};
 pub use suite::SuiteCommand;
 
-use super::rust::per_test::{self, BodyChanges, Narrowing, record_key};
+use super::rust::per_test::{self, Narrowing, Parsed, Reach, record_key};
 use super::rust::{Change, Workspace, changes};
 use super::{Outcome, Selection, select_rust_changes};
 use crate::exec::git;
@@ -178,6 +178,7 @@ pub fn measure(options: &Options, progress: &mut dyn FnMut(Progress<'_>)) -> Res
         Suite::Cargo(_) if options.per_test_coverage => Some(CoverageState {
             tools: coverage::Tools::find()?,
             records: BTreeMap::new(),
+            parsed: Parsed::default(),
         }),
         _ => None,
     };
@@ -241,6 +242,8 @@ enum Suite {
 struct CoverageState {
     tools: coverage::Tools,
     records: BTreeMap<String, TestCoverage>,
+    /// The repository's files as units, parsed once per version.
+    parsed: Parsed,
 }
 
 fn empty(commit: &str) -> CommitReport {
@@ -465,8 +468,8 @@ fn measure_commit(
 }
 
 /// The selection narrowed by per-test coverage recorded at the commit's parent (for the tests
-/// the selection runs whose record is missing or out of date), when the commit changes only
-/// function bodies; the selection as it is otherwise.
+/// the selection runs whose record is missing or out of date), when the reach of the change
+/// can be told (`rust/reach.rs`); the selection as it is otherwise.
 #[allow(clippy::too_many_arguments)] // One call site; the measure's parts it reads.
 fn narrow_by_coverage(
     options: &Options,
@@ -485,13 +488,15 @@ fn narrow_by_coverage(
         return Ok(selection.clone());
     };
     let parent = parent.trim().to_string();
-    let Some(changed) = per_test::body_changes(checkout, &parent, commit) else {
+    let Some(changed) = per_test::reach(checkout, &parent, commit, &mut state.parsed) else {
         report.notes.push(
-            "per-test coverage does not narrow: the commit changes more than function bodies"
+            "per-test coverage does not narrow: the reach of the change cannot be told \
+             (a manifest, a data file, a build script, a procedural macro, a line outside every item)"
                 .into(),
         );
         return Ok(selection.clone());
     };
+    report.notes.push(describe_reach(&changed));
     progress(Progress::Step("recording per-test coverage at the parent"));
     let folder = options.scratch.join("coverage");
     std::fs::create_dir_all(&folder).map_err(|source| Error::Write {
@@ -508,8 +513,8 @@ fn narrow_by_coverage(
     };
     check_out(checkout, &parent, &[])?;
     let known: Vec<TestCoverage> = state.records.values().cloned().collect();
-    let unchanged = BodyChanges::new();
-    let mut current = Narrowing::new(checkout, &parent, &unchanged, &known);
+    let unchanged = Reach::default();
+    let mut current = Narrowing::new(checkout, &parent, &unchanged, &known, &mut state.parsed);
     let recorded = recording.build().and_then(|binaries| {
         recording.record(&binaries, &parent, &mut |package, target, name| {
             selection.covers(package, target, name)
@@ -534,8 +539,29 @@ fn narrow_by_coverage(
         state.records.insert(record.test_file.clone(), record);
     }
     let records: Vec<TestCoverage> = state.records.values().cloned().collect();
-    let mut narrowing = Narrowing::new(checkout, &parent, &changed, &records);
+    let mut narrowing = Narrowing::new(checkout, &parent, &changed, &records, &mut state.parsed);
     Ok(per_test::narrow(selection, &listing, &mut narrowing))
+}
+
+/// One line on what the change reaches: how many units, through which names.
+fn describe_reach(reach: &Reach) -> String {
+    let units: usize = reach.units.values().map(BTreeSet::len).sum();
+    let names: Vec<String> = reach
+        .names
+        .iter()
+        .chain(reach.local.keys())
+        .map(|name| match name.strip_prefix("fn:") {
+            Some(function) => format!("{function}()"),
+            None => name.clone(),
+        })
+        .collect();
+    let shown = names[..names.len().min(12)].join(", ");
+    let more = if names.len() > 12 { ", …" } else { "" };
+    format!(
+        "the change reaches {units} units in {} files through {} names ({shown}{more})",
+        reach.units.len(),
+        names.len()
+    )
 }
 
 /// Writes fault guards into the functions the commit changed (source files of packages only),

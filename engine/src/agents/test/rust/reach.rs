@@ -1,0 +1,467 @@
+//! The reach of a change at the item level: which units (`items.rs`) of the older version a
+//! test must have executed for the change to be able to alter what it does. Per-test coverage
+//! then leaves out every test that executed none of them (`per_test.rs`).
+//!
+//! A changed line belongs to the innermost unit spanning it, on its side of the diff. Then:
+//! - a function changed on both sides reaches the tests that executed it: coverage sees every
+//!   call, however it is made;
+//! - everything else also reaches through its names, which coverage does not see: a type, a
+//!   field, a variant, a constant, an import, a macro or a `const fn` (evaluated at compile
+//!   time), a function added or removed (a new method may now be the one a call resolves to),
+//!   a container's header (the `impl`'s methods may now apply elsewhere). Every unit of the
+//!   repository that mentions one of those names is reached too, and a reached unit that
+//!   defines names (a type holding a changed type, a constant computed from a changed one)
+//!   adds its own, until nothing new is reached;
+//! - a changed container reaches everything inside it.
+//!
+//! Names are compared as identifiers, whatever they resolve to: two items named alike in
+//! different modules are one name here, which only ever reaches more. Tests that read the
+//! sources themselves (trybuild, version-sync, `include_str!`) are reached by every change.
+//!
+//! A release's version and documents reach what reads them (`reach_package.rs`).
+//!
+//! `None` where the reach cannot be told: any other change outside Rust sources (a manifest's
+//! dependencies, a data file), a binary or unparsable file, a changed line outside every item (an inner
+//! attribute), a build script or a procedural-macro crate (they run inside the compiler).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::items::{Field, Kind, Unit, called, innermost, is_name, units};
+use super::reach_package::{
+    READS_FILES, READS_PACKAGE, Release, dependencies_read_package, has_build_script,
+    release_change,
+};
+use crate::exec::git;
+
+/// What a change reaches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// File → keys of the units a test must have executed to be reached (older side).
+    pub units: BTreeMap<String, BTreeSet<String>>,
+    /// The names it reached through, anywhere in the repository.
+    pub names: BTreeSet<String>,
+    /// Private field names it reached through → the files whose modules can name them.
+    pub local: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Identifiers naming code that reads source files at run time: a unit mentioning one is
+/// reached by every change.
+const READS_SOURCES: &[&str] = &[
+    "trybuild",
+    "compiletest_rs",
+    "ui_test",
+    "version_sync",
+    "include_str",
+    "include_bytes",
+    "include",
+    "CARGO_MANIFEST_DIR",
+];
+
+/// Parsed units by blob id, shared by every question about one repository.
+#[derive(Default)]
+pub struct Parsed {
+    blobs: BTreeMap<(String, String), Option<String>>,
+    /// Dependency folders → whether their sources name `CARGO_PKG`.
+    scanned: BTreeMap<PathBuf, bool>,
+    by_blob: BTreeMap<String, Option<Vec<Unit>>>,
+}
+
+impl Parsed {
+    /// The units of `path` at `commit`; `None` when the file is missing or does not parse.
+    pub fn at(&mut self, dir: &Path, commit: &str, path: &str) -> Option<&[Unit]> {
+        let blob = self
+            .blobs
+            .entry((commit.to_string(), path.to_string()))
+            .or_insert_with(|| {
+                git(
+                    dir,
+                    &[
+                        "rev-parse",
+                        "--verify",
+                        "--quiet",
+                        &format!("{commit}:{path}"),
+                    ],
+                )
+                .ok()
+                .map(|b| b.trim().to_string())
+            })
+            .clone()?;
+        self.blob(dir, &blob).map(Vec::as_slice)
+    }
+
+    fn blob(&mut self, dir: &Path, blob: &str) -> Option<&Vec<Unit>> {
+        self.by_blob
+            .entry(blob.to_string())
+            .or_insert_with(|| {
+                let text = git(dir, &["cat-file", "blob", blob]).ok()?;
+                units(&text).ok()
+            })
+            .as_ref()
+    }
+}
+
+/// One file of a `-U0` diff: the changed lines of each side with their text.
+#[derive(Default)]
+struct FileDiff {
+    /// From `diff --git a/X b/Y`: the path when no `---`/`+++` lines follow (a mode change,
+    /// an empty file).
+    header: String,
+    old_path: Option<String>,
+    new_path: Option<String>,
+    /// A path git quoted (unusual characters): not read, so the reach is not told.
+    quoted: bool,
+    binary: bool,
+    removed: Vec<(usize, String)>,
+    added: Vec<(usize, String)>,
+}
+
+fn parse_diff(diff: &str) -> Vec<FileDiff> {
+    let mut files: Vec<FileDiff> = Vec::new();
+    let (mut old_line, mut new_line) = (0usize, 0usize);
+    for line in diff.lines() {
+        if let Some(paths) = line.strip_prefix("diff --git ") {
+            files.push(FileDiff {
+                header: paths
+                    .strip_prefix("a/")
+                    .and_then(|rest| rest.split(" b/").next())
+                    .unwrap_or("")
+                    .to_string(),
+                quoted: paths.starts_with('"'),
+                ..FileDiff::default()
+            });
+            continue;
+        }
+        let Some(file) = files.last_mut() else {
+            continue;
+        };
+        if let Some(path) = line.strip_prefix("--- ") {
+            file.old_path = path.strip_prefix("a/").map(str::to_string);
+            file.quoted |= path.starts_with('"');
+        } else if let Some(path) = line.strip_prefix("+++ ") {
+            file.new_path = path.strip_prefix("b/").map(str::to_string);
+            file.quoted |= path.starts_with('"');
+        } else if line.starts_with("Binary files ") {
+            file.binary = true;
+        } else if let Some(rest) = line.strip_prefix("@@ ") {
+            let start = |sign: char| -> usize {
+                rest.split_whitespace()
+                    .find_map(|p| p.strip_prefix(sign))
+                    .and_then(|p| p.split(',').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0)
+            };
+            (old_line, new_line) = (start('-'), start('+'));
+        } else if let Some(text) = line.strip_prefix('-') {
+            file.removed.push((old_line, text.to_string()));
+            old_line += 1;
+        } else if let Some(text) = line.strip_prefix('+') {
+            file.added.push((new_line, text.to_string()));
+            new_line += 1;
+        }
+    }
+    files
+}
+
+/// A line no item is made of: blank, or a plain or inner-documentation comment.
+fn insignificant(text: &str) -> bool {
+    let text = text.trim();
+    text.is_empty()
+        || (text.starts_with("//") && !text.starts_with("///"))
+        || text.starts_with("////")
+}
+
+/// Whether `path` is a build script or lies in a procedural-macro package at `commit`.
+fn runs_in_the_compiler(dir: &Path, commit: &str, path: &str) -> bool {
+    let mut folder = Path::new(path).parent();
+    while let Some(current) = folder {
+        let manifest = if current.as_os_str().is_empty() {
+            "Cargo.toml".to_string()
+        } else {
+            format!("{}/Cargo.toml", current.display())
+        };
+        if let Ok(text) = git(dir, &["show", &format!("{commit}:{manifest}")]) {
+            let relative = Path::new(path)
+                .strip_prefix(current)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+            return relative == "build.rs"
+                || compact.contains(&format!("build=\"{relative}\""))
+                || compact.contains("proc-macro=true")
+                || compact.contains("proc_macro=true");
+        }
+        folder = current.parent();
+    }
+    false
+}
+
+/// What the change from `from` to `to` can reach, or `None` where it cannot be told.
+pub fn reach(dir: &Path, from: &str, to: &str, parsed: &mut Parsed) -> Option<Reach> {
+    let diff = git(
+        dir,
+        &[
+            "diff",
+            "-U0",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-renames",
+            from,
+            to,
+        ],
+    )
+    .ok()?;
+    let mut reach = Reach::default();
+    let (mut version, mut document) = (false, false);
+    for file in parse_diff(&diff) {
+        if file.binary || file.quoted {
+            return None;
+        }
+        if file.old_path.is_none() && file.new_path.is_none() {
+            // No lines changed: a mode change or an empty file, harmless only in Rust sources.
+            if file.header.ends_with(".rs") {
+                continue;
+            }
+            return None;
+        }
+        let path = file
+            .new_path
+            .as_deref()
+            .or(file.old_path.as_deref())
+            .unwrap_or("");
+        if !path.ends_with(".rs") {
+            match release_change(dir, from, to, path)? {
+                Release::Version => version = true,
+                Release::Document => document = true,
+            }
+            continue;
+        }
+        for (path, commit) in [(&file.old_path, from), (&file.new_path, to)] {
+            if path
+                .as_deref()
+                .is_some_and(|p| runs_in_the_compiler(dir, commit, p))
+            {
+                return None;
+            }
+        }
+        let old = match &file.old_path {
+            Some(path) => Some((path.clone(), parsed.at(dir, from, path)?.to_vec())),
+            None => None,
+        };
+        let new = match &file.new_path {
+            Some(path) => parsed.at(dir, to, path)?.to_vec(),
+            None => Vec::new(),
+        };
+        let (old_path, old_units) = match &old {
+            Some((path, units)) => (path.as_str(), units.as_slice()),
+            None => ("", &[][..]),
+        };
+        // Changed units by key, and whether every changed line of theirs is documentation.
+        let mut changed: BTreeMap<&str, bool> = BTreeMap::new();
+        for (units, lines) in [(old_units, &file.removed), (new.as_slice(), &file.added)] {
+            for (line, text) in lines.iter().filter(|(_, text)| !insignificant(text)) {
+                let key = innermost(units, *line)?.key.as_str();
+                let docs = changed.entry(key).or_insert(true);
+                *docs &= documentation(text);
+            }
+        }
+        let scope = file.new_path.as_deref().unwrap_or(old_path);
+        for (key, docs) in changed {
+            let before = old_units.iter().find(|u| u.key == key);
+            let after = new.iter().find(|u| u.key == key);
+            // A function changed on both sides, or documentation alone (no type, no name
+            // resolution changes), is reached through coverage alone.
+            let through_coverage = docs
+                || matches!(
+                    (before.map(|u| u.kind), after.map(|u| u.kind)),
+                    (Some(Kind::Function), Some(Kind::Function))
+                );
+            if !through_coverage {
+                for unit in before.iter().chain(after.iter()) {
+                    reach.names.extend(unit.defines.iter().cloned());
+                }
+                for field in changed_fields(before, after) {
+                    if field.private {
+                        reach
+                            .local
+                            .entry(field.name.clone())
+                            .or_default()
+                            .insert(scope.to_string());
+                    } else {
+                        reach.names.insert(field.name.clone());
+                    }
+                }
+            }
+            if let Some(unit) = before {
+                let keys = reach.units.entry(old_path.to_string()).or_default();
+                keys.insert(unit.key.clone());
+                if unit.kind == Kind::Container {
+                    keys.extend(
+                        old_units
+                            .iter()
+                            .filter(|u| unit.start <= u.start && u.end <= unit.end)
+                            .map(|u| u.key.clone()),
+                    );
+                }
+            }
+        }
+    }
+    if (version || document) && (has_build_script(dir, from)? || has_build_script(dir, to)?) {
+        return None;
+    }
+    if version {
+        if dependencies_read_package(dir, to, &mut parsed.scanned)? {
+            return None;
+        }
+        reach.names.insert(READS_PACKAGE.to_string());
+    }
+    if document {
+        reach
+            .names
+            .extend(READS_FILES.iter().map(|s| s.to_string()));
+    }
+    close_over_names(dir, from, parsed, &mut reach)?;
+    Some(reach)
+}
+
+/// A line of documentation: `///`, `/** … */` or a `#[doc …]` attribute.
+fn documentation(text: &str) -> bool {
+    let text = text.trim();
+    text.starts_with("///") || text.starts_with("/**") || text.starts_with("#[doc")
+}
+
+/// The fields that differ between two versions of a struct: added, removed or changed.
+fn changed_fields<'u>(before: Option<&'u Unit>, after: Option<&'u Unit>) -> Vec<&'u Field> {
+    let old = before.map_or(&[][..], |u| u.fields.as_slice());
+    let new = after.map_or(&[][..], |u| u.fields.as_slice());
+    let differs = |field: &Field, other: &[Field]| !other.contains(field);
+    old.iter()
+        .filter(|f| differs(f, new))
+        .chain(new.iter().filter(|f| differs(f, old)))
+        .collect()
+}
+
+/// Whether `path` lies in the module of `file` or a module inside it (where a private field
+/// of `file` can be named).
+fn in_module_of(file: &str, path: &str) -> bool {
+    if path == file {
+        return true;
+    }
+    let (dir, name) = file.rsplit_once('/').unwrap_or(("", file));
+    let inside = if matches!(name, "lib.rs" | "main.rs" | "mod.rs") {
+        dir.to_string()
+    } else {
+        file.trim_end_matches(".rs").to_string()
+    };
+    inside.is_empty() || path.starts_with(&format!("{inside}/"))
+}
+
+/// Reaches every unit at `commit` that mentions one of the reached names, adding the names
+/// that reached non-functions define, until nothing changes.
+fn close_over_names(
+    dir: &Path,
+    commit: &str,
+    parsed: &mut Parsed,
+    reach: &mut Reach,
+) -> Option<()> {
+    let listing = git(dir, &["ls-tree", "-r", "--full-tree", commit]).ok()?;
+    let mut opaque_files: BTreeMap<String, Vec<Unit>> = BTreeMap::new();
+    let mut blobs: Vec<(String, String)> = Vec::new();
+    for entry in listing.lines() {
+        let Some((meta, path)) = entry.split_once('\t') else {
+            continue;
+        };
+        let Some(blob) = meta.split_whitespace().nth(2) else {
+            continue;
+        };
+        if !path.ends_with(".rs") {
+            continue;
+        }
+        if parsed.blob(dir, blob).is_none() {
+            // A file that does not parse (a compile-fail fixture, newer syntax): every
+            // identifier in it is a mention and a definition of one unit spanning it all.
+            opaque_files.insert(blob.to_string(), vec![opaque(dir, blob)?]);
+        }
+        blobs.push((path.to_string(), blob.to_string()));
+    }
+    let files: Vec<(&str, &[Unit])> = blobs
+        .iter()
+        .filter_map(|(path, blob)| {
+            let units = match parsed.by_blob.get(blob) {
+                Some(Some(units)) => units,
+                _ => opaque_files.get(blob)?,
+            };
+            Some((path.as_str(), units.as_slice()))
+        })
+        .collect();
+    let mut names = std::mem::take(&mut reach.names);
+    names.extend(READS_SOURCES.iter().map(|s| s.to_string()));
+    // A module file given another place (`#[path]`) or code pasted in (`include!`) puts
+    // private names where their module's files are not: then every name is everyone's.
+    let displaced = files.iter().flat_map(|(_, units)| units.iter()).any(|u| {
+        u.mentions.contains("include") || (u.key.contains("mod ") && u.mentions.contains("path"))
+    });
+    let mut local = std::mem::take(&mut reach.local);
+    if displaced {
+        names.extend(local.keys().cloned());
+        local.clear();
+    }
+    let mentions_local = |path: &str, unit: &Unit| {
+        local.iter().any(|(name, scopes)| {
+            unit.mentions.contains(name) && scopes.iter().any(|file| in_module_of(file, path))
+        })
+    };
+    loop {
+        let mut grown = false;
+        for (path, units) in &files {
+            for unit in *units {
+                if unit.mentions.is_disjoint(&names) && !mentions_local(path, unit) {
+                    continue;
+                }
+                reach
+                    .units
+                    .entry(path.to_string())
+                    .or_default()
+                    .insert(unit.key.clone());
+                if matches!(unit.kind, Kind::Item | Kind::ConstFunction) {
+                    for name in &unit.defines {
+                        grown |= names.insert(name.clone());
+                    }
+                }
+            }
+        }
+        if !grown {
+            for always in READS_SOURCES {
+                names.remove(*always);
+            }
+            reach.names = names;
+            reach.local = local;
+            return Some(());
+        }
+    }
+}
+
+/// One unit for a whole file that does not parse.
+fn opaque(dir: &Path, blob: &str) -> Option<Unit> {
+    let text = git(dir, &["cat-file", "blob", blob]).ok()?;
+    let words: BTreeSet<String> = text
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| {
+            w.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+        })
+        .filter(|w| is_name(w))
+        .flat_map(|w| [w.to_string(), called(w)])
+        .collect();
+    Some(Unit {
+        key: "<unparsable file>".into(),
+        start: 1,
+        end: text.lines().count().max(1),
+        kind: Kind::Item,
+        test: false,
+        defines: words.clone(),
+        fields: Vec::new(),
+        mentions: words,
+    })
+}

@@ -1,0 +1,185 @@
+//! The reach of a release commit's files: a package's version in `Cargo.toml` and
+//! `Cargo.lock`, and Markdown documents.
+//!
+//! A new version changes what `env!("CARGO_PKG_VERSION")` and its kin give, nothing else: the
+//! units whose string literals name `CARGO_PKG` (or the manifest itself) are reached, and the
+//! tests that read sources at run time. It cannot be told (`None`) where the version can be
+//! read unseen: a build script anywhere in the repository, or a dependency whose sources name
+//! `CARGO_PKG` (a macro such as clap's `crate_version!` expands into our code; a derive may
+//! write the read for us). A Markdown document reaches only what reads files or sources at run
+//! time; with a build script (skeptic writes tests from a README) it cannot be told either.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::exec::git;
+
+/// The marker `items.rs` puts among a unit's mentions when one of its string literals names
+/// the package's description (`CARGO_PKG_…`, `Cargo.toml`, `Cargo.lock`); never an identifier.
+pub const READS_PACKAGE: &str = "\"CARGO_PKG\"";
+
+/// Identifiers of code reading files at run time: a unit mentioning one is reached by a
+/// changed document.
+pub const READS_FILES: &[&str] = &[
+    "fs",
+    "File",
+    "read_to_string",
+    "read_dir",
+    "OpenOptions",
+    "Command",
+];
+
+/// What a non-Rust file's change is, where it can be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Only the version of a workspace package.
+    Version,
+    /// A Markdown document.
+    Document,
+}
+
+/// Whether the change of `path` from `from` to `to` is one a release makes.
+pub fn release_change(dir: &Path, from: &str, to: &str, path: &str) -> Option<Release> {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if name.ends_with(".md") {
+        return Some(Release::Document);
+    }
+    let old = git(dir, &["show", &format!("{from}:{path}")]).ok()?;
+    let new = git(dir, &["show", &format!("{to}:{path}")]).ok()?;
+    let (mut old, mut new) = (
+        old.parse::<toml::Table>().ok()?,
+        new.parse::<toml::Table>().ok()?,
+    );
+    match name {
+        "Cargo.toml" => {
+            for table in [&mut old, &mut new] {
+                if let Some(package) = table.get_mut("package").and_then(toml::Value::as_table_mut)
+                {
+                    package.remove("version");
+                }
+                // A version the members inherit (`version.workspace = true`).
+                if let Some(shared) = table
+                    .get_mut("workspace")
+                    .and_then(|w| w.get_mut("package"))
+                    .and_then(toml::Value::as_table_mut)
+                {
+                    shared.remove("version");
+                }
+            }
+        }
+        "Cargo.lock" => {
+            // Workspace members are the entries without a source.
+            for table in [&mut old, &mut new] {
+                let packages = table
+                    .get_mut("package")
+                    .and_then(toml::Value::as_array_mut)?;
+                for package in packages.iter_mut().filter_map(toml::Value::as_table_mut) {
+                    if !package.contains_key("source") {
+                        package.remove("version");
+                    }
+                }
+            }
+        }
+        _ => return None,
+    }
+    (old == new).then_some(Release::Version)
+}
+
+/// Whether a build script exists anywhere in the repository at `commit`.
+pub fn has_build_script(dir: &Path, commit: &str) -> Option<bool> {
+    let listing = git(
+        dir,
+        &["ls-tree", "-r", "--name-only", "--full-tree", commit],
+    )
+    .ok()?;
+    let mut found = false;
+    for path in listing.lines() {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if name == "build.rs" {
+            found = true;
+        } else if name == "Cargo.toml" {
+            let text = git(dir, &["show", &format!("{commit}:{path}")]).ok()?;
+            let table = text.parse::<toml::Table>().ok()?;
+            found |= table
+                .get("package")
+                .and_then(|p| p.get("build"))
+                .is_some_and(|b| b.as_bool() != Some(false));
+        }
+    }
+    Some(found)
+}
+
+/// Whether any registry dependency in the lockfile at `commit` names `CARGO_PKG` in its
+/// sources (build scripts aside: they read their own package). `None` when the lockfile or a
+/// dependency's sources cannot be read (a git dependency, a registry not yet fetched).
+pub fn dependencies_read_package(
+    dir: &Path,
+    commit: &str,
+    scanned: &mut BTreeMap<PathBuf, bool>,
+) -> Option<bool> {
+    let lock = git(dir, &["show", &format!("{commit}:Cargo.lock")]).ok()?;
+    let table = lock.parse::<toml::Table>().ok()?;
+    let registry = cargo_home()?.join("registry").join("src");
+    let indexes: Vec<PathBuf> = std::fs::read_dir(&registry)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    for package in table
+        .get("package")
+        .and_then(toml::Value::as_array)?
+        .iter()
+        .filter_map(toml::Value::as_table)
+    {
+        let Some(source) = package.get("source").and_then(toml::Value::as_str) else {
+            continue;
+        };
+        if !source.starts_with("registry+") && !source.starts_with("sparse+") {
+            return None;
+        }
+        let name = package.get("name").and_then(toml::Value::as_str)?;
+        let version = package.get("version").and_then(toml::Value::as_str)?;
+        let folder = indexes
+            .iter()
+            .map(|index| index.join(format!("{name}-{version}")))
+            .find(|folder| folder.is_dir())?;
+        let reads = match scanned.get(&folder) {
+            Some(reads) => *reads,
+            None => {
+                let reads = names_package(&folder)?;
+                scanned.insert(folder, reads);
+                reads
+            }
+        };
+        if reads {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
+fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| dirs::home_dir().map(|home| home.join(".cargo")))
+}
+
+/// Whether a `.rs` file under `folder`, build scripts aside, contains `CARGO_PKG`.
+fn names_package(folder: &Path) -> Option<bool> {
+    let mut pending = vec![folder.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).ok()? {
+            let path = entry.ok()?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && path.file_name().is_some_and(|n| n != "build.rs")
+            {
+                let text = std::fs::read(&path).ok()?;
+                if text.windows(9).any(|w| w == b"CARGO_PKG") {
+                    return Some(true);
+                }
+            }
+        }
+    }
+    Some(false)
+}
