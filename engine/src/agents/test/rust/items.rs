@@ -26,7 +26,13 @@ pub enum Kind {
     /// An `impl`, a `trait` or an inline `mod`: a change to its own lines reaches everything
     /// inside it.
     Container,
-    /// Any other item: a type, a constant, an import, a macro.
+    /// A `use`: it defines only its renames, but a change to it can alter what every name it
+    /// mentions resolves to in its module.
+    Import,
+    /// A module declared by `mod name;`: a change to it (a `cfg`, a `path`) can remove or move
+    /// everything in the module's file.
+    ModuleFile,
+    /// Any other item: a type, a constant, a macro.
     Item,
 }
 
@@ -336,7 +342,12 @@ impl Finder {
                     }
                     self.leave();
                 }
-                None => self.push(m, format!("mod {}", m.ident), Kind::Item, named(&m.ident)),
+                None => self.push(
+                    m,
+                    format!("mod {}", m.ident),
+                    Kind::ModuleFile,
+                    named(&m.ident),
+                ),
             },
             syn::Item::Impl(i) => {
                 let self_type = tokens(&i.self_ty);
@@ -445,8 +456,13 @@ impl Finder {
                 };
                 self.push(m, label, Kind::Item, defines);
             }
-            // An import, an extern crate or block, or anything newer than this parser: every
-            // name it mentions is what it defines (it may change what those names resolve to).
+            syn::Item::Use(u) => {
+                let mut renames = BTreeSet::new();
+                renamed(&u.tree, &mut renames);
+                self.push(u, tokens(u), Kind::Import, renames);
+            }
+            // An extern crate or block, or anything newer than this parser: every name it
+            // mentions is what it defines (it may change what those names resolve to).
             other => {
                 let defines = mentioned(other);
                 self.push(other, tokens(other), Kind::Item, defines);
@@ -470,6 +486,20 @@ fn is_test(attributes: &[syn::Attribute]) -> bool {
 /// Tokens as text with single spaces (the same for the same code, whatever its layout).
 fn tokens(node: &impl quote::ToTokens) -> String {
     node.to_token_stream().to_string()
+}
+
+/// The names a `use` tree introduces under another name (`as`), as names and as calls.
+fn renamed(tree: &syn::UseTree, into: &mut BTreeSet<String>) {
+    match tree {
+        syn::UseTree::Path(path) => renamed(&path.tree, into),
+        syn::UseTree::Rename(rename) => {
+            let name = rename.rename.to_string();
+            into.insert(called(&name));
+            into.insert(name);
+        }
+        syn::UseTree::Group(group) => group.items.iter().for_each(|t| renamed(t, into)),
+        syn::UseTree::Name(_) | syn::UseTree::Glob(_) => {}
+    }
 }
 
 fn impl_item_name(item: &syn::ImplItem) -> Option<String> {

@@ -196,7 +196,9 @@ fn runs_in_the_compiler(dir: &Path, commit: &str, path: &str) -> bool {
     false
 }
 
-/// What the change from `from` to `to` can reach, or `None` where it cannot be told.
+/// What the change from `from` to `to` can reach, or `None` where it cannot be told. A
+/// version change asks `cargo metadata` in `dir`'s working tree for the dependencies, so that
+/// tree should be at `to` (or share its lockfile).
 pub fn reach(dir: &Path, from: &str, to: &str, parsed: &mut Parsed) -> Option<Reach> {
     let diff = git(
         dir,
@@ -277,8 +279,27 @@ pub fn reach(dir: &Path, from: &str, to: &str, parsed: &mut Parsed) -> Option<Re
                     (Some(Kind::Function), Some(Kind::Function))
                 );
             if !through_coverage {
-                for unit in before.iter().chain(after.iter()) {
+                if matches!(
+                    (before.map(|u| u.kind), after.map(|u| u.kind)),
+                    (Some(Kind::ModuleFile), Some(_)) | (Some(_), Some(Kind::ModuleFile))
+                ) {
+                    return None;
+                }
+                for (unit, units) in [(before, old_units), (after, new.as_slice())] {
+                    let Some(unit) = unit else { continue };
                     reach.names.extend(unit.defines.iter().cloned());
+                    match unit.kind {
+                        // What every name it mentions resolves to may have changed.
+                        Kind::Import => reach.names.extend(unit.mentions.iter().cloned()),
+                        // What it holds may have appeared, gone or moved.
+                        Kind::Container => reach.names.extend(
+                            units
+                                .iter()
+                                .filter(|u| unit.start <= u.start && u.end <= unit.end)
+                                .flat_map(|u| u.defines.iter().cloned()),
+                        ),
+                        _ => {}
+                    }
                 }
                 for field in changed_fields(before, after) {
                     if field.private {
@@ -310,7 +331,7 @@ pub fn reach(dir: &Path, from: &str, to: &str, parsed: &mut Parsed) -> Option<Re
         return None;
     }
     if version {
-        if dependencies_read_package(dir, to, &mut parsed.scanned)? {
+        if dependencies_read_package(dir, &mut parsed.scanned)? {
             return None;
         }
         reach.names.insert(READS_PACKAGE.to_string());
@@ -423,7 +444,7 @@ fn close_over_names(
                     .entry(path.to_string())
                     .or_default()
                     .insert(unit.key.clone());
-                if matches!(unit.kind, Kind::Item | Kind::ConstFunction) {
+                if matches!(unit.kind, Kind::Item | Kind::Import | Kind::ConstFunction) {
                     for name in &unit.defines {
                         grown |= names.insert(name.clone());
                     }

@@ -9,7 +9,7 @@
 //! write the read for us). A Markdown document reaches only what reads files or sources at run
 //! time; with a build script (skeptic writes tests from a README) it cannot be told either.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::exec::git;
@@ -109,39 +109,31 @@ pub fn has_build_script(dir: &Path, commit: &str) -> Option<bool> {
     Some(found)
 }
 
-/// Whether any registry dependency in the lockfile at `commit` names `CARGO_PKG` in its
-/// sources (build scripts aside: they read their own package). `None` when the lockfile or a
-/// dependency's sources cannot be read (a git dependency, a registry not yet fetched).
+/// Whether any dependency the checkout at `dir` builds with on this machine names `CARGO_PKG`
+/// in its sources (build scripts aside: they read their own package). `cargo metadata`
+/// (locked, this host's platform) says which packages those are and where their sources lie;
+/// `None` when it cannot (an outdated lockfile, sources not at hand offline).
 pub fn dependencies_read_package(
     dir: &Path,
-    commit: &str,
     scanned: &mut BTreeMap<PathBuf, bool>,
 ) -> Option<bool> {
-    let lock = git(dir, &["show", &format!("{commit}:Cargo.lock")]).ok()?;
-    let table = lock.parse::<toml::Table>().ok()?;
-    let registry = cargo_home()?.join("registry").join("src");
-    let indexes: Vec<PathBuf> = std::fs::read_dir(&registry)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    for package in table
-        .get("package")
-        .and_then(toml::Value::as_array)?
+    let host = host_triple()?;
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .current_dir(dir)
+        .other_options(vec![
+            "--locked".to_string(),
+            "--filter-platform".to_string(),
+            host,
+        ])
+        .exec()
+        .ok()?;
+    let members: BTreeSet<_> = metadata.workspace_members.iter().collect();
+    for package in metadata
+        .packages
         .iter()
-        .filter_map(toml::Value::as_table)
+        .filter(|p| !members.contains(&p.id))
     {
-        let Some(source) = package.get("source").and_then(toml::Value::as_str) else {
-            continue;
-        };
-        if !source.starts_with("registry+") && !source.starts_with("sparse+") {
-            return None;
-        }
-        let name = package.get("name").and_then(toml::Value::as_str)?;
-        let version = package.get("version").and_then(toml::Value::as_str)?;
-        let folder = indexes
-            .iter()
-            .map(|index| index.join(format!("{name}-{version}")))
-            .find(|folder| folder.is_dir())?;
+        let folder = package.manifest_path.parent()?.as_std_path().to_path_buf();
         let reads = match scanned.get(&folder) {
             Some(reads) => *reads,
             None => {
@@ -157,10 +149,16 @@ pub fn dependencies_read_package(
     Some(false)
 }
 
-fn cargo_home() -> Option<PathBuf> {
-    std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| dirs::home_dir().map(|home| home.join(".cargo")))
+/// This machine's target triple, as `rustc -vV` names it.
+fn host_triple() -> Option<String> {
+    let output = std::process::Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(|h| h.trim().to_string())
 }
 
 /// Whether a `.rs` file under `folder`, build scripts aside, contains `CARGO_PKG`.
