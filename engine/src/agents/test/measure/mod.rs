@@ -550,9 +550,14 @@ fn describe_reach(reach: &Reach) -> String {
         .names
         .iter()
         .chain(reach.local.keys())
-        .map(|name| match name.strip_prefix("fn:") {
-            Some(function) => format!("{function}()"),
-            None => name.clone(),
+        .map(|name| {
+            if let Some(function) = name.strip_prefix("fn:") {
+                format!("{function}()")
+            } else if let Some(field) = name.strip_prefix("field:") {
+                format!(".{field}")
+            } else {
+                name.clone()
+            }
         })
         .collect();
     let shown = names[..names.len().min(12)].join(", ");

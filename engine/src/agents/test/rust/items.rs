@@ -48,10 +48,14 @@ pub struct Unit {
     pub kind: Kind,
     /// A `#[test]` (or similar) function.
     pub test: bool,
+    /// Declared without `pub` (outside a trait and its impls): only its module and the
+    /// modules inside can name it.
+    pub private: bool,
     /// Names it defines: its own, its variants and associated items (not a struct's fields,
     /// which are in `fields`).
     pub defines: BTreeSet<String>,
-    /// A struct's or union's named fields, so a change can name only the fields it touched.
+    /// A struct's or union's named fields, an enum's variants: a change names only those it
+    /// touched, and a unit reached through its name adds only that name.
     pub fields: Vec<Field>,
     /// Every identifier in its tokens, and those of the containers' headers around it (a
     /// method of `impl Foo` uses `Foo` through `Self`).
@@ -66,6 +70,8 @@ pub struct Field {
     pub text: String,
     /// Declared without `pub`: only its module and the modules inside can name it.
     pub private: bool,
+    /// An enum's variant, named as a path (`Kind::Item`) or alone, not after a `.`.
+    pub variant: bool,
 }
 
 impl Unit {
@@ -108,6 +114,10 @@ struct Finder {
     /// Identifiers of the containers' headers around.
     context: Vec<BTreeSet<String>>,
 }
+
+/// Among a module's mentions when `#[path]` places its file (or its modules' files) elsewhere:
+/// never an identifier.
+pub const PLACED: &str = "#[path]";
 
 /// Keywords and the roots of paths: they name nothing a change could touch, and as names
 /// they would reach everything.
@@ -168,7 +178,14 @@ pub fn called(name: &str) -> String {
     format!("fn:{name}")
 }
 
-/// Every identifier in `tokens`, macro arguments included; see [`called`].
+/// The mention of `name` as a field: after a `.`, not called (`x.name`, not `x.name()`). A
+/// field is otherwise named only beside its struct's name (`Foo { name }`, or `Self` in its
+/// `impl`), which is mentioned then.
+pub fn accessed(name: &str) -> String {
+    format!("field:{name}")
+}
+
+/// Every identifier in `tokens`, macro arguments included; see [`called`] and [`accessed`].
 fn identifiers(tokens: TokenStream, into: &mut BTreeSet<String>) {
     let trees: Vec<TokenTree> = tokens.into_iter().collect();
     let punct = |index: usize, ch: char| matches!(trees.get(index), Some(TokenTree::Punct(p)) if p.as_char() == ch);
@@ -184,6 +201,13 @@ fn identifiers(tokens: TokenStream, into: &mut BTreeSet<String>) {
                 let prefix = punct(index + 1, ':') && punct(index + 2, ':');
                 if !prefix || punct(index + 3, '<') {
                     into.insert(called(word));
+                }
+                let arguments = matches!(
+                    trees.get(index + 1),
+                    Some(TokenTree::Group(g)) if g.delimiter() == proc_macro2::Delimiter::Parenthesis
+                );
+                if index > 0 && punct(index - 1, '.') && !arguments && !prefix {
+                    into.insert(accessed(word));
                 }
             }
             TokenTree::Group(group) => identifiers(group.stream(), into),
@@ -207,12 +231,6 @@ fn mentioned(node: &impl ToTokens) -> BTreeSet<String> {
     found
 }
 
-fn field_names(fields: &syn::Fields) -> impl Iterator<Item = String> + '_ {
-    fields
-        .iter()
-        .filter_map(|f| f.ident.as_ref().map(ToString::to_string))
-}
-
 fn named_fields<'a>(fields: impl IntoIterator<Item = &'a syn::Field>) -> Vec<Field> {
     fields
         .into_iter()
@@ -221,6 +239,7 @@ fn named_fields<'a>(fields: impl IntoIterator<Item = &'a syn::Field>) -> Vec<Fie
                 name: f.ident.as_ref()?.to_string(),
                 text: tokens(f),
                 private: matches!(f.vis, syn::Visibility::Inherited),
+                variant: false,
             })
         })
         .collect()
@@ -253,10 +272,27 @@ impl Finder {
             end,
             kind,
             test,
+            private: false,
             defines,
             fields: Vec::new(),
             mentions,
         });
+    }
+
+    /// Marks the module just pushed when a `#[path]` gives its file another place.
+    fn placed(&mut self, attributes: &[syn::Attribute]) {
+        if attributes.iter().any(|a| a.path().is_ident("path")) {
+            if let Some(unit) = self.found.last_mut() {
+                unit.mentions.insert(PLACED.to_string());
+            }
+        }
+    }
+
+    /// Marks the unit just pushed private when declared without `pub`.
+    fn visible(&mut self, visibility: &syn::Visibility) {
+        if let Some(unit) = self.found.last_mut() {
+            unit.private = matches!(visibility, syn::Visibility::Inherited);
+        }
     }
 
     /// Gives the unit just pushed its fields.
@@ -309,6 +345,7 @@ impl Finder {
             end,
             kind: Kind::Container,
             test: false,
+            private: false,
             defines,
             fields: Vec::new(),
             mentions,
@@ -325,11 +362,17 @@ impl Finder {
     fn item(&mut self, item: &syn::Item) {
         let named = |ident: &syn::Ident| BTreeSet::from([ident.to_string()]);
         match item {
-            syn::Item::Fn(f) => self.function(&f.sig.ident, f, &f.sig, &f.attrs),
+            syn::Item::Fn(f) => {
+                self.function(&f.sig.ident, f, &f.sig, &f.attrs);
+                self.visible(&f.vis);
+            }
             syn::Item::Mod(m) => match &m.content {
                 Some((_, items)) => {
                     let mut header: BTreeSet<String> = m.attrs.iter().flat_map(mentioned).collect();
                     header.insert(m.ident.to_string());
+                    if m.attrs.iter().any(|a| a.path().is_ident("path")) {
+                        header.insert(PLACED.to_string());
+                    }
                     self.enter(
                         m,
                         m.ident.to_string(),
@@ -342,12 +385,15 @@ impl Finder {
                     }
                     self.leave();
                 }
-                None => self.push(
-                    m,
-                    format!("mod {}", m.ident),
-                    Kind::ModuleFile,
-                    named(&m.ident),
-                ),
+                None => {
+                    self.push(
+                        m,
+                        format!("mod {}", m.ident),
+                        Kind::ModuleFile,
+                        named(&m.ident),
+                    );
+                    self.placed(&m.attrs);
+                }
             },
             syn::Item::Impl(i) => {
                 let self_type = tokens(&i.self_ty);
@@ -367,7 +413,13 @@ impl Finder {
                 self.enter(i, owner.clone(), format!("impl {owner}"), header, defines);
                 for inner in &i.items {
                     match inner {
-                        syn::ImplItem::Fn(f) => self.function(&f.sig.ident, f, &f.sig, &f.attrs),
+                        syn::ImplItem::Fn(f) => {
+                            self.function(&f.sig.ident, f, &f.sig, &f.attrs);
+                            // A trait's methods are as public as the trait.
+                            if i.trait_.is_none() {
+                                self.visible(&f.vis);
+                            }
+                        }
                         other => {
                             let (label, defines) = match impl_item_name(other) {
                                 Some(name) => (name.clone(), BTreeSet::from([name])),
@@ -415,21 +467,31 @@ impl Finder {
                     named(&s.ident),
                 );
                 self.with_fields(named_fields(&s.fields));
+                self.visible(&s.vis);
             }
             syn::Item::Union(u) => {
                 self.push(u, format!("union {}", u.ident), Kind::Item, named(&u.ident));
                 self.with_fields(named_fields(&u.fields.named));
+                self.visible(&u.vis);
             }
             syn::Item::Enum(e) => {
-                let mut defines = named(&e.ident);
-                for variant in &e.variants {
-                    defines.insert(variant.ident.to_string());
-                    defines.extend(field_names(&variant.fields));
-                }
-                self.push(e, format!("enum {}", e.ident), Kind::Item, defines);
+                self.push(e, format!("enum {}", e.ident), Kind::Item, named(&e.ident));
+                let variants = e
+                    .variants
+                    .iter()
+                    .map(|v| Field {
+                        name: v.ident.to_string(),
+                        text: tokens(v),
+                        private: false,
+                        variant: true,
+                    })
+                    .collect();
+                self.with_fields(variants);
+                self.visible(&e.vis);
             }
             syn::Item::Const(c) => {
-                self.push(c, format!("const {}", c.ident), Kind::Item, named(&c.ident))
+                self.push(c, format!("const {}", c.ident), Kind::Item, named(&c.ident));
+                self.visible(&c.vis);
             }
             syn::Item::Static(s) => self.push(
                 s,
@@ -438,7 +500,8 @@ impl Finder {
                 named(&s.ident),
             ),
             syn::Item::Type(t) => {
-                self.push(t, format!("type {}", t.ident), Kind::Item, named(&t.ident))
+                self.push(t, format!("type {}", t.ident), Kind::Item, named(&t.ident));
+                self.visible(&t.vis);
             }
             syn::Item::TraitAlias(t) => {
                 self.push(t, format!("trait {}", t.ident), Kind::Item, named(&t.ident))

@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::items::{Field, Kind, Unit, called, innermost, is_name, units};
+use super::items::{Field, Kind, PLACED, Unit, accessed, called, innermost, is_name, units};
 use super::reach_package::{
     READS_FILES, READS_PACKAGE, Release, dependencies_read_package, has_build_script,
     release_change,
@@ -287,7 +287,14 @@ pub fn reach(dir: &Path, from: &str, to: &str, parsed: &mut Parsed) -> Option<Re
                 }
                 for (unit, units) in [(before, old_units), (after, new.as_slice())] {
                     let Some(unit) = unit else { continue };
-                    reach.names.extend(unit.defines.iter().cloned());
+                    if unit.private {
+                        for name in &unit.defines {
+                            let scopes = reach.local.entry(name.clone()).or_default();
+                            scopes.insert(scope.to_string());
+                        }
+                    } else {
+                        reach.names.extend(unit.defines.iter().cloned());
+                    }
                     match unit.kind {
                         // What every name it mentions resolves to may have changed.
                         Kind::Import => reach.names.extend(unit.mentions.iter().cloned()),
@@ -302,14 +309,17 @@ pub fn reach(dir: &Path, from: &str, to: &str, parsed: &mut Parsed) -> Option<Re
                     }
                 }
                 for field in changed_fields(before, after) {
-                    if field.private {
+                    if field.variant {
+                        reach.names.insert(field.name.clone());
+                        reach.names.insert(called(&field.name));
+                    } else if field.private {
                         reach
                             .local
-                            .entry(field.name.clone())
+                            .entry(accessed(&field.name))
                             .or_default()
                             .insert(scope.to_string());
                     } else {
-                        reach.names.insert(field.name.clone());
+                        reach.names.insert(accessed(&field.name));
                     }
                 }
             }
@@ -419,24 +429,35 @@ fn close_over_names(
     names.extend(READS_SOURCES.iter().map(|s| s.to_string()));
     // A module file given another place (`#[path]`) or code pasted in (`include!`) puts
     // private names where their module's files are not: then every name is everyone's.
-    let displaced = files.iter().flat_map(|(_, units)| units.iter()).any(|u| {
-        u.mentions.contains("include") || (u.key.contains("mod ") && u.mentions.contains("path"))
-    });
+    let displaced = files
+        .iter()
+        .flat_map(|(_, units)| units.iter())
+        .any(|u| u.mentions.contains("include") || u.mentions.contains(PLACED));
     let mut local = std::mem::take(&mut reach.local);
     if displaced {
         names.extend(local.keys().cloned());
         local.clear();
     }
-    let mentions_local = |path: &str, unit: &Unit| {
-        local.iter().any(|(name, scopes)| {
-            unit.mentions.contains(name) && scopes.iter().any(|file| in_module_of(file, path))
-        })
+    let manifests: BTreeSet<&str> = listing
+        .lines()
+        .filter_map(|l| l.split_once('\t').map(|(_, p)| p))
+        .filter_map(|p| p.strip_suffix("Cargo.toml"))
+        .filter(|folder| folder.is_empty() || folder.ends_with('/'))
+        .collect();
+    let in_scope = |scope: &str, path: &str| match scope.strip_prefix("dir:") {
+        Some(prefix) => path.starts_with(prefix),
+        None => in_module_of(scope, path),
     };
     loop {
         let mut grown = false;
         for (path, units) in &files {
+            // Names defined in a test, bench or example target: only that target can name them.
+            let target = target_folder(path, &manifests);
             for unit in *units {
-                if unit.mentions.is_disjoint(&names) && !mentions_local(path, unit) {
+                let local_hit = local.iter().any(|(name, scopes)| {
+                    unit.mentions.contains(name) && scopes.iter().any(|s| in_scope(s, path))
+                });
+                if unit.mentions.is_disjoint(&names) && !local_hit {
                     continue;
                 }
                 reach
@@ -446,7 +467,18 @@ fn close_over_names(
                     .insert(unit.key.clone());
                 if matches!(unit.kind, Kind::Item | Kind::Import | Kind::ConstFunction) {
                     for name in &unit.defines {
-                        grown |= names.insert(name.clone());
+                        let added = match (&target, unit.private) {
+                            (_, true) => local
+                                .entry(name.clone())
+                                .or_default()
+                                .insert(path.to_string()),
+                            (Some(folder), false) => local
+                                .entry(name.clone())
+                                .or_default()
+                                .insert(format!("dir:{folder}")),
+                            (None, false) => names.insert(name.clone()),
+                        };
+                        grown |= added;
                     }
                 }
             }
@@ -462,6 +494,23 @@ fn close_over_names(
     }
 }
 
+/// The folder of the test, bench or example target `path` is in (`tests/`, `benches/`,
+/// `examples/` beside a package's manifest), if it is in one.
+fn target_folder(path: &str, manifests: &BTreeSet<&str>) -> Option<String> {
+    let mut end = 0;
+    for part in path.split('/') {
+        let folder = &path[..end];
+        if matches!(part, "tests" | "benches" | "examples") && manifests.contains(folder) {
+            return Some(format!("{folder}{part}/"));
+        }
+        end += part.len() + 1;
+        if end > path.len() {
+            break;
+        }
+    }
+    None
+}
+
 /// One unit for a whole file that does not parse.
 fn opaque(dir: &Path, blob: &str) -> Option<Unit> {
     let text = git(dir, &["cat-file", "blob", blob]).ok()?;
@@ -473,7 +522,7 @@ fn opaque(dir: &Path, blob: &str) -> Option<Unit> {
                 .is_some_and(|c| c.is_alphabetic() || c == '_')
         })
         .filter(|w| is_name(w))
-        .flat_map(|w| [w.to_string(), called(w)])
+        .flat_map(|w| [w.to_string(), called(w), accessed(w)])
         .collect();
     Some(Unit {
         key: "<unparsable file>".into(),
@@ -481,6 +530,7 @@ fn opaque(dir: &Path, blob: &str) -> Option<Unit> {
         end: text.lines().count().max(1),
         kind: Kind::Item,
         test: false,
+        private: false,
         defines: words.clone(),
         fields: Vec::new(),
         mentions: words,

@@ -110,9 +110,10 @@ pub fn has_build_script(dir: &Path, commit: &str) -> Option<bool> {
 }
 
 /// Whether any dependency the checkout at `dir` builds with on this machine names `CARGO_PKG`
-/// in its sources (build scripts aside: they read their own package). `cargo metadata`
-/// (locked, this host's platform) says which packages those are and where their sources lie;
-/// `None` when it cannot (an outdated lockfile, sources not at hand offline).
+/// in its sources (build scripts aside: they read their own package). `cargo metadata` (this
+/// host's platform; it resolves and writes `Cargo.lock` as a build would where none is
+/// committed) says which packages those are and where their sources lie; `None` when it
+/// cannot (sources not at hand offline).
 pub fn dependencies_read_package(
     dir: &Path,
     scanned: &mut BTreeMap<PathBuf, bool>,
@@ -120,11 +121,7 @@ pub fn dependencies_read_package(
     let host = host_triple()?;
     let metadata = cargo_metadata::MetadataCommand::new()
         .current_dir(dir)
-        .other_options(vec![
-            "--locked".to_string(),
-            "--filter-platform".to_string(),
-            host,
-        ])
+        .other_options(vec!["--filter-platform".to_string(), host])
         .exec()
         .ok()?;
     let members: BTreeSet<_> = metadata.workspace_members.iter().collect();
@@ -134,10 +131,14 @@ pub fn dependencies_read_package(
         .filter(|p| !members.contains(&p.id))
     {
         let folder = package.manifest_path.parent()?.as_std_path().to_path_buf();
+        let proc_macro = package
+            .targets
+            .iter()
+            .any(|t| t.kind.iter().any(|k| k.to_string() == "proc-macro"));
         let reads = match scanned.get(&folder) {
             Some(reads) => *reads,
             None => {
-                let reads = names_package(&folder)?;
+                let reads = names_package(&folder, proc_macro)?;
                 scanned.insert(folder, reads);
                 reads
             }
@@ -161,23 +162,61 @@ fn host_triple() -> Option<String> {
         .map(|h| h.trim().to_string())
 }
 
-/// Whether a `.rs` file under `folder`, build scripts aside, contains `CARGO_PKG`.
-fn names_package(folder: &Path) -> Option<bool> {
+/// Whether code expanded in a dependant could name `CARGO_PKG`: any mention in a procedural
+/// macro's sources, or one inside a `macro_rules!` definition (or an item syn cannot read) of
+/// another package. A package naming its own version elsewhere (in its documentation, its
+/// messages) reads only its own.
+fn names_package(folder: &Path, proc_macro: bool) -> Option<bool> {
     let mut pending = vec![folder.to_path_buf()];
     while let Some(current) = pending.pop() {
         for entry in std::fs::read_dir(&current).ok()? {
             let path = entry.ok()?.path();
             if path.is_dir() {
                 pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs")
-                && path.file_name().is_some_and(|n| n != "build.rs")
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs")
+                || path.file_name().is_some_and(|n| n == "build.rs")
             {
-                let text = std::fs::read(&path).ok()?;
-                if text.windows(9).any(|w| w == b"CARGO_PKG") {
-                    return Some(true);
-                }
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if !text.contains("CARGO_PKG") {
+                continue;
+            }
+            let in_macro = || -> bool {
+                let Ok(file) = syn::parse_file(&text) else {
+                    return true;
+                };
+                let mut finder = MacroReads::default();
+                syn::visit::Visit::visit_file(&mut finder, &file);
+                finder.found
+            };
+            if proc_macro || in_macro() {
+                return Some(true);
             }
         }
     }
     Some(false)
+}
+
+/// Finds `CARGO_PKG` in a `macro_rules!` definition or an item syn keeps as raw tokens.
+#[derive(Default)]
+struct MacroReads {
+    found: bool,
+}
+
+impl<'ast> syn::visit::Visit<'ast> for MacroReads {
+    fn visit_item_macro(&mut self, item: &'ast syn::ItemMacro) {
+        if item.ident.is_some() {
+            self.found |= item.mac.tokens.to_string().contains("CARGO_PKG");
+        }
+    }
+
+    fn visit_item(&mut self, item: &'ast syn::Item) {
+        if let syn::Item::Verbatim(tokens) = item {
+            self.found |= tokens.to_string().contains("CARGO_PKG");
+        }
+        syn::visit::visit_item(self, item);
+    }
 }
