@@ -281,10 +281,12 @@ impl Finder {
 
     /// Marks the module just pushed when a `#[path]` gives its file another place.
     fn placed(&mut self, attributes: &[syn::Attribute]) {
-        if attributes.iter().any(|a| a.path().is_ident("path")) {
-            if let Some(unit) = self.found.last_mut() {
-                unit.mentions.insert(PLACED.to_string());
-            }
+        if let Some(unit) = self
+            .found
+            .last_mut()
+            .filter(|_| attributes.iter().any(|a| a.path().is_ident("path")))
+        {
+            unit.mentions.insert(PLACED.to_string());
         }
     }
 
