@@ -6,11 +6,11 @@
 //! or made per call (`OnTheFly`, for models whose f32 copy would not fit the memory budget;
 //! dequantizing one matrix costs far less than multiplying it by hundreds of tokens).
 //!
-//! Decoding multiplies Q4_1, Q5_0 and Q5_1 weights with Cairn's own kernels
-//! ([`super::kernels`]): candle 0.11 has only scalar dot products for them, and the former
-//! workaround (re-quantizing them to Q8_0 at load) cost ~1.7x the memory of Q4_1 and changed
-//! the arithmetic enough that greedy output drifted from llama.cpp's. Other formats decode
-//! through candle's `QMatMul`.
+//! Decoding multiplies Q4_1, Q5_0, Q5_1 and Q8_0 weights with Cairn's own kernels
+//! ([`super::kernels`]): candle 0.11 has only scalar dot products for the first three, and the
+//! former workaround (re-quantizing them to Q8_0 at load) cost ~1.7x the memory of Q4_1 and
+//! changed the arithmetic enough that greedy output drifted from llama.cpp's. Other formats
+//! (k-quants, f16) decode through candle's `QMatMul`.
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! The AVX2/FMA dot products: the same operations as [`super::blocks::dot_row`] (and as
-//! ggml's `ggml_vec_dot_q4_1_q8_1`, `…_q5_0_q8_0`, `…_q5_1_q8_1` on AVX2), 32 weights per
+//! ggml's `ggml_vec_dot_q4_1_q8_1`, `…_q5_0_q8_0`, `…_q5_1_q8_1`, `…_q8_0_q8_0` on AVX2), 32 weights per
 //! step. Four rows at a time go through the loop together so that their independent accumulation chains
 //! overlap and each activation block is loaded once for four rows; the order of operations
 //! within a row is unchanged, so the result does not depend on how rows are grouped.
@@ -60,6 +60,7 @@ impl Avx2 {
                     WeightFormat::Q4_1 => rows_q4_1(base, row_bytes, group, blocks, activations),
                     WeightFormat::Q5_0 => rows_q5_0(base, row_bytes, group, blocks, activations),
                     WeightFormat::Q5_1 => rows_q5_1(base, row_bytes, group, blocks, activations),
+                    WeightFormat::Q8_0 => rows_q8_0(base, row_bytes, group, blocks, activations),
                 }
             };
             out[row..row + group].copy_from_slice(&results[..group]);
@@ -71,6 +72,7 @@ impl Avx2 {
 const Q4_1: u8 = 0;
 const Q5_0: u8 = 1;
 const Q5_1: u8 = 2;
+const Q8_0: u8 = 3;
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q4_1(
@@ -126,6 +128,24 @@ unsafe fn rows_q5_1(
     }
 }
 
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_q8_0(
+    base: &[u8],
+    row_bytes: usize,
+    group: usize,
+    blocks: usize,
+    activations: &[ActivationBlock],
+) -> [f32; 4] {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        if group == 4 {
+            rows::<Q8_0, 4>(base, row_bytes, blocks, activations)
+        } else {
+            rows::<Q8_0, 1>(base, row_bytes, blocks, activations)
+        }
+    }
+}
+
 /// Dot products of `GROUP` (1 or 4) rows starting at `base`, `blocks` blocks each; a constant
 /// group size lets the compiler keep every accumulator in a register.
 ///
@@ -142,7 +162,8 @@ unsafe fn rows<const FORMAT: u8, const GROUP: usize>(
     let format = match FORMAT {
         Q4_1 => WeightFormat::Q4_1,
         Q5_0 => WeightFormat::Q5_0,
-        _ => WeightFormat::Q5_1,
+        Q5_1 => WeightFormat::Q5_1,
+        _ => WeightFormat::Q8_0,
     };
     let block_bytes = format.block_bytes();
     let mut acc = [_mm256_setzero_ps(); GROUP];
@@ -196,9 +217,13 @@ unsafe fn weighted_sums<const FORMAT: u8>(block: *const u8, qy: __m256i) -> (__m
                 // |x| * sign(y, x) keeps maddubs' unsigned×signed form.
                 unsigned_products(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx))
             }
-            _ => {
+            Q5_1 => {
                 let high = _mm256_and_si256(bits(block.add(4)), _mm256_set1_epi8(0x10));
                 unsigned_products(_mm256_or_si256(nibbles(block.add(8)), high), qy)
+            }
+            _ => {
+                let qx = _mm256_loadu_si256(block.add(2).cast());
+                unsigned_products(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx))
             }
         };
         (xy, d, m)
@@ -243,7 +268,7 @@ unsafe fn bits(at: *const u8) -> __m256i {
 }
 
 /// Unsigned `x` times signed `y`, summed over each four consecutive bytes, as f32. No pair sum
-/// reaches the i16 saturation of maddubs: |x| <= 31 and |y| <= 127.
+/// reaches the i16 saturation of maddubs: |x| <= 128 and |y| <= 127 give at most 32,512.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn unsigned_products(x: __m256i, y: __m256i) -> __m256 {

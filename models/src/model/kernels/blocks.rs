@@ -7,8 +7,9 @@
 //! | Q4_1 | 20 | `d`, `m`, 16 bytes of nibbles | `d * q + m`, `q` in 0..16 |
 //! | Q5_0 | 22 | `d`, 4 bytes of high bits, 16 bytes of nibbles | `d * (q - 16)`, `q` in 0..32 |
 //! | Q5_1 | 24 | `d`, `m`, 4 bytes of high bits, 16 bytes of nibbles | `d * q + m`, `q` in 0..32 |
+//! | Q8_0 | 34 | `d`, 32 signed bytes | `d * q` |
 //!
-//! Nibble byte `j` holds weight `j` in its low half and weight `j + 16` in its high half; bit
+//! In the 4- and 5-bit formats, nibble byte `j` holds weight `j` in its low half and weight `j + 16` in its high half; bit
 //! `j` of the high bits is the fifth bit of weight `j`.
 //!
 //! The dot product reproduces ggml's AVX2 kernels operation for operation, not just their
@@ -29,6 +30,7 @@ pub(crate) enum WeightFormat {
     Q4_1,
     Q5_0,
     Q5_1,
+    Q8_0,
 }
 
 impl WeightFormat {
@@ -39,6 +41,7 @@ impl WeightFormat {
             GgmlDType::Q4_1 => Some(Self::Q4_1),
             GgmlDType::Q5_0 => Some(Self::Q5_0),
             GgmlDType::Q5_1 => Some(Self::Q5_1),
+            GgmlDType::Q8_0 => Some(Self::Q8_0),
             _ => None,
         }
     }
@@ -49,6 +52,7 @@ impl WeightFormat {
             Self::Q4_1 => 20,
             Self::Q5_0 => 22,
             Self::Q5_1 => 24,
+            Self::Q8_0 => 34,
         }
     }
 
@@ -81,22 +85,25 @@ fn high_bits_at(block: &[u8], offset: usize) -> u32 {
 
 /// Unpacks one block (`block.len() == format.block_bytes()`).
 pub(crate) fn unpack(format: WeightFormat, block: &[u8]) -> Unpacked {
+    let d = f16_at(block, 0);
+    let mut values = [0i8; BLOCK];
     let (nibbles_at, high_bits, offset, m) = match format {
         WeightFormat::Q4_1 => (4, 0, 0, f16_at(block, 2)),
         WeightFormat::Q5_0 => (6, high_bits_at(block, 2), -16, 0.0),
         WeightFormat::Q5_1 => (8, high_bits_at(block, 4), 0, f16_at(block, 2)),
+        WeightFormat::Q8_0 => {
+            for (value, &byte) in values.iter_mut().zip(&block[2..2 + BLOCK]) {
+                *value = byte as i8;
+            }
+            return Unpacked { values, d, m: 0.0 };
+        }
     };
-    let mut values = [0i8; BLOCK];
     for (j, &byte) in block[nibbles_at..nibbles_at + BLOCK / 2].iter().enumerate() {
         let fifth = |i: usize| (((high_bits >> i) & 1) << 4) as i8;
         values[j] = (byte & 0x0F) as i8 + fifth(j) + offset;
         values[j + BLOCK / 2] = (byte >> 4) as i8 + fifth(j + BLOCK / 2) + offset;
     }
-    Unpacked {
-        values,
-        d: f16_at(block, 0),
-        m,
-    }
+    Unpacked { values, d, m }
 }
 
 /// ggml's `hsum_float_8`: upper half plus lower half, then the two pairs, then the last pair.
@@ -160,6 +167,14 @@ pub(crate) mod tests {
         for values in weights.chunks_exact(BLOCK) {
             let min = values.iter().copied().fold(f32::INFINITY, f32::min);
             let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if format == WeightFormat::Q8_0 {
+                let amax = values.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+                out.extend(values.iter().map(|v| (v * id).round() as i8 as u8));
+                continue;
+            }
             let (d, m, q): (f32, f32, Vec<u8>) = match format {
                 WeightFormat::Q4_1 | WeightFormat::Q5_1 => {
                     let levels = if format == WeightFormat::Q4_1 { 15 } else { 31 };
@@ -171,7 +186,8 @@ pub(crate) mod tests {
                         .collect();
                     (d, min, q)
                 }
-                WeightFormat::Q5_0 => {
+                WeightFormat::Q5_0 | WeightFormat::Q8_0 => {
+                    // (Q8_0 was handled above.)
                     let signed_max = values
                         .iter()
                         .copied()
@@ -203,7 +219,12 @@ pub(crate) mod tests {
 
     #[test]
     fn unpacking_inverts_quantizing() {
-        for format in [WeightFormat::Q4_1, WeightFormat::Q5_0, WeightFormat::Q5_1] {
+        for format in [
+            WeightFormat::Q4_1,
+            WeightFormat::Q5_0,
+            WeightFormat::Q5_1,
+            WeightFormat::Q8_0,
+        ] {
             let weights: Vec<f32> = (0..32).map(|i| ((i * 7) % 32) as f32 - 9.0).collect();
             let bytes = quantize_weights(format, &weights);
             assert_eq!(bytes.len(), format.block_bytes());
@@ -231,6 +252,7 @@ pub(crate) mod tests {
             (WeightFormat::Q4_1, GgmlDType::Q4_1),
             (WeightFormat::Q5_0, GgmlDType::Q5_0),
             (WeightFormat::Q5_1, GgmlDType::Q5_1),
+            (WeightFormat::Q8_0, GgmlDType::Q8_0),
         ] {
             let weights: Vec<f32> = (0..64)
                 .map(|i| ((i * 13) % 29) as f32 * 0.1 - 1.0)

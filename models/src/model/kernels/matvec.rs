@@ -1,4 +1,4 @@
-//! [`QuantizedMatrix`]: a Q4_1/Q5_0/Q5_1 weight matrix multiplied by a few input rows
+//! [`QuantizedMatrix`]: a Q4_1/Q5_0/Q5_1/Q8_0 weight matrix multiplied by a few input rows
 //! (decoding). Each input row is quantized once ([`super::activation`]), then the output rows
 //! are split into chunks over the current rayon pool — the model's own pool, since every
 //! forward pass runs inside `pool.install` (see [`crate::threads`]). Chunks rather than single
@@ -206,7 +206,12 @@ mod tests {
             .sum()
     }
 
-    const FORMATS: [WeightFormat; 3] = [WeightFormat::Q4_1, WeightFormat::Q5_0, WeightFormat::Q5_1];
+    const FORMATS: [WeightFormat; 4] = [
+        WeightFormat::Q4_1,
+        WeightFormat::Q5_0,
+        WeightFormat::Q5_1,
+        WeightFormat::Q8_0,
+    ];
 
     #[test]
     fn dot_products_match_an_f64_reference() {
@@ -282,6 +287,7 @@ mod tests {
             (WeightFormat::Q4_1, GgmlDType::Q4_1),
             (WeightFormat::Q5_0, GgmlDType::Q5_0),
             (WeightFormat::Q5_1, GgmlDType::Q5_1),
+            (WeightFormat::Q8_0, GgmlDType::Q8_0),
         ] {
             let (rows, columns) = (300, 96);
             let weights =
@@ -321,10 +327,10 @@ mod tests {
 
     #[test]
     fn other_formats_are_left_to_candle_and_bad_inputs_are_errors() {
-        let q8 = Tensor::zeros((4, 32), DType::F32, &Device::Cpu)
-            .and_then(|t| QTensor::quantize(&t, GgmlDType::Q8_0))
+        let q4k = Tensor::zeros((4, 256), DType::F32, &Device::Cpu)
+            .and_then(|t| QTensor::quantize(&t, GgmlDType::Q4K))
             .expect("quantize");
-        assert!(QuantizedMatrix::new(Arc::new(q8)).expect("ok").is_none());
+        assert!(QuantizedMatrix::new(Arc::new(q4k)).expect("ok").is_none());
         let q4 = Tensor::zeros((4, 64), DType::F32, &Device::Cpu)
             .and_then(|t| QTensor::quantize(&t, GgmlDType::Q4_1))
             .expect("quantize");
