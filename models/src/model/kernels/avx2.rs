@@ -1,8 +1,7 @@
 //! The AVX2/FMA dot products: the same operations as [`super::blocks::dot_row`] (and as
 //! ggml's `ggml_vec_dot_q4_1_q8_1`, `…_q5_0_q8_0`, `…_q5_1_q8_1`, `…_q8_0_q8_0` on AVX2), 32 weights per
-//! step. Four rows at a time go through the loop together so that their independent accumulation chains
-//! overlap and each activation block is loaded once for four rows; the order of operations
-//! within a row is unchanged, so the result does not depend on how rows are grouped.
+//! step, one row at a time as ggml does (interleaving four rows to overlap their accumulation
+//! chains measured no faster on the default model).
 //!
 //! The only unsafe code of the crate lives here: calling functions compiled for CPU features
 //! (checked at run time by [`Avx2::detect`]) and unaligned loads from block bytes whose lengths
@@ -47,24 +46,16 @@ impl Avx2 {
         out: &mut [f32],
     ) {
         let blocks = (row_bytes / format.block_bytes()).min(activations.len());
-        let count = out.len().min(rows.len() / row_bytes.max(1));
-        let mut row = 0;
-        while row < count {
-            let group = if count - row >= 4 { 4 } else { 1 };
-            let base = &rows[row * row_bytes..(row + group) * row_bytes];
-            // SAFETY: `self` exists only when the CPU features were detected; `base` holds
-            // `group` whole rows of `row_bytes >= blocks * block_bytes` bytes and
-            // `activations` at least `blocks` blocks, which is all the kernels read.
-            let results = unsafe {
-                match format {
-                    WeightFormat::Q4_1 => rows_q4_1(base, row_bytes, group, blocks, activations),
-                    WeightFormat::Q5_0 => rows_q5_0(base, row_bytes, group, blocks, activations),
-                    WeightFormat::Q5_1 => rows_q5_1(base, row_bytes, group, blocks, activations),
-                    WeightFormat::Q8_0 => rows_q8_0(base, row_bytes, group, blocks, activations),
-                }
-            };
-            out[row..row + group].copy_from_slice(&results[..group]);
-            row += group;
+        // SAFETY: `self` exists only when the CPU features were detected; every row of
+        // `chunks_exact(row_bytes)` holds `row_bytes >= blocks * block_bytes` bytes and
+        // `activations` at least `blocks` blocks, which is all the kernels read.
+        unsafe {
+            match format {
+                WeightFormat::Q4_1 => rows_q4_1(rows, row_bytes, blocks, activations, out),
+                WeightFormat::Q5_0 => rows_q5_0(rows, row_bytes, blocks, activations, out),
+                WeightFormat::Q5_1 => rows_q5_1(rows, row_bytes, blocks, activations, out),
+                WeightFormat::Q8_0 => rows_q8_0(rows, row_bytes, blocks, activations, out),
+            }
         }
     }
 }
@@ -74,125 +65,111 @@ const Q5_0: u8 = 1;
 const Q5_1: u8 = 2;
 const Q8_0: u8 = 3;
 
+/// [`dot_row`] over whole rows, compiled per format with the CPU features.
+///
+/// Safety: as [`dot_row`], for every row of `rows.chunks_exact(row_bytes)`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q4_1(
-    base: &[u8],
+unsafe fn rows_of<const FORMAT: u8>(
+    rows: &[u8],
     row_bytes: usize,
-    group: usize,
     blocks: usize,
     activations: &[ActivationBlock],
-) -> [f32; 4] {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe {
-        if group == 4 {
-            rows::<Q4_1, 4>(base, row_bytes, blocks, activations)
-        } else {
-            rows::<Q4_1, 1>(base, row_bytes, blocks, activations)
-        }
+    out: &mut [f32],
+) {
+    for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
+        // SAFETY: forwarded from the caller's contract.
+        *y = unsafe { dot_row::<FORMAT>(row, blocks, activations) };
     }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_q4_1(
+    rows: &[u8],
+    row_bytes: usize,
+    blocks: usize,
+    activations: &[ActivationBlock],
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { rows_of::<Q4_1>(rows, row_bytes, blocks, activations, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q5_0(
-    base: &[u8],
+    rows: &[u8],
     row_bytes: usize,
-    group: usize,
     blocks: usize,
     activations: &[ActivationBlock],
-) -> [f32; 4] {
+    out: &mut [f32],
+) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe {
-        if group == 4 {
-            rows::<Q5_0, 4>(base, row_bytes, blocks, activations)
-        } else {
-            rows::<Q5_0, 1>(base, row_bytes, blocks, activations)
-        }
-    }
+    unsafe { rows_of::<Q5_0>(rows, row_bytes, blocks, activations, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q5_1(
-    base: &[u8],
+    rows: &[u8],
     row_bytes: usize,
-    group: usize,
     blocks: usize,
     activations: &[ActivationBlock],
-) -> [f32; 4] {
+    out: &mut [f32],
+) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe {
-        if group == 4 {
-            rows::<Q5_1, 4>(base, row_bytes, blocks, activations)
-        } else {
-            rows::<Q5_1, 1>(base, row_bytes, blocks, activations)
-        }
-    }
+    unsafe { rows_of::<Q5_1>(rows, row_bytes, blocks, activations, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q8_0(
-    base: &[u8],
+    rows: &[u8],
     row_bytes: usize,
-    group: usize,
     blocks: usize,
     activations: &[ActivationBlock],
-) -> [f32; 4] {
+    out: &mut [f32],
+) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe {
-        if group == 4 {
-            rows::<Q8_0, 4>(base, row_bytes, blocks, activations)
-        } else {
-            rows::<Q8_0, 1>(base, row_bytes, blocks, activations)
-        }
-    }
+    unsafe { rows_of::<Q8_0>(rows, row_bytes, blocks, activations, out) }
 }
 
-/// Dot products of `GROUP` (1 or 4) rows starting at `base`, `blocks` blocks each; a constant
-/// group size lets the compiler keep every accumulator in a register.
+/// The dot product of the row at `row` (`blocks` blocks) with the activations.
 ///
-/// Safety: the CPU has AVX2, FMA and F16C; `base.len() >= GROUP * row_bytes`,
-/// `row_bytes >= blocks * block_bytes` and `activations.len() >= blocks`.
+/// Safety: the CPU has AVX2, FMA and F16C; `row.len() >= blocks * block_bytes` and
+/// `activations.len() >= blocks`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn rows<const FORMAT: u8, const GROUP: usize>(
-    base: &[u8],
-    row_bytes: usize,
+unsafe fn dot_row<const FORMAT: u8>(
+    row: &[u8],
     blocks: usize,
     activations: &[ActivationBlock],
-) -> [f32; 4] {
+) -> f32 {
     let format = match FORMAT {
         Q4_1 => WeightFormat::Q4_1,
         Q5_0 => WeightFormat::Q5_0,
         Q5_1 => WeightFormat::Q5_1,
         _ => WeightFormat::Q8_0,
     };
-    let block_bytes = format.block_bytes();
-    let mut acc = [_mm256_setzero_ps(); GROUP];
-    let mut offsets = [0.0f32; GROUP];
-    for (b, a) in activations.iter().take(blocks).enumerate() {
-        // SAFETY: an `ActivationBlock` starts with its 32 bytes of `qs`.
-        let qy = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-        for r in 0..GROUP {
-            // SAFETY: `r < GROUP` and `b < blocks`, so the block's `block_bytes` bytes lie
-            // within `base` (see the function's contract); every read below stays inside it.
-            let (xy, d, m) = unsafe {
-                let block = base.as_ptr().add(r * row_bytes + b * block_bytes);
-                weighted_sums::<FORMAT>(block, qy)
-            };
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc[r]);
-            if format.has_min() {
-                offsets[r] = m.mul_add(a.s, offsets[r]);
-            }
+    let mut acc = _mm256_setzero_ps();
+    let mut offsets = 0.0f32;
+    let mut block = row.as_ptr();
+    for a in &activations[..blocks] {
+        // SAFETY: an `ActivationBlock` starts with its 32 bytes of `qs`; `block` points at one
+        // of the row's first `blocks` blocks (the contract), so `weighted_sums` reads inside
+        // it, and after the last block the pointer is one past them and never read.
+        let (xy, d, m) = unsafe {
+            let qy = _mm256_loadu_si256(a.qs.as_ptr().cast());
+            let sums = weighted_sums::<FORMAT>(block, qy);
+            block = block.add(format.block_bytes());
+            sums
+        };
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc);
+        if format.has_min() {
+            offsets = m.mul_add(a.s, offsets);
         }
     }
-    let mut out = [0.0f32; 4];
-    for r in 0..GROUP {
-        out[r] = if format.has_min() {
-            sum_lanes(acc[r]) + offsets[r]
-        } else {
-            sum_lanes(acc[r])
-        };
+    if format.has_min() {
+        sum_lanes(acc) + offsets
+    } else {
+        sum_lanes(acc)
     }
-    out
 }
 
 /// For the block at `block`: the eight lane sums of four weight×activation products (as f32),
