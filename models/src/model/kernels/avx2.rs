@@ -173,7 +173,7 @@ unsafe fn dot_row<const FORMAT: u8>(
 }
 
 /// For the block at `block`: the eight lane sums of four weight×activation products (as f32),
-/// the block's scale `d` and its offset `m` (meaningless for Q5_0).
+/// the block's scale `d` and its offset `m` (meaningless for Q5_0 and Q8_0).
 ///
 /// Safety: AVX2/FMA/F16C available; `block` points at one whole block of `FORMAT`.
 #[target_feature(enable = "avx2,fma,f16c")]
