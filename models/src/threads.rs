@@ -4,18 +4,21 @@
 //!   parallelism and run on the *current* rayon pool. Cairn runs every forward pass inside
 //!   the model's own [`rayon::ThreadPool`] (`pool.install`), sized by
 //!   [`crate::LoadOptions::threads`], so prefill uses exactly that many threads and never
-//!   competes with the engine's own rayon work.
-//! - Quantized matrix-vector products (decoding) run on candle's process-wide "barrier pool",
-//!   created on first use with `CANDLE_NUM_THREADS` threads (else `RAYON_NUM_THREADS`, else
-//!   the number of physical cores). It cannot be resized afterwards, so a binary that wants a
-//!   different decode thread count sets `CANDLE_NUM_THREADS` before loading any model (in
-//!   `main`, before other threads start); Cairn logs a warning when the two counts differ.
+//!   competes with the engine's own rayon work. Decoding Q4_1, Q5_0, Q5_1 and Q8_0 weights (the
+//!   default model) goes through Cairn's own kernels (`model::kernels`), which split the rows
+//!   over the same pool.
+//! - Quantized matrix-vector products in the other formats (k-quants) run on candle's
+//!   process-wide "barrier pool", created on first use with `CANDLE_NUM_THREADS` threads (else
+//!   `RAYON_NUM_THREADS`, else the number of physical cores). It cannot be resized afterwards,
+//!   so a binary that wants a different decode thread count sets `CANDLE_NUM_THREADS` before
+//!   loading any model (in `main`, before other threads start); Cairn logs a warning when the
+//!   two counts differ.
 //!
 //! The barrier pool's threads spin while they wait for work. For a model as small as the
 //! default one (576-wide matrices) one decode thread is as fast as two on an idle machine
-//! (~77 tokens/s) and stays fast on a busy one, while two spinning threads fall to a few
-//! tokens/s when other processes (builds, tests) compete for the cores. On a shared 2-core
-//! machine run with `CANDLE_NUM_THREADS=1`.
+//! and stays fast on a busy one, while two spinning threads fall to a few tokens/s when other
+//! processes (builds, tests) compete for the cores. On a shared 2-core machine run with
+//! `CANDLE_NUM_THREADS=1`. rayon's workers sleep soon after running out of work instead.
 
 use crate::Error;
 
@@ -37,14 +40,16 @@ pub(crate) fn build_pool(threads: Option<usize>) -> Result<(rayon::ThreadPool, u
         tracing::info!(
             prefill_threads = count,
             decode_threads = decode,
-            "decode uses candle's process-wide pool sized by CANDLE_NUM_THREADS \
-             (else RAYON_NUM_THREADS, else physical cores)"
+            "decoding formats without a Cairn kernel (not Q4_1/Q5_0/Q5_1/Q8_0) uses candle's \
+             process-wide pool sized by CANDLE_NUM_THREADS (else RAYON_NUM_THREADS, else \
+             physical cores)"
         );
     }
     Ok((pool, count))
 }
 
-/// Threads of candle's process-wide pool for quantized decoding (see the module docs).
+/// Threads of candle's process-wide pool for quantized decoding in the formats without a
+/// Cairn kernel (see the module docs).
 pub fn decode_threads() -> usize {
     std::env::var("CANDLE_NUM_THREADS")
         .ok()

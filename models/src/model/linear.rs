@@ -1,45 +1,43 @@
 //! [`Linear`]: a weight matrix with two execution paths. Decoding (one token) multiplies
-//! with the quantized weights (candle's `QMatMul`, SIMD dot products on the quantized blocks).
+//! with the quantized weights (SIMD dot products on the quantized blocks, see below).
 //! Prefill (many tokens) multiplies with f32 weights through candle's dense gemm, which has a
 //! batched, cache-blocked kernel that the quantized path lacks: ~4x faster per token on the
 //! default model. The f32 copy is either made once at load (`Resident`, 4 bytes per weight)
 //! or made per call (`OnTheFly`, for models whose f32 copy would not fit the memory budget;
 //! dequantizing one matrix costs far less than multiplying it by hundreds of tokens).
 //!
-//! candle 0.11 has no SIMD dot product for Q4_1, Q5_0 and Q5_1 on x86 (it runs scalar code);
-//! such decode weights are re-quantized to Q8_0 at load, which has an AVX2 kernel: ~1.7x the
-//! memory of Q4_1 for the quantized copy, ~1.7x faster decoding, and greedy output unchanged
-//! on the reference vectors.
+//! Decoding multiplies Q4_1, Q5_0, Q5_1 and Q8_0 weights with Cairn's own kernels
+//! ([`super::kernels`]): candle 0.11 has only scalar dot products for the first three, and the
+//! former workaround (re-quantizing them to Q8_0 at load) cost ~1.7x the memory of Q4_1 and
+//! changed the arithmetic enough that greedy output drifted from llama.cpp's. Other formats
+//! (k-quants, f16) decode through candle's `QMatMul`.
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Module, Result, Tensor};
+
+use super::kernels::QuantizedMatrix;
 
 /// How prefill gets its f32 weights.
 pub(crate) enum DenseWeights {
     Resident(Tensor),
     OnTheFly,
+    /// The weights are f32/f16 already and `QMatMul` holds them dense: nothing to add.
+    Unquantized,
+}
+
+/// How decoding multiplies.
+enum Decode {
+    Kernel(QuantizedMatrix),
+    Candle(QMatMul),
 }
 
 pub(crate) struct Linear {
     quantized: Arc<QTensor>,
-    matmul: QMatMul,
+    decode: Decode,
     dense: DenseWeights,
     bias: Option<Tensor>,
-}
-
-/// Formats whose dot product candle 0.11 only has as scalar code on x86; their decode
-/// weights are re-quantized to Q8_0 (AVX2 dot product) at load.
-const WITHOUT_SIMD_DOT: &[GgmlDType] = &[GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q5_1];
-
-/// Re-quantizes `weights` to Q8_0 when candle has no SIMD dot product for their format.
-pub(crate) fn with_simd_dot(weights: QTensor) -> Result<QTensor> {
-    if WITHOUT_SIMD_DOT.contains(&weights.dtype()) {
-        QTensor::quantize(&weights.dequantize(&weights.device())?, GgmlDType::Q8_0)
-    } else {
-        Ok(weights)
-    }
 }
 
 /// Prefill batches shorter than this use the quantized path (dense gemm wins from a few rows).
@@ -47,19 +45,30 @@ const DENSE_MIN_ROWS: usize = 4;
 
 impl Linear {
     pub(crate) fn new(weights: QTensor, bias: Option<Tensor>, resident: bool) -> Result<Self> {
-        let quantized = Arc::new(with_simd_dot(weights)?);
-        let matmul = QMatMul::from_arc(quantized.clone())?;
-        let dense = match (&matmul, resident) {
-            // Already f32/f16 weights: QMatMul holds them dense, nothing to add.
-            (QMatMul::Tensor(_) | QMatMul::TensorF16(_), _) => DenseWeights::OnTheFly,
-            (QMatMul::QTensor(_), true) => {
-                DenseWeights::Resident(quantized.dequantize(&quantized.device())?)
+        Self::shared(Arc::new(weights), bias, resident)
+    }
+
+    /// Like [`Linear::new`], for weights also used elsewhere (tied embeddings).
+    pub(crate) fn shared(
+        quantized: Arc<QTensor>,
+        bias: Option<Tensor>,
+        resident: bool,
+    ) -> Result<Self> {
+        let decode =
+            match QuantizedMatrix::new(quantized.clone()).map_err(candle_core::Error::wrap)? {
+                Some(matrix) => Decode::Kernel(matrix),
+                None => Decode::Candle(QMatMul::from_arc(quantized.clone())?),
+            };
+        let dense = match (&decode, resident) {
+            (Decode::Candle(QMatMul::Tensor(_) | QMatMul::TensorF16(_)), _) => {
+                DenseWeights::Unquantized
             }
-            (QMatMul::QTensor(_), false) => DenseWeights::OnTheFly,
+            (_, true) => DenseWeights::Resident(quantized.dequantize(&quantized.device())?),
+            (_, false) => DenseWeights::OnTheFly,
         };
         Ok(Self {
             quantized,
-            matmul,
+            decode,
             dense,
             bias,
         })
@@ -68,16 +77,19 @@ impl Linear {
     /// `x`: `(batch, seq, in)` → `(batch, seq, out)`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows = x.dims().iter().rev().skip(1).product::<usize>();
-        let y = if rows >= DENSE_MIN_ROWS && matches!(self.matmul, QMatMul::QTensor(_)) {
-            match &self.dense {
-                DenseWeights::Resident(w) => x.broadcast_matmul(&w.t()?)?,
-                DenseWeights::OnTheFly => {
-                    let w = self.quantized.dequantize(&self.quantized.device())?;
-                    x.broadcast_matmul(&w.t()?)?
-                }
+        let dense = match &self.dense {
+            _ if rows < DENSE_MIN_ROWS => None,
+            DenseWeights::Resident(w) => Some(x.broadcast_matmul(&w.t()?)?),
+            DenseWeights::OnTheFly => {
+                let w = self.quantized.dequantize(&self.quantized.device())?;
+                Some(x.broadcast_matmul(&w.t()?)?)
             }
-        } else {
-            self.matmul.forward(x)?
+            DenseWeights::Unquantized => None,
+        };
+        let y = match (dense, &self.decode) {
+            (Some(y), _) => y,
+            (None, Decode::Kernel(matrix)) => matrix.forward(x)?,
+            (None, Decode::Candle(matmul)) => matmul.forward(x)?,
         };
         match &self.bias {
             Some(bias) => y.broadcast_add(bias),

@@ -7,12 +7,14 @@
 //! Grouped-query attention reshapes the query heads that share a key/value head into one
 //! matrix instead of copying the keys and values per head (`repeat_kv`).
 
+use std::sync::Arc;
+
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::Backbone;
 use super::kv_cache::KvCache;
-use super::linear::{Linear, with_simd_dot};
+use super::linear::Linear;
 use crate::Error;
 use crate::error::CandleContext;
 use crate::gguf::GgufFile;
@@ -78,7 +80,7 @@ pub(crate) struct Llama {
     embeddings: QMatMul,
     layers: Vec<Layer>,
     norm: Tensor,
-    output: QMatMul,
+    output: Linear,
     cos: Tensor,
     sin: Tensor,
     shape: Shape,
@@ -165,15 +167,17 @@ impl Llama {
         let (cos, sin) = rope_tables(head_dim, rope_base, options.context_length, rope_freqs)
             .context(|| "compute rotary embedding tables".to_string())?;
 
-        let embeddings = QMatMul::from_qtensor(gguf.tensor("token_embd.weight")?)
+        let embedding_table = Arc::new(gguf.tensor("token_embd.weight")?);
+        let embeddings = QMatMul::from_arc(embedding_table.clone())
             .context(|| "load token embeddings".to_string())?;
-        let output_name = if gguf.has_tensor("output.weight") {
-            "output.weight"
+        // Tied embeddings (no output.weight) share the table's blocks instead of a second copy.
+        let output_weights = if gguf.has_tensor("output.weight") {
+            Arc::new(gguf.tensor("output.weight")?)
         } else {
-            "token_embd.weight"
+            embedding_table
         };
-        let output = with_simd_dot(gguf.tensor(output_name)?)
-            .and_then(QMatMul::from_qtensor)
+        // Only the last position goes through it, so it never needs prefill's f32 copy.
+        let output = Linear::shared(output_weights, None, false)
             .context(|| "load output projection".to_string())?;
         let norm = dequantize(gguf, "output_norm.weight")?;
 

@@ -3,6 +3,7 @@
 //! [`delegated`] (gemma3 and phi3 through candle-transformers).
 
 pub(crate) mod delegated;
+pub(crate) mod kernels;
 pub(crate) mod kv_cache;
 pub(crate) mod linear;
 pub(crate) mod llama;

@@ -1,0 +1,281 @@
+//! The weight block formats the kernels read, as ggml lays them out (32 weights per block,
+//! little-endian f16 scales), and the portable dot product of one row of blocks with a row of
+//! [`ActivationBlock`]s:
+//!
+//! | format | bytes | layout | weight |
+//! |---|---|---|---|
+//! | Q4_1 | 20 | `d`, `m`, 16 bytes of nibbles | `d * q + m`, `q` in 0..16 |
+//! | Q5_0 | 22 | `d`, 4 bytes of high bits, 16 bytes of nibbles | `d * (q - 16)`, `q` in 0..32 |
+//! | Q5_1 | 24 | `d`, `m`, 4 bytes of high bits, 16 bytes of nibbles | `d * q + m`, `q` in 0..32 |
+//! | Q8_0 | 34 | `d`, 32 signed bytes | `d * q` |
+//!
+//! In the 4- and 5-bit formats, nibble byte `j` holds weight `j` in its low half and weight `j + 16` in its high half; bit
+//! `j` of the high bits is the fifth bit of weight `j`.
+//!
+//! The dot product reproduces ggml's AVX2 kernels operation for operation, not just their
+//! formula: the integer sums of four consecutive products go to eight f32 lanes, each lane
+//! accumulates `d_w * d_a * sum` with a fused multiply-add block after block, the lanes are
+//! added pairwise in the order of ggml's `hsum_float_8`, and the `m * s` terms of Q4_1/Q5_1
+//! are summed apart (fused as well, as C compilers contract `summs += m * s`). The result is
+//! therefore bit-identical to the AVX2 code in `avx2.rs` and, as far as the float operations
+//! go, to llama.cpp's.
+
+use half::f16;
+
+use super::activation::{ActivationBlock, BLOCK};
+
+/// A quantized weight format with a decode kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WeightFormat {
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+}
+
+impl WeightFormat {
+    /// The format of candle's `dtype`, when the kernels handle it.
+    pub(crate) fn from_dtype(dtype: candle_core::quantized::GgmlDType) -> Option<Self> {
+        use candle_core::quantized::GgmlDType;
+        match dtype {
+            GgmlDType::Q4_1 => Some(Self::Q4_1),
+            GgmlDType::Q5_0 => Some(Self::Q5_0),
+            GgmlDType::Q5_1 => Some(Self::Q5_1),
+            GgmlDType::Q8_0 => Some(Self::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// Bytes per block of [`BLOCK`] weights.
+    pub(crate) const fn block_bytes(self) -> usize {
+        match self {
+            Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
+            Self::Q8_0 => 34,
+        }
+    }
+
+    /// Whether weights carry an offset `m` (and the dot product an `m * s` term).
+    pub(crate) const fn has_min(self) -> bool {
+        matches!(self, Self::Q4_1 | Self::Q5_1)
+    }
+}
+
+/// One block of weights unpacked: `weight[i] = d * values[i] + m`.
+pub(crate) struct Unpacked {
+    pub values: [i8; BLOCK],
+    pub d: f32,
+    pub m: f32,
+}
+
+fn f16_at(block: &[u8], offset: usize) -> f32 {
+    let bits = u16::from_le_bytes([block[offset], block[offset + 1]]);
+    f16::from_bits(bits).to_f32()
+}
+
+fn high_bits_at(block: &[u8], offset: usize) -> u32 {
+    u32::from_le_bytes([
+        block[offset],
+        block[offset + 1],
+        block[offset + 2],
+        block[offset + 3],
+    ])
+}
+
+/// Unpacks one block (`block.len() == format.block_bytes()`).
+pub(crate) fn unpack(format: WeightFormat, block: &[u8]) -> Unpacked {
+    let d = f16_at(block, 0);
+    let mut values = [0i8; BLOCK];
+    let (nibbles_at, high_bits, offset, m) = match format {
+        WeightFormat::Q4_1 => (4, 0, 0, f16_at(block, 2)),
+        WeightFormat::Q5_0 => (6, high_bits_at(block, 2), -16, 0.0),
+        WeightFormat::Q5_1 => (8, high_bits_at(block, 4), 0, f16_at(block, 2)),
+        WeightFormat::Q8_0 => {
+            for (value, &byte) in values.iter_mut().zip(&block[2..2 + BLOCK]) {
+                *value = byte as i8;
+            }
+            return Unpacked { values, d, m: 0.0 };
+        }
+    };
+    for (j, &byte) in block[nibbles_at..nibbles_at + BLOCK / 2].iter().enumerate() {
+        let fifth = |i: usize| (((high_bits >> i) & 1) << 4) as i8;
+        values[j] = (byte & 0x0F) as i8 + fifth(j) + offset;
+        values[j + BLOCK / 2] = (byte >> 4) as i8 + fifth(j + BLOCK / 2) + offset;
+    }
+    Unpacked { values, d, m }
+}
+
+/// ggml's `hsum_float_8`: upper half plus lower half, then the two pairs, then the last pair.
+pub(crate) fn sum_lanes(lanes: [f32; 8]) -> f32 {
+    let quad = [
+        lanes[4] + lanes[0],
+        lanes[5] + lanes[1],
+        lanes[6] + lanes[2],
+        lanes[7] + lanes[3],
+    ];
+    (quad[0] + quad[2]) + (quad[1] + quad[3])
+}
+
+/// The dot product of one row of weight blocks with the quantized activations, in the same
+/// operations as the AVX2 kernel (see the module docs).
+pub(crate) fn dot_row(format: WeightFormat, row: &[u8], activations: &[ActivationBlock]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut offsets = 0.0f32;
+    for (block, a) in row.chunks_exact(format.block_bytes()).zip(activations) {
+        let weights = unpack(format, block);
+        let scale = weights.d * a.d;
+        for (lane, acc) in lanes.iter_mut().enumerate() {
+            let sum: i32 = (lane * 4..lane * 4 + 4)
+                .map(|i| i32::from(weights.values[i]) * i32::from(a.qs[i]))
+                .sum();
+            *acc = scale.mul_add(sum as f32, *acc);
+        }
+        if format.has_min() {
+            offsets = weights.m.mul_add(a.s, offsets);
+        }
+    }
+    if format.has_min() {
+        sum_lanes(lanes) + offsets
+    } else {
+        sum_lanes(lanes)
+    }
+}
+
+/// [`dot_row`] for consecutive rows of `row_bytes` bytes each, one result per row.
+pub(crate) fn dot_rows(
+    format: WeightFormat,
+    rows: &[u8],
+    row_bytes: usize,
+    activations: &[ActivationBlock],
+    out: &mut [f32],
+) {
+    for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
+        *y = dot_row(format, row, activations);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Quantizes `weights` (a multiple of 32 long) into `format`'s blocks the way ggml's
+    /// reference quantizers do (min/max for Q4_1 and Q5_1, signed max for Q5_0); the tests
+    /// only need valid blocks, not the best ones.
+    pub(crate) fn quantize_weights(format: WeightFormat, weights: &[f32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for values in weights.chunks_exact(BLOCK) {
+            let min = values.iter().copied().fold(f32::INFINITY, f32::min);
+            let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if format == WeightFormat::Q8_0 {
+                let amax = values.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+                out.extend(values.iter().map(|v| (v * id).round() as i8 as u8));
+                continue;
+            }
+            let (d, m, q): (f32, f32, Vec<u8>) = match format {
+                WeightFormat::Q4_1 | WeightFormat::Q5_1 => {
+                    let levels = if format == WeightFormat::Q4_1 { 15 } else { 31 };
+                    let d = (max - min) / levels as f32;
+                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    let q = values
+                        .iter()
+                        .map(|v| (((v - min) * id).round() as u8).min(levels))
+                        .collect();
+                    (d, min, q)
+                }
+                WeightFormat::Q5_0 | WeightFormat::Q8_0 => {
+                    // (Q8_0 was handled above.)
+                    let signed_max = values
+                        .iter()
+                        .copied()
+                        .fold(0.0f32, |a, v| if v.abs() > a.abs() { v } else { a });
+                    let d = signed_max / -16.0;
+                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    let q = values
+                        .iter()
+                        .map(|v| ((v * id + 16.5) as i32).clamp(0, 31) as u8)
+                        .collect();
+                    (d, 0.0, q)
+                }
+            };
+            out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+            if format.has_min() {
+                out.extend_from_slice(&f16::from_f32(m).to_bits().to_le_bytes());
+            }
+            if format != WeightFormat::Q4_1 {
+                let high = q
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |h, (i, q)| h | (u32::from(q >> 4 & 1) << i));
+                out.extend_from_slice(&high.to_le_bytes());
+            }
+            out.extend((0..BLOCK / 2).map(|j| (q[j] & 0x0F) | ((q[j + BLOCK / 2] & 0x0F) << 4)));
+        }
+        out
+    }
+
+    #[test]
+    fn unpacking_inverts_quantizing() {
+        for format in [
+            WeightFormat::Q4_1,
+            WeightFormat::Q5_0,
+            WeightFormat::Q5_1,
+            WeightFormat::Q8_0,
+        ] {
+            let weights: Vec<f32> = (0..32).map(|i| ((i * 7) % 32) as f32 - 9.0).collect();
+            let bytes = quantize_weights(format, &weights);
+            assert_eq!(bytes.len(), format.block_bytes());
+            let block = unpack(format, &bytes);
+            for (i, w) in weights.iter().enumerate() {
+                let back = block.d * f32::from(block.values[i]) + block.m;
+                let step = if format == WeightFormat::Q4_1 {
+                    3.0
+                } else {
+                    1.5
+                };
+                assert!(
+                    (back - w).abs() <= step,
+                    "{format:?} weight {i}: {back} vs {w}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn candle_dequantizes_our_test_blocks_the_same() {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        use candle_core::{Device, Tensor};
+        for (format, dtype) in [
+            (WeightFormat::Q4_1, GgmlDType::Q4_1),
+            (WeightFormat::Q5_0, GgmlDType::Q5_0),
+            (WeightFormat::Q5_1, GgmlDType::Q5_1),
+            (WeightFormat::Q8_0, GgmlDType::Q8_0),
+        ] {
+            let weights: Vec<f32> = (0..64)
+                .map(|i| ((i * 13) % 29) as f32 * 0.1 - 1.0)
+                .collect();
+            let tensor = Tensor::from_vec(weights, (2, 32), &Device::Cpu).expect("tensor");
+            let candle = QTensor::quantize(&tensor, dtype).expect("quantize");
+            let raw = candle.data().expect("raw bytes");
+            let dequantized: Vec<f32> = candle
+                .dequantize(&Device::Cpu)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1())
+                .expect("dequantize");
+            for (b, block) in raw.chunks_exact(format.block_bytes()).enumerate() {
+                let ours = unpack(format, block);
+                for i in 0..BLOCK {
+                    let value = ours.d * f32::from(ours.values[i]) + ours.m;
+                    assert_eq!(
+                        value,
+                        dequantized[b * BLOCK + i],
+                        "{format:?} block {b} [{i}]"
+                    );
+                }
+            }
+        }
+    }
+}

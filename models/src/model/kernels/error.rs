@@ -1,0 +1,40 @@
+//! [`Error`]: what can go wrong in the decode kernels. Every case is a mismatch between the
+//! shapes the caller gave and the bytes candle holds, which the loader's checks should make
+//! impossible; they are errors rather than panics because the bytes come from a file.
+
+use super::blocks::WeightFormat;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// The matrix is not two-dimensional or its rows are not whole blocks.
+    #[error(
+        "failed to use a {format:?} matrix of shape {dims:?}: expected (rows, columns) with columns a multiple of 32"
+    )]
+    Shape {
+        format: WeightFormat,
+        dims: Vec<usize>,
+    },
+
+    /// candle could not hand out the raw block bytes.
+    #[error("failed to read the raw blocks of a {format:?} matrix: {reason}")]
+    RawData {
+        format: WeightFormat,
+        reason: String,
+    },
+
+    /// The raw bytes do not cover the matrix exactly.
+    #[error(
+        "failed to read a {format:?} matrix of {rows}x{columns}: {actual} bytes of blocks, expected {expected}"
+    )]
+    DataSize {
+        format: WeightFormat,
+        rows: usize,
+        columns: usize,
+        actual: usize,
+        expected: usize,
+    },
+
+    /// The input row does not have one value per column.
+    #[error("failed to multiply a matrix of {columns} columns by a row of {actual} values")]
+    InputWidth { columns: usize, actual: usize },
+}

@@ -1,0 +1,346 @@
+//! [`QuantizedMatrix`]: a Q4_1/Q5_0/Q5_1/Q8_0 weight matrix multiplied by a few input rows
+//! (decoding). Each input row is quantized once ([`super::activation`]), then the output rows
+//! are split into chunks over the current rayon pool — the model's own pool, since every
+//! forward pass runs inside `pool.install` (see [`crate::threads`]). Chunks rather than single
+//! rows: one matrix row of the default model is ~18 blocks, far less work than a rayon task
+//! costs to hand out.
+
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+
+use super::Error;
+use super::activation::{self, ActivationBlock, BLOCK};
+use super::blocks::{self, WeightFormat};
+
+/// Chunks handed out per pool thread: a few, so that a thread slowed by another process
+/// leaves its remaining chunks to the others.
+const CHUNKS_PER_THREAD: usize = 4;
+
+/// Matrices with fewer rows than this are not split (the output projection of the default
+/// model has 49,152 rows, its other matrices 576 to 1,536).
+const MIN_CHUNK_ROWS: usize = 64;
+
+/// Which dot product this CPU runs.
+#[derive(Debug, Clone, Copy)]
+enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Avx2(super::avx2::Avx2),
+    Portable,
+}
+
+impl Kernel {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = super::avx2::Avx2::detect() {
+            return Self::Avx2(avx2);
+        }
+        Self::Portable
+    }
+
+    fn dot_rows(
+        self,
+        format: WeightFormat,
+        rows: &[u8],
+        row_bytes: usize,
+        activations: &[ActivationBlock],
+        out: &mut [f32],
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2(avx2) => avx2.dot_rows(format, rows, row_bytes, activations, out),
+            Self::Portable => blocks::dot_rows(format, rows, row_bytes, activations, out),
+        }
+    }
+}
+
+/// A quantized `(rows, columns)` weight matrix whose blocks the kernels read in place.
+pub(crate) struct QuantizedMatrix {
+    weights: Arc<QTensor>,
+    format: WeightFormat,
+    rows: usize,
+    columns: usize,
+    kernel: Kernel,
+}
+
+impl QuantizedMatrix {
+    /// `Ok(None)` when the kernels do not handle the tensor's format (candle's `QMatMul` does).
+    pub(crate) fn new(weights: Arc<QTensor>) -> Result<Option<Self>, Error> {
+        let Some(format) = WeightFormat::from_dtype(weights.dtype()) else {
+            return Ok(None);
+        };
+        let dims = weights.shape().dims().to_vec();
+        let (rows, columns) = match dims.as_slice() {
+            &[rows, columns] if columns > 0 && columns.is_multiple_of(BLOCK) => (rows, columns),
+            _ => return Err(Error::Shape { format, dims }),
+        };
+        let matrix = Self {
+            weights,
+            format,
+            rows,
+            columns,
+            kernel: Kernel::detect(),
+        };
+        // Check the byte count once here, so that a forward pass cannot meet a short buffer.
+        matrix.raw()?;
+        Ok(Some(matrix))
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.columns / BLOCK * self.format.block_bytes()
+    }
+
+    /// The blocks, borrowed from candle's CPU storage (no copy).
+    fn raw(&self) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
+        let raw = self.weights.data().map_err(|err| Error::RawData {
+            format: self.format,
+            reason: err.to_string(),
+        })?;
+        let expected = self.rows * self.row_bytes();
+        if raw.len() != expected {
+            return Err(Error::DataSize {
+                format: self.format,
+                rows: self.rows,
+                columns: self.columns,
+                actual: raw.len(),
+                expected,
+            });
+        }
+        Ok(raw)
+    }
+
+    /// `x`: `(..., columns)` → `(..., rows)` in f32, each input row multiplied separately.
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut out_dims = x.dims().to_vec();
+        let Some(last) = out_dims.last_mut() else {
+            return Err(candle_core::Error::wrap(Error::InputWidth {
+                columns: self.columns,
+                actual: 0,
+            }));
+        };
+        *last = self.rows;
+        let input: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let inputs = input.len() / self.columns;
+        let mut output = vec![0.0f32; inputs * self.rows];
+        self.multiply(&input, &mut output)
+            .map_err(candle_core::Error::wrap)?;
+        Tensor::from_vec(output, out_dims, x.device())
+    }
+
+    /// `input`: input rows of `columns` values, one after another; `output`: `rows` values
+    /// per input row.
+    fn multiply(&self, input: &[f32], output: &mut [f32]) -> Result<(), Error> {
+        if !input.len().is_multiple_of(self.columns) {
+            return Err(Error::InputWidth {
+                columns: self.columns,
+                actual: input.len(),
+            });
+        }
+        let raw = self.raw()?;
+        let row_bytes = self.row_bytes();
+        let mut activations = Vec::with_capacity(self.columns / BLOCK);
+        for (x, y) in input
+            .chunks_exact(self.columns)
+            .zip(output.chunks_exact_mut(self.rows))
+        {
+            activation::quantize_row(x, &mut activations);
+            let threads = rayon::current_num_threads();
+            let chunk = self
+                .rows
+                .div_ceil(threads * CHUNKS_PER_THREAD)
+                .max(MIN_CHUNK_ROWS);
+            if threads <= 1 || chunk >= self.rows {
+                self.kernel
+                    .dot_rows(self.format, &raw, row_bytes, &activations, y);
+            } else {
+                y.par_chunks_mut(chunk)
+                    .zip(raw.par_chunks(chunk * row_bytes))
+                    .for_each(|(y, rows)| {
+                        self.kernel
+                            .dot_rows(self.format, rows, row_bytes, &activations, y)
+                    });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::kernels::blocks::tests::quantize_weights;
+    use candle_core::Device;
+    use candle_core::quantized::GgmlDType;
+
+    /// A deterministic pseudo-random sequence in [-1, 1) (xorshift), with occasional larger
+    /// values so that blocks have different scales.
+    fn values(count: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..count)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let unit = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+                if i % 37 == 0 { unit * 8.0 } else { unit }
+            })
+            .collect()
+    }
+
+    /// The exact value of what the kernels approximate: dequantized weights times dequantized
+    /// activations, summed in f64.
+    fn reference(format: WeightFormat, row: &[u8], activations: &[ActivationBlock]) -> f64 {
+        row.chunks_exact(format.block_bytes())
+            .zip(activations)
+            .map(|(block, a)| {
+                let w = blocks::unpack(format, block);
+                (0..BLOCK)
+                    .map(|i| {
+                        let weight = f64::from(w.d) * f64::from(w.values[i]) + f64::from(w.m);
+                        weight * f64::from(a.d) * f64::from(a.qs[i])
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
+    }
+
+    const FORMATS: [WeightFormat; 4] = [
+        WeightFormat::Q4_1,
+        WeightFormat::Q5_0,
+        WeightFormat::Q5_1,
+        WeightFormat::Q8_0,
+    ];
+
+    #[test]
+    fn dot_products_match_an_f64_reference() {
+        // Widths that are multiples of 32 but not of 256 (k-quant superblocks) as well.
+        for columns in [32, 64, 96, 224, 576, 1536] {
+            for format in FORMATS {
+                let rows = 7;
+                let bytes = quantize_weights(format, &values(rows * columns, columns as u64));
+                let mut activations = Vec::new();
+                activation::quantize_row(&values(columns, 99), &mut activations);
+                let row_bytes = columns / BLOCK * format.block_bytes();
+                let mut portable = vec![0.0; rows];
+                blocks::dot_rows(format, &bytes, row_bytes, &activations, &mut portable);
+                for (r, got) in portable.iter().enumerate() {
+                    let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
+                    let exact = reference(format, row, &activations);
+                    // f32 rounding of the integer terms, and the m * s terms, whose s ggml
+                    // rounds to f16 (relative 2^-11, as the f16 scale the reference uses).
+                    let (integer, offset) = row
+                        .chunks_exact(format.block_bytes())
+                        .zip(&activations)
+                        .map(|(block, a)| {
+                            let w = blocks::unpack(format, block);
+                            let products: i32 = (0..BLOCK)
+                                .map(|i| (i32::from(w.values[i]) * i32::from(a.qs[i])).abs())
+                                .sum();
+                            let quants: i32 = a.qs.iter().map(|q| i32::from(*q)).sum();
+                            (
+                                f64::from(w.d * a.d).abs() * f64::from(products),
+                                (f64::from(w.m) * f64::from(a.d) * f64::from(quants)).abs(),
+                            )
+                        })
+                        .fold((0.0, 0.0), |(i, o), (bi, bo)| (i + bi, o + bo));
+                    let tolerance = integer * 1e-5 + offset * 1.2e-3 + 1e-9;
+                    assert!(
+                        (f64::from(*got) - exact).abs() <= tolerance,
+                        "{format:?} {columns} columns row {r}: {got} vs {exact} (±{tolerance})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_and_portable_agree_bit_for_bit() {
+        let Some(avx2) = crate::model::kernels::avx2::Avx2::detect() else {
+            eprintln!("SKIPPED: this CPU has no AVX2/FMA/F16C");
+            return;
+        };
+        for columns in [32, 64, 160, 576, 1536] {
+            for format in FORMATS {
+                // 1 to 9 rows: groups of four and every remainder.
+                for rows in 1..=9 {
+                    let bytes = quantize_weights(format, &values(rows * columns, rows as u64));
+                    let mut activations = Vec::new();
+                    activation::quantize_row(&values(columns, columns as u64), &mut activations);
+                    let row_bytes = columns / BLOCK * format.block_bytes();
+                    let mut portable = vec![0.0; rows];
+                    let mut simd = vec![0.0; rows];
+                    blocks::dot_rows(format, &bytes, row_bytes, &activations, &mut portable);
+                    avx2.dot_rows(format, &bytes, row_bytes, &activations, &mut simd);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&portable), bits(&simd), "{format:?} {columns}x{rows}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matrices_from_candle_multiply_like_the_portable_kernel_on_any_pool() {
+        for (format, dtype) in [
+            (WeightFormat::Q4_1, GgmlDType::Q4_1),
+            (WeightFormat::Q5_0, GgmlDType::Q5_0),
+            (WeightFormat::Q5_1, GgmlDType::Q5_1),
+            (WeightFormat::Q8_0, GgmlDType::Q8_0),
+        ] {
+            let (rows, columns) = (300, 96);
+            let weights =
+                Tensor::from_vec(values(rows * columns, 5), (rows, columns), &Device::Cpu)
+                    .and_then(|t| QTensor::quantize(&t, dtype))
+                    .expect("quantize");
+            let raw = weights.data().expect("raw").into_owned();
+            let matrix = QuantizedMatrix::new(Arc::new(weights))
+                .expect("valid")
+                .expect("a handled format");
+            let x = values(2 * columns, 11);
+            let mut expected = vec![0.0; 2 * rows];
+            for (input, out) in x.chunks_exact(columns).zip(expected.chunks_exact_mut(rows)) {
+                let mut activations = Vec::new();
+                activation::quantize_row(input, &mut activations);
+                let row_bytes = columns / BLOCK * format.block_bytes();
+                blocks::dot_rows(format, &raw, row_bytes, &activations, out);
+            }
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("pool");
+                let input =
+                    Tensor::from_vec(x.clone(), (1, 2, columns), &Device::Cpu).expect("input");
+                let got: Vec<f32> = pool
+                    .install(|| matrix.forward(&input))
+                    .and_then(|t| {
+                        assert_eq!(t.dims(), &[1, 2, rows]);
+                        t.flatten_all()?.to_vec1()
+                    })
+                    .expect("forward");
+                assert_eq!(got, expected, "{format:?} on {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn other_formats_are_left_to_candle_and_bad_inputs_are_errors() {
+        let q4k = Tensor::zeros((4, 256), DType::F32, &Device::Cpu)
+            .and_then(|t| QTensor::quantize(&t, GgmlDType::Q4K))
+            .expect("quantize");
+        assert!(QuantizedMatrix::new(Arc::new(q4k)).expect("ok").is_none());
+        let q4 = Tensor::zeros((4, 64), DType::F32, &Device::Cpu)
+            .and_then(|t| QTensor::quantize(&t, GgmlDType::Q4_1))
+            .expect("quantize");
+        let matrix = QuantizedMatrix::new(Arc::new(q4))
+            .expect("ok")
+            .expect("handled");
+        let narrow = Tensor::zeros((1, 1, 48), DType::F32, &Device::Cpu).expect("input");
+        let err = matrix
+            .forward(&narrow)
+            .expect_err("48 values for 64 columns");
+        assert!(err.to_string().contains("64 columns"), "{err}");
+    }
+}
