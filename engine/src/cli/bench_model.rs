@@ -16,8 +16,8 @@ use cairn_models::bench::BenchReport;
 
 #[derive(clap::Args)]
 pub struct BenchModelArgs {
-    /// Prompt-processing threads (decode uses CANDLE_NUM_THREADS, default 1; see `cairn
-    /// model info`).
+    /// The model's threads: prefill, and decode of Q4_1, Q5_0, Q5_1 and Q8_0 weights (Cairn's
+    /// own kernels); other formats decode on CANDLE_NUM_THREADS, default 1.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// A GGUF file (default: CAIRN_MODEL or the model cache).
