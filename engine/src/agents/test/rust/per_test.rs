@@ -19,7 +19,7 @@ use std::path::Path;
 
 use super::items::innermost;
 pub use super::reach::{Parsed, Reach, reach};
-use crate::agents::test::select::Selection;
+use crate::agents::test::select::{Selection, Unit};
 use crate::store::TestCoverage;
 
 /// File → keys of the units a test executed there.
@@ -143,6 +143,7 @@ pub fn narrow(
     if selection.all {
         return narrowed;
     }
+    narrowed.units = by_target(&selection.units, listing);
     let mut left_out_total = 0;
     for unit in &mut narrowed.units {
         let Some(names) = listing.get(&(unit.package.clone(), unit.target.clone())) else {
@@ -181,6 +182,52 @@ pub fn narrow(
             "per-test coverage left out {left_out_total} tests that never executed what the change reaches"
         ));
     }
+    // A package whose crate level was split by target and kept every test goes back to one
+    // unit (its examples and benches keep being built).
+    for original in selection.units.iter().filter(|u| u.target == "*") {
+        let split = |u: &Unit| u.package == original.package && u.reason == original.reason;
+        if narrowed
+            .units
+            .iter()
+            .filter(|u| split(u))
+            .all(|u| u.skip.is_empty())
+        {
+            narrowed.units.retain(|u| !split(u));
+            narrowed.units.push(original.clone());
+        }
+    }
     // A unit whose every listed test is left out stays: it runs the tests the commit adds.
     narrowed
+}
+
+/// The units with each crate-level unit (`*`) split into the package's listed test targets and
+/// its doc tests, so each target's tests can be left out one by one.
+fn by_target(units: &[Unit], listing: &Listing) -> Vec<Unit> {
+    let mut split = Vec::new();
+    for unit in units {
+        let targets: Vec<&String> = listing
+            .keys()
+            .filter(|(package, _)| *package == unit.package)
+            .map(|(_, target)| target)
+            .collect();
+        if unit.target != "*" || targets.is_empty() {
+            split.push(unit.clone());
+            continue;
+        }
+        let mut add = |target: &str| {
+            split.push(Unit {
+                target: target.to_string(),
+                filters: Vec::new(),
+                skip: Vec::new(),
+                ..unit.clone()
+            })
+        };
+        for target in targets {
+            add(target);
+        }
+        if listing.contains_key(&(unit.package.clone(), "lib".to_string())) {
+            add("doc");
+        }
+    }
+    split
 }
