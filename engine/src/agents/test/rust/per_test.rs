@@ -231,3 +231,48 @@ fn by_target(units: &[Unit], listing: &Listing) -> Vec<Unit> {
     }
     split
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a panic is the failure report.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crate_level_unit_splits_into_its_listed_targets_and_doc_tests() {
+        let unit = |package: &str, target: &str| Unit {
+            package: package.into(),
+            target: target.into(),
+            filters: Vec::new(),
+            skip: Vec::new(),
+            reason: "why".into(),
+        };
+        let listing: Listing = [
+            (("a".to_string(), "lib".to_string()), vec!["t".to_string()]),
+            (
+                ("a".to_string(), "test:it".to_string()),
+                vec!["u".to_string()],
+            ),
+            (
+                ("b".to_string(), "bin:tool".to_string()),
+                vec!["v".to_string()],
+            ),
+        ]
+        .into();
+        let split = by_target(&[unit("a", "*"), unit("b", "*"), unit("c", "*")], &listing);
+        let targets: Vec<(&str, &str)> = split
+            .iter()
+            .map(|u| (u.package.as_str(), u.target.as_str()))
+            .collect();
+        // A package without a listing stays whole; one without a library has no doc tests.
+        assert_eq!(
+            targets,
+            [
+                ("a", "lib"),
+                ("a", "test:it"),
+                ("a", "doc"),
+                ("b", "bin:tool"),
+                ("c", "*")
+            ]
+        );
+    }
+}
