@@ -537,15 +537,7 @@ impl Finder {
 }
 
 fn is_test(attributes: &[syn::Attribute]) -> bool {
-    attributes.iter().any(|a| {
-        let last = a
-            .path()
-            .segments
-            .last()
-            .map(|s| s.ident.to_string())
-            .unwrap_or_default();
-        last == "test" || last == "bench" || last.ends_with("_test") || last == "rstest"
-    })
+    super::parse::Collector::has_test_attribute(attributes)
 }
 
 /// Tokens as text with single spaces (the same for the same code, whatever its layout).

@@ -98,7 +98,7 @@ pub fn parse_source(text: &str) -> Result<FileFacts, String> {
     Ok(collector.facts)
 }
 
-struct Collector {
+pub(super) struct Collector {
     facts: FileFacts,
     /// Indexes into `facts.modules`: the module being visited is the last.
     stack: Vec<usize>,
@@ -156,7 +156,8 @@ impl Collector {
         self.scan_tokens(tokens);
     }
 
-    fn has_test_attribute(attributes: &[syn::Attribute]) -> bool {
+    /// Whether the attributes mark a test (`#[test]`, `#[tokio::test]`, `#[rstest]`, …).
+    pub(super) fn has_test_attribute(attributes: &[syn::Attribute]) -> bool {
         attributes.iter().any(|a| {
             let last = a
                 .path()

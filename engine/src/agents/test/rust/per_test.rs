@@ -185,7 +185,8 @@ pub fn narrow(
     // A package whose crate level was split by target and kept every test goes back to one
     // unit (its examples and benches keep being built).
     for original in selection.units.iter().filter(|u| u.target == "*") {
-        let split = |u: &Unit| u.package == original.package && u.reason == original.reason;
+        // A crate-level package has no other unit: all of its units are the split ones.
+        let split = |u: &Unit| u.package == original.package;
         if narrowed
             .units
             .iter()
