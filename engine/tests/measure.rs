@@ -207,8 +207,8 @@ const CALC: &str = "const FACTOR: i32 = 1;\n\npub fn add(a: i32, b: i32) -> i32 
 /// only say "the `calc` module changed", each test's own coverage, recorded at the parent
 /// under `-C instrument-coverage`, leaves out the tests that never executed the changed
 /// function; a record stays until something its test executed changes (only those tests are
-/// recorded again), a new test is unknown and runs, and a change outside function bodies
-/// (a `const`) does not narrow at all. Every fault-revealing test is kept.
+/// recorded again), a new test is unknown and runs, and a changed `const` reaches the tests
+/// that executed a function naming it. Every fault-revealing test is kept.
 #[test]
 fn per_test_coverage_leaves_out_the_tests_that_never_ran_a_changed_function() {
     let sandbox = tempfile::tempdir().expect("tempdir");
@@ -282,11 +282,12 @@ fn per_test_coverage_leaves_out_the_tests_that_never_ran_a_changed_function() {
     assert_eq!(selected(mul), (Some(4), Some(5)), "{mul:#}");
     assert!(notes(mul).contains("recorded for 2 tests"), "{mul:#}");
 
-    // A const is outside every body: the module graph's selection stands.
+    // A const reaches what names it: `mul`, so every test that executed `mul` runs (the
+    // new one among them) and `adds`, which never did, is left out.
     let constant = &commits[2];
-    assert_eq!(selected(constant), (Some(5), Some(5)), "{constant:#}");
+    assert_eq!(selected(constant), (Some(4), Some(5)), "{constant:#}");
     assert!(
-        notes(constant).contains("changes more than function bodies"),
+        notes(constant).contains("through 1 names (FACTOR)"),
         "{constant:#}"
     );
 

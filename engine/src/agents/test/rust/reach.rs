@@ -163,12 +163,66 @@ fn parse_diff(diff: &str) -> Vec<FileDiff> {
     files
 }
 
-/// A line no item is made of: blank, or a plain or inner-documentation comment.
-fn insignificant(text: &str) -> bool {
-    let text = text.trim();
-    text.is_empty()
-        || (text.starts_with("//") && !text.starts_with("///"))
-        || text.starts_with("////")
+/// What a changed line is to the reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// Blank, a plain comment, or inner documentation (`//!`, only doc tests read it).
+    Nothing,
+    /// Outer documentation of the item below it.
+    Documentation,
+    Code,
+}
+
+/// The lines of a file that tokens cover, and those inside a literal spanning several lines
+/// (a `//` or `///` there is text of a string, not a comment).
+#[derive(Default)]
+struct TokenLines {
+    covered: BTreeSet<usize>,
+    in_long_literal: BTreeSet<usize>,
+}
+
+impl TokenLines {
+    fn of(text: &str) -> Option<TokenLines> {
+        let file = syn::parse_file(text).ok()?;
+        let mut lines = TokenLines::default();
+        lines.walk(quote::ToTokens::to_token_stream(&file));
+        Some(lines)
+    }
+
+    fn walk(&mut self, tokens: proc_macro2::TokenStream) {
+        for tree in tokens {
+            let (start, end) = (tree.span().start().line, tree.span().end().line);
+            match tree {
+                proc_macro2::TokenTree::Group(group) => {
+                    self.covered.insert(group.span_open().start().line);
+                    self.covered.insert(group.span_close().end().line);
+                    self.walk(group.stream());
+                }
+                proc_macro2::TokenTree::Literal(_) if end > start => {
+                    self.covered.extend(start..=end);
+                    self.in_long_literal.extend(start..=end);
+                }
+                _ => {
+                    self.covered.extend(start..=end);
+                }
+            }
+        }
+    }
+
+    fn classify(&self, line: usize, text: &str) -> Line {
+        let text = text.trim();
+        if !self.covered.contains(&line) {
+            Line::Nothing
+        } else if self.in_long_literal.contains(&line) {
+            Line::Code
+        } else if text.starts_with("//!") || text.starts_with("#![doc") {
+            Line::Nothing
+        } else if text.starts_with("///") || text.starts_with("#[doc") {
+            Line::Documentation
+        } else {
+            Line::Code
+        }
+    }
 }
 
 /// Whether `path` is a build script or lies in a procedural-macro package at `commit`.
@@ -259,12 +313,25 @@ pub fn reach(dir: &Path, from: &str, to: &str, parsed: &mut Parsed) -> Option<Re
             None => ("", &[][..]),
         };
         // Changed units by key, and whether every changed line of theirs is documentation.
+        let text_at = |commit: &str, path: &Option<String>| match path {
+            Some(path) => git(dir, &["show", &format!("{commit}:{path}")]).ok(),
+            None => Some(String::new()),
+        };
+        let old_lines = TokenLines::of(&text_at(from, &file.old_path)?)?;
+        let new_lines = TokenLines::of(&text_at(to, &file.new_path)?)?;
         let mut changed: BTreeMap<&str, bool> = BTreeMap::new();
-        for (units, lines) in [(old_units, &file.removed), (new.as_slice(), &file.added)] {
-            for (line, text) in lines.iter().filter(|(_, text)| !insignificant(text)) {
+        for (units, tokens, lines) in [
+            (old_units, &old_lines, &file.removed),
+            (new.as_slice(), &new_lines, &file.added),
+        ] {
+            for (line, text) in lines {
+                let kind = tokens.classify(*line, text);
+                if kind == Line::Nothing {
+                    continue;
+                }
                 let key = innermost(units, *line)?.key.as_str();
                 let docs = changed.entry(key).or_insert(true);
-                *docs &= documentation(text);
+                *docs &= kind == Line::Documentation;
             }
         }
         let scope = file.new_path.as_deref().unwrap_or(old_path);
@@ -353,12 +420,6 @@ pub fn reach(dir: &Path, from: &str, to: &str, parsed: &mut Parsed) -> Option<Re
     }
     close_over_names(dir, from, parsed, &mut reach)?;
     Some(reach)
-}
-
-/// A line of documentation: `///`, `/** … */` or a `#[doc …]` attribute.
-fn documentation(text: &str) -> bool {
-    let text = text.trim();
-    text.starts_with("///") || text.starts_with("/**") || text.starts_with("#[doc")
 }
 
 /// The fields that differ between two versions of a struct: added, removed or changed.

@@ -320,3 +320,23 @@ fn a_release_reaches_what_reads_the_version_and_the_documents() {
         None
     );
 }
+
+#[test]
+fn comment_like_lines_inside_a_string_are_code() {
+    let lib = format!("{LIB}\npub const HELP: &str = \"usage:\n// one\n/// two\n\";\n");
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q"]);
+    let before = commit(dir.path(), &[("src/lib.rs", &lib)]);
+    let after = commit(
+        dir.path(),
+        &[(
+            "src/lib.rs",
+            &lib.replace("// one", "// uno")
+                .replace("/// two", "/// dos"),
+        )],
+    );
+    let reached = reach(dir.path(), &before, &after, &mut Parsed::default())
+        .unwrap()
+        .units;
+    assert!(reached["src/lib.rs"].contains("const HELP"), "{reached:?}");
+}
