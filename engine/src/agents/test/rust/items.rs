@@ -80,9 +80,8 @@ impl Unit {
     }
 }
 
-/// Every unit of `text`, in file order (a container before what it holds).
-pub fn units(text: &str) -> Result<Vec<Unit>, String> {
-    let file = syn::parse_file(text).map_err(|e| format!("unparsable: {e}"))?;
+/// Every unit of a parsed file, in file order (a container before what it holds).
+pub fn units_of(file: &syn::File) -> Vec<Unit> {
     let mut finder = Finder::default();
     for item in &file.items {
         finder.item(item);
@@ -95,7 +94,7 @@ pub fn units(text: &str) -> Result<Vec<Unit>, String> {
             unit.key = format!("{}#{count}", unit.key);
         }
     }
-    Ok(finder.found)
+    finder.found
 }
 
 /// The innermost unit spanning `line`.
@@ -279,6 +278,16 @@ impl Finder {
         });
     }
 
+    /// An associated const or type (`name`), or a macro call inside an `impl` or `trait`
+    /// (defining whatever it names).
+    fn associated(&mut self, node: &impl ToTokens, name: Option<String>) {
+        let (label, defines) = match name {
+            Some(name) => (name.clone(), BTreeSet::from([name])),
+            None => (tokens(node), mentioned(node)),
+        };
+        self.push(node, label, Kind::Item, defines);
+    }
+
     /// Marks the module just pushed when a `#[path]` gives its file another place.
     fn placed(&mut self, attributes: &[syn::Attribute]) {
         if let Some(unit) = self
@@ -422,13 +431,7 @@ impl Finder {
                                 self.visible(&f.vis);
                             }
                         }
-                        other => {
-                            let (label, defines) = match impl_item_name(other) {
-                                Some(name) => (name.clone(), BTreeSet::from([name])),
-                                None => (tokens(other), mentioned(other)),
-                            };
-                            self.push(other, label, Kind::Item, defines);
-                        }
+                        other => self.associated(other, impl_item_name(other)),
                     }
                 }
                 self.leave();
@@ -450,13 +453,7 @@ impl Finder {
                 for inner in &t.items {
                     match inner {
                         syn::TraitItem::Fn(f) => self.function(&f.sig.ident, f, &f.sig, &f.attrs),
-                        other => {
-                            let (label, defines) = match trait_item_name(other) {
-                                Some(name) => (name.clone(), BTreeSet::from([name])),
-                                None => (tokens(other), mentioned(other)),
-                            };
-                            self.push(other, label, Kind::Item, defines);
-                        }
+                        other => self.associated(other, trait_item_name(other)),
                     }
                 }
                 self.leave();
@@ -597,6 +594,10 @@ fn lines_of(tokens: TokenStream) -> (usize, usize) {
 #[allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 mod tests {
     use super::*;
+
+    fn units(text: &str) -> Result<Vec<Unit>, syn::Error> {
+        syn::parse_file(text).map(|file| units_of(&file))
+    }
 
     #[test]
     fn functions_are_keyed_by_where_they_sit_and_other_items_by_what_they_are() {

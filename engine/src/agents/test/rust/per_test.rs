@@ -120,7 +120,8 @@ impl<'a> Narrowing<'a> {
     fn executed(&mut self, record: &TestCoverage) -> Option<Executed> {
         let mut executed = BTreeMap::new();
         for (path, lines) in &record.lines {
-            let units = self.parsed.at(self.dir, &record.commit_id, path)?;
+            let source = self.parsed.at(self.dir, &record.commit_id, path)?;
+            let units = source.units.as_slice();
             let keys: BTreeSet<String> = lines
                 .iter()
                 .filter_map(|&line| innermost(units, line as usize))

@@ -26,8 +26,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use super::items::{Field, Kind, PLACED, Unit, accessed, called, innermost, is_name, units};
+use super::items::{Field, Kind, PLACED, Unit, accessed, called, innermost, is_name, units_of};
 use super::reach_package::{
     READS_FILES, READS_PACKAGE, Release, dependencies_read_package, has_build_script,
     release_change,
@@ -58,18 +59,37 @@ const READS_SOURCES: &[&str] = &[
     "CARGO_MANIFEST_DIR",
 ];
 
-/// Parsed units by blob id, shared by every question about one repository.
+/// One version of a Rust file, parsed once: its units and the lines its tokens cover.
+#[derive(Default)]
+pub struct Source {
+    pub units: Vec<Unit>,
+    lines: TokenLines,
+}
+
+impl Source {
+    fn parse(text: &str) -> Option<Source> {
+        let file = syn::parse_file(text).ok()?;
+        let mut lines = TokenLines::default();
+        lines.walk(quote::ToTokens::to_token_stream(&file));
+        Some(Source {
+            units: units_of(&file),
+            lines,
+        })
+    }
+}
+
+/// Parsed files by blob id, shared by every question about one repository.
 #[derive(Default)]
 pub struct Parsed {
     blobs: BTreeMap<(String, String), Option<String>>,
     /// Dependency folders → whether their sources name `CARGO_PKG`.
     scanned: BTreeMap<PathBuf, bool>,
-    by_blob: BTreeMap<String, Option<Vec<Unit>>>,
+    by_blob: BTreeMap<String, Option<Rc<Source>>>,
 }
 
 impl Parsed {
-    /// The units of `path` at `commit`; `None` when the file is missing or does not parse.
-    pub fn at(&mut self, dir: &Path, commit: &str, path: &str) -> Option<&[Unit]> {
+    /// `path` at `commit`; `None` when the file is missing or does not parse.
+    pub fn at(&mut self, dir: &Path, commit: &str, path: &str) -> Option<Rc<Source>> {
         let blob = self
             .blobs
             .entry((commit.to_string(), path.to_string()))
@@ -87,17 +107,17 @@ impl Parsed {
                 .map(|b| b.trim().to_string())
             })
             .clone()?;
-        self.blob(dir, &blob).map(Vec::as_slice)
+        self.blob(dir, &blob)
     }
 
-    fn blob(&mut self, dir: &Path, blob: &str) -> Option<&Vec<Unit>> {
+    fn blob(&mut self, dir: &Path, blob: &str) -> Option<Rc<Source>> {
         self.by_blob
             .entry(blob.to_string())
             .or_insert_with(|| {
                 let text = git(dir, &["cat-file", "blob", blob]).ok()?;
-                units(&text).ok()
+                Source::parse(&text).map(Rc::new)
             })
-            .as_ref()
+            .clone()
     }
 }
 
@@ -182,13 +202,6 @@ struct TokenLines {
 }
 
 impl TokenLines {
-    fn of(text: &str) -> Option<TokenLines> {
-        let file = syn::parse_file(text).ok()?;
-        let mut lines = TokenLines::default();
-        lines.walk(quote::ToTokens::to_token_stream(&file));
-        Some(lines)
-    }
-
     fn walk(&mut self, tokens: proc_macro2::TokenStream) {
         for tree in tokens {
             let (start, end) = (tree.span().start().line, tree.span().end().line);
@@ -300,29 +313,20 @@ pub fn reach(dir: &Path, from: &str, to: &str, parsed: &mut Parsed) -> Option<Re
                 return None;
             }
         }
-        let old = match &file.old_path {
-            Some(path) => Some((path.clone(), parsed.at(dir, from, path)?.to_vec())),
-            None => None,
+        // A side the file is missing from is empty.
+        let side = |parsed: &mut Parsed, commit: &str, path: &Option<String>| match path {
+            Some(path) => parsed.at(dir, commit, path),
+            None => Some(Rc::new(Source::default())),
         };
-        let new = match &file.new_path {
-            Some(path) => parsed.at(dir, to, path)?.to_vec(),
-            None => Vec::new(),
-        };
-        let (old_path, old_units) = match &old {
-            Some((path, units)) => (path.as_str(), units.as_slice()),
-            None => ("", &[][..]),
-        };
+        let old = side(parsed, from, &file.old_path)?;
+        let new = side(parsed, to, &file.new_path)?;
+        let old_path = file.old_path.as_deref().unwrap_or("");
+        let old_units = old.units.as_slice();
         // Changed units by key, and whether every changed line of theirs is documentation.
-        let text_at = |commit: &str, path: &Option<String>| match path {
-            Some(path) => git(dir, &["show", &format!("{commit}:{path}")]).ok(),
-            None => Some(String::new()),
-        };
-        let old_lines = TokenLines::of(&text_at(from, &file.old_path)?)?;
-        let new_lines = TokenLines::of(&text_at(to, &file.new_path)?)?;
         let mut changed: BTreeMap<&str, bool> = BTreeMap::new();
         for (units, tokens, lines) in [
-            (old_units, &old_lines, &file.removed),
-            (new.as_slice(), &new_lines, &file.added),
+            (old_units, &old.lines, &file.removed),
+            (new.units.as_slice(), &new.lines, &file.added),
         ] {
             for (line, text) in lines {
                 let kind = tokens.classify(*line, text);
@@ -337,7 +341,7 @@ pub fn reach(dir: &Path, from: &str, to: &str, parsed: &mut Parsed) -> Option<Re
         let scope = file.new_path.as_deref().unwrap_or(old_path);
         for (key, docs) in changed {
             let before = old_units.iter().find(|u| u.key == key);
-            let after = new.iter().find(|u| u.key == key);
+            let after = new.units.iter().find(|u| u.key == key);
             // A function changed on both sides, or documentation alone (no type, no name
             // resolution changes), is reached through coverage alone.
             let through_coverage = docs
@@ -352,7 +356,7 @@ pub fn reach(dir: &Path, from: &str, to: &str, parsed: &mut Parsed) -> Option<Re
                 ) {
                     return None;
                 }
-                for (unit, units) in [(before, old_units), (after, new.as_slice())] {
+                for (unit, units) in [(before, old_units), (after, new.units.as_slice())] {
                     let Some(unit) = unit else { continue };
                     if unit.private {
                         for name in &unit.defines {
@@ -457,8 +461,7 @@ fn close_over_names(
     reach: &mut Reach,
 ) -> Option<()> {
     let listing = git(dir, &["ls-tree", "-r", "--full-tree", commit]).ok()?;
-    let mut opaque_files: BTreeMap<String, Vec<Unit>> = BTreeMap::new();
-    let mut blobs: Vec<(String, String)> = Vec::new();
+    let mut sources: Vec<(String, Rc<Source>)> = Vec::new();
     for entry in listing.lines() {
         let Some((meta, path)) = entry.split_once('\t') else {
             continue;
@@ -469,22 +472,20 @@ fn close_over_names(
         if !path.ends_with(".rs") {
             continue;
         }
-        if parsed.blob(dir, blob).is_none() {
+        let source = match parsed.blob(dir, blob) {
+            Some(source) => source,
             // A file that does not parse (a compile-fail fixture, newer syntax): every
             // identifier in it is a mention and a definition of one unit spanning it all.
-            opaque_files.insert(blob.to_string(), vec![opaque(dir, blob)?]);
-        }
-        blobs.push((path.to_string(), blob.to_string()));
+            None => Rc::new(Source {
+                units: vec![opaque(dir, blob)?],
+                ..Source::default()
+            }),
+        };
+        sources.push((path.to_string(), source));
     }
-    let files: Vec<(&str, &[Unit])> = blobs
+    let files: Vec<(&str, &[Unit])> = sources
         .iter()
-        .filter_map(|(path, blob)| {
-            let units = match parsed.by_blob.get(blob) {
-                Some(Some(units)) => units,
-                _ => opaque_files.get(blob)?,
-            };
-            Some((path.as_str(), units.as_slice()))
-        })
+        .map(|(path, source)| (path.as_str(), source.units.as_slice()))
         .collect();
     let mut names = std::mem::take(&mut reach.names);
     names.extend(READS_SOURCES.iter().map(|s| s.to_string()));
