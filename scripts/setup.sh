@@ -5,7 +5,8 @@
 # build and deploy agents; nothing is pulled), a git identity for the commits tests make, and
 # the default local model, a static busybox (a shell inside test images), bubblewrap (`bwrap`,
 # the step sandbox; its tests need it), Go (`go test` selection and measurement are tested on a
-# tiny module) and headless Chromium with chromium-driver (the dashboard's browser tests).
+# tiny module), headless Chromium with chromium-driver (the dashboard's browser tests) and
+# PostgreSQL's server (the store's tests on its second backend).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -22,6 +23,10 @@ command -v go >/dev/null || need+=(golang-go)
 # Headless Chromium and its WebDriver: the dashboard's browser tests (tests/tests/dashboard.rs).
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+# PostgreSQL's server: the store's shared tests run every case against a private server too
+# (engine/src/store/test_postgres.rs starts it; the packaged service is not used).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null \
+    || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
@@ -30,7 +35,7 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}" >&2
     apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
     # The packages start system services; the tests run their own instances.
-    for service in haproxy prometheus; do
+    for service in haproxy prometheus postgresql; do
         (systemctl disable --now "$service" || service "$service" stop) >/dev/null 2>&1 || true
     done
 fi

@@ -10,7 +10,8 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
 use super::error::{Error, Result};
-use super::sqlite::{Store, WriteTxn, now_ms};
+use super::runs::WriteTxn;
+use super::sqlite::{Store, now_ms};
 
 /// Who holds a service's traffic lock, and for what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +24,7 @@ pub struct ServiceLock {
 impl Store {
     /// One service's deployment state, as the deploy agent last wrote it.
     pub fn deployment(&self, service: &str) -> Result<Option<Value>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let text: Option<String> = conn
             .query_row(
                 "SELECT state FROM deployments WHERE service = ?1",
@@ -36,7 +37,7 @@ impl Store {
 
     /// Every service's deployment state, by service name.
     pub fn deployments(&self) -> Result<Vec<(String, Value)>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare("SELECT service, state FROM deployments ORDER BY service")?;
         let rows = stmt.query_map([], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
@@ -50,7 +51,7 @@ impl Store {
 
     /// Recent builds of an image repository, oldest first.
     pub fn builds(&self, repository: &str) -> Result<Vec<Value>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt =
             conn.prepare("SELECT record FROM builds WHERE repository = ?1 ORDER BY at_ms, key")?;
         let rows = stmt.query_map([repository], |row| row.get::<_, String>(0))?;
@@ -62,7 +63,7 @@ impl WriteTxn<'_> {
     /// A service's deployment state, read inside this transaction (for read-change-write).
     pub fn deployment(&self, service: &str) -> Result<Option<Value>> {
         let text: Option<String> = self
-            .txn
+            .sqlite()?
             .query_row(
                 "SELECT state FROM deployments WHERE service = ?1",
                 [service],
@@ -73,7 +74,7 @@ impl WriteTxn<'_> {
     }
 
     pub fn put_deployment(&self, service: &str, state: &Value) -> Result<()> {
-        self.txn.execute(
+        self.sqlite()?.execute(
             "INSERT INTO deployments (service, state, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (service) DO UPDATE SET state = excluded.state,
                                                  updated_at = excluded.updated_at",
@@ -92,7 +93,7 @@ impl WriteTxn<'_> {
         holder_alive: &dyn Fn(&str) -> bool,
     ) -> Result<Option<ServiceLock>> {
         let current: Option<ServiceLock> = self
-            .txn
+            .sqlite()?
             .query_row(
                 "SELECT holder, purpose, acquired_at FROM service_locks WHERE service = ?1",
                 [service],
@@ -111,7 +112,7 @@ impl WriteTxn<'_> {
         {
             return Ok(Some(current));
         }
-        self.txn.execute(
+        self.sqlite()?.execute(
             "INSERT INTO service_locks (service, holder, purpose, acquired_at)
              VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (service) DO UPDATE SET holder = excluded.holder,
@@ -122,7 +123,7 @@ impl WriteTxn<'_> {
     }
 
     pub fn unlock_service(&self, service: &str, holder: &str) -> Result<()> {
-        self.txn.execute(
+        self.sqlite()?.execute(
             "DELETE FROM service_locks WHERE service = ?1 AND holder = ?2",
             params![service, holder],
         )?;
@@ -139,13 +140,13 @@ impl WriteTxn<'_> {
         record: &Value,
         keep: usize,
     ) -> Result<()> {
-        self.txn.execute(
+        self.sqlite()?.execute(
             "INSERT INTO builds (key, repository, at_ms, record) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (key) DO UPDATE SET repository = excluded.repository,
                  at_ms = excluded.at_ms, record = excluded.record",
             params![key, repository, at_ms, record.to_string()],
         )?;
-        self.txn.execute(
+        self.sqlite()?.execute(
             "DELETE FROM builds WHERE repository = ?1 AND key NOT IN
                  (SELECT key FROM builds WHERE repository = ?1 ORDER BY at_ms DESC, key DESC
                   LIMIT ?2)",

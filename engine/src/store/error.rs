@@ -98,8 +98,36 @@ pub enum Error {
     RunNotRunning(i64),
     #[error("the state database holds a bad value in {what}: {detail}")]
     BadValue { what: &'static str, detail: String },
+    #[error("the state database returned an unexpected value in column {index}: {detail}")]
+    BadColumn { index: usize, detail: String },
     #[error("state database query failed")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL query failed")]
+    Postgres(#[from] postgres::Error),
+    #[error("failed to connect to PostgreSQL at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error(
+        "the PostgreSQL database at {url} holds schema version {found}, but this build knows up to {supported}; upgrade Cairn to use it"
+    )]
+    NewerPostgresSchema {
+        url: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("failed to migrate the PostgreSQL database to schema version {version}")]
+    MigratePostgres {
+        version: i64,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error("the records of {what} are not kept in PostgreSQL yet; use the SQLite store for them")]
+    NotOnPostgres { what: &'static str },
+    #[error("the PostgreSQL session thread panicked")]
+    SessionPanicked,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use rusqlite::{OptionalExtension, params};
 
 use super::error::Result;
-use super::sqlite::{Store, WriteTxn};
+use super::runs::WriteTxn;
+use super::sqlite::Store;
 
 /// One file of a step's artifact archive.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -76,11 +77,11 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         self.write(|txn| {
-            txn.txn.execute(
+            txn.sqlite()?.execute(
                 "DELETE FROM artifacts WHERE run_id = ?1 AND step_id = ?2",
                 params![run_id, step_id],
             )?;
-            let mut insert = txn.txn.prepare_cached(
+            let mut insert = txn.sqlite()?.prepare_cached(
                 "INSERT INTO artifacts (run_id, step_id, path, size, sha256, archive, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
@@ -101,7 +102,7 @@ impl Store {
 
     /// Every artifact file of a run, in step order, then by path.
     pub fn artifacts(&self, run_id: i64) -> Result<Vec<ArtifactRecord>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(
             "SELECT a.step_id, a.path, a.size, a.sha256, a.archive FROM artifacts a
              LEFT JOIN steps s ON s.run_id = a.run_id AND s.step_id = a.step_id
@@ -123,7 +124,7 @@ impl Store {
 
     /// The archive blob of a step's artifacts, if it recorded any.
     pub fn artifact_archive(&self, run_id: i64, step_id: &str) -> Result<Option<String>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         Ok(conn
             .prepare_cached(
                 "SELECT archive FROM artifacts WHERE run_id = ?1 AND step_id = ?2 LIMIT 1",
@@ -134,7 +135,7 @@ impl Store {
 
     /// The entry saved under exactly `key` in `scope`.
     pub fn cache_entry(&self, scope: &str, key: &str) -> Result<Option<CacheEntry>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         Ok(conn
             .prepare_cached(&format!(
                 "SELECT {CACHE_COLUMNS} FROM caches WHERE scope = ?1 AND key = ?2"
@@ -146,7 +147,7 @@ impl Store {
     /// The newest entry of `scope` whose key starts with `prefix` (compared as text, so `%`
     /// and `_` in a key mean themselves).
     pub fn cache_entry_by_prefix(&self, scope: &str, prefix: &str) -> Result<Option<CacheEntry>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         Ok(conn
             .prepare_cached(&format!(
                 "SELECT {CACHE_COLUMNS} FROM caches
@@ -160,7 +161,7 @@ impl Store {
     /// Marks an entry used now, for least-recently-used eviction.
     pub fn touch_cache(&self, scope: &str, key: &str, now: i64) -> Result<()> {
         self.write(|txn| {
-            txn.txn.execute(
+            txn.sqlite()?.execute(
                 "UPDATE caches SET last_used_at = max(last_used_at, ?3) WHERE scope = ?1 AND key = ?2",
                 params![scope, key, now],
             )?;
@@ -171,7 +172,7 @@ impl Store {
     /// Drops an entry whose blob turned out missing or damaged, so the next run saves afresh.
     pub fn forget_cache(&self, scope: &str, key: &str) -> Result<()> {
         self.write(|txn| {
-            txn.txn.execute(
+            txn.sqlite()?.execute(
                 "DELETE FROM caches WHERE scope = ?1 AND key = ?2",
                 params![scope, key],
             )?;
@@ -192,7 +193,7 @@ impl Store {
     ) -> Result<CacheSave> {
         self.write(|txn| {
             let size = i64::try_from(size).unwrap_or(i64::MAX);
-            let saved = txn.txn.execute(
+            let saved = txn.sqlite()?.execute(
                 "INSERT OR IGNORE INTO caches (scope, key, blob, size, created_at, last_used_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
                 params![scope, key, blob, size, now],
@@ -210,7 +211,7 @@ impl Store {
 
     /// Whether any artifact or cache row names blob `sha256`.
     pub fn blob_referenced(&self, sha256: &str) -> Result<bool> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         Ok(conn
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM artifacts WHERE archive = ?1)
@@ -221,7 +222,7 @@ impl Store {
 
     /// Every blob an artifact or cache row names.
     pub fn referenced_blobs(&self) -> Result<HashSet<String>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt =
             conn.prepare("SELECT archive FROM artifacts UNION SELECT blob FROM caches")?;
         let rows = stmt.query_map([], |row| row.get(0))?;
@@ -233,7 +234,7 @@ impl Store {
 /// `cap` bytes.
 fn evict_within(txn: &WriteTxn<'_>, cap: u64) -> Result<Vec<(String, String)>> {
     let mut total: i64 =
-        txn.txn
+        txn.sqlite()?
             .query_row("SELECT coalesce(sum(size), 0) FROM caches", [], |row| {
                 row.get(0)
             })?;
@@ -244,7 +245,7 @@ fn evict_within(txn: &WriteTxn<'_>, cap: u64) -> Result<Vec<(String, String)>> {
     }
     let mut victims = Vec::new();
     {
-        let mut oldest = txn.txn.prepare(
+        let mut oldest = txn.sqlite()?.prepare(
             "SELECT scope, key, blob, size FROM caches ORDER BY last_used_at, created_at, rowid",
         )?;
         let rows = oldest.query_map([], |row| {
@@ -265,7 +266,7 @@ fn evict_within(txn: &WriteTxn<'_>, cap: u64) -> Result<Vec<(String, String)>> {
         }
     }
     for (scope, key, blob) in victims {
-        txn.txn.execute(
+        txn.sqlite()?.execute(
             "DELETE FROM caches WHERE scope = ?1 AND key = ?2",
             params![scope, key],
         )?;

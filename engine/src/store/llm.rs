@@ -11,7 +11,8 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::error::Result;
-use super::sqlite::{Store, WriteTxn, now_ms};
+use super::runs::WriteTxn;
+use super::sqlite::{Store, now_ms};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachedResponse {
@@ -77,7 +78,7 @@ pub fn day_and_month(at_ms: i64) -> (String, String) {
 
 impl Store {
     pub fn cache_get(&self, key: &str) -> Result<Option<CachedResponse>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         Ok(conn
             .query_row(
                 "SELECT response, prompt_tokens, completion_tokens, cost_micros FROM llm_cache
@@ -106,7 +107,7 @@ impl Store {
         task: &str,
         request_sha256: &str,
     ) -> Result<Option<CallRecord>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {CALL_COLUMNS} FROM llm_calls
              WHERE run_id = ?1 AND step_id = ?2 AND task = ?4
@@ -123,7 +124,7 @@ impl Store {
     }
 
     pub fn calls(&self, run_id: i64) -> Result<Vec<CallRecord>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {CALL_COLUMNS} FROM llm_calls WHERE run_id = ?1
              ORDER BY at, step_id, call_index"
@@ -133,7 +134,7 @@ impl Store {
     }
     /// Spending grouped by day, task and tier, newest day first.
     pub fn costs(&self) -> Result<Vec<CostRow>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(
             "SELECT date(at / 1000, 'unixepoch') AS day, task, tier, COUNT(*), SUM(cache_hit),
                     SUM(CASE WHEN cache_hit THEN 0 ELSE prompt_tokens + completion_tokens END),
@@ -158,7 +159,7 @@ impl Store {
     /// Tokens reserved or spent by a tier today (UTC), for reports and tests.
     pub fn spent_today(&self, tier: &str) -> Result<(u64, i64)> {
         let (day, _) = day_and_month(now_ms());
-        let conn = self.lock();
+        let conn = self.lock()?;
         Ok(conn.query_row(
             "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_micros), 0) FROM llm_budget
              WHERE tier = ?1 AND day = ?2 AND state IN ('reserved', 'settled')",
@@ -180,7 +181,7 @@ impl WriteTxn<'_> {
         ttl_ms: i64,
     ) -> Result<()> {
         let now = now_ms();
-        self.txn.execute(
+        self.sqlite()?.execute(
             "INSERT INTO llm_cache (key, task, tier, model, response, prompt_tokens,
                                     completion_tokens, cost_micros, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -206,7 +207,7 @@ impl WriteTxn<'_> {
     }
 
     pub fn cache_hit(&self, key: &str) -> Result<()> {
-        self.txn
+        self.sqlite()?
             .execute("UPDATE llm_cache SET hits = hits + 1 WHERE key = ?1", [key])?;
         Ok(())
     }
@@ -216,7 +217,7 @@ impl WriteTxn<'_> {
     /// both are kept and neither answers the other.
     pub fn record_call(&self, call: &CallRecord) -> Result<()> {
         let taken: Option<Option<String>> = self
-            .txn
+            .sqlite()?
             .query_row(
                 "SELECT request_sha256 FROM llm_calls
                  WHERE run_id = ?1 AND step_id = ?2 AND call_index = ?3",
@@ -228,13 +229,13 @@ impl WriteTxn<'_> {
             None => i64::from(call.call_index),
             // The same question at the same place: a replay, already recorded.
             Some(hash) if hash == call.request_sha256 => return Ok(()),
-            Some(_) => self.txn.query_row(
+            Some(_) => self.sqlite()?.query_row(
                 "SELECT MAX(call_index) + 1 FROM llm_calls WHERE run_id = ?1 AND step_id = ?2",
                 params![call.run_id, call.step_id],
                 |row| row.get(0),
             )?,
         };
-        self.txn.execute(
+        self.sqlite()?.execute(
             "INSERT INTO llm_calls (run_id, step_id, call_index, task, tier, cache_hit,
                  prompt_tokens, completion_tokens, cost_micros, saved_micros, latency_ms, result,
                  fallbacks, at, request_sha256)
@@ -282,7 +283,7 @@ impl WriteTxn<'_> {
             return Ok(Err(reason));
         }
         let (day, month) = day_and_month(now);
-        self.txn.execute(
+        self.sqlite()?.execute(
             "INSERT INTO llm_budget (tier, run_id, day, month, tokens, cost_micros, state, at,
                                      expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'reserved', ?7, ?8)",
@@ -297,7 +298,7 @@ impl WriteTxn<'_> {
                 expires_at
             ],
         )?;
-        Ok(Ok(self.txn.last_insert_rowid()))
+        Ok(Ok(self.sqlite()?.last_insert_rowid()))
     }
 
     /// Adds `tokens`/`cost` to a live reservation (a retry after an attempt the provider may
@@ -315,7 +316,7 @@ impl WriteTxn<'_> {
         if let Some(reason) = self.over_limit(tier, run_id, tokens, cost_micros, limits, now)? {
             return Ok(Err(reason));
         }
-        self.txn.execute(
+        self.sqlite()?.execute(
             "UPDATE llm_budget SET tokens = tokens + ?2, cost_micros = cost_micros + ?3
              WHERE id = ?1",
             params![reservation, tokens, cost_micros],
@@ -324,7 +325,7 @@ impl WriteTxn<'_> {
     }
 
     fn expire_reservations(&self, now: i64) -> Result<()> {
-        self.txn.execute(
+        self.sqlite()?.execute(
             "UPDATE llm_budget SET state = 'expired'
              WHERE state = 'reserved' AND COALESCE(expires_at, at + 3600000) < ?1",
             [now],
@@ -344,7 +345,7 @@ impl WriteTxn<'_> {
     ) -> Result<Option<String>> {
         let (day, month) = day_and_month(now);
         let sum = |column: &str, filter: &str, value: &dyn rusqlite::ToSql| -> Result<i64> {
-            Ok(self.txn.query_row(
+            Ok(self.sqlite()?.query_row(
                 &format!(
                     "SELECT COALESCE(SUM({column}), 0) FROM llm_budget
                      WHERE tier = ?1 AND {filter} = ?2 AND state IN ('reserved', 'settled')"
@@ -421,7 +422,7 @@ impl WriteTxn<'_> {
 
     /// Replaces a reservation by what the call really used.
     pub fn settle(&self, reservation: i64, tokens: u64, cost_micros: i64) -> Result<()> {
-        self.txn.execute(
+        self.sqlite()?.execute(
             "UPDATE llm_budget SET tokens = ?2, cost_micros = ?3, state = 'settled' WHERE id = ?1",
             params![reservation, tokens, cost_micros],
         )?;
@@ -430,7 +431,7 @@ impl WriteTxn<'_> {
 
     /// Gives a reservation back (the call never reached the provider).
     pub fn release(&self, reservation: i64) -> Result<()> {
-        self.txn.execute(
+        self.sqlite()?.execute(
             "UPDATE llm_budget SET state = 'released' WHERE id = ?1",
             [reservation],
         )?;

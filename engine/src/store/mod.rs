@@ -1,5 +1,5 @@
 //! The durable store: runs, steps, attempts, the append-only event log and step logs, in one
-//! SQLite file. See `ARCHITECTURE.md`, "Durable execution".
+//! SQLite file or a PostgreSQL database. See `ARCHITECTURE.md`, "Durable execution".
 
 mod check;
 mod deployments;
@@ -7,16 +7,23 @@ mod error;
 mod files;
 mod llm;
 mod notifications;
+mod postgres;
 mod records;
 mod retention;
 mod risk_models;
+mod runs;
 mod schema;
 mod secrets;
 mod service;
+#[cfg(test)]
+mod shared_tests;
+mod sql;
 mod sqlite;
 mod state;
 mod test_coverage;
 mod test_learning;
+#[cfg(test)]
+mod test_postgres;
 mod tests_history;
 
 pub use check::{Check, refuse_damaged};
@@ -30,10 +37,12 @@ pub use records::{
 };
 pub use retention::{Pruned, RetentionPolicy};
 pub use risk_models::StoredRiskModel;
+pub use runs::WriteTxn;
 pub use schema::LATEST_VERSION;
 pub use secrets::SealedSecret;
 pub use service::{AttemptRecord, FlakyTest, MetricCounts, RunFilter, RunSummary, TokenRecord};
-pub use sqlite::{Store, WriteTxn, now_ms};
+pub use sql::Backend;
+pub use sqlite::{Store, now_ms};
 pub use state::{RunState, StepState};
 pub use test_coverage::TestCoverage;
 pub use test_learning::{ProposalRecord, TestLink};

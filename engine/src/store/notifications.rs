@@ -10,7 +10,7 @@ use super::sqlite::{Store, now_ms};
 impl Store {
     /// When `service`'s alert `key` was last accepted (ms since the epoch).
     pub fn last_alert(&self, service: &str, key: &str) -> Result<Option<i64>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         Ok(conn
             .prepare_cached("SELECT MAX(at) FROM notifications WHERE service = ?1 AND kind = 'alert' AND key = ?2")?
             .query_row(params![service, key], |row| row.get::<_, Option<i64>>(0))
@@ -20,7 +20,7 @@ impl Store {
 
     /// Messages run `run_id` has sent, from every step.
     pub fn messages_sent(&self, run_id: i64) -> Result<usize> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let count: i64 = conn
             .prepare_cached(
                 "SELECT COUNT(*) FROM notifications WHERE run_id = ?1 AND kind = 'message'",
@@ -31,7 +31,7 @@ impl Store {
 
     /// Messages `service` sent since `since_ms`, from every run (the daily noise budget).
     pub fn messages_since(&self, service: &str, since_ms: i64) -> Result<usize> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let count: i64 = conn
             .prepare_cached(
                 "SELECT COUNT(*) FROM notifications WHERE service = ?1 AND kind = 'message' AND at >= ?2",
@@ -49,7 +49,7 @@ impl Store {
         key: &str,
     ) -> Result<()> {
         self.write(|txn| {
-            txn.txn
+            txn.sqlite()?
                 .prepare_cached("INSERT INTO notifications (run_id, service, kind, key, at) VALUES (?1, ?2, ?3, ?4, ?5)")?
                 .execute(params![run_id, service, kind, key, now_ms()])?;
             Ok(())

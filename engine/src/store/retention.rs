@@ -55,7 +55,7 @@ impl Store {
                 let mut other = 0u64;
                 for &run_id in batch {
                     logs += txn
-                        .txn
+                        .sqlite()?
                         .execute("DELETE FROM step_logs WHERE run_id = ?1", [run_id])?
                         as u64;
                     for table in [
@@ -67,15 +67,15 @@ impl Store {
                         "artifacts",
                     ] {
                         other += txn
-                            .txn
+                            .sqlite()?
                             .execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), [run_id])?
                             as u64;
                     }
-                    txn.txn
+                    txn.sqlite()?
                         .execute("DELETE FROM runs WHERE id = ?1", [run_id])?;
                     // Allowed by the trigger now that the run row is gone.
                     other += txn
-                        .txn
+                        .sqlite()?
                         .execute("DELETE FROM events WHERE run_id = ?1", [run_id])?
                         as u64;
                 }
@@ -94,7 +94,7 @@ impl Store {
                 let mut deleted = 0u64;
                 for &run_id in batch {
                     deleted += txn
-                        .txn
+                        .sqlite()?
                         .execute("DELETE FROM step_logs WHERE run_id = ?1", [run_id])?
                         as u64;
                 }
@@ -104,7 +104,7 @@ impl Store {
 
         pruned.cache_entries = self.write(|txn| {
             Ok(txn
-                .txn
+                .sqlite()?
                 .execute("DELETE FROM llm_cache WHERE expires_at < ?1", [now])?
                 as u64)
         })?;
@@ -112,9 +112,9 @@ impl Store {
         let budget_before = now.saturating_sub(62 * 24 * 3600 * 1000);
         pruned.other_rows += self.write(|txn| {
             let budget = txn
-                .txn
+                .sqlite()?
                 .execute("DELETE FROM llm_budget WHERE at < ?1", [budget_before])?;
-            let notifications = txn.txn.execute(
+            let notifications = txn.sqlite()?.execute(
                 "DELETE FROM notifications WHERE at < ?1",
                 params![runs_before],
             )?;
@@ -125,7 +125,7 @@ impl Store {
 
     /// Finished runs that ended before `before`, except the newest `keep` finished runs.
     fn finished_runs_before(&self, before: i64, keep: i64) -> Result<Vec<i64>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(
             "SELECT id FROM runs
              WHERE state != 'running' AND finished_at IS NOT NULL AND finished_at < ?1
@@ -139,7 +139,7 @@ impl Store {
 
     /// Ids of every run the store knows, for finding run directories left without a run.
     pub fn run_ids(&self) -> Result<std::collections::BTreeSet<i64>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare("SELECT id FROM runs")?;
         let rows = stmt.query_map([], |row| row.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

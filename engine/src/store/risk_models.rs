@@ -9,7 +9,8 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
 use super::error::{Error, Result};
-use super::sqlite::{Store, WriteTxn, now_ms};
+use super::runs::WriteTxn;
+use super::sqlite::{Store, now_ms};
 
 #[derive(Debug, Clone)]
 pub struct StoredRiskModel {
@@ -44,7 +45,7 @@ impl Store {
     /// The model calibrated for the repository at `repo` (its canonical path), or else the
     /// newest one calibrated for a clone of it (same root commit).
     pub fn risk_model(&self, repo: &str, root_commit: &str) -> Result<Option<StoredRiskModel>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let by_path = conn
             .query_row(
                 &format!("SELECT {COLUMNS} FROM risk_models WHERE repo = ?1"),
@@ -69,7 +70,7 @@ impl Store {
 
     /// Every calibrated model, by repository.
     pub fn risk_models(&self) -> Result<Vec<StoredRiskModel>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM risk_models ORDER BY repo"))?;
         let rows = stmt.query_map([], row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -78,7 +79,7 @@ impl Store {
     /// Commits Cairn saw go wrong: a test failed on them, or a deployment of theirs was rolled
     /// back. Ids only: the caller keeps those of the repository it calibrates.
     pub fn failed_outcome_commits(&self) -> Result<BTreeSet<String>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut found: BTreeSet<String> = conn
             .prepare("SELECT DISTINCT commit_id FROM test_results WHERE outcome = 'failed'")?
             .query_map([], |row| row.get::<_, String>(0))?
@@ -133,7 +134,7 @@ impl WriteTxn<'_> {
         model: &Value,
         evaluation: &Value,
     ) -> Result<()> {
-        self.txn.execute(
+        self.sqlite()?.execute(
             "INSERT INTO risk_models (repo, root_commit, head, model, evaluation, calibrated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (repo) DO UPDATE SET root_commit = excluded.root_commit,

@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::error::{Error, Result};
 
 /// Index `i` upgrades version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: runs, steps, attempts, the append-only event log, step logs.
     r#"
     CREATE TABLE runs (

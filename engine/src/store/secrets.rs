@@ -28,7 +28,7 @@ impl Store {
     /// Creates or replaces the secret `name`.
     pub fn put_secret(&self, name: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<()> {
         self.write(|txn| {
-            txn.txn.execute(
+            txn.sqlite()?.execute(
                 "INSERT INTO secrets (name, nonce, ciphertext, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(name) DO UPDATE SET nonce = excluded.nonce,
                      ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
@@ -39,7 +39,7 @@ impl Store {
     }
 
     pub fn secret(&self, name: &str) -> Result<Option<SealedSecret>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         Ok(conn
             .query_row(
                 "SELECT name, nonce, ciphertext, updated_at FROM secrets WHERE name = ?1",
@@ -51,7 +51,7 @@ impl Store {
 
     /// Every stored secret, by name.
     pub fn secrets(&self) -> Result<Vec<SealedSecret>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt =
             conn.prepare("SELECT name, nonce, ciphertext, updated_at FROM secrets ORDER BY name")?;
         let rows = stmt.query_map([], row)?;
@@ -62,7 +62,7 @@ impl Store {
     pub fn delete_secret(&self, name: &str) -> Result<bool> {
         self.write(|txn| {
             Ok(txn
-                .txn
+                .sqlite()?
                 .execute("DELETE FROM secrets WHERE name = ?1", [name])?
                 > 0)
         })

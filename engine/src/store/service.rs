@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use super::error::Result;
 use super::records::{RunRecord, StoredLogLine};
-use super::sqlite::{RUN_SUMMARY_COLUMNS, Store, WriteTxn, now_ms, parse_json, run_from_row};
+use super::runs::{RUN_SUMMARY_COLUMNS, WriteTxn, run_from_row};
+use super::sqlite::{Store, now_ms, parse_json};
 
 /// A stored API token: never the token itself.
 #[derive(Debug, Clone, Serialize)]
@@ -97,7 +98,7 @@ const ROUTE_OF_RUN: &str = "(SELECT json_extract(s.outputs, '$.route') FROM step
 impl Store {
     /// The scope of an unrevoked token with this SHA-256, noting its use.
     pub fn token_scope(&self, sha256: &str) -> Result<Option<String>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let found: Option<(i64, String, Option<i64>)> = conn
             .query_row(
                 "SELECT id, scope, last_used_at FROM api_tokens
@@ -121,7 +122,7 @@ impl Store {
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(
             "SELECT id, name, scope, created_at, last_used_at FROM api_tokens
              WHERE revoked_at IS NULL ORDER BY id",
@@ -140,7 +141,6 @@ impl Store {
 
     /// Runs matching `filter`, newest first, with their risk and route.
     pub fn filtered_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
-        let conn = self.lock();
         let sql = format!(
             "SELECT {RUN_SUMMARY_COLUMNS}, {RISK_OF_RUN}, {ROUTE_OF_RUN} FROM runs
              WHERE (?1 IS NULL OR workflow = ?1)
@@ -152,28 +152,32 @@ impl Store {
                AND (?6 IS NULL OR id < ?6)
              ORDER BY id DESC LIMIT ?7"
         );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(
-            params![
-                filter.workflow,
-                filter.repository,
-                filter.branch,
-                filter.state,
-                filter.risk,
-                filter.before,
-                filter.limit as i64
-            ],
-            |row| {
+        let limit = filter.limit as i64;
+        self.read(|conn| {
+            conn.query(
+                &sql,
+                &[
+                    &filter.workflow,
+                    &filter.repository,
+                    &filter.branch,
+                    &filter.state,
+                    &filter.risk,
+                    &filter.before,
+                    &limit,
+                ],
+            )?
+            .iter()
+            .map(|row| {
                 let run = run_from_row(row)?;
                 let risk: Option<String> = row.get(13)?;
                 // `json_extract` of an object is its JSON text.
                 let route: Option<String> = row.get(14)?;
                 let route =
                     route.map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text)));
-                Ok(run.map(|run| RunSummary { run, risk, route }))
-            },
-        )?;
-        rows.map(|row| row?).collect()
+                Ok(RunSummary { run, risk, route })
+            })
+            .collect()
+        })
     }
 
     /// At most `limit` log lines of a run (optionally one step) with `seq > after`, in order.
@@ -184,7 +188,7 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<StoredLogLine>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(
             "SELECT seq, step_id, attempt, stream, line, at FROM step_logs
              WHERE run_id = ?1 AND (?2 IS NULL OR step_id = ?2) AND seq > ?3
@@ -204,7 +208,7 @@ impl Store {
     }
 
     pub fn attempts(&self, run_id: i64) -> Result<Vec<AttemptRecord>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(
             "SELECT step_id, attempt, owner, state, failure, exit_code, error, started_at,
                     finished_at
@@ -228,7 +232,7 @@ impl Store {
 
     /// Every service's deployment state (as the deploy agent wrote it), by service name.
     pub fn deployments_updated(&self) -> Result<Vec<(String, Value, i64)>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt =
             conn.prepare("SELECT service, state, updated_at FROM deployments ORDER BY service")?;
         let rows = stmt.query_map([], |row| {
@@ -243,7 +247,7 @@ impl Store {
 
     /// Tests that ever failed or flaked, with their counts and quarantine.
     pub fn flaky_tests(&self) -> Result<Vec<FlakyTest>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(
             "SELECT r.repo, r.test_id, COUNT(*),
                     SUM(r.outcome = 'failed'), SUM(r.outcome = 'flaky'), q.since, q.reason
@@ -270,7 +274,7 @@ impl Store {
 
     /// The counts behind `/metrics`, read in one transaction so they agree with each other.
     pub fn metric_counts(&self) -> Result<MetricCounts> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let txn = conn.transaction()?;
         let mut counts = MetricCounts::default();
         let grouped = |sql: &str| -> rusqlite::Result<Vec<(String, u64)>> {
@@ -326,16 +330,16 @@ impl Store {
 impl WriteTxn<'_> {
     /// Stores a new token's SHA-256 and returns its id.
     pub fn create_token(&self, name: &str, scope: &str, sha256: &str) -> Result<i64> {
-        self.txn.execute(
+        self.sqlite()?.execute(
             "INSERT INTO api_tokens (name, scope, sha256, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![name, scope, sha256, now_ms()],
         )?;
-        Ok(self.txn.last_insert_rowid())
+        Ok(self.sqlite()?.last_insert_rowid())
     }
 
     /// Revokes a token; false when there was no such live token.
     pub fn revoke_token(&self, id: i64) -> Result<bool> {
-        let changed = self.txn.execute(
+        let changed = self.sqlite()?.execute(
             "UPDATE api_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
             params![now_ms(), id],
         )?;

@@ -1,9 +1,12 @@
-//! The store against real SQLite files in a temporary directory.
+//! The SQLite store's own cases against real files in a temporary directory: damaged and
+//! newer files, concurrent migration, recorded model calls. The run core's contract runs on
+//! both backends in `shared_tests.rs`.
 
 use serde_json::json;
 
 use super::*;
 use crate::store::CallRecord;
+use crate::store::NewRun;
 
 fn new_run(step_ids: &[&str]) -> NewRun {
     NewRun {
@@ -21,86 +24,6 @@ fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(&dir.path().join("state/cairn.db")).expect("store opens");
     (dir, store)
-}
-
-#[test]
-fn a_transition_and_its_event_commit_together() {
-    let (_dir, store) = open();
-    let run_id = store
-        .write(|txn| txn.create_run(&new_run(&["a"])))
-        .expect("run created");
-    store
-        .write(|txn| txn.transition_step(&StepTransition::new(run_id, "a", StepState::Running)))
-        .expect("pending -> running");
-    assert_eq!(
-        store.steps(run_id).expect("steps")[0].state,
-        StepState::Running
-    );
-    let kinds: Vec<String> = store
-        .events(run_id)
-        .expect("events")
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
-    assert_eq!(kinds, ["run_created", "step_running"]);
-}
-
-#[test]
-fn an_illegal_transition_is_refused_and_changes_nothing() {
-    let (_dir, store) = open();
-    let run_id = store
-        .write(|txn| txn.create_run(&new_run(&["a"])))
-        .expect("run created");
-    let result = store.write(|txn| {
-        txn.append_event(run_id, None, None, "marker", &json!({}))?;
-        txn.transition_step(&StepTransition::new(run_id, "a", StepState::Succeeded))
-    });
-    assert!(
-        matches!(result, Err(Error::IllegalTransition { .. })),
-        "{result:?}"
-    );
-    let kinds: Vec<String> = store
-        .events(run_id)
-        .expect("events")
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
-    assert_eq!(kinds, ["run_created"], "the whole transaction rolled back");
-}
-
-#[test]
-fn events_cannot_be_rewritten() {
-    let (_dir, store) = open();
-    store
-        .write(|txn| txn.create_run(&new_run(&["a"])))
-        .expect("run created");
-    let conn = rusqlite::Connection::open(store.path()).expect("second connection");
-    assert!(
-        conn.execute("UPDATE events SET kind = 'forged'", [])
-            .is_err()
-    );
-    assert!(conn.execute("DELETE FROM events", []).is_err());
-}
-
-#[test]
-fn a_live_lease_is_respected_and_a_dead_one_reclaimed() {
-    let (_dir, store) = open();
-    let run_id = store
-        .write(|txn| txn.create_run(&new_run(&["a"])))
-        .expect("run created");
-    let held = store.write(|txn| txn.claim_run(run_id, "other:2:2", 1_000, &|_| true));
-    assert!(matches!(held, Err(Error::LeaseHeld { .. })), "{held:?}");
-    let taken = store
-        .write(|txn| txn.claim_run(run_id, "other:2:2", 1_000, &|_| false))
-        .expect("dead owner's lease is taken over");
-    assert_eq!(taken.previous.as_deref(), Some("host:1:1"));
-    assert!(
-        store
-            .events(run_id)
-            .expect("events")
-            .iter()
-            .any(|e| e.kind == "run_reclaimed")
-    );
 }
 
 #[test]
@@ -132,76 +55,6 @@ fn a_file_that_is_not_a_database_is_a_clear_error() {
         std::fs::read(&path).expect("read back"),
         vec![0x5a; 8192],
         "file untouched"
-    );
-}
-
-#[test]
-fn a_reclaim_fences_out_every_write_of_the_previous_holder() {
-    let (_dir, store) = open();
-    let run_id = store
-        .write(|txn| txn.create_run(&new_run(&["a"])))
-        .expect("run created");
-    let first = store
-        .write(|txn| txn.claim_run(run_id, "host:1:1", 30_000, &|_| true))
-        .expect("the creator claims its run")
-        .fence;
-    store
-        .write(|txn| txn.check_fence(&first))
-        .expect("the holder may write");
-    // The holder stalls past its lease; a second engine takes over although it is alive.
-    store
-        .write(|txn| txn.claim_run(run_id, "host:2:2", 1_000, &|_| false))
-        .map(|claim| assert_eq!(claim.fence.epoch, first.epoch + 1))
-        .expect("a dead or expired owner's lease is taken over");
-    for (what, result) in [
-        ("check", store.write(|txn| txn.check_fence(&first))),
-        (
-            "renewal",
-            store.write(|txn| txn.renew_lease(&first, 30_000)),
-        ),
-    ] {
-        assert!(
-            matches!(result, Err(Error::LeaseLost { run_id: r, .. }) if r == run_id),
-            "{what}: {result:?}"
-        );
-    }
-    let line = LogLine {
-        run_id,
-        step_id: "a".into(),
-        attempt: 1,
-        stream: "stdout",
-        line: "late".into(),
-        at: now_ms(),
-    };
-    store
-        .append_logs(std::slice::from_ref(&line), Some(&first))
-        .expect("stale lines are dropped, not an error");
-    assert!(store.logs(run_id, None, 0).expect("logs").is_empty());
-
-    store
-        .write(|txn| txn.finish_run(run_id, RunState::Succeeded, None))
-        .expect("finished once");
-    let again = store.write(|txn| txn.finish_run(run_id, RunState::Failed, None));
-    assert!(matches!(again, Err(Error::RunNotRunning(_))), "{again:?}");
-    let claim = store.write(|txn| txn.claim_run(run_id, "host:3:3", 1_000, &|_| false));
-    assert!(matches!(claim, Err(Error::RunNotRunning(_))), "{claim:?}");
-}
-
-#[test]
-fn a_cursor_moves_only_from_the_value_it_was_read_at() {
-    let (_dir, store) = open();
-    let moved = store
-        .write(|txn| txn.advance_cursor("w", "url", "main", None, "c1"))
-        .expect("first advance");
-    assert!(moved);
-    // A second poller read the cursor before the first moved it.
-    let stale = store
-        .write(|txn| txn.advance_cursor("w", "url", "main", None, "c1"))
-        .expect("stale advance");
-    assert!(!stale, "the poller that lost the race creates nothing");
-    assert_eq!(
-        store.cursor("w", "url", "main").expect("cursor").as_deref(),
-        Some("c1")
     );
 }
 

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use rusqlite::params;
 
 use super::error::Result;
-use super::sqlite::{Store, WriteTxn, now_ms};
+use super::runs::WriteTxn;
+use super::sqlite::{Store, now_ms};
 
 /// What one test file executed, at one commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +63,7 @@ impl Store {
     /// Every test file's newest coverage record in `repo`. A record with an unreadable line
     /// list is left out whole: an unknown test runs.
     pub fn test_coverage(&self, repo: &str) -> Result<Vec<TestCoverage>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(
             "SELECT test_file, commit_id, source_path, lines FROM test_coverage
              WHERE repo = ?1 ORDER BY test_file, source_path",
@@ -102,11 +103,11 @@ impl WriteTxn<'_> {
     pub fn record_test_coverage(&self, repo: &str, measured: &[TestCoverage]) -> Result<()> {
         let now = now_ms();
         for record in measured {
-            self.txn.execute(
+            self.sqlite()?.execute(
                 "DELETE FROM test_coverage WHERE repo = ?1 AND test_file = ?2",
                 params![repo, record.test_file],
             )?;
-            let mut insert = self.txn.prepare_cached(
+            let mut insert = self.sqlite()?.prepare_cached(
                 "INSERT INTO test_coverage (repo, test_file, commit_id, source_path, lines, recorded_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
@@ -163,7 +164,7 @@ mod tests {
         let store = Store::open(&dir.path().join("cairn.db")).expect("store");
         store
             .write(|txn| {
-                txn.txn.execute(
+                txn.sqlite()?.execute(
                     "INSERT INTO test_coverage VALUES ('r', 't.py', 'c', 'a.py', 'garbage', 0)",
                     [],
                 )?;

@@ -9,7 +9,8 @@ use rusqlite::params;
 use serde::Serialize;
 
 use super::error::Result;
-use super::sqlite::{Store, WriteTxn, now_ms};
+use super::runs::WriteTxn;
+use super::sqlite::{Store, now_ms};
 
 /// One learned association from a source file to a test file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -52,7 +53,7 @@ pub struct ProposalRecord {
 impl Store {
     /// Commits of `repo` whose co-changes are already counted.
     pub fn learned_commits(&self, repo: &str) -> Result<HashSet<String>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt =
             conn.prepare_cached("SELECT commit_id FROM test_learned_commits WHERE repo = ?1")?;
         let rows = stmt.query_map([repo], |row| row.get(0))?;
@@ -61,7 +62,7 @@ impl Store {
 
     /// Every learned link from any of `sources`, strongest first.
     pub fn test_links(&self, repo: &str, sources: &[String]) -> Result<Vec<TestLink>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(
             "SELECT source_path, test_file, kind, count FROM test_links
              WHERE repo = ?1 AND source_path = ?2 ORDER BY count DESC, test_file",
@@ -83,7 +84,7 @@ impl Store {
 
     /// Recorded proposals, newest first; `repo` narrows to one repository.
     pub fn test_proposals(&self, repo: Option<&str>, limit: usize) -> Result<Vec<ProposalRecord>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(
             "SELECT run_id, step_id, repo, commit_id, source_path, function, test_path, status, reason,
                     detail, code, tier, at, kind
@@ -112,7 +113,7 @@ impl Store {
 
     /// How many proposals of `kind` a step of a run has recorded (by any of its attempts).
     pub fn proposal_count(&self, run_id: i64, step_id: &str, kind: &str) -> Result<usize> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let count: i64 = conn.query_row(
             "SELECT COUNT(*) FROM test_proposals WHERE run_id = ?1 AND step_id = ?2 AND kind = ?3",
             params![run_id, step_id, kind],
@@ -131,7 +132,7 @@ impl WriteTxn<'_> {
         commit: &str,
         pairs: &[(String, String)],
     ) -> Result<bool> {
-        let inserted = self.txn.execute(
+        let inserted = self.sqlite()?.execute(
             "INSERT OR IGNORE INTO test_learned_commits (repo, commit_id) VALUES (?1, ?2)",
             params![repo, commit],
         )?;
@@ -163,7 +164,7 @@ impl WriteTxn<'_> {
         kind: &str,
         commit: &str,
     ) -> Result<()> {
-        self.txn
+        self.sqlite()?
             .prepare_cached(
                 "INSERT INTO test_links (repo, source_path, test_file, kind, count, last_commit, updated_at)
                  VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)
@@ -177,7 +178,7 @@ impl WriteTxn<'_> {
     /// A re-run attempt of a step judges its proposals of `kind` again; the verdicts of the
     /// attempt it replaces go, so each proposal is listed once.
     pub fn forget_proposals(&self, run_id: i64, step_id: &str, kind: &str) -> Result<()> {
-        self.txn.execute(
+        self.sqlite()?.execute(
             "DELETE FROM test_proposals WHERE run_id = ?1 AND step_id = ?2 AND kind = ?3",
             params![run_id, step_id, kind],
         )?;
@@ -185,7 +186,7 @@ impl WriteTxn<'_> {
     }
 
     pub fn record_proposal(&self, record: &ProposalRecord) -> Result<()> {
-        self.txn.execute(
+        self.sqlite()?.execute(
             "INSERT INTO test_proposals (run_id, step_id, repo, commit_id, source_path, function, test_path,
                                          status, reason, detail, code, tier, at, kind)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",

@@ -6,7 +6,8 @@ use rusqlite::params;
 use serde::Serialize;
 
 use super::error::Result;
-use super::sqlite::{Store, WriteTxn, now_ms};
+use super::runs::WriteTxn;
+use super::sqlite::{Store, now_ms};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct QuarantinedTest {
@@ -20,7 +21,7 @@ pub struct QuarantinedTest {
 impl Store {
     /// The last `limit` outcomes of a test in a repository, oldest first.
     pub fn test_history(&self, repo: &str, test_id: &str, limit: usize) -> Result<Vec<String>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(
             "SELECT outcome FROM test_results WHERE repo = ?1 AND test_id = ?2 AND outcome != 'ignored'
              ORDER BY id DESC LIMIT ?3",
@@ -34,7 +35,7 @@ impl Store {
 
     /// Tests of `repo` that have ever failed or flaked (the candidates for `cairn tests flaky`).
     pub fn unsteady_tests(&self, repo: Option<&str>) -> Result<Vec<(String, String)>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(
             "SELECT DISTINCT repo, test_id FROM test_results
              WHERE outcome IN ('failed', 'flaky') AND (?1 IS NULL OR repo = ?1) ORDER BY repo, test_id",
@@ -44,7 +45,7 @@ impl Store {
     }
 
     pub fn quarantined(&self, repo: &str) -> Result<BTreeMap<String, QuarantinedTest>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(
             "SELECT repo, test_id, since, reason, passes_in_row FROM test_quarantine WHERE repo = ?1",
         )?;
@@ -77,7 +78,7 @@ impl WriteTxn<'_> {
         outcome: &str,
         duration_ms: Option<u64>,
     ) -> Result<()> {
-        self.txn
+        self.sqlite()?
             .prepare_cached(
                 "INSERT INTO test_results (run_id, step_id, repo, commit_id, test_id, outcome, duration_ms, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -87,7 +88,7 @@ impl WriteTxn<'_> {
     }
 
     pub fn quarantine(&self, repo: &str, test_id: &str, reason: &str) -> Result<()> {
-        self.txn.execute(
+        self.sqlite()?.execute(
             "INSERT INTO test_quarantine (repo, test_id, since, reason) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (repo, test_id) DO UPDATE SET reason = excluded.reason, passes_in_row = 0",
             params![repo, test_id, now_ms(), reason],
@@ -101,7 +102,7 @@ impl WriteTxn<'_> {
         test_id: &str,
         passes_in_row: u32,
     ) -> Result<()> {
-        self.txn.execute(
+        self.sqlite()?.execute(
             "UPDATE test_quarantine SET passes_in_row = ?3 WHERE repo = ?1 AND test_id = ?2",
             params![repo, test_id, passes_in_row],
         )?;
@@ -109,7 +110,7 @@ impl WriteTxn<'_> {
     }
 
     pub fn release_quarantine(&self, repo: &str, test_id: &str) -> Result<()> {
-        self.txn.execute(
+        self.sqlite()?.execute(
             "DELETE FROM test_quarantine WHERE repo = ?1 AND test_id = ?2",
             params![repo, test_id],
         )?;

@@ -153,10 +153,10 @@ pub fn all(store: &Store) -> Result<Vec<(String, ServiceState)>, Error> {
 }
 
 /// Reads, changes and writes back one service's state in one transaction.
-pub fn update<T>(
+pub fn update<T: Send>(
     store: &Store,
     service: &str,
-    change: impl FnOnce(&mut ServiceState) -> T,
+    change: impl FnOnce(&mut ServiceState) -> T + Send,
 ) -> Result<T, Error> {
     store
         .write(|txn| {

@@ -443,11 +443,12 @@ async fn run(
             .test_history(&repo, &result.id, flaky::WINDOW)
             .map_err(|e| AgentError::new(e.to_string()))?;
         let score = flakiness(&history);
-        let write = |f: &dyn Fn(&crate::store::WriteTxn<'_>) -> crate::store::Result<()>| {
-            store
-                .write(|txn| f(txn))
-                .map_err(|e| AgentError::new(e.to_string()))
-        };
+        let write =
+            |f: &(dyn Fn(&crate::store::WriteTxn<'_>) -> crate::store::Result<()> + Sync)| {
+                store
+                    .write(|txn| f(txn))
+                    .map_err(|e| AgentError::new(e.to_string()))
+            };
         match quarantined.get(&result.id) {
             Some(entry) if result.outcome == Outcome::Passed => {
                 let passes = entry.passes_in_row + 1;
