@@ -3,6 +3,8 @@
 //!
 //! The comparison is the point: group commit should let a wide DAG finish steps at least as
 //! fast as SQLite can commit single transactions, and a chain (one commit per step) at half.
+//! With `--store postgres://…` the two DAGs run through that PostgreSQL database instead (the
+//! raw SQLite rate stays as the yardstick), so the two backends compare on one machine.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -44,6 +46,10 @@ pub enum BenchTarget {
         /// unsandboxed and then in the configured sandbox (`--steps` defaults to 200 here).
         #[arg(long)]
         sandbox: bool,
+        /// Run the DAGs through this PostgreSQL database (`postgres://…`) instead of scratch
+        /// SQLite files.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
     },
     /// The HTTP service's cost: three pipelines alone, then while 50 API clients read runs
     /// and one follows a live log; step throughput both times and API latency.
@@ -57,6 +63,8 @@ pub enum BenchTarget {
 
 #[derive(Serialize)]
 pub struct EngineReport {
+    /// The SQLite file or PostgreSQL address (without password) the DAGs ran through.
+    pub store: String,
     pub steps: usize,
     pub concurrency: usize,
     pub raw_commits_per_s: f64,
@@ -80,6 +88,7 @@ pub async fn bench(home: Option<PathBuf>, args: &BenchArgs) -> Result<()> {
             dir,
             json,
             sandbox,
+            store,
         } => {
             let settings = Settings::resolve(home, None)?;
             let base = dir.clone().unwrap_or_else(|| settings.home.join("bench"));
@@ -107,7 +116,7 @@ pub async fn bench(home: Option<PathBuf>, args: &BenchArgs) -> Result<()> {
                 return Ok(());
             }
             let steps = steps.unwrap_or(1000);
-            let report = engine_bench(&scratch, steps, *concurrency).await;
+            let report = engine_bench(&scratch, steps, *concurrency, store.as_deref()).await;
             let _ = std::fs::remove_dir_all(&scratch);
             let report = report?;
             if *json {
@@ -117,6 +126,7 @@ pub async fn bench(home: Option<PathBuf>, args: &BenchArgs) -> Result<()> {
                     "raw SQLite durable commits: {:>9.0} /s (1 row per synchronous=FULL transaction)",
                     report.raw_commits_per_s
                 );
+                println!("store: {}", report.store);
                 println!(
                     "wide DAG ({} steps, concurrency {}): {:>9.0} steps/s ({:.2}x raw)",
                     report.steps, report.concurrency, report.wide_steps_per_s, report.wide_vs_raw
@@ -135,11 +145,26 @@ async fn engine_bench(
     dir: &std::path::Path,
     steps: usize,
     concurrency: usize,
+    url: Option<&str>,
 ) -> Result<EngineReport> {
     let raw = raw_commit_rate(&dir.join("raw.db"), steps)?;
-    let wide = dag_rate(dir, "wide", &workflow(steps, concurrency, false)).await?;
-    let deep = dag_rate(dir, "deep", &workflow(steps, 1, true)).await?;
+    let open = |name: &str| -> Result<Store> {
+        let file = dir.join(format!("{name}.db"));
+        Ok(match url {
+            Some(url) => Store::open_postgres(url, &file)?,
+            None => Store::open(&file)?,
+        })
+    };
+    let wide = dag_rate(
+        open("wide")?,
+        dir,
+        "wide",
+        &workflow(steps, concurrency, false),
+    )
+    .await?;
+    let deep = dag_rate(open("deep")?, dir, "deep", &workflow(steps, 1, true)).await?;
     Ok(EngineReport {
+        store: open("wide")?.location(),
         steps,
         concurrency,
         raw_commits_per_s: raw,
@@ -179,9 +204,9 @@ async fn sandbox_bench(
         }
     }
     sandbox::install(Sandbox::off());
-    let plain = dag_rate(dir, "plain", &chain).await?;
+    let plain = dag_rate(Store::open(&dir.join("plain.db"))?, dir, "plain", &chain).await?;
     sandbox::install(sandboxed);
-    let boxed = dag_rate(dir, "boxed", &chain).await?;
+    let boxed = dag_rate(Store::open(&dir.join("boxed.db"))?, dir, "boxed", &chain).await?;
     let (plain_ms, boxed_ms) = (1000.0 / plain, 1000.0 / boxed);
     Ok(SandboxReport {
         steps,
@@ -217,8 +242,12 @@ fn raw_commit_rate(path: &std::path::Path, commits: usize) -> Result<f64> {
     Ok(commits as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn dag_rate(dir: &std::path::Path, name: &str, definition: &str) -> Result<f64> {
-    let store = Store::open(&dir.join(format!("{name}.db")))?;
+async fn dag_rate(
+    store: Store,
+    dir: &std::path::Path,
+    name: &str,
+    definition: &str,
+) -> Result<f64> {
     let engine = Engine::new(
         store,
         Arc::new(Registry::builtin(None)),

@@ -13,7 +13,7 @@ use cairn_engine::exec::{Engine, EngineSettings};
 use cairn_engine::llm::{self, Router};
 use cairn_engine::pipeline::{SandboxPolicy, load_sandbox_settings};
 use cairn_engine::retention::{Retention, WorkspacePolicy};
-use cairn_engine::store::Store;
+use cairn_engine::store::{Location, Store};
 
 /// Resolved locations and limits for this invocation.
 pub struct Settings {
@@ -50,8 +50,11 @@ impl Settings {
             .unwrap_or_else(|| self.home.join("cairn.yaml"))
     }
 
+    /// The state database: `CAIRN_STORE` or `store:` in `cairn.yaml` (PostgreSQL), else the
+    /// SQLite file in the home.
     pub fn open_store(&self) -> Result<Store> {
-        Ok(Store::open(&self.database())?)
+        let location = Location::load(&self.config_path(), &self.home)?;
+        Ok(location.open(&self.home)?)
     }
 
     pub fn llm(&self, store: &Store) -> Result<Router> {

@@ -59,6 +59,8 @@ pub struct Config {
     pub retention: Option<serde::de::IgnoredAny>,
     /// Read by `pipeline::load_sandbox_settings`; only tolerated here.
     pub sandbox: serde::de::IgnoredAny,
+    /// Read by `store::Location`; only tolerated here.
+    pub store: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

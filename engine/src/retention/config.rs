@@ -48,6 +48,9 @@ struct File {
     /// Read by `pipeline::load_sandbox_settings`.
     #[allow(dead_code)]
     sandbox: Option<serde::de::IgnoredAny>,
+    /// Read by `store::Location`.
+    #[allow(dead_code)]
+    store: Option<serde::de::IgnoredAny>,
     retention: Section,
 }
 

@@ -6,6 +6,7 @@ mod deployments;
 mod error;
 mod files;
 mod llm;
+mod location;
 mod notifications;
 mod postgres;
 mod records;
@@ -31,6 +32,7 @@ pub use deployments::ServiceLock;
 pub use error::{Error, Result};
 pub use files::{ArtifactFile, ArtifactRecord, CacheEntry, CacheSave};
 pub use llm::{BudgetLimits, CachedResponse, CallRecord, CostRow, day_and_month};
+pub use location::{Location, LocationError};
 pub use records::{
     Claim, EventRecord, Fence, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord,
     StepTransition, StoredLogLine,

@@ -17,6 +17,7 @@
 //!   session.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use postgres::types::{IsNull, ToSql, Type};
@@ -26,23 +27,33 @@ use super::error::{Error, Result};
 use super::schema::MIGRATIONS;
 use super::sql::{Conn, Kind, Row, ToValue, Value};
 
-/// The advisory lock every write transaction holds (an arbitrary constant: "cairn" in ASCII).
-const WRITE_LOCK: i64 = 0x63_61_69_72_6e;
+/// The advisory lock every write transaction holds (an arbitrary constant: "cairn" in ASCII),
+/// taken in the simple protocol: one round trip.
+const WRITE_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(426836062830)";
 
 /// A PostgreSQL database: its address and one connection, opened on first use.
 pub(super) struct Postgres {
     url: String,
-    client: Mutex<Option<Client>>,
+    session: Mutex<Option<Session>>,
 }
+
+/// One connection and the statements prepared on it: a statement is parsed and planned once
+/// per connection, then each use is one round trip instead of two.
+struct Session {
+    client: Client,
+    statements: Statements,
+}
+
+type Statements = HashMap<(String, Vec<Kind>), postgres::Statement>;
 
 impl Postgres {
     /// Connects and migrates the schema to this build's version.
     pub(super) fn open(url: &str) -> Result<Self> {
         let db = Self {
             url: url.to_string(),
-            client: Mutex::new(None),
+            session: Mutex::new(None),
         };
-        db.session(|client| migrate(client, url))?;
+        db.session(|client, _| migrate(client, url))?;
         Ok(db)
     }
 
@@ -56,11 +67,12 @@ impl Postgres {
         &self,
         work: impl FnOnce(&dyn Conn) -> Result<T> + Send,
     ) -> Result<T> {
-        self.session(|client| {
+        self.session(|client, statements| {
             let mut txn = client.transaction()?;
-            txn.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            txn.batch_execute(WRITE_LOCK_SQL)?;
             let conn = PgConn {
                 txn: RefCell::new(txn),
+                statements: RefCell::new(statements),
             };
             let value = work(&conn)?;
             conn.txn.into_inner().commit()?;
@@ -73,7 +85,7 @@ impl Postgres {
         &self,
         work: impl FnOnce(&dyn Conn) -> Result<T> + Send,
     ) -> Result<T> {
-        self.session(|client| {
+        self.session(|client, statements| {
             let txn = client
                 .build_transaction()
                 .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -81,6 +93,7 @@ impl Postgres {
                 .start()?;
             let conn = PgConn {
                 txn: RefCell::new(txn),
+                statements: RefCell::new(statements),
             };
             let value = work(&conn)?;
             conn.txn.into_inner().commit()?;
@@ -89,26 +102,32 @@ impl Postgres {
     }
 
     /// Runs `work` with a connected client on a thread of its own (see the module docs).
-    fn session<T: Send>(&self, work: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
+    fn session<T: Send>(
+        &self,
+        work: impl FnOnce(&mut Client, &mut Statements) -> Result<T> + Send,
+    ) -> Result<T> {
         std::thread::scope(|scope| {
             let handle = scope.spawn(|| {
                 // A panic while holding the lock leaves at worst an open transaction on a
                 // connection that is dropped below; the data is the server's to keep safe.
                 let mut guard = self
-                    .client
+                    .session
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let client = match guard.take() {
-                    Some(client) if !client.is_closed() => guard.insert(client),
-                    _ => guard.insert(Client::connect(&self.url, NoTls).map_err(|source| {
-                        Error::Connect {
-                            url: redact(&self.url),
-                            source,
-                        }
-                    })?),
+                let session = match guard.take() {
+                    Some(session) if !session.client.is_closed() => guard.insert(session),
+                    _ => guard.insert(Session {
+                        client: Client::connect(&self.url, NoTls).map_err(|source| {
+                            Error::Connect {
+                                url: redact(&self.url),
+                                source,
+                            }
+                        })?,
+                        statements: HashMap::new(),
+                    }),
                 };
-                let result = work(client);
-                if client.is_closed() {
+                let result = work(&mut session.client, &mut session.statements);
+                if session.client.is_closed() {
                     *guard = None;
                 }
                 result
@@ -118,35 +137,61 @@ impl Postgres {
     }
 }
 
+/// Closing the connection blocks on the client's own runtime too, so it happens on a thread
+/// of its own: the last handle to a store is often dropped inside the engine's runtime.
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let session = self
+            .session
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(session) = session {
+            let _ = std::thread::spawn(move || drop(session)).join();
+        }
+    }
+}
+
 /// One open PostgreSQL transaction as a [`Conn`].
 struct PgConn<'a> {
     txn: RefCell<postgres::Transaction<'a>>,
+    statements: RefCell<&'a mut Statements>,
 }
 
 impl Conn for PgConn<'_> {
     fn execute(&self, sql: &str, params: &[&dyn ToValue]) -> Result<u64> {
         let mut txn = self.txn.borrow_mut();
-        let (statement, values) = prepare(&mut txn, sql, params)?;
+        let statement = prepare(&mut txn, &mut self.statements.borrow_mut(), sql, params)?;
+        let values = values(params);
         Ok(txn.execute(&statement, &refs(&values))?)
     }
 
     fn query(&self, sql: &str, params: &[&dyn ToValue]) -> Result<Vec<Row>> {
         let mut txn = self.txn.borrow_mut();
-        let (statement, values) = prepare(&mut txn, sql, params)?;
+        let statement = prepare(&mut txn, &mut self.statements.borrow_mut(), sql, params)?;
+        let values = values(params);
         let rows = txn.query(&statement, &refs(&values))?;
         rows.iter().map(row_values).collect()
     }
 }
 
-/// The statement with every parameter's type given (from its [`Kind`]), and its values.
+/// The statement with every parameter's type given (from its [`Kind`]), prepared once per
+/// connection.
 fn prepare(
     txn: &mut postgres::Transaction<'_>,
+    statements: &mut Statements,
     sql: &str,
     params: &[&dyn ToValue],
-) -> Result<(postgres::Statement, Vec<Value>)> {
-    let types: Vec<Type> = params
+) -> Result<postgres::Statement> {
+    let kinds: Vec<Kind> = params.iter().map(|p| p.kind()).collect();
+    let key = (sql.to_string(), kinds);
+    if let Some(statement) = statements.get(&key) {
+        return Ok(statement.clone());
+    }
+    let types: Vec<Type> = key
+        .1
         .iter()
-        .map(|p| match p.kind() {
+        .map(|kind| match kind {
             Kind::Integer => Type::INT8,
             Kind::Real => Type::FLOAT8,
             Kind::Text => Type::TEXT,
@@ -154,7 +199,12 @@ fn prepare(
         })
         .collect();
     let statement = txn.prepare_typed(&placeholders(sql), &types)?;
-    Ok((statement, params.iter().map(|p| p.to_value()).collect()))
+    statements.insert(key, statement.clone());
+    Ok(statement)
+}
+
+fn values(params: &[&dyn ToValue]) -> Vec<Value> {
+    params.iter().map(|p| p.to_value()).collect()
 }
 
 fn refs(values: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
@@ -285,7 +335,7 @@ pub(super) fn placeholders(sql: &str) -> String {
 /// engines starting at once against a new database migrate it once.
 fn migrate(client: &mut Client, url: &str) -> Result<()> {
     let mut txn = client.transaction()?;
-    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+    txn.batch_execute(WRITE_LOCK_SQL)?;
     txn.batch_execute("CREATE TABLE IF NOT EXISTS cairn_schema (version BIGINT NOT NULL)")?;
     txn.batch_execute(JSON_EXTRACT)?;
     let found: Option<i64> = txn

@@ -21,7 +21,7 @@ pub enum Value {
 
 /// What a parameter holds, even when it is NULL: PostgreSQL must know a parameter's type
 /// where a statement alone does not tell it (`?2 IS NULL OR step_id = ?2`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Integer,
     Real,
