@@ -26,8 +26,8 @@ use super::retry::FailureClass;
 use super::workspace::Workspace;
 use crate::pipeline::{self, Action, LoadOptions, Step, Workflow};
 use crate::store::{
-    self, Fence, LogLine, NewRun, RunRecord, RunState, StepState, StepTransition, Store, WriteTxn,
-    now_ms,
+    self, Fence, LogFence, LogLine, NewRun, RunRecord, RunState, StepState, StepTransition, Store,
+    WriteTxn, now_ms,
 };
 
 /// How often a run checks for `cairn cancel` from another process.
@@ -318,7 +318,7 @@ impl Engine {
             });
             sender
         });
-        let logs = LogWriter::start(self.store.clone(), echo, Some(fence.clone()));
+        let logs = LogWriter::start(self.store.clone(), echo, Some(LogFence::Run(fence.clone())));
         // Every stored secret is masked in what any step of the run writes: logs, outputs,
         // error messages. A key that cannot open them leaves nothing to mask: steps that need
         // a secret then fail saying why.

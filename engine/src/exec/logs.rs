@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::machine::Outcome;
 use super::retry::FailureClass;
-use crate::store::{Fence, LogLine, Store, now_ms};
+use crate::store::{LogFence, LogLine, Store, now_ms};
 
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -215,7 +215,7 @@ impl LogWriter {
     pub fn start(
         store: Store,
         echo: Option<mpsc::UnboundedSender<LogLine>>,
-        fence: Option<Fence>,
+        fence: Option<LogFence>,
     ) -> LogWriter {
         let (sender, receiver) = mpsc::unbounded_channel::<Message>();
         let task = tokio::spawn(write_batches(store, fence, receiver));
@@ -244,7 +244,7 @@ impl LogWriter {
 /// stores them in one transaction; a settle request flushes at once.
 async fn write_batches(
     store: Store,
-    fence: Option<Fence>,
+    fence: Option<LogFence>,
     mut receiver: mpsc::UnboundedReceiver<Message>,
 ) {
     let mut losses: HashMap<AttemptKey, Loss> = HashMap::new();
@@ -283,7 +283,7 @@ async fn write_batches(
 
 async fn store_batch(
     store: &Store,
-    fence: Option<&Fence>,
+    fence: Option<&LogFence>,
     lines: Vec<LogLine>,
     losses: &mut HashMap<AttemptKey, Loss>,
 ) {

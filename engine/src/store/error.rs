@@ -94,6 +94,18 @@ pub enum Error {
         epoch: i64,
         state: String,
     },
+    #[error("no task with id {0}")]
+    TaskNotFound(i64),
+    #[error(
+        "task {task_id} is no longer this worker's: its lease expired and it was taken \
+         (now held by {holder}, epoch {epoch}, state {state})"
+    )]
+    TaskLost {
+        task_id: i64,
+        holder: String,
+        epoch: i64,
+        state: String,
+    },
     #[error("run {0} is not running any more")]
     RunNotRunning(i64),
     #[error("the state database holds a bad value in {what}: {detail}")]

@@ -21,6 +21,7 @@ mod shared_tests;
 mod sql;
 mod sqlite;
 mod state;
+mod tasks;
 mod test_coverage;
 mod test_learning;
 #[cfg(test)]
@@ -34,7 +35,7 @@ pub use files::{ArtifactFile, ArtifactRecord, CacheEntry, CacheSave};
 pub use llm::{BudgetLimits, CachedResponse, CallRecord, CostRow, day_and_month};
 pub use location::{Location, LocationError};
 pub use records::{
-    Claim, EventRecord, Fence, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord,
+    Claim, EventRecord, Fence, LogFence, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord,
     StepTransition, StoredLogLine,
 };
 pub use retention::{Pruned, RetentionPolicy};
@@ -46,6 +47,7 @@ pub use service::{AttemptRecord, FlakyTest, MetricCounts, RunFilter, RunSummary,
 pub use sql::Backend;
 pub use sqlite::{Store, now_ms};
 pub use state::{RunState, StepState};
+pub use tasks::{NewTask, TaskFence, TaskLease, TaskRecord, TaskResult, TaskSpec};
 pub use test_coverage::TestCoverage;
 pub use test_learning::{ProposalRecord, TestLink};
 pub use tests_history::QuarantinedTest;

@@ -28,6 +28,14 @@ pub struct Fence {
     pub epoch: i64,
 }
 
+/// Who may add a step's log lines: the engine driving the run, or the worker holding the
+/// step's task. Lines under a fence that no longer holds are dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogFence {
+    Run(Fence),
+    Task(super::tasks::TaskFence),
+}
+
 /// What claiming a run's lease gave: the fence to write with, and the owner it was taken
 /// from, when it was taken over.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{Error, Result};
 use super::records::{
-    Claim, EventRecord, Fence, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord,
+    Claim, EventRecord, Fence, LogFence, LogLine, NewRun, RepositoryStatus, RunRecord, StepRecord,
     StepTransition, StoredLogLine,
 };
 use super::sql::{Conn, Row};
@@ -132,23 +132,28 @@ impl Store {
     /// Appends log lines in one transaction (logs are batched by the caller). With a `fence`,
     /// the lines are dropped when another engine has claimed the run since (its epoch moved):
     /// a replaced engine's late output must not land beside its successor's.
-    pub fn append_logs(&self, lines: &[LogLine], fence: Option<&Fence>) -> Result<()> {
+    pub fn append_logs(&self, lines: &[LogLine], fence: Option<&LogFence>) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
         self.write(|txn| {
-            if let Some(fence) = fence {
-                let epoch: Option<i64> = txn
-                    .conn
-                    .query_opt(
-                        "SELECT lease_epoch FROM runs WHERE id = ?1",
-                        &[&fence.run_id],
-                    )?
-                    .map(|row| row.get(0))
-                    .transpose()?;
-                if epoch != Some(fence.epoch) {
-                    return Ok(());
+            let holds = match fence {
+                None => true,
+                Some(LogFence::Run(fence)) => {
+                    let epoch: Option<i64> = txn
+                        .conn
+                        .query_opt(
+                            "SELECT lease_epoch FROM runs WHERE id = ?1",
+                            &[&fence.run_id],
+                        )?
+                        .map(|row| row.get(0))
+                        .transpose()?;
+                    epoch == Some(fence.epoch)
                 }
+                Some(LogFence::Task(fence)) => super::tasks::task_epoch_holds(txn.conn, fence)?,
+            };
+            if !holds {
+                return Ok(());
             }
             for line in lines {
                 txn.conn.execute(

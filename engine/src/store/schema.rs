@@ -365,6 +365,30 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE test_proposals ADD COLUMN kind TEXT NOT NULL DEFAULT 'test';
     "#,
+    // 18: work for workers (`cairn worker`, `runs_on:`): one row per dispatched step attempt,
+    // leased by a worker with matching labels under a fencing epoch, its result read back by
+    // the engine driving the run (`consumed`, so a resumed engine adopts an unread result).
+    r#"
+    CREATE TABLE tasks (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id           INTEGER NOT NULL,
+        step_id          TEXT    NOT NULL,
+        attempt          INTEGER NOT NULL,
+        labels           TEXT    NOT NULL,  -- JSON list: every one the worker must have
+        spec             TEXT    NOT NULL,  -- JSON: command, env, timeout_ms
+        state            TEXT    NOT NULL,  -- queued, leased, succeeded, failed, cancelled
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        worker           TEXT,
+        lease_epoch      INTEGER NOT NULL DEFAULT 0,
+        lease_expires_at INTEGER,
+        result           TEXT,              -- JSON: the outcome, once finished
+        consumed         INTEGER NOT NULL DEFAULT 0,
+        created_at       INTEGER NOT NULL,
+        finished_at      INTEGER
+    );
+    CREATE INDEX tasks_open ON tasks (state, id);
+    CREATE INDEX tasks_by_step ON tasks (run_id, step_id);
+    "#,
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -54,6 +54,9 @@ on_both_backends!(
     filters_read_the_run_context,
     polls_count_failures_until_a_success,
     reopening_finds_the_schema_current,
+    a_task_goes_to_a_worker_with_its_labels,
+    an_expired_task_lease_fences_out_the_stalled_worker,
+    concurrent_workers_lease_each_task_once,
 );
 
 fn a_run_follows_the_transition_table(store: &Store) {
@@ -152,10 +155,16 @@ fn a_claim_fences_out_the_previous_holder(store: &Store) {
         at: now_ms(),
     };
     store
-        .append_logs(&[line("from the stale holder")], Some(&first.fence))
+        .append_logs(
+            &[line("from the stale holder")],
+            Some(&LogFence::Run(first.fence.clone())),
+        )
         .expect("dropped, not failed");
     store
-        .append_logs(&[line("from the holder")], Some(&second.fence))
+        .append_logs(
+            &[line("from the holder")],
+            Some(&LogFence::Run(second.fence.clone())),
+        )
         .expect("kept");
     let lines: Vec<String> = store
         .logs(run_id, Some("s"), 0)
@@ -341,5 +350,243 @@ fn reopening_finds_the_schema_current(store: &Store) {
     assert_eq!(
         reopened.run(run_id).expect("seen by another handle").id,
         run_id
+    );
+}
+
+fn task(run_id: i64, step_id: &str, labels: &[&str]) -> NewTask {
+    NewTask {
+        run_id,
+        step_id: step_id.into(),
+        attempt: 1,
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        spec: TaskSpec {
+            command: format!("echo {step_id}"),
+            env: vec![("A".into(), "1".into())],
+            timeout_ms: Some(5_000),
+        },
+    }
+}
+
+fn labels(names: &[&str]) -> Vec<String> {
+    names.iter().map(|l| l.to_string()).collect()
+}
+
+fn a_task_goes_to_a_worker_with_its_labels(store: &Store) {
+    let run_id = store
+        .write(|txn| txn.create_run(&new_run("engine", &["build", "lint"])))
+        .expect("run");
+    let build = store
+        .write(|txn| txn.enqueue_task(&task(run_id, "build", &["docker", "linux"])))
+        .expect("queued");
+    let lint = store
+        .write(|txn| txn.enqueue_task(&task(run_id, "lint", &["linux"])))
+        .expect("queued");
+    let lease = |worker: &str, have: &[&str]| {
+        store
+            .write(|txn| txn.lease_task(worker, &labels(have), 60_000))
+            .expect("lease")
+    };
+    // A worker without `docker` skips the older task it cannot run.
+    let first = lease("w1", &["linux"]).expect("the lint task");
+    assert_eq!(first.task.id, lint);
+    assert!(lease("w1", &["linux"]).is_none(), "nothing else it can run");
+    let second = lease("w2", &["docker", "linux", "x86_64"]).expect("the build task");
+    assert_eq!(second.task.id, build);
+    assert_eq!(
+        second.task.spec.env,
+        vec![("A".to_string(), "1".to_string())]
+    );
+    assert_eq!(
+        store
+            .unread_task(run_id, "build")
+            .expect("unread")
+            .map(|t| t.id),
+        Some(build)
+    );
+    let result = TaskResult::Succeeded {
+        outputs: json!({ "image": "sha256:1" }),
+    };
+    store
+        .write(|txn| txn.finish_task(&second.fence, &result))
+        .expect("finished");
+    let done = store.task(build).expect("task");
+    assert_eq!(
+        (done.state.as_str(), done.result),
+        ("succeeded", Some(result))
+    );
+    store.write(|txn| txn.consume_task(build)).expect("read");
+    assert!(
+        store
+            .unread_task(run_id, "build")
+            .expect("unread")
+            .is_none()
+    );
+    // Cancelling: the holder learns it at its next renewal.
+    assert!(
+        store
+            .write(|txn| {
+                txn.cancel_task(lint)?;
+                txn.renew_task(&first.fence, 60_000)
+            })
+            .expect("renewal")
+    );
+    let queued = store
+        .write(|txn| txn.enqueue_task(&task(run_id, "build", &[])))
+        .expect("queued");
+    store.write(|txn| txn.cancel_task(queued)).expect("cancel");
+    assert_eq!(store.task(queued).expect("task").state, "cancelled");
+    let kinds: Vec<String> = store
+        .events(run_id)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| k.starts_with("task_"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "task_queued",
+            "task_queued",
+            "task_leased",
+            "task_leased",
+            "task_succeeded",
+            "task_queued"
+        ]
+    );
+}
+
+fn an_expired_task_lease_fences_out_the_stalled_worker(store: &Store) {
+    let run_id = store
+        .write(|txn| txn.create_run(&new_run("engine", &["s"])))
+        .expect("run");
+    let id = store
+        .write(|txn| txn.enqueue_task(&task(run_id, "s", &[])))
+        .expect("queued");
+    let stalled = store
+        .write(|txn| txn.lease_task("w1", &[], 1))
+        .expect("lease")
+        .expect("a task");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let taken = store
+        .write(|txn| txn.lease_task("w2", &[], 60_000))
+        .expect("lease")
+        .expect("the expired task");
+    assert_eq!(taken.task.id, id);
+    assert_eq!(taken.previous.as_deref(), Some("w1"));
+    assert_eq!(taken.fence.epoch, stalled.fence.epoch + 1);
+    let line = |text: &str| LogLine {
+        run_id,
+        step_id: "s".into(),
+        attempt: 1,
+        stream: "stdout",
+        line: text.into(),
+        at: now_ms(),
+    };
+    store
+        .append_logs(
+            &[line("stale")],
+            Some(&LogFence::Task(stalled.fence.clone())),
+        )
+        .expect("dropped, not failed");
+    store
+        .append_logs(
+            &[line("current")],
+            Some(&LogFence::Task(taken.fence.clone())),
+        )
+        .expect("kept");
+    for (what, result) in [
+        (
+            "renewal",
+            store
+                .write(|txn| txn.renew_task(&stalled.fence, 60_000))
+                .map(|_| ()),
+        ),
+        (
+            "result",
+            store.write(|txn| txn.finish_task(&stalled.fence, &TaskResult::Cancelled)),
+        ),
+    ] {
+        assert!(
+            matches!(result, Err(Error::TaskLost { task_id, .. }) if task_id == id),
+            "{what}: {result:?}"
+        );
+    }
+    let lines: Vec<String> = store
+        .logs(run_id, None, 0)
+        .expect("logs")
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    assert_eq!(lines, ["current"]);
+    store
+        .write(|txn| {
+            txn.finish_task(
+                &taken.fence,
+                &TaskResult::Failed {
+                    class: "exit_code".into(),
+                    exit_code: Some(2),
+                    message: "exit 2".into(),
+                },
+            )
+        })
+        .expect("the holder finishes");
+    assert_eq!(store.task(id).expect("task").state, "failed");
+    assert!(
+        store
+            .events(run_id)
+            .expect("events")
+            .iter()
+            .any(|e| e.kind == "task_reclaimed")
+    );
+}
+
+fn concurrent_workers_lease_each_task_once(store: &Store) {
+    let run_id = store
+        .write(|txn| txn.create_run(&new_run("engine", &["s"])))
+        .expect("run");
+    const TASKS: usize = 30;
+    for i in 0..TASKS {
+        store
+            .write(|txn| txn.enqueue_task(&task(run_id, &format!("s{i}"), &["linux"])))
+            .expect("queued");
+    }
+    let barrier = Arc::new(Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut mine = Vec::new();
+                while let Some(lease) = store
+                    .write(|txn| txn.lease_task(&format!("w{w}"), &labels(&["linux"]), 60_000))
+                    .expect("lease")
+                {
+                    store
+                        .write(|txn| {
+                            txn.finish_task(
+                                &lease.fence,
+                                &TaskResult::Succeeded { outputs: json!({}) },
+                            )
+                        })
+                        .expect("finish");
+                    mine.push(lease.task.id);
+                }
+                mine
+            })
+        })
+        .collect();
+    let leased: Vec<i64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("worker"))
+        .collect();
+    let distinct: HashSet<i64> = leased.iter().copied().collect();
+    assert_eq!((leased.len(), distinct.len()), (TASKS, TASKS), "{leased:?}");
+    assert!(
+        store
+            .tasks(run_id)
+            .expect("tasks")
+            .iter()
+            .all(|t| t.state == "succeeded")
     );
 }
