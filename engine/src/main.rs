@@ -99,6 +99,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             cli::artifacts::artifacts(home, args).map(|()| ExitCode::SUCCESS)
         }
         Command::Gc(args) => cli::gc::gc(home, args).map(|()| ExitCode::SUCCESS),
+        Command::Worker(args) => cli::worker::worker(home, args).await,
     }
 }
 

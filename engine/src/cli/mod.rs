@@ -34,6 +34,7 @@ pub mod tests;
 pub mod token;
 pub mod validate;
 pub mod view;
+pub mod worker;
 
 use std::path::PathBuf;
 
@@ -138,4 +139,6 @@ pub enum Command {
     /// Check Cairn's state thoroughly (the full database integrity check) and report what this
     /// machine gives Cairn (the step sandbox and its limits), changing nothing.
     Doctor(doctor::DoctorArgs),
+    /// Run the `runs_on:` steps of runs that engines sharing this store drive, here.
+    Worker(worker::WorkerArgs),
 }

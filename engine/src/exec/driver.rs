@@ -26,8 +26,8 @@ use super::retry::FailureClass;
 use super::workspace::Workspace;
 use crate::pipeline::{self, Action, LoadOptions, Step, Workflow};
 use crate::store::{
-    self, Fence, LogFence, LogLine, NewRun, RunRecord, RunState, StepState, StepTransition, Store,
-    WriteTxn, now_ms,
+    self, Fence, LogFence, LogLine, NewRun, NewTask, RunRecord, RunState, StepState,
+    StepTransition, Store, TaskSpec, WriteTxn, now_ms,
 };
 
 /// How often a run checks for `cairn cancel` from another process.
@@ -874,6 +874,22 @@ async fn perform_attempt(
                 if let Some(value) = attempt.context.get(key).and_then(Value::as_str) {
                     env.push((format!("CAIRN_{}", key.to_uppercase()), value.to_string()));
                 }
+            }
+            if !step.runs_on.is_empty() {
+                // The worker gives the command its own workspace, output file and token.
+                env.retain(|(name, _)| name != "CAIRN_WORKSPACE" && name != TOKEN_VARIABLE);
+                let task = NewTask {
+                    run_id: attempt.run_id,
+                    step_id: step.id.clone(),
+                    attempt: attempt.attempt,
+                    labels: step.runs_on.clone(),
+                    spec: TaskSpec {
+                        command: command.clone(),
+                        env,
+                        timeout_ms: step.timeout.map(|t| t.as_millis() as u64),
+                    },
+                };
+                return super::remote::dispatch(&attempt.store, task, &logs, cancel).await;
             }
             let output_file = attempt
                 .workspace

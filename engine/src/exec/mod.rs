@@ -11,8 +11,10 @@ mod machine;
 mod orphans;
 mod owner;
 mod process;
+mod remote;
 mod retry;
 pub mod sandbox;
+pub mod worker;
 mod workspace;
 
 pub use agent::{AgentCall, AgentError, AgentFuture, Agents};

@@ -33,6 +33,19 @@ impl FailureClass {
         }
     }
 
+    /// The class [`FailureClass::as_str`] names (a worker's result names it so).
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Timeout,
+            Self::Killed,
+            Self::ExitCode,
+            Self::Spawn,
+            Self::Panicked,
+        ]
+        .into_iter()
+        .find(|class| class.as_str() == text)
+    }
+
     fn is_infrastructure(self) -> bool {
         matches!(self, Self::Timeout | Self::Killed)
     }

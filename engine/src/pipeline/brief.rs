@@ -579,6 +579,7 @@ fn parse_stage(
             secrets,
             sandbox,
             llm,
+            runs_on: Vec::new(),
             location: stage_location,
         },
         spans,

@@ -203,6 +203,7 @@ mod tests {
                     secrets: Default::default(),
                     sandbox: Default::default(),
                     llm: Default::default(),
+                    runs_on: Vec::new(),
                     location: Default::default(),
                 })
                 .collect(),

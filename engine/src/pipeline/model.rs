@@ -91,6 +91,8 @@ pub struct Step {
     pub sandbox: StepSandbox,
     /// The step's `llm:`; keys it leaves out come from the workflow's.
     pub llm: ModelUse,
+    /// Labels a worker must have to run this step (`runs_on:`); empty: the engine runs it.
+    pub runs_on: Vec<String>,
     /// Where the step starts in its file, for messages about it.
     pub location: Location,
 }

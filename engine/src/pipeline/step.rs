@@ -36,6 +36,7 @@ const STEP_KEYS: &[&str] = &[
     "secrets",
     "artifacts",
     "cache",
+    "runs_on",
 ];
 const RETRY_KEYS: &[&str] = &["count", "backoff", "max_backoff"];
 const ON_FAILURE_VALUES: &[&str] = &["abort", "continue", "retry", "finish"];
@@ -164,6 +165,8 @@ pub(crate) fn parse_step(
         super::llm::parse_model_use(node, &label, diagnostics)
     });
 
+    let runs_on = parse_runs_on(mapping, &label, &action, &secrets, diagnostics);
+
     let id = id.unwrap_or_default();
     let step = Step {
         name: name.unwrap_or_else(|| id.clone()),
@@ -178,9 +181,67 @@ pub(crate) fn parse_step(
         secrets,
         sandbox,
         llm,
+        runs_on,
         location: step_location,
     };
     Some((step, spans))
+}
+
+/// `runs_on: [docker, linux]`: the labels a worker (`cairn worker --labels`) must all have to
+/// run the step. Only `run:` steps go to workers, and not yet with what would have to travel
+/// with them: secrets (they would sit in the store in clear), artifacts and caches.
+fn parse_runs_on(
+    mapping: &MarkedMappingNode,
+    label: &str,
+    action: &Action,
+    secrets: &BTreeMap<String, String>,
+    diagnostics: &mut Diagnostics,
+) -> Vec<String> {
+    let Some((key, node)) = entry(mapping, "runs_on") else {
+        return Vec::new();
+    };
+    let at = scalar_location(key);
+    let Some(names) = string_or_list(node, &format!("`runs_on` of {label}"), diagnostics) else {
+        return Vec::new();
+    };
+    let mut labels = Vec::new();
+    for name in names {
+        let text = name.as_str().trim();
+        if text.is_empty()
+            || !text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            diagnostics.report(
+                scalar_location(name),
+                format!(
+                    "`runs_on` of {label}: worker label {text:?} may hold only letters, digits, \
+                     `-`, `_` and `.`"
+                ),
+            );
+            continue;
+        }
+        if !labels.iter().any(|l: &String| l == text) {
+            labels.push(text.to_owned());
+        }
+    }
+    let mut refuse = |why: &str| diagnostics.report(at, format!("{label} has `runs_on`: {why}"));
+    if matches!(action, Action::Agent { .. }) {
+        refuse("only `run:` steps run on workers; agents run in the engine");
+    }
+    if !secrets.is_empty() {
+        refuse(
+            "a step with secrets cannot run on a worker yet (the command's environment travels through the store)",
+        );
+    }
+    for key in ["artifacts", "cache"] {
+        if entry(mapping, key).is_some() {
+            refuse(&format!(
+                "a step with `{key}` cannot run on a worker yet (its files stay on the worker)"
+            ));
+        }
+    }
+    labels
 }
 
 /// `secrets: [NAME]` or `secrets: { ENV: NAME }`, `${{ secrets.NAME }}` in `run:` (rewritten to

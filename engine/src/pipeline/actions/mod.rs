@@ -487,6 +487,7 @@ fn job_step(
                 ..Default::default()
             },
             llm: Default::default(),
+            runs_on: Vec::new(),
             location: job_location,
         },
         spans,

@@ -1,0 +1,147 @@
+//! A `run:` step with `runs_on:` runs on a worker (`cairn worker`), on this host or another
+//! one sharing the store: the engine queues a task holding the command and the environment it
+//! would have given the process itself, then waits for a worker's result and turns it into
+//! the attempt's outcome. The run machine does not know the difference.
+//!
+//! After a restart the engine adopts a task whose result it had not read yet instead of
+//! queueing the step again, so a step a worker already ran (or is running) is not run twice.
+//! Cancelling the run asks the worker to stop the command at its next lease renewal.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::logs::LogSink;
+use super::machine::Outcome;
+use super::process::cancelled;
+use super::retry::FailureClass;
+use crate::store::{NewTask, Store, TaskRecord, TaskResult};
+
+/// How often the engine looks at its task.
+const POLL: Duration = Duration::from_millis(200);
+
+/// How often a still-queued task is mentioned in the step's log.
+const WAITING_NOTE: Duration = Duration::from_secs(30);
+
+/// How long a cancelled task's worker has to report before the attempt ends anyway.
+const CANCEL_GRACE: Duration = Duration::from_secs(30);
+
+pub async fn dispatch(
+    store: &Store,
+    task: NewTask,
+    logs: &LogSink,
+    mut cancel: watch::Receiver<bool>,
+) -> Outcome {
+    let step = task.step_id.clone();
+    let adopted = match store.unread_task(task.run_id, &task.step_id) {
+        Ok(adopted) => adopted,
+        Err(error) => return store_failure(logs, &step, &error),
+    };
+    let id = match adopted {
+        Some(earlier) => {
+            logs.line(
+                "engine",
+                format!(
+                    "adopting task {} of attempt {} (queued before this engine started; state {})",
+                    earlier.id, earlier.attempt, earlier.state
+                ),
+            );
+            earlier.id
+        }
+        None => match store.write(|txn| txn.enqueue_task(&task)) {
+            Ok(id) => {
+                logs.line(
+                    "engine",
+                    format!(
+                        "queued as task {id} for a worker with labels [{}]",
+                        task.labels.join(", ")
+                    ),
+                );
+                id
+            }
+            Err(error) => return store_failure(logs, &step, &error),
+        },
+    };
+    let mut seen_epoch = 0;
+    let mut waiting_since = tokio::time::Instant::now();
+    let mut cancelled_at: Option<tokio::time::Instant> = None;
+    loop {
+        let record = match store.task(id) {
+            Ok(record) => record,
+            Err(error) => return store_failure(logs, &step, &error),
+        };
+        if record.epoch != seen_epoch && record.state == "leased" {
+            seen_epoch = record.epoch;
+            logs.line(
+                "engine",
+                format!(
+                    "task {id} running on worker {} (lease {})",
+                    record.worker.as_deref().unwrap_or("?"),
+                    record.epoch
+                ),
+            );
+        }
+        if record.is_finished() {
+            if let Err(error) = store.write(|txn| txn.consume_task(id)) {
+                return store_failure(logs, &step, &error);
+            }
+            return outcome(&record);
+        }
+        if let Some(at) = cancelled_at
+            && at.elapsed() > CANCEL_GRACE
+        {
+            logs.line(
+                "engine",
+                format!("task {id}: its worker did not stop within {CANCEL_GRACE:?}; giving up"),
+            );
+            let _ = store.write(|txn| txn.consume_task(id));
+            return Outcome::Cancelled;
+        }
+        if record.state == "queued" && waiting_since.elapsed() > WAITING_NOTE {
+            waiting_since = tokio::time::Instant::now();
+            logs.line(
+                "engine",
+                format!(
+                    "task {id} still waits for a worker with labels [{}]",
+                    record.labels.join(", ")
+                ),
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            () = cancelled(&mut cancel), if cancelled_at.is_none() => {
+                cancelled_at = Some(tokio::time::Instant::now());
+                if let Err(error) = store.write(|txn| txn.cancel_task(id)) {
+                    return store_failure(logs, &step, &error);
+                }
+            }
+        }
+    }
+}
+
+fn outcome(record: &TaskRecord) -> Outcome {
+    match &record.result {
+        Some(TaskResult::Succeeded { outputs }) => Outcome::Succeeded {
+            outputs: outputs.clone(),
+        },
+        Some(TaskResult::Failed {
+            class,
+            exit_code,
+            message,
+        }) => Outcome::Failed {
+            class: FailureClass::parse(class).unwrap_or(FailureClass::ExitCode),
+            exit_code: *exit_code,
+            message: message.clone(),
+        },
+        Some(TaskResult::Cancelled) | None => Outcome::Cancelled,
+    }
+}
+
+fn store_failure(logs: &LogSink, step: &str, error: &crate::store::Error) -> Outcome {
+    logs.line("engine", format!("step `{step}`: {error}"));
+    Outcome::Failed {
+        class: FailureClass::Spawn,
+        exit_code: None,
+        message: format!("failed to hand the step to a worker: {error}"),
+    }
+}
