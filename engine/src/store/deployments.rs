@@ -1,16 +1,16 @@
 //! What the deploy and build agents remember between runs: each service's deployment state,
 //! the lock that keeps two traffic changes of one service apart, and recent builds.
 //!
-//! The store keeps these as rows so that they change inside `BEGIN IMMEDIATE` transactions
+//! The store keeps these as rows so that they change inside serialized write transactions
 //! like everything else (a deploy, a monitor's rollback and `cairn rollback` at once cannot
 //! overwrite each other). The store does not know the agents' types: a service's state and a
 //! build record are JSON the agents (de)serialize.
 
-use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
 use super::error::{Error, Result};
 use super::runs::WriteTxn;
+use super::sql::Conn;
 use super::sqlite::{Store, now_ms};
 
 /// Who holds a service's traffic lock, and for what.
@@ -24,61 +24,57 @@ pub struct ServiceLock {
 impl Store {
     /// One service's deployment state, as the deploy agent last wrote it.
     pub fn deployment(&self, service: &str) -> Result<Option<Value>> {
-        let conn = self.lock()?;
-        let text: Option<String> = conn
-            .query_row(
-                "SELECT state FROM deployments WHERE service = ?1",
-                [service],
-                |row| row.get(0),
-            )
-            .optional()?;
-        text.map(|text| parse(&text)).transpose()
+        self.read(|conn| deployment(conn, service))
     }
 
     /// Every service's deployment state, by service name.
     pub fn deployments(&self) -> Result<Vec<(String, Value)>> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare("SELECT service, state FROM deployments ORDER BY service")?;
-        let rows = stmt.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })?;
-        rows.map(|row| {
-            let (service, text) = row?;
-            Ok((service, parse(&text)?))
+        self.read(|conn| {
+            conn.query(
+                "SELECT service, state FROM deployments ORDER BY service",
+                &[],
+            )?
+            .iter()
+            .map(|row| Ok((row.get(0)?, parse(&row.get::<String>(1)?)?)))
+            .collect()
         })
-        .collect()
     }
 
     /// Recent builds of an image repository, oldest first.
     pub fn builds(&self, repository: &str) -> Result<Vec<Value>> {
-        let conn = self.lock()?;
-        let mut stmt =
-            conn.prepare("SELECT record FROM builds WHERE repository = ?1 ORDER BY at_ms, key")?;
-        let rows = stmt.query_map([repository], |row| row.get::<_, String>(0))?;
-        rows.map(|text| parse(&text?)).collect()
+        self.read(|conn| {
+            conn.query(
+                "SELECT record FROM builds WHERE repository = ?1 ORDER BY at_ms, key",
+                &[&repository],
+            )?
+            .iter()
+            .map(|row| parse(&row.get::<String>(0)?))
+            .collect()
+        })
     }
+}
+
+fn deployment(conn: &dyn Conn, service: &str) -> Result<Option<Value>> {
+    conn.query_opt(
+        "SELECT state FROM deployments WHERE service = ?1",
+        &[&service],
+    )?
+    .map(|row| parse(&row.get::<String>(0)?))
+    .transpose()
 }
 
 impl WriteTxn<'_> {
     /// A service's deployment state, read inside this transaction (for read-change-write).
     pub fn deployment(&self, service: &str) -> Result<Option<Value>> {
-        let text: Option<String> = self
-            .sqlite()?
-            .query_row(
-                "SELECT state FROM deployments WHERE service = ?1",
-                [service],
-                |row| row.get(0),
-            )
-            .optional()?;
-        text.map(|text| parse(&text)).transpose()
+        deployment(self.conn, service)
     }
 
     pub fn put_deployment(&self, service: &str, state: &Value) -> Result<()> {
-        self.sqlite()?.execute(
+        self.conn.execute(
             "INSERT INTO deployments (service, state, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (service) DO UPDATE SET state = excluded.state,
                                                  updated_at = excluded.updated_at",
-            params![service, state.to_string(), now_ms()],
+            &[&service, &state.to_string(), &now_ms()],
         )?;
         Ok(())
     }
@@ -93,39 +89,39 @@ impl WriteTxn<'_> {
         holder_alive: &dyn Fn(&str) -> bool,
     ) -> Result<Option<ServiceLock>> {
         let current: Option<ServiceLock> = self
-            .sqlite()?
-            .query_row(
+            .conn
+            .query_opt(
                 "SELECT holder, purpose, acquired_at FROM service_locks WHERE service = ?1",
-                [service],
-                |row| {
-                    Ok(ServiceLock {
-                        holder: row.get(0)?,
-                        purpose: row.get(1)?,
-                        acquired_at: row.get(2)?,
-                    })
-                },
-            )
-            .optional()?;
+                &[&service],
+            )?
+            .map(|row| {
+                Ok::<_, Error>(ServiceLock {
+                    holder: row.get(0)?,
+                    purpose: row.get(1)?,
+                    acquired_at: row.get(2)?,
+                })
+            })
+            .transpose()?;
         if let Some(current) = current
             && current.holder != holder
             && holder_alive(&current.holder)
         {
             return Ok(Some(current));
         }
-        self.sqlite()?.execute(
+        self.conn.execute(
             "INSERT INTO service_locks (service, holder, purpose, acquired_at)
              VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (service) DO UPDATE SET holder = excluded.holder,
                  purpose = excluded.purpose, acquired_at = excluded.acquired_at",
-            params![service, holder, purpose, now_ms()],
+            &[&service, &holder, &purpose, &now_ms()],
         )?;
         Ok(None)
     }
 
     pub fn unlock_service(&self, service: &str, holder: &str) -> Result<()> {
-        self.sqlite()?.execute(
+        self.conn.execute(
             "DELETE FROM service_locks WHERE service = ?1 AND holder = ?2",
-            params![service, holder],
+            &[&service, &holder],
         )?;
         Ok(())
     }
@@ -140,17 +136,18 @@ impl WriteTxn<'_> {
         record: &Value,
         keep: usize,
     ) -> Result<()> {
-        self.sqlite()?.execute(
+        self.conn.execute(
             "INSERT INTO builds (key, repository, at_ms, record) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (key) DO UPDATE SET repository = excluded.repository,
                  at_ms = excluded.at_ms, record = excluded.record",
-            params![key, repository, at_ms, record.to_string()],
+            &[&key, &repository, &at_ms, &record.to_string()],
         )?;
-        self.sqlite()?.execute(
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.conn.execute(
             "DELETE FROM builds WHERE repository = ?1 AND key NOT IN
                  (SELECT key FROM builds WHERE repository = ?1 ORDER BY at_ms DESC, key DESC
                   LIMIT ?2)",
-            params![repository, keep as i64],
+            &[&repository, &keep],
         )?;
         Ok(())
     }

@@ -136,8 +136,6 @@ pub enum Error {
         #[source]
         source: postgres::Error,
     },
-    #[error("the records of {what} are not kept in PostgreSQL yet; use the SQLite store for them")]
-    NotOnPostgres { what: &'static str },
     #[error("the PostgreSQL session thread panicked")]
     SessionPanicked,
 }

@@ -7,10 +7,9 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{OptionalExtension, params};
-
 use super::error::Result;
 use super::runs::WriteTxn;
+use super::sql::Row;
 use super::sqlite::Store;
 
 /// One file of a step's artifact archive.
@@ -53,11 +52,11 @@ pub struct CacheSave {
     pub evicted: Vec<(String, String)>,
 }
 
-fn cache_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<CacheEntry> {
+fn cache_entry(row: &Row) -> Result<CacheEntry> {
     Ok(CacheEntry {
         key: row.get(0)?,
         blob: row.get(1)?,
-        size: row.get::<_, i64>(2)?.max(0) as u64,
+        size: row.get::<i64>(2)?.max(0) as u64,
         created_at: row.get(3)?,
         last_used_at: row.get(4)?,
     })
@@ -77,24 +76,24 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         self.write(|txn| {
-            txn.sqlite()?.execute(
+            txn.conn.execute(
                 "DELETE FROM artifacts WHERE run_id = ?1 AND step_id = ?2",
-                params![run_id, step_id],
-            )?;
-            let mut insert = txn.sqlite()?.prepare_cached(
-                "INSERT INTO artifacts (run_id, step_id, path, size, sha256, archive, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                &[&run_id, &step_id],
             )?;
             for file in files {
-                insert.execute(params![
-                    run_id,
-                    step_id,
-                    file.path,
-                    i64::try_from(file.size).unwrap_or(i64::MAX),
-                    file.sha256,
-                    archive,
-                    now
-                ])?;
+                txn.conn.execute(
+                    "INSERT INTO artifacts (run_id, step_id, path, size, sha256, archive, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    &[
+                        &run_id,
+                        &step_id,
+                        &file.path,
+                        &file.size,
+                        &file.sha256,
+                        &archive,
+                        &now,
+                    ],
+                )?;
             }
             Ok(())
         })
@@ -102,68 +101,80 @@ impl Store {
 
     /// Every artifact file of a run, in step order, then by path.
     pub fn artifacts(&self, run_id: i64) -> Result<Vec<ArtifactRecord>> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT a.step_id, a.path, a.size, a.sha256, a.archive FROM artifacts a
-             LEFT JOIN steps s ON s.run_id = a.run_id AND s.step_id = a.step_id
-             WHERE a.run_id = ?1 ORDER BY s.position, a.step_id, a.path",
-        )?;
-        let rows = stmt.query_map([run_id], |row| {
-            Ok(ArtifactRecord {
-                step_id: row.get(0)?,
-                file: ArtifactFile {
-                    path: row.get(1)?,
-                    size: row.get::<_, i64>(2)?.max(0) as u64,
-                    sha256: row.get(3)?,
-                },
-                archive: row.get(4)?,
+        self.read(|conn| {
+            conn.query(
+                "SELECT a.step_id, a.path, a.size, a.sha256, a.archive FROM artifacts a
+                 LEFT JOIN steps s ON s.run_id = a.run_id AND s.step_id = a.step_id
+                 WHERE a.run_id = ?1 ORDER BY s.position, a.step_id, a.path",
+                &[&run_id],
+            )?
+            .iter()
+            .map(|row| {
+                Ok(ArtifactRecord {
+                    step_id: row.get(0)?,
+                    file: ArtifactFile {
+                        path: row.get(1)?,
+                        size: row.get::<i64>(2)?.max(0) as u64,
+                        sha256: row.get(3)?,
+                    },
+                    archive: row.get(4)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect()
+        })
     }
 
     /// The archive blob of a step's artifacts, if it recorded any.
     pub fn artifact_archive(&self, run_id: i64, step_id: &str) -> Result<Option<String>> {
-        let conn = self.lock()?;
-        Ok(conn
-            .prepare_cached(
+        self.read(|conn| {
+            conn.query_opt(
                 "SELECT archive FROM artifacts WHERE run_id = ?1 AND step_id = ?2 LIMIT 1",
+                &[&run_id, &step_id],
             )?
-            .query_row(params![run_id, step_id], |row| row.get(0))
-            .optional()?)
+            .map(|row| row.get(0))
+            .transpose()
+        })
     }
 
     /// The entry saved under exactly `key` in `scope`.
     pub fn cache_entry(&self, scope: &str, key: &str) -> Result<Option<CacheEntry>> {
-        let conn = self.lock()?;
-        Ok(conn
-            .prepare_cached(&format!(
-                "SELECT {CACHE_COLUMNS} FROM caches WHERE scope = ?1 AND key = ?2"
-            ))?
-            .query_row(params![scope, key], cache_entry)
-            .optional()?)
+        self.read(|conn| {
+            conn.query_opt(
+                &format!("SELECT {CACHE_COLUMNS} FROM caches WHERE scope = ?1 AND key = ?2"),
+                &[&scope, &key],
+            )?
+            .map(|row| cache_entry(&row))
+            .transpose()
+        })
     }
 
     /// The newest entry of `scope` whose key starts with `prefix` (compared as text, so `%`
-    /// and `_` in a key mean themselves).
+    /// and `_` in a key mean themselves). Entries saved in the same millisecond are told apart
+    /// by key, the last in text order winning.
     pub fn cache_entry_by_prefix(&self, scope: &str, prefix: &str) -> Result<Option<CacheEntry>> {
-        let conn = self.lock()?;
-        Ok(conn
-            .prepare_cached(&format!(
-                "SELECT {CACHE_COLUMNS} FROM caches
-                 WHERE scope = ?1 AND substr(key, 1, length(?2)) = ?2
-                 ORDER BY created_at DESC, rowid DESC LIMIT 1"
-            ))?
-            .query_row(params![scope, prefix], cache_entry)
-            .optional()?)
+        self.read(|conn| {
+            conn.query_opt(
+                &format!(
+                    "SELECT {CACHE_COLUMNS} FROM caches
+                     WHERE scope = ?1 AND substr(key, 1, length(?2)) = ?2
+                     ORDER BY created_at DESC, key DESC LIMIT 1"
+                ),
+                &[&scope, &prefix],
+            )?
+            .map(|row| cache_entry(&row))
+            .transpose()
+        })
     }
 
     /// Marks an entry used now, for least-recently-used eviction.
     pub fn touch_cache(&self, scope: &str, key: &str, now: i64) -> Result<()> {
         self.write(|txn| {
-            txn.sqlite()?.execute(
-                "UPDATE caches SET last_used_at = max(last_used_at, ?3) WHERE scope = ?1 AND key = ?2",
-                params![scope, key, now],
+            // CASE rather than SQLite's two-argument max(), which PostgreSQL spells GREATEST.
+            txn.conn.execute(
+                "UPDATE caches
+                 SET last_used_at = CASE WHEN ?3 > last_used_at THEN ?3 ELSE last_used_at END
+                 WHERE scope = ?1 AND key = ?2",
+                &[&scope, &key, &now],
             )?;
             Ok(())
         })
@@ -172,9 +183,9 @@ impl Store {
     /// Drops an entry whose blob turned out missing or damaged, so the next run saves afresh.
     pub fn forget_cache(&self, scope: &str, key: &str) -> Result<()> {
         self.write(|txn| {
-            txn.sqlite()?.execute(
+            txn.conn.execute(
                 "DELETE FROM caches WHERE scope = ?1 AND key = ?2",
-                params![scope, key],
+                &[&scope, &key],
             )?;
             Ok(())
         })
@@ -192,11 +203,11 @@ impl Store {
         cap: u64,
     ) -> Result<CacheSave> {
         self.write(|txn| {
-            let size = i64::try_from(size).unwrap_or(i64::MAX);
-            let saved = txn.sqlite()?.execute(
-                "INSERT OR IGNORE INTO caches (scope, key, blob, size, created_at, last_used_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                params![scope, key, blob, size, now],
+            let saved = txn.conn.execute(
+                "INSERT INTO caches (scope, key, blob, size, created_at, last_used_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT DO NOTHING",
+                &[&scope, &key, &blob, &size, &now],
             )? == 1;
             let evicted = evict_within(txn, cap)?;
             Ok(CacheSave { saved, evicted })
@@ -211,64 +222,63 @@ impl Store {
 
     /// Whether any artifact or cache row names blob `sha256`.
     pub fn blob_referenced(&self, sha256: &str) -> Result<bool> {
-        let conn = self.lock()?;
-        Ok(conn
-            .prepare_cached(
+        self.read(|conn| {
+            conn.query_opt(
                 "SELECT EXISTS (SELECT 1 FROM artifacts WHERE archive = ?1)
                      OR EXISTS (SELECT 1 FROM caches WHERE blob = ?1)",
+                &[&sha256],
             )?
-            .query_row([sha256], |row| row.get(0))?)
+            .map_or(Ok(false), |row| row.get(0))
+        })
     }
 
     /// Every blob an artifact or cache row names.
     pub fn referenced_blobs(&self) -> Result<HashSet<String>> {
-        let conn = self.lock()?;
-        let mut stmt =
-            conn.prepare("SELECT archive FROM artifacts UNION SELECT blob FROM caches")?;
-        let rows = stmt.query_map([], |row| row.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(|conn| {
+            conn.query(
+                "SELECT archive FROM artifacts UNION SELECT blob FROM caches",
+                &[],
+            )?
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+        })
     }
 }
 
 /// Deletes the least recently used cache entries, of every scope, until the total is at most
 /// `cap` bytes.
 fn evict_within(txn: &WriteTxn<'_>, cap: u64) -> Result<Vec<(String, String)>> {
-    let mut total: i64 =
-        txn.sqlite()?
-            .query_row("SELECT coalesce(sum(size), 0) FROM caches", [], |row| {
-                row.get(0)
-            })?;
+    let mut total: i64 = txn
+        .conn
+        .query_opt(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM caches",
+            &[],
+        )?
+        .map_or(Ok(0), |row| row.get(0))?;
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
     let mut evicted = Vec::new();
     if total <= cap {
         return Ok(evicted);
     }
     let mut victims = Vec::new();
-    {
-        let mut oldest = txn.sqlite()?.prepare(
-            "SELECT scope, key, blob, size FROM caches ORDER BY last_used_at, created_at, rowid",
-        )?;
-        let rows = oldest.query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
-            ))
-        })?;
-        for row in rows {
-            if total <= cap {
-                break;
-            }
-            let (scope, key, blob, size) = row?;
-            total -= size;
-            victims.push((scope, key, blob));
+    // The key breaks ties between entries last used in the same millisecond.
+    for row in txn.conn.query(
+        "SELECT scope, key, blob, size FROM caches ORDER BY last_used_at, created_at, scope, key",
+        &[],
+    )? {
+        if total <= cap {
+            break;
         }
+        let (scope, key, blob, size): (String, String, String, i64) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        total -= size;
+        victims.push((scope, key, blob));
     }
     for (scope, key, blob) in victims {
-        txn.sqlite()?.execute(
+        txn.conn.execute(
             "DELETE FROM caches WHERE scope = ?1 AND key = ?2",
-            params![scope, key],
+            &[&scope, &key],
         )?;
         evicted.push((key, blob));
     }

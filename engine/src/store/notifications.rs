@@ -2,42 +2,47 @@
 //! and monitor each notify) and across runs: an alert key seen within the window is a
 //! duplicate wherever it was seen, and a run's message cap counts every step's messages.
 
-use rusqlite::{OptionalExtension, params};
-
 use super::error::Result;
+use super::sql::{Conn, ToValue};
 use super::sqlite::{Store, now_ms};
 
 impl Store {
     /// When `service`'s alert `key` was last accepted (ms since the epoch).
     pub fn last_alert(&self, service: &str, key: &str) -> Result<Option<i64>> {
-        let conn = self.lock()?;
-        Ok(conn
-            .prepare_cached("SELECT MAX(at) FROM notifications WHERE service = ?1 AND kind = 'alert' AND key = ?2")?
-            .query_row(params![service, key], |row| row.get::<_, Option<i64>>(0))
-            .optional()?
-            .flatten())
+        self.read(|conn| {
+            Ok(conn
+                .query_opt(
+                    "SELECT MAX(at) FROM notifications
+                     WHERE service = ?1 AND kind = 'alert' AND key = ?2",
+                    &[&service, &key],
+                )?
+                .map(|row| row.get::<Option<i64>>(0))
+                .transpose()?
+                .flatten())
+        })
     }
 
     /// Messages run `run_id` has sent, from every step.
     pub fn messages_sent(&self, run_id: i64) -> Result<usize> {
-        let conn = self.lock()?;
-        let count: i64 = conn
-            .prepare_cached(
+        self.read(|conn| {
+            count(
+                conn,
                 "SELECT COUNT(*) FROM notifications WHERE run_id = ?1 AND kind = 'message'",
-            )?
-            .query_row([run_id], |row| row.get(0))?;
-        Ok(count as usize)
+                &[&run_id],
+            )
+        })
     }
 
     /// Messages `service` sent since `since_ms`, from every run (the daily noise budget).
     pub fn messages_since(&self, service: &str, since_ms: i64) -> Result<usize> {
-        let conn = self.lock()?;
-        let count: i64 = conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM notifications WHERE service = ?1 AND kind = 'message' AND at >= ?2",
-            )?
-            .query_row(params![service, since_ms], |row| row.get(0))?;
-        Ok(count as usize)
+        self.read(|conn| {
+            count(
+                conn,
+                "SELECT COUNT(*) FROM notifications
+                 WHERE service = ?1 AND kind = 'message' AND at >= ?2",
+                &[&service, &since_ms],
+            )
+        })
     }
 
     /// Records an accepted alert (`kind` = `alert`) or a sent message (`message`).
@@ -49,10 +54,19 @@ impl Store {
         key: &str,
     ) -> Result<()> {
         self.write(|txn| {
-            txn.sqlite()?
-                .prepare_cached("INSERT INTO notifications (run_id, service, kind, key, at) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![run_id, service, kind, key, now_ms()])?;
+            txn.conn.execute(
+                "INSERT INTO notifications (run_id, service, kind, key, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                &[&run_id, &service, &kind, &key, &now_ms()],
+            )?;
             Ok(())
         })
     }
+}
+
+fn count(conn: &dyn Conn, sql: &str, params: &[&dyn ToValue]) -> Result<usize> {
+    let count: i64 = conn
+        .query_opt(sql, params)?
+        .map_or(Ok(0), |row| row.get(0))?;
+    Ok(usize::try_from(count).unwrap_or(0))
 }

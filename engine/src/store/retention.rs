@@ -9,8 +9,6 @@
 
 use std::time::Duration;
 
-use rusqlite::params;
-
 use super::error::Result;
 use super::sqlite::Store;
 
@@ -55,9 +53,8 @@ impl Store {
                 let mut other = 0u64;
                 for &run_id in batch {
                     logs += txn
-                        .sqlite()?
-                        .execute("DELETE FROM step_logs WHERE run_id = ?1", [run_id])?
-                        as u64;
+                        .conn
+                        .execute("DELETE FROM step_logs WHERE run_id = ?1", &[&run_id])?;
                     for table in [
                         "steps",
                         "attempts",
@@ -66,18 +63,17 @@ impl Store {
                         "notifications",
                         "artifacts",
                     ] {
-                        other += txn
-                            .sqlite()?
-                            .execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), [run_id])?
-                            as u64;
+                        other += txn.conn.execute(
+                            &format!("DELETE FROM {table} WHERE run_id = ?1"),
+                            &[&run_id],
+                        )?;
                     }
-                    txn.sqlite()?
-                        .execute("DELETE FROM runs WHERE id = ?1", [run_id])?;
+                    txn.conn
+                        .execute("DELETE FROM runs WHERE id = ?1", &[&run_id])?;
                     // Allowed by the trigger now that the run row is gone.
                     other += txn
-                        .sqlite()?
-                        .execute("DELETE FROM events WHERE run_id = ?1", [run_id])?
-                        as u64;
+                        .conn
+                        .execute("DELETE FROM events WHERE run_id = ?1", &[&run_id])?;
                 }
                 Ok((logs, other))
             })?;
@@ -94,54 +90,55 @@ impl Store {
                 let mut deleted = 0u64;
                 for &run_id in batch {
                     deleted += txn
-                        .sqlite()?
-                        .execute("DELETE FROM step_logs WHERE run_id = ?1", [run_id])?
-                        as u64;
+                        .conn
+                        .execute("DELETE FROM step_logs WHERE run_id = ?1", &[&run_id])?;
                 }
                 Ok(deleted)
             })?;
         }
 
         pruned.cache_entries = self.write(|txn| {
-            Ok(txn
-                .sqlite()?
-                .execute("DELETE FROM llm_cache WHERE expires_at < ?1", [now])?
-                as u64)
+            txn.conn
+                .execute("DELETE FROM llm_cache WHERE expires_at < ?1", &[&now])
         })?;
         // Budget rows only matter for the current day and month: two months is plenty.
         let budget_before = now.saturating_sub(62 * 24 * 3600 * 1000);
         pruned.other_rows += self.write(|txn| {
             let budget = txn
-                .sqlite()?
-                .execute("DELETE FROM llm_budget WHERE at < ?1", [budget_before])?;
-            let notifications = txn.sqlite()?.execute(
-                "DELETE FROM notifications WHERE at < ?1",
-                params![runs_before],
-            )?;
-            Ok((budget + notifications) as u64)
+                .conn
+                .execute("DELETE FROM llm_budget WHERE at < ?1", &[&budget_before])?;
+            let notifications = txn
+                .conn
+                .execute("DELETE FROM notifications WHERE at < ?1", &[&runs_before])?;
+            Ok(budget + notifications)
         })?;
         Ok(pruned)
     }
 
     /// Finished runs that ended before `before`, except the newest `keep` finished runs.
     fn finished_runs_before(&self, before: i64, keep: i64) -> Result<Vec<i64>> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare(
-            "SELECT id FROM runs
-             WHERE state != 'running' AND finished_at IS NOT NULL AND finished_at < ?1
-               AND id NOT IN (SELECT id FROM runs WHERE state != 'running'
-                              ORDER BY id DESC LIMIT ?2)
-             ORDER BY id",
-        )?;
-        let rows = stmt.query_map(params![before, keep], |row| row.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(|conn| {
+            conn.query(
+                "SELECT id FROM runs
+                 WHERE state != 'running' AND finished_at IS NOT NULL AND finished_at < ?1
+                   AND id NOT IN (SELECT id FROM runs WHERE state != 'running'
+                                  ORDER BY id DESC LIMIT ?2)
+                 ORDER BY id",
+                &[&before, &keep],
+            )?
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+        })
     }
 
     /// Ids of every run the store knows, for finding run directories left without a run.
     pub fn run_ids(&self) -> Result<std::collections::BTreeSet<i64>> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare("SELECT id FROM runs")?;
-        let rows = stmt.query_map([], |row| row.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(|conn| {
+            conn.query("SELECT id FROM runs", &[])?
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        })
     }
 }

@@ -22,19 +22,6 @@ use super::state::{RunState, StepState};
 /// A write transaction. Every method that changes state also appends its event.
 pub struct WriteTxn<'a> {
     pub(super) conn: &'a dyn Conn,
-    /// The same transaction as rusqlite's, for the parts of the store that are SQLite-only
-    /// so far ([`WriteTxn::sqlite`]).
-    pub(super) sqlite: Option<&'a rusqlite::Transaction<'a>>,
-}
-
-impl<'a> WriteTxn<'a> {
-    /// The transaction as rusqlite's, for records not kept in PostgreSQL yet; on PostgreSQL,
-    /// [`Error::NotOnPostgres`] naming the caller's file.
-    #[track_caller]
-    pub(super) fn sqlite(&self) -> Result<&'a rusqlite::Transaction<'a>> {
-        let caller = std::panic::Location::caller().file();
-        self.sqlite.ok_or(Error::NotOnPostgres { what: caller })
-    }
 }
 
 impl Store {

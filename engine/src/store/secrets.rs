@@ -1,9 +1,8 @@
 //! Stored secrets (`cairn secret set`): only ciphertext and its nonce live here; encrypting,
 //! decrypting and the key are `crate::secrets`' business. See `ARCHITECTURE.md` ("Secrets").
 
-use rusqlite::{OptionalExtension, params};
-
 use super::error::Result;
+use super::sql::Row;
 use super::sqlite::{Store, now_ms};
 
 /// One secret as stored: sealed, never the value.
@@ -15,7 +14,7 @@ pub struct SealedSecret {
     pub updated_at: i64,
 }
 
-fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SealedSecret> {
+fn row(row: &Row) -> Result<SealedSecret> {
     Ok(SealedSecret {
         name: row.get(0)?,
         nonce: row.get(1)?,
@@ -28,42 +27,46 @@ impl Store {
     /// Creates or replaces the secret `name`.
     pub fn put_secret(&self, name: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<()> {
         self.write(|txn| {
-            txn.sqlite()?.execute(
+            txn.conn.execute(
                 "INSERT INTO secrets (name, nonce, ciphertext, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(name) DO UPDATE SET nonce = excluded.nonce,
+                 ON CONFLICT (name) DO UPDATE SET nonce = excluded.nonce,
                      ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
-                params![name, nonce, ciphertext, now_ms()],
+                &[&name, &nonce, &ciphertext, &now_ms()],
             )?;
             Ok(())
         })
     }
 
     pub fn secret(&self, name: &str) -> Result<Option<SealedSecret>> {
-        let conn = self.lock()?;
-        Ok(conn
-            .query_row(
+        self.read(|conn| {
+            conn.query_opt(
                 "SELECT name, nonce, ciphertext, updated_at FROM secrets WHERE name = ?1",
-                [name],
-                row,
-            )
-            .optional()?)
+                &[&name],
+            )?
+            .map(|found| row(&found))
+            .transpose()
+        })
     }
 
     /// Every stored secret, by name.
     pub fn secrets(&self) -> Result<Vec<SealedSecret>> {
-        let conn = self.lock()?;
-        let mut stmt =
-            conn.prepare("SELECT name, nonce, ciphertext, updated_at FROM secrets ORDER BY name")?;
-        let rows = stmt.query_map([], row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(|conn| {
+            conn.query(
+                "SELECT name, nonce, ciphertext, updated_at FROM secrets ORDER BY name",
+                &[],
+            )?
+            .iter()
+            .map(row)
+            .collect()
+        })
     }
 
     /// Deletes the secret; whether there was one.
     pub fn delete_secret(&self, name: &str) -> Result<bool> {
         self.write(|txn| {
             Ok(txn
-                .sqlite()?
-                .execute("DELETE FROM secrets WHERE name = ?1", [name])?
+                .conn
+                .execute("DELETE FROM secrets WHERE name = ?1", &[&name])?
                 > 0)
         })
     }

@@ -2,13 +2,13 @@
 //! for the API, attempts, every service's deployments, flaky tests, and the counts behind
 //! `/metrics`. See `ARCHITECTURE.md`, "Team service".
 
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::error::Result;
+use super::error::{Error, Result};
 use super::records::{RunRecord, StoredLogLine};
-use super::runs::{RUN_SUMMARY_COLUMNS, WriteTxn, run_from_row};
+use super::runs::{RUN_SUMMARY_COLUMNS, WriteTxn, log_from_row, run_from_row};
+use super::sql::Conn;
 use super::sqlite::{Store, now_ms, parse_json};
 
 /// A stored API token: never the token itself.
@@ -98,45 +98,50 @@ const ROUTE_OF_RUN: &str = "(SELECT json_extract(s.outputs, '$.route') FROM step
 impl Store {
     /// The scope of an unrevoked token with this SHA-256, noting its use.
     pub fn token_scope(&self, sha256: &str) -> Result<Option<String>> {
-        let conn = self.lock()?;
-        let found: Option<(i64, String, Option<i64>)> = conn
-            .query_row(
+        let found: Option<(i64, String, Option<i64>)> = self.read(|conn| {
+            conn.query_opt(
                 "SELECT id, scope, last_used_at FROM api_tokens
                  WHERE sha256 = ?1 AND revoked_at IS NULL",
-                [sha256],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )
-            .optional()?;
+                &[&sha256],
+            )?
+            .map(|row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .transpose()
+        })?;
         let now = now_ms();
         if let Some((id, _, last)) = &found
             && last.is_none_or(|last| now - last > TOKEN_USE_RESOLUTION_MS)
         {
             // At most once a minute per token: a durable commit on every request would cost
             // the engine's writes. Best effort: a busy database must not refuse a valid token.
-            let _ = conn.execute(
-                "UPDATE api_tokens SET last_used_at = ?1 WHERE id = ?2",
-                params![now, id],
-            );
+            let _ = self.write(|txn| {
+                txn.conn.execute(
+                    "UPDATE api_tokens SET last_used_at = ?1 WHERE id = ?2",
+                    &[&now, id],
+                )
+            });
         }
         Ok(found.map(|(_, scope, _)| scope))
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare(
-            "SELECT id, name, scope, created_at, last_used_at FROM api_tokens
-             WHERE revoked_at IS NULL ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |row| {
-            Ok(TokenRecord {
-                id: row.get(0)?,
-                name: row.get(1)?,
-                scope: row.get(2)?,
-                created_at: row.get(3)?,
-                last_used_at: row.get(4)?,
+        self.read(|conn| {
+            conn.query(
+                "SELECT id, name, scope, created_at, last_used_at FROM api_tokens
+                 WHERE revoked_at IS NULL ORDER BY id",
+                &[],
+            )?
+            .iter()
+            .map(|row| {
+                Ok(TokenRecord {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    scope: row.get(2)?,
+                    created_at: row.get(3)?,
+                    last_used_at: row.get(4)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect()
+        })
     }
 
     /// Runs matching `filter`, newest first, with their risk and route.
@@ -188,160 +193,181 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<StoredLogLine>> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, step_id, attempt, stream, line, at FROM step_logs
-             WHERE run_id = ?1 AND (?2 IS NULL OR step_id = ?2) AND seq > ?3
-             ORDER BY seq LIMIT ?4",
-        )?;
-        let rows = stmt.query_map(params![run_id, step_id, after, limit as i64], |row| {
-            Ok(StoredLogLine {
-                seq: row.get(0)?,
-                step_id: row.get(1)?,
-                attempt: row.get(2)?,
-                stream: row.get(3)?,
-                line: row.get(4)?,
-                at: row.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            conn.query(
+                "SELECT seq, step_id, attempt, stream, line, at FROM step_logs
+                 WHERE run_id = ?1 AND (?2 IS NULL OR step_id = ?2) AND seq > ?3
+                 ORDER BY seq LIMIT ?4",
+                &[&run_id, &step_id, &after, &limit],
+            )?
+            .iter()
+            .map(log_from_row)
+            .collect()
+        })
     }
 
     pub fn attempts(&self, run_id: i64) -> Result<Vec<AttemptRecord>> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT step_id, attempt, owner, state, failure, exit_code, error, started_at,
-                    finished_at
-             FROM attempts WHERE run_id = ?1 ORDER BY started_at, step_id, attempt",
-        )?;
-        let rows = stmt.query_map([run_id], |row| {
-            Ok(AttemptRecord {
-                step_id: row.get(0)?,
-                attempt: row.get(1)?,
-                owner: row.get(2)?,
-                state: row.get(3)?,
-                failure: row.get(4)?,
-                exit_code: row.get(5)?,
-                error: row.get(6)?,
-                started_at: row.get(7)?,
-                finished_at: row.get(8)?,
+        self.read(|conn| {
+            conn.query(
+                "SELECT step_id, attempt, owner, state, failure, exit_code, error, started_at,
+                        finished_at
+                 FROM attempts WHERE run_id = ?1 ORDER BY started_at, step_id, attempt",
+                &[&run_id],
+            )?
+            .iter()
+            .map(|row| {
+                Ok(AttemptRecord {
+                    step_id: row.get(0)?,
+                    attempt: row.get(1)?,
+                    owner: row.get(2)?,
+                    state: row.get(3)?,
+                    failure: row.get(4)?,
+                    exit_code: row.get(5)?,
+                    error: row.get(6)?,
+                    started_at: row.get(7)?,
+                    finished_at: row.get(8)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect()
+        })
     }
 
     /// Every service's deployment state (as the deploy agent wrote it), by service name.
     pub fn deployments_updated(&self) -> Result<Vec<(String, Value, i64)>> {
-        let conn = self.lock()?;
-        let mut stmt =
-            conn.prepare("SELECT service, state, updated_at FROM deployments ORDER BY service")?;
-        let rows = stmt.query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                parse_json(row.get::<_, String>(1)?),
-                row.get::<_, i64>(2)?,
-            ))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(|conn| {
+            conn.query(
+                "SELECT service, state, updated_at FROM deployments ORDER BY service",
+                &[],
+            )?
+            .iter()
+            .map(|row| Ok((row.get(0)?, parse_json(row.get(1)?), row.get(2)?)))
+            .collect()
+        })
     }
 
     /// Tests that ever failed or flaked, with their counts and quarantine.
     pub fn flaky_tests(&self) -> Result<Vec<FlakyTest>> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare(
-            "SELECT r.repo, r.test_id, COUNT(*),
-                    SUM(r.outcome = 'failed'), SUM(r.outcome = 'flaky'), q.since, q.reason
-             FROM test_results r
-             LEFT JOIN test_quarantine q ON q.repo = r.repo AND q.test_id = r.test_id
-             WHERE r.outcome != 'ignored'
-             GROUP BY r.repo, r.test_id
-             HAVING SUM(r.outcome IN ('failed', 'flaky')) > 0 OR q.since IS NOT NULL
-             ORDER BY r.repo, r.test_id",
-        )?;
-        let rows = stmt.query_map([], |row| {
-            Ok(FlakyTest {
-                repo: row.get(0)?,
-                test_id: row.get(1)?,
-                runs: row.get(2)?,
-                failed: row.get(3)?,
-                flaky: row.get(4)?,
-                quarantined_since: row.get(5)?,
-                quarantine_reason: row.get(6)?,
+        // Outcomes are counted with CASE (PostgreSQL does not sum booleans), and the
+        // quarantine's columns are grouped by too (one quarantine row per test at most, so the
+        // groups are the same): PostgreSQL groups by every column it is asked for.
+        self.read(|conn| {
+            conn.query(
+                "SELECT r.repo, r.test_id, COUNT(*),
+                        CAST(SUM(CASE WHEN r.outcome = 'failed' THEN 1 ELSE 0 END) AS BIGINT),
+                        CAST(SUM(CASE WHEN r.outcome = 'flaky' THEN 1 ELSE 0 END) AS BIGINT),
+                        q.since, q.reason
+                 FROM test_results r
+                 LEFT JOIN test_quarantine q ON q.repo = r.repo AND q.test_id = r.test_id
+                 WHERE r.outcome != 'ignored'
+                 GROUP BY r.repo, r.test_id, q.since, q.reason
+                 HAVING SUM(CASE WHEN r.outcome IN ('failed', 'flaky') THEN 1 ELSE 0 END) > 0
+                     OR q.since IS NOT NULL
+                 ORDER BY r.repo, r.test_id",
+                &[],
+            )?
+            .iter()
+            .map(|row| {
+                Ok(FlakyTest {
+                    repo: row.get(0)?,
+                    test_id: row.get(1)?,
+                    runs: row.get(2)?,
+                    failed: row.get(3)?,
+                    flaky: row.get(4)?,
+                    quarantined_since: row.get(5)?,
+                    quarantine_reason: row.get(6)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect()
+        })
     }
 
     /// The counts behind `/metrics`, read in one transaction so they agree with each other.
     pub fn metric_counts(&self) -> Result<MetricCounts> {
-        let mut conn = self.lock()?;
-        let txn = conn.transaction()?;
-        let mut counts = MetricCounts::default();
-        let grouped = |sql: &str| -> rusqlite::Result<Vec<(String, u64)>> {
-            let mut stmt = txn.prepare(sql)?;
-            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            rows.collect()
-        };
-        counts.runs_by_state = grouped("SELECT state, COUNT(*) FROM runs GROUP BY state")?;
-        counts.steps_by_state = grouped("SELECT state, COUNT(*) FROM steps GROUP BY state")?;
-        {
-            let mut stmt = txn.prepare(
-                "SELECT finished_at - started_at FROM attempts WHERE finished_at IS NOT NULL",
-            )?;
-            let rows = stmt.query_map([], |row| row.get(0))?;
-            counts.attempt_durations_ms = rows.collect::<rusqlite::Result<_>>()?;
-        }
-        counts.queue_depth = txn.query_row(
-            "SELECT COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id
-             WHERE r.state = 'running' AND s.state IN ('pending', 'waiting_retry')",
-            [],
-            |row| row.get(0),
-        )?;
-        counts.lease_reclaims = txn.query_row(
-            "SELECT COUNT(*) FROM events WHERE kind = 'run_reclaimed'",
-            [],
-            |row| row.get(0),
-        )?;
-        {
-            let mut stmt = txn.prepare(
-                "SELECT tier, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cache_hit)
-                 FROM llm_calls GROUP BY tier ORDER BY tier",
-            )?;
-            let rows = stmt.query_map([], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
-            })?;
-            counts.model_calls = rows.collect::<rusqlite::Result<_>>()?;
-        }
-        counts.budget_refusals = txn.query_row(
-            "SELECT COUNT(*) FROM llm_calls WHERE fallbacks LIKE '%budget%'",
-            [],
-            |row| row.get(0),
-        )?;
-        Ok(counts)
+        self.read(|conn| {
+            let grouped = |sql: &str| -> Result<Vec<(String, u64)>> {
+                conn.query(sql, &[])?
+                    .iter()
+                    .map(|row| Ok((row.get(0)?, row.get(1)?)))
+                    .collect()
+            };
+            let count = |sql: &str| -> Result<u64> { single(conn, sql) };
+            Ok(MetricCounts {
+                runs_by_state: grouped("SELECT state, COUNT(*) FROM runs GROUP BY state")?,
+                steps_by_state: grouped("SELECT state, COUNT(*) FROM steps GROUP BY state")?,
+                attempt_durations_ms: conn
+                    .query(
+                        "SELECT finished_at - started_at FROM attempts
+                         WHERE finished_at IS NOT NULL",
+                        &[],
+                    )?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect::<Result<_>>()?,
+                queue_depth: count(
+                    "SELECT COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id
+                     WHERE r.state = 'running' AND s.state IN ('pending', 'waiting_retry')",
+                )?,
+                lease_reclaims: count("SELECT COUNT(*) FROM events WHERE kind = 'run_reclaimed'")?,
+                model_calls: conn
+                    .query(
+                        "SELECT tier, COUNT(*), CAST(SUM(prompt_tokens) AS BIGINT),
+                                CAST(SUM(completion_tokens) AS BIGINT),
+                                CAST(SUM(cache_hit) AS BIGINT)
+                         FROM llm_calls GROUP BY tier ORDER BY tier",
+                        &[],
+                    )?
+                    .iter()
+                    .map(|row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                        ))
+                    })
+                    .collect::<Result<_>>()?,
+                // LOWER: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
+                budget_refusals: count(
+                    "SELECT COUNT(*) FROM llm_calls WHERE LOWER(fallbacks) LIKE '%budget%'",
+                )?,
+            })
+        })
     }
+}
+
+/// The one value of a query that always returns one row (a `COUNT(*)`).
+fn single(conn: &dyn Conn, sql: &str) -> Result<u64> {
+    conn.query_opt(sql, &[])?
+        .ok_or_else(|| Error::BadValue {
+            what: "a count",
+            detail: format!("no row from `{sql}`"),
+        })?
+        .get(0)
 }
 
 impl WriteTxn<'_> {
     /// Stores a new token's SHA-256 and returns its id.
     pub fn create_token(&self, name: &str, scope: &str, sha256: &str) -> Result<i64> {
-        self.sqlite()?.execute(
-            "INSERT INTO api_tokens (name, scope, sha256, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![name, scope, sha256, now_ms()],
-        )?;
-        Ok(self.sqlite()?.last_insert_rowid())
+        self.conn
+            .query_opt(
+                "INSERT INTO api_tokens (name, scope, sha256, created_at) VALUES (?1, ?2, ?3, ?4)
+                 RETURNING id",
+                &[&name, &scope, &sha256, &now_ms()],
+            )?
+            .ok_or_else(|| Error::BadValue {
+                what: "api_tokens",
+                detail: "an insert returned no id".into(),
+            })?
+            .get(0)
     }
 
     /// Revokes a token; false when there was no such live token.
     pub fn revoke_token(&self, id: i64) -> Result<bool> {
-        let changed = self.sqlite()?.execute(
+        let changed = self.conn.execute(
             "UPDATE api_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-            params![now_ms(), id],
+            &[&now_ms(), &id],
         )?;
         Ok(changed > 0)
     }

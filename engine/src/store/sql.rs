@@ -128,6 +128,29 @@ macro_rules! integer {
 }
 integer!(i64, i32, u32, u16, u8);
 
+/// Counts (tokens, sizes) are `u64` in Rust and signed 64-bit in both databases: a count past
+/// `i64::MAX` is stored as `i64::MAX` (no real count gets there), and a negative stored value
+/// does not read as a count.
+impl ToValue for u64 {
+    fn to_value(&self) -> Value {
+        Value::Integer(i64::try_from(*self).unwrap_or(i64::MAX))
+    }
+    fn kind(&self) -> Kind {
+        Kind::Integer
+    }
+}
+
+impl Typed for u64 {
+    const KIND: Kind = Kind::Integer;
+}
+
+impl FromValue for u64 {
+    fn from_value(value: Value) -> std::result::Result<Self, String> {
+        let i = i64::from_value(value)?;
+        u64::try_from(i).map_err(|_| format!("{i} does not fit u64"))
+    }
+}
+
 impl Typed for bool {
     const KIND: Kind = Kind::Integer;
 }

@@ -111,18 +111,6 @@ impl Store {
         }
     }
 
-    /// The SQLite connection, for the records not kept in PostgreSQL yet; on PostgreSQL,
-    /// [`Error::NotOnPostgres`] naming the caller's file.
-    #[track_caller]
-    pub(super) fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
-        match &*self.database {
-            Database::Sqlite(conn) => Ok(lock(conn)),
-            Database::Postgres(_) => Err(Error::NotOnPostgres {
-                what: std::panic::Location::caller().file(),
-            }),
-        }
-    }
-
     /// Runs `work` in one write transaction and commits it durably: SQLite's `BEGIN
     /// IMMEDIATE`, or PostgreSQL's transaction under the store's write lock; either way,
     /// writers one at a time.
@@ -134,24 +122,29 @@ impl Store {
             Database::Sqlite(conn) => {
                 let mut conn = lock(conn);
                 let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let value = work(&WriteTxn {
-                    conn: &*txn,
-                    sqlite: Some(&txn),
-                })?;
+                let value = work(&WriteTxn { conn: &*txn })?;
                 txn.commit()?;
                 Ok(value)
             }
-            Database::Postgres(db) => db.write(|conn| work(&WriteTxn { conn, sqlite: None })),
+            Database::Postgres(db) => db.write(|conn| work(&WriteTxn { conn })),
         }
     }
 
-    /// Runs `work` on one consistent view of the database.
+    /// Runs `work` on one consistent view of the database: on SQLite a deferred transaction,
+    /// whose first read fixes the snapshot (WAL) until it ends, so several queries agree
+    /// even while another process writes.
     pub(super) fn read<T: Send>(
         &self,
         work: impl FnOnce(&dyn Conn) -> Result<T> + Send,
     ) -> Result<T> {
         match &*self.database {
-            Database::Sqlite(conn) => work(&*lock(conn)),
+            Database::Sqlite(conn) => {
+                let conn = lock(conn);
+                let txn = conn.unchecked_transaction()?;
+                let value = work(&*txn)?;
+                txn.commit()?;
+                Ok(value)
+            }
             Database::Postgres(db) => db.read(work),
         }
     }

@@ -5,11 +5,11 @@
 
 use std::collections::HashSet;
 
-use rusqlite::params;
 use serde::Serialize;
 
 use super::error::Result;
 use super::runs::WriteTxn;
+use super::sql::Row;
 use super::sqlite::{Store, now_ms};
 
 /// One learned association from a source file to a test file.
@@ -53,74 +53,88 @@ pub struct ProposalRecord {
 impl Store {
     /// Commits of `repo` whose co-changes are already counted.
     pub fn learned_commits(&self, repo: &str) -> Result<HashSet<String>> {
-        let conn = self.lock()?;
-        let mut stmt =
-            conn.prepare_cached("SELECT commit_id FROM test_learned_commits WHERE repo = ?1")?;
-        let rows = stmt.query_map([repo], |row| row.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(|conn| {
+            conn.query(
+                "SELECT commit_id FROM test_learned_commits WHERE repo = ?1",
+                &[&repo],
+            )?
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+        })
     }
 
     /// Every learned link from any of `sources`, strongest first.
     pub fn test_links(&self, repo: &str, sources: &[String]) -> Result<Vec<TestLink>> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT source_path, test_file, kind, count FROM test_links
-             WHERE repo = ?1 AND source_path = ?2 ORDER BY count DESC, test_file",
-        )?;
-        let mut links = Vec::new();
-        for source in sources {
-            let rows = stmt.query_map(params![repo, source], |row| {
-                Ok(TestLink {
-                    source_path: row.get(0)?,
-                    test_file: row.get(1)?,
-                    kind: row.get(2)?,
-                    count: row.get(3)?,
-                })
-            })?;
-            links.extend(rows.collect::<rusqlite::Result<Vec<_>>>()?);
-        }
-        Ok(links)
+        self.read(|conn| {
+            let mut links = Vec::new();
+            for source in sources {
+                let rows = conn.query(
+                    "SELECT source_path, test_file, kind, count FROM test_links
+                     WHERE repo = ?1 AND source_path = ?2 ORDER BY count DESC, test_file",
+                    &[&repo, source],
+                )?;
+                for row in rows {
+                    links.push(TestLink {
+                        source_path: row.get(0)?,
+                        test_file: row.get(1)?,
+                        kind: row.get(2)?,
+                        count: row.get(3)?,
+                    });
+                }
+            }
+            Ok(links)
+        })
     }
 
     /// Recorded proposals, newest first; `repo` narrows to one repository.
     pub fn test_proposals(&self, repo: Option<&str>, limit: usize) -> Result<Vec<ProposalRecord>> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare(
-            "SELECT run_id, step_id, repo, commit_id, source_path, function, test_path, status, reason,
-                    detail, code, tier, at, kind
-             FROM test_proposals WHERE (?1 IS NULL OR repo = ?1) ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![repo, limit as i64], |row| {
-            Ok(ProposalRecord {
-                kind: row.get(13)?,
-                run_id: row.get(0)?,
-                step_id: row.get(1)?,
-                repo: row.get(2)?,
-                commit_id: row.get(3)?,
-                source_path: row.get(4)?,
-                function: row.get(5)?,
-                test_path: row.get(6)?,
-                status: row.get(7)?,
-                reason: row.get(8)?,
-                detail: row.get(9)?,
-                code: row.get(10)?,
-                tier: row.get(11)?,
-                at: row.get(12)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            conn.query(
+                "SELECT run_id, step_id, repo, commit_id, source_path, function, test_path, status,
+                        reason, detail, code, tier, at, kind
+                 FROM test_proposals WHERE (?1 IS NULL OR repo = ?1) ORDER BY id DESC LIMIT ?2",
+                &[&repo, &limit],
+            )?
+            .iter()
+            .map(proposal_from_row)
+            .collect()
+        })
     }
 
     /// How many proposals of `kind` a step of a run has recorded (by any of its attempts).
     pub fn proposal_count(&self, run_id: i64, step_id: &str, kind: &str) -> Result<usize> {
-        let conn = self.lock()?;
-        let count: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM test_proposals WHERE run_id = ?1 AND step_id = ?2 AND kind = ?3",
-            params![run_id, step_id, kind],
-            |row| row.get(0),
-        )?;
-        Ok(count as usize)
+        self.read(|conn| {
+            let count: i64 = conn
+                .query_opt(
+                    "SELECT COUNT(*) FROM test_proposals
+                     WHERE run_id = ?1 AND step_id = ?2 AND kind = ?3",
+                    &[&run_id, &step_id, &kind],
+                )?
+                .map_or(Ok(0), |row| row.get(0))?;
+            Ok(usize::try_from(count).unwrap_or(0))
+        })
     }
+}
+
+fn proposal_from_row(row: &Row) -> Result<ProposalRecord> {
+    Ok(ProposalRecord {
+        kind: row.get(13)?,
+        run_id: row.get(0)?,
+        step_id: row.get(1)?,
+        repo: row.get(2)?,
+        commit_id: row.get(3)?,
+        source_path: row.get(4)?,
+        function: row.get(5)?,
+        test_path: row.get(6)?,
+        status: row.get(7)?,
+        reason: row.get(8)?,
+        detail: row.get(9)?,
+        code: row.get(10)?,
+        tier: row.get(11)?,
+        at: row.get(12)?,
+    })
 }
 
 impl WriteTxn<'_> {
@@ -132,9 +146,10 @@ impl WriteTxn<'_> {
         commit: &str,
         pairs: &[(String, String)],
     ) -> Result<bool> {
-        let inserted = self.sqlite()?.execute(
-            "INSERT OR IGNORE INTO test_learned_commits (repo, commit_id) VALUES (?1, ?2)",
-            params![repo, commit],
+        let inserted = self.conn.execute(
+            "INSERT INTO test_learned_commits (repo, commit_id) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING",
+            &[&repo, &commit],
         )?;
         if inserted == 0 {
             return Ok(false);
@@ -164,101 +179,52 @@ impl WriteTxn<'_> {
         kind: &str,
         commit: &str,
     ) -> Result<()> {
-        self.sqlite()?
-            .prepare_cached(
-                "INSERT INTO test_links (repo, source_path, test_file, kind, count, last_commit, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)
-                 ON CONFLICT (repo, source_path, test_file, kind)
-                 DO UPDATE SET count = count + 1, last_commit = excluded.last_commit, updated_at = excluded.updated_at",
-            )?
-            .execute(params![repo, source, test, kind, commit, now_ms()])?;
+        // `test_links.count`, qualified: in PostgreSQL's upsert a bare column name is ambiguous
+        // between the stored row and `excluded`.
+        self.conn.execute(
+            "INSERT INTO test_links
+                 (repo, source_path, test_file, kind, count, last_commit, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)
+             ON CONFLICT (repo, source_path, test_file, kind)
+             DO UPDATE SET count = test_links.count + 1, last_commit = excluded.last_commit,
+                 updated_at = excluded.updated_at",
+            &[&repo, &source, &test, &kind, &commit, &now_ms()],
+        )?;
         Ok(())
     }
 
     /// A re-run attempt of a step judges its proposals of `kind` again; the verdicts of the
     /// attempt it replaces go, so each proposal is listed once.
     pub fn forget_proposals(&self, run_id: i64, step_id: &str, kind: &str) -> Result<()> {
-        self.sqlite()?.execute(
+        self.conn.execute(
             "DELETE FROM test_proposals WHERE run_id = ?1 AND step_id = ?2 AND kind = ?3",
-            params![run_id, step_id, kind],
+            &[&run_id, &step_id, &kind],
         )?;
         Ok(())
     }
 
     pub fn record_proposal(&self, record: &ProposalRecord) -> Result<()> {
-        self.sqlite()?.execute(
-            "INSERT INTO test_proposals (run_id, step_id, repo, commit_id, source_path, function, test_path,
-                                         status, reason, detail, code, tier, at, kind)
+        self.conn.execute(
+            "INSERT INTO test_proposals (run_id, step_id, repo, commit_id, source_path, function,
+                                         test_path, status, reason, detail, code, tier, at, kind)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            params![
-                record.run_id,
-                record.step_id,
-                record.repo,
-                record.commit_id,
-                record.source_path,
-                record.function,
-                record.test_path,
-                record.status,
-                record.reason,
-                record.detail,
-                record.code,
-                record.tier,
-                record.at,
-                record.kind,
+            &[
+                &record.run_id,
+                &record.step_id,
+                &record.repo,
+                &record.commit_id,
+                &record.source_path,
+                &record.function,
+                &record.test_path,
+                &record.status,
+                &record.reason,
+                &record.detail,
+                &record.code,
+                &record.tier,
+                &record.at,
+                &record.kind,
             ],
         )?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_commit_is_learned_once_and_links_accumulate() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("cairn.db")).expect("open");
-        let pairs = vec![("src/pay.py".to_string(), "tests/test_pay.py".to_string())];
-        assert!(
-            store
-                .write(|t| t.learn_commit("r", "c1", &pairs))
-                .expect("learn")
-        );
-        assert!(
-            !store
-                .write(|t| t.learn_commit("r", "c1", &pairs))
-                .expect("learn again"),
-            "counted once"
-        );
-        store
-            .write(|t| t.learn_commit("r", "c2", &pairs))
-            .expect("learn");
-        store
-            .write(|t| t.link_failure("r", "src/pay.py", "tests/test_other.py", "c3"))
-            .expect("failure");
-        let links = store
-            .test_links("r", &["src/pay.py".into()])
-            .expect("links");
-        assert_eq!(links.len(), 2);
-        assert_eq!(
-            (
-                links[0].test_file.as_str(),
-                links[0].kind.as_str(),
-                links[0].count
-            ),
-            ("tests/test_pay.py", "co_change", 2)
-        );
-        assert_eq!(
-            (links[1].test_file.as_str(), links[1].kind.as_str()),
-            ("tests/test_other.py", "failure")
-        );
-        assert_eq!(store.learned_commits("r").expect("commits").len(), 2);
-        assert!(
-            store
-                .test_links("other", &["src/pay.py".into()])
-                .expect("links")
-                .is_empty()
-        );
     }
 }

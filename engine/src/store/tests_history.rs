@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
 use serde::Serialize;
 
 use super::error::Result;
@@ -21,48 +20,57 @@ pub struct QuarantinedTest {
 impl Store {
     /// The last `limit` outcomes of a test in a repository, oldest first.
     pub fn test_history(&self, repo: &str, test_id: &str, limit: usize) -> Result<Vec<String>> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT outcome FROM test_results WHERE repo = ?1 AND test_id = ?2 AND outcome != 'ignored'
-             ORDER BY id DESC LIMIT ?3",
-        )?;
-        let mut rows: Vec<String> = stmt
-            .query_map(params![repo, test_id, limit as i64], |row| row.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        rows.reverse();
-        Ok(rows)
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut outcomes: Vec<String> = self.read(|conn| {
+            conn.query(
+                "SELECT outcome FROM test_results
+                 WHERE repo = ?1 AND test_id = ?2 AND outcome != 'ignored'
+                 ORDER BY id DESC LIMIT ?3",
+                &[&repo, &test_id, &limit],
+            )?
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+        })?;
+        outcomes.reverse();
+        Ok(outcomes)
     }
 
     /// Tests of `repo` that have ever failed or flaked (the candidates for `cairn tests flaky`).
     pub fn unsteady_tests(&self, repo: Option<&str>) -> Result<Vec<(String, String)>> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare(
-            "SELECT DISTINCT repo, test_id FROM test_results
-             WHERE outcome IN ('failed', 'flaky') AND (?1 IS NULL OR repo = ?1) ORDER BY repo, test_id",
-        )?;
-        let rows = stmt.query_map(params![repo], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(|conn| {
+            conn.query(
+                "SELECT DISTINCT repo, test_id FROM test_results
+                 WHERE outcome IN ('failed', 'flaky') AND (?1 IS NULL OR repo = ?1)
+                 ORDER BY repo, test_id",
+                &[&repo],
+            )?
+            .iter()
+            .map(|row| Ok((row.get(0)?, row.get(1)?)))
+            .collect()
+        })
     }
 
     pub fn quarantined(&self, repo: &str) -> Result<BTreeMap<String, QuarantinedTest>> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare(
-            "SELECT repo, test_id, since, reason, passes_in_row FROM test_quarantine WHERE repo = ?1",
-        )?;
-        let rows = stmt.query_map([repo], |row| {
-            Ok(QuarantinedTest {
-                repo: row.get(0)?,
-                test_id: row.get(1)?,
-                since: row.get(2)?,
-                reason: row.get(3)?,
-                passes_in_row: row.get(4)?,
+        self.read(|conn| {
+            conn.query(
+                "SELECT repo, test_id, since, reason, passes_in_row FROM test_quarantine
+                 WHERE repo = ?1",
+                &[&repo],
+            )?
+            .iter()
+            .map(|row| {
+                let test = QuarantinedTest {
+                    repo: row.get(0)?,
+                    test_id: row.get(1)?,
+                    since: row.get(2)?,
+                    reason: row.get(3)?,
+                    passes_in_row: row.get(4)?,
+                };
+                Ok((test.test_id.clone(), test))
             })
-        })?;
-        Ok(rows
-            .collect::<rusqlite::Result<Vec<_>>>()?
-            .into_iter()
-            .map(|q| (q.test_id.clone(), q))
-            .collect())
+            .collect()
+        })
     }
 }
 
@@ -78,20 +86,29 @@ impl WriteTxn<'_> {
         outcome: &str,
         duration_ms: Option<u64>,
     ) -> Result<()> {
-        self.sqlite()?
-            .prepare_cached(
-                "INSERT INTO test_results (run_id, step_id, repo, commit_id, test_id, outcome, duration_ms, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![run_id, step_id, repo, commit, test_id, outcome, duration_ms, now_ms()])?;
+        self.conn.execute(
+            "INSERT INTO test_results
+                 (run_id, step_id, repo, commit_id, test_id, outcome, duration_ms, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            &[
+                &run_id,
+                &step_id,
+                &repo,
+                &commit,
+                &test_id,
+                &outcome,
+                &duration_ms,
+                &now_ms(),
+            ],
+        )?;
         Ok(())
     }
 
     pub fn quarantine(&self, repo: &str, test_id: &str, reason: &str) -> Result<()> {
-        self.sqlite()?.execute(
+        self.conn.execute(
             "INSERT INTO test_quarantine (repo, test_id, since, reason) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (repo, test_id) DO UPDATE SET reason = excluded.reason, passes_in_row = 0",
-            params![repo, test_id, now_ms(), reason],
+            &[&repo, &test_id, &now_ms(), &reason],
         )?;
         Ok(())
     }
@@ -102,17 +119,17 @@ impl WriteTxn<'_> {
         test_id: &str,
         passes_in_row: u32,
     ) -> Result<()> {
-        self.sqlite()?.execute(
+        self.conn.execute(
             "UPDATE test_quarantine SET passes_in_row = ?3 WHERE repo = ?1 AND test_id = ?2",
-            params![repo, test_id, passes_in_row],
+            &[&repo, &test_id, &passes_in_row],
         )?;
         Ok(())
     }
 
     pub fn release_quarantine(&self, repo: &str, test_id: &str) -> Result<()> {
-        self.sqlite()?.execute(
+        self.conn.execute(
             "DELETE FROM test_quarantine WHERE repo = ?1 AND test_id = ?2",
-            params![repo, test_id],
+            &[&repo, &test_id],
         )?;
         Ok(())
     }
