@@ -53,7 +53,7 @@ pub async fn worker(home: Option<PathBuf>, args: &WorkerArgs) -> Result<ExitCode
     let dir = settings
         .home
         .join("worker")
-        .join(&name.replace(['/', ':'], "_"));
+        .join(name.replace(['/', ':'], "_"));
     std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {

@@ -24,8 +24,8 @@ mod state;
 mod tasks;
 mod test_coverage;
 mod test_learning;
-#[cfg(test)]
-mod test_postgres;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_postgres;
 mod tests_history;
 
 pub use check::{Check, refuse_damaged};

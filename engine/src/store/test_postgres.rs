@@ -17,7 +17,7 @@ struct Server {
 }
 
 /// A new, empty database on the test server: its URL.
-pub(crate) fn database() -> String {
+pub fn database() -> String {
     static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let server = match SERVER.get_or_init(start) {

@@ -1,0 +1,229 @@
+//! Workers through the real binary, on a private PostgreSQL server: `cairn run` drives a
+//! workflow whose `runs_on:` steps `cairn worker` processes run.
+//!
+//! - a worker killed (SIGKILL) mid-step: another worker takes the task over once its lease
+//!   expires, and the run finishes with every step completed once;
+//! - a worker stopped (SIGSTOP) past its lease while its command runs: another worker takes
+//!   the task over; when the first wakes up, none of its late output and no result of its
+//!   lands.
+
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use cairn_engine::store::{Store, TaskRecord, TaskResult, test_postgres};
+use cairn_tests::{Running, Sandbox, wait_until};
+
+/// Short leases keep the tests to seconds; the sequence is the one of the 30 s default.
+const LEASE: &str = "1500ms";
+
+struct Cluster {
+    sandbox: Sandbox,
+    url: String,
+    store: Store,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let sandbox = Sandbox::new();
+        let url = test_postgres::database();
+        std::fs::create_dir_all(sandbox.home()).expect("the home");
+        std::fs::write(sandbox.home().join("cairn.yaml"), format!("store: {url}\n"))
+            .expect("cairn.yaml");
+        let store = Store::open_postgres(&url, &sandbox.path("inspect.db")).expect("the store");
+        Cluster {
+            sandbox,
+            url,
+            store,
+        }
+    }
+
+    fn worker(&self, name: &str, labels: &str) -> Running {
+        self.sandbox.spawn(&[
+            "worker", "--store", &self.url, "--name", name, "--labels", labels, "--lease", LEASE,
+        ])
+    }
+
+    fn tasks(&self, run_id: i64) -> Vec<TaskRecord> {
+        self.store.tasks(run_id).expect("tasks")
+    }
+
+    fn task_of(&self, run_id: i64, step: &str) -> Option<TaskRecord> {
+        self.tasks(run_id).into_iter().find(|t| t.step_id == step)
+    }
+
+    fn log_lines(&self, run_id: i64, step: &str) -> Vec<String> {
+        self.store
+            .logs(run_id, Some(step), 0)
+            .expect("logs")
+            .into_iter()
+            .map(|l| l.line)
+            .collect()
+    }
+
+    fn event_kinds(&self, run_id: i64, step: &str) -> Vec<String> {
+        self.store
+            .events(run_id)
+            .expect("events")
+            .into_iter()
+            .filter(|e| e.step_id.as_deref() == Some(step))
+            .map(|e| e.kind)
+            .collect()
+    }
+}
+
+#[test]
+fn a_killed_worker_s_task_is_taken_over_and_every_step_completes_once() {
+    let cluster = Cluster::new();
+    let workflow = cluster.sandbox.write(
+        "remote.yaml",
+        "name: remote\nsteps:\n  \
+         - id: build\n    runs_on: [linux, docker]\n    run: |\n      \
+           echo \"build on $CAIRN_WORKER\"\n      sleep 3\n      \
+           echo \"image=sha256:$CAIRN_WORKER\" >> \"$CAIRN_OUTPUT\"\n  \
+         - id: test\n    depends_on: build\n    runs_on: [linux]\n    \
+           run: echo \"test on $CAIRN_WORKER after ${CAIRN_STEP_BUILD_IMAGE:-?}\"\n  \
+         - id: local\n    depends_on: test\n    run: echo local\n",
+    );
+    let mut first = cluster.worker("w1", "linux,docker");
+    let mut run = cluster
+        .sandbox
+        .spawn(&["run", &workflow.display().to_string(), "-q"]);
+    let run_id = run.wait_for_run_id(Duration::from_secs(30));
+    wait_until("w1 leased the build", Duration::from_secs(30), || {
+        cluster
+            .task_of(run_id, "build")
+            .is_some_and(|t| t.state == "leased" && t.worker.as_deref() == Some("w1"))
+    });
+    wait_until("w1's command started", Duration::from_secs(30), || {
+        cluster
+            .log_lines(run_id, "build")
+            .iter()
+            .any(|l| l == "build on w1")
+    });
+    assert!(first.kill9(), "w1 was running");
+    let mut second = cluster.worker("w2", "linux,docker");
+    let status = run
+        .wait_within(Duration::from_secs(90))
+        .unwrap_or_else(|| panic!("the run did not finish\n{}", run.output()));
+    assert!(status.success(), "{}", run.output());
+
+    let build = cluster.task_of(run_id, "build").expect("the build task");
+    assert_eq!(build.state, "succeeded");
+    assert_eq!((build.worker.as_deref(), build.epoch), (Some("w2"), 2));
+    assert_eq!(
+        build.result,
+        Some(TaskResult::Succeeded {
+            outputs: serde_json::json!({ "image": "sha256:w2" })
+        })
+    );
+    let kinds = cluster.event_kinds(run_id, "build");
+    for (kind, times) in [
+        ("task_queued", 1),
+        ("task_leased", 1),
+        ("task_reclaimed", 1),
+        ("task_succeeded", 1),
+        ("step_succeeded", 1),
+    ] {
+        assert_eq!(
+            kinds.iter().filter(|k| *k == kind).count(),
+            times,
+            "{kind} in {kinds:?}"
+        );
+    }
+    assert!(
+        cluster
+            .log_lines(run_id, "test")
+            .iter()
+            .any(|l| l.starts_with("test on w2")),
+        "{:?}",
+        cluster.log_lines(run_id, "test")
+    );
+    assert_eq!(
+        cluster.tasks(run_id).len(),
+        2,
+        "the local step ran in the engine"
+    );
+    assert!(
+        cluster
+            .log_lines(run_id, "local")
+            .contains(&"local".to_string())
+    );
+    let _ = kill(Pid::from_raw(second.pid() as i32), Signal::SIGTERM);
+    assert!(second.wait_within(Duration::from_secs(20)).is_some());
+    assert!(
+        second.output().to_string().contains("2 tasks finished"),
+        "{}",
+        second.output()
+    );
+}
+
+#[test]
+fn a_stalled_worker_writes_nothing_after_its_task_is_taken() {
+    let cluster = Cluster::new();
+    let workflow = cluster.sandbox.write(
+        "stall.yaml",
+        "name: stall\nsteps:\n  \
+         - id: work\n    runs_on: [linux]\n    run: |\n      \
+           echo \"start on $CAIRN_WORKER\"\n      sleep 2\n      \
+           echo \"late from $CAIRN_WORKER\"\n      \
+           echo \"by=$CAIRN_WORKER\" >> \"$CAIRN_OUTPUT\"\n",
+    );
+    let mut first = cluster.worker("w1", "linux");
+    let mut run = cluster
+        .sandbox
+        .spawn(&["run", &workflow.display().to_string(), "-q"]);
+    let run_id = run.wait_for_run_id(Duration::from_secs(30));
+    wait_until("w1 started the command", Duration::from_secs(30), || {
+        cluster
+            .log_lines(run_id, "work")
+            .iter()
+            .any(|l| l == "start on w1")
+    });
+    let w1 = Pid::from_raw(first.pid() as i32);
+    kill(w1, Signal::SIGSTOP).expect("stop w1");
+    // w1's command goes on without it and ends; w1 holds its output unread past its lease.
+    let mut second = cluster.worker("w2", "linux");
+    let status = run
+        .wait_within(Duration::from_secs(90))
+        .unwrap_or_else(|| panic!("the run did not finish\n{}", run.output()));
+    assert!(status.success(), "{}", run.output());
+    kill(w1, Signal::SIGCONT).expect("wake w1");
+    // w1 reads its command's late output and outcome now; both must be refused.
+    std::thread::sleep(Duration::from_secs(3));
+    let lines = cluster.log_lines(run_id, "work");
+    assert!(lines.contains(&"late from w2".to_string()), "{lines:?}");
+    assert!(!lines.contains(&"late from w1".to_string()), "{lines:?}");
+    let task = cluster.task_of(run_id, "work").expect("the task");
+    assert_eq!(
+        (task.worker.as_deref(), task.state.as_str()),
+        (Some("w2"), "succeeded")
+    );
+    assert_eq!(
+        task.result,
+        Some(TaskResult::Succeeded {
+            outputs: serde_json::json!({ "by": "w2" })
+        })
+    );
+    let step = cluster
+        .store
+        .steps(run_id)
+        .expect("steps")
+        .into_iter()
+        .find(|s| s.step_id == "work")
+        .expect("the step");
+    assert_eq!(step.outputs, Some(serde_json::json!({ "by": "w2" })));
+    for worker in [&mut first, &mut second] {
+        let _ = kill(Pid::from_raw(worker.pid() as i32), Signal::SIGTERM);
+        assert!(worker.wait_within(Duration::from_secs(20)).is_some());
+    }
+    assert!(
+        first
+            .output()
+            .to_string()
+            .contains("1 lost to another worker"),
+        "{}",
+        first.output()
+    );
+}
