@@ -5,7 +5,9 @@
 //!   expires, and the run finishes with every step completed once;
 //! - a worker stopped (SIGSTOP) past its lease while its command runs: another worker takes
 //!   the task over; when the first wakes up, none of its late output and no result of its
-//!   lands.
+//!   lands;
+//! - PostgreSQL restarted (a fast shutdown cuts every session) while a worker runs a step: the
+//!   engine, the worker and the run ride it out, and the step completes once.
 
 use std::time::Duration;
 
@@ -26,8 +28,11 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
+        Cluster::on(test_postgres::database())
+    }
+
+    fn on(url: String) -> Cluster {
         let sandbox = Sandbox::new();
-        let url = test_postgres::database();
         std::fs::create_dir_all(sandbox.home()).expect("the home");
         std::fs::write(sandbox.home().join("cairn.yaml"), format!("store: {url}\n"))
             .expect("cairn.yaml");
@@ -226,4 +231,46 @@ fn a_stalled_worker_writes_nothing_after_its_task_is_taken() {
         "{}",
         first.output()
     );
+}
+
+#[test]
+fn a_postgres_restart_mid_step_is_ridden_out() {
+    let server = test_postgres::Server::dedicated();
+    let cluster = Cluster::on(server.database());
+    let workflow = cluster.sandbox.write(
+        "restart.yaml",
+        "name: restart\nsteps:\n  \
+         - id: work\n    runs_on: [linux]\n    run: |\n      \
+           echo \"start on $CAIRN_WORKER\"\n      sleep 4\n      echo \"done=1\" >> \"$CAIRN_OUTPUT\"\n  \
+         - id: after\n    depends_on: work\n    runs_on: [linux]\n    run: echo after\n",
+    );
+    let mut worker = cluster.worker("w1", "linux");
+    let mut run = cluster
+        .sandbox
+        .spawn(&["run", &workflow.display().to_string(), "-q"]);
+    let run_id = run.wait_for_run_id(Duration::from_secs(30));
+    wait_until("the step started", Duration::from_secs(30), || {
+        cluster
+            .log_lines(run_id, "work")
+            .iter()
+            .any(|l| l == "start on w1")
+    });
+    server.restart();
+    let status = run
+        .wait_within(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("the run did not finish\n{}", run.output()));
+    assert!(status.success(), "{}\n{}", run.output(), worker.output());
+    let tasks = cluster.tasks(run_id);
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    assert!(tasks.iter().all(|t| t.state == "succeeded"), "{tasks:?}");
+    let work = cluster.task_of(run_id, "work").expect("the task");
+    assert_eq!(work.epoch, 1, "the task was leased once: {work:?}");
+    let starts = cluster
+        .log_lines(run_id, "work")
+        .iter()
+        .filter(|l| l.starts_with("start on"))
+        .count();
+    assert_eq!(starts, 1, "the command ran once");
+    let _ = kill(Pid::from_raw(worker.pid() as i32), Signal::SIGTERM);
+    assert!(worker.wait_within(Duration::from_secs(20)).is_some());
 }

@@ -348,6 +348,8 @@ impl Engine {
                         let _ = cancel_sender.send(true);
                     }
                     Ok(false) => {}
+                    // Asked again at the next poll.
+                    Err(error) if error.is_unavailable() => {}
                     Err(error) => break Err(error.into()),
                 }
             }
@@ -359,6 +361,11 @@ impl Engine {
                     .await
                 {
                     Ok(()) => lease_valid_until = now + lease_ms,
+                    // The store is unreachable (restarting): the lease still holds for a
+                    // while, so try again in a second rather than give the run up.
+                    Err(error) if error.is_store_unavailable() && now_ms() < lease_valid_until => {
+                        last_renewal = now - lease_ms / 3 + 1_000;
+                    }
                     Err(error) => break Err(error),
                 }
             }

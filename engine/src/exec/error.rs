@@ -25,4 +25,11 @@ pub enum Error {
     Workspace { run_id: i64, message: String },
 }
 
+impl Error {
+    /// See [`crate::store::Error::is_unavailable`].
+    pub fn is_store_unavailable(&self) -> bool {
+        matches!(self, Error::Store(error) if error.is_unavailable())
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

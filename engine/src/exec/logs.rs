@@ -25,6 +25,9 @@ use crate::store::{LogFence, LogLine, Store, now_ms};
 
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long a batch waits for an unreachable store before its lines count as lost.
+const STORE_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Bytes of an attempt's output stored from its start.
 pub const HEAD_LIMIT: usize = 1024 * 1024;
 /// Bytes of an attempt's output stored from its end (kept in memory until the attempt ends).
@@ -293,7 +296,19 @@ async fn store_batch(
     let writer = store.clone();
     let fence = fence.cloned();
     let (lines, result) = match tokio::task::spawn_blocking(move || {
-        let result = writer.append_logs(&lines, fence.as_ref());
+        // A store that cannot be reached (PostgreSQL restarting) is waited for a while; a
+        // batch whose commit was cut off may then be stored twice, which beats losing it.
+        let mut pause = Duration::from_millis(200);
+        let waited = std::time::Instant::now();
+        let result = loop {
+            match writer.append_logs(&lines, fence.as_ref()) {
+                Err(error) if error.is_unavailable() && waited.elapsed() < STORE_PATIENCE => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                result => break result,
+            }
+        };
         (lines, result.map_err(|error| error_text(&error)))
     })
     .await

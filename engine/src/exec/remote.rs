@@ -23,6 +23,9 @@ const POLL: Duration = Duration::from_millis(200);
 /// How often a still-queued task is mentioned in the step's log.
 const WAITING_NOTE: Duration = Duration::from_secs(30);
 
+/// How long the store may be unreachable while the engine waits for a task.
+const STORE_PATIENCE: Duration = Duration::from_secs(120);
+
 /// How long a cancelled task's worker has to report before the attempt ends anyway.
 const CANCEL_GRACE: Duration = Duration::from_secs(30);
 
@@ -65,10 +68,22 @@ pub async fn dispatch(
     let mut seen_epoch = 0;
     let mut waiting_since = tokio::time::Instant::now();
     let mut cancelled_at: Option<tokio::time::Instant> = None;
+    let mut unreachable_since: Option<tokio::time::Instant> = None;
     loop {
         let record = match store.task(id) {
-            Ok(record) => record,
-            Err(error) => return store_failure(logs, &step, &error),
+            Ok(record) => {
+                unreachable_since = None;
+                record
+            }
+            // The worker goes on meanwhile; only a store gone for long ends the attempt.
+            Err(error) => {
+                let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > STORE_PATIENCE {
+                    return store_failure(logs, &step, &error);
+                }
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
         };
         if record.epoch != seen_epoch && record.state == "leased" {
             seen_epoch = record.epoch;

@@ -52,7 +52,14 @@ pub async fn run_worker(
     let lease_ms = settings.lease.as_millis() as i64;
     while !*shutdown.borrow() {
         let leased =
-            store.write(|txn| txn.lease_task(&settings.name, &settings.labels, lease_ms))?;
+            match store.write(|txn| txn.lease_task(&settings.name, &settings.labels, lease_ms)) {
+                Ok(leased) => leased,
+                // The store is unreachable for now: ask again after the poll interval.
+                Err(error) => {
+                    tracing::warn!(%error, "failed to ask the store for work");
+                    None
+                }
+            };
         let Some(lease) = leased else {
             tokio::select! {
                 () = tokio::time::sleep(settings.poll) => {}
@@ -172,11 +179,21 @@ async fn run_task(store: &Store, settings: &WorkerSettings, lease: TaskLease) ->
         },
         Outcome::Cancelled => TaskResult::Cancelled,
     };
-    match store.write(|txn| txn.finish_task(&fence, &result)) {
-        Ok(()) => true,
-        Err(error) => {
-            tracing::warn!(task = task.id, %error, "the task's result was not recorded");
-            false
+    // The result is written until it lands or the task is found taken: a worker that gave up
+    // on an unreachable store would see its task leased again and run it twice.
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match store.write(|txn| txn.finish_task(&fence, &result)) {
+            Ok(()) => return true,
+            Err(error) if error.is_unavailable() => {
+                tracing::warn!(task = task.id, %error, "failed to record a result; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => {
+                tracing::warn!(task = task.id, %error, "the task's result was not recorded");
+                return false;
+            }
         }
     }
 }

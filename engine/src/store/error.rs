@@ -140,4 +140,32 @@ pub enum Error {
     SessionPanicked,
 }
 
+impl Error {
+    /// The database could not be reached (PostgreSQL restarting, the network cut): the same
+    /// request may succeed later, unlike a refused or failed statement.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Connect { source, .. } | Error::Postgres(source) => {
+                source.is_closed() || postgres_unavailable(source)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An error that says the server cannot be reached or is going down or coming up, rather
+/// than that it refused what was asked.
+pub(super) fn postgres_unavailable(error: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    match error.code() {
+        None => error.as_db_error().is_none(),
+        Some(code) => [
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+        ]
+        .contains(code),
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

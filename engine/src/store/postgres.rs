@@ -19,6 +19,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, NoTls};
@@ -80,25 +81,33 @@ impl Postgres {
         })
     }
 
-    /// Runs `work` in one read-only transaction (one snapshot for all its queries).
+    /// Runs `work` in one read-only transaction (one snapshot for all its queries). A read
+    /// cut off by a lost connection (the server restarted since the last session) is tried
+    /// once more on a new one: unlike a write, it changed nothing.
     pub(super) fn read<T: Send>(
         &self,
-        work: impl FnOnce(&dyn Conn) -> Result<T> + Send,
+        work: impl Fn(&dyn Conn) -> Result<T> + Send + Sync,
     ) -> Result<T> {
-        self.session(|client, statements| {
-            let txn = client
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
-            let conn = PgConn {
-                txn: RefCell::new(txn),
-                statements: RefCell::new(statements),
-            };
-            let value = work(&conn)?;
-            conn.txn.into_inner().commit()?;
-            Ok(value)
-        })
+        let attempt = || {
+            self.session(|client, statements| {
+                let txn = client
+                    .build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()?;
+                let conn = PgConn {
+                    txn: RefCell::new(txn),
+                    statements: RefCell::new(statements),
+                };
+                let value = work(&conn)?;
+                conn.txn.into_inner().commit()?;
+                Ok(value)
+            })
+        };
+        match attempt() {
+            Err(error) if error.is_unavailable() => attempt(),
+            result => result,
+        }
     }
 
     /// Runs `work` with a connected client on a thread of its own (see the module docs).
@@ -116,24 +125,53 @@ impl Postgres {
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let session = match guard.take() {
                     Some(session) if !session.client.is_closed() => guard.insert(session),
-                    _ => guard.insert(Session {
-                        client: Client::connect(&self.url, NoTls).map_err(|source| {
-                            Error::Connect {
-                                url: redact(&self.url),
-                                source,
-                            }
-                        })?,
+                    previous => guard.insert(Session {
+                        // The first connection fails fast (a wrong address is a clear error at
+                        // start); a lost one is waited for (the server restarting).
+                        client: connect(&self.url, previous.is_some())?,
                         statements: HashMap::new(),
                     }),
                 };
                 let result = work(&mut session.client, &mut session.statements);
-                if session.client.is_closed() {
+                let lost = matches!(&result, Err(error) if error.is_unavailable());
+                if lost || session.client.is_closed() {
                     *guard = None;
                 }
                 result
             });
             handle.join().unwrap_or(Err(Error::SessionPanicked))
         })
+    }
+}
+
+/// How long a lost connection is tried again before the store's caller sees the error: a
+/// PostgreSQL restart (a fast shutdown and start) fits well inside.
+const RECONNECT_WINDOW: Duration = Duration::from_secs(30);
+
+/// Connects; with `patient`, keeps trying while the server is unreachable (not when it
+/// answers with an error: a refused login stays refused) for up to [`RECONNECT_WINDOW`].
+fn connect(url: &str, patient: bool) -> Result<Client> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match Client::connect(url, NoTls) {
+            Ok(client) => return Ok(client),
+            Err(source)
+                if patient
+                    && super::error::postgres_unavailable(&source)
+                    && started.elapsed() + pause < RECONNECT_WINDOW =>
+            {
+                tracing::warn!(url = %redact(url), error = %source, "PostgreSQL unreachable; retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(source) => {
+                return Err(Error::Connect {
+                    url: redact(url),
+                    source,
+                });
+            }
+        }
     }
 }
 

@@ -135,7 +135,7 @@ impl Store {
     /// even while another process writes.
     pub(super) fn read<T: Send>(
         &self,
-        work: impl FnOnce(&dyn Conn) -> Result<T> + Send,
+        work: impl Fn(&dyn Conn) -> Result<T> + Send + Sync,
     ) -> Result<T> {
         match &*self.database {
             Database::Sqlite(conn) => {

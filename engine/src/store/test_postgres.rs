@@ -12,38 +12,134 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-struct Server {
+/// A PostgreSQL server of the test process's own.
+pub struct Server {
     port: u16,
+    bin: PathBuf,
+    dir: PathBuf,
+    user: Option<(u32, u32)>,
 }
 
-/// A new, empty database on the test server: its URL.
+/// A new, empty database on the test process's shared server: its URL.
 pub fn database() -> String {
     static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let server = match SERVER.get_or_init(start) {
-        Ok(server) => server,
+    match SERVER.get_or_init(Server::start) {
+        Ok(server) => server.database(),
         Err(reason) => panic!("no PostgreSQL server for the tests: {reason}"),
-    };
-    let name = format!(
-        "cairn_test_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let admin = format!("postgres://cairn@127.0.0.1:{}/postgres", server.port);
-    let mut client = postgres::Client::connect(&admin, postgres::NoTls)
-        .unwrap_or_else(|e| panic!("connect to the test server at {admin}: {e}"));
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap_or_else(|e| panic!("create database {name}: {e}"));
-    format!("postgres://cairn@127.0.0.1:{}/{name}", server.port)
+    }
 }
 
-fn start() -> Result<Server, String> {
+impl Server {
+    /// A server for one test alone (one it may restart); panics when none can start.
+    pub fn dedicated() -> Server {
+        Server::start().unwrap_or_else(|reason| panic!("no PostgreSQL server: {reason}"))
+    }
+
+    /// A new, empty database on this server: its URL.
+    pub fn database(&self) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "cairn_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = format!("postgres://cairn@127.0.0.1:{}/postgres", self.port);
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to the test server at {admin}: {e}"));
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+        format!("postgres://cairn@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Stops the server (a fast shutdown: sessions are cut) and starts it again on the same
+    /// port, with the same data; returns once it accepts connections.
+    pub fn restart(&self) {
+        let output = command(&self.bin.join("pg_ctl"), self.user)
+            .args(["stop", "-m", "fast", "-w", "-D"])
+            .arg(self.dir.join("data"))
+            .output()
+            .unwrap_or_else(|e| panic!("run pg_ctl: {e}"));
+        assert!(
+            output.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.launch().unwrap_or_else(|e| panic!("restart: {e}"));
+    }
+
+    fn start() -> Result<Server, String> {
+        let server = init()?;
+        server.launch()?;
+        Ok(server)
+    }
+
+    /// Starts `postgres` and waits until it accepts connections.
+    fn launch(&self) -> Result<(), String> {
+        let postgres = self.bin.join("postgres");
+        let (dir, user, port) = (self.dir.clone(), self.user, self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .map_err(|e| format!("open the server log: {e}"))?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        // The server's parent is this thread, which never ends: the parent-death signal
+        // fires when the test process exits, not when one test's thread does.
+        std::thread::Builder::new()
+            .name("test-postgres".into())
+            .spawn(move || {
+                let spawned = command(&postgres, user)
+                    .arg("-D")
+                    .arg(dir.join("data"))
+                    .arg("-k")
+                    .arg(&dir)
+                    .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+                    .args(["-c", "max_connections=300"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn();
+                let _ = ready_tx.send(spawned.map(|_| ()).map_err(|e| e.to_string()));
+                loop {
+                    std::thread::park();
+                }
+            })
+            .map_err(|e| format!("start a thread: {e}"))?;
+        ready_rx
+            .recv()
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("start postgres: {e}"))?;
+        let url = format!("postgres://cairn@127.0.0.1:{port}/postgres");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match postgres::Client::connect(&url, postgres::NoTls) {
+                Ok(_) => return Ok(()),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "the server did not accept connections in 60 s: {e}"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A new data directory, initialized, and a free port for it.
+fn init() -> Result<Server, String> {
     let bin = binaries().ok_or(
         "initdb and postgres not found on PATH or under /usr/lib/postgresql/*/bin \
          (install Debian's postgresql package; scripts/setup.sh does)",
     )?;
-    let dir = std::env::temp_dir().join(format!("cairn-test-postgres-{}", std::process::id()));
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "cairn-test-postgres-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     remove_leftovers();
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let user = as_user()?;
@@ -77,49 +173,12 @@ fn start() -> Result<Server, String> {
         .and_then(|listener| listener.local_addr())
         .map_err(|e| format!("find a free port: {e}"))?
         .port();
-    let postgres = bin.join("postgres");
-    let log = std::fs::File::create(dir.join("server.log"))
-        .map_err(|e| format!("create the server log: {e}"))?;
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    // The server's parent is this thread, which never ends: the parent-death signal fires
-    // when the test process exits, not when one test's thread does.
-    std::thread::Builder::new()
-        .name("test-postgres".into())
-        .spawn(move || {
-            let spawned = command(&postgres, user)
-                .arg("-D")
-                .arg(&data)
-                .arg("-k")
-                .arg(&dir)
-                .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-                .args(["-c", "max_connections=300"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn();
-            let _ = ready_tx.send(spawned.map(|_| ()).map_err(|e| e.to_string()));
-            loop {
-                std::thread::park();
-            }
-        })
-        .map_err(|e| format!("start a thread: {e}"))?;
-    ready_rx
-        .recv()
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("start postgres: {e}"))?;
-    let url = format!("postgres://cairn@127.0.0.1:{port}/postgres");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match postgres::Client::connect(&url, postgres::NoTls) {
-            Ok(_) => return Ok(Server { port }),
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => {
-                return Err(format!(
-                    "the server did not accept connections in 60 s: {e}"
-                ));
-            }
-        }
-    }
+    Ok(Server {
+        port,
+        bin,
+        dir,
+        user,
+    })
 }
 
 /// `program` run as `user` (when the tests run as root) and sent SIGQUIT (PostgreSQL's
@@ -168,8 +227,11 @@ fn as_user() -> Result<Option<(u32, u32)>, String> {
 /// The directory holding `initdb` and `postgres`.
 fn binaries() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
+        std::env::split_paths(&path).find(|dir| {
+            ["initdb", "postgres", "pg_ctl"]
+                .iter()
+                .all(|p| dir.join(p).is_file())
+        })
     });
     on_path.or_else(|| {
         let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
@@ -196,6 +258,7 @@ fn remove_leftovers() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(pid) = name
             .strip_prefix("cairn-test-postgres-")
+            .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok())
             && !Path::new(&format!("/proc/{pid}")).exists()
         {
