@@ -9,6 +9,7 @@ use anyhow::{Result, anyhow};
 use cairn_engine::agents::orchestrator;
 use cairn_engine::agents::orchestrator::history as risk_model;
 use cairn_engine::llm::CallScope;
+use cairn_engine::store::Location;
 
 use super::settings::Settings;
 
@@ -137,8 +138,9 @@ fn history_model(
 ) -> Option<risk_model::Explanation> {
     let settings = Settings::resolve(home, None).ok()?;
     // Never create a state database just to find it has no model.
-    if !settings.database().exists() {
-        return None;
+    match settings.store_location().ok()? {
+        Location::Sqlite(path) if !path.exists() => return None,
+        _ => {}
     }
     let attempt = || -> Result<Option<risk_model::Explanation>> {
         let store = settings.open_store()?;

@@ -16,7 +16,7 @@ use anyhow::Result;
 
 use cairn_engine::exec::sandbox::Mechanism;
 use cairn_engine::pipeline::SandboxPolicy;
-use cairn_engine::store::{self, Check};
+use cairn_engine::store::{self, Check, Location};
 
 use super::EXIT_ERROR;
 use super::settings::Settings;
@@ -47,7 +47,28 @@ pub fn doctor(home: Option<PathBuf>, args: &DoctorArgs) -> Result<ExitCode> {
 }
 
 fn check_database(settings: &Settings) -> bool {
-    let database = settings.database();
+    let database = match settings.store_location() {
+        Ok(Location::Sqlite(path)) => path,
+        Ok(location @ Location::Postgres(_)) => {
+            return match location.open(&settings.home) {
+                Ok(store) => {
+                    println!(
+                        "database   PostgreSQL at {}: reachable, schema current",
+                        store.location()
+                    );
+                    true
+                }
+                Err(error) => {
+                    println!("database   PostgreSQL: {:#}", anyhow::Error::from(error));
+                    false
+                }
+            };
+        }
+        Err(error) => {
+            println!("database   {error:#}");
+            return false;
+        }
+    };
     match std::fs::metadata(&database) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             println!(

@@ -39,10 +39,6 @@ impl Settings {
         })
     }
 
-    pub fn database(&self) -> PathBuf {
-        self.home.join("cairn.db")
-    }
-
     /// `CAIRN_CONFIG`, else `$CAIRN_HOME/cairn.yaml` (absent: the defaults, local only).
     pub fn config_path(&self) -> PathBuf {
         std::env::var_os("CAIRN_CONFIG")
@@ -53,8 +49,12 @@ impl Settings {
     /// The state database: `CAIRN_STORE` or `store:` in `cairn.yaml` (PostgreSQL), else the
     /// SQLite file in the home.
     pub fn open_store(&self) -> Result<Store> {
-        let location = Location::load(&self.config_path(), &self.home)?;
-        Ok(location.open(&self.home)?)
+        Ok(self.store_location()?.open(&self.home)?)
+    }
+
+    /// Where the state database is (see [`Settings::open_store`]), without opening it.
+    pub fn store_location(&self) -> Result<Location> {
+        Ok(Location::load(&self.config_path(), &self.home)?)
     }
 
     pub fn llm(&self, store: &Store) -> Result<Router> {
