@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 /// A PostgreSQL server of the test process's own.
 pub struct Server {
     port: u16,
+    /// `listen_addresses`: 127.0.0.1, or every address for clients in containers.
+    listen: &'static str,
     bin: PathBuf,
     dir: PathBuf,
     user: Option<(u32, u32)>,
@@ -33,6 +35,28 @@ impl Server {
     /// A server for one test alone (one it may restart); panics when none can start.
     pub fn dedicated() -> Server {
         Server::start().unwrap_or_else(|reason| panic!("no PostgreSQL server: {reason}"))
+    }
+
+    /// A server of one test's own that also accepts clients on other addresses (containers
+    /// on a Docker network reach it through their gateway), without passwords like the rest.
+    pub fn dedicated_for_containers() -> Server {
+        let start = || -> Result<Server, String> {
+            let mut server = init()?;
+            server.listen = "*";
+            let hba = server.dir.join("data/pg_hba.conf");
+            let mut rules =
+                std::fs::read_to_string(&hba).map_err(|e| format!("read pg_hba: {e}"))?;
+            rules.push_str("host all all 0.0.0.0/0 trust\n");
+            std::fs::write(&hba, rules).map_err(|e| format!("write pg_hba: {e}"))?;
+            server.launch()?;
+            Ok(server)
+        };
+        start().unwrap_or_else(|reason| panic!("no PostgreSQL server: {reason}"))
+    }
+
+    /// The server's port (on every address it listens on).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// A new, empty database on this server: its URL.
@@ -77,7 +101,7 @@ impl Server {
     /// Starts `postgres` and waits until it accepts connections.
     fn launch(&self) -> Result<(), String> {
         let postgres = self.bin.join("postgres");
-        let (dir, user, port) = (self.dir.clone(), self.user, self.port);
+        let (dir, user, port, listen) = (self.dir.clone(), self.user, self.port, self.listen);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -94,7 +118,8 @@ impl Server {
                     .arg(dir.join("data"))
                     .arg("-k")
                     .arg(&dir)
-                    .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+                    .args(["-p", &port.to_string(), "-c"])
+                    .arg(format!("listen_addresses={listen}"))
                     .args(["-c", "max_connections=300"])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
@@ -175,6 +200,7 @@ fn init() -> Result<Server, String> {
         .port();
     Ok(Server {
         port,
+        listen: "127.0.0.1",
         bin,
         dir,
         user,
