@@ -28,14 +28,21 @@ steps:
     runs_on: [linux]
     run: sleep 0.2
 YAML
-start_worker() { ("$cairn" worker --labels linux --name "$tag-w$1" --lease 1500ms 2>/dev/null &); }
+# Worker pids are kept in a file: matching command lines would also hit a worker's child
+# between fork and exec (it still shows the worker's command line) and kill a step instead.
+start_worker() {
+    ("$cairn" worker --labels linux --name "$tag-w$1" --lease 1500ms 2>/dev/null &
+     echo $! >> "$work/pids")
+}
 for i in 1 2 3; do start_worker "$i"; done
 # Every 2 s one worker, chosen at random, is killed and a new one takes its place.
 killer() {
     local next=4
     while sleep 2; do
-        victim=$(pgrep -f -- "--name $tag-w" | shuf -n 1)
-        [ -n "$victim" ] && kill -9 "$victim" 2>/dev/null
+        victim=$(shuf -n 1 "$work/pids")
+        kill -9 "$victim" 2>/dev/null || true
+        grep -vx "$victim" "$work/pids" > "$work/pids.next" || true
+        mv "$work/pids.next" "$work/pids"
         start_worker "$next"; next=$((next + 1))
     done
 }
