@@ -56,6 +56,7 @@ fn is_invalid_input(error: &anyhow::Error) -> bool {
             || cause.is::<cairn_engine::pipeline::Error>()
             || cause.is::<cairn_engine::llm::ConfigError>()
             || cause.is::<cairn_engine::retention::ConfigError>()
+            || cause.is::<cairn_engine::store::LocationError>()
             || matches!(
                 cause.downcast_ref::<StoreError>(),
                 Some(StoreError::RunNotFound(_) | StoreError::StepNotFound { .. })

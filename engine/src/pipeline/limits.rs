@@ -65,6 +65,31 @@ fn too_large() -> String {
     )
 }
 
+/// A configuration file's text (checked by [`check`] first) deserialized as `T`; a failure
+/// says where, as the loader or the value saw it (`describe` prefixes a value's message).
+pub fn deserialize<T: serde::de::DeserializeOwned>(
+    text: &str,
+    describe: impl Fn(String) -> String,
+) -> Result<T, LimitError> {
+    check(text)?;
+    marked_yaml::from_yaml(0, text).map_err(|failure| match failure {
+        marked_yaml::FromYamlError::ParseYaml(load) => {
+            let (location, message) = super::describe_load_error(&load);
+            LimitError { location, message }
+        }
+        marked_yaml::FromYamlError::FromNode(node) => {
+            let inner = node.into_inner();
+            let (line, column) = inner
+                .start_mark()
+                .map_or((1, 1), |mark| (mark.line(), mark.column()));
+            LimitError {
+                location: Location { line, column },
+                message: describe(inner.to_string()),
+            }
+        }
+    })
+}
+
 /// Checks size, depth and document count of `text`. A syntax error is not reported here: the
 /// loader reports it with its usual message (everything before it passed these checks).
 pub fn check(text: &str) -> Result<(), LimitError> {

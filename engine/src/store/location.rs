@@ -74,20 +74,8 @@ impl Location {
         if text.trim().is_empty() {
             return Ok(Location::Sqlite(home.join("cairn.db")));
         }
-        limits::check(text).map_err(|e| error(e.location.line, e.location.column, e.message))?;
-        let parsed: File = marked_yaml::from_yaml(0, text).map_err(|failure| match failure {
-            marked_yaml::FromYamlError::ParseYaml(load) => {
-                let (location, message) = crate::pipeline::describe_load_error(&load);
-                error(location.line, location.column, message)
-            }
-            marked_yaml::FromYamlError::FromNode(node) => {
-                let inner = node.into_inner();
-                let (line, column) = inner
-                    .start_mark()
-                    .map_or((1, 1), |mark| (mark.line(), mark.column()));
-                error(line, column, format!("`store`: {inner}"))
-            }
-        })?;
+        let parsed: File = limits::deserialize(text, |message| format!("`store`: {message}"))
+            .map_err(|e| error(e.location.line, e.location.column, e.message))?;
         match parsed.store {
             None => Ok(Location::Sqlite(home.join("cairn.db"))),
             Some(value) => {

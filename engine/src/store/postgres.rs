@@ -71,13 +71,7 @@ impl Postgres {
         self.session(|client, statements| {
             let mut txn = client.transaction()?;
             txn.batch_execute(WRITE_LOCK_SQL)?;
-            let conn = PgConn {
-                txn: RefCell::new(txn),
-                statements: RefCell::new(statements),
-            };
-            let value = work(&conn)?;
-            conn.txn.into_inner().commit()?;
-            Ok(value)
+            run_in(txn, statements, work)
         })
     }
 
@@ -95,13 +89,7 @@ impl Postgres {
                     .isolation_level(postgres::IsolationLevel::RepeatableRead)
                     .read_only(true)
                     .start()?;
-                let conn = PgConn {
-                    txn: RefCell::new(txn),
-                    statements: RefCell::new(statements),
-                };
-                let value = work(&conn)?;
-                conn.txn.into_inner().commit()?;
-                Ok(value)
+                run_in(txn, statements, &work)
             })
         };
         match attempt() {
@@ -188,6 +176,21 @@ impl Drop for Postgres {
             let _ = std::thread::spawn(move || drop(session)).join();
         }
     }
+}
+
+/// Runs `work` in `txn` and commits it (dropping it on an error rolls it back).
+fn run_in<T>(
+    txn: postgres::Transaction<'_>,
+    statements: &mut Statements,
+    work: impl FnOnce(&dyn Conn) -> Result<T>,
+) -> Result<T> {
+    let conn = PgConn {
+        txn: RefCell::new(txn),
+        statements: RefCell::new(statements),
+    };
+    let value = work(&conn)?;
+    conn.txn.into_inner().commit()?;
+    Ok(value)
 }
 
 /// One open PostgreSQL transaction as a [`Conn`].

@@ -24,6 +24,18 @@ fn new_run(owner: &str, step_ids: &[&str]) -> NewRun {
     }
 }
 
+/// A stdout line of step `s`'s first attempt.
+fn log_line(run_id: i64, text: &str) -> LogLine {
+    LogLine {
+        run_id,
+        step_id: "s".into(),
+        attempt: 1,
+        stream: "stdout",
+        line: text.into(),
+        at: now_ms(),
+    }
+}
+
 /// Each named function, as one test per backend: `NAME::sqlite` and `NAME::postgres`.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {$(
@@ -167,14 +179,7 @@ fn a_claim_fences_out_the_previous_holder(store: &Store) {
             "{what}: {result:?}"
         );
     }
-    let line = |text: &str| LogLine {
-        run_id,
-        step_id: "s".into(),
-        attempt: 1,
-        stream: "stdout",
-        line: text.into(),
-        at: now_ms(),
-    };
+    let line = |text: &str| log_line(run_id, text);
     store
         .append_logs(
             &[line("from the stale holder")],
@@ -1289,14 +1294,7 @@ fn an_expired_task_lease_fences_out_the_stalled_worker(store: &Store) {
     assert_eq!(taken.task.id, id);
     assert_eq!(taken.previous.as_deref(), Some("w1"));
     assert_eq!(taken.fence.epoch, stalled.fence.epoch + 1);
-    let line = |text: &str| LogLine {
-        run_id,
-        step_id: "s".into(),
-        attempt: 1,
-        stream: "stdout",
-        line: text.into(),
-        at: now_ms(),
-    };
+    let line = |text: &str| log_line(run_id, text);
     store
         .append_logs(
             &[line("stale")],

@@ -110,6 +110,11 @@ impl Verdict {
     }
 }
 
+/// A canary slower than its baseline by less than this is not a regression, whatever the
+/// ratio: a service answering in 2 ms doubles its mean when the machine is busy, and nobody
+/// would roll back for 2 ms (a good canary was rolled back so on a loaded CI machine).
+const MIN_LATENCY_DELTA_MS: f64 = 5.0;
+
 pub fn analyse(canary: &Snapshot, baseline: &Snapshot, thresholds: Thresholds) -> Verdict {
     let (c, b) = (Side::of(canary), Side::of(baseline));
     let error_rate_test = two_proportion_z(
@@ -138,8 +143,10 @@ pub fn analyse(canary: &Snapshot, baseline: &Snapshot, thresholds: Thresholds) -
             thresholds.alpha
         ));
     }
+    let latency_delta = c.latency_mean_ms.unwrap_or(0.0) - b.latency_mean_ms.unwrap_or(0.0);
     if latency_test.p_value < thresholds.alpha
         && latency_ratio.is_some_and(|r| r > thresholds.max_latency_ratio)
+        && latency_delta >= MIN_LATENCY_DELTA_MS
     {
         reasons.push(format!(
             "latency mean {:.1} ms vs baseline {:.1} ms (×{:.1}; Mann-Whitney U={:.0}, p={:.2e} < {})",
