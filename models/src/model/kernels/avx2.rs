@@ -22,6 +22,7 @@ use std::arch::x86_64::{
 
 use super::activation::ActivationBlock;
 use super::blocks::BlockFormat;
+use super::format::Accumulation;
 
 /// Proof that this CPU has what the kernels use (AVX2 integer SIMD, FMA, F16C conversions):
 /// only [`Avx2::detect`] makes one.
@@ -41,6 +42,7 @@ impl Avx2 {
     pub(crate) fn dot_rows(
         self,
         format: BlockFormat,
+        accumulation: Accumulation,
         rows: &[u8],
         row_bytes: usize,
         activations: &[ActivationBlock],
@@ -52,11 +54,21 @@ impl Avx2 {
         // `activations` at least `blocks` blocks, which is all the kernels read.
         unsafe {
             match format {
-                BlockFormat::Q4_0 => rows_q4_0(rows, row_bytes, blocks, activations, out),
-                BlockFormat::Q4_1 => rows_q4_1(rows, row_bytes, blocks, activations, out),
-                BlockFormat::Q5_0 => rows_q5_0(rows, row_bytes, blocks, activations, out),
-                BlockFormat::Q5_1 => rows_q5_1(rows, row_bytes, blocks, activations, out),
-                BlockFormat::Q8_0 => rows_q8_0(rows, row_bytes, blocks, activations, out),
+                BlockFormat::Q4_0 => {
+                    rows_q4_0(accumulation, rows, row_bytes, blocks, activations, out)
+                }
+                BlockFormat::Q4_1 => {
+                    rows_q4_1(accumulation, rows, row_bytes, blocks, activations, out)
+                }
+                BlockFormat::Q5_0 => {
+                    rows_q5_0(accumulation, rows, row_bytes, blocks, activations, out)
+                }
+                BlockFormat::Q5_1 => {
+                    rows_q5_1(accumulation, rows, row_bytes, blocks, activations, out)
+                }
+                BlockFormat::Q8_0 => {
+                    rows_q8_0(accumulation, rows, row_bytes, blocks, activations, out)
+                }
             }
         }
     }
@@ -73,6 +85,7 @@ const Q4_0: u8 = 4;
 /// Safety: as [`dot_row`], for every row of `rows.chunks_exact(row_bytes)`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_of<const FORMAT: u8>(
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     blocks: usize,
@@ -81,12 +94,13 @@ unsafe fn rows_of<const FORMAT: u8>(
 ) {
     for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
         // SAFETY: forwarded from the caller's contract.
-        *y = unsafe { dot_row::<FORMAT>(row, blocks, activations) };
+        *y = unsafe { dot_row::<FORMAT>(accumulation, row, blocks, activations) };
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q4_0(
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     blocks: usize,
@@ -94,11 +108,12 @@ unsafe fn rows_q4_0(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q4_0>(rows, row_bytes, blocks, activations, out) }
+    unsafe { rows_of::<Q4_0>(accumulation, rows, row_bytes, blocks, activations, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q4_1(
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     blocks: usize,
@@ -106,11 +121,12 @@ unsafe fn rows_q4_1(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q4_1>(rows, row_bytes, blocks, activations, out) }
+    unsafe { rows_of::<Q4_1>(accumulation, rows, row_bytes, blocks, activations, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q5_0(
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     blocks: usize,
@@ -118,11 +134,12 @@ unsafe fn rows_q5_0(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q5_0>(rows, row_bytes, blocks, activations, out) }
+    unsafe { rows_of::<Q5_0>(accumulation, rows, row_bytes, blocks, activations, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q5_1(
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     blocks: usize,
@@ -130,11 +147,12 @@ unsafe fn rows_q5_1(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q5_1>(rows, row_bytes, blocks, activations, out) }
+    unsafe { rows_of::<Q5_1>(accumulation, rows, row_bytes, blocks, activations, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q8_0(
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     blocks: usize,
@@ -142,7 +160,7 @@ unsafe fn rows_q8_0(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q8_0>(rows, row_bytes, blocks, activations, out) }
+    unsafe { rows_of::<Q8_0>(accumulation, rows, row_bytes, blocks, activations, out) }
 }
 
 /// The dot product of the row at `row` (`blocks` blocks) with the activations.
@@ -152,6 +170,7 @@ unsafe fn rows_q8_0(
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn dot_row<const FORMAT: u8>(
+    accumulation: Accumulation,
     row: &[u8],
     blocks: usize,
     activations: &[ActivationBlock],
@@ -164,6 +183,7 @@ unsafe fn dot_row<const FORMAT: u8>(
         _ => BlockFormat::Q8_0,
     };
     let mut acc = _mm256_setzero_ps();
+    let mut total = 0.0f32;
     let mut offsets = 0.0f32;
     let mut block = row.as_ptr();
     for a in &activations[..blocks] {
@@ -176,15 +196,23 @@ unsafe fn dot_row<const FORMAT: u8>(
             block = block.add(format.block_bytes());
             sums
         };
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc);
+        match accumulation {
+            Accumulation::Lanes => acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc),
+            // The lanes hold integers below 2^17: their f32 sum is the exact integer sum.
+            Accumulation::Rows => total = sum_lanes(xy).mul_add(d * a.d, total),
+        }
         if format.has_min() {
             offsets = m.mul_add(a.s, offsets);
         }
     }
+    let products = match accumulation {
+        Accumulation::Lanes => sum_lanes(acc),
+        Accumulation::Rows => total,
+    };
     if format.has_min() {
-        sum_lanes(acc) + offsets
+        products + offsets
     } else {
-        sum_lanes(acc)
+        products
     }
 }
 

@@ -13,19 +13,21 @@
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
-    __m256i, _mm_add_ps, _mm_add_ss, _mm_cvtepi32_ps, _mm_cvtepu8_epi16, _mm_cvtsi64_si128,
-    _mm_cvtss_f32, _mm_fmadd_ps, _mm_hadd_epi16, _mm_madd_epi16, _mm_movehdup_ps, _mm_movehl_ps,
-    _mm_set1_epi16, _mm_set1_ps, _mm_setzero_ps, _mm256_add_epi32, _mm256_and_si256,
-    _mm256_castsi256_si128, _mm256_cmpeq_epi8, _mm256_cvtepi32_ps, _mm256_extracti128_si256,
-    _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_or_si256,
-    _mm256_set_m128i, _mm256_set1_epi8, _mm256_set1_epi16, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_setzero_si256, _mm256_slli_epi16, _mm256_srli_epi16, _mm256_sub_epi16,
+    __m128i, __m256i, _mm_add_epi32, _mm_add_ps, _mm_add_ss, _mm_cvtepi32_ps, _mm_cvtepu8_epi16,
+    _mm_cvtsi64_si128, _mm_cvtsi128_si32, _mm_cvtss_f32, _mm_fmadd_ps, _mm_hadd_epi16,
+    _mm_hadd_epi32, _mm_madd_epi16, _mm_movehdup_ps, _mm_movehl_ps, _mm_set1_epi16, _mm_set1_ps,
+    _mm_setzero_ps, _mm256_add_epi32, _mm256_and_si256, _mm256_castsi256_si128, _mm256_cmpeq_epi8,
+    _mm256_cvtepi32_ps, _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_loadu_si256,
+    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set_m128i, _mm256_set1_epi8,
+    _mm256_set1_epi16, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_slli_epi16,
+    _mm256_srli_epi16, _mm256_sub_epi16,
 };
 
 use half::f16;
 
 use super::activation_k::SuperBlock;
 use super::avx2::{Avx2, sum_lanes};
+use super::format::Accumulation;
 use super::superblocks::{SuperBlockFormat, scales_and_mins, sub_block_sum};
 
 impl Avx2 {
@@ -34,6 +36,7 @@ impl Avx2 {
     pub(crate) fn dot_rows_super(
         self,
         format: SuperBlockFormat,
+        accumulation: Accumulation,
         rows: &[u8],
         row_bytes: usize,
         activations: &[SuperBlock],
@@ -43,32 +46,50 @@ impl Avx2 {
         // their slices with checks.
         unsafe {
             match format {
-                SuperBlockFormat::Q4K => rows_q4k(rows, row_bytes, activations, out),
-                SuperBlockFormat::Q5K => rows_q5k(rows, row_bytes, activations, out),
-                SuperBlockFormat::Q6K => rows_q6k(rows, row_bytes, activations, out),
+                SuperBlockFormat::Q4K => rows_q4k(accumulation, rows, row_bytes, activations, out),
+                SuperBlockFormat::Q5K => rows_q5k(accumulation, rows, row_bytes, activations, out),
+                SuperBlockFormat::Q6K => rows_q6k(accumulation, rows, row_bytes, activations, out),
             }
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn rows_q4k(rows: &[u8], row_bytes: usize, activations: &[SuperBlock], out: &mut [f32]) {
+fn rows_q4k(
+    accumulation: Accumulation,
+    rows: &[u8],
+    row_bytes: usize,
+    activations: &[SuperBlock],
+    out: &mut [f32],
+) {
     for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        *y = dot_q4k(row, activations);
+        *y = dot_q4k(accumulation, row, activations);
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn rows_q5k(rows: &[u8], row_bytes: usize, activations: &[SuperBlock], out: &mut [f32]) {
+fn rows_q5k(
+    accumulation: Accumulation,
+    rows: &[u8],
+    row_bytes: usize,
+    activations: &[SuperBlock],
+    out: &mut [f32],
+) {
     for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        *y = dot_q5k(row, activations);
+        *y = dot_q5k(accumulation, row, activations);
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn rows_q6k(rows: &[u8], row_bytes: usize, activations: &[SuperBlock], out: &mut [f32]) {
+fn rows_q6k(
+    accumulation: Accumulation,
+    rows: &[u8],
+    row_bytes: usize,
+    activations: &[SuperBlock],
+    out: &mut [f32],
+) {
     for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        *y = dot_q6k(row, activations);
+        *y = dot_q6k(accumulation, row, activations);
     }
 }
 
@@ -104,10 +125,11 @@ fn scaled_products(x: __m256i, y: __m256i, scale: __m256i) -> __m256i {
 
 /// Q4_K (see [`super::superblocks`] for the layout).
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q4k(row: &[u8], activations: &[SuperBlock]) -> f32 {
+fn dot_q4k(accumulation: Accumulation, row: &[u8], activations: &[SuperBlock]) -> f32 {
     let low_nibble = _mm256_set1_epi8(0x0F);
     let mut acc = _mm256_setzero_ps();
     let mut acc_mins = _mm_setzero_ps();
+    let mut rows = RowSums::default();
     for (block, a) in row
         .chunks_exact(SuperBlockFormat::Q4K.block_bytes())
         .zip(activations)
@@ -125,7 +147,6 @@ fn dot_q4k(row: &[u8], activations: &[SuperBlock]) -> f32 {
             _mm256_extracti128_si256::<1>(sums),
         );
         let offsets = _mm_madd_epi16(mins, sub_block_sums);
-        acc_mins = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(offsets), acc_mins);
 
         let nibbles = &block[16..144];
         let mut sum = _mm256_setzero_si256();
@@ -139,20 +160,32 @@ fn dot_q4k(row: &[u8], activations: &[SuperBlock]) -> f32 {
             let p_high = scaled_products(high, load_activations(a, 64 * j + 32), scale_high);
             sum = _mm256_add_epi32(sum, _mm256_add_epi32(p_low, p_high));
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc);
+        match accumulation {
+            Accumulation::Lanes => {
+                acc_mins = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(offsets), acc_mins);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc);
+            }
+            Accumulation::Rows => rows.add(sum_i32(sum), d, sum_i32_4(offsets), dmin),
+        }
     }
-    let pair = _mm_add_ps(acc_mins, _mm_movehl_ps(acc_mins, acc_mins));
-    let offsets = _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
-    sum_lanes(acc) + offsets
+    match accumulation {
+        Accumulation::Lanes => {
+            let pair = _mm_add_ps(acc_mins, _mm_movehl_ps(acc_mins, acc_mins));
+            let offsets = _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
+            sum_lanes(acc) + offsets
+        }
+        Accumulation::Rows => rows.result(),
+    }
 }
 
 /// Q5_K: Q4_K's nibbles plus a fifth bit per weight.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q5k(row: &[u8], activations: &[SuperBlock]) -> f32 {
+fn dot_q5k(accumulation: Accumulation, row: &[u8], activations: &[SuperBlock]) -> f32 {
     let low_nibble = _mm256_set1_epi8(0x0F);
     let sixteen = _mm256_set1_epi8(16);
     let mut acc = _mm256_setzero_ps();
     let mut min_sum = 0.0f32;
+    let mut rows = RowSums::default();
     for (block, a) in row
         .chunks_exact(SuperBlockFormat::Q5K.block_bytes())
         .zip(activations)
@@ -163,7 +196,6 @@ fn dot_q5k(row: &[u8], activations: &[SuperBlock]) -> f32 {
         let total: i32 = (0..mins.len())
             .map(|k| i32::from(mins[k]) * sub_block_sum(a, k))
             .sum();
-        min_sum = dmin.mul_add(total as f32, min_sum);
 
         let high_bits = load(block, 16);
         let nibbles = &block[48..176];
@@ -186,18 +218,28 @@ fn dot_q5k(row: &[u8], activations: &[SuperBlock]) -> f32 {
             let p_high = scaled_products(high, load_activations(a, 64 * j + 32), scale_high);
             sum = _mm256_add_epi32(sum, _mm256_add_epi32(p_low, p_high));
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc);
+        match accumulation {
+            Accumulation::Lanes => {
+                min_sum = dmin.mul_add(total as f32, min_sum);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc);
+            }
+            Accumulation::Rows => rows.add(sum_i32(sum), d, total, dmin),
+        }
     }
-    sum_lanes(acc) + min_sum
+    match accumulation {
+        Accumulation::Lanes => sum_lanes(acc) + min_sum,
+        Accumulation::Rows => rows.result(),
+    }
 }
 
 /// Q6_K: six-bit weights offset by 32, a signed scale per 16.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q6k(row: &[u8], activations: &[SuperBlock]) -> f32 {
+fn dot_q6k(accumulation: Accumulation, row: &[u8], activations: &[SuperBlock]) -> f32 {
     let low_nibble = _mm256_set1_epi8(0x0F);
     let two_bits = _mm256_set1_epi8(3);
     let thirty_two = _mm256_set1_epi8(32);
     let mut acc = _mm256_setzero_ps();
+    let mut rows = RowSums::default();
     for (block, a) in row
         .chunks_exact(SuperBlockFormat::Q6K.block_bytes())
         .zip(activations)
@@ -242,9 +284,55 @@ fn dot_q6k(row: &[u8], activations: &[SuperBlock]) -> f32 {
                 sum = _mm256_add_epi32(sum, _mm256_madd_epi16(scale, products));
             }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc);
+        match accumulation {
+            Accumulation::Lanes => {
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc);
+            }
+            Accumulation::Rows => rows.add(sum_i32(sum), d, 0, 0.0),
+        }
     }
-    sum_lanes(acc)
+    match accumulation {
+        Accumulation::Lanes => sum_lanes(acc),
+        Accumulation::Rows => rows.result(),
+    }
+}
+
+/// The two f32 sums of [`Accumulation::Rows`].
+#[derive(Default)]
+struct RowSums {
+    total: f32,
+    offsets: f32,
+}
+
+impl RowSums {
+    /// One super-block: its integer sum with scale `d = d_w * d_a`, its offsets' integer sum
+    /// with `dmin = -dmin_w * d_a` (as the lane kernels take it; negating is exact).
+    fn add(&mut self, sum: i32, d: f32, offset: i32, dmin: f32) {
+        self.total = (sum as f32).mul_add(d, self.total);
+        self.offsets = (offset as f32).mul_add(-dmin, self.offsets);
+    }
+
+    fn result(&self) -> f32 {
+        self.total - self.offsets
+    }
+}
+
+/// The sum of eight i32 lanes (exact: a super-block's sum stays far below 2^31).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn sum_i32(x: __m256i) -> i32 {
+    sum_i32_4(_mm_add_epi32(
+        _mm256_castsi256_si128(x),
+        _mm256_extracti128_si256::<1>(x),
+    ))
+}
+
+/// The sum of four i32 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn sum_i32_4(x: __m128i) -> i32 {
+    let pairs = _mm_hadd_epi32(x, x);
+    _mm_cvtsi128_si32(_mm_hadd_epi32(pairs, pairs))
 }
 
 #[cfg(test)]
@@ -262,7 +350,10 @@ mod tests {
             eprintln!("SKIPPED: this CPU has no AVX2/FMA/F16C");
             return;
         };
-        for (format, _) in FORMATS {
+        for ((format, _), accumulation) in FORMATS
+            .into_iter()
+            .flat_map(|f| [(f, Accumulation::Lanes), (f, Accumulation::Rows)])
+        {
             for blocks in [1, 3, 19] {
                 for rows in 1..=6 {
                     let columns = blocks * SUPER_BLOCK;
@@ -272,13 +363,13 @@ mod tests {
                     let a = activations(columns, seed, rows % 3);
                     let mut portable = vec![0.0; rows];
                     let mut simd = vec![0.0; rows];
-                    dot_rows(format, &bytes, row_bytes, &a, &mut portable);
-                    avx2.dot_rows_super(format, &bytes, row_bytes, &a, &mut simd);
+                    dot_rows(format, accumulation, &bytes, row_bytes, &a, &mut portable);
+                    avx2.dot_rows_super(format, accumulation, &bytes, row_bytes, &a, &mut simd);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(&portable),
                         bits(&simd),
-                        "{format:?} {blocks} blocks x {rows} rows: {portable:?} vs {simd:?}"
+                        "{format:?} {accumulation:?} {blocks} blocks x {rows} rows: {portable:?} vs {simd:?}"
                     );
                 }
             }

@@ -20,10 +20,15 @@
 //! are summed apart (fused as well, as C compilers contract `summs += m * s`). The result is
 //! therefore bit-identical to the AVX2 code in `avx2.rs` and, as far as the float operations
 //! go, to llama.cpp's.
+//!
+//! For Q4_0 matrices whose rows come in eights, llama.cpp on AVX2 runs its repacked kernel
+//! instead, which adds each block's whole integer sum times `d_w * d_a` to one f32 sum per row
+//! ([`Accumulation::Rows`]); [`dot_row`] does that too when asked.
 
 use half::f16;
 
 use super::activation::{ActivationBlock, BLOCK};
+use super::format::Accumulation;
 
 /// A format of 32-weight blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,40 +115,61 @@ pub(crate) fn sum_lanes(lanes: [f32; 8]) -> f32 {
 }
 
 /// The dot product of one row of weight blocks with the quantized activations, in the same
-/// operations as the AVX2 kernel (see the module docs).
-pub(crate) fn dot_row(format: BlockFormat, row: &[u8], activations: &[ActivationBlock]) -> f32 {
+/// operations as the AVX2 kernel (see the module docs) in the given order.
+pub(crate) fn dot_row(
+    format: BlockFormat,
+    accumulation: Accumulation,
+    row: &[u8],
+    activations: &[ActivationBlock],
+) -> f32 {
     let mut lanes = [0.0f32; 8];
+    let mut total = 0.0f32;
     let mut offsets = 0.0f32;
     for (block, a) in row.chunks_exact(format.block_bytes()).zip(activations) {
         let weights = unpack(format, block);
         let scale = weights.d * a.d;
-        for (lane, acc) in lanes.iter_mut().enumerate() {
-            let sum: i32 = (lane * 4..lane * 4 + 4)
+        let lane_sum = |lane: usize| -> i32 {
+            (lane * 4..lane * 4 + 4)
                 .map(|i| i32::from(weights.values[i]) * i32::from(a.qs[i]))
-                .sum();
-            *acc = scale.mul_add(sum as f32, *acc);
+                .sum()
+        };
+        match accumulation {
+            Accumulation::Lanes => {
+                for (lane, acc) in lanes.iter_mut().enumerate() {
+                    *acc = scale.mul_add(lane_sum(lane) as f32, *acc);
+                }
+            }
+            Accumulation::Rows => {
+                let sum: i32 = (0..8).map(lane_sum).sum();
+                total = (sum as f32).mul_add(scale, total);
+            }
         }
         if format.has_min() {
             offsets = weights.m.mul_add(a.s, offsets);
         }
     }
+    let products = match accumulation {
+        Accumulation::Lanes => sum_lanes(lanes),
+        Accumulation::Rows => total,
+    };
     if format.has_min() {
-        sum_lanes(lanes) + offsets
+        products + offsets
     } else {
-        sum_lanes(lanes)
+        products
     }
 }
 
 /// [`dot_row`] for consecutive rows of `row_bytes` bytes each, one result per row.
 pub(crate) fn dot_rows(
     format: BlockFormat,
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     activations: &[ActivationBlock],
     out: &mut [f32],
 ) {
     for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        *y = dot_row(format, row, activations);
+        *y = dot_row(format, accumulation, row, activations);
     }
 }
 

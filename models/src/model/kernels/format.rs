@@ -51,6 +51,39 @@ impl WeightFormat {
     }
 }
 
+/// The order of a dot product's float operations: ggml has two kinds of kernel, and llama.cpp
+/// picks one per matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Accumulation {
+    /// `ggml_vec_dot_*`: per block, eight f32 lanes each add `d_w * d_a` times their integer
+    /// sum (fused); the lanes are summed at the end of the row.
+    Lanes,
+    /// ggml's kernels for eight interleaved ("repacked") rows, `ggml_gemv_q4_0_8x8_q8_0` and
+    /// `ggml_gemv_q4_K_8x8_q8_K`: per block, one f32 sum per row adds the block's whole
+    /// integer sum times `d_w * d_a` (fused); k-quant offsets go to a second sum that is
+    /// subtracted at the end.
+    Rows,
+}
+
+impl Accumulation {
+    /// What llama.cpp runs for a `format` matrix of `rows` rows on an AVX2 CPU: the repacked
+    /// kernels for Q4_0 and Q4_K when the rows come in whole groups of eight (its
+    /// `ggml_repack_get_optimal_repack_type`), the vector dot products otherwise. The portable
+    /// kernels follow the same choice, so results do not depend on the CPU.
+    pub(crate) fn for_matrix(format: WeightFormat, rows: usize) -> Self {
+        let repacked = matches!(
+            format,
+            WeightFormat::Block(BlockFormat::Q4_0)
+                | WeightFormat::SuperBlock(SuperBlockFormat::Q4K)
+        );
+        if repacked && rows.is_multiple_of(8) {
+            Self::Rows
+        } else {
+            Self::Lanes
+        }
+    }
+}
+
 /// ggml's name of the format (`Q4_1`, `Q4_K`), for messages.
 impl fmt::Display for WeightFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,5 +98,27 @@ impl fmt::Display for WeightFormat {
             Self::SuperBlock(SuperBlockFormat::Q6K) => "Q6_K",
         };
         f.write_str(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repacked_order_only_where_llama_cpp_repacks() {
+        let q4k = WeightFormat::SuperBlock(SuperBlockFormat::Q4K);
+        let q4_0 = WeightFormat::Block(BlockFormat::Q4_0);
+        assert_eq!(Accumulation::for_matrix(q4k, 896), Accumulation::Rows);
+        assert_eq!(Accumulation::for_matrix(q4_0, 64), Accumulation::Rows);
+        assert_eq!(Accumulation::for_matrix(q4k, 900), Accumulation::Lanes);
+        for other in [
+            WeightFormat::SuperBlock(SuperBlockFormat::Q6K),
+            WeightFormat::SuperBlock(SuperBlockFormat::Q5K),
+            WeightFormat::Block(BlockFormat::Q5_0),
+            WeightFormat::Block(BlockFormat::Q8_0),
+        ] {
+            assert_eq!(Accumulation::for_matrix(other, 896), Accumulation::Lanes);
+        }
     }
 }

@@ -15,7 +15,7 @@ use super::Error;
 use super::activation::{self, ActivationBlock};
 use super::activation_k::{self, SuperBlock};
 use super::blocks::{self, BlockFormat};
-use super::format::WeightFormat;
+use super::format::{Accumulation, WeightFormat};
 use super::superblocks::{self, SuperBlockFormat};
 
 /// Chunks handed out per pool thread: a few, so that a thread slowed by another process
@@ -46,6 +46,7 @@ impl Kernel {
     fn dot_rows(
         self,
         format: BlockFormat,
+        accumulation: Accumulation,
         rows: &[u8],
         row_bytes: usize,
         activations: &[ActivationBlock],
@@ -53,14 +54,19 @@ impl Kernel {
     ) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2(avx2) => avx2.dot_rows(format, rows, row_bytes, activations, out),
-            Self::Portable => blocks::dot_rows(format, rows, row_bytes, activations, out),
+            Self::Avx2(avx2) => {
+                avx2.dot_rows(format, accumulation, rows, row_bytes, activations, out)
+            }
+            Self::Portable => {
+                blocks::dot_rows(format, accumulation, rows, row_bytes, activations, out)
+            }
         }
     }
 
     fn dot_rows_super(
         self,
         format: SuperBlockFormat,
+        accumulation: Accumulation,
         rows: &[u8],
         row_bytes: usize,
         activations: &[SuperBlock],
@@ -68,8 +74,12 @@ impl Kernel {
     ) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2(avx2) => avx2.dot_rows_super(format, rows, row_bytes, activations, out),
-            Self::Portable => superblocks::dot_rows(format, rows, row_bytes, activations, out),
+            Self::Avx2(avx2) => {
+                avx2.dot_rows_super(format, accumulation, rows, row_bytes, activations, out)
+            }
+            Self::Portable => {
+                superblocks::dot_rows(format, accumulation, rows, row_bytes, activations, out)
+            }
         }
     }
 }
@@ -78,6 +88,8 @@ impl Kernel {
 pub(crate) struct QuantizedMatrix {
     weights: Arc<QTensor>,
     format: WeightFormat,
+    /// llama.cpp's order of float operations for this matrix.
+    accumulation: Accumulation,
     rows: usize,
     columns: usize,
     kernel: Kernel,
@@ -99,6 +111,7 @@ impl QuantizedMatrix {
         let matrix = Self {
             weights,
             format,
+            accumulation: Accumulation::for_matrix(format, rows),
             rows,
             columns,
             kernel: Kernel::detect(),
@@ -170,8 +183,9 @@ impl QuantizedMatrix {
                 for (x, y) in pairs {
                     activation::quantize_row(x, &mut activations);
                     self.split(&raw, row_bytes, y, |rows, out| {
+                        let order = self.accumulation;
                         self.kernel
-                            .dot_rows(format, rows, row_bytes, &activations, out)
+                            .dot_rows(format, order, rows, row_bytes, &activations, out)
                     });
                 }
             }
@@ -180,8 +194,15 @@ impl QuantizedMatrix {
                 for (x, y) in pairs {
                     activation_k::quantize_row(x, &mut activations);
                     self.split(&raw, row_bytes, y, |rows, out| {
-                        self.kernel
-                            .dot_rows_super(format, rows, row_bytes, &activations, out)
+                        let order = self.accumulation;
+                        self.kernel.dot_rows_super(
+                            format,
+                            order,
+                            rows,
+                            row_bytes,
+                            &activations,
+                            out,
+                        )
                     });
                 }
             }
@@ -271,9 +292,14 @@ mod tests {
                 let mut activations = Vec::new();
                 activation::quantize_row(&values(columns, 99), &mut activations);
                 let row_bytes = columns / BLOCK * format.block_bytes();
-                let mut portable = vec![0.0; rows];
-                blocks::dot_rows(format, &bytes, row_bytes, &activations, &mut portable);
-                for (r, got) in portable.iter().enumerate() {
+                let mut lanes = vec![0.0; rows];
+                let mut by_rows = vec![0.0; rows];
+                let order = Accumulation::Lanes;
+                blocks::dot_rows(format, order, &bytes, row_bytes, &activations, &mut lanes);
+                let order = Accumulation::Rows;
+                blocks::dot_rows(format, order, &bytes, row_bytes, &activations, &mut by_rows);
+                let results = lanes.iter().enumerate().chain(by_rows.iter().enumerate());
+                for (r, got) in results {
                     let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
                     let exact = reference(format, row, &activations);
                     // f32 rounding of the integer terms, and the m * s terms, whose s ggml
@@ -318,12 +344,19 @@ mod tests {
                     let mut activations = Vec::new();
                     activation::quantize_row(&values(columns, columns as u64), &mut activations);
                     let row_bytes = columns / BLOCK * format.block_bytes();
-                    let mut portable = vec![0.0; rows];
-                    let mut simd = vec![0.0; rows];
-                    blocks::dot_rows(format, &bytes, row_bytes, &activations, &mut portable);
-                    avx2.dot_rows(format, &bytes, row_bytes, &activations, &mut simd);
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&portable), bits(&simd), "{format:?} {columns}x{rows}");
+                    for order in [Accumulation::Lanes, Accumulation::Rows] {
+                        let mut portable = vec![0.0; rows];
+                        let mut simd = vec![0.0; rows];
+                        let a = &activations;
+                        blocks::dot_rows(format, order, &bytes, row_bytes, a, &mut portable);
+                        avx2.dot_rows(format, order, &bytes, row_bytes, a, &mut simd);
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&portable),
+                            bits(&simd),
+                            "{format:?} {order:?} {columns}x{rows}"
+                        );
+                    }
                 }
             }
         }
@@ -344,16 +377,17 @@ mod tests {
     /// The portable kernel's products of `raw` (rows of `columns` weights) with one input row.
     fn portable(format: WeightFormat, raw: &[u8], columns: usize, x: &[f32], out: &mut [f32]) {
         let row_bytes = columns / format.block_len() * format.block_bytes();
+        let order = Accumulation::for_matrix(format, raw.len() / row_bytes);
         match format {
             WeightFormat::Block(format) => {
                 let mut activations = Vec::new();
                 activation::quantize_row(x, &mut activations);
-                blocks::dot_rows(format, raw, row_bytes, &activations, out);
+                blocks::dot_rows(format, order, raw, row_bytes, &activations, out);
             }
             WeightFormat::SuperBlock(format) => {
                 let mut activations = Vec::new();
                 activation_k::quantize_row(x, &mut activations);
-                superblocks::dot_rows(format, raw, row_bytes, &activations, out);
+                superblocks::dot_rows(format, order, raw, row_bytes, &activations, out);
             }
         }
     }
@@ -391,16 +425,19 @@ mod tests {
             x[100] = 3.0e4;
             let mut activations = Vec::new();
             activation::quantize_row(&x, &mut activations);
-            let mut portable = vec![0.0; rows];
-            let mut simd = vec![0.0; rows];
-            blocks::dot_rows(format, &bytes, row_bytes, &activations, &mut portable);
-            avx2.dot_rows(format, &bytes, row_bytes, &activations, &mut simd);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(
-                bits(&portable),
-                bits(&simd),
-                "{format:?}: {portable:?} vs {simd:?}"
-            );
+            for order in [Accumulation::Lanes, Accumulation::Rows] {
+                let mut portable = vec![0.0; rows];
+                let mut simd = vec![0.0; rows];
+                let a = &activations;
+                blocks::dot_rows(format, order, &bytes, row_bytes, a, &mut portable);
+                avx2.dot_rows(format, order, &bytes, row_bytes, a, &mut simd);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&portable),
+                    bits(&simd),
+                    "{format:?} {order:?}: {portable:?} vs {simd:?}"
+                );
+            }
         }
     }
 

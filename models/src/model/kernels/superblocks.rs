@@ -21,12 +21,15 @@
 //! `e % 32 / 4 == l`), which are exact; per super-block each f32 lane accumulates
 //! `d_w * d_a * lane` with a fused multiply-add; the lanes are summed as `hsum_float_8`. The
 //! `dmin` terms are summed apart: in four lanes (two sub-blocks each) for Q4_K, in one scalar
-//! for Q5_K, as ggml does.
+//! for Q5_K, as ggml does. For Q4_K matrices whose rows come in eights, llama.cpp on AVX2 runs
+//! its repacked kernel instead, with one f32 sum per row ([`Accumulation::Rows`]); so does
+//! [`dot_row`] when asked.
 
 use half::f16;
 
 use super::activation_k::{SUM_GROUP, SUPER_BLOCK, SuperBlock};
 use super::blocks::sum_lanes;
+use super::format::Accumulation;
 
 /// Sub-blocks of 32 weights per super-block (Q4_K and Q5_K scale each one).
 const SUB_BLOCKS: usize = SUPER_BLOCK / 32;
@@ -140,7 +143,15 @@ pub(crate) fn sub_block_sum(a: &SuperBlock, k: usize) -> i32 {
 
 /// The dot product of one row of super-blocks with the quantized activations, in the same
 /// operations as the AVX2 kernel (see the module docs).
-pub(crate) fn dot_row(format: SuperBlockFormat, row: &[u8], activations: &[SuperBlock]) -> f32 {
+pub(crate) fn dot_row(
+    format: SuperBlockFormat,
+    accumulation: Accumulation,
+    row: &[u8],
+    activations: &[SuperBlock],
+) -> f32 {
+    if accumulation == Accumulation::Rows {
+        return dot_row_interleaved(format, row, activations);
+    }
     let mut lanes = [0.0f32; 8];
     let mut min_lanes = [0.0f32; 4];
     let mut min_sum = 0.0f32;
@@ -181,16 +192,40 @@ pub(crate) fn dot_row(format: SuperBlockFormat, row: &[u8], activations: &[Super
     }
 }
 
+/// [`dot_row`] in the order of ggml's repacked kernel (`ggml_gemv_q4_K_8x8_q8_K`): per
+/// super-block the whole integer sum times `d_w * d_a`, and the offsets' integer sum times
+/// `dmin_w * d_a`, each into its own f32 sum (fused); the offsets subtracted at the end.
+fn dot_row_interleaved(format: SuperBlockFormat, row: &[u8], activations: &[SuperBlock]) -> f32 {
+    let (mut total, mut offsets) = (0.0f32, 0.0f32);
+    for (block, a) in row.chunks_exact(format.block_bytes()).zip(activations) {
+        let w = unpack(format, block);
+        let sum: i32 = w
+            .values
+            .iter()
+            .zip(&a.qs)
+            .enumerate()
+            .map(|(e, (&q, &y))| w.scales[e / SUM_GROUP] * i32::from(q) * i32::from(y))
+            .sum();
+        let offset: i32 = (0..SUB_BLOCKS)
+            .map(|k| w.mins[k] * sub_block_sum(a, k))
+            .sum();
+        total = (sum as f32).mul_add(w.d * a.d, total);
+        offsets = (offset as f32).mul_add(w.dmin * a.d, offsets);
+    }
+    total - offsets
+}
+
 /// [`dot_row`] for consecutive rows of `row_bytes` bytes each, one result per row.
 pub(crate) fn dot_rows(
     format: SuperBlockFormat,
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     activations: &[SuperBlock],
     out: &mut [f32],
 ) {
     for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        *y = dot_row(format, row, activations);
+        *y = dot_row(format, accumulation, row, activations);
     }
 }
 
@@ -303,9 +338,26 @@ pub(crate) mod tests {
                 let rows = 5;
                 let bytes = random_blocks(format, rows * blocks, 7, &[0.011, -0.003, 0.5]);
                 let a = activations(columns, blocks as u64, 1);
-                let mut got = vec![0.0; rows];
-                dot_rows(format, &bytes, row_bytes, &a, &mut got);
-                for (r, got) in got.iter().enumerate() {
+                let mut lanes = vec![0.0; rows];
+                let mut by_rows = vec![0.0; rows];
+                dot_rows(
+                    format,
+                    Accumulation::Lanes,
+                    &bytes,
+                    row_bytes,
+                    &a,
+                    &mut lanes,
+                );
+                dot_rows(
+                    format,
+                    Accumulation::Rows,
+                    &bytes,
+                    row_bytes,
+                    &a,
+                    &mut by_rows,
+                );
+                let results = lanes.iter().enumerate().chain(by_rows.iter().enumerate());
+                for (r, got) in results {
                     let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
                     let (mut exact, mut magnitude) = (0.0f64, 0.0f64);
                     for (block, a) in row.chunks_exact(format.block_bytes()).zip(&a) {
