@@ -4,7 +4,8 @@
 //! step, one row at a time. Where ggml shuffles a sub-block's scale out of a register, these
 //! broadcast it from the unpacked scales: the integers are the same, and the integer sums are
 //! exact, so the f32 steps (one fused multiply-add per lane and super-block) see the same
-//! values.
+//! values. In [`Accumulation::Rows`] order (llama.cpp's repacked Q4_K kernel) the same integer
+//! lanes are summed per super-block before the float steps.
 //!
 //! Unsafe code is limited to what [`super::avx2`] allows: calling functions compiled for CPU
 //! features detected at run time, and unaligned loads from slices whose length the indexing
