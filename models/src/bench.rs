@@ -25,7 +25,8 @@ pub struct BenchReport {
     /// Threads of the model's pool (prefill).
     pub threads: usize,
     /// Threads of candle's process-wide quantized-matmul pool, which decodes the formats
-    /// without a Cairn kernel (Q4_1/Q5_0/Q5_1/Q8_0 decode on `threads`); see [`crate::threads`].
+    /// without a Cairn kernel (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K decode on `threads`);
+    /// see [`crate::threads`].
     pub decode_threads: usize,
     pub load_seconds: f64,
     /// Prompt processing, 512 tokens in one batch.

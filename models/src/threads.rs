@@ -4,10 +4,10 @@
 //!   parallelism and run on the *current* rayon pool. Cairn runs every forward pass inside
 //!   the model's own [`rayon::ThreadPool`] (`pool.install`), sized by
 //!   [`crate::LoadOptions::threads`], so prefill uses exactly that many threads and never
-//!   competes with the engine's own rayon work. Decoding Q4_1, Q5_0, Q5_1 and Q8_0 weights (the
-//!   default model) goes through Cairn's own kernels (`model::kernels`), which split the rows
-//!   over the same pool.
-//! - Quantized matrix-vector products in the other formats (k-quants) run on candle's
+//!   competes with the engine's own rayon work. Decoding Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+//!   Q5_K and Q6_K weights (the default model, and the usual k-quant mixes) goes through
+//!   Cairn's own kernels (`model::kernels`), which split the rows over the same pool.
+//! - Quantized matrix-vector products in the other formats (Q2_K, Q3_K, f16) run on candle's
 //!   process-wide "barrier pool", created on first use with `CANDLE_NUM_THREADS` threads (else
 //!   `RAYON_NUM_THREADS`, else the number of physical cores). It cannot be resized afterwards,
 //!   so a binary that wants a different decode thread count sets `CANDLE_NUM_THREADS` before
@@ -40,7 +40,7 @@ pub(crate) fn build_pool(threads: Option<usize>) -> Result<(rayon::ThreadPool, u
         tracing::info!(
             prefill_threads = count,
             decode_threads = decode,
-            "decoding formats without a Cairn kernel (not Q4_1/Q5_0/Q5_1/Q8_0) uses candle's \
+            "decoding formats without a Cairn kernel (Q2_K, Q3_K, f16) uses candle's \
              process-wide pool sized by CANDLE_NUM_THREADS (else RAYON_NUM_THREADS, else \
              physical cores)"
         );

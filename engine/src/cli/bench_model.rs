@@ -16,8 +16,9 @@ use cairn_models::bench::BenchReport;
 
 #[derive(clap::Args)]
 pub struct BenchModelArgs {
-    /// The model's threads: prefill, and decode of Q4_1, Q5_0, Q5_1 and Q8_0 weights (Cairn's
-    /// own kernels); other formats decode on CANDLE_NUM_THREADS, default 1.
+    /// The model's threads: prefill, and decode of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K
+    /// and Q6_K weights (Cairn's own kernels); other formats decode on CANDLE_NUM_THREADS,
+    /// default 1.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// A GGUF file (default: CAIRN_MODEL or the model cache).

@@ -6,11 +6,13 @@
 //! or made per call (`OnTheFly`, for models whose f32 copy would not fit the memory budget;
 //! dequantizing one matrix costs far less than multiplying it by hundreds of tokens).
 //!
-//! Decoding multiplies Q4_1, Q5_0, Q5_1 and Q8_0 weights with Cairn's own kernels
-//! ([`super::kernels`]): candle 0.11 has only scalar dot products for the first three, and the
-//! former workaround (re-quantizing them to Q8_0 at load) cost ~1.7x the memory of Q4_1 and
-//! changed the arithmetic enough that greedy output drifted from llama.cpp's. Other formats
-//! (k-quants, f16) decode through candle's `QMatMul`.
+//! Decoding multiplies Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights with
+//! Cairn's own kernels ([`super::kernels`]): candle 0.11 has only scalar dot products for the
+//! 4- and 5-bit 32-weight formats, and the former workaround (re-quantizing them to Q8_0 at
+//! load) cost ~1.7x the memory of Q4_1 and changed the arithmetic enough that greedy output
+//! drifted from llama.cpp's; for the k-quants candle has SIMD, but quantizes their activations
+//! unlike ggml and runs on its own spin-waiting pool rather than the model's. Other formats
+//! (Q2_K, Q3_K, f16) decode through candle's `QMatMul`.
 
 use std::sync::Arc;
 

@@ -1,11 +1,12 @@
-//! The AVX2/FMA dot products: the same operations as [`super::blocks::dot_row`] (and as
-//! ggml's `ggml_vec_dot_q4_1_q8_1`, `…_q5_0_q8_0`, `…_q5_1_q8_1`, `…_q8_0_q8_0` on AVX2), 32 weights per
-//! step, one row at a time as ggml does (interleaving four rows to overlap their accumulation
-//! chains measured no faster on the default model).
+//! The AVX2/FMA dot products of the 32-weight formats: the same operations as
+//! [`super::blocks::dot_row`] (and as ggml's `ggml_vec_dot_q4_0_q8_0`, `…_q4_1_q8_1`,
+//! `…_q5_0_q8_0`, `…_q5_1_q8_1`, `…_q8_0_q8_0` on AVX2), 32 weights per step, one row at a
+//! time as ggml does (interleaving four rows to overlap their accumulation chains measured no
+//! faster on the default model). The k-quants' are in `avx2_superblocks.rs`.
 //!
-//! The only unsafe code of the crate lives here: calling functions compiled for CPU features
-//! (checked at run time by [`Avx2::detect`]) and unaligned loads from block bytes whose lengths
-//! the safe wrappers check.
+//! The only unsafe code of the crate lives here and there: calling functions compiled for CPU
+//! features (checked at run time by [`Avx2::detect`]) and unaligned loads from block bytes
+//! whose lengths the safe wrappers check.
 
 #![allow(unsafe_code)]
 
@@ -16,11 +17,12 @@ use std::arch::x86_64::{
     _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16,
     _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set_epi64x, _mm256_set_m128i, _mm256_set1_epi8,
     _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_shuffle_epi8, _mm256_sign_epi8,
+    _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_sub_epi8,
 };
 
 use super::activation::ActivationBlock;
-use super::blocks::WeightFormat;
+use super::blocks::BlockFormat;
+use super::format::Accumulation;
 
 /// Proof that this CPU has what the kernels use (AVX2 integer SIMD, FMA, F16C conversions):
 /// only [`Avx2::detect`] makes one.
@@ -39,7 +41,8 @@ impl Avx2 {
     /// [`super::blocks::dot_rows`], with the same result bit for bit.
     pub(crate) fn dot_rows(
         self,
-        format: WeightFormat,
+        format: BlockFormat,
+        accumulation: Accumulation,
         rows: &[u8],
         row_bytes: usize,
         activations: &[ActivationBlock],
@@ -51,10 +54,21 @@ impl Avx2 {
         // `activations` at least `blocks` blocks, which is all the kernels read.
         unsafe {
             match format {
-                WeightFormat::Q4_1 => rows_q4_1(rows, row_bytes, blocks, activations, out),
-                WeightFormat::Q5_0 => rows_q5_0(rows, row_bytes, blocks, activations, out),
-                WeightFormat::Q5_1 => rows_q5_1(rows, row_bytes, blocks, activations, out),
-                WeightFormat::Q8_0 => rows_q8_0(rows, row_bytes, blocks, activations, out),
+                BlockFormat::Q4_0 => {
+                    rows_q4_0(accumulation, rows, row_bytes, blocks, activations, out)
+                }
+                BlockFormat::Q4_1 => {
+                    rows_q4_1(accumulation, rows, row_bytes, blocks, activations, out)
+                }
+                BlockFormat::Q5_0 => {
+                    rows_q5_0(accumulation, rows, row_bytes, blocks, activations, out)
+                }
+                BlockFormat::Q5_1 => {
+                    rows_q5_1(accumulation, rows, row_bytes, blocks, activations, out)
+                }
+                BlockFormat::Q8_0 => {
+                    rows_q8_0(accumulation, rows, row_bytes, blocks, activations, out)
+                }
             }
         }
     }
@@ -64,12 +78,14 @@ const Q4_1: u8 = 0;
 const Q5_0: u8 = 1;
 const Q5_1: u8 = 2;
 const Q8_0: u8 = 3;
+const Q4_0: u8 = 4;
 
 /// [`dot_row`] over whole rows, compiled per format with the CPU features.
 ///
 /// Safety: as [`dot_row`], for every row of `rows.chunks_exact(row_bytes)`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_of<const FORMAT: u8>(
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     blocks: usize,
@@ -78,12 +94,13 @@ unsafe fn rows_of<const FORMAT: u8>(
 ) {
     for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
         // SAFETY: forwarded from the caller's contract.
-        *y = unsafe { dot_row::<FORMAT>(row, blocks, activations) };
+        *y = unsafe { dot_row::<FORMAT>(accumulation, row, blocks, activations) };
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q4_1(
+unsafe fn rows_q4_0(
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     blocks: usize,
@@ -91,11 +108,25 @@ unsafe fn rows_q4_1(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q4_1>(rows, row_bytes, blocks, activations, out) }
+    unsafe { rows_of::<Q4_0>(accumulation, rows, row_bytes, blocks, activations, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_q4_1(
+    accumulation: Accumulation,
+    rows: &[u8],
+    row_bytes: usize,
+    blocks: usize,
+    activations: &[ActivationBlock],
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { rows_of::<Q4_1>(accumulation, rows, row_bytes, blocks, activations, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q5_0(
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     blocks: usize,
@@ -103,11 +134,12 @@ unsafe fn rows_q5_0(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q5_0>(rows, row_bytes, blocks, activations, out) }
+    unsafe { rows_of::<Q5_0>(accumulation, rows, row_bytes, blocks, activations, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q5_1(
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     blocks: usize,
@@ -115,11 +147,12 @@ unsafe fn rows_q5_1(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q5_1>(rows, row_bytes, blocks, activations, out) }
+    unsafe { rows_of::<Q5_1>(accumulation, rows, row_bytes, blocks, activations, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_q8_0(
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     blocks: usize,
@@ -127,7 +160,7 @@ unsafe fn rows_q8_0(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q8_0>(rows, row_bytes, blocks, activations, out) }
+    unsafe { rows_of::<Q8_0>(accumulation, rows, row_bytes, blocks, activations, out) }
 }
 
 /// The dot product of the row at `row` (`blocks` blocks) with the activations.
@@ -137,17 +170,20 @@ unsafe fn rows_q8_0(
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn dot_row<const FORMAT: u8>(
+    accumulation: Accumulation,
     row: &[u8],
     blocks: usize,
     activations: &[ActivationBlock],
 ) -> f32 {
     let format = match FORMAT {
-        Q4_1 => WeightFormat::Q4_1,
-        Q5_0 => WeightFormat::Q5_0,
-        Q5_1 => WeightFormat::Q5_1,
-        _ => WeightFormat::Q8_0,
+        Q4_1 => BlockFormat::Q4_1,
+        Q5_0 => BlockFormat::Q5_0,
+        Q5_1 => BlockFormat::Q5_1,
+        Q4_0 => BlockFormat::Q4_0,
+        _ => BlockFormat::Q8_0,
     };
     let mut acc = _mm256_setzero_ps();
+    let mut total = 0.0f32;
     let mut offsets = 0.0f32;
     let mut block = row.as_ptr();
     for a in &activations[..blocks] {
@@ -160,32 +196,45 @@ unsafe fn dot_row<const FORMAT: u8>(
             block = block.add(format.block_bytes());
             sums
         };
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc);
+        match accumulation {
+            Accumulation::Lanes => acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc),
+            // The lanes hold integers below 2^17: their f32 sum is the exact integer sum.
+            Accumulation::Rows => total = sum_lanes(xy).mul_add(d * a.d, total),
+        }
         if format.has_min() {
             offsets = m.mul_add(a.s, offsets);
         }
     }
+    let products = match accumulation {
+        Accumulation::Lanes => sum_lanes(acc),
+        Accumulation::Rows => total,
+    };
     if format.has_min() {
-        sum_lanes(acc) + offsets
+        products + offsets
     } else {
-        sum_lanes(acc)
+        products
     }
 }
 
 /// For the block at `block`: the eight lane sums of four weight×activation products (as f32),
-/// the block's scale `d` and its offset `m` (meaningless for Q5_0 and Q8_0).
+/// the block's scale `d` and its offset `m` (meaningless for Q4_0, Q5_0 and Q8_0).
 ///
 /// Safety: AVX2/FMA/F16C available; `block` points at one whole block of `FORMAT`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn weighted_sums<const FORMAT: u8>(block: *const u8, qy: __m256i) -> (__m256, f32, f32) {
-    // SAFETY: every block is at least 20 bytes; the offsets read below are inside it.
+    // SAFETY: every block is at least 18 bytes; the offsets read below are inside it.
     unsafe {
-        // d and the next f16 (m, or high bits for Q5_0) converted at once.
+        // d and the next f16 (m, or high bits or nibbles for Q5_0 and Q4_0) converted at once.
         let scales = _mm_cvtph_ps(_mm_cvtsi32_si128(block.cast::<i32>().read_unaligned()));
         let d = _mm_cvtss_f32(scales);
         let m = _mm_cvtss_f32(_mm_movehdup_ps(scales));
         let xy = match FORMAT {
+            Q4_0 => {
+                // Weights q - 8, signed: |x| * sign(y, x) keeps maddubs' unsigned×signed form.
+                let qx = _mm256_sub_epi8(nibbles(block.add(2)), _mm256_set1_epi8(8));
+                unsigned_products(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx))
+            }
             Q4_1 => unsigned_products(nibbles(block.add(4)), qy),
             Q5_0 => {
                 // Weights q - 16: a clear fifth bit makes the byte negative (0xF0 | nibble).
@@ -256,7 +305,7 @@ fn unsigned_products(x: __m256i, y: __m256i) -> __m256 {
 /// ggml's `hsum_float_8` (see [`super::blocks::sum_lanes`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn sum_lanes(x: __m256) -> f32 {
+pub(super) fn sum_lanes(x: __m256) -> f32 {
     let quad = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
     let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
     _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))

@@ -4,6 +4,7 @@
 //!
 //! | format | bytes | layout | weight |
 //! |---|---|---|---|
+//! | Q4_0 | 18 | `d`, 16 bytes of nibbles | `d * (q - 8)`, `q` in 0..16 |
 //! | Q4_1 | 20 | `d`, `m`, 16 bytes of nibbles | `d * q + m`, `q` in 0..16 |
 //! | Q5_0 | 22 | `d`, 4 bytes of high bits, 16 bytes of nibbles | `d * (q - 16)`, `q` in 0..32 |
 //! | Q5_1 | 24 | `d`, `m`, 4 bytes of high bits, 16 bytes of nibbles | `d * q + m`, `q` in 0..32 |
@@ -19,36 +20,31 @@
 //! are summed apart (fused as well, as C compilers contract `summs += m * s`). The result is
 //! therefore bit-identical to the AVX2 code in `avx2.rs` and, as far as the float operations
 //! go, to llama.cpp's.
+//!
+//! For Q4_0 matrices whose rows come in eights, llama.cpp on AVX2 runs its repacked kernel
+//! instead, which adds each block's whole integer sum times `d_w * d_a` to one f32 sum per row
+//! ([`Accumulation::Rows`]); [`dot_row`] does that too when asked.
 
 use half::f16;
 
 use super::activation::{ActivationBlock, BLOCK};
+use super::format::Accumulation;
 
-/// A quantized weight format with a decode kernel.
+/// A format of 32-weight blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WeightFormat {
+pub(crate) enum BlockFormat {
+    Q4_0,
     Q4_1,
     Q5_0,
     Q5_1,
     Q8_0,
 }
 
-impl WeightFormat {
-    /// The format of candle's `dtype`, when the kernels handle it.
-    pub(crate) fn from_dtype(dtype: candle_core::quantized::GgmlDType) -> Option<Self> {
-        use candle_core::quantized::GgmlDType;
-        match dtype {
-            GgmlDType::Q4_1 => Some(Self::Q4_1),
-            GgmlDType::Q5_0 => Some(Self::Q5_0),
-            GgmlDType::Q5_1 => Some(Self::Q5_1),
-            GgmlDType::Q8_0 => Some(Self::Q8_0),
-            _ => None,
-        }
-    }
-
+impl BlockFormat {
     /// Bytes per block of [`BLOCK`] weights.
     pub(crate) const fn block_bytes(self) -> usize {
         match self {
+            Self::Q4_0 => 18,
             Self::Q4_1 => 20,
             Self::Q5_0 => 22,
             Self::Q5_1 => 24,
@@ -84,14 +80,15 @@ fn high_bits_at(block: &[u8], offset: usize) -> u32 {
 }
 
 /// Unpacks one block (`block.len() == format.block_bytes()`).
-pub(crate) fn unpack(format: WeightFormat, block: &[u8]) -> Unpacked {
+pub(crate) fn unpack(format: BlockFormat, block: &[u8]) -> Unpacked {
     let d = f16_at(block, 0);
     let mut values = [0i8; BLOCK];
     let (nibbles_at, high_bits, offset, m) = match format {
-        WeightFormat::Q4_1 => (4, 0, 0, f16_at(block, 2)),
-        WeightFormat::Q5_0 => (6, high_bits_at(block, 2), -16, 0.0),
-        WeightFormat::Q5_1 => (8, high_bits_at(block, 4), 0, f16_at(block, 2)),
-        WeightFormat::Q8_0 => {
+        BlockFormat::Q4_0 => (2, 0, -8, 0.0),
+        BlockFormat::Q4_1 => (4, 0, 0, f16_at(block, 2)),
+        BlockFormat::Q5_0 => (6, high_bits_at(block, 2), -16, 0.0),
+        BlockFormat::Q5_1 => (8, high_bits_at(block, 4), 0, f16_at(block, 2)),
+        BlockFormat::Q8_0 => {
             for (value, &byte) in values.iter_mut().zip(&block[2..2 + BLOCK]) {
                 *value = byte as i8;
             }
@@ -118,40 +115,61 @@ pub(crate) fn sum_lanes(lanes: [f32; 8]) -> f32 {
 }
 
 /// The dot product of one row of weight blocks with the quantized activations, in the same
-/// operations as the AVX2 kernel (see the module docs).
-pub(crate) fn dot_row(format: WeightFormat, row: &[u8], activations: &[ActivationBlock]) -> f32 {
+/// operations as the AVX2 kernel (see the module docs) in the given order.
+pub(crate) fn dot_row(
+    format: BlockFormat,
+    accumulation: Accumulation,
+    row: &[u8],
+    activations: &[ActivationBlock],
+) -> f32 {
     let mut lanes = [0.0f32; 8];
+    let mut total = 0.0f32;
     let mut offsets = 0.0f32;
     for (block, a) in row.chunks_exact(format.block_bytes()).zip(activations) {
         let weights = unpack(format, block);
         let scale = weights.d * a.d;
-        for (lane, acc) in lanes.iter_mut().enumerate() {
-            let sum: i32 = (lane * 4..lane * 4 + 4)
+        let lane_sum = |lane: usize| -> i32 {
+            (lane * 4..lane * 4 + 4)
                 .map(|i| i32::from(weights.values[i]) * i32::from(a.qs[i]))
-                .sum();
-            *acc = scale.mul_add(sum as f32, *acc);
+                .sum()
+        };
+        match accumulation {
+            Accumulation::Lanes => {
+                for (lane, acc) in lanes.iter_mut().enumerate() {
+                    *acc = scale.mul_add(lane_sum(lane) as f32, *acc);
+                }
+            }
+            Accumulation::Rows => {
+                let sum: i32 = (0..8).map(lane_sum).sum();
+                total = (sum as f32).mul_add(scale, total);
+            }
         }
         if format.has_min() {
             offsets = weights.m.mul_add(a.s, offsets);
         }
     }
+    let products = match accumulation {
+        Accumulation::Lanes => sum_lanes(lanes),
+        Accumulation::Rows => total,
+    };
     if format.has_min() {
-        sum_lanes(lanes) + offsets
+        products + offsets
     } else {
-        sum_lanes(lanes)
+        products
     }
 }
 
 /// [`dot_row`] for consecutive rows of `row_bytes` bytes each, one result per row.
 pub(crate) fn dot_rows(
-    format: WeightFormat,
+    format: BlockFormat,
+    accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     activations: &[ActivationBlock],
     out: &mut [f32],
 ) {
     for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        *y = dot_row(format, row, activations);
+        *y = dot_row(format, accumulation, row, activations);
     }
 }
 
@@ -162,12 +180,12 @@ pub(crate) mod tests {
     /// Quantizes `weights` (a multiple of 32 long) into `format`'s blocks the way ggml's
     /// reference quantizers do (min/max for Q4_1 and Q5_1, signed max for Q5_0); the tests
     /// only need valid blocks, not the best ones.
-    pub(crate) fn quantize_weights(format: WeightFormat, weights: &[f32]) -> Vec<u8> {
+    pub(crate) fn quantize_weights(format: BlockFormat, weights: &[f32]) -> Vec<u8> {
         let mut out = Vec::new();
         for values in weights.chunks_exact(BLOCK) {
             let min = values.iter().copied().fold(f32::INFINITY, f32::min);
             let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            if format == WeightFormat::Q8_0 {
+            if format == BlockFormat::Q8_0 {
                 let amax = values.iter().fold(0.0f32, |a, v| a.max(v.abs()));
                 let d = amax / 127.0;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -176,8 +194,8 @@ pub(crate) mod tests {
                 continue;
             }
             let (d, m, q): (f32, f32, Vec<u8>) = match format {
-                WeightFormat::Q4_1 | WeightFormat::Q5_1 => {
-                    let levels = if format == WeightFormat::Q4_1 { 15 } else { 31 };
+                BlockFormat::Q4_1 | BlockFormat::Q5_1 => {
+                    let levels = if format == BlockFormat::Q4_1 { 15 } else { 31 };
                     let d = (max - min) / levels as f32;
                     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                     let q = values
@@ -186,17 +204,18 @@ pub(crate) mod tests {
                         .collect();
                     (d, min, q)
                 }
-                WeightFormat::Q5_0 | WeightFormat::Q8_0 => {
+                BlockFormat::Q4_0 | BlockFormat::Q5_0 | BlockFormat::Q8_0 => {
                     // (Q8_0 was handled above.)
+                    let half = if format == BlockFormat::Q4_0 { 8 } else { 16 };
                     let signed_max = values
                         .iter()
                         .copied()
                         .fold(0.0f32, |a, v| if v.abs() > a.abs() { v } else { a });
-                    let d = signed_max / -16.0;
+                    let d = signed_max / -(half as f32);
                     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                     let q = values
                         .iter()
-                        .map(|v| ((v * id + 16.5) as i32).clamp(0, 31) as u8)
+                        .map(|v| ((v * id + half as f32 + 0.5) as i32).clamp(0, 2 * half - 1) as u8)
                         .collect();
                     (d, 0.0, q)
                 }
@@ -205,7 +224,7 @@ pub(crate) mod tests {
             if format.has_min() {
                 out.extend_from_slice(&f16::from_f32(m).to_bits().to_le_bytes());
             }
-            if format != WeightFormat::Q4_1 {
+            if !matches!(format, BlockFormat::Q4_0 | BlockFormat::Q4_1) {
                 let high = q
                     .iter()
                     .enumerate()
@@ -220,10 +239,11 @@ pub(crate) mod tests {
     #[test]
     fn unpacking_inverts_quantizing() {
         for format in [
-            WeightFormat::Q4_1,
-            WeightFormat::Q5_0,
-            WeightFormat::Q5_1,
-            WeightFormat::Q8_0,
+            BlockFormat::Q4_0,
+            BlockFormat::Q4_1,
+            BlockFormat::Q5_0,
+            BlockFormat::Q5_1,
+            BlockFormat::Q8_0,
         ] {
             let weights: Vec<f32> = (0..32).map(|i| ((i * 7) % 32) as f32 - 9.0).collect();
             let bytes = quantize_weights(format, &weights);
@@ -231,7 +251,7 @@ pub(crate) mod tests {
             let block = unpack(format, &bytes);
             for (i, w) in weights.iter().enumerate() {
                 let back = block.d * f32::from(block.values[i]) + block.m;
-                let step = if format == WeightFormat::Q4_1 {
+                let step = if matches!(format, BlockFormat::Q4_0 | BlockFormat::Q4_1) {
                     3.0
                 } else {
                     1.5
@@ -249,10 +269,11 @@ pub(crate) mod tests {
         use candle_core::quantized::{GgmlDType, QTensor};
         use candle_core::{Device, Tensor};
         for (format, dtype) in [
-            (WeightFormat::Q4_1, GgmlDType::Q4_1),
-            (WeightFormat::Q5_0, GgmlDType::Q5_0),
-            (WeightFormat::Q5_1, GgmlDType::Q5_1),
-            (WeightFormat::Q8_0, GgmlDType::Q8_0),
+            (BlockFormat::Q4_0, GgmlDType::Q4_0),
+            (BlockFormat::Q4_1, GgmlDType::Q4_1),
+            (BlockFormat::Q5_0, GgmlDType::Q5_0),
+            (BlockFormat::Q5_1, GgmlDType::Q5_1),
+            (BlockFormat::Q8_0, GgmlDType::Q8_0),
         ] {
             let weights: Vec<f32> = (0..64)
                 .map(|i| ((i * 13) % 29) as f32 * 0.1 - 1.0)

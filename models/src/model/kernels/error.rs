@@ -2,13 +2,14 @@
 //! shapes the caller gave and the bytes candle holds, which the loader's checks should make
 //! impossible; they are errors rather than panics because the bytes come from a file.
 
-use super::blocks::WeightFormat;
+use super::format::WeightFormat;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
     /// The matrix is not two-dimensional or its rows are not whole blocks.
     #[error(
-        "failed to use a {format:?} matrix of shape {dims:?}: expected (rows, columns) with columns a multiple of 32"
+        "failed to use a {format} matrix of shape {dims:?}: expected (rows, columns) with columns a multiple of {}",
+        .format.block_len()
     )]
     Shape {
         format: WeightFormat,
@@ -16,7 +17,7 @@ pub(crate) enum Error {
     },
 
     /// candle could not hand out the raw block bytes.
-    #[error("failed to read the raw blocks of a {format:?} matrix: {reason}")]
+    #[error("failed to read the raw blocks of a {format} matrix: {reason}")]
     RawData {
         format: WeightFormat,
         reason: String,
@@ -24,7 +25,7 @@ pub(crate) enum Error {
 
     /// The raw bytes do not cover the matrix exactly.
     #[error(
-        "failed to read a {format:?} matrix of {rows}x{columns}: {actual} bytes of blocks, expected {expected}"
+        "failed to read a {format} matrix of {rows}x{columns}: {actual} bytes of blocks, expected {expected}"
     )]
     DataSize {
         format: WeightFormat,

@@ -1,21 +1,30 @@
-//! Cairn's own quantized matrix-vector products for decoding (one token, a few rows): Q4_1,
-//! Q5_0, Q5_1 and Q8_0 weights read in place from candle's `QTensor` bytes, against activations
-//! quantized to 8 bits per block of 32 ([`activation`]), with ggml's arithmetic so that greedy
+//! Cairn's own quantized matrix-vector products for decoding (one token, a few rows): Q4_0,
+//! Q4_1, Q5_0, Q5_1 and Q8_0 weights (32 per block) against activations quantized to 8 bits
+//! per block of 32 ([`activation`]), and the k-quants Q4_K, Q5_K and Q6_K (256 per
+//! super-block) against activations quantized per 256 as ggml's Q8_K ([`activation_k`]) —
+//! all read in place from candle's `QTensor` bytes, with ggml's arithmetic so that greedy
 //! output follows llama.cpp's. candle 0.11 has only scalar dot products for the 4- and 5-bit
-//! formats, and re-quantizing them to Q8_0 (which it has in AVX2) changed the results and cost
-//! ~1.7x the memory. Q8_0 is here too (the default model's tied output matrix) because candle
-//! rounds its activations differently from ggml (half away from zero) and runs it on candle's
-//! own thread pool rather than the model's.
+//! 32-weight formats, and re-quantizing them to Q8_0 (which it has in AVX2) changed the
+//! results and cost ~1.7x the memory. Q8_0 is here too (the default model's tied output
+//! matrix) because candle rounds its activations differently from ggml (half away from zero)
+//! and runs it on candle's own thread pool rather than the model's; the same two reasons
+//! (candle's Q8_K rounds half away from zero too) brought the k-quants here.
 //!
-//! See [`matvec::QuantizedMatrix`] for the entry point, [`blocks`] for the block layouts and
-//! the portable dot product, `avx2` for the SIMD one.
+//! See [`matvec::QuantizedMatrix`] for the entry point, [`format`] for the formats,
+//! [`blocks`] and [`superblocks`] for the block layouts and the portable dot products,
+//! `avx2` and `avx2_superblocks` for the SIMD ones.
 
 mod activation;
+mod activation_k;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_superblocks;
 mod blocks;
 mod error;
+mod format;
 mod matvec;
+mod superblocks;
 
 pub(crate) use error::Error;
 pub(crate) use matvec::QuantizedMatrix;
