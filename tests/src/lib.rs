@@ -554,6 +554,15 @@ pub fn status_json(sandbox: &Sandbox, run_id: i64) -> Value {
         .unwrap_or_else(|e| panic!("`cairn status --json` printed invalid JSON ({e})\n{output}"))
 }
 
+/// The lines of a text file, none when it does not exist (yet): journals steps append to.
+pub fn file_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Quotes a path for a `sh -c` command inside YAML (single quotes, which YAML block scalars
 /// and `sh` both keep as they are).
 pub fn sh_quote(path: &Path) -> String {

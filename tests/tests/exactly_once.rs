@@ -9,29 +9,20 @@
 //! - a daemon that escapes its step's process group (`setsid`) neither outlives the step nor
 //!   defeats `timeout:` or `cairn cancel`.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use cairn_tests::{
-    Sandbox, attempts, events, marked_sleep, processes_with_marker, run_ids, run_state, sh_quote,
-    step_states, unique_marker, wait_until,
+    Sandbox, attempts, events, file_lines, marked_sleep, processes_with_marker, run_ids, run_state,
+    sh_quote, step_states, unique_marker, wait_until,
 };
 
 /// The lease the stalled-engine test runs with: short, so the test takes seconds, while the
 /// sequence is the one seen with the default 30 s lease (stop longer than the lease, resume,
 /// continue).
 const LEASE: &str = "2s";
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
 
 #[test]
 fn a_stalled_engine_is_fenced_out_and_the_run_completes_once() {
@@ -55,7 +46,7 @@ fn a_stalled_engine_is_fenced_out_and_the_run_completes_once() {
     let mut first = sandbox.spawn_with_env(&["run", &workflow, "-q"], &[("CAIRN_LEASE", LEASE)]);
     let run_id = first.wait_for_run_id(Duration::from_secs(20));
     wait_until("the first attempt started", Duration::from_secs(20), || {
-        !lines(&started).is_empty()
+        !file_lines(&started).is_empty()
     });
 
     // The engine stalls (a paused VM, a long fsync) for well over its lease.
@@ -66,7 +57,7 @@ fn a_stalled_engine_is_fenced_out_and_the_run_completes_once() {
     wait_until(
         "the second engine started attempt 2",
         Duration::from_secs(20),
-        || lines(&started).len() >= 2,
+        || file_lines(&started).len() >= 2,
     );
     kill(engine, Signal::SIGCONT).expect("SIGCONT the first engine");
 
@@ -93,7 +84,7 @@ fn a_stalled_engine_is_fenced_out_and_the_run_completes_once() {
     let conn = sandbox.db();
     assert_eq!(run_state(&conn, run_id).as_deref(), Some("succeeded"));
     assert_eq!(
-        lines(&completed),
+        file_lines(&completed),
         vec!["2".to_string()],
         "the step completed exactly once, by the second engine's attempt"
     );

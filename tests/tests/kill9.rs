@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use cairn_tests::{Sandbox, attempts, events, integrity_check, run_state, sh_quote, step_states};
+use cairn_tests::{
+    Sandbox, attempts, events, file_lines, integrity_check, run_state, sh_quote, step_states,
+};
 
 /// Kills to deliver in total, across as many runs as that takes.
 const KILLS: usize = 50;
@@ -417,7 +419,7 @@ fn sigkill_during_startup_leaves_a_usable_database() {
     let conn = sandbox.db();
     assert_eq!(integrity_check(&conn), "ok");
     let runs = cairn_tests::run_ids(&conn);
-    let lines = read_lines(&journal);
+    let lines = file_lines(&journal);
     for &run in &runs {
         assert_eq!(
             run_state(&conn, run).as_deref(),
@@ -446,14 +448,6 @@ fn sigkill_during_startup_leaves_a_usable_database() {
          existed, {before_run} before the run was recorded; {} runs recorded, all succeeded",
         runs.len()
     );
-}
-
-fn read_lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 /// A kill while the database file is being created and migrated (the first milliseconds of

@@ -6,11 +6,11 @@
 mod common_git;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cairn_engine::store::{Store, test_postgres};
-use cairn_tests::{Sandbox, sh_quote};
+use cairn_tests::{Sandbox, file_lines, sh_quote};
 use common_git::Repo;
 
 const SERVE_LIMIT: Duration = Duration::from_secs(120);
@@ -20,14 +20,6 @@ fn home(sandbox: &Sandbox, name: &str, url: &str) -> PathBuf {
     std::fs::create_dir_all(&home).expect("a home");
     std::fs::write(home.join("cairn.yaml"), format!("store: {url}\n")).expect("cairn.yaml");
     home
-}
-
-fn journal(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]
@@ -77,7 +69,7 @@ fn serves_on_three_homes_sharing_postgres_run_each_commit_once() {
         }
     }
     let mut per_commit: BTreeMap<String, usize> = BTreeMap::new();
-    for line in journal(&journal_path) {
+    for line in file_lines(&journal_path) {
         let commit = line.split(' ').next().unwrap_or_default().to_string();
         *per_commit.entry(commit).or_default() += 1;
     }

@@ -155,8 +155,10 @@ async fn engine_bench(
             None => Store::open(&file)?,
         })
     };
+    let wide_store = open("wide")?;
+    let location = wide_store.location();
     let wide = dag_rate(
-        open("wide")?,
+        wide_store,
         dir,
         "wide",
         &workflow(steps, concurrency, false),
@@ -164,7 +166,7 @@ async fn engine_bench(
     .await?;
     let deep = dag_rate(open("deep")?, dir, "deep", &workflow(steps, 1, true)).await?;
     Ok(EngineReport {
-        store: open("wide")?.location(),
+        store: location,
         steps,
         concurrency,
         raw_commits_per_s: raw,

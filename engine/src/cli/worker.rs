@@ -81,7 +81,7 @@ pub async fn worker(home: Option<PathBuf>, args: &WorkerArgs) -> Result<ExitCode
         },
         shutdown,
     )
-    .await?;
+    .await;
     eprintln!(
         "worker {name}: {} tasks finished, {} lost to another worker",
         stats.finished, stats.lost

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::agent::{AgentCall, Agents};
+use super::blocking::store_call;
 use super::error::{Error, Result};
 use super::files::AttemptFiles;
 use super::logs::{LogSink, LogWriter};
@@ -501,17 +502,12 @@ impl Engine {
         Ok(final_state)
     }
 
-    /// Runs a store transaction on a blocking thread: a commit waits for fsync (and perhaps for
-    /// another process's write lock), which must not stall the runtime's workers.
+    /// Runs a store transaction on a blocking thread (see `blocking.rs`).
     async fn write<T: Send + 'static>(
         &self,
         work: impl FnOnce(&WriteTxn<'_>) -> store::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let store = self.store.clone();
-        let written = tokio::task::spawn_blocking(move || store.write(work))
-            .await
-            .map_err(|error| Error::Blocking(error.to_string()))?;
-        Ok(written?)
+        store_call(&self.store, move |store| store.write(work)).await
     }
 
     /// Records that attempts cut off by an engine that died or lost its lease ended, and kills

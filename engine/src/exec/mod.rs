@@ -2,6 +2,7 @@
 //! decisions and performs them (processes, agents). See `ARCHITECTURE.md`, "Executor".
 
 mod agent;
+mod blocking;
 mod driver;
 mod error;
 pub mod files;

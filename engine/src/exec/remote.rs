@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::blocking::store_call;
 use super::logs::LogSink;
 use super::machine::Outcome;
 use super::process::cancelled;
@@ -36,7 +37,8 @@ pub async fn dispatch(
     mut cancel: watch::Receiver<bool>,
 ) -> Outcome {
     let step = task.step_id.clone();
-    let adopted = match store.unread_task(task.run_id, &task.step_id) {
+    let (run_id, step_id) = (task.run_id, task.step_id.clone());
+    let adopted = match store_call(store, move |s| s.unread_task(run_id, &step_id)).await {
         Ok(adopted) => adopted,
         Err(error) => return store_failure(logs, &step, &error),
     };
@@ -51,7 +53,12 @@ pub async fn dispatch(
             );
             earlier.id
         }
-        None => match store.write(|txn| txn.enqueue_task(&task)) {
+        None => match store_call(store, {
+            let task = task.clone();
+            move |s| s.write(|txn| txn.enqueue_task(&task))
+        })
+        .await
+        {
             Ok(id) => {
                 logs.line(
                     "engine",
@@ -70,13 +77,13 @@ pub async fn dispatch(
     let mut cancelled_at: Option<tokio::time::Instant> = None;
     let mut unreachable_since: Option<tokio::time::Instant> = None;
     loop {
-        let record = match store.task(id) {
+        let record = match store_call(store, move |s| s.task(id)).await {
             Ok(record) => {
                 unreachable_since = None;
                 record
             }
             // The worker goes on meanwhile; only a store gone for long ends the attempt.
-            Err(error) => {
+            Err(error) if error.is_store_unavailable() => {
                 let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() > STORE_PATIENCE {
                     return store_failure(logs, &step, &error);
@@ -84,6 +91,7 @@ pub async fn dispatch(
                 tokio::time::sleep(POLL).await;
                 continue;
             }
+            Err(error) => return store_failure(logs, &step, &error),
         };
         if record.epoch != seen_epoch && record.state == "leased" {
             seen_epoch = record.epoch;
@@ -97,7 +105,9 @@ pub async fn dispatch(
             );
         }
         if record.is_finished() {
-            if let Err(error) = store.write(|txn| txn.consume_task(id)) {
+            if let Err(error) =
+                store_call(store, move |s| s.write(|txn| txn.consume_task(id))).await
+            {
                 return store_failure(logs, &step, &error);
             }
             return outcome(&record);
@@ -109,7 +119,7 @@ pub async fn dispatch(
                 "engine",
                 format!("task {id}: its worker did not stop within {CANCEL_GRACE:?}; giving up"),
             );
-            let _ = store.write(|txn| txn.consume_task(id));
+            let _ = store_call(store, move |s| s.write(|txn| txn.consume_task(id))).await;
             return Outcome::Cancelled;
         }
         if record.state == "queued" && waiting_since.elapsed() > WAITING_NOTE {
@@ -126,7 +136,7 @@ pub async fn dispatch(
             () = tokio::time::sleep(POLL) => {}
             () = cancelled(&mut cancel), if cancelled_at.is_none() => {
                 cancelled_at = Some(tokio::time::Instant::now());
-                if let Err(error) = store.write(|txn| txn.cancel_task(id)) {
+                if let Err(error) = store_call(store, move |s| s.write(|txn| txn.cancel_task(id))).await {
                     return store_failure(logs, &step, &error);
                 }
             }
@@ -152,7 +162,7 @@ fn outcome(record: &TaskRecord) -> Outcome {
     }
 }
 
-fn store_failure(logs: &LogSink, step: &str, error: &crate::store::Error) -> Outcome {
+fn store_failure(logs: &LogSink, step: &str, error: &super::Error) -> Outcome {
     logs.line("engine", format!("step `{step}`: {error}"));
     Outcome::Failed {
         class: FailureClass::Spawn,

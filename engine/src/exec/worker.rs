@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::blocking::store_call;
 use super::logs::LogWriter;
 use super::machine::Outcome;
 use super::orphans::TOKEN_VARIABLE;
@@ -47,19 +48,23 @@ pub async fn run_worker(
     store: Store,
     settings: WorkerSettings,
     mut shutdown: watch::Receiver<bool>,
-) -> store::Result<WorkerStats> {
+) -> WorkerStats {
     let mut stats = WorkerStats::default();
     let lease_ms = settings.lease.as_millis() as i64;
     while !*shutdown.borrow() {
-        let leased =
-            match store.write(|txn| txn.lease_task(&settings.name, &settings.labels, lease_ms)) {
-                Ok(leased) => leased,
-                // The store is unreachable for now: ask again after the poll interval.
-                Err(error) => {
-                    tracing::warn!(%error, "failed to ask the store for work");
-                    None
-                }
-            };
+        let leased = match store_call(&store, {
+            let (name, labels) = (settings.name.clone(), settings.labels.clone());
+            move |s| s.write(|txn| txn.lease_task(&name, &labels, lease_ms))
+        })
+        .await
+        {
+            Ok(leased) => leased,
+            // The store is unreachable for now: ask again after the poll interval.
+            Err(error) => {
+                tracing::warn!(%error, "failed to ask the store for work");
+                None
+            }
+        };
         let Some(lease) = leased else {
             tokio::select! {
                 () = tokio::time::sleep(settings.poll) => {}
@@ -81,7 +86,7 @@ pub async fn run_worker(
             stats.lost += 1;
         }
     }
-    Ok(stats)
+    stats
 }
 
 /// Runs one leased task; false when the lease was lost on the way (nothing was recorded).
@@ -102,12 +107,16 @@ async fn run_task(store: &Store, settings: &WorkerSettings, lease: TaskLease) ->
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(lease / 3).await;
-                match store.write(|txn| txn.renew_task(&fence, lease.as_millis() as i64)) {
+                let renewing = fence.clone();
+                let renewal = store_call(&store, move |s| {
+                    s.write(|txn| txn.renew_task(&renewing, lease.as_millis() as i64))
+                });
+                match renewal.await {
                     Ok(false) => {}
                     Ok(true) => {
                         let _ = cancel_tx.send(true);
                     }
-                    Err(store::Error::TaskLost { .. }) => {
+                    Err(super::Error::Store(store::Error::TaskLost { .. })) => {
                         let _ = lost_tx.send(true);
                         let _ = cancel_tx.send(true);
                         return;
@@ -183,9 +192,13 @@ async fn run_task(store: &Store, settings: &WorkerSettings, lease: TaskLease) ->
     // on an unreachable store would see its task leased again and run it twice.
     let mut pause = Duration::from_millis(200);
     loop {
-        match store.write(|txn| txn.finish_task(&fence, &result)) {
+        let (finishing, recorded) = (fence.clone(), result.clone());
+        let finished = store_call(store, move |s| {
+            s.write(|txn| txn.finish_task(&finishing, &recorded))
+        });
+        match finished.await {
             Ok(()) => return true,
-            Err(error) if error.is_unavailable() => {
+            Err(error) if error.is_store_unavailable() => {
                 tracing::warn!(task = task.id, %error, "failed to record a result; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
