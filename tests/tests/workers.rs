@@ -7,8 +7,15 @@
 //!   the task over; when the first wakes up, none of its late output and no result of its
 //!   lands;
 //! - PostgreSQL restarted (a fast shutdown cuts every session) while a worker runs a step: the
-//!   engine, the worker and the run ride it out, and the step completes once.
+//!   engine, the worker and the run ride it out, and the step completes once;
+//! - a worker with a home of its own (another host's) runs a step in a checkout of the run's
+//!   commit and opens the step's secret with its copy of the key: the value never sits in the
+//!   store, and is masked in what the worker writes.
 
+mod common_git;
+
+use std::io::Write as _;
+use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -16,6 +23,7 @@ use nix::unistd::Pid;
 
 use cairn_engine::store::{Store, TaskRecord, TaskResult, test_postgres};
 use cairn_tests::{Running, Sandbox, wait_until};
+use common_git::Repo;
 
 /// Short leases keep the tests to seconds; the sequence is the one of the 30 s default.
 const LEASE: &str = "1500ms";
@@ -273,4 +281,120 @@ fn a_postgres_restart_mid_step_is_ridden_out() {
     assert_eq!(starts, 1, "the command ran once");
     let _ = kill(Pid::from_raw(worker.pid() as i32), Signal::SIGTERM);
     assert!(worker.wait_within(Duration::from_secs(20)).is_some());
+}
+
+#[test]
+fn a_worker_checks_out_the_run_s_commit_and_opens_its_secrets_itself() {
+    const SECRET: &str = "s3cr3t-value-41";
+    let cluster = Cluster::new();
+    let mut set = cluster
+        .sandbox
+        .command(&["secret", "set", "DEPLOY_TOKEN"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cairn secret set");
+    set.stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{SECRET}\n").as_bytes())
+        .expect("the value");
+    let set = set.wait_with_output().expect("cairn secret set");
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    // The worker's own home, as on another host: its key is a copy of the engine's.
+    let worker_home = cluster.sandbox.path("worker-home");
+    std::fs::create_dir_all(&worker_home).expect("the worker's home");
+    let worker = |name: &str| {
+        cluster.sandbox.spawn_with_env(
+            &[
+                "worker",
+                "--store",
+                &cluster.url,
+                "--name",
+                name,
+                "--labels",
+                "linux",
+                "--lease",
+                LEASE,
+            ],
+            &[("CAIRN_HOME", &worker_home.display().to_string())],
+        )
+    };
+    let repo = Repo::init(&cluster.sandbox.path("app"));
+    let first = repo.commit_file("VERSION", "1\n", "one");
+    repo.commit_file("VERSION", "2\n", "two");
+    let workflow = cluster.sandbox.write(
+        "checkout.yaml",
+        "name: checkout\nsteps:\n  \
+         - id: read\n    runs_on: [linux]\n    secrets: [DEPLOY_TOKEN]\n    run: |\n      \
+           echo \"version=$(cat VERSION)\" >> \"$CAIRN_OUTPUT\"\n      \
+           echo \"in $PWD with token $DEPLOY_TOKEN\"\n      \
+           echo \"token=$DEPLOY_TOKEN\" >> \"$CAIRN_OUTPUT\"\n",
+    );
+    let run_checkout = || {
+        cluster.sandbox.cairn_within(
+            &[
+                "run",
+                &workflow.display().to_string(),
+                "--repo",
+                &repo.path.display().to_string(),
+                "--commit",
+                &first,
+                "-q",
+            ],
+            Duration::from_secs(90),
+        )
+    };
+
+    // Without the key the worker cannot open the secret, and says where the key belongs.
+    let mut keyless = worker("keyless");
+    let refused = run_checkout();
+    assert_ne!(refused.code, Some(0), "{refused}");
+    let task = cluster.task_of(refused.run_id(), "read").expect("the task");
+    let Some(TaskResult::Failed { message, .. }) = &task.result else {
+        panic!("{task:?}");
+    };
+    assert!(message.contains("secrets.key"), "{message}");
+    let _ = kill(Pid::from_raw(keyless.pid() as i32), Signal::SIGTERM);
+    assert!(keyless.wait_within(Duration::from_secs(20)).is_some());
+
+    std::fs::copy(
+        cluster.sandbox.home().join("secrets.key"),
+        worker_home.join("secrets.key"),
+    )
+    .expect("the key copied");
+    let mut keyed = worker("keyed");
+    let output = run_checkout();
+    assert_eq!(output.code, Some(0), "{output}");
+    let run_id = output.run_id();
+    let task = cluster.task_of(run_id, "read").expect("the task");
+    assert_eq!(
+        task.result,
+        Some(TaskResult::Succeeded {
+            outputs: serde_json::json!({ "version": 1, "token": "***" })
+        }),
+        "the first commit, not HEAD, and the secret masked"
+    );
+    assert_eq!(
+        task.spec.secrets,
+        vec![("DEPLOY_TOKEN".to_string(), "DEPLOY_TOKEN".to_string())]
+    );
+    assert!(
+        !format!("{:?}", task.spec).contains(SECRET),
+        "the value never travels through the store: {:?}",
+        task.spec
+    );
+    let lines = cluster.log_lines(run_id, "read");
+    let used = lines
+        .iter()
+        .find(|l| l.contains("with token"))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(used.ends_with("/src with token ***"), "{used}");
+    assert!(lines.iter().all(|l| !l.contains(SECRET)), "{lines:?}");
+    let _ = kill(Pid::from_raw(keyed.pid() as i32), Signal::SIGTERM);
+    assert!(keyed.wait_within(Duration::from_secs(20)).is_some());
 }

@@ -617,7 +617,7 @@ fn attempt_ended(
 
 /// A step's outputs and error message with every secret value masked, before they are
 /// stored (steps row, events) or passed to dependants.
-fn mask_outcome(masker: &crate::secrets::Masker, outcome: Outcome) -> Outcome {
+pub(super) fn mask_outcome(masker: &crate::secrets::Masker, outcome: Outcome) -> Outcome {
     if masker.is_empty() {
         return outcome;
     }
@@ -821,8 +821,8 @@ async fn perform_attempt(
             let mut env = attempt.workflow_env.clone();
             env.extend(step.env.clone());
             // The step's secrets, opened now: never in the workflow, the context or the store
-            // in clear.
-            if !step.secrets.is_empty() {
+            // in clear. A worker opens a `runs_on:` step's secrets itself.
+            if !step.secrets.is_empty() && step.runs_on.is_empty() {
                 let vault = crate::secrets::Vault::new(&attempt.store);
                 for (variable, name) in &step.secrets {
                     match vault.get(name) {
@@ -890,6 +890,11 @@ async fn perform_attempt(
                         command: command.clone(),
                         env,
                         timeout_ms: step.timeout.map(|t| t.as_millis() as u64),
+                        secrets: step
+                            .secrets
+                            .iter()
+                            .map(|(variable, name)| (variable.clone(), name.clone()))
+                            .collect(),
                     },
                 };
                 return super::remote::dispatch(&attempt.store, task, &logs, cancel).await;

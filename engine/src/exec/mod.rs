@@ -9,6 +9,7 @@ pub mod files;
 mod git;
 mod logs;
 mod machine;
+mod mirror;
 mod orphans;
 mod owner;
 mod process;

@@ -1,23 +1,26 @@
 //! `cairn worker`: runs the tasks of `runs_on:` steps, leased from the store the engines share
 //! (see `store/tasks.rs`). Each task runs like an engine's own `run:` step (`process.rs`: its
-//! process group, the sandbox, the timeout, outputs from `$CAIRN_OUTPUT`) in a scratch
-//! directory of the worker's; its log lines go to the store under the task's fence.
+//! process group, the sandbox, the timeout, outputs from `$CAIRN_OUTPUT`) in a directory of the
+//! worker's, in a checkout of the run's commit when it has one (`mirror.rs`); its log lines go
+//! to the store under the task's fence.
 //!
 //! While the command runs, a heartbeat renews the lease every third of its length. A renewal
 //! that finds the task taken (this worker stalled or was cut off past its lease, and another
 //! worker leased it) stops the command and writes nothing more: the other worker's run is the
 //! one that counts. A renewal that finds a cancellation request stops the command too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::blocking::store_call;
-use super::logs::LogWriter;
+use super::logs::{LogSink, LogWriter};
 use super::machine::Outcome;
 use super::orphans::TOKEN_VARIABLE;
 use super::process::{ProcessSpec, run_command};
+use crate::secrets::Masker;
 use crate::store::{self, LogFence, Store, TaskLease, TaskResult};
 
 /// Who this worker is and what it can run.
@@ -54,7 +57,7 @@ pub async fn run_worker(
     while !*shutdown.borrow() {
         let leased = match store_call(&store, {
             let (name, labels) = (settings.name.clone(), settings.labels.clone());
-            move |s| s.write(|txn| txn.lease_task(&name, &labels, lease_ms))
+            move |s| s.task_write(|txn| txn.lease_task(&name, &labels, lease_ms))
         })
         .await
         {
@@ -97,7 +100,10 @@ async fn run_task(store: &Store, settings: &WorkerSettings, lease: TaskLease) ->
         .join(format!("task-{}-{}", task.id, fence.epoch));
     let token = format!("cairn-worker-{}-{}", task.id, rand::random::<u64>());
     let writer = LogWriter::start(store.clone(), None, Some(LogFence::Task(fence.clone())));
-    let logs = writer.sink(task.run_id, &task.step_id, task.attempt);
+    let secrets = open_secrets(store, task.spec.secrets.clone()).await;
+    let logs = writer
+        .sink(task.run_id, &task.step_id, task.attempt)
+        .masked(secrets.masker.clone());
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let (lost_tx, mut lost_rx) = watch::channel(false);
     let heartbeat = {
@@ -109,7 +115,7 @@ async fn run_task(store: &Store, settings: &WorkerSettings, lease: TaskLease) ->
                 tokio::time::sleep(lease / 3).await;
                 let renewing = fence.clone();
                 let renewal = store_call(&store, move |s| {
-                    s.write(|txn| txn.renew_task(&renewing, lease.as_millis() as i64))
+                    s.task_write(|txn| txn.renew_task(&renewing, lease.as_millis() as i64))
                 });
                 match renewal.await {
                     Ok(false) => {}
@@ -128,31 +134,35 @@ async fn run_task(store: &Store, settings: &WorkerSettings, lease: TaskLease) ->
             }
         })
     };
-    let outcome = match std::fs::create_dir_all(&dir) {
-        Err(error) => Outcome::Failed {
+    logs.line(
+        "engine",
+        format!("on worker {} (lease {})", settings.name, fence.epoch),
+    );
+    let prepared = match secrets.env {
+        Ok(env) => prepare(&settings.dir, &dir, &task.spec.env, &logs)
+            .await
+            .map(|cwd| (cwd, env)),
+        Err(message) => Err(message),
+    };
+    let outcome = match prepared {
+        Err(message) => Outcome::Failed {
             class: super::retry::FailureClass::Spawn,
             exit_code: None,
-            message: format!(
-                "failed to create the task directory {}: {error}",
-                dir.display()
-            ),
+            message,
         },
-        Ok(()) => {
-            logs.line(
-                "engine",
-                format!("on worker {} (lease {})", settings.name, fence.epoch),
-            );
+        Ok((cwd, secret_env)) => {
             let mut env = task.spec.env.clone();
+            env.extend(secret_env);
             let output_file = dir.join(".cairn-output");
             env.extend([
-                ("CAIRN_WORKSPACE".to_string(), dir.display().to_string()),
+                ("CAIRN_WORKSPACE".to_string(), cwd.display().to_string()),
                 ("CAIRN_OUTPUT".into(), output_file.display().to_string()),
                 ("CAIRN_WORKER".into(), settings.name.clone()),
                 (TOKEN_VARIABLE.into(), token.clone()),
             ]);
             let spec = ProcessSpec {
                 command: task.spec.command.clone(),
-                cwd: dir.clone(),
+                cwd,
                 env,
                 timeout: task.spec.timeout_ms.map(Duration::from_millis),
                 output_file,
@@ -163,7 +173,7 @@ async fn run_task(store: &Store, settings: &WorkerSettings, lease: TaskLease) ->
             run_command(spec, logs.clone(), cancel_rx).await
         }
     };
-    let outcome = logs.settle(outcome).await;
+    let outcome = super::driver::mask_outcome(&secrets.masker, logs.settle(outcome).await);
     drop(logs);
     writer.finish().await;
     heartbeat.abort();
@@ -194,7 +204,7 @@ async fn run_task(store: &Store, settings: &WorkerSettings, lease: TaskLease) ->
     loop {
         let (finishing, recorded) = (fence.clone(), result.clone());
         let finished = store_call(store, move |s| {
-            s.write(|txn| txn.finish_task(&finishing, &recorded))
+            s.task_write(|txn| txn.finish_task(&finishing, &recorded))
         });
         match finished.await {
             Ok(()) => return true,
@@ -208,5 +218,72 @@ async fn run_task(store: &Store, settings: &WorkerSettings, lease: TaskLease) ->
                 return false;
             }
         }
+    }
+}
+
+/// Makes the task's directory and, when the run has a repository and a commit, checks the
+/// commit out in its `src/` ([`super::mirror`]); where the command runs.
+async fn prepare(
+    worker_dir: &Path,
+    dir: &Path,
+    env: &[(String, String)],
+    logs: &LogSink,
+) -> Result<PathBuf, String> {
+    let var = |name: &str| {
+        env.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("failed to create the task directory {}: {e}", dir.display()))?;
+    let (Some(repo), Some(commit)) = (var("CAIRN_REPO"), var("CAIRN_COMMIT")) else {
+        return Ok(dir.to_path_buf());
+    };
+    logs.line("engine", format!("checking out {commit} of {repo}"));
+    let src = dir.join("src");
+    let (worker_dir, target) = (worker_dir.to_path_buf(), src.clone());
+    tokio::task::spawn_blocking(move || {
+        super::mirror::checkout(&worker_dir, &repo, &commit, &target)
+    })
+    .await
+    .map_err(|error| format!("the checkout stopped: {error}"))??;
+    Ok(src)
+}
+
+/// A task's secrets as its command's environment, and what to mask in its logs and result.
+struct Secrets {
+    env: Result<Vec<(String, String)>, String>,
+    masker: Arc<Masker>,
+}
+
+/// Opens the task's secrets (variable, name) with this worker's key, as the engine does for
+/// its own steps; every secret the key opens is masked, as the engine masks them. A secret
+/// that does not open fails the task with the vault's reason (a missing key says where the
+/// key belongs).
+async fn open_secrets(store: &Store, wanted: Vec<(String, String)>) -> Secrets {
+    let opened = store_call(store, move |s| {
+        let vault = crate::secrets::Vault::new(s);
+        let masker = Masker::new(&vault.values().unwrap_or_default());
+        let env = wanted
+            .iter()
+            .map(|(variable, name)| {
+                vault
+                    .get(name)
+                    .map(|value| (variable.clone(), value))
+                    .map_err(|error| error.to_string())
+            })
+            .collect();
+        Ok((env, masker))
+    })
+    .await;
+    match opened {
+        Ok((env, masker)) => Secrets {
+            env,
+            masker: Arc::new(masker),
+        },
+        Err(error) => Secrets {
+            env: Err(format!("failed to read the secrets: {error}")),
+            masker: Arc::default(),
+        },
     }
 }

@@ -63,7 +63,7 @@ pub fn remove_checkout(work_dir: &Path, run_id: i64) -> Result<(), String> {
     Ok(())
 }
 
-fn checkout(repo: &str, commit: &str, dir: &Path) -> Result<(), String> {
+pub(super) fn checkout(repo: &str, commit: &str, dir: &Path) -> Result<(), String> {
     if dir.join(".git").exists()
         && let Ok(head) = git(dir, &["rev-parse", "HEAD"])
         && (head.trim() == commit || head.trim().starts_with(commit))

@@ -165,7 +165,7 @@ pub(crate) fn parse_step(
         super::llm::parse_model_use(node, &label, diagnostics)
     });
 
-    let runs_on = parse_runs_on(mapping, &label, &action, &secrets, diagnostics);
+    let runs_on = parse_runs_on(mapping, &label, &action, diagnostics);
 
     let id = id.unwrap_or_default();
     let step = Step {
@@ -188,13 +188,12 @@ pub(crate) fn parse_step(
 }
 
 /// `runs_on: [docker, linux]`: the labels a worker (`cairn worker --labels`) must all have to
-/// run the step. Only `run:` steps go to workers, and not yet with what would have to travel
-/// with them: secrets (they would sit in the store in clear), artifacts and caches.
+/// run the step. Only `run:` steps go to workers, and not yet with files that would have to
+/// travel with them (artifacts and caches). Secrets go by name: the worker opens them.
 fn parse_runs_on(
     mapping: &MarkedMappingNode,
     label: &str,
     action: &Action,
-    secrets: &BTreeMap<String, String>,
     diagnostics: &mut Diagnostics,
 ) -> Vec<String> {
     let Some((key, node)) = entry(mapping, "runs_on") else {
@@ -228,11 +227,6 @@ fn parse_runs_on(
     let mut refuse = |why: &str| diagnostics.report(at, format!("{label} has `runs_on`: {why}"));
     if matches!(action, Action::Agent { .. }) {
         refuse("only `run:` steps run on workers; agents run in the engine");
-    }
-    if !secrets.is_empty() {
-        refuse(
-            "a step with secrets cannot run on a worker yet (the command's environment travels through the store)",
-        );
     }
     for key in ["artifacts", "cache"] {
         if entry(mapping, key).is_some() {

@@ -47,7 +47,7 @@ pub use service::{AttemptRecord, FlakyTest, MetricCounts, RunFilter, RunSummary,
 pub use sql::Backend;
 pub use sqlite::{Store, now_ms};
 pub use state::{RunState, StepState};
-pub use tasks::{NewTask, TaskFence, TaskLease, TaskRecord, TaskResult, TaskSpec};
+pub use tasks::{NewTask, TaskFence, TaskLease, TaskRecord, TaskResult, TaskSpec, TaskTxn};
 pub use test_coverage::TestCoverage;
 pub use test_learning::{ProposalRecord, TestLink};
 pub use tests_history::QuarantinedTest;

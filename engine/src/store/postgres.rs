@@ -5,7 +5,10 @@
 //! - **Writes are serialized** like SQLite's `BEGIN IMMEDIATE`: every write transaction first
 //!   takes one transaction-scoped advisory lock, so a read-then-write (claiming a lease,
 //!   raising a fencing epoch, moving a cursor) sees every earlier write and no later one can
-//!   slip between. Reads take no lock (MVCC).
+//!   slip between. Reads take no lock (MVCC). The exception is the workers' writes to their
+//!   tasks (leases, renewals, results): they lock only the task's row, and a lease skips rows
+//!   another transaction holds (`FOR UPDATE SKIP LOCKED`), so workers never queue behind each
+//!   other or behind the engines.
 //! - **The schema** is SQLite's migration list translated ([`translate_ddl`]): integer columns
 //!   become `BIGINT`, `AUTOINCREMENT` keys identity columns, SQLite's triggers PL/pgSQL ones;
 //!   the version lives in `cairn_schema` instead of `PRAGMA user_version`, and a SQL function
@@ -26,7 +29,7 @@ use postgres::{Client, NoTls};
 
 use super::error::{Error, Result};
 use super::schema::MIGRATIONS;
-use super::sql::{Conn, Kind, Row, ToValue, Value};
+use super::sql::{Backend, Conn, Kind, Row, ToValue, Value};
 
 /// The advisory lock every write transaction holds (an arbitrary constant: "cairn" in ASCII),
 /// taken in the simple protocol: one round trip.
@@ -73,6 +76,17 @@ impl Postgres {
             txn.batch_execute(WRITE_LOCK_SQL)?;
             run_in(txn, statements, work)
         })
+    }
+
+    /// Runs `work` in one write transaction that takes no store-wide lock (READ COMMITTED):
+    /// `work` locks the rows it reads to change (`FOR UPDATE`, `SKIP LOCKED`) itself. For
+    /// workers' writes to their tasks (`store/tasks.rs`), so that many workers lease and renew
+    /// at once instead of queueing behind each other and behind every engine's writes.
+    pub(super) fn write_row_locked<T: Send>(
+        &self,
+        work: impl FnOnce(&dyn Conn) -> Result<T> + Send,
+    ) -> Result<T> {
+        self.session(|client, statements| run_in(client.transaction()?, statements, work))
     }
 
     /// Runs `work` in one read-only transaction (one snapshot for all its queries). A read
@@ -200,6 +214,10 @@ struct PgConn<'a> {
 }
 
 impl Conn for PgConn<'_> {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
     fn execute(&self, sql: &str, params: &[&dyn ToValue]) -> Result<u64> {
         let mut txn = self.txn.borrow_mut();
         let statement = prepare(&mut txn, &mut self.statements.borrow_mut(), sql, params)?;

@@ -1183,6 +1183,7 @@ fn task(run_id: i64, step_id: &str, labels: &[&str]) -> NewTask {
             command: format!("echo {step_id}"),
             env: vec![("A".into(), "1".into())],
             timeout_ms: Some(5_000),
+            secrets: Vec::new(),
         },
     }
 }
@@ -1203,7 +1204,7 @@ fn a_task_goes_to_a_worker_with_its_labels(store: &Store) {
         .expect("queued");
     let lease = |worker: &str, have: &[&str]| {
         store
-            .write(|txn| txn.lease_task(worker, &labels(have), 60_000))
+            .task_write(|txn| txn.lease_task(worker, &labels(have), 60_000))
             .expect("lease")
     };
     // A worker without `docker` skips the older task it cannot run.
@@ -1227,7 +1228,7 @@ fn a_task_goes_to_a_worker_with_its_labels(store: &Store) {
         outputs: json!({ "image": "sha256:1" }),
     };
     store
-        .write(|txn| txn.finish_task(&second.fence, &result))
+        .task_write(|txn| txn.finish_task(&second.fence, &result))
         .expect("finished");
     let done = store.task(build).expect("task");
     assert_eq!(
@@ -1242,12 +1243,10 @@ fn a_task_goes_to_a_worker_with_its_labels(store: &Store) {
             .is_none()
     );
     // Cancelling: the holder learns it at its next renewal.
+    store.write(|txn| txn.cancel_task(lint)).expect("cancel");
     assert!(
         store
-            .write(|txn| {
-                txn.cancel_task(lint)?;
-                txn.renew_task(&first.fence, 60_000)
-            })
+            .task_write(|txn| txn.renew_task(&first.fence, 60_000))
             .expect("renewal")
     );
     let queued = store
@@ -1283,12 +1282,12 @@ fn an_expired_task_lease_fences_out_the_stalled_worker(store: &Store) {
         .write(|txn| txn.enqueue_task(&task(run_id, "s", &[])))
         .expect("queued");
     let stalled = store
-        .write(|txn| txn.lease_task("w1", &[], 1))
+        .task_write(|txn| txn.lease_task("w1", &[], 1))
         .expect("lease")
         .expect("a task");
     std::thread::sleep(std::time::Duration::from_millis(20));
     let taken = store
-        .write(|txn| txn.lease_task("w2", &[], 60_000))
+        .task_write(|txn| txn.lease_task("w2", &[], 60_000))
         .expect("lease")
         .expect("the expired task");
     assert_eq!(taken.task.id, id);
@@ -1311,12 +1310,12 @@ fn an_expired_task_lease_fences_out_the_stalled_worker(store: &Store) {
         (
             "renewal",
             store
-                .write(|txn| txn.renew_task(&stalled.fence, 60_000))
+                .task_write(|txn| txn.renew_task(&stalled.fence, 60_000))
                 .map(|_| ()),
         ),
         (
             "result",
-            store.write(|txn| txn.finish_task(&stalled.fence, &TaskResult::Cancelled)),
+            store.task_write(|txn| txn.finish_task(&stalled.fence, &TaskResult::Cancelled)),
         ),
     ] {
         assert!(
@@ -1332,7 +1331,7 @@ fn an_expired_task_lease_fences_out_the_stalled_worker(store: &Store) {
         .collect();
     assert_eq!(lines, ["current"]);
     store
-        .write(|txn| {
+        .task_write(|txn| {
             txn.finish_task(
                 &taken.fence,
                 &TaskResult::Failed {
@@ -1372,11 +1371,11 @@ fn concurrent_workers_lease_each_task_once(store: &Store) {
                 barrier.wait();
                 let mut mine = Vec::new();
                 while let Some(lease) = store
-                    .write(|txn| txn.lease_task(&format!("w{w}"), &labels(&["linux"]), 60_000))
+                    .task_write(|txn| txn.lease_task(&format!("w{w}"), &labels(&["linux"]), 60_000))
                     .expect("lease")
                 {
                     store
-                        .write(|txn| {
+                        .task_write(|txn| {
                             txn.finish_task(
                                 &lease.fence,
                                 &TaskResult::Succeeded { outputs: json!({}) },
@@ -1402,4 +1401,64 @@ fn concurrent_workers_lease_each_task_once(store: &Store) {
             .iter()
             .all(|t| t.state == "succeeded")
     );
+}
+
+/// PostgreSQL only: a worker's lease neither waits for a task whose row another transaction
+/// holds (it takes the next one: `SKIP LOCKED`) nor for the store's write lock, which an
+/// engine's transaction holds meanwhile.
+#[test]
+fn a_postgres_lease_passes_over_locked_rows_and_the_engines_write_lock() {
+    use std::sync::mpsc;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = test_postgres::database();
+    let store = Store::open_postgres(&url, &dir.path().join("a.db")).expect("the store");
+    let run_id = store
+        .write(|txn| txn.create_run(&new_run("engine", &["a", "b"])))
+        .expect("run");
+    let first = store
+        .write(|txn| txn.enqueue_task(&task(run_id, "a", &[])))
+        .expect("queued");
+    let second = store
+        .write(|txn| txn.enqueue_task(&task(run_id, "b", &[])))
+        .expect("queued");
+    let mut other = ::postgres::Client::connect(&url, ::postgres::NoTls).expect("a connection");
+    let mut holding = other.transaction().expect("a transaction");
+    holding
+        .query("SELECT id FROM tasks WHERE id = $1 FOR UPDATE", &[&first])
+        .expect("the first task's row locked");
+    // An engine (its own store, its own connection) in a write transaction until released.
+    let engine = Store::open_postgres(&url, &dir.path().join("b.db")).expect("the store");
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        engine.write(move |_| {
+            let _ = entered_tx.send(());
+            Ok(released.recv_timeout(Duration::from_secs(30)).is_ok())
+        })
+    });
+    entered
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the engine holds the write lock");
+    let (leased_tx, leased) = mpsc::channel();
+    let worker = store.clone();
+    std::thread::spawn(move || {
+        let _ = leased_tx.send(worker.task_write(|txn| txn.lease_task("w1", &[], 60_000)));
+    });
+    let lease = leased
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the lease waited for a lock")
+        .expect("lease")
+        .expect("a task");
+    assert_eq!(lease.task.id, second, "the locked task is passed over");
+    release.send(()).expect("the engine waits");
+    assert!(
+        writer.join().expect("engine").expect("the engine's write"),
+        "the engine held its write lock throughout the lease"
+    );
+    holding.rollback().expect("rollback");
+    let lease = store
+        .task_write(|txn| txn.lease_task("w2", &[], 60_000))
+        .expect("lease")
+        .expect("the released task");
+    assert_eq!(lease.task.id, first);
 }

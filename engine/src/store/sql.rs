@@ -80,6 +80,9 @@ pub trait Conn {
     /// Runs a query; all its rows.
     fn query(&self, sql: &str, params: &[&dyn ToValue]) -> Result<Vec<Row>>;
 
+    /// Which database this is: for the few statements whose SQL differs (row locks).
+    fn backend(&self) -> Backend;
+
     /// Runs a query expected to return at most one row.
     fn query_opt(&self, sql: &str, params: &[&dyn ToValue]) -> Result<Option<Row>> {
         Ok(self.query(sql, params)?.into_iter().next())
@@ -325,6 +328,10 @@ impl rusqlite::ToSql for Value {
 
 /// SQLite: the connection a `Store::write` transaction (or a read) runs on.
 impl Conn for rusqlite::Connection {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
     fn execute(&self, sql: &str, params: &[&dyn ToValue]) -> Result<u64> {
         let values = values(params);
         let changed = self

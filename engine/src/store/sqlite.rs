@@ -130,6 +130,25 @@ impl Store {
         }
     }
 
+    /// Runs `work` in one write transaction that, on PostgreSQL, takes no store-wide lock: the
+    /// statements of `work` lock the rows they change themselves (`store/tasks.rs`). On SQLite
+    /// it is [`Store::write`]'s transaction: one writer at a time locks every row anyway.
+    pub(super) fn write_row_locked<T: Send>(
+        &self,
+        work: impl FnOnce(&dyn Conn) -> Result<T> + Send,
+    ) -> Result<T> {
+        match &*self.database {
+            Database::Sqlite(conn) => {
+                let mut conn = lock(conn);
+                let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let value = work(&*txn)?;
+                txn.commit()?;
+                Ok(value)
+            }
+            Database::Postgres(db) => db.write_row_locked(work),
+        }
+    }
+
     /// Runs `work` on one consistent view of the database: on SQLite a deferred transaction,
     /// whose first read fixes the snapshot (WAL) until it ends, so several queries agree
     /// even while another process writes.

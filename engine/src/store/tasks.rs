@@ -7,13 +7,20 @@
 //! result) checks the epoch it leased with inside its transaction: a worker that stalled or
 //! was cut off past its lease, whose task another worker then took, writes nothing when it
 //! comes back. A task whose lease expired is leasable again as if queued.
+//!
+//! A worker's writes ([`TaskTxn`]: lease, renewal, result) lock only the task's row, not the
+//! whole store: on PostgreSQL a lease takes the first matching task no other transaction
+//! holds (`FOR UPDATE SKIP LOCKED`), and a renewal or a result locks its task's row before
+//! checking the fence, so the check and the write see the same epoch. Many workers lease at
+//! once without waiting for each other or for the engines' writes. (On SQLite every write
+//! transaction is the only one, as ever.)
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{Error, Result};
 use super::runs::WriteTxn;
-use super::sql::{Conn, Row};
+use super::sql::{Backend, Conn, Row};
 use super::sqlite::{Store, now_ms, parse_json};
 
 /// What a worker runs: the command and its environment, prepared by the engine.
@@ -22,6 +29,10 @@ pub struct TaskSpec {
     pub command: String,
     pub env: Vec<(String, String)>,
     pub timeout_ms: Option<u64>,
+    /// The step's secrets, by name (environment variable, secret): the worker opens them
+    /// itself, with its own copy of the secrets key, so no value travels through the store.
+    #[serde(default)]
+    pub secrets: Vec<(String, String)>,
 }
 
 /// A task to queue.
@@ -173,8 +184,60 @@ impl WriteTxn<'_> {
         Ok(id)
     }
 
+    /// The engine has read the task's result (or gave up on it): it is never adopted again.
+    pub fn consume_task(&self, task_id: i64) -> Result<()> {
+        self.conn
+            .execute("UPDATE tasks SET consumed = 1 WHERE id = ?1", &[&task_id])?;
+        Ok(())
+    }
+
+    /// Asks for a task to stop: a queued one is cancelled at once, a leased one by its worker
+    /// at its next renewal.
+    pub fn cancel_task(&self, task_id: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE tasks SET cancel_requested = 1,
+                    state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END
+             WHERE id = ?1",
+            &[&task_id],
+        )?;
+        Ok(())
+    }
+}
+
+/// One transaction of a worker's writes to its tasks (see the module docs): a lease, a
+/// renewal or a result. Made by [`Store::task_write`].
+pub struct TaskTxn<'a> {
+    conn: &'a dyn Conn,
+}
+
+impl Store {
+    /// Runs a worker's `work` in one transaction that locks only the rows of the tasks it
+    /// touches (on PostgreSQL; SQLite has one writer at a time anyway).
+    pub fn task_write<T: Send>(
+        &self,
+        work: impl FnOnce(&TaskTxn<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
+        self.write_row_locked(|conn| work(&TaskTxn { conn }))
+    }
+}
+
+/// A row lock for a `SELECT`: how a worker's transaction keeps a task to itself until it
+/// commits. Nothing on SQLite, whose write transaction is the only one.
+fn row_lock(conn: &dyn Conn, lock: &'static str) -> &'static str {
+    match conn.backend() {
+        Backend::Sqlite => "",
+        Backend::Postgres => lock,
+    }
+}
+
+impl TaskTxn<'_> {
     /// Leases the oldest queued (or lease-expired) task whose labels `labels` all has, for
     /// `lease_ms`, raising its epoch; `None` when there is none.
+    ///
+    /// The candidates are read without locks, then taken one by one with `FOR UPDATE SKIP
+    /// LOCKED` and the condition checked again: a task another worker is leasing (or its
+    /// holder renewing) at this moment is passed over, not waited for, and one leased since
+    /// the candidates were read no longer matches.
     pub fn lease_task(
         &self,
         worker: &str,
@@ -183,18 +246,26 @@ impl WriteTxn<'_> {
     ) -> Result<Option<TaskLease>> {
         let now = now_ms();
         let candidates = self.conn.query(
-            &format!(
-                "SELECT {TASK_COLUMNS} FROM tasks
-                 WHERE state = 'queued' OR (state = 'leased' AND lease_expires_at < ?1)
-                 ORDER BY id LIMIT ?2"
-            ),
+            "SELECT id, labels FROM tasks
+             WHERE state = 'queued' OR (state = 'leased' AND lease_expires_at < ?1)
+             ORDER BY id LIMIT ?2",
             &[&now, &LEASE_SCAN],
         )?;
+        let take = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks
+             WHERE id = ?1 AND (state = 'queued' OR (state = 'leased' AND lease_expires_at < ?2)){}",
+            row_lock(self.conn, " FOR UPDATE SKIP LOCKED")
+        );
         for row in &candidates {
-            let task = task_from_row(row)?;
-            if !task.labels.iter().all(|needed| labels.contains(needed)) {
+            let (id, needed): (i64, String) = (row.get(0)?, row.get(1)?);
+            let needed: Vec<String> = serde_json::from_str(&needed).map_err(bad_json)?;
+            if !needed.iter().all(|label| labels.contains(label)) {
                 continue;
             }
+            let Some(row) = self.conn.query_opt(&take, &[&id, &now])? else {
+                continue;
+            };
+            let task = task_from_row(&row)?;
             if task.cancel_requested {
                 self.conn.execute(
                     "UPDATE tasks SET state = 'cancelled', finished_at = ?2 WHERE id = ?1",
@@ -211,9 +282,7 @@ impl WriteTxn<'_> {
             )?;
             let previous = task.worker.clone().filter(|_| task.state == "leased");
             self.append_event(
-                task.run_id,
-                Some(&task.step_id),
-                Some(task.attempt),
+                &task,
                 if previous.is_some() {
                     "task_reclaimed"
                 } else {
@@ -247,52 +316,48 @@ impl WriteTxn<'_> {
         Ok(None)
     }
 
-    /// Proves that `fence` still holds its task: same worker, same epoch, still leased.
-    pub fn check_task_fence(&self, fence: &TaskFence) -> Result<()> {
-        let row = self
+    /// Locks the task's row and proves that `fence` still holds it: same worker, same epoch,
+    /// still leased. The lock keeps a lease from raising the epoch before this transaction's
+    /// write commits.
+    fn hold(&self, fence: &TaskFence) -> Result<TaskRecord> {
+        let task = self
             .conn
             .query_opt(
-                "SELECT worker, lease_epoch, state FROM tasks WHERE id = ?1",
+                &format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1{}",
+                    row_lock(self.conn, " FOR UPDATE")
+                ),
                 &[&fence.task_id],
             )?
-            .ok_or(Error::TaskNotFound(fence.task_id))?;
-        let (worker, epoch, state): (Option<String>, i64, String) =
-            (row.get(0)?, row.get(1)?, row.get(2)?);
-        if worker.as_deref() == Some(fence.worker.as_str())
-            && epoch == fence.epoch
-            && state == "leased"
+            .ok_or(Error::TaskNotFound(fence.task_id))
+            .and_then(|row| task_from_row(&row))?;
+        if task.worker.as_deref() == Some(fence.worker.as_str())
+            && task.epoch == fence.epoch
+            && task.state == "leased"
         {
-            return Ok(());
+            return Ok(task);
         }
         Err(Error::TaskLost {
             task_id: fence.task_id,
-            holder: worker.unwrap_or_else(|| "nobody".into()),
-            epoch,
-            state,
+            holder: task.worker.unwrap_or_else(|| "nobody".into()),
+            epoch: task.epoch,
+            state: task.state,
         })
     }
 
     /// Extends the lease; whether the engine asked for the task to be cancelled.
     pub fn renew_task(&self, fence: &TaskFence, lease_ms: i64) -> Result<bool> {
-        self.check_task_fence(fence)?;
+        let task = self.hold(fence)?;
         self.conn.execute(
             "UPDATE tasks SET lease_expires_at = ?2 WHERE id = ?1",
             &[&fence.task_id, &(now_ms() + lease_ms)],
         )?;
-        Ok(self
-            .conn
-            .query_opt(
-                "SELECT cancel_requested FROM tasks WHERE id = ?1",
-                &[&fence.task_id],
-            )?
-            .map(|row| row.get::<bool>(0))
-            .transpose()?
-            .unwrap_or(false))
+        Ok(task.cancel_requested)
     }
 
     /// Writes the result of a task `fence` still holds.
     pub fn finish_task(&self, fence: &TaskFence, result: &TaskResult) -> Result<()> {
-        self.check_task_fence(fence)?;
+        let task = self.hold(fence)?;
         let state = match result {
             TaskResult::Succeeded { .. } => "succeeded",
             TaskResult::Failed { .. } => "failed",
@@ -304,53 +369,35 @@ impl WriteTxn<'_> {
              WHERE id = ?1",
             &[&fence.task_id, &state, &text, &now_ms()],
         )?;
-        let (run_id, step_id, attempt) = self.task_step(fence.task_id)?;
         self.append_event(
-            run_id,
-            Some(&step_id),
-            Some(attempt),
+            &task,
             &format!("task_{state}"),
             &serde_json::json!({ "task": fence.task_id, "worker": fence.worker, "epoch": fence.epoch }),
         )
     }
 
-    /// The engine has read the task's result (or gave up on it): it is never adopted again.
-    pub fn consume_task(&self, task_id: i64) -> Result<()> {
-        self.conn
-            .execute("UPDATE tasks SET consumed = 1 WHERE id = ?1", &[&task_id])?;
-        Ok(())
-    }
-
-    /// Asks for a task to stop: a queued one is cancelled at once, a leased one by its worker
-    /// at its next renewal.
-    pub fn cancel_task(&self, task_id: i64) -> Result<()> {
-        self.conn.execute(
-            "UPDATE tasks SET cancel_requested = 1,
-                    state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END
-             WHERE id = ?1",
-            &[&task_id],
-        )?;
-        Ok(())
-    }
-
-    fn task_step(&self, task_id: i64) -> Result<(i64, String, u32)> {
-        let row = self
-            .conn
-            .query_opt(
-                "SELECT run_id, step_id, attempt FROM tasks WHERE id = ?1",
-                &[&task_id],
-            )?
-            .ok_or(Error::TaskNotFound(task_id))?;
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+    fn append_event(&self, task: &TaskRecord, kind: &str, data: &Value) -> Result<()> {
+        WriteTxn { conn: self.conn }.append_event(
+            task.run_id,
+            Some(&task.step_id),
+            Some(task.attempt),
+            kind,
+            data,
+        )
     }
 }
 
-/// Whether `fence` still holds its task, for writes outside a [`WriteTxn`] method (log lines).
+/// Whether `fence` still holds its task, for writes outside a [`TaskTxn`] (log lines, under
+/// the store's write lock). The shared row lock keeps a lease from raising the epoch before
+/// the lines commit.
 pub(super) fn task_epoch_holds(conn: &dyn Conn, fence: &TaskFence) -> Result<bool> {
     Ok(conn
         .query_opt(
-            "SELECT 1 FROM tasks WHERE id = ?1 AND lease_epoch = ?2 AND worker = ?3
-                                   AND state = 'leased'",
+            &format!(
+                "SELECT 1 FROM tasks WHERE id = ?1 AND lease_epoch = ?2 AND worker = ?3
+                                       AND state = 'leased'{}",
+                row_lock(conn, " FOR SHARE")
+            ),
             &[&fence.task_id, &fence.epoch, &fence.worker],
         )?
         .is_some())
