@@ -4,16 +4,25 @@
 //! - a worker cut off the network (`docker network disconnect`) mid-step, past its lease: the
 //!   other worker takes the task over and the run finishes; reconnected, the first one's late
 //!   output and result do not land;
-//! - a worker killed (`docker kill -s KILL`) mid-step: the same, with nothing left running.
+//! - a worker killed (`docker kill -s KILL`) mid-step: the same, with nothing left running;
+//! - a hundred runs, driven by four `cairn run` engines at a time, while every 1.5 s one
+//!   worker container is killed (and a new one started) or cut off the network past its lease
+//!   and reconnected, and PostgreSQL is restarted once mid-way. Then, in the store: every run
+//!   succeeded; every step succeeded once, through one task (none left queued or leased) with
+//!   one result, written by the worker holding the task's last lease (no stale worker's write
+//!   landed); and every surviving worker runs nothing but itself.
 //!
 //! The image is built `FROM scratch` (nothing can be pulled): the test's own `cairn` binary
 //! with the four libraries it links, and a static busybox as `sh` and `sleep`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cairn_engine::store::{Store, TaskRecord, test_postgres};
+use cairn_engine::store::{Store, TaskRecord, TaskResult, test_postgres};
 use cairn_tests::{Sandbox, cairn_bin};
 
 const LEASE: &str = "2s";
@@ -87,10 +96,10 @@ struct Network {
 }
 
 impl Network {
-    fn new(sandbox: &Sandbox) -> Network {
-        let id = format!("cairn-test-{}", std::process::id());
+    fn new(sandbox: &Sandbox, tag: &str) -> Network {
+        let id = format!("cairn-test-{}-{tag}", std::process::id());
         let image = format!("{id}:worker");
-        build_image(&sandbox.path("image"), &image);
+        build_image(&sandbox.path(&format!("image-{tag}")), &image);
         docker(&["network", "create", &id]);
         let gateway = docker(&[
             "network",
@@ -154,6 +163,13 @@ impl Network {
     fn container(&self, name: &str) -> String {
         format!("{}-{name}", self.name)
     }
+
+    /// Kills a worker's container (SIGKILL) and removes it.
+    fn kill(&mut self, name: &str) {
+        let container = self.container(name);
+        docker(&["rm", "-f", &container]);
+        self.containers.retain(|c| *c != container);
+    }
 }
 
 impl Drop for Network {
@@ -192,7 +208,7 @@ fn workers_in_containers_survive_a_cut_network_and_a_kill() {
     let sandbox = Sandbox::new();
     let server = test_postgres::Server::dedicated_for_containers();
     let url = server.database();
-    let mut network = Network::new(&sandbox);
+    let mut network = Network::new(&sandbox, "faults");
     let inside = url.replace("127.0.0.1", &network.gateway);
     std::fs::create_dir_all(sandbox.home()).expect("home");
     std::fs::write(sandbox.home().join("cairn.yaml"), format!("store: {url}\n")).expect("yaml");
@@ -274,4 +290,200 @@ fn workers_in_containers_survive_a_cut_network_and_a_kill() {
             docker(&["rm", "-f", &network.container(name)]);
         }
     }
+}
+
+const RUNS: usize = 100;
+const ENGINES: usize = 4;
+const WORKERS: usize = 3;
+
+const SOAK: &str = "name: soak
+steps:
+  - id: a
+    runs_on: [linux]
+    run: sleep 0.3; echo \"by=$CAIRN_WORKER\" >> \"$CAIRN_OUTPUT\"
+  - id: b
+    runs_on: [linux]
+    run: sleep 0.3; echo \"by=$CAIRN_WORKER\" >> \"$CAIRN_OUTPUT\"
+  - id: c
+    depends_on: [a, b]
+    runs_on: [linux]
+    run: sleep 0.2; echo \"by=$CAIRN_WORKER\" >> \"$CAIRN_OUTPUT\"
+";
+
+fn lock(network: &Mutex<Network>) -> std::sync::MutexGuard<'_, Network> {
+    network.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The faults injected, for the assertions and the summary.
+#[derive(Default, Debug)]
+struct Faults {
+    killed: AtomicUsize,
+    cut_off: AtomicUsize,
+    restarted: AtomicUsize,
+}
+
+#[test]
+fn a_hundred_runs_ride_out_killed_and_cut_off_workers_and_a_postgres_restart() {
+    let sandbox = Sandbox::new();
+    let server = test_postgres::Server::dedicated_for_containers();
+    let url = server.database();
+    let network = Mutex::new(Network::new(&sandbox, "soak"));
+    let inside = url.replace("127.0.0.1", &lock(&network).gateway);
+    std::fs::create_dir_all(sandbox.home()).expect("home");
+    std::fs::write(sandbox.home().join("cairn.yaml"), format!("store: {url}\n")).expect("yaml");
+    let workflow = sandbox.write("soak.yaml", SOAK).display().to_string();
+    let started = AtomicUsize::new(0);
+    let start_worker = |network: &mut Network| {
+        let name = format!("w{}", started.fetch_add(1, Ordering::Relaxed) + 1);
+        network.worker(&name, &inside);
+        name
+    };
+    let mut live: Vec<String> = (0..WORKERS)
+        .map(|_| start_worker(&mut lock(&network)))
+        .collect();
+
+    let finished = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    let faults = Faults::default();
+    let run_ids = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut round = 0usize;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1500));
+                round += 1;
+                if faults.restarted.load(Ordering::Relaxed) == 0
+                    && finished.load(Ordering::Relaxed) >= RUNS / 3
+                {
+                    server.restart();
+                    faults.restarted.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let victim = live[round * 7 % live.len()].clone();
+                let mut network = lock(&network);
+                if round.is_multiple_of(2) {
+                    network.kill(&victim);
+                    faults.killed.fetch_add(1, Ordering::Relaxed);
+                    live.retain(|name| *name != victim);
+                    live.push(start_worker(&mut network));
+                } else {
+                    // Past the lease (2 s) and back.
+                    let container = network.container(&victim);
+                    docker(&["network", "disconnect", &network.name, &container]);
+                    std::thread::sleep(Duration::from_millis(3000));
+                    docker(&["network", "connect", &network.name, &container]);
+                    faults.cut_off.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let engines: Vec<_> = (0..ENGINES)
+            .map(|engine| {
+                let (sandbox, workflow, finished) = (&sandbox, &workflow, &finished);
+                scope.spawn(move || {
+                    (0..RUNS / ENGINES)
+                        .map(|i| {
+                            let output = sandbox
+                                .cairn_within(&["run", workflow, "-q"], Duration::from_secs(180));
+                            assert_eq!(
+                                output.code,
+                                Some(0),
+                                "run {i} of engine {engine}: {output}"
+                            );
+                            finished.fetch_add(1, Ordering::Relaxed);
+                            output.run_id()
+                        })
+                        .collect::<Vec<i64>>()
+                })
+            })
+            .collect();
+        let run_ids: Vec<i64> = engines
+            .into_iter()
+            .flat_map(|e| e.join().expect("an engine's runs"))
+            .collect();
+        done.store(true, Ordering::Relaxed);
+        run_ids
+    });
+
+    let store = Store::open_postgres(&url, &sandbox.path("inspect.db")).expect("the store");
+    assert_eq!(run_ids.len(), RUNS);
+    let mut taken_over = 0;
+    for &run_id in &run_ids {
+        assert_eq!(
+            store.run(run_id).expect("run").state.as_str(),
+            "succeeded",
+            "run {run_id}"
+        );
+        let tasks = store.tasks(run_id).expect("tasks");
+        let events = store.events(run_id).expect("events");
+        let mut per_step: HashMap<&str, usize> = HashMap::new();
+        for task in &tasks {
+            *per_step.entry(task.step_id.as_str()).or_default() += 1;
+            assert_eq!(task.state, "succeeded", "run {run_id}: {task:?}");
+            let by = task.worker.clone().expect("a worker");
+            assert_eq!(
+                task.result,
+                Some(TaskResult::Succeeded {
+                    outputs: serde_json::json!({ "by": by })
+                }),
+                "run {run_id}: the result is the last lease holder's: {task:?}"
+            );
+            let results: Vec<_> = events
+                .iter()
+                .filter(|e| matches!(e.kind.as_str(), "task_succeeded" | "task_failed"))
+                .filter(|e| e.data["task"] == task.id)
+                .collect();
+            assert_eq!(results.len(), 1, "run {run_id}: one result: {results:?}");
+            assert_eq!(results[0].data["epoch"], task.epoch, "{results:?}");
+            assert_eq!(results[0].data["worker"], by.as_str(), "{results:?}");
+            if task.epoch > 1 {
+                taken_over += 1;
+            }
+        }
+        assert_eq!(
+            per_step,
+            HashMap::from([("a", 1), ("b", 1), ("c", 1)]),
+            "run {run_id}: one task per step"
+        );
+        for step in ["a", "b", "c"] {
+            let succeeded = events
+                .iter()
+                .filter(|e| e.kind == "step_succeeded" && e.step_id.as_deref() == Some(step))
+                .count();
+            assert_eq!(succeeded, 1, "run {run_id}: step {step} succeeded once");
+        }
+    }
+
+    // Nothing of a task is left running: each surviving worker runs only itself.
+    let network = lock(&network);
+    for container in &network.containers {
+        let top = docker(&["top", container, "-o", "pid,args"]);
+        let processes: Vec<&str> = top.lines().skip(1).collect();
+        assert_eq!(processes.len(), 1, "{container}: {top}\n{}", network.logs());
+    }
+    // Stopped, each worker says how many of its tasks were taken from it while cut off.
+    for container in &network.containers {
+        docker(&["stop", "-t", "30", container]);
+    }
+    let lost: u64 = network
+        .logs()
+        .lines()
+        .filter(|l| l.contains("lost to another worker"))
+        .filter_map(|l| l.split(", ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    eprintln!(
+        "{RUNS} runs, {} tasks: {} workers killed, {} cut off past their lease, PostgreSQL \
+         restarted {}; {taken_over} tasks taken over, {lost} results dropped by cut-off workers",
+        RUNS * 3,
+        faults.killed.load(Ordering::Relaxed),
+        faults.cut_off.load(Ordering::Relaxed),
+        faults.restarted.load(Ordering::Relaxed),
+    );
+    assert!(
+        faults.killed.load(Ordering::Relaxed) >= 1 && faults.cut_off.load(Ordering::Relaxed) >= 1,
+        "{faults:?}"
+    );
+    assert_eq!(
+        faults.restarted.load(Ordering::Relaxed),
+        1,
+        "PostgreSQL restarted once"
+    );
 }
