@@ -398,3 +398,55 @@ fn a_worker_checks_out_the_run_s_commit_and_opens_its_secrets_itself() {
     let _ = kill(Pid::from_raw(keyed.pid() as i32), Signal::SIGTERM);
     assert!(keyed.wait_within(Duration::from_secs(20)).is_some());
 }
+
+#[test]
+fn bench_workers_drives_a_run_per_worker_count() {
+    let cluster = Cluster::new();
+    let output = cluster.sandbox.cairn_within(
+        &[
+            "bench",
+            "workers",
+            "--store",
+            &cluster.url,
+            "--steps",
+            "4",
+            "--seconds",
+            "0.2",
+            "--workers",
+            "1,2",
+            "--json",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(output.code, Some(0), "{output}");
+    let report: serde_json::Value = serde_json::from_str(&output.stdout).expect("JSON");
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2, "{report}");
+    assert_eq!(rounds[0]["workers"], 1);
+    assert_eq!(rounds[1]["workers"], 2);
+    // Four steps of 0.2 s take at least 0.8 s on one worker and 0.4 s on two.
+    assert!(
+        rounds[0]["seconds"].as_f64().expect("seconds") >= 0.8,
+        "{report}"
+    );
+    assert!(
+        rounds[1]["seconds"].as_f64().expect("seconds") >= 0.4,
+        "{report}"
+    );
+    // Every step of each round's run ran once, on a worker of that round.
+    let runs = cluster.store.runs(10).expect("runs");
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        let tasks = cluster.tasks(run.id);
+        assert_eq!(tasks.len(), 4, "{tasks:?}");
+        let label = &tasks[0].labels[0];
+        assert!(
+            tasks.iter().all(|t| t.state == "succeeded"
+                && t.epoch == 1
+                && t.worker
+                    .as_deref()
+                    .is_some_and(|w| w.starts_with(label.as_str()))),
+            "{tasks:?}"
+        );
+    }
+}

@@ -56,6 +56,8 @@ pub enum BenchTarget {
     Serve(super::bench_serve::BenchServeArgs),
     /// Analysis time per commit and peak memory over a repository's recent commits.
     Analyze(super::bench_analyze::BenchAnalyzeArgs),
+    /// How a run of parallel `runs_on:` steps speeds up with 1, 2, 4… workers on the store.
+    Workers(super::bench_workers::BenchWorkersArgs),
     /// Local model speed, load time and peak memory, measured (optionally beside llama.cpp's
     /// llama-bench on the same file, interleaved).
     Model(super::bench_model::BenchModelArgs),
@@ -82,6 +84,7 @@ pub async fn bench(home: Option<PathBuf>, args: &BenchArgs) -> Result<()> {
             super::bench_serve::bench_serve(&settings.home, serve).await
         }
         BenchTarget::Model(model) => super::bench_model::bench_model(model).await,
+        BenchTarget::Workers(workers) => super::bench_workers::bench_workers(home, workers).await,
         BenchTarget::Engine {
             steps,
             concurrency,

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod bench_analyze;
 pub mod bench_model;
 pub mod bench_serve;
+pub mod bench_workers;
 pub mod bundle;
 pub mod cancel;
 pub mod convert;
