@@ -1,7 +1,8 @@
 //! Engines on several homes (standing in for several hosts) sharing one PostgreSQL store: three
 //! `cairn serve` poll the same repository at the same moments, round after round. The cursor's
 //! compare-and-set makes one of them create each commit's run, the run's lease makes one drive
-//! it, and every step runs once: the journal the steps append to has one line per commit.
+//! it, and every step runs once: the journal the steps append to has one line per commit. And
+//! a `cairn serve` adopts the run of an engine on another home that died mid-step.
 
 mod common_git;
 
@@ -88,5 +89,73 @@ fn serves_on_three_homes_sharing_postgres_run_each_commit_once() {
         runs.iter()
             .all(|r| r.state == cairn_engine::store::RunState::Succeeded),
         "{runs:?}"
+    );
+}
+
+/// A `cairn serve` on another home adopts the run of an engine that died mid-step (here a
+/// `cairn run` killed with SIGKILL): it claims the run, attempts the interrupted step again
+/// and finishes the run, with every step succeeding once.
+#[test]
+fn a_serve_adopts_the_run_of_an_engine_that_died() {
+    let sandbox = Sandbox::new();
+    let url = test_postgres::database();
+    let first = home(&sandbox, "host0", &url);
+    let second = home(&sandbox, "host1", &url);
+    let journal_path = sandbox.path("journal.txt");
+    let repo = Repo::init(&sandbox.path("repo"));
+    repo.add_commits("base", 1);
+    // A schedule far away keeps `serve` running without polling during the test.
+    let workflow = sandbox.write(
+        "adopt.yaml",
+        &format!(
+            "name: adopt\nenv:\n  JOURNAL: {}\ntrigger:\n  schedule: \"0 0 1 1 *\"\n  \
+             repositories:\n    - url: {}\n      branches: [main]\n\
+             steps:\n  - id: slow\n    run: |\n      \
+             echo \"start $CAIRN_ATTEMPT $CAIRN_RUN_ID\" >> \"$JOURNAL\"\n      sleep 3\n  \
+             - id: after\n    depends_on: slow\n    run: echo after\n",
+            sh_quote(&journal_path),
+            repo.url()
+        ),
+    );
+    let workflow = workflow.display().to_string();
+    let mut serve = sandbox.spawn_with_env(
+        &["serve", &workflow, "-q"],
+        &[("CAIRN_HOME", &second.display().to_string())],
+    );
+    let mut run = sandbox.spawn_with_env(
+        &["run", &workflow, "-q"],
+        &[("CAIRN_HOME", &first.display().to_string())],
+    );
+    let run_id = run.wait_for_run_id(Duration::from_secs(30));
+    cairn_tests::wait_until("the step started", Duration::from_secs(30), || {
+        file_lines(&journal_path).contains(&format!("start 1 {run_id}"))
+    });
+    assert!(run.kill9(), "the engine was running");
+    let store = Store::open_postgres(&url, &sandbox.path("inspect.db")).expect("the store");
+    cairn_tests::wait_until("the serve finished the run", SERVE_LIMIT, || {
+        store
+            .run(run_id)
+            .is_ok_and(|r| r.state == cairn_engine::store::RunState::Succeeded)
+    });
+    let events = store.events(run_id).expect("events");
+    for step in ["slow", "after"] {
+        let succeeded = events
+            .iter()
+            .filter(|e| e.kind == "step_succeeded" && e.step_id.as_deref() == Some(step))
+            .count();
+        assert_eq!(succeeded, 1, "{step}: {events:?}");
+    }
+    assert!(
+        file_lines(&journal_path).contains(&format!("start 2 {run_id}")),
+        "the interrupted step was attempted again"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(serve.wait_within(Duration::from_secs(30)).is_some());
+    assert!(
+        events.iter().any(|e| e.kind == "run_reclaimed"),
+        "the serve claimed the run: {events:?}"
     );
 }

@@ -1,5 +1,10 @@
 //! `cairn serve`: resume interrupted runs, then poll watched repositories on each workflow's
 //! cron schedule and drive the runs new commits start.
+//!
+//! Every [`ADOPT_EVERY`] it also looks for runs another engine left: one whose engine died on
+//! this host, or whose lease expired (an engine on another host sharing the store died or was
+//! cut off). It claims and drives them like the runs it resumed at start; the claim raises the
+//! run's epoch, so an engine that was only stalled fences itself out when it comes back.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,6 +19,9 @@ use super::poller::{Poller, Watch};
 use crate::exec::{Engine, Observer};
 use crate::retention::Retention;
 use crate::store::RunState;
+
+/// How often `serve` looks for runs another engine left behind.
+pub const ADOPT_EVERY: Duration = Duration::from_secs(10);
 
 pub struct ServeOptions {
     /// Where polled repositories are mirrored.
@@ -142,6 +150,8 @@ pub async fn serve(
         super::upkeep::INTEGRITY_EVERY,
     );
     let mut gc = tokio::time::interval(super::upkeep::GC_EVERY);
+    let mut adopt =
+        tokio::time::interval_at(tokio::time::Instant::now() + ADOPT_EVERY, ADOPT_EVERY);
     let mut commands = options.commands.take();
     loop {
         let now = Local::now();
@@ -202,6 +212,24 @@ pub async fn serve(
             _ = gc.tick() => {
                 if let Some((work_dir, retention)) = &options.retention {
                     super::upkeep::collect_garbage(&engine, work_dir.clone(), *retention).await;
+                }
+                continue;
+            }
+            _ = adopt.tick() => {
+                match engine.resumable_runs() {
+                    Ok(left) => {
+                        for run in left {
+                            if driving.insert(run.id) {
+                                tracing::info!(
+                                    run_id = run.id,
+                                    previous = run.lease_owner.as_deref().unwrap_or("none"),
+                                    "adopting a run another engine left"
+                                );
+                                spawn(&mut runs, run.id);
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!("failed to look for runs left behind: {error}"),
                 }
                 continue;
             }
