@@ -158,6 +158,29 @@ impl Sandbox {
         command
     }
 
+    /// `cairn secret set NAME` with `value` on stdin, as an operator types it.
+    pub fn set_secret(&self, name: &str, value: &str) {
+        use std::io::Write as _;
+        let mut set = self
+            .command(&["secret", "set", name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cairn secret set");
+        set.stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{value}\n").as_bytes())
+            .expect("write the value");
+        let set = set.wait_with_output().expect("cairn secret set");
+        assert!(
+            set.status.success(),
+            "cairn secret set {name}: {}",
+            String::from_utf8_lossy(&set.stderr)
+        );
+    }
+
     /// Runs `cairn ARGS` to completion (at most [`COMMAND_TIMEOUT`]).
     pub fn cairn(&self, args: &[&str]) -> Output {
         self.cairn_within(args, COMMAND_TIMEOUT)

@@ -92,24 +92,7 @@ fn a_secret_reaches_its_step_and_nothing_else() {
     )
     .expect("config");
 
-    let mut set = sandbox
-        .command(&["secret", "set", "DEPLOY_TOKEN"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cairn secret set");
-    set.stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{SECRET}\n").as_bytes())
-        .expect("write the value");
-    let set = set.wait_with_output().expect("cairn secret set");
-    assert!(
-        set.status.success(),
-        "{}",
-        String::from_utf8_lossy(&set.stderr)
-    );
+    sandbox.set_secret("DEPLOY_TOKEN", SECRET);
     let listed = sandbox.cairn(&["secret", "list"]);
     assert!(listed.stdout.starts_with("DEPLOY_TOKEN\t"), "{listed}");
     assert!(!listed.stdout.contains(SECRET), "{listed}");

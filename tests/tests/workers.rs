@@ -14,8 +14,6 @@
 
 mod common_git;
 
-use std::io::Write as _;
-use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -287,24 +285,7 @@ fn a_postgres_restart_mid_step_is_ridden_out() {
 fn a_worker_checks_out_the_run_s_commit_and_opens_its_secrets_itself() {
     const SECRET: &str = "s3cr3t-value-41";
     let cluster = Cluster::new();
-    let mut set = cluster
-        .sandbox
-        .command(&["secret", "set", "DEPLOY_TOKEN"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cairn secret set");
-    set.stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{SECRET}\n").as_bytes())
-        .expect("the value");
-    let set = set.wait_with_output().expect("cairn secret set");
-    assert!(
-        set.status.success(),
-        "{}",
-        String::from_utf8_lossy(&set.stderr)
-    );
+    cluster.sandbox.set_secret("DEPLOY_TOKEN", SECRET);
     // The worker's own home, as on another host: its key is a copy of the engine's.
     let worker_home = cluster.sandbox.path("worker-home");
     std::fs::create_dir_all(&worker_home).expect("the worker's home");
