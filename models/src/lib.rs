@@ -9,6 +9,7 @@ mod api;
 pub mod bench;
 mod chat;
 mod constrained;
+mod decode_width;
 mod error;
 mod family;
 mod generate;

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::UNIX_EPOCH;
+use std::time::{Instant, UNIX_EPOCH};
 
 use crate::Error;
 use crate::api::{
@@ -14,6 +14,7 @@ use crate::api::{
 };
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::constrained::JsonConstraints;
+use crate::decode_width::{Width, WidthChooser};
 use crate::error::CandleContext;
 use crate::family::{BackboneKind, family_for, supported_architectures};
 use crate::generate::{self, Request};
@@ -30,6 +31,10 @@ pub struct LocalModel {
     template: ChatTemplate,
     backbone: Mutex<Box<dyn Backbone>>,
     pool: rayon::ThreadPool,
+    /// A one-thread pool for decoding when that is faster (a busy machine), `None` when the
+    /// model's pool has one thread anyway; see [`crate::decode_width`].
+    narrow: Option<rayon::ThreadPool>,
+    width: Mutex<WidthChooser>,
     threads: usize,
     logits_width: usize,
     stop_ids: Vec<u32>,
@@ -79,6 +84,10 @@ impl LocalModel {
         let logits_width = logits_width(&gguf).unwrap_or_else(|| tokenizer.vocab_size());
         let name = gguf.optional_string("general.name")?;
         let (pool, threads) = crate::threads::build_pool(options.threads)?;
+        let narrow = match threads {
+            1 => None,
+            _ => Some(crate::threads::build_pool(Some(1))?.0),
+        };
 
         let mut on_layer = |done, total| {
             progress(LoadProgress {
@@ -140,6 +149,8 @@ impl LocalModel {
             template,
             backbone: Mutex::new(backbone),
             pool,
+            narrow,
+            width: Mutex::new(WidthChooser::default()),
             threads,
             logits_width,
             stop_ids,
@@ -201,14 +212,28 @@ impl LocalModel {
             None => None,
         };
         let mut backbone = self.backbone.lock().map_err(|_| Error::Poisoned)?;
-        let pool = &self.pool;
+        let mut chooser = self.width.lock().map_err(|_| Error::Poisoned)?;
         let mut forward = |model: &mut dyn Backbone, tokens: &[u32], pos: usize| {
-            pool.install(|| {
+            let pass = || {
                 model
                     .forward(tokens, pos)?
                     .to_vec1::<f32>()
                     .context(|| "read logits".to_string())
-            })
+            };
+            match (&self.narrow, tokens.len()) {
+                (Some(narrow), 1) => {
+                    let width = chooser.pick();
+                    let pool = match width {
+                        Width::Narrow => narrow,
+                        Width::Wide => &self.pool,
+                    };
+                    let started = Instant::now();
+                    let logits = pool.install(pass);
+                    chooser.record(width, started.elapsed());
+                    logits
+                }
+                _ => self.pool.install(pass),
+            }
         };
         generate::run(
             backbone.as_mut(),
