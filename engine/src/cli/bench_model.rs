@@ -83,7 +83,9 @@ pub async fn bench_model(args: &BenchModelArgs) -> Result<()> {
         .into());
     }
     let threads = args.threads;
-    let decode_threads = cairn_models::threads::decode_threads();
+    // Cairn's kernels decode on the model's pool, so both sides decode at `threads` too
+    // (only Q2_K, Q3_K and f16 weights decode on candle's pool, `CANDLE_NUM_THREADS`).
+    let decode_threads = threads;
     eprintln!(
         "benchmarking {} ({threads} prefill threads, {decode_threads} decode threads), {} round(s){}",
         path.display(),
