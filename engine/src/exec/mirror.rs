@@ -16,6 +16,13 @@ use super::git::git;
 
 /// Checks `commit` of `repo` out into `dest`, through the worker's mirror under `worker_dir`.
 pub fn checkout(worker_dir: &Path, repo: &str, commit: &str, dest: &Path) -> Result<(), String> {
+    // Both reach git's command line: neither may pass for an option.
+    if commit.len() < 4 || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("CAIRN_COMMIT {commit:?} is not a commit id"));
+    }
+    if repo.is_empty() || repo.starts_with('-') {
+        return Err(format!("CAIRN_REPO {repo:?} is not a repository address"));
+    }
     let mirror = mirror_of(worker_dir, repo)?;
     let object = format!("{commit}^{{commit}}");
     if git(&mirror, &["cat-file", "-e", &object]).is_err() {
@@ -23,6 +30,10 @@ pub fn checkout(worker_dir: &Path, repo: &str, commit: &str, dest: &Path) -> Res
             .map_err(|error| format!("failed to fetch {repo}: {error}"))?;
         git(&mirror, &["cat-file", "-e", &object])
             .map_err(|_| format!("commit {commit} is not in {repo}"))?;
+    }
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
     }
     let mirror_text = mirror.to_string_lossy();
     super::workspace::checkout(&mirror_text, commit, dest)
@@ -42,9 +53,76 @@ fn mirror_of(worker_dir: &Path, repo: &str) -> Result<PathBuf, String> {
     let fresh = repos.join(format!("{name}.new-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&fresh);
     let fresh_text = fresh.to_string_lossy();
-    git(&repos, &["clone", "--quiet", "--mirror", repo, &fresh_text])
-        .map_err(|error| format!("failed to clone {repo}: {error}"))?;
+    git(
+        &repos,
+        &["clone", "--quiet", "--mirror", "--", repo, &fresh_text],
+    )
+    .map_err(|error| format!("failed to clone {repo}: {error}"))?;
     std::fs::rename(&fresh, &mirror)
         .map_err(|e| format!("failed to move the mirror into {}: {e}", mirror.display()))?;
     Ok(mirror)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(repo: &Path, text: &str) -> String {
+        std::fs::write(repo.join("VERSION"), text).expect("write");
+        git(repo, &["add", "VERSION"]).expect("add");
+        git(
+            repo,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-q",
+                "-m",
+                text,
+            ],
+        )
+        .expect("commit");
+        git(repo, &["rev-parse", "HEAD"])
+            .expect("rev-parse")
+            .trim()
+            .to_string()
+    }
+
+    #[test]
+    fn checks_out_through_one_mirror_fetched_for_new_commits_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(&repo).expect("repo dir");
+        git(&repo, &["init", "-q", "-b", "main"]).expect("init");
+        let first = commit(&repo, "1");
+        let worker = dir.path().join("worker");
+        let url = repo.display().to_string();
+        checkout(&worker, &url, &first, &dir.path().join("task-1/src")).expect("first");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("task-1/src/VERSION")).expect("read"),
+            "1"
+        );
+        let second = commit(&repo, "2");
+        checkout(&worker, &url, &second, &dir.path().join("task-2/src")).expect("fetched");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("task-2/src/VERSION")).expect("read"),
+            "2"
+        );
+        let mirrors: Vec<_> = std::fs::read_dir(worker.join("repos"))
+            .expect("repos")
+            .flatten()
+            .collect();
+        assert_eq!(mirrors.len(), 1, "one mirror per repository");
+        let missing = "0123456789abcdef0123456789abcdef01234567";
+        let error = checkout(&worker, &url, missing, &dir.path().join("task-3/src"))
+            .expect_err("not in the repository");
+        assert!(error.contains("is not in"), "{error}");
+        for (repo, commit) in [("--upload-pack=touch", first.as_str()), (&url, "--all")] {
+            let error = checkout(&worker, repo, commit, &dir.path().join("task-4/src"))
+                .expect_err("refused");
+            assert!(error.contains("CAIRN_"), "{error}");
+        }
+    }
 }
