@@ -231,22 +231,25 @@ struct LlamaBenchEntry {
 }
 
 /// Runs llama-bench three times (prefill at `threads`, decode at `decode_threads` from empty
-/// and at depth 512) and reads its JSON; the children's peak RSS is the reference's memory.
+/// and at depth 512) and reads its JSON; the largest peak RSS of its runs is its memory.
 fn run_reference(
     binary: &Path,
     model: &Path,
     threads: usize,
     decode_threads: usize,
 ) -> Result<Figures> {
+    let peak_rss = std::cell::Cell::new(None::<u64>);
     let bench = |args: &[&str], threads: usize| -> Result<Option<Vec<LlamaBenchEntry>>> {
         let started = Instant::now();
-        let output = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("-m")
             .arg(model)
             .args(["-t", &threads.to_string(), "-r", "3", "-o", "json"])
-            .args(args)
-            .output()
-            .with_context(|| format!("failed to start {}", binary.display()))?;
+            .args(args);
+        let (output, peak) = run_watching_rss(command)
+            .with_context(|| format!("failed to run {}", binary.display()))?;
+        peak_rss.set(peak_rss.get().max(peak));
         tracing::debug!(elapsed = ?started.elapsed(), ?args, "llama-bench ran");
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
@@ -286,8 +289,59 @@ fn run_reference(
         tg128_tokens_per_s: tg128,
         tg128_at_512_tokens_per_s: deep.and_then(|d| rate(&d, 0, 128, 512)),
         load_seconds: None,
-        peak_rss_bytes: children_peak_rss(),
+        peak_rss_bytes: peak_rss.get(),
     })
+}
+
+/// Runs `command` to its end, reading its peak resident set (`VmHWM`) from `/proc` every
+/// 10 ms. (`getrusage(RUSAGE_CHILDREN)` would report this process's own size: Linux counts a
+/// child's memory from the fork, when it still shares the parent's, up to its exec.)
+fn run_watching_rss(mut command: Command) -> std::io::Result<(std::process::Output, Option<u64>)> {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Both pipes drain on threads of their own, so a chatty child never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = None;
+    let status = loop {
+        if let Some(kib) = std::fs::read_to_string(&status_path)
+            .ok()
+            .and_then(|status| vm_hwm_kib(&status))
+        {
+            peak = peak.max(Some(kib * 1024));
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let output = std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    Ok((output, peak))
+}
+
+/// `VmHWM` of a `/proc/PID/status` text, in KiB.
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The 1-minute load average (`/proc/loadavg`).
@@ -303,15 +357,5 @@ fn load_average() -> Option<f64> {
 /// This process's peak resident set (`VmHWM`).
 fn own_peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// The largest peak resident set of the children waited for (the llama-bench runs).
-fn children_peak_rss() -> Option<u64> {
-    use nix::sys::resource::{UsageWho, getrusage};
-    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).ok()?;
-    // Linux reports ru_maxrss in KiB.
-    u64::try_from(usage.max_rss()).ok().map(|kib| kib * 1024)
+    vm_hwm_kib(&status).map(|kib| kib * 1024)
 }
