@@ -3,7 +3,7 @@
 //! doubles when full, so appending a token costs O(1) copies instead of candle's
 //! `Tensor::cat` of the whole cache at every step.
 
-use candle_core::{Result, Tensor};
+use candle_core::{CpuStorage, Result, Storage, Tensor};
 
 const INITIAL_CAPACITY: usize = 256;
 
@@ -71,5 +71,33 @@ impl KvCache {
         values.slice_set(&v.contiguous()?, 2, self.len)?;
         self.len = needed;
         Ok((keys.narrow(2, 0, self.len)?, values.narrow(2, 0, self.len)?))
+    }
+
+    /// Runs `f` on the key and value buffers as f32 slices, `(n_kv_head, capacity, head_dim)`
+    /// each, with the capacity and the number of filled positions; `None` when they are not
+    /// contiguous f32 in memory (then the caller uses the views [`KvCache::append`] returned).
+    pub(crate) fn with_buffers<R>(
+        &self,
+        f: impl FnOnce(&[f32], &[f32], usize, usize) -> R,
+    ) -> Result<Option<R>> {
+        let (Some(keys), Some(values)) = (&self.keys, &self.values) else {
+            return Ok(None);
+        };
+        let capacity = keys.dim(2)?;
+        let (key_storage, key_layout) = keys.storage_and_layout();
+        let (value_storage, value_layout) = values.storage_and_layout();
+        let plain =
+            |layout: &candle_core::Layout| layout.is_contiguous() && layout.start_offset() == 0;
+        match (&*key_storage, &*value_storage) {
+            (Storage::Cpu(k), Storage::Cpu(v)) if plain(key_layout) && plain(value_layout) => {
+                match (k, v) {
+                    (CpuStorage::F32(k), CpuStorage::F32(v)) => {
+                        Ok(Some(f(k, v, capacity, self.len)))
+                    }
+                    _ => Ok(None),
+                }
+            }
+            _ => Ok(None),
+        }
     }
 }

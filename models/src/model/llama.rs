@@ -13,6 +13,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use super::Backbone;
+use super::decode_attention::{self, Geometry};
 use super::kv_cache::KvCache;
 use super::linear::Linear;
 use crate::Error;
@@ -303,6 +304,26 @@ fn attention(
         ),
     };
     let (k, v) = layer.cache.append(&k, &v)?;
+    if seq == 1 && mask.is_none() {
+        let q = q.flatten_all()?.to_vec1::<f32>()?;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let decoded = layer.cache.with_buffers(|keys, values, capacity, len| {
+            let mut out = vec![0.0f32; n_head * head_dim];
+            let geometry = Geometry {
+                n_head,
+                n_kv_head,
+                head_dim,
+                capacity,
+                len,
+            };
+            decode_attention::attend(&q, keys, values, geometry, scale, &mut out);
+            out
+        })?;
+        if let Some(y) = decoded {
+            let y = Tensor::from_vec(y, (b, seq, n_head * head_dim), x.device())?;
+            return attn.wo.forward(&y);
+        }
+    }
     let kv_len = k.dim(2)?;
     let group = n_head / n_kv_head;
     // (b, n_head, seq, d) → (b, n_kv_head, group * seq, d): the heads sharing one kv head.

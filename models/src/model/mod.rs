@@ -2,6 +2,7 @@
 //! [`llama`] (our own llama/qwen2/qwen3 implementation with a dense prefill path) and
 //! [`delegated`] (gemma3 and phi3 through candle-transformers).
 
+pub(crate) mod decode_attention;
 pub(crate) mod delegated;
 pub(crate) mod kernels;
 pub(crate) mod kv_cache;
