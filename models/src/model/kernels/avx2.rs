@@ -1,8 +1,11 @@
 //! The AVX2/FMA dot products of the 32-weight formats: the same operations as
 //! [`super::blocks::dot_row`] (and as ggml's `ggml_vec_dot_q4_0_q8_0`, `…_q4_1_q8_1`,
-//! `…_q5_0_q8_0`, `…_q5_1_q8_1`, `…_q8_0_q8_0` on AVX2), 32 weights per step, one row at a
-//! time as ggml does (interleaving four rows to overlap their accumulation chains measured no
-//! faster on the default model). The k-quants' are in `avx2_superblocks.rs`.
+//! `…_q5_0_q8_0`, `…_q5_1_q8_1`, `…_q8_0_q8_0` on AVX2), 32 weights per step. A batch of
+//! tokens (prefill) is multiplied in groups of four weight rows × two tokens: each weight block
+//! is unpacked once for both tokens and each activation block loaded once for the four rows,
+//! while every product keeps its own accumulators and order, so batching does not change a
+//! single bit of the results (llama.cpp's prefill runs the same per-product operations). The
+//! k-quants' are in `avx2_superblocks.rs`.
 //!
 //! The only unsafe code of the crate lives here and there: calling functions compiled for CPU
 //! features (checked at run time by [`Avx2::detect`]) and unaligned loads from block bytes
@@ -17,12 +20,12 @@ use std::arch::x86_64::{
     _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16,
     _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set_epi64x, _mm256_set_m128i, _mm256_set1_epi8,
     _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_sub_epi8,
+    _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_sub_epi8,
 };
 
 use super::activation::ActivationBlock;
 use super::blocks::BlockFormat;
-use super::format::Accumulation;
+use super::format::{Accumulation, Products};
 
 /// Proof that this CPU has what the kernels use (AVX2 integer SIMD, FMA, F16C conversions):
 /// only [`Avx2::detect`] makes one.
@@ -37,8 +40,40 @@ impl Avx2 {
         available.then_some(Self(()))
     }
 
-    /// One result per row of `row_bytes` bytes in `rows` (whole rows only), like
-    /// [`super::blocks::dot_rows`], with the same result bit for bit.
+    /// The product of every whole row of `row_bytes` bytes in `rows` with every token of
+    /// `activations` (the tokens one after another, `row_bytes / block_bytes` blocks each),
+    /// like [`super::blocks::dot_tile`] and with the same results bit for bit.
+    pub(crate) fn dot_tile(
+        self,
+        format: BlockFormat,
+        accumulation: Accumulation,
+        rows: &[u8],
+        row_bytes: usize,
+        activations: &[ActivationBlock],
+        out: &mut Products<'_>,
+    ) {
+        let tile = Tile {
+            accumulation,
+            rows,
+            row_bytes,
+            blocks: row_bytes / format.block_bytes(),
+            activations,
+        };
+        // SAFETY: `self` exists only when the CPU features were detected; `tile_of` reads the
+        // weights and activations only through slices it cut to whole blocks.
+        unsafe {
+            match format {
+                BlockFormat::Q4_0 => tile_of::<Q4_0>(&tile, out),
+                BlockFormat::Q4_1 => tile_of::<Q4_1>(&tile, out),
+                BlockFormat::Q5_0 => tile_of::<Q5_0>(&tile, out),
+                BlockFormat::Q5_1 => tile_of::<Q5_1>(&tile, out),
+                BlockFormat::Q8_0 => tile_of::<Q8_0>(&tile, out),
+            }
+        }
+    }
+
+    /// [`Avx2::dot_tile`] with one token: one result per row.
+    #[cfg(test)]
     pub(crate) fn dot_rows(
         self,
         format: BlockFormat,
@@ -48,29 +83,12 @@ impl Avx2 {
         activations: &[ActivationBlock],
         out: &mut [f32],
     ) {
-        let blocks = (row_bytes / format.block_bytes()).min(activations.len());
-        // SAFETY: `self` exists only when the CPU features were detected; every row of
-        // `chunks_exact(row_bytes)` holds `row_bytes >= blocks * block_bytes` bytes and
-        // `activations` at least `blocks` blocks, which is all the kernels read.
-        unsafe {
-            match format {
-                BlockFormat::Q4_0 => {
-                    rows_q4_0(accumulation, rows, row_bytes, blocks, activations, out)
-                }
-                BlockFormat::Q4_1 => {
-                    rows_q4_1(accumulation, rows, row_bytes, blocks, activations, out)
-                }
-                BlockFormat::Q5_0 => {
-                    rows_q5_0(accumulation, rows, row_bytes, blocks, activations, out)
-                }
-                BlockFormat::Q5_1 => {
-                    rows_q5_1(accumulation, rows, row_bytes, blocks, activations, out)
-                }
-                BlockFormat::Q8_0 => {
-                    rows_q8_0(accumulation, rows, row_bytes, blocks, activations, out)
-                }
-            }
-        }
+        let stride = out.len();
+        let out = &mut Products {
+            values: out,
+            stride,
+        };
+        self.dot_tile(format, accumulation, rows, row_bytes, activations, out);
     }
 }
 
@@ -80,179 +98,222 @@ const Q5_1: u8 = 2;
 const Q8_0: u8 = 3;
 const Q4_0: u8 = 4;
 
-/// [`dot_row`] over whole rows, compiled per format with the CPU features.
-///
-/// Safety: as [`dot_row`], for every row of `rows.chunks_exact(row_bytes)`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_of<const FORMAT: u8>(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    activations: &[ActivationBlock],
-    out: &mut [f32],
-) {
-    for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        // SAFETY: forwarded from the caller's contract.
-        *y = unsafe { dot_row::<FORMAT>(accumulation, row, blocks, activations) };
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q4_0(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    activations: &[ActivationBlock],
-    out: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q4_0>(accumulation, rows, row_bytes, blocks, activations, out) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q4_1(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    activations: &[ActivationBlock],
-    out: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q4_1>(accumulation, rows, row_bytes, blocks, activations, out) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q5_0(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    activations: &[ActivationBlock],
-    out: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q5_0>(accumulation, rows, row_bytes, blocks, activations, out) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q5_1(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    activations: &[ActivationBlock],
-    out: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q5_1>(accumulation, rows, row_bytes, blocks, activations, out) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q8_0(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    activations: &[ActivationBlock],
-    out: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q8_0>(accumulation, rows, row_bytes, blocks, activations, out) }
-}
-
-/// The dot product of the row at `row` (`blocks` blocks) with the activations.
-///
-/// Safety: the CPU has AVX2, FMA and F16C; `row.len() >= blocks * block_bytes` and
-/// `activations.len() >= blocks`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn dot_row<const FORMAT: u8>(
-    accumulation: Accumulation,
-    row: &[u8],
-    blocks: usize,
-    activations: &[ActivationBlock],
-) -> f32 {
-    let format = match FORMAT {
+const fn format_of(format: u8) -> BlockFormat {
+    match format {
         Q4_1 => BlockFormat::Q4_1,
         Q5_0 => BlockFormat::Q5_0,
         Q5_1 => BlockFormat::Q5_1,
         Q4_0 => BlockFormat::Q4_0,
         _ => BlockFormat::Q8_0,
-    };
-    let mut acc = _mm256_setzero_ps();
-    let mut total = 0.0f32;
-    let mut offsets = 0.0f32;
-    let mut block = row.as_ptr();
-    for a in &activations[..blocks] {
-        // SAFETY: an `ActivationBlock` starts with its 32 bytes of `qs`; `block` points at one
-        // of the row's first `blocks` blocks (the contract), so `weighted_sums` reads inside
-        // it, and after the last block the pointer is one past them and never read.
-        let (xy, d, m) = unsafe {
-            let qy = _mm256_loadu_si256(a.qs.as_ptr().cast());
-            let sums = weighted_sums::<FORMAT>(block, qy);
-            block = block.add(format.block_bytes());
-            sums
-        };
-        match accumulation {
-            Accumulation::Lanes => acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc),
-            // The lanes hold integers below 2^17: their f32 sum is the exact integer sum.
-            Accumulation::Rows => total = sum_lanes(xy).mul_add(d * a.d, total),
-        }
-        if format.has_min() {
-            offsets = m.mul_add(a.s, offsets);
-        }
-    }
-    let products = match accumulation {
-        Accumulation::Lanes => sum_lanes(acc),
-        Accumulation::Rows => total,
-    };
-    if format.has_min() {
-        products + offsets
-    } else {
-        products
     }
 }
 
-/// For the block at `block`: the eight lane sums of four weight×activation products (as f32),
-/// the block's scale `d` and its offset `m` (meaningless for Q4_0, Q5_0 and Q8_0).
+/// The operands of [`Avx2::dot_tile`].
+struct Tile<'a> {
+    accumulation: Accumulation,
+    rows: &'a [u8],
+    row_bytes: usize,
+    /// Blocks per row and per token.
+    blocks: usize,
+    activations: &'a [ActivationBlock],
+}
+
+/// Weight rows per group of the register-blocked kernel: each weight block unpacked once
+/// meets [`TOKENS`] tokens.
+const ROWS: usize = 4;
+/// Tokens per group: each activation block loaded once meets [`ROWS`] weight rows.
+const TOKENS: usize = 2;
+
+/// [`Avx2::dot_tile`] for one format, in either order.
+///
+/// Safety: the CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_of<const FORMAT: u8>(tile: &Tile<'_>, out: &mut Products<'_>) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        match tile.accumulation {
+            Accumulation::Lanes => tile_in::<FORMAT, true>(tile, out),
+            Accumulation::Rows => tile_in::<FORMAT, false>(tile, out),
+        }
+    }
+}
+
+/// [`Avx2::dot_tile`] for one format and order (`LANES`: [`Accumulation::Lanes`]): groups of
+/// [`ROWS`] weight rows × [`TOKENS`] tokens, and smaller groups for the remainders (one token
+/// alone, as in decoding, goes row by row). Every product keeps its own accumulators, so
+/// grouping changes which loads are shared, not the float operations of any one product.
+///
+/// Safety: the CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_in<const FORMAT: u8, const LANES: bool>(tile: &Tile<'_>, out: &mut Products<'_>) {
+    let (blocks, row_bytes) = (tile.blocks, tile.row_bytes);
+    if blocks == 0 || row_bytes == 0 {
+        return;
+    }
+    let block_bytes = format_of(FORMAT).block_bytes();
+    // Slicing checks that each row and token holds `blocks` whole blocks; the kernels then
+    // read them through raw pointers.
+    let row = |r: usize| tile.rows[r * row_bytes..][..blocks * block_bytes].as_ptr();
+    let token = |t: usize| tile.activations[t * blocks..][..blocks].as_ptr();
+    let row_count = tile.rows.len() / row_bytes;
+    let tokens = tile.activations.len() / blocks;
+    let mut r = 0;
+    // SAFETY (every call below): the CPU features are the caller's contract; the pointers
+    // come from the checked slices above.
+    unsafe {
+        if tokens >= TOKENS {
+            while r + ROWS <= row_count {
+                let group = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+                let mut t = 0;
+                while t + TOKENS <= tokens {
+                    let pair = [token(t), token(t + 1)];
+                    let sums = dot_group::<FORMAT, LANES, ROWS, TOKENS>(blocks, group, pair);
+                    store(out, r, t, sums);
+                    t += TOKENS;
+                }
+                if t < tokens {
+                    let sums = dot_group::<FORMAT, LANES, ROWS, 1>(blocks, group, [token(t)]);
+                    store(out, r, t, sums);
+                }
+                r += ROWS;
+            }
+        }
+        while r < row_count {
+            for t in 0..tokens {
+                let sums = dot_group::<FORMAT, LANES, 1, 1>(blocks, [row(r)], [token(t)]);
+                store(out, r, t, sums);
+            }
+            r += 1;
+        }
+    }
+}
+
+fn store<const R: usize, const T: usize>(
+    out: &mut Products<'_>,
+    row: usize,
+    token: usize,
+    sums: [[f32; T]; R],
+) {
+    for (r, row_sums) in sums.iter().enumerate() {
+        for (t, &sum) in row_sums.iter().enumerate() {
+            out.set(row + r, token + t, sum);
+        }
+    }
+}
+
+/// The dot products of `R` weight rows with `T` tokens, each in the operations of ggml's
+/// `ggml_vec_dot_*` (`LANES`) or of its repacked kernel ([`Accumulation::Rows`]): see the
+/// module docs of [`super::blocks`].
+///
+/// Safety: the CPU has AVX2, FMA and F16C; every row pointer points at `blocks` whole blocks
+/// of `FORMAT` and every token pointer at `blocks` activation blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_group<const FORMAT: u8, const LANES: bool, const R: usize, const T: usize>(
+    blocks: usize,
+    rows: [*const u8; R],
+    tokens: [*const ActivationBlock; T],
+) -> [[f32; T]; R] {
+    let format = format_of(FORMAT);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut total = [[0.0f32; T]; R];
+    let mut offsets = [[0.0f32; T]; R];
+    for b in 0..blocks {
+        let mut a: [&ActivationBlock; T] = [&ZERO_BLOCK; T];
+        let mut qy = [_mm256_setzero_si256(); T];
+        for t in 0..T {
+            // SAFETY: block `b` of the token is inside it (the contract); an
+            // `ActivationBlock` starts with its 32 bytes of `qs`.
+            unsafe {
+                a[t] = &*tokens[t].add(b);
+                qy[t] = _mm256_loadu_si256(a[t].qs.as_ptr().cast());
+            }
+        }
+        for r in 0..R {
+            // SAFETY: block `b` of the row is one whole block of `FORMAT` (the contract).
+            let (x, d, m) = unsafe { unpack::<FORMAT>(rows[r].add(b * format.block_bytes())) };
+            for t in 0..T {
+                let xy = products::<FORMAT>(x, qy[t]);
+                if LANES {
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t].d), xy, acc[r][t]);
+                } else {
+                    // The lanes hold integers below 2^17: their f32 sum is the exact integer
+                    // sum.
+                    total[r][t] = sum_lanes(xy).mul_add(d * a[t].d, total[r][t]);
+                }
+                if format.has_min() {
+                    offsets[r][t] = m.mul_add(a[t].s, offsets[r][t]);
+                }
+            }
+        }
+    }
+    let mut sums = [[0.0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            let products = if LANES {
+                sum_lanes(acc[r][t])
+            } else {
+                total[r][t]
+            };
+            sums[r][t] = if format.has_min() {
+                products + offsets[r][t]
+            } else {
+                products
+            };
+        }
+    }
+    sums
+}
+
+/// A placeholder for [`dot_group`]'s per-block references before they are set.
+static ZERO_BLOCK: ActivationBlock = ActivationBlock {
+    qs: [0; 32],
+    d: 0.0,
+    s: 0.0,
+};
+
+/// The weights of the block at `block`, ready for [`products`] (unsigned for Q4_1 and Q5_1,
+/// signed for the others), its scale `d` and its offset `m` (meaningless for Q4_0, Q5_0 and
+/// Q8_0).
 ///
 /// Safety: AVX2/FMA/F16C available; `block` points at one whole block of `FORMAT`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn weighted_sums<const FORMAT: u8>(block: *const u8, qy: __m256i) -> (__m256, f32, f32) {
+unsafe fn unpack<const FORMAT: u8>(block: *const u8) -> (__m256i, f32, f32) {
     // SAFETY: every block is at least 18 bytes; the offsets read below are inside it.
     unsafe {
         // d and the next f16 (m, or high bits or nibbles for Q5_0 and Q4_0) converted at once.
         let scales = _mm_cvtph_ps(_mm_cvtsi32_si128(block.cast::<i32>().read_unaligned()));
         let d = _mm_cvtss_f32(scales);
         let m = _mm_cvtss_f32(_mm_movehdup_ps(scales));
-        let xy = match FORMAT {
-            Q4_0 => {
-                // Weights q - 8, signed: |x| * sign(y, x) keeps maddubs' unsigned×signed form.
-                let qx = _mm256_sub_epi8(nibbles(block.add(2)), _mm256_set1_epi8(8));
-                unsigned_products(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx))
-            }
-            Q4_1 => unsigned_products(nibbles(block.add(4)), qy),
+        let x = match FORMAT {
+            // Weights q - 8.
+            Q4_0 => _mm256_sub_epi8(nibbles(block.add(2)), _mm256_set1_epi8(8)),
+            Q4_1 => nibbles(block.add(4)),
             Q5_0 => {
                 // Weights q - 16: a clear fifth bit makes the byte negative (0xF0 | nibble).
                 let high = _mm256_andnot_si256(bits(block.add(2)), _mm256_set1_epi8(0xF0_u8 as i8));
-                let qx = _mm256_or_si256(nibbles(block.add(6)), high);
-                // |x| * sign(y, x) keeps maddubs' unsigned×signed form.
-                unsigned_products(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx))
+                _mm256_or_si256(nibbles(block.add(6)), high)
             }
             Q5_1 => {
                 let high = _mm256_and_si256(bits(block.add(4)), _mm256_set1_epi8(0x10));
-                unsigned_products(_mm256_or_si256(nibbles(block.add(8)), high), qy)
+                _mm256_or_si256(nibbles(block.add(8)), high)
             }
-            _ => {
-                let qx = _mm256_loadu_si256(block.add(2).cast());
-                unsigned_products(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx))
-            }
+            _ => _mm256_loadu_si256(block.add(2).cast()),
         };
-        (xy, d, m)
+        (x, d, m)
+    }
+}
+
+/// The eight lane sums of four weight×activation products (as f32) of unpacked weights `x`
+/// and activations `y`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn products<const FORMAT: u8>(x: __m256i, y: __m256i) -> __m256 {
+    match FORMAT {
+        Q4_1 | Q5_1 => unsigned_products(x, y),
+        // Signed weights: |x| * sign(y, x) keeps maddubs' unsigned×signed form.
+        _ => unsigned_products(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x)),
     }
 }
 
