@@ -4,8 +4,10 @@
 //! tokens (prefill) is multiplied in groups of four weight rows × two tokens: each weight block
 //! is unpacked once for both tokens and each activation block loaded once for the four rows,
 //! while every product keeps its own accumulators and order, so batching does not change a
-//! single bit of the results (llama.cpp's prefill runs the same per-product operations). The
-//! k-quants' are in `avx2_superblocks.rs`.
+//! single bit of the results (llama.cpp's prefill runs the same per-product operations). On a
+//! CPU with AVX-VNNI the four-product integer sums take one `vpdpbusd` instead of
+//! `vpmaddubsw` + `vpmaddwd` (exact integers either way, as in ggml's AVX-VNNI build): ~8%
+//! faster prefill on the default model. The k-quants' are in `avx2_superblocks.rs`.
 //!
 //! The only unsafe code of the crate lives here and there: calling functions compiled for CPU
 //! features (checked at run time by [`Avx2::detect`]) and unaligned loads from block bytes
@@ -17,12 +19,12 @@ use std::arch::x86_64::{
     __m256, __m256i, _mm_add_ps, _mm_add_ss, _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32,
     _mm_loadu_si128, _mm_movehdup_ps, _mm_movehl_ps, _mm_setr_epi32, _mm_srli_epi16,
     _mm256_and_si256, _mm256_andnot_si256, _mm256_castps256_ps128, _mm256_cmpeq_epi8,
-    _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_extractf128_ps, _mm256_fmadd_ps,
-    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_movehdup_ps,
-    _mm256_moveldup_ps, _mm256_mul_ps, _mm256_or_si256, _mm256_set_epi64x, _mm256_set_m128i,
-    _mm256_set1_epi8, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps,
-    _mm256_setr_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_sign_epi8,
-    _mm256_storeu_ps, _mm256_sub_epi8,
+    _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_extractf128_ps,
+    _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
+    _mm256_movehdup_ps, _mm256_moveldup_ps, _mm256_mul_ps, _mm256_or_si256, _mm256_set_epi64x,
+    _mm256_set_m128i, _mm256_set1_epi8, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x,
+    _mm256_set1_ps, _mm256_setr_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8,
+    _mm256_sign_epi8, _mm256_storeu_ps, _mm256_sub_epi8,
 };
 
 use super::activation::ActivationBlock;
@@ -32,14 +34,28 @@ use super::format::{Accumulation, Products};
 /// Proof that this CPU has what the kernels use (AVX2 integer SIMD, FMA, F16C conversions):
 /// only [`Avx2::detect`] makes one.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Avx2(());
+pub(crate) struct Avx2 {
+    /// The CPU also has AVX-VNNI (`vpdpbusd` on 256-bit vectors): one instruction for the
+    /// four-product integer sums that otherwise take two.
+    vnni: bool,
+}
 
 impl Avx2 {
     pub(crate) fn detect() -> Option<Self> {
         let available = is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c");
-        available.then_some(Self(()))
+        available.then_some(Self {
+            vnni: is_x86_feature_detected!("avxvnni"),
+        })
+    }
+
+    /// This CPU's kernels and, where it has AVX-VNNI, the plain AVX2 ones too (tests run
+    /// both).
+    #[cfg(test)]
+    pub(crate) fn variants(self) -> impl Iterator<Item = Self> {
+        let plain = self.vnni.then_some(Self { vnni: false });
+        std::iter::once(self).chain(plain)
     }
 
     /// The product of every whole row of `row_bytes` bytes in `rows` with every token of
@@ -55,6 +71,7 @@ impl Avx2 {
         out: &mut Products<'_>,
     ) {
         let tile = Tile {
+            vnni: self.vnni,
             accumulation,
             rows,
             row_bytes,
@@ -112,6 +129,7 @@ const fn format_of(format: u8) -> BlockFormat {
 
 /// The operands of [`Avx2::dot_tile`].
 struct Tile<'a> {
+    vnni: bool,
     accumulation: Accumulation,
     rows: &'a [u8],
     row_bytes: usize,
@@ -126,18 +144,38 @@ const ROWS: usize = 4;
 /// Tokens per group: each activation block loaded once meets [`ROWS`] weight rows.
 const TOKENS: usize = 2;
 
-/// [`Avx2::dot_tile`] for one format, in either order.
+/// [`Avx2::dot_tile`] for one format, in either order, with AVX-VNNI when the CPU has it.
 ///
 /// Safety: the CPU has AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_of<const FORMAT: u8>(tile: &Tile<'_>, out: &mut Products<'_>) {
-    // SAFETY: forwarded from the caller's contract.
+    // SAFETY: forwarded from the caller's contract; `tile.vnni` comes from detection.
     unsafe {
-        match tile.accumulation {
-            Accumulation::Lanes => tile_in::<FORMAT, true>(tile, out),
-            Accumulation::Rows => tile_in::<FORMAT, false>(tile, out),
+        match (tile.accumulation, tile.vnni) {
+            (Accumulation::Lanes, false) => tile_avx2::<FORMAT, true>(tile, out),
+            (Accumulation::Rows, false) => tile_avx2::<FORMAT, false>(tile, out),
+            (Accumulation::Lanes, true) => tile_vnni::<FORMAT, true>(tile, out),
+            (Accumulation::Rows, true) => tile_vnni::<FORMAT, false>(tile, out),
         }
     }
+}
+
+/// [`tile_body`] compiled for AVX2.
+///
+/// Safety: the CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_avx2<const FORMAT: u8, const LANES: bool>(tile: &Tile<'_>, out: &mut Products<'_>) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { tile_body::<FORMAT, LANES, false>(tile, out) }
+}
+
+/// [`tile_body`] compiled for AVX2 with AVX-VNNI.
+///
+/// Safety: the CPU has AVX2, FMA, F16C and AVX-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn tile_vnni<const FORMAT: u8, const LANES: bool>(tile: &Tile<'_>, out: &mut Products<'_>) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { tile_body::<FORMAT, LANES, true>(tile, out) }
 }
 
 /// [`Avx2::dot_tile`] for one format and order (`LANES`: [`Accumulation::Lanes`]): groups of
@@ -145,9 +183,16 @@ unsafe fn tile_of<const FORMAT: u8>(tile: &Tile<'_>, out: &mut Products<'_>) {
 /// alone, as in decoding, goes row by row). Every product keeps its own accumulators, so
 /// grouping changes which loads are shared, not the float operations of any one product.
 ///
-/// Safety: the CPU has AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_in<const FORMAT: u8, const LANES: bool>(tile: &Tile<'_>, out: &mut Products<'_>) {
+/// This and the functions it calls are always inlined into [`tile_avx2`] or [`tile_vnni`],
+/// whose CPU features they take (a function cannot be generic over its features); `VNNI`
+/// picks the four-product sums of [`unsigned_products_vnni`].
+///
+/// Safety: the CPU has AVX2, FMA and F16C, and AVX-VNNI if `VNNI`.
+#[inline(always)]
+unsafe fn tile_body<const FORMAT: u8, const LANES: bool, const VNNI: bool>(
+    tile: &Tile<'_>,
+    out: &mut Products<'_>,
+) {
     let (blocks, row_bytes) = (tile.blocks, tile.row_bytes);
     if blocks == 0 || row_bytes == 0 {
         return;
@@ -169,12 +214,12 @@ unsafe fn tile_in<const FORMAT: u8, const LANES: bool>(tile: &Tile<'_>, out: &mu
                 let mut t = 0;
                 while t + TOKENS <= tokens {
                     let pair = [token(t), token(t + 1)];
-                    let sums = dot_4x2::<FORMAT, LANES>(blocks, group, pair);
+                    let sums = dot_4x2::<FORMAT, LANES, VNNI>(blocks, group, pair);
                     store(out, r, t, sums);
                     t += TOKENS;
                 }
                 if t < tokens {
-                    let sums = dot_group::<FORMAT, LANES, ROWS, 1>(blocks, group, [token(t)]);
+                    let sums = dot_group::<FORMAT, LANES, VNNI, ROWS, 1>(blocks, group, [token(t)]);
                     store(out, r, t, sums);
                 }
                 r += ROWS;
@@ -182,7 +227,7 @@ unsafe fn tile_in<const FORMAT: u8, const LANES: bool>(tile: &Tile<'_>, out: &mu
         }
         while r < row_count {
             for t in 0..tokens {
-                let sums = dot_group::<FORMAT, LANES, 1, 1>(blocks, [row(r)], [token(t)]);
+                let sums = dot_group::<FORMAT, LANES, VNNI, 1, 1>(blocks, [row(r)], [token(t)]);
                 store(out, r, t, sums);
             }
             r += 1;
@@ -190,6 +235,7 @@ unsafe fn tile_in<const FORMAT: u8, const LANES: bool>(tile: &Tile<'_>, out: &mu
     }
 }
 
+#[inline(always)]
 fn store<const R: usize, const T: usize>(
     out: &mut Products<'_>,
     row: usize,
@@ -207,64 +253,68 @@ fn store<const R: usize, const T: usize>(
 /// `ggml_vec_dot_*` (`LANES`) or of its repacked kernel ([`Accumulation::Rows`]): see the
 /// module docs of [`super::blocks`].
 ///
-/// Safety: the CPU has AVX2, FMA and F16C; every row pointer points at `blocks` whole blocks
-/// of `FORMAT` and every token pointer at `blocks` activation blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn dot_group<const FORMAT: u8, const LANES: bool, const R: usize, const T: usize>(
+/// Safety: the CPU features of [`tile_body`]; every row pointer points at `blocks` whole
+/// blocks of `FORMAT` and every token pointer at `blocks` activation blocks.
+#[inline(always)]
+unsafe fn dot_group<
+    const FORMAT: u8,
+    const LANES: bool,
+    const VNNI: bool,
+    const R: usize,
+    const T: usize,
+>(
     blocks: usize,
     rows: [*const u8; R],
     tokens: [*const ActivationBlock; T],
 ) -> [[f32; T]; R] {
-    let format = format_of(FORMAT);
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    let mut total = [[0.0f32; T]; R];
-    let mut offsets = [[0.0f32; T]; R];
-    for b in 0..blocks {
-        let mut a: [&ActivationBlock; T] = [&ZERO_BLOCK; T];
-        let mut qy = [_mm256_setzero_si256(); T];
-        for t in 0..T {
-            // SAFETY: block `b` of the token is inside it (the contract); an
-            // `ActivationBlock` starts with its 32 bytes of `qs`.
-            unsafe {
+    // SAFETY: the intrinsics need only the caller's CPU features; the reads stay inside the
+    // blocks the contract names (an `ActivationBlock` starts with its 32 bytes of `qs`).
+    unsafe {
+        let format = format_of(FORMAT);
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        let mut total = [[0.0f32; T]; R];
+        let mut offsets = [[0.0f32; T]; R];
+        for b in 0..blocks {
+            let mut a: [&ActivationBlock; T] = [&ZERO_BLOCK; T];
+            let mut qy = [_mm256_setzero_si256(); T];
+            for t in 0..T {
                 a[t] = &*tokens[t].add(b);
                 qy[t] = _mm256_loadu_si256(a[t].qs.as_ptr().cast());
             }
-        }
-        for r in 0..R {
-            // SAFETY: block `b` of the row is one whole block of `FORMAT` (the contract).
-            let (x, d, m) = unsafe { unpack::<FORMAT>(rows[r].add(b * format.block_bytes())) };
-            for t in 0..T {
-                let xy = products::<FORMAT>(x, qy[t]);
-                if LANES {
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t].d), xy, acc[r][t]);
-                } else {
-                    // The lanes hold integers below 2^17: their f32 sum is the exact integer
-                    // sum.
-                    total[r][t] = sum_lanes(xy).mul_add(d * a[t].d, total[r][t]);
-                }
-                if format.has_min() {
-                    offsets[r][t] = m.mul_add(a[t].s, offsets[r][t]);
+            for r in 0..R {
+                let (x, d, m) = unpack::<FORMAT>(rows[r].add(b * format.block_bytes()));
+                for t in 0..T {
+                    let xy = products::<FORMAT, VNNI>(x, qy[t]);
+                    if LANES {
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t].d), xy, acc[r][t]);
+                    } else {
+                        // The lanes hold integers below 2^17: their f32 sum is the exact
+                        // integer sum.
+                        total[r][t] = sum_lanes(xy).mul_add(d * a[t].d, total[r][t]);
+                    }
+                    if format.has_min() {
+                        offsets[r][t] = m.mul_add(a[t].s, offsets[r][t]);
+                    }
                 }
             }
         }
-    }
-    let mut sums = [[0.0f32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            let products = if LANES {
-                sum_lanes(acc[r][t])
-            } else {
-                total[r][t]
-            };
-            sums[r][t] = if format.has_min() {
-                products + offsets[r][t]
-            } else {
-                products
-            };
+        let mut sums = [[0.0f32; T]; R];
+        for r in 0..R {
+            for t in 0..T {
+                let products = if LANES {
+                    sum_lanes(acc[r][t])
+                } else {
+                    total[r][t]
+                };
+                sums[r][t] = if format.has_min() {
+                    products + offsets[r][t]
+                } else {
+                    products
+                };
+            }
         }
+        sums
     }
-    sums
 }
 
 /// [`dot_group`] for [`ROWS`] × [`TOKENS`] = 4 × 2, with the per-block scalar work done for
@@ -274,90 +324,79 @@ unsafe fn dot_group<const FORMAT: u8, const LANES: bool, const R: usize, const T
 /// [`dot_group`] on the same values, so the results are the same bit for bit.
 ///
 /// Safety: as [`dot_group`].
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn dot_4x2<const FORMAT: u8, const LANES: bool>(
+#[inline(always)]
+unsafe fn dot_4x2<const FORMAT: u8, const LANES: bool, const VNNI: bool>(
     blocks: usize,
     rows: [*const u8; ROWS],
     tokens: [*const ActivationBlock; TOKENS],
 ) -> [[f32; TOKENS]; ROWS] {
-    let format = format_of(FORMAT);
-    let mut acc = [[_mm256_setzero_ps(); TOKENS]; ROWS];
-    let mut total = [[0.0f32; TOKENS]; ROWS];
-    let mut offsets = _mm256_setzero_ps();
-    for b in 0..blocks {
-        // SAFETY: block `b` of each token and row is inside it (the contract); an
-        // `ActivationBlock` starts with its 32 bytes of `qs`, every weight block with an f16
-        // scale and at least two more bytes.
-        let (a, qy, block, headers) = unsafe {
+    // SAFETY: the intrinsics need only the caller's CPU features; the reads stay inside the
+    // blocks the contract names (an `ActivationBlock` starts with its 32 bytes of `qs`, every
+    // weight block with an f16 scale and at least two more bytes).
+    unsafe {
+        let format = format_of(FORMAT);
+        let mut acc = [[_mm256_setzero_ps(); TOKENS]; ROWS];
+        let mut total = [[0.0f32; TOKENS]; ROWS];
+        let mut offsets = _mm256_setzero_ps();
+        for b in 0..blocks {
             let a = [&*tokens[0].add(b), &*tokens[1].add(b)];
             let qy = [
                 _mm256_loadu_si256(a[0].qs.as_ptr().cast()),
                 _mm256_loadu_si256(a[1].qs.as_ptr().cast()),
             ];
-            let block = [
-                rows[0].add(b * format.block_bytes()),
-                rows[1].add(b * format.block_bytes()),
-                rows[2].add(b * format.block_bytes()),
-                rows[3].add(b * format.block_bytes()),
-            ];
+            let block: [*const u8; ROWS] =
+                std::array::from_fn(|r| rows[r].add(b * format.block_bytes()));
             let header = |r: usize| block[r].cast::<i32>().read_unaligned();
             // d0 m0 d1 m1 d2 m2 d3 m3 (m meaningless for the formats without an offset).
             let headers =
                 _mm256_cvtph_ps(_mm_setr_epi32(header(0), header(1), header(2), header(3)));
-            (a, qy, block, headers)
-        };
-        // Lane 2r + t: row r with token t.
-        let token_d = _mm256_setr_ps(
-            a[0].d, a[1].d, a[0].d, a[1].d, a[0].d, a[1].d, a[0].d, a[1].d,
-        );
-        let mut scales = [0.0f32; ROWS * TOKENS];
-        // SAFETY: `scales` holds eight f32.
-        unsafe {
+            // Lane 2r + t: row r with token t.
+            let token_d = _mm256_setr_ps(
+                a[0].d, a[1].d, a[0].d, a[1].d, a[0].d, a[1].d, a[0].d, a[1].d,
+            );
+            let mut scales = [0.0f32; ROWS * TOKENS];
             _mm256_storeu_ps(
                 scales.as_mut_ptr(),
                 _mm256_mul_ps(_mm256_moveldup_ps(headers), token_d),
             );
-        }
-        if format.has_min() {
-            let token_s = _mm256_setr_ps(
-                a[0].s, a[1].s, a[0].s, a[1].s, a[0].s, a[1].s, a[0].s, a[1].s,
-            );
-            offsets = _mm256_fmadd_ps(_mm256_movehdup_ps(headers), token_s, offsets);
-        }
-        for r in 0..ROWS {
-            // SAFETY: `block[r]` is one whole block of `FORMAT` (the contract).
-            let x = unsafe { weights::<FORMAT>(block[r]) };
-            for t in 0..TOKENS {
-                let xy = products::<FORMAT>(x, qy[t]);
-                let scale = scales[TOKENS * r + t];
-                if LANES {
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(scale), xy, acc[r][t]);
-                } else {
-                    total[r][t] = sum_lanes(xy).mul_add(scale, total[r][t]);
+            if format.has_min() {
+                let token_s = _mm256_setr_ps(
+                    a[0].s, a[1].s, a[0].s, a[1].s, a[0].s, a[1].s, a[0].s, a[1].s,
+                );
+                offsets = _mm256_fmadd_ps(_mm256_movehdup_ps(headers), token_s, offsets);
+            }
+            for r in 0..ROWS {
+                let x = weights::<FORMAT>(block[r]);
+                for t in 0..TOKENS {
+                    let xy = products::<FORMAT, VNNI>(x, qy[t]);
+                    let scale = scales[TOKENS * r + t];
+                    if LANES {
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(scale), xy, acc[r][t]);
+                    } else {
+                        total[r][t] = sum_lanes(xy).mul_add(scale, total[r][t]);
+                    }
                 }
             }
         }
-    }
-    let mut offset = [0.0f32; ROWS * TOKENS];
-    // SAFETY: `offset` holds eight f32.
-    unsafe { _mm256_storeu_ps(offset.as_mut_ptr(), offsets) };
-    let mut sums = [[0.0f32; TOKENS]; ROWS];
-    for r in 0..ROWS {
-        for t in 0..TOKENS {
-            let products = if LANES {
-                sum_lanes(acc[r][t])
-            } else {
-                total[r][t]
-            };
-            sums[r][t] = if format.has_min() {
-                products + offset[TOKENS * r + t]
-            } else {
-                products
-            };
+        let mut offset = [0.0f32; ROWS * TOKENS];
+        _mm256_storeu_ps(offset.as_mut_ptr(), offsets);
+        let mut sums = [[0.0f32; TOKENS]; ROWS];
+        for r in 0..ROWS {
+            for t in 0..TOKENS {
+                let products = if LANES {
+                    sum_lanes(acc[r][t])
+                } else {
+                    total[r][t]
+                };
+                sums[r][t] = if format.has_min() {
+                    products + offset[TOKENS * r + t]
+                } else {
+                    products
+                };
+            }
         }
+        sums
     }
-    sums
 }
 
 /// A placeholder for [`dot_group`]'s per-block references before they are set.
@@ -435,13 +474,22 @@ unsafe fn weights<const FORMAT: u8>(block: *const u8) -> Weights {
 
 /// The eight lane sums of four weight×activation products (as f32) of weights `x` and
 /// activations `y`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn products<const FORMAT: u8>(x: Weights, y: __m256i) -> __m256 {
-    match FORMAT {
-        Q4_1 | Q5_1 => unsigned_products(x.magnitudes, y),
-        // Signed weights: |x| * sign(y, x) keeps maddubs' unsigned×signed form.
-        _ => unsigned_products(x.magnitudes, _mm256_sign_epi8(y, x.signs)),
+///
+/// Safety: the CPU features of [`tile_body`].
+#[inline(always)]
+unsafe fn products<const FORMAT: u8, const VNNI: bool>(x: Weights, y: __m256i) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let y = match FORMAT {
+            Q4_1 | Q5_1 => y,
+            // Signed weights: |x| * sign(y, x) keeps the unsigned×signed form.
+            _ => _mm256_sign_epi8(y, x.signs),
+        };
+        if VNNI {
+            unsigned_products_vnni(x.magnitudes, y)
+        } else {
+            unsigned_products(x.magnitudes, y)
+        }
     }
 }
 
@@ -489,6 +537,14 @@ unsafe fn bits(at: *const u8) -> __m256i {
 fn unsigned_products(x: __m256i, y: __m256i) -> __m256 {
     let pairs = _mm256_maddubs_epi16(x, y);
     _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+}
+
+/// [`unsigned_products`] in one AVX-VNNI instruction: the same exact integer sums (maddubs
+/// never saturates here, see there), so the same f32 lanes.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+#[inline]
+fn unsigned_products_vnni(x: __m256i, y: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y))
 }
 
 /// ggml's `hsum_float_8` (see [`super::blocks::sum_lanes`]).

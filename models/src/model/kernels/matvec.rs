@@ -361,30 +361,43 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_and_portable_agree_bit_for_bit() {
-        let Some(avx2) = crate::model::kernels::avx2::Avx2::detect() else {
+        let Some(detected) = crate::model::kernels::avx2::Avx2::detect() else {
             eprintln!("SKIPPED: this CPU has no AVX2/FMA/F16C");
             return;
         };
-        for columns in [32, 64, 160, 576, 1536] {
-            for format in FORMATS {
-                // 1 to 9 rows: groups of four and every remainder.
-                for rows in 1..=9 {
-                    let bytes = quantize_weights(format, &values(rows * columns, rows as u64));
-                    let mut activations = Vec::new();
-                    activation::quantize_row(&values(columns, columns as u64), &mut activations);
-                    let row_bytes = columns / BLOCK * format.block_bytes();
-                    for order in [Accumulation::Lanes, Accumulation::Rows] {
-                        let mut portable = vec![0.0; rows];
-                        let mut simd = vec![0.0; rows];
-                        let a = &activations;
-                        blocks::dot_rows(format, order, &bytes, row_bytes, a, &mut portable);
-                        avx2.dot_rows(format, order, &bytes, row_bytes, a, &mut simd);
-                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                        assert_eq!(
-                            bits(&portable),
-                            bits(&simd),
-                            "{format:?} {order:?} {columns}x{rows}"
-                        );
+        for avx2 in detected.variants() {
+            for columns in [32, 64, 160, 576, 1536] {
+                for format in FORMATS {
+                    // 1 to 9 rows and 1 to 3 tokens: the groups and every remainder.
+                    for (rows, tokens) in (1..=9).flat_map(|r| (1..=3).map(move |t| (r, t))) {
+                        let seed = (rows * 10 + tokens) as u64;
+                        let bytes = quantize_weights(format, &values(rows * columns, seed));
+                        let mut activations = Vec::new();
+                        let x = values(tokens * columns, columns as u64);
+                        activation::quantize_row(&x, &mut activations);
+                        let row_bytes = columns / BLOCK * format.block_bytes();
+                        for order in [Accumulation::Lanes, Accumulation::Rows] {
+                            let mut portable = vec![0.0; rows * tokens];
+                            let mut simd = vec![0.0; rows * tokens];
+                            let a = &activations;
+                            let mut out = Products {
+                                values: &mut portable,
+                                stride: rows,
+                            };
+                            blocks::dot_tile(format, order, &bytes, row_bytes, a, &mut out);
+                            let mut out = Products {
+                                values: &mut simd,
+                                stride: rows,
+                            };
+                            avx2.dot_tile(format, order, &bytes, row_bytes, a, &mut out);
+                            let bits =
+                                |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                            assert_eq!(
+                                bits(&portable),
+                                bits(&simd),
+                                "{avx2:?} {format:?} {order:?} {columns}x{rows}, {tokens} tokens"
+                            );
+                        }
                     }
                 }
             }
@@ -454,7 +467,11 @@ mod tests {
             x[100] = 3.0e4;
             let mut activations = Vec::new();
             activation::quantize_row(&x, &mut activations);
-            for order in [Accumulation::Lanes, Accumulation::Rows] {
+            let orders = [Accumulation::Lanes, Accumulation::Rows];
+            for (order, avx2) in orders
+                .into_iter()
+                .flat_map(|o| avx2.variants().map(move |v| (o, v)))
+            {
                 let mut portable = vec![0.0; rows];
                 let mut simd = vec![0.0; rows];
                 let a = &activations;
