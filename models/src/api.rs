@@ -149,30 +149,16 @@ pub struct ModelIdentity {
 }
 
 /// How to load a model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Threads for prompt processing (`None`: one per core). Decoding uses candle's
-    /// process-wide pool, sized by `CANDLE_NUM_THREADS`; see [`crate::threads`].
+    /// Threads of the model's pool (`None`: one per core). Decoding the formats without a
+    /// Cairn kernel uses candle's process-wide pool, sized by `CANDLE_NUM_THREADS`; see
+    /// [`crate::threads`].
     pub threads: Option<usize>,
     /// Use a smaller context window than the model's (tests, memory).
     pub context_length: Option<usize>,
-    /// Keep f32 copies of the weights for fast prompt processing when they fit in this
-    /// many bytes (4 bytes per weight; 425 MiB for the default 135M model). Larger models
-    /// dequantize one matrix at a time during prefill instead.
-    pub dense_prefill_budget_bytes: usize,
     /// Compute the file's SHA-256 for [`ModelIdentity::sha256`] (~0.3 s per 100 MB).
     pub hash_file: bool,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self {
-            threads: None,
-            context_length: None,
-            dense_prefill_budget_bytes: 2 << 30,
-            hash_file: false,
-        }
-    }
 }
 
 /// Progress of [`crate::LocalModel::load`], for a progress bar.

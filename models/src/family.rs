@@ -9,7 +9,7 @@ use crate::model::llama::{LlamaVariant, RopeStyle};
 /// How a family's weights are run.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum BackboneKind {
-    /// Cairn's own llama-style decoder with dense prefill.
+    /// Cairn's own llama-style decoder on Cairn's quantized kernels.
     Llama(LlamaVariant),
     /// A candle-transformers model.
     Delegated(DelegatedKind),

@@ -93,14 +93,6 @@ impl GgufFile {
         self.content.tensor_infos.contains_key(name)
     }
 
-    /// Number of elements of a tensor, from the tensor table (no data read).
-    pub(crate) fn tensor_elements(&self, name: &str) -> Option<usize> {
-        self.content
-            .tensor_infos
-            .get(name)
-            .map(|info| info.shape.elem_count())
-    }
-
     /// First dimension (rows) of a 2-D tensor, from the tensor table.
     pub(crate) fn tensor_rows(&self, name: &str) -> Option<usize> {
         self.content

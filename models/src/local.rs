@@ -102,7 +102,6 @@ impl LocalModel {
                     architecture: &architecture,
                     variant,
                     context_length,
-                    dense_budget_bytes: options.dense_prefill_budget_bytes,
                 };
                 let model = Llama::load(&mut gguf, &load, &mut on_layer)?;
                 Box::new(model)

@@ -1,12 +1,11 @@
 //! Inference threads. candle's CPU work runs on two kinds of threads:
 //!
-//! - Dense matrix products (our f32 prefill path, attention) use `gemm` with rayon
-//!   parallelism and run on the *current* rayon pool. Cairn runs every forward pass inside
-//!   the model's own [`rayon::ThreadPool`] (`pool.install`), sized by
-//!   [`crate::LoadOptions::threads`], so prefill uses exactly that many threads and never
-//!   competes with the engine's own rayon work. Decoding Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
-//!   Q5_K and Q6_K weights (the default model, and the usual k-quant mixes) goes through
-//!   Cairn's own kernels (`model::kernels`), which split the rows over the same pool.
+//! - Cairn's own kernels (`model::kernels`: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and
+//!   Q6_K weights — the default model, and the usual k-quant mixes — in prefill and decoding)
+//!   and candle's dense products (attention) run on the *current* rayon pool. Cairn runs every
+//!   forward pass inside the model's own [`rayon::ThreadPool`] (`pool.install`), sized by
+//!   [`crate::LoadOptions::threads`], so they use exactly that many threads and never compete
+//!   with the engine's own rayon work.
 //! - Quantized matrix-vector products in the other formats (Q2_K, Q3_K, f16) run on candle's
 //!   process-wide "barrier pool", created on first use with `CANDLE_NUM_THREADS` threads (else
 //!   `RAYON_NUM_THREADS`, else the number of physical cores). It cannot be resized afterwards,

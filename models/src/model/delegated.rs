@@ -1,5 +1,5 @@
-//! Families run by candle-transformers' own quantized models (gemma3, phi3): no dense
-//! prefill path, but the same [`Backbone`] interface. Both reset their KV cache when called at
+//! Families run by candle-transformers' own quantized models (gemma3, phi3): candle's
+//! quantized matmuls rather than Cairn's kernels, but the same [`Backbone`] interface. Both reset their KV cache when called at
 //! position 0, which is how every generation starts.
 
 use candle_core::{DType, Device, Tensor};

@@ -1,8 +1,8 @@
 //! Llama-style decoder (llama, qwen2, qwen3 GGUF architectures), shaped like
-//! candle-transformers' `quantized_llama.rs` but owned by Cairn so that prefill and decode can
-//! take different paths (see [`super::linear`]): prefill multiplies by f32 weights with dense
-//! gemm, decoding multiplies by the quantized weights. Variant differences (RoPE layout, q/k/v
-//! bias, q/k norm) are data in [`LlamaVariant`], chosen by the family table.
+//! candle-transformers' `quantized_llama.rs` but owned by Cairn so that its matrices multiply
+//! through Cairn's quantized kernels with llama.cpp's arithmetic (see [`super::linear`]).
+//! Variant differences (RoPE layout, q/k/v bias, q/k norm) are data in [`LlamaVariant`], chosen
+//! by the family table.
 //!
 //! Grouped-query attention reshapes the query heads that share a key/value head into one
 //! matrix instead of copying the keys and values per head (`repeat_kv`).
@@ -42,8 +42,6 @@ pub(crate) struct LlamaLoad<'a> {
     pub architecture: &'a str,
     pub variant: LlamaVariant,
     pub context_length: usize,
-    /// Keep f32 copies of the weights for prefill when they fit in this many bytes.
-    pub dense_budget_bytes: usize,
 }
 
 struct Attention {
@@ -88,16 +86,6 @@ pub(crate) struct Llama {
     device: Device,
 }
 
-const WEIGHT_SUFFIXES: &[&str] = &[
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_output",
-    "ffn_gate",
-    "ffn_up",
-    "ffn_down",
-];
-
 impl Llama {
     pub(crate) fn load(
         gguf: &mut GgufFile,
@@ -140,26 +128,6 @@ impl Llama {
             .unwrap_or(10_000.0);
         let device = Device::Cpu;
 
-        // Decide once whether the f32 prefill copies fit the budget.
-        let mut dense_bytes = 0usize;
-        for layer in 0..n_layer {
-            for suffix in WEIGHT_SUFFIXES {
-                let name = format!("blk.{layer}.{suffix}.weight");
-                dense_bytes += gguf.tensor_elements(&name).unwrap_or(0) * 4;
-            }
-        }
-        let resident = dense_bytes <= options.dense_budget_bytes;
-        tracing::info!(
-            dense_mib = dense_bytes / (1 << 20),
-            resident,
-            "prefill weights: {}",
-            if resident {
-                "f32 copies kept in memory"
-            } else {
-                "dequantized per call"
-            }
-        );
-
         let rope_freqs = if gguf.has_tensor("rope_freqs.weight") {
             Some(dequantize(gguf, "rope_freqs.weight")?)
         } else {
@@ -177,15 +145,14 @@ impl Llama {
         } else {
             embedding_table
         };
-        // Only the last position goes through it, so it never needs prefill's f32 copy.
-        let output = Linear::shared(output_weights, None, false)
+        let output = Linear::shared(output_weights, None)
             .context(|| "load output projection".to_string())?;
         let norm = dequantize(gguf, "output_norm.weight")?;
 
         let mut layers = Vec::with_capacity(n_layer);
         for index in 0..n_layer {
             progress(index, n_layer);
-            layers.push(load_layer(gguf, index, options, resident)?);
+            layers.push(load_layer(gguf, index, options)?);
         }
         progress(n_layer, n_layer);
         Ok(Self {
@@ -345,12 +312,7 @@ fn attention(
     attn.wo.forward(&y)
 }
 
-fn load_layer(
-    gguf: &mut GgufFile,
-    index: usize,
-    options: &LlamaLoad<'_>,
-    resident: bool,
-) -> Result<Layer, Error> {
+fn load_layer(gguf: &mut GgufFile, index: usize, options: &LlamaLoad<'_>) -> Result<Layer, Error> {
     let name = |suffix: &str| format!("blk.{index}.{suffix}");
     let variant = options.variant;
     let linear = |gguf: &mut GgufFile, part: &str, bias: bool| -> Result<Linear, Error> {
@@ -360,7 +322,7 @@ fn load_layer(
         } else {
             None
         };
-        Linear::new(weights, bias, resident).context(|| format!("prepare {}", name(part)))
+        Linear::new(weights, bias).context(|| format!("prepare {}", name(part)))
     };
     let attention = Attention {
         wq: linear(gguf, "attn_q", variant.qkv_bias)?,

@@ -1,5 +1,5 @@
 //! Model backbones: the transformer forward passes behind one [`Backbone`] trait. See
-//! [`llama`] (our own llama/qwen2/qwen3 implementation with a dense prefill path) and
+//! [`llama`] (our own llama/qwen2/qwen3 implementation on Cairn's quantized kernels) and
 //! [`delegated`] (gemma3 and phi3 through candle-transformers).
 
 pub(crate) mod decode_attention;

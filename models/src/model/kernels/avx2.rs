@@ -1,8 +1,13 @@
 //! The AVX2/FMA dot products of the 32-weight formats: the same operations as
 //! [`super::blocks::dot_row`] (and as ggml's `ggml_vec_dot_q4_0_q8_0`, `…_q4_1_q8_1`,
-//! `…_q5_0_q8_0`, `…_q5_1_q8_1`, `…_q8_0_q8_0` on AVX2), 32 weights per step, one row at a
-//! time as ggml does (interleaving four rows to overlap their accumulation chains measured no
-//! faster on the default model). The k-quants' are in `avx2_superblocks.rs`.
+//! `…_q5_0_q8_0`, `…_q5_1_q8_1`, `…_q8_0_q8_0` on AVX2), 32 weights per step. A batch of
+//! tokens (prefill) is multiplied in groups of four weight rows × two tokens: each weight block
+//! is unpacked once for both tokens and each activation block loaded once for the four rows,
+//! while every product keeps its own accumulators and order, so batching does not change a
+//! single bit of the results (llama.cpp's prefill runs the same per-product operations). On a
+//! CPU with AVX-VNNI the four-product integer sums take one `vpdpbusd` instead of
+//! `vpmaddubsw` + `vpmaddwd` (exact integers either way, as in ggml's AVX-VNNI build): ~8%
+//! faster prefill on the default model. The k-quants' are in `avx2_superblocks.rs`.
 //!
 //! The only unsafe code of the crate lives here and there: calling functions compiled for CPU
 //! features (checked at run time by [`Avx2::detect`]) and unaligned loads from block bytes
@@ -12,33 +17,82 @@
 
 use std::arch::x86_64::{
     __m256, __m256i, _mm_add_ps, _mm_add_ss, _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32,
-    _mm_loadu_si128, _mm_movehdup_ps, _mm_movehl_ps, _mm_srli_epi16, _mm256_and_si256,
-    _mm256_andnot_si256, _mm256_castps256_ps128, _mm256_cmpeq_epi8, _mm256_cvtepi32_ps,
-    _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16,
-    _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set_epi64x, _mm256_set_m128i, _mm256_set1_epi8,
-    _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_sub_epi8,
+    _mm_loadu_si128, _mm_movehdup_ps, _mm_movehl_ps, _mm_setr_epi32, _mm_srli_epi16,
+    _mm256_and_si256, _mm256_andnot_si256, _mm256_castps256_ps128, _mm256_cmpeq_epi8,
+    _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_extractf128_ps,
+    _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
+    _mm256_movehdup_ps, _mm256_moveldup_ps, _mm256_mul_ps, _mm256_or_si256, _mm256_set_epi64x,
+    _mm256_set_m128i, _mm256_set1_epi8, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x,
+    _mm256_set1_ps, _mm256_setr_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8,
+    _mm256_sign_epi8, _mm256_storeu_ps, _mm256_sub_epi8,
 };
 
 use super::activation::ActivationBlock;
 use super::blocks::BlockFormat;
-use super::format::Accumulation;
+use super::format::{Accumulation, Products};
 
 /// Proof that this CPU has what the kernels use (AVX2 integer SIMD, FMA, F16C conversions):
 /// only [`Avx2::detect`] makes one.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Avx2(());
+pub(crate) struct Avx2 {
+    /// The CPU also has AVX-VNNI (`vpdpbusd` on 256-bit vectors): one instruction for the
+    /// four-product integer sums that otherwise take two.
+    vnni: bool,
+}
 
 impl Avx2 {
     pub(crate) fn detect() -> Option<Self> {
         let available = is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c");
-        available.then_some(Self(()))
+        available.then_some(Self {
+            vnni: is_x86_feature_detected!("avxvnni"),
+        })
     }
 
-    /// One result per row of `row_bytes` bytes in `rows` (whole rows only), like
-    /// [`super::blocks::dot_rows`], with the same result bit for bit.
+    /// This CPU's kernels and, where it has AVX-VNNI, the plain AVX2 ones too (tests run
+    /// both).
+    #[cfg(test)]
+    pub(crate) fn variants(self) -> impl Iterator<Item = Self> {
+        let plain = self.vnni.then_some(Self { vnni: false });
+        std::iter::once(self).chain(plain)
+    }
+
+    /// The product of every whole row of `row_bytes` bytes in `rows` with every token of
+    /// `activations` (the tokens one after another, `row_bytes / block_bytes` blocks each),
+    /// like [`super::blocks::dot_tile`] and with the same results bit for bit.
+    pub(crate) fn dot_tile(
+        self,
+        format: BlockFormat,
+        accumulation: Accumulation,
+        rows: &[u8],
+        row_bytes: usize,
+        activations: &[ActivationBlock],
+        out: &mut Products<'_>,
+    ) {
+        let tile = Tile {
+            vnni: self.vnni,
+            accumulation,
+            rows,
+            row_bytes,
+            blocks: row_bytes / format.block_bytes(),
+            activations,
+        };
+        // SAFETY: `self` exists only when the CPU features were detected; `tile_of` reads the
+        // weights and activations only through slices it cut to whole blocks.
+        unsafe {
+            match format {
+                BlockFormat::Q4_0 => tile_of::<Q4_0>(&tile, out),
+                BlockFormat::Q4_1 => tile_of::<Q4_1>(&tile, out),
+                BlockFormat::Q5_0 => tile_of::<Q5_0>(&tile, out),
+                BlockFormat::Q5_1 => tile_of::<Q5_1>(&tile, out),
+                BlockFormat::Q8_0 => tile_of::<Q8_0>(&tile, out),
+            }
+        }
+    }
+
+    /// [`Avx2::dot_tile`] with one token: one result per row.
+    #[cfg(test)]
     pub(crate) fn dot_rows(
         self,
         format: BlockFormat,
@@ -48,29 +102,12 @@ impl Avx2 {
         activations: &[ActivationBlock],
         out: &mut [f32],
     ) {
-        let blocks = (row_bytes / format.block_bytes()).min(activations.len());
-        // SAFETY: `self` exists only when the CPU features were detected; every row of
-        // `chunks_exact(row_bytes)` holds `row_bytes >= blocks * block_bytes` bytes and
-        // `activations` at least `blocks` blocks, which is all the kernels read.
-        unsafe {
-            match format {
-                BlockFormat::Q4_0 => {
-                    rows_q4_0(accumulation, rows, row_bytes, blocks, activations, out)
-                }
-                BlockFormat::Q4_1 => {
-                    rows_q4_1(accumulation, rows, row_bytes, blocks, activations, out)
-                }
-                BlockFormat::Q5_0 => {
-                    rows_q5_0(accumulation, rows, row_bytes, blocks, activations, out)
-                }
-                BlockFormat::Q5_1 => {
-                    rows_q5_1(accumulation, rows, row_bytes, blocks, activations, out)
-                }
-                BlockFormat::Q8_0 => {
-                    rows_q8_0(accumulation, rows, row_bytes, blocks, activations, out)
-                }
-            }
-        }
+        let stride = out.len();
+        let out = &mut Products {
+            values: out,
+            stride,
+        };
+        self.dot_tile(format, accumulation, rows, row_bytes, activations, out);
     }
 }
 
@@ -80,179 +117,379 @@ const Q5_1: u8 = 2;
 const Q8_0: u8 = 3;
 const Q4_0: u8 = 4;
 
-/// [`dot_row`] over whole rows, compiled per format with the CPU features.
-///
-/// Safety: as [`dot_row`], for every row of `rows.chunks_exact(row_bytes)`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_of<const FORMAT: u8>(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    activations: &[ActivationBlock],
-    out: &mut [f32],
-) {
-    for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        // SAFETY: forwarded from the caller's contract.
-        *y = unsafe { dot_row::<FORMAT>(accumulation, row, blocks, activations) };
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q4_0(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    activations: &[ActivationBlock],
-    out: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q4_0>(accumulation, rows, row_bytes, blocks, activations, out) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q4_1(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    activations: &[ActivationBlock],
-    out: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q4_1>(accumulation, rows, row_bytes, blocks, activations, out) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q5_0(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    activations: &[ActivationBlock],
-    out: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q5_0>(accumulation, rows, row_bytes, blocks, activations, out) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q5_1(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    activations: &[ActivationBlock],
-    out: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q5_1>(accumulation, rows, row_bytes, blocks, activations, out) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_q8_0(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    activations: &[ActivationBlock],
-    out: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { rows_of::<Q8_0>(accumulation, rows, row_bytes, blocks, activations, out) }
-}
-
-/// The dot product of the row at `row` (`blocks` blocks) with the activations.
-///
-/// Safety: the CPU has AVX2, FMA and F16C; `row.len() >= blocks * block_bytes` and
-/// `activations.len() >= blocks`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn dot_row<const FORMAT: u8>(
-    accumulation: Accumulation,
-    row: &[u8],
-    blocks: usize,
-    activations: &[ActivationBlock],
-) -> f32 {
-    let format = match FORMAT {
+const fn format_of(format: u8) -> BlockFormat {
+    match format {
         Q4_1 => BlockFormat::Q4_1,
         Q5_0 => BlockFormat::Q5_0,
         Q5_1 => BlockFormat::Q5_1,
         Q4_0 => BlockFormat::Q4_0,
         _ => BlockFormat::Q8_0,
-    };
-    let mut acc = _mm256_setzero_ps();
-    let mut total = 0.0f32;
-    let mut offsets = 0.0f32;
-    let mut block = row.as_ptr();
-    for a in &activations[..blocks] {
-        // SAFETY: an `ActivationBlock` starts with its 32 bytes of `qs`; `block` points at one
-        // of the row's first `blocks` blocks (the contract), so `weighted_sums` reads inside
-        // it, and after the last block the pointer is one past them and never read.
-        let (xy, d, m) = unsafe {
-            let qy = _mm256_loadu_si256(a.qs.as_ptr().cast());
-            let sums = weighted_sums::<FORMAT>(block, qy);
-            block = block.add(format.block_bytes());
-            sums
-        };
-        match accumulation {
-            Accumulation::Lanes => acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc),
-            // The lanes hold integers below 2^17: their f32 sum is the exact integer sum.
-            Accumulation::Rows => total = sum_lanes(xy).mul_add(d * a.d, total),
-        }
-        if format.has_min() {
-            offsets = m.mul_add(a.s, offsets);
-        }
-    }
-    let products = match accumulation {
-        Accumulation::Lanes => sum_lanes(acc),
-        Accumulation::Rows => total,
-    };
-    if format.has_min() {
-        products + offsets
-    } else {
-        products
     }
 }
 
-/// For the block at `block`: the eight lane sums of four weight×activation products (as f32),
-/// the block's scale `d` and its offset `m` (meaningless for Q4_0, Q5_0 and Q8_0).
+/// The operands of [`Avx2::dot_tile`].
+struct Tile<'a> {
+    vnni: bool,
+    accumulation: Accumulation,
+    rows: &'a [u8],
+    row_bytes: usize,
+    /// Blocks per row and per token.
+    blocks: usize,
+    activations: &'a [ActivationBlock],
+}
+
+/// Weight rows per group of the register-blocked kernel: each weight block unpacked once
+/// meets [`TOKENS`] tokens.
+const ROWS: usize = 4;
+/// Tokens per group: each activation block loaded once meets [`ROWS`] weight rows.
+const TOKENS: usize = 2;
+
+/// [`Avx2::dot_tile`] for one format, in either order, with AVX-VNNI when the CPU has it.
+///
+/// Safety: the CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_of<const FORMAT: u8>(tile: &Tile<'_>, out: &mut Products<'_>) {
+    // SAFETY: forwarded from the caller's contract; `tile.vnni` comes from detection.
+    unsafe {
+        match (tile.accumulation, tile.vnni) {
+            (Accumulation::Lanes, false) => tile_avx2::<FORMAT, true>(tile, out),
+            (Accumulation::Rows, false) => tile_avx2::<FORMAT, false>(tile, out),
+            (Accumulation::Lanes, true) => tile_vnni::<FORMAT, true>(tile, out),
+            (Accumulation::Rows, true) => tile_vnni::<FORMAT, false>(tile, out),
+        }
+    }
+}
+
+/// [`tile_body`] compiled for AVX2.
+///
+/// Safety: the CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_avx2<const FORMAT: u8, const LANES: bool>(tile: &Tile<'_>, out: &mut Products<'_>) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { tile_body::<FORMAT, LANES, false>(tile, out) }
+}
+
+/// [`tile_body`] compiled for AVX2 with AVX-VNNI.
+///
+/// Safety: the CPU has AVX2, FMA, F16C and AVX-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn tile_vnni<const FORMAT: u8, const LANES: bool>(tile: &Tile<'_>, out: &mut Products<'_>) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { tile_body::<FORMAT, LANES, true>(tile, out) }
+}
+
+/// [`Avx2::dot_tile`] for one format and order (`LANES`: [`Accumulation::Lanes`]): groups of
+/// [`ROWS`] weight rows × [`TOKENS`] tokens, and smaller groups for the remainders (one token
+/// alone, as in decoding, goes row by row). Every product keeps its own accumulators, so
+/// grouping changes which loads are shared, not the float operations of any one product.
+///
+/// This and the functions it calls are always inlined into [`tile_avx2`] or [`tile_vnni`],
+/// whose CPU features they take (a function cannot be generic over its features); `VNNI`
+/// picks the four-product sums of [`unsigned_products_vnni`].
+///
+/// Safety: the CPU has AVX2, FMA and F16C, and AVX-VNNI if `VNNI`.
+#[inline(always)]
+unsafe fn tile_body<const FORMAT: u8, const LANES: bool, const VNNI: bool>(
+    tile: &Tile<'_>,
+    out: &mut Products<'_>,
+) {
+    let (blocks, row_bytes) = (tile.blocks, tile.row_bytes);
+    if blocks == 0 || row_bytes == 0 {
+        return;
+    }
+    let block_bytes = format_of(FORMAT).block_bytes();
+    // Slicing checks that each row and token holds `blocks` whole blocks; the kernels then
+    // read them through raw pointers.
+    let row = |r: usize| tile.rows[r * row_bytes..][..blocks * block_bytes].as_ptr();
+    let token = |t: usize| tile.activations[t * blocks..][..blocks].as_ptr();
+    let row_count = tile.rows.len() / row_bytes;
+    let tokens = tile.activations.len() / blocks;
+    let mut r = 0;
+    // SAFETY (every call below): the CPU features are the caller's contract; the pointers
+    // come from the checked slices above.
+    unsafe {
+        if tokens >= TOKENS {
+            while r + ROWS <= row_count {
+                let group = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+                let mut t = 0;
+                while t + TOKENS <= tokens {
+                    let pair = [token(t), token(t + 1)];
+                    let sums = dot_4x2::<FORMAT, LANES, VNNI>(blocks, group, pair);
+                    store(out, r, t, sums);
+                    t += TOKENS;
+                }
+                if t < tokens {
+                    let sums = dot_group::<FORMAT, LANES, VNNI, ROWS, 1>(blocks, group, [token(t)]);
+                    store(out, r, t, sums);
+                }
+                r += ROWS;
+            }
+        }
+        while r < row_count {
+            for t in 0..tokens {
+                let sums = dot_group::<FORMAT, LANES, VNNI, 1, 1>(blocks, [row(r)], [token(t)]);
+                store(out, r, t, sums);
+            }
+            r += 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn store<const R: usize, const T: usize>(
+    out: &mut Products<'_>,
+    row: usize,
+    token: usize,
+    sums: [[f32; T]; R],
+) {
+    for (r, row_sums) in sums.iter().enumerate() {
+        for (t, &sum) in row_sums.iter().enumerate() {
+            out.set(row + r, token + t, sum);
+        }
+    }
+}
+
+/// The dot products of `R` weight rows with `T` tokens, each in the operations of ggml's
+/// `ggml_vec_dot_*` (`LANES`) or of its repacked kernel ([`Accumulation::Rows`]): see the
+/// module docs of [`super::blocks`].
+///
+/// Safety: the CPU features of [`tile_body`]; every row pointer points at `blocks` whole
+/// blocks of `FORMAT` and every token pointer at `blocks` activation blocks.
+#[inline(always)]
+unsafe fn dot_group<
+    const FORMAT: u8,
+    const LANES: bool,
+    const VNNI: bool,
+    const R: usize,
+    const T: usize,
+>(
+    blocks: usize,
+    rows: [*const u8; R],
+    tokens: [*const ActivationBlock; T],
+) -> [[f32; T]; R] {
+    // SAFETY: the intrinsics need only the caller's CPU features; the reads stay inside the
+    // blocks the contract names (an `ActivationBlock` starts with its 32 bytes of `qs`).
+    unsafe {
+        let format = format_of(FORMAT);
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        let mut total = [[0.0f32; T]; R];
+        let mut offsets = [[0.0f32; T]; R];
+        for b in 0..blocks {
+            let mut a: [&ActivationBlock; T] = [&ZERO_BLOCK; T];
+            let mut qy = [_mm256_setzero_si256(); T];
+            for t in 0..T {
+                a[t] = &*tokens[t].add(b);
+                qy[t] = _mm256_loadu_si256(a[t].qs.as_ptr().cast());
+            }
+            for r in 0..R {
+                let (x, d, m) = unpack::<FORMAT>(rows[r].add(b * format.block_bytes()));
+                for t in 0..T {
+                    let xy = products::<FORMAT, VNNI>(x, qy[t]);
+                    if LANES {
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t].d), xy, acc[r][t]);
+                    } else {
+                        // The lanes hold integers below 2^17: their f32 sum is the exact
+                        // integer sum.
+                        total[r][t] = sum_lanes(xy).mul_add(d * a[t].d, total[r][t]);
+                    }
+                    if format.has_min() {
+                        offsets[r][t] = m.mul_add(a[t].s, offsets[r][t]);
+                    }
+                }
+            }
+        }
+        let mut sums = [[0.0f32; T]; R];
+        for r in 0..R {
+            for t in 0..T {
+                let products = if LANES {
+                    sum_lanes(acc[r][t])
+                } else {
+                    total[r][t]
+                };
+                sums[r][t] = if format.has_min() {
+                    products + offsets[r][t]
+                } else {
+                    products
+                };
+            }
+        }
+        sums
+    }
+}
+
+/// [`dot_group`] for [`ROWS`] × [`TOKENS`] = 4 × 2, with the per-block scalar work done for
+/// the eight products at once: the four rows' `d` (and `m`) converted in one instruction,
+/// the eight `d_w * d_a` in one multiplication, and the eight `m * s` offset terms of Q4_1
+/// and Q5_1 in one fused multiply-add. Each lane performs the scalar operation of
+/// [`dot_group`] on the same values, so the results are the same bit for bit.
+///
+/// Safety: as [`dot_group`].
+#[inline(always)]
+unsafe fn dot_4x2<const FORMAT: u8, const LANES: bool, const VNNI: bool>(
+    blocks: usize,
+    rows: [*const u8; ROWS],
+    tokens: [*const ActivationBlock; TOKENS],
+) -> [[f32; TOKENS]; ROWS] {
+    // SAFETY: the intrinsics need only the caller's CPU features; the reads stay inside the
+    // blocks the contract names (an `ActivationBlock` starts with its 32 bytes of `qs`, every
+    // weight block with an f16 scale and at least two more bytes).
+    unsafe {
+        let format = format_of(FORMAT);
+        let mut acc = [[_mm256_setzero_ps(); TOKENS]; ROWS];
+        let mut total = [[0.0f32; TOKENS]; ROWS];
+        let mut offsets = _mm256_setzero_ps();
+        for b in 0..blocks {
+            let a = [&*tokens[0].add(b), &*tokens[1].add(b)];
+            let qy = [
+                _mm256_loadu_si256(a[0].qs.as_ptr().cast()),
+                _mm256_loadu_si256(a[1].qs.as_ptr().cast()),
+            ];
+            let block: [*const u8; ROWS] =
+                std::array::from_fn(|r| rows[r].add(b * format.block_bytes()));
+            let header = |r: usize| block[r].cast::<i32>().read_unaligned();
+            // d0 m0 d1 m1 d2 m2 d3 m3 (m meaningless for the formats without an offset).
+            let headers =
+                _mm256_cvtph_ps(_mm_setr_epi32(header(0), header(1), header(2), header(3)));
+            // Lane 2r + t: row r with token t.
+            let token_d = _mm256_setr_ps(
+                a[0].d, a[1].d, a[0].d, a[1].d, a[0].d, a[1].d, a[0].d, a[1].d,
+            );
+            let mut scales = [0.0f32; ROWS * TOKENS];
+            _mm256_storeu_ps(
+                scales.as_mut_ptr(),
+                _mm256_mul_ps(_mm256_moveldup_ps(headers), token_d),
+            );
+            if format.has_min() {
+                let token_s = _mm256_setr_ps(
+                    a[0].s, a[1].s, a[0].s, a[1].s, a[0].s, a[1].s, a[0].s, a[1].s,
+                );
+                offsets = _mm256_fmadd_ps(_mm256_movehdup_ps(headers), token_s, offsets);
+            }
+            for r in 0..ROWS {
+                let x = weights::<FORMAT>(block[r]);
+                for t in 0..TOKENS {
+                    let xy = products::<FORMAT, VNNI>(x, qy[t]);
+                    let scale = scales[TOKENS * r + t];
+                    if LANES {
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(scale), xy, acc[r][t]);
+                    } else {
+                        total[r][t] = sum_lanes(xy).mul_add(scale, total[r][t]);
+                    }
+                }
+            }
+        }
+        let mut offset = [0.0f32; ROWS * TOKENS];
+        _mm256_storeu_ps(offset.as_mut_ptr(), offsets);
+        let mut sums = [[0.0f32; TOKENS]; ROWS];
+        for r in 0..ROWS {
+            for t in 0..TOKENS {
+                let products = if LANES {
+                    sum_lanes(acc[r][t])
+                } else {
+                    total[r][t]
+                };
+                sums[r][t] = if format.has_min() {
+                    products + offset[TOKENS * r + t]
+                } else {
+                    products
+                };
+            }
+        }
+        sums
+    }
+}
+
+/// A placeholder for [`dot_group`]'s per-block references before they are set.
+static ZERO_BLOCK: ActivationBlock = ActivationBlock {
+    qs: [0; 32],
+    d: 0.0,
+    s: 0.0,
+};
+
+/// The weights of the block at `block` ready for [`products`], its scale `d` and its offset
+/// `m` (meaningless for Q4_0, Q5_0 and Q8_0).
 ///
 /// Safety: AVX2/FMA/F16C available; `block` points at one whole block of `FORMAT`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn weighted_sums<const FORMAT: u8>(block: *const u8, qy: __m256i) -> (__m256, f32, f32) {
+unsafe fn unpack<const FORMAT: u8>(block: *const u8) -> (Weights, f32, f32) {
     // SAFETY: every block is at least 18 bytes; the offsets read below are inside it.
     unsafe {
         // d and the next f16 (m, or high bits or nibbles for Q5_0 and Q4_0) converted at once.
         let scales = _mm_cvtph_ps(_mm_cvtsi32_si128(block.cast::<i32>().read_unaligned()));
         let d = _mm_cvtss_f32(scales);
         let m = _mm_cvtss_f32(_mm_movehdup_ps(scales));
-        let xy = match FORMAT {
-            Q4_0 => {
-                // Weights q - 8, signed: |x| * sign(y, x) keeps maddubs' unsigned×signed form.
-                let qx = _mm256_sub_epi8(nibbles(block.add(2)), _mm256_set1_epi8(8));
-                unsigned_products(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx))
+        (weights::<FORMAT>(block), d, m)
+    }
+}
+
+/// A block's 32 weights as bytes for `maddubs` (unsigned × signed): the weights themselves
+/// for Q4_1 and Q5_1 (`magnitudes`, with no `signs`), their magnitudes and the weights whose
+/// signs go to the activations for the signed formats.
+#[derive(Clone, Copy)]
+struct Weights {
+    magnitudes: __m256i,
+    signs: __m256i,
+}
+
+/// The weights of the block at `block`.
+///
+/// Safety: AVX2/FMA/F16C available; `block` points at one whole block of `FORMAT`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn weights<const FORMAT: u8>(block: *const u8) -> Weights {
+    // SAFETY: every block is at least 18 bytes; the offsets read below are inside it.
+    let signed = unsafe {
+        match FORMAT {
+            // Weights q - 8.
+            Q4_0 => _mm256_sub_epi8(nibbles(block.add(2)), _mm256_set1_epi8(8)),
+            Q4_1 => {
+                let magnitudes = nibbles(block.add(4));
+                return Weights {
+                    magnitudes,
+                    signs: magnitudes,
+                };
             }
-            Q4_1 => unsigned_products(nibbles(block.add(4)), qy),
             Q5_0 => {
                 // Weights q - 16: a clear fifth bit makes the byte negative (0xF0 | nibble).
                 let high = _mm256_andnot_si256(bits(block.add(2)), _mm256_set1_epi8(0xF0_u8 as i8));
-                let qx = _mm256_or_si256(nibbles(block.add(6)), high);
-                // |x| * sign(y, x) keeps maddubs' unsigned×signed form.
-                unsigned_products(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx))
+                _mm256_or_si256(nibbles(block.add(6)), high)
             }
             Q5_1 => {
                 let high = _mm256_and_si256(bits(block.add(4)), _mm256_set1_epi8(0x10));
-                unsigned_products(_mm256_or_si256(nibbles(block.add(8)), high), qy)
+                let magnitudes = _mm256_or_si256(nibbles(block.add(8)), high);
+                return Weights {
+                    magnitudes,
+                    signs: magnitudes,
+                };
             }
-            _ => {
-                let qx = _mm256_loadu_si256(block.add(2).cast());
-                unsigned_products(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx))
-            }
+            _ => _mm256_loadu_si256(block.add(2).cast()),
+        }
+    };
+    Weights {
+        magnitudes: _mm256_sign_epi8(signed, signed),
+        signs: signed,
+    }
+}
+
+/// The eight lane sums of four weight×activation products (as f32) of weights `x` and
+/// activations `y`.
+///
+/// Safety: the CPU features of [`tile_body`].
+#[inline(always)]
+unsafe fn products<const FORMAT: u8, const VNNI: bool>(x: Weights, y: __m256i) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let y = match FORMAT {
+            Q4_1 | Q5_1 => y,
+            // Signed weights: |x| * sign(y, x) keeps the unsigned×signed form.
+            _ => _mm256_sign_epi8(y, x.signs),
         };
-        (xy, d, m)
+        if VNNI {
+            unsigned_products_vnni(x.magnitudes, y)
+        } else {
+            unsigned_products(x.magnitudes, y)
+        }
     }
 }
 
@@ -300,6 +537,14 @@ unsafe fn bits(at: *const u8) -> __m256i {
 fn unsigned_products(x: __m256i, y: __m256i) -> __m256 {
     let pairs = _mm256_maddubs_epi16(x, y);
     _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+}
+
+/// [`unsigned_products`] in one AVX-VNNI instruction: the same exact integer sums (maddubs
+/// never saturates here, see there), so the same f32 lanes.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+#[inline]
+fn unsigned_products_vnni(x: __m256i, y: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y))
 }
 
 /// ggml's `hsum_float_8` (see [`super::blocks::sum_lanes`]).

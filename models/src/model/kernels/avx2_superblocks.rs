@@ -28,12 +28,36 @@ use half::f16;
 
 use super::activation_k::SuperBlock;
 use super::avx2::{Avx2, sum_lanes};
-use super::format::Accumulation;
+use super::format::{Accumulation, Products};
 use super::superblocks::{SuperBlockFormat, scales_and_mins, sub_block_sum};
 
 impl Avx2 {
-    /// One result per row of `row_bytes` bytes in `rows` (whole rows only), like
-    /// [`super::superblocks::dot_rows`], with the same result bit for bit.
+    /// The product of every whole row of `row_bytes` bytes in `rows` with every token of
+    /// `activations` (the tokens one after another, `row_bytes / block_bytes` super-blocks
+    /// each), like [`super::superblocks::dot_tile`] and with the same results bit for bit.
+    /// Each weight row meets all the tokens while it is in cache.
+    pub(crate) fn dot_tile_super(
+        self,
+        format: SuperBlockFormat,
+        accumulation: Accumulation,
+        rows: &[u8],
+        row_bytes: usize,
+        activations: &[SuperBlock],
+        out: &mut Products<'_>,
+    ) {
+        // SAFETY: `self` exists only when the CPU features were detected; the kernels index
+        // their slices with checks.
+        unsafe {
+            match format {
+                SuperBlockFormat::Q4K => tile_q4k(accumulation, rows, row_bytes, activations, out),
+                SuperBlockFormat::Q5K => tile_q5k(accumulation, rows, row_bytes, activations, out),
+                SuperBlockFormat::Q6K => tile_q6k(accumulation, rows, row_bytes, activations, out),
+            }
+        }
+    }
+
+    /// [`Avx2::dot_tile_super`] with one token: one result per row.
+    #[cfg(test)]
     pub(crate) fn dot_rows_super(
         self,
         format: SuperBlockFormat,
@@ -43,54 +67,69 @@ impl Avx2 {
         activations: &[SuperBlock],
         out: &mut [f32],
     ) {
-        // SAFETY: `self` exists only when the CPU features were detected; the kernels index
-        // their slices with checks.
-        unsafe {
-            match format {
-                SuperBlockFormat::Q4K => rows_q4k(accumulation, rows, row_bytes, activations, out),
-                SuperBlockFormat::Q5K => rows_q5k(accumulation, rows, row_bytes, activations, out),
-                SuperBlockFormat::Q6K => rows_q6k(accumulation, rows, row_bytes, activations, out),
-            }
+        let stride = out.len();
+        let out = &mut Products {
+            values: out,
+            stride,
+        };
+        self.dot_tile_super(format, accumulation, rows, row_bytes, activations, out);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q4k(
+    accumulation: Accumulation,
+    rows: &[u8],
+    row_bytes: usize,
+    activations: &[SuperBlock],
+    out: &mut Products<'_>,
+) {
+    let blocks = row_bytes / SuperBlockFormat::Q4K.block_bytes();
+    if blocks == 0 {
+        return;
+    }
+    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+        for (t, token) in activations.chunks_exact(blocks).enumerate() {
+            out.set(r, t, dot_q4k(accumulation, row, token));
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn rows_q4k(
+fn tile_q5k(
     accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     activations: &[SuperBlock],
-    out: &mut [f32],
+    out: &mut Products<'_>,
 ) {
-    for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        *y = dot_q4k(accumulation, row, activations);
+    let blocks = row_bytes / SuperBlockFormat::Q5K.block_bytes();
+    if blocks == 0 {
+        return;
+    }
+    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+        for (t, token) in activations.chunks_exact(blocks).enumerate() {
+            out.set(r, t, dot_q5k(accumulation, row, token));
+        }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn rows_q5k(
+fn tile_q6k(
     accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     activations: &[SuperBlock],
-    out: &mut [f32],
+    out: &mut Products<'_>,
 ) {
-    for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        *y = dot_q5k(accumulation, row, activations);
+    let blocks = row_bytes / SuperBlockFormat::Q6K.block_bytes();
+    if blocks == 0 {
+        return;
     }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn rows_q6k(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    activations: &[SuperBlock],
-    out: &mut [f32],
-) {
-    for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        *y = dot_q6k(accumulation, row, activations);
+    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+        for (t, token) in activations.chunks_exact(blocks).enumerate() {
+            out.set(r, t, dot_q6k(accumulation, row, token));
+        }
     }
 }
 

@@ -28,7 +28,7 @@
 use half::f16;
 
 use super::activation::{ActivationBlock, BLOCK};
-use super::format::Accumulation;
+use super::format::{Accumulation, Products};
 
 /// A format of 32-weight blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +159,29 @@ pub(crate) fn dot_row(
     }
 }
 
-/// [`dot_row`] for consecutive rows of `row_bytes` bytes each, one result per row.
+/// [`dot_row`] of every whole row of `row_bytes` bytes in `rows` with every token of
+/// `activations` (the tokens one after another, `row_bytes / block_bytes` blocks each).
+pub(crate) fn dot_tile(
+    format: BlockFormat,
+    accumulation: Accumulation,
+    rows: &[u8],
+    row_bytes: usize,
+    activations: &[ActivationBlock],
+    out: &mut Products<'_>,
+) {
+    let blocks = row_bytes / format.block_bytes();
+    if blocks == 0 {
+        return;
+    }
+    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+        for (t, token) in activations.chunks_exact(blocks).enumerate() {
+            out.set(r, t, dot_row(format, accumulation, row, token));
+        }
+    }
+}
+
+/// [`dot_tile`] with one token: one result per row.
+#[cfg(test)]
 pub(crate) fn dot_rows(
     format: BlockFormat,
     accumulation: Accumulation,
@@ -168,9 +190,12 @@ pub(crate) fn dot_rows(
     activations: &[ActivationBlock],
     out: &mut [f32],
 ) {
-    for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        *y = dot_row(format, accumulation, row, activations);
-    }
+    let stride = out.len();
+    let out = &mut Products {
+        values: out,
+        stride,
+    };
+    dot_tile(format, accumulation, rows, row_bytes, activations, out);
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! [`Error`]: what can go wrong in the decode kernels. Every case is a mismatch between the
+//! [`Error`]: what can go wrong in the kernels. Every case is a mismatch between the
 //! shapes the caller gave and the bytes candle holds, which the loader's checks should make
 //! impossible; they are errors rather than panics because the bytes come from a file.
 

@@ -84,6 +84,22 @@ impl Accumulation {
     }
 }
 
+/// Where a kernel writes the products of a tile of weight rows with a batch of token rows:
+/// the product of weight row `r` (counted from the tile's first row) with token `t` goes to
+/// `values[t * stride + r]`, so that a tile of a `(tokens, rows)` output is written in place.
+pub(crate) struct Products<'a> {
+    pub values: &'a mut [f32],
+    pub stride: usize,
+}
+
+impl Products<'_> {
+    /// Stores one product (bounds-checked: the kernels' own loads are the unchecked part).
+    #[inline]
+    pub(crate) fn set(&mut self, row: usize, token: usize, value: f32) {
+        self.values[token * self.stride + row] = value;
+    }
+}
+
 /// ggml's name of the format (`Q4_1`, `Q4_K`), for messages.
 impl fmt::Display for WeightFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,9 +1,17 @@
-//! [`QuantizedMatrix`]: a quantized weight matrix multiplied by a few input rows (decoding).
-//! Each input row is quantized once ([`super::activation`], or [`super::activation_k`] for
-//! the k-quants), then the output rows are split into chunks over the current rayon pool —
-//! the model's own pool, since every forward pass runs inside `pool.install` (see
-//! [`crate::threads`]). Chunks rather than single rows: one matrix row of the default model
-//! is ~18 blocks, far less work than a rayon task costs to hand out.
+//! [`QuantizedMatrix`]: a quantized weight matrix multiplied by a batch of input rows (one
+//! row when decoding, the whole prompt in prefill). The batch is quantized once
+//! ([`super::activation`], or [`super::activation_k`] for the k-quants), then the kernels
+//! compute every product of a weight row with a token row in ggml's operations, so prefill
+//! gives the same results as decoding the same tokens one by one, and as llama.cpp (which
+//! multiplies quantized weights by quantized activations in prefill too).
+//!
+//! The work is split over the current rayon pool — the model's own pool, since every forward
+//! pass runs inside `pool.install` (see [`crate::threads`]). One token (decoding) is split
+//! into chunks of weight rows: one matrix row of the default model is ~18 blocks, far less
+//! work than a rayon task costs to hand out. A batch is split into chunks of tokens, each of
+//! which meets every weight row: its quantized activations (at most [`MAX_CHUNK_TOKENS`]
+//! tokens) stay in the core's cache while the weight rows stream past, and each task writes
+//! whole output rows.
 
 use std::sync::Arc;
 
@@ -15,7 +23,7 @@ use super::Error;
 use super::activation::{self, ActivationBlock};
 use super::activation_k::{self, SuperBlock};
 use super::blocks::{self, BlockFormat};
-use super::format::{Accumulation, WeightFormat};
+use super::format::{Accumulation, Products, WeightFormat};
 use super::superblocks::{self, SuperBlockFormat};
 
 /// Chunks handed out per pool thread: a few, so that a thread slowed by another process
@@ -25,6 +33,10 @@ const CHUNKS_PER_THREAD: usize = 4;
 /// Matrices with fewer rows than this are not split (the output projection of the default
 /// model has 49,152 rows, its other matrices 576 to 1,536).
 const MIN_CHUNK_ROWS: usize = 64;
+
+/// Tokens per chunk of a batch at most: 64 tokens of activations for a 1,536-wide matrix are
+/// ~120 KB, well inside a core's L2 cache.
+const MAX_CHUNK_TOKENS: usize = 64;
 
 /// Which dot product this CPU runs.
 #[derive(Debug, Clone, Copy)]
@@ -43,42 +55,42 @@ impl Kernel {
         Self::Portable
     }
 
-    fn dot_rows(
+    fn dot_tile(
         self,
         format: BlockFormat,
         accumulation: Accumulation,
         rows: &[u8],
         row_bytes: usize,
         activations: &[ActivationBlock],
-        out: &mut [f32],
+        out: &mut Products<'_>,
     ) {
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Avx2(avx2) => {
-                avx2.dot_rows(format, accumulation, rows, row_bytes, activations, out)
+                avx2.dot_tile(format, accumulation, rows, row_bytes, activations, out)
             }
             Self::Portable => {
-                blocks::dot_rows(format, accumulation, rows, row_bytes, activations, out)
+                blocks::dot_tile(format, accumulation, rows, row_bytes, activations, out)
             }
         }
     }
 
-    fn dot_rows_super(
+    fn dot_tile_super(
         self,
         format: SuperBlockFormat,
         accumulation: Accumulation,
         rows: &[u8],
         row_bytes: usize,
         activations: &[SuperBlock],
-        out: &mut [f32],
+        out: &mut Products<'_>,
     ) {
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Avx2(avx2) => {
-                avx2.dot_rows_super(format, accumulation, rows, row_bytes, activations, out)
+                avx2.dot_tile_super(format, accumulation, rows, row_bytes, activations, out)
             }
             Self::Portable => {
-                superblocks::dot_rows(format, accumulation, rows, row_bytes, activations, out)
+                superblocks::dot_tile(format, accumulation, rows, row_bytes, activations, out)
             }
         }
     }
@@ -173,64 +185,81 @@ impl QuantizedMatrix {
         }
         let raw = self.raw()?;
         let row_bytes = self.row_bytes();
-        let blocks = self.columns / self.format.block_len();
-        let pairs = input
-            .chunks_exact(self.columns)
-            .zip(output.chunks_exact_mut(self.rows));
+        let order = self.accumulation;
+        // The rows of `input` are whole blocks, so quantizing it as one long row quantizes
+        // each input row, one after another.
         match self.format {
             WeightFormat::Block(format) => {
-                let mut activations = Vec::with_capacity(blocks);
-                for (x, y) in pairs {
-                    activation::quantize_row(x, &mut activations);
-                    self.split(&raw, row_bytes, y, |rows, out| {
-                        let order = self.accumulation;
-                        self.kernel
-                            .dot_rows(format, order, rows, row_bytes, &activations, out)
-                    });
-                }
+                let mut activations = Vec::new();
+                activation::quantize_row(input, &mut activations);
+                self.split(&raw, &activations, output, |rows, activations, out| {
+                    let kernel = self.kernel;
+                    kernel.dot_tile(format, order, rows, row_bytes, activations, out)
+                });
             }
             WeightFormat::SuperBlock(format) => {
-                let mut activations = Vec::with_capacity(blocks);
-                for (x, y) in pairs {
-                    activation_k::quantize_row(x, &mut activations);
-                    self.split(&raw, row_bytes, y, |rows, out| {
-                        let order = self.accumulation;
-                        self.kernel.dot_rows_super(
-                            format,
-                            order,
-                            rows,
-                            row_bytes,
-                            &activations,
-                            out,
-                        )
-                    });
-                }
+                let mut activations = Vec::new();
+                activation_k::quantize_row(input, &mut activations);
+                self.split(&raw, &activations, output, |rows, activations, out| {
+                    let kernel = self.kernel;
+                    kernel.dot_tile_super(format, order, rows, row_bytes, activations, out)
+                });
             }
         }
         Ok(())
     }
 
-    /// Runs `dot(rows, out)` over all rows, in chunks over the current pool when it has
-    /// threads to spare and the matrix is large enough.
-    fn split(
+    /// Runs `dot(weight rows, token activations, out)` over all products, split over the
+    /// current pool as the module docs say: chunks of weight rows for one token, chunks of
+    /// tokens for a batch.
+    fn split<A: Sync>(
         &self,
         raw: &[u8],
-        row_bytes: usize,
-        y: &mut [f32],
-        dot: impl Fn(&[u8], &mut [f32]) + Sync,
+        activations: &[A],
+        output: &mut [f32],
+        dot: impl Fn(&[u8], &[A], &mut Products<'_>) + Sync,
     ) {
         let threads = rayon::current_num_threads();
-        let chunk = self
-            .rows
-            .div_ceil(threads * CHUNKS_PER_THREAD)
-            .max(MIN_CHUNK_ROWS);
-        if threads <= 1 || chunk >= self.rows {
-            dot(raw, y);
-        } else {
-            y.par_chunks_mut(chunk)
-                .zip(raw.par_chunks(chunk * row_bytes))
-                .for_each(|(y, rows)| dot(rows, y));
+        let blocks = self.columns / self.format.block_len();
+        let tokens = activations.len() / blocks;
+        let row_bytes = self.row_bytes();
+        let stride = self.rows;
+        if tokens == 0 {
+            return;
         }
+        if tokens == 1 {
+            let chunk = self
+                .rows
+                .div_ceil(threads * CHUNKS_PER_THREAD)
+                .max(MIN_CHUNK_ROWS);
+            if threads <= 1 || chunk >= self.rows {
+                dot(
+                    raw,
+                    activations,
+                    &mut Products {
+                        values: output,
+                        stride,
+                    },
+                );
+            } else {
+                output
+                    .par_chunks_mut(chunk)
+                    .zip(raw.par_chunks(chunk * row_bytes))
+                    .for_each(|(values, rows)| {
+                        dot(rows, activations, &mut Products { values, stride });
+                    });
+            }
+            return;
+        }
+        let chunk = tokens
+            .div_ceil(threads * CHUNKS_PER_THREAD)
+            .clamp(1, MAX_CHUNK_TOKENS);
+        output
+            .par_chunks_mut(chunk * self.rows)
+            .zip(activations.par_chunks(chunk * blocks))
+            .for_each(|(values, activations)| {
+                dot(raw, activations, &mut Products { values, stride });
+            });
     }
 }
 
@@ -332,30 +361,43 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_and_portable_agree_bit_for_bit() {
-        let Some(avx2) = crate::model::kernels::avx2::Avx2::detect() else {
+        let Some(detected) = crate::model::kernels::avx2::Avx2::detect() else {
             eprintln!("SKIPPED: this CPU has no AVX2/FMA/F16C");
             return;
         };
-        for columns in [32, 64, 160, 576, 1536] {
-            for format in FORMATS {
-                // 1 to 9 rows: groups of four and every remainder.
-                for rows in 1..=9 {
-                    let bytes = quantize_weights(format, &values(rows * columns, rows as u64));
-                    let mut activations = Vec::new();
-                    activation::quantize_row(&values(columns, columns as u64), &mut activations);
-                    let row_bytes = columns / BLOCK * format.block_bytes();
-                    for order in [Accumulation::Lanes, Accumulation::Rows] {
-                        let mut portable = vec![0.0; rows];
-                        let mut simd = vec![0.0; rows];
-                        let a = &activations;
-                        blocks::dot_rows(format, order, &bytes, row_bytes, a, &mut portable);
-                        avx2.dot_rows(format, order, &bytes, row_bytes, a, &mut simd);
-                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                        assert_eq!(
-                            bits(&portable),
-                            bits(&simd),
-                            "{format:?} {order:?} {columns}x{rows}"
-                        );
+        for avx2 in detected.variants() {
+            for columns in [32, 64, 160, 576, 1536] {
+                for format in FORMATS {
+                    // 1 to 9 rows and 1 to 3 tokens: the groups and every remainder.
+                    for (rows, tokens) in (1..=9).flat_map(|r| (1..=3).map(move |t| (r, t))) {
+                        let seed = (rows * 10 + tokens) as u64;
+                        let bytes = quantize_weights(format, &values(rows * columns, seed));
+                        let mut activations = Vec::new();
+                        let x = values(tokens * columns, columns as u64);
+                        activation::quantize_row(&x, &mut activations);
+                        let row_bytes = columns / BLOCK * format.block_bytes();
+                        for order in [Accumulation::Lanes, Accumulation::Rows] {
+                            let mut portable = vec![0.0; rows * tokens];
+                            let mut simd = vec![0.0; rows * tokens];
+                            let a = &activations;
+                            let mut out = Products {
+                                values: &mut portable,
+                                stride: rows,
+                            };
+                            blocks::dot_tile(format, order, &bytes, row_bytes, a, &mut out);
+                            let mut out = Products {
+                                values: &mut simd,
+                                stride: rows,
+                            };
+                            avx2.dot_tile(format, order, &bytes, row_bytes, a, &mut out);
+                            let bits =
+                                |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                            assert_eq!(
+                                bits(&portable),
+                                bits(&simd),
+                                "{avx2:?} {format:?} {order:?} {columns}x{rows}, {tokens} tokens"
+                            );
+                        }
                     }
                 }
             }
@@ -425,7 +467,11 @@ mod tests {
             x[100] = 3.0e4;
             let mut activations = Vec::new();
             activation::quantize_row(&x, &mut activations);
-            for order in [Accumulation::Lanes, Accumulation::Rows] {
+            let orders = [Accumulation::Lanes, Accumulation::Rows];
+            for (order, avx2) in orders
+                .into_iter()
+                .flat_map(|o| avx2.variants().map(move |v| (o, v)))
+            {
                 let mut portable = vec![0.0; rows];
                 let mut simd = vec![0.0; rows];
                 let a = &activations;
@@ -441,39 +487,51 @@ mod tests {
         }
     }
 
+    /// A batch (prefill) gives each token exactly what it gets alone (decoding), whatever the
+    /// pool: batches below, at and above the kernels' groups and chunks, with and without a
+    /// remainder of weight rows, in both orders (Q4_0 and Q4_K take the repacked order on
+    /// 304 rows).
     #[test]
     fn matrices_from_candle_multiply_like_the_portable_kernel_on_any_pool() {
         for (dtype, columns) in ALL {
             let format = WeightFormat::from_dtype(dtype).expect("a handled format");
-            let rows = 300;
-            let weights =
-                Tensor::from_vec(values(rows * columns, 5), (rows, columns), &Device::Cpu)
-                    .and_then(|t| QTensor::quantize(&t, dtype))
-                    .expect("quantize");
-            let raw = weights.data().expect("raw").into_owned();
-            let matrix = QuantizedMatrix::new(Arc::new(weights))
-                .expect("valid")
-                .expect("a handled format");
-            let x = values(2 * columns, 11);
-            let mut expected = vec![0.0; 2 * rows];
-            for (input, out) in x.chunks_exact(columns).zip(expected.chunks_exact_mut(rows)) {
-                portable(format, &raw, columns, input, out);
-            }
-            for threads in [1, 3] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .expect("pool");
-                let input =
-                    Tensor::from_vec(x.clone(), (1, 2, columns), &Device::Cpu).expect("input");
-                let got: Vec<f32> = pool
-                    .install(|| matrix.forward(&input))
-                    .and_then(|t| {
-                        assert_eq!(t.dims(), &[1, 2, rows]);
-                        t.flatten_all()?.to_vec1()
-                    })
-                    .expect("forward");
-                assert_eq!(got, expected, "{format} on {threads} threads");
+            for rows in [303, 304] {
+                let weights =
+                    Tensor::from_vec(values(rows * columns, 5), (rows, columns), &Device::Cpu)
+                        .and_then(|t| QTensor::quantize(&t, dtype))
+                        .expect("quantize");
+                let raw = weights.data().expect("raw").into_owned();
+                let matrix = QuantizedMatrix::new(Arc::new(weights))
+                    .expect("valid")
+                    .expect("a handled format");
+                for tokens in [1, 2, 5, 70] {
+                    let x = values(tokens * columns, 11);
+                    let mut expected = vec![0.0; tokens * rows];
+                    let pairs = x.chunks_exact(columns).zip(expected.chunks_exact_mut(rows));
+                    for (input, out) in pairs {
+                        portable(format, &raw, columns, input, out);
+                    }
+                    for threads in [1, 3] {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .expect("pool");
+                        let input = Tensor::from_vec(x.clone(), (1, tokens, columns), &Device::Cpu)
+                            .expect("input");
+                        let got: Vec<f32> = pool
+                            .install(|| matrix.forward(&input))
+                            .and_then(|t| {
+                                assert_eq!(t.dims(), &[1, tokens, rows]);
+                                t.flatten_all()?.to_vec1()
+                            })
+                            .expect("forward");
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert!(
+                            bits(&got) == bits(&expected),
+                            "{format} {rows} rows, {tokens} tokens, {threads} threads"
+                        );
+                    }
+                }
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Cairn's own quantized matrix-vector products for decoding (one token, a few rows): Q4_0,
+//! Cairn's own quantized matrix products, for decoding (one token) and prefill (a batch): Q4_0,
 //! Q4_1, Q5_0, Q5_1 and Q8_0 weights (32 per block) against activations quantized to 8 bits
 //! per block of 32 ([`activation`]), and the k-quants Q4_K, Q5_K and Q6_K (256 per
 //! super-block) against activations quantized per 256 as ggml's Q8_K ([`activation_k`]) —

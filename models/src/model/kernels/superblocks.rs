@@ -29,7 +29,7 @@ use half::f16;
 
 use super::activation_k::{SUM_GROUP, SUPER_BLOCK, SuperBlock};
 use super::blocks::sum_lanes;
-use super::format::Accumulation;
+use super::format::{Accumulation, Products};
 
 /// Sub-blocks of 32 weights per super-block (Q4_K and Q5_K scale each one).
 const SUB_BLOCKS: usize = SUPER_BLOCK / 32;
@@ -215,7 +215,29 @@ fn dot_row_interleaved(format: SuperBlockFormat, row: &[u8], activations: &[Supe
     total - offsets
 }
 
-/// [`dot_row`] for consecutive rows of `row_bytes` bytes each, one result per row.
+/// [`dot_row`] of every whole row of `row_bytes` bytes in `rows` with every token of
+/// `activations` (the tokens one after another, `row_bytes / block_bytes` blocks each).
+pub(crate) fn dot_tile(
+    format: SuperBlockFormat,
+    accumulation: Accumulation,
+    rows: &[u8],
+    row_bytes: usize,
+    activations: &[SuperBlock],
+    out: &mut Products<'_>,
+) {
+    let blocks = row_bytes / format.block_bytes();
+    if blocks == 0 {
+        return;
+    }
+    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+        for (t, token) in activations.chunks_exact(blocks).enumerate() {
+            out.set(r, t, dot_row(format, accumulation, row, token));
+        }
+    }
+}
+
+/// [`dot_tile`] with one token: one result per row.
+#[cfg(test)]
 pub(crate) fn dot_rows(
     format: SuperBlockFormat,
     accumulation: Accumulation,
@@ -224,9 +246,12 @@ pub(crate) fn dot_rows(
     activations: &[SuperBlock],
     out: &mut [f32],
 ) {
-    for (row, y) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        *y = dot_row(format, accumulation, row, activations);
-    }
+    let stride = out.len();
+    let out = &mut Products {
+        values: out,
+        stride,
+    };
+    dot_tile(format, accumulation, rows, row_bytes, activations, out);
 }
 
 #[cfg(test)]
