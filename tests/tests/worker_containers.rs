@@ -381,8 +381,20 @@ fn a_hundred_runs_ride_out_killed_and_cut_off_workers_and_a_postgres_restart() {
                 scope.spawn(move || {
                     (0..RUNS / ENGINES)
                         .map(|i| {
-                            let output = sandbox
+                            let mut output = sandbox
                                 .cairn_within(&["run", workflow, "-q"], Duration::from_secs(180));
+                            // An engine that starts while PostgreSQL restarts refuses to start
+                            // (a first connection fails fast) and creates no run: started again.
+                            while output.code != Some(0)
+                                && output.stdout.trim().is_empty()
+                                && output.stderr.contains("failed to connect to PostgreSQL")
+                            {
+                                std::thread::sleep(Duration::from_millis(500));
+                                output = sandbox.cairn_within(
+                                    &["run", workflow, "-q"],
+                                    Duration::from_secs(180),
+                                );
+                            }
                             assert_eq!(
                                 output.code,
                                 Some(0),
@@ -395,12 +407,14 @@ fn a_hundred_runs_ride_out_killed_and_cut_off_workers_and_a_postgres_restart() {
                 })
             })
             .collect();
-        let run_ids: Vec<i64> = engines
-            .into_iter()
-            .flat_map(|e| e.join().expect("an engine's runs"))
-            .collect();
+        // The fault injector stops before a failed engine's panic goes on (else the scope
+        // would wait for it forever).
+        let joined: Vec<_> = engines.into_iter().map(|e| e.join()).collect();
         done.store(true, Ordering::Relaxed);
-        run_ids
+        joined
+            .into_iter()
+            .flat_map(|runs| runs.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect::<Vec<i64>>()
     });
 
     let store = Store::open_postgres(&url, &sandbox.path("inspect.db")).expect("the store");

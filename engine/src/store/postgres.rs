@@ -21,6 +21,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,9 @@ const WRITE_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(426836062830)";
 pub(super) struct Postgres {
     url: String,
     session: Mutex<Option<Session>>,
+    /// Whether a connection ever succeeded: from then on an unreachable server is waited for
+    /// (a restart), while a first connection fails fast (a wrong address).
+    connected: AtomicBool,
 }
 
 /// One connection and the statements prepared on it: a statement is parsed and planned once
@@ -56,6 +60,7 @@ impl Postgres {
         let db = Self {
             url: url.to_string(),
             session: Mutex::new(None),
+            connected: AtomicBool::new(false),
         };
         db.session(|client, _| migrate(client, url))?;
         Ok(db)
@@ -127,12 +132,17 @@ impl Postgres {
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let session = match guard.take() {
                     Some(session) if !session.client.is_closed() => guard.insert(session),
-                    previous => guard.insert(Session {
+                    _ => {
                         // The first connection fails fast (a wrong address is a clear error at
-                        // start); a lost one is waited for (the server restarting).
-                        client: connect(&self.url, previous.is_some())?,
-                        statements: HashMap::new(),
-                    }),
+                        // start); a lost one is waited for (the server restarting), also when
+                        // the session that lost it is already gone.
+                        let client = connect(&self.url, self.connected.load(Ordering::Relaxed))?;
+                        self.connected.store(true, Ordering::Relaxed);
+                        guard.insert(Session {
+                            client,
+                            statements: HashMap::new(),
+                        })
+                    }
                 };
                 let result = work(&mut session.client, &mut session.statements);
                 let lost = matches!(&result, Err(error) if error.is_unavailable());
