@@ -64,7 +64,10 @@ pub async fn bench_workers(home: Option<PathBuf>, args: &BenchWorkersArgs) -> Re
         || !args.seconds.is_finite()
         || args.seconds < 0.0
     {
-        bail!("--steps and every --workers count must be at least 1, --seconds not negative");
+        return Err(super::Invalid(
+            "--steps and every --workers count must be at least 1, --seconds not negative".into(),
+        )
+        .into());
     }
     let settings = Settings::resolve(home, None)?;
     let store = match &args.store {

@@ -216,7 +216,11 @@ pub async fn serve(
                 continue;
             }
             _ = adopt.tick() => {
-                match engine.resumable_runs() {
+                // A store read (over the network, patient through a PostgreSQL restart) runs
+                // on a blocking thread, not on the loop's.
+                let looking = engine.clone();
+                let left = tokio::task::spawn_blocking(move || looking.resumable_runs()).await;
+                match left.map_err(|error| error.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
                     Ok(left) => {
                         for run in left {
                             if driving.insert(run.id) {
