@@ -12,12 +12,23 @@ use candle_core::quantized::gguf_file::{Content, Value};
 
 use crate::Error;
 use crate::error::without_backtrace;
+use crate::mapped::{self, SharedBytes};
 
 /// An open GGUF file whose header and tensor table have been read and checked.
 pub(crate) struct GgufFile {
     path: PathBuf,
     content: Content,
     reader: BufReader<File>,
+    /// The whole file, mapped: the weights the kernels multiply are read in place.
+    mapped: SharedBytes,
+}
+
+/// One tensor's blocks as stored in the file, with its format and shape.
+pub(crate) struct StoredTensor {
+    pub dtype: candle_core::quantized::GgmlDType,
+    /// GGUF lists dimensions innermost first; these are outermost first (rows, columns).
+    pub dims: Vec<usize>,
+    pub bytes: SharedBytes,
 }
 
 impl GgufFile {
@@ -73,10 +84,12 @@ impl GgufFile {
             }
         }
         reader.rewind().map_err(io_error)?;
+        let mapped = mapped::map_file(reader.get_ref()).map_err(io_error)?;
         Ok(Self {
             path: path.to_path_buf(),
             content,
             reader,
+            mapped,
         })
     }
 
@@ -118,6 +131,34 @@ impl GgufFile {
             .get(key)
             .and_then(|value| value.to_vec().ok())
             .map(Vec::len)
+    }
+
+    /// One tensor's blocks in the mapped file (no copy; [`GgufFile::open`] checked that every
+    /// tensor lies inside the file).
+    pub(crate) fn stored_tensor(&self, name: &str) -> Result<StoredTensor, Error> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| Error::InvalidGguf {
+                path: self.path.clone(),
+                reason: format!("tensor {name} is missing"),
+            })?;
+        let elems = info.shape.elem_count();
+        let size = elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+        let start = self.content.tensor_data_offset as usize + info.offset as usize;
+        let bytes = start
+            .checked_add(size)
+            .and_then(|end| self.mapped.slice(start..end))
+            .ok_or_else(|| Error::InvalidGguf {
+                path: self.path.clone(),
+                reason: format!("tensor {name} lies past the end of the file"),
+            })?;
+        Ok(StoredTensor {
+            dtype: info.ggml_dtype,
+            dims: info.shape.dims().to_vec(),
+            bytes,
+        })
     }
 
     /// Reads one tensor's data.

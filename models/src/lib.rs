@@ -16,6 +16,7 @@ mod generate;
 mod gguf;
 pub mod inspect;
 mod local;
+mod mapped;
 mod model;
 mod paths;
 mod sampling;

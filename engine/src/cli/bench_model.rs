@@ -41,8 +41,9 @@ pub struct Figures {
     pub tg128_tokens_per_s: f64,
     /// `None` when the reference cannot measure at depth (older llama-bench without `-d`).
     pub tg128_at_512_tokens_per_s: Option<f64>,
-    /// Seconds to load the model (Cairn: to a ready model; llama.cpp: not reported by
-    /// llama-bench, so `None`).
+    /// Seconds from opening the file to the end of the first evaluation of a one-token
+    /// prompt, as llama.cpp counts its load time (its `llama-simple`, beside `llama-bench`,
+    /// prints it; `None` when that tool is not there).
     pub load_seconds: Option<f64>,
     /// Peak resident memory of the process that ran the model.
     pub peak_rss_bytes: Option<u64>,
@@ -288,9 +289,56 @@ fn run_reference(
         pp512_tokens_per_s: pp512,
         tg128_tokens_per_s: tg128,
         tg128_at_512_tokens_per_s: deep.and_then(|d| rate(&d, 0, 128, 512)),
-        load_seconds: None,
+        load_seconds: reference_load_seconds(binary, model)?,
         peak_rss_bytes: peak_rss.get(),
     })
+}
+
+/// llama.cpp's load time of `model`: llama-bench does not report one, so `llama-simple` from
+/// the same build (beside `llama_bench`) generates one token after a one-token prompt and its
+/// `load time` line is read — from loading to the end of the first evaluation, as llama.cpp
+/// counts it. `None` when there is no `llama-simple` beside it.
+fn reference_load_seconds(llama_bench: &Path, model: &Path) -> Result<Option<f64>> {
+    let simple = llama_bench.with_file_name("llama-simple");
+    if !simple.is_file() {
+        tracing::warn!(
+            "{} not found: the reference's load time is not measured",
+            simple.display()
+        );
+        return Ok(None);
+    }
+    let output = Command::new(&simple)
+        .arg("-m")
+        .arg(model)
+        .args(["-n", "1", "Hello"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("failed to run {}", simple.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            simple.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    match load_time_ms(&stderr) {
+        Some(ms) => Ok(Some(ms / 1000.0)),
+        None => bail!("{} printed no `load time` line", simple.display()),
+    }
+}
+
+/// The milliseconds of llama.cpp's `llama_perf_context_print: load time = 123.45 ms` line.
+fn load_time_ms(log: &str) -> Option<f64> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("llama_perf_context_print") && l.contains("load time"))?;
+    let value = line.split('=').nth(1)?.trim();
+    value.strip_suffix("ms")?.trim().parse().ok()
 }
 
 /// Runs `command` to its end, reading its peak resident set (`VmHWM`) from `/proc` every
@@ -358,4 +406,22 @@ fn load_average() -> Option<f64> {
 fn own_peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     vm_hwm_kib(&status).map(|kib| kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_llama_cpps_load_time_line() {
+        let log = "llama_perf_sampler_print:    sampling time =       0.02 ms\n\
+                   llama_perf_context_print:        load time =     123.45 ms\n\
+                   llama_perf_context_print: prompt eval time =       8.00 ms /     1 tokens\n";
+        assert_eq!(load_time_ms(log), Some(123.45));
+        assert_eq!(load_time_ms("no perf lines here"), None);
+        assert_eq!(
+            load_time_ms("llama_perf_context_print: load time = soon"),
+            None
+        );
+    }
 }

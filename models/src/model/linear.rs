@@ -11,36 +11,49 @@
 //! rather than the model's. Other formats (Q2_K, Q3_K, f16, f32) go through candle's
 //! `QMatMul`.
 
-use std::sync::Arc;
-
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{Module, Result, Tensor};
+use candle_core::quantized::QMatMul;
+use candle_core::{Device, Module, Result, Tensor};
 
 use super::kernels::QuantizedMatrix;
+use crate::Error;
+use crate::error::CandleContext;
+use crate::gguf::GgufFile;
 
 /// Who multiplies.
+#[derive(Clone)]
 enum Multiply {
     Kernel(QuantizedMatrix),
     Candle(QMatMul),
 }
 
+/// A weight matrix and its optional bias; cloning shares the weights (tied embeddings).
+#[derive(Clone)]
 pub(crate) struct Linear {
     multiply: Multiply,
     bias: Option<Tensor>,
 }
 
 impl Linear {
-    pub(crate) fn new(weights: QTensor, bias: Option<Tensor>) -> Result<Self> {
-        Self::shared(Arc::new(weights), bias)
-    }
-
-    /// Like [`Linear::new`], for weights also used elsewhere (tied embeddings).
-    pub(crate) fn shared(quantized: Arc<QTensor>, bias: Option<Tensor>) -> Result<Self> {
-        let multiply =
-            match QuantizedMatrix::new(quantized.clone()).map_err(candle_core::Error::wrap)? {
-                Some(matrix) => Multiply::Kernel(matrix),
-                None => Multiply::Candle(QMatMul::from_arc(quantized)?),
-            };
+    /// Tensor `name` of `gguf`: read in place from the mapped file where the kernels take its
+    /// format, read into candle's `QMatMul` otherwise.
+    pub(crate) fn load(
+        gguf: &mut GgufFile,
+        name: &str,
+        bias: Option<Tensor>,
+    ) -> std::result::Result<Self, Error> {
+        let stored = gguf.stored_tensor(name)?;
+        let matrix = QuantizedMatrix::new(stored.dtype, &stored.dims, stored.bytes)
+            .map_err(candle_core::Error::wrap)
+            .context(|| format!("prepare {name}"))?;
+        let multiply = match matrix {
+            Some(matrix) => Multiply::Kernel(matrix),
+            None => {
+                let weights = gguf.tensor(name)?;
+                Multiply::Candle(
+                    QMatMul::from_qtensor(weights).context(|| format!("prepare {name}"))?,
+                )
+            }
+        };
         Ok(Self { multiply, bias })
     }
 
@@ -53,6 +66,20 @@ impl Linear {
         match &self.bias {
             Some(bias) => y.broadcast_add(bias),
             None => Ok(y),
+        }
+    }
+
+    /// The rows `ids` as f32, `(1, ids.len(), columns)`: the matrix as an embedding table.
+    pub(crate) fn embed(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+        match &self.multiply {
+            Multiply::Kernel(matrix) => {
+                let rows = matrix
+                    .dequantize_rows(ids)
+                    .map_err(candle_core::Error::wrap)?;
+                let columns = rows.len() / ids.len().max(1);
+                Tensor::from_vec(rows, (1, ids.len(), columns), device)
+            }
+            Multiply::Candle(matmul) => matmul.embedding(&Tensor::new(ids, device)?.unsqueeze(0)?),
         }
     }
 }

@@ -4,16 +4,14 @@
 //! Variant differences (RoPE layout, q/k/v bias, q/k norm) are data in [`LlamaVariant`], chosen
 //! by the family table.
 //!
-//! Grouped-query attention reshapes the query heads that share a key/value head into one
-//! matrix instead of copying the keys and values per head (`repeat_kv`).
+//! Attention runs over the layer's f16 key/value cache in place ([`super::attention`]), for
+//! one decoded token and for a prompt alike.
 
-use std::sync::Arc;
-
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 
 use super::Backbone;
-use super::decode_attention::{self, Geometry};
+use super::attention::{self, Geometry};
 use super::kv_cache::KvCache;
 use super::linear::Linear;
 use crate::Error;
@@ -76,7 +74,7 @@ struct Shape {
 }
 
 pub(crate) struct Llama {
-    embeddings: QMatMul,
+    embeddings: Linear,
     layers: Vec<Layer>,
     norm: Tensor,
     output: Linear,
@@ -136,23 +134,19 @@ impl Llama {
         let (cos, sin) = rope_tables(head_dim, rope_base, options.context_length, rope_freqs)
             .context(|| "compute rotary embedding tables".to_string())?;
 
-        let embedding_table = Arc::new(gguf.tensor("token_embd.weight")?);
-        let embeddings = QMatMul::from_arc(embedding_table.clone())
-            .context(|| "load token embeddings".to_string())?;
-        // Tied embeddings (no output.weight) share the table's blocks instead of a second copy.
-        let output_weights = if gguf.has_tensor("output.weight") {
-            Arc::new(gguf.tensor("output.weight")?)
+        let embeddings = Linear::load(gguf, "token_embd.weight", None)?;
+        // Tied embeddings (no output.weight) share the table's blocks.
+        let output = if gguf.has_tensor("output.weight") {
+            Linear::load(gguf, "output.weight", None)?
         } else {
-            embedding_table
+            embeddings.clone()
         };
-        let output = Linear::shared(output_weights, None)
-            .context(|| "load output projection".to_string())?;
         let norm = dequantize(gguf, "output_norm.weight")?;
 
         let mut layers = Vec::with_capacity(n_layer);
         for index in 0..n_layer {
             progress(index, n_layer);
-            layers.push(load_layer(gguf, index, options)?);
+            layers.push(load_layer(gguf, index, options, (n_kv_head, head_dim))?);
         }
         progress(n_layer, n_layer);
         Ok(Self {
@@ -175,18 +169,16 @@ impl Llama {
 
     fn forward_tensor(&mut self, tokens: &[u32], index_pos: usize) -> candle_core::Result<Tensor> {
         let seq = tokens.len();
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let mut x = self.embeddings.embedding(&ids)?;
-        let mask = if seq > 1 {
-            Some(causal_mask(seq, index_pos, &self.device)?)
-        } else {
-            None
-        };
+        let cached = self.layers.first().map_or(index_pos, |l| l.cache.len());
+        if cached != index_pos {
+            candle_core::bail!("position {index_pos} does not follow the {cached} cached tokens");
+        }
+        let mut x = self.embeddings.embed(tokens, &self.device)?;
         let cos = self.cos.narrow(0, index_pos, seq)?;
         let sin = self.sin.narrow(0, index_pos, seq)?;
         for layer in &mut self.layers {
             let h = candle_nn::ops::rms_norm(&x, &layer.attention_norm, self.shape.rms_eps)?;
-            let attn = attention(&self.shape, layer, &h, mask.as_ref(), &cos, &sin)?;
+            let attn = attention(&self.shape, layer, &h, &cos, &sin)?;
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.shape.rms_eps)?;
             let gate = layer.mlp.gate.forward(&h)?;
@@ -236,7 +228,6 @@ fn attention(
     shape: &Shape,
     layer: &mut Layer,
     x: &Tensor,
-    mask: Option<&Tensor>,
     cos: &Tensor,
     sin: &Tensor,
 ) -> candle_core::Result<Tensor> {
@@ -270,59 +261,39 @@ fn attention(
             candle_nn::rotary_emb::rope(&k, cos, sin)?,
         ),
     };
-    let (k, v) = layer.cache.append(&k, &v)?;
-    if seq == 1 && mask.is_none() {
-        let q = q.flatten_all()?.to_vec1::<f32>()?;
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        let decoded = layer.cache.with_buffers(|keys, values, capacity, len| {
-            let mut out = vec![0.0f32; n_head * head_dim];
-            let geometry = Geometry {
-                n_head,
-                n_kv_head,
-                head_dim,
-                capacity,
-                len,
-            };
-            decode_attention::attend(&q, keys, values, geometry, scale, &mut out);
-            out
-        })?;
-        if let Some(y) = decoded {
-            let y = Tensor::from_vec(y, (b, seq, n_head * head_dim), x.device())?;
-            return attn.wo.forward(&y);
-        }
-    }
-    let kv_len = k.dim(2)?;
-    let group = n_head / n_kv_head;
-    // (b, n_head, seq, d) → (b, n_kv_head, group * seq, d): the heads sharing one kv head.
-    let q = q.reshape((b, n_kv_head, group * seq, head_dim))?;
-    let scores = (q.matmul(&k.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
-    let scores = match mask {
-        Some(mask) => scores
-            .reshape((b, n_kv_head, group, seq, kv_len))?
-            .broadcast_add(mask)?
-            .reshape((b, n_kv_head, group * seq, kv_len))?,
-        None => scores,
+    // (1, heads, seq, head_dim) contiguous: head by head, the tokens in order.
+    let q = q.flatten_all()?.to_vec1::<f32>()?;
+    let k = k.flatten_all()?.to_vec1::<f32>()?;
+    let v = v.flatten_all()?.to_vec1::<f32>()?;
+    layer.cache.append(&k, &v, seq)?;
+    let mut y = vec![0.0f32; seq * n_head * head_dim];
+    let geometry = Geometry {
+        n_head,
+        n_kv_head,
+        head_dim,
     };
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    let y = probs.matmul(&v)?; // (b, n_kv_head, group * seq, d)
-    let y = y
-        .reshape((b, n_head, seq, head_dim))?
-        .transpose(1, 2)?
-        .reshape((b, seq, n_head * head_dim))?;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    attention::attend(&q, &layer.cache.view(), geometry, scale, &mut y);
+    let y = Tensor::from_vec(y, (b, seq, n_head * head_dim), x.device())?;
     attn.wo.forward(&y)
 }
 
-fn load_layer(gguf: &mut GgufFile, index: usize, options: &LlamaLoad<'_>) -> Result<Layer, Error> {
+/// Layer `index`; `kv_shape` is (key/value heads, head width) for its cache.
+fn load_layer(
+    gguf: &mut GgufFile,
+    index: usize,
+    options: &LlamaLoad<'_>,
+    kv_shape: (usize, usize),
+) -> Result<Layer, Error> {
     let name = |suffix: &str| format!("blk.{index}.{suffix}");
     let variant = options.variant;
     let linear = |gguf: &mut GgufFile, part: &str, bias: bool| -> Result<Linear, Error> {
-        let weights = gguf.tensor(&name(&format!("{part}.weight")))?;
         let bias = if bias {
             Some(dequantize(gguf, &name(&format!("{part}.bias")))?)
         } else {
             None
         };
-        Linear::new(weights, bias).context(|| format!("prepare {}", name(part)))
+        Linear::load(gguf, &name(&format!("{part}.weight")), bias)
     };
     let attention = Attention {
         wq: linear(gguf, "attn_q", variant.qkv_bias)?,
@@ -350,7 +321,7 @@ fn load_layer(gguf: &mut GgufFile, index: usize, options: &LlamaLoad<'_>) -> Res
         attention,
         ffn_norm: dequantize(gguf, &name("ffn_norm.weight"))?,
         mlp,
-        cache: KvCache::new(options.context_length),
+        cache: KvCache::new(kv_shape.0, kv_shape.1, options.context_length),
     })
 }
 
@@ -387,21 +358,4 @@ fn rope_tables(
         .unsqueeze(1)?;
     let angles = positions.broadcast_mul(&inv_freq)?;
     Ok((angles.cos()?, angles.sin()?))
-}
-
-/// Additive mask `(seq, index_pos + seq)`: 0 where query i may see key j, -inf elsewhere.
-fn causal_mask(seq: usize, index_pos: usize, device: &Device) -> candle_core::Result<Tensor> {
-    let kv_len = index_pos + seq;
-    let values: Vec<f32> = (0..seq)
-        .flat_map(|i| {
-            (0..kv_len).map(move |j| {
-                if j <= index_pos + i {
-                    0.0
-                } else {
-                    f32::NEG_INFINITY
-                }
-            })
-        })
-        .collect();
-    Tensor::from_vec(values, (seq, kv_len), device)
 }

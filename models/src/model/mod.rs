@@ -2,7 +2,7 @@
 //! [`llama`] (our own llama/qwen2/qwen3 implementation on Cairn's quantized kernels) and
 //! [`delegated`] (gemma3 and phi3 through candle-transformers).
 
-pub(crate) mod decode_attention;
+pub(crate) mod attention;
 pub(crate) mod delegated;
 pub(crate) mod kernels;
 pub(crate) mod kv_cache;

@@ -5,9 +5,9 @@
 //! is unpacked once for both tokens and each activation block loaded once for the four rows,
 //! while every product keeps its own accumulators and order, so batching does not change a
 //! single bit of the results (llama.cpp's prefill runs the same per-product operations). On a
-//! CPU with AVX-VNNI the four-product integer sums take one `vpdpbusd` instead of
-//! `vpmaddubsw` + `vpmaddwd` (exact integers either way, as in ggml's AVX-VNNI build): ~8%
-//! faster prefill on the default model. The k-quants' are in `avx2_superblocks.rs`.
+//! CPU with AVX-VNNI or AVX512-VNNI the four-product integer sums take one `vpdpbusd` instead
+//! of `vpmaddubsw` + `vpmaddwd` (exact integers either way, as in ggml's VNNI builds): ~8%
+//! faster prefill on the default model with AVX-VNNI. The k-quants' are in `avx2_superblocks.rs`.
 //!
 //! The only unsafe code of the crate lives here and there: calling functions compiled for CPU
 //! features (checked at run time by [`Avx2::detect`]) and unaligned loads from block bytes
@@ -18,13 +18,13 @@
 use std::arch::x86_64::{
     __m256, __m256i, _mm_add_ps, _mm_add_ss, _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32,
     _mm_loadu_si128, _mm_movehdup_ps, _mm_movehl_ps, _mm_setr_epi32, _mm_srli_epi16,
-    _mm256_and_si256, _mm256_andnot_si256, _mm256_castps256_ps128, _mm256_cmpeq_epi8,
-    _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_extractf128_ps,
-    _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
-    _mm256_movehdup_ps, _mm256_moveldup_ps, _mm256_mul_ps, _mm256_or_si256, _mm256_set_epi64x,
-    _mm256_set_m128i, _mm256_set1_epi8, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x,
-    _mm256_set1_ps, _mm256_setr_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8,
-    _mm256_sign_epi8, _mm256_storeu_ps, _mm256_sub_epi8,
+    _mm256_add_epi32, _mm256_and_si256, _mm256_castps256_ps128, _mm256_cmpeq_epi8,
+    _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_dpbusd_epi32,
+    _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16,
+    _mm256_maddubs_epi16, _mm256_movehdup_ps, _mm256_moveldup_ps, _mm256_mul_ps, _mm256_or_si256,
+    _mm256_set_epi64x, _mm256_set_m128i, _mm256_set1_epi8, _mm256_set1_epi16, _mm256_set1_epi32,
+    _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setr_ps, _mm256_setzero_ps, _mm256_setzero_si256,
+    _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_slli_epi32, _mm256_storeu_ps, _mm256_sub_epi32,
 };
 
 use super::activation::ActivationBlock;
@@ -35,27 +35,46 @@ use super::format::{Accumulation, Products};
 /// only [`Avx2::detect`] makes one.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Avx2 {
-    /// The CPU also has AVX-VNNI (`vpdpbusd` on 256-bit vectors): one instruction for the
-    /// four-product integer sums that otherwise take two.
-    vnni: bool,
+    /// How the four-product integer sums are taken: [`PLAIN`], [`AVX_VNNI`] or
+    /// [`AVX512_VNNI`].
+    vnni: u8,
 }
+
+/// `vpmaddubsw` + `vpmaddwd`: every AVX2 CPU.
+const PLAIN: u8 = 0;
+/// One VEX-encoded `vpdpbusd` (AVX-VNNI: Intel from Alder Lake, AMD from Zen 5).
+const AVX_VNNI: u8 = 1;
+/// One EVEX-encoded `vpdpbusd` on 256-bit vectors (AVX512-VNNI with AVX512VL: Intel server
+/// parts from Cascade Lake, AMD Zen 4). These kernels are compiled with AVX-512 enabled, which
+/// also gives the compiler 32 vector registers: the 4 × 2 group's accumulators no longer
+/// spill to the stack.
+const AVX512_VNNI: u8 = 2;
 
 impl Avx2 {
     pub(crate) fn detect() -> Option<Self> {
         let available = is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c");
-        available.then_some(Self {
-            vnni: is_x86_feature_detected!("avxvnni"),
-        })
+        let vnni = if is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bw")
+        {
+            AVX512_VNNI
+        } else if is_x86_feature_detected!("avxvnni") {
+            AVX_VNNI
+        } else {
+            PLAIN
+        };
+        available.then_some(Self { vnni })
     }
 
-    /// This CPU's kernels and, where it has AVX-VNNI, the plain AVX2 ones too (tests run
-    /// both).
+    /// This CPU's kernels and every simpler kind it can also run (tests run them all).
     #[cfg(test)]
     pub(crate) fn variants(self) -> impl Iterator<Item = Self> {
-        let plain = self.vnni.then_some(Self { vnni: false });
-        std::iter::once(self).chain(plain)
+        let avx_vnni = is_x86_feature_detected!("avxvnni");
+        (PLAIN..=self.vnni)
+            .filter(move |&vnni| vnni != AVX_VNNI || avx_vnni)
+            .map(|vnni| Self { vnni })
     }
 
     /// The product of every whole row of `row_bytes` bytes in `rows` with every token of
@@ -129,7 +148,7 @@ const fn format_of(format: u8) -> BlockFormat {
 
 /// The operands of [`Avx2::dot_tile`].
 struct Tile<'a> {
-    vnni: bool,
+    vnni: u8,
     accumulation: Accumulation,
     rows: &'a [u8],
     row_bytes: usize,
@@ -152,10 +171,12 @@ unsafe fn tile_of<const FORMAT: u8>(tile: &Tile<'_>, out: &mut Products<'_>) {
     // SAFETY: forwarded from the caller's contract; `tile.vnni` comes from detection.
     unsafe {
         match (tile.accumulation, tile.vnni) {
-            (Accumulation::Lanes, false) => tile_avx2::<FORMAT, true>(tile, out),
-            (Accumulation::Rows, false) => tile_avx2::<FORMAT, false>(tile, out),
-            (Accumulation::Lanes, true) => tile_vnni::<FORMAT, true>(tile, out),
-            (Accumulation::Rows, true) => tile_vnni::<FORMAT, false>(tile, out),
+            (Accumulation::Lanes, AVX512_VNNI) => tile_avx512::<FORMAT, true>(tile, out),
+            (Accumulation::Rows, AVX512_VNNI) => tile_avx512::<FORMAT, false>(tile, out),
+            (Accumulation::Lanes, AVX_VNNI) => tile_vnni::<FORMAT, true>(tile, out),
+            (Accumulation::Rows, AVX_VNNI) => tile_vnni::<FORMAT, false>(tile, out),
+            (Accumulation::Lanes, _) => tile_avx2::<FORMAT, true>(tile, out),
+            (Accumulation::Rows, _) => tile_avx2::<FORMAT, false>(tile, out),
         }
     }
 }
@@ -166,7 +187,7 @@ unsafe fn tile_of<const FORMAT: u8>(tile: &Tile<'_>, out: &mut Products<'_>) {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_avx2<const FORMAT: u8, const LANES: bool>(tile: &Tile<'_>, out: &mut Products<'_>) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { tile_body::<FORMAT, LANES, false>(tile, out) }
+    unsafe { tile_body::<FORMAT, LANES, PLAIN>(tile, out) }
 }
 
 /// [`tile_body`] compiled for AVX2 with AVX-VNNI.
@@ -175,7 +196,19 @@ unsafe fn tile_avx2<const FORMAT: u8, const LANES: bool>(tile: &Tile<'_>, out: &
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 unsafe fn tile_vnni<const FORMAT: u8, const LANES: bool>(tile: &Tile<'_>, out: &mut Products<'_>) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { tile_body::<FORMAT, LANES, true>(tile, out) }
+    unsafe { tile_body::<FORMAT, LANES, AVX_VNNI>(tile, out) }
+}
+
+/// [`tile_body`] compiled for AVX2 with AVX512-VNNI and AVX512VL.
+///
+/// Safety: the CPU has AVX2, FMA, F16C, AVX512F, AVX512VL, AVX512BW and AVX512-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn tile_avx512<const FORMAT: u8, const LANES: bool>(
+    tile: &Tile<'_>,
+    out: &mut Products<'_>,
+) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { tile_body::<FORMAT, LANES, AVX512_VNNI>(tile, out) }
 }
 
 /// [`Avx2::dot_tile`] for one format and order (`LANES`: [`Accumulation::Lanes`]): groups of
@@ -185,11 +218,11 @@ unsafe fn tile_vnni<const FORMAT: u8, const LANES: bool>(tile: &Tile<'_>, out: &
 ///
 /// This and the functions it calls are always inlined into [`tile_avx2`] or [`tile_vnni`],
 /// whose CPU features they take (a function cannot be generic over its features); `VNNI`
-/// picks the four-product sums of [`unsigned_products_vnni`].
+/// picks the four-product sums (see [`products`]).
 ///
 /// Safety: the CPU has AVX2, FMA and F16C, and AVX-VNNI if `VNNI`.
 #[inline(always)]
-unsafe fn tile_body<const FORMAT: u8, const LANES: bool, const VNNI: bool>(
+unsafe fn tile_body<const FORMAT: u8, const LANES: bool, const VNNI: u8>(
     tile: &Tile<'_>,
     out: &mut Products<'_>,
 ) {
@@ -259,7 +292,7 @@ fn store<const R: usize, const T: usize>(
 unsafe fn dot_group<
     const FORMAT: u8,
     const LANES: bool,
-    const VNNI: bool,
+    const VNNI: u8,
     const R: usize,
     const T: usize,
 >(
@@ -277,14 +310,16 @@ unsafe fn dot_group<
         for b in 0..blocks {
             let mut a: [&ActivationBlock; T] = [&ZERO_BLOCK; T];
             let mut qy = [_mm256_setzero_si256(); T];
+            let mut offset = [_mm256_setzero_si256(); T];
             for t in 0..T {
                 a[t] = &*tokens[t].add(b);
                 qy[t] = _mm256_loadu_si256(a[t].qs.as_ptr().cast());
+                offset[t] = activation_offset::<FORMAT, VNNI>(qy[t]);
             }
             for r in 0..R {
                 let (x, d, m) = unpack::<FORMAT>(rows[r].add(b * format.block_bytes()));
                 for t in 0..T {
-                    let xy = products::<FORMAT, VNNI>(x, qy[t]);
+                    let xy = products::<FORMAT, VNNI>(x, qy[t], offset[t]);
                     if LANES {
                         acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t].d), xy, acc[r][t]);
                     } else {
@@ -325,7 +360,7 @@ unsafe fn dot_group<
 ///
 /// Safety: as [`dot_group`].
 #[inline(always)]
-unsafe fn dot_4x2<const FORMAT: u8, const LANES: bool, const VNNI: bool>(
+unsafe fn dot_4x2<const FORMAT: u8, const LANES: bool, const VNNI: u8>(
     blocks: usize,
     rows: [*const u8; ROWS],
     tokens: [*const ActivationBlock; TOKENS],
@@ -343,6 +378,10 @@ unsafe fn dot_4x2<const FORMAT: u8, const LANES: bool, const VNNI: bool>(
             let qy = [
                 _mm256_loadu_si256(a[0].qs.as_ptr().cast()),
                 _mm256_loadu_si256(a[1].qs.as_ptr().cast()),
+            ];
+            let offset = [
+                activation_offset::<FORMAT, VNNI>(qy[0]),
+                activation_offset::<FORMAT, VNNI>(qy[1]),
             ];
             let block: [*const u8; ROWS] =
                 std::array::from_fn(|r| rows[r].add(b * format.block_bytes()));
@@ -368,7 +407,7 @@ unsafe fn dot_4x2<const FORMAT: u8, const LANES: bool, const VNNI: bool>(
             for r in 0..ROWS {
                 let x = weights::<FORMAT>(block[r]);
                 for t in 0..TOKENS {
-                    let xy = products::<FORMAT, VNNI>(x, qy[t]);
+                    let xy = products::<FORMAT, VNNI>(x, qy[t], offset[t]);
                     let scale = scales[TOKENS * r + t];
                     if LANES {
                         acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(scale), xy, acc[r][t]);
@@ -423,9 +462,10 @@ unsafe fn unpack<const FORMAT: u8>(block: *const u8) -> (Weights, f32, f32) {
     }
 }
 
-/// A block's 32 weights as bytes for `maddubs` (unsigned × signed): the weights themselves
-/// for Q4_1 and Q5_1 (`magnitudes`, with no `signs`), their magnitudes and the weights whose
-/// signs go to the activations for the signed formats.
+/// A block's 32 weights as bytes for `maddubs` (unsigned × signed): the stored unsigned
+/// values for Q4_0, Q4_1, Q5_0 and Q5_1 (`magnitudes`; the offset of Q4_0 and Q5_0 is taken
+/// off with the activations' sums, see [`activation_offset`]), the magnitudes and the signed
+/// weights whose signs go to the activations for Q8_0.
 #[derive(Clone, Copy)]
 struct Weights {
     magnitudes: __m256i,
@@ -439,57 +479,84 @@ struct Weights {
 #[inline]
 unsafe fn weights<const FORMAT: u8>(block: *const u8) -> Weights {
     // SAFETY: every block is at least 18 bytes; the offsets read below are inside it.
-    let signed = unsafe {
+    let unsigned = unsafe {
         match FORMAT {
-            // Weights q - 8.
-            Q4_0 => _mm256_sub_epi8(nibbles(block.add(2)), _mm256_set1_epi8(8)),
-            Q4_1 => {
-                let magnitudes = nibbles(block.add(4));
-                return Weights {
-                    magnitudes,
-                    signs: magnitudes,
-                };
-            }
+            Q4_0 => nibbles(block.add(2)),
+            Q4_1 => nibbles(block.add(4)),
             Q5_0 => {
-                // Weights q - 16: a clear fifth bit makes the byte negative (0xF0 | nibble).
-                let high = _mm256_andnot_si256(bits(block.add(2)), _mm256_set1_epi8(0xF0_u8 as i8));
+                let high = _mm256_and_si256(bits(block.add(2)), _mm256_set1_epi8(0x10));
                 _mm256_or_si256(nibbles(block.add(6)), high)
             }
             Q5_1 => {
                 let high = _mm256_and_si256(bits(block.add(4)), _mm256_set1_epi8(0x10));
-                let magnitudes = _mm256_or_si256(nibbles(block.add(8)), high);
+                _mm256_or_si256(nibbles(block.add(8)), high)
+            }
+            _ => {
+                let signed = _mm256_loadu_si256(block.add(2).cast());
                 return Weights {
-                    magnitudes,
-                    signs: magnitudes,
+                    magnitudes: _mm256_sign_epi8(signed, signed),
+                    signs: signed,
                 };
             }
-            _ => _mm256_loadu_si256(block.add(2).cast()),
         }
     };
     Weights {
-        magnitudes: _mm256_sign_epi8(signed, signed),
-        signs: signed,
+        magnitudes: unsigned,
+        signs: unsigned,
+    }
+}
+
+/// For Q4_0 and Q5_0, whose weights are stored as `q + 8` and `q + 16`: each lane's
+/// `-offset · (sum of its four activations)`, so that the unsigned products plus it are the
+/// signed weights' products — the same exact integers ggml computes with signed weights.
+/// Zero for the other formats. Taken once per activation block and shared by every row.
+///
+/// Safety: the CPU features of [`tile_body`].
+#[inline(always)]
+unsafe fn activation_offset<const FORMAT: u8, const VNNI: u8>(y: __m256i) -> __m256i {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let zero = _mm256_setzero_si256();
+        if !matches!(FORMAT, Q4_0 | Q5_0) {
+            return zero;
+        }
+        let ones = _mm256_set1_epi8(1);
+        let sums = match VNNI {
+            AVX512_VNNI => integer_products_avx512(zero, ones, y),
+            AVX_VNNI => integer_products_vnni(zero, ones, y),
+            _ => integer_products(ones, y),
+        };
+        let scaled = if FORMAT == Q4_0 {
+            _mm256_slli_epi32::<3>(sums)
+        } else {
+            _mm256_slli_epi32::<4>(sums)
+        };
+        _mm256_sub_epi32(zero, scaled)
     }
 }
 
 /// The eight lane sums of four weight×activation products (as f32) of weights `x` and
-/// activations `y`.
+/// activations `y`, `offset` ([`activation_offset`]) added.
 ///
 /// Safety: the CPU features of [`tile_body`].
 #[inline(always)]
-unsafe fn products<const FORMAT: u8, const VNNI: bool>(x: Weights, y: __m256i) -> __m256 {
+unsafe fn products<const FORMAT: u8, const VNNI: u8>(
+    x: Weights,
+    y: __m256i,
+    offset: __m256i,
+) -> __m256 {
     // SAFETY: the caller's contract.
     unsafe {
         let y = match FORMAT {
-            Q4_1 | Q5_1 => y,
-            // Signed weights: |x| * sign(y, x) keeps the unsigned×signed form.
-            _ => _mm256_sign_epi8(y, x.signs),
+            Q8_0 => _mm256_sign_epi8(y, x.signs),
+            _ => y,
         };
-        if VNNI {
-            unsigned_products_vnni(x.magnitudes, y)
-        } else {
-            unsigned_products(x.magnitudes, y)
-        }
+        let sums = match VNNI {
+            AVX512_VNNI => integer_products_avx512(offset, x.magnitudes, y),
+            AVX_VNNI => integer_products_vnni(offset, x.magnitudes, y),
+            _ => _mm256_add_epi32(integer_products(x.magnitudes, y), offset),
+        };
+        _mm256_cvtepi32_ps(sums)
     }
 }
 
@@ -530,21 +597,28 @@ unsafe fn bits(at: *const u8) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi64x(-1))
 }
 
-/// Unsigned `x` times signed `y`, summed over each four consecutive bytes, as f32. No pair sum
+/// Unsigned `x` times signed `y`, summed over each four consecutive bytes. No pair sum
 /// reaches the i16 saturation of maddubs: |x| <= 128 and |y| <= 127 give at most 32,512.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn unsigned_products(x: __m256i, y: __m256i) -> __m256 {
+fn integer_products(x: __m256i, y: __m256i) -> __m256i {
     let pairs = _mm256_maddubs_epi16(x, y);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
 }
 
-/// [`unsigned_products`] in one AVX-VNNI instruction: the same exact integer sums (maddubs
-/// never saturates here, see there), so the same f32 lanes.
+/// `acc` plus [`integer_products`] in one AVX-VNNI instruction: the same exact integer sums
+/// (maddubs never saturates here, see there).
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 #[inline]
-fn unsigned_products_vnni(x: __m256i, y: __m256i) -> __m256 {
-    _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y))
+fn integer_products_vnni(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+    _mm256_dpbusd_avx_epi32(acc, x, y)
+}
+
+/// `acc` plus [`integer_products`] in one AVX512-VNNI instruction on 256-bit vectors.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+#[inline]
+fn integer_products_avx512(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(acc, x, y)
 }
 
 /// ggml's `hsum_float_8` (see [`super::blocks::sum_lanes`]).

@@ -14,14 +14,14 @@
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
-    __m128i, __m256i, _mm_add_epi32, _mm_add_ps, _mm_add_ss, _mm_cvtepi32_ps, _mm_cvtepu8_epi16,
-    _mm_cvtsi64_si128, _mm_cvtsi128_si32, _mm_cvtss_f32, _mm_fmadd_ps, _mm_hadd_epi16,
-    _mm_hadd_epi32, _mm_madd_epi16, _mm_movehdup_ps, _mm_movehl_ps, _mm_set1_epi16, _mm_set1_ps,
-    _mm_setzero_ps, _mm256_add_epi32, _mm256_and_si256, _mm256_castsi256_si128, _mm256_cmpeq_epi8,
-    _mm256_cvtepi32_ps, _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_loadu_si256,
-    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set_m128i, _mm256_set1_epi8,
-    _mm256_set1_epi16, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_slli_epi16,
-    _mm256_srli_epi16, _mm256_sub_epi16,
+    __m128, __m128i, __m256i, _mm_add_epi32, _mm_add_ps, _mm_add_ss, _mm_cvtepi32_ps,
+    _mm_cvtepu8_epi16, _mm_cvtsi64_si128, _mm_cvtsi128_si32, _mm_cvtss_f32, _mm_fmadd_ps,
+    _mm_hadd_epi16, _mm_hadd_epi32, _mm_madd_epi16, _mm_movehdup_ps, _mm_movehl_ps, _mm_set1_epi16,
+    _mm_set1_ps, _mm_setzero_ps, _mm256_add_epi32, _mm256_and_si256, _mm256_castsi256_si128,
+    _mm256_cmpeq_epi8, _mm256_cvtepi32_ps, _mm256_extracti128_si256, _mm256_fmadd_ps,
+    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set_m128i,
+    _mm256_set1_epi8, _mm256_set1_epi16, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
+    _mm256_slli_epi16, _mm256_srli_epi16, _mm256_sub_epi16,
 };
 
 use half::f16;
@@ -76,6 +76,40 @@ impl Avx2 {
     }
 }
 
+/// Tokens per group: each super-block's weights, unpacked once, meet this many tokens.
+const TOKENS: usize = 4;
+
+/// Every row of `rows` with every token of `activations` (`blocks` super-blocks each): the
+/// tokens in groups of [`TOKENS`] through `group`, the rest one by one through `single`.
+#[inline(always)]
+fn each_product(
+    blocks: usize,
+    rows: &[u8],
+    row_bytes: usize,
+    activations: &[SuperBlock],
+    out: &mut Products<'_>,
+    mut group: impl FnMut(&[u8], [&[SuperBlock]; TOKENS]) -> [f32; TOKENS],
+    mut single: impl FnMut(&[u8], [&[SuperBlock]; 1]) -> [f32; 1],
+) {
+    if blocks == 0 {
+        return;
+    }
+    let tokens: Vec<&[SuperBlock]> = activations.chunks_exact(blocks).collect();
+    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+        let mut t = 0;
+        while t + TOKENS <= tokens.len() {
+            let sums = group(row, std::array::from_fn(|i| tokens[t + i]));
+            for (i, sum) in sums.into_iter().enumerate() {
+                out.set(r, t + i, sum);
+            }
+            t += TOKENS;
+        }
+        for (t, token) in tokens.iter().enumerate().skip(t) {
+            out.set(r, t, single(row, [token])[0]);
+        }
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tile_q4k(
     accumulation: Accumulation,
@@ -85,14 +119,15 @@ fn tile_q4k(
     out: &mut Products<'_>,
 ) {
     let blocks = row_bytes / SuperBlockFormat::Q4K.block_bytes();
-    if blocks == 0 {
-        return;
-    }
-    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
-        for (t, token) in activations.chunks_exact(blocks).enumerate() {
-            out.set(r, t, dot_q4k(accumulation, row, token));
-        }
-    }
+    each_product(
+        blocks,
+        rows,
+        row_bytes,
+        activations,
+        out,
+        |row, tokens| dot_q4k(accumulation, row, tokens),
+        |row, tokens| dot_q4k(accumulation, row, tokens),
+    );
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -104,14 +139,15 @@ fn tile_q5k(
     out: &mut Products<'_>,
 ) {
     let blocks = row_bytes / SuperBlockFormat::Q5K.block_bytes();
-    if blocks == 0 {
-        return;
-    }
-    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
-        for (t, token) in activations.chunks_exact(blocks).enumerate() {
-            out.set(r, t, dot_q5k(accumulation, row, token));
-        }
-    }
+    each_product(
+        blocks,
+        rows,
+        row_bytes,
+        activations,
+        out,
+        |row, tokens| dot_q5k(accumulation, row, tokens),
+        |row, tokens| dot_q5k(accumulation, row, tokens),
+    );
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -123,14 +159,15 @@ fn tile_q6k(
     out: &mut Products<'_>,
 ) {
     let blocks = row_bytes / SuperBlockFormat::Q6K.block_bytes();
-    if blocks == 0 {
-        return;
-    }
-    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
-        for (t, token) in activations.chunks_exact(blocks).enumerate() {
-            out.set(r, t, dot_q6k(accumulation, row, token));
-        }
-    }
+    each_product(
+        blocks,
+        rows,
+        row_bytes,
+        activations,
+        out,
+        |row, tokens| dot_q6k(accumulation, row, tokens),
+        |row, tokens| dot_q6k(accumulation, row, tokens),
+    );
 }
 
 fn f16_at(block: &[u8], offset: usize) -> f32 {
@@ -163,182 +200,216 @@ fn scaled_products(x: __m256i, y: __m256i, scale: __m256i) -> __m256i {
     _mm256_madd_epi16(scale, _mm256_maddubs_epi16(x, y))
 }
 
-/// Q4_K (see [`super::superblocks`] for the layout).
+/// The sum of four f32 lanes, as ggml sums Q4_K's offsets.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q4k(accumulation: Accumulation, row: &[u8], activations: &[SuperBlock]) -> f32 {
-    let low_nibble = _mm256_set1_epi8(0x0F);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_mins = _mm_setzero_ps();
-    let mut rows = RowSums::default();
-    for (block, a) in row
-        .chunks_exact(SuperBlockFormat::Q4K.block_bytes())
-        .zip(activations)
-    {
-        let d = a.d * f16_at(block, 0);
-        let dmin = -a.d * f16_at(block, 2);
-        let (scales, mins) = scales_and_mins(&block[4..16]);
-
-        // The offsets: each lane two sub-blocks' min × activation sum, as ggml.
-        let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(mins)));
-        // SAFETY: `sums` is 16 i16, 32 bytes.
-        let sums = unsafe { _mm256_loadu_si256(a.sums.as_ptr().cast()) };
-        let sub_block_sums = _mm_hadd_epi16(
-            _mm256_castsi256_si128(sums),
-            _mm256_extracti128_si256::<1>(sums),
-        );
-        let offsets = _mm_madd_epi16(mins, sub_block_sums);
-
-        let nibbles = &block[16..144];
-        let mut sum = _mm256_setzero_si256();
-        for j in 0..4 {
-            let bits = load(nibbles, 32 * j);
-            let low = _mm256_and_si256(bits, low_nibble);
-            let high = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), low_nibble);
-            let scale_low = _mm256_set1_epi16(i16::from(scales[2 * j]));
-            let scale_high = _mm256_set1_epi16(i16::from(scales[2 * j + 1]));
-            let p_low = scaled_products(low, load_activations(a, 64 * j), scale_low);
-            let p_high = scaled_products(high, load_activations(a, 64 * j + 32), scale_high);
-            sum = _mm256_add_epi32(sum, _mm256_add_epi32(p_low, p_high));
-        }
-        match accumulation {
-            Accumulation::Lanes => {
-                acc_mins = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(offsets), acc_mins);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc);
-            }
-            Accumulation::Rows => rows.add(sum_i32(sum), d, sum_i32_4(offsets), dmin),
-        }
-    }
-    match accumulation {
-        Accumulation::Lanes => {
-            let pair = _mm_add_ps(acc_mins, _mm_movehl_ps(acc_mins, acc_mins));
-            let offsets = _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
-            sum_lanes(acc) + offsets
-        }
-        Accumulation::Rows => rows.result(),
-    }
+#[inline]
+fn sum_lanes_4(x: __m128) -> f32 {
+    let pair = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
 }
 
-/// Q5_K: Q4_K's nibbles plus a fifth bit per weight.
+/// Q4_K (see [`super::superblocks`] for the layout), one row with `T` tokens: each
+/// super-block's nibbles and scales are unpacked once for all of them.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q5k(accumulation: Accumulation, row: &[u8], activations: &[SuperBlock]) -> f32 {
+#[inline]
+fn dot_q4k<const T: usize>(
+    accumulation: Accumulation,
+    row: &[u8],
+    tokens: [&[SuperBlock]; T],
+) -> [f32; T] {
+    let low_nibble = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc_mins = [_mm_setzero_ps(); T];
+    let mut rows = [RowSums::default(); T];
+    let bytes = SuperBlockFormat::Q4K.block_bytes();
+    for (i, block) in row.chunks_exact(bytes).enumerate() {
+        let (d_w, dmin_w) = (f16_at(block, 0), f16_at(block, 2));
+        let (scales, mins) = scales_and_mins(&block[4..16]);
+        let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(mins)));
+        let nibbles = &block[16..144];
+        let weights: [__m256i; 8] = std::array::from_fn(|k| {
+            let bits = load(nibbles, 32 * (k / 2));
+            let shifted = if k % 2 == 0 {
+                bits
+            } else {
+                _mm256_srli_epi16::<4>(bits)
+            };
+            _mm256_and_si256(shifted, low_nibble)
+        });
+        let scales: [__m256i; 8] = std::array::from_fn(|k| _mm256_set1_epi16(i16::from(scales[k])));
+        for t in 0..T {
+            let a = &tokens[t][i];
+            let d = a.d * d_w;
+            let dmin = -a.d * dmin_w;
+            // The offsets: each lane two sub-blocks' min × activation sum, as ggml.
+            // SAFETY: `sums` is 16 i16, 32 bytes.
+            let sums = unsafe { _mm256_loadu_si256(a.sums.as_ptr().cast()) };
+            let sub_block_sums = _mm_hadd_epi16(
+                _mm256_castsi256_si128(sums),
+                _mm256_extracti128_si256::<1>(sums),
+            );
+            let offsets = _mm_madd_epi16(mins, sub_block_sums);
+            let mut sum = _mm256_setzero_si256();
+            for j in 0..4 {
+                let p_low =
+                    scaled_products(weights[2 * j], load_activations(a, 64 * j), scales[2 * j]);
+                let p_high = scaled_products(
+                    weights[2 * j + 1],
+                    load_activations(a, 64 * j + 32),
+                    scales[2 * j + 1],
+                );
+                sum = _mm256_add_epi32(sum, _mm256_add_epi32(p_low, p_high));
+            }
+            match accumulation {
+                Accumulation::Lanes => {
+                    acc_mins[t] =
+                        _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(offsets), acc_mins[t]);
+                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc[t]);
+                }
+                Accumulation::Rows => rows[t].add(sum_i32(sum), d, sum_i32_4(offsets), dmin),
+            }
+        }
+    }
+    std::array::from_fn(|t| match accumulation {
+        Accumulation::Lanes => sum_lanes(acc[t]) + sum_lanes_4(acc_mins[t]),
+        Accumulation::Rows => rows[t].result(),
+    })
+}
+
+/// Q5_K: Q4_K's nibbles plus a fifth bit per weight; one row with `T` tokens.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot_q5k<const T: usize>(
+    accumulation: Accumulation,
+    row: &[u8],
+    tokens: [&[SuperBlock]; T],
+) -> [f32; T] {
     let low_nibble = _mm256_set1_epi8(0x0F);
     let sixteen = _mm256_set1_epi8(16);
-    let mut acc = _mm256_setzero_ps();
-    let mut min_sum = 0.0f32;
-    let mut rows = RowSums::default();
-    for (block, a) in row
-        .chunks_exact(SuperBlockFormat::Q5K.block_bytes())
-        .zip(activations)
-    {
-        let d = a.d * f16_at(block, 0);
-        let dmin = -a.d * f16_at(block, 2);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut min_sums = [0.0f32; T];
+    let mut rows = [RowSums::default(); T];
+    let bytes = SuperBlockFormat::Q5K.block_bytes();
+    for (i, block) in row.chunks_exact(bytes).enumerate() {
+        let (d_w, dmin_w) = (f16_at(block, 0), f16_at(block, 2));
         let (scales, mins) = scales_and_mins(&block[4..16]);
-        let total: i32 = (0..mins.len())
-            .map(|k| i32::from(mins[k]) * sub_block_sum(a, k))
-            .sum();
-
         let high_bits = load(block, 16);
         let nibbles = &block[48..176];
-        // Bit `s` of every high-bit byte: sub-block `s`'s fifth bits.
-        let mut mask = _mm256_set1_epi8(1);
-        let mut fifth = || {
+        // Bit `k` of every high-bit byte: sub-block `k`'s fifth bits.
+        let weights: [__m256i; 8] = std::array::from_fn(|k| {
+            let mask = _mm256_set1_epi8(1 << k);
             let set = _mm256_cmpeq_epi8(_mm256_and_si256(high_bits, mask), mask);
-            mask = _mm256_slli_epi16::<1>(mask);
-            _mm256_and_si256(set, sixteen)
-        };
-        let mut sum = _mm256_setzero_si256();
-        for j in 0..4 {
-            let bits = load(nibbles, 32 * j);
-            let low = _mm256_or_si256(_mm256_and_si256(bits, low_nibble), fifth());
-            let high = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), low_nibble);
-            let high = _mm256_or_si256(high, fifth());
-            let scale_low = _mm256_set1_epi16(i16::from(scales[2 * j]));
-            let scale_high = _mm256_set1_epi16(i16::from(scales[2 * j + 1]));
-            let p_low = scaled_products(low, load_activations(a, 64 * j), scale_low);
-            let p_high = scaled_products(high, load_activations(a, 64 * j + 32), scale_high);
-            sum = _mm256_add_epi32(sum, _mm256_add_epi32(p_low, p_high));
-        }
-        match accumulation {
-            Accumulation::Lanes => {
-                min_sum = dmin.mul_add(total as f32, min_sum);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc);
+            let fifth = _mm256_and_si256(set, sixteen);
+            let bits = load(nibbles, 32 * (k / 2));
+            let shifted = if k % 2 == 0 {
+                bits
+            } else {
+                _mm256_srli_epi16::<4>(bits)
+            };
+            _mm256_or_si256(_mm256_and_si256(shifted, low_nibble), fifth)
+        });
+        let scales: [__m256i; 8] = std::array::from_fn(|k| _mm256_set1_epi16(i16::from(scales[k])));
+        for t in 0..T {
+            let a = &tokens[t][i];
+            let d = a.d * d_w;
+            let dmin = -a.d * dmin_w;
+            let total: i32 = (0..mins.len())
+                .map(|k| i32::from(mins[k]) * sub_block_sum(a, k))
+                .sum();
+            let mut sum = _mm256_setzero_si256();
+            for j in 0..4 {
+                let p_low =
+                    scaled_products(weights[2 * j], load_activations(a, 64 * j), scales[2 * j]);
+                let p_high = scaled_products(
+                    weights[2 * j + 1],
+                    load_activations(a, 64 * j + 32),
+                    scales[2 * j + 1],
+                );
+                sum = _mm256_add_epi32(sum, _mm256_add_epi32(p_low, p_high));
             }
-            Accumulation::Rows => rows.add(sum_i32(sum), d, total, dmin),
+            match accumulation {
+                Accumulation::Lanes => {
+                    min_sums[t] = dmin.mul_add(total as f32, min_sums[t]);
+                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc[t]);
+                }
+                Accumulation::Rows => rows[t].add(sum_i32(sum), d, total, dmin),
+            }
         }
     }
-    match accumulation {
-        Accumulation::Lanes => sum_lanes(acc) + min_sum,
-        Accumulation::Rows => rows.result(),
-    }
+    std::array::from_fn(|t| match accumulation {
+        Accumulation::Lanes => sum_lanes(acc[t]) + min_sums[t],
+        Accumulation::Rows => rows[t].result(),
+    })
 }
 
-/// Q6_K: six-bit weights offset by 32, a signed scale per 16.
+/// Q6_K: six-bit weights offset by 32, a signed scale per 16; one row with `T` tokens.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q6k(accumulation: Accumulation, row: &[u8], activations: &[SuperBlock]) -> f32 {
+#[inline]
+fn dot_q6k<const T: usize>(
+    accumulation: Accumulation,
+    row: &[u8],
+    tokens: [&[SuperBlock]; T],
+) -> [f32; T] {
     let low_nibble = _mm256_set1_epi8(0x0F);
     let two_bits = _mm256_set1_epi8(3);
     let thirty_two = _mm256_set1_epi8(32);
-    let mut acc = _mm256_setzero_ps();
-    let mut rows = RowSums::default();
-    for (block, a) in row
-        .chunks_exact(SuperBlockFormat::Q6K.block_bytes())
-        .zip(activations)
-    {
-        let d = a.d * f16_at(block, 208);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut rows = [RowSums::default(); T];
+    let bytes = SuperBlockFormat::Q6K.block_bytes();
+    for (i, block) in row.chunks_exact(bytes).enumerate() {
+        let d_w = f16_at(block, 208);
         let scales = &block[192..208];
-        let mut sum = _mm256_setzero_si256();
-        for n in 0..2 {
-            let low_1 = load(block, 64 * n);
-            let low_2 = load(block, 64 * n + 32);
+        let pair = |shifted: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, two_bits));
+        // Weights 128n + 32m + l in vector 4n + m.
+        let weights: [__m256i; 8] = std::array::from_fn(|k| {
+            let (n, m) = (k / 4, k % 4);
+            let low = load(block, 64 * n + 32 * (m % 2));
             let high = load(block, 128 + 32 * n);
-            let pair =
-                |shifted: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, two_bits));
-            let weights = [
-                _mm256_or_si256(_mm256_and_si256(low_1, low_nibble), pair(high)),
-                _mm256_or_si256(
-                    _mm256_and_si256(low_2, low_nibble),
-                    pair(_mm256_srli_epi16::<2>(high)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(low_1), low_nibble),
-                    pair(_mm256_srli_epi16::<4>(high)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(low_2), low_nibble),
-                    pair(_mm256_srli_epi16::<6>(high)),
-                ),
-            ];
-            for (m, &q) in weights.iter().enumerate() {
-                let y = load_activations(a, 128 * n + 32 * m);
+            let (low, high) = match m {
+                0 => (low, high),
+                1 => (low, _mm256_srli_epi16::<2>(high)),
+                2 => (_mm256_srli_epi16::<4>(low), _mm256_srli_epi16::<4>(high)),
+                _ => (_mm256_srli_epi16::<4>(low), _mm256_srli_epi16::<6>(high)),
+            };
+            _mm256_or_si256(_mm256_and_si256(low, low_nibble), pair(high))
+        });
+        // The first 16 weights of a vector (lanes 0..4) and the next 16 have their own scale.
+        let scales: [__m256i; 8] = std::array::from_fn(|k| {
+            let group = 2 * k;
+            _mm256_set_m128i(
+                _mm_set1_epi16(i16::from(scales[group + 1] as i8)),
+                _mm_set1_epi16(i16::from(scales[group] as i8)),
+            )
+        });
+        for t in 0..T {
+            let a = &tokens[t][i];
+            let d = a.d * d_w;
+            let mut sum = _mm256_setzero_si256();
+            for k in 0..8 {
+                let y = load_activations(a, 32 * k);
                 // (q - 32) · y as q · y - 32 · y, both in maddubs' unsigned×signed form.
                 let products = _mm256_sub_epi16(
-                    _mm256_maddubs_epi16(q, y),
+                    _mm256_maddubs_epi16(weights[k], y),
                     _mm256_maddubs_epi16(thirty_two, y),
                 );
-                // The first 16 weights (lanes 0..4) and the next 16 have their own scale.
-                let group = 8 * n + 2 * m;
-                let scale = _mm256_set_m128i(
-                    _mm_set1_epi16(i16::from(scales[group + 1] as i8)),
-                    _mm_set1_epi16(i16::from(scales[group] as i8)),
-                );
-                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(scale, products));
+                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(scales[k], products));
+            }
+            match accumulation {
+                Accumulation::Lanes => {
+                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc[t]);
+                }
+                Accumulation::Rows => rows[t].add(sum_i32(sum), d, 0, 0.0),
             }
         }
-        match accumulation {
-            Accumulation::Lanes => {
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc);
-            }
-            Accumulation::Rows => rows.add(sum_i32(sum), d, 0, 0.0),
-        }
     }
-    match accumulation {
-        Accumulation::Lanes => sum_lanes(acc),
-        Accumulation::Rows => rows.result(),
-    }
+    std::array::from_fn(|t| match accumulation {
+        Accumulation::Lanes => sum_lanes(acc[t]),
+        Accumulation::Rows => rows[t].result(),
+    })
 }
 
 /// The two f32 sums of [`Accumulation::Rows`].
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct RowSums {
     total: f32,
     offsets: f32,
@@ -412,6 +483,41 @@ mod tests {
                         "{format:?} {accumulation:?} {blocks} blocks x {rows} rows: {portable:?} vs {simd:?}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn token_groups_give_each_product_the_bits_of_one_token_alone() {
+        let Some(avx2) = Avx2::detect() else {
+            eprintln!("SKIPPED: this CPU has no AVX2/FMA/F16C");
+            return;
+        };
+        for ((format, _), accumulation) in FORMATS
+            .into_iter()
+            .flat_map(|f| [(f, Accumulation::Lanes), (f, Accumulation::Rows)])
+        {
+            let (blocks, rows) = (3, 3);
+            let columns = blocks * SUPER_BLOCK;
+            let row_bytes = blocks * format.block_bytes();
+            let bytes = random_blocks(format, rows * blocks, 5, &EXTREME_SCALES);
+            // 9 tokens: two groups of four and one alone.
+            let tokens: Vec<Vec<SuperBlock>> = (0..9)
+                .map(|t| activations(columns, 40 + t, t as usize % 4))
+                .collect();
+            let batch: Vec<SuperBlock> = tokens.iter().flatten().cloned().collect();
+            let mut grouped = vec![0.0; rows * tokens.len()];
+            let mut out = Products {
+                values: &mut grouped,
+                stride: rows,
+            };
+            avx2.dot_tile_super(format, accumulation, &bytes, row_bytes, &batch, &mut out);
+            for (t, token) in tokens.iter().enumerate() {
+                let mut alone = vec![0.0; rows];
+                dot_rows(format, accumulation, &bytes, row_bytes, token, &mut alone);
+                let got: Vec<u32> = (0..rows).map(|r| grouped[t * rows + r].to_bits()).collect();
+                let want: Vec<u32> = alone.iter().map(|x| x.to_bits()).collect();
+                assert_eq!(got, want, "{format:?} {accumulation:?} token {t}");
             }
         }
     }

@@ -1,5 +1,5 @@
 //! [`Error`]: what can go wrong in the kernels. Every case is a mismatch between the
-//! shapes the caller gave and the bytes candle holds, which the loader's checks should make
+//! shapes the caller gave and the bytes the file holds, which the loader's checks should make
 //! impossible; they are errors rather than panics because the bytes come from a file.
 
 use super::format::WeightFormat;
@@ -16,12 +16,9 @@ pub(crate) enum Error {
         dims: Vec<usize>,
     },
 
-    /// candle could not hand out the raw block bytes.
-    #[error("failed to read the raw blocks of a {format} matrix: {reason}")]
-    RawData {
-        format: WeightFormat,
-        reason: String,
-    },
+    /// An embedding lookup asked for a row the matrix does not have.
+    #[error("failed to look up row {row} of a matrix of {rows} rows")]
+    Row { row: usize, rows: usize },
 
     /// The raw bytes do not cover the matrix exactly.
     #[error(

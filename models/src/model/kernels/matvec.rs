@@ -13,9 +13,7 @@
 //! tokens) stay in the core's cache while the weight rows stream past, and each task writes
 //! whole output rows.
 
-use std::sync::Arc;
-
-use candle_core::quantized::QTensor;
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
@@ -25,6 +23,7 @@ use super::activation_k::{self, SuperBlock};
 use super::blocks::{self, BlockFormat};
 use super::format::{Accumulation, Products, WeightFormat};
 use super::superblocks::{self, SuperBlockFormat};
+use crate::mapped::SharedBytes;
 
 /// Chunks handed out per pool thread: a few, so that a thread slowed by another process
 /// leaves its remaining chunks to the others.
@@ -96,9 +95,11 @@ impl Kernel {
     }
 }
 
-/// A quantized `(rows, columns)` weight matrix whose blocks the kernels read in place.
+/// A quantized `(rows, columns)` weight matrix whose blocks the kernels read in place (from
+/// the mapped model file).
+#[derive(Clone)]
 pub(crate) struct QuantizedMatrix {
-    weights: Arc<QTensor>,
+    bytes: SharedBytes,
     format: WeightFormat,
     /// llama.cpp's order of float operations for this matrix.
     accumulation: Accumulation,
@@ -108,12 +109,17 @@ pub(crate) struct QuantizedMatrix {
 }
 
 impl QuantizedMatrix {
-    /// `Ok(None)` when the kernels do not handle the tensor's format (candle's `QMatMul` does).
-    pub(crate) fn new(weights: Arc<QTensor>) -> Result<Option<Self>, Error> {
-        let Some(format) = WeightFormat::from_dtype(weights.dtype()) else {
+    /// The `dims` (rows, columns) matrix of `dtype` blocks in `bytes`; `Ok(None)` when the
+    /// kernels do not handle the format (candle's `QMatMul` does).
+    pub(crate) fn new(
+        dtype: GgmlDType,
+        dims: &[usize],
+        bytes: SharedBytes,
+    ) -> Result<Option<Self>, Error> {
+        let Some(format) = WeightFormat::from_dtype(dtype) else {
             return Ok(None);
         };
-        let dims = weights.shape().dims().to_vec();
+        let dims = dims.to_vec();
         let (rows, columns) = match dims.as_slice() {
             &[rows, columns] if columns > 0 && columns.is_multiple_of(format.block_len()) => {
                 (rows, columns)
@@ -121,7 +127,7 @@ impl QuantizedMatrix {
             _ => return Err(Error::Shape { format, dims }),
         };
         let matrix = Self {
-            weights,
+            bytes,
             format,
             accumulation: Accumulation::for_matrix(format, rows),
             rows,
@@ -129,31 +135,72 @@ impl QuantizedMatrix {
             kernel: Kernel::detect(),
         };
         // Check the byte count once here, so that a forward pass cannot meet a short buffer.
-        matrix.raw()?;
+        let expected = matrix.rows * matrix.row_bytes();
+        if matrix.bytes.len() != expected {
+            return Err(Error::DataSize {
+                format,
+                rows,
+                columns,
+                actual: matrix.bytes.len(),
+                expected,
+            });
+        }
         Ok(Some(matrix))
+    }
+
+    /// A copy of candle's quantized tensor (tests).
+    #[cfg(test)]
+    pub(crate) fn from_qtensor(
+        weights: &candle_core::quantized::QTensor,
+    ) -> Result<Option<Self>, Error> {
+        let raw = weights
+            .data()
+            .map(|raw| raw.into_owned())
+            .unwrap_or_default();
+        Self::new(
+            weights.dtype(),
+            weights.shape().dims(),
+            SharedBytes::from_vec(raw),
+        )
+    }
+
+    /// The rows `ids` dequantized to f32, one after another (an embedding lookup).
+    pub(crate) fn dequantize_rows(&self, ids: &[u32]) -> Result<Vec<f32>, Error> {
+        let row_bytes = self.row_bytes();
+        let mut out = Vec::with_capacity(ids.len() * self.columns);
+        for &id in ids {
+            let row = id as usize;
+            if row >= self.rows {
+                return Err(Error::Row {
+                    row,
+                    rows: self.rows,
+                });
+            }
+            let bytes = &self.bytes[row * row_bytes..(row + 1) * row_bytes];
+            match self.format {
+                WeightFormat::Block(format) => {
+                    for block in bytes.chunks_exact(format.block_bytes()) {
+                        let w = blocks::unpack(format, block);
+                        out.extend(w.values.iter().map(|&v| f32::from(v) * w.d + w.m));
+                    }
+                }
+                WeightFormat::SuperBlock(format) => {
+                    for block in bytes.chunks_exact(format.block_bytes()) {
+                        let w = superblocks::unpack(format, block);
+                        out.extend(w.values.iter().enumerate().map(|(e, &v)| {
+                            let scale = w.d * w.scales[e / 16] as f32;
+                            let min = w.dmin * w.mins[e / 32] as f32;
+                            scale * f32::from(v) - min
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn row_bytes(&self) -> usize {
         self.columns / self.format.block_len() * self.format.block_bytes()
-    }
-
-    /// The blocks, borrowed from candle's CPU storage (no copy).
-    fn raw(&self) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
-        let raw = self.weights.data().map_err(|err| Error::RawData {
-            format: self.format,
-            reason: err.to_string(),
-        })?;
-        let expected = self.rows * self.row_bytes();
-        if raw.len() != expected {
-            return Err(Error::DataSize {
-                format: self.format,
-                rows: self.rows,
-                columns: self.columns,
-                actual: raw.len(),
-                expected,
-            });
-        }
-        Ok(raw)
     }
 
     /// `x`: `(..., columns)` → `(..., rows)` in f32, each input row multiplied separately.
@@ -183,7 +230,7 @@ impl QuantizedMatrix {
                 actual: input.len(),
             });
         }
-        let raw = self.raw()?;
+        let raw: &[u8] = &self.bytes;
         let row_bytes = self.row_bytes();
         let order = self.accumulation;
         // The rows of `input` are whole blocks, so quantizing it as one long row quantizes
@@ -192,7 +239,7 @@ impl QuantizedMatrix {
             WeightFormat::Block(format) => {
                 let mut activations = Vec::new();
                 activation::quantize_row(input, &mut activations);
-                self.split(&raw, &activations, output, |rows, activations, out| {
+                self.split(raw, &activations, output, |rows, activations, out| {
                     let kernel = self.kernel;
                     kernel.dot_tile(format, order, rows, row_bytes, activations, out)
                 });
@@ -200,7 +247,7 @@ impl QuantizedMatrix {
             WeightFormat::SuperBlock(format) => {
                 let mut activations = Vec::new();
                 activation_k::quantize_row(input, &mut activations);
-                self.split(&raw, &activations, output, |rows, activations, out| {
+                self.split(raw, &activations, output, |rows, activations, out| {
                     let kernel = self.kernel;
                     kernel.dot_tile_super(format, order, rows, row_bytes, activations, out)
                 });
@@ -269,7 +316,7 @@ mod tests {
     use crate::model::kernels::activation::BLOCK;
     use crate::model::kernels::blocks::tests::quantize_weights;
     use candle_core::Device;
-    use candle_core::quantized::GgmlDType;
+    use candle_core::quantized::{GgmlDType, QTensor};
 
     /// A deterministic pseudo-random sequence in [-1, 1) (xorshift), with occasional larger
     /// values so that blocks have different scales.
@@ -501,7 +548,7 @@ mod tests {
                         .and_then(|t| QTensor::quantize(&t, dtype))
                         .expect("quantize");
                 let raw = weights.data().expect("raw").into_owned();
-                let matrix = QuantizedMatrix::new(Arc::new(weights))
+                let matrix = QuantizedMatrix::from_qtensor(&weights)
                     .expect("valid")
                     .expect("a handled format");
                 for tokens in [1, 2, 5, 70] {
@@ -562,7 +609,7 @@ mod tests {
                     x.matmul(&w.t()?)?.flatten_all()?.to_vec1()
                 })
                 .expect("candle matmul");
-            let matrix = QuantizedMatrix::new(Arc::new(weights))
+            let matrix = QuantizedMatrix::from_qtensor(&weights)
                 .expect("valid")
                 .expect("a handled format");
             let got: Vec<f32> = Tensor::from_vec(x.clone(), (1, 1, columns), &Device::Cpu)
@@ -602,11 +649,11 @@ mod tests {
         let q3k = Tensor::zeros((4, 256), DType::F32, &Device::Cpu)
             .and_then(|t| QTensor::quantize(&t, GgmlDType::Q3K))
             .expect("quantize");
-        assert!(QuantizedMatrix::new(Arc::new(q3k)).expect("ok").is_none());
+        assert!(QuantizedMatrix::from_qtensor(&q3k).expect("ok").is_none());
         let q4 = Tensor::zeros((4, 64), DType::F32, &Device::Cpu)
             .and_then(|t| QTensor::quantize(&t, GgmlDType::Q4_1))
             .expect("quantize");
-        let matrix = QuantizedMatrix::new(Arc::new(q4))
+        let matrix = QuantizedMatrix::from_qtensor(&q4)
             .expect("ok")
             .expect("handled");
         let narrow = Tensor::zeros((1, 1, 48), DType::F32, &Device::Cpu).expect("input");
