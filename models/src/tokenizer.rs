@@ -6,17 +6,19 @@
 //! single ids, like llama.cpp with `parse_special`; decoding keeps special tokens' text.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
 use crate::Error;
 use crate::gguf::GgufFile;
-use crate::tokenizer_gguf::{SpecialIds, tokenizer_json_from_gguf};
+use crate::tokenizer_gguf::{SpecialIds, tokenizer_from_gguf};
 
 /// A tokenizer plus the special ids generation needs.
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
-    document: Value,
+    /// The tokenizer as a `tokenizer.json` document, made when first asked for.
+    document: OnceLock<Value>,
     specials: SpecialIds,
     source: TokenizerSource,
 }
@@ -33,7 +35,7 @@ pub enum TokenizerSource {
 impl TextTokenizer {
     /// Loads the tokenizer for the model at `gguf.path()`.
     pub(crate) fn load(gguf: &GgufFile) -> Result<Self, Error> {
-        let from_metadata = tokenizer_json_from_gguf(gguf);
+        let from_metadata = tokenizer_from_gguf(gguf);
         if let Some(path) = sidecar_tokenizer(gguf.path()) {
             let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
                 path: path.clone(),
@@ -46,8 +48,13 @@ impl TextTokenizer {
             tracing::info!(path = %path.display(), "using tokenizer.json next to the model");
             return Self::from_document(document, specials, TokenizerSource::File(path));
         }
-        let (document, specials) = from_metadata?;
-        Self::from_document(document, specials, TokenizerSource::GgufMetadata)
+        let (inner, specials) = from_metadata?;
+        Ok(Self {
+            inner,
+            document: OnceLock::new(),
+            specials,
+            source: TokenizerSource::GgufMetadata,
+        })
     }
 
     fn from_document(
@@ -61,7 +68,7 @@ impl TextTokenizer {
         })?;
         Ok(Self {
             inner,
-            document,
+            document: OnceLock::from(document),
             specials,
             source,
         })
@@ -104,7 +111,7 @@ impl TextTokenizer {
 
     /// The tokenizer as a Hugging Face `tokenizer.json` document.
     pub fn to_tokenizer_json(&self) -> String {
-        self.document.to_string()
+        self.document().to_string()
     }
 
     /// Where this tokenizer came from.
@@ -134,7 +141,8 @@ impl TextTokenizer {
 
     /// The tokenizer.json document (used to derive token bytes for constrained decoding).
     pub(crate) fn document(&self) -> &Value {
-        &self.document
+        self.document
+            .get_or_init(|| serde_json::to_value(&self.inner).unwrap_or(Value::Null))
     }
 }
 
