@@ -361,3 +361,52 @@ fn identify(
         chat_template: template.kind(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The last position's logits for `tokens` at `index_pos`, as bits.
+    fn last_logits(model: &LocalModel, tokens: &[u32], index_pos: usize) -> Vec<u32> {
+        let mut backbone = model.backbone.lock().expect("model lock");
+        let backbone = backbone.as_mut();
+        let logits = model
+            .pool
+            .install(|| backbone.forward(tokens, index_pos))
+            .expect("forward");
+        let logits: Vec<f32> = logits.to_vec1().expect("f32 logits");
+        logits.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// A prompt in one batch (prefill: the kernels' token groups, one attention pass over
+    /// all its positions) gives the logits decoding it token by token gives, bit for bit.
+    #[test]
+    fn a_prompt_gives_the_logits_of_decoding_it_token_by_token() {
+        let path = crate::default_model_path().expect("the default model (scripts/fetch-model.sh)");
+        let text = "diff --git a/src/main.rs b/src/main.rs\n--- a/src/main.rs\n+++ b/src/main.rs\n\
+                    @@ -1,3 +1,4 @@\n fn main() {\n-    println!(\"hello\");\n+    let name = \
+                    std::env::args().nth(1).unwrap_or_default();\n+    println!(\"hello {name}\");\n }\n";
+        for threads in [1, 2] {
+            let options = LoadOptions {
+                threads: Some(threads),
+                ..LoadOptions::default()
+            };
+            let model = LocalModel::load(&path, options, &mut |_| {}).expect("load");
+            let ids = model.tokenizer().encode(text).expect("encode");
+            assert!(
+                ids.len() > 64,
+                "{} tokens: more than one chunk of a batch",
+                ids.len()
+            );
+            let batch = last_logits(&model, &ids, 0);
+            let mut decoded = Vec::new();
+            for (position, id) in ids.iter().enumerate() {
+                decoded = last_logits(&model, std::slice::from_ref(id), position);
+            }
+            assert!(
+                batch == decoded,
+                "{threads} threads: prefill and decoding differ"
+            );
+        }
+    }
+}
