@@ -1,8 +1,9 @@
 //! The AVX2/FMA dot products of the 32-weight formats: the same operations as
 //! [`super::blocks::dot_row`] (and as ggml's `ggml_vec_dot_q4_0_q8_0`, `…_q4_1_q8_1`,
 //! `…_q5_0_q8_0`, `…_q5_1_q8_1`, `…_q8_0_q8_0` on AVX2), 32 weights per step. A batch of
-//! tokens (prefill) is multiplied in groups of four weight rows × two tokens: each weight block
-//! is unpacked once for both tokens and each activation block loaded once for the four rows,
+//! tokens (prefill) is multiplied in groups of four weight rows × two tokens (four tokens where
+//! AVX-512 gives 32 vector registers): each weight block is unpacked once for the group's
+//! tokens and each activation block loaded once for the four rows,
 //! while every product keeps its own accumulators and order, so batching does not change a
 //! single bit of the results (llama.cpp's prefill runs the same per-product operations). On a
 //! CPU with AVX-VNNI or AVX512-VNNI the four-product integer sums take one `vpdpbusd` instead
@@ -22,9 +23,10 @@ use std::arch::x86_64::{
     _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_dpbusd_epi32,
     _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16,
     _mm256_maddubs_epi16, _mm256_movehdup_ps, _mm256_moveldup_ps, _mm256_mul_ps, _mm256_or_si256,
-    _mm256_set_epi64x, _mm256_set_m128i, _mm256_set1_epi8, _mm256_set1_epi16, _mm256_set1_epi32,
-    _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setr_ps, _mm256_setzero_ps, _mm256_setzero_si256,
-    _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_slli_epi32, _mm256_storeu_ps, _mm256_sub_epi32,
+    _mm256_permutevar8x32_ps, _mm256_set_epi64x, _mm256_set_m128i, _mm256_set1_epi8,
+    _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setr_epi32,
+    _mm256_setr_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_sign_epi8,
+    _mm256_slli_epi32, _mm256_storeu_ps, _mm256_sub_epi32,
 };
 
 use super::activation::ActivationBlock;
@@ -162,6 +164,8 @@ struct Tile<'a> {
 const ROWS: usize = 4;
 /// Tokens per group: each activation block loaded once meets [`ROWS`] weight rows.
 const TOKENS: usize = 2;
+/// Tokens per group where the kernels have 32 vector registers ([`AVX512_VNNI`]).
+const WIDE_TOKENS: usize = 4;
 
 /// [`Avx2::dot_tile`] for one format, in either order, with AVX-VNNI when the CPU has it.
 ///
@@ -245,6 +249,13 @@ unsafe fn tile_body<const FORMAT: u8, const LANES: bool, const VNNI: u8>(
             while r + ROWS <= row_count {
                 let group = [row(r), row(r + 1), row(r + 2), row(r + 3)];
                 let mut t = 0;
+                // With AVX-512's 32 registers, four tokens' sixteen accumulators fit.
+                while VNNI == AVX512_VNNI && t + WIDE_TOKENS <= tokens {
+                    let four = [token(t), token(t + 1), token(t + 2), token(t + 3)];
+                    let sums = dot_4x4::<FORMAT, LANES, VNNI>(blocks, group, four);
+                    store(out, r, t, sums);
+                    t += WIDE_TOKENS;
+                }
                 while t + TOKENS <= tokens {
                     let pair = [token(t), token(t + 1)];
                     let sums = dot_4x2::<FORMAT, LANES, VNNI>(blocks, group, pair);
@@ -429,6 +440,90 @@ unsafe fn dot_4x2<const FORMAT: u8, const LANES: bool, const VNNI: u8>(
                 };
                 sums[r][t] = if format.has_min() {
                     products + offset[TOKENS * r + t]
+                } else {
+                    products
+                };
+            }
+        }
+        sums
+    }
+}
+
+/// [`dot_4x2`] for four tokens ([`WIDE_TOKENS`]), where 32 vector registers hold the sixteen
+/// accumulators: each weight block unpacked once meets four tokens. Lane `4 (r % 2) + t` of a
+/// pair of vectors holds row `r` with token `t`; each lane performs [`dot_group`]'s scalar
+/// operation on the same values, so the results are the same bit for bit.
+///
+/// Safety: as [`dot_group`].
+#[inline(always)]
+unsafe fn dot_4x4<const FORMAT: u8, const LANES: bool, const VNNI: u8>(
+    blocks: usize,
+    rows: [*const u8; ROWS],
+    tokens: [*const ActivationBlock; WIDE_TOKENS],
+) -> [[f32; WIDE_TOKENS]; ROWS] {
+    // SAFETY: as in `dot_4x2`.
+    unsafe {
+        let format = format_of(FORMAT);
+        let mut acc = [[_mm256_setzero_ps(); WIDE_TOKENS]; ROWS];
+        let mut total = [[0.0f32; WIDE_TOKENS]; ROWS];
+        // Rows 0 and 1, then rows 2 and 3.
+        let mut offsets = [_mm256_setzero_ps(); 2];
+        let pick = |a: i32, b: i32| _mm256_setr_epi32(a, a, a, a, b, b, b, b);
+        for b in 0..blocks {
+            let a: [&ActivationBlock; WIDE_TOKENS] = std::array::from_fn(|t| &*tokens[t].add(b));
+            let qy: [__m256i; WIDE_TOKENS] =
+                std::array::from_fn(|t| _mm256_loadu_si256(a[t].qs.as_ptr().cast()));
+            let offset: [__m256i; WIDE_TOKENS] =
+                std::array::from_fn(|t| activation_offset::<FORMAT, VNNI>(qy[t]));
+            let block: [*const u8; ROWS] =
+                std::array::from_fn(|r| rows[r].add(b * format.block_bytes()));
+            let header = |r: usize| block[r].cast::<i32>().read_unaligned();
+            // d0 m0 d1 m1 d2 m2 d3 m3 (m meaningless for the formats without an offset).
+            let headers =
+                _mm256_cvtph_ps(_mm_setr_epi32(header(0), header(1), header(2), header(3)));
+            let token_d = _mm256_setr_ps(
+                a[0].d, a[1].d, a[2].d, a[3].d, a[0].d, a[1].d, a[2].d, a[3].d,
+            );
+            let mut scales = [0.0f32; ROWS * WIDE_TOKENS];
+            for (half, lanes) in [(0, pick(0, 2)), (1, pick(4, 6))] {
+                let d = _mm256_permutevar8x32_ps(headers, lanes);
+                _mm256_storeu_ps(scales.as_mut_ptr().add(8 * half), _mm256_mul_ps(d, token_d));
+            }
+            if format.has_min() {
+                let token_s = _mm256_setr_ps(
+                    a[0].s, a[1].s, a[2].s, a[3].s, a[0].s, a[1].s, a[2].s, a[3].s,
+                );
+                for (half, lanes) in [(0, pick(1, 3)), (1, pick(5, 7))] {
+                    let m = _mm256_permutevar8x32_ps(headers, lanes);
+                    offsets[half] = _mm256_fmadd_ps(m, token_s, offsets[half]);
+                }
+            }
+            for r in 0..ROWS {
+                let x = weights::<FORMAT>(block[r]);
+                for t in 0..WIDE_TOKENS {
+                    let xy = products::<FORMAT, VNNI>(x, qy[t], offset[t]);
+                    let scale = scales[WIDE_TOKENS * r + t];
+                    if LANES {
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(scale), xy, acc[r][t]);
+                    } else {
+                        total[r][t] = sum_lanes(xy).mul_add(scale, total[r][t]);
+                    }
+                }
+            }
+        }
+        let mut offset = [0.0f32; ROWS * WIDE_TOKENS];
+        _mm256_storeu_ps(offset.as_mut_ptr(), offsets[0]);
+        _mm256_storeu_ps(offset.as_mut_ptr().add(8), offsets[1]);
+        let mut sums = [[0.0f32; WIDE_TOKENS]; ROWS];
+        for r in 0..ROWS {
+            for t in 0..WIDE_TOKENS {
+                let products = if LANES {
+                    sum_lanes(acc[r][t])
+                } else {
+                    total[r][t]
+                };
+                sums[r][t] = if format.has_min() {
+                    products + offset[WIDE_TOKENS * r + t]
                 } else {
                     products
                 };

@@ -47,13 +47,7 @@ impl Avx2 {
     ) {
         // SAFETY: `self` exists only when the CPU features were detected; the kernels index
         // their slices with checks.
-        unsafe {
-            match format {
-                SuperBlockFormat::Q4K => tile_q4k(accumulation, rows, row_bytes, activations, out),
-                SuperBlockFormat::Q5K => tile_q5k(accumulation, rows, row_bytes, activations, out),
-                SuperBlockFormat::Q6K => tile_q6k(accumulation, rows, row_bytes, activations, out),
-            }
-        }
+        unsafe { tile(format, accumulation, rows, row_bytes, activations, out) }
     }
 
     /// [`Avx2::dot_tile_super`] with one token: one result per row.
@@ -110,64 +104,42 @@ fn each_product(
     }
 }
 
+/// [`Avx2::dot_tile_super`] for one format.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q4k(
+fn tile(
+    format: SuperBlockFormat,
     accumulation: Accumulation,
     rows: &[u8],
     row_bytes: usize,
     activations: &[SuperBlock],
     out: &mut Products<'_>,
 ) {
-    let blocks = row_bytes / SuperBlockFormat::Q4K.block_bytes();
+    let blocks = row_bytes / format.block_bytes();
     each_product(
         blocks,
         rows,
         row_bytes,
         activations,
         out,
-        |row, tokens| dot_q4k(accumulation, row, tokens),
-        |row, tokens| dot_q4k(accumulation, row, tokens),
+        |row, tokens| dot(format, accumulation, row, tokens),
+        |row, tokens| dot(format, accumulation, row, tokens),
     );
 }
 
+/// One row with `T` tokens in `format`.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q5k(
+#[inline]
+fn dot<const T: usize>(
+    format: SuperBlockFormat,
     accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    activations: &[SuperBlock],
-    out: &mut Products<'_>,
-) {
-    let blocks = row_bytes / SuperBlockFormat::Q5K.block_bytes();
-    each_product(
-        blocks,
-        rows,
-        row_bytes,
-        activations,
-        out,
-        |row, tokens| dot_q5k(accumulation, row, tokens),
-        |row, tokens| dot_q5k(accumulation, row, tokens),
-    );
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q6k(
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    activations: &[SuperBlock],
-    out: &mut Products<'_>,
-) {
-    let blocks = row_bytes / SuperBlockFormat::Q6K.block_bytes();
-    each_product(
-        blocks,
-        rows,
-        row_bytes,
-        activations,
-        out,
-        |row, tokens| dot_q6k(accumulation, row, tokens),
-        |row, tokens| dot_q6k(accumulation, row, tokens),
-    );
+    row: &[u8],
+    tokens: [&[SuperBlock]; T],
+) -> [f32; T] {
+    match format {
+        SuperBlockFormat::Q4K => dot_q4k(accumulation, row, tokens),
+        SuperBlockFormat::Q5K => dot_q5k(accumulation, row, tokens),
+        SuperBlockFormat::Q6K => dot_q6k(accumulation, row, tokens),
+    }
 }
 
 fn f16_at(block: &[u8], offset: usize) -> f32 {

@@ -415,8 +415,9 @@ mod tests {
         for avx2 in detected.variants() {
             for columns in [32, 64, 160, 576, 1536] {
                 for format in FORMATS {
-                    // 1 to 9 rows and 1 to 3 tokens: the groups and every remainder.
-                    for (rows, tokens) in (1..=9).flat_map(|r| (1..=3).map(move |t| (r, t))) {
+                    // 1 to 9 rows and 1 to 5 tokens: the groups (of two or four tokens) and
+                    // every remainder.
+                    for (rows, tokens) in (1..=9).flat_map(|r| (1..=5).map(move |t| (r, t))) {
                         let seed = (rows * 10 + tokens) as u64;
                         let bytes = quantize_weights(format, &values(rows * columns, seed));
                         let mut activations = Vec::new();
