@@ -5,13 +5,15 @@
 //! by the family table.
 //!
 //! Attention runs over the layer's f16 key/value cache in place ([`super::attention`]), for
-//! one decoded token and for a prompt alike.
+//! one decoded token and for a prompt alike. The norms, rotary embeddings and SwiGLU take
+//! ggml's arithmetic ([`super::elementwise`]), so that a layer gives llama.cpp's bits.
 
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 
 use super::Backbone;
 use super::attention::{self, Geometry};
+use super::elementwise;
 use super::kv_cache::KvCache;
 use super::linear::Linear;
 use crate::Error;
@@ -47,8 +49,8 @@ struct Attention {
     wk: Linear,
     wv: Linear,
     wo: Linear,
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
 }
 
 struct Mlp {
@@ -58,9 +60,9 @@ struct Mlp {
 }
 
 struct Layer {
-    attention_norm: Tensor,
+    attention_norm: Vec<f32>,
     attention: Attention,
-    ffn_norm: Tensor,
+    ffn_norm: Vec<f32>,
     mlp: Mlp,
     cache: KvCache,
 }
@@ -70,16 +72,28 @@ struct Shape {
     n_kv_head: usize,
     head_dim: usize,
     rms_eps: f32,
-    rope: RopeStyle,
+    rope: Rope,
 }
+
+/// The rotary embedding: how dimensions pair up and how their angles fall.
+struct Rope {
+    style: RopeStyle,
+    /// `base^(-2/head_dim)`: each pair's angle is the previous pair's times this.
+    theta_scale: f32,
+    /// Per-pair divisors of the angle (Llama 3.1's `rope_freqs.weight`).
+    freq_factors: Option<Vec<f32>>,
+}
+
+/// llama.cpp's default micro-batch (`n_ubatch`): a longer prompt runs in passes of this many
+/// tokens, as llama.cpp runs it, so that each pass's attention takes the path llama.cpp's
+/// takes for it (and one pass's activations stay bounded).
+const MICRO_BATCH: usize = 512;
 
 pub(crate) struct Llama {
     embeddings: Linear,
     layers: Vec<Layer>,
-    norm: Tensor,
+    norm: Vec<f32>,
     output: Linear,
-    cos: Tensor,
-    sin: Tensor,
     shape: Shape,
     device: Device,
 }
@@ -126,13 +140,11 @@ impl Llama {
             .unwrap_or(10_000.0);
         let device = Device::Cpu;
 
-        let rope_freqs = if gguf.has_tensor("rope_freqs.weight") {
-            Some(dequantize(gguf, "rope_freqs.weight")?)
+        let freq_factors = if gguf.has_tensor("rope_freqs.weight") {
+            Some(dequantize_values(gguf, "rope_freqs.weight")?)
         } else {
             None
         };
-        let (cos, sin) = rope_tables(head_dim, rope_base, options.context_length, rope_freqs)
-            .context(|| "compute rotary embedding tables".to_string())?;
 
         let embeddings = Linear::load(gguf, "token_embd.weight", None)?;
         // Tied embeddings (no output.weight) share the table's blocks.
@@ -141,7 +153,7 @@ impl Llama {
         } else {
             embeddings.clone()
         };
-        let norm = dequantize(gguf, "output_norm.weight")?;
+        let norm = dequantize_values(gguf, "output_norm.weight")?;
 
         let mut layers = Vec::with_capacity(n_layer);
         for index in 0..n_layer {
@@ -154,14 +166,16 @@ impl Llama {
             layers,
             norm,
             output,
-            cos,
-            sin,
             shape: Shape {
                 n_head,
                 n_kv_head,
                 head_dim,
                 rms_eps,
-                rope: options.variant.rope,
+                rope: Rope {
+                    style: options.variant.rope,
+                    theta_scale: elementwise::rope_theta_scale(rope_base, head_dim),
+                    freq_factors,
+                },
             },
             device,
         })
@@ -174,23 +188,19 @@ impl Llama {
             candle_core::bail!("position {index_pos} does not follow the {cached} cached tokens");
         }
         let mut x = self.embeddings.embed(tokens, &self.device)?;
-        let cos = self.cos.narrow(0, index_pos, seq)?;
-        let sin = self.sin.narrow(0, index_pos, seq)?;
+        let angles = self.shape.rope.angles(index_pos, seq, self.shape.head_dim);
         for layer in &mut self.layers {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attention_norm, self.shape.rms_eps)?;
-            let attn = attention(&self.shape, layer, &h, &cos, &sin)?;
+            let h = rms_norm(&x, &layer.attention_norm, self.shape.rms_eps)?;
+            let attn = attention(&self.shape, layer, &h, &angles)?;
             x = (x + attn)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.shape.rms_eps)?;
+            let h = rms_norm(&x, &layer.ffn_norm, self.shape.rms_eps)?;
             let gate = layer.mlp.gate.forward(&h)?;
             let up = layer.mlp.up.forward(&h)?;
-            let mlp = layer
-                .mlp
-                .down
-                .forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
+            let mlp = layer.mlp.down.forward(&swiglu(&gate, &up)?)?;
             x = (x + mlp)?;
         }
         let last = x.narrow(1, seq - 1, 1)?.contiguous()?;
-        let last = candle_nn::ops::rms_norm(&last, &self.norm, self.shape.rms_eps)?;
+        let last = rms_norm(&last, &self.norm, self.shape.rms_eps)?;
         self.output
             .forward(&last)?
             .flatten_all()?
@@ -209,11 +219,19 @@ impl Backbone for Llama {
         if index_pos == 0 {
             self.clear_kv_cache();
         }
-        self.forward_tensor(tokens, index_pos).context(|| {
-            format!(
-                "run the model on {} tokens at position {index_pos}",
-                tokens.len()
-            )
+        let mut logits = None;
+        for (i, batch) in tokens.chunks(MICRO_BATCH).enumerate() {
+            let position = index_pos + i * MICRO_BATCH;
+            logits = Some(self.forward_tensor(batch, position).context(|| {
+                format!(
+                    "run the model on {} tokens at position {position}",
+                    batch.len()
+                )
+            })?);
+        }
+        logits.ok_or_else(|| Error::InvalidParams {
+            name: "tokens",
+            reason: "cannot run the model on an empty input".to_string(),
         })
     }
 
@@ -228,8 +246,7 @@ fn attention(
     shape: &Shape,
     layer: &mut Layer,
     x: &Tensor,
-    cos: &Tensor,
-    sin: &Tensor,
+    angles: &Angles,
 ) -> candle_core::Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
     let Shape {
@@ -237,34 +254,24 @@ fn attention(
         n_kv_head,
         head_dim,
         rms_eps,
-        rope,
+        ref rope,
     } = *shape;
     let attn = &layer.attention;
-    let heads = |t: Tensor, n: usize, norm: &Option<Tensor>| -> candle_core::Result<Tensor> {
+    // (1, heads, seq, head_dim) contiguous: head by head, the tokens in order.
+    let heads = |t: Tensor, n: usize, norm: &Option<Vec<f32>>| -> candle_core::Result<Tensor> {
         let t = t.reshape((b, seq, n, head_dim))?;
         let t = match norm {
-            Some(w) => candle_nn::ops::rms_norm(&t.contiguous()?, w, rms_eps)?,
+            Some(w) => rms_norm(&t.contiguous()?, w, rms_eps)?,
             None => t,
         };
         t.transpose(1, 2)?.contiguous()
     };
-    let q = heads(attn.wq.forward(x)?, n_head, &attn.q_norm)?;
-    let k = heads(attn.wk.forward(x)?, n_kv_head, &attn.k_norm)?;
-    let v = heads(attn.wv.forward(x)?, n_kv_head, &None)?;
-    let (q, k) = match rope {
-        RopeStyle::Interleaved => (
-            candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
-            candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
-        ),
-        RopeStyle::Neox => (
-            candle_nn::rotary_emb::rope(&q, cos, sin)?,
-            candle_nn::rotary_emb::rope(&k, cos, sin)?,
-        ),
-    };
-    // (1, heads, seq, head_dim) contiguous: head by head, the tokens in order.
-    let q = q.flatten_all()?.to_vec1::<f32>()?;
-    let k = k.flatten_all()?.to_vec1::<f32>()?;
-    let v = v.flatten_all()?.to_vec1::<f32>()?;
+    let values = |t: Tensor| -> candle_core::Result<Vec<f32>> { t.flatten_all()?.to_vec1() };
+    let mut q = values(heads(attn.wq.forward(x)?, n_head, &attn.q_norm)?)?;
+    let mut k = values(heads(attn.wk.forward(x)?, n_kv_head, &attn.k_norm)?)?;
+    let v = values(heads(attn.wv.forward(x)?, n_kv_head, &None)?)?;
+    rope.rotate(&mut q, angles, head_dim);
+    rope.rotate(&mut k, angles, head_dim);
     layer.cache.append(&k, &v, seq)?;
     let mut y = vec![0.0f32; seq * n_head * head_dim];
     let geometry = Geometry {
@@ -301,12 +308,12 @@ fn load_layer(
         wv: linear(gguf, "attn_v", variant.qkv_bias)?,
         wo: linear(gguf, "attn_output", false)?,
         q_norm: if variant.qk_norm {
-            Some(dequantize(gguf, &name("attn_q_norm.weight"))?)
+            Some(dequantize_values(gguf, &name("attn_q_norm.weight"))?)
         } else {
             None
         },
         k_norm: if variant.qk_norm {
-            Some(dequantize(gguf, &name("attn_k_norm.weight"))?)
+            Some(dequantize_values(gguf, &name("attn_k_norm.weight"))?)
         } else {
             None
         },
@@ -317,9 +324,9 @@ fn load_layer(
         down: linear(gguf, "ffn_down", false)?,
     };
     Ok(Layer {
-        attention_norm: dequantize(gguf, &name("attn_norm.weight"))?,
+        attention_norm: dequantize_values(gguf, &name("attn_norm.weight"))?,
         attention,
-        ffn_norm: dequantize(gguf, &name("ffn_norm.weight"))?,
+        ffn_norm: dequantize_values(gguf, &name("ffn_norm.weight"))?,
         mlp,
         cache: KvCache::new(kv_shape.0, kv_shape.1, options.context_length),
     })
@@ -332,30 +339,90 @@ fn dequantize(gguf: &mut GgufFile, name: &str) -> Result<Tensor, Error> {
         .context(|| format!("dequantize {name}"))
 }
 
-/// cos/sin tables `(max_len, head_dim / 2)`; `freq_factors` divides each frequency
-/// (Llama 3.1 `rope_freqs.weight`).
-fn rope_tables(
-    head_dim: usize,
-    base: f32,
-    max_len: usize,
-    freq_factors: Option<Tensor>,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    let factors: Option<Vec<f32>> = freq_factors
-        .map(|t| t.flatten_all()?.to_vec1())
-        .transpose()?;
-    let inv_freq: Vec<f32> = (0..head_dim / 2)
-        .map(|i| {
-            let f = 1.0 / base.powf((2 * i) as f32 / head_dim as f32);
-            match &factors {
-                Some(factors) => f / factors.get(i).copied().unwrap_or(1.0),
-                None => f,
+/// Tensor `name` as a flat list of f32 values (norm weights, frequency factors).
+fn dequantize_values(gguf: &mut GgufFile, name: &str) -> Result<Vec<f32>, Error> {
+    dequantize(gguf, name)?
+        .flatten_all()
+        .and_then(|t| t.to_vec1())
+        .context(|| format!("read {name}"))
+}
+
+/// ggml's RMS norm of each `weight.len()`-wide row of `x`, times the weight.
+fn rms_norm(x: &Tensor, weight: &[f32], eps: f32) -> candle_core::Result<Tensor> {
+    let values = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0.0; values.len()];
+    elementwise::rms_norm(&values, weight, eps, &mut out);
+    Tensor::from_vec(out, x.dims(), x.device())
+}
+
+/// ggml's SwiGLU: `silu(gate) * up`.
+fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+    let gate_values = gate.flatten_all()?.to_vec1::<f32>()?;
+    let up_values = up.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0.0; gate_values.len()];
+    elementwise::swiglu(&gate_values, &up_values, &mut out);
+    Tensor::from_vec(out, gate.dims(), gate.device())
+}
+
+/// Each position's `(cos, sin)` per dimension pair, `(seq, head_dim / 2)` each.
+struct Angles {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    seq: usize,
+}
+
+impl Rope {
+    /// The angles of positions `first..first + seq`, made per forward pass: a few dozen
+    /// cosines per position cost less than keeping a table for the whole context.
+    fn angles(&self, first: usize, seq: usize, head_dim: usize) -> Angles {
+        let pairs = head_dim / 2;
+        let mut cos = vec![0.0; seq * pairs];
+        let mut sin = vec![0.0; seq * pairs];
+        for (t, (cos, sin)) in cos
+            .chunks_exact_mut(pairs.max(1))
+            .zip(sin.chunks_exact_mut(pairs.max(1)))
+            .enumerate()
+        {
+            elementwise::rope_angles(
+                first + t,
+                self.theta_scale,
+                self.freq_factors.as_deref(),
+                pairs,
+                cos,
+                sin,
+            );
+        }
+        Angles { cos, sin, seq }
+    }
+
+    /// Rotates `x`, `(heads, seq, head_dim)`, by its positions' angles.
+    fn rotate(&self, x: &mut [f32], angles: &Angles, head_dim: usize) {
+        let pairs = head_dim / 2;
+        if pairs == 0 {
+            return;
+        }
+        for (row, x) in x.chunks_exact_mut(head_dim).enumerate() {
+            let t = row % angles.seq;
+            let cos = &angles.cos[t * pairs..][..pairs];
+            let sin = &angles.sin[t * pairs..][..pairs];
+            for i in 0..pairs {
+                let (a, b) = match self.style {
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    RopeStyle::Neox => (i, i + pairs),
+                };
+                let (x0, x1) = (x[a], x[b]);
+                let (x0, x1) = rotate_pair(x0, x1, cos[i], sin[i]);
+                x[a] = x0;
+                x[b] = x1;
             }
-        })
-        .collect();
-    let inv_freq = Tensor::new(inv_freq.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-    let positions = Tensor::arange(0u32, max_len as u32, &Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .unsqueeze(1)?;
-    let angles = positions.broadcast_mul(&inv_freq)?;
-    Ok((angles.cos()?, angles.sin()?))
+        }
+    }
+}
+
+/// `(x0 cos - x1 sin, x0 sin + x1 cos)` as ggml's `rotate_pairs` computes it: GCC fuses each
+/// first product with the sum (`-ffp-contract=fast`, its default for GNU C++), so the second
+/// product is rounded alone and the first is not.
+#[inline]
+fn rotate_pair(x0: f32, x1: f32, cos: f32, sin: f32) -> (f32, f32) {
+    (x0.mul_add(cos, -(x1 * sin)), x0.mul_add(sin, x1 * cos))
 }

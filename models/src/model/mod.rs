@@ -3,7 +3,9 @@
 //! [`delegated`] (gemma3 and phi3 through candle-transformers).
 
 pub(crate) mod attention;
+pub(crate) mod attention_tiled;
 pub(crate) mod delegated;
+pub(crate) mod elementwise;
 pub(crate) mod kernels;
 pub(crate) mod kv_cache;
 pub(crate) mod linear;

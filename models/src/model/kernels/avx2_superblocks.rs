@@ -16,12 +16,13 @@
 use std::arch::x86_64::{
     __m128, __m128i, __m256i, _mm_add_epi32, _mm_add_ps, _mm_add_ss, _mm_cvtepi32_ps,
     _mm_cvtepu8_epi16, _mm_cvtsi64_si128, _mm_cvtsi128_si32, _mm_cvtss_f32, _mm_fmadd_ps,
-    _mm_hadd_epi16, _mm_hadd_epi32, _mm_madd_epi16, _mm_movehdup_ps, _mm_movehl_ps, _mm_set1_epi16,
-    _mm_set1_ps, _mm_setzero_ps, _mm256_add_epi32, _mm256_and_si256, _mm256_castsi256_si128,
-    _mm256_cmpeq_epi8, _mm256_cvtepi32_ps, _mm256_extracti128_si256, _mm256_fmadd_ps,
-    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set_m128i,
-    _mm256_set1_epi8, _mm256_set1_epi16, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
-    _mm256_slli_epi16, _mm256_srli_epi16, _mm256_sub_epi16,
+    _mm_hadd_epi16, _mm_hadd_epi32, _mm_loadu_si128, _mm_madd_epi16, _mm_movehdup_ps,
+    _mm_movehl_ps, _mm_set1_epi16, _mm_set1_ps, _mm_setzero_ps, _mm256_add_epi32, _mm256_and_si256,
+    _mm256_castsi256_si128, _mm256_cmpeq_epi8, _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps,
+    _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16,
+    _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set_m128i, _mm256_set1_epi8, _mm256_set1_epi16,
+    _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_slli_epi16, _mm256_slli_epi32,
+    _mm256_srli_epi16, _mm256_sub_epi32,
 };
 
 use half::f16;
@@ -162,6 +163,23 @@ fn load_activations(a: &SuperBlock, at: usize) -> __m256i {
     let chunk = &a.qs[at..at + 32];
     // SAFETY: the indexing above checked that 32 bytes are readable.
     unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) }
+}
+
+/// The 16 bytes of `bytes` (exactly 16).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load_16(bytes: &[u8]) -> __m128i {
+    let chunk = &bytes[..16];
+    // SAFETY: the indexing above checked that 16 bytes are readable.
+    unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) }
+}
+
+/// The activations' sixteen 16-value sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load_sums(a: &SuperBlock) -> __m256i {
+    // SAFETY: `sums` is sixteen i16, 32 readable bytes.
+    unsafe { _mm256_loadu_si256(a.sums.as_ptr().cast()) }
 }
 
 /// `scale * (x · y)` in eight i32 lanes of four products each: `x` unsigned (below 64), `y`
@@ -324,13 +342,13 @@ fn dot_q6k<const T: usize>(
 ) -> [f32; T] {
     let low_nibble = _mm256_set1_epi8(0x0F);
     let two_bits = _mm256_set1_epi8(3);
-    let thirty_two = _mm256_set1_epi8(32);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut rows = [RowSums::default(); T];
     let bytes = SuperBlockFormat::Q6K.block_bytes();
     for (i, block) in row.chunks_exact(bytes).enumerate() {
         let d_w = f16_at(block, 208);
-        let scales = &block[192..208];
+        let scales_bytes = &block[192..208];
+        let scales = scales_bytes;
         let pair = |shifted: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, two_bits));
         // Weights 128n + 32m + l in vector 4n + m.
         let weights: [__m256i; 8] = std::array::from_fn(|k| {
@@ -353,19 +371,20 @@ fn dot_q6k<const T: usize>(
                 _mm_set1_epi16(i16::from(scales[group] as i8)),
             )
         });
+        // The offset's scales, one i16 per 16 weights, against the activations' 16-value sums.
+        let offset_scales = _mm256_cvtepi8_epi16(load_16(scales_bytes));
         for t in 0..T {
             let a = &tokens[t][i];
             let d = a.d * d_w;
             let mut sum = _mm256_setzero_si256();
             for k in 0..8 {
                 let y = load_activations(a, 32 * k);
-                // (q - 32) · y as q · y - 32 · y, both in maddubs' unsigned×signed form.
-                let products = _mm256_sub_epi16(
-                    _mm256_maddubs_epi16(weights[k], y),
-                    _mm256_maddubs_epi16(thirty_two, y),
-                );
+                let products = _mm256_maddubs_epi16(weights[k], y);
                 sum = _mm256_add_epi32(sum, _mm256_madd_epi16(scales[k], products));
             }
+            // ggml's split of the offset of 32: lane l takes weights 32l..32l + 32's.
+            let offsets = _mm256_madd_epi16(load_sums(a), offset_scales);
+            sum = _mm256_sub_epi32(sum, _mm256_slli_epi32::<5>(offsets));
             match accumulation {
                 Accumulation::Lanes => {
                     acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc[t]);

@@ -179,9 +179,14 @@ impl QuantizedMatrix {
             let bytes = &self.bytes[row * row_bytes..(row + 1) * row_bytes];
             match self.format {
                 WeightFormat::Block(format) => {
+                    // Adding a zero minimum would turn ggml's -0.0 into +0.0.
+                    let has_min = matches!(format, BlockFormat::Q4_1 | BlockFormat::Q5_1);
                     for block in bytes.chunks_exact(format.block_bytes()) {
                         let w = blocks::unpack(format, block);
-                        out.extend(w.values.iter().map(|&v| f32::from(v) * w.d + w.m));
+                        out.extend(w.values.iter().map(|&v| {
+                            let y = f32::from(v) * w.d;
+                            if has_min { y + w.m } else { y }
+                        }));
                     }
                 }
                 WeightFormat::SuperBlock(format) => {

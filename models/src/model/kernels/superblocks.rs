@@ -21,7 +21,8 @@
 //! `e % 32 / 4 == l`), which are exact; per super-block each f32 lane accumulates
 //! `d_w * d_a * lane` with a fused multiply-add; the lanes are summed as `hsum_float_8`. The
 //! `dmin` terms are summed apart: in four lanes (two sub-blocks each) for Q4_K, in one scalar
-//! for Q5_K, as ggml does. For Q4_K matrices whose rows come in eights, llama.cpp on AVX2 runs
+//! for Q5_K, as ggml does. Q6_K's offset of 32 is taken off lane by lane after the unsigned
+//! products, lane `l` that of weights `32l..32l + 32`, as ggml does. For Q4_K matrices whose rows come in eights, llama.cpp on AVX2 runs
 //! its repacked kernel instead, with one f32 sum per row ([`Accumulation::Rows`]); so does
 //! [`dot_row`] when asked.
 
@@ -158,8 +159,24 @@ pub(crate) fn dot_row(
     for (block, a) in row.chunks_exact(format.block_bytes()).zip(activations) {
         let w = unpack(format, block);
         let mut sums = [0i32; 8];
+        // Q6_K's weights are offset by 32: ggml multiplies the unsigned values and takes the
+        // offset off afterwards, lane `l` the offset of weights `32l..32l + 32` (their two
+        // activation sums times their scales). The lanes' integers, and so their roundings,
+        // depend on that split.
+        let unsigned = if format == SuperBlockFormat::Q6K {
+            32
+        } else {
+            0
+        };
         for (e, (&q, &y)) in w.values.iter().zip(&a.qs).enumerate() {
-            sums[e % 32 / 4] += w.scales[e / SUM_GROUP] * i32::from(q) * i32::from(y);
+            sums[e % 32 / 4] += w.scales[e / SUM_GROUP] * (i32::from(q) + unsigned) * i32::from(y);
+        }
+        if format == SuperBlockFormat::Q6K {
+            for (l, sum) in sums.iter_mut().enumerate() {
+                let offset = i32::from(a.sums[2 * l]) * w.scales[2 * l]
+                    + i32::from(a.sums[2 * l + 1]) * w.scales[2 * l + 1];
+                *sum -= offset << 5;
+            }
         }
         let d = a.d * w.d;
         for (acc, sum) in lanes.iter_mut().zip(sums) {

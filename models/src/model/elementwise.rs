@@ -1,0 +1,204 @@
+//! The element-wise steps of a llama-family layer in llama.cpp's arithmetic: RMS norm, the
+//! rotary embedding's angles and SwiGLU, operation for operation as ggml's CPU backend computes
+//! them in its AVX2 build (the build the shared reference vectors come from). Each step here
+//! rounds where ggml rounds, so a layer keeps llama.cpp's bits and greedy output does not drift
+//! after the first low-margin token. candle's versions differ in the last bits: its RMS norm
+//! sums in f32 and divides by the root instead of multiplying by its reciprocal, its SiLU takes
+//! libm's `exp` where ggml takes a vector polynomial, and its rotary tables raise the base to
+//! each dimension's power where ggml multiplies the angle down dimension by dimension.
+//!
+//! Every function is plain Rust; where a vector of ggml's is emulated lane by lane the lane's
+//! operations are written out in order, fused multiply-adds as `mul_add`.
+
+/// `out = x / rms(x) * weight` for each row of `weight.len()` values of `x`: ggml's
+/// `rms_norm` (squares summed in f64, the mean and its reciprocal root in f32) followed by its
+/// `mul` by the weight.
+pub(crate) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let width = weight.len();
+    if width == 0 {
+        return;
+    }
+    for (row, out) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        let sum: f64 = row.iter().map(|&v| f64::from(v * v)).sum();
+        let mean = (sum / width as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((y, &v), &w) in out.iter_mut().zip(row).zip(weight) {
+            *y = v * scale * w;
+        }
+    }
+}
+
+/// ggml's AVX2 vector lanes for SwiGLU: whole groups of eight take the vector `exp`, the
+/// rest libm's.
+const SWIGLU_LANES: usize = 8;
+
+/// `out = silu(gate) * up`, ggml's `swiglu`.
+#[allow(unsafe_code)]
+pub(crate) fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA.
+        unsafe { swiglu_fma(gate, up, out) };
+        return;
+    }
+    swiglu_lanes(gate, up, out);
+}
+
+/// [`swiglu_lanes`] compiled with FMA, so each `mul_add` is one instruction instead of a call.
+///
+/// # Safety
+/// The CPU must have FMA.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn swiglu_fma(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    swiglu_lanes(gate, up, out);
+}
+
+#[inline(always)]
+fn swiglu_lanes(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let n = gate.len().min(up.len()).min(out.len());
+    let whole = n - n % SWIGLU_LANES;
+    for i in 0..whole {
+        out[i] = silu_vector_lane(gate[i]) * up[i];
+    }
+    for i in whole..n {
+        let x = gate[i];
+        out[i] = x / (1.0 + (-x).exp()) * up[i];
+    }
+}
+
+/// One lane of ggml's AVX2 `ggml_v_silu`: `x / (1 + ggml_v_expf(0 - x))`.
+#[inline(always)]
+fn silu_vector_lane(x: f32) -> f32 {
+    x / (1.0 + expf_vector_lane(0.0 - x))
+}
+
+/// One lane of ggml's AVX2 `ggml_v_expf` (after Arm's optimized routines: `2^n · (1 + p(b))`
+/// with `n = round(x / ln 2)`, `b` the reduced argument, and a fallback for `|n| > 126`).
+#[inline(always)]
+pub(crate) fn expf_vector_lane(x: f32) -> f32 {
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0
+    let n = z - r;
+    let b = (-n).mul_add(
+        f32::from_bits(0x35bf_be8e),                  // 0x1.7f7d1cp-20
+        (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
+    );
+    let e = z.to_bits() << 23;
+    let k = f32::from_bits(e.wrapping_add(1.0f32.to_bits()));
+    let u = b * b;
+    let j = f32::from_bits(0x3c07_2010) // 0x1.0e4020p-7
+        .mul_add(b, f32::from_bits(0x3d2b_9f17)) // 0x1.573e2ep-5
+        .mul_add(
+            u,
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
+        )
+        .mul_add(u, f32::from_bits(0x3f7f_fff6) * b); // 0x1.ffffecp-1
+    // ggml's comparisons are ordered: a NaN lane takes the common path.
+    let (c, d) = (n.abs() > 126.0, n.abs() > 192.0);
+    if !c {
+        return j.mul_add(k, k);
+    }
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
+    let s2 = f32::from_bits(e.wrapping_sub(g));
+    if d { s1 * s1 } else { s2.mul_add(j, s2) * s1 }
+}
+
+/// The rotary embedding's `(cos, sin)` for each dimension pair at `position`, as ggml's
+/// `rope_cache_init` makes them: the angle starts at the position and is multiplied by
+/// `base^(-2/dims)` once per pair (rounding each time), divided by the pair's frequency factor
+/// where the model has them, and its cosine and sine are libm's.
+pub(crate) fn rope_angles(
+    position: usize,
+    theta_scale: f32,
+    freq_factors: Option<&[f32]>,
+    pairs: usize,
+    cos: &mut [f32],
+    sin: &mut [f32],
+) {
+    let mut theta = position as f32;
+    for i in 0..pairs {
+        let factor = freq_factors.and_then(|f| f.get(i).copied()).unwrap_or(1.0);
+        let angle = theta / factor;
+        cos[i] = angle.cos();
+        sin[i] = angle.sin();
+        theta *= theta_scale;
+    }
+}
+
+/// ggml's `theta_scale` for `dims` rotated dimensions: `base^(-2/dims)` in f32.
+pub(crate) fn rope_theta_scale(base: f32, dims: usize) -> f32 {
+    base.powf(-2.0 / dims as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vector_exp_is_within_two_ulps_of_libm_and_handles_the_ends() {
+        for i in -2000..=2000 {
+            let x = i as f32 * 0.04;
+            let (got, want) = (expf_vector_lane(x), x.exp());
+            let ulps = (got.to_bits() as i64 - want.to_bits() as i64).abs();
+            assert!(ulps <= 2, "exp({x}): {got} vs {want}");
+        }
+        assert_eq!(expf_vector_lane(0.0), 1.0);
+        assert_eq!(expf_vector_lane(-200.0), 0.0);
+        assert_eq!(expf_vector_lane(200.0), f32::INFINITY);
+    }
+
+    #[test]
+    fn swiglu_takes_the_vector_exp_on_whole_groups_and_libm_on_the_rest() {
+        let gate: Vec<f32> = (0..11).map(|i| i as f32 * 0.7 - 3.0).collect();
+        let up: Vec<f32> = (0..11).map(|i| 1.0 + i as f32 * 0.1).collect();
+        let mut fast = vec![f32::NAN; 11];
+        let mut plain = vec![f32::NAN; 11];
+        swiglu(&gate, &up, &mut fast);
+        swiglu_lanes(&gate, &up, &mut plain);
+        assert_eq!(fast, plain, "FMA build and plain lanes agree bit for bit");
+        for i in 0..11 {
+            let x = gate[i];
+            let exact = x / (1.0 + (-x).exp()) * up[i];
+            assert!(
+                (fast[i] - exact).abs() <= 1e-6 * exact.abs().max(1.0),
+                "{i}"
+            );
+        }
+        assert_eq!(fast[8], gate[8] / (1.0 + (-gate[8]).exp()) * up[8]);
+    }
+
+    #[test]
+    fn rms_norm_multiplies_by_the_reciprocal_root_of_the_f64_mean() {
+        let x = [1.0f32, 2.0, 3.0, 4.0, -1.0, 0.5, 0.25, 8.0];
+        let w = [0.5f32, 1.0, 1.5, 2.0];
+        let mut out = [0.0f32; 8];
+        rms_norm(&x, &w, 1e-6, &mut out);
+        for (row, got) in x.chunks(4).zip(out.chunks(4)) {
+            let mean = row
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                / 4.0;
+            let scale = 1.0 / ((mean as f32) + 1e-6).sqrt();
+            for i in 0..4 {
+                assert_eq!(got[i], row[i] * scale * w[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn rope_angles_multiply_down_from_the_position() {
+        let (mut cos, mut sin) = ([0.0f32; 4], [0.0f32; 4]);
+        let scale = rope_theta_scale(10_000.0, 8);
+        rope_angles(3, scale, None, 4, &mut cos, &mut sin);
+        let mut theta = 3.0f32;
+        for i in 0..4 {
+            assert_eq!((cos[i], sin[i]), (theta.cos(), theta.sin()));
+            theta *= scale;
+        }
+        assert!((scale - 0.1).abs() < 1e-6);
+    }
+}
