@@ -225,11 +225,10 @@ impl Row {
     /// One tile's scores (turned into weights here) and its visible positions' values.
     #[inline(always)]
     fn add_tile(&mut self, scores: &mut [f32; TILE], values: &[f32]) {
-        let tile_max =
-            scores
-                .iter()
-                .copied()
-                .fold(f32::NEG_INFINITY, |m, s| if m > s { m } else { s });
+        let tile_max = scores
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, |m, s| if m > s { m } else { s });
         if tile_max == f32::NEG_INFINITY {
             return;
         }
