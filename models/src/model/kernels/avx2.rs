@@ -175,12 +175,22 @@ unsafe fn tile_of<const FORMAT: u8>(tile: &Tile<'_>, out: &mut Products<'_>) {
     // SAFETY: forwarded from the caller's contract; `tile.vnni` comes from detection.
     unsafe {
         match (tile.accumulation, tile.vnni) {
-            (Accumulation::Lanes, AVX512_VNNI) => tile_avx512::<FORMAT, true>(tile, out),
-            (Accumulation::Rows, AVX512_VNNI) => tile_avx512::<FORMAT, false>(tile, out),
-            (Accumulation::Lanes, AVX_VNNI) => tile_vnni::<FORMAT, true>(tile, out),
-            (Accumulation::Rows, AVX_VNNI) => tile_vnni::<FORMAT, false>(tile, out),
-            (Accumulation::Lanes, _) => tile_avx2::<FORMAT, true>(tile, out),
-            (Accumulation::Rows, _) => tile_avx2::<FORMAT, false>(tile, out),
+            (Accumulation::Lanes | Accumulation::Tiled, AVX512_VNNI) => {
+                tile_avx512::<FORMAT, true>(tile, out)
+            }
+            (Accumulation::Rows | Accumulation::RowsBatched, AVX512_VNNI) => {
+                tile_avx512::<FORMAT, false>(tile, out)
+            }
+            (Accumulation::Lanes | Accumulation::Tiled, AVX_VNNI) => {
+                tile_vnni::<FORMAT, true>(tile, out)
+            }
+            (Accumulation::Rows | Accumulation::RowsBatched, AVX_VNNI) => {
+                tile_vnni::<FORMAT, false>(tile, out)
+            }
+            (Accumulation::Lanes | Accumulation::Tiled, _) => tile_avx2::<FORMAT, true>(tile, out),
+            (Accumulation::Rows | Accumulation::RowsBatched, _) => {
+                tile_avx2::<FORMAT, false>(tile, out)
+            }
         }
     }
 }

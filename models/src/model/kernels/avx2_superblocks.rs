@@ -17,12 +17,12 @@ use std::arch::x86_64::{
     __m128, __m128i, __m256i, _mm_add_epi32, _mm_add_ps, _mm_add_ss, _mm_cvtepi32_ps,
     _mm_cvtepu8_epi16, _mm_cvtsi64_si128, _mm_cvtsi128_si32, _mm_cvtss_f32, _mm_fmadd_ps,
     _mm_hadd_epi16, _mm_hadd_epi32, _mm_loadu_si128, _mm_madd_epi16, _mm_movehdup_ps,
-    _mm_movehl_ps, _mm_set1_epi16, _mm_set1_ps, _mm_setzero_ps, _mm256_add_epi32, _mm256_and_si256,
-    _mm256_castsi256_si128, _mm256_cmpeq_epi8, _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps,
-    _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_madd_epi16,
-    _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set_m128i, _mm256_set1_epi8, _mm256_set1_epi16,
-    _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_slli_epi16, _mm256_slli_epi32,
-    _mm256_srli_epi16, _mm256_sub_epi32,
+    _mm_movehl_ps, _mm_set1_epi16, _mm_set1_ps, _mm_setzero_ps, _mm_storeu_si128, _mm256_add_epi32,
+    _mm256_and_si256, _mm256_castsi256_si128, _mm256_cmpeq_epi8, _mm256_cvtepi8_epi16,
+    _mm256_cvtepi32_ps, _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_loadu_si256,
+    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set_m128i, _mm256_set1_epi8,
+    _mm256_set1_epi16, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_slli_epi16,
+    _mm256_slli_epi32, _mm256_srli_epi16, _mm256_sub_epi32,
 };
 
 use half::f16;
@@ -30,7 +30,7 @@ use half::f16;
 use super::activation_k::SuperBlock;
 use super::avx2::{Avx2, sum_lanes};
 use super::format::{Accumulation, Products};
-use super::superblocks::{SuperBlockFormat, scales_and_mins, sub_block_sum};
+use super::superblocks::{SuperBlockFormat, scales_and_mins, sub_block_sum, tiled_step};
 
 impl Avx2 {
     /// The product of every whole row of `row_bytes` bytes in `rows` with every token of
@@ -238,7 +238,9 @@ fn dot_q4k<const T: usize>(
                 _mm256_castsi256_si128(sums),
                 _mm256_extracti128_si256::<1>(sums),
             );
+            // Lane j: the offsets of the 64 weights 64j..64j + 64.
             let offsets = _mm_madd_epi16(mins, sub_block_sums);
+            let offset_parts = i32_lanes_4(offsets);
             let mut sum = _mm256_setzero_si256();
             for j in 0..4 {
                 let p_low =
@@ -248,7 +250,11 @@ fn dot_q4k<const T: usize>(
                     load_activations(a, 64 * j + 32),
                     scales[2 * j + 1],
                 );
-                sum = _mm256_add_epi32(sum, _mm256_add_epi32(p_low, p_high));
+                let part = _mm256_add_epi32(p_low, p_high);
+                if accumulation == Accumulation::RowsBatched {
+                    rows[t].add(sum_i32(part), d, offset_parts[j], dmin);
+                }
+                sum = _mm256_add_epi32(sum, part);
             }
             match accumulation {
                 Accumulation::Lanes => {
@@ -257,12 +263,17 @@ fn dot_q4k<const T: usize>(
                     acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc[t]);
                 }
                 Accumulation::Rows => rows[t].add(sum_i32(sum), d, sum_i32_4(offsets), dmin),
+                Accumulation::RowsBatched => {}
+                Accumulation::Tiled => {
+                    let (sum, offset) = (sum_i32(sum), sum_i32_4(offsets));
+                    rows[t].total = tiled_step(rows[t].total, sum, d_w, offset, dmin_w, a.d);
+                }
             }
         }
     }
     std::array::from_fn(|t| match accumulation {
         Accumulation::Lanes => sum_lanes(acc[t]) + sum_lanes_4(acc_mins[t]),
-        Accumulation::Rows => rows[t].result(),
+        Accumulation::Rows | Accumulation::RowsBatched | Accumulation::Tiled => rows[t].result(),
     })
 }
 
@@ -322,13 +333,20 @@ fn dot_q5k<const T: usize>(
                     min_sums[t] = dmin.mul_add(total as f32, min_sums[t]);
                     acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc[t]);
                 }
-                Accumulation::Rows => rows[t].add(sum_i32(sum), d, total, dmin),
+                // Only Q4_K matrices are repacked (`Accumulation::for_matrix`).
+                Accumulation::Rows | Accumulation::RowsBatched => {
+                    rows[t].add(sum_i32(sum), d, total, dmin)
+                }
+                Accumulation::Tiled => {
+                    rows[t].total =
+                        tiled_step(rows[t].total, sum_i32(sum), d_w, total, dmin_w, a.d);
+                }
             }
         }
     }
     std::array::from_fn(|t| match accumulation {
         Accumulation::Lanes => sum_lanes(acc[t]) + min_sums[t],
-        Accumulation::Rows => rows[t].result(),
+        Accumulation::Rows | Accumulation::RowsBatched | Accumulation::Tiled => rows[t].result(),
     })
 }
 
@@ -389,14 +407,29 @@ fn dot_q6k<const T: usize>(
                 Accumulation::Lanes => {
                     acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc[t]);
                 }
-                Accumulation::Rows => rows[t].add(sum_i32(sum), d, 0, 0.0),
+                Accumulation::Rows | Accumulation::RowsBatched => {
+                    rows[t].add(sum_i32(sum), d, 0, 0.0)
+                }
+                Accumulation::Tiled => {
+                    rows[t].total = tiled_step(rows[t].total, sum_i32(sum), d_w, 0, 0.0, a.d);
+                }
             }
         }
     }
     std::array::from_fn(|t| match accumulation {
         Accumulation::Lanes => sum_lanes(acc[t]),
-        Accumulation::Rows => rows[t].result(),
+        Accumulation::Rows | Accumulation::RowsBatched | Accumulation::Tiled => rows[t].result(),
     })
+}
+
+/// The four i32 lanes of `x`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn i32_lanes_4(x: __m128i) -> [i32; 4] {
+    let mut lanes = [0i32; 4];
+    // SAFETY: `lanes` has room for the 16 bytes.
+    unsafe { _mm_storeu_si128(lanes.as_mut_ptr().cast(), x) };
+    lanes
 }
 
 /// The two f32 sums of [`Accumulation::Rows`].
@@ -452,10 +485,14 @@ mod tests {
             eprintln!("SKIPPED: this CPU has no AVX2/FMA/F16C");
             return;
         };
-        for ((format, _), accumulation) in FORMATS
-            .into_iter()
-            .flat_map(|f| [(f, Accumulation::Lanes), (f, Accumulation::Rows)])
-        {
+        for ((format, _), accumulation) in FORMATS.into_iter().flat_map(|f| {
+            [
+                Accumulation::Lanes,
+                Accumulation::Rows,
+                Accumulation::RowsBatched,
+            ]
+            .map(|a| (f, a))
+        }) {
             for blocks in [1, 3, 19] {
                 for rows in 1..=6 {
                     let columns = blocks * SUPER_BLOCK;
@@ -484,10 +521,14 @@ mod tests {
             eprintln!("SKIPPED: this CPU has no AVX2/FMA/F16C");
             return;
         };
-        for ((format, _), accumulation) in FORMATS
-            .into_iter()
-            .flat_map(|f| [(f, Accumulation::Lanes), (f, Accumulation::Rows)])
-        {
+        for ((format, _), accumulation) in FORMATS.into_iter().flat_map(|f| {
+            [
+                Accumulation::Lanes,
+                Accumulation::Rows,
+                Accumulation::RowsBatched,
+            ]
+            .map(|a| (f, a))
+        }) {
             let (blocks, rows) = (3, 3);
             let columns = blocks * SUPER_BLOCK;
             let row_bytes = blocks * format.block_bytes();

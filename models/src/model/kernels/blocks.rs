@@ -134,12 +134,13 @@ pub(crate) fn dot_row(
                 .sum()
         };
         match accumulation {
-            Accumulation::Lanes => {
+            // The tiled order is the k-quants' only.
+            Accumulation::Lanes | Accumulation::Tiled => {
                 for (lane, acc) in lanes.iter_mut().enumerate() {
                     *acc = scale.mul_add(lane_sum(lane) as f32, *acc);
                 }
             }
-            Accumulation::Rows => {
+            Accumulation::Rows | Accumulation::RowsBatched => {
                 let sum: i32 = (0..8).map(lane_sum).sum();
                 total = (sum as f32).mul_add(scale, total);
             }
@@ -149,8 +150,8 @@ pub(crate) fn dot_row(
         }
     }
     let products = match accumulation {
-        Accumulation::Lanes => sum_lanes(lanes),
-        Accumulation::Rows => total,
+        Accumulation::Lanes | Accumulation::Tiled => sum_lanes(lanes),
+        Accumulation::Rows | Accumulation::RowsBatched => total,
     };
     if format.has_min() {
         products + offsets

@@ -63,9 +63,41 @@ pub(crate) enum Accumulation {
     /// integer sum times `d_w * d_a` (fused); k-quant offsets go to a second sum that is
     /// subtracted at the end.
     Rows,
+    /// What the repacked kernels do for each whole group of four tokens of a batch
+    /// (`ggml_gemm_q4_K_8x8_q8_K`; the tokens left over take [`Accumulation::Rows`]): as
+    /// `Rows`, but Q4_K's fused steps come per 64 weights instead of per super-block, four
+    /// per super-block for the products and four for the offsets. (Q4_0's repacked GEMM steps
+    /// per block as its GEMV does, so for the 32-weight formats this is `Rows`.)
+    RowsBatched,
+    /// llama.cpp's tiled k-quant matmul (`ggml/src/ggml-cpu/tiled`), which it takes for
+    /// batches of [`TILED_MIN_TOKENS`] or more against k-quant matrices it did not repack:
+    /// per super-block, `d_w` times the integer sum, less `dmin_w` times the offsets' integer
+    /// sum (fused), times `d_a` into one f32 sum per product (fused).
+    Tiled,
 }
 
+/// The smallest batch llama.cpp's tiled k-quant matmul takes (`ggml_tiled_min_batch`).
+pub(crate) const TILED_MIN_TOKENS: usize = 8;
+
 impl Accumulation {
+    /// The order for a batch of `tokens` k-quant activations: llama.cpp multiplies batches of
+    /// [`TILED_MIN_TOKENS`] or more by the matrices it did not repack in its tiled kernel.
+    pub(crate) fn for_k_quant_batch(self, tokens: usize) -> Self {
+        match self {
+            Self::Lanes if tokens >= TILED_MIN_TOKENS => Self::Tiled,
+            other => other,
+        }
+    }
+
+    /// The order for the first `tokens - tokens % 4` tokens of a batch, which llama.cpp's
+    /// repacked kernels take four at a time.
+    pub(crate) fn batched(self) -> Self {
+        match self {
+            Self::Rows => Self::RowsBatched,
+            other => other,
+        }
+    }
+
     /// What llama.cpp runs for a `format` matrix of `rows` rows on an AVX2 CPU: the repacked
     /// kernels for Q4_0 and Q4_K when the rows come in whole groups of eight (its
     /// `ggml_repack_get_optimal_repack_type`), the vector dot products otherwise. The portable

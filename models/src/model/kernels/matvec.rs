@@ -252,10 +252,22 @@ impl QuantizedMatrix {
             WeightFormat::SuperBlock(format) => {
                 let mut activations = Vec::new();
                 activation_k::quantize_row(input, &mut activations);
-                self.split(raw, &activations, output, |rows, activations, out| {
-                    let kernel = self.kernel;
-                    kernel.dot_tile_super(format, order, rows, row_bytes, activations, out)
-                });
+                // llama.cpp's repacked kernels take a batch's tokens four at a time and the
+                // rest one by one, in different orders: the two parts run apart.
+                let tokens = input.len() / self.columns;
+                let order = order.for_k_quant_batch(tokens);
+                let grouped = if tokens >= 4 { tokens - tokens % 4 } else { 0 };
+                let blocks = self.columns / self.format.block_len();
+                let (first, rest) = activations.split_at(grouped * blocks);
+                let (first_out, rest_out) = output.split_at_mut(grouped * self.rows);
+                for (order, activations, output) in
+                    [(order.batched(), first, first_out), (order, rest, rest_out)]
+                {
+                    self.split(raw, activations, output, |rows, activations, out| {
+                        let kernel = self.kernel;
+                        kernel.dot_tile_super(format, order, rows, row_bytes, activations, out)
+                    });
+                }
             }
         }
         Ok(())
@@ -470,9 +482,24 @@ mod tests {
     ];
 
     /// The portable kernel's products of `raw` (rows of `columns` weights) with one input row.
-    fn portable(format: WeightFormat, raw: &[u8], columns: usize, x: &[f32], out: &mut [f32]) {
+    /// One token's products in the portable code, for a batch of `tokens`; `grouped`: the
+    /// token is in one of the batch's whole groups of four (which llama.cpp's repacked kernels
+    /// take together).
+    fn portable(
+        format: WeightFormat,
+        raw: &[u8],
+        columns: usize,
+        x: &[f32],
+        out: &mut [f32],
+        (tokens, grouped): (usize, bool),
+    ) {
         let row_bytes = columns / format.block_len() * format.block_bytes();
         let order = Accumulation::for_matrix(format, raw.len() / row_bytes);
+        let order = match format {
+            WeightFormat::SuperBlock(_) => order.for_k_quant_batch(tokens),
+            WeightFormat::Block(_) => order,
+        };
+        let order = if grouped { order.batched() } else { order };
         match format {
             WeightFormat::Block(format) => {
                 let mut activations = Vec::new();
@@ -561,8 +588,9 @@ mod tests {
                     let x = values(tokens * columns, 11);
                     let mut expected = vec![0.0; tokens * rows];
                     let pairs = x.chunks_exact(columns).zip(expected.chunks_exact_mut(rows));
-                    for (input, out) in pairs {
-                        portable(format, &raw, columns, input, out);
+                    let grouped = if tokens >= 4 { tokens - tokens % 4 } else { 0 };
+                    for (t, (input, out)) in pairs.enumerate() {
+                        portable(format, &raw, columns, input, out, (tokens, t < grouped));
                     }
                     for threads in [1, 3] {
                         let pool = rayon::ThreadPoolBuilder::new()

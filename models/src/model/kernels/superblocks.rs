@@ -150,8 +150,16 @@ pub(crate) fn dot_row(
     row: &[u8],
     activations: &[SuperBlock],
 ) -> f32 {
-    if accumulation == Accumulation::Rows {
-        return dot_row_interleaved(format, row, activations);
+    match accumulation {
+        Accumulation::Rows => return dot_row_interleaved(format, row, activations, false),
+        // Only Q4_K matrices are repacked (`Accumulation::for_matrix`); the AVX2 kernels of
+        // the other k-quants step per super-block in either repacked order, and so does this.
+        Accumulation::RowsBatched => {
+            let by_64 = format == SuperBlockFormat::Q4K;
+            return dot_row_interleaved(format, row, activations, by_64);
+        }
+        Accumulation::Tiled => return dot_row_tiled(format, row, activations),
+        Accumulation::Lanes => {}
     }
     let mut lanes = [0.0f32; 8];
     let mut min_lanes = [0.0f32; 4];
@@ -209,27 +217,71 @@ pub(crate) fn dot_row(
     }
 }
 
-/// [`dot_row`] in the order of ggml's repacked kernel (`ggml_gemv_q4_K_8x8_q8_K`): per
-/// super-block the whole integer sum times `d_w * d_a`, and the offsets' integer sum times
-/// `dmin_w * d_a`, each into its own f32 sum (fused); the offsets subtracted at the end.
-fn dot_row_interleaved(format: SuperBlockFormat, row: &[u8], activations: &[SuperBlock]) -> f32 {
+/// [`dot_row`] in the order of ggml's repacked kernels: per super-block (its GEMV,
+/// `ggml_gemv_q4_K_8x8_q8_K`) or per 64 weights (its GEMM for groups of four tokens,
+/// `ggml_gemm_q4_K_8x8_q8_K`: `by_64`), the integer sum times `d_w * d_a` and the offsets'
+/// integer sum times `dmin_w * d_a`, each into its own f32 sum (fused); the offsets subtracted
+/// at the end.
+fn dot_row_interleaved(
+    format: SuperBlockFormat,
+    row: &[u8],
+    activations: &[SuperBlock],
+    by_64: bool,
+) -> f32 {
     let (mut total, mut offsets) = (0.0f32, 0.0f32);
+    let parts = if by_64 { SUPER_BLOCK / 64 } else { 1 };
+    let width = SUPER_BLOCK / parts;
     for (block, a) in row.chunks_exact(format.block_bytes()).zip(activations) {
         let w = unpack(format, block);
-        let sum: i32 = w
-            .values
-            .iter()
-            .zip(&a.qs)
-            .enumerate()
-            .map(|(e, (&q, &y))| w.scales[e / SUM_GROUP] * i32::from(q) * i32::from(y))
-            .sum();
-        let offset: i32 = (0..SUB_BLOCKS)
-            .map(|k| w.mins[k] * sub_block_sum(a, k))
-            .sum();
-        total = (sum as f32).mul_add(w.d * a.d, total);
-        offsets = (offset as f32).mul_add(w.dmin * a.d, offsets);
+        for part in 0..parts {
+            let elements = part * width..(part + 1) * width;
+            let sum: i32 = elements
+                .clone()
+                .map(|e| w.scales[e / SUM_GROUP] * i32::from(w.values[e]) * i32::from(a.qs[e]))
+                .sum();
+            let offset: i32 = (elements.start / 32..elements.end / 32)
+                .map(|k| w.mins[k] * sub_block_sum(a, k))
+                .sum();
+            total = (sum as f32).mul_add(w.d * a.d, total);
+            offsets = (offset as f32).mul_add(w.dmin * a.d, offsets);
+        }
     }
     total - offsets
+}
+
+/// [`dot_row`] in the order of llama.cpp's tiled k-quant matmul ([`Accumulation::Tiled`]).
+fn dot_row_tiled(format: SuperBlockFormat, row: &[u8], activations: &[SuperBlock]) -> f32 {
+    let mut total = 0.0f32;
+    for (block, a) in row.chunks_exact(format.block_bytes()).zip(activations) {
+        let w = unpack(format, block);
+        let sum: i32 = (0..SUPER_BLOCK)
+            .map(|e| w.scales[e / SUM_GROUP] * i32::from(w.values[e]) * i32::from(a.qs[e]))
+            .sum();
+        let offset: i32 = match format {
+            SuperBlockFormat::Q6K => 0,
+            _ => (0..SUB_BLOCKS)
+                .map(|k| w.mins[k] * sub_block_sum(a, k))
+                .sum(),
+        };
+        total = tiled_step(total, sum, w.d, offset, w.dmin, a.d);
+    }
+    total
+}
+
+/// One super-block of [`Accumulation::Tiled`]: `total + (d_w·sum − dmin_w·offset)·d_a`, the
+/// subtraction and the addition fused. (With no offset, the fused subtraction adds an exact
+/// zero.)
+#[inline(always)]
+pub(crate) fn tiled_step(
+    total: f32,
+    sum: i32,
+    d_w: f32,
+    offset: i32,
+    dmin_w: f32,
+    d_a: f32,
+) -> f32 {
+    let block = (-dmin_w).mul_add(offset as f32, d_w * sum as f32);
+    block.mul_add(d_a, total)
 }
 
 /// [`dot_row`] of every whole row of `row_bytes` bytes in `rows` with every token of
@@ -398,7 +450,20 @@ pub(crate) mod tests {
                     &a,
                     &mut by_rows,
                 );
-                let results = lanes.iter().enumerate().chain(by_rows.iter().enumerate());
+                let mut batched = vec![0.0; rows];
+                dot_rows(
+                    format,
+                    Accumulation::RowsBatched,
+                    &bytes,
+                    row_bytes,
+                    &a,
+                    &mut batched,
+                );
+                let results = lanes
+                    .iter()
+                    .enumerate()
+                    .chain(by_rows.iter().enumerate())
+                    .chain(batched.iter().enumerate());
                 for (r, got) in results {
                     let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
                     let (mut exact, mut magnitude) = (0.0f64, 0.0f64);
