@@ -237,10 +237,11 @@ async fn a_refused_and_a_reset_connection_read_differently() {
     let resetting = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let reset_port = resetting.local_addr().unwrap().port();
     tokio::spawn(async move {
-        while let Ok((stream, _)) = resetting.accept().await {
+        while let Ok((mut stream, _)) = resetting.accept().await {
+            // Wait for the request's first bytes: a reset before the client has written
+            // anything reads as a connection that was never ready, not as a reset.
             let mut buffer = [0u8; 4096];
-            let _ = stream.readable().await;
-            let _ = stream.try_read(&mut buffer);
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await;
             // Closing with `SO_LINGER` 0 sends RST instead of FIN.
             #[allow(deprecated)] // `set_zero_linger` is newer than some tokio versions.
             let _ = stream.set_linger(Some(Duration::ZERO));
