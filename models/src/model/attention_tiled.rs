@@ -87,10 +87,11 @@ pub(crate) fn attend(
     }
 }
 
+/// Whether the CPU runs [`Unit::run_fma`] (AVX2 and FMA).
 fn has_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("fma")
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -123,7 +124,7 @@ impl Unit<'_> {
     fn run(&self, fma: bool) -> Vec<f32> {
         #[cfg(target_arch = "x86_64")]
         if fma {
-            // SAFETY: the caller saw FMA on this CPU.
+            // SAFETY: the caller saw AVX2 and FMA on this CPU (`has_fma`).
             return unsafe { self.run_fma() };
         }
         let _ = fma;

@@ -36,8 +36,8 @@ const SWIGLU_LANES: usize = 8;
 #[allow(unsafe_code)]
 pub(crate) fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has FMA.
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA.
         unsafe { swiglu_fma(gate, up, out) };
         return;
     }
@@ -47,7 +47,7 @@ pub(crate) fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
 /// [`swiglu_lanes`] compiled with FMA, so each `mul_add` is one instruction instead of a call.
 ///
 /// # Safety
-/// The CPU must have FMA.
+/// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 #[target_feature(enable = "avx2,fma")]
