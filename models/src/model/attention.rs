@@ -58,7 +58,7 @@ pub(crate) fn attend(
     }
     let seq = out.len() / (n_head * head_dim);
     if seq >= super::attention_tiled::TILE {
-        super::attention_tiled::attend(queries, cache, geometry, scale, out);
+        super::attention_tiled::attend(queries, cache, geometry, scale, (seq, out));
         return;
     }
     let first = cache.len - seq;

@@ -33,25 +33,21 @@ pub(crate) const TILE: usize = 64;
 /// ggml's AVX2 lanes, which group the softmax's sums.
 const LANES: usize = 8;
 
-/// `out` (`(seq, n_head, head_dim)`) for `queries` (`(n_head, seq, head_dim)`), as
-/// [`super::attention::attend`] describes them.
+/// [`super::attention::attend`] for a batch of `seq >= TILE` tokens (its caller checked the
+/// geometry).
 pub(crate) fn attend(
     queries: &[f32],
     cache: &KvView<'_>,
     geometry: Geometry,
     scale: f32,
-    out: &mut [f32],
+    (seq, out): (usize, &mut [f32]),
 ) {
     let Geometry {
         n_head,
         n_kv_head,
         head_dim,
     } = geometry;
-    if n_head == 0 || head_dim == 0 || n_kv_head == 0 {
-        return;
-    }
-    let seq = out.len() / (n_head * head_dim);
-    let group = (n_head / n_kv_head).max(1);
+    let group = (n_head / n_kv_head.max(1)).max(1);
     let blocks = seq.div_ceil(TILE);
     let units: Vec<(usize, usize)> = (0..n_kv_head)
         .flat_map(|kv| (0..blocks).map(move |b| (kv, b)))
@@ -314,7 +310,7 @@ mod tests {
         let (before, seq) = (70, 130);
         let (cache, keys, values, queries) = setup(g, before, seq);
         let mut out = vec![f32::NAN; seq * g.n_head * g.head_dim];
-        attend(&queries, &cache.view(), g, 0.125, &mut out);
+        attend(&queries, &cache.view(), g, 0.125, (seq, &mut out));
         let total = before + seq;
         let round = |x: f32| f64::from(f16::from_f32(x).to_f32());
         for t in [0, 1, 63, 64, 100, seq - 1] {
