@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::Error;
 use super::blocking::store_call;
 use super::logs::LogSink;
 use super::machine::Outcome;
@@ -37,40 +38,9 @@ pub async fn dispatch(
     mut cancel: watch::Receiver<bool>,
 ) -> Outcome {
     let step = task.step_id.clone();
-    let (run_id, step_id) = (task.run_id, task.step_id.clone());
-    let adopted = match store_call(store, move |s| s.unread_task(run_id, &step_id)).await {
-        Ok(adopted) => adopted,
+    let id = match adopt_or_enqueue(store, &task, logs).await {
+        Ok(id) => id,
         Err(error) => return store_failure(logs, &step, &error),
-    };
-    let id = match adopted {
-        Some(earlier) => {
-            logs.line(
-                "engine",
-                format!(
-                    "adopting task {} of attempt {} (queued before this engine started; state {})",
-                    earlier.id, earlier.attempt, earlier.state
-                ),
-            );
-            earlier.id
-        }
-        None => match store_call(store, {
-            let task = task.clone();
-            move |s| s.write(|txn| txn.enqueue_task(&task))
-        })
-        .await
-        {
-            Ok(id) => {
-                logs.line(
-                    "engine",
-                    format!(
-                        "queued as task {id} for a worker with labels [{}]",
-                        task.labels.join(", ")
-                    ),
-                );
-                id
-            }
-            Err(error) => return store_failure(logs, &step, &error),
-        },
     };
     let mut seen_epoch = 0;
     let mut waiting_since = tokio::time::Instant::now();
@@ -105,8 +75,7 @@ pub async fn dispatch(
             );
         }
         if record.is_finished() {
-            if let Err(error) =
-                store_call(store, move |s| s.write(|txn| txn.consume_task(id))).await
+            if let Err(error) = patiently(store, move |s| s.write(|txn| txn.consume_task(id))).await
             {
                 return store_failure(logs, &step, &error);
             }
@@ -136,10 +105,67 @@ pub async fn dispatch(
             () = tokio::time::sleep(POLL) => {}
             () = cancelled(&mut cancel), if cancelled_at.is_none() => {
                 cancelled_at = Some(tokio::time::Instant::now());
-                if let Err(error) = store_call(store, move |s| s.write(|txn| txn.cancel_task(id))).await {
+                if let Err(error) = patiently(store, move |s| s.write(|txn| txn.cancel_task(id))).await {
                     return store_failure(logs, &step, &error);
                 }
             }
+        }
+    }
+}
+
+/// The step's task: one queued before this engine started whose result nobody read yet, or a
+/// new one. The look-up runs again before each enqueue that is tried again, so an enqueue
+/// whose commit landed but whose reply was lost (PostgreSQL restarting) is adopted, not queued
+/// twice.
+async fn adopt_or_enqueue(store: &Store, task: &NewTask, logs: &LogSink) -> Result<i64, Error> {
+    let handed = patiently(store, {
+        let task = task.clone();
+        move |s| match s.unread_task(task.run_id, &task.step_id)? {
+            Some(earlier) => Ok(Handed::Adopted(Box::new(earlier))),
+            None => s.write(|txn| txn.enqueue_task(&task)).map(Handed::Queued),
+        }
+    })
+    .await?;
+    let (id, line) = match handed {
+        Handed::Queued(id) => (
+            id,
+            format!(
+                "queued as task {id} for a worker with labels [{}]",
+                task.labels.join(", ")
+            ),
+        ),
+        Handed::Adopted(earlier) => (
+            earlier.id,
+            format!(
+                "adopting task {} of attempt {} (queued before this engine started; state {})",
+                earlier.id, earlier.attempt, earlier.state
+            ),
+        ),
+    };
+    logs.line("engine", line);
+    Ok(id)
+}
+
+enum Handed {
+    Queued(i64),
+    Adopted(Box<TaskRecord>),
+}
+
+/// A store call that is idempotent, tried again while the store is unreachable, for up to
+/// [`STORE_PATIENCE`].
+async fn patiently<T: Send + 'static>(
+    store: &Store,
+    call: impl Fn(&Store) -> crate::store::Result<T> + Clone + Send + 'static,
+) -> Result<T, Error> {
+    let unreachable_since = tokio::time::Instant::now();
+    loop {
+        match store_call(store, call.clone()).await {
+            Err(error)
+                if error.is_store_unavailable() && unreachable_since.elapsed() < STORE_PATIENCE =>
+            {
+                tokio::time::sleep(POLL).await;
+            }
+            result => return result,
         }
     }
 }
@@ -162,7 +188,7 @@ fn outcome(record: &TaskRecord) -> Outcome {
     }
 }
 
-fn store_failure(logs: &LogSink, step: &str, error: &super::Error) -> Outcome {
+fn store_failure(logs: &LogSink, step: &str, error: &Error) -> Outcome {
     logs.line("engine", format!("step `{step}`: {error}"));
     Outcome::Failed {
         class: FailureClass::Spawn,
