@@ -196,3 +196,113 @@ fn store_failure(logs: &LogSink, step: &str, error: &Error) -> Outcome {
         message: format!("failed to hand the step to a worker: {error}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::exec::logs::LogWriter;
+    use crate::store::{NewRun, TaskSpec, test_postgres};
+
+    /// PostgreSQL restarting while the engine queues a step's task (the enqueue's connection
+    /// is cut mid-statement): the engine waits until the store is back and queues the step
+    /// once, instead of failing it.
+    #[test]
+    fn a_store_restart_while_a_step_is_handed_over_is_waited_out() {
+        let server = test_postgres::Server::dedicated();
+        let url = server.database();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_postgres(&url, &dir.path().join("cairn.db")).expect("the store");
+        let run_id = store
+            .write(|txn| {
+                txn.create_run(&NewRun {
+                    workflow: "w".into(),
+                    source_path: None,
+                    definition: "name: w\n".into(),
+                    context: json!({}),
+                    step_ids: vec!["s".into()],
+                    owner: "engine".into(),
+                    lease_ms: 60_000,
+                })
+            })
+            .expect("a run");
+        let task = NewTask {
+            run_id,
+            step_id: "s".into(),
+            attempt: 1,
+            labels: vec!["linux".into()],
+            spec: TaskSpec {
+                command: "true".into(),
+                env: Vec::new(),
+                timeout_ms: None,
+                secrets: Vec::new(),
+            },
+        };
+        // Another writer holds the store's write lock, so the enqueue waits on the server
+        // until the restart cuts it off.
+        let mut holder = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        holder
+            .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(426836062830)")
+            .expect("the write lock");
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let tasks = runtime.block_on(hand_over_across_a_restart(server, holder, store, task));
+        assert_eq!(tasks.len(), 1, "queued once: {tasks:?}");
+    }
+
+    async fn hand_over_across_a_restart(
+        server: test_postgres::Server,
+        mut holder: postgres::Client,
+        store: Store,
+        task: NewTask,
+    ) -> Vec<TaskRecord> {
+        let run_id = task.run_id;
+        let writer = LogWriter::start(store.clone(), None, None);
+        let logs = writer.sink(run_id, "s", 1);
+        let (cancel, cancelled) = watch::channel(false);
+        let handing = tokio::spawn({
+            let store = store.clone();
+            async move { dispatch(&store, task, &logs, cancelled).await }
+        });
+        let _server = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let waiting =
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+            while holder
+                .query_one(waiting, &[])
+                .expect("pg_locks")
+                .get::<_, i64>(0)
+                == 0
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the enqueue never waited"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            server.restart();
+            server
+        })
+        .await
+        .expect("PostgreSQL restarts");
+        let queued = loop {
+            if let Ok(Some(task)) = store_call(&store, move |s| s.unread_task(run_id, "s")).await {
+                break task;
+            }
+            assert!(!handing.is_finished(), "dispatch ended before queueing");
+            tokio::time::sleep(POLL).await;
+        };
+        assert_eq!(queued.state, "queued");
+        cancel.send(true).expect("the dispatch listens");
+        let outcome = tokio::time::timeout(Duration::from_secs(30), handing)
+            .await
+            .expect("dispatch ends once cancelled")
+            .expect("dispatch does not panic");
+        assert!(matches!(outcome, Outcome::Cancelled), "{outcome:?}");
+        store_call(&store, move |s| s.tasks(run_id))
+            .await
+            .expect("the tasks")
+    }
+}

@@ -79,6 +79,12 @@ impl Server {
     /// Stops the server (a fast shutdown: sessions are cut) and starts it again on the same
     /// port, with the same data; returns once it accepts connections.
     pub fn restart(&self) {
+        self.stop();
+        self.resume();
+    }
+
+    /// Stops the server (a fast shutdown: sessions are cut); [`Server::resume`] starts it again.
+    pub fn stop(&self) {
         let output = command(&self.bin.join("pg_ctl"), self.user)
             .args(["stop", "-m", "fast", "-w", "-D"])
             .arg(self.dir.join("data"))
@@ -89,6 +95,11 @@ impl Server {
             "pg_ctl stop: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+
+    /// Starts a stopped server again on the same port, with the same data; returns once it
+    /// accepts connections.
+    pub fn resume(&self) {
         self.launch().unwrap_or_else(|e| panic!("restart: {e}"));
     }
 
