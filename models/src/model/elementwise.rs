@@ -32,9 +32,21 @@ pub(crate) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 /// rest libm's.
 const SWIGLU_LANES: usize = 8;
 
-/// `out = silu(gate) * up`, ggml's `swiglu`.
+/// `out = silu(gate) * up` for each row of `width` values, ggml's `swiglu`: ggml's groups of
+/// eight lanes start again at each row, so a width that is not a multiple of eight leaves a
+/// libm tail in every row. Rows run on the current rayon pool (the model's).
+pub(crate) fn swiglu(gate: &[f32], up: &[f32], width: usize, out: &mut [f32]) {
+    use rayon::prelude::*;
+    if width == 0 {
+        return;
+    }
+    out.par_chunks_mut(width)
+        .zip(gate.par_chunks(width).zip(up.par_chunks(width)))
+        .for_each(|(out, (gate, up))| swiglu_row(gate, up, out));
+}
+
 #[allow(unsafe_code)]
-pub(crate) fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+fn swiglu_row(gate: &[f32], up: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA.
@@ -151,23 +163,33 @@ mod tests {
     }
 
     #[test]
-    fn swiglu_takes_the_vector_exp_on_whole_groups_and_libm_on_the_rest() {
-        let gate: Vec<f32> = (0..11).map(|i| i as f32 * 0.7 - 3.0).collect();
-        let up: Vec<f32> = (0..11).map(|i| 1.0 + i as f32 * 0.1).collect();
-        let mut fast = vec![f32::NAN; 11];
-        let mut plain = vec![f32::NAN; 11];
-        swiglu(&gate, &up, &mut fast);
-        swiglu_lanes(&gate, &up, &mut plain);
+    fn swiglu_takes_the_vector_exp_on_whole_groups_of_each_row_and_libm_on_the_rest() {
+        // Two rows of 11: lanes 0..8 of each row take the vector exp, 8..11 libm's.
+        let gate: Vec<f32> = (0..22)
+            .map(|i| (i % 11) as f32 * 0.7 - 3.0 + (i / 11) as f32)
+            .collect();
+        let up: Vec<f32> = (0..22).map(|i| 1.0 + i as f32 * 0.1).collect();
+        let mut fast = vec![f32::NAN; 22];
+        let mut plain = vec![f32::NAN; 22];
+        swiglu(&gate, &up, 11, &mut fast);
+        for row in 0..2 {
+            let at = row * 11..(row + 1) * 11;
+            swiglu_lanes(&gate[at.clone()], &up[at.clone()], &mut plain[at]);
+        }
         assert_eq!(fast, plain, "FMA build and plain lanes agree bit for bit");
-        for i in 0..11 {
+        for i in 0..22 {
             let x = gate[i];
             let exact = x / (1.0 + (-x).exp()) * up[i];
             assert!(
                 (fast[i] - exact).abs() <= 1e-6 * exact.abs().max(1.0),
                 "{i}"
             );
+            if i % 11 >= 8 {
+                assert_eq!(fast[i], x / (1.0 + (-x).exp()) * up[i], "libm tail at {i}");
+            } else {
+                assert_eq!(fast[i], silu_vector_lane(x) * up[i], "vector lane at {i}");
+            }
         }
-        assert_eq!(fast[8], gate[8] / (1.0 + (-gate[8]).exp()) * up[8]);
     }
 
     #[test]

@@ -360,7 +360,8 @@ fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
     let gate_values = gate.flatten_all()?.to_vec1::<f32>()?;
     let up_values = up.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0.0; gate_values.len()];
-    elementwise::swiglu(&gate_values, &up_values, &mut out);
+    let width = gate.dims().last().copied().unwrap_or(0);
+    elementwise::swiglu(&gate_values, &up_values, width, &mut out);
     Tensor::from_vec(out, gate.dims(), gate.device())
 }
 

@@ -26,7 +26,7 @@ use std::arch::x86_64::{
     _mm256_permutevar8x32_ps, _mm256_set_epi64x, _mm256_set_m128i, _mm256_set1_epi8,
     _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setr_epi32,
     _mm256_setr_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_sign_epi8,
-    _mm256_slli_epi32, _mm256_storeu_ps, _mm256_sub_epi32,
+    _mm256_slli_epi32, _mm256_storeu_ps, _mm256_storeu_si256, _mm256_sub_epi32,
 };
 
 use super::activation::ActivationBlock;
@@ -137,9 +137,13 @@ const Q5_0: u8 = 1;
 const Q5_1: u8 = 2;
 const Q8_0: u8 = 3;
 const Q4_0: u8 = 4;
+/// Q5_0 widened for a batch ([`widen_q5_0`]): the f16 scale, then each unsigned 5-bit
+/// weight (`q + 16`) in a byte of its own, in Q8_0's 34-byte layout.
+const Q5_0_WIDE: u8 = 5;
 
 const fn format_of(format: u8) -> BlockFormat {
     match format {
+        Q5_0_WIDE => BlockFormat::Q8_0,
         Q4_1 => BlockFormat::Q4_1,
         Q5_0 => BlockFormat::Q5_0,
         Q5_1 => BlockFormat::Q5_1,
@@ -253,29 +257,26 @@ unsafe fn tile_body<const FORMAT: u8, const LANES: bool, const VNNI: u8>(
     let tokens = tile.activations.len() / blocks;
     let mut r = 0;
     // SAFETY (every call below): the CPU features are the caller's contract; the pointers
-    // come from the checked slices above.
+    // come from the checked slices above (and the widened copy, sized for one group).
     unsafe {
-        if tokens >= TOKENS {
+        if FORMAT == Q5_0 && tokens >= WIDEN_MIN_TOKENS {
+            // Q5_0's weights take the most work to unpack; in a batch each row group meets
+            // many tokens, so its weights are unpacked once into bytes instead of once per
+            // token group. The integer sums, and so every result, stay the same.
+            let wide_bytes = format_of(Q5_0_WIDE).block_bytes();
+            let mut wide = vec![0u8; ROWS * blocks * wide_bytes];
+            while r + ROWS <= row_count {
+                for (i, chunk) in wide.chunks_exact_mut(blocks * wide_bytes).enumerate() {
+                    widen_q5_0(row(r + i), blocks, chunk);
+                }
+                let group = std::array::from_fn(|i| wide[i * blocks * wide_bytes..].as_ptr());
+                group_over_tokens::<Q5_0_WIDE, LANES, VNNI>(blocks, group, &token, tokens, out, r);
+                r += ROWS;
+            }
+        } else if tokens >= TOKENS {
             while r + ROWS <= row_count {
                 let group = [row(r), row(r + 1), row(r + 2), row(r + 3)];
-                let mut t = 0;
-                // With AVX-512's 32 registers, four tokens' sixteen accumulators fit.
-                while VNNI == AVX512_VNNI && t + WIDE_TOKENS <= tokens {
-                    let four = [token(t), token(t + 1), token(t + 2), token(t + 3)];
-                    let sums = dot_4x4::<FORMAT, LANES, VNNI>(blocks, group, four);
-                    store(out, r, t, sums);
-                    t += WIDE_TOKENS;
-                }
-                while t + TOKENS <= tokens {
-                    let pair = [token(t), token(t + 1)];
-                    let sums = dot_4x2::<FORMAT, LANES, VNNI>(blocks, group, pair);
-                    store(out, r, t, sums);
-                    t += TOKENS;
-                }
-                if t < tokens {
-                    let sums = dot_group::<FORMAT, LANES, VNNI, ROWS, 1>(blocks, group, [token(t)]);
-                    store(out, r, t, sums);
-                }
+                group_over_tokens::<FORMAT, LANES, VNNI>(blocks, group, &token, tokens, out, r);
                 r += ROWS;
             }
         }
@@ -285,6 +286,68 @@ unsafe fn tile_body<const FORMAT: u8, const LANES: bool, const VNNI: u8>(
                 store(out, r, t, sums);
             }
             r += 1;
+        }
+    }
+}
+
+/// Batches of at least this many tokens widen Q5_0's weights before multiplying: two token
+/// groups already share each unpacked block.
+const WIDEN_MIN_TOKENS: usize = 2 * TOKENS;
+
+/// The products of the [`ROWS`] weight rows `group` (starting at row `r`) with every token:
+/// groups of [`TOKENS`] (or [`WIDE_TOKENS`]) tokens, then the one left over.
+///
+/// Safety: as [`dot_group`]; `token(t)` points at token `t`'s `blocks` activation blocks.
+#[inline(always)]
+unsafe fn group_over_tokens<const FORMAT: u8, const LANES: bool, const VNNI: u8>(
+    blocks: usize,
+    group: [*const u8; ROWS],
+    token: &impl Fn(usize) -> *const ActivationBlock,
+    tokens: usize,
+    out: &mut Products<'_>,
+    r: usize,
+) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        let mut t = 0;
+        // With AVX-512's 32 registers, four tokens' sixteen accumulators fit.
+        while VNNI == AVX512_VNNI && t + WIDE_TOKENS <= tokens {
+            let four = [token(t), token(t + 1), token(t + 2), token(t + 3)];
+            let sums = dot_4x4::<FORMAT, LANES, VNNI>(blocks, group, four);
+            store(out, r, t, sums);
+            t += WIDE_TOKENS;
+        }
+        while t + TOKENS <= tokens {
+            let pair = [token(t), token(t + 1)];
+            let sums = dot_4x2::<FORMAT, LANES, VNNI>(blocks, group, pair);
+            store(out, r, t, sums);
+            t += TOKENS;
+        }
+        if t < tokens {
+            let sums = dot_group::<FORMAT, LANES, VNNI, ROWS, 1>(blocks, group, [token(t)]);
+            store(out, r, t, sums);
+        }
+    }
+}
+
+/// One row of `blocks` Q5_0 blocks rewritten as [`Q5_0_WIDE`] blocks in `wide`: the scale,
+/// then the 32 unsigned 5-bit weights one per byte.
+///
+/// Safety: as [`weights`]; `row` points at `blocks` whole Q5_0 blocks.
+#[inline(always)]
+unsafe fn widen_q5_0(row: *const u8, blocks: usize, wide: &mut [u8]) {
+    let (narrow_bytes, wide_bytes) = (
+        format_of(Q5_0).block_bytes(),
+        format_of(Q5_0_WIDE).block_bytes(),
+    );
+    for (b, block) in wide.chunks_exact_mut(wide_bytes).take(blocks).enumerate() {
+        // SAFETY: block `b` of the row is whole (the caller's contract); `block` holds
+        // `wide_bytes` = 2 + 32 bytes.
+        unsafe {
+            let narrow = row.add(b * narrow_bytes);
+            std::ptr::copy_nonoverlapping(narrow, block.as_mut_ptr(), 2);
+            let values = weights::<Q5_0>(narrow).magnitudes;
+            _mm256_storeu_si256(block.as_mut_ptr().add(2).cast(), values);
         }
     }
 }
@@ -596,6 +659,7 @@ unsafe fn weights<const FORMAT: u8>(block: *const u8) -> Weights {
                 let high = _mm256_and_si256(bits(block.add(4)), _mm256_set1_epi8(0x10));
                 _mm256_or_si256(nibbles(block.add(8)), high)
             }
+            Q5_0_WIDE => _mm256_loadu_si256(block.add(2).cast()),
             _ => {
                 let signed = _mm256_loadu_si256(block.add(2).cast());
                 return Weights {
@@ -622,7 +686,7 @@ unsafe fn activation_offset<const FORMAT: u8, const VNNI: u8>(y: __m256i) -> __m
     // SAFETY: the caller's contract.
     unsafe {
         let zero = _mm256_setzero_si256();
-        if !matches!(FORMAT, Q4_0 | Q5_0) {
+        if !matches!(FORMAT, Q4_0 | Q5_0 | Q5_0_WIDE) {
             return zero;
         }
         let ones = _mm256_set1_epi8(1);
