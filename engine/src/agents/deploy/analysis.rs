@@ -73,6 +73,12 @@ pub struct Verdict {
     pub latency_test: TestResult,
     pub latency_ratio: Option<f64>,
     pub thresholds: Thresholds,
+    /// The canary fails for its error rate.
+    #[serde(skip)]
+    pub errors_regressed: bool,
+    /// The canary's latency is significantly and materially worse, over enough requests.
+    #[serde(skip)]
+    pub latency_regressed: bool,
 }
 
 impl Verdict {
@@ -131,9 +137,9 @@ pub fn analyse(canary: &Snapshot, baseline: &Snapshot, thresholds: Thresholds) -
     };
     let mut reasons = Vec::new();
     let enough = c.requests >= thresholds.min_samples && b.requests >= thresholds.min_samples;
-    if error_rate_test.p_value < thresholds.alpha
-        && error_rate_test.statistic > thresholds.max_error_rate_delta
-    {
+    let errors_regressed = error_rate_test.p_value < thresholds.alpha
+        && error_rate_test.statistic > thresholds.max_error_rate_delta;
+    if errors_regressed {
         reasons.push(format!(
             "error rate {:.2}% vs baseline {:.2}% (z={:.2}, p={:.2e} < {})",
             c.error_rate * 100.0,
@@ -144,10 +150,10 @@ pub fn analyse(canary: &Snapshot, baseline: &Snapshot, thresholds: Thresholds) -
         ));
     }
     let latency_delta = c.latency_mean_ms.unwrap_or(0.0) - b.latency_mean_ms.unwrap_or(0.0);
-    if latency_test.p_value < thresholds.alpha
+    let latency_regressed = latency_test.p_value < thresholds.alpha
         && latency_ratio.is_some_and(|r| r > thresholds.max_latency_ratio)
-        && latency_delta >= MIN_LATENCY_DELTA_MS
-    {
+        && latency_delta >= MIN_LATENCY_DELTA_MS;
+    if latency_regressed {
         reasons.push(format!(
             "latency mean {:.1} ms vs baseline {:.1} ms (×{:.1}; Mann-Whitney U={:.0}, p={:.2e} < {})",
             c.latency_mean_ms.unwrap_or(0.0),
@@ -181,7 +187,6 @@ pub fn analyse(canary: &Snapshot, baseline: &Snapshot, thresholds: Thresholds) -
         Outcome::Fail
     };
     Verdict {
-        outcome,
         reasons,
         canary: c,
         baseline: b,
@@ -189,6 +194,9 @@ pub fn analyse(canary: &Snapshot, baseline: &Snapshot, thresholds: Thresholds) -
         latency_test,
         latency_ratio,
         thresholds,
+        errors_regressed: errors_regressed && outcome == Outcome::Fail,
+        outcome,
+        latency_regressed: latency_regressed && enough,
     }
 }
 

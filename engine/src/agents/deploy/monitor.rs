@@ -3,7 +3,9 @@
 //! misbehaves: a replica that exits (crash), fails its health check twice in a row, or whose
 //! metrics over the window are worse than the previous release's, by the same statistical
 //! analysis a canary gets (the previous release's replicas are kept running out of rotation,
-//! so their counters are the baseline).
+//! so their counters are the baseline). That baseline was measured before the switch, so a
+//! slower window may be the machine's: errors roll back at once, latency only when
+//! [`LATENCY_CHECKS`] intervals in a row are each slower on their own (Flagger's `threshold`).
 //!
 //! ```yaml
 //! - id: monitor
@@ -35,6 +37,31 @@ use super::rollback::rollback;
 use super::source::MetricsSource;
 use super::state;
 use crate::agents::registry::{Agent, AgentContext, AgentFuture};
+
+/// Consecutive checks whose own interval must be slower than the previous release before the
+/// monitor rolls back for latency (Flagger's `threshold`): its baseline was measured earlier,
+/// and one slow interval is as likely the machine's (a busy host, a cold replica) as the
+/// release's.
+const LATENCY_CHECKS: u32 = 3;
+
+/// The run of consecutive checks whose own interval was slower than the previous release.
+/// The baseline was measured at another time, so one slow interval is as likely the
+/// machine's as the release's; the release is judged slower only when it stays slower.
+#[derive(Debug, Default)]
+struct SlowIntervals(u32);
+
+impl SlowIntervals {
+    /// Counts one interval's verdict: true once [`LATENCY_CHECKS`] in a row were slower. An
+    /// interval that passes ends the run; one with too little traffic to judge leaves it.
+    fn observe(&mut self, interval: &super::analysis::Verdict) -> bool {
+        if interval.latency_regressed {
+            self.0 += 1;
+        } else if interval.outcome == Outcome::Pass {
+            self.0 = 0;
+        }
+        self.0 >= LATENCY_CHECKS
+    }
+}
 
 const KEYS: &[&str] = &[
     "window",
@@ -173,6 +200,8 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
     let mut failed_probes: std::collections::BTreeMap<String, u32> = Default::default();
     let mut last_verdict = None;
     let mut checks = 0u64;
+    let mut checked = start.clone();
+    let mut slow_intervals = SlowIntervals::default();
     let problem: Option<String> = loop {
         tokio::time::sleep(
             watch
@@ -208,12 +237,10 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
             break problem;
         }
         if let Some(baseline) = &baseline {
-            let now = watch
-                .metrics
-                .total(&client, &active.replicas)
-                .await
-                .since(&start);
-            let verdict = analyse(&now, baseline, watch.thresholds);
+            let total = watch.metrics.total(&client, &active.replicas).await;
+            let verdict = analyse(&total.since(&start), baseline, watch.thresholds);
+            let recent = analyse(&total.since(&checked), baseline, watch.thresholds);
+            checked = total;
             if verdict.anomalous() && onset.is_none() {
                 onset = Some(Instant::now());
                 logs.line(
@@ -221,15 +248,38 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
                     format!("first anomalous sample: {}", verdict.summary()),
                 );
             }
-            if verdict.outcome == Outcome::Fail {
+            // Errors fail at once; latency only when it persists (see `SlowIntervals`).
+            let slow = slow_intervals.observe(&recent);
+            if verdict.errors_regressed || slow {
+                let failed = if verdict.errors_regressed {
+                    &verdict
+                } else {
+                    &recent
+                };
                 let reason = format!(
-                    "worse than {}: {}",
+                    "worse than {}: {}{}",
                     previous.as_ref().map_or("", |p| p.version.as_str()),
-                    verdict.reasons.join("; ")
+                    failed.reasons.join("; "),
+                    if slow {
+                        format!(" ({LATENCY_CHECKS} intervals in a row slower)")
+                    } else {
+                        String::new()
+                    }
                 );
-                logs.line("stdout", format!("analysis failed: {}", verdict.summary()));
-                last_verdict = Some(verdict);
+                logs.line("stdout", format!("analysis failed: {}", failed.summary()));
+                last_verdict = Some(failed.clone());
                 break Some(reason);
+            }
+            if recent.latency_regressed {
+                logs.line(
+                    "stdout",
+                    format!(
+                        "slower than {} ({} of {LATENCY_CHECKS} intervals in a row): {}",
+                        previous.as_ref().map_or("", |p| p.version.as_str()),
+                        slow_intervals.0,
+                        recent.reasons.join("; ")
+                    ),
+                );
             }
             last_verdict = Some(verdict);
         }
@@ -245,6 +295,10 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
         let summary = match &last_verdict {
             Some(v) if v.outcome == Outcome::Inconclusive => format!(
                 "inconclusive: {} (the release stays: it passed every health check)",
+                v.summary()
+            ),
+            Some(v) if v.outcome == Outcome::Fail => format!(
+                "{} (never {LATENCY_CHECKS} intervals in a row: the release stays)",
                 v.summary()
             ),
             Some(v) => v.summary(),
@@ -339,4 +393,53 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
     notifier.flush().await;
     logs.line("stdout", format!("rollback: {report}"));
     Ok(Err(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agents::deploy::metrics::{Histogram, Snapshot};
+
+    /// `requests` answered in under 5 ms (`fast`) or between 5 and 250 ms.
+    fn traffic(fast: f64, slow: f64) -> Snapshot {
+        Snapshot {
+            requests: fast + slow,
+            errors: 0.0,
+            latency: Histogram {
+                buckets: vec![
+                    (0.005, fast),
+                    (0.25, fast + slow),
+                    (f64::INFINITY, fast + slow),
+                ],
+            },
+        }
+    }
+
+    const T: Thresholds = Thresholds {
+        min_samples: 50,
+        alpha: 0.01,
+        max_error_rate_delta: 0.01,
+        max_latency_ratio: 1.5,
+    };
+
+    #[test]
+    fn latency_fails_only_after_consecutive_slow_intervals() {
+        let baseline = traffic(5000.0, 0.0);
+        let slow = analyse(&traffic(0.0, 500.0), &baseline, T);
+        let fine = analyse(&traffic(500.0, 0.0), &baseline, T);
+        let thin = analyse(&traffic(0.0, 10.0), &baseline, T);
+        assert!(slow.latency_regressed && !fine.latency_regressed && !thin.latency_regressed);
+        assert_eq!(thin.outcome, Outcome::Inconclusive);
+
+        let mut run = SlowIntervals::default();
+        // A slow spike (a busy host, a cold replica) that passes is not a regression.
+        assert!(!run.observe(&slow));
+        assert!(!run.observe(&slow));
+        assert!(!run.observe(&fine));
+        assert!(!run.observe(&slow));
+        // An interval too thin to judge neither counts nor breaks the run.
+        assert!(!run.observe(&thin));
+        assert!(!run.observe(&slow));
+        assert!(run.observe(&slow), "three slow intervals in a row");
+    }
 }
