@@ -45,22 +45,10 @@ pub async fn dispatch(
     let mut seen_epoch = 0;
     let mut waiting_since = tokio::time::Instant::now();
     let mut cancelled_at: Option<tokio::time::Instant> = None;
-    let mut unreachable_since: Option<tokio::time::Instant> = None;
     loop {
-        let record = match store_call(store, move |s| s.task(id)).await {
-            Ok(record) => {
-                unreachable_since = None;
-                record
-            }
-            // The worker goes on meanwhile; only a store gone for long ends the attempt.
-            Err(error) if error.is_store_unavailable() => {
-                let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
-                if since.elapsed() > STORE_PATIENCE {
-                    return store_failure(logs, &step, &error);
-                }
-                tokio::time::sleep(POLL).await;
-                continue;
-            }
+        // The worker goes on meanwhile; only a store gone for long ends the attempt.
+        let record = match patiently(store, move |s| s.task(id)).await {
+            Ok(record) => record,
             Err(error) => return store_failure(logs, &step, &error),
         };
         if record.epoch != seen_epoch && record.state == "leased" {

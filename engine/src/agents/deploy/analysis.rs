@@ -220,11 +220,13 @@ fn aligned(baseline: &Snapshot, canary: &Snapshot) -> Vec<f64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::agents::deploy::metrics::Histogram;
 
-    fn side(requests: f64, errors: f64, fast: f64, slow: f64) -> Snapshot {
+    /// `requests` of which `errors` failed, `fast` answered under 5 ms and `slow` from 5 to
+    /// 250 ms.
+    pub(crate) fn side(requests: f64, errors: f64, fast: f64, slow: f64) -> Snapshot {
         Snapshot {
             requests,
             errors,
@@ -238,7 +240,7 @@ mod tests {
         }
     }
 
-    const T: Thresholds = Thresholds {
+    pub(crate) const T: Thresholds = Thresholds {
         min_samples: 50,
         alpha: 0.01,
         max_error_rate_delta: 0.01,

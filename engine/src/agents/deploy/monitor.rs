@@ -398,29 +398,12 @@ async fn watch(call: &AgentContext) -> Result<Result<Value, String>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agents::deploy::metrics::{Histogram, Snapshot};
+    use crate::agents::deploy::analysis::tests::{T, side};
 
-    /// `requests` answered in under 5 ms (`fast`) or between 5 and 250 ms.
-    fn traffic(fast: f64, slow: f64) -> Snapshot {
-        Snapshot {
-            requests: fast + slow,
-            errors: 0.0,
-            latency: Histogram {
-                buckets: vec![
-                    (0.005, fast),
-                    (0.25, fast + slow),
-                    (f64::INFINITY, fast + slow),
-                ],
-            },
-        }
+    /// Error-free traffic: `fast` requests answered under 5 ms, `slow` from 5 to 250 ms.
+    fn traffic(fast: f64, slow: f64) -> crate::agents::deploy::metrics::Snapshot {
+        side(fast + slow, 0.0, fast, slow)
     }
-
-    const T: Thresholds = Thresholds {
-        min_samples: 50,
-        alpha: 0.01,
-        max_error_rate_delta: 0.01,
-        max_latency_ratio: 1.5,
-    };
 
     #[test]
     fn latency_fails_only_after_consecutive_slow_intervals() {
