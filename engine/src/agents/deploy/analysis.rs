@@ -187,6 +187,7 @@ pub fn analyse(canary: &Snapshot, baseline: &Snapshot, thresholds: Thresholds) -
         Outcome::Fail
     };
     Verdict {
+        outcome,
         reasons,
         canary: c,
         baseline: b,
@@ -195,7 +196,6 @@ pub fn analyse(canary: &Snapshot, baseline: &Snapshot, thresholds: Thresholds) -
         latency_ratio,
         thresholds,
         errors_regressed: errors_regressed && outcome == Outcome::Fail,
-        outcome,
         latency_regressed: latency_regressed && enough,
     }
 }
