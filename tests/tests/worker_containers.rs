@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cairn_engine::store::{Store, TaskRecord, TaskResult, test_postgres};
-use cairn_tests::{Sandbox, cairn_bin};
+use cairn_tests::{Output, Sandbox, cairn_bin};
 
 const LEASE: &str = "2s";
 
@@ -322,6 +322,22 @@ struct Faults {
     restarted: AtomicUsize,
 }
 
+/// `cairn ARGS`, started again while PostgreSQL's restart refuses its first connection: an
+/// engine that starts then fails fast, before it creates or touches a run. (The restart may
+/// still be going on when an engine cut off by it exits and its run is resumed.)
+fn once_postgres_is_up(sandbox: &Sandbox, args: &[&str]) -> Output {
+    loop {
+        let output = sandbox.cairn_within(args, Duration::from_secs(180));
+        let refused = output.code != Some(0)
+            && output.stdout.trim().is_empty()
+            && output.stderr.contains("failed to connect to PostgreSQL");
+        if !refused {
+            return output;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 fn a_hundred_runs_ride_out_killed_and_cut_off_workers_and_a_postgres_restart() {
     let sandbox = Sandbox::new();
@@ -383,20 +399,7 @@ fn a_hundred_runs_ride_out_killed_and_cut_off_workers_and_a_postgres_restart() {
                 scope.spawn(move || {
                     (0..RUNS / ENGINES)
                         .map(|i| {
-                            let mut output = sandbox
-                                .cairn_within(&["run", workflow, "-q"], Duration::from_secs(180));
-                            // An engine that starts while PostgreSQL restarts refuses to start
-                            // (a first connection fails fast) and creates no run: started again.
-                            while output.code != Some(0)
-                                && output.stdout.trim().is_empty()
-                                && output.stderr.contains("failed to connect to PostgreSQL")
-                            {
-                                std::thread::sleep(Duration::from_millis(500));
-                                output = sandbox.cairn_within(
-                                    &["run", workflow, "-q"],
-                                    Duration::from_secs(180),
-                                );
-                            }
+                            let mut output = once_postgres_is_up(sandbox, &["run", workflow, "-q"]);
                             // An engine whose own write the restart cut off exits (exit 3) and
                             // leaves its run interrupted; another engine resumes it, as a
                             // `cairn serve` adopts it within 10 s. The run must still finish
@@ -406,8 +409,7 @@ fn a_hundred_runs_ride_out_killed_and_cut_off_workers_and_a_postgres_restart() {
                                 && !output.stdout.trim().is_empty()
                             {
                                 let id = output.run_id().to_string();
-                                let resumed = sandbox
-                                    .cairn_within(&["resume", &id, "-q"], Duration::from_secs(180));
+                                let resumed = once_postgres_is_up(sandbox, &["resume", &id, "-q"]);
                                 assert_eq!(
                                     resumed.code,
                                     Some(0),
