@@ -6,13 +6,17 @@
 //!
 //! Each (query token, query head) pair runs llama.cpp's flash attention as its CPU backend
 //! computes one query row (`ggml_compute_forward_flash_attn_ext_f16_one_chunk`, the path it
-//! takes for batches under 64 tokens and caches under 512 positions; larger batches take its
-//! tiled path, [`super::attention_tiled`]), in its AVX2 build's
+//! takes for batches under 64 tokens; larger batches take its tiled path,
+//! [`super::attention_tiled`]), in its AVX2 build's
 //! arithmetic: the query rounded to f16, each score a `ggml_vec_dot_f16` (four accumulators of
 //! eight lanes, 32 values per step, then its reduction) times the scale, and an online softmax
 //! whose weighted sum of values accumulates **in f16**: a new maximum rescales the sum by
 //! `exp(old - new)`, every position adds `exp(s - max)` times its value, each step rounded to
 //! f16 as llama.cpp's f16 cache makes it. The sum is divided by the softmax's total at the end.
+//! One token over more than [`SPLIT_ABOVE`] positions takes llama.cpp's split path instead
+//! (`use_split_kv_path`): the positions fall into [`KV_CHUNKS`] chunks, each runs the online
+//! softmax on its own, and the chunks' unnormalized sums are merged in order
+//! (`ggml_flash_attn_ext_reduce_partials`).
 //! Grouped-query attention: query head `h` reads key/value head `h / (n_head / n_kv_head)`.
 //! AVX2/FMA/F16C where the CPU has them (checked at run time), plain loops with the same
 //! operations elsewhere.
@@ -33,6 +37,18 @@ pub(crate) struct Geometry {
 /// Below this many (query, head) pairs times positions the pairs run on the calling thread:
 /// handing one to another thread costs more than its few thousand multiply-adds.
 const PARALLEL_MIN_WORK: usize = 128 * 8;
+
+/// llama.cpp attends over its cache's cells padded to a multiple of this (the positions past
+/// the last one masked), and at least this many.
+const CELL_PADDING: usize = 256;
+/// A single query token whose padded cells reach twice [`CELL_PADDING`] — more than this many
+/// positions — takes llama.cpp's split path.
+const SPLIT_ABOVE: usize = CELL_PADDING;
+/// The split path gives each of llama.cpp's threads one chunk of the padded cells, so its
+/// arithmetic depends on that thread count; this is its default (`GGML_DEFAULT_N_THREADS`,
+/// what `llama_context_default_params` and `llama-simple` run with), whatever our own pool's
+/// width, so that our output does not depend on ours.
+const KV_CHUNKS: usize = 4;
 
 /// ggml's AVX2 f16 vector step: four vectors of eight lanes.
 const STEP: usize = 32;
@@ -72,7 +88,17 @@ pub(crate) fn attend(
         let base = (h / group) * cache.capacity * head_dim;
         let keys = &cache.keys[base..base + len * head_dim];
         let values = &cache.values[base..base + len * head_dim];
-        vector.attend_one(&q, keys, values, scale, out);
+        if seq == 1 && len > SPLIT_ABOVE {
+            let chunk = len.next_multiple_of(CELL_PADDING) / KV_CHUNKS * head_dim;
+            let partials: Vec<Partial> = keys
+                .chunks(chunk)
+                .zip(values.chunks(chunk))
+                .map(|(keys, values)| vector.partial(&q, keys, values, scale))
+                .collect();
+            merge(&partials, out);
+        } else {
+            vector.partial(&q, keys, values, scale).finish(out);
+        }
     };
     let work = seq * n_head * cache.len;
     if work >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1 {
@@ -92,21 +118,57 @@ trait RowOps {
     fn mad(&self, acc: &mut [u16], x: &[u16], v: f32);
 }
 
-/// One query row over the keys and values of its positions (`q.len()` values each, one
+/// The online softmax of one query row over some positions, before its division by the sum.
+#[derive(Debug, Clone)]
+struct Partial {
+    /// The largest score.
+    max: f32,
+    /// The sum of `exp(score - max)`.
+    sum: f32,
+    /// The values weighted by `exp(score - max)`, summed in f16 (bits).
+    acc: Vec<u16>,
+}
+
+impl Partial {
+    /// The attention output: the weighted sum divided by the weights' sum.
+    fn finish(&self, out: &mut [f32]) {
+        let inverse = if self.sum == 0.0 { 0.0 } else { 1.0 / self.sum };
+        for (y, a) in out.iter_mut().zip(&self.acc) {
+            *y = f16::from_bits(*a).to_f32() * inverse;
+        }
+    }
+}
+
+/// The chunks' partial softmaxes, in order, merged into the attention output as
+/// `ggml_flash_attn_ext_reduce_partials` does: in f32, each step rescaling both sides to the
+/// larger maximum. GCC fuses each step's first product with its sum (as in `rotate_pair` of
+/// the model), so the second product is rounded alone.
+fn merge(partials: &[Partial], out: &mut [f32]) {
+    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+    out.fill(0.0);
+    for partial in partials.iter().filter(|p| p.sum != 0.0) {
+        let new_max = max.max(partial.max);
+        let (old_scale, new_scale) = ((max - new_max).exp(), (partial.max - new_max).exp());
+        for (y, a) in out.iter_mut().zip(&partial.acc) {
+            *y = y.mul_add(old_scale, f16::from_bits(*a).to_f32() * new_scale);
+        }
+        sum = sum.mul_add(old_scale, partial.sum * new_scale);
+        max = new_max;
+    }
+    if sum != 0.0 {
+        let inverse = 1.0 / sum;
+        out.iter_mut().for_each(|y| *y *= inverse);
+    }
+}
+
+/// One query row over the keys and values of some positions (`q.len()` values each, one
 /// position after another): the online softmax of `ggml_compute_forward_flash_attn_ext_f16`.
 #[inline(always)]
-fn attend_row<O: RowOps>(
-    ops: &O,
-    q: &[f32],
-    keys: &[u16],
-    values: &[u16],
-    scale: f32,
-    out: &mut [f32],
-) {
+fn attend_row<O: RowOps>(ops: &O, q: &[f32], keys: &[u16], values: &[u16], scale: f32) -> Partial {
     let width = q.len();
-    let mut acc = vec![0u16; out.len()];
+    let mut acc = vec![0u16; width];
     let (mut sum, mut max) = (0.0f32, f32::NEG_INFINITY);
-    for (k, v) in keys.chunks_exact(width).zip(values.chunks_exact(out.len())) {
+    for (k, v) in keys.chunks_exact(width).zip(values.chunks_exact(width)) {
         let s = ops.dot(q, k) * scale;
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
         if s > max {
@@ -121,10 +183,7 @@ fn attend_row<O: RowOps>(
         // llama.cpp's `S = S*ms + vs`, which GCC fuses into one multiply-add.
         sum = sum.mul_add(ms, vs);
     }
-    let inverse = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for (y, a) in out.iter_mut().zip(&acc) {
-        *y = f16::from_bits(*a).to_f32() * inverse;
-    }
+    Partial { max, sum, acc }
 }
 
 /// Which loops this CPU runs.
@@ -144,12 +203,12 @@ impl Vector {
         Self::Portable
     }
 
-    /// One query row (`q` f16-exact) over its positions' keys and values.
-    fn attend_one(self, q: &[f32], keys: &[u16], values: &[u16], scale: f32, out: &mut [f32]) {
+    /// One query row (`q` f16-exact) over some positions' keys and values (as wide as `q`).
+    fn partial(self, q: &[f32], keys: &[u16], values: &[u16], scale: f32) -> Partial {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2(avx2) => avx2.attend_one(q, keys, values, scale, out),
-            Self::Portable => attend_row(&Portable, q, keys, values, scale, out),
+            Self::Avx2(avx2) => avx2.partial(q, keys, values, scale),
+            Self::Portable => attend_row(&Portable, q, keys, values, scale),
         }
     }
 }
@@ -216,7 +275,7 @@ mod avx2 {
 
     use half::f16;
 
-    use super::{LANES, Portable, RowOps, STEP, attend_row};
+    use super::{LANES, Partial, Portable, RowOps, STEP, attend_row};
 
     /// Proof that this CPU has AVX2, FMA and F16C: only [`Avx2::detect`] makes one.
     #[derive(Debug, Clone, Copy)]
@@ -230,33 +289,32 @@ mod avx2 {
             .then_some(Self(()))
         }
 
-        pub(super) fn attend_one(
+        pub(super) fn partial(
             self,
             q: &[f32],
             keys: &[u16],
             values: &[u16],
             scale: f32,
-            out: &mut [f32],
-        ) {
+        ) -> Partial {
             // SAFETY: `self` exists only when the CPU has the features.
-            unsafe { attend_one(q, keys, values, scale, out) }
+            unsafe { partial(q, keys, values, scale) }
         }
     }
 
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn attend_one(q: &[f32], keys: &[u16], values: &[u16], scale: f32, out: &mut [f32]) {
-        attend_row(&Simd(()), q, keys, values, scale, out);
+    unsafe fn partial(q: &[f32], keys: &[u16], values: &[u16], scale: f32) -> Partial {
+        attend_row(&Simd(()), q, keys, values, scale)
     }
 
-    /// The operations on eight lanes at a time; only [`attend_one`] makes one.
+    /// The operations on eight lanes at a time; only [`partial`] makes one.
     struct Simd(());
 
     impl RowOps for Simd {
         #[inline(always)]
         fn dot(&self, q: &[f32], k: &[u16]) -> f32 {
-            // SAFETY: a `Simd` exists only inside `attend_one`, on a CPU with the features.
+            // SAFETY: a `Simd` exists only inside `partial`, on a CPU with the features.
             unsafe { dot(q, k) }
         }
 
@@ -468,8 +526,13 @@ mod tests {
             let n = width * positions;
             let mut simd = vec![f32::NAN; width];
             let mut portable = vec![f32::NAN; width];
-            vector.attend_one(&q[..width], &keys[..n], &values[..n], 0.3, &mut simd);
-            Vector::Portable.attend_one(&q[..width], &keys[..n], &values[..n], 0.3, &mut portable);
+            let row = |vector: Vector, out: &mut [f32]| {
+                vector
+                    .partial(&q[..width], &keys[..n], &values[..n], 0.3)
+                    .finish(out)
+            };
+            row(vector, &mut simd);
+            row(Vector::Portable, &mut portable);
             assert_eq!(simd, portable, "{width} x {positions}");
         }
     }
@@ -485,8 +548,56 @@ mod tests {
         values.extend(vec![f16::from_f32(1.0).to_bits(); 32]);
         for vector in [Vector::detect(), Vector::Portable] {
             let mut out = [f32::NAN; 32];
-            vector.attend_one(&q, &keys, &values, 1.0, &mut out);
+            vector.partial(&q, &keys, &values, 1.0).finish(&mut out);
             assert_eq!(out, [1024.0; 32]);
         }
+    }
+
+    #[test]
+    fn a_token_over_more_than_256_positions_sums_four_chunks_apart() {
+        // Equal scores, so every value weighs 1: 2048 first, then ones. Summed in one f16
+        // pass each 2048 + 1 rounds back to 2048; over 300 positions (512 padded cells) the
+        // chunks of 128 sum apart — 2048 (+ 127 lost), 128, 44 — and merge in f32.
+        let g = Geometry {
+            n_head: 1,
+            n_kv_head: 1,
+            head_dim: 32,
+        };
+        for (positions, kept) in [(256, 2048.0f32), (300, 2220.0)] {
+            let mut cache = KvCache::new(1, 32, 1024);
+            let mut values = vec![2048.0; 32];
+            values.extend(vec![1.0; 32 * (positions - 1)]);
+            cache
+                .append(&vec![0.0; 32 * positions], &values, positions)
+                .expect("append");
+            let mut out = vec![f32::NAN; 32];
+            attend(&[0.0; 32], &cache.view(), g, 1.0, &mut out);
+            assert_eq!(
+                out,
+                vec![kept * (1.0 / positions as f32); 32],
+                "{positions}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunks_merge_in_order_and_empty_ones_are_skipped() {
+        let partial = |max: f32, sum: f32, acc: f32| Partial {
+            max,
+            sum,
+            acc: vec![f16::from_f32(acc).to_bits()],
+        };
+        let partials = [
+            partial(f32::NEG_INFINITY, 0.0, 0.0),
+            partial(0.0, 2.0, 4.0),
+            partial(2.0_f32.ln(), 1.0, 3.0),
+        ];
+        let mut out = [f32::NAN];
+        merge(&partials, &mut out);
+        // The first chunk with positions scaled by exp(0 - ln 2) = 1/2 (rounded), the second
+        // by 1: (4·½ + 3) / (2·½ + 1).
+        let half = (0.0 - 2.0_f32.ln()).exp();
+        let sum = 2.0f32.mul_add(half, 1.0);
+        assert_eq!(out, [4.0f32.mul_add(half, 3.0) * (1.0 / sum)]);
     }
 }

@@ -15,8 +15,14 @@ pub fn model_path() -> PathBuf {
 /// The reference vectors produced with llama.cpp (`tests/vectors/`, kept in the repository so
 /// a clone alone passes its tests).
 pub fn vectors() -> serde_json::Value {
+    vectors_file("smollm2-135m-instruct-q4_1.json")
+}
+
+/// The vectors file `name` of `tests/vectors/`.
+pub fn vectors_file(name: &str) -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/vectors/smollm2-135m-instruct-q4_1.json");
+        .join("tests/vectors")
+        .join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|err| panic!("failed to read {}: {err}", path.display()));
     serde_json::from_str(&text).expect("vectors file is valid JSON")
