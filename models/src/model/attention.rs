@@ -1,7 +1,8 @@
 //! Causal attention of a batch of query tokens over the f16 key/value cache
 //! ([`super::kv_cache::KvCache`]), read in place. One token (decoding) and a whole prompt
 //! (prefill) take the same path: each query token at position `p` attends over positions
-//! `0..=p`, so prefill gives what decoding the prompt token by token gives, and no
+//! `0..=p`, so prefill gives what decoding the prompt token by token gives (within 256
+//! positions: past them a decoded token takes llama.cpp's split path, below), and no
 //! `(heads, seq, seq)` score matrix or mask is ever built.
 //!
 //! Each (query token, query head) pair runs llama.cpp's flash attention as its CPU backend
