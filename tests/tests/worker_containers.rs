@@ -324,14 +324,16 @@ struct Faults {
 
 /// `cairn ARGS`, started again while PostgreSQL's restart refuses its first connection: an
 /// engine that starts then fails fast, before it creates or touches a run. (The restart may
-/// still be going on when an engine cut off by it exits and its run is resumed.)
+/// still be going on when an engine cut off by it exits and its run is resumed.) After two
+/// minutes of refusals the last output is returned, for the caller's assertion to show.
 fn once_postgres_is_up(sandbox: &Sandbox, args: &[&str]) -> Output {
+    let started = std::time::Instant::now();
     loop {
         let output = sandbox.cairn_within(args, Duration::from_secs(180));
         let refused = output.code != Some(0)
             && output.stdout.trim().is_empty()
             && output.stderr.contains("failed to connect to PostgreSQL");
-        if !refused {
+        if !refused || started.elapsed() > Duration::from_secs(120) {
             return output;
         }
         std::thread::sleep(Duration::from_millis(500));

@@ -120,7 +120,7 @@ trait RowOps {
 }
 
 /// The online softmax of one query row over some positions, before its division by the sum.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Partial {
     /// The largest score.
     max: f32,

@@ -45,8 +45,6 @@ use crate::agents::registry::{Agent, AgentContext, AgentFuture};
 const LATENCY_CHECKS: u32 = 3;
 
 /// The run of consecutive checks whose own interval was slower than the previous release.
-/// The baseline was measured at another time, so one slow interval is as likely the
-/// machine's as the release's; the release is judged slower only when it stays slower.
 #[derive(Debug, Default)]
 struct SlowIntervals(u32);
 
