@@ -69,6 +69,55 @@ impl Linear {
         }
     }
 
+    /// Each of `linears` applied to the same `x` (a layer's query, key and value, or its gate
+    /// and up): when `x` is one token and Cairn's kernels hold every matrix, the products are
+    /// handed to the pool at once (see [`QuantizedMatrix::multiply_one_token`]).
+    pub(crate) fn forward_all<const N: usize>(
+        linears: [&Linear; N],
+        x: &Tensor,
+    ) -> Result<[Tensor; N]> {
+        let matrices: Vec<&QuantizedMatrix> = linears
+            .iter()
+            .filter_map(|linear| match &linear.multiply {
+                Multiply::Kernel(matrix) => Some(matrix),
+                Multiply::Candle(_) => None,
+            })
+            .collect();
+        let columns = x.dims().last().copied().unwrap_or(0);
+        if matrices.len() != N || x.elem_count() != columns {
+            let mut outputs = Vec::with_capacity(N);
+            for linear in linears {
+                outputs.push(linear.forward(x)?);
+            }
+            return outputs
+                .try_into()
+                .map_err(|_| candle_core::Error::Msg("one output per matrix".to_string()));
+        }
+        let input: Vec<f32> = x
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        let mut values: Vec<Vec<f32>> = matrices.iter().map(|m| vec![0.0; m.rows()]).collect();
+        let mut outputs: Vec<&mut [f32]> = values.iter_mut().map(Vec::as_mut_slice).collect();
+        QuantizedMatrix::multiply_one_token(&matrices, &input, &mut outputs)
+            .map_err(candle_core::Error::wrap)?;
+        let mut tensors = Vec::with_capacity(N);
+        for (linear, values) in linears.iter().zip(values) {
+            let mut dims = x.dims().to_vec();
+            if let Some(last) = dims.last_mut() {
+                *last = values.len();
+            }
+            let y = Tensor::from_vec(values, dims, x.device())?;
+            tensors.push(match &linear.bias {
+                Some(bias) => y.broadcast_add(bias)?,
+                None => y,
+            });
+        }
+        tensors
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("one output per matrix".to_string()))
+    }
+
     /// The rows `ids` as f32, `(1, ids.len(), columns)`: the matrix as an embedding table.
     pub(crate) fn embed(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
         match &self.multiply {

@@ -194,8 +194,7 @@ impl Llama {
             let attn = attention(&self.shape, layer, &h, &angles)?;
             x = (x + attn)?;
             let h = rms_norm(&x, &layer.ffn_norm, self.shape.rms_eps)?;
-            let gate = layer.mlp.gate.forward(&h)?;
-            let up = layer.mlp.up.forward(&h)?;
+            let [gate, up] = Linear::forward_all([&layer.mlp.gate, &layer.mlp.up], &h)?;
             let mlp = layer.mlp.down.forward(&swiglu(&gate, &up)?)?;
             x = (x + mlp)?;
         }
@@ -267,9 +266,10 @@ fn attention(
         t.transpose(1, 2)?.contiguous()
     };
     let values = |t: Tensor| -> candle_core::Result<Vec<f32>> { t.flatten_all()?.to_vec1() };
-    let mut q = values(heads(attn.wq.forward(x)?, n_head, &attn.q_norm)?)?;
-    let mut k = values(heads(attn.wk.forward(x)?, n_kv_head, &attn.k_norm)?)?;
-    let v = values(heads(attn.wv.forward(x)?, n_kv_head, &None)?)?;
+    let [q, k, v] = Linear::forward_all([&attn.wq, &attn.wk, &attn.wv], x)?;
+    let mut q = values(heads(q, n_head, &attn.q_norm)?)?;
+    let mut k = values(heads(k, n_kv_head, &attn.k_norm)?)?;
+    let v = values(heads(v, n_kv_head, &None)?)?;
     rope.rotate(&mut q, angles, head_dim);
     rope.rotate(&mut k, angles, head_dim);
     layer.cache.append(&k, &v, seq)?;

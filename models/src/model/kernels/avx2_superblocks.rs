@@ -17,12 +17,13 @@ use std::arch::x86_64::{
     __m128, __m128i, __m256i, _mm_add_epi32, _mm_add_ps, _mm_add_ss, _mm_cvtepi32_ps,
     _mm_cvtepu8_epi16, _mm_cvtsi64_si128, _mm_cvtsi128_si32, _mm_cvtss_f32, _mm_fmadd_ps,
     _mm_hadd_epi16, _mm_hadd_epi32, _mm_loadu_si128, _mm_madd_epi16, _mm_movehdup_ps,
-    _mm_movehl_ps, _mm_set1_epi16, _mm_set1_ps, _mm_setzero_ps, _mm_storeu_si128, _mm256_add_epi32,
-    _mm256_and_si256, _mm256_castsi256_si128, _mm256_cmpeq_epi8, _mm256_cvtepi8_epi16,
-    _mm256_cvtepi32_ps, _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_loadu_si256,
-    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set_m128i, _mm256_set1_epi8,
-    _mm256_set1_epi16, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_slli_epi16,
-    _mm256_slli_epi32, _mm256_srli_epi16, _mm256_sub_epi32,
+    _mm_movehl_ps, _mm_set1_epi16, _mm_set1_ps, _mm_setzero_ps, _mm_setzero_si128,
+    _mm_storeu_si128, _mm256_add_epi32, _mm256_and_si256, _mm256_castsi256_si128,
+    _mm256_cmpeq_epi8, _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps, _mm256_extracti128_si256,
+    _mm256_fmadd_ps, _mm256_hadd_epi32, _mm256_loadu_si256, _mm256_madd_epi16,
+    _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set_m128i, _mm256_set1_epi8, _mm256_set1_epi16,
+    _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_slli_epi16, _mm256_slli_epi32,
+    _mm256_srli_epi16, _mm256_sub_epi32,
 };
 
 use half::f16;
@@ -74,38 +75,9 @@ impl Avx2 {
 /// Tokens per group: each super-block's weights, unpacked once, meet this many tokens.
 const TOKENS: usize = 4;
 
-/// Every row of `rows` with every token of `activations` (`blocks` super-blocks each): the
-/// tokens in groups of [`TOKENS`] through `group`, the rest one by one through `single`.
-#[inline(always)]
-fn each_product(
-    blocks: usize,
-    rows: &[u8],
-    row_bytes: usize,
-    activations: &[SuperBlock],
-    out: &mut Products<'_>,
-    mut group: impl FnMut(&[u8], [&[SuperBlock]; TOKENS]) -> [f32; TOKENS],
-    mut single: impl FnMut(&[u8], [&[SuperBlock]; 1]) -> [f32; 1],
-) {
-    if blocks == 0 {
-        return;
-    }
-    let tokens: Vec<&[SuperBlock]> = activations.chunks_exact(blocks).collect();
-    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
-        let mut t = 0;
-        while t + TOKENS <= tokens.len() {
-            let sums = group(row, std::array::from_fn(|i| tokens[t + i]));
-            for (i, sum) in sums.into_iter().enumerate() {
-                out.set(r, t + i, sum);
-            }
-            t += TOKENS;
-        }
-        for (t, token) in tokens.iter().enumerate().skip(t) {
-            out.set(r, t, single(row, [token])[0]);
-        }
-    }
-}
-
-/// [`Avx2::dot_tile_super`] for one format.
+/// [`Avx2::dot_tile_super`] for one format: every row with every token of `activations`
+/// (`row_bytes / block_bytes` super-blocks each), the tokens in groups of [`TOKENS`] and the
+/// rest one by one.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tile(
     format: SuperBlockFormat,
@@ -116,15 +88,25 @@ fn tile(
     out: &mut Products<'_>,
 ) {
     let blocks = row_bytes / format.block_bytes();
-    each_product(
-        blocks,
-        rows,
-        row_bytes,
-        activations,
-        out,
-        |row, tokens| dot(format, accumulation, row, tokens),
-        |row, tokens| dot(format, accumulation, row, tokens),
-    );
+    if blocks == 0 {
+        return;
+    }
+    let tokens: Vec<&[SuperBlock]> = activations.chunks_exact(blocks).collect();
+    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+        let mut t = 0;
+        while t + TOKENS <= tokens.len() {
+            let group: [&[SuperBlock]; TOKENS] = std::array::from_fn(|i| tokens[t + i]);
+            let sums = dot(format, accumulation, row, group);
+            for (i, sum) in sums.into_iter().enumerate() {
+                out.set(r, t + i, sum);
+            }
+            t += TOKENS;
+        }
+        for (t, token) in tokens.iter().enumerate().skip(t) {
+            let [sum] = dot(format, accumulation, row, [token]);
+            out.set(r, t, sum);
+        }
+    }
 }
 
 /// One row with `T` tokens in `format`.
@@ -210,7 +192,7 @@ fn dot_q4k<const T: usize>(
     let low_nibble = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut acc_mins = [_mm_setzero_ps(); T];
-    let mut rows = [RowSums::default(); T];
+    let mut rows = RowSums::<T>::default();
     let bytes = SuperBlockFormat::Q4K.block_bytes();
     for (i, block) in row.chunks_exact(bytes).enumerate() {
         let (d_w, dmin_w) = (f16_at(block, 0), f16_at(block, 2));
@@ -227,22 +209,23 @@ fn dot_q4k<const T: usize>(
             _mm256_and_si256(shifted, low_nibble)
         });
         let scales: [__m256i; 8] = std::array::from_fn(|k| _mm256_set1_epi16(i16::from(scales[k])));
+        let d_a: [f32; T] = std::array::from_fn(|t| tokens[t][i].d);
+        let mut sums = [_mm256_setzero_si256(); T];
+        let mut offsets = [_mm_setzero_si128(); T];
+        // Per 64 weights, for the repacked batch order.
+        let mut parts = [[_mm256_setzero_si256(); T]; 4];
         for t in 0..T {
             let a = &tokens[t][i];
-            let d = a.d * d_w;
-            let dmin = -a.d * dmin_w;
             // The offsets: each lane two sub-blocks' min × activation sum, as ggml.
             // SAFETY: `sums` is 16 i16, 32 bytes.
-            let sums = unsafe { _mm256_loadu_si256(a.sums.as_ptr().cast()) };
+            let activation_sums = unsafe { _mm256_loadu_si256(a.sums.as_ptr().cast()) };
             let sub_block_sums = _mm_hadd_epi16(
-                _mm256_castsi256_si128(sums),
-                _mm256_extracti128_si256::<1>(sums),
+                _mm256_castsi256_si128(activation_sums),
+                _mm256_extracti128_si256::<1>(activation_sums),
             );
             // Lane j: the offsets of the 64 weights 64j..64j + 64.
-            let offsets = _mm_madd_epi16(mins, sub_block_sums);
-            let offset_parts = i32_lanes_4(offsets);
-            let mut sum = _mm256_setzero_si256();
-            for j in 0..4 {
+            offsets[t] = _mm_madd_epi16(mins, sub_block_sums);
+            for (j, part) in parts.iter_mut().enumerate() {
                 let p_low =
                     scaled_products(weights[2 * j], load_activations(a, 64 * j), scales[2 * j]);
                 let p_high = scaled_products(
@@ -250,30 +233,36 @@ fn dot_q4k<const T: usize>(
                     load_activations(a, 64 * j + 32),
                     scales[2 * j + 1],
                 );
-                let part = _mm256_add_epi32(p_low, p_high);
-                if accumulation == Accumulation::RowsBatched {
-                    rows[t].add(sum_i32(part), d, offset_parts[j], dmin);
-                }
-                sum = _mm256_add_epi32(sum, part);
+                part[t] = _mm256_add_epi32(p_low, p_high);
+                sums[t] = _mm256_add_epi32(sums[t], part[t]);
             }
-            match accumulation {
-                Accumulation::Lanes => {
-                    acc_mins[t] =
-                        _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(offsets), acc_mins[t]);
-                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc[t]);
+            if accumulation == Accumulation::Lanes {
+                let (d, dmin) = (a.d * d_w, -a.d * dmin_w);
+                acc_mins[t] =
+                    _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(offsets[t]), acc_mins[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sums[t]), acc[t]);
+            }
+        }
+        match accumulation {
+            Accumulation::Lanes => {}
+            Accumulation::Rows => {
+                rows.add(sums_of(&sums), &d_a, d_w, sums_of_4(&offsets), dmin_w);
+            }
+            Accumulation::RowsBatched => {
+                let offset_parts = offsets.map(|x| i32_lanes_4(x));
+                for (j, part) in parts.iter().enumerate() {
+                    let offsets = offset_parts.map(|lanes| lanes[j]);
+                    rows.add(sums_of(part), &d_a, d_w, offsets, dmin_w);
                 }
-                Accumulation::Rows => rows[t].add(sum_i32(sum), d, sum_i32_4(offsets), dmin),
-                Accumulation::RowsBatched => {}
-                Accumulation::Tiled => {
-                    let (sum, offset) = (sum_i32(sum), sum_i32_4(offsets));
-                    rows[t].total = tiled_step(rows[t].total, sum, d_w, offset, dmin_w, a.d);
-                }
+            }
+            Accumulation::Tiled => {
+                rows.tiled(sums_of(&sums), &d_a, d_w, sums_of_4(&offsets), dmin_w);
             }
         }
     }
     std::array::from_fn(|t| match accumulation {
         Accumulation::Lanes => sum_lanes(acc[t]) + sum_lanes_4(acc_mins[t]),
-        Accumulation::Rows | Accumulation::RowsBatched | Accumulation::Tiled => rows[t].result(),
+        Accumulation::Rows | Accumulation::RowsBatched | Accumulation::Tiled => rows.result(t),
     })
 }
 
@@ -289,7 +278,7 @@ fn dot_q5k<const T: usize>(
     let sixteen = _mm256_set1_epi8(16);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut min_sums = [0.0f32; T];
-    let mut rows = [RowSums::default(); T];
+    let mut rows = RowSums::<T>::default();
     let bytes = SuperBlockFormat::Q5K.block_bytes();
     for (i, block) in row.chunks_exact(bytes).enumerate() {
         let (d_w, dmin_w) = (f16_at(block, 0), f16_at(block, 2));
@@ -310,14 +299,14 @@ fn dot_q5k<const T: usize>(
             _mm256_or_si256(_mm256_and_si256(shifted, low_nibble), fifth)
         });
         let scales: [__m256i; 8] = std::array::from_fn(|k| _mm256_set1_epi16(i16::from(scales[k])));
+        let d_a: [f32; T] = std::array::from_fn(|t| tokens[t][i].d);
+        let mut sums = [_mm256_setzero_si256(); T];
+        let mut totals = [0i32; T];
         for t in 0..T {
             let a = &tokens[t][i];
-            let d = a.d * d_w;
-            let dmin = -a.d * dmin_w;
-            let total: i32 = (0..mins.len())
+            totals[t] = (0..mins.len())
                 .map(|k| i32::from(mins[k]) * sub_block_sum(a, k))
                 .sum();
-            let mut sum = _mm256_setzero_si256();
             for j in 0..4 {
                 let p_low =
                     scaled_products(weights[2 * j], load_activations(a, 64 * j), scales[2 * j]);
@@ -326,27 +315,26 @@ fn dot_q5k<const T: usize>(
                     load_activations(a, 64 * j + 32),
                     scales[2 * j + 1],
                 );
-                sum = _mm256_add_epi32(sum, _mm256_add_epi32(p_low, p_high));
+                sums[t] = _mm256_add_epi32(sums[t], _mm256_add_epi32(p_low, p_high));
             }
-            match accumulation {
-                Accumulation::Lanes => {
-                    min_sums[t] = dmin.mul_add(total as f32, min_sums[t]);
-                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc[t]);
-                }
-                // Only Q4_K matrices are repacked (`Accumulation::for_matrix`).
-                Accumulation::Rows | Accumulation::RowsBatched => {
-                    rows[t].add(sum_i32(sum), d, total, dmin)
-                }
-                Accumulation::Tiled => {
-                    rows[t].total =
-                        tiled_step(rows[t].total, sum_i32(sum), d_w, total, dmin_w, a.d);
-                }
+            if accumulation == Accumulation::Lanes {
+                let (d, dmin) = (a.d * d_w, -a.d * dmin_w);
+                min_sums[t] = dmin.mul_add(totals[t] as f32, min_sums[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sums[t]), acc[t]);
             }
+        }
+        match accumulation {
+            Accumulation::Lanes => {}
+            // Only Q4_K matrices are repacked (`Accumulation::for_matrix`).
+            Accumulation::Rows | Accumulation::RowsBatched => {
+                rows.add(sums_of(&sums), &d_a, d_w, totals, dmin_w);
+            }
+            Accumulation::Tiled => rows.tiled(sums_of(&sums), &d_a, d_w, totals, dmin_w),
         }
     }
     std::array::from_fn(|t| match accumulation {
         Accumulation::Lanes => sum_lanes(acc[t]) + min_sums[t],
-        Accumulation::Rows | Accumulation::RowsBatched | Accumulation::Tiled => rows[t].result(),
+        Accumulation::Rows | Accumulation::RowsBatched | Accumulation::Tiled => rows.result(t),
     })
 }
 
@@ -361,7 +349,7 @@ fn dot_q6k<const T: usize>(
     let low_nibble = _mm256_set1_epi8(0x0F);
     let two_bits = _mm256_set1_epi8(3);
     let mut acc = [_mm256_setzero_ps(); T];
-    let mut rows = [RowSums::default(); T];
+    let mut rows = RowSums::<T>::default();
     let bytes = SuperBlockFormat::Q6K.block_bytes();
     for (i, block) in row.chunks_exact(bytes).enumerate() {
         let d_w = f16_at(block, 208);
@@ -391,34 +379,34 @@ fn dot_q6k<const T: usize>(
         });
         // The offset's scales, one i16 per 16 weights, against the activations' 16-value sums.
         let offset_scales = _mm256_cvtepi8_epi16(load_16(scales_bytes));
+        let d_a: [f32; T] = std::array::from_fn(|t| tokens[t][i].d);
+        let mut sums = [_mm256_setzero_si256(); T];
         for t in 0..T {
             let a = &tokens[t][i];
-            let d = a.d * d_w;
-            let mut sum = _mm256_setzero_si256();
             for k in 0..8 {
                 let y = load_activations(a, 32 * k);
                 let products = _mm256_maddubs_epi16(weights[k], y);
-                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(scales[k], products));
+                sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(scales[k], products));
             }
             // ggml's split of the offset of 32: lane l takes weights 32l..32l + 32's.
             let offsets = _mm256_madd_epi16(load_sums(a), offset_scales);
-            sum = _mm256_sub_epi32(sum, _mm256_slli_epi32::<5>(offsets));
-            match accumulation {
-                Accumulation::Lanes => {
-                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc[t]);
-                }
-                Accumulation::Rows | Accumulation::RowsBatched => {
-                    rows[t].add(sum_i32(sum), d, 0, 0.0)
-                }
-                Accumulation::Tiled => {
-                    rows[t].total = tiled_step(rows[t].total, sum_i32(sum), d_w, 0, 0.0, a.d);
-                }
+            sums[t] = _mm256_sub_epi32(sums[t], _mm256_slli_epi32::<5>(offsets));
+            if accumulation == Accumulation::Lanes {
+                let d = _mm256_set1_ps(a.d * d_w);
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums[t]), acc[t]);
             }
+        }
+        match accumulation {
+            Accumulation::Lanes => {}
+            Accumulation::Rows | Accumulation::RowsBatched => {
+                rows.add(sums_of(&sums), &d_a, d_w, [0; T], 0.0);
+            }
+            Accumulation::Tiled => rows.tiled(sums_of(&sums), &d_a, d_w, [0; T], 0.0),
         }
     }
     std::array::from_fn(|t| match accumulation {
         Accumulation::Lanes => sum_lanes(acc[t]),
-        Accumulation::Rows | Accumulation::RowsBatched | Accumulation::Tiled => rows[t].result(),
+        Accumulation::Rows | Accumulation::RowsBatched | Accumulation::Tiled => rows.result(t),
     })
 }
 
@@ -432,27 +420,87 @@ fn i32_lanes_4(x: __m128i) -> [i32; 4] {
     lanes
 }
 
-/// The two f32 sums of [`Accumulation::Rows`].
-#[derive(Default, Clone, Copy)]
-struct RowSums {
-    total: f32,
-    offsets: f32,
+/// The two f32 sums per token of [`Accumulation::Rows`] (and the one of
+/// [`Accumulation::Tiled`]). Each token's sums take the scalar operations of
+/// [`super::superblocks`]; written over arrays of tokens, they compile to vector operations
+/// whose lanes perform exactly those.
+#[derive(Clone, Copy)]
+struct RowSums<const T: usize> {
+    total: [f32; T],
+    offsets: [f32; T],
 }
 
-impl RowSums {
-    /// One super-block: its integer sum with scale `d = d_w * d_a`, its offsets' integer sum
-    /// with `dmin = -dmin_w * d_a` (as the lane kernels take it; negating is exact).
-    fn add(&mut self, sum: i32, d: f32, offset: i32, dmin: f32) {
-        self.total = (sum as f32).mul_add(d, self.total);
-        self.offsets = (offset as f32).mul_add(-dmin, self.offsets);
-    }
-
-    fn result(&self) -> f32 {
-        self.total - self.offsets
+impl<const T: usize> Default for RowSums<T> {
+    fn default() -> Self {
+        Self {
+            total: [0.0; T],
+            offsets: [0.0; T],
+        }
     }
 }
 
-/// The sum of eight i32 lanes (exact: a super-block's sum stays far below 2^31).
+impl<const T: usize> RowSums<T> {
+    /// One super-block (or part of one): each token's integer sum with scale
+    /// `d = d_w * d_a`, its offsets' integer sum with `dmin = -d_a * dmin_w` (as the lane
+    /// kernels take it; negating is exact).
+    #[inline(always)]
+    fn add(&mut self, sums: [i32; T], d_a: &[f32; T], d_w: f32, offsets: [i32; T], dmin_w: f32) {
+        for t in 0..T {
+            let (d, dmin) = (d_a[t] * d_w, -d_a[t] * dmin_w);
+            self.total[t] = (sums[t] as f32).mul_add(d, self.total[t]);
+            self.offsets[t] = (offsets[t] as f32).mul_add(-dmin, self.offsets[t]);
+        }
+    }
+
+    /// One super-block of [`Accumulation::Tiled`] for each token.
+    #[inline(always)]
+    fn tiled(&mut self, sums: [i32; T], d_a: &[f32; T], d_w: f32, offsets: [i32; T], dmin_w: f32) {
+        for t in 0..T {
+            self.total[t] = tiled_step(self.total[t], sums[t], d_w, offsets[t], dmin_w, d_a[t]);
+        }
+    }
+
+    fn result(&self, t: usize) -> f32 {
+        self.total[t] - self.offsets[t]
+    }
+}
+
+/// Each of `xs`' sum of eight i32 lanes (exact: a super-block's sum stays far below 2^31).
+/// Four at once take three horizontal additions instead of eight.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn sums_of<const T: usize>(xs: &[__m256i; T]) -> [i32; T] {
+    if T == 4 {
+        let quads = _mm256_hadd_epi32(
+            _mm256_hadd_epi32(xs[0], xs[1]),
+            _mm256_hadd_epi32(xs[2], xs[3]),
+        );
+        // Lane t of each half: token t's sum over that half.
+        let four = _mm_add_epi32(
+            _mm256_castsi256_si128(quads),
+            _mm256_extracti128_si256::<1>(quads),
+        );
+        let lanes = i32_lanes_4(four);
+        std::array::from_fn(|t| lanes[t])
+    } else {
+        xs.map(|x| sum_i32(x))
+    }
+}
+
+/// Each of `xs`' sum of four i32 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn sums_of_4<const T: usize>(xs: &[__m128i; T]) -> [i32; T] {
+    if T == 4 {
+        let four = _mm_hadd_epi32(_mm_hadd_epi32(xs[0], xs[1]), _mm_hadd_epi32(xs[2], xs[3]));
+        let lanes = i32_lanes_4(four);
+        std::array::from_fn(|t| lanes[t])
+    } else {
+        xs.map(|x| sum_i32_4(x))
+    }
+}
+
+/// The sum of eight i32 lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn sum_i32(x: __m256i) -> i32 {
@@ -490,6 +538,7 @@ mod tests {
                 Accumulation::Lanes,
                 Accumulation::Rows,
                 Accumulation::RowsBatched,
+                Accumulation::Tiled,
             ]
             .map(|a| (f, a))
         }) {
@@ -526,6 +575,7 @@ mod tests {
                 Accumulation::Lanes,
                 Accumulation::Rows,
                 Accumulation::RowsBatched,
+                Accumulation::Tiled,
             ]
             .map(|a| (f, a))
         }) {

@@ -35,4 +35,7 @@ pub(crate) enum Error {
     /// The input row does not have one value per column.
     #[error("failed to multiply a matrix of {columns} columns by a row of {actual} values")]
     InputWidth { columns: usize, actual: usize },
+    /// The output has not one value per row.
+    #[error("failed to store the products of a matrix of {rows} rows in {actual} values")]
+    OutputLength { rows: usize, actual: usize },
 }

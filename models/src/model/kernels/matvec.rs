@@ -8,7 +8,8 @@
 //! The work is split over the current rayon pool — the model's own pool, since every forward
 //! pass runs inside `pool.install` (see [`crate::threads`]). One token (decoding) is split
 //! into chunks of weight rows: one matrix row of the default model is ~18 blocks, far less
-//! work than a rayon task costs to hand out. A batch is split into chunks of tokens, each of
+//! work than a rayon task costs to hand out; the matrices that read the same input go out
+//! together ([`QuantizedMatrix::multiply_one_token`]). A batch is split into chunks of tokens, each of
 //! which meets every weight row: its quantized activations (at most [`MAX_CHUNK_TOKENS`]
 //! tokens) stay in the core's cache while the weight rows stream past, and each task writes
 //! whole output rows.
@@ -204,6 +205,11 @@ impl QuantizedMatrix {
         Ok(out)
     }
 
+    /// Rows: one product each per input row.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
     fn row_bytes(&self) -> usize {
         self.columns / self.format.block_len() * self.format.block_bytes()
     }
@@ -234,6 +240,9 @@ impl QuantizedMatrix {
                 columns: self.columns,
                 actual: input.len(),
             });
+        }
+        if input.len() == self.columns {
+            return Self::multiply_one_token(&[self], input, &mut [output]);
         }
         let raw: &[u8] = &self.bytes;
         let row_bytes = self.row_bytes();
@@ -273,9 +282,8 @@ impl QuantizedMatrix {
         Ok(())
     }
 
-    /// Runs `dot(weight rows, token activations, out)` over all products, split over the
-    /// current pool as the module docs say: chunks of weight rows for one token, chunks of
-    /// tokens for a batch.
+    /// Runs `dot(weight rows, token activations, out)` over all products of a batch, split
+    /// over the current pool in chunks of tokens, as the module docs say.
     fn split<A: Sync>(
         &self,
         raw: &[u8],
@@ -286,33 +294,8 @@ impl QuantizedMatrix {
         let threads = rayon::current_num_threads();
         let blocks = self.columns / self.format.block_len();
         let tokens = activations.len() / blocks;
-        let row_bytes = self.row_bytes();
         let stride = self.rows;
         if tokens == 0 {
-            return;
-        }
-        if tokens == 1 {
-            let chunk = self
-                .rows
-                .div_ceil(threads * CHUNKS_PER_THREAD)
-                .max(MIN_CHUNK_ROWS);
-            if threads <= 1 || chunk >= self.rows {
-                dot(
-                    raw,
-                    activations,
-                    &mut Products {
-                        values: output,
-                        stride,
-                    },
-                );
-            } else {
-                output
-                    .par_chunks_mut(chunk)
-                    .zip(raw.par_chunks(chunk * row_bytes))
-                    .for_each(|(values, rows)| {
-                        dot(rows, activations, &mut Products { values, stride });
-                    });
-            }
             return;
         }
         let chunk = tokens
@@ -324,6 +307,89 @@ impl QuantizedMatrix {
             .for_each(|(values, activations)| {
                 dot(raw, activations, &mut Products { values, stride });
             });
+    }
+}
+
+impl QuantizedMatrix {
+    /// The products of each of `matrices` with the same one input row, written to `outputs`
+    /// (one per matrix, `rows` values each): a layer's query, key and value, or its gate and
+    /// up, handed to the pool at once. Decoding a token of a small model is a chain of short
+    /// products, and each hand-out to the pool (waking its threads, waiting for the last
+    /// chunk) costs about as much as a few hundred rows; the input is quantized once per
+    /// block size, too. The rows are split in chunks as the module docs say.
+    pub(crate) fn multiply_one_token(
+        matrices: &[&Self],
+        input: &[f32],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<(), Error> {
+        for (matrix, output) in matrices.iter().zip(outputs.iter()) {
+            if input.len() != matrix.columns {
+                return Err(Error::InputWidth {
+                    columns: matrix.columns,
+                    actual: input.len(),
+                });
+            }
+            if output.len() != matrix.rows {
+                return Err(Error::OutputLength {
+                    rows: matrix.rows,
+                    actual: output.len(),
+                });
+            }
+        }
+        let needs = |wanted: fn(&WeightFormat) -> bool| matrices.iter().any(|m| wanted(&m.format));
+        let mut blocks = Vec::new();
+        if needs(|f| matches!(f, WeightFormat::Block(_))) {
+            activation::quantize_row(input, &mut blocks);
+        }
+        let mut super_blocks = Vec::new();
+        if needs(|f| matches!(f, WeightFormat::SuperBlock(_))) {
+            activation_k::quantize_row(input, &mut super_blocks);
+        }
+        let threads = rayon::current_num_threads();
+        let all_rows: usize = matrices.iter().map(|m| m.rows).sum();
+        let chunk = if threads <= 1 {
+            all_rows.max(1)
+        } else {
+            all_rows
+                .div_ceil(threads * CHUNKS_PER_THREAD)
+                .max(MIN_CHUNK_ROWS)
+                // Whole groups of the kernels' four rows.
+                .next_multiple_of(8)
+        };
+        let mut jobs = Vec::new();
+        for (matrix, output) in matrices.iter().zip(outputs.iter_mut()) {
+            let row_bytes = matrix.row_bytes();
+            let raw: &[u8] = &matrix.bytes;
+            for (values, rows) in output.chunks_mut(chunk).zip(raw.chunks(chunk * row_bytes)) {
+                jobs.push((*matrix, rows, values));
+            }
+        }
+        let run = |(matrix, rows, values): (&Self, &[u8], &mut [f32])| {
+            let stride = values.len();
+            let out = &mut Products { values, stride };
+            let row_bytes = matrix.row_bytes();
+            match matrix.format {
+                WeightFormat::Block(format) => {
+                    let order = matrix.accumulation;
+                    matrix
+                        .kernel
+                        .dot_tile(format, order, rows, row_bytes, &blocks, out);
+                }
+                WeightFormat::SuperBlock(format) => {
+                    let order = matrix.accumulation.for_k_quant_batch(1);
+                    let a = &super_blocks;
+                    matrix
+                        .kernel
+                        .dot_tile_super(format, order, rows, row_bytes, a, out);
+                }
+            }
+        };
+        if jobs.len() <= 1 {
+            jobs.into_iter().for_each(run);
+        } else {
+            jobs.into_par_iter().for_each(run);
+        }
+        Ok(())
     }
 }
 
