@@ -10,6 +10,10 @@
 //! code is what keeps the products equal to llama.cpp's.
 
 use half::f16;
+use rayon::prelude::*;
+
+/// Blocks per task when a batch's activations are quantized on the pool.
+const PARALLEL_BLOCKS: usize = 256;
 
 /// Values per block, for weights and activations alike.
 pub(crate) const BLOCK: usize = 32;
@@ -39,8 +43,20 @@ impl ActivationBlock {
 pub(crate) fn quantize_row(x: &[f32], out: &mut Vec<ActivationBlock>) {
     out.clear();
     out.resize(x.len() / BLOCK, ActivationBlock::ZERO);
-    for (values, block) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
-        *block = quantize_block(values);
+    let quantize = |(values, blocks): (&[f32], &mut [_])| {
+        for (values, block) in values.chunks_exact(BLOCK).zip(blocks.iter_mut()) {
+            *block = quantize_block(values);
+        }
+    };
+    // A prompt's activations are quantized on the current pool (the model's), in chunks of
+    // whole blocks: each block is quantized alone, so the split changes no value. (On the
+    // calling thread alone this took ~3% of a two-thread prefill, all of it serial.)
+    if out.len() >= 2 * PARALLEL_BLOCKS {
+        x.par_chunks(PARALLEL_BLOCKS * BLOCK)
+            .zip(out.par_chunks_mut(PARALLEL_BLOCKS))
+            .for_each(quantize);
+    } else {
+        quantize((x, out));
     }
 }
 
@@ -92,6 +108,21 @@ mod tests {
         let second = &blocks[1];
         assert_eq!(&second.qs[..3], &[127, 2, -4]);
         assert_eq!(second.s, f16::from_f32(125.0).to_f32());
+    }
+
+    #[test]
+    fn a_long_batch_quantized_on_a_pool_gives_each_block_alone() {
+        let x: Vec<f32> = (0..BLOCK * (2 * PARALLEL_BLOCKS + 7))
+            .map(|i| ((i * 7919) % 1013) as f32 / 97.0 - 5.0)
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("pool");
+        let mut pooled = Vec::new();
+        pool.install(|| quantize_row(&x, &mut pooled));
+        let alone: Vec<ActivationBlock> = x.chunks_exact(BLOCK).map(quantize_block).collect();
+        assert_eq!(pooled, alone);
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! candle's own Q8_K quantizer (0.11) rounds half away from zero; following ggml's ties to even
 //! is what keeps the products equal to llama.cpp's.
 
+use rayon::prelude::*;
+
+/// Super-blocks per task when a batch's activations are quantized on the pool.
+const PARALLEL_SUPER_BLOCKS: usize = 32;
+
 /// Values per super-block, for k-quant weights and their activations alike.
 pub(crate) const SUPER_BLOCK: usize = 256;
 
@@ -40,8 +45,18 @@ impl SuperBlock {
 pub(crate) fn quantize_row(x: &[f32], out: &mut Vec<SuperBlock>) {
     out.clear();
     out.resize(x.len() / SUPER_BLOCK, SuperBlock::ZERO);
-    for (values, block) in x.chunks_exact(SUPER_BLOCK).zip(out.iter_mut()) {
-        quantize_block(values, block);
+    let quantize = |(values, blocks): (&[f32], &mut [_])| {
+        for (values, block) in values.chunks_exact(SUPER_BLOCK).zip(blocks.iter_mut()) {
+            quantize_block(values, block);
+        }
+    };
+    // As in `super::activation`: a prompt's blocks on the pool, each quantized alone.
+    if out.len() >= 2 * PARALLEL_SUPER_BLOCKS {
+        x.par_chunks(PARALLEL_SUPER_BLOCKS * SUPER_BLOCK)
+            .zip(out.par_chunks_mut(PARALLEL_SUPER_BLOCKS))
+            .for_each(quantize);
+    } else {
+        quantize((x, out));
     }
 }
 
