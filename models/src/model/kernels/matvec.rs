@@ -9,10 +9,10 @@
 //! pass runs inside `pool.install` (see [`crate::threads`]). One token (decoding) is split
 //! into chunks of weight rows: one matrix row of the default model is ~18 blocks, far less
 //! work than a rayon task costs to hand out; the matrices that read the same input go out
-//! together ([`QuantizedMatrix::multiply_one_token`]). A batch is split into chunks of tokens, each of
-//! which meets every weight row: its quantized activations (at most [`MAX_CHUNK_TOKENS`]
-//! tokens) stay in the core's cache while the weight rows stream past, and each task writes
-//! whole output rows.
+//! together ([`QuantizedMatrix::multiply_one_token`]). A batch is split into chunks of
+//! tokens, each of which meets every weight row: its quantized activations (at most
+//! [`MAX_CHUNK_TOKENS`] tokens) stay in the core's cache while the weight rows stream past,
+//! and each task writes whole output rows.
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Tensor};
