@@ -63,6 +63,10 @@ impl Linear {
             Multiply::Kernel(matrix) => matrix.forward(x)?,
             Multiply::Candle(matmul) => matmul.forward(x)?,
         };
+        self.add_bias(y)
+    }
+
+    fn add_bias(&self, y: Tensor) -> Result<Tensor> {
         match &self.bias {
             Some(bias) => y.broadcast_add(bias),
             None => Ok(y),
@@ -84,36 +88,33 @@ impl Linear {
             })
             .collect();
         let columns = x.dims().last().copied().unwrap_or(0);
-        if matrices.len() != N || x.elem_count() != columns {
-            let mut outputs = Vec::with_capacity(N);
-            for linear in linears {
-                outputs.push(linear.forward(x)?);
-            }
-            return outputs
-                .try_into()
-                .map_err(|_| candle_core::Error::Msg("one output per matrix".to_string()));
-        }
-        let input: Vec<f32> = x
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1()?;
-        let mut values: Vec<Vec<f32>> = matrices.iter().map(|m| vec![0.0; m.rows()]).collect();
-        let mut outputs: Vec<&mut [f32]> = values.iter_mut().map(Vec::as_mut_slice).collect();
-        QuantizedMatrix::multiply_one_token(&matrices, &input, &mut outputs)
-            .map_err(candle_core::Error::wrap)?;
-        let mut tensors = Vec::with_capacity(N);
-        for (linear, values) in linears.iter().zip(values) {
+        let outputs = if matrices.len() != N || x.elem_count() != columns {
+            linears
+                .iter()
+                .map(|linear| linear.forward(x))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            let input: Vec<f32> = x
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            let mut values: Vec<Vec<f32>> = matrices.iter().map(|m| vec![0.0; m.rows()]).collect();
+            let mut outputs: Vec<&mut [f32]> = values.iter_mut().map(Vec::as_mut_slice).collect();
+            QuantizedMatrix::multiply_one_token(&matrices, &input, &mut outputs)
+                .map_err(candle_core::Error::wrap)?;
             let mut dims = x.dims().to_vec();
-            if let Some(last) = dims.last_mut() {
-                *last = values.len();
-            }
-            let y = Tensor::from_vec(values, dims, x.device())?;
-            tensors.push(match &linear.bias {
-                Some(bias) => y.broadcast_add(bias)?,
-                None => y,
-            });
-        }
-        tensors
+            linears
+                .iter()
+                .zip(values)
+                .map(|(linear, values)| {
+                    if let Some(last) = dims.last_mut() {
+                        *last = values.len();
+                    }
+                    linear.add_bias(Tensor::from_vec(values, dims.as_slice(), x.device())?)
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        outputs
             .try_into()
             .map_err(|_| candle_core::Error::Msg("one output per matrix".to_string()))
     }

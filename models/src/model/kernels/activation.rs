@@ -10,9 +10,9 @@
 //! code is what keeps the products equal to llama.cpp's.
 
 use half::f16;
-use rayon::prelude::*;
 
-/// Blocks per task when a batch's activations are quantized on the pool.
+/// Blocks per task when a batch's activations are quantized on the pool
+/// ([`super::quantize_blocks`]).
 const PARALLEL_BLOCKS: usize = 256;
 
 /// Values per block, for weights and activations alike.
@@ -43,21 +43,9 @@ impl ActivationBlock {
 pub(crate) fn quantize_row(x: &[f32], out: &mut Vec<ActivationBlock>) {
     out.clear();
     out.resize(x.len() / BLOCK, ActivationBlock::ZERO);
-    let quantize = |(values, blocks): (&[f32], &mut [_])| {
-        for (values, block) in values.chunks_exact(BLOCK).zip(blocks.iter_mut()) {
-            *block = quantize_block(values);
-        }
-    };
-    // A prompt's activations are quantized on the current pool (the model's), in chunks of
-    // whole blocks: each block is quantized alone, so the split changes no value. (On the
-    // calling thread alone this took ~3% of a two-thread prefill, all of it serial.)
-    if out.len() >= 2 * PARALLEL_BLOCKS {
-        x.par_chunks(PARALLEL_BLOCKS * BLOCK)
-            .zip(out.par_chunks_mut(PARALLEL_BLOCKS))
-            .for_each(quantize);
-    } else {
-        quantize((x, out));
-    }
+    super::quantize_blocks(x, out, (BLOCK, PARALLEL_BLOCKS), |values, block| {
+        *block = quantize_block(values)
+    });
 }
 
 fn quantize_block(values: &[f32]) -> ActivationBlock {

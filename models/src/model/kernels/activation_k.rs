@@ -8,9 +8,8 @@
 //! candle's own Q8_K quantizer (0.11) rounds half away from zero; following ggml's ties to even
 //! is what keeps the products equal to llama.cpp's.
 
-use rayon::prelude::*;
-
-/// Super-blocks per task when a batch's activations are quantized on the pool.
+/// Super-blocks per task when a batch's activations are quantized on the pool
+/// ([`super::quantize_blocks`]).
 const PARALLEL_SUPER_BLOCKS: usize = 32;
 
 /// Values per super-block, for k-quant weights and their activations alike.
@@ -45,19 +44,7 @@ impl SuperBlock {
 pub(crate) fn quantize_row(x: &[f32], out: &mut Vec<SuperBlock>) {
     out.clear();
     out.resize(x.len() / SUPER_BLOCK, SuperBlock::ZERO);
-    let quantize = |(values, blocks): (&[f32], &mut [_])| {
-        for (values, block) in values.chunks_exact(SUPER_BLOCK).zip(blocks.iter_mut()) {
-            quantize_block(values, block);
-        }
-    };
-    // As in `super::activation`: a prompt's blocks on the pool, each quantized alone.
-    if out.len() >= 2 * PARALLEL_SUPER_BLOCKS {
-        x.par_chunks(PARALLEL_SUPER_BLOCKS * SUPER_BLOCK)
-            .zip(out.par_chunks_mut(PARALLEL_SUPER_BLOCKS))
-            .for_each(quantize);
-    } else {
-        quantize((x, out));
-    }
+    super::quantize_blocks(x, out, (SUPER_BLOCK, PARALLEL_SUPER_BLOCKS), quantize_block);
 }
 
 fn quantize_block(values: &[f32], block: &mut SuperBlock) {

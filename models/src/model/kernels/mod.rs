@@ -27,4 +27,30 @@ mod matvec;
 mod superblocks;
 
 pub(crate) use error::Error;
+
+use rayon::prelude::*;
+
+/// Fills `out` with one block per `unit` values of `x` through `quantize`. A prompt's
+/// activations are quantized on the current pool (the model's) in tasks of `per_task` whole
+/// blocks: each block is quantized alone, so the split changes no value. (On the calling
+/// thread alone this took ~3% of a two-thread prefill, all of it serial.)
+fn quantize_blocks<B: Send>(
+    x: &[f32],
+    out: &mut [B],
+    (unit, per_task): (usize, usize),
+    quantize: impl Fn(&[f32], &mut B) + Sync,
+) {
+    let run = |(values, blocks): (&[f32], &mut [B])| {
+        for (values, block) in values.chunks_exact(unit).zip(blocks) {
+            quantize(values, block);
+        }
+    };
+    if out.len() >= 2 * per_task {
+        x.par_chunks(per_task * unit)
+            .zip(out.par_chunks_mut(per_task))
+            .for_each(run);
+    } else {
+        run((x, out));
+    }
+}
 pub(crate) use matvec::QuantizedMatrix;
