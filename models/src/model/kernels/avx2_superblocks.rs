@@ -189,7 +189,6 @@ fn dot_q4k<const T: usize>(
     row: &[u8],
     tokens: [&[SuperBlock]; T],
 ) -> [f32; T] {
-    let low_nibble = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut acc_mins = [_mm_setzero_ps(); T];
     let mut rows = RowSums::<T>::default();
@@ -198,16 +197,7 @@ fn dot_q4k<const T: usize>(
         let (d_w, dmin_w) = (f16_at(block, 0), f16_at(block, 2));
         let (scales, mins) = scales_and_mins(&block[4..16]);
         let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(mins)));
-        let nibbles = &block[16..144];
-        let weights: [__m256i; 8] = std::array::from_fn(|k| {
-            let bits = load(nibbles, 32 * (k / 2));
-            let shifted = if k % 2 == 0 {
-                bits
-            } else {
-                _mm256_srli_epi16::<4>(bits)
-            };
-            _mm256_and_si256(shifted, low_nibble)
-        });
+        let weights = q4k_weights(block);
         let scales: [__m256i; 8] = std::array::from_fn(|k| _mm256_set1_epi16(i16::from(scales[k])));
         let d_a: [f32; T] = std::array::from_fn(|t| tokens[t][i].d);
         let mut sums = [_mm256_setzero_si256(); T];
@@ -274,8 +264,6 @@ fn dot_q5k<const T: usize>(
     row: &[u8],
     tokens: [&[SuperBlock]; T],
 ) -> [f32; T] {
-    let low_nibble = _mm256_set1_epi8(0x0F);
-    let sixteen = _mm256_set1_epi8(16);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut min_sums = [0.0f32; T];
     let mut rows = RowSums::<T>::default();
@@ -283,21 +271,7 @@ fn dot_q5k<const T: usize>(
     for (i, block) in row.chunks_exact(bytes).enumerate() {
         let (d_w, dmin_w) = (f16_at(block, 0), f16_at(block, 2));
         let (scales, mins) = scales_and_mins(&block[4..16]);
-        let high_bits = load(block, 16);
-        let nibbles = &block[48..176];
-        // Bit `k` of every high-bit byte: sub-block `k`'s fifth bits.
-        let weights: [__m256i; 8] = std::array::from_fn(|k| {
-            let mask = _mm256_set1_epi8(1 << k);
-            let set = _mm256_cmpeq_epi8(_mm256_and_si256(high_bits, mask), mask);
-            let fifth = _mm256_and_si256(set, sixteen);
-            let bits = load(nibbles, 32 * (k / 2));
-            let shifted = if k % 2 == 0 {
-                bits
-            } else {
-                _mm256_srli_epi16::<4>(bits)
-            };
-            _mm256_or_si256(_mm256_and_si256(shifted, low_nibble), fifth)
-        });
+        let weights = q5k_weights(block);
         let scales: [__m256i; 8] = std::array::from_fn(|k| _mm256_set1_epi16(i16::from(scales[k])));
         let d_a: [f32; T] = std::array::from_fn(|t| tokens[t][i].d);
         let mut sums = [_mm256_setzero_si256(); T];
@@ -346,8 +320,6 @@ fn dot_q6k<const T: usize>(
     row: &[u8],
     tokens: [&[SuperBlock]; T],
 ) -> [f32; T] {
-    let low_nibble = _mm256_set1_epi8(0x0F);
-    let two_bits = _mm256_set1_epi8(3);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut rows = RowSums::<T>::default();
     let bytes = SuperBlockFormat::Q6K.block_bytes();
@@ -355,20 +327,7 @@ fn dot_q6k<const T: usize>(
         let d_w = f16_at(block, 208);
         let scales_bytes = &block[192..208];
         let scales = scales_bytes;
-        let pair = |shifted: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, two_bits));
-        // Weights 128n + 32m + l in vector 4n + m.
-        let weights: [__m256i; 8] = std::array::from_fn(|k| {
-            let (n, m) = (k / 4, k % 4);
-            let low = load(block, 64 * n + 32 * (m % 2));
-            let high = load(block, 128 + 32 * n);
-            let (low, high) = match m {
-                0 => (low, high),
-                1 => (low, _mm256_srli_epi16::<2>(high)),
-                2 => (_mm256_srli_epi16::<4>(low), _mm256_srli_epi16::<4>(high)),
-                _ => (_mm256_srli_epi16::<4>(low), _mm256_srli_epi16::<6>(high)),
-            };
-            _mm256_or_si256(_mm256_and_si256(low, low_nibble), pair(high))
-        });
+        let weights = q6k_weights(block);
         // The first 16 weights of a vector (lanes 0..4) and the next 16 have their own scale.
         let scales: [__m256i; 8] = std::array::from_fn(|k| {
             let group = 2 * k;
@@ -407,6 +366,70 @@ fn dot_q6k<const T: usize>(
     std::array::from_fn(|t| match accumulation {
         Accumulation::Lanes => sum_lanes(acc[t]),
         Accumulation::Rows | Accumulation::RowsBatched | Accumulation::Tiled => rows.result(t),
+    })
+}
+
+/// Q4_K's 256 weights of `block` (unsigned, below 16) in order, 32 per vector: sub-block `k`
+/// in vector `k`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn q4k_weights(block: &[u8]) -> [__m256i; 8] {
+    let low_nibble = _mm256_set1_epi8(0x0F);
+    let nibbles = &block[16..144];
+    std::array::from_fn(|k| {
+        let bits = load(nibbles, 32 * (k / 2));
+        let shifted = if k % 2 == 0 {
+            bits
+        } else {
+            _mm256_srli_epi16::<4>(bits)
+        };
+        _mm256_and_si256(shifted, low_nibble)
+    })
+}
+
+/// Q5_K's 256 weights of `block` (unsigned, below 32) in order, 32 per vector.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn q5k_weights(block: &[u8]) -> [__m256i; 8] {
+    let low_nibble = _mm256_set1_epi8(0x0F);
+    let sixteen = _mm256_set1_epi8(16);
+    let high_bits = load(block, 16);
+    let nibbles = &block[48..176];
+    // Bit `k` of every high-bit byte: sub-block `k`'s fifth bits.
+    std::array::from_fn(|k| {
+        let mask = _mm256_set1_epi8(1 << k);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(high_bits, mask), mask);
+        let fifth = _mm256_and_si256(set, sixteen);
+        let bits = load(nibbles, 32 * (k / 2));
+        let shifted = if k % 2 == 0 {
+            bits
+        } else {
+            _mm256_srli_epi16::<4>(bits)
+        };
+        _mm256_or_si256(_mm256_and_si256(shifted, low_nibble), fifth)
+    })
+}
+
+/// Q6_K's 256 weights of `block` as stored (unsigned, below 64: the weight plus 32) in
+/// order, 32 per vector.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn q6k_weights(block: &[u8]) -> [__m256i; 8] {
+    let low_nibble = _mm256_set1_epi8(0x0F);
+    let two_bits = _mm256_set1_epi8(3);
+    let pair = |shifted: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, two_bits));
+    // Weights 128n + 32m + l in vector 4n + m.
+    std::array::from_fn(|k| {
+        let (n, m) = (k / 4, k % 4);
+        let low = load(block, 64 * n + 32 * (m % 2));
+        let high = load(block, 128 + 32 * n);
+        let (low, high) = match m {
+            0 => (low, high),
+            1 => (low, _mm256_srli_epi16::<2>(high)),
+            2 => (_mm256_srli_epi16::<4>(low), _mm256_srli_epi16::<4>(high)),
+            _ => (_mm256_srli_epi16::<4>(low), _mm256_srli_epi16::<6>(high)),
+        };
+        _mm256_or_si256(_mm256_and_si256(low, low_nibble), pair(high))
     })
 }
 

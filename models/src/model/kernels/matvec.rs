@@ -38,11 +38,22 @@ const MIN_CHUNK_ROWS: usize = 64;
 /// ~120 KB, well inside a core's L2 cache.
 const MAX_CHUNK_TOKENS: usize = 64;
 
+/// k-quant batches of at least this many tokens go through weight panels where the CPU has
+/// AVX512-VNNI (`super::avx512_panels`): below it, unpacking a panel costs more than its
+/// faster products save.
+const PANEL_MIN_TOKENS: usize = 16;
+
+/// Weight rows per panel (`super::avx512_panels`): a row split hands out whole panels.
+const PANEL_ROWS: usize = 16;
+
 /// Which dot product this CPU runs.
 #[derive(Debug, Clone, Copy)]
 enum Kernel {
     #[cfg(target_arch = "x86_64")]
-    Avx2(super::avx2::Avx2),
+    Avx2 {
+        avx2: super::avx2::Avx2,
+        panels: Option<super::avx512_panels::Panels>,
+    },
     Portable,
 }
 
@@ -50,9 +61,42 @@ impl Kernel {
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         if let Some(avx2) = super::avx2::Avx2::detect() {
-            return Self::Avx2(avx2);
+            let panels = super::avx512_panels::Panels::detect();
+            return Self::Avx2 { avx2, panels };
         }
         Self::Portable
+    }
+
+    /// Whether a k-quant batch of `tokens` in `accumulation` order goes through
+    /// [`Kernel::dot_panels`].
+    fn takes_panels(self, accumulation: Accumulation, tokens: usize) -> bool {
+        let available = match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 { panels, .. } => panels.is_some(),
+            Self::Portable => false,
+        };
+        available && accumulation != Accumulation::Lanes && tokens >= PANEL_MIN_TOKENS
+    }
+
+    /// The k-quant products of whole weight panels (see [`Kernel::takes_panels`]); the same
+    /// results as [`Kernel::dot_tile_super`].
+    fn dot_panels(
+        self,
+        format: SuperBlockFormat,
+        accumulation: Accumulation,
+        rows: &[u8],
+        row_bytes: usize,
+        activations: &[SuperBlock],
+        out: &mut Products<'_>,
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 {
+                panels: Some(panels),
+                ..
+            } => panels.dot_tile(format, accumulation, rows, row_bytes, activations, out),
+            _ => self.dot_tile_super(format, accumulation, rows, row_bytes, activations, out),
+        }
     }
 
     fn dot_tile(
@@ -66,7 +110,7 @@ impl Kernel {
     ) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2(avx2) => {
+            Self::Avx2 { avx2, .. } => {
                 avx2.dot_tile(format, accumulation, rows, row_bytes, activations, out)
             }
             Self::Portable => {
@@ -86,7 +130,7 @@ impl Kernel {
     ) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2(avx2) => {
+            Self::Avx2 { avx2, .. } => {
                 avx2.dot_tile_super(format, accumulation, rows, row_bytes, activations, out)
             }
             Self::Portable => {
@@ -269,13 +313,19 @@ impl QuantizedMatrix {
                 let blocks = self.columns / self.format.block_len();
                 let (first, rest) = activations.split_at(grouped * blocks);
                 let (first_out, rest_out) = output.split_at_mut(grouped * self.rows);
+                let kernel = self.kernel;
                 for (order, activations, output) in
                     [(order.batched(), first, first_out), (order, rest, rest_out)]
                 {
-                    self.split(raw, activations, output, |rows, activations, out| {
-                        let kernel = self.kernel;
-                        kernel.dot_tile_super(format, order, rows, row_bytes, activations, out)
-                    });
+                    if kernel.takes_panels(order, activations.len() / blocks) {
+                        self.split_rows(raw, activations, output, |rows, activations, out| {
+                            kernel.dot_panels(format, order, rows, row_bytes, activations, out)
+                        });
+                    } else {
+                        self.split(raw, activations, output, |rows, activations, out| {
+                            kernel.dot_tile_super(format, order, rows, row_bytes, activations, out)
+                        });
+                    }
                 }
             }
         }
@@ -307,6 +357,55 @@ impl QuantizedMatrix {
             .for_each(|(values, activations)| {
                 dot(raw, activations, &mut Products { values, stride });
             });
+    }
+}
+
+impl QuantizedMatrix {
+    /// [`QuantizedMatrix::split`] by weight rows instead of tokens, for kernels that unpack a
+    /// group of rows before multiplying it by every token ([`Kernel::dot_panels`]): chunks
+    /// of whole panels, each task writing its rows for all tokens to a buffer of its own,
+    /// copied into `output` afterwards.
+    fn split_rows<A: Sync>(
+        &self,
+        raw: &[u8],
+        activations: &[A],
+        output: &mut [f32],
+        dot: impl Fn(&[u8], &[A], &mut Products<'_>) + Sync,
+    ) {
+        let blocks = self.columns / self.format.block_len();
+        let tokens = activations.len() / blocks;
+        let row_bytes = self.row_bytes();
+        if tokens == 0 || self.rows == 0 {
+            return;
+        }
+        let threads = rayon::current_num_threads();
+        let chunk = self
+            .rows
+            .div_ceil(threads * CHUNKS_PER_THREAD)
+            .next_multiple_of(PANEL_ROWS);
+        let parts: Vec<(usize, Vec<f32>)> = raw
+            .par_chunks(chunk * row_bytes)
+            .enumerate()
+            .map(|(c, rows)| {
+                let stride = rows.len() / row_bytes;
+                let mut values = vec![0.0; tokens * stride];
+                dot(
+                    rows,
+                    activations,
+                    &mut Products {
+                        values: &mut values,
+                        stride,
+                    },
+                );
+                (c * chunk, values)
+            })
+            .collect();
+        for (first, values) in parts {
+            let count = values.len() / tokens;
+            for (t, values) in values.chunks_exact(count).enumerate() {
+                output[t * self.rows + first..][..count].copy_from_slice(values);
+            }
+        }
     }
 }
 

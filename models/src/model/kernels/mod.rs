@@ -12,7 +12,8 @@
 //!
 //! See [`matvec::QuantizedMatrix`] for the entry point, [`format`] for the formats,
 //! [`blocks`] and [`superblocks`] for the block layouts and the portable dot products,
-//! `avx2` and `avx2_superblocks` for the SIMD ones.
+//! `avx2` and `avx2_superblocks` for the SIMD ones, `avx512_panels` for k-quant batches on
+//! AVX512-VNNI.
 
 mod activation;
 mod activation_k;
@@ -20,6 +21,8 @@ mod activation_k;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_superblocks;
+#[cfg(target_arch = "x86_64")]
+mod avx512_panels;
 mod blocks;
 mod error;
 mod format;
