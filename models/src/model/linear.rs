@@ -74,8 +74,9 @@ impl Linear {
     }
 
     /// Each of `linears` applied to the same `x` (a layer's query, key and value, or its gate
-    /// and up): when `x` is one token and Cairn's kernels hold every matrix, the products are
-    /// handed to the pool at once (see [`QuantizedMatrix::multiply_one_token`]).
+    /// and up): when Cairn's kernels hold every matrix, `x` is quantized once for all of them,
+    /// and one token's products are handed to the pool at once (see
+    /// [`QuantizedMatrix::multiply_all`]).
     pub(crate) fn forward_all<const N: usize>(
         linears: [&Linear; N],
         x: &Tensor,
@@ -87,8 +88,7 @@ impl Linear {
                 Multiply::Candle(_) => None,
             })
             .collect();
-        let columns = x.dims().last().copied().unwrap_or(0);
-        let outputs = if matrices.len() != N || x.elem_count() != columns {
+        let outputs = if matrices.len() != N {
             linears
                 .iter()
                 .map(|linear| linear.forward(x))
@@ -98,17 +98,22 @@ impl Linear {
                 .to_dtype(candle_core::DType::F32)?
                 .flatten_all()?
                 .to_vec1()?;
-            let mut values: Vec<Vec<f32>> = matrices.iter().map(|m| vec![0.0; m.rows()]).collect();
+            let columns = x.dims().last().copied().unwrap_or(0).max(1);
+            let tokens = input.len() / columns;
+            let mut values: Vec<Vec<f32>> = matrices
+                .iter()
+                .map(|m| vec![0.0; tokens * m.rows()])
+                .collect();
             let mut outputs: Vec<&mut [f32]> = values.iter_mut().map(Vec::as_mut_slice).collect();
-            QuantizedMatrix::multiply_one_token(&matrices, &input, &mut outputs)
+            QuantizedMatrix::multiply_all(&matrices, &input, &mut outputs)
                 .map_err(candle_core::Error::wrap)?;
             let mut dims = x.dims().to_vec();
             linears
                 .iter()
-                .zip(values)
-                .map(|(linear, values)| {
+                .zip(matrices.iter().zip(values))
+                .map(|(linear, (matrix, values))| {
                     if let Some(last) = dims.last_mut() {
-                        *last = values.len();
+                        *last = matrix.rows();
                     }
                     linear.add_bias(Tensor::from_vec(values, dims.as_slice(), x.device())?)
                 })

@@ -9,7 +9,7 @@
 //! pass runs inside `pool.install` (see [`crate::threads`]). One token (decoding) is split
 //! into chunks of weight rows: one matrix row of the default model is ~18 blocks, far less
 //! work than a rayon task costs to hand out; the matrices that read the same input go out
-//! together ([`QuantizedMatrix::multiply_one_token`]). A batch is split into chunks of
+//! together ([`QuantizedMatrix::multiply_all`]). A batch is split into chunks of
 //! tokens, each of which meets every weight row: its quantized activations (at most
 //! [`MAX_CHUNK_TOKENS`] tokens) stay in the core's cache while the weight rows stream past,
 //! and each task writes whole output rows.
@@ -279,57 +279,107 @@ impl QuantizedMatrix {
     /// `input`: input rows of `columns` values, one after another; `output`: `rows` values
     /// per input row.
     fn multiply(&self, input: &[f32], output: &mut [f32]) -> Result<(), Error> {
-        if !input.len().is_multiple_of(self.columns) {
-            return Err(Error::InputWidth {
-                columns: self.columns,
-                actual: input.len(),
-            });
-        }
-        if input.len() == self.columns {
-            return Self::multiply_one_token(&[self], input, &mut [output]);
-        }
-        let raw: &[u8] = &self.bytes;
-        let row_bytes = self.row_bytes();
-        let order = self.accumulation;
-        // The rows of `input` are whole blocks, so quantizing it as one long row quantizes
-        // each input row, one after another.
-        match self.format {
-            WeightFormat::Block(format) => {
-                let mut activations = Vec::new();
-                activation::quantize_row(input, &mut activations);
-                self.split(raw, &activations, output, |rows, activations, out| {
-                    let kernel = self.kernel;
-                    kernel.dot_tile(format, order, rows, row_bytes, activations, out)
+        Self::multiply_all(&[self], input, &mut [output])
+    }
+
+    /// The products of each of `matrices` with the same input rows, written to `outputs` (one
+    /// per matrix, `rows` values per input row): a layer's query, key and value, or its gate
+    /// and up. The input is quantized once per block size for all of them.
+    pub(crate) fn multiply_all(
+        matrices: &[&Self],
+        input: &[f32],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<(), Error> {
+        for (matrix, output) in matrices.iter().zip(outputs.iter()) {
+            if !input.len().is_multiple_of(matrix.columns) {
+                return Err(Error::InputWidth {
+                    columns: matrix.columns,
+                    actual: input.len(),
                 });
             }
-            WeightFormat::SuperBlock(format) => {
-                let mut activations = Vec::new();
-                activation_k::quantize_row(input, &mut activations);
-                // llama.cpp's repacked kernels take a batch's tokens four at a time and the
-                // rest one by one, in different orders: the two parts run apart.
-                let tokens = input.len() / self.columns;
-                let order = order.for_k_quant_batch(tokens);
-                let grouped = if tokens >= 4 { tokens - tokens % 4 } else { 0 };
-                let blocks = self.columns / self.format.block_len();
-                let (first, rest) = activations.split_at(grouped * blocks);
-                let (first_out, rest_out) = output.split_at_mut(grouped * self.rows);
-                let kernel = self.kernel;
-                for (order, activations, output) in
-                    [(order.batched(), first, first_out), (order, rest, rest_out)]
-                {
-                    if kernel.takes_panels(order, activations.len() / blocks) {
-                        self.split_rows(raw, activations, output, |rows, activations, out| {
-                            kernel.dot_panels(format, order, rows, row_bytes, activations, out)
-                        });
-                    } else {
-                        self.split(raw, activations, output, |rows, activations, out| {
-                            kernel.dot_tile_super(format, order, rows, row_bytes, activations, out)
-                        });
-                    }
+            let rows = input.len() / matrix.columns * matrix.rows;
+            if output.len() != rows {
+                return Err(Error::OutputLength {
+                    rows,
+                    actual: output.len(),
+                });
+            }
+        }
+        if matrices.iter().all(|m| input.len() == m.columns) {
+            Self::multiply_one_token(matrices, input, outputs);
+            return Ok(());
+        }
+        // The rows of `input` are whole blocks, so quantizing it as one long row quantizes
+        // each input row, one after another.
+        let needs = |wanted: fn(&WeightFormat) -> bool| matrices.iter().any(|m| wanted(&m.format));
+        let mut blocks = Vec::new();
+        if needs(|f| matches!(f, WeightFormat::Block(_))) {
+            activation::quantize_row(input, &mut blocks);
+        }
+        let mut super_blocks = Vec::new();
+        if needs(|f| matches!(f, WeightFormat::SuperBlock(_))) {
+            activation_k::quantize_row(input, &mut super_blocks);
+        }
+        for (matrix, output) in matrices.iter().zip(outputs.iter_mut()) {
+            let tokens = input.len() / matrix.columns;
+            match matrix.format {
+                WeightFormat::Block(format) => matrix.multiply_blocks(format, &blocks, output),
+                WeightFormat::SuperBlock(format) => {
+                    matrix.multiply_super_blocks(format, tokens, &super_blocks, output)
                 }
             }
         }
         Ok(())
+    }
+
+    /// A batch's products with 32-weight blocks, from its quantized `activations`.
+    fn multiply_blocks(
+        &self,
+        format: BlockFormat,
+        activations: &[ActivationBlock],
+        output: &mut [f32],
+    ) {
+        let (raw, row_bytes, order, kernel) = (
+            &self.bytes[..],
+            self.row_bytes(),
+            self.accumulation,
+            self.kernel,
+        );
+        self.split(raw, activations, output, |rows, activations, out| {
+            kernel.dot_tile(format, order, rows, row_bytes, activations, out)
+        });
+    }
+
+    /// A batch of `tokens`' products with k-quant super-blocks, from its quantized
+    /// `activations`.
+    fn multiply_super_blocks(
+        &self,
+        format: SuperBlockFormat,
+        tokens: usize,
+        activations: &[SuperBlock],
+        output: &mut [f32],
+    ) {
+        let (raw, row_bytes, kernel) = (&self.bytes[..], self.row_bytes(), self.kernel);
+        // llama.cpp's repacked kernels take a batch's tokens four at a time and the rest one
+        // by one, in different orders: the two parts run apart.
+        let order = self.accumulation.for_k_quant_batch(tokens);
+        let grouped = if tokens >= 4 { tokens - tokens % 4 } else { 0 };
+        let blocks = self.columns / self.format.block_len();
+        let (first, rest) = activations.split_at(grouped * blocks);
+        let (first_out, rest_out) = output.split_at_mut(grouped * self.rows);
+        for (order, activations, output) in
+            [(order.batched(), first, first_out), (order, rest, rest_out)]
+        {
+            if kernel.takes_panels(order, activations.len() / blocks) {
+                self.split_rows(raw, activations, output, |rows, activations, out| {
+                    kernel.dot_panels(format, order, rows, row_bytes, activations, out)
+                });
+            } else {
+                self.split(raw, activations, output, |rows, activations, out| {
+                    kernel.dot_tile_super(format, order, rows, row_bytes, activations, out)
+                });
+            }
+        }
     }
 
     /// Runs `dot(weight rows, token activations, out)` over all products of a batch, split
@@ -416,25 +466,9 @@ impl QuantizedMatrix {
     /// products, and each hand-out to the pool (waking its threads, waiting for the last
     /// chunk) costs about as much as a few hundred rows; the input is quantized once per
     /// block size, too. The rows are split in chunks as the module docs say.
-    pub(crate) fn multiply_one_token(
-        matrices: &[&Self],
-        input: &[f32],
-        outputs: &mut [&mut [f32]],
-    ) -> Result<(), Error> {
-        for (matrix, output) in matrices.iter().zip(outputs.iter()) {
-            if input.len() != matrix.columns {
-                return Err(Error::InputWidth {
-                    columns: matrix.columns,
-                    actual: input.len(),
-                });
-            }
-            if output.len() != matrix.rows {
-                return Err(Error::OutputLength {
-                    rows: matrix.rows,
-                    actual: output.len(),
-                });
-            }
-        }
+    ///
+    /// The caller ([`QuantizedMatrix::multiply_all`]) checked the widths.
+    fn multiply_one_token(matrices: &[&Self], input: &[f32], outputs: &mut [&mut [f32]]) {
         let needs = |wanted: fn(&WeightFormat) -> bool| matrices.iter().any(|m| wanted(&m.format));
         let mut blocks = Vec::new();
         if needs(|f| matches!(f, WeightFormat::Block(_))) {
@@ -488,7 +522,6 @@ impl QuantizedMatrix {
         } else {
             jobs.into_par_iter().for_each(run);
         }
-        Ok(())
     }
 }
 
@@ -598,8 +631,9 @@ mod tests {
             for columns in [32, 64, 160, 576, 1536] {
                 for format in FORMATS {
                     // 1 to 9 rows and 1 to 5 tokens: the groups (of two or four tokens) and
-                    // every remainder.
-                    for (rows, tokens) in (1..=9).flat_map(|r| (1..=5).map(move |t| (r, t))) {
+                    // every remainder; then groups of eight with each remainder.
+                    let counts = (1..=9).flat_map(|r| [1, 2, 3, 4, 5, 9, 15].map(move |t| (r, t)));
+                    for (rows, tokens) in counts {
                         let seed = (rows * 10 + tokens) as u64;
                         let bytes = quantize_weights(format, &values(rows * columns, seed));
                         let mut activations = Vec::new();
