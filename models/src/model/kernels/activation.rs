@@ -51,13 +51,7 @@ pub(crate) fn quantize_row(x: &[f32], out: &mut Vec<ActivationBlock>) {
 fn quantize_block(values: &[f32]) -> ActivationBlock {
     // Eight running maxima, combined at the end: the same maximum as one running maximum
     // (max is exact and order-free), in a form the compiler vectorizes.
-    let mut lanes = [0.0f32; 8];
-    for chunk in values.chunks_exact(lanes.len()) {
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane = lane.max(v.abs());
-        }
-    }
-    let amax = lanes.iter().fold(0.0f32, |m, &v| m.max(v));
+    let amax = largest_magnitude(values);
     let d = amax / 127.0;
     let scale = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut qs = [0i8; BLOCK];
@@ -72,6 +66,28 @@ fn quantize_block(values: &[f32]) -> ActivationBlock {
         d: f16::from_f32(d).to_f32(),
         s: f16::from_f32(d * sum as f32).to_f32(),
     }
+}
+
+/// The largest `|v|` of `values` (NaN ignored), in eight lanes: written as comparisons, which
+/// compile to vector `max` instructions, where `f32::max` (NaN-aware) stays scalar. The
+/// largest value is the same in any order.
+pub(crate) fn largest_magnitude(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for chunk in values.chunks_exact(lanes.len()) {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            let magnitude = v.abs();
+            *lane = if magnitude > *lane { magnitude } else { *lane };
+        }
+    }
+    for &v in values.chunks_exact(lanes.len()).remainder() {
+        let magnitude = v.abs();
+        lanes[0] = if magnitude > lanes[0] {
+            magnitude
+        } else {
+            lanes[0]
+        };
+    }
+    lanes.iter().fold(0.0f32, |m, &v| if v > m { v } else { m })
 }
 
 #[cfg(test)]
@@ -111,6 +127,28 @@ mod tests {
         pool.install(|| quantize_row(&x, &mut pooled));
         let alone: Vec<ActivationBlock> = x.chunks_exact(BLOCK).map(quantize_block).collect();
         assert_eq!(pooled, alone);
+    }
+
+    #[test]
+    fn the_largest_magnitude_ignores_nan_and_any_tail() {
+        let values = [
+            1.0,
+            -7.5,
+            f32::NAN,
+            3.0,
+            0.0,
+            -0.0,
+            7.25,
+            2.0,
+            -9.0,
+            4.0,
+            f32::NAN,
+        ];
+        for len in 0..=values.len() {
+            let want = values[..len].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert_eq!(largest_magnitude(&values[..len]), want, "{len} values");
+        }
+        assert_eq!(largest_magnitude(&[f32::NEG_INFINITY, 1.0]), f32::INFINITY);
     }
 
     #[test]

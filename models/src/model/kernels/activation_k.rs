@@ -48,18 +48,15 @@ pub(crate) fn quantize_row(x: &[f32], out: &mut Vec<SuperBlock>) {
 }
 
 fn quantize_block(values: &[f32], block: &mut SuperBlock) {
-    // Strictly greater, as ggml: of equal magnitudes the first one sets the sign.
-    let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in values {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    if amax == 0.0 {
+    // ggml keeps the first value of the largest magnitude (strictly greater), sign and all:
+    // the first value whose magnitude is the largest. (Finding the magnitude first vectorizes;
+    // the scan for it with its sign did not.)
+    let amax = super::activation::largest_magnitude(values);
+    let max = values.iter().copied().find(|v| v.abs() == amax);
+    let Some(max) = max.filter(|_| amax != 0.0) else {
         *block = SuperBlock::ZERO;
         return;
-    }
+    };
     let iscale = -127.0 / max;
     for (q, &v) in block.qs.iter_mut().zip(values) {
         // |iscale * v| <= 127 up to rounding, so only the upper bound needs ggml's MIN; the
