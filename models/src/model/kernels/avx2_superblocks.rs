@@ -26,10 +26,9 @@ use std::arch::x86_64::{
     _mm256_srli_epi16, _mm256_sub_epi32,
 };
 
-use half::f16;
-
 use super::activation_k::SuperBlock;
 use super::avx2::{Avx2, sum_lanes};
+use super::f16_at;
 use super::format::{Accumulation, Products};
 use super::superblocks::{SuperBlockFormat, scales_and_mins, sub_block_sum, tiled_step};
 
@@ -123,10 +122,6 @@ fn dot<const T: usize>(
         SuperBlockFormat::Q5K => dot_q5k(accumulation, row, tokens),
         SuperBlockFormat::Q6K => dot_q6k(accumulation, row, tokens),
     }
-}
-
-fn f16_at(block: &[u8], offset: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([block[offset], block[offset + 1]])).to_f32()
 }
 
 /// 32 bytes of `bytes` from `at`.

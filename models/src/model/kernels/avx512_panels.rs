@@ -26,10 +26,9 @@ use std::arch::x86_64::{
     _mm512_sub_ps,
 };
 
-use half::f16;
-
 use super::activation_k::{SUM_GROUP, SUPER_BLOCK, SuperBlock};
 use super::avx2_superblocks::{q4k_weights, q5k_weights, q6k_weights};
+use super::f16_at;
 use super::format::{Accumulation, Products};
 use super::superblocks::{SuperBlockFormat, scales_and_mins};
 
@@ -161,10 +160,6 @@ impl Panel {
             }
         }
     }
-}
-
-fn f16_at(block: &[u8], offset: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([block[offset], block[offset + 1]])).to_f32()
 }
 
 /// [`Panels::dot_tile`]: panel by panel, each meeting the tokens in groups of [`TOKENS`], then

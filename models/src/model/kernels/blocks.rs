@@ -25,9 +25,8 @@
 //! instead, which adds each block's whole integer sum times `d_w * d_a` to one f32 sum per row
 //! ([`Accumulation::Rows`]); [`dot_row`] does that too when asked.
 
-use half::f16;
-
 use super::activation::{ActivationBlock, BLOCK};
+use super::f16_at;
 use super::format::{Accumulation, Products};
 
 /// A format of 32-weight blocks.
@@ -63,11 +62,6 @@ pub(crate) struct Unpacked {
     pub values: [i8; BLOCK],
     pub d: f32,
     pub m: f32,
-}
-
-fn f16_at(block: &[u8], offset: usize) -> f32 {
-    let bits = u16::from_le_bytes([block[offset], block[offset + 1]]);
-    f16::from_bits(bits).to_f32()
 }
 
 fn high_bits_at(block: &[u8], offset: usize) -> u32 {
@@ -202,6 +196,7 @@ pub(crate) fn dot_rows(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use half::f16;
 
     /// Quantizes `weights` (a multiple of 32 long) into `format`'s blocks the way ggml's
     /// reference quantizers do (min/max for Q4_1 and Q5_1, signed max for Q5_0); the tests

@@ -33,6 +33,11 @@ pub(crate) use error::Error;
 
 use rayon::prelude::*;
 
+/// The little-endian f16 at `offset` of a block (its scales), as f32.
+fn f16_at(block: &[u8], offset: usize) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([block[offset], block[offset + 1]])).to_f32()
+}
+
 /// Fills `out` with one block per `unit` values of `x` through `quantize`. A prompt's
 /// activations are quantized on the current pool (the model's) in tasks of `per_task` whole
 /// blocks: each block is quantized alone, so the split changes no value. (On the calling

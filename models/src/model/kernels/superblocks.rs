@@ -26,10 +26,9 @@
 //! its repacked kernel instead, with one f32 sum per row ([`Accumulation::Rows`]); so does
 //! [`dot_row`] when asked.
 
-use half::f16;
-
 use super::activation_k::{SUM_GROUP, SUPER_BLOCK, SuperBlock};
 use super::blocks::sum_lanes;
+use super::f16_at;
 use super::format::{Accumulation, Products};
 
 /// Sub-blocks of 32 weights per super-block (Q4_K and Q5_K scale each one).
@@ -63,10 +62,6 @@ pub(crate) struct Unpacked {
     pub mins: [i32; SUB_BLOCKS],
     pub d: f32,
     pub dmin: f32,
-}
-
-fn f16_at(block: &[u8], offset: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([block[offset], block[offset + 1]])).to_f32()
 }
 
 /// The 6-bit scales and mins of Q4_K and Q5_K, packed in 12 bytes (ggml's
@@ -328,6 +323,7 @@ pub(crate) mod tests {
     use super::*;
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Tensor};
+    use half::f16;
 
     pub(crate) const FORMATS: [(SuperBlockFormat, GgmlDType); 3] = [
         (SuperBlockFormat::Q4K, GgmlDType::Q4K),
