@@ -235,7 +235,7 @@ fn dot<const T: usize>(
     }
 }
 
-/// 16 f32 (or i32) from `values` (at least 16).
+/// The first 16 f32 of `values`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn load_ps(values: &[f32]) -> __m512 {
@@ -244,6 +244,7 @@ fn load_ps(values: &[f32]) -> __m512 {
     unsafe { _mm512_loadu_ps(values.as_ptr()) }
 }
 
+/// The first 16 four-byte values of `values` as i32 lanes.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn load_i32<T: Copy>(values: &[T]) -> __m512i {
