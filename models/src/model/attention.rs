@@ -56,8 +56,8 @@ const STEP: usize = 32;
 const LANES: usize = 8;
 
 /// `out` (`(seq, n_head, head_dim)`): softmax(q·kᵀ · scale) · v for every query token and
-/// head, where `queries` is `(n_head, seq, head_dim)` and the cache already holds the `seq`
-/// tokens' own keys and values as its last positions.
+/// head, where `queries` is `(seq, n_head, head_dim)` too (as the query projection gives it)
+/// and the cache already holds the `seq` tokens' own keys and values as its last positions.
 pub(crate) fn attend(
     queries: &[f32],
     cache: &KvView<'_>,
@@ -84,7 +84,7 @@ pub(crate) fn attend(
     let pair = |(i, out): (usize, &mut [f32])| {
         let (t, h) = (i / n_head, i % n_head);
         let len = first + t + 1;
-        let query = &queries[(h * seq + t) * head_dim..][..head_dim];
+        let query = &queries[i * head_dim..][..head_dim];
         let q: Vec<f32> = query.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
         let base = (h / group) * cache.capacity * head_dim;
         let keys = &cache.keys[base..base + len * head_dim];
@@ -442,7 +442,7 @@ mod tests {
                     let start = (kv * total + j) * g.head_dim;
                     buffer[start..start + g.head_dim].to_vec()
                 };
-                let q = &queries[(h * seq + t) * g.head_dim..][..g.head_dim];
+                let q = &queries[(t * g.n_head + h) * g.head_dim..][..g.head_dim];
                 let scores: Vec<f64> = (0..len)
                     .map(|j| {
                         let k = row(keys, j);
@@ -481,11 +481,11 @@ mod tests {
             let mut cache = KvCache::new(g.n_kv_head, head_dim, 1024);
             // Two appends, the way the model fills it: the earlier tokens, then the batch.
             for (from, count) in [(0, before), (before, seq)] {
+                // (tokens, heads, head_dim), as the projections give them.
                 let part = |buffer: &[f32]| -> Vec<f32> {
-                    (0..g.n_kv_head)
-                        .flat_map(|h| {
-                            buffer[(h * total + from) * head_dim..][..count * head_dim].to_vec()
-                        })
+                    (from..from + count)
+                        .flat_map(|t| (0..g.n_kv_head).map(move |h| (h * total + t) * head_dim))
+                        .flat_map(|at| buffer[at..at + head_dim].to_vec())
                         .collect()
                 };
                 cache

@@ -61,6 +61,7 @@ pub(crate) fn attend(
                 queries,
                 cache,
                 seq,
+                n_head,
                 head_dim,
                 heads: kv * group..(kv + 1) * group,
                 tokens,
@@ -100,6 +101,8 @@ struct Unit<'a> {
     queries: &'a [f32],
     cache: &'a KvView<'a>,
     seq: usize,
+    /// Query heads per token: the queries are `(seq, n_head, head_dim)`.
+    n_head: usize,
     head_dim: usize,
     heads: std::ops::Range<usize>,
     tokens: std::ops::Range<usize>,
@@ -177,7 +180,7 @@ impl Unit<'_> {
                 if visible == 0 {
                     continue;
                 }
-                let q = &self.queries[(h * self.seq + t) * d..][..d];
+                let q = &self.queries[(t * self.n_head + h) * d..][..d];
                 tile_scores(q, &keys, self.scale, visible, &mut scores);
                 row.add_tile(&mut scores, &values[..visible * d]);
             }
@@ -282,11 +285,11 @@ mod tests {
         let values = pseudo_random(g.n_kv_head * total * g.head_dim, 3);
         let mut cache = KvCache::new(g.n_kv_head, g.head_dim, 1024);
         for (from, count) in [(0, before), (before, seq)] {
+            // (tokens, heads, head_dim), as the projections give them.
             let part = |buffer: &[f32]| -> Vec<f32> {
-                (0..g.n_kv_head)
-                    .flat_map(|h| {
-                        buffer[(h * total + from) * g.head_dim..][..count * g.head_dim].to_vec()
-                    })
+                (from..from + count)
+                    .flat_map(|t| (0..g.n_kv_head).map(move |h| (h * total + t) * g.head_dim))
+                    .flat_map(|at| buffer[at..at + g.head_dim].to_vec())
                     .collect()
             };
             cache
@@ -316,7 +319,7 @@ mod tests {
         for t in [0, 1, 63, 64, 100, seq - 1] {
             for h in 0..g.n_head {
                 let kv = h / 2;
-                let q = &queries[(h * seq + t) * 64..][..64];
+                let q = &queries[(t * g.n_head + h) * 64..][..64];
                 let len = before + t + 1;
                 let scores: Vec<f64> = (0..len)
                     .map(|j| {
@@ -360,6 +363,7 @@ mod tests {
             queries: &queries,
             cache: &view,
             seq: 70,
+            n_head: 2,
             head_dim: 64,
             heads: 0..2,
             tokens: 64..70,

@@ -10,22 +10,47 @@
 //! Every function is plain Rust; where a vector of ggml's is emulated lane by lane the lane's
 //! operations are written out in order, fused multiply-adds as `mul_add`.
 
+/// Below this many rows a step runs on the calling thread: one decoded token's row (or its
+/// heads' rows) costs less than handing it to another thread.
+const ROWS_PER_TASK: usize = 16;
+
+/// Values per task of [`add`]: a prompt's residual stream splits over the pool, one token's
+/// stays on the calling thread.
+const VALUES_PER_TASK: usize = 16 * 1024;
+
 /// `out = x / rms(x) * weight` for each row of `weight.len()` values of `x`: ggml's
 /// `rms_norm` (squares summed in f64, the mean and its reciprocal root in f32) followed by its
-/// `mul` by the weight.
+/// `mul` by the weight. A batch's rows run on the current rayon pool (the model's).
 pub(crate) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    use rayon::prelude::*;
     let width = weight.len();
     if width == 0 {
         return;
     }
-    for (row, out) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-        let sum: f64 = row.iter().map(|&v| f64::from(v * v)).sum();
-        let mean = (sum / width as f64) as f32;
-        let scale = 1.0 / (mean + eps).sqrt();
-        for ((y, &v), &w) in out.iter_mut().zip(row).zip(weight) {
-            *y = v * scale * w;
-        }
-    }
+    out.par_chunks_exact_mut(width)
+        .zip(x.par_chunks_exact(width))
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|(out, row)| {
+            let sum: f64 = row.iter().map(|&v| f64::from(v * v)).sum();
+            let mean = (sum / width as f64) as f32;
+            let scale = 1.0 / (mean + eps).sqrt();
+            for ((y, &v), &w) in out.iter_mut().zip(row).zip(weight) {
+                *y = v * scale * w;
+            }
+        });
+}
+
+/// `x += y` value by value (ggml's `add`: a residual connection), on the current pool for a
+/// batch.
+pub(crate) fn add(x: &mut [f32], y: &[f32]) {
+    use rayon::prelude::*;
+    x.par_chunks_mut(VALUES_PER_TASK)
+        .zip(y.par_chunks(VALUES_PER_TASK))
+        .for_each(|(x, y)| {
+            for (x, y) in x.iter_mut().zip(y) {
+                *x += y;
+            }
+        });
 }
 
 /// ggml's AVX2 vector lanes for SwiGLU: whole groups of eight take the vector `exp`, the

@@ -56,8 +56,8 @@ impl KvCache {
         self.len
     }
 
-    /// Appends `seq` positions: `k` and `v` are f32 `(n_kv_head, seq, head_dim)`, rounded to
-    /// f16 here.
+    /// Appends `seq` positions: `k` and `v` are f32 `(seq, n_kv_head, head_dim)`, as the
+    /// projections give them, rounded to f16 here.
     pub(crate) fn append(&mut self, k: &[f32], v: &[f32], seq: usize) -> Result<()> {
         let (heads, dim) = (self.n_kv_head, self.head_dim);
         let needed = self.len + seq;
@@ -83,17 +83,15 @@ impl KvCache {
             );
         }
         let capacity = self.capacity;
-        for h in 0..heads {
-            let at = (h * capacity + self.len) * dim;
-            let from = h * seq * dim;
-            store_f16(
-                &mut self.keys[at..at + seq * dim],
-                &k[from..from + seq * dim],
-            );
-            store_f16(
-                &mut self.values[at..at + seq * dim],
-                &v[from..from + seq * dim],
-            );
+        let rows = k
+            .chunks_exact(dim.max(1))
+            .zip(v.chunks_exact(dim.max(1)))
+            .enumerate();
+        for (row, (k, v)) in rows {
+            let (t, h) = (row / heads, row % heads);
+            let at = (h * capacity + self.len + t) * dim;
+            store_f16(&mut self.keys[at..at + dim], k);
+            store_f16(&mut self.values[at..at + dim], v);
         }
         self.len = needed;
         Ok(())
@@ -157,10 +155,9 @@ mod tests {
         // below 2048.
         let mut position = 0;
         for seq in [1, 300, 5, 250] {
-            let k: Vec<f32> = (0..heads)
-                .flat_map(|h| {
-                    (position..position + seq)
-                        .flat_map(move |p| std::iter::repeat_n((h * 1000 + p) as f32, dim))
+            let k: Vec<f32> = (position..position + seq)
+                .flat_map(|p| {
+                    (0..heads).flat_map(move |h| std::iter::repeat_n((h * 1000 + p) as f32, dim))
                 })
                 .collect();
             let v: Vec<f32> = k.iter().map(|x| -x).collect();

@@ -10,6 +10,9 @@
 //! the k-quants it quantizes the activations unlike ggml and runs on its own spin-waiting pool
 //! rather than the model's. Other formats (Q2_K, Q3_K, f16, f32) go through candle's
 //! `QMatMul`.
+//!
+//! Inputs and outputs are plain rows of f32, one token after another, in buffers the caller
+//! keeps between layers (see [`super::llama`]).
 
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Result, Tensor};
@@ -26,11 +29,14 @@ enum Multiply {
     Candle(QMatMul),
 }
 
-/// A weight matrix and its optional bias; cloning shares the weights (tied embeddings).
+/// A `(rows, columns)` weight matrix and its optional bias (`rows` values); cloning shares
+/// the weights (tied embeddings).
 #[derive(Clone)]
 pub(crate) struct Linear {
     multiply: Multiply,
-    bias: Option<Tensor>,
+    bias: Option<Vec<f32>>,
+    rows: usize,
+    columns: usize,
 }
 
 impl Linear {
@@ -39,9 +45,22 @@ impl Linear {
     pub(crate) fn load(
         gguf: &mut GgufFile,
         name: &str,
-        bias: Option<Tensor>,
+        bias: Option<Vec<f32>>,
     ) -> std::result::Result<Self, Error> {
         let stored = gguf.stored_tensor(name)?;
+        let (rows, columns) = match stored.dims.as_slice() {
+            &[rows, columns] if bias.as_ref().is_none_or(|b| b.len() == rows) => (rows, columns),
+            dims => {
+                return Err(Error::InvalidGguf {
+                    path: gguf.path().to_path_buf(),
+                    reason: format!(
+                        "tensor {name} of shape {dims:?} with a bias of {} values is not a \
+                         matrix the model can use",
+                        bias.as_ref().map_or(0, Vec::len)
+                    ),
+                });
+            }
+        };
         let matrix = QuantizedMatrix::new(stored.dtype, &stored.dims, stored.bytes)
             .map_err(candle_core::Error::wrap)
             .context(|| format!("prepare {name}"))?;
@@ -54,33 +73,35 @@ impl Linear {
                 )
             }
         };
-        Ok(Self { multiply, bias })
+        Ok(Self {
+            multiply,
+            bias,
+            rows,
+            columns,
+        })
     }
 
-    /// `x`: `(batch, seq, in)` → `(batch, seq, out)`.
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match &self.multiply {
-            Multiply::Kernel(matrix) => matrix.forward(x)?,
-            Multiply::Candle(matmul) => matmul.forward(x)?,
-        };
-        self.add_bias(y)
+    /// Output values per token.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
     }
 
-    fn add_bias(&self, y: Tensor) -> Result<Tensor> {
-        match &self.bias {
-            Some(bias) => y.broadcast_add(bias),
-            None => Ok(y),
-        }
+    /// `input`: tokens of `columns` values, one after another → `out`: `rows` values per
+    /// token.
+    pub(crate) fn multiply(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
+        let [()] = Self::multiply_all([self], input, [out])?;
+        Ok(())
     }
 
-    /// Each of `linears` applied to the same `x` (a layer's query, key and value, or its gate
-    /// and up): when Cairn's kernels hold every matrix, `x` is quantized once for all of them,
-    /// and one token's products are handed to the pool at once (see
-    /// [`QuantizedMatrix::multiply_all`]).
-    pub(crate) fn forward_all<const N: usize>(
+    /// Each of `linears` applied to the same `input` (a layer's query, key and value, or its
+    /// gate and up), into `outputs`: when Cairn's kernels hold every matrix, `input` is
+    /// quantized once for all of them, and one token's products are handed to the pool at
+    /// once (see [`QuantizedMatrix::multiply_all`]).
+    pub(crate) fn multiply_all<const N: usize>(
         linears: [&Linear; N],
-        x: &Tensor,
-    ) -> Result<[Tensor; N]> {
+        input: &[f32],
+        mut outputs: [&mut [f32]; N],
+    ) -> Result<[(); N]> {
         let matrices: Vec<&QuantizedMatrix> = linears
             .iter()
             .filter_map(|linear| match &linear.multiply {
@@ -88,53 +109,73 @@ impl Linear {
                 Multiply::Candle(_) => None,
             })
             .collect();
-        let outputs = if matrices.len() != N {
-            linears
-                .iter()
-                .map(|linear| linear.forward(x))
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            let input: Vec<f32> = x
-                .to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1()?;
-            let columns = x.dims().last().copied().unwrap_or(0).max(1);
-            let tokens = input.len() / columns;
-            let mut values: Vec<Vec<f32>> = matrices
-                .iter()
-                .map(|m| vec![0.0; tokens * m.rows()])
-                .collect();
-            let mut outputs: Vec<&mut [f32]> = values.iter_mut().map(Vec::as_mut_slice).collect();
-            QuantizedMatrix::multiply_all(&matrices, &input, &mut outputs)
+        if matrices.len() == N {
+            QuantizedMatrix::multiply_all(&matrices, input, &mut outputs)
                 .map_err(candle_core::Error::wrap)?;
-            let mut dims = x.dims().to_vec();
-            linears
-                .iter()
-                .zip(matrices.iter().zip(values))
-                .map(|(linear, (matrix, values))| {
-                    if let Some(last) = dims.last_mut() {
-                        *last = matrix.rows();
+        } else {
+            for (linear, out) in linears.iter().zip(outputs.iter_mut()) {
+                linear.multiply_candle(input, out)?;
+            }
+        }
+        for (linear, out) in linears.iter().zip(outputs.iter_mut()) {
+            if let Some(bias) = &linear.bias {
+                for row in out.chunks_exact_mut(linear.rows) {
+                    for (y, b) in row.iter_mut().zip(bias) {
+                        *y += b;
                     }
-                    linear.add_bias(Tensor::from_vec(values, dims.as_slice(), x.device())?)
-                })
-                .collect::<Result<Vec<_>>>()?
-        };
-        outputs
-            .try_into()
-            .map_err(|_| candle_core::Error::Msg("one output per matrix".to_string()))
+                }
+            }
+        }
+        Ok([(); N])
     }
 
-    /// The rows `ids` as f32, `(1, ids.len(), columns)`: the matrix as an embedding table.
-    pub(crate) fn embed(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+    /// The product through candle's `QMatMul` (or the kernels' where they hold the matrix).
+    fn multiply_candle(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
+        let tokens = input.len() / self.columns.max(1);
+        if tokens * self.columns != input.len() || out.len() != tokens * self.rows {
+            candle_core::bail!(
+                "a ({}, {}) matrix cannot take {} input values into {} outputs",
+                self.rows,
+                self.columns,
+                input.len(),
+                out.len()
+            );
+        }
+        match &self.multiply {
+            Multiply::Kernel(matrix) => matrix
+                .multiply(input, out)
+                .map_err(candle_core::Error::wrap),
+            Multiply::Candle(matmul) => {
+                let x = Tensor::from_slice(input, (tokens, self.columns), &Device::Cpu)?;
+                let y: Vec<f32> = matmul
+                    .forward(&x)?
+                    .to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                out.copy_from_slice(&y);
+                Ok(())
+            }
+        }
+    }
+
+    /// The rows `ids` as f32 into `out`, one after another: the matrix as an embedding table.
+    pub(crate) fn embed(&self, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
+        out.clear();
         match &self.multiply {
             Multiply::Kernel(matrix) => {
-                let rows = matrix
-                    .dequantize_rows(ids)
+                matrix
+                    .dequantize_rows(ids, out)
                     .map_err(candle_core::Error::wrap)?;
-                let columns = rows.len() / ids.len().max(1);
-                Tensor::from_vec(rows, (1, ids.len(), columns), device)
             }
-            Multiply::Candle(matmul) => matmul.embedding(&Tensor::new(ids, device)?.unsqueeze(0)?),
+            Multiply::Candle(matmul) => {
+                let rows = matmul.embedding(&Tensor::new(ids, &Device::Cpu)?)?;
+                out.extend(
+                    rows.to_dtype(candle_core::DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?,
+                );
+            }
         }
+        Ok(())
     }
 }

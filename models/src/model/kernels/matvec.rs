@@ -15,7 +15,6 @@
 //! and each task writes whole output rows.
 
 use candle_core::quantized::GgmlDType;
-use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use super::Error;
@@ -209,10 +208,11 @@ impl QuantizedMatrix {
         )
     }
 
-    /// The rows `ids` dequantized to f32, one after another (an embedding lookup).
-    pub(crate) fn dequantize_rows(&self, ids: &[u32]) -> Result<Vec<f32>, Error> {
+    /// The rows `ids` dequantized to f32, appended to `out` one after another (an embedding
+    /// lookup).
+    pub(crate) fn dequantize_rows(&self, ids: &[u32], out: &mut Vec<f32>) -> Result<(), Error> {
         let row_bytes = self.row_bytes();
-        let mut out = Vec::with_capacity(ids.len() * self.columns);
+        out.reserve(ids.len() * self.columns);
         for &id in ids {
             let row = id as usize;
             if row >= self.rows {
@@ -246,39 +246,16 @@ impl QuantizedMatrix {
                 }
             }
         }
-        Ok(out)
-    }
-
-    /// Rows: one product each per input row.
-    pub(crate) fn rows(&self) -> usize {
-        self.rows
+        Ok(())
     }
 
     fn row_bytes(&self) -> usize {
         self.columns / self.format.block_len() * self.format.block_bytes()
     }
 
-    /// `x`: `(..., columns)` → `(..., rows)` in f32, each input row multiplied separately.
-    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut out_dims = x.dims().to_vec();
-        let Some(last) = out_dims.last_mut() else {
-            return Err(candle_core::Error::wrap(Error::InputWidth {
-                columns: self.columns,
-                actual: 0,
-            }));
-        };
-        *last = self.rows;
-        let input: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let inputs = input.len() / self.columns;
-        let mut output = vec![0.0f32; inputs * self.rows];
-        self.multiply(&input, &mut output)
-            .map_err(candle_core::Error::wrap)?;
-        Tensor::from_vec(output, out_dims, x.device())
-    }
-
     /// `input`: input rows of `columns` values, one after another; `output`: `rows` values
     /// per input row.
-    fn multiply(&self, input: &[f32], output: &mut [f32]) -> Result<(), Error> {
+    pub(crate) fn multiply(&self, input: &[f32], output: &mut [f32]) -> Result<(), Error> {
         Self::multiply_all(&[self], input, &mut [output])
     }
 
@@ -530,8 +507,8 @@ mod tests {
     use super::*;
     use crate::model::kernels::activation::BLOCK;
     use crate::model::kernels::blocks::tests::quantize_weights;
-    use candle_core::Device;
     use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{DType, Device, Tensor};
 
     /// A deterministic pseudo-random sequence in [-1, 1) (xorshift), with occasional larger
     /// values so that blocks have different scales.
@@ -796,15 +773,9 @@ mod tests {
                             .num_threads(threads)
                             .build()
                             .expect("pool");
-                        let input = Tensor::from_vec(x.clone(), (1, tokens, columns), &Device::Cpu)
-                            .expect("input");
-                        let got: Vec<f32> = pool
-                            .install(|| matrix.forward(&input))
-                            .and_then(|t| {
-                                assert_eq!(t.dims(), &[1, tokens, rows]);
-                                t.flatten_all()?.to_vec1()
-                            })
-                            .expect("forward");
+                        let mut got = vec![0.0; tokens * rows];
+                        pool.install(|| matrix.multiply(&x, &mut got))
+                            .expect("multiply");
                         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         assert!(
                             bits(&got) == bits(&expected),
@@ -845,10 +816,8 @@ mod tests {
             let matrix = QuantizedMatrix::from_qtensor(&weights)
                 .expect("valid")
                 .expect("a handled format");
-            let got: Vec<f32> = Tensor::from_vec(x.clone(), (1, 1, columns), &Device::Cpu)
-                .and_then(|input| matrix.forward(&input))
-                .and_then(|t| t.flatten_all()?.to_vec1())
-                .expect("forward");
+            let mut got = vec![0.0; rows];
+            matrix.multiply(&x, &mut got).expect("multiply");
             let block = format.block_len();
             for (r, (ours, theirs)) in got.iter().zip(&candle).enumerate() {
                 let w = &dense[r * columns..(r + 1) * columns];
@@ -889,9 +858,8 @@ mod tests {
         let matrix = QuantizedMatrix::from_qtensor(&q4)
             .expect("ok")
             .expect("handled");
-        let narrow = Tensor::zeros((1, 1, 48), DType::F32, &Device::Cpu).expect("input");
         let err = matrix
-            .forward(&narrow)
+            .multiply(&[0.0; 48], &mut [0.0; 4])
             .expect_err("48 values for 64 columns");
         assert!(err.to_string().contains("64 columns"), "{err}");
     }
