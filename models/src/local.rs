@@ -22,6 +22,7 @@ use crate::gguf::GgufFile;
 use crate::model::Backbone;
 use crate::model::delegated::Delegated;
 use crate::model::llama::{Llama, LlamaLoad};
+use crate::threads;
 use crate::tokenizer::TextTokenizer;
 
 /// A local GGUF model. Cheap to share as `Arc<dyn LanguageModel>`.
@@ -227,11 +228,11 @@ impl LocalModel {
                         Width::Wide => &self.pool,
                     };
                     let started = Instant::now();
-                    let logits = pool.install(pass);
+                    let logits = threads::install_awake(pool, pass);
                     chooser.record(width, started.elapsed());
                     logits
                 }
-                _ => self.pool.install(pass),
+                _ => threads::install_awake(&self.pool, pass),
             }
         };
         generate::run(
@@ -253,8 +254,7 @@ impl LocalModel {
     pub(crate) fn forward_for_bench(&self, tokens: &[u32], index_pos: usize) -> Result<(), Error> {
         let mut backbone = self.backbone.lock().map_err(|_| Error::Poisoned)?;
         let model = backbone.as_mut();
-        self.pool
-            .install(|| model.forward(tokens, index_pos).map(|_| ()))
+        threads::install_awake(&self.pool, || model.forward(tokens, index_pos).map(|_| ()))
     }
 }
 
