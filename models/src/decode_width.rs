@@ -9,8 +9,9 @@
 //! token for each width, decodes at the faster one, and now and then decodes one token at the
 //! other width: [`PROBE_EVERY`] tokens apart, twice as far after each probe that finds it
 //! still slower (up to `PROBE_EVERY_MAX`). The width in use getting slower shows in its own
-//! times at once; the other getting faster is noticed within that many tokens. Prefill (many tokens at once) always uses the whole pool: its products are
-//! large enough to split well even on a busy machine.
+//! times at once; the other getting faster is noticed within that many tokens. Prefill (many
+//! tokens at once) always uses the whole pool: its products are large enough to split well
+//! even on a busy machine.
 //!
 //! The idle width's threads sleep: rayon parks a worker soon after it runs out of work.
 

@@ -114,7 +114,7 @@ impl Linear {
                 .map_err(candle_core::Error::wrap)?;
         } else {
             for (linear, out) in linears.iter().zip(outputs.iter_mut()) {
-                linear.multiply_candle(input, out)?;
+                linear.multiply_alone(input, out)?;
             }
         }
         for (linear, out) in linears.iter().zip(outputs.iter_mut()) {
@@ -129,8 +129,17 @@ impl Linear {
         Ok([(); N])
     }
 
-    /// The product through candle's `QMatMul` (or the kernels' where they hold the matrix).
-    fn multiply_candle(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
+    /// This matrix's product on its own: [`Linear::multiply_all`] where candle holds some of
+    /// its matrices.
+    fn multiply_alone(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
+        let matmul = match &self.multiply {
+            Multiply::Kernel(matrix) => {
+                return matrix
+                    .multiply(input, out)
+                    .map_err(candle_core::Error::wrap);
+            }
+            Multiply::Candle(matmul) => matmul,
+        };
         let tokens = input.len() / self.columns.max(1);
         if tokens * self.columns != input.len() || out.len() != tokens * self.rows {
             candle_core::bail!(
@@ -141,21 +150,14 @@ impl Linear {
                 out.len()
             );
         }
-        match &self.multiply {
-            Multiply::Kernel(matrix) => matrix
-                .multiply(input, out)
-                .map_err(candle_core::Error::wrap),
-            Multiply::Candle(matmul) => {
-                let x = Tensor::from_slice(input, (tokens, self.columns), &Device::Cpu)?;
-                let y: Vec<f32> = matmul
-                    .forward(&x)?
-                    .to_dtype(candle_core::DType::F32)?
-                    .flatten_all()?
-                    .to_vec1()?;
-                out.copy_from_slice(&y);
-                Ok(())
-            }
-        }
+        let x = Tensor::from_slice(input, (tokens, self.columns), &Device::Cpu)?;
+        let y: Vec<f32> = matmul
+            .forward(&x)?
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        out.copy_from_slice(&y);
+        Ok(())
     }
 
     /// The rows `ids` as f32 into `out`, one after another: the matrix as an embedding table.
