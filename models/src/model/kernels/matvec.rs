@@ -37,12 +37,12 @@ const MIN_CHUNK_ROWS: usize = 64;
 /// ~120 KB, well inside a core's L2 cache.
 const MAX_CHUNK_TOKENS: usize = 64;
 
-/// k-quant batches of at least this many tokens go through weight panels where the CPU has
-/// AVX512-VNNI (`super::avx512_panels`): below it, unpacking a panel costs more than its
-/// faster products save.
+/// k-quant batches of at least this many tokens go through weight panels (`super::panels`):
+/// below it, unpacking a panel costs more than its faster products save.
 const PANEL_MIN_TOKENS: usize = 16;
 
-/// Weight rows per panel (`super::avx512_panels`): a row split hands out whole panels.
+/// A multiple of the weight rows per panel (`super::panels`: 16 or 8): a row split hands out
+/// whole panels.
 const PANEL_ROWS: usize = 16;
 
 /// Which dot product this CPU runs.
@@ -51,7 +51,7 @@ enum Kernel {
     #[cfg(target_arch = "x86_64")]
     Avx2 {
         avx2: super::avx2::Avx2,
-        panels: Option<super::avx512_panels::Panels>,
+        panels: super::panels::Panels,
     },
     Portable,
 }
@@ -60,7 +60,7 @@ impl Kernel {
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         if let Some(avx2) = super::avx2::Avx2::detect() {
-            let panels = super::avx512_panels::Panels::detect();
+            let panels = super::panels::Panels::detect(avx2);
             return Self::Avx2 { avx2, panels };
         }
         Self::Portable
@@ -71,7 +71,7 @@ impl Kernel {
     fn takes_panels(self, accumulation: Accumulation, tokens: usize) -> bool {
         let available = match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 { panels, .. } => panels.is_some(),
+            Self::Avx2 { .. } => true,
             Self::Portable => false,
         };
         available && accumulation != Accumulation::Lanes && tokens >= PANEL_MIN_TOKENS
@@ -90,11 +90,12 @@ impl Kernel {
     ) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 {
-                panels: Some(panels),
-                ..
-            } => panels.dot_tile(format, accumulation, rows, row_bytes, activations, out),
-            _ => self.dot_tile_super(format, accumulation, rows, row_bytes, activations, out),
+            Self::Avx2 { panels, .. } => {
+                panels.dot_tile(format, accumulation, rows, row_bytes, activations, out)
+            }
+            Self::Portable => {
+                self.dot_tile_super(format, accumulation, rows, row_bytes, activations, out)
+            }
         }
     }
 

@@ -12,13 +12,15 @@
 //!
 //! See [`matvec::QuantizedMatrix`] for the entry point, [`format`] for the formats,
 //! [`blocks`] and [`superblocks`] for the block layouts and the portable dot products,
-//! `avx2` and `avx2_superblocks` for the SIMD ones, `avx512_panels` for k-quant batches on
-//! AVX512-VNNI.
+//! `avx2` and `avx2_superblocks` for the SIMD ones, `panels` (with `avx2_panels` and
+//! `avx512_panels`) for k-quant batches.
 
 mod activation;
 mod activation_k;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_panels;
 #[cfg(target_arch = "x86_64")]
 mod avx2_superblocks;
 #[cfg(target_arch = "x86_64")]
@@ -27,6 +29,8 @@ mod blocks;
 mod error;
 mod format;
 mod matvec;
+#[cfg(target_arch = "x86_64")]
+mod panels;
 mod superblocks;
 
 pub(crate) use error::Error;
