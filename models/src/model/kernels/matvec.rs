@@ -309,9 +309,8 @@ impl QuantizedMatrix {
 
     /// Each of `products`' matrices times the batch quantized in `activations`, into its
     /// output. The matrices run side by side (nested `rayon::join`), so the pool's threads
-    /// finish one hand-out for all of them instead of waiting for each: a layer's key and
-    /// value products are a few dozen microseconds of work each, split in chunks like the
-    /// query's.
+    /// finish one hand-out for all of them: one wait for the slowest chunk per layer step
+    /// instead of one per matrix (three for a layer's query, key and value).
     fn multiply_batch(
         products: &mut [(&Self, &mut [f32])],
         input_len: usize,
