@@ -28,20 +28,23 @@ use super::superblocks::SuperBlockFormat;
 /// Weight rows per panel: one i32 lane each.
 const ROWS: usize = 8;
 
-/// [`panels::Panels::dot_tile`] on eight-row panels; `_avx2` proves the CPU features.
-pub(crate) fn dot_tile(
-    _avx2: Avx2,
-    format: SuperBlockFormat,
-    accumulation: Accumulation,
-    rows: &[u8],
-    row_bytes: usize,
-    activations: &[SuperBlock],
-    out: &mut Products<'_>,
-) {
-    // SAFETY: an `Avx2` exists only when the CPU features were detected.
-    unsafe { tile(format, accumulation, rows, row_bytes, activations, out) }
+impl Avx2 {
+    /// [`panels::Panels::dot_tile`] on eight-row panels.
+    pub(crate) fn dot_panels(
+        self,
+        format: SuperBlockFormat,
+        accumulation: Accumulation,
+        rows: &[u8],
+        row_bytes: usize,
+        activations: &[SuperBlock],
+        out: &mut Products<'_>,
+    ) {
+        // SAFETY: an `Avx2` exists only when the CPU features were detected.
+        unsafe { tile(format, accumulation, rows, row_bytes, activations, out) }
+    }
 }
 
+/// [`Avx2::dot_panels`].
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tile(
     format: SuperBlockFormat,

@@ -74,15 +74,9 @@ impl Panels {
             Self::Vnni512(vnni) => {
                 vnni.dot_tile(format, accumulation, rows, row_bytes, activations, out)
             }
-            Self::Avx2(avx2) => super::avx2_panels::dot_tile(
-                avx2,
-                format,
-                accumulation,
-                rows,
-                row_bytes,
-                activations,
-                out,
-            ),
+            Self::Avx2(avx2) => {
+                avx2.dot_panels(format, accumulation, rows, row_bytes, activations, out)
+            }
         }
     }
 }
