@@ -3,8 +3,9 @@
 //! would have given the process itself, then waits for a worker's result and turns it into
 //! the attempt's outcome. The run machine does not know the difference.
 //!
-//! After a restart the engine adopts a task whose result it had not read yet instead of
-//! queueing the step again, so a step a worker already ran (or is running) is not run twice.
+//! After a restart the engine adopts a task whose result no attempt has recorded yet instead
+//! of queueing the step again, so a step a worker already ran (or is running) is not run
+//! twice. The task is marked read in the transaction that records the attempt's end.
 //! Cancelling the run asks the worker to stop the command at its next lease renewal.
 
 use std::time::Duration;
@@ -63,10 +64,7 @@ pub async fn dispatch(
             );
         }
         if record.is_finished() {
-            if let Err(error) = patiently(store, move |s| s.write(|txn| txn.consume_task(id))).await
-            {
-                return store_failure(logs, &step, &error);
-            }
+            // The task is marked read with the attempt's end (`finish_attempt`), in one write.
             return outcome(&record);
         }
         if let Some(at) = cancelled_at

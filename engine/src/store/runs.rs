@@ -401,6 +401,11 @@ impl WriteTxn<'_> {
     }
 
     /// Closes an attempt row; `state` is succeeded, failed, interrupted or cancelled.
+    ///
+    /// An attempt that ended (not one cut off) has read its step's finished task, if it ran on a
+    /// worker: the task is marked read in this same transaction. Were it marked in one of its
+    /// own, an engine dying between the two would find the attempt interrupted on resume and no
+    /// task left to adopt, and queue the step a second time.
     // One argument per column of the row it closes; the caller's `Write` is the named form.
     #[allow(clippy::too_many_arguments)]
     pub fn finish_attempt(
@@ -428,6 +433,14 @@ impl WriteTxn<'_> {
                 &now_ms(),
             ],
         )?;
+        if state != "interrupted" {
+            self.conn.execute(
+                "UPDATE tasks SET consumed = 1
+                 WHERE run_id = ?1 AND step_id = ?2 AND consumed = 0
+                   AND state IN ('succeeded', 'failed', 'cancelled')",
+                &[&run_id, &step_id],
+            )?;
+        }
         Ok(())
     }
 

@@ -1235,7 +1235,23 @@ fn a_task_goes_to_a_worker_with_its_labels(store: &Store) {
         (done.state.as_str(), done.result),
         ("succeeded", Some(result))
     );
-    store.write(|txn| txn.consume_task(build)).expect("read");
+    // An attempt cut off before it recorded the result leaves the task to adopt; the attempt
+    // that records it marks the task read in the same transaction.
+    let finish = |state: &str| {
+        store
+            .write(|txn| txn.finish_attempt(run_id, "build", 1, state, None, None, None))
+            .expect("attempt closed")
+    };
+    finish("interrupted");
+    assert_eq!(
+        store
+            .unread_task(run_id, "build")
+            .expect("unread")
+            .map(|t| t.id),
+        Some(build),
+        "a cut-off attempt did not read the result"
+    );
+    finish("succeeded");
     assert!(
         store
             .unread_task(run_id, "build")

@@ -184,7 +184,8 @@ impl WriteTxn<'_> {
         Ok(id)
     }
 
-    /// The engine has read the task's result (or gave up on it): it is never adopted again.
+    /// The engine gave up on the task (its worker did not stop when asked): it is never
+    /// adopted again. A task that finished is marked read by `finish_attempt` instead.
     pub fn consume_task(&self, task_id: i64) -> Result<()> {
         self.conn
             .execute("UPDATE tasks SET consumed = 1 WHERE id = ?1", &[&task_id])?;
