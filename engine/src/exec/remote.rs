@@ -238,6 +238,98 @@ mod tests {
         assert_eq!(tasks.len(), 1, "queued once: {tasks:?}");
     }
 
+    /// The engine read its task's result and died before recording the attempt: the attempt
+    /// after the resume adopts that result instead of queueing the step again, and recording
+    /// it marks the task read.
+    #[test]
+    fn a_result_read_but_not_recorded_is_adopted_after_a_restart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("cairn.db")).expect("the store");
+        let run_id = store
+            .write(|txn| {
+                txn.create_run(&NewRun {
+                    workflow: "w".into(),
+                    source_path: None,
+                    definition: "name: w\n".into(),
+                    context: json!({}),
+                    step_ids: vec!["s".into()],
+                    owner: "engine".into(),
+                    lease_ms: 60_000,
+                })
+            })
+            .expect("a run");
+        let task = move |attempt| NewTask {
+            run_id,
+            step_id: "s".into(),
+            attempt,
+            labels: vec!["linux".into()],
+            spec: TaskSpec {
+                command: "true".into(),
+                env: Vec::new(),
+                timeout_ms: None,
+                secrets: Vec::new(),
+            },
+        };
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let outcomes = runtime.block_on(async {
+            let writer = LogWriter::start(store.clone(), None, None);
+            let (_cancel, cancelled) = watch::channel(false);
+            let first = tokio::spawn({
+                let (store, logs, cancelled) = (
+                    store.clone(),
+                    writer.sink(run_id, "s", 1),
+                    cancelled.clone(),
+                );
+                async move { dispatch(&store, task(1), &logs, cancelled).await }
+            });
+            let worker = store_call(&store, |s| {
+                loop {
+                    let labels = ["linux".to_string()];
+                    if let Some(lease) =
+                        s.task_write(|txn| txn.lease_task("w1", &labels, 60_000))?
+                    {
+                        return Ok(lease);
+                    }
+                    std::thread::sleep(POLL);
+                }
+            });
+            let lease = tokio::time::timeout(Duration::from_secs(30), worker)
+                .await
+                .expect("the task is queued")
+                .expect("a lease");
+            let result = TaskResult::Succeeded {
+                outputs: json!({ "by": "w1" }),
+            };
+            store
+                .task_write(|txn| txn.finish_task(&lease.fence, &result))
+                .expect("the result");
+            let first = first.await.expect("dispatch does not panic");
+            // The engine dies here; its successor closes attempt 1 and starts attempt 2.
+            store
+                .write(|txn| txn.finish_attempt(run_id, "s", 1, "interrupted", None, None, None))
+                .expect("attempt 1 closed");
+            let logs = writer.sink(run_id, "s", 2);
+            let second = tokio::time::timeout(
+                Duration::from_secs(30),
+                dispatch(&store, task(2), &logs, cancelled),
+            )
+            .await
+            .expect("the result is adopted, not waited for");
+            [first, second]
+        });
+        for outcome in &outcomes {
+            assert!(
+                matches!(outcome, Outcome::Succeeded { outputs } if outputs["by"] == "w1"),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(store.tasks(run_id).expect("tasks").len(), 1, "queued once");
+        store
+            .write(|txn| txn.finish_attempt(run_id, "s", 2, "succeeded", None, None, None))
+            .expect("attempt 2 recorded");
+        assert!(store.unread_task(run_id, "s").expect("unread").is_none());
+    }
+
     async fn hand_over_across_a_restart(
         server: test_postgres::Server,
         mut holder: postgres::Client,
