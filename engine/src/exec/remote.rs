@@ -193,16 +193,9 @@ mod tests {
     use crate::exec::logs::LogWriter;
     use crate::store::{NewRun, TaskSpec, test_postgres};
 
-    /// PostgreSQL restarting while the engine queues a step's task (the enqueue's connection
-    /// is cut mid-statement): the engine waits until the store is back and queues the step
-    /// once, instead of failing it.
-    #[test]
-    fn a_store_restart_while_a_step_is_handed_over_is_waited_out() {
-        let server = test_postgres::Server::dedicated();
-        let url = server.database();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open_postgres(&url, &dir.path().join("cairn.db")).expect("the store");
-        let run_id = store
+    /// A run of one step, `s`.
+    fn one_step_run(store: &Store) -> i64 {
+        store
             .write(|txn| {
                 txn.create_run(&NewRun {
                     workflow: "w".into(),
@@ -214,11 +207,15 @@ mod tests {
                     lease_ms: 60_000,
                 })
             })
-            .expect("a run");
-        let task = NewTask {
+            .expect("a run")
+    }
+
+    /// Step `s`'s task for a worker labelled `linux`.
+    fn step_task(run_id: i64, attempt: u32) -> NewTask {
+        NewTask {
             run_id,
             step_id: "s".into(),
-            attempt: 1,
+            attempt,
             labels: vec!["linux".into()],
             spec: TaskSpec {
                 command: "true".into(),
@@ -226,7 +223,20 @@ mod tests {
                 timeout_ms: None,
                 secrets: Vec::new(),
             },
-        };
+        }
+    }
+
+    /// PostgreSQL restarting while the engine queues a step's task (the enqueue's connection
+    /// is cut mid-statement): the engine waits until the store is back and queues the step
+    /// once, instead of failing it.
+    #[test]
+    fn a_store_restart_while_a_step_is_handed_over_is_waited_out() {
+        let server = test_postgres::Server::dedicated();
+        let url = server.database();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_postgres(&url, &dir.path().join("cairn.db")).expect("the store");
+        let run_id = one_step_run(&store);
+        let task = step_task(run_id, 1);
         // Another writer holds the store's write lock, so the enqueue waits on the server
         // until the restart cuts it off.
         let mut holder = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
@@ -245,31 +255,8 @@ mod tests {
     fn a_result_read_but_not_recorded_is_adopted_after_a_restart() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(&dir.path().join("cairn.db")).expect("the store");
-        let run_id = store
-            .write(|txn| {
-                txn.create_run(&NewRun {
-                    workflow: "w".into(),
-                    source_path: None,
-                    definition: "name: w\n".into(),
-                    context: json!({}),
-                    step_ids: vec!["s".into()],
-                    owner: "engine".into(),
-                    lease_ms: 60_000,
-                })
-            })
-            .expect("a run");
-        let task = move |attempt| NewTask {
-            run_id,
-            step_id: "s".into(),
-            attempt,
-            labels: vec!["linux".into()],
-            spec: TaskSpec {
-                command: "true".into(),
-                env: Vec::new(),
-                timeout_ms: None,
-                secrets: Vec::new(),
-            },
-        };
+        let run_id = one_step_run(&store);
+        let task = move |attempt| step_task(run_id, attempt);
         let runtime = tokio::runtime::Runtime::new().expect("a runtime");
         let outcomes = runtime.block_on(async {
             let writer = LogWriter::start(store.clone(), None, None);
