@@ -169,7 +169,9 @@ impl Engine {
         context: Value,
     ) -> Result<(i64, Workflow)> {
         let (new, workflow) = self.new_run(definition, file_name, source_path, context)?;
-        let run_id = self.store.write(|txn| txn.create_run(&new))?;
+        // A store restarting now is ridden out: a transaction cut off before its commit
+        // created nothing, so it runs again.
+        let run_id = self.store.write_again(|txn| txn.create_run(&new))?;
         Ok((run_id, workflow))
     }
 

@@ -62,7 +62,15 @@ impl Postgres {
             session: Mutex::new(None),
             connected: AtomicBool::new(false),
         };
-        db.session(|client, _| migrate(client, url))?;
+        let migrated = db.session(|client, _| migrate(client, url));
+        match migrated {
+            // The server let us in, then went down (a restart): wait for it as for any lost
+            // connection. The migration is one transaction and a no-op once applied.
+            Err(error) if error.is_unavailable() && db.connected.load(Ordering::Relaxed) => {
+                db.session(|client, _| migrate(client, url))?
+            }
+            result => result?,
+        }
         Ok(db)
     }
 
@@ -79,8 +87,32 @@ impl Postgres {
         self.session(|client, statements| {
             let mut txn = client.transaction()?;
             txn.batch_execute(WRITE_LOCK_SQL)?;
-            run_in(txn, statements, work)
+            run_in(txn, statements, work, &AtomicBool::new(false))
         })
+    }
+
+    /// [`Postgres::write`] for `work` that may run twice: a transaction cut off by a lost
+    /// connection before its commit was sent (so it certainly did not commit) runs again once
+    /// on a new connection, which waits for a restarting server. One cut off while committing
+    /// may have committed, so its error is returned.
+    pub(super) fn write_again<T: Send>(
+        &self,
+        work: impl Fn(&dyn Conn) -> Result<T> + Send + Sync,
+    ) -> Result<T> {
+        let committing = AtomicBool::new(false);
+        let attempt = || {
+            self.session(|client, statements| {
+                let mut txn = client.transaction()?;
+                txn.batch_execute(WRITE_LOCK_SQL)?;
+                run_in(txn, statements, &work, &committing)
+            })
+        };
+        match attempt() {
+            Err(error) if error.is_unavailable() && !committing.load(Ordering::Relaxed) => {
+                attempt()
+            }
+            result => result,
+        }
     }
 
     /// Runs `work` in one write transaction that takes no store-wide lock (READ COMMITTED):
@@ -91,7 +123,14 @@ impl Postgres {
         &self,
         work: impl FnOnce(&dyn Conn) -> Result<T> + Send,
     ) -> Result<T> {
-        self.session(|client, statements| run_in(client.transaction()?, statements, work))
+        self.session(|client, statements| {
+            run_in(
+                client.transaction()?,
+                statements,
+                work,
+                &AtomicBool::new(false),
+            )
+        })
     }
 
     /// Runs `work` in one read-only transaction (one snapshot for all its queries). A read
@@ -108,7 +147,7 @@ impl Postgres {
                     .isolation_level(postgres::IsolationLevel::RepeatableRead)
                     .read_only(true)
                     .start()?;
-                run_in(txn, statements, &work)
+                run_in(txn, statements, &work, &AtomicBool::new(false))
             })
         };
         match attempt() {
@@ -202,17 +241,20 @@ impl Drop for Postgres {
     }
 }
 
-/// Runs `work` in `txn` and commits it (dropping it on an error rolls it back).
+/// Runs `work` in `txn` and commits it (dropping it on an error rolls it back); `committing`
+/// is set once the commit is about to be sent.
 fn run_in<T>(
     txn: postgres::Transaction<'_>,
     statements: &mut Statements,
     work: impl FnOnce(&dyn Conn) -> Result<T>,
+    committing: &AtomicBool,
 ) -> Result<T> {
     let conn = PgConn {
         txn: RefCell::new(txn),
         statements: RefCell::new(statements),
     };
     let value = work(&conn)?;
+    committing.store(true, Ordering::Relaxed);
     conn.txn.into_inner().commit()?;
     Ok(value)
 }
@@ -530,6 +572,71 @@ mod tests {
         assert!(!all.contains(" INTEGER"), "{all}");
         assert!(all.contains("CREATE FUNCTION events_are_append_only_update_guard()"));
         assert!(all.contains("DROP TRIGGER events_are_append_only_delete ON events"));
+    }
+
+    /// A write whose connection is cut while it waits for the write lock (as a restart cuts
+    /// every session) did not commit: `write_again` runs it once more on a new connection and
+    /// it lands once; a plain `write` reports the lost connection.
+    #[test]
+    fn a_write_cut_off_before_its_commit_runs_again() {
+        let url = super::super::test_postgres::database();
+        let db = Postgres::open(&url).expect("the store");
+        db.write(|conn| conn.execute("CREATE TABLE marks (id BIGINT)", &[]))
+            .expect("a table");
+        let count = || {
+            db.read(|conn| {
+                let row = conn.query_opt("SELECT count(*) FROM marks", &[])?;
+                row.ok_or(Error::SessionPanicked)?.get::<i64>(0)
+            })
+            .expect("the count")
+        };
+        let mut holder = Client::connect(&url, NoTls).expect("connect");
+        // The backend waiting for the write lock, once there is one.
+        let waiter = |holder: &mut Client| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let waiting =
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+                if let Some(row) = holder.query_opt(waiting, &[]).expect("pg_locks") {
+                    return row.get::<_, i32>(0);
+                }
+                assert!(Instant::now() < deadline, "the write never waited");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        for again in [true, false] {
+            holder
+                .batch_execute(&format!("BEGIN; {WRITE_LOCK_SQL}"))
+                .expect("the write lock");
+            let result = std::thread::scope(|scope| {
+                let writing = scope.spawn(|| {
+                    let insert =
+                        |conn: &dyn Conn| conn.execute("INSERT INTO marks VALUES (1)", &[]);
+                    if again {
+                        db.write_again(insert)
+                    } else {
+                        db.write(insert)
+                    }
+                });
+                let cut = waiter(&mut holder);
+                holder
+                    .execute("SELECT pg_terminate_backend($1)", &[&cut])
+                    .expect("terminate");
+                if again {
+                    // Tried again on a new connection: it waits for the lock once more.
+                    assert_ne!(waiter(&mut holder), cut, "a new session");
+                }
+                holder.batch_execute("ROLLBACK").expect("release");
+                writing.join().expect("no panic")
+            });
+            if again {
+                result.expect("run again on a new connection");
+            } else {
+                let error = result.expect_err("a plain write is not run again");
+                assert!(error.is_unavailable(), "{error}");
+            }
+            assert_eq!(count(), 1, "inserted once in all");
+        }
     }
 
     #[test]

@@ -130,6 +130,20 @@ impl Store {
         }
     }
 
+    /// [`Store::write`] for `work` that may run twice: on PostgreSQL, a transaction cut off by
+    /// a lost connection (the server restarting) before its commit was sent runs again on a
+    /// new connection instead of failing. For writes a caller cannot look up afterwards,
+    /// such as creating a run.
+    pub fn write_again<T: Send>(
+        &self,
+        work: impl Fn(&WriteTxn<'_>) -> Result<T> + Send + Sync,
+    ) -> Result<T> {
+        match &*self.database {
+            Database::Sqlite(_) => self.write(work),
+            Database::Postgres(db) => db.write_again(|conn| work(&WriteTxn { conn })),
+        }
+    }
+
     /// Runs `work` in one write transaction that, on PostgreSQL, takes no store-wide lock: the
     /// statements of `work` lock the rows they change themselves (`store/tasks.rs`). On SQLite
     /// it is [`Store::write`]'s transaction: one writer at a time locks every row anyway.
